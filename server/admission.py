@@ -1,0 +1,30 @@
+"""Admission: N job slots; a connection that finds them all busy is turned away (pure)."""
+
+from __future__ import annotations
+
+
+class Slots:
+    """Counts busy job slots. Not thread-safe; lives on the event loop."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"a server needs at least one slot, got {capacity}")
+        self.capacity = capacity
+        self.busy = 0
+        self.accepting = True
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self.busy if self.accepting else 0
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free and we are accepting work."""
+        if not self.accepting or self.busy >= self.capacity:
+            return False
+        self.busy += 1
+        return True
+
+    def release(self) -> None:
+        if self.busy <= 0:
+            raise RuntimeError("released a slot that was not taken")
+        self.busy -= 1

@@ -1,0 +1,171 @@
+"""One connection's life: access, admission, request, policy, compile, reply."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from server.policy import Plan, PolicyViolation, judge
+from server.runner import RunLimits, run_compile
+from server.stats import ServerStats
+from wire import Limits, RemoteProtocolError, Reply, Request, encode_reply
+from wire.events import exit_status
+from wire.stream import read_request
+
+log = structlog.get_logger("distlb.server.job")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What every job needs from the server; built once at startup."""
+
+    stats: ServerStats
+    compilers: Mapping[str, str]
+    allow: Sequence[Network]
+    wire_limits: Limits
+    run_limits: RunLimits
+    tmp_dir: str
+    io_timeout_s: float
+    request_timeout_s: float
+
+
+def is_allowed(address: str, allow: Sequence[Network]) -> bool:
+    """True when ``address`` falls in one of the ``allow`` networks."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in allow)
+
+
+async def _watch_client(reader: asyncio.StreamReader, gone: asyncio.Future[None]) -> None:
+    """Complete ``gone`` when the client closes or sends anything (it must only wait)."""
+    with contextlib.suppress(ConnectionError):
+        await reader.read(1)
+    if not gone.done():
+        gone.set_result(None)
+
+
+async def _send(writer: asyncio.StreamWriter, reply: Reply, timeout_s: float) -> int:
+    data = encode_reply(reply)
+    writer.write(data)
+    await asyncio.wait_for(writer.drain(), timeout_s)
+    return len(data)
+
+
+async def handle_connection(
+    ctx: JobContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Serve one distcc connection. Never raises: every end is counted and logged."""
+    peer = writer.get_extra_info("peername") or ("?", 0)
+    structlog.contextvars.bind_contextvars(job_id=secrets.token_hex(6), client=peer[0])
+    stats = ctx.stats
+    stats.counters.connections += 1
+    try:
+        if not is_allowed(peer[0], ctx.allow):
+            stats.counters.rejected_access += 1
+            log.warning("turned_away", reason="address not allowed")
+            return
+        if not stats.slots.try_acquire():
+            stats.counters.rejected_busy += 1
+            log.info("turned_away", reason="busy", slots=stats.slots.capacity)
+            return
+        try:
+            stats.counters.accepted += 1
+            await _serve_job(ctx, reader, writer)
+        finally:
+            stats.slots.release()
+    except Exception:
+        stats.counters.other += 1
+        log.exception("job_crashed")
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
+        structlog.contextvars.unbind_contextvars("job_id", "client")
+
+
+async def _serve_job(
+    ctx: JobContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    started = time.monotonic()
+    stats = ctx.stats
+    try:
+        async with asyncio.timeout(ctx.request_timeout_s):
+            request = await read_request(reader, ctx.wire_limits, idle_timeout_s=ctx.io_timeout_s)
+    except RemoteProtocolError as exc:
+        stats.job_finished("bad_request", "?", "?", time.monotonic() - started)
+        log.warning("bad_request", reason=str(exc), error=type(exc).__name__)
+        return
+    except TimeoutError:
+        stats.job_finished("bad_request", "?", "?", time.monotonic() - started)
+        log.warning("bad_request", reason="request not received in time")
+        return
+
+    try:
+        plan = judge(request.argv, ctx.compilers)
+    except PolicyViolation as exc:
+        stats.job_finished("rejected_policy", "?", request.argv[0], time.monotonic() - started)
+        log.warning("job_refused", reason=exc.reason, argv=list(request.argv)[:64])
+        message = f"distlb-server: job refused: {exc.reason}\n".encode("utf-8", "replace")
+        reply = Reply(request.protocol, exit_status(1), message, b"", b"")
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            await _send(writer, reply, ctx.io_timeout_s)
+        return
+
+    structlog.contextvars.bind_contextvars(compiler=plan.compiler, input=plan.input_name)
+    try:
+        await _compile_and_reply(ctx, request, plan, reader, writer, started)
+    finally:
+        structlog.contextvars.unbind_contextvars("compiler", "input")
+
+
+async def _compile_and_reply(
+    ctx: JobContext,
+    request: Request,
+    plan: Plan,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    started: float,
+) -> None:
+    stats = ctx.stats
+    loop = asyncio.get_running_loop()
+    gone: asyncio.Future[None] = loop.create_future()
+    watcher = asyncio.create_task(_watch_client(reader, gone))
+    try:
+        result = await run_compile(
+            plan, request.source, tmp_root=ctx.tmp_dir, limits=ctx.run_limits, client_gone=gone
+        )
+    finally:
+        watcher.cancel()
+    outcome = result.outcome
+    sent = 0
+    if outcome != "client_disconnect":
+        reply = Reply(request.protocol, result.status, result.stderr, result.stdout, result.obj)
+        try:
+            sent = await _send(writer, reply, ctx.io_timeout_s)
+        except (ConnectionError, TimeoutError):
+            outcome = "client_disconnect"
+    seconds = time.monotonic() - started
+    stats.job_finished(outcome, plan.input_name, plan.compiler, seconds)
+    log.info(
+        "job_done",
+        outcome=outcome,
+        status=result.status,
+        ms=round(seconds * 1000, 1),
+        compile_ms=round(result.seconds * 1000, 1),
+        protocol=request.protocol,
+        bytes_in=len(request.source),
+        bytes_out=sent,
+    )

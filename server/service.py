@@ -1,0 +1,172 @@
+"""The server's lifecycle: bind, drop privileges, serve, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pwd
+import signal
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+
+import structlog
+from aiohttp import web
+
+from server.admission import Slots
+from server.agent import serve_agent
+from server.config import ConfigError, ServerConfig, default_compiler_names, resolve_compilers
+from server.http_status import make_app
+from server.job import JobContext, handle_connection
+from server.runner import CompileUser, RunLimits
+from server.stats import ServerStats
+from wire import Limits
+
+log = structlog.get_logger("distlb.server")
+LOAD_SAMPLE_S = 5.0
+
+
+def distlb_version() -> str:
+    try:
+        return version("distlb")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def compiler_versions(compilers: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Each compiler's path and the first line of its ``--version`` (read once at startup)."""
+    found: dict[str, dict[str, str]] = {}
+    for name, path in compilers.items():
+        try:
+            out = subprocess.run(
+                [path, "--version"], capture_output=True, timeout=10, check=False
+            ).stdout
+            first = out.decode("utf-8", "replace").splitlines()[0] if out else "unknown"
+        except (OSError, subprocess.TimeoutExpired):
+            first = "unknown"
+        found[name] = {"path": path, "version": first}
+    return found
+
+
+def compile_user(user: str | None) -> CompileUser | None:
+    """Who compilers run as: when we are root, ``user`` or the first unprivileged
+    default that exists (as distccd does); otherwise ourselves (None)."""
+    if os.geteuid() != 0:
+        return None
+    candidates = [user] if user else list(UNPRIVILEGED)
+    for name in candidates:
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        if entry.pw_uid == 0:
+            raise ConfigError(f"--user {name!r} is root; compilers must not run as root")
+        return CompileUser(name, entry.pw_uid, entry.pw_gid)
+    raise ConfigError(f"--user: no such user among {candidates}")
+
+
+UNPRIVILEGED = ("distcc", "distccd", "nobody")
+
+
+class Service:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        explicit = bool(config.compiler)
+        self.compilers = resolve_compilers(config.compiler or default_compiler_names(), explicit)
+        self.compiler_info = compiler_versions(self.compilers)
+        self.user = compile_user(config.user)
+        self.slots = Slots(config.jobs)
+        self.stats = ServerStats(self.slots, config.tmp_dir)
+        self.ctx = JobContext(
+            stats=self.stats,
+            compilers=self.compilers,
+            allow=config.networks(),
+            wire_limits=Limits(max_source_bytes=config.max_source_mb * 1024 * 1024),
+            run_limits=RunLimits(
+                lifetime_s=config.job_lifetime,
+                kill_grace_s=config.kill_grace,
+                nice=config.nice,
+                user=self.user,
+            ),
+            tmp_dir=config.tmp_dir,
+            io_timeout_s=config.io_timeout,
+            request_timeout_s=config.request_timeout,
+        )
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._jobs.add(task)
+        try:
+            await handle_connection(self.ctx, reader, writer)
+        finally:
+            self._jobs.discard(task)
+
+    async def _sample_load(self) -> None:
+        while True:
+            await asyncio.sleep(LOAD_SAMPLE_S)
+            self.stats.sample_load(LOAD_SAMPLE_S)
+
+    async def run(self) -> None:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        compile_server = await asyncio.start_server(
+            self._on_connection, cfg.listen, cfg.port, reuse_address=True, backlog=1024
+        )
+        runner = web.AppRunner(
+            make_app(self.stats, lambda: self.compiler_info, distlb_version()), access_log=None
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, cfg.listen, cfg.stats_port, reuse_address=True)
+        await site.start()
+        agent_server = None
+        if cfg.agent_port is not None:
+            agent_server = await asyncio.start_server(
+                lambda r, w: serve_agent(self.slots, r, w),
+                cfg.listen,
+                cfg.agent_port,
+                reuse_address=True,
+            )
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        sampler = asyncio.create_task(self._sample_load())
+        log.info(
+            "server_ready",
+            port=compile_server.sockets[0].getsockname()[1],
+            stats_port=site._server.sockets[0].getsockname()[1],  # type: ignore[union-attr]
+            agent_port=agent_server.sockets[0].getsockname()[1] if agent_server else None,
+            slots=cfg.jobs,
+            user=self.user.name if self.user else None,
+            compilers=sorted(self.compilers),
+            job_lifetime_s=cfg.job_lifetime,
+        )
+        await self._stopping.wait()
+        await self._shutdown(compile_server, agent_server, runner)
+        sampler.cancel()
+
+    async def _shutdown(
+        self,
+        compile_server: asyncio.Server,
+        agent_server: asyncio.Server | None,
+        runner: web.AppRunner,
+    ) -> None:
+        cfg = self.config
+        self.slots.accepting = False
+        compile_server.close()
+        log.info("server_draining", running=len(self._jobs), grace_s=cfg.shutdown_grace)
+        if self._jobs:
+            _, pending = await asyncio.wait(set(self._jobs), timeout=cfg.shutdown_grace)
+            if pending:
+                log.warning("server_killing_jobs", count=len(pending))
+                for task in pending:
+                    task.cancel()
+                await asyncio.wait(pending, timeout=10)
+        if agent_server is not None:
+            agent_server.close()
+        with contextlib.suppress(Exception):
+            await runner.cleanup()
+        log.info("server_stopped", counters=self.stats.status({}, "")["counters"])

@@ -1,0 +1,191 @@
+"""What the server counts, and the three faces of it: JSON, Prometheus, distccd --stats text."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from server.admission import Slots
+
+JOB_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1200)
+_MINUTE_BUCKETS = 15
+
+
+@dataclass
+class Counters:
+    """Monotonic counts of what happened to connections and jobs."""
+
+    connections: int = 0
+    accepted: int = 0
+    ok: int = 0
+    compile_error: int = 0
+    rejected_busy: int = 0
+    rejected_access: int = 0
+    rejected_policy: int = 0
+    timeout: int = 0
+    client_disconnect: int = 0
+    bad_request: int = 0
+    other: int = 0
+
+
+@dataclass
+class LongestJob:
+    name: str = "none"
+    compiler: str = "none"
+    ms: int = -1
+
+
+@dataclass
+class ServerStats:
+    """Counters plus the slot view, kept current by the job handlers."""
+
+    slots: Slots
+    tmp_dir: str
+    counters: Counters = field(default_factory=Counters)
+    longest: LongestJob = field(default_factory=LongestJob)
+    started_at: float = field(default_factory=time.time)
+    busy_avg: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    # Completed compiles per minute, newest last, for dcc_num_compiles1/2/3.
+    _per_minute: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=16))
+
+    def __post_init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_StatsCollector(self))
+        self.job_seconds = Histogram(
+            "distlb_server_job_seconds",
+            "Time from admission to reply, by outcome",
+            ["outcome"],
+            buckets=JOB_SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+
+    def job_finished(self, outcome: str, name: str, compiler: str, seconds: float) -> None:
+        """Count one admitted job's end. ``outcome`` names a field of :class:`Counters`."""
+        setattr(self.counters, outcome, getattr(self.counters, outcome) + 1)
+        self.job_seconds.labels(outcome).observe(seconds)
+        if outcome in ("ok", "compile_error"):
+            minute = int(time.monotonic() // 60)
+            if self._per_minute and self._per_minute[-1][0] == minute:
+                self._per_minute[-1] = (minute, self._per_minute[-1][1] + 1)
+            else:
+                self._per_minute.append((minute, 1))
+        ms = int(seconds * 1000)
+        if ms > self.longest.ms and outcome == "ok":
+            self.longest = LongestJob(name=name, compiler=compiler, ms=ms)
+
+    def sample_load(self, interval_s: float) -> None:
+        """Fold the busy count into 1/5/15-minute moving averages (called periodically)."""
+        for i, window_s in enumerate((60.0, 300.0, 900.0)):
+            alpha = min(1.0, interval_s / window_s)
+            self.busy_avg[i] += alpha * (self.slots.busy - self.busy_avg[i])
+
+    def compiles_in_last(self, minutes: int) -> int:
+        now = int(time.monotonic() // 60)
+        return sum(n for minute, n in self._per_minute if now - minute < minutes)
+
+    def status(self, compilers: dict[str, dict[str, str]], version: str) -> dict[str, object]:
+        return {
+            "slots": self.slots.capacity,
+            "busy": self.slots.busy,
+            "free": self.slots.free,
+            "accepting": self.slots.accepting,
+            "counters": asdict(self.counters),
+            "compilers": compilers,
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "version": version,
+        }
+
+    def prometheus(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def distccd_text(self) -> str:
+        """The body of ``distccd --stats``: same fields, same order, same format."""
+        c = self.counters
+        load = os.getloadavg()
+        max_rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        lines = [
+            # Tools that read distccd's page expect this first line as distccd writes it.
+            "argv /distccd",
+            "<distccstats>",
+            f"dcc_tcp_accept {c.connections}",
+            f"dcc_rej_bad_req {c.bad_request + c.rejected_policy + c.rejected_access}",
+            f"dcc_rej_overload {c.rejected_busy}",
+            f"dcc_compile_ok {c.ok}",
+            f"dcc_compile_error {c.compile_error}",
+            f"dcc_compile_timeout {c.timeout}",
+            f"dcc_cli_disconnect {c.client_disconnect}",
+            f"dcc_other {c.other}",
+            f"dcc_longest_job {self.longest.name}",
+            f"dcc_longest_job_compiler {self.longest.compiler}",
+            f"dcc_longest_job_time_msecs {self.longest.ms}",
+            f"dcc_max_kids {self.slots.capacity}",
+            *(f"dcc_avg_kids{i + 1} {round(v)}" for i, v in enumerate(self.busy_avg)),
+            f"dcc_current_load {self.slots.busy}",
+            *(f"dcc_load{i + 1} {v:1.2f}" for i, v in enumerate(load)),
+            f"dcc_num_compiles1 {self.compiles_in_last(1)}",
+            f"dcc_num_compiles2 {self.compiles_in_last(5)}",
+            f"dcc_num_compiles3 {self.compiles_in_last(15)}",
+            "dcc_num_procstate_D 0",
+            f"dcc_max_RSS {max_rss_kb}",
+            "dcc_max_RSS_name (none)",
+            "dcc_io_rate 0",
+            f"dcc_free_space {_free_space_mb(self.tmp_dir)} MB",
+            f"dcc_free_mem {_free_mem_mb()} MB",
+            "</distccstats>",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def _free_space_mb(path: str) -> int:
+    try:
+        return shutil.disk_usage(path).free // (1024 * 1024)
+    except OSError:
+        return 0
+
+
+def _free_mem_mb() -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+class _StatsCollector(Collector):
+    """Exports the live counters and slots at scrape time (no double bookkeeping)."""
+
+    def __init__(self, stats: ServerStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        s = self._stats
+        jobs = CounterMetricFamily(
+            "distlb_server_jobs", "Connections by how they ended", labels=["outcome"]
+        )
+        for name, value in asdict(s.counters).items():
+            if name != "connections":
+                jobs.add_metric([name], value)
+        yield jobs
+        yield CounterMetricFamily(
+            "distlb_server_connections", "TCP connections accepted", value=s.counters.connections
+        )
+        yield GaugeMetricFamily("distlb_server_slots", "Job slots", value=s.slots.capacity)
+        yield GaugeMetricFamily("distlb_server_slots_busy", "Busy job slots", value=s.slots.busy)
+        yield GaugeMetricFamily("distlb_server_slots_free", "Free job slots", value=s.slots.free)
+        yield GaugeMetricFamily(
+            "distlb_server_accepting",
+            "1 while the server takes new jobs",
+            value=int(s.slots.accepting),
+        )

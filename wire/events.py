@@ -1,0 +1,57 @@
+"""The values that cross the wire: one compile request and its reply."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PROTOCOL_PLAIN = 1
+"""Protocol 1: bodies sent as they are."""
+PROTOCOL_LZO = 2
+"""Protocol 2: every non-empty body LZO1X-1 compressed, both ways."""
+PROTOCOL_PUMP = 3
+"""Protocol 3 (pump mode): recognised, refused."""
+SERVED_PROTOCOLS = (PROTOCOL_PLAIN, PROTOCOL_LZO)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A compile job: the compiler's argv and the preprocessed source.
+
+    ``argv`` holds the arguments as the client sent them, decoded with
+    ``surrogateescape`` so that any byte string survives a round trip.
+    ``source`` is always the uncompressed preprocessed source.
+    """
+
+    protocol: int
+    argv: tuple[str, ...]
+    source: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A compile result.
+
+    ``status`` is the compiler's raw wait status, as distcc sends it
+    (exit code << 8, or the signal number). ``obj`` is the object file,
+    empty when the compile failed.
+    """
+
+    protocol: int
+    status: int
+    stderr: bytes = field(repr=False)
+    stdout: bytes = field(repr=False)
+    obj: bytes = field(repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+
+def exit_status(exit_code: int) -> int:
+    """The wait status of a process that exited with ``exit_code``."""
+    return (exit_code & 0xFF) << 8
+
+
+def signal_status(signal_number: int) -> int:
+    """The wait status of a process killed by ``signal_number``."""
+    return signal_number & 0x7F

@@ -1,0 +1,207 @@
+"""Bytes in: incremental, bounded parsers for requests and replies.
+
+Each parser is a small generator that asks for exactly the bytes it needs
+next (``wanted``) and checks every claimed length against :class:`Limits`
+before asking for the body. The driver holds the receive buffer. Feed it
+bytes from anywhere; nothing here touches a socket or a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Final
+
+from wire import lzo, tokens
+from wire.errors import LimitExceeded, RemoteProtocolError, UnsupportedProtocol
+from wire.events import (
+    PROTOCOL_LZO,
+    PROTOCOL_PUMP,
+    SERVED_PROTOCOLS,
+    Reply,
+    Request,
+)
+from wire.limits import Limits
+
+
+class _NeedData:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = _NeedData()
+"""Returned by ``next_event`` until a whole message has been fed."""
+
+# A step yields how many bytes it needs and is sent exactly that many.
+_Steps = Generator[int, bytes, object]
+
+
+def _token(name: bytes) -> Generator[int, bytes, int]:
+    header = yield tokens.TOKEN_SIZE
+    return tokens.decode(header, name)
+
+
+def _body(name: bytes, length: int) -> Generator[int, bytes, bytes]:
+    if length == 0:
+        return b""
+    return (yield length)
+
+
+def _blob(
+    name: bytes, protocol: int, raw_limit: int, plain_limit: int
+) -> Generator[int, bytes, bytes]:
+    """A length-prefixed body, decompressed in protocol 2.
+
+    ``raw_limit`` bounds the bytes on the wire, ``plain_limit`` the bytes
+    after decompression.
+    """
+    field = name.decode()
+    length = yield from _token(name)
+    if length > raw_limit:
+        raise LimitExceeded(field, length, raw_limit)
+    data = yield from _body(name, length)
+    if protocol == PROTOCOL_LZO and data:
+        return lzo.decompress(data, plain_limit, field)
+    return data
+
+
+def _wire_limit(plain_limit: int) -> int:
+    # LZO1X's worst case expansion, as distcc sizes its buffers.
+    return plain_limit + plain_limit // 16 + 64 + 3
+
+
+def _request_steps(limits: Limits) -> Generator[int, bytes, Request]:
+    protocol = yield from _token(b"DIST")
+    if protocol == PROTOCOL_PUMP:
+        raise UnsupportedProtocol(protocol, "pump mode (cpp on the server) is not served")
+    if protocol not in SERVED_PROTOCOLS:
+        raise UnsupportedProtocol(protocol, "unknown version")
+    argc = yield from _token(b"ARGC")
+    if argc == 0:
+        raise RemoteProtocolError("ARGC is 0: a request needs at least the compiler's name")
+    if argc > limits.max_argc:
+        raise LimitExceeded("ARGC", argc, limits.max_argc)
+    argv: list[str] = []
+    total = 0
+    for _ in range(argc):
+        length = yield from _token(b"ARGV")
+        if length > limits.max_arg_bytes:
+            raise LimitExceeded("ARGV", length, limits.max_arg_bytes)
+        total += length
+        if total > limits.max_argv_total_bytes:
+            raise LimitExceeded("ARGV total", total, limits.max_argv_total_bytes)
+        raw = yield from _body(b"ARGV", length)
+        if b"\0" in raw:
+            raise RemoteProtocolError(f"ARGV {len(argv)} contains a NUL byte")
+        argv.append(raw.decode("utf-8", "surrogateescape"))
+    raw_limit = (
+        _wire_limit(limits.max_source_bytes)
+        if protocol == PROTOCOL_LZO
+        else limits.max_source_bytes
+    )
+    source = yield from _blob(b"DOTI", protocol, raw_limit, limits.max_source_bytes)
+    return Request(protocol=protocol, argv=tuple(argv), source=source)
+
+
+def _reply_steps(protocol: int, limits: Limits) -> Generator[int, bytes, Reply]:
+    version = yield from _token(b"DONE")
+    if version != protocol:
+        raise RemoteProtocolError(f"reply is protocol {version}, request was {protocol}")
+    status = yield from _token(b"STAT")
+    compressed = protocol == PROTOCOL_LZO
+
+    def raw(plain: int) -> int:
+        return _wire_limit(plain) if compressed else plain
+
+    out_limit = limits.max_output_bytes
+    stderr = yield from _blob(b"SERR", protocol, raw(out_limit), out_limit)
+    stdout = yield from _blob(b"SOUT", protocol, raw(out_limit), out_limit)
+    obj_limit = limits.max_object_bytes
+    obj = yield from _blob(b"DOTO", protocol, raw(obj_limit), obj_limit)
+    return Reply(protocol=protocol, status=status, stderr=stderr, stdout=stdout, obj=obj)
+
+
+class MessageReader:
+    """Drives a step generator over a receive buffer."""
+
+    def __init__(self, steps: Generator[int, bytes, object]) -> None:
+        self._steps: Generator[int, bytes, object] = steps
+        self._buffer = bytearray()
+        self._wanted = next(steps)
+        self._result: object = NEED_DATA
+        self._consumed = 0
+        self.on_bytes: Callable[[bytes], None] | None = None
+        """Called with every chunk the parser consumes (e.g. to hash a job as it arrives)."""
+
+    @property
+    def wanted(self) -> int:
+        """Bytes still missing before the parser can take its next step (0 when done)."""
+        if self._result is not NEED_DATA:
+            return 0
+        return max(0, self._wanted - len(self._buffer))
+
+    @property
+    def consumed(self) -> int:
+        """Bytes of the message parsed so far."""
+        return self._consumed
+
+    @property
+    def buffered(self) -> int:
+        """Bytes fed but not yet parsed."""
+        return len(self._buffer)
+
+    @property
+    def trailing(self) -> bytes:
+        """Bytes fed after the end of a complete message."""
+        return bytes(self._buffer) if self._result is not NEED_DATA else b""
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def next_event(self) -> object:
+        """The parsed message, or :data:`NEED_DATA`; raises :class:`RemoteProtocolError`."""
+        return self._advance()
+
+    def _advance(self) -> object:
+        while self._result is NEED_DATA:
+            if len(self._buffer) < self._wanted:
+                return NEED_DATA
+            chunk = bytes(self._buffer[: self._wanted])
+            del self._buffer[: self._wanted]
+            self._consumed += len(chunk)
+            if self.on_bytes is not None:
+                self.on_bytes(chunk)
+            try:
+                self._wanted = self._steps.send(chunk)
+            except StopIteration as done:
+                self._result = done.value
+        return self._result
+
+
+class RequestReader(MessageReader):
+    """Parses one compile request.
+
+    ``next_event()`` returns :data:`NEED_DATA` or the :class:`Request`, and
+    raises :class:`RemoteProtocolError` (or a subclass) for bad input.
+    """
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        super().__init__(_request_steps(limits or Limits()))
+
+    def next_event(self) -> Request | _NeedData:
+        result = self._advance()
+        assert isinstance(result, Request | _NeedData)
+        return result
+
+
+class ReplyReader(MessageReader):
+    """Parses one reply to a request sent in ``protocol``."""
+
+    def __init__(self, protocol: int, limits: Limits | None = None) -> None:
+        super().__init__(_reply_steps(protocol, limits or Limits()))
+
+    def next_event(self) -> Reply | _NeedData:
+        result = self._advance()
+        assert isinstance(result, Reply | _NeedData)
+        return result

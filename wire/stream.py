@@ -1,0 +1,59 @@
+"""The thin asyncio adapter: read one message from a StreamReader, bounded in size and time."""
+
+from __future__ import annotations
+
+import asyncio
+
+from wire.errors import ConnectionClosed
+from wire.events import Reply, Request
+from wire.limits import Limits
+from wire.reader import NEED_DATA, MessageReader, ReplyReader, RequestReader
+
+CHUNK_BYTES = 256 * 1024
+
+
+async def _drive(
+    reader: asyncio.StreamReader, parser: MessageReader, what: str, idle_timeout_s: float
+) -> object:
+    while True:
+        event = parser.next_event()
+        if event is not NEED_DATA:
+            return event
+        # Never read more than the parser asked for: the buffer stays bounded.
+        data = await asyncio.wait_for(reader.read(min(parser.wanted, CHUNK_BYTES)), idle_timeout_s)
+        if not data:
+            raise ConnectionClosed(parser.consumed + parser.buffered, what)
+        parser.feed(data)
+
+
+async def read_request(
+    reader: asyncio.StreamReader,
+    limits: Limits | None = None,
+    *,
+    idle_timeout_s: float = 60.0,
+    parser: RequestReader | None = None,
+) -> Request:
+    """Read one whole request.
+
+    Raises :class:`wire.RemoteProtocolError` (incl. :class:`ConnectionClosed`)
+    and :class:`TimeoutError` when no byte arrives for ``idle_timeout_s``.
+    Callers bound the total time with ``asyncio.timeout``.
+    """
+    parser = parser or RequestReader(limits)
+    result = await _drive(reader, parser, "a request", idle_timeout_s)
+    assert isinstance(result, Request)
+    return result
+
+
+async def read_reply(
+    reader: asyncio.StreamReader,
+    protocol: int,
+    limits: Limits | None = None,
+    *,
+    idle_timeout_s: float = 60.0,
+) -> Reply:
+    """Read one whole reply to a request sent in ``protocol``; errors as :func:`read_request`."""
+    parser = ReplyReader(protocol, limits)
+    result = await _drive(reader, parser, "a reply", idle_timeout_s)
+    assert isinstance(result, Reply)
+    return result
