@@ -86,6 +86,11 @@ async def handle_connection(
             await _serve_job(ctx, reader, writer)
         finally:
             stats.slots.release()
+    except asyncio.CancelledError:
+        # Only shutdown cancels jobs; run_compile has killed the compiler by now.
+        stats.counters.other += 1
+        log.warning("job_cancelled", reason="server shutting down")
+        raise
     except Exception:
         stats.counters.other += 1
         log.exception("job_crashed")

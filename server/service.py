@@ -24,6 +24,7 @@ from wire import Limits
 
 log = structlog.get_logger("distlb.server")
 LOAD_SAMPLE_S = 5.0
+VERSION_TIMEOUT_S = 5.0
 
 
 def distlb_version() -> str:
@@ -33,17 +34,39 @@ def distlb_version() -> str:
         return "unknown"
 
 
-def compiler_versions(compilers: dict[str, str]) -> dict[str, dict[str, str]]:
-    """Each compiler's path and the first line of its ``--version`` (read once at startup)."""
+def compiler_versions(
+    compilers: dict[str, str], user: CompileUser | None
+) -> dict[str, dict[str, str]]:
+    """Each compiler's path and the first line of its ``--version``, read once at startup,
+    as the compile user, in its own process group (killed whole if it hangs)."""
     found: dict[str, dict[str, str]] = {}
     for name, path in compilers.items():
+        first = "unknown"
         try:
-            out = subprocess.run(
-                [path, "--version"], capture_output=True, timeout=10, check=False
-            ).stdout
-            first = out.decode("utf-8", "replace").splitlines()[0] if out else "unknown"
-        except (OSError, subprocess.TimeoutExpired):
-            first = "unknown"
+            proc = subprocess.Popen(
+                [path, "--version"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                user=user.uid if user else None,
+                group=user.gid if user else None,
+                extra_groups=[] if user else None,
+            )
+        except OSError as exc:
+            log.warning("compiler_version_failed", compiler=name, reason=str(exc))
+            found[name] = {"path": path, "version": first}
+            continue
+        try:
+            out, _ = proc.communicate(timeout=VERSION_TIMEOUT_S)
+            lines = out.decode("utf-8", "replace").splitlines()
+            first = lines[0] if lines else first
+        except subprocess.TimeoutExpired:
+            log.warning("compiler_version_failed", compiler=name, reason="timed out")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         found[name] = {"path": path, "version": first}
     return found
 
@@ -73,8 +96,8 @@ class Service:
         self.config = config
         explicit = bool(config.compiler)
         self.compilers = resolve_compilers(config.compiler or default_compiler_names(), explicit)
-        self.compiler_info = compiler_versions(self.compilers)
         self.user = compile_user(config.user)
+        self.compiler_info = compiler_versions(self.compilers, self.user)
         self.slots = Slots(config.jobs)
         self.stats = ServerStats(self.slots, config.tmp_dir)
         self.ctx = JobContext(

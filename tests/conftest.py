@@ -1,0 +1,91 @@
+"""Shared fixtures: real servers on loopback, the real distcc client, sample projects."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.compilers import write_fake_compilers
+from tests.support.projects import write_c_project, write_cpp_project
+from tests.support.servers import Distccd, ServerProcess
+
+
+def _shared_dir(prefix: str) -> Path:
+    # Compilers run as an unprivileged user when the tests run as root, so every
+    # directory they touch must be reachable by that user (pytest's are not).
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A temp dir readable by the compile user; removed afterwards."""
+    path = _shared_dir("distlb-test-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def server_tmp(shared_tmp: Path) -> Path:
+    """The --tmp-dir of a server under test: empty again after every job."""
+    path = shared_tmp / "server-tmp"
+    path.mkdir()
+    path.chmod(0o1777)
+    return path
+
+
+@pytest.fixture
+def start_server(server_tmp: Path) -> Iterator[type[ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    def start(*args: str, path_prepend: str | None = None) -> ServerProcess:
+        proc = ServerProcess.start(list(args), tmp_dir=server_tmp, path_prepend=path_prepend)
+        started.append(proc)
+        return proc
+
+    yield start  # type: ignore[misc]
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def c_project(tmp_path: Path) -> Path:
+    return write_c_project(tmp_path / "cproj")
+
+
+@pytest.fixture
+def cpp_project(tmp_path: Path) -> Path:
+    return write_cpp_project(tmp_path / "cppproj")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _real_tools_present() -> None:
+    missing = [t for t in ("distcc", "distccd", "gcc", "g++", "lsdistcc") if not shutil.which(t)]
+    if missing:
+        pytest.fail(
+            f"missing real tools {missing}: run scripts/bootstrap.sh "
+            "(it installs Debian's distcc, gcc and g++)",
+            pytrace=False,
+        )
+    os.environ.pop("DISTCC_HOSTS", None)
+
+
+@pytest.fixture
+def distccd() -> Iterator[Distccd]:
+    daemon = Distccd(jobs=2)
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture
+def fake_compilers(shared_tmp: Path) -> tuple[Path, Path]:
+    """(bin dir to put on PATH, markers dir) with hang-cc and slow-cc."""
+    bin_dir, markers = shared_tmp / "bin", shared_tmp / "markers"
+    write_fake_compilers(bin_dir, markers)
+    return bin_dir, markers

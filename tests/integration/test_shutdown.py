@@ -1,0 +1,73 @@
+"""SIGTERM: stop accepting, let running jobs finish up to a deadline, then kill them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.compilers import read_pid
+from tests.support.distcc import distcc_env
+from tests.support.servers import ServerProcess, live_group_members, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def _start_client(compiler: str, bin_dir: Path, cwd: Path, port: int) -> subprocess.Popen[str]:
+    (cwd / "job.c").write_text("int job(void) { return 7; }\n")
+    env = distcc_env(f"127.0.0.1:{port}", fallback=False)
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    return subprocess.Popen(
+        ["timeout", "120", "distcc", compiler, "-c", "job.c", "-o", "job.o"],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_sigterm_lets_running_job_finish_and_refuses_new_ones(
+    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path], tmp_path: Path
+) -> None:
+    bin_dir, markers = fake_compilers
+    server = start_server("--jobs", "2", "--compiler", "slow-cc", "--shutdown-grace", "60",
+                          path_prepend=str(bin_dir))  # fmt: skip
+    client = _start_client("slow-cc", bin_dir, tmp_path, server.port)
+    wait_until(lambda: read_pid(markers / "slow"), 30, "the slow compile to start")
+
+    server.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: server.event("server_draining"), 10, "draining to start")
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+
+    _, stderr = client.communicate(timeout=60)
+    assert client.returncode == 0, stderr
+    assert (tmp_path / "job.o").exists()
+    assert server.proc.wait(30) == 0
+    assert server.event("server_stopped")["counters"]["ok"] == 1
+
+
+def test_sigterm_kills_jobs_still_running_after_the_grace(
+    start_server: type[ServerProcess],
+    fake_compilers: tuple[Path, Path],
+    tmp_path: Path,
+    server_tmp: Path,
+) -> None:
+    bin_dir, markers = fake_compilers
+    server = start_server("--jobs", "1", "--compiler", "hang-cc", "--shutdown-grace", "1",
+                          path_prepend=str(bin_dir))  # fmt: skip
+    client = _start_client("hang-cc", bin_dir, tmp_path, server.port)
+    try:
+        pgid = wait_until(lambda: read_pid(markers / "pgid"), 30, "the compile to start")
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(30) == 0
+        assert live_group_members(pgid) == []
+        assert server.event("server_killing_jobs")["count"] == 1
+        assert list(server_tmp.iterdir()) == []
+        client.communicate(timeout=60)
+        assert client.returncode != 0
+    finally:
+        if client.poll() is None:
+            os.kill(client.pid, signal.SIGKILL)
+            client.wait()

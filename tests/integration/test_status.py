@@ -1,0 +1,116 @@
+"""Status over HTTP (JSON, Prometheus, distccd --stats text), HAProxy's agent-check, lsdistcc."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.distcc import run_distcc
+from tests.support.servers import ServerProcess
+
+pytestmark = pytest.mark.integration
+
+DISTCCD_FIELDS = [
+    "dcc_tcp_accept", "dcc_rej_bad_req", "dcc_rej_overload", "dcc_compile_ok",
+    "dcc_compile_error", "dcc_compile_timeout", "dcc_cli_disconnect", "dcc_other",
+    "dcc_longest_job", "dcc_longest_job_compiler", "dcc_longest_job_time_msecs", "dcc_max_kids",
+    "dcc_avg_kids1", "dcc_avg_kids2", "dcc_avg_kids3", "dcc_current_load", "dcc_load1",
+    "dcc_load2", "dcc_load3", "dcc_num_compiles1", "dcc_num_compiles2", "dcc_num_compiles3",
+    "dcc_num_procstate_D", "dcc_max_RSS", "dcc_max_RSS_name", "dcc_io_rate", "dcc_free_space",
+    "dcc_free_mem",
+]  # fmt: skip
+
+
+def _compile_one(server: ServerProcess, tmp_path: Path, source: str = "int x = 1;\n") -> None:
+    (tmp_path / "one.c").write_text(source)
+    result = run_distcc(["gcc", "-c", "one.c", "-o", "one.o"], hosts=f"127.0.0.1:{server.port}",
+                        cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def test_status_json_reports_slots_counters_and_compilers(
+    start_server: type[ServerProcess], tmp_path: Path
+) -> None:
+    server = start_server("--jobs", "3", "--compiler", "gcc", "--compiler", "x86_64-linux-gnu-gcc")
+    _compile_one(server, tmp_path)
+    status = server.status()
+    assert (status["slots"], status["busy"], status["free"], status["accepting"]) == (3, 0, 3, True)
+    assert set(status["counters"]) >= {
+        "accepted", "ok", "compile_error", "rejected_busy", "rejected_policy", "timeout",
+        "client_disconnect", "bad_request",
+    }  # fmt: skip
+    assert status["counters"]["ok"] == status["counters"]["accepted"] == 1
+    assert set(status["compilers"]) == {"gcc", "x86_64-linux-gnu-gcc"}
+    gcc_version = subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout
+    assert status["compilers"]["gcc"]["version"] == gcc_version.splitlines()[0]
+    assert status["uptime_s"] > 0 and status["version"]
+
+
+def test_compile_errors_are_replied_and_counted(
+    start_server: type[ServerProcess], tmp_path: Path
+) -> None:
+    server = start_server("--jobs", "1")
+    (tmp_path / "bad.c").write_text("int f(void) { return undeclared; }\n")
+    result = run_distcc(["gcc", "-c", "bad.c", "-o", "bad.o"], hosts=f"127.0.0.1:{server.port}",
+                        cwd=tmp_path, extra_env={"DISTCC_SKIP_LOCAL_RETRY": "1"})  # fmt: skip
+    assert result.returncode != 0
+    assert "undeclared" in result.stderr
+    assert server.counters()["compile_error"] == 1
+
+
+def test_distccd_stats_page_has_distccd_fields_in_order(
+    start_server: type[ServerProcess], tmp_path: Path
+) -> None:
+    server = start_server("--jobs", "2")
+    _compile_one(server, tmp_path)
+    text = server.http("/")
+    lines = text.splitlines()
+    assert lines[0] == "argv /distccd" and lines[1] == "<distccstats>"
+    assert lines[-1] == "</distccstats>"
+    names = [line.split(" ", 1)[0] for line in lines[2:-1]]
+    assert names == DISTCCD_FIELDS
+    values = dict(line.split(" ", 1) for line in lines[2:-1])
+    assert values["dcc_max_kids"] == "2"
+    assert values["dcc_compile_ok"] == "1"
+    assert values["dcc_tcp_accept"] == "1"
+    assert values["dcc_num_compiles1"] == "1"
+
+
+def test_prometheus_metrics(start_server: type[ServerProcess], tmp_path: Path) -> None:
+    server = start_server("--jobs", "2")
+    _compile_one(server, tmp_path)
+    metrics = server.http("/metrics")
+    assert "distlb_server_slots 2.0" in metrics
+    assert 'distlb_server_jobs_total{outcome="ok"} 1.0' in metrics
+    assert 'distlb_server_job_seconds_count{outcome="ok"} 1.0' in metrics
+
+
+def test_agent_check_reports_free_slots(start_server: type[ServerProcess]) -> None:
+    server = start_server("--jobs", "4", "--agent-port", "0")
+    assert server.agent_port
+    with socket.create_connection(("127.0.0.1", server.agent_port)) as conn:
+        conn.settimeout(10)
+        line = conn.makefile("rb").readline()
+    assert line == b"up 100% maxconn:4\n"
+    with socket.create_connection(("127.0.0.1", server.port)):  # takes one slot
+        from tests.support.servers import wait_until
+
+        wait_until(lambda: server.status()["busy"] == 1, 10, "one slot busy")
+        with socket.create_connection(("127.0.0.1", server.agent_port)) as conn:
+            conn.settimeout(10)
+            assert conn.makefile("rb").readline() == b"up 75% maxconn:4\n"
+
+
+def test_lsdistcc_compile_probe_lists_server_as_up(start_server: type[ServerProcess]) -> None:
+    server = start_server("--jobs", "1")
+    # 127.0.0.2 has nothing on the port: lsdistcc must list only our server.
+    result = subprocess.run(
+        ["timeout", "60", "lsdistcc", f"-r{server.port}", "-pgcc", "-k5000", "127.0.0.1",
+         "127.0.0.2"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.stdout.split() == [f"127.0.0.1:{server.port}"], result
+    assert server.counters()["ok"] == 1

@@ -1,0 +1,190 @@
+"""Start real distlb-server processes on loopback port 0 and read what they log."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+READY_TIMEOUT_S = 30.0
+
+
+def server_command() -> list[str]:
+    script = Path(sys.executable).with_name("distlb-server")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "server.main"]
+
+
+def wait_until(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.02) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[str]
+    tmp_dir: Path
+    port: int = 0
+    stats_port: int = 0
+    agent_port: int | None = None
+    lines: list[str] = field(default_factory=list)
+
+    @classmethod
+    def start(
+        cls, args: list[str], *, tmp_dir: Path, path_prepend: str | None = None
+    ) -> ServerProcess:
+        env = dict(os.environ)
+        if path_prepend:
+            env["PATH"] = path_prepend + os.pathsep + env.get("PATH", "")
+        cmd = [
+            *server_command(),
+            "--listen", "127.0.0.1",
+            "--port", "0",
+            "--stats-port", "0",
+            "--log-format", "json",
+            "--tmp-dir", str(tmp_dir),
+            *args,
+        ]  # fmt: skip
+        proc = subprocess.Popen(
+            cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
+        )
+        server = cls(proc=proc, tmp_dir=tmp_dir)
+        threading.Thread(target=server._drain, daemon=True).start()
+        ready = wait_until(
+            lambda: server.event("server_ready") or proc.poll() is not None,
+            READY_TIMEOUT_S,
+            "server_ready",
+        )
+        if ready is True:
+            raise AssertionError(f"distlb-server exited {proc.returncode}: {server.lines}")
+        server.port, server.stats_port = ready["port"], ready["stats_port"]
+        server.agent_port = ready.get("agent_port")
+        return server
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        found = []
+        for line in list(self.lines):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if name is None or event.get("event") == name:
+                found.append(event)
+        return found
+
+    def event(self, name: str) -> dict[str, Any] | None:
+        events = self.events(name)
+        return events[-1] if events else None
+
+    def http(self, path: str) -> str:
+        url = f"http://127.0.0.1:{self.stats_port}{path}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return str(response.read().decode())
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.http("/status"))
+        return result
+
+    def counters(self) -> dict[str, int]:
+        counters: dict[str, int] = self.status()["counters"]
+        return counters
+
+    def stop(self, timeout_s: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def process_table() -> list[tuple[int, int, int, str]]:
+    """(pid, ppid, pgid, state) of every process."""
+    table = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                raw = stat.read()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: split after the last ')'.
+        fields = raw[raw.rindex(")") + 2 :].split()
+        table.append((int(entry), int(fields[1]), int(fields[2]), fields[0]))
+    return table
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """Processes of process group ``pgid`` that are not zombies."""
+    return [pid for pid, _, group, state in process_table() if group == pgid and state != "Z"]
+
+
+def live_children(pid: int) -> list[int]:
+    return [p for p, ppid, _, state in process_table() if ppid == pid and state != "Z"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Distccd:
+    """Debian's real distccd on loopback, for comparisons and as a balancer backend."""
+
+    def __init__(self, *, jobs: int = 2, stats: bool = False) -> None:
+        self.port = free_port()
+        self.stats_port = free_port() if stats else None
+        cmd = [
+            "distccd", "--daemon", "--no-detach", "--listen", "127.0.0.1",
+            "--port", str(self.port), "--allow", "127.0.0.1", "--jobs", str(jobs),
+            "--log-stderr", "--log-level", "warning",
+        ]  # fmt: skip
+        if os.geteuid() == 0:
+            cmd += ["--user", "distccd"]
+        if self.stats_port:
+            cmd += ["--stats", "--stats-port", str(self.stats_port)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_until(lambda: port_open(self.port) or self.proc.poll() is not None, 30, "distccd")
+        if self.proc.poll() is not None:
+            raise AssertionError(f"distccd exited {self.proc.returncode}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
