@@ -16,6 +16,14 @@ for cfg in configs/farm/server-*.toml; do
     .venv/bin/distlb-server --config "$cfg" --log-format json 2>".farm/$name.log" &
     pids+=($!)
 done
+# Ready when every status page answers (bounded: 30 s).
+for port in $(sed -n 's/^stats-port *= *\([0-9]*\)/\1/p' configs/farm/server-*.toml); do
+    for _ in $(seq 300); do
+        curl -fsS "http://127.0.0.1:$port/status" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    curl -fsS "http://127.0.0.1:$port/status" >/dev/null || { echo "farm: server on stats port $port did not start; see .farm/" >&2; exit 1; }
+done
 hosts=$(sed -n 's/^port *= *\([0-9]*\)/127.0.0.1:\1\/4,lzo/p' configs/farm/server-*.toml | tr '\n' ' ')
 stats=$(sed -n 's/^stats-port *= *\([0-9]*\)/http:\/\/127.0.0.1:\1\/status/p' configs/farm/server-*.toml | tr '\n' ' ')
 cat <<MSG

@@ -1,0 +1,29 @@
+"""The configs we ship load as they are, with the flags' names as keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.config import load
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.mark.parametrize(
+    "path", sorted([CONFIGS / "server.toml", *(CONFIGS / "farm").glob("server-*.toml")]), ids=str
+)
+def test_shipped_server_config_loads(path: Path) -> None:
+    config = load(["--config", str(path)])
+    assert config.port > 0 and config.stats_port > 0
+    assert config.job_lifetime > 0
+    assert config.networks()
+
+
+def test_farm_servers_use_distinct_ports() -> None:
+    ports = []
+    for path in (CONFIGS / "farm").glob("server-*.toml"):
+        config = load(["--config", str(path)])
+        ports += [config.port, config.stats_port]
+    assert len(ports) == len(set(ports)) >= 4
