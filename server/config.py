@@ -12,18 +12,15 @@ import ipaddress
 import os
 import shutil
 import tempfile
-import tomllib
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 
+from client.cli import ConfigError, load_config
 from server.policy import FORBIDDEN_COMPILER_NAMES
+
+__all__ = ["ConfigError", "ServerConfig", "load"]
 
 MASQUERADE_DIR = "/usr/lib/distcc"
 DEFAULT_COMPILER_NAMES = ("gcc", "g++", "cc", "c++", "clang", "clang++")
-
-
-class ConfigError(Exception):
-    """The configuration cannot work; the message says which setting and why."""
 
 
 @dataclass
@@ -178,25 +175,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load(argv: list[str] | None = None) -> ServerConfig:
     """Defaults, then the TOML file, then flags. Raises :class:`ConfigError`."""
-    flags = vars(build_parser().parse_args(argv))
-    values: dict[str, Any] = {}
-    config_file = flags.pop("config", None)
-    if config_file:
-        try:
-            with open(config_file, "rb") as fh:
-                raw = tomllib.load(fh)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"--config {config_file}: {exc}") from exc
-        known = {f.name for f in fields(ServerConfig)}
-        for key, value in raw.items():
-            name = key.replace("-", "_")
-            if name not in known:
-                raise ConfigError(f"{config_file}: unknown key {key!r}")
-            values[name] = value
-    values.update(flags)
-    try:
-        config = ServerConfig(**values)
-    except TypeError as exc:
-        raise ConfigError(str(exc)) from exc
+    config = load_config(ServerConfig, build_parser(), argv)
     config.validate()
     return config

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import Coroutine
-from typing import Any
 
 import structlog
 
 from client import logs
+from client.cli import run_loop
 from server.config import ConfigError, ServerConfig, load
 from server.service import Service
 
@@ -30,16 +28,6 @@ def main(argv: list[str] | None = None) -> int:
         structlog.get_logger("distlb.server").error("startup_failed", reason=str(exc))
         return 1
     return 0
-
-
-def run_loop(main: Coroutine[Any, Any, None]) -> None:
-    """Run ``main`` on uvloop when it is installed (the one place a loop is chosen)."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
 
 
 async def _serve(config: ServerConfig) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import pwd
 import signal
+import stat
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 
@@ -91,12 +92,39 @@ def compile_user(user: str | None) -> CompileUser | None:
 UNPRIVILEGED = ("distcc", "distccd", "nobody")
 
 
+def searchable_by(path: str, user: CompileUser) -> bool:
+    """True when ``user`` can reach into ``path`` (search permission on it and every parent).
+
+    Job dirs are created by us and handed to the compile user; it needs only that.
+    """
+    current = os.path.abspath(path)
+    while True:
+        st = os.stat(current)
+        if st.st_uid == user.uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid == user.gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return False
+        parent = os.path.dirname(current)
+        if parent == current:
+            return True
+        current = parent
+
+
 class Service:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         explicit = bool(config.compiler)
         self.compilers = resolve_compilers(config.compiler or default_compiler_names(), explicit)
         self.user = compile_user(config.user)
+        if self.user is not None and not searchable_by(config.tmp_dir, self.user):
+            raise ConfigError(
+                f"--tmp-dir {config.tmp_dir}: compilers run as {self.user.name!r}, "
+                "who cannot reach it (it needs search permission on it and its parents)"
+            )
         self.compiler_info = compiler_versions(self.compilers, self.user)
         self.slots = Slots(config.jobs)
         self.stats = ServerStats(self.slots, config.tmp_dir)

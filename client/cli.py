@@ -1,0 +1,63 @@
+"""What every console script shares: config from defaults < TOML < flags, and the event loop.
+
+Lives in ``client`` because every role imports ``client`` and none may import another role.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tomllib
+from collections.abc import Coroutine
+from dataclasses import fields
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """The configuration cannot work; the message says which setting and why."""
+
+
+def load_config(config_type: type[T], parser: argparse.ArgumentParser, argv: list[str] | None) -> T:
+    """Build ``config_type`` (a dataclass) from its defaults, then ``--config FILE``
+    (TOML, keys spelled like the flags: ``job-lifetime`` or ``job_lifetime``), then flags.
+
+    ``parser`` must use ``argument_default=argparse.SUPPRESS`` so that only flags
+    actually given override the file. Raises :class:`ConfigError`.
+    """
+    flags = vars(parser.parse_args(argv))
+    values: dict[str, Any] = {}
+    config_file = flags.pop("config", None)
+    if config_file:
+        values.update(read_toml(config_file, {f.name for f in fields(config_type)}))  # type: ignore[arg-type]
+    values.update(flags)
+    try:
+        return config_type(**values)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def read_toml(path: str, known: set[str]) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"--config {path}: {exc}") from exc
+    values = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ConfigError(f"{path}: unknown key {key!r}")
+        values[name] = value
+    return values
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop when it is installed (the one place a loop is chosen)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
