@@ -11,6 +11,8 @@ class Slots:
             raise ValueError(f"a server needs at least one slot, got {capacity}")
         self.capacity = capacity
         self.busy = 0
+        self.busy_max = 0
+        """The most slots ever busy at once (proof that a balancer never overfilled us)."""
         self.accepting = True
 
     @property
@@ -22,6 +24,7 @@ class Slots:
         if not self.accepting or self.busy >= self.capacity:
             return False
         self.busy += 1
+        self.busy_max = max(self.busy_max, self.busy)
         return True
 
     def release(self) -> None:

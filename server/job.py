@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -12,16 +11,29 @@ from dataclasses import dataclass
 
 import structlog
 
+from client.access import Network, is_allowed
+from server.admission import Slots
 from server.policy import Plan, PolicyViolation, judge
 from server.runner import RunLimits, run_compile
 from server.stats import ServerStats
 from wire import Limits, RemoteProtocolError, Reply, Request, encode_reply
 from wire.events import exit_status
-from wire.stream import read_request
+from wire.stream import read_request, wait_peer_gone
 
 log = structlog.get_logger("distlb.server.job")
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+class SlotHold:
+    """One admitted job's slot; released once, as soon as the compile is over
+    (sending the reply needs no slot, and a balancer may already send the next job)."""
+
+    def __init__(self, slots: Slots) -> None:
+        self._slots: Slots | None = slots
+
+    def release(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+            self._slots = None
 
 
 @dataclass(frozen=True)
@@ -36,25 +48,6 @@ class JobContext:
     tmp_dir: str
     io_timeout_s: float
     request_timeout_s: float
-
-
-def is_allowed(address: str, allow: Sequence[Network]) -> bool:
-    """True when ``address`` falls in one of the ``allow`` networks."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in network for network in allow)
-
-
-async def _watch_client(reader: asyncio.StreamReader, gone: asyncio.Future[None]) -> None:
-    """Complete ``gone`` when the client closes or sends anything (it must only wait)."""
-    with contextlib.suppress(ConnectionError):
-        await reader.read(1)
-    if not gone.done():
-        gone.set_result(None)
 
 
 async def _send(writer: asyncio.StreamWriter, reply: Reply, timeout_s: float) -> int:
@@ -81,11 +74,12 @@ async def handle_connection(
             stats.counters.rejected_busy += 1
             log.info("turned_away", reason="busy", slots=stats.slots.capacity)
             return
+        slot = SlotHold(stats.slots)
         try:
             stats.counters.accepted += 1
-            await _serve_job(ctx, reader, writer)
+            await _serve_job(ctx, reader, writer, slot)
         finally:
-            stats.slots.release()
+            slot.release()
     except asyncio.CancelledError:
         # Only shutdown cancels jobs; run_compile has killed the compiler by now.
         stats.counters.other += 1
@@ -102,7 +96,7 @@ async def handle_connection(
 
 
 async def _serve_job(
-    ctx: JobContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ctx: JobContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, slot: SlotHold
 ) -> None:
     started = time.monotonic()
     stats = ctx.stats
@@ -131,7 +125,7 @@ async def _serve_job(
 
     structlog.contextvars.bind_contextvars(compiler=plan.compiler, input=plan.input_name)
     try:
-        await _compile_and_reply(ctx, request, plan, reader, writer, started)
+        await _compile_and_reply(ctx, request, plan, reader, writer, started, slot)
     finally:
         structlog.contextvars.unbind_contextvars("compiler", "input")
 
@@ -143,17 +137,17 @@ async def _compile_and_reply(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     started: float,
+    slot: SlotHold,
 ) -> None:
     stats = ctx.stats
-    loop = asyncio.get_running_loop()
-    gone: asyncio.Future[None] = loop.create_future()
-    watcher = asyncio.create_task(_watch_client(reader, gone))
+    gone = asyncio.ensure_future(wait_peer_gone(reader))
     try:
         result = await run_compile(
             plan, request.source, tmp_root=ctx.tmp_dir, limits=ctx.run_limits, client_gone=gone
         )
     finally:
-        watcher.cancel()
+        gone.cancel()
+        slot.release()
     outcome = result.outcome
     sent = 0
     if outcome != "client_disconnect":

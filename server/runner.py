@@ -126,7 +126,7 @@ async def run_compile(
     *,
     tmp_root: str,
     limits: RunLimits,
-    client_gone: asyncio.Future[None],
+    client_gone: asyncio.Future[None] | asyncio.Task[None],
 ) -> CompileResult:
     """Compile ``source`` as ``plan`` says and return the result (never raises for
     the compiler's own failures; raises ``OSError`` when the job cannot start)."""

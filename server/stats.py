@@ -96,6 +96,7 @@ class ServerStats:
         return {
             "slots": self.slots.capacity,
             "busy": self.slots.busy,
+            "busy_max": self.slots.busy_max,
             "free": self.slots.free,
             "accepting": self.slots.accepting,
             "counters": asdict(self.counters),

@@ -57,3 +57,15 @@ async def read_reply(
     result = await _drive(reader, parser, "a reply", idle_timeout_s)
     assert isinstance(result, Reply)
     return result
+
+
+async def wait_peer_gone(reader: asyncio.StreamReader) -> None:
+    """Return when the peer closes its side or sends anything.
+
+    After a request the distcc protocol gives the client nothing to say, so any
+    byte, EOF or reset means it has gone (as distccd also judges).
+    """
+    try:
+        await reader.read(1)
+    except ConnectionError:
+        return

@@ -1,0 +1,182 @@
+"""Backends: how they are named (SPEC) and what the balancer believes about each (pure).
+
+A backend's free slots are estimated from its last report plus what this
+balancer has done since: the report's busy count includes the jobs we had in
+flight when it was taken, so ``others = reported_busy - ours_then`` and
+``busy_now = others + ours_now``. Health follows HAProxy: ``fall``
+consecutive failures take a backend out of rotation, ``rise`` consecutive good
+probes bring it back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+Kind = Literal["distlb", "distccd"]
+DEFAULT_UNREPORTED_SLOTS = 4
+LATENCY_WINDOW = 200
+
+
+class SpecError(ValueError):
+    """A --backend SPEC that cannot be understood."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    """``HOST:PORT[,status=PORT][,kind=distlb|distccd][,weight=W][,slots=N]``."""
+
+    host: str
+    port: int
+    status_port: int | None = None
+    kind: Kind = "distlb"
+    weight: float = 1.0
+    slots: int | None = None
+    """Slots of a backend that reports none (distccd without --stats)."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str) -> BackendSpec:
+        head, *options = [part.strip() for part in text.split(",")]
+        host, sep, port_text = head.rpartition(":")
+        if not sep or not host:
+            raise SpecError(f"{text!r}: expected HOST:PORT")
+        host = host.strip("[]")
+        values: dict[str, str] = {}
+        for option in options:
+            key, eq, value = option.partition("=")
+            if not eq or key not in ("status", "kind", "weight", "slots"):
+                raise SpecError(f"{text!r}: unknown option {option!r}")
+            values[key] = value
+        try:
+            port = int(port_text)
+            status_port = int(values["status"]) if "status" in values else None
+            weight = float(values.get("weight", "1"))
+            slots = int(values["slots"]) if "slots" in values else None
+        except ValueError as exc:
+            raise SpecError(f"{text!r}: {exc}") from exc
+        kind = values.get("kind", "distlb")
+        if kind not in ("distlb", "distccd"):
+            raise SpecError(f"{text!r}: kind must be distlb or distccd")
+        if not 0 < port < 65536 or (status_port is not None and not 0 < status_port < 65536):
+            raise SpecError(f"{text!r}: port out of range")
+        if weight <= 0 or (slots is not None and slots < 1):
+            raise SpecError(f"{text!r}: weight and slots must be positive")
+        if kind == "distlb" and status_port is None:
+            status_port = port + 1  # distlb-server's default stats port is its port + 1
+        return cls(host, port, status_port, kind, weight, slots)  # type: ignore[arg-type]
+
+
+@dataclass(slots=True)
+class Report:
+    slots: int
+    busy: int
+    accepting: bool = True
+
+
+@dataclass
+class Backend:
+    spec: BackendSpec
+    rise: int = 2
+    fall: int = 2
+    healthy: bool = False
+    consecutive_ok: int = 0
+    consecutive_fail: int = 0
+    report: Report | None = None
+    ours_at_report: int = 0
+    in_flight: int = 0
+    sent: int = 0
+    ok: int = 0
+    failures: int = 0
+    turned_away: int = 0
+    last_error: str = ""
+    busy_until: float = 0.0
+    """After the backend turned a job away, treat it as full until its next report."""
+    _latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+
+    def __post_init__(self) -> None:
+        # Unknown at start: the first good probe brings a backend into rotation.
+        self.consecutive_ok = max(0, self.rise - 1)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def slots(self) -> int:
+        if self.report is not None:
+            return self.report.slots
+        return self.spec.slots or DEFAULT_UNREPORTED_SLOTS
+
+    @property
+    def free(self) -> int:
+        """Estimated free slots now."""
+        if self.report is None:
+            return max(0, self.slots - self.in_flight)
+        if not self.report.accepting:
+            return 0
+        others = max(0, self.report.busy - self.ours_at_report)
+        return max(0, self.report.slots - others - self.in_flight)
+
+    def available(self, now: float) -> bool:
+        return self.healthy and self.free > 0 and now >= self.busy_until
+
+    def on_report(self, report: Report) -> None:
+        self.report = report
+        self.ours_at_report = self.in_flight
+        self.busy_until = 0.0
+
+    def on_success(self) -> None:
+        """A good probe or job."""
+        self.consecutive_fail = 0
+        self.consecutive_ok += 1
+        if not self.healthy and self.consecutive_ok >= self.rise:
+            self.healthy = True
+
+    def on_failure(self, reason: str) -> None:
+        """A failed probe, poll or job (not a busy turn-away)."""
+        self.failures += 1
+        self.last_error = reason
+        self.consecutive_ok = 0
+        self.consecutive_fail += 1
+        if self.healthy and self.consecutive_fail >= self.fall:
+            self.healthy = False
+
+    def on_turned_away(self, now: float, hold_s: float) -> None:
+        self.turned_away += 1
+        self.busy_until = now + hold_s
+
+    def record_latency(self, seconds: float) -> None:
+        self._latencies.append(seconds)
+
+    def latency_quantile(self, q: float) -> float | None:
+        if not self._latencies:
+            return None
+        ordered = sorted(self._latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def snapshot(self, now: float | None = None) -> dict[str, object]:
+        now = time.monotonic() if now is None else now
+        p50, p95 = self.latency_quantile(0.5), self.latency_quantile(0.95)
+        return {
+            "name": self.name,
+            "kind": self.spec.kind,
+            "state": "up" if self.healthy else "down",
+            "slots": self.slots,
+            "free": self.free,
+            "in_flight": self.in_flight,
+            "reported_busy": self.report.busy if self.report else None,
+            "sent": self.sent,
+            "ok": self.ok,
+            "failures": self.failures,
+            "turned_away": self.turned_away,
+            "last_error": self.last_error,
+            "p50_ms": round(p50 * 1000, 1) if p50 is not None else None,
+            "p95_ms": round(p95 * 1000, 1) if p95 is not None else None,
+            "weight": self.spec.weight,
+        }

@@ -1,0 +1,170 @@
+"""One BalancerConfig, from built-in defaults, a TOML file, then flags (in that order)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+from dataclasses import dataclass, field
+
+from balancer.backends import BackendSpec, SpecError
+from balancer.dispatch import DispatchSettings
+from balancer.pool import PoolSettings
+from client.cli import ConfigError, load_config
+
+__all__ = ["BalancerConfig", "ConfigError", "load"]
+
+
+@dataclass
+class BalancerConfig:
+    listen: str = "0.0.0.0"  # noqa: S104 (it serves the network; --allow guards it)
+    port: int = 3632
+    admin_port: int = 3634
+    backend: list[str] = field(default_factory=list)
+    allow: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    poll_interval: float = 0.5
+    probe_interval: float = 1.0
+    probe_timeout: float = 1.0
+    probe_compiler: str = "gcc"
+    rise: int = 2
+    fall: int = 2
+    queue_timeout: float = 1.0
+    max_attempts: int = 3
+    hedge_after: float | None = None
+    hedge_min: float = 5.0
+    connect_timeout: float = 1.0
+    io_timeout: float = 60.0
+    request_timeout: float = 120.0
+    max_source_mb: int = 256
+    shutdown_grace: float = 30.0
+    log_format: str = "auto"
+    log_level: str = "info"
+
+    def backend_specs(self) -> list[BackendSpec]:
+        try:
+            specs = [BackendSpec.parse(text) for text in self.backend]
+        except SpecError as exc:
+            raise ConfigError(f"--backend {exc}") from exc
+        if len({s.name for s in specs}) != len(specs):
+            raise ConfigError("--backend: the same HOST:PORT is listed twice")
+        return specs
+
+    def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        try:
+            return [ipaddress.ip_network(cidr, strict=False) for cidr in self.allow]
+        except ValueError as exc:
+            raise ConfigError(f"--allow: {exc}") from exc
+
+    def pool_settings(self) -> PoolSettings:
+        return PoolSettings(
+            self.poll_interval,
+            self.probe_interval,
+            self.probe_timeout,
+            self.rise,
+            self.fall,
+            self.probe_compiler,
+        )
+
+    def dispatch_settings(self) -> DispatchSettings:
+        return DispatchSettings(
+            queue_timeout_s=self.queue_timeout,
+            max_attempts=self.max_attempts,
+            hedge_after_s=self.hedge_after,
+            hedge_min_s=self.hedge_min,
+            connect_timeout_s=self.connect_timeout,
+        )
+
+    def validate(self) -> None:
+        if not self.backend:
+            raise ConfigError("at least one --backend is needed")
+        self.backend_specs()
+        self.networks()
+        if self.rise < 1 or self.fall < 1 or self.max_attempts < 1:
+            raise ConfigError("--rise, --fall and --max-attempts must be at least 1")
+        for name in ("poll_interval", "probe_interval", "probe_timeout", "queue_timeout"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
+        if self.log_format not in ("auto", "json", "console"):
+            raise ConfigError("--log-format must be json, console or auto")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="distlb-balancer",
+        description="A stateless distcc proxy: each job goes to the least-loaded healthy "
+        "backend; refused jobs are retried elsewhere, hung backends are hedged around.",
+        argument_default=argparse.SUPPRESS,
+    )
+    p.add_argument("--config", metavar="FILE", help="TOML file with the same keys as the flags")
+    p.add_argument("--listen", metavar="ADDR", help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--port", type=int, help="distcc port (default 3632; 0 picks one)")
+    p.add_argument(
+        "--admin-port",
+        type=int,
+        help="HTTP: / dashboard, /status, /metrics, /healthz (default 3634)",
+    )
+    p.add_argument(
+        "--backend",
+        action="append",
+        metavar="SPEC",
+        help="HOST:PORT[,status=PORT][,kind=distlb|distccd][,weight=W][,slots=N] "
+        "(repeatable; distlb's status port defaults to PORT+1)",
+    )
+    p.add_argument(
+        "--allow",
+        action="append",
+        metavar="CIDR",
+        help="client networks allowed (repeatable; default loopback only)",
+    )
+    p.add_argument("--poll-interval", type=float, metavar="S", help="report polling (0.5)")
+    p.add_argument("--probe-interval", type=float, metavar="S", help="health probes (1.0)")
+    p.add_argument("--probe-timeout", type=float, metavar="S", help="probe deadline (1.0)")
+    p.add_argument("--probe-compiler", metavar="NAME", help="compiler probes ask for (gcc)")
+    p.add_argument("--rise", type=int, help="good probes to come back into rotation (2)")
+    p.add_argument("--fall", type=int, help="failures to leave rotation (2)")
+    p.add_argument(
+        "--queue-timeout",
+        type=float,
+        metavar="S",
+        help="wait this long for a free slot, then turn the client away (1.0)",
+    )
+    p.add_argument("--max-attempts", type=int, help="backends tried per job (3)")
+    p.add_argument(
+        "--hedge-after",
+        type=float,
+        metavar="S",
+        help="send a late job to a second backend after S "
+        "(default: max(--hedge-min, 3 x the backend's p95))",
+    )
+    p.add_argument("--hedge-min", type=float, metavar="S", help="smallest automatic hedge (5)")
+    p.add_argument("--connect-timeout", type=float, metavar="S", help="to a backend (1.0)")
+    p.add_argument(
+        "--io-timeout",
+        type=float,
+        metavar="S",
+        help="longest wait for the next byte of a request (60)",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        metavar="S",
+        help="longest time to receive a whole request (120)",
+    )
+    p.add_argument(
+        "--max-source-mb", type=int, metavar="MB", help="largest preprocessed source accepted (256)"
+    )
+    p.add_argument(
+        "--shutdown-grace",
+        type=float,
+        metavar="S",
+        help="on SIGTERM, how long jobs in flight may finish (30)",
+    )
+    p.add_argument("--log-format", choices=["json", "console", "auto"])
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def load(argv: list[str] | None = None) -> BalancerConfig:
+    """Defaults, then the TOML file, then flags. Raises :class:`ConfigError`."""
+    config = load_config(BalancerConfig, build_parser(), argv)
+    config.validate()
+    return config

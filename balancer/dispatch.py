@@ -1,0 +1,220 @@
+"""Store and forward: send a buffered job to a backend, retry, wait for capacity, hedge.
+
+Nothing has reached the client while we try, so a job that a backend turned
+away, refused, reset or dropped mid-reply is simply sent elsewhere (at most
+``max_attempts`` times). When no backend has a free slot we wait up to
+``queue_timeout`` in all, then give up so that the client compiles locally. A
+reply that is late far beyond that backend's usual latency is hedged: the same
+job goes to a second backend and the first complete reply wins; the loser's
+connection is closed, which makes a distlb server kill that compile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from dataclasses import dataclass, field
+
+import structlog
+
+from balancer.backends import Backend
+from balancer.picker import pick
+from balancer.pool import Pool
+from client import ClientError, TurnedAway, compile_remote
+from wire import Limits, Reply, Request
+
+log = structlog.get_logger("distlb.balancer.dispatch")
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    queue_timeout_s: float = 1.0
+    max_attempts: int = 3
+    hedge_after_s: float | None = None
+    """Fixed hedge delay; None: the larger of ``hedge_min_s`` and 3 x the backend's p95."""
+    hedge_min_s: float = 5.0
+    connect_timeout_s: float = 1.0
+    job_timeout_s: float = 1500.0
+    """Longest wait for one backend's reply (beyond a server's 1200 s job lifetime)."""
+
+
+class NoCapacity(Exception):
+    """No healthy backend had a free slot within the queue timeout."""
+
+
+class AllFailed(Exception):
+    """Every attempt failed; the last reason is the message."""
+
+
+@dataclass
+class Outcome:
+    reply: Reply
+    backend: str
+    attempts: int
+    hedged: bool
+    tried: list[str] = field(default_factory=list)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        pool: Pool,
+        settings: DispatchSettings,
+        limits: Limits,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.limits = limits
+        self.rng = rng or random.Random()  # noqa: S311 (load spreading, not secrets)
+        self.retries = 0
+        self.hedges = 0
+        self.hedge_wins = 0
+
+    def _pick(self, exclude: set[str]) -> Backend | None:
+        backends = list(self.pool.backends.values())
+        return pick(backends, self.rng, time.monotonic(), exclude)
+
+    async def _acquire(self, exclude: set[str], budget: list[float]) -> Backend:
+        """A backend with a free slot, waiting at most what is left of ``budget[0]``."""
+        while True:
+            backend = self._pick(exclude)
+            if backend is None and exclude:
+                # Everything else is full or down: a backend that failed this job
+                # once may still be the only one that can take it.
+                backend = self._pick(set())
+            if backend is not None:
+                return backend
+            if budget[0] <= 0:
+                raise NoCapacity(
+                    f"no backend had a free slot within {self.settings.queue_timeout_s} s"
+                )
+            started = time.monotonic()
+            await self.pool.wait_for_change(budget[0])
+            budget[0] -= time.monotonic() - started
+
+    def _hedge_delay(self, backend: Backend) -> float:
+        if self.settings.hedge_after_s is not None:
+            return self.settings.hedge_after_s
+        p95 = backend.latency_quantile(0.95) or 0.0
+        return max(self.settings.hedge_min_s, 3 * p95)
+
+    def _start(self, backend: Backend, request: Request) -> asyncio.Task[Reply]:
+        """Send ``request`` to ``backend`` in a task. The slot is counted at once, before
+        any await (jobs woken together must see each other's choices), and given back
+        when the task ends however it ends, even cancelled before it ran."""
+        backend.in_flight += 1
+        backend.sent += 1
+        task = asyncio.create_task(self._send(backend, request))
+        task.add_done_callback(lambda _: self._release(backend))
+        return task
+
+    def _release(self, backend: Backend) -> None:
+        backend.in_flight -= 1
+        self.pool.notify()
+
+    async def _send(self, backend: Backend, request: Request) -> Reply:
+        """One attempt on a backend; keeps its health and latency books."""
+        started = time.monotonic()
+        try:
+            reply = await compile_remote(
+                backend.spec.host,
+                backend.spec.port,
+                request,
+                connect_timeout_s=self.settings.connect_timeout_s,
+                timeout_s=self.settings.job_timeout_s,
+                limits=self.limits,
+            )
+        except TurnedAway:
+            backend.on_turned_away(time.monotonic(), self.pool.settings.poll_interval_s)
+            raise
+        except ClientError as exc:
+            backend.on_failure(f"job: {exc}")
+            raise
+        backend.ok += 1
+        backend.record_latency(time.monotonic() - started)
+        return reply
+
+    async def dispatch(self, request: Request) -> Outcome:
+        """Get ``request`` compiled somewhere. Raises :class:`NoCapacity` or :class:`AllFailed`."""
+        budget = [self.settings.queue_timeout_s]
+        tried: list[str] = []
+        failed: set[str] = set()
+        last_error = "no attempt made"
+        failures = 0
+        # A busy backend's turn-away is not a failure: it only sends us back to picking
+        # (the backend counts as full until its next report). Bounded all the same.
+        max_sends = self.settings.max_attempts + 2 * max(1, len(self.pool.backends))
+        for attempt in range(1, max_sends + 1):
+            if failures >= self.settings.max_attempts:
+                break
+            backend = await self._acquire(failed, budget)
+            tried.append(backend.name)
+            if attempt > 1:
+                self.retries += 1
+            primary = self._start(backend, request)
+            try:
+                reply, winner, hedged = await self._with_hedge(primary, backend, request, failed)
+            except TurnedAway as exc:
+                last_error = f"{backend.name}: {exc}"
+                log.debug("attempt_turned_away", backend=backend.name, attempt=attempt)
+                continue
+            except ClientError as exc:
+                failures += 1
+                failed.add(backend.name)
+                last_error = f"{backend.name}: {exc}"
+                log.info(
+                    "attempt_failed",
+                    backend=backend.name,
+                    attempt=attempt,
+                    error=type(exc).__name__,
+                    reason=str(exc),
+                )
+                continue
+            finally:
+                # Cancelled (the client left) or done: never leave a backend call behind.
+                if not primary.done():
+                    primary.cancel()
+            return Outcome(reply, winner, attempt, hedged, tried)
+        raise AllFailed(last_error)
+
+    async def _with_hedge(
+        self, primary: asyncio.Task[Reply], backend: Backend, request: Request, failed: set[str]
+    ) -> tuple[Reply, str, bool]:
+        done, _ = await asyncio.wait({primary}, timeout=self._hedge_delay(backend))
+        if done:
+            return primary.result(), backend.name, False
+        # Late: find a second backend while the first keeps its chance.
+        second: Backend | None = None
+        while second is None and not primary.done():
+            second = self._pick(failed | {backend.name})
+            if second is None:
+                waiter = asyncio.create_task(self.pool.wait_for_change(1.0))
+                await asyncio.wait({primary, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+        if second is None:
+            return primary.result(), backend.name, False
+        self.hedges += 1
+        log.info("job_hedged", slow_backend=backend.name, hedge_backend=second.name)
+        hedge = self._start(second, request)
+        owners = {primary: backend.name, hedge: second.name}
+        pending: set[asyncio.Task[Reply]] = {primary, hedge}
+        error: BaseException | None = None
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is None:
+                        if task is hedge:
+                            self.hedge_wins += 1
+                        return task.result(), owners[task], True
+                    error = task.exception()
+            assert error is not None
+            raise error
+        finally:
+            for task in pending:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ClientError):
+                await asyncio.gather(*pending, return_exceptions=True)

@@ -1,0 +1,130 @@
+"""One client connection: access, read the whole request, dispatch, reply (or close)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from balancer.dispatch import AllFailed, Dispatcher, NoCapacity
+from balancer.stats import BalancerStats
+from client.access import Network, is_allowed
+from wire import Limits, RemoteProtocolError, encode_reply
+from wire.stream import read_request, wait_peer_gone
+
+log = structlog.get_logger("distlb.balancer.job")
+
+
+@dataclass(frozen=True)
+class ListenerContext:
+    stats: BalancerStats
+    dispatcher: Dispatcher
+    allow: Sequence[Network]
+    limits: Limits
+    io_timeout_s: float
+    request_timeout_s: float
+
+
+async def handle_connection(
+    ctx: ListenerContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Serve one distcc client. Never raises; every end is counted and logged once."""
+    peer = writer.get_extra_info("peername") or ("?", 0)
+    structlog.contextvars.bind_contextvars(job_id=secrets.token_hex(6), client=peer[0])
+    ctx.stats.counters.connections += 1
+    started = time.monotonic()
+    try:
+        if not is_allowed(peer[0], ctx.allow):
+            ctx.stats.counters.rejected_access += 1
+            log.warning("turned_away", reason="address not allowed")
+            return
+        await _serve(ctx, reader, writer, started)
+    except Exception:
+        log.exception("job_crashed")
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
+        structlog.contextvars.unbind_contextvars("job_id", "client")
+
+
+async def _serve(
+    ctx: ListenerContext,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    started: float,
+) -> None:
+    stats = ctx.stats
+    try:
+        async with asyncio.timeout(ctx.request_timeout_s):
+            request = await read_request(reader, ctx.limits, idle_timeout_s=ctx.io_timeout_s)
+    except (RemoteProtocolError, TimeoutError) as exc:
+        stats.job_finished("bad_request", time.monotonic() - started)
+        reason = (
+            str(exc) if isinstance(exc, RemoteProtocolError) else "request not received in time"
+        )
+        log.warning("bad_request", reason=reason, error=type(exc).__name__)
+        return
+
+    gone = asyncio.create_task(wait_peer_gone(reader))
+    job = asyncio.create_task(ctx.dispatcher.dispatch(request))
+    try:
+        await asyncio.wait({gone, job}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not job.done():
+            job.cancel()  # the client left (or we are shutting down): drop the backend call
+        gone.cancel()
+        with contextlib.suppress(BaseException):
+            await job
+    base = {
+        "bytes_in": len(request.source),
+        "protocol": request.protocol,
+        "compiler": request.argv[0],
+    }
+    if job.cancelled():
+        stats.job_finished("client_disconnect", time.monotonic() - started)
+        log.info(
+            "job_done",
+            outcome="client_disconnect",
+            **base,
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
+        return
+    try:
+        outcome = job.result()
+    except (NoCapacity, AllFailed) as exc:
+        # Closing without a reply makes the real client compile locally.
+        name = "turned_away" if isinstance(exc, NoCapacity) else "failed"
+        stats.job_finished(name, time.monotonic() - started)
+        log.warning(
+            "job_done",
+            outcome=name,
+            reason=str(exc),
+            **base,
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
+        return
+    data = encode_reply(outcome.reply)
+    result = "ok" if outcome.reply.status == 0 else "compile_error"
+    try:
+        writer.write(data)
+        await asyncio.wait_for(writer.drain(), ctx.io_timeout_s)
+    except (ConnectionError, TimeoutError):
+        result = "client_disconnect"
+    seconds = time.monotonic() - started
+    stats.job_finished(result, seconds)
+    log.info(
+        "job_done",
+        outcome=result,
+        backend=outcome.backend,
+        attempts=outcome.attempts,
+        hedged=outcome.hedged,
+        bytes_out=len(data),
+        ms=round(seconds * 1000, 1),
+        **base,
+    )

@@ -1,0 +1,99 @@
+"""The balancer's lifecycle: bind, start the pool, serve; SIGTERM drains, SIGHUP reloads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+
+import structlog
+from aiohttp import web
+
+from balancer.admin import make_app
+from balancer.config import BalancerConfig, ConfigError
+from balancer.dispatch import Dispatcher
+from balancer.listener import ListenerContext, handle_connection
+from balancer.pool import Pool
+from balancer.stats import BalancerStats
+from wire import Limits
+
+log = structlog.get_logger("distlb.balancer")
+
+
+class Service:
+    def __init__(self, config: BalancerConfig, reload_config: Callable[[], BalancerConfig]) -> None:
+        self.config = config
+        self._reload_config = reload_config
+        self.pool = Pool(config.backend_specs(), config.pool_settings())
+        limits = Limits(max_source_bytes=config.max_source_mb * 1024 * 1024)
+        self.dispatcher = Dispatcher(self.pool, config.dispatch_settings(), limits)
+        self.stats = BalancerStats(self.pool, self.dispatcher)
+        self.ctx = ListenerContext(
+            stats=self.stats,
+            dispatcher=self.dispatcher,
+            allow=config.networks(),
+            limits=limits,
+            io_timeout_s=config.io_timeout,
+            request_timeout_s=config.request_timeout,
+        )
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._serving = False
+        self._stopping = asyncio.Event()
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._jobs.add(task)
+        try:
+            await handle_connection(self.ctx, reader, writer)
+        finally:
+            self._jobs.discard(task)
+
+    def _reload(self) -> None:
+        try:
+            fresh = self._reload_config()
+            specs = fresh.backend_specs()
+        except ConfigError as exc:
+            log.error("reload_failed", reason=str(exc))
+            return
+        self.pool.reload(specs)
+        log.info("reloaded", backends=[s.name for s in specs])
+
+    async def run(self) -> None:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        self.pool.start()
+        server = await asyncio.start_server(
+            self._on_connection, cfg.listen, cfg.port, reuse_address=True, backlog=1024
+        )
+        runner = web.AppRunner(make_app(self.stats, lambda: self._serving), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, cfg.listen, cfg.admin_port, reuse_address=True)
+        await site.start()
+        self._serving = True
+        loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
+        log.info(
+            "balancer_ready",
+            port=server.sockets[0].getsockname()[1],
+            admin_port=site._server.sockets[0].getsockname()[1],  # type: ignore[union-attr]
+            backends=list(self.pool.backends),
+        )
+        await self._stopping.wait()
+        self._serving = False
+        server.close()
+        log.info("balancer_draining", in_flight=len(self._jobs), grace_s=cfg.shutdown_grace)
+        if self._jobs:
+            _, pending = await asyncio.wait(set(self._jobs), timeout=cfg.shutdown_grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=10)
+        await self.pool.stop()
+        with contextlib.suppress(Exception):
+            await runner.cleanup()
+        log.info("balancer_stopped", totals=self.stats.status()["totals"])

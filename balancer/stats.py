@@ -1,0 +1,126 @@
+"""What the balancer counts, exported at scrape time from the state it already keeps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from balancer.dispatch import Dispatcher
+from balancer.pool import Pool
+
+JOB_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1200)
+
+
+@dataclass
+class Counters:
+    connections: int = 0
+    ok: int = 0
+    compile_error: int = 0
+    turned_away: int = 0
+    """No backend had a free slot within the queue timeout: the client compiles locally."""
+    failed: int = 0
+    """Every attempt failed: the client compiles locally."""
+    rejected_access: int = 0
+    bad_request: int = 0
+    client_disconnect: int = 0
+
+
+@dataclass
+class BalancerStats:
+    pool: Pool
+    dispatcher: Dispatcher
+    counters: Counters = field(default_factory=Counters)
+    started_at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_Collector(self))
+        self.job_seconds = Histogram(
+            "distlb_balancer_job_seconds",
+            "Request received to reply sent, by outcome",
+            ["outcome"],
+            buckets=JOB_SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+
+    def job_finished(self, outcome: str, seconds: float) -> None:
+        setattr(self.counters, outcome, getattr(self.counters, outcome) + 1)
+        self.job_seconds.labels(outcome).observe(seconds)
+
+    def status(self) -> dict[str, object]:
+        now = time.monotonic()
+        backends = [b.snapshot(now) for b in self.pool.backends.values()]
+        return {
+            "backends": backends,
+            "totals": {
+                **asdict(self.counters),
+                "retries": self.dispatcher.retries,
+                "hedges": self.dispatcher.hedges,
+                "hedge_wins": self.dispatcher.hedge_wins,
+                "slots": sum(b["slots"] for b in backends if b["state"] == "up"),
+                "free": sum(b["free"] for b in backends if b["state"] == "up"),
+                "in_flight": sum(b["in_flight"] for b in backends),
+                "healthy_backends": self.pool.healthy_count(),
+            },
+            "uptime_s": round(time.time() - self.started_at, 3),
+        }
+
+    def prometheus(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Collector(Collector):
+    def __init__(self, stats: BalancerStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        s = self._stats
+        jobs = CounterMetricFamily(
+            "distlb_balancer_jobs", "Jobs by how they ended", labels=["outcome"]
+        )
+        for name, value in asdict(s.counters).items():
+            if name != "connections":
+                jobs.add_metric([name], value)
+        yield jobs
+        yield CounterMetricFamily(
+            "distlb_balancer_connections", "Client connections", value=s.counters.connections
+        )
+        yield CounterMetricFamily(
+            "distlb_balancer_retries",
+            "Jobs sent again after a backend failed",
+            value=s.dispatcher.retries,
+        )
+        yield CounterMetricFamily(
+            "distlb_balancer_hedges",
+            "Late jobs also sent to a second backend",
+            value=s.dispatcher.hedges,
+        )
+        per_backend = {
+            "up": GaugeMetricFamily("distlb_backend_up", "1 while in rotation", labels=["backend"]),
+            "slots": GaugeMetricFamily("distlb_backend_slots", "Slots", labels=["backend"]),
+            "free": GaugeMetricFamily(
+                "distlb_backend_free", "Estimated free slots", labels=["backend"]
+            ),
+            "in_flight": GaugeMetricFamily(
+                "distlb_backend_in_flight", "Our jobs on it", labels=["backend"]
+            ),
+        }
+        sent = CounterMetricFamily("distlb_backend_sent", "Jobs sent", labels=["backend"])
+        failures = CounterMetricFamily(
+            "distlb_backend_failures", "Failed probes, polls and jobs", labels=["backend"]
+        )
+        for b in s.pool.backends.values():
+            per_backend["up"].add_metric([b.name], int(b.healthy))
+            per_backend["slots"].add_metric([b.name], b.slots)
+            per_backend["free"].add_metric([b.name], b.free)
+            per_backend["in_flight"].add_metric([b.name], b.in_flight)
+            sent.add_metric([b.name], b.sent)
+            failures.add_metric([b.name], b.failures)
+        yield from per_backend.values()
+        yield sent
+        yield failures
