@@ -11,6 +11,8 @@ DEBIAN_PACKAGES=(
     gcc g++ make                       # compilers the server runs and the tests build with
     distcc                             # the real client, distccd and lsdistcc for tests
     curl procps iproute2
+    chromium                           # renders the balancer's dashboard in a test
+    haproxy                            # the baseline in bench/balancer_overhead.py
 )
 
 missing=()

@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.compilers import write_fake_compilers
 from tests.support.projects import write_c_project, write_cpp_project
-from tests.support.servers import Distccd, ServerProcess
+from tests.support.servers import BalancerProcess, Distccd, ServerProcess
 
 
 def _shared_dir(prefix: str) -> Path:
@@ -89,3 +89,24 @@ def fake_compilers(shared_tmp: Path) -> tuple[Path, Path]:
     bin_dir, markers = shared_tmp / "bin", shared_tmp / "markers"
     write_fake_compilers(bin_dir, markers)
     return bin_dir, markers
+
+
+@pytest.fixture
+def start_balancer() -> Iterator[type[BalancerProcess]]:
+    started: list[BalancerProcess] = []
+
+    def start(*args: str, config_file: Path | None = None) -> BalancerProcess:
+        proc = BalancerProcess.start_balancer(list(args), config_file)
+        started.append(proc)
+        return proc
+
+    yield start  # type: ignore[misc]
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def distccd_stats() -> Iterator[Distccd]:
+    daemon = Distccd(jobs=2, stats=True)
+    yield daemon
+    daemon.stop()

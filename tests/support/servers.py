@@ -18,9 +18,14 @@ from typing import Any
 READY_TIMEOUT_S = 30.0
 
 
+def role_command(role: str) -> list[str]:
+    """How to run ``distlb-<role>``: the venv's console script, else ``python -m``."""
+    script = Path(sys.executable).with_name(f"distlb-{role}")
+    return [str(script)] if script.exists() else [sys.executable, "-m", f"{role}.main"]
+
+
 def server_command() -> list[str]:
-    script = Path(sys.executable).with_name("distlb-server")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "server.main"]
+    return role_command("server")
 
 
 def wait_until(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.02) -> Any:
@@ -33,6 +38,12 @@ def wait_until(predicate: Any, timeout_s: float, what: str, interval_s: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(interval_s)
+
+
+def _spawn(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
+    )
 
 
 @dataclass
@@ -60,21 +71,20 @@ class ServerProcess:
             "--tmp-dir", str(tmp_dir),
             *args,
         ]  # fmt: skip
-        proc = subprocess.Popen(
-            cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
-        )
-        server = cls(proc=proc, tmp_dir=tmp_dir)
-        threading.Thread(target=server._drain, daemon=True).start()
-        ready = wait_until(
-            lambda: server.event("server_ready") or proc.poll() is not None,
-            READY_TIMEOUT_S,
-            "server_ready",
-        )
-        if ready is True:
-            raise AssertionError(f"distlb-server exited {proc.returncode}: {server.lines}")
+        server = cls(proc=_spawn(cmd, env), tmp_dir=tmp_dir)
+        ready = server._wait_ready("server_ready")
         server.port, server.stats_port = ready["port"], ready["stats_port"]
         server.agent_port = ready.get("agent_port")
         return server
+
+    def _wait_ready(self, event: str) -> dict[str, Any]:
+        threading.Thread(target=self._drain, daemon=True).start()
+        ready = wait_until(
+            lambda: self.event(event) or self.proc.poll() is not None, READY_TIMEOUT_S, event
+        )
+        if ready is True:
+            raise AssertionError(f"{self.proc.args} exited {self.proc.returncode}: {self.lines}")
+        return dict(ready)
 
     def _drain(self) -> None:
         assert self.proc.stderr is not None
@@ -188,3 +198,37 @@ class Distccd:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+@dataclass
+class BalancerProcess(ServerProcess):
+    """A real distlb-balancer on loopback port 0 (``stats_port`` is its admin port)."""
+
+    @classmethod
+    def start_balancer(cls, args: list[str], config_file: Path | None = None) -> BalancerProcess:
+        cmd = [
+            *role_command("balancer"),
+            "--listen", "127.0.0.1",
+            "--port", "0",
+            "--admin-port", "0",
+            "--log-format", "json",
+            *(["--config", str(config_file)] if config_file else []),
+            *args,
+        ]  # fmt: skip
+        balancer = cls(proc=_spawn(cmd), tmp_dir=Path("/nonexistent"))
+        ready = balancer._wait_ready("balancer_ready")
+        balancer.port, balancer.stats_port = ready["port"], ready["admin_port"]
+        return balancer
+
+    def backend(self, name: str) -> dict[str, Any]:
+        for backend in self.status()["backends"]:
+            if backend["name"] == name:
+                return dict(backend)
+        raise AssertionError(f"no backend {name} in {self.status()}")
+
+    def totals(self) -> dict[str, int]:
+        return dict(self.status()["totals"])
+
+    def wait_healthy(self, count: int, timeout_s: float = 30) -> None:
+        wait_until(lambda: self.totals()["healthy_backends"] >= count, timeout_s,
+                   f"{count} healthy backends")  # fmt: skip

@@ -1,0 +1,151 @@
+"""Operating the balancer: admin HTTP, the dashboard in a real browser, SIGHUP, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.support.compilers import read_pid
+from tests.support.distcc import distcc_env
+from tests.support.projects import write_c_project
+from tests.support.servers import BalancerProcess, ServerProcess, wait_until
+
+pytestmark = pytest.mark.integration
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def _spec(server: ServerProcess) -> str:
+    return f"127.0.0.1:{server.port},status={server.stats_port}"
+
+
+def _http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_healthz_follows_backend_health_and_metrics_export_backends(
+    start_server: type[ServerProcess], start_balancer: type[BalancerProcess]
+) -> None:
+    server = start_server("--jobs", "2")
+    balancer = start_balancer("--backend", _spec(server))
+    balancer.wait_healthy(1)
+    base = f"http://127.0.0.1:{balancer.stats_port}"
+    assert _http_status(base + "/healthz") == 200
+    metrics = balancer.http("/metrics")
+    assert f'distlb_backend_up{{backend="127.0.0.1:{server.port}"}} 1.0' in metrics
+    assert f'distlb_backend_slots{{backend="127.0.0.1:{server.port}"}} 2.0' in metrics
+
+    server.stop()
+    wait_until(lambda: balancer.totals()["healthy_backends"] == 0, 20, "the backend down")
+    assert _http_status(base + "/healthz") == 503
+
+
+def test_dashboard_renders_every_backend_in_headless_chromium(
+    start_server: type[ServerProcess], start_balancer: type[BalancerProcess], tmp_path: Path
+) -> None:
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is needed (scripts/bootstrap.sh installs it)"
+    servers = [start_server("--jobs", "2") for _ in range(3)]
+    balancer = start_balancer(*(a for s in servers for a in ("--backend", _spec(s))))
+    balancer.wait_healthy(3)
+    project = write_c_project(tmp_path / "proj", modules=40)
+    make = subprocess.Popen(
+        ["timeout", "120", "make", "-j8", "CC=distcc gcc"], cwd=project,
+        env=distcc_env(f"127.0.0.1:{balancer.port}/8,lzo", fallback=False),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{balancer.stats_port}/"
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    try:
+        wait_until(lambda: balancer.totals()["ok"] >= 3, 60, "the build under way")
+        flags = [
+            chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=3000",
+        ]  # fmt: skip
+        dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True,
+                             timeout=120, check=True).stdout  # fmt: skip
+        shot = tmp_path / "dashboard.png"
+        subprocess.run([*flags, "--window-size=1200,420", f"--screenshot={shot}", url],
+                       capture_output=True, timeout=120, check=True)  # fmt: skip
+    finally:
+        _, stderr = make.communicate(timeout=120)
+        shutil.rmtree(profile, ignore_errors=True)
+    assert make.returncode == 0, stderr
+    for server in servers:
+        assert f'data-backend="127.0.0.1:{server.port}"' in dom
+    assert dom.count('<td class="up">up</td>') == 3
+    assert '<span id="stamp">updated ' in dom, "the page never loaded /status"
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("DISTLB_UPDATE_DOCS") == "1":  # refreshes the README's screenshot
+        shutil.copy(shot, DOCS / "dashboard.png")
+
+
+def test_sighup_reloads_backends_without_dropping_jobs(
+    start_server: type[ServerProcess],
+    start_balancer: type[BalancerProcess],
+    fake_compilers: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    bin_dir, markers = fake_compilers
+    first = start_server(
+        "--jobs", "2", "--compiler", "slow-cc", "--compiler", "gcc", path_prepend=str(bin_dir)
+    )
+    second = start_server("--jobs", "2")
+    config = tmp_path / "balancer.toml"
+    config.write_text(f'backend = ["{_spec(first)}"]\nprobe-compiler = "gcc"\n')
+    balancer = start_balancer(config_file=config)
+    balancer.wait_healthy(1)
+    (tmp_path / "job.c").write_text("int job(void) { return 1; }\n")
+    env = distcc_env(f"127.0.0.1:{balancer.port}", fallback=False)
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    client = subprocess.Popen(
+        ["timeout", "120", "distcc", "slow-cc", "-c", "job.c", "-o", "job.o"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_until(lambda: read_pid(markers / "slow"), 30, "the slow job to start")
+    config.write_text(f'backend = ["{_spec(second)}"]\n')
+    balancer.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: [b["name"] for b in balancer.status()["backends"]]
+               == [f"127.0.0.1:{second.port}"], 10, "the new backend list")  # fmt: skip
+    _, stderr = client.communicate(timeout=60)
+    assert client.returncode == 0, stderr
+    assert balancer.event("reloaded")["backends"] == [f"127.0.0.1:{second.port}"]
+
+
+def test_sigterm_drains_jobs_in_flight(
+    start_server: type[ServerProcess],
+    start_balancer: type[BalancerProcess],
+    fake_compilers: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    bin_dir, markers = fake_compilers
+    server = start_server("--jobs", "2", "--compiler", "slow-cc", "--compiler", "gcc",
+                          path_prepend=str(bin_dir))  # fmt: skip
+    balancer = start_balancer("--backend", _spec(server))
+    balancer.wait_healthy(1)
+    (tmp_path / "job.c").write_text("int job(void) { return 2; }\n")
+    env = distcc_env(f"127.0.0.1:{balancer.port}", fallback=False)
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    client = subprocess.Popen(
+        ["timeout", "120", "distcc", "slow-cc", "-c", "job.c", "-o", "job.o"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_until(lambda: read_pid(markers / "slow"), 30, "the slow job to start")
+    balancer.proc.send_signal(signal.SIGTERM)
+    _, stderr = client.communicate(timeout=60)
+    assert client.returncode == 0, stderr
+    assert balancer.proc.wait(30) == 0
+    assert balancer.event("balancer_stopped")["totals"]["ok"] == 1
