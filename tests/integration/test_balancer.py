@@ -143,8 +143,12 @@ def test_all_backends_full_turns_client_away_after_queue_timeout(
                "the balancer to see the server full")  # fmt: skip
 
     (tmp_path / "f.c").write_text("int f(int x) { return x + 1; }\n")
-    result = run_distcc(["gcc", "-O2", "-c", "f.c", "-o", "f.o"],
-                        hosts=f"127.0.0.1:{balancer.port}", cwd=tmp_path, fallback=True)  # fmt: skip
+    result = run_distcc(
+        ["gcc", "-O2", "-c", "f.c", "-o", "f.o"],
+        hosts=f"127.0.0.1:{balancer.port}",
+        cwd=tmp_path,
+        fallback=True,
+    )
     assert result.returncode == 0, result.stderr
     assert "running locally instead" in result.stderr
     assert (tmp_path / "f.o").read_bytes() == local_object(tmp_path, tmp_path / "f.c", "gcc", "-O2")
