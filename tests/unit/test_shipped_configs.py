@@ -27,3 +27,14 @@ def test_farm_servers_use_distinct_ports() -> None:
         config = load(["--config", str(path)])
         ports += [config.port, config.stats_port]
     assert len(ports) == len(set(ports)) >= 4
+
+
+@pytest.mark.parametrize(
+    "path", [CONFIGS / "balancer.toml", CONFIGS / "farm" / "balancer.toml"], ids=str
+)
+def test_shipped_balancer_config_loads(path: Path) -> None:
+    from balancer.config import load as load_balancer
+
+    config = load_balancer(["--config", str(path)])
+    assert config.backend_specs()
+    assert config.port > 0 and config.admin_port > 0
