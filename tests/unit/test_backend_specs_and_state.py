@@ -1,0 +1,101 @@
+"""Backend SPECs, the free-slot estimate and rise/fall health (balancer/backends.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from balancer.backends import Backend, BackendSpec, Report, SpecError
+
+
+def test_spec_defaults_to_a_distlb_server_with_status_on_port_plus_one() -> None:
+    spec = BackendSpec.parse("10.0.0.5:3632")
+    assert (spec.host, spec.port, spec.status_port, spec.kind, spec.weight) == (
+        "10.0.0.5", 3632, 3633, "distlb", 1.0,
+    )  # fmt: skip
+
+
+def test_spec_options() -> None:
+    spec = BackendSpec.parse("build1:4000,status=4100,kind=distccd,weight=2.5,slots=8")
+    assert (spec.status_port, spec.kind, spec.weight, spec.slots) == (4100, "distccd", 2.5, 8)
+    assert BackendSpec.parse("[::1]:3632").host == "::1"
+
+
+def test_distccd_without_status_has_no_status_port() -> None:
+    assert BackendSpec.parse("h:3632,kind=distccd").status_port is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["nohost", ":3632", "h:notaport", "h:70000", "h:1,bogus=1", "h:1,kind=haproxy",
+     "h:1,weight=0", "h:1,slots=0", "h:1,status=x", "h:1,weight"],
+)  # fmt: skip
+def test_bad_specs_are_refused_with_the_spec_named(text: str) -> None:
+    with pytest.raises(SpecError, match=r"h:|nohost|:3632"):
+        BackendSpec.parse(text)
+
+
+def _backend(slots: int = 4) -> Backend:
+    backend = Backend(BackendSpec.parse("h:1"), rise=2, fall=2)
+    backend.on_report(Report(slots=slots, busy=0))
+    return backend
+
+
+def test_free_slots_count_others_from_the_report_and_ours_now() -> None:
+    backend = _backend(4)
+    backend.in_flight = 1
+    backend.on_report(Report(slots=4, busy=3))  # our 1 + 2 of another balancer's
+    assert backend.free == 4 - 2 - 1
+    backend.in_flight = 0  # ours finished since the report
+    assert backend.free == 2
+    backend.in_flight = 3
+    assert backend.free == 0
+
+
+def test_a_server_that_stopped_accepting_has_no_free_slot() -> None:
+    backend = _backend()
+    backend.on_report(Report(slots=4, busy=0, accepting=False))
+    assert backend.free == 0
+
+
+def test_unreported_backend_uses_configured_slots() -> None:
+    backend = Backend(BackendSpec.parse("h:1,kind=distccd,slots=6"))
+    backend.in_flight = 2
+    assert (backend.slots, backend.free) == (6, 4)
+
+
+def test_health_starts_unknown_one_good_probe_brings_it_in() -> None:
+    backend = Backend(BackendSpec.parse("h:1"), rise=2, fall=2)
+    assert not backend.healthy
+    backend.on_success()
+    assert backend.healthy
+
+
+def test_fall_failures_take_it_out_and_rise_successes_bring_it_back() -> None:
+    backend = Backend(BackendSpec.parse("h:1"), rise=2, fall=2)
+    backend.on_success()
+    backend.on_failure("probe: refused")
+    assert backend.healthy
+    backend.on_failure("probe: refused")
+    assert not backend.healthy and backend.last_error == "probe: refused"
+    backend.on_success()
+    assert not backend.healthy
+    backend.on_success()
+    assert backend.healthy
+
+
+def test_a_turn_away_makes_it_unavailable_until_the_next_report() -> None:
+    backend = _backend()
+    backend.on_success()
+    backend.on_turned_away(now=100.0, hold_s=0.5)
+    assert not backend.available(100.2)
+    backend.on_report(Report(slots=4, busy=1))
+    assert backend.available(100.2)
+
+
+def test_latency_quantiles() -> None:
+    backend = _backend()
+    assert backend.latency_quantile(0.5) is None
+    for ms in range(1, 101):
+        backend.record_latency(ms / 1000)
+    assert backend.latency_quantile(0.5) == pytest.approx(0.051)
+    assert backend.latency_quantile(0.95) == pytest.approx(0.096)
