@@ -197,3 +197,37 @@ def test_malformed_requests_never_reach_a_backend(
     assert inputs <= {"distlb-probe.c"}
     assert server.counters()["bad_request"] == 0
     assert balancer.backend(f"127.0.0.1:{server.port}")["sent"] == 0
+
+
+def test_client_leaving_closes_the_backend_job_and_its_compile_dies(
+    start_server: type[ServerProcess],
+    start_balancer: type[BalancerProcess],
+    fake_compilers: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    from tests.support.compilers import read_pid
+    from tests.support.servers import live_group_members
+
+    bin_dir, markers = fake_compilers
+    server = start_server("--jobs", "2", "--compiler", "hang-cc", "--compiler", "gcc",
+                          path_prepend=str(bin_dir))  # fmt: skip
+    balancer = start_balancer("--backend", _spec(server), "--hedge-after", "600")
+    balancer.wait_healthy(1)
+    (tmp_path / "h.c").write_text("int h(void) { return 0; }\n")
+    env = distcc_env(f"127.0.0.1:{balancer.port}", fallback=False)
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    client = subprocess.Popen(
+        ["timeout", "120", "distcc", "hang-cc", "-c", "h.c", "-o", "h.o"], cwd=tmp_path,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        pgid = wait_until(lambda: read_pid(markers / "pgid"), 30, "the compile to start")
+        os.killpg(client.pid, signal.SIGKILL)
+        client.wait(10)
+        wait_until(lambda: not live_group_members(pgid), 5, "the backend's compile killed")
+    finally:
+        if client.poll() is None:
+            os.killpg(client.pid, signal.SIGKILL)
+            client.wait()
+    wait_until(lambda: balancer.totals()["client_disconnect"] == 1, 5, "counted by the balancer")
+    wait_until(lambda: server.counters()["client_disconnect"] == 1, 5, "and by the server")
