@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,12 +17,10 @@ import structlog
 
 from balancer.backends import Backend, BackendSpec, Report
 from client import ClientError, TurnedAway, compile_remote
-from wire import Request
+from client.prober import probe_request
+from client.status import ReportError, fetch_report
 
 log = structlog.get_logger("distlb.balancer.pool")
-
-PROBE_SOURCE = b"int distlb_probe(void) { return 42; }\n"
-MAX_REPORT_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -36,76 +33,11 @@ class PoolSettings:
     probe_compiler: str = "gcc"
 
 
-class ReportError(Exception):
-    """A backend's report could not be read or understood."""
-
-
-def probe_request(compiler: str) -> Request:
-    return Request(1, (compiler, "-c", "distlb-probe.c", "-o", "distlb-probe.o"), PROBE_SOURCE)
-
-
-def parse_distlb_status(body: bytes) -> Report:
-    try:
-        data = json.loads(body)
-        return Report(
-            slots=int(data["slots"]),
-            busy=int(data["busy"]),
-            accepting=bool(data.get("accepting", True)),
-        )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ReportError(f"bad /status: {exc}") from exc
-
-
-def parse_distccd_stats(body: bytes) -> Report:
-    """Slots from ``dcc_max_kids``. distccd has no busy-slot count: its
-    ``dcc_current_load`` is the host's running processes (from /proc/loadavg),
-    so what is busy there is estimated from our own jobs in flight (busy=0)."""
-    values = {}
-    for line in body.decode("latin-1").splitlines():
-        name, _, value = line.partition(" ")
-        values[name] = value.strip()
-    try:
-        return Report(slots=int(values["dcc_max_kids"]), busy=0)
-    except (KeyError, ValueError) as exc:
-        raise ReportError(f"bad distccd stats: {exc}") from exc
-
-
-async def _read_all(host: str, port: int, request: bytes, timeout_s: float) -> bytes:
-    async with asyncio.timeout(timeout_s):
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            if request:
-                writer.write(request)
-                await writer.drain()
-            data = await reader.read(MAX_REPORT_BYTES)
-            chunks = [data]
-            while data and sum(map(len, chunks)) < MAX_REPORT_BYTES:
-                data = await reader.read(MAX_REPORT_BYTES)
-                chunks.append(data)
-            return b"".join(chunks)
-        finally:
-            writer.close()
-
-
-async def fetch_report(spec: BackendSpec, timeout_s: float) -> Report:
+async def fetch_backend_report(spec: BackendSpec, timeout_s: float) -> Report:
     """Read one backend's report (raises :class:`ReportError`)."""
     assert spec.status_port is not None
-    if spec.kind == "distlb":
-        request = f"GET /status HTTP/1.0\r\nHost: {spec.host}\r\n\r\n".encode()
-    else:
-        # distccd answers any connection at once; bytes it has not read when it
-        # closes would turn its answer into a reset, so we send none.
-        request = b""
-    try:
-        raw = await _read_all(spec.host, spec.status_port, request, timeout_s)
-    except (OSError, TimeoutError) as exc:
-        raise ReportError(f"status port: {exc or type(exc).__name__}") from exc
-    head, sep, body = raw.partition(b"\r\n\r\n")
-    if not sep:
-        head, sep, body = raw.partition(b"\n\n")
-    if not head.startswith(b"HTTP/1.") or b" 200 " not in head.split(b"\n", 1)[0]:
-        raise ReportError(f"status port answered {head[:40]!r}")
-    return parse_distlb_status(body) if spec.kind == "distlb" else parse_distccd_stats(body)
+    report = await fetch_report(spec.host, spec.status_port, spec.kind, timeout_s)
+    return Report(slots=report.slots, busy=report.busy, accepting=report.accepting)
 
 
 class Pool:
@@ -184,7 +116,7 @@ class Pool:
     async def _poll_loop(self, backend: Backend) -> None:
         while True:
             try:
-                report = await fetch_report(backend.spec, self.settings.probe_timeout_s)
+                report = await fetch_backend_report(backend.spec, self.settings.probe_timeout_s)
             except ReportError as exc:
                 self._mark(backend, False, str(exc))
             else:

@@ -13,6 +13,7 @@ DEBIAN_PACKAGES=(
     curl procps iproute2
     chromium                           # renders the balancer's dashboard in a test
     haproxy                            # the baseline in bench/balancer_overhead.py
+    dnsmasq                            # a real DNS server for distlb-probe's discovery tests
 )
 
 missing=()

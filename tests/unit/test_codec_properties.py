@@ -8,6 +8,7 @@ split; and no input whatsoever makes a parser raise anything but a
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -32,8 +33,8 @@ KiB = 1024
 FUZZ_LIMITS = Limits(
     max_source_bytes=64 * KiB, max_object_bytes=64 * KiB, max_output_bytes=64 * KiB
 )
-ROUND_TRIP = settings(max_examples=60, deadline=None, database=None)
-FUZZ = settings(max_examples=120, deadline=None, database=None)
+ROUND_TRIP = settings(max_examples=100, deadline=None, database=None)
+FUZZ = settings(max_examples=200, deadline=None, database=None)
 _BODY_TOKENS = frozenset({b"ARGV", b"DOTI", b"SERR", b"SOUT", b"DOTO"})
 _NOT_HEX = [b for b in range(256) if b not in b"0123456789abcdefABCDEF"]
 
@@ -70,7 +71,7 @@ def split(data: bytes, draw: Callable[..., object]) -> list[bytes]:
     cuts = draw(st.lists(st.integers(min_value=0, max_value=len(data)), max_size=20))
     assert isinstance(cuts, list)
     edges = [0, *sorted(cuts), len(data)]
-    return [data[start:end] for start, end in zip(edges, edges[1:], strict=True)]
+    return [data[start:end] for start, end in pairwise(edges)]
 
 
 def outcome(parser: MessageReader, chunks: list[bytes]) -> object:

@@ -1,0 +1,177 @@
+"""Where distcc servers are: DNS name patterns, DNS SRV records, host files, DISTCC_HOSTS.
+
+DNS is asked of a chosen server (``--dns-server``) or the system's resolvers,
+with a bounded number of names and a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from dataclasses import dataclass
+
+import dns.asyncresolver
+import dns.exception
+import dns.rdatatype
+import dns.resolver
+
+DEFAULT_PORT = 3632
+MAX_PATTERN_NAMES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A server to probe: where it is, and how the user named it."""
+
+    host: str
+    port: int = DEFAULT_PORT
+    name: str = ""
+    slots: int | None = None
+    """A slot count given with the host (``host/8`` in DISTCC_HOSTS)."""
+    status_port: int | None = None
+    """Where its report is (``host,status=3634``, a distlb extension); default port+1."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.name or self.host}:{self.port}"
+
+
+class DiscoveryError(Exception):
+    """A source of servers could not be read."""
+
+
+def parse_host_entry(entry: str, default_port: int = DEFAULT_PORT) -> Target | None:
+    """One DISTCC_HOSTS / host-file word (``host[:port][/limit][,options]``).
+
+    Returns None for entries that name no TCP server (``localhost`` as the local
+    machine, ``@ssh`` hosts, ``+zeroconf``, ``--randomize``, ``--localslots…``).
+    """
+    entry = entry.strip()
+    if not entry or entry.startswith(("#", "@", "+", "-")) or entry == "localhost":
+        return None
+    entry, *options = entry.split(",")
+    status_port = None
+    for option in options:
+        if option.startswith("status="):
+            status_port = int(option[len("status=") :])
+    entry, _, limit = entry.partition("/")
+    host, port = entry, default_port
+    if entry.startswith("["):  # [v6]:port
+        host, _, rest = entry[1:].partition("]")
+        if rest.startswith(":"):
+            port = int(rest[1:])
+    elif entry.count(":") == 1:
+        host, port_text = entry.split(":")
+        port = int(port_text)
+    if not host or not 0 < port < 65536:
+        raise DiscoveryError(f"bad host entry {entry!r}")
+    slots = int(limit) if limit.isdigit() else None
+    return Target(host=host, port=port, name=host, slots=slots, status_port=status_port)
+
+
+def parse_hosts_text(text: str, default_port: int = DEFAULT_PORT) -> list[Target]:
+    """All servers in DISTCC_HOSTS syntax (spaces or newlines; ``#`` comments)."""
+    targets = []
+    for line in text.splitlines():
+        for word in line.split("#", 1)[0].split():
+            target = parse_host_entry(word, default_port)
+            if target is not None:
+                targets.append(target)
+    return targets
+
+
+def _resolver(dns_server: str | None, timeout_s: float) -> dns.asyncresolver.Resolver:
+    resolver = dns.asyncresolver.Resolver(configure=dns_server is None)
+    if dns_server is not None:
+        host, _, port = (
+            dns_server.rpartition(":") if dns_server.count(":") == 1 else (dns_server, "", "")
+        )
+        resolver.nameservers = [host or dns_server]
+        resolver.port = int(port) if port else 53
+    resolver.lifetime = timeout_s
+    resolver.timeout = timeout_s
+    return resolver
+
+
+async def _addresses(resolver: dns.asyncresolver.Resolver, name: str) -> list[str]:
+    try:
+        ipaddress.ip_address(name)
+        return [name]
+    except ValueError:
+        pass
+    try:
+        answer = await resolver.resolve(name, "A")
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return []
+    except dns.exception.DNSException as exc:
+        raise DiscoveryError(f"{name}: {exc}") from exc
+    return sorted(rr.address for rr in answer)
+
+
+async def from_pattern(
+    pattern: str,
+    *,
+    port: int = DEFAULT_PORT,
+    gap: int = 0,
+    dns_server: str | None = None,
+    timeout_s: float = 2.0,
+    max_names: int = 64,
+) -> list[Target]:
+    """Names ``pattern % 1``, ``pattern % 2``, … (lsdistcc's ``distcc%d``), stopping
+    after ``gap + 1`` names in a row do not resolve, or at ``max_names``."""
+    if "%d" not in pattern:
+        raise DiscoveryError(f"pattern {pattern!r} needs a %d")
+    resolver = _resolver(dns_server, timeout_s)
+    targets: list[Target] = []
+    missing = 0
+    batch = max(4, gap + 1)
+    index = 1
+    limit = min(max_names, MAX_PATTERN_NAMES)
+    while index <= limit and missing <= gap:
+        names = [
+            pattern.replace("%d", str(i)) for i in range(index, min(limit, index + batch - 1) + 1)
+        ]
+        results = await asyncio.gather(*(_addresses(resolver, n) for n in names))
+        for name, addresses in zip(names, results, strict=True):
+            if missing > gap:
+                break
+            if not addresses:
+                missing += 1
+                continue
+            missing = 0
+            targets += [Target(host=a, port=port, name=name) for a in addresses]
+        index += len(names)
+    return targets
+
+
+async def from_srv(
+    domain: str, *, dns_server: str | None = None, timeout_s: float = 2.0
+) -> list[Target]:
+    """Servers from ``_distcc._tcp.DOMAIN`` SRV records (each target's A records)."""
+    resolver = _resolver(dns_server, timeout_s)
+    name = domain if domain.startswith("_distcc.") else f"_distcc._tcp.{domain}"
+    try:
+        answer = await resolver.resolve(name, "SRV")
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return []
+    except dns.exception.DNSException as exc:
+        raise DiscoveryError(f"{name}: {exc}") from exc
+    records = sorted(answer, key=lambda rr: (rr.priority, -rr.weight, str(rr.target)))
+    targets: list[Target] = []
+    for rr in records:
+        host = str(rr.target).rstrip(".")
+        for address in await _addresses(resolver, host):
+            targets.append(Target(host=address, port=int(rr.port), name=host))
+    return targets
+
+
+def unique(targets: list[Target]) -> list[Target]:
+    """First occurrence of each address and port."""
+    seen: set[tuple[str, int]] = set()
+    out = []
+    for target in targets:
+        key = (target.host, target.port)
+        if key not in seen:
+            seen.add(key)
+            out.append(target)
+    return out

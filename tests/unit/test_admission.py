@@ -1,0 +1,89 @@
+"""Admission: a fixed number of job slots; a job that finds none free is turned away."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.admission import Slots
+
+
+def test_new_server_has_every_slot_free() -> None:
+    slots = Slots(4)
+
+    assert (slots.capacity, slots.busy, slots.free, slots.accepting) == (4, 0, 4, True)
+
+
+@pytest.mark.parametrize("capacity", [0, -1])
+def test_server_needs_at_least_one_slot(capacity: int) -> None:
+    with pytest.raises(ValueError, match="at least one slot"):
+        Slots(capacity)
+
+
+def test_each_admitted_job_takes_one_slot() -> None:
+    slots = Slots(3)
+
+    assert slots.try_acquire()
+    assert slots.try_acquire()
+
+    assert slots.busy == 2
+    assert slots.free == 1
+
+
+def test_job_is_turned_away_when_every_slot_is_busy() -> None:
+    slots = Slots(2)
+    assert slots.try_acquire()
+    assert slots.try_acquire()
+
+    assert not slots.try_acquire()
+    assert slots.busy == 2
+    assert slots.free == 0
+
+
+def test_released_slot_admits_the_next_job() -> None:
+    slots = Slots(1)
+    assert slots.try_acquire()
+    assert not slots.try_acquire()
+
+    slots.release()
+
+    assert slots.free == 1
+    assert slots.try_acquire()
+
+
+def test_releasing_a_slot_that_was_not_taken_is_an_error() -> None:
+    slots = Slots(2)
+
+    with pytest.raises(RuntimeError, match="not taken"):
+        slots.release()
+    assert slots.busy == 0
+
+
+def test_draining_server_admits_nothing_and_shows_no_free_slots() -> None:
+    slots = Slots(4)
+    assert slots.try_acquire()
+
+    slots.accepting = False
+
+    assert slots.free == 0
+    assert not slots.try_acquire()
+    assert slots.busy == 1
+
+
+def test_jobs_running_while_draining_still_release_their_slots() -> None:
+    slots = Slots(2)
+    assert slots.try_acquire()
+    slots.accepting = False
+
+    slots.release()
+
+    assert slots.busy == 0
+    assert slots.free == 0
+
+
+def test_busy_never_exceeds_capacity_over_many_attempts() -> None:
+    slots = Slots(5)
+
+    admitted = sum(slots.try_acquire() for _ in range(50))
+
+    assert admitted == 5
+    assert slots.busy == slots.capacity
