@@ -14,6 +14,8 @@ def is_allowed(address: str, allow: Sequence[Network]) -> bool:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
+    # A v4-mapped v6 address matches its IPv4 networks as well as v6 ones.
+    forms: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in network for network in allow)
+        forms.append(ip.ipv4_mapped)
+    return any(form in network for form in forms for network in allow)

@@ -10,7 +10,8 @@ import asyncio
 import tomllib
 from collections.abc import Coroutine
 from dataclasses import fields
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 T = TypeVar("T")
 
@@ -32,10 +33,34 @@ def load_config(config_type: type[T], parser: argparse.ArgumentParser, argv: lis
     if config_file:
         values.update(read_toml(config_file, {f.name for f in fields(config_type)}))  # type: ignore[arg-type]
     values.update(flags)
+    hints = get_type_hints(config_type)
+    for name, value in values.items():
+        if not _fits(value, hints.get(name, object)):
+            raise ConfigError(f"{name.replace('_', '-')}: {value!r} is not a {hints[name]}")
     try:
         return config_type(**values)
     except TypeError as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def _fits(value: object, hint: object) -> bool:
+    """Whether a TOML value suits a config field typed ``int``, ``float``, ``str``,
+    ``bool``, ``list[str]`` or any of those ``| None``."""
+    origin = get_origin(hint)
+    if origin in (Union, UnionType):
+        return any(_fits(value, arg) for arg in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        (item,) = get_args(hint) or (object,)
+        return isinstance(value, list) and all(_fits(v, item) for v in value)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
 
 
 def read_toml(path: str, known: set[str]) -> dict[str, Any]:

@@ -124,6 +124,35 @@ _REFUSED_PREFIXES: tuple[tuple[str, str], ...] = (
     ("-x", "changes how the input is read (distcc clients never send it)"),
 )
 _ALLOWED_DASH_E = frozenset({"-EB", "-EL"})  # endianness flags on some targets, not -E
+
+# gcc's driver maps double-dash spellings (and their abbreviations) onto other options:
+# --plugin is -fplugin, --prefix is -B, --for-assembler is -Wa, and any other --NAME is
+# -fNAME. Rather than mirror that table, only these long forms pass.
+_ALLOWED_LONG = frozenset(
+    {
+        "--param",
+        "--compile",
+        "--assemble",
+        "--debug",
+        "--pedantic",
+        "--pedantic-errors",
+        "--verbose",
+        "--no-warnings",
+        "--ansi",
+        "--pipe",
+        "--coverage",
+        "--optimize",
+    }
+)
+_ALLOWED_LONG_PREFIXES = ("--param=", "--std=", "--target=", "--optimize=")
+_LONG_MODE_ARGS = frozenset({"--compile", "--assemble"})
+
+# Options whose value is only a string (never opened), so a path in it is harmless.
+_STRING_VALUE_PREFIXES = (
+    "-fdebug-prefix-map=", "-ffile-prefix-map=", "-fmacro-prefix-map=",
+    "-fprofile-prefix-map=", "-fdebug-compilation-dir=", "-fcoverage-compilation-dir=",
+    "-D", "-U", "-I", "-L", "-Wl,",
+)  # fmt: skip
 _CLANG_REFUSED = ("-load", "-plugin", "-add-plugin", "-fplugin", "-fpass-plugin", "-load-pass")
 _ASSEMBLER_REFUSED = ("-a", "--MD", "-o", "@", "--defsym")
 _MODE_ARGS = frozenset({"-c", "-S"})
@@ -172,6 +201,23 @@ def _judge_compiler(name: str, compilers: Mapping[str, str]) -> str:
 
 def _judge_option(arg: str, value: str | None) -> None:
     """Refuse ``arg`` (with its separate ``value``, if any) when it escapes the job."""
+    if (
+        arg.startswith("--")
+        and arg not in _ALLOWED_LONG
+        and not arg.startswith(_ALLOWED_LONG_PREFIXES)
+    ):
+        raise PolicyViolation(
+            f"{arg!r} is refused: gcc maps long options onto others (--plugin is -fplugin, "
+            "--prefix is -B), so only a few known ones are allowed"
+        )
+    if "=" in arg and not arg.startswith(_STRING_VALUE_PREFIXES):
+        target = arg.split("=", 1)[1]
+        if _is_outside(target) or _is_outside(target.split(",")[-1]):
+            raise PolicyViolation(
+                f"{arg!r} is refused: it names a file outside the job (absolute or '..')"
+            )
+    if arg in ("-Xclang", "-MF") and value is not None and _is_outside(value):
+        raise PolicyViolation(f"{arg} {value!r} is refused: it names a file outside the job")
     if arg in _PREPROCESS_ONLY:
         raise PolicyViolation(f"{arg!r}: only compile jobs run here")
     if arg not in _ALLOWED_DASH_E:
@@ -187,8 +233,6 @@ def _judge_option(arg: str, value: str | None) -> None:
                 raise PolicyViolation(
                     f"assembler option {piece!r} is refused: it can read or write files"
                 )
-    if arg == "-MF" and value is not None and _is_outside(value):
-        raise PolicyViolation(f"-MF {value!r} is refused: it writes outside the job")
     if arg.startswith("-MF") and len(arg) > 3 and _is_outside(arg[3:]):
         raise PolicyViolation(f"{arg!r} is refused: it writes outside the job")
 
@@ -206,11 +250,13 @@ def judge(argv: tuple[str, ...] | list[str], compilers: Mapping[str, str]) -> Pl
     inputs: list[str] = []
     outputs: list[str] = []
     mode_seen = False
+    for arg in argv[1:]:
+        # gcc expands @file wherever it stands, option values included.
+        if arg.startswith("@"):
+            raise PolicyViolation(f"{arg!r} is refused: @file reads arguments from the server")
     i = 1
     while i < len(argv):
         arg = argv[i]
-        if arg.startswith("@"):
-            raise PolicyViolation(f"{arg!r} is refused: @file reads arguments from the server")
         value = argv[i + 1] if arg in _TAKES_VALUE and i + 1 < len(argv) else None
         if arg in _TAKES_VALUE and value is None:
             raise PolicyViolation(f"{arg!r} is missing its value")
@@ -220,7 +266,7 @@ def judge(argv: tuple[str, ...] | list[str], compilers: Mapping[str, str]) -> Pl
             continue
         if arg.startswith("-") and arg != "-":
             _judge_option(arg, value)
-            mode_seen = mode_seen or arg in _MODE_ARGS
+            mode_seen = mode_seen or arg in _MODE_ARGS or arg in _LONG_MODE_ARGS
             args.append(arg)
             if value is not None:
                 args.append(value)

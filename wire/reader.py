@@ -12,7 +12,7 @@ from collections.abc import Callable, Generator
 from typing import Final
 
 from wire import lzo, tokens
-from wire.errors import LimitExceeded, RemoteProtocolError, UnsupportedProtocol
+from wire.errors import LimitExceeded, RemoteProtocolError, UnsupportedProtocol, WireError
 from wire.events import (
     PROTOCOL_LZO,
     PROTOCOL_PUMP,
@@ -131,6 +131,7 @@ class MessageReader:
         self._wanted = next(steps)
         self._result: object = NEED_DATA
         self._consumed = 0
+        self._error: WireError | None = None
         self.on_bytes: Callable[[bytes], None] | None = None
         """Called with every chunk the parser consumes (e.g. to hash a job as it arrives)."""
 
@@ -164,6 +165,8 @@ class MessageReader:
         return self._advance()
 
     def _advance(self) -> object:
+        if self._error is not None:
+            raise self._error  # a parser that failed stays failed
         while self._result is NEED_DATA:
             if len(self._buffer) < self._wanted:
                 return NEED_DATA
@@ -176,6 +179,9 @@ class MessageReader:
                 self._wanted = self._steps.send(chunk)
             except StopIteration as done:
                 self._result = done.value
+            except WireError as exc:
+                self._error = exc
+                raise
         return self._result
 
 

@@ -26,7 +26,10 @@ def encode_request(request: Request) -> bytes:
         raise LocalProtocolError("a request needs at least the compiler's name")
     parts = [tokens.encode(b"DIST", request.protocol), tokens.encode(b"ARGC", len(request.argv))]
     for arg in request.argv:
-        raw = arg.encode("utf-8", "surrogateescape")
+        try:
+            raw = arg.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError as exc:
+            raise LocalProtocolError(f"argument {arg!r} cannot be encoded: {exc}") from exc
         if b"\0" in raw:
             raise LocalProtocolError(f"argument {arg!r} contains a NUL byte")
         parts += [tokens.encode(b"ARGV", len(raw)), raw]

@@ -200,7 +200,7 @@ def test_cron_script_mails_an_alert_naming_the_bad_machines(farm: Farm) -> None:
     received: list[str] = []
 
     class Collect:
-        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
             received.append(envelope.content.decode("utf-8", "replace"))  # type: ignore[attr-defined]
             return "250 OK"
 

@@ -72,11 +72,5 @@ def test_empty_allow_list_refuses_everyone() -> None:
     assert not is_allowed("::1", [])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: server/job.py:47-49 turns a v4-mapped client into IPv4 before matching, so "
-    "'::ffff:10.1.2.3' never matches an allow entry written as '::ffff:10.0.0.0/104' "
-    "that contains it",
-)
 def test_v4_mapped_client_matches_an_allowed_v4_mapped_network() -> None:
     assert is_allowed("::ffff:10.1.2.3", [ipaddress.ip_network("::ffff:10.0.0.0/104")])

@@ -466,12 +466,6 @@ def test_reply_that_does_not_start_with_done_is_refused() -> None:
         parse_whole(ReplyReader(1), b"STAT00000000")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: wire/reader.py:166-179 keeps driving a finished generator after an error; "
-    "the second next_event() hits StopIteration(None) and RequestReader asserts "
-    "(AssertionError) instead of raising RemoteProtocolError again",
-)
 def test_parser_that_refused_keeps_refusing() -> None:
     parser = RequestReader()
     parser.feed(b"XXXX00000001" + b"DIST00000001" * 2)
@@ -513,12 +507,6 @@ def test_status_outside_32_bits_cannot_be_encoded(status: int) -> None:
         encode_reply(Reply(protocol=1, status=status, stderr=b"", stdout=b"", obj=b""))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: wire/writer.py:29 lets UnicodeEncodeError escape encode_request for an "
-    "argument holding a lone surrogate outside surrogateescape's range (e.g. '\\ud800'); "
-    "the docstring promises LocalProtocolError",
-)
 def test_argument_that_cannot_be_encoded_as_bytes_is_a_local_protocol_error() -> None:
     with pytest.raises(LocalProtocolError):
         encode_request(Request(protocol=1, argv=("gcc", "\ud800"), source=b""))

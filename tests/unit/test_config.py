@@ -157,12 +157,6 @@ def test_validate_accepts_the_defaults() -> None:
     ServerConfig().validate()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: server/config.py:196-201 passes TOML values to ServerConfig unchecked; "
-    "'jobs = \"8\"' reaches validate() and raises TypeError ('<' between str and int) "
-    "instead of ConfigError",
-)
 def test_toml_value_of_the_wrong_type_is_a_config_error(tmp_path: Path) -> None:
     path = toml_file(tmp_path, 'jobs = "8"\n')
 

@@ -1,0 +1,596 @@
+"""What distlb-balancer adds to a job, next to HAProxy and to no balancer at all.
+
+Two distlb-servers take one-line compiles from the asyncio client library along three
+paths: straight to the servers (round-robin), through distlb-balancer, and through
+HAProxy (``mode tcp``, ``balance leastconn``, ``maxconn`` = slots). Each repetition
+runs every path at concurrency 1 (latency) and 64 (throughput), in alternating path
+order. Prints a table of medians and ratios and writes it, with the raw per-phase
+numbers, to bench/results/.
+
+    .venv/bin/python bench/balancer_overhead.py [--rounds R] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypedDict
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from client import ClientError, TurnedAway, compile_remote  # noqa: E402
+from wire import Request  # noqa: E402
+
+RESULTS_DIR = ROOT / "bench" / "results"
+DISTLB_SERVER = ROOT / ".venv" / "bin" / "distlb-server"
+DISTLB_BALANCER = ROOT / ".venv" / "bin" / "distlb-balancer"
+HAPROXY = Path("/usr/sbin/haproxy")
+HOST = "127.0.0.1"  # all traffic stays on loopback
+PATHS = ("direct", "balancer", "haproxy")
+SERVERS = 2
+SLOTS = 8  # --jobs of each server, and HAProxy's maxconn per server
+LOW, HIGH = 1, 64  # the two concurrencies
+GOAL_ADDED_P50_MS = 1.0
+GOAL_THROUGHPUT_RATIO = 0.9
+READY_TIMEOUT_S = 20.0
+JOB_TIMEOUT_S = 30.0  # one compile_remote call
+RETRY_BACKOFF_S = 0.01  # before retrying a turned-away job, jittered by +-50%
+MAX_RETRIES = 300  # per job; then it counts as failed
+WARMUP_JOBS = 10  # at concurrency 1, per path and round, not counted
+SOURCE = b"int one(int x) { return x + 1; }\n"
+REQUEST = Request(1, ("gcc", "-c", "t.c", "-o", "t.o"), SOURCE)
+
+HAPROXY_CFG = """global
+    maxconn 4096
+
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+
+frontend distcc
+    bind {host}:{port}
+    default_backend distlb
+
+backend distlb
+    balance leastconn
+{servers}
+"""
+
+
+@dataclass
+class Proc:
+    """A process we started, where its output goes, and what it is called."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+
+def free_ports(count: int) -> list[int]:
+    socks = [socket.create_server((HOST, 0)) for _ in range(count)]
+    ports = [sock.getsockname()[1] for sock in socks]
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+def start(name: str, command: list[str], work: Path, procs: list[Proc]) -> Proc:
+    """Start ``command`` in its own session, output to ``work/name.log``; it joins
+    ``procs`` at once so that the caller's ``finally`` stops it whatever happens next."""
+    log_path = work / f"{name}.log"
+    with log_path.open("wb") as log:
+        popen = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
+    proc = Proc(name, popen, log_path)
+    procs.append(proc)
+    return proc
+
+
+def wait_ready(proc: Proc, port: int) -> None:
+    """Return once ``port`` accepts connections; raise if the process dies or is slow."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(
+                f"{proc.name} exited {proc.popen.returncode}:\n{proc.log_path.read_text()}"
+            )
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), 0.5):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(
+        f"{proc.name}: port {port} not ready after {READY_TIMEOUT_S}s:\n{proc.log_path.read_text()}"
+    )
+
+
+def stop(proc: Proc) -> None:
+    """SIGTERM, then SIGKILL to its whole session if it has not gone within 10 s."""
+    if proc.popen.poll() is None:
+        proc.popen.send_signal(signal.SIGTERM)
+        try:
+            proc.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.popen.kill()
+    # Anything left in its session (we started it as the group leader).
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.popen.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.popen.wait(timeout=10)
+
+
+# A proxy from the environment must never see our requests: loopback only.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def get_json(port: int, path: str) -> dict[str, object]:
+    with _OPENER.open(f"http://{HOST}:{port}{path}", timeout=2.0) as response:
+        data = json.loads(response.read(1024 * 1024))
+    if not isinstance(data, dict):
+        raise RuntimeError(f"{HOST}:{port}{path} answered {data!r}")
+    return data
+
+
+def log_events(log_path: Path) -> list[dict[str, object]]:
+    events = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict):
+                events.append(event)
+    return events
+
+
+def notable(log_path: Path) -> dict[str, int]:
+    """Log lines above info, and non-ok job outcomes, counted by name."""
+    counts: Counter[str] = Counter()
+    for event in log_events(log_path):
+        name, level = str(event.get("event")), str(event.get("level"))
+        if name == "job_done" and event.get("outcome") != "ok":
+            counts[f"job_done:{event.get('outcome')}"] += 1
+        elif level not in ("debug", "info"):
+            counts[f"{level}:{name}"] += 1
+    return dict(counts)
+
+
+@dataclass(frozen=True)
+class Server:
+    proc: Proc
+    port: int
+    stats_port: int
+
+
+def start_servers(work: Path, procs: list[Proc]) -> list[Server]:
+    """distlb-servers on pre-chosen free ports: at ``--log-level warning`` they do not
+    log ``server_ready``, so readiness is a TCP connect."""
+    servers = []
+    for index in range(SERVERS):
+        port, stats_port = free_ports(2)
+        tmp = work / f"server{index}-tmp"
+        tmp.mkdir()
+        tmp.chmod(0o755)  # as root, compilers run unprivileged and must reach job dirs
+        command = [str(DISTLB_SERVER), "--listen", HOST, "--port", str(port)]
+        command += ["--stats-port", str(stats_port), "--jobs", str(SLOTS)]
+        command += ["--log-format", "json", "--log-level", "warning", "--tmp-dir", str(tmp)]
+        servers.append(Server(start(f"server{index}", command, work, procs), port, stats_port))
+    for server in servers:
+        wait_ready(server.proc, server.port)
+        wait_ready(server.proc, server.stats_port)
+    return servers
+
+
+def start_haproxy(work: Path, servers: list[Server], procs: list[Proc]) -> int:
+    (port,) = free_ports(1)
+    lines = [f"    server s{i} {HOST}:{s.port} maxconn {SLOTS}" for i, s in enumerate(servers)]
+    cfg = work / "haproxy.cfg"
+    cfg.write_text(HAPROXY_CFG.format(host=HOST, port=port, servers="\n".join(lines)))
+    check = subprocess.run(
+        [str(HAPROXY), "-c", "-f", str(cfg)], capture_output=True, timeout=30, check=False
+    )
+    if check.returncode != 0:
+        output = (check.stdout + check.stderr).decode(errors="replace")
+        raise RuntimeError(f"haproxy -c refused {cfg}:\n{output}")
+    wait_ready(start("haproxy", [str(HAPROXY), "-db", "-f", str(cfg)], work, procs), port)
+    return port
+
+
+@dataclass(frozen=True)
+class Balancer:
+    proc: Proc
+    port: int
+    admin_port: int
+
+
+def start_balancer(work: Path, servers: list[Server], procs: list[Proc], name: str) -> Balancer:
+    """distlb-balancer on port 0; its ports come from its ``balancer_ready`` line. Returns
+    once every backend is in rotation."""
+    command = [str(DISTLB_BALANCER), "--listen", HOST, "--port", "0", "--admin-port", "0"]
+    command += ["--log-format", "json"]
+    for server in servers:
+        command += ["--backend", f"{HOST}:{server.port},status={server.stats_port}"]
+    proc = start(name, command, work, procs)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    ready: dict[str, object] | None = None
+    while ready is None:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(
+                f"{name} exited {proc.popen.returncode}:\n{proc.log_path.read_text()}"
+            )
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name}: no balancer_ready in {READY_TIMEOUT_S}s")
+        ready = next(
+            (e for e in log_events(proc.log_path) if e.get("event") == "balancer_ready"), None
+        )
+        time.sleep(0.05)
+    balancer = Balancer(proc, int(str(ready["port"])), int(str(ready["admin_port"])))
+    wait_ready(proc, balancer.port)
+    while True:
+        totals = get_json(balancer.admin_port, "/status").get("totals")
+        if isinstance(totals, dict) and totals.get("healthy_backends") == len(servers):
+            return balancer
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name}: backends not all up after {READY_TIMEOUT_S}s: {totals}")
+        time.sleep(0.05)
+
+
+class Phase(TypedDict):
+    path: str
+    concurrency: int
+    jobs: int
+    ok: int
+    failed: int
+    turned_away: int
+    retries: int
+    errors: dict[str, int]
+    capped: bool
+    wall_s: float
+    jobs_per_s: float
+    p50_ms: float
+    p99_ms: float
+    server_rejected_busy: int
+    server_busy_max: int
+
+
+@dataclass
+class Load:
+    """What the clients of one phase saw; shared by its workers (one event loop)."""
+
+    issued: int = 0
+    ok: int = 0
+    failed: int = 0
+    turned_away: int = 0
+    retries: int = 0
+    capped: bool = False
+    errors: Counter[str] = field(default_factory=Counter)
+    latencies_s: list[float] = field(default_factory=list)
+
+
+def quantile_ms(values: list[float], q: float) -> float:
+    """Nearest-rank quantile of seconds, in milliseconds (NaN when there are none)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1000, 3)
+
+
+async def one_job(target: tuple[str, int], load: Load, deadline: float, rng: random.Random) -> None:
+    """Send one job until it is compiled, retrying turn-aways (bounded); count the end."""
+    started = time.monotonic()
+    for attempt in range(MAX_RETRIES + 1):
+        if attempt:
+            load.retries += 1
+            await asyncio.sleep(RETRY_BACKOFF_S * rng.uniform(0.5, 1.5))
+        try:
+            reply = await compile_remote(*target, REQUEST, timeout_s=JOB_TIMEOUT_S)
+        except TurnedAway:
+            load.turned_away += 1
+            if time.monotonic() > deadline:
+                load.capped = True
+                break
+            continue
+        except ClientError as exc:
+            load.errors[type(exc).__name__] += 1
+            break
+        if reply.ok and reply.obj.startswith(b"\x7fELF"):
+            load.ok += 1
+            load.latencies_s.append(time.monotonic() - started)
+        else:
+            load.errors[f"compile status {reply.status}: {reply.stderr[:80]!r}"] += 1
+            load.failed += 1
+        return
+    else:
+        load.errors["too many turn-aways"] += 1
+    load.failed += 1
+
+
+async def drive(targets: list[tuple[str, int]], concurrency: int, jobs: int, cap_s: float) -> Load:
+    """``concurrency`` clients share ``jobs`` jobs; job k goes to ``targets[k % len]``.
+    No new job starts after ``cap_s``."""
+    load = Load()
+    deadline = time.monotonic() + cap_s
+    rng = random.Random(concurrency)  # backoff jitter only
+
+    async def client() -> None:
+        while load.issued < jobs:
+            if time.monotonic() > deadline:
+                load.capped = True
+                return
+            target = targets[load.issued % len(targets)]
+            load.issued += 1
+            await one_job(target, load, deadline, rng)
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return load
+
+
+def server_counters(servers: list[Server]) -> tuple[int, int]:
+    """(rejected_busy summed, busy_max highest) over the servers, from /status."""
+    rejected, busy_max = 0, 0
+    for server in servers:
+        status = get_json(server.stats_port, "/status")
+        counters = status["counters"]
+        assert isinstance(counters, dict)
+        rejected += int(counters["rejected_busy"])
+        busy_max = max(busy_max, int(str(status["busy_max"])))
+    return rejected, busy_max
+
+
+def run_phase(
+    path: str,
+    targets: list[tuple[str, int]],
+    concurrency: int,
+    jobs: int,
+    cap_s: float,
+    servers: list[Server],
+) -> Phase:
+    rejected_before, _ = server_counters(servers)
+    started = time.monotonic()
+    load = asyncio.run(drive(targets, concurrency, jobs, cap_s))
+    wall_s = time.monotonic() - started
+    rejected_after, busy_max = server_counters(servers)
+    return Phase(
+        path=path,
+        concurrency=concurrency,
+        jobs=jobs,
+        ok=load.ok,
+        failed=load.failed,
+        turned_away=load.turned_away,
+        retries=load.retries,
+        errors=dict(load.errors),
+        capped=load.capped,
+        wall_s=round(wall_s, 3),
+        jobs_per_s=round(load.ok / wall_s, 2),
+        p50_ms=quantile_ms(load.latencies_s, 0.50),
+        p99_ms=quantile_ms(load.latencies_s, 0.99),
+        server_rejected_busy=rejected_after - rejected_before,
+        server_busy_max=busy_max,
+    )
+
+
+class Raw(TypedDict):
+    rounds: int
+    jobs: dict[str, int]
+    cap_s: float
+    phases: list[Phase]
+    balancer_totals: list[dict[str, object]]
+    logs: dict[str, dict[str, int]]
+
+
+def run(rounds: int, jobs_low: int, jobs_high: int, cap_s: float, keep_logs: Path | None) -> Raw:
+    work = Path(tempfile.mkdtemp(prefix="distlb-bench-"))
+    work.chmod(0o755)  # the unprivileged compile user must reach the job dirs inside
+    procs: list[Proc] = []
+    phases: list[Phase] = []
+    balancer_totals: list[dict[str, object]] = []
+    try:
+        servers = start_servers(work, procs)
+        haproxy_port = start_haproxy(work, servers, procs)
+        direct = [(HOST, s.port) for s in servers]
+        for round_index in range(rounds):
+            order = PATHS if round_index % 2 == 0 else PATHS[::-1]
+            for path in order:
+                balancer: Balancer | None = None
+                # The balancer runs only in its own turn: its health probes are compiles
+                # that would otherwise take slots from the other paths.
+                if path == "balancer":
+                    balancer = start_balancer(work, servers, procs, f"balancer{round_index}")
+                    targets = [(HOST, balancer.port)]
+                elif path == "haproxy":
+                    targets = [(HOST, haproxy_port)]
+                else:
+                    targets = direct
+                try:
+                    asyncio.run(drive(targets, 1, WARMUP_JOBS, cap_s))
+                    for concurrency, jobs in ((LOW, jobs_low), (HIGH, jobs_high)):
+                        phase = run_phase(path, targets, concurrency, jobs, cap_s, servers)
+                        phases.append(phase)
+                        print(
+                            f"round {round_index} {path:>8} c={concurrency:<2} "
+                            f"ok={phase['ok']} p50={phase['p50_ms']:.1f} ms "
+                            f"{phase['jobs_per_s']:.1f} jobs/s "
+                            f"turned_away={phase['turned_away']} failed={phase['failed']} "
+                            f"server_rejected={phase['server_rejected_busy']}",
+                            file=sys.stderr,
+                        )
+                    if balancer is not None:
+                        totals = get_json(balancer.admin_port, "/status")["totals"]
+                        assert isinstance(totals, dict)
+                        balancer_totals.append(totals)
+                finally:
+                    if balancer is not None:
+                        stop(balancer.proc)
+        for proc in procs:
+            stop(proc)
+        return Raw(
+            rounds=rounds,
+            jobs={str(LOW): jobs_low, str(HIGH): jobs_high},
+            cap_s=cap_s,
+            phases=phases,
+            balancer_totals=balancer_totals,
+            logs={proc.name: notable(proc.log_path) for proc in procs},
+        )
+    finally:
+        for proc in procs:
+            stop(proc)
+        if keep_logs is not None:
+            keep_logs.mkdir(parents=True, exist_ok=True)
+            for kept in [*work.glob("*.log"), *work.glob("*.cfg")]:
+                shutil.copy(kept, keep_logs)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def paired(raw: Raw, concurrency: int, path: str, key: str) -> list[tuple[float, float]]:
+    """(this path's value, direct's value) per round, for one phase field."""
+    rows = [p for p in raw["phases"] if p["concurrency"] == concurrency]
+    mine = [float(p[key]) for p in rows if p["path"] == path]  # type: ignore[literal-required]
+    base = [float(p[key]) for p in rows if p["path"] == "direct"]  # type: ignore[literal-required]
+    return list(zip(mine, base, strict=True))
+
+
+def summarize(raw: Raw) -> list[dict[str, str | float | int]]:
+    rows: list[dict[str, str | float | int]] = []
+    for path in PATHS:
+        p50 = paired(raw, LOW, path, "p50_ms")
+        p99 = paired(raw, LOW, path, "p99_ms")
+        rate = paired(raw, HIGH, path, "jobs_per_s")
+        mine = [p for p in raw["phases"] if p["path"] == path]
+        rows.append(
+            {
+                "path": path,
+                "p50_ms": round(statistics.median(m for m, _ in p50), 2),
+                "p99_ms": round(statistics.median(m for m, _ in p99), 2),
+                "added_p50_ms": round(statistics.median(m - d for m, d in p50), 2),
+                "added_p99_ms": round(statistics.median(m - d for m, d in p99), 2),
+                "jobs_per_s": round(statistics.median(m for m, _ in rate), 1),
+                "ratio": round(statistics.median(m / d for m, d in rate), 3),
+                "turned_away": sum(p["turned_away"] for p in mine),
+                "retries": sum(p["retries"] for p in mine),
+                "failed": sum(p["failed"] for p in mine),
+                "server_rejected_busy": sum(p["server_rejected_busy"] for p in mine),
+                "capped": int(any(p["capped"] for p in mine)),
+            }
+        )
+    return rows
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def table(raw: Raw, rows: list[dict[str, str | float | int]]) -> str:
+    lines = [
+        f"| path | c={LOW} p50 ms | c={LOW} p99 ms | added p50 ms | added p99 ms "
+        f"| c={HIGH} jobs/s | vs direct | turned away / retries / failed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['path']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['added_p50_ms']:+.2f} "
+            f"| {r['added_p99_ms']:+.2f} | {r['jobs_per_s']:.1f} | {r['ratio']:.3f} "
+            f"| {r['turned_away']} / {r['retries']} / {r['failed']} |"
+        )
+    by_path = {str(r["path"]): r for r in rows}
+    lines.append("")
+    for path in ("balancer", "haproxy"):
+        r = by_path[path]
+        added, ratio = float(r["added_p50_ms"]), float(r["ratio"])
+        lines.append(
+            f"- {path}: p50 added <= {GOAL_ADDED_P50_MS:.0f} ms: "
+            f"{verdict(added <= GOAL_ADDED_P50_MS)} ({added:+.2f}); "
+            f"c={HIGH} throughput >= {GOAL_THROUGHPUT_RATIO} x direct: "
+            f"{verdict(ratio >= GOAL_THROUGHPUT_RATIO)} ({ratio:.3f})"
+        )
+    capped = [str(r["path"]) for r in rows if r["capped"]]
+    lines.append("")
+    lines.append(
+        f"{SERVERS} distlb-servers x {SLOTS} slots; one-line C, protocol 1; "
+        f"R={raw['rounds']} rounds, {raw['jobs'][str(LOW)]} jobs at c={LOW} and "
+        f"{raw['jobs'][str(HIGH)]} at c={HIGH} per path and round; medians over rounds "
+        f"(added and ratio paired within a round). Turned away / retries / failed: all "
+        f"rounds, both concurrencies; a turned-away job is retried after ~"
+        f"{RETRY_BACKOFF_S * 1000:.0f} ms on every path."
+        + (f" CAPPED at {raw['cap_s']} s: {capped}." if capped else "")
+    )
+    return "\n".join(lines)
+
+
+def write_results(
+    raw: Raw, rows: list[dict[str, str | float | int]], text: str, took_s: float
+) -> None:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    document = {
+        "rows": rows,
+        "goals": {"added_p50_ms": GOAL_ADDED_P50_MS, "throughput_ratio": GOAL_THROUGHPUT_RATIO},
+        "took_s": took_s,
+        "raw": raw,
+    }
+    (RESULTS_DIR / "balancer_overhead.json").write_text(json.dumps(document, indent=1) + "\n")
+    raw_lines = []
+    for path in PATHS:
+        for concurrency in (LOW, HIGH):
+            mine = [
+                p for p in raw["phases"] if p["path"] == path and p["concurrency"] == concurrency
+            ]
+            raw_lines.append(
+                f"- {path} c={concurrency}: p50 ms {[p['p50_ms'] for p in mine]}, "
+                f"p99 ms {[p['p99_ms'] for p in mine]}, jobs/s {[p['jobs_per_s'] for p in mine]}, "
+                f"server rejected busy {[p['server_rejected_busy'] for p in mine]}"
+            )
+    raw_lines += [f"- log {name}: {counts}" for name, counts in raw["logs"].items() if counts]
+    markdown = f"# distlb-balancer overhead\n\n{text}\n\nTook {took_s} s.\n\n## Raw\n\n"
+    (RESULTS_DIR / "balancer_overhead.md").write_text(markdown + "\n".join(raw_lines) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5, help="R: repetitions of every phase")
+    parser.add_argument("--jobs-low", type=int, default=200, help=f"jobs per phase at c={LOW}")
+    parser.add_argument("--jobs-high", type=int, default=640, help=f"jobs per phase at c={HIGH}")
+    parser.add_argument("--cap", type=float, default=120.0, help="seconds a phase may take")
+    parser.add_argument("--keep-logs", type=Path, help="copy every process's log here")
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 100 and 320 jobs")
+    args = parser.parse_args()
+    rounds, jobs_low, jobs_high = (
+        (3, 100, 320)
+        if args.quick
+        else (
+            args.rounds,
+            args.jobs_low,
+            args.jobs_high,
+        )
+    )
+    if min(rounds, jobs_low, jobs_high) < 1 or args.cap <= 0:
+        parser.error("--rounds, --jobs-low, --jobs-high and --cap must be positive")
+    started = time.monotonic()
+    raw = run(rounds, jobs_low, jobs_high, args.cap, args.keep_logs)
+    took_s = round(time.monotonic() - started, 1)
+    rows = summarize(raw)
+    text = table(raw, rows)
+    print(text)
+    print(f"(took {took_s} s)")
+    write_results(raw, rows, text, took_s)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
