@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from balancer.backends import BackendSpec, SpecError
 from balancer.dispatch import DispatchSettings
 from balancer.pool import PoolSettings
+from client.access import parse_networks
 from client.cli import ConfigError, load_config
 
 __all__ = ["BalancerConfig", "ConfigError", "load"]
@@ -50,7 +51,7 @@ class BalancerConfig:
 
     def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         try:
-            return [ipaddress.ip_network(cidr, strict=False) for cidr in self.allow]
+            return parse_networks(self.allow)
         except ValueError as exc:
             raise ConfigError(f"--allow: {exc}") from exc
 

@@ -16,6 +16,7 @@ from balancer.dispatch import Dispatcher
 from balancer.listener import ListenerContext, handle_connection
 from balancer.pool import Pool
 from balancer.stats import BalancerStats
+from client.cli import ConnectionTasks
 from wire import Limits
 
 log = structlog.get_logger("distlb.balancer")
@@ -37,20 +38,14 @@ class Service:
             io_timeout_s=config.io_timeout,
             request_timeout_s=config.request_timeout,
         )
-        self._jobs: set[asyncio.Task[None]] = set()
+        self._jobs = ConnectionTasks()
         self._serving = False
         self._stopping = asyncio.Event()
 
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._jobs.add(task)
-        try:
-            await handle_connection(self.ctx, reader, writer)
-        finally:
-            self._jobs.discard(task)
+        await handle_connection(self.ctx, reader, writer)
 
     def _reload(self) -> None:
         try:
@@ -67,7 +62,11 @@ class Service:
         loop = asyncio.get_running_loop()
         self.pool.start()
         server = await asyncio.start_server(
-            self._on_connection, cfg.listen, cfg.port, reuse_address=True, backlog=1024
+            self._jobs.serve(self._on_connection),
+            cfg.listen,
+            cfg.port,
+            reuse_address=True,
+            backlog=1024,
         )
         runner = web.AppRunner(make_app(self.stats, lambda: self._serving), access_log=None)
         await runner.setup()
@@ -87,12 +86,9 @@ class Service:
         self._serving = False
         server.close()
         log.info("balancer_draining", in_flight=len(self._jobs), grace_s=cfg.shutdown_grace)
-        if self._jobs:
-            _, pending = await asyncio.wait(set(self._jobs), timeout=cfg.shutdown_grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=10)
+        await self._jobs.drain(
+            cfg.shutdown_grace, lambda n: log.warning("balancer_cancelling_jobs", count=n)
+        )
         await self.pool.stop()
         with contextlib.suppress(Exception):
             await runner.cleanup()

@@ -19,3 +19,8 @@ def is_allowed(address: str, allow: Sequence[Network]) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         forms.append(ip.ipv4_mapped)
     return any(form in network for form in forms for network in allow)
+
+
+def parse_networks(cidrs: Sequence[str]) -> list[Network]:
+    """``--allow`` values as networks (host bits allowed); ValueError names the bad one."""
+    return [ipaddress.ip_network(cidr, strict=False) for cidr in cidrs]

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import tomllib
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import fields
 from types import UnionType
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import structlog
 
 T = TypeVar("T")
 
@@ -86,3 +89,88 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
         asyncio.run(main)
     else:
         uvloop.run(main)
+
+
+class ConnectionTasks:
+    """The tasks serving open connections, so that shutdown can wait for them, then end them."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def serve(
+        self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+    ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+        """``handler`` wrapped for ``asyncio.start_server``, each call tracked."""
+
+        async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._tasks.add(task)
+            try:
+                await handler(reader, writer)
+            finally:
+                self._tasks.discard(task)
+
+        return tracked
+
+    async def drain(self, grace_s: float, on_cancel: Callable[[int], None] | None = None) -> int:
+        """Let the connections finish for ``grace_s``, then cancel the rest (which kills
+        their work), telling ``on_cancel`` how many first; returns that number."""
+        if not self._tasks:
+            return 0
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+        if pending and on_cancel is not None:
+            on_cancel(len(pending))
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=10)
+        return len(pending)
+
+
+def service_main(
+    prog: str,
+    load: Callable[[list[str] | None], Any],
+    serve: Callable[[Any], Coroutine[Any, Any, None]],
+    argv: list[str] | None,
+) -> int:
+    """A daemon's command line: config (exit 2 on errors), logging, the loop;
+    exit 1 when it cannot start (e.g. a port is taken)."""
+    from client import logs
+
+    try:
+        config = load(argv)
+    except ConfigError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(config.log_format, config.log_level)
+    log = structlog.get_logger(prog)
+    try:
+        run_loop(serve(config))
+    except ConfigError as exc:
+        log.error("config_error", reason=str(exc))
+        return 2
+    except OSError as exc:
+        log.error("startup_failed", reason=str(exc))
+        return 1
+    return 0
+
+
+def tool_main(prog: str, run: Callable[[], Coroutine[Any, Any, int]],
+              expected: tuple[type[Exception], ...]) -> int:  # fmt: skip
+    """A one-shot tool: run ``run()`` on the loop and return its exit status; the
+    ``expected`` errors print one line and exit 2."""
+    code = [2]
+
+    async def go() -> None:
+        code[0] = await run()
+
+    try:
+        run_loop(go())
+    except expected as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    return code[0]

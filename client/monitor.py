@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from client.cli import run_loop
+from client.cli import tool_main
 from client.discovery import DiscoveryError, Target
 from client.probe_cli import add_discovery_arguments, discover
 from client.prober import probe_one
@@ -171,17 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not (args.hosts or args.pattern or args.srv or args.hosts_file or args.from_env):
         args.from_env = True
-    code = [2]
-
-    async def go() -> None:
-        code[0] = await _run(args)
-
-    try:
-        run_loop(go())
-    except (ValueError, DiscoveryError) as exc:
-        print(f"distlb-monitor: {exc}", file=sys.stderr)
-        return 2
-    return code[0]
+    return tool_main("distlb-monitor", lambda: _run(args), (ValueError, DiscoveryError))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from client.cli import run_loop
+from client.cli import tool_main
 from client.discovery import (
     DEFAULT_PORT,
     DiscoveryError,
@@ -168,17 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             args.from_env = True
         else:
             args.pattern = "distcc%d"  # lsdistcc's default
-    code = [2]
-
-    async def go() -> None:
-        code[0] = await _run(args)
-
-    try:
-        run_loop(go())
-    except (ValueError, DiscoveryError) as exc:
-        print(f"distlb-probe: {exc}", file=sys.stderr)
-        return 2
-    return code[0]
+    return tool_main("distlb-probe", lambda: _run(args), (ValueError, DiscoveryError))
 
 
 if __name__ == "__main__":

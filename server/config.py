@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 
+from client.access import parse_networks
 from client.cli import ConfigError, load_config
 from server.policy import FORBIDDEN_COMPILER_NAMES
 
@@ -46,7 +47,7 @@ class ServerConfig:
 
     def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         try:
-            return [ipaddress.ip_network(cidr, strict=False) for cidr in self.allow]
+            return parse_networks(self.allow)
         except ValueError as exc:
             raise ConfigError(f"--allow: {exc}") from exc
 

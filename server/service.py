@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 import structlog
 from aiohttp import web
 
+from client.cli import ConnectionTasks
 from server.admission import Slots
 from server.agent import serve_agent
 from server.config import ConfigError, ServerConfig, default_compiler_names, resolve_compilers
@@ -143,19 +144,13 @@ class Service:
             io_timeout_s=config.io_timeout,
             request_timeout_s=config.request_timeout,
         )
-        self._jobs: set[asyncio.Task[None]] = set()
+        self._jobs = ConnectionTasks()
         self._stopping = asyncio.Event()
 
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._jobs.add(task)
-        try:
-            await handle_connection(self.ctx, reader, writer)
-        finally:
-            self._jobs.discard(task)
+        await handle_connection(self.ctx, reader, writer)
 
     async def _sample_load(self) -> None:
         while True:
@@ -166,7 +161,11 @@ class Service:
         cfg = self.config
         loop = asyncio.get_running_loop()
         compile_server = await asyncio.start_server(
-            self._on_connection, cfg.listen, cfg.port, reuse_address=True, backlog=1024
+            self._jobs.serve(self._on_connection),
+            cfg.listen,
+            cfg.port,
+            reuse_address=True,
+            backlog=1024,
         )
         runner = web.AppRunner(
             make_app(self.stats, lambda: self.compiler_info, distlb_version()), access_log=None
@@ -209,13 +208,9 @@ class Service:
         self.slots.accepting = False
         compile_server.close()
         log.info("server_draining", running=len(self._jobs), grace_s=cfg.shutdown_grace)
-        if self._jobs:
-            _, pending = await asyncio.wait(set(self._jobs), timeout=cfg.shutdown_grace)
-            if pending:
-                log.warning("server_killing_jobs", count=len(pending))
-                for task in pending:
-                    task.cancel()
-                await asyncio.wait(pending, timeout=10)
+        await self._jobs.drain(
+            cfg.shutdown_grace, lambda n: log.warning("server_killing_jobs", count=n)
+        )
         if agent_server is not None:
             agent_server.close()
         with contextlib.suppress(Exception):
