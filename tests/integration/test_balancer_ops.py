@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.compilers import read_pid
-from tests.support.distcc import distcc_env
+from tests.support.distcc import distcc_env, start_distcc
 from tests.support.projects import write_c_project
 from tests.support.servers import BalancerProcess, ServerProcess, wait_until
 
@@ -109,12 +109,12 @@ def test_sighup_reloads_backends_without_dropping_jobs(
     balancer = start_balancer(config_file=config)
     balancer.wait_healthy(1)
     (tmp_path / "job.c").write_text("int job(void) { return 1; }\n")
-    env = distcc_env(f"127.0.0.1:{balancer.port}", fallback=False)
-    env["PATH"] = f"{bin_dir}:{env['PATH']}"
-    client = subprocess.Popen(
-        ["timeout", "120", "distcc", "slow-cc", "-c", "job.c", "-o", "job.o"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    client = start_distcc(
+        ["slow-cc", "-c", "job.c", "-o", "job.o"],
+        hosts=f"127.0.0.1:{balancer.port}",
+        cwd=tmp_path,
+        path_prepend=bin_dir,
+    )
     wait_until(lambda: read_pid(markers / "slow"), 30, "the slow job to start")
     config.write_text(f'backend = ["{_spec(second)}"]\n')
     balancer.proc.send_signal(signal.SIGHUP)
@@ -137,12 +137,12 @@ def test_sigterm_drains_jobs_in_flight(
     balancer = start_balancer("--backend", _spec(server))
     balancer.wait_healthy(1)
     (tmp_path / "job.c").write_text("int job(void) { return 2; }\n")
-    env = distcc_env(f"127.0.0.1:{balancer.port}", fallback=False)
-    env["PATH"] = f"{bin_dir}:{env['PATH']}"
-    client = subprocess.Popen(
-        ["timeout", "120", "distcc", "slow-cc", "-c", "job.c", "-o", "job.o"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    client = start_distcc(
+        ["slow-cc", "-c", "job.c", "-o", "job.o"],
+        hosts=f"127.0.0.1:{balancer.port}",
+        cwd=tmp_path,
+        path_prepend=bin_dir,
+    )
     wait_until(lambda: read_pid(markers / "slow"), 30, "the slow job to start")
     balancer.proc.send_signal(signal.SIGTERM)
     _, stderr = client.communicate(timeout=60)

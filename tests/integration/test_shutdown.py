@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.compilers import read_pid
-from tests.support.distcc import distcc_env
+from tests.support.distcc import start_distcc
 from tests.support.servers import ServerProcess, live_group_members, wait_until
 
 pytestmark = pytest.mark.integration
@@ -19,12 +19,12 @@ pytestmark = pytest.mark.integration
 
 def _start_client(compiler: str, bin_dir: Path, cwd: Path, port: int) -> subprocess.Popen[str]:
     (cwd / "job.c").write_text("int job(void) { return 7; }\n")
-    env = distcc_env(f"127.0.0.1:{port}", fallback=False)
-    env["PATH"] = f"{bin_dir}:{env['PATH']}"
-    return subprocess.Popen(
-        ["timeout", "120", "distcc", compiler, "-c", "job.c", "-o", "job.o"],
-        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    return start_distcc(
+        [compiler, "-c", "job.c", "-o", "job.o"],
+        hosts=f"127.0.0.1:{port}",
+        cwd=cwd,
+        path_prepend=bin_dir,
+    )
 
 
 def test_sigterm_lets_running_job_finish_and_refuses_new_ones(

@@ -64,3 +64,26 @@ def run_make(
         text=True,
         check=False,
     )  # fmt: skip
+
+
+def start_distcc(
+    args: list[str],
+    *,
+    hosts: str,
+    cwd: Path,
+    path_prepend: Path | None = None,
+    fallback: bool = False,
+) -> subprocess.Popen[str]:
+    """The real client in the background (its own session, so a test can kill it whole)."""
+    env = distcc_env(hosts, fallback=fallback)
+    if path_prepend is not None:
+        env["PATH"] = f"{path_prepend}:{env['PATH']}"
+    return subprocess.Popen(
+        ["timeout", str(CLIENT_TIMEOUT_S), "distcc", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
