@@ -128,7 +128,9 @@ class Dispatcher:
                 limits=self.limits,
             )
         except TurnedAway:
-            backend.on_turned_away(time.monotonic(), self.pool.settings.poll_interval_s)
+            # Someone else filled it: skip it briefly (its next report, or a quarter
+            # poll interval, whichever comes first, tells us more).
+            backend.on_turned_away(time.monotonic(), self.pool.settings.poll_interval_s / 4)
             raise
         except ClientError as exc:
             backend.on_failure(f"job: {exc}")

@@ -29,6 +29,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
@@ -85,6 +86,7 @@ class Proc:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    stopped: bool = False
 
 
 def free_ports(count: int) -> list[int]:
@@ -125,7 +127,11 @@ def wait_ready(proc: Proc, port: int) -> None:
 
 
 def stop(proc: Proc) -> None:
-    """SIGTERM, then SIGKILL to its whole session if it has not gone within 10 s."""
+    """SIGTERM, then SIGKILL to its whole session if it has not gone within 10 s. Once
+    only: a later killpg could hit a new group that reused the number."""
+    if proc.stopped:
+        return
+    proc.stopped = True
     if proc.popen.poll() is None:
         proc.popen.send_signal(signal.SIGTERM)
         try:
@@ -242,8 +248,8 @@ def start_balancer(work: Path, servers: list[Server], procs: list[Proc], name: s
             (e for e in log_events(proc.log_path) if e.get("event") == "balancer_ready"), None
         )
         time.sleep(0.05)
+    # Listening once it says so; a connect-and-close here would only log a bad_request.
     balancer = Balancer(proc, int(str(ready["port"])), int(str(ready["admin_port"])))
-    wait_ready(proc, balancer.port)
     while True:
         totals = get_json(balancer.admin_port, "/status").get("totals")
         if isinstance(totals, dict) and totals.get("healthy_backends") == len(servers):
@@ -306,6 +312,7 @@ async def one_job(target: tuple[str, int], load: Load, deadline: float, rng: ran
             load.turned_away += 1
             if time.monotonic() > deadline:
                 load.capped = True
+                load.errors["turned away past the cap"] += 1
                 break
             continue
         except ClientError as exc:
@@ -440,7 +447,7 @@ def run(rounds: int, jobs_low: int, jobs_high: int, cap_s: float, keep_logs: Pat
                     if balancer is not None:
                         stop(balancer.proc)
         for proc in procs:
-            stop(proc)
+            stop(proc)  # now, so that their logs are complete
         return Raw(
             rounds=rounds,
             jobs={str(LOW): jobs_low, str(HIGH): jobs_high},
@@ -459,20 +466,26 @@ def run(rounds: int, jobs_low: int, jobs_high: int, cap_s: float, keep_logs: Pat
         shutil.rmtree(work, ignore_errors=True)
 
 
-def paired(raw: Raw, concurrency: int, path: str, key: str) -> list[tuple[float, float]]:
-    """(this path's value, direct's value) per round, for one phase field."""
-    rows = [p for p in raw["phases"] if p["concurrency"] == concurrency]
-    mine = [float(p[key]) for p in rows if p["path"] == path]  # type: ignore[literal-required]
-    base = [float(p[key]) for p in rows if p["path"] == "direct"]  # type: ignore[literal-required]
+def phases_of(raw: Raw, path: str, concurrency: int) -> list[Phase]:
+    """One path's phases at one concurrency, in round order."""
+    return [p for p in raw["phases"] if p["path"] == path and p["concurrency"] == concurrency]
+
+
+def paired(
+    raw: Raw, concurrency: int, path: str, value: Callable[[Phase], float]
+) -> list[tuple[float, float]]:
+    """(this path's value, direct's value) per round."""
+    mine = [value(p) for p in phases_of(raw, path, concurrency)]
+    base = [value(p) for p in phases_of(raw, "direct", concurrency)]
     return list(zip(mine, base, strict=True))
 
 
 def summarize(raw: Raw) -> list[dict[str, str | float | int]]:
     rows: list[dict[str, str | float | int]] = []
     for path in PATHS:
-        p50 = paired(raw, LOW, path, "p50_ms")
-        p99 = paired(raw, LOW, path, "p99_ms")
-        rate = paired(raw, HIGH, path, "jobs_per_s")
+        p50 = paired(raw, LOW, path, lambda p: p["p50_ms"])
+        p99 = paired(raw, LOW, path, lambda p: p["p99_ms"])
+        rate = paired(raw, HIGH, path, lambda p: p["jobs_per_s"])
         mine = [p for p in raw["phases"] if p["path"] == path]
         rows.append(
             {
@@ -486,7 +499,7 @@ def summarize(raw: Raw) -> list[dict[str, str | float | int]]:
                 "turned_away": sum(p["turned_away"] for p in mine),
                 "retries": sum(p["retries"] for p in mine),
                 "failed": sum(p["failed"] for p in mine),
-                "server_rejected_busy": sum(p["server_rejected_busy"] for p in mine),
+                "servers_rejected": sum(p["server_rejected_busy"] for p in mine),
                 "capped": int(any(p["capped"] for p in mine)),
             }
         )
@@ -500,14 +513,14 @@ def verdict(ok: bool) -> str:
 def table(raw: Raw, rows: list[dict[str, str | float | int]]) -> str:
     lines = [
         f"| path | c={LOW} p50 ms | c={LOW} p99 ms | added p50 ms | added p99 ms "
-        f"| c={HIGH} jobs/s | vs direct | turned away / retries / failed |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| c={HIGH} jobs/s | vs direct | turned away / retries / failed | servers rejected |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['path']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['added_p50_ms']:+.2f} "
             f"| {r['added_p99_ms']:+.2f} | {r['jobs_per_s']:.1f} | {r['ratio']:.3f} "
-            f"| {r['turned_away']} / {r['retries']} / {r['failed']} |"
+            f"| {r['turned_away']} / {r['retries']} / {r['failed']} | {r['servers_rejected']} |"
         )
     by_path = {str(r["path"]): r for r in rows}
     lines.append("")
@@ -521,14 +534,17 @@ def table(raw: Raw, rows: list[dict[str, str | float | int]]) -> str:
             f"{verdict(ratio >= GOAL_THROUGHPUT_RATIO)} ({ratio:.3f})"
         )
     capped = [str(r["path"]) for r in rows if r["capped"]]
+    drift = [p["p50_ms"] for p in phases_of(raw, "direct", LOW)]
     lines.append("")
     lines.append(
-        f"{SERVERS} distlb-servers x {SLOTS} slots; one-line C, protocol 1; "
-        f"R={raw['rounds']} rounds, {raw['jobs'][str(LOW)]} jobs at c={LOW} and "
-        f"{raw['jobs'][str(HIGH)]} at c={HIGH} per path and round; medians over rounds "
-        f"(added and ratio paired within a round). Turned away / retries / failed: all "
-        f"rounds, both concurrencies; a turned-away job is retried after ~"
-        f"{RETRY_BACKOFF_S * 1000:.0f} ms on every path."
+        f"{SERVERS} distlb-servers x {SLOTS} slots; one-line C, protocol 1; R={raw['rounds']} "
+        f"rounds of {raw['jobs'][str(LOW)]} jobs at c={LOW} and {raw['jobs'][str(HIGH)]} at "
+        f"c={HIGH} per path, path order alternating; medians over rounds, added and vs direct "
+        f"paired within a round. Turned away (by what the client talked to) / client retries "
+        f"(after ~{RETRY_BACKOFF_S * 1000:.0f} ms) / failed, and servers rejected (busy "
+        f"turn-aways the servers counted, balancer probes included): sums over all rounds and "
+        f"both concurrencies. Noise: direct c={LOW} p50 ranged {min(drift):.1f} to "
+        f"{max(drift):.1f} ms across rounds."
         + (f" CAPPED at {raw['cap_s']} s: {capped}." if capped else "")
     )
     return "\n".join(lines)
@@ -548,9 +564,7 @@ def write_results(
     raw_lines = []
     for path in PATHS:
         for concurrency in (LOW, HIGH):
-            mine = [
-                p for p in raw["phases"] if p["path"] == path and p["concurrency"] == concurrency
-            ]
+            mine = phases_of(raw, path, concurrency)
             raw_lines.append(
                 f"- {path} c={concurrency}: p50 ms {[p['p50_ms'] for p in mine]}, "
                 f"p99 ms {[p['p99_ms'] for p in mine]}, jobs/s {[p['jobs_per_s'] for p in mine]}, "
@@ -561,7 +575,13 @@ def write_results(
     (RESULTS_DIR / "balancer_overhead.md").write_text(markdown + "\n".join(raw_lines) + "\n")
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> int:
+    # SIGTERM unwinds like Ctrl-C, through the finally blocks that stop what we started.
+    signal.signal(signal.SIGTERM, _interrupt)
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="R: repetitions of every phase")
     parser.add_argument("--jobs-low", type=int, default=200, help=f"jobs per phase at c={LOW}")
@@ -570,15 +590,9 @@ def main() -> int:
     parser.add_argument("--keep-logs", type=Path, help="copy every process's log here")
     parser.add_argument("--quick", action="store_true", help="3 rounds of 100 and 320 jobs")
     args = parser.parse_args()
-    rounds, jobs_low, jobs_high = (
-        (3, 100, 320)
-        if args.quick
-        else (
-            args.rounds,
-            args.jobs_low,
-            args.jobs_high,
-        )
-    )
+    rounds, jobs_low, jobs_high = args.rounds, args.jobs_low, args.jobs_high
+    if args.quick:
+        rounds, jobs_low, jobs_high = 3, 100, 320
     if min(rounds, jobs_low, jobs_high) < 1 or args.cap <= 0:
         parser.error("--rounds, --jobs-low, --jobs-high and --cap must be positive")
     started = time.monotonic()
