@@ -15,6 +15,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
+from cache.keys import CompilerIdentity
+
 Kind = Literal["distlb", "distccd"]
 DEFAULT_UNREPORTED_SLOTS = 4
 LATENCY_WINDOW = 200
@@ -77,6 +79,8 @@ class Report:
     slots: int
     busy: int
     accepting: bool = True
+    identities: dict[str, CompilerIdentity] = field(default_factory=dict)
+    """Per compiler name, what the backend runs for it (for the result cache)."""
 
 
 @dataclass
@@ -122,6 +126,10 @@ class Backend:
             return 0
         others = max(0, self.report.busy - self.ours_at_report)
         return max(0, self.report.slots - others - self.in_flight)
+
+    def identity(self, compiler: str) -> CompilerIdentity | None:
+        """What this backend runs for ``compiler``, if it says (distlb servers do)."""
+        return self.report.identities.get(compiler) if self.report else None
 
     def available(self, now: float) -> bool:
         return self.healthy and self.free > 0 and now >= self.busy_until

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from balancer.backends import BackendSpec, SpecError
 from balancer.dispatch import DispatchSettings
 from balancer.pool import PoolSettings
+from cache import MemoryStore, RedisStore, ResultCache, Store
 from client.access import parse_networks
 from client.cli import ConfigError, load_config
 
@@ -37,6 +38,10 @@ class BalancerConfig:
     request_timeout: float = 120.0
     max_source_mb: int = 256
     shutdown_grace: float = 30.0
+    cache_redis: str | None = None
+    cache_memory_mb: int = 0
+    cache_ttl: int = 7 * 86400
+    cache_timeout: float = 0.25
     log_format: str = "auto"
     log_level: str = "info"
 
@@ -73,6 +78,16 @@ class BalancerConfig:
             hedge_min_s=self.hedge_min,
             connect_timeout_s=self.connect_timeout,
         )
+
+    def result_cache(self) -> ResultCache | None:
+        stores: list[Store] = []
+        if self.cache_memory_mb > 0:
+            stores.append(MemoryStore(self.cache_memory_mb * 1024 * 1024))
+        if self.cache_redis:
+            stores.append(
+                RedisStore(self.cache_redis, ttl_s=self.cache_ttl, timeout_s=self.cache_timeout)
+            )
+        return ResultCache(stores) if stores else None
 
     def validate(self) -> None:
         if not self.backend:
@@ -158,6 +173,24 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="S",
         help="on SIGTERM, how long jobs in flight may finish (30)",
+    )
+    p.add_argument(
+        "--cache-redis",
+        metavar="URL",
+        help="shared result cache, e.g. redis://10.0.0.5:6379/0 (default: off)",
+    )
+    p.add_argument(
+        "--cache-memory-mb",
+        type=int,
+        metavar="MB",
+        help="a local in-memory cache in front of Redis (default 0: off)",
+    )
+    p.add_argument("--cache-ttl", type=int, metavar="S", help="Redis entries expire (7 days)")
+    p.add_argument(
+        "--cache-timeout",
+        type=float,
+        metavar="S",
+        help="longest wait for Redis before the cache is bypassed (0.1)",
     )
     p.add_argument("--log-format", choices=["json", "console", "auto"])
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])

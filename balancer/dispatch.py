@@ -22,6 +22,7 @@ import structlog
 from balancer.backends import Backend
 from balancer.picker import pick
 from balancer.pool import Pool
+from cache import CachedResult, ResultCache, cache_key, job_digest, why_not_cacheable
 from client import ClientError, TurnedAway, compile_remote
 from wire import Limits, Reply, Request
 
@@ -55,6 +56,7 @@ class Outcome:
     attempts: int
     hedged: bool
     tried: list[str] = field(default_factory=list)
+    cached: bool = False
 
 
 class Dispatcher:
@@ -64,6 +66,7 @@ class Dispatcher:
         settings: DispatchSettings,
         limits: Limits,
         rng: random.Random | None = None,
+        cache: ResultCache | None = None,
     ) -> None:
         self.pool = pool
         self.settings = settings
@@ -72,19 +75,22 @@ class Dispatcher:
         self.retries = 0
         self.hedges = 0
         self.hedge_wins = 0
+        self.cache = cache
 
-    def _pick(self, exclude: set[str]) -> Backend | None:
+    def _pick(self, exclude: set[str], affinity: bytes | None = None) -> Backend | None:
         backends = list(self.pool.backends.values())
-        return pick(backends, self.rng, time.monotonic(), exclude)
+        return pick(backends, self.rng, time.monotonic(), exclude, affinity)
 
-    async def _acquire(self, exclude: set[str], budget: list[float]) -> Backend:
+    async def _acquire(
+        self, exclude: set[str], budget: list[float], affinity: bytes | None = None
+    ) -> Backend:
         """A backend with a free slot, waiting at most what is left of ``budget[0]``."""
         while True:
-            backend = self._pick(exclude)
+            backend = self._pick(exclude, affinity)
             if backend is None and exclude:
                 # Everything else is full or down: a backend that failed this job
                 # once may still be the only one that can take it.
-                backend = self._pick(set())
+                backend = self._pick(set(), affinity)
             if backend is not None:
                 return backend
             if budget[0] <= 0:
@@ -140,7 +146,37 @@ class Dispatcher:
         return reply
 
     async def dispatch(self, request: Request) -> Outcome:
-        """Get ``request`` compiled somewhere. Raises :class:`NoCapacity` or :class:`AllFailed`."""
+        """Get ``request`` compiled (or from the cache). Raises :class:`NoCapacity` or
+        :class:`AllFailed`."""
+        cacheable = why_not_cacheable(request.argv) is None
+        job = job_digest(request.protocol, request.argv, request.source) if cacheable else None
+        if job is not None and self.cache is not None:
+            hit = await self._lookup(job, request)
+            if hit is not None:
+                return hit
+        outcome = await self._compile(request, job)
+        if job is not None and self.cache is not None and outcome.reply.status == 0:
+            backend = self.pool.backends.get(outcome.backend)
+            identity = backend.identity(request.argv[0]) if backend else None
+            if identity is not None:  # a backend that does not say what it runs is not cached
+                reply = outcome.reply
+                result = CachedResult(obj=reply.obj, stderr=reply.stderr, stdout=reply.stdout)
+                self.cache.put_later(cache_key(job, identity), result)
+        return outcome
+
+    async def _lookup(self, job: bytes, request: Request) -> Outcome | None:
+        """A cached result from any compiler identity a healthy backend would run."""
+        assert self.cache is not None
+        compiler = request.argv[0]
+        identities = {b.identity(compiler) for b in self.pool.backends.values() if b.healthy}
+        for identity in sorted((i for i in identities if i is not None), key=lambda i: i.token):
+            result = await self.cache.get(cache_key(job, identity))
+            if result is not None:
+                reply = Reply(request.protocol, 0, result.stderr, result.stdout, result.obj)
+                return Outcome(reply, "cache", 0, False, [], cached=True)
+        return None
+
+    async def _compile(self, request: Request, affinity: bytes | None) -> Outcome:
         budget = [self.settings.queue_timeout_s]
         tried: list[str] = []
         failed: set[str] = set()
@@ -152,7 +188,7 @@ class Dispatcher:
         for attempt in range(1, max_sends + 1):
             if failures >= self.settings.max_attempts:
                 break
-            backend = await self._acquire(failed, budget)
+            backend = await self._acquire(failed, budget, affinity)
             tried.append(backend.name)
             if attempt > 1:
                 self.retries += 1

@@ -111,6 +111,8 @@ async def _serve(
         return
     data = encode_reply(outcome.reply)
     result = "ok" if outcome.reply.status == 0 else "compile_error"
+    if outcome.cached:
+        stats.counters.cache_hit += 1
     try:
         writer.write(data)
         await asyncio.wait_for(writer.drain(), ctx.io_timeout_s)

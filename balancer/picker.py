@@ -1,6 +1,7 @@
 """Choosing a backend for a job (pure).
 
-Among healthy backends with free slots, draw two at random weighted by free
+Among healthy backends with free slots (a job with an affinity first tries its
+rendezvous-hash choice, within a load bound), draw two at random weighted by free
 slots times weight, and keep the one with the better score, free slots times weight
 divided by its recent median latency. Two random choices keep independent
 balancers from herding onto the one server that looks best to all of them.
@@ -8,6 +9,7 @@ balancers from herding onto the one server that looks best to all of them.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import statistics
 from collections.abc import Collection, Sequence
@@ -22,16 +24,44 @@ def _scores(candidates: Sequence[Backend]) -> dict[str, float]:
     return {b.name: b.free * b.spec.weight / (medians[b.name] or default) for b in candidates}
 
 
+def rendezvous(candidates: Sequence[Backend], affinity: bytes, load_bound: float) -> Backend | None:
+    """Consistent hashing with bounded loads: the candidate ranking highest for
+    ``affinity`` (highest random weight) whose load after this job stays within
+    ``load_bound`` times the candidates' average load; None when none does."""
+    used = sum(b.slots - b.free for b in candidates)
+    capacity = sum(b.slots for b in candidates) or 1
+    average = (used + 1) / capacity
+    ranked = sorted(
+        candidates,
+        key=lambda b: hashlib.blake2b(affinity + b.name.encode(), digest_size=8).digest(),
+        reverse=True,
+    )
+    for backend in ranked:
+        if (backend.slots - backend.free + 1) / backend.slots <= load_bound * average + 1e-9:
+            return backend
+    return None
+
+
 def pick(
     backends: Sequence[Backend],
     rng: random.Random,
     now: float,
     exclude: Collection[str] = (),
+    affinity: bytes | None = None,
+    load_bound: float = 1.25,
 ) -> Backend | None:
-    """The backend for the next job, or None when no healthy backend has a free slot."""
+    """The backend for the next job, or None when no healthy backend has a free slot.
+
+    With an ``affinity`` (a job's digest), repeats of a job go to the same backend,
+    where a server-side cache may hold the result, unless that would overload it.
+    """
     candidates = [b for b in backends if b.name not in exclude and b.available(now)]
     if len(candidates) <= 1:
         return candidates[0] if candidates else None
+    if affinity is not None:
+        chosen = rendezvous(candidates, affinity, load_bound)
+        if chosen is not None:
+            return chosen
     weights = [b.free * b.spec.weight for b in candidates]
     first, second = rng.choices(candidates, weights=weights, k=2)
     if first is second:

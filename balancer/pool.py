@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import structlog
 
 from balancer.backends import Backend, BackendSpec, Report
+from cache.keys import CompilerIdentity
 from client import ClientError, TurnedAway, compile_remote
 from client.prober import probe_request
 from client.status import ReportError, fetch_report
@@ -37,7 +38,12 @@ async def fetch_backend_report(spec: BackendSpec, timeout_s: float) -> Report:
     """Read one backend's report (raises :class:`ReportError`)."""
     assert spec.status_port is not None
     report = await fetch_report(spec.host, spec.status_port, spec.kind, timeout_s)
-    return Report(slots=report.slots, busy=report.busy, accepting=report.accepting)
+    identities = {
+        name: CompilerIdentity(info.get("version", ""), info.get("digest", ""))
+        for name, info in report.compilers.items()
+        if info.get("digest") and info.get("digest") != "unknown"
+    }
+    return Report(report.slots, report.busy, report.accepting, identities)
 
 
 class Pool:

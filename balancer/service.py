@@ -28,7 +28,10 @@ class Service:
         self._reload_config = reload_config
         self.pool = Pool(config.backend_specs(), config.pool_settings())
         limits = Limits(max_source_bytes=config.max_source_mb * 1024 * 1024)
-        self.dispatcher = Dispatcher(self.pool, config.dispatch_settings(), limits)
+        self.cache = config.result_cache()
+        self.dispatcher = Dispatcher(
+            self.pool, config.dispatch_settings(), limits, cache=self.cache
+        )
         self.stats = BalancerStats(self.pool, self.dispatcher)
         self.ctx = ListenerContext(
             stats=self.stats,
@@ -90,6 +93,8 @@ class Service:
             cfg.shutdown_grace, lambda n: log.warning("balancer_cancelling_jobs", count=n)
         )
         await self.pool.stop()
+        if self.cache is not None:
+            await self.cache.close()
         with contextlib.suppress(Exception):
             await runner.cleanup()
         log.info("balancer_stopped", totals=self.stats.status()["totals"])

@@ -28,6 +28,8 @@ class Counters:
     rejected_access: int = 0
     bad_request: int = 0
     client_disconnect: int = 0
+    cache_hit: int = 0
+    """Of the ok jobs, those answered from the result cache."""
 
 
 @dataclass
@@ -67,7 +69,33 @@ class BalancerStats:
                 "in_flight": sum(b["in_flight"] for b in backends),
                 "healthy_backends": self.pool.healthy_count(),
             },
+            "cache": self.cache_status(),
             "uptime_s": round(time.time() - self.started_at, 3),
+        }
+
+    def cache_status(self) -> dict[str, object] | None:
+        cache = self.dispatcher.cache
+        if cache is None:
+            return None
+        st = cache.stats
+        ordered = sorted(st.hit_seconds)
+
+        def quantile(q: float) -> float | None:
+            if not ordered:
+                return None
+            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
+
+        return {
+            "stores": [store.name for store in cache.stores],
+            "hits": st.hits,
+            "misses": st.misses,
+            "bypasses": st.bypasses,
+            "corrupt": st.corrupt,
+            "stored": st.stores,
+            "bytes_read": st.bytes_read,
+            "bytes_written": st.bytes_written,
+            "hit_p50_ms": quantile(0.5),
+            "hit_p99_ms": quantile(0.99),
         }
 
     def prometheus(self) -> bytes:
@@ -84,7 +112,7 @@ class _Collector(Collector):
             "distlb_balancer_jobs", "Jobs by how they ended", labels=["outcome"]
         )
         for name, value in asdict(s.counters).items():
-            if name != "connections":
+            if name not in ("connections", "cache_hit"):
                 jobs.add_metric([name], value)
         yield jobs
         yield CounterMetricFamily(
@@ -122,5 +150,29 @@ class _Collector(Collector):
             sent.add_metric([b.name], b.sent)
             failures.add_metric([b.name], b.failures)
         yield from per_backend.values()
+        cache = s.dispatcher.cache
+        if cache is not None:
+            lookups = CounterMetricFamily(
+                "distlb_cache_lookups", "Result cache lookups", labels=["result"]
+            )
+            lookups.add_metric(["hit"], cache.stats.hits)
+            lookups.add_metric(["miss"], cache.stats.misses)
+            yield lookups
+            yield CounterMetricFamily(
+                "distlb_cache_bypasses",
+                "Cache operations skipped: a store was down or slow",
+                value=cache.stats.bypasses,
+            )
+            yield CounterMetricFamily(
+                "distlb_cache_corrupt", "Corrupt entries ignored", value=cache.stats.corrupt
+            )
+            yield CounterMetricFamily(
+                "distlb_cache_read_bytes",
+                "Bytes served from the cache",
+                value=cache.stats.bytes_read,
+            )
+            yield CounterMetricFamily(
+                "distlb_cache_written_bytes", "Bytes stored", value=cache.stats.bytes_written
+            )
         yield sent
         yield failures

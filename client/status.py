@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 Kind = Literal["distlb", "distccd", "auto"]
@@ -22,6 +22,8 @@ class Report:
     busy: int
     accepting: bool = True
     kind: str = "distlb"
+    compilers: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per compiler name: ``version`` and ``digest`` (distlb servers only)."""
 
 
 class ReportError(Exception):
@@ -36,10 +38,14 @@ def parse_distlb_status(body: bytes) -> Report:
             totals = data["totals"]
             slots = int(totals["slots"])
             return Report(slots=slots, busy=slots - int(totals["free"]), kind="balancer")
+        compilers = data.get("compilers") or {}
+        if not isinstance(compilers, dict):
+            raise ReportError("bad /status: compilers is not an object")
         return Report(
             slots=int(data["slots"]),
             busy=int(data["busy"]),
             accepting=bool(data.get("accepting", True)),
+            compilers={str(k): dict(v) for k, v in compilers.items() if isinstance(v, dict)},
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ReportError(f"bad /status: {exc}") from exc

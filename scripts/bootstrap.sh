@@ -14,6 +14,7 @@ DEBIAN_PACKAGES=(
     chromium                           # renders the balancer's dashboard in a test
     haproxy                            # the baseline in bench/balancer_overhead.py
     dnsmasq                            # a real DNS server for distlb-probe's discovery tests
+    redis-server                       # the shared result cache, started by the tests
 )
 
 missing=()
@@ -33,9 +34,11 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # distccd from the package must not hold the ports our tests and farm use.
-if command -v systemctl >/dev/null && systemctl is-active --quiet distcc 2>/dev/null; then
-    systemctl stop distcc || true
-fi
+for service in distcc redis-server dnsmasq; do
+    if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
+        systemctl stop "$service" || true
+    fi
+done
 
 PYTHON=${PYTHON:-python3}
 "$PYTHON" - <<'PY' || { echo "bootstrap: distlb needs Python >= 3.11" >&2; exit 1; }

@@ -44,6 +44,9 @@ class ServerConfig:
     kill_grace: float = 0.5
     shutdown_grace: float = 30.0
     max_source_mb: int = 256
+    cache_dir: str | None = None
+    cache_size: int = 1024
+    """MB of the local disk cache (with --cache-dir)."""
 
     def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         try:
@@ -170,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="MB",
         help="largest preprocessed source accepted (default 256)",
+    )
+    p.add_argument(
+        "--cache-dir", metavar="DIR", help="keep a local disk cache of results here (default: off)"
+    )
+    p.add_argument(
+        "--cache-size", type=int, metavar="MB", help="bound of the disk cache (default 1024)"
     )
     return p
 

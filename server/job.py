@@ -7,10 +7,18 @@ import contextlib
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
+from cache import (
+    CachedResult,
+    CompilerIdentity,
+    ResultCache,
+    cache_key,
+    job_digest,
+    why_not_cacheable,
+)
 from client.access import Network, is_allowed
 from server.admission import Slots
 from server.policy import Plan, PolicyViolation, judge
@@ -48,6 +56,8 @@ class JobContext:
     tmp_dir: str
     io_timeout_s: float
     request_timeout_s: float
+    cache: ResultCache | None = None
+    identities: Mapping[str, CompilerIdentity] = field(default_factory=dict)
 
 
 async def _send(writer: asyncio.StreamWriter, reply: Reply, timeout_s: float) -> int:
@@ -124,10 +134,55 @@ async def _serve_job(
         return
 
     structlog.contextvars.bind_contextvars(compiler=plan.compiler, input=plan.input_name)
+    key = _cache_key(ctx, request, plan)
     try:
-        await _compile_and_reply(ctx, request, plan, reader, writer, started, slot)
+        if key is not None and await _reply_from_cache(ctx, request, key, writer, started, slot):
+            return
+        await _compile_and_reply(ctx, request, plan, reader, writer, started, slot, key)
     finally:
         structlog.contextvars.unbind_contextvars("compiler", "input")
+
+
+def _cache_key(ctx: JobContext, request: Request, plan: Plan) -> str | None:
+    identity = ctx.identities.get(plan.compiler)
+    if ctx.cache is None or identity is None or why_not_cacheable(request.argv) is not None:
+        return None
+    return cache_key(job_digest(request.protocol, request.argv, request.source), identity)
+
+
+async def _reply_from_cache(
+    ctx: JobContext,
+    request: Request,
+    key: str,
+    writer: asyncio.StreamWriter,
+    started: float,
+    slot: SlotHold,
+) -> bool:
+    """Answer from the local cache; False on a miss."""
+    assert ctx.cache is not None
+    result = await ctx.cache.get(key)
+    if result is None:
+        return False
+    slot.release()
+    reply = Reply(request.protocol, 0, result.stderr, result.stdout, result.obj)
+    try:
+        sent = await _send(writer, reply, ctx.io_timeout_s)
+        outcome = "ok"
+    except (ConnectionError, TimeoutError):
+        sent, outcome = 0, "client_disconnect"
+    seconds = time.monotonic() - started
+    ctx.stats.counters.cache_hit += 1
+    ctx.stats.job_finished(outcome, "?", request.argv[0], seconds)
+    log.info(
+        "job_done",
+        outcome=outcome,
+        cached=True,
+        ms=round(seconds * 1000, 1),
+        protocol=request.protocol,
+        bytes_in=len(request.source),
+        bytes_out=sent,
+    )
+    return True
 
 
 async def _compile_and_reply(
@@ -138,6 +193,7 @@ async def _compile_and_reply(
     writer: asyncio.StreamWriter,
     started: float,
     slot: SlotHold,
+    key: str | None,
 ) -> None:
     stats = ctx.stats
     gone = asyncio.ensure_future(wait_peer_gone(reader))
@@ -149,6 +205,8 @@ async def _compile_and_reply(
         gone.cancel()
         slot.release()
     outcome = result.outcome
+    if key is not None and ctx.cache is not None and outcome == "ok":
+        ctx.cache.put_later(key, CachedResult(result.obj, result.stderr, result.stdout))
     sent = 0
     if outcome != "client_disconnect":
         reply = Reply(request.protocol, result.status, result.stderr, result.stdout, result.obj)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import pwd
 import signal
@@ -14,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 import structlog
 from aiohttp import web
 
+from cache import CompilerIdentity, DiskStore, ResultCache
 from client.cli import ConnectionTasks
 from server.admission import Slots
 from server.agent import serve_agent
@@ -57,7 +59,7 @@ def compiler_versions(
             )
         except OSError as exc:
             log.warning("compiler_version_failed", compiler=name, reason=str(exc))
-            found[name] = {"path": path, "version": first}
+            found[name] = {"path": path, "version": first, "digest": "unknown"}
             continue
         try:
             out, _ = proc.communicate(timeout=VERSION_TIMEOUT_S)
@@ -69,8 +71,17 @@ def compiler_versions(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        found[name] = {"path": path, "version": first}
+        found[name] = {"path": path, "version": first, "digest": file_digest(path)}
     return found
+
+
+def file_digest(path: str) -> str:
+    """sha256 of the binary a compiler name runs (its identity for the result cache)."""
+    try:
+        with open(os.path.realpath(path), "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return "unknown"
 
 
 def compile_user(user: str | None) -> CompileUser | None:
@@ -143,6 +154,16 @@ class Service:
             tmp_dir=config.tmp_dir,
             io_timeout_s=config.io_timeout,
             request_timeout_s=config.request_timeout,
+            cache=(
+                ResultCache([DiskStore(config.cache_dir, config.cache_size * 1024 * 1024)])
+                if config.cache_dir
+                else None
+            ),
+            identities={
+                name: CompilerIdentity(info["version"], info["digest"])
+                for name, info in self.compiler_info.items()
+                if info["digest"] != "unknown"
+            },
         )
         self._jobs = ConnectionTasks()
         self._stopping = asyncio.Event()

@@ -35,6 +35,8 @@ class Counters:
     client_disconnect: int = 0
     bad_request: int = 0
     other: int = 0
+    cache_hit: int = 0
+    """Of the ok jobs, those answered from the local disk cache."""
 
 
 @dataclass
@@ -176,7 +178,7 @@ class _StatsCollector(Collector):
             "distlb_server_jobs", "Connections by how they ended", labels=["outcome"]
         )
         for name, value in asdict(s.counters).items():
-            if name != "connections":
+            if name not in ("connections", "cache_hit"):
                 jobs.add_metric([name], value)
         yield jobs
         yield CounterMetricFamily(

@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.compilers import write_fake_compilers
 from tests.support.projects import write_c_project, write_cpp_project
+from tests.support.redis import RedisServer
 from tests.support.servers import BalancerProcess, Distccd, ServerProcess
 
 
@@ -110,3 +111,10 @@ def distccd_stats() -> Iterator[Distccd]:
     daemon = Distccd(jobs=2, stats=True)
     yield daemon
     daemon.stop()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.stop()

@@ -1,0 +1,28 @@
+"""The result cache: keys (what determines a reply), entries (checksummed), stores.
+
+Pluggable wherever a job passes: the balancer (shared Redis + memory), the server
+(local disk), or a client.
+"""
+
+from cache.entry import CachedResult, CorruptEntry, decode_entry, encode_entry
+from cache.keys import CompilerIdentity, cache_key, job_digest, why_not_cacheable
+from cache.result_cache import CacheStats, ResultCache
+from cache.stores import DiskStore, MemoryStore, RedisStore, Store, StoreUnavailable
+
+__all__ = [
+    "CacheStats",
+    "CachedResult",
+    "CompilerIdentity",
+    "CorruptEntry",
+    "DiskStore",
+    "MemoryStore",
+    "RedisStore",
+    "ResultCache",
+    "Store",
+    "StoreUnavailable",
+    "cache_key",
+    "decode_entry",
+    "encode_entry",
+    "job_digest",
+    "why_not_cacheable",
+]
