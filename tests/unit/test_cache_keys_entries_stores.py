@@ -1,0 +1,141 @@
+"""The cache's pure parts and local stores: keys, checksummed entries, memory and disk."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cache import (
+    CachedResult,
+    CompilerIdentity,
+    CorruptEntry,
+    DiskStore,
+    MemoryStore,
+    ResultCache,
+    cache_key,
+    decode_entry,
+    encode_entry,
+    job_digest,
+    why_not_cacheable,
+)
+from cache.keys import normalized_args
+
+GCC12 = CompilerIdentity("gcc (Debian 12.2.0-14) 12.2.0", "ab" * 32)
+
+
+def test_input_and_output_names_do_not_change_the_job() -> None:
+    a = job_digest(1, ["gcc", "-O2", "-c", "src/a.c", "-o", "obj/a.o"], b"int a;")
+    b = job_digest(1, ["gcc", "-O2", "-c", "/home/bob/b.c", "-oB.o"], b"int a;")
+    assert a == b
+    assert normalized_args(["gcc", "-O2", "-c", "x.cc", "-o", "x.o"]) == ["gcc", "-O2", "-c"]
+
+
+@pytest.mark.parametrize(
+    ("other_argv", "other_source", "other_protocol"),
+    [
+        (["gcc", "-O3", "-c", "a.c"], b"int a;", 1),  # flags
+        (["g++", "-O2", "-c", "a.c"], b"int a;", 1),  # compiler name
+        (["gcc", "-O2", "-c", "a.c"], b"int b;", 1),  # source
+        (["gcc", "-O2", "-c", "a.c"], b"int a;", 2),  # protocol
+        (["gcc", "-c", "-O2", "a.c"], b"int a;", 1),  # argument order
+    ],
+)
+def test_anything_else_changes_the_job(other_argv: list[str], other_source: bytes,
+                                       other_protocol: int) -> None:  # fmt: skip
+    base = job_digest(1, ["gcc", "-O2", "-c", "a.c"], b"int a;")
+    assert job_digest(other_protocol, other_argv, other_source) != base
+
+
+def test_another_compiler_identity_is_another_key() -> None:
+    job = job_digest(1, ["gcc", "-c", "a.c"], b"int a;")
+    other_version = CompilerIdentity("gcc (Fake) 99.0", GCC12.digest)
+    other_binary = CompilerIdentity(GCC12.version, "cd" * 32)
+    keys = {cache_key(job, identity) for identity in (GCC12, other_version, other_binary)}
+    assert len(keys) == 3
+
+
+@pytest.mark.parametrize(
+    "flag", ["--coverage", "-fprofile-arcs", "-fprofile-use=x", "-fprofile-generate",
+             "-gsplit-dwarf", "-fplugin=x.so", "-save-temps"],
+)  # fmt: skip
+def test_jobs_whose_output_depends_on_more_are_never_cached(flag: str) -> None:
+    reason = why_not_cacheable(["gcc", "-c", "a.c", flag])
+    assert reason is not None and flag.split("=")[0] in reason
+
+
+def test_ordinary_jobs_are_cacheable() -> None:
+    assert why_not_cacheable(["gcc", "-O2", "-g", "-Wall", "-c", "a.c", "-o", "a.o"]) is None
+
+
+@given(obj=st.binary(max_size=2000), err=st.binary(max_size=200), out=st.binary(max_size=200))
+def test_entries_round_trip(obj: bytes, err: bytes, out: bytes) -> None:
+    result = CachedResult(obj=obj, stderr=err, stdout=out)
+    assert decode_entry(encode_entry(result)) == result
+
+
+@given(data=st.data())
+def test_any_flipped_byte_is_detected(data: st.DataObject) -> None:
+    entry = bytearray(encode_entry(CachedResult(obj=b"\x7fELF" * 50, stderr=b"warning")))
+    position = data.draw(st.integers(0, len(entry) - 1))
+    entry[position] ^= data.draw(st.integers(1, 255))
+    with pytest.raises(CorruptEntry):
+        decode_entry(bytes(entry))
+
+
+def test_truncated_entries_are_detected() -> None:
+    entry = encode_entry(CachedResult(obj=b"x" * 100))
+    for cut in (0, 5, 40, len(entry) - 1):
+        with pytest.raises(CorruptEntry):
+            decode_entry(entry[:cut])
+
+
+def test_memory_store_is_bounded_in_bytes_and_evicts_least_recently_used() -> None:
+    async def scenario() -> None:
+        store = MemoryStore(max_bytes=250)
+        await store.put("a" * 64, b"1" * 100)
+        await store.put("b" * 64, b"2" * 100)
+        assert await store.get("a" * 64) == b"1" * 100  # a is now the most recent
+        await store.put("c" * 64, b"3" * 100)
+        assert await store.get("b" * 64) is None
+        assert await store.get("a" * 64) is not None
+        assert store.size_bytes <= 250
+        await store.put("d" * 64, b"4" * 1000)  # larger than the bound: not kept
+        assert await store.get("d" * 64) is None
+
+    asyncio.run(scenario())
+
+
+def test_disk_store_writes_atomically_and_stays_within_its_bound(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = DiskStore(str(tmp_path / "cache"), max_bytes=1000)
+        keys = [f"{i:064x}" for i in range(30)]
+        for key in keys:
+            await store.put(key, bytes(100))
+        files = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+        assert not any(p.name.startswith(".tmp-") for p in files)
+        assert sum(p.stat().st_size for p in files) <= 1000
+        assert await store.get(keys[-1]) == bytes(100)
+        with pytest.raises(ValueError):
+            await store.get("../../etc/passwd")
+
+    asyncio.run(scenario())
+
+
+def test_result_cache_deletes_a_corrupt_entry_and_counts_a_miss(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        disk = DiskStore(str(tmp_path / "c"), max_bytes=10**6)
+        cache = ResultCache([disk])
+        key = "f" * 64
+        await cache.put(key, CachedResult(obj=b"object"))
+        assert (await cache.get(key)) == CachedResult(obj=b"object")
+        path = tmp_path / "c" / key[:2] / key
+        path.write_bytes(path.read_bytes()[:-1] + b"X")
+        assert await cache.get(key) is None
+        assert (cache.stats.hits, cache.stats.misses, cache.stats.corrupt) == (1, 1, 1)
+        assert not path.exists()
+
+    asyncio.run(scenario())
