@@ -227,11 +227,13 @@ class Balancer:
     admin_port: int
 
 
-def start_balancer(work: Path, servers: list[Server], procs: list[Proc], name: str) -> Balancer:
-    """distlb-balancer on port 0; its ports come from its ``balancer_ready`` line. Returns
-    once every backend is in rotation."""
+def start_balancer(
+    work: Path, servers: list[Server], procs: list[Proc], name: str, extra: tuple[str, ...] = ()
+) -> Balancer:
+    """distlb-balancer on port 0 (plus ``extra`` flags); its ports come from its
+    ``balancer_ready`` line. Returns once every backend is in rotation."""
     command = [str(DISTLB_BALANCER), "--listen", HOST, "--port", "0", "--admin-port", "0"]
-    command += ["--log-format", "json"]
+    command += ["--log-format", "json", *extra]
     for server in servers:
         command += ["--backend", f"{HOST}:{server.port},status={server.stats_port}"]
     proc = start(name, command, work, procs)

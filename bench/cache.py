@@ -1,0 +1,221 @@
+"""The result cache, measured: cold vs warm builds, hit latency, throughput on pure hits.
+
+Two distlb-servers behind a distlb-balancer with ``--cache-redis`` (a real
+redis-server on loopback). Per round: Redis is flushed, a multi-file C project is
+built cold through the real distcc client, then the same sources from another
+directory (warm: every job a hit). Then, with the asyncio client: the latency of
+hits on a job whose object is ~100 KB (vs compiling it on a server directly), and
+the balancer's throughput when every job is a hit. Medians of the rounds.
+
+    .venv/bin/python bench/cache.py [--rounds R] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [p for p in (str(ROOT), str(ROOT / "bench")) if p not in sys.path]
+
+from balancer_overhead import (  # noqa: E402
+    HOST,
+    Proc,
+    free_ports,
+    get_json,
+    start,
+    start_balancer,
+    start_servers,
+    stop,
+    wait_ready,
+)
+
+from client import compile_remote  # noqa: E402
+from tests.support.projects import write_c_project  # noqa: E402
+from wire import Request  # noqa: E402
+
+RESULTS_DIR = ROOT / "bench" / "results"
+BIG_OBJECT_BYTES = 100_000
+
+
+def big_source() -> bytes:
+    """Preprocessed C whose object is about 100 KB (a table the compiler must emit)."""
+    values = ",".join(str((i * 7919) % 251) for i in range(BIG_OBJECT_BYTES))
+    return f"const unsigned char table[{BIG_OBJECT_BYTES}] = {{{values}}};\n".encode()
+
+
+def build(project: Path, port: int, work: Path) -> float:
+    dd = tempfile.mkdtemp(prefix="dd-", dir=work)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DISTCC_DIR": dd,
+        "DISTCC_FALLBACK": "0",
+        "DISTCC_HOSTS": f"{HOST}:{port}/8,lzo",
+        "HOME": str(work),
+    }
+    started = time.monotonic()
+    result = subprocess.run(
+        ["timeout", "300", "make", "-j8", "CC=distcc gcc"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"build failed in {project}:\n{result.stderr[-2000:]}")
+    return time.monotonic() - started
+
+
+async def latencies(port: int, request: Request, count: int) -> list[float]:
+    out = []
+    for _ in range(count):
+        started = time.perf_counter()
+        reply = await compile_remote(HOST, port, request, timeout_s=60)
+        if reply.status != 0 or len(reply.obj) < BIG_OBJECT_BYTES // 2:
+            raise RuntimeError(f"bad reply: status {reply.status}, {len(reply.obj)} bytes")
+        out.append(time.perf_counter() - started)
+    return out
+
+
+async def throughput(
+    port: int, requests: list[Request], concurrency: int, jobs: int, cap_s: float
+) -> float:
+    done = 0
+    started = time.monotonic()
+
+    async def worker(index: int) -> None:
+        nonlocal done
+        while done < jobs and time.monotonic() - started < cap_s:
+            done += 1
+            await compile_remote(HOST, port, requests[(index + done) % len(requests)], timeout_s=60)
+
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return done / (time.monotonic() - started)
+
+
+def quantile_ms(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--modules", type=int, default=40)
+    parser.add_argument("--quick", action="store_true", help="3 rounds, smaller loads")
+    args = parser.parse_args()
+    rounds, hits_n, burst = (3, 50, 300) if args.quick else (args.rounds, 200, 2000)
+    if shutil.which("redis-server") is None:
+        raise SystemExit("redis-server is needed (scripts/bootstrap.sh installs it)")
+    work = Path(tempfile.mkdtemp(prefix="distlb-bench-cache-"))
+    work.chmod(0o755)
+    procs: list[Proc] = []
+    began = time.monotonic()
+    try:
+        (redis_port,) = free_ports(1)
+        redis_proc = start(
+            "redis",
+            [
+                "redis-server",
+                "--port",
+                str(redis_port),
+                "--bind",
+                HOST,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(work),
+            ],
+            work,
+            procs,
+        )
+        wait_ready(redis_proc, redis_port)
+        servers = start_servers(work, procs)
+        url = f"redis://{HOST}:{redis_port}/0"
+        balancer = start_balancer(work, servers, procs, "balancer", ("--cache-redis", url))
+        cold, warm = [], []
+        for round_no in range(rounds):
+            subprocess.run(
+                ["redis-cli", "-p", str(redis_port), "FLUSHALL"], check=True, capture_output=True
+            )
+            cold.append(
+                build(write_c_project(work / f"cold{round_no}", args.modules), balancer.port, work)
+            )
+            stored_target = args.modules + 1
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                cache = get_json(balancer.admin_port, "/status")["cache"]
+                if isinstance(cache, dict) and int(cache["stored"]) >= stored_target * (
+                    round_no + 1
+                ):
+                    break
+                time.sleep(0.05)
+            warm.append(
+                build(write_c_project(work / f"warm{round_no}", args.modules), balancer.port, work)
+            )
+        request = Request(1, ("gcc", "-O0", "-c", "big.c", "-o", "big.o"), big_source())
+        direct = asyncio.run(latencies(servers[0].port, request, max(10, hits_n // 10)))
+        asyncio.run(latencies(balancer.port, request, 1))  # stores it
+        time.sleep(0.5)  # the store runs in the background; a miss here would only be measured
+        hits = asyncio.run(latencies(balancer.port, request, hits_n))
+        small = [
+            Request(1, ("gcc", "-c", f"t{i}.c", "-o", f"t{i}.o"), b"int t%d;\n" % i)
+            for i in range(16)
+        ]
+        asyncio.run(throughput(balancer.port, small, 4, 16, 60))  # fill the cache
+        rate = asyncio.run(throughput(balancer.port, small, 32, burst, 60))
+        cache = get_json(balancer.admin_port, "/status")["cache"]
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+        shutil.rmtree(work, ignore_errors=True)
+    cold_s, warm_s = statistics.median(cold), statistics.median(warm)
+    rows = [
+        "| measure | value |",
+        "|---|---:|",
+        f"| cold build, median s ({args.modules + 1} jobs, -j8) | {cold_s:.2f} |",
+        f"| warm build, median s | {warm_s:.2f} |",
+        f"| warm / cold | {warm_s / cold_s:.3f} |",
+        f"| 100 KB object: compile on a server, p50 ms | {quantile_ms(direct, 0.5):.1f} |",
+        f"| 100 KB object: cache hit via balancer, p50 ms | {quantile_ms(hits, 0.5):.2f} |",
+        f"| 100 KB object: cache hit via balancer, p99 ms | {quantile_ms(hits, 0.99):.2f} |",
+        f"| pure hits, 32 concurrent clients, jobs/s | {rate:.0f} |",
+    ]
+    table = "\n".join(rows)
+    note = (
+        f"{rounds} rounds; builds through the real distcc client; balancer cache stats at "
+        f"the end: {json.dumps(cache)}. Took {time.monotonic() - began:.0f} s."
+    )
+    print(table)
+    print(note)
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / "cache.md").write_text(f"# Result cache\n\n{table}\n\n{note}\n")
+    (RESULTS_DIR / "cache.json").write_text(
+        json.dumps(
+            {
+                "cold_s": cold,
+                "warm_s": warm,
+                "direct_ms": [1000 * x for x in direct],
+                "hit_ms": [1000 * x for x in hits],
+                "hits_per_s": rate,
+                "cache": cache,
+            },
+            indent=1,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
