@@ -72,10 +72,10 @@ def test_build_through_balancer_to_three_backends_splits_by_slots(
     done = {b["name"]: b["ok"] for b in balancer.status()["backends"]}
     assert sum(done.values()) == jobs
     # Stated tolerance (2 cores run every backend here, so per-job latency differs by
-    # load, and picking weighs latency too): the 4-slot server does between 1.2x and
-    # 4x the 2-slot server's jobs, and every backend does at least 5% of the build.
+    # load, and picking weighs latency too): the 4-slot server does between 1.1x and
+    # 5x the 2-slot server's jobs, and every backend does at least 5% of the build.
     n_four, n_two = done[f"127.0.0.1:{four.port}"], done[f"127.0.0.1:{two.port}"]
-    assert 1.2 <= n_four / max(1, n_two) <= 4.0, done
+    assert 1.1 <= n_four / max(1, n_two) <= 5.0, done
     assert min(done.values()) >= 0.05 * jobs, done
     assert four.status()["busy_max"] <= 4 and two.status()["busy_max"] <= 2
 

@@ -213,6 +213,9 @@ class BalancerProcess(ServerProcess):
             "--admin-port", "0",
             "--log-format", "json",
             *(["--config", str(config_file)] if config_file else []),
+            # Patient defaults for a loaded 2-core test machine (a test's own flags,
+            # which come later, win): jobs wait longer for a slot, probes for a reply.
+            *([] if config_file else ["--queue-timeout", "10", "--probe-timeout", "3"]),
             *args,
         ]  # fmt: skip
         balancer = cls(proc=_spawn(cmd), tmp_dir=Path("/nonexistent"))
