@@ -98,6 +98,32 @@ def _same(capture: _Capture) -> _Capture:
     return capture
 
 
+SETPRIV = "/usr/bin/setpriv"
+NICE = "/usr/bin/nice"
+
+
+def launcher(limits: RunLimits) -> list[str]:
+    """The programs the compiler is exec'd through: ``setpriv`` (the compile user, no
+    supplementary groups) and ``nice``. Asking Popen for a user or a niceness instead
+    makes Python fork the whole server rather than vfork: 4.5 ms a job instead of 0.8
+    (measured here). Both are in Debian's essential packages; the server checks at
+    startup (``check_launcher``)."""
+    prefix: list[str] = []
+    user = limits.user
+    if user is not None:
+        prefix += [SETPRIV, f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "--"]
+    if limits.nice:
+        prefix += [NICE, "-n", str(limits.nice), "--"]
+    return prefix
+
+
+def check_launcher(limits: RunLimits) -> None:
+    """Raise ``OSError`` when a program :func:`launcher` needs is missing."""
+    for program in launcher(limits):
+        if program.startswith("/") and not os.access(program, os.X_OK):
+            raise OSError(f"{program} is needed to start compilers (Debian: util-linux, coreutils)")
+
+
 def _set_once(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -144,7 +170,7 @@ async def run_compile(
         with open(input_path, "wb") as source_file:  # noqa: ASYNC230
             source_file.write(source)
         proc = subprocess.Popen(  # noqa: ASYNC220
-            plan.command(input_path, output_path),
+            [*launcher(limits), *plan.command(input_path, output_path)],
             cwd=job_dir,
             env=_child_env(job_dir),
             stdin=subprocess.DEVNULL,
@@ -152,10 +178,6 @@ async def run_compile(
             stderr=subprocess.PIPE,
             start_new_session=True,
             close_fds=True,
-            preexec_fn=functools.partial(os.nice, limits.nice) if limits.nice else None,
-            user=user.uid if user else None,
-            group=user.gid if user else None,
-            extra_groups=[] if user else None,
         )
         pgid = proc.pid
         exited: asyncio.Future[None] = loop.create_future()

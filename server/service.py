@@ -22,7 +22,7 @@ from server.agent import serve_agent
 from server.config import ConfigError, ServerConfig, default_compiler_names, resolve_compilers
 from server.http_status import make_app
 from server.job import JobContext, handle_connection
-from server.runner import CompileUser, RunLimits
+from server.runner import CompileUser, RunLimits, check_launcher
 from server.stats import ServerStats
 from wire import Limits
 
@@ -165,6 +165,7 @@ class Service:
                 if info["digest"] != "unknown"
             },
         )
+        check_launcher(self.ctx.run_limits)
         self._jobs = ConnectionTasks()
         self._stopping = asyncio.Event()
 

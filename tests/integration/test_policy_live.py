@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,24 @@ def test_exploits_are_refused_and_nothing_runs(
     assert len(refused) == len(attacks)
     assert all(event["reason"] for event in refused)
     assert live_children(server.proc.pid) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="compilers change user only when started as root")
+def test_compiler_runs_as_the_compile_user_niced_without_groups_in_its_own_session(
+    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path]
+) -> None:
+    import pwd
+
+    bin_dir, markers = fake_compilers
+    server = start_server("--compiler", "whoami-cc", "--nice", "7", "--user", "nobody",
+                          path_prepend=str(bin_dir))  # fmt: skip
+    reply = asyncio.run(compile_remote(
+        "127.0.0.1", server.port, Request(1, ("whoami-cc", "-c", "a.c", "-o", "a.o"), SOURCE)
+    ))  # fmt: skip
+    assert reply.status == 0 and reply.obj, reply.stderr
+    uid, groups, nice, session = (markers / "whoami").read_text().split("\n")[:4]
+    nobody = pwd.getpwnam("nobody")
+    assert int(uid) == nobody.pw_uid
+    assert groups.split() == [str(nobody.pw_gid)]
+    assert int(nice) == 7
+    assert int(session) != os.getsid(server.proc.pid), "the compiler shares the server's session"

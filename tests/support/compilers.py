@@ -29,12 +29,23 @@ exec gcc "$@"
 """
 
 
+# Records who it runs as (uid, groups, niceness, session), then compiles for real.
+_WHOAMI = """#!/bin/sh
+for arg in "$@"; do
+    case "$arg" in -E|--version) exec gcc "$@";; esac
+done
+{{ id -u; id -G; cut -d' ' -f19 /proc/$$/stat; ps -o sid= -p $$; }} > {markers}/whoami.tmp
+mv {markers}/whoami.tmp {markers}/whoami
+exec gcc "$@"
+"""
+
+
 def write_fake_compilers(bin_dir: Path, markers: Path, slow_seconds: float = 2.0) -> None:
-    """``hang-cc`` and ``slow-cc`` in ``bin_dir``; they write pids into ``markers``."""
+    """``hang-cc``, ``slow-cc`` and ``whoami-cc`` in ``bin_dir``; they write into ``markers``."""
     bin_dir.mkdir(mode=0o755, exist_ok=True)
     markers.mkdir(exist_ok=True)
     markers.chmod(0o777)
-    for name, template in (("hang-cc", _HANG), ("slow-cc", _SLOW)):
+    for name, template in (("hang-cc", _HANG), ("slow-cc", _SLOW), ("whoami-cc", _WHOAMI)):
         script = bin_dir / name
         script.write_text(template.format(markers=markers, seconds=slow_seconds))
         script.chmod(0o755)
