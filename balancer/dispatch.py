@@ -57,6 +57,8 @@ class Outcome:
     hedged: bool
     tried: list[str] = field(default_factory=list)
     cached: bool = False
+    queued_s: float = 0.0
+    """Time spent waiting for a backend with a free slot."""
 
 
 class Dispatcher:
@@ -215,7 +217,8 @@ class Dispatcher:
                 # Cancelled (the client left) or done: never leave a backend call behind.
                 if not primary.done():
                     primary.cancel()
-            return Outcome(reply, winner, attempt, hedged, tried)
+            queued = self.settings.queue_timeout_s - budget[0]
+            return Outcome(reply, winner, attempt, hedged, tried, queued_s=queued)
         raise AllFailed(last_error)
 
     async def _with_hedge(

@@ -71,6 +71,7 @@ async def _serve(
         log.warning("bad_request", reason=reason, error=type(exc).__name__)
         return
 
+    read_ms = round((time.monotonic() - started) * 1000, 1)
     gone = asyncio.create_task(wait_peer_gone(reader))
     job = asyncio.create_task(ctx.dispatcher.dispatch(request))
     try:
@@ -85,6 +86,7 @@ async def _serve(
         "bytes_in": len(request.source),
         "protocol": request.protocol,
         "compiler": request.argv[0],
+        "read_ms": read_ms,  # from accept to the whole request (the client's cpp runs meanwhile)
     }
     if job.cancelled():
         stats.job_finished("client_disconnect", time.monotonic() - started)
@@ -126,6 +128,8 @@ async def _serve(
         backend=outcome.backend,
         attempts=outcome.attempts,
         hedged=outcome.hedged,
+        cached=outcome.cached,
+        queue_ms=round(outcome.queued_s * 1000, 1),
         bytes_out=len(data),
         ms=round(seconds * 1000, 1),
         **base,

@@ -10,6 +10,7 @@ balancers from herding onto the one server that looks best to all of them.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import statistics
 from collections.abc import Collection, Sequence
@@ -26,17 +27,27 @@ def _scores(candidates: Sequence[Backend]) -> dict[str, float]:
 
 def rendezvous(candidates: Sequence[Backend], affinity: bytes, load_bound: float) -> Backend | None:
     """Consistent hashing with bounded loads: the candidate ranking highest for
-    ``affinity`` (highest random weight) whose load after this job stays within
-    ``load_bound`` times the candidates' average load; None when none does."""
+    ``affinity`` whose load after this job stays within ``load_bound`` times the
+    candidates' average load; None when none does.
+
+    The ranking is weighted rendezvous hashing (weight / -ln(hash)), the weight being
+    the backend's weight over its recent median latency: a server twice as fast owns
+    twice the share of jobs, so affinity does not pin work to slow machines.
+    """
     used = sum(b.slots - b.free for b in candidates)
     capacity = sum(b.slots for b in candidates) or 1
     average = (used + 1) / capacity
-    ranked = sorted(
-        candidates,
-        key=lambda b: hashlib.blake2b(affinity + b.name.encode(), digest_size=8).digest(),
-        reverse=True,
-    )
-    for backend in ranked:
+    medians = {b.name: b.latency_quantile(0.5) for b in candidates}
+    known = [m for m in medians.values() if m]
+    default = statistics.median(known) if known else 1.0
+
+    def score(backend: Backend) -> float:
+        digest = hashlib.blake2b(affinity + backend.name.encode(), digest_size=8).digest()
+        uniform = (int.from_bytes(digest, "big") + 1) / (2**64 + 1)  # in (0, 1)
+        weight = backend.spec.weight / (medians[backend.name] or default)
+        return weight / -math.log(uniform)
+
+    for backend in sorted(candidates, key=score, reverse=True):
         if (backend.slots - backend.free + 1) / backend.slots <= load_bound * average + 1e-9:
             return backend
     return None

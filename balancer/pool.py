@@ -111,7 +111,8 @@ class Pool:
         else:
             backend.on_failure(reason)
         if backend.healthy != was:
-            log.warning(
+            emit = log.info if backend.healthy else log.warning
+            emit(
                 "backend_state",
                 backend=backend.name,
                 state="up" if backend.healthy else "down",
