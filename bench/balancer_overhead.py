@@ -14,20 +14,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
-import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +34,18 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from harness import (  # noqa: E402
+    HOST,
+    READY_TIMEOUT_S,
+    Proc,
+    free_ports,
+    get_json,
+    log_events,
+    start,
+    stop,
+    wait_ready,
+)
+
 from client import ClientError, TurnedAway, compile_remote  # noqa: E402
 from wire import Request  # noqa: E402
 
@@ -45,14 +53,12 @@ RESULTS_DIR = ROOT / "bench" / "results"
 DISTLB_SERVER = ROOT / ".venv" / "bin" / "distlb-server"
 DISTLB_BALANCER = ROOT / ".venv" / "bin" / "distlb-balancer"
 HAPROXY = Path("/usr/sbin/haproxy")
-HOST = "127.0.0.1"  # all traffic stays on loopback
 PATHS = ("direct", "balancer", "haproxy")
 SERVERS = 2
 SLOTS = 8  # --jobs of each server, and HAProxy's maxconn per server
 LOW, HIGH = 1, 64  # the two concurrencies
 GOAL_ADDED_P50_MS = 1.0
 GOAL_THROUGHPUT_RATIO = 0.9
-READY_TIMEOUT_S = 20.0
 JOB_TIMEOUT_S = 30.0  # one compile_remote call
 RETRY_BACKOFF_S = 0.01  # before retrying a turned-away job, jittered by +-50%
 MAX_RETRIES = 300  # per job; then it counts as failed
@@ -77,94 +83,6 @@ backend distlb
     balance leastconn
 {servers}
 """
-
-
-@dataclass
-class Proc:
-    """A process we started, where its output goes, and what it is called."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    stopped: bool = False
-
-
-def free_ports(count: int) -> list[int]:
-    socks = [socket.create_server((HOST, 0)) for _ in range(count)]
-    ports = [sock.getsockname()[1] for sock in socks]
-    for sock in socks:
-        sock.close()
-    return ports
-
-
-def start(name: str, command: list[str], work: Path, procs: list[Proc]) -> Proc:
-    """Start ``command`` in its own session, output to ``work/name.log``; it joins
-    ``procs`` at once so that the caller's ``finally`` stops it whatever happens next."""
-    log_path = work / f"{name}.log"
-    with log_path.open("wb") as log:
-        popen = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-        )
-    proc = Proc(name, popen, log_path)
-    procs.append(proc)
-    return proc
-
-
-def wait_ready(proc: Proc, port: int) -> None:
-    """Return once ``port`` accepts connections; raise if the process dies or is slow."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.popen.poll() is not None:
-            raise RuntimeError(
-                f"{proc.name} exited {proc.popen.returncode}:\n{proc.log_path.read_text()}"
-            )
-        with contextlib.suppress(OSError), socket.create_connection((HOST, port), 0.5):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(
-        f"{proc.name}: port {port} not ready after {READY_TIMEOUT_S}s:\n{proc.log_path.read_text()}"
-    )
-
-
-def stop(proc: Proc) -> None:
-    """SIGTERM, then SIGKILL to its whole session if it has not gone within 10 s. Once
-    only: a later killpg could hit a new group that reused the number."""
-    if proc.stopped:
-        return
-    proc.stopped = True
-    if proc.popen.poll() is None:
-        proc.popen.send_signal(signal.SIGTERM)
-        try:
-            proc.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.popen.kill()
-    # Anything left in its session (we started it as the group leader).
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.popen.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.popen.wait(timeout=10)
-
-
-# A proxy from the environment must never see our requests: loopback only.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def get_json(port: int, path: str) -> dict[str, object]:
-    with _OPENER.open(f"http://{HOST}:{port}{path}", timeout=2.0) as response:
-        data = json.loads(response.read(1024 * 1024))
-    if not isinstance(data, dict):
-        raise RuntimeError(f"{HOST}:{port}{path} answered {data!r}")
-    return data
-
-
-def log_events(log_path: Path) -> list[dict[str, object]]:
-    events = []
-    for line in log_path.read_text(errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
-            event = json.loads(line)
-            if isinstance(event, dict):
-                events.append(event)
-    return events
 
 
 def notable(log_path: Path) -> dict[str, int]:

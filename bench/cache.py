@@ -26,17 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [p for p in (str(ROOT), str(ROOT / "bench")) if p not in sys.path]
 
-from balancer_overhead import (  # noqa: E402
-    HOST,
-    Proc,
-    free_ports,
-    get_json,
-    start,
-    start_balancer,
-    start_servers,
-    stop,
-    wait_ready,
-)
+from balancer_overhead import start_balancer, start_servers  # noqa: E402
+from harness import HOST, Proc, free_ports, get_json, start, stop, wait_ready  # noqa: E402
 
 from client import compile_remote  # noqa: E402
 from tests.support.projects import write_c_project  # noqa: E402

@@ -28,12 +28,10 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +41,18 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from harness import (  # noqa: E402
+    HOST,
+    READY_TIMEOUT_S,
+    Proc,
+    free_ports,
+    get_json,
+    log_events,
+    start,
+    stop_all,
+    wait_ready,
+)
+
 from client import ClientError, TurnedAway, compile_remote  # noqa: E402
 from wire import Request  # noqa: E402
 
@@ -50,7 +60,6 @@ RESULTS_DIR = ROOT / "bench" / "results"
 DISTLB_SERVER = ROOT / ".venv" / "bin" / "distlb-server"
 DISTLB_BALANCER = ROOT / ".venv" / "bin" / "distlb-balancer"
 HAPROXY = Path("/usr/sbin/haproxy")
-HOST = "127.0.0.1"  # all traffic stays on loopback
 STRATEGIES = ("distcc", "distcc-randomize", "haproxy", "haproxy-agent", "distlb", "distlb-x2")
 BALANCED = ("haproxy", "haproxy-agent", "distlb", "distlb-x2")  # one address per client
 GOAL_LOWER_BOUND_RATIO = 1.15
@@ -60,7 +69,6 @@ JOB_MIN_S, JOB_MAX_S = 0.05, 2.0  # a job's work, in seconds at speed 1.0
 JOB_MEDIAN_S, JOB_SIGMA = 0.8, 0.7  # lognormal, clipped to the range above
 LOCAL_SLOTS = 2  # distcc's --localslots on every client: local compiles at once
 CLIENT_TIMEOUT_S = 300  # the `timeout` around every distcc run
-READY_TIMEOUT_S = 30.0
 BACKGROUND_JOB_S = 1.0  # longest single background job, wall seconds on its server
 BACKGROUND_RETRY_S = 0.2  # after a turn-away (the server was full)
 # What Debian's distcc 3.4 prints (as warnings) when it compiles a job locally after
@@ -183,107 +191,6 @@ def write_sim_cc(bin_dir: Path, speed: float, where: str) -> None:
         )
     )
     script.chmod(0o755)
-
-
-@dataclass
-class Proc:
-    """A process we started, where its output goes, and what it is called."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    stopped: bool = False
-
-
-def free_ports(count: int) -> list[int]:
-    socks = [socket.create_server((HOST, 0)) for _ in range(count)]
-    ports = [sock.getsockname()[1] for sock in socks]
-    for sock in socks:
-        sock.close()
-    return ports
-
-
-def start(
-    name: str, command: list[str], work: Path, procs: list[Proc], env: dict[str, str] | None = None
-) -> Proc:
-    """Start ``command`` in its own session, output to ``work/name.log``; it joins
-    ``procs`` at once so that the caller's ``finally`` stops it whatever happens next."""
-    log_path = work / f"{name}.log"
-    with log_path.open("wb") as log:
-        popen = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            env=env,
-        )
-    proc = Proc(name, popen, log_path)
-    procs.append(proc)
-    return proc
-
-
-def wait_ready(proc: Proc, port: int) -> None:
-    """Return once ``port`` accepts connections; raise if the process dies or is slow."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.popen.poll() is not None:
-            raise RuntimeError(
-                f"{proc.name} exited {proc.popen.returncode}:\n{proc.log_path.read_text()}"
-            )
-        with contextlib.suppress(OSError), socket.create_connection((HOST, port), 0.5):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"{proc.name}: port {port} not ready after {READY_TIMEOUT_S}s")
-
-
-def stop(proc: Proc) -> None:
-    """SIGTERM, then SIGKILL to its whole session if it has not gone within 10 s. Once
-    only: a later killpg could hit a new group that reused the number."""
-    if proc.stopped:
-        return
-    proc.stopped = True
-    if proc.popen.poll() is None:
-        proc.popen.send_signal(signal.SIGTERM)
-        try:
-            proc.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.popen.kill()
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.popen.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.popen.wait(timeout=10)
-
-
-def stop_all(procs: list[Proc]) -> None:
-    """SIGTERM to all first, so that they drain at the same time; then each as ``stop``."""
-    for proc in procs:
-        if not proc.stopped and proc.popen.poll() is None:
-            proc.popen.send_signal(signal.SIGTERM)
-    for proc in procs:
-        stop(proc)
-
-
-# A proxy from the environment must never see our requests: loopback only.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def get_json(port: int, path: str) -> dict[str, object]:
-    with _OPENER.open(f"http://{HOST}:{port}{path}", timeout=2.0) as response:
-        data = json.loads(response.read(1024 * 1024))
-    if not isinstance(data, dict):
-        raise RuntimeError(f"{HOST}:{port}{path} answered {data!r}")
-    return data
-
-
-def log_events(log_path: Path) -> list[dict[str, object]]:
-    events = []
-    for line in log_path.read_text(errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
-            event = json.loads(line)
-            if isinstance(event, dict):
-                events.append(event)
-    return events
 
 
 def daemon_env() -> dict[str, str]:

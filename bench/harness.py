@@ -1,0 +1,122 @@
+"""What every benchmark here needs: processes started in their own sessions on
+loopback, waited for with deadlines, stopped for sure; JSON from their admin pages
+and logs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+HOST = "127.0.0.1"  # all traffic stays on loopback
+READY_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Proc:
+    """A process we started, where its output goes, and what it is called."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    stopped: bool = False
+
+
+def free_ports(count: int) -> list[int]:
+    socks = [socket.create_server((HOST, 0)) for _ in range(count)]
+    ports = [sock.getsockname()[1] for sock in socks]
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+def start(
+    name: str, command: list[str], work: Path, procs: list[Proc], env: dict[str, str] | None = None
+) -> Proc:
+    """Start ``command`` in its own session, output to ``work/name.log``; it joins
+    ``procs`` at once so that the caller's ``finally`` stops it whatever happens next."""
+    log_path = work / f"{name}.log"
+    with log_path.open("wb") as log:
+        popen = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            env=env,
+        )
+    proc = Proc(name, popen, log_path)
+    procs.append(proc)
+    return proc
+
+
+def wait_ready(proc: Proc, port: int) -> None:
+    """Return once ``port`` accepts connections; raise if the process dies or is slow."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(
+                f"{proc.name} exited {proc.popen.returncode}:\n{proc.log_path.read_text()}"
+            )
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), 0.5):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(
+        f"{proc.name}: port {port} not ready after {READY_TIMEOUT_S}s:\n{proc.log_path.read_text()}"
+    )
+
+
+def stop(proc: Proc) -> None:
+    """SIGTERM, then SIGKILL to its whole session if it has not gone within 10 s. Once
+    only: a later killpg could hit a new group that reused the number."""
+    if proc.stopped:
+        return
+    proc.stopped = True
+    if proc.popen.poll() is None:
+        proc.popen.send_signal(signal.SIGTERM)
+        try:
+            proc.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.popen.kill()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.popen.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.popen.wait(timeout=10)
+
+
+def stop_all(procs: list[Proc]) -> None:
+    """SIGTERM to all first, so that they drain at the same time; then each as ``stop``."""
+    for proc in procs:
+        if not proc.stopped and proc.popen.poll() is None:
+            proc.popen.send_signal(signal.SIGTERM)
+    for proc in procs:
+        stop(proc)
+
+
+# A proxy from the environment must never see our requests: loopback only.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def get_json(port: int, path: str) -> dict[str, object]:
+    with _OPENER.open(f"http://{HOST}:{port}{path}", timeout=2.0) as response:
+        data = json.loads(response.read(1024 * 1024))
+    if not isinstance(data, dict):
+        raise RuntimeError(f"{HOST}:{port}{path} answered {data!r}")
+    return data
+
+
+def log_events(log_path: Path) -> list[dict[str, object]]:
+    events = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict):
+                events.append(event)
+    return events
