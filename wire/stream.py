@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from wire.auth import DEFAULT_MAX_TOKEN_BYTES, TokenReader
 from wire.errors import ConnectionClosed
 from wire.events import Reply, Request
 from wire.limits import Limits
@@ -69,3 +70,25 @@ async def wait_peer_gone(reader: asyncio.StreamReader) -> None:
         await reader.read(1)
     except ConnectionError:
         return
+
+
+async def read_byte(reader: asyncio.StreamReader, what: str, idle_timeout_s: float) -> bytes:
+    """One byte (a handshake marker or verdict); :class:`ConnectionClosed` on EOF,
+    :class:`TimeoutError` when none arrives within ``idle_timeout_s``."""
+    data = await asyncio.wait_for(reader.read(1), idle_timeout_s)
+    if not data:
+        raise ConnectionClosed(0, what)
+    return data
+
+
+async def read_auth_token(
+    reader: asyncio.StreamReader,
+    max_bytes: int = DEFAULT_MAX_TOKEN_BYTES,
+    *,
+    idle_timeout_s: float = 10.0,
+) -> bytes:
+    """One framed GSS token (``TLEN`` + bytes), its length checked before the body is
+    read; errors as :func:`read_request`."""
+    result = await _drive(reader, TokenReader(max_bytes), "a GSS token", idle_timeout_s)
+    assert isinstance(result, bytes)
+    return result
