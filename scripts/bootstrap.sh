@@ -15,6 +15,7 @@ DEBIAN_PACKAGES=(
     haproxy                            # the baseline in bench/balancer_overhead.py
     dnsmasq                            # a real DNS server for distlb-probe's discovery tests
     redis-server                       # the shared result cache, started by the tests
+    keepalived iptables docker-compose # balancer pairs and faults in tests/system; compose file check
     krb5-kdc krb5-admin-server krb5-user libkrb5-dev  # Kerberos: a test KDC (k5test), kinit, and headers for gssapi
 )
 

@@ -1,0 +1,142 @@
+"""FaultRelayForTests: a TCP relay that delays every chunk, a test fault injector.
+
+This kernel has no ``netem`` qdisc and Toxiproxy cannot be installed here, so the
+system tests get latency from this relay instead: it listens on an address,
+connects each accepted connection to an upstream address, and forwards every chunk
+it reads ``delay_s`` later, in both directions, keeping the order of the bytes. It
+is pure latency (chunks are timestamped on arrival and written when their time
+comes), not a throughput limit. EOF and resets are passed on after the same delay.
+
+Run it inside a network namespace as its own process::
+
+    ip netns exec NS python -m tests.support.fault_relay \\
+        --listen 198.18.0.21:4632 --to 127.0.0.1:3632 --delay-ms 200
+
+It prints ``relay_ready`` on stdout once every listener is bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+
+CHUNK_BYTES = 64 * 1024
+QUEUE_CHUNKS = 256  # per direction; the reader waits when the writer is this far behind
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"want HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+class FaultRelayForTests:
+    """Forwards TCP connections from ``listen`` to ``upstream``, ``delay_s`` late each way."""
+
+    def __init__(self, listen: tuple[str, int], upstream: tuple[str, int], delay_s: float):
+        self.listen = listen
+        self.upstream = upstream
+        self.delay_s = delay_s
+        self.server: asyncio.Server | None = None
+        self.connections = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, *self.listen, reuse_address=True)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _serve(self, down_r: asyncio.StreamReader, down_w: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            up_r, up_w = await asyncio.wait_for(
+                asyncio.open_connection(*self.upstream), CONNECT_TIMEOUT_S
+            )
+        except (OSError, TimeoutError):
+            # Upstream refused or is gone: the downstream sees a reset, as it would directly.
+            _abort(down_w)
+            return
+        await asyncio.gather(self._pipe(down_r, up_w), self._pipe(up_r, down_w))
+        for writer in (down_w, up_w):
+            writer.close()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # None in the queue is EOF; a reset is passed on as an abort.
+        queue: asyncio.Queue[tuple[float, bytes | None]] = asyncio.Queue(QUEUE_CHUNKS)
+
+        async def read() -> None:
+            while True:
+                try:
+                    chunk = await reader.read(CHUNK_BYTES)
+                except OSError:
+                    chunk = b""
+                await queue.put((time.monotonic() + self.delay_s, chunk or None))
+                if not chunk:
+                    return
+
+        async def write() -> None:
+            while True:
+                due, chunk = await queue.get()
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                try:
+                    if chunk is None:
+                        if writer.can_write_eof():
+                            writer.write_eof()
+                        return
+                    writer.write(chunk)
+                    await writer.drain()
+                except OSError:
+                    _abort(writer)
+                    return
+
+        reading = asyncio.create_task(read())
+        try:
+            await write()
+        finally:
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+
+
+def _abort(writer: asyncio.StreamWriter) -> None:
+    transport = writer.transport
+    if not transport.is_closing():
+        transport.abort()
+
+
+async def _main(pairs: list[tuple[tuple[str, int], tuple[str, int]]], delay_s: float) -> None:
+    relays = [FaultRelayForTests(listen, upstream, delay_s) for listen, upstream in pairs]
+    for relay in relays:
+        await relay.start()
+    print("relay_ready", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    for relay in relays:
+        await relay.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--listen", type=_address, action="append", required=True)
+    parser.add_argument("--to", type=_address, action="append", required=True)
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="added each direction")
+    args = parser.parse_args(argv)
+    if len(args.listen) != len(args.to):
+        parser.error("give one --to per --listen")
+    asyncio.run(_main(list(zip(args.listen, args.to, strict=True)), args.delay_ms / 1000))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

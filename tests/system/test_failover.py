@@ -1,0 +1,108 @@
+"""Issue 6: a balancer pair behind keepalived loses its master in the middle of a build.
+
+The client (Debian's distcc, in its own namespace) knows only the VIP. The build must
+finish with every object byte-identical to a local compile and no job may fail.
+
+What the real client does with the jobs lbA held when it died: Debian's distcc 3.4
+(``dcc_build_somewhere``) treats a cut-off reply as a bad host and chooses a host
+again; with ``DISTCC_BACKOFF_PERIOD=0`` that is the VIP once more, so the job is
+retried remotely (through lbB once the VIP has moved) rather than compiled locally.
+Its "failed to distribute ... running locally instead" warning comes only when it
+gives up on every host. The test counts both and prints them.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.projects import local_object, sources, write_c_project
+from tests.support.servers import wait_until
+from tests.system.farm import (
+    SERVERS,
+    VIP,
+    NetFarm,
+    clients_with_errors,
+    count_local_fallbacks,
+    start_pair,
+)
+
+pytestmark = pytest.mark.system
+
+MODULES = 63  # + main.c = 64 jobs
+VIP_MOVE_LIMIT_S = 15  # a failure detector, not the goal (about 1 s and 3-4 s here)
+
+
+def _assert_identical(project: Path) -> None:
+    for source in sources(project):
+        remote = (project / (source.stem + ".o")).read_bytes()
+        assert remote == local_object(project, source, "gcc"), f"{source.name} differs"
+
+
+def _in_flight(farm: NetFarm, host: str) -> int:
+    status = farm.status(host)
+    return int(status["totals"]["in_flight"]) if status else 0
+
+
+def _build_through_failover(
+    farm: NetFarm, project: Path, fault: Callable[[], None], what: str
+) -> None:
+    for host in SERVERS:
+        farm.start_server(host)
+    farm.wait_servers()
+    start_pair(farm, [farm.backend_spec(host) for host in SERVERS])
+
+    build = farm.start_build(project)
+    # Strike while lbA is running jobs, so that some are cut off.
+    wait_until(lambda: _in_flight(farm, "lba") >= 2 or build.poll() is not None, 60,
+               "jobs in flight on lbA", interval_s=0.05)  # fmt: skip
+    in_flight = _in_flight(farm, "lba")
+    struck = time.monotonic()
+    fault()
+    farm.topo.wait_address("lbb", VIP, VIP_MOVE_LIMIT_S)
+    moved_s = time.monotonic() - struck
+    rc, _, err, build_s = farm.finish_build(build)
+    fallbacks = count_local_fallbacks(err)
+    cut_off = clients_with_errors(err, connect=False)
+    refused = clients_with_errors(err, connect=True)
+    lbb = farm.status("lbb")
+    assert lbb is not None
+    print(
+        f"\n{what}: VIP moved to lbB in {moved_s:.2f} s; lbA had {in_flight} jobs in flight; "
+        f"{len(cut_off)} client jobs saw their reply cut off and {len(refused)} a failed "
+        f"connect, all retried; {fallbacks} compiled locally; lbB served "
+        f"{lbb['totals']['ok']} ok, {lbb['totals']['failed']} failed; build finished "
+        f"{build_s:.1f} s after the VIP moved"
+    )
+    assert rc == 0, err[-3000:]
+    assert in_flight > 0, "the fault came after the build: nothing was in flight on lbA"
+    assert cut_off | refused, "no client job noticed lbA's loss although it was mid-build"
+    assert lbb["totals"]["ok"] > 0, "lbB served nothing after taking the VIP"
+    assert lbb["totals"]["failed"] == 0
+    _assert_identical(project)
+
+
+@pytest.fixture
+def project(netfarm: NetFarm) -> Path:
+    return write_c_project(netfarm.run_dir / "proj", modules=MODULES)
+
+
+def test_killing_the_master_balancer_moves_the_vip_and_the_build_completes(
+    netfarm: NetFarm, project: Path
+) -> None:
+    _build_through_failover(
+        netfarm, project, lambda: netfarm.balancers["lba"].signal(signal.SIGKILL),
+        "balancer on lbA SIGKILLed",
+    )  # fmt: skip
+
+
+def test_cutting_the_master_link_moves_the_vip_and_the_build_completes(
+    netfarm: NetFarm, project: Path
+) -> None:
+    _build_through_failover(
+        netfarm, project, lambda: netfarm.topo.cut_link("lba"), "lbA's link cut"
+    )
