@@ -181,6 +181,12 @@ class Topology:
             capture_output=True, text=True, check=check, timeout=timeout_s,
         )  # fmt: skip
 
+    def exec_bridge(self, cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", self.bridge_ns, *cmd],
+            capture_output=True, text=True, check=True, timeout=30,
+        )  # fmt: skip
+
     def start(
         self,
         host: str,

@@ -1,0 +1,96 @@
+"""Issue 6: slow, lossy and black-holed servers behind the keepalived pair.
+
+s1 is reached through FaultRelayForTests (200 ms added each way), loses 5 % of its
+packets each way (iptables ``-m statistic``) and has a 2 Mbit/s link (``tc tbf``);
+s2 is black-holed (iptables DROP: packets vanish, nothing answers); s3 is healthy.
+A build through the VIP must finish with correct objects, the balancer must take s2
+out of rotation and give s1 less work than s3.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support.projects import local_object, sources, write_c_project
+from tests.support.servers import wait_until
+from tests.system.farm import SERVERS, NetFarm, count_local_fallbacks, start_pair
+
+pytestmark = pytest.mark.system
+
+MODULES = 47  # + main.c = 48 jobs
+DELAY_MS = 200
+LOSS = 0.05
+RATE = "2mbit"
+
+
+def _lossy(farm: NetFarm, host: str, probability: float) -> None:
+    for chain, way in (("INPUT", "-i"), ("OUTPUT", "-o")):
+        farm.topo.iptables(host, "-A", chain, way, "eth0", "-m", "statistic", "--mode",
+                           "random", "--probability", str(probability), "-j", "DROP")  # fmt: skip
+
+
+def _black_hole(farm: NetFarm, host: str) -> None:
+    farm.topo.iptables(host, "-A", "INPUT", "-i", "eth0", "-j", "DROP")
+    farm.topo.iptables(host, "-A", "OUTPUT", "-o", "eth0", "-j", "DROP")
+
+
+def _narrow(farm: NetFarm, host: str) -> None:
+    tbf = ["tbf", "rate", RATE, "burst", "32kb", "latency", "400ms"]
+    farm.topo.exec(host, ["tc", "qdisc", "add", "dev", "eth0", "root", *tbf])
+    # and the bridge's side, towards the server
+    bridge_port = farm.topo.port_name(host)
+    farm.topo.exec_bridge(["tc", "qdisc", "add", "dev", bridge_port, "root", *tbf])
+
+
+def test_slow_lossy_and_black_holed_servers_build_correctly_and_are_ranked(
+    netfarm: NetFarm,
+) -> None:
+    farm = netfarm
+    project = write_c_project(farm.run_dir / "proj", modules=MODULES)
+    for host in SERVERS:
+        farm.start_server(host)
+    farm.wait_servers()
+    farm.start_relay("s1", delay_ms=DELAY_MS)
+    specs = {
+        "s1": farm.backend_spec("s1", relayed=True),
+        "s2": farm.backend_spec("s2"),
+        "s3": farm.backend_spec("s3"),
+    }
+    start_pair(farm, list(specs.values()))
+    _lossy(farm, "s1", LOSS)
+    _narrow(farm, "s1")
+    _black_hole(farm, "s2")
+
+    build = farm.start_build(project)
+    rc, _, err, build_s = farm.finish_build(build)
+    assert rc == 0, err[-3000:]
+    _assert_identical(project)
+
+    def backend(host: str) -> dict[str, object]:
+        status = farm.status("lba")
+        assert status is not None
+        name = specs[host].split(",")[0]
+        found = [b for b in status["backends"] if b["name"] == name]
+        assert found, f"no backend {name} in {json.dumps(status)[:2000]}"
+        return dict(found[0])
+
+    wait_until(lambda: backend("s2")["state"] == "down", 30, "s2 out of rotation", 0.2)
+    seen = {host: backend(host) for host in SERVERS}
+    totals = (farm.status("lba") or {})["totals"]
+    print(f"\nfaults: build took {build_s:.1f} s, {count_local_fallbacks(err)} local fallbacks")
+    for host, b in seen.items():
+        print(f"  {host}: state={b['state']} ok={b['ok']} failures={b.get('failures')} "
+              f"p50={b.get('p50_ms')} last_error={b.get('last_error')}")  # fmt: skip
+    print(f"  lbA totals: {totals}")
+    assert seen["s2"]["state"] == "down"
+    assert int(seen["s1"]["ok"]) < int(seen["s3"]["ok"]), "the slow server got as much work"
+    assert farm.vip_holder() == ["lba"], f"the VIP moved during the build to {farm.vip_holder()}"
+
+
+def _assert_identical(project: Path) -> None:
+    for source in sources(project):
+        remote = (project / (source.stem + ".o")).read_bytes()
+        assert remote == local_object(project, source, "gcc"), f"{source.name} differs"
