@@ -81,6 +81,8 @@ class Report:
     accepting: bool = True
     identities: dict[str, CompilerIdentity] = field(default_factory=dict)
     """Per compiler name, what the backend runs for it (for the result cache)."""
+    result_cache: bool = False
+    """The backend keeps its own result cache: repeats of a job should go back to it."""
 
 
 @dataclass
@@ -130,6 +132,10 @@ class Backend:
     def identity(self, compiler: str) -> CompilerIdentity | None:
         """What this backend runs for ``compiler``, if it says (distlb servers do)."""
         return self.report.identities.get(compiler) if self.report else None
+
+    @property
+    def caches_results(self) -> bool:
+        return self.report is not None and self.report.result_cache
 
     def available(self, now: float) -> bool:
         return self.healthy and self.free > 0 and now >= self.busy_until

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import statistics
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import structlog
@@ -27,6 +29,10 @@ from client import ClientError, TurnedAway, compile_remote
 from wire import Limits, Reply, Request
 
 log = structlog.get_logger("distlb.balancer.dispatch")
+
+SIZE_WINDOW = 256
+"""Recent jobs whose source sizes say what counts as a big job."""
+MIN_SIZES_FOR_BIG = 16
 
 
 @dataclass(frozen=True)
@@ -78,21 +84,36 @@ class Dispatcher:
         self.hedges = 0
         self.hedge_wins = 0
         self.cache = cache
+        self._sizes: deque[int] = deque(maxlen=SIZE_WINDOW)
 
-    def _pick(self, exclude: set[str], affinity: bytes | None = None) -> Backend | None:
+    def is_big(self, source_bytes: int) -> bool:
+        """Whether a job is larger than the median of recent jobs (and remember its size).
+
+        The preprocessed size is the one hint of a job's cost that we have before it
+        runs; big jobs go to the fastest free backend (see :func:`balancer.picker.pick`).
+        """
+        big = len(self._sizes) >= MIN_SIZES_FOR_BIG and source_bytes > statistics.median_low(
+            self._sizes
+        )
+        self._sizes.append(source_bytes)
+        return big
+
+    def _pick(
+        self, exclude: set[str], affinity: bytes | None = None, big: bool = False
+    ) -> Backend | None:
         backends = list(self.pool.backends.values())
-        return pick(backends, self.rng, time.monotonic(), exclude, affinity)
+        return pick(backends, self.rng, time.monotonic(), exclude, affinity, big=big)
 
     async def _acquire(
-        self, exclude: set[str], budget: list[float], affinity: bytes | None = None
+        self, exclude: set[str], budget: list[float], affinity: bytes | None, big: bool
     ) -> Backend:
         """A backend with a free slot, waiting at most what is left of ``budget[0]``."""
         while True:
-            backend = self._pick(exclude, affinity)
+            backend = self._pick(exclude, affinity, big)
             if backend is None and exclude:
                 # Everything else is full or down: a backend that failed this job
                 # once may still be the only one that can take it.
-                backend = self._pick(set(), affinity)
+                backend = self._pick(set(), affinity, big)
             if backend is not None:
                 return backend
             if budget[0] <= 0:
@@ -184,13 +205,14 @@ class Dispatcher:
         failed: set[str] = set()
         last_error = "no attempt made"
         failures = 0
+        big = self.is_big(len(request.source))
         # A busy backend's turn-away is not a failure: it only sends us back to picking
         # (the backend counts as full until its next report). Bounded all the same.
         max_sends = self.settings.max_attempts + 2 * max(1, len(self.pool.backends))
         for attempt in range(1, max_sends + 1):
             if failures >= self.settings.max_attempts:
                 break
-            backend = await self._acquire(failed, budget, affinity)
+            backend = await self._acquire(failed, budget, affinity, big)
             tried.append(backend.name)
             if attempt > 1:
                 self.retries += 1
@@ -230,7 +252,7 @@ class Dispatcher:
         # Late: find a second backend while the first keeps its chance.
         second: Backend | None = None
         while second is None and not primary.done():
-            second = self._pick(failed | {backend.name})
+            second = self._pick(failed | {backend.name}, big=True)  # the fastest free one
             if second is None:
                 waiter = asyncio.create_task(self.pool.wait_for_change(1.0))
                 await asyncio.wait({primary, waiter}, return_when=asyncio.FIRST_COMPLETED)

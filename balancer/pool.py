@@ -43,7 +43,7 @@ async def fetch_backend_report(spec: BackendSpec, timeout_s: float) -> Report:
         for name, info in report.compilers.items()
         if info.get("digest") and info.get("digest") != "unknown"
     }
-    return Report(report.slots, report.busy, report.accepting, identities)
+    return Report(report.slots, report.busy, report.accepting, identities, report.result_cache)
 
 
 class Pool:

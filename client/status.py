@@ -24,6 +24,8 @@ class Report:
     kind: str = "distlb"
     compilers: dict[str, dict[str, str]] = field(default_factory=dict)
     """Per compiler name: ``version`` and ``digest`` (distlb servers only)."""
+    result_cache: bool = False
+    """The server keeps a local result cache (distlb servers only)."""
 
 
 class ReportError(Exception):
@@ -46,6 +48,7 @@ def parse_distlb_status(body: bytes) -> Report:
             busy=int(data["busy"]),
             accepting=bool(data.get("accepting", True)),
             compilers={str(k): dict(v) for k, v in compilers.items() if isinstance(v, dict)},
+            result_cache=data.get("result_cache") is True,
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ReportError(f"bad /status: {exc}") from exc

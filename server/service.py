@@ -139,7 +139,7 @@ class Service:
             )
         self.compiler_info = compiler_versions(self.compilers, self.user)
         self.slots = Slots(config.jobs)
-        self.stats = ServerStats(self.slots, config.tmp_dir)
+        self.stats = ServerStats(self.slots, config.tmp_dir, result_cache=bool(config.cache_dir))
         self.ctx = JobContext(
             stats=self.stats,
             compilers=self.compilers,
@@ -159,6 +159,7 @@ class Service:
                 if config.cache_dir
                 else None
             ),
+            acceptor=config.acceptor(),
             identities={
                 name: CompilerIdentity(info["version"], info["digest"])
                 for name, info in self.compiler_info.items()
@@ -215,6 +216,7 @@ class Service:
             user=self.user.name if self.user else None,
             compilers=sorted(self.compilers),
             job_lifetime_s=cfg.job_lifetime,
+            auth=self.ctx.acceptor is not None,
         )
         await self._stopping.wait()
         await self._shutdown(compile_server, agent_server, runner)

@@ -30,6 +30,8 @@ class Counters:
     compile_error: int = 0
     rejected_busy: int = 0
     rejected_access: int = 0
+    rejected_auth: int = 0
+    """Failed the GSSAPI handshake or a principal list (with --auth)."""
     rejected_policy: int = 0
     timeout: int = 0
     client_disconnect: int = 0
@@ -55,6 +57,8 @@ class ServerStats:
     counters: Counters = field(default_factory=Counters)
     longest: LongestJob = field(default_factory=LongestJob)
     started_at: float = field(default_factory=time.time)
+    result_cache: bool = False
+    """Whether this server keeps a local result cache (balancers route repeats to it)."""
     busy_avg: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     # Completed compiles per minute, newest last, for dcc_num_compiles1/2/3.
     _per_minute: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=16))
@@ -103,6 +107,7 @@ class ServerStats:
             "accepting": self.slots.accepting,
             "counters": asdict(self.counters),
             "compilers": compilers,
+            "result_cache": self.result_cache,
             "uptime_s": round(time.time() - self.started_at, 3),
             "version": version,
         }
@@ -120,7 +125,7 @@ class ServerStats:
             "argv /distccd",
             "<distccstats>",
             f"dcc_tcp_accept {c.connections}",
-            f"dcc_rej_bad_req {c.bad_request + c.rejected_policy + c.rejected_access}",
+            f"dcc_rej_bad_req {c.bad_request + c.rejected_policy + c.rejected_access + c.rejected_auth}",  # noqa: E501
             f"dcc_rej_overload {c.rejected_busy}",
             f"dcc_compile_ok {c.ok}",
             f"dcc_compile_error {c.compile_error}",
