@@ -20,6 +20,7 @@ from cache import (
     why_not_cacheable,
 )
 from client.access import Network, is_allowed
+from client.gss import Acceptor, AuthError
 from server.admission import Slots
 from server.policy import Plan, PolicyViolation, judge
 from server.runner import RunLimits, run_compile
@@ -58,6 +59,8 @@ class JobContext:
     request_timeout_s: float
     cache: ResultCache | None = None
     identities: Mapping[str, CompilerIdentity] = field(default_factory=dict)
+    acceptor: Acceptor | None = None
+    """With --auth: the GSSAPI handshake and principal lists, before admission."""
 
 
 async def _send(writer: asyncio.StreamWriter, reply: Reply, timeout_s: float) -> int:
@@ -79,6 +82,12 @@ async def handle_connection(
         if not is_allowed(peer[0], ctx.allow):
             stats.counters.rejected_access += 1
             log.warning("turned_away", reason="address not allowed")
+            return
+        # Authenticate before taking a slot: a peer that cannot authenticate must not
+        # hold compile slots. Handshakes are bounded in time and in number instead.
+        if ctx.acceptor is not None and not await _authenticate(
+            ctx.acceptor, stats, reader, writer
+        ):
             return
         if not stats.slots.try_acquire():
             stats.counters.rejected_busy += 1
@@ -102,7 +111,24 @@ async def handle_connection(
         writer.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer.wait_closed(), 1.0)
-        structlog.contextvars.unbind_contextvars("job_id", "client")
+        structlog.contextvars.unbind_contextvars("job_id", "client", "principal")
+
+
+async def _authenticate(
+    acceptor: Acceptor,
+    stats: ServerStats,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> bool:
+    """The GSSAPI handshake; binds the principal to the job's log lines. False: refused."""
+    try:
+        principal = await acceptor.accept(reader, writer)
+    except AuthError as exc:
+        stats.counters.rejected_auth += 1
+        log.warning("auth_refused", reason=exc.reason, detail=exc.detail, principal=exc.principal)
+        return False
+    structlog.contextvars.bind_contextvars(principal=principal)
+    return True
 
 
 async def _serve_job(

@@ -11,6 +11,7 @@ from wire.limits import Limits
 from wire.reader import NEED_DATA, MessageReader, ReplyReader, RequestReader
 
 CHUNK_BYTES = 256 * 1024
+TOKEN_WHAT = "a GSS token"  # noqa: S105 (what we were reading, in error messages)
 
 
 async def _drive(
@@ -89,6 +90,6 @@ async def read_auth_token(
 ) -> bytes:
     """One framed GSS token (``TLEN`` + bytes), its length checked before the body is
     read; errors as :func:`read_request`."""
-    result = await _drive(reader, TokenReader(max_bytes), "a GSS token", idle_timeout_s)
+    result = await _drive(reader, TokenReader(max_bytes), TOKEN_WHAT, idle_timeout_s)
     assert isinstance(result, bytes)
     return result
