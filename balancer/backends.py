@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cache.keys import CompilerIdentity
+from client.gss import Initiator
 
 Kind = Literal["distlb", "distccd"]
 DEFAULT_UNREPORTED_SLOTS = 4
@@ -28,7 +29,7 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class BackendSpec:
-    """``HOST:PORT[,status=PORT][,kind=distlb|distccd][,weight=W][,slots=N]``."""
+    """``HOST:PORT[,status=PORT][,kind=distlb|distccd][,weight=W][,slots=N][,auth[=NAME]]``."""
 
     host: str
     port: int
@@ -37,6 +38,9 @@ class BackendSpec:
     weight: float = 1.0
     slots: int | None = None
     """Slots of a backend that reports none (distccd without --stats)."""
+    auth: Initiator | None = None
+    """Authenticate to it (distcc's host option ``auth``, ``auth=NAME`` naming the host
+    whose ``service@NAME`` principal to ask for instead of the reverse-DNS name)."""
 
     @property
     def name(self) -> str:
@@ -50,8 +54,14 @@ class BackendSpec:
             raise SpecError(f"{text!r}: expected HOST:PORT")
         host = host.strip("[]")
         values: dict[str, str] = {}
+        auth: Initiator | None = None
         for option in options:
             key, eq, value = option.partition("=")
+            if key == "auth":
+                if eq and not value:
+                    raise SpecError(f"{text!r}: auth= needs a host name")
+                auth = Initiator(server_name=value or None)
+                continue
             if not eq or key not in ("status", "kind", "weight", "slots"):
                 raise SpecError(f"{text!r}: unknown option {option!r}")
             values[key] = value
@@ -71,7 +81,7 @@ class BackendSpec:
             raise SpecError(f"{text!r}: weight and slots must be positive")
         if kind == "distlb" and status_port is None:
             status_port = port + 1  # distlb-server's default stats port is its port + 1
-        return cls(host, port, status_port, kind, weight, slots)  # type: ignore[arg-type]
+        return cls(host, port, status_port, kind, weight, slots, auth)  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
+import os
 from dataclasses import dataclass, field
 
 from balancer.backends import BackendSpec, SpecError
@@ -12,6 +14,15 @@ from balancer.pool import PoolSettings
 from cache import MemoryStore, RedisStore, ResultCache, Store
 from client.access import parse_networks
 from client.cli import ConfigError, load_config
+from client.gss import (
+    DEFAULT_HANDSHAKE_TIMEOUT_S,
+    DEFAULT_MAX_HANDSHAKES,
+    Acceptor,
+    AuthSetupError,
+    Initiator,
+    add_acceptor_flags,
+    build_acceptor,
+)
 
 __all__ = ["BalancerConfig", "ConfigError", "load"]
 
@@ -44,6 +55,17 @@ class BalancerConfig:
     cache_timeout: float = 0.25
     log_format: str = "auto"
     log_level: str = "info"
+    auth: bool = False
+    principal: str | None = None
+    keytab: str | None = None
+    allow_principals: str | None = None
+    deny_principals: str | None = None
+    auth_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT_S
+    max_handshakes: int = DEFAULT_MAX_HANDSHAKES
+    backend_auth: bool = False
+    backend_service: str = "host"
+    client_keytab: str | None = None
+    client_principal: str | None = None
 
     def backend_specs(self) -> list[BackendSpec]:
         try:
@@ -52,7 +74,36 @@ class BalancerConfig:
             raise ConfigError(f"--backend {exc}") from exc
         if len({s.name for s in specs}) != len(specs):
             raise ConfigError("--backend: the same HOST:PORT is listed twice")
-        return specs
+        return [self._with_backend_auth(spec) for spec in specs]
+
+    def _with_backend_auth(self, spec: BackendSpec) -> BackendSpec:
+        """The spec with our initiator settings, when we authenticate to that backend
+        (its own ``auth`` option, or --backend-auth for all)."""
+        if spec.auth is None and not self.backend_auth:
+            return spec
+        initiator = Initiator(
+            service=self.backend_service,
+            server_name=spec.auth.server_name if spec.auth else None,
+            client_keytab=self.client_keytab,
+            client_principal=self.client_principal,
+            timeout_s=self.auth_timeout,
+        )
+        return dataclasses.replace(spec, auth=initiator)
+
+    def acceptor(self) -> Acceptor | None:
+        """The GSSAPI acceptor for clients (keytab and lists loaded) with --auth."""
+        try:
+            return build_acceptor(
+                auth=self.auth,
+                principal=self.principal,
+                keytab=self.keytab,
+                allow_principals=self.allow_principals,
+                deny_principals=self.deny_principals,
+                timeout_s=self.auth_timeout,
+                max_handshakes=self.max_handshakes,
+            )
+        except AuthSetupError as exc:
+            raise ConfigError(str(exc)) from exc
 
     def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         try:
@@ -101,6 +152,8 @@ class BalancerConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError("--log-format must be json, console or auto")
+        if self.client_keytab and not os.access(self.client_keytab, os.R_OK):
+            raise ConfigError(f"--client-keytab {self.client_keytab}: not readable")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         action="append",
         metavar="SPEC",
-        help="HOST:PORT[,status=PORT][,kind=distlb|distccd][,weight=W][,slots=N] "
+        help="HOST:PORT[,status=PORT][,kind=distlb|distccd][,weight=W][,slots=N][,auth[=NAME]] "
         "(repeatable; distlb's status port defaults to PORT+1)",
     )
     p.add_argument(
@@ -194,6 +247,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-format", choices=["json", "console", "auto"])
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    add_acceptor_flags(p, "use the balancer")
+    p.add_argument(
+        "--backend-auth",
+        action="store_const",
+        const=True,
+        help="authenticate to every backend with GSSAPI (per backend: the spec option auth)",
+    )
+    p.add_argument(
+        "--backend-service",
+        metavar="NAME",
+        help="service of the backends' principals, service@host as DISTCC_PRINCIPAL (host)",
+    )
+    p.add_argument(
+        "--client-keytab",
+        metavar="FILE",
+        help="our own key for authenticating to backends (default: KRB5_CLIENT_KTNAME "
+        "or the credential cache KRB5CCNAME)",
+    )
+    p.add_argument(
+        "--client-principal",
+        metavar="NAME",
+        help="which principal of --client-keytab to use (default: its first)",
+    )
     return p
 
 

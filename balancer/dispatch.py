@@ -155,6 +155,7 @@ class Dispatcher:
                 connect_timeout_s=self.settings.connect_timeout_s,
                 timeout_s=self.settings.job_timeout_s,
                 limits=self.limits,
+                auth=backend.spec.auth,
             )
         except TurnedAway:
             # Someone else filled it: skip it briefly (its next report, or a quarter

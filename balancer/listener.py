@@ -14,6 +14,7 @@ import structlog
 from balancer.dispatch import AllFailed, Dispatcher, NoCapacity
 from balancer.stats import BalancerStats
 from client.access import Network, is_allowed
+from client.gss import Acceptor, AuthError
 from wire import Limits, RemoteProtocolError, encode_reply
 from wire.stream import read_request, wait_peer_gone
 
@@ -28,6 +29,8 @@ class ListenerContext:
     limits: Limits
     io_timeout_s: float
     request_timeout_s: float
+    acceptor: Acceptor | None = None
+    """With --auth: the GSSAPI handshake and principal lists, before the request."""
 
 
 async def handle_connection(
@@ -43,6 +46,18 @@ async def handle_connection(
             ctx.stats.counters.rejected_access += 1
             log.warning("turned_away", reason="address not allowed")
             return
+        if ctx.acceptor is not None:
+            try:
+                principal = await ctx.acceptor.accept(reader, writer)
+            except AuthError as exc:
+                # Refused before anything of the job is read: the real client compiles
+                # locally (or fails, with DISTCC_FALLBACK=0).
+                ctx.stats.counters.rejected_auth += 1
+                log.warning(
+                    "auth_refused", reason=exc.reason, detail=exc.detail, principal=exc.principal
+                )
+                return
+            structlog.contextvars.bind_contextvars(principal=principal)
         await _serve(ctx, reader, writer, started)
     except Exception:
         log.exception("job_crashed")
@@ -50,7 +65,7 @@ async def handle_connection(
         writer.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer.wait_closed(), 1.0)
-        structlog.contextvars.unbind_contextvars("job_id", "client")
+        structlog.contextvars.unbind_contextvars("job_id", "client", "principal")
 
 
 async def _serve(

@@ -147,6 +147,7 @@ class Pool:
                         request,
                         connect_timeout_s=deadline,
                         timeout_s=deadline,
+                        auth=backend.spec.auth,  # probes authenticate like jobs
                     )
             except TimeoutError:
                 self._mark(backend, False, f"probe: no reply within {deadline} s")

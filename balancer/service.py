@@ -40,6 +40,7 @@ class Service:
             limits=limits,
             io_timeout_s=config.io_timeout,
             request_timeout_s=config.request_timeout,
+            acceptor=config.acceptor(),
         )
         self._jobs = ConnectionTasks()
         self._serving = False
@@ -84,6 +85,8 @@ class Service:
             port=server.sockets[0].getsockname()[1],
             admin_port=site._server.sockets[0].getsockname()[1],  # type: ignore[union-attr]
             backends=list(self.pool.backends),
+            auth=self.ctx.acceptor is not None,
+            backend_auth=[s.name for s in cfg.backend_specs() if s.auth is not None],
         )
         await self._stopping.wait()
         self._serving = False

@@ -26,6 +26,8 @@ class Counters:
     failed: int = 0
     """Every attempt failed: the client compiles locally."""
     rejected_access: int = 0
+    rejected_auth: int = 0
+    """Failed the GSSAPI handshake or a principal list (with --auth)."""
     bad_request: int = 0
     client_disconnect: int = 0
     cache_hit: int = 0

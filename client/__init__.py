@@ -1,6 +1,7 @@
 """Client side of distcc: an asyncio client library and the tools around it."""
 
 from client.distcc import (
+    AuthFailed,
     ClientError,
     ConnectFailed,
     TimedOut,
@@ -8,4 +9,4 @@ from client.distcc import (
     compile_remote,
 )
 
-__all__ = ["ClientError", "ConnectFailed", "TimedOut", "TurnedAway", "compile_remote"]
+__all__ = ["AuthFailed", "ClientError", "ConnectFailed", "TimedOut", "TurnedAway", "compile_remote"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+from client.gss import AuthError, Initiator, initiate
 from wire import ConnectionClosed, Limits, RemoteProtocolError, Reply, Request, encode_request
 from wire.stream import read_reply
 
@@ -33,6 +34,14 @@ class BadReply(ClientError):
     """The server's reply broke the protocol or a limit."""
 
 
+class AuthFailed(ClientError):
+    """The GSSAPI handshake failed, or the server refused our principal (``reason`` says)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 async def compile_remote(
     host: str,
     port: int,
@@ -41,12 +50,13 @@ async def compile_remote(
     connect_timeout_s: float = 2.0,
     timeout_s: float = 600.0,
     limits: Limits | None = None,
+    auth: Initiator | None = None,
 ) -> Reply:
     """Send ``request`` to a distcc server and return its reply.
 
-    ``timeout_s`` bounds the whole exchange after connecting. Raises
-    :class:`ConnectFailed`, :class:`TurnedAway`, :class:`TimedOut` or
-    :class:`BadReply`.
+    ``timeout_s`` bounds the whole exchange after connecting. With ``auth``, the
+    GSSAPI handshake (distcc's ``,auth``) comes first. Raises :class:`ConnectFailed`,
+    :class:`AuthFailed`, :class:`TurnedAway`, :class:`TimedOut` or :class:`BadReply`.
     """
     try:
         reader, writer = await asyncio.wait_for(
@@ -56,6 +66,11 @@ async def compile_remote(
         raise ConnectFailed(f"{host}:{port}: {exc or type(exc).__name__}") from exc
     try:
         async with asyncio.timeout(timeout_s):
+            if auth is not None:
+                try:
+                    await initiate(reader, writer, auth)
+                except AuthError as exc:
+                    raise AuthFailed(f"{host}:{port}: authentication: {exc}", exc.reason) from exc
             try:
                 writer.write(encode_request(request))
                 await writer.drain()

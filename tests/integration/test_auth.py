@@ -8,17 +8,24 @@ carol (not listed), and the balancer's own ``balancer/localhost``.
 
 from __future__ import annotations
 
+import random
+import shutil
+import socket
 import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.support.distcc import CLIENT_TIMEOUT_S, distcc_env, run_distcc
 from tests.support.kdc import Kdc
 from tests.support.projects import local_object, sources
-from tests.support.servers import ServerProcess, wait_until
+from tests.support.servers import BalancerProcess, ServerProcess, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -163,3 +170,267 @@ def test_server_refuses_before_any_compile(
     assert counters["rejected_auth"] >= 2
     assert counters["accepted"] == 0 and not server.events("job_done")
     assert 'outcome="rejected_auth"' in server.http("/metrics")
+
+
+# --- the balancer: both legs authenticated; servers that obey only the balancer ---
+
+
+@pytest.fixture
+def guarded_server(kdc: Kdc, lists: dict[str, Path], start_server: Any) -> ServerProcess:
+    """A server that accepts only the balancer's principal."""
+    server: ServerProcess = start_server(
+        "--jobs", "4", "--auth", "--keytab", kdc.keytab,
+        "--allow-principals", str(lists["balancer"]),
+    )  # fmt: skip
+    return server
+
+
+def _start_auth_balancer(
+    start_balancer: Any, kdc: Kdc, lists: dict[str, Path], client_keytab: str, backend: str,
+    *extra: str,
+) -> BalancerProcess:  # fmt: skip
+    balancer: BalancerProcess = start_balancer(
+        "--backend", backend, "--auth", "--keytab", kdc.keytab,
+        "--allow-principals", str(lists["allow"]), "--deny-principals", str(lists["deny"]),
+        "--client-keytab", client_keytab, *extra,
+    )  # fmt: skip
+    return balancer
+
+
+def test_balancer_allowed_principal_builds_and_servers_obey_only_the_balancer(
+    kdc: Kdc,
+    lists: dict[str, Path],
+    balancer_identity: tuple[str, str],
+    guarded_server: ServerProcess,
+    start_balancer: Any,
+    c_project: Path,
+    shared_tmp: Path,
+) -> None:
+    server = guarded_server
+    backend = f"127.0.0.1:{server.port},status={server.stats_port},auth"
+    balancer = _start_auth_balancer(start_balancer, kdc, lists, balancer_identity[1], backend)
+    balancer.wait_healthy(1)  # its probes authenticate as the balancer
+
+    alice = kdc.ticket("alice")
+    result = _make(c_project, f"127.0.0.1:{balancer.port}/4,auth", alice)
+    assert result.returncode == 0, result.stderr
+    _assert_identical(c_project)
+    jobs = len(sources(c_project))
+    wait_until(lambda: balancer.totals()["ok"] == jobs, 10, "every job counted")
+    done = balancer.events("job_done")
+    assert len(done) == jobs
+    assert all(e["principal"] == kdc.principal("alice") and e["job_id"] for e in done)
+    on_server = [e for e in server.events("job_done")]
+    assert on_server and all(e["principal"] == balancer_identity[0] for e in on_server)
+    assert balancer.totals()["rejected_auth"] == 0
+
+    # Going around the balancer: alice straight to the server is refused.
+    workdir = shared_tmp / "around"
+    result = _compile_one(workdir, f"127.0.0.1:{server.port},auth", alice, fallback=False)
+    assert result.returncode != 0 and not (workdir / "one.o").exists()
+    refused = wait_until(lambda: _refusals(server), 10, "the server's refusal")
+    assert refused[-1]["reason"] == "principal_refused"
+    assert refused[-1]["principal"] == kdc.principal("alice")
+    # And a client without ,auth does not get in either.
+    result = _compile_one(workdir, f"127.0.0.1:{server.port}", alice, fallback=False)
+    assert result.returncode != 0
+    wait_until(lambda: _refusals(server)[-1]["reason"] == "no_handshake", 10, "no_handshake")
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_balancer_refuses_before_any_compile(
+    kdc: Kdc,
+    lists: dict[str, Path],
+    balancer_identity: tuple[str, str],
+    start_balancer: Any,
+    shared_tmp: Path,
+    case: str,
+) -> None:
+    # No backend is needed: nothing of the job may get that far.
+    balancer = _start_auth_balancer(
+        start_balancer, kdc, lists, balancer_identity[1], f"127.0.0.1:{free_port()},kind=distccd"
+    )
+    ccache, with_auth = _client_for(case, kdc, shared_tmp)
+    hosts = f"127.0.0.1:{balancer.port}" + (",auth" if with_auth else "")
+    workdir = shared_tmp / f"work-{case}"
+
+    result = _compile_one(workdir, hosts, ccache, fallback=True)
+    assert result.returncode == 0, result.stderr
+    assert (workdir / "one.o").exists()
+    result = _compile_one(workdir, hosts, ccache, fallback=False)
+    assert result.returncode != 0
+    assert not (workdir / "one.o").exists()
+
+    wait_until(lambda: len(_refusals(balancer)) >= 2, 10, "two auth_refused events")
+    reason = CASES[case][1]
+    for event in _refusals(balancer):
+        assert event["reason"] == reason, event
+        assert event["job_id"] and event["level"] == "warning"
+    totals = balancer.totals()
+    assert totals["rejected_auth"] >= 2
+    assert totals["ok"] == totals["bad_request"] == totals["failed"] == 0
+    assert not balancer.events("job_done")
+    assert 'outcome="rejected_auth"' in balancer.http("/metrics")
+
+
+def test_balancer_rereads_the_allow_list_when_it_changes(
+    kdc: Kdc,
+    lists: dict[str, Path],
+    balancer_identity: tuple[str, str],
+    guarded_server: ServerProcess,
+    start_balancer: Any,
+    shared_tmp: Path,
+) -> None:
+    server = guarded_server
+    backend = f"127.0.0.1:{server.port},status={server.stats_port},auth"
+    balancer = _start_auth_balancer(start_balancer, kdc, lists, balancer_identity[1], backend)
+    balancer.wait_healthy(1)
+    carol = kdc.ticket("carol")
+    hosts = f"127.0.0.1:{balancer.port},auth"
+    workdir = shared_tmp / "reread"
+    assert _compile_one(workdir, hosts, carol, fallback=False).returncode != 0
+
+    with lists["allow"].open("a") as allow:
+        allow.write(f"{kdc.principal('carol')}\n")
+    # Checked at most once a second: carol gets in within a bounded time.
+    wait_until(
+        lambda: _compile_one(workdir, hosts, carol, fallback=False).returncode == 0,
+        15, "carol admitted after the allow list changed", interval_s=0.5,
+    )  # fmt: skip
+    assert balancer.events("job_done")[-1]["principal"] == kdc.principal("carol")
+
+
+# --- hostile handshakes: never crash or hang the balancer ---------------------------
+
+
+def _exchange(
+    port: int, payload: bytes, *, half_close: bool = True, timeout_s: float = 10
+) -> tuple[bytes, float]:
+    """Send ``payload`` and read until the balancer closes: (what came back, seconds)."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.settimeout(timeout_s)
+        received = b""
+        try:
+            conn.sendall(payload)
+            if half_close:
+                conn.shutdown(socket.SHUT_WR)
+            while chunk := conn.recv(65536):
+                received += chunk
+        except ConnectionError:
+            pass
+    return received, time.monotonic() - started
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.fixture(scope="module")
+def fuzz_target(kdc: Kdc, balancer_identity: tuple[str, str]) -> Iterator[BalancerProcess]:
+    """One balancer with --auth (1 s handshake timeout) in front of a server that obeys
+    only it; the fuzzing tests hit the balancer, the last one builds through it."""
+    work = Path(tempfile.mkdtemp(prefix="distlb-fuzz-"))
+    work.chmod(0o755)
+    (work / "tmp").mkdir(mode=0o1777)
+    (work / "tmp").chmod(0o1777)
+    (work / "allow").write_text(f"{kdc.principal('alice')}\n")
+    (work / "balancer-only").write_text(f"{balancer_identity[0]}\n")
+    server = ServerProcess.start(
+        ["--jobs", "2", "--auth", "--keytab", kdc.keytab,
+         "--allow-principals", str(work / "balancer-only")], tmp_dir=work / "tmp",
+    )  # fmt: skip
+    balancer = None
+    try:
+        balancer = BalancerProcess.start_balancer([
+            "--backend", f"127.0.0.1:{server.port},status={server.stats_port},auth",
+            "--auth", "--keytab", kdc.keytab, "--allow-principals", str(work / "allow"),
+            "--auth-timeout", "1", "--client-keytab", balancer_identity[1],
+        ], None)  # fmt: skip
+        yield balancer
+    finally:
+        if balancer is not None:
+            balancer.stop()
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_huge_token_claim_is_refused_before_reading(fuzz_target: BalancerProcess) -> None:
+    # Keep our side open: the balancer must close without waiting for 4 GiB.
+    received, seconds = _exchange(fuzz_target.port, b"*TLENffffffff", half_close=False)
+    assert received == b"*" and seconds < 1.0
+    event = wait_until(lambda: _refusals(fuzz_target), 10, "the refusal logged")[-1]
+    assert event["reason"] == "bad_handshake" and "TLEN claims 4294967295" in event["detail"]
+
+
+def test_silent_client_is_dropped_after_the_handshake_timeout(
+    fuzz_target: BalancerProcess,
+) -> None:
+    received, seconds = _exchange(fuzz_target.port, b"", half_close=False)
+    assert received == b"" and 0.9 <= seconds < 5.0  # --auth-timeout 1
+    # The same after the handshake byte: silence where a token should be.
+    received, seconds = _exchange(fuzz_target.port, b"*", half_close=False)
+    assert received == b"*" and 0.9 <= seconds < 5.0
+    reasons = [e["reason"] for e in _refusals(fuzz_target)]
+    assert reasons.count("timeout") >= 2
+
+
+_garbage = st.one_of(
+    st.binary(max_size=300),
+    st.builds(
+        lambda n, body: b"TLEN%08x" % n + body, st.integers(0, 0xFFFFFFFF), st.binary(max_size=300)
+    ),
+    st.builds(
+        lambda body, cut: (b"TLEN%08x" % len(body) + body)[:cut],
+        st.binary(min_size=1, max_size=2000),
+        st.integers(0, 2012),
+    ),
+)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(garbage=_garbage)
+def test_fuzzed_handshakes_are_closed_promptly(
+    fuzz_target: BalancerProcess, garbage: bytes
+) -> None:
+    received, seconds = _exchange(fuzz_target.port, b"*" + garbage)
+    # We closed our side: whatever the bytes, the balancer answers at most its
+    # handshake byte and a GSS error never becomes a verdict or a reply.
+    assert received in (b"*", b"*n", b""), received[:40]
+    assert seconds < 3.0
+
+
+def test_balancer_serves_a_good_job_after_fuzzing(
+    fuzz_target: BalancerProcess, kdc: Kdc, shared_tmp: Path
+) -> None:
+    balancer = fuzz_target
+    rss_before = _rss_kib(balancer.proc.pid)
+    # Full-size random tokens, one after another: each is bounded, and so is the memory.
+    rng = random.Random(7)
+    for _ in range(40):
+        body = rng.randbytes(64 * 1024)
+        received, seconds = _exchange(balancer.port, b"*TLEN00010000" + body)
+        assert received == b"*" and seconds < 3.0
+    assert balancer.proc.poll() is None, "the balancer died"
+    assert not balancer.events("job_crashed")
+    assert _rss_kib(balancer.proc.pid) - rss_before < 50 * 1024
+    assert balancer.totals()["rejected_auth"] >= 40
+
+    # Still serving: alice's real client builds through it, to the guarded server.
+    balancer.wait_healthy(1)
+    workdir = shared_tmp / "after-fuzz"
+    result = _compile_one(workdir, f"127.0.0.1:{balancer.port},auth", kdc.ticket("alice"),
+                          fallback=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    expected = local_object(workdir, workdir / "one.c", "gcc", cflags="")
+    assert (workdir / "one.o").read_bytes() == expected
+    assert balancer.events("job_done")[-1]["principal"] == kdc.principal("alice")
