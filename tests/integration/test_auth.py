@@ -434,3 +434,28 @@ def test_balancer_serves_a_good_job_after_fuzzing(
     expected = local_object(workdir, workdir / "one.c", "gcc", cflags="")
     assert (workdir / "one.o").read_bytes() == expected
     assert balancer.events("job_done")[-1]["principal"] == kdc.principal("alice")
+
+
+def test_refused_client_with_a_one_second_backoff_compiles_locally_after_one_try(
+    kdc: Kdc,
+    lists: dict[str, Path],
+    balancer_identity: tuple[str, str],
+    start_balancer: Any,
+    shared_tmp: Path,
+) -> None:
+    # docs/auth.md: with ,auth use DISTCC_BACKOFF_PERIOD=1, not 0. Debian's distcc 3.4
+    # goes back to picking a host after any failure and, with the backoff off, picks the
+    # same one again: a refused principal would retry until killed.
+    balancer = _start_auth_balancer(
+        start_balancer, kdc, lists, balancer_identity[1], f"127.0.0.1:{free_port()},kind=distccd"
+    )
+    workdir = shared_tmp / "backoff"
+    workdir.mkdir()
+    (workdir / "one.c").write_text(ONE_FILE)
+    env = {**_auth_env(kdc.ticket("carol")), "DISTCC_BACKOFF_PERIOD": "1"}
+    result = run_distcc(["gcc", "-c", "one.c", "-o", "one.o"],
+                        hosts=f"127.0.0.1:{balancer.port},auth", cwd=workdir, fallback=True,
+                        extra_env=env, timeout_s=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (workdir / "one.o").exists()
+    assert len(_refusals(balancer)) == 1
