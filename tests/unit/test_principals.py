@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,17 @@ def test_balancer_settings_reach_every_authenticated_backend(tmp_path: Path) -> 
     assert first.auth.client_keytab == str(keytab)
     config.backend_auth = True
     assert all(spec.auth is not None for spec in config.backend_specs())
+
+
+def test_committers_script_builds_a_list_the_servers_read(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[2] / "configs/auth/principals-from-committers.sh"
+    names = "alice\nBob\n# a comment\nevil@OTHER.REALM\nx y\n\n"
+    result = subprocess.run(
+        ["sh", str(script), "-r", "EXAMPLE.COM", "-b", "distlb-balancer/vip@EXAMPLE.COM"],
+        input=names, capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    assert parse_principals(result.stdout) == {
+        "alice@EXAMPLE.COM",
+        "bob@EXAMPLE.COM",
+        "distlb-balancer/vip@EXAMPLE.COM",
+    }
