@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.distcc import CLIENT_TIMEOUT_S, distcc_env, run_distcc
-from tests.support.kdc import Kdc
+from tests.support.kdc import AuthDistccd, Kdc
 from tests.support.projects import local_object, sources
 from tests.support.servers import BalancerProcess, ServerProcess, free_port, wait_until
 
@@ -459,3 +459,25 @@ def test_refused_client_with_a_one_second_backoff_compiles_locally_after_one_try
     assert result.returncode == 0, result.stderr
     assert (workdir / "one.o").exists()
     assert len(_refusals(balancer)) == 1
+
+
+def test_balancer_authenticates_to_a_real_distccd_with_auth(
+    kdc: Kdc,
+    lists: dict[str, Path],
+    balancer_identity: tuple[str, str],
+    start_balancer: Any,
+    c_project: Path,
+) -> None:
+    daemon = AuthDistccd(kdc, whitelist=[balancer_identity[0]])
+    try:
+        backend = f"127.0.0.1:{daemon.port},kind=distccd,slots=2,auth"
+        balancer = _start_auth_balancer(start_balancer, kdc, lists, balancer_identity[1], backend)
+        balancer.wait_healthy(1)  # distccd accepted the balancer's probes
+        result = _make(c_project, f"127.0.0.1:{balancer.port}/4,auth", kdc.ticket("alice"))
+        assert result.returncode == 0, result.stderr
+        _assert_identical(c_project)
+        jobs = len(sources(c_project))
+        wait_until(lambda: balancer.totals()["ok"] == jobs, 10, "every job counted")
+        assert balancer.backend(f"127.0.0.1:{daemon.port}")["ok"] == jobs
+    finally:
+        daemon.stop()
