@@ -481,3 +481,27 @@ def test_balancer_authenticates_to_a_real_distccd_with_auth(
         assert balancer.backend(f"127.0.0.1:{daemon.port}")["ok"] == jobs
     finally:
         daemon.stop()
+
+
+def test_handshakes_beyond_the_limit_are_closed_at_once(
+    kdc: Kdc, lists: dict[str, Path], balancer_identity: tuple[str, str], start_balancer: Any
+) -> None:
+    balancer = _start_auth_balancer(
+        start_balancer, kdc, lists, balancer_identity[1], f"127.0.0.1:{free_port()},kind=distccd",
+        "--max-handshakes", "2", "--auth-timeout", "5",
+    )  # fmt: skip
+    holders = []
+    try:
+        for _ in range(2):  # two handshakes held open: each got its '*' back
+            conn = socket.create_connection(("127.0.0.1", balancer.port))
+            conn.settimeout(10)
+            conn.sendall(b"*")
+            assert conn.recv(1) == b"*"
+            holders.append(conn)
+        received, seconds = _exchange(balancer.port, b"*", half_close=False)
+        assert received == b"" and seconds < 2.0
+        event = wait_until(lambda: _refusals(balancer), 10, "the refusal")[-1]
+        assert event["reason"] == "too_many_handshakes"
+    finally:
+        for conn in holders:
+            conn.close()
