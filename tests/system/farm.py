@@ -165,20 +165,26 @@ class NetFarm:
         return [h for h in ("lba", "lbb") if self.topo.has_address(h, VIP)]
 
     # -- the client ---------------------------------------------------------------
-    def client_env(self, *, io_timeout_s: int = 20) -> dict[str, str]:
+    def client_env(self, *, backoff_s: int = 0, io_timeout_s: int = 20) -> dict[str, str]:
+        """The real client's environment: the VIP only, fallback on, a short IO timeout."""
         env = distcc_env(
             f"{VIP}:{DISTCC_PORT}/16,lzo",
             fallback=True,
-            extra={"DISTCC_BACKOFF_PERIOD": "0", "DISTCC_IO_TIMEOUT": str(io_timeout_s)},
+            extra={
+                "DISTCC_BACKOFF_PERIOD": str(backoff_s),
+                "DISTCC_IO_TIMEOUT": str(io_timeout_s),
+            },
         )
         Path(env["DISTCC_DIR"]).chmod(0o755)
         return env
 
-    def start_build(self, project: Path, *, jobs: int = 16) -> subprocess.Popen[str]:
+    def start_build(
+        self, project: Path, *, jobs: int = 16, backoff_s: int = 0
+    ) -> subprocess.Popen[str]:
         return subprocess.Popen(
             ["ip", "netns", "exec", self.topo.ns("cl"), "timeout", str(CLIENT_TIMEOUT_S),
              "make", f"-j{jobs}", "CC=distcc gcc"],
-            cwd=project, env=self.client_env(), stdout=subprocess.PIPE,
+            cwd=project, env=self.client_env(backoff_s=backoff_s), stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, start_new_session=True,
         )  # fmt: skip
 

@@ -7,8 +7,9 @@ What the real client does with the jobs lbA held when it died: Debian's distcc 3
 (``dcc_build_somewhere``) treats a cut-off reply as a bad host and chooses a host
 again; with ``DISTCC_BACKOFF_PERIOD=0`` that is the VIP once more, so the job is
 retried remotely (through lbB once the VIP has moved) rather than compiled locally.
-Its "failed to distribute ... running locally instead" warning comes only when it
-gives up on every host. The test counts both and prints them.
+With a backoff period (here 2 s) the VIP is avoided after the failure, no host is
+left, and the job is compiled locally ("failed to distribute ... running locally
+instead"), as are the jobs started in the next 2 s. Each test runs both ways.
 """
 
 from __future__ import annotations
@@ -43,24 +44,40 @@ def _assert_identical(project: Path) -> None:
         assert remote == local_object(project, source, "gcc"), f"{source.name} differs"
 
 
-def _in_flight(farm: NetFarm, host: str) -> int:
+FINISHED = ("ok", "compile_error", "turned_away", "failed", "rejected_access", "rejected_auth",
+            "bad_request", "client_disconnect")  # fmt: skip
+
+
+def _client_jobs(farm: NetFarm, host: str) -> tuple[int, int]:
+    """(finished ok, open now) of the client jobs a balancer accepted.
+
+    Open = accepted minus every outcome; the per-backend ``in_flight`` also counts
+    the balancer's own health probes, so it is no sign of a client's job.
+    """
     status = farm.status(host)
-    return int(status["totals"]["in_flight"]) if status else 0
+    if not status:
+        return 0, 0
+    totals = status["totals"]
+    return totals["ok"], totals["connections"] - sum(totals.get(k, 0) for k in FINISHED)
 
 
 def _build_through_failover(
-    farm: NetFarm, project: Path, fault: Callable[[], None], what: str
+    farm: NetFarm, project: Path, fault: Callable[[], None], what: str, backoff_s: int
 ) -> None:
     for host in SERVERS:
         farm.start_server(host)
     farm.wait_servers()
     start_pair(farm, [farm.backend_spec(host) for host in SERVERS])
 
-    build = farm.start_build(project)
+    build = farm.start_build(project, backoff_s=backoff_s)
+
     # Strike while lbA is running jobs, so that some are cut off.
-    wait_until(lambda: _in_flight(farm, "lba") >= 2 or build.poll() is not None, 60,
-               "jobs in flight on lbA", interval_s=0.05)  # fmt: skip
-    in_flight = _in_flight(farm, "lba")
+    def flowing() -> bool:
+        ok, open_jobs = _client_jobs(farm, "lba")
+        return (ok >= 2 and open_jobs >= 2) or build.poll() is not None
+
+    wait_until(flowing, 60, "client jobs flowing through lbA", interval_s=0.05)
+    in_flight = _client_jobs(farm, "lba")[1]
     struck = time.monotonic()
     fault()
     farm.topo.wait_address("lbb", VIP, VIP_MOVE_LIMIT_S)
@@ -72,7 +89,8 @@ def _build_through_failover(
     lbb = farm.status("lbb")
     assert lbb is not None
     print(
-        f"\n{what}: VIP moved to lbB in {moved_s:.2f} s; lbA had {in_flight} jobs in flight; "
+        f"\n{what}, DISTCC_BACKOFF_PERIOD={backoff_s}: VIP moved to lbB in {moved_s:.2f} s; "
+        f"lbA had {in_flight} client jobs open; "
         f"{len(cut_off)} client jobs saw their reply cut off and {len(refused)} a failed "
         f"connect, all retried; {fallbacks} compiled locally; lbB served "
         f"{lbb['totals']['ok']} ok, {lbb['totals']['failed']} failed; build finished "
@@ -81,9 +99,14 @@ def _build_through_failover(
     assert rc == 0, err[-3000:]
     assert in_flight > 0, "the fault came after the build: nothing was in flight on lbA"
     assert cut_off | refused, "no client job noticed lbA's loss although it was mid-build"
+    if backoff_s:
+        assert fallbacks >= 1, "with a backoff the jobs cut off on lbA must be compiled locally"
     assert lbb["totals"]["ok"] > 0, "lbB served nothing after taking the VIP"
     assert lbb["totals"]["failed"] == 0
     _assert_identical(project)
+
+
+BACKOFFS = pytest.mark.parametrize("backoff_s", [0, 2], ids=["backoff0", "backoff2"])
 
 
 @pytest.fixture
@@ -91,18 +114,20 @@ def project(netfarm: NetFarm) -> Path:
     return write_c_project(netfarm.run_dir / "proj", modules=MODULES)
 
 
+@BACKOFFS
 def test_killing_the_master_balancer_moves_the_vip_and_the_build_completes(
-    netfarm: NetFarm, project: Path
+    netfarm: NetFarm, project: Path, backoff_s: int
 ) -> None:
     _build_through_failover(
         netfarm, project, lambda: netfarm.balancers["lba"].signal(signal.SIGKILL),
-        "balancer on lbA SIGKILLed",
+        "balancer on lbA SIGKILLed", backoff_s,
     )  # fmt: skip
 
 
+@BACKOFFS
 def test_cutting_the_master_link_moves_the_vip_and_the_build_completes(
-    netfarm: NetFarm, project: Path
+    netfarm: NetFarm, project: Path, backoff_s: int
 ) -> None:
     _build_through_failover(
-        netfarm, project, lambda: netfarm.topo.cut_link("lba"), "lbA's link cut"
+        netfarm, project, lambda: netfarm.topo.cut_link("lba"), "lbA's link cut", backoff_s
     )
