@@ -362,7 +362,8 @@ def fuzz_target(kdc: Kdc, balancer_identity: tuple[str, str]) -> Iterator[Balanc
 def test_huge_token_claim_is_refused_before_reading(fuzz_target: BalancerProcess) -> None:
     # Keep our side open: the balancer must close without waiting for 4 GiB.
     received, seconds = _exchange(fuzz_target.port, b"*TLENffffffff", half_close=False)
-    assert received == b"*" and seconds < 1.0
+    # Refused from the header (the event says so), not by the 1 s handshake timeout.
+    assert received == b"*" and seconds < 3.0
     event = wait_until(lambda: _refusals(fuzz_target), 10, "the refusal logged")[-1]
     assert event["reason"] == "bad_handshake" and "TLEN claims 4294967295" in event["detail"]
 
