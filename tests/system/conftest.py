@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.netns import Topology, namespaces_unavailable, sweep_leftovers
+from tests.support.netns import Topology, namespaces_unavailable, pid_alive, sweep_leftovers
 from tests.system.farm import HOSTS, NetFarm
 
 
@@ -27,12 +28,24 @@ def netns_ready() -> None:
             pytrace=False,
         )
     sweep_leftovers()
+    _sweep_run_dirs()
+
+
+RUN_DIR_PREFIX = "distlb-system-"
+
+
+def _sweep_run_dirs() -> None:
+    """Remove the run dirs of earlier runs that were killed before their cleanup."""
+    for path in Path(tempfile.gettempdir()).glob(f"{RUN_DIR_PREFIX}*-*"):
+        owner = path.name[len(RUN_DIR_PREFIX) :].split("-")[0]
+        if owner.isdigit() and not pid_alive(int(owner)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
 def netfarm(netns_ready: None) -> Iterator[NetFarm]:
     """Namespaces cl, lba, lbb, s1-s3 on one bridge; nothing started in them yet."""
-    run_dir = Path(tempfile.mkdtemp(prefix="distlb-system-"))
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-"))
     run_dir.chmod(0o755)
     topo = Topology(run_dir=run_dir, hosts=dict(HOSTS))
     try:
