@@ -113,7 +113,10 @@ def default_compiler_names() -> list[str]:
 def resolve_compilers(names: list[str], explicit: bool) -> dict[str, str]:
     """Map each allowlisted name to the binary that runs for it.
 
-    Names given explicitly must exist; defaults that are not installed are skipped.
+    Names given explicitly must exist; defaults that are not installed are skipped. An
+    explicit name also admits its target-prefixed aliases (``x86_64-linux-gnu-gcc`` for
+    ``gcc``) that are the very same binary: Debian's client rewrites ``gcc`` to that
+    name before sending, so ``--compiler gcc`` alone would refuse every gcc job.
     """
     path = search_path()
     resolved: dict[str, str] = {}
@@ -124,9 +127,30 @@ def resolve_compilers(names: list[str], explicit: bool) -> dict[str, str]:
                 raise ConfigError(f"--compiler {name!r} is not on PATH")
             continue
         resolved[name] = os.path.abspath(found)
+        if explicit:
+            for alias, binary in same_binary_aliases(name, found, path).items():
+                resolved.setdefault(alias, binary)
     if not resolved:
         raise ConfigError("no allowed compiler is installed")
     return resolved
+
+
+def same_binary_aliases(name: str, found: str, path: str) -> dict[str, str]:
+    """``TARGET-name`` on ``path`` that resolve to the same file as ``found``."""
+    target = os.path.realpath(found)
+    aliases: dict[str, str] = {}
+    for directory in path.split(os.pathsep):
+        with contextlib.suppress(OSError):
+            for entry in os.listdir(directory or "."):
+                alias = os.path.join(directory, entry)
+                if (
+                    entry.endswith(f"-{name}")
+                    and entry.count("-") >= 2  # a GNU target triplet, not e.g. "c99-gcc"
+                    and entry not in aliases
+                    and os.path.realpath(alias) == target
+                ):
+                    aliases[entry] = os.path.abspath(alias)
+    return aliases
 
 
 def build_parser() -> argparse.ArgumentParser:

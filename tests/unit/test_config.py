@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.config import ConfigError, ServerConfig, load
+from server.config import ConfigError, ServerConfig, load, same_binary_aliases
 
 
 def toml_file(tmp_path: Path, text: str) -> str:
@@ -162,3 +162,19 @@ def test_toml_value_of_the_wrong_type_is_a_config_error(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="jobs"):
         load(["--config", path])
+
+
+def test_an_explicit_compiler_admits_its_target_prefixed_alias_of_the_same_binary(
+    tmp_path: Path,
+) -> None:
+    # Debian's client sends "x86_64-linux-gnu-gcc" for "gcc": the same binary, admitted.
+    tool = tmp_path / "tool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    (tmp_path / "x86_64-linux-gnu-tool").symlink_to("tool")
+    other = tmp_path / "aarch64-linux-gnu-tool"  # another binary with the pattern: not
+    other.write_text("#!/bin/sh\n")
+    other.chmod(0o755)
+    (tmp_path / "c99-tool").symlink_to("tool")  # a wrapper name, not a target triplet
+    aliases = same_binary_aliases("tool", str(tool), str(tmp_path))
+    assert aliases == {"x86_64-linux-gnu-tool": str(tmp_path / "x86_64-linux-gnu-tool")}
