@@ -134,8 +134,18 @@ class Pool:
     async def _probe_loop(self, backend: Backend) -> None:
         request = probe_request(self.settings.probe_compiler)
         deadline = self.settings.probe_timeout_s
+        ok_seen = backend.ok
         while True:
             started = time.monotonic()
+            if backend.healthy and backend.ok > ok_seen:
+                # Jobs finished well since the last check: they are the probe. A compile
+                # probe costs the backend a real compile (per balancer, every interval);
+                # a backend that hangs or fails stops finishing jobs, and probing resumes.
+                ok_seen = backend.ok
+                self._mark(backend, True)
+                await asyncio.sleep(self.settings.probe_interval_s)
+                continue
+            ok_seen = backend.ok
             # A probe takes a slot on the backend like any job: count it, or jobs
             # sent meanwhile find the backend fuller than we think and are turned away.
             backend.in_flight += 1

@@ -1,0 +1,66 @@
+"""Jobs that finish well count as health checks: a busy backend is not also probed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+
+import pytest
+
+from client import compile_remote
+from client.prober import probe_request
+from tests.support.servers import BalancerProcess, ServerProcess, wait_until
+from wire import Request
+
+pytestmark = pytest.mark.integration
+
+PROBE_INTERVAL_S = 0.1
+JOBS = 160
+CONCURRENCY = 4
+
+
+def _probes(server: ServerProcess) -> list[float]:
+    """When each compile probe ended on the server (from its job_done events)."""
+    return [
+        datetime.fromisoformat(e["timestamp"]).timestamp()
+        for e in server.events("job_done")
+        if e.get("input") == "distlb-probe.c"
+    ]
+
+
+async def _stream(port: int) -> None:
+    request = probe_request("gcc")  # a trivial compile, as a job
+    job = Request(request.protocol, ("gcc", "-c", "job.c", "-o", "job.o"), request.source)
+    queue = list(range(JOBS))
+
+    async def worker() -> None:
+        while queue:
+            queue.pop()
+            reply = await compile_remote("127.0.0.1", port, job, timeout_s=30)
+            assert reply.status == 0
+
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+
+
+def test_backend_finishing_jobs_is_not_probed_meanwhile(
+    start_server: type[ServerProcess], start_balancer: type[BalancerProcess]
+) -> None:
+    server = start_server("--jobs", "8")
+    balancer = start_balancer(
+        "--backend", f"127.0.0.1:{server.port},status={server.stats_port}",
+        "--probe-interval", str(PROBE_INTERVAL_S),
+    )  # fmt: skip
+    balancer.wait_healthy(1)
+    began = time.time()
+    asyncio.run(_stream(balancer.port))
+    ended = time.time()
+    intervals = (ended - began) / PROBE_INTERVAL_S
+    during = [t for t in _probes(server) if began <= t <= ended]
+    # Probing every interval would put about one probe in each; with jobs finishing
+    # in (nearly) every interval, almost none are needed.
+    assert intervals >= 10, f"the stream was too short to tell ({intervals:.1f} intervals)"
+    assert len(during) <= 0.25 * intervals, (len(during), intervals)
+    # And probing resumes once the jobs stop: the backend is checked again.
+    before = len(_probes(server))
+    wait_until(lambda: len(_probes(server)) >= before + 2, 10, "probes after the jobs")
