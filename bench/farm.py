@@ -335,6 +335,7 @@ class ClientRun:
     said: Counter[str] = field(default_factory=Counter)  # distcc's stderr lines
     real_checked: int = 0
     real_identical: int = 0
+    real_local: int = 0  # distcc said it compiled the file locally
 
 
 async def run_job(
@@ -411,9 +412,10 @@ async def real_compiles(project: Path, env: dict[str, str], run: ClientRun) -> N
             "nice", "-n", str(CLIENT_NICE), "timeout", str(CLIENT_TIMEOUT_S),
             "distcc", "gcc", *CFLAGS.split(), "-c", source.name, "-o", f"{source.stem}.o",
             cwd=project, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True,
+            stderr=subprocess.PIPE, start_new_session=True,
         )  # fmt: skip
-        await proc.wait()
+        _, stderr = await proc.communicate()
+        run.real_local += any(m in stderr.decode(errors="replace") for m in LOCAL_MARKERS)
         run.real_checked += 1
         run.real_identical += proc.returncode == 0 and identical_to_local(project, source)
 
@@ -550,6 +552,7 @@ class Outcome(TypedDict):
     load_average_1m: float  # this machine's, as the builds ended: 2 cores
     real_checked: int  # real gcc compiles through the strategy (sanity check)
     real_identical: int  # of those, objects identical to a local compile
+    real_local: int  # of those, compiled locally after all (distcc said so)
     server_jobs: dict[str, int]
     errors: dict[str, int]
     distcc_said: dict[str, int]
@@ -649,6 +652,7 @@ def run_strategy(
         load_average_1m=round(load_average, 2),
         real_checked=sum(run.real_checked for run in runs),
         real_identical=sum(run.real_identical for run in runs),
+        real_local=sum(run.real_local for run in runs),
         server_jobs=server_jobs,
         errors=dict(errors.most_common(10)),
         distcc_said=dict(said.most_common(10)),
@@ -677,6 +681,7 @@ def run(
                     f"local={outcome['local']} failed={outcome['failed']} "
                     f"rejected={outcome['servers_rejected_busy']} "
                     f"real={outcome['real_identical']}/{outcome['real_checked']} "
+                    f"real_local={outcome['real_local']} "
                     f"{outcome['errors'] or ''}",
                     file=sys.stderr,
                 )
@@ -799,10 +804,11 @@ def table(scenario: Scenario, farm: Farm, all_outcomes: list[Outcome], rounds: i
     )
     checked = sum(o["real_checked"] for o in all_outcomes)
     identical = sum(o["real_identical"] for o in all_outcomes)
+    local = sum(o["real_local"] for o in all_outcomes)
     lines.append(
         f"- sanity check: {identical} of {checked} real gcc compiles through the strategies "
         f"({REAL_COMPILES} per client and run, after its build) gave objects identical to "
-        f"a local compile"
+        f"a local compile; {local} of them were compiled locally after all"
     )
     capacity = sum(scenario.slots * s for s in farm.speeds)
     work = sum(sum(w) for w in farm.job_work_s)
