@@ -45,7 +45,7 @@ def _free_port_base(count: int = 10) -> int:
     for _ in range(50):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
+            base = int(probe.getsockname()[1])
         if base + count >= 65536:
             continue
         try:
