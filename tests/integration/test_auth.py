@@ -517,3 +517,33 @@ def test_handshakes_beyond_the_limit_are_closed_at_once(
     finally:
         for conn in holders:
             conn.close()
+
+
+def test_server_survives_crafted_handshakes_and_still_serves(
+    kdc: Kdc, lists: dict[str, Path], start_server: Any, shared_tmp: Path
+) -> None:
+    server = start_server("--auth", "--keytab", kdc.keytab, "--auth-timeout", "1",
+                          "--allow-principals", str(lists["allow"]))  # fmt: skip
+    crafted = [
+        b"*TLENffffffff",  # a 4 GiB claim
+        b"*TLEN00000000",  # an empty token
+        b"*TLEN0000zzzz",  # not hex
+        b"*TLEN00000100" + b"x" * 10,  # cut off
+        b"*TLEN00010000" + random.Random(3).randbytes(64 * 1024),  # full-size garbage
+        b"**",  # a second handshake byte where a token starts
+        b"*",  # then nothing
+    ]
+    for payload in crafted:
+        received, seconds = _exchange(server.port, payload)
+        assert received in (b"*", b""), received[:40]
+        assert seconds < 3.0
+    wait_until(lambda: server.counters()["rejected_auth"] == len(crafted), 10, "all counted")
+    counters = server.counters()
+    assert server.proc.poll() is None and counters["other"] == 0 and counters["accepted"] == 0
+    assert server.status()["busy"] == 0
+
+    workdir = shared_tmp / "after-crafted"
+    result = _compile_one(workdir, f"127.0.0.1:{server.port},auth", kdc.ticket("alice"),
+                          fallback=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert _logged(server, "job_done", 1)[-1]["principal"] == kdc.principal("alice")
