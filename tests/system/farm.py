@@ -10,12 +10,14 @@ import os
 import re
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tests.support.distcc import CLIENT_TIMEOUT_S, distcc_env
 from tests.support.netns import NETWORK, PREFIX_LEN, NsProcess, Topology
+from tests.support.projects import local_object, sources
 from tests.support.servers import role_command, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +46,26 @@ def render_keepalived(*, node: str, priority: int, interface: str, vip: str) -> 
         text = text.replace("{{" + name + "}}", value)
     assert "{{" not in text, "a placeholder of the template was not rendered"
     return text
+
+
+_REFERENCE_OBJECTS: dict[tuple[str, bytes], bytes] = {}
+
+
+def assert_objects_identical(project: Path) -> None:
+    """Every object of ``project`` equals a local compile of its source, byte for byte.
+
+    The projects of these tests are identical from test to test, so each reference
+    object is compiled once per run (keyed by file name and content), two at a time.
+    """
+    todo = [s for s in sources(project) if (s.name, s.read_bytes()) not in _REFERENCE_OBJECTS]
+    with ThreadPoolExecutor(2) as pool:
+        for source, obj in zip(todo, pool.map(lambda s: local_object(project, s, "gcc"), todo),
+                               strict=True):  # fmt: skip
+            _REFERENCE_OBJECTS[(source.name, source.read_bytes())] = obj
+    for source in sources(project):
+        remote = (project / (source.stem + ".o")).read_bytes()
+        expected = _REFERENCE_OBJECTS[(source.name, source.read_bytes())]
+        assert remote == expected, f"{source.name}: the object differs from a local compile"
 
 
 def count_local_fallbacks(stderr: str) -> int:
@@ -79,6 +101,7 @@ class NetFarm:
             "--listen", "0.0.0.0", "--port", str(DISTCC_PORT), "--stats-port", str(STATS_PORT),
             "--allow", f"{NETWORK}.0/{PREFIX_LEN}", "--allow", "127.0.0.0/8",
             "--jobs", str(jobs), "--tmp-dir", str(tmp), "--log-format", "json",
+            "--shutdown-grace", "1",
         ]  # fmt: skip
         proc = self.topo.start(host, f"server-{host}", cmd)
         self.servers[host] = proc
@@ -119,7 +142,7 @@ class NetFarm:
             "--log-format", "json",
             # Patient on a loaded 2-core machine, quick to notice a dead backend.
             "--queue-timeout", "5", "--probe-interval", "0.5", "--probe-timeout", "3",
-            "--connect-timeout", "1", "--fall", "2", "--rise", "2",
+            "--connect-timeout", "1", "--fall", "2", "--rise", "2", "--shutdown-grace", "1",
             *extra,
         ]  # fmt: skip
         for spec in backends:
@@ -165,7 +188,7 @@ class NetFarm:
         return [h for h in ("lba", "lbb") if self.topo.has_address(h, VIP)]
 
     # -- the client ---------------------------------------------------------------
-    def client_env(self, *, backoff_s: int = 0, io_timeout_s: int = 20) -> dict[str, str]:
+    def client_env(self, *, backoff_s: int = 0, io_timeout_s: int = 10) -> dict[str, str]:
         """The real client's environment: the VIP only, fallback on, a short IO timeout."""
         env = distcc_env(
             f"{VIP}:{DISTCC_PORT}/16,lzo",

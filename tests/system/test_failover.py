@@ -21,12 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.projects import local_object, sources, write_c_project
+from tests.support.projects import write_c_project
 from tests.support.servers import wait_until
 from tests.system.farm import (
     SERVERS,
     VIP,
     NetFarm,
+    assert_objects_identical,
     clients_with_errors,
     count_local_fallbacks,
     start_pair,
@@ -36,12 +37,6 @@ pytestmark = pytest.mark.system
 
 MODULES = 63  # + main.c = 64 jobs
 VIP_MOVE_LIMIT_S = 15  # a failure detector, not the goal (about 1 s and 3-4 s here)
-
-
-def _assert_identical(project: Path) -> None:
-    for source in sources(project):
-        remote = (project / (source.stem + ".o")).read_bytes()
-        assert remote == local_object(project, source, "gcc"), f"{source.name} differs"
 
 
 FINISHED = ("ok", "compile_error", "turned_away", "failed", "rejected_access", "rejected_auth",
@@ -103,7 +98,7 @@ def _build_through_failover(
         assert fallbacks >= 1, "with a backoff the jobs cut off on lbA must be compiled locally"
     assert lbb["totals"]["ok"] > 0, "lbB served nothing after taking the VIP"
     assert lbb["totals"]["failed"] == 0
-    _assert_identical(project)
+    assert_objects_identical(project)
 
 
 BACKOFFS = pytest.mark.parametrize("backoff_s", [0, 2], ids=["backoff0", "backoff2"])

@@ -10,14 +10,19 @@ out of rotation and give s1 less work than s3.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.projects import local_object, sources, write_c_project
+from tests.support.projects import write_c_project
 from tests.support.servers import wait_until
-from tests.system.farm import SERVERS, NetFarm, count_local_fallbacks, start_pair
+from tests.system.farm import (
+    SERVERS,
+    NetFarm,
+    assert_objects_identical,
+    count_local_fallbacks,
+    start_pair,
+)
 
 pytestmark = pytest.mark.system
 
@@ -68,7 +73,7 @@ def test_slow_lossy_and_black_holed_servers_build_correctly_and_are_ranked(
     build = farm.start_build(project)
     rc, _, err, build_s = farm.finish_build(build)
     assert rc == 0, err[-3000:]
-    _assert_identical(project)
+    assert_objects_identical(project)
 
     def backend(balancer: str, host: str) -> dict[str, Any]:
         status = farm.status(balancer)
@@ -95,9 +100,3 @@ def test_slow_lossy_and_black_holed_servers_build_correctly_and_are_ranked(
     print(f"  lbA totals: {(farm.status('lba') or {}).get('totals')}")
     assert seen["s2"]["state"] == "down"
     assert ok["s1"] < ok["s3"], "the slow server got as much work as the healthy one"
-
-
-def _assert_identical(project: Path) -> None:
-    for source in sources(project):
-        remote = (project / (source.stem + ".o")).read_bytes()
-        assert remote == local_object(project, source, "gcc"), f"{source.name} differs"
