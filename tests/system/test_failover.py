@@ -1,5 +1,7 @@
 """Issue 6: a balancer pair behind keepalived loses its master in the middle of a build.
 
+The master's balancer is killed (SIGKILL), hung (SIGSTOP) or its link is cut.
+
 The client (Debian's distcc, in its own namespace) knows only the VIP. The build must
 finish with every object byte-identical to a local compile and no job may fail.
 
@@ -57,7 +59,12 @@ def _client_jobs(farm: NetFarm, host: str) -> tuple[int, int]:
 
 
 def _build_through_failover(
-    farm: NetFarm, project: Path, fault: Callable[[], None], what: str, backoff_s: int
+    farm: NetFarm,
+    project: Path,
+    fault: Callable[[], None],
+    what: str,
+    backoff_s: int,
+    after_build: Callable[[], None] | None = None,
 ) -> None:
     for host in SERVERS:
         farm.start_server(host)
@@ -77,7 +84,11 @@ def _build_through_failover(
     fault()
     farm.topo.wait_address("lbb", VIP, VIP_MOVE_LIMIT_S)
     moved_s = time.monotonic() - struck
-    rc, _, err, build_s = farm.finish_build(build)
+    try:
+        rc, _, err, build_s = farm.finish_build(build)
+    finally:
+        if after_build is not None:
+            after_build()
     fallbacks = count_local_fallbacks(err)
     cut_off = clients_with_errors(err, connect=False)
     refused = clients_with_errors(err, connect=True)
@@ -126,3 +137,14 @@ def test_cutting_the_master_link_moves_the_vip_and_the_build_completes(
     _build_through_failover(
         netfarm, project, lambda: netfarm.topo.cut_link("lba"), "lbA's link cut", backoff_s
     )
+
+
+def test_a_hung_master_balancer_moves_the_vip_and_the_build_completes(
+    netfarm: NetFarm, project: Path
+) -> None:
+    # SIGSTOP: the process and its sockets stay, nothing answers; the check times out.
+    _build_through_failover(
+        netfarm, project, lambda: netfarm.balancers["lba"].signal(signal.SIGSTOP),
+        "balancer on lbA SIGSTOPped", 0,
+        after_build=lambda: netfarm.balancers["lba"].signal(signal.SIGCONT),
+    )  # fmt: skip
