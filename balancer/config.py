@@ -44,6 +44,7 @@ class BalancerConfig:
     max_attempts: int = 3
     hedge_after: float | None = None
     hedge_min: float = 5.0
+    tail_hedge: float = 2.0
     connect_timeout: float = 1.0
     io_timeout: float = 60.0
     request_timeout: float = 120.0
@@ -127,6 +128,7 @@ class BalancerConfig:
             max_attempts=self.max_attempts,
             hedge_after_s=self.hedge_after,
             hedge_min_s=self.hedge_min,
+            tail_hedge=self.tail_hedge,
             connect_timeout_s=self.connect_timeout,
         )
 
@@ -150,6 +152,8 @@ class BalancerConfig:
         for name in ("poll_interval", "probe_interval", "probe_timeout", "queue_timeout"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
+        if 0 < self.tail_hedge < 1 or self.tail_hedge < 0:
+            raise ConfigError("--tail-hedge must be 0 (off) or at least 1")
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError("--log-format must be json, console or auto")
         if self.client_keytab and not os.access(self.client_keytab, os.R_OK):
@@ -205,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: max(--hedge-min, 3 x the backend's p95))",
     )
     p.add_argument("--hedge-min", type=float, metavar="S", help="smallest automatic hedge (5)")
+    p.add_argument(
+        "--tail-hedge",
+        type=float,
+        metavar="X",
+        help="while no job waits for a slot, also send a running job to a free backend "
+        "that would finish it X times sooner (2.0; 0: off)",
+    )
     p.add_argument("--connect-timeout", type=float, metavar="S", help="to a backend (1.0)")
     p.add_argument(
         "--io-timeout",

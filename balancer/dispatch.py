@@ -24,6 +24,7 @@ import structlog
 from balancer.backends import Backend
 from balancer.picker import pick
 from balancer.pool import Pool
+from balancer.tail import Running, backup_choice, size_factor
 from cache import CachedResult, ResultCache, cache_key, job_digest, why_not_cacheable
 from client import ClientError, TurnedAway, compile_remote
 from wire import Limits, Reply, Request
@@ -42,6 +43,9 @@ class DispatchSettings:
     hedge_after_s: float | None = None
     """Fixed hedge delay; None: the larger of ``hedge_min_s`` and 3 x the backend's p95."""
     hedge_min_s: float = 5.0
+    tail_hedge: float = 2.0
+    """Back up a running job on a free backend that would finish it this many times
+    sooner, while no job waits for a slot (balancer/tail.py); 0 turns it off."""
     connect_timeout_s: float = 1.0
     job_timeout_s: float = 1500.0
     """Longest wait for one backend's reply (beyond a server's 1200 s job lifetime)."""
@@ -83,8 +87,13 @@ class Dispatcher:
         self.retries = 0
         self.hedges = 0
         self.hedge_wins = 0
+        self.tail_hedges = 0
         self.cache = cache
         self._sizes: deque[int] = deque(maxlen=SIZE_WINDOW)
+        self._running: set[Running] = set()
+        self._waiting = 0
+        """Jobs waiting for a free slot: while any do, a slot is not to spare."""
+        pool.add_listener(self._on_pool_change)
 
     def is_big(self, source_bytes: int) -> bool:
         """Whether a job is larger than the median of recent jobs (and remember its size).
@@ -121,7 +130,11 @@ class Dispatcher:
                     f"no backend had a free slot within {self.settings.queue_timeout_s} s"
                 )
             started = time.monotonic()
-            await self.pool.wait_for_change(budget[0])
+            self._waiting += 1
+            try:
+                await self.pool.wait_for_change(budget[0])
+            finally:
+                self._waiting -= 1
             budget[0] -= time.monotonic() - started
 
     def _hedge_delay(self, backend: Backend) -> float:
@@ -143,6 +156,25 @@ class Dispatcher:
     def _release(self, backend: Backend) -> None:
         backend.in_flight -= 1
         self.pool.notify()
+
+    def _on_pool_change(self) -> None:
+        """A slot may have come free (a job ended, a report came): if nothing waits for
+        one, maybe back up a slow job on a faster backend."""
+        if not self._running or self._waiting or self.settings.tail_hedge <= 0:
+            return
+        choice = backup_choice(
+            self._running,
+            list(self.pool.backends.values()),
+            time.monotonic(),
+            self.settings.tail_hedge,
+        )
+        if choice is not None:
+            job, backend = choice
+            job.backup_to = backend.name
+            job.backup.set()
+
+    def _median_size(self) -> float | None:
+        return statistics.median_low(self._sizes) if self._sizes else None
 
     async def _send(self, backend: Backend, request: Request) -> Reply:
         """One attempt on a backend; keeps its health and latency books."""
@@ -168,6 +200,42 @@ class Dispatcher:
         backend.ok += 1
         backend.record_latency(time.monotonic() - started)
         return reply
+
+    async def _second_backend(
+        self, primary: asyncio.Task[Reply], backend: Backend, failed: set[str], running: Running
+    ) -> tuple[Backend, str] | None:
+        """Where to hedge ``primary`` and why ("late" or "tail"), or None when it
+        finished first. A job is hedged when its reply is late (``_hedge_delay``) or
+        when the tail watcher marks it for a backup on a faster backend that came free."""
+        backup = asyncio.ensure_future(running.backup.wait())
+        try:
+            await asyncio.wait(
+                {primary, backup},
+                timeout=self._hedge_delay(backend),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            backup.cancel()
+        if primary.done():
+            return None
+        if running.backed_up:
+            chosen = self.pool.backends.get(running.backup_to)
+            if chosen is not None and chosen.available(time.monotonic()):
+                return chosen, "tail"
+            # Taken meanwhile: wait on for the primary, or until it is late.
+            left = self._hedge_delay(backend) - (time.monotonic() - running.started)
+            await asyncio.wait({primary}, timeout=max(0.0, left))
+            if primary.done():
+                return None
+        # Late: find a second backend while the first keeps its chance.
+        second: Backend | None = None
+        while second is None and not primary.done():
+            second = self._pick(failed | {backend.name}, big=True)  # the fastest free one
+            if second is None:
+                waiter = asyncio.create_task(self.pool.wait_for_change(1.0))
+                await asyncio.wait({primary, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+        return (second, "late") if second is not None else None
 
     async def dispatch(self, request: Request) -> Outcome:
         """Get ``request`` compiled (or from the cache). Raises :class:`NoCapacity` or
@@ -218,8 +286,16 @@ class Dispatcher:
             if attempt > 1:
                 self.retries += 1
             primary = self._start(backend, request)
+            running = Running(
+                backend.name,
+                time.monotonic(),
+                size_factor(len(request.source), self._median_size()),
+            )
+            self._running.add(running)
             try:
-                reply, winner, hedged = await self._with_hedge(primary, backend, request, failed)
+                reply, winner, hedged = await self._with_hedge(
+                    primary, backend, request, failed, running
+                )
             except TurnedAway as exc:
                 last_error = f"{backend.name}: {exc}"
                 log.debug("attempt_turned_away", backend=backend.name, attempt=attempt)
@@ -237,6 +313,7 @@ class Dispatcher:
                 )
                 continue
             finally:
+                self._running.discard(running)
                 # Cancelled (the client left) or done: never leave a backend call behind.
                 if not primary.done():
                     primary.cancel()
@@ -245,23 +322,21 @@ class Dispatcher:
         raise AllFailed(last_error)
 
     async def _with_hedge(
-        self, primary: asyncio.Task[Reply], backend: Backend, request: Request, failed: set[str]
+        self,
+        primary: asyncio.Task[Reply],
+        backend: Backend,
+        request: Request,
+        failed: set[str],
+        running: Running,
     ) -> tuple[Reply, str, bool]:
-        done, _ = await asyncio.wait({primary}, timeout=self._hedge_delay(backend))
-        if done:
+        found = await self._second_backend(primary, backend, failed, running)
+        if found is None:
             return primary.result(), backend.name, False
-        # Late: find a second backend while the first keeps its chance.
-        second: Backend | None = None
-        while second is None and not primary.done():
-            second = self._pick(failed | {backend.name}, big=True)  # the fastest free one
-            if second is None:
-                waiter = asyncio.create_task(self.pool.wait_for_change(1.0))
-                await asyncio.wait({primary, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-        if second is None:
-            return primary.result(), backend.name, False
+        second, reason = found
         self.hedges += 1
-        log.info("job_hedged", slow_backend=backend.name, hedge_backend=second.name)
+        if reason == "tail":
+            self.tail_hedges += 1
+        log.info("job_hedged", reason=reason, slow_backend=backend.name, hedge_backend=second.name)
         hedge = self._start(second, request)
         owners = {primary: backend.name, hedge: second.name}
         pending: set[asyncio.Task[Reply]] = {primary, hedge}

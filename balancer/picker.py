@@ -26,7 +26,7 @@ from collections.abc import Collection, Sequence
 from balancer.backends import Backend
 
 
-def _seconds_per_job(candidates: Sequence[Backend]) -> dict[str, float]:
+def seconds_per_job(candidates: Sequence[Backend]) -> dict[str, float]:
     """Each backend's expected job latency divided by its weight; a backend with no
     history yet is assumed typical (the median of those that have one)."""
     medians = {b.name: b.latency_quantile(0.5) for b in candidates}
@@ -48,7 +48,7 @@ def rendezvous(candidates: Sequence[Backend], affinity: bytes, load_bound: float
     used = sum(b.slots - b.free for b in candidates)
     capacity = sum(b.slots for b in candidates) or 1
     average = (used + 1) / capacity
-    cost = _seconds_per_job(candidates)
+    cost = seconds_per_job(candidates)
 
     def score(backend: Backend) -> float:
         digest = hashlib.blake2b(affinity + backend.name.encode(), digest_size=8).digest()
@@ -82,7 +82,7 @@ def pick(
         chosen = rendezvous(caching, affinity, load_bound) if caching else None
         if chosen is not None:
             return chosen
-    cost = _seconds_per_job(candidates)
+    cost = seconds_per_job(candidates)
 
     def better(backend: Backend) -> tuple[float, int]:
         return (cost[backend.name], -backend.free)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import structlog
@@ -54,6 +54,7 @@ class Pool:
         self.backends: dict[str, Backend] = {}
         self._tasks: dict[str, list[asyncio.Task[None]]] = {}
         self._changed = asyncio.Event()
+        self._listeners: list[Callable[[], None]] = []
         self._specs = list(specs)
 
     def start(self) -> None:
@@ -93,9 +94,16 @@ class Pool:
         self._tasks.clear()
 
     def notify(self) -> None:
-        """Something changed that may free capacity: wake every waiting job."""
+        """Something changed that may free capacity: wake every waiting job and tell
+        the listeners."""
         self._changed.set()
         self._changed = asyncio.Event()
+        for listener in self._listeners:
+            listener()
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (synchronously, so it must be quick) on every change."""
+        self._listeners.append(listener)
 
     async def wait_for_change(self, timeout_s: float) -> None:
         with contextlib.suppress(TimeoutError):

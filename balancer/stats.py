@@ -66,6 +66,7 @@ class BalancerStats:
                 "retries": self.dispatcher.retries,
                 "hedges": self.dispatcher.hedges,
                 "hedge_wins": self.dispatcher.hedge_wins,
+                "tail_hedges": self.dispatcher.tail_hedges,
                 "slots": sum(b["slots"] for b in backends if b["state"] == "up"),
                 "free": sum(b["free"] for b in backends if b["state"] == "up"),
                 "in_flight": sum(b["in_flight"] for b in backends),
@@ -129,6 +130,11 @@ class _Collector(Collector):
             "distlb_balancer_hedges",
             "Late jobs also sent to a second backend",
             value=s.dispatcher.hedges,
+        )
+        yield CounterMetricFamily(
+            "distlb_balancer_tail_hedges",
+            "Of the hedges, jobs backed up on a faster backend that came free",
+            value=s.dispatcher.tail_hedges,
         )
         per_backend = {
             "up": GaugeMetricFamily("distlb_backend_up", "1 while in rotation", labels=["backend"]),

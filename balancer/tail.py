@@ -1,0 +1,84 @@
+"""Tail hedging (pure): when the farm has room to spare, back up the job that a faster
+free backend would most likely finish much sooner.
+
+At the end of a build the farm empties while the last jobs still run wherever they
+were started, often on the slowest servers, which were the ones free at the time.
+A store-and-forward balancer still holds each request, so it can send such a job to
+a fast backend that has gone idle, take the first reply and cancel the other (what
+MapReduce calls backup tasks). HAProxy cannot: it has forwarded the bytes.
+
+The estimate: a job's cost on a backend is that backend's seconds per job times the
+job's size relative to the median recent job (clamped), so a job that has run for
+``elapsed`` seconds has about ``cost - elapsed`` left where it is, but never less
+than a quarter of ``elapsed``: a job that overruns its estimate (a loaded server, a
+job bigger than its size says) has shown that the estimate was too low.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from balancer.backends import Backend
+from balancer.picker import seconds_per_job
+
+SIZE_FACTOR_RANGE = (0.25, 4.0)
+"""How far a job's size may stretch or shrink its expected cost."""
+LATE_SHARE = 0.25
+"""Least time left of a running job, as a share of the time it has run so far."""
+
+
+@dataclass(eq=False)
+class Running:
+    """A job at a backend whose reply we await, and whether it may still be backed up."""
+
+    backend: str
+    started: float
+    size_factor: float
+    """The job's source size over the median recent job's, clamped to SIZE_FACTOR_RANGE."""
+    backup: asyncio.Event = field(default_factory=asyncio.Event)
+    backup_to: str = ""
+
+    @property
+    def backed_up(self) -> bool:
+        return self.backup.is_set()
+
+
+def size_factor(source_bytes: int, median_bytes: float | None) -> float:
+    if not median_bytes:
+        return 1.0
+    low, high = SIZE_FACTOR_RANGE
+    return min(high, max(low, source_bytes / median_bytes))
+
+
+def backup_choice(
+    running: Iterable[Running],
+    backends: Sequence[Backend],
+    now: float,
+    speedup: float,
+) -> tuple[Running, Backend] | None:
+    """The job to back up and where, or None.
+
+    Only the fastest backend with a free slot is considered, and only for a job that
+    it would finish ``speedup`` times sooner than the job's expected remaining time
+    where it runs; among those, the one that gains most. Jobs already backed up, and
+    jobs on that same backend, are skipped.
+    """
+    free = [b for b in backends if b.available(now)]
+    if not free or speedup <= 0:
+        return None
+    cost = seconds_per_job([*backends])
+    fastest = min(free, key=lambda b: (cost[b.name], -b.free))
+    best: tuple[float, Running] | None = None
+    for job in running:
+        if job.backed_up or job.backend == fastest.name or job.backend not in cost:
+            continue
+        expected = cost[job.backend] * job.size_factor
+        elapsed = now - job.started
+        remaining = max(expected - elapsed, LATE_SHARE * elapsed)
+        there = cost[fastest.name] * job.size_factor
+        gain = remaining - there
+        if remaining > speedup * there and (best is None or gain > best[0]):
+            best = (gain, job)
+    return (best[1], fastest) if best else None
