@@ -18,6 +18,8 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 
 class StoreUnavailable(Exception):
@@ -181,6 +183,12 @@ class RedisStore:
             socket_timeout=self.put_timeout_s,
             socket_connect_timeout=timeout_s,
             retry_on_timeout=False,
+            # A pooled connection that died with a restarted Redis fails its next
+            # command: reconnect and try that command once more at once. Without this,
+            # each dead connection in the pool cost a failure and ``retry_s`` of
+            # bypass, one after another, long after Redis was back.
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[redis.exceptions.ConnectionError],
             health_check_interval=0,
         )
 

@@ -3,12 +3,14 @@ and the cache never serves a wrong object."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from pathlib import Path
 
 import pytest
 import redis
 
+from cache.stores import RedisStore
 from tests.support.distcc import distcc_env, run_make
 from tests.support.projects import local_object, sources, write_c_project
 from tests.support.redis import RedisServer
@@ -182,6 +184,26 @@ def test_redis_killed_mid_build_costs_nothing_and_hits_resume(
     _build(third, balancer)
     _assert_identical(third)
     assert _cache(balancer)["hits"] - before >= 0.95 * (MODULES + 1)
+
+
+def test_redis_store_works_at_once_after_redis_restarts(redis_server: RedisServer) -> None:
+    pooled = 12
+
+    async def scenario() -> list[bytes | None]:
+        store = RedisStore(redis_server.url, timeout_s=5.0)
+        try:
+            # Concurrent calls leave a dozen open connections in the pool...
+            await asyncio.gather(*(store.put(f"k{i}", b"v") for i in range(pooled)))
+            assert len(store._redis.connection_pool._available_connections) > 1
+            # ... which all die with the server. Every call after the restart must
+            # still be served (by new connections), not fail one dead one at a time.
+            await asyncio.to_thread(redis_server.kill)
+            await asyncio.to_thread(redis_server.start)
+            return await asyncio.gather(*(store.get(f"k{i}") for i in range(pooled)))
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == [None] * pooled  # served: the restarted Redis is empty
 
 
 def test_flipped_bytes_in_redis_are_ignored_and_recompiled(
