@@ -38,7 +38,7 @@ cat <<MSG
 distlb farm running: one balancer in front of $(ls configs/farm/server-*.toml | wc -l) servers (logs in .farm/).
 Use it from distcc:
 
-    export DISTCC_HOSTS="127.0.0.1:$port/8,lzo" DISTCC_BACKOFF_PERIOD=0
+    export DISTCC_HOSTS="127.0.0.1:$port/8,lzo" DISTCC_BACKOFF_PERIOD=1
     make -j8 CC="distcc gcc"
 
 Dashboard: http://127.0.0.1:$admin/   (JSON: /status, Prometheus: /metrics)
