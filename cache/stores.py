@@ -211,7 +211,7 @@ class RedisStore:
             slow = isinstance(exc, TimeoutError | redis.exceptions.TimeoutError)
             if not slow or self.failures_in_a_row >= TRIP_AFTER:
                 self.down_until = time.monotonic() + self.retry_s
-            raise StoreUnavailable(f"redis {what}: {exc or type(exc).__name__}") from exc
+            raise StoreUnavailable(f"redis {what}: {str(exc) or type(exc).__name__}") from exc
         self.failures_in_a_row = 0
         return result
 

@@ -63,7 +63,7 @@ async def compile_remote(
             asyncio.open_connection(host, port), connect_timeout_s
         )
     except (OSError, TimeoutError) as exc:
-        raise ConnectFailed(f"{host}:{port}: {exc or type(exc).__name__}") from exc
+        raise ConnectFailed(f"{host}:{port}: {str(exc) or type(exc).__name__}") from exc
     try:
         async with asyncio.timeout(timeout_s):
             if auth is not None:

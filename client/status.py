@@ -106,7 +106,7 @@ async def fetch_report(host: str, port: int, kind: Kind, timeout_s: float) -> Re
     try:
         raw = await _read_all(host, port, request, timeout_s, sniff_s)
     except (OSError, TimeoutError) as exc:
-        raise ReportError(f"status port: {exc or type(exc).__name__}") from exc
+        raise ReportError(f"status port: {str(exc) or type(exc).__name__}") from exc
     head, sep, body = raw.partition(b"\r\n\r\n")
     if not sep:
         head, sep, body = raw.partition(b"\n\n")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from client.status import ReportError, fetch_report
 from tests.support.distcc import run_distcc
 from tests.support.servers import ServerProcess
 
@@ -114,3 +116,15 @@ def test_lsdistcc_compile_probe_lists_server_as_up(start_server: type[ServerProc
     )  # fmt: skip
     assert result.stdout.split() == [f"127.0.0.1:{server.port}"], result
     assert server.counters()["ok"] == 1
+
+
+def test_a_status_port_that_times_out_says_so() -> None:
+    # A listener that accepts (the kernel does) and never answers.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        try:
+            asyncio.run(fetch_report("127.0.0.1", port, "distlb", 0.2))
+        except ReportError as exc:
+            assert str(exc) == "status port: TimeoutError"
+        else:
+            raise AssertionError("a silent status port gave a report")
