@@ -12,7 +12,6 @@ connection is closed, which makes a distlb server kill that compile.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import statistics
 import time
@@ -197,8 +196,11 @@ class Dispatcher:
         except ClientError as exc:
             backend.on_failure(f"job: {exc}")
             raise
-        backend.ok += 1
-        backend.record_latency(time.monotonic() - started)
+        if reply.status == 0 and reply.obj:
+            # Only a good compile is evidence of health (it stands in for a probe) and
+            # a measure of speed: a broken compiler fails fast and would look fastest.
+            backend.ok += 1
+            backend.record_latency(time.monotonic() - started)
         return reply
 
     async def _second_backend(
@@ -207,34 +209,36 @@ class Dispatcher:
         """Where to hedge ``primary`` and why ("late" or "tail"), or None when it
         finished first. A job is hedged when its reply is late (``_hedge_delay``) or
         when the tail watcher marks it for a backup on a faster backend that came free."""
-        backup = asyncio.ensure_future(running.backup.wait())
-        try:
-            await asyncio.wait(
-                {primary, backup},
-                timeout=self._hedge_delay(backend),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            backup.cancel()
-        if primary.done():
-            return None
-        if running.backed_up:
+        late_at = running.started + self._hedge_delay(backend)
+        while True:
+            backup = asyncio.ensure_future(running.backup.wait())
+            try:
+                await asyncio.wait(
+                    {primary, backup},
+                    timeout=max(0.0, late_at - time.monotonic()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                backup.cancel()
+            if primary.done():
+                return None
+            if not running.backed_up:
+                break  # late
             chosen = self.pool.backends.get(running.backup_to)
             if chosen is not None and chosen.available(time.monotonic()):
                 return chosen, "tail"
-            # Taken meanwhile: wait on for the primary, or until it is late.
-            left = self._hedge_delay(backend) - (time.monotonic() - running.started)
-            await asyncio.wait({primary}, timeout=max(0.0, left))
-            if primary.done():
-                return None
+            # Another job took that slot first: this one may be chosen again later.
+            running.backup.clear()
         # Late: find a second backend while the first keeps its chance.
         second: Backend | None = None
         while second is None and not primary.done():
             second = self._pick(failed | {backend.name}, big=True)  # the fastest free one
             if second is None:
                 waiter = asyncio.create_task(self.pool.wait_for_change(1.0))
-                await asyncio.wait({primary, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
+                try:
+                    await asyncio.wait({primary, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
         return (second, "late") if second is not None else None
 
     async def dispatch(self, request: Request) -> Outcome:
@@ -340,20 +344,24 @@ class Dispatcher:
         hedge = self._start(second, request)
         owners = {primary: backend.name, hedge: second.name}
         pending: set[asyncio.Task[Reply]] = {primary, hedge}
-        error: BaseException | None = None
+        errors: list[BaseException] = []
         try:
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    if task.exception() is None:
+                outcomes = {task: task.exception() for task in done}  # every one retrieved
+                for task, exc in outcomes.items():
+                    if exc is None:
                         if task is hedge:
                             self.hedge_wins += 1
                         return task.result(), owners[task], True
-                    error = task.exception()
-            assert error is not None
-            raise error
+                    if not isinstance(exc, TurnedAway):
+                        failed.add(owners[task])  # neither backend gets this job again
+                    errors.append(exc)
+            # Both failed: a real failure counts against the job before a turn-away does.
+            raise next((e for e in errors if not isinstance(e, TurnedAway)), errors[0])
         finally:
             for task in pending:
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ClientError):
-                await asyncio.gather(*pending, return_exceptions=True)
+            # The losers' errors, their cancellation included, come back as values; our
+            # own cancellation (the client left) propagates.
+            await asyncio.gather(*pending, return_exceptions=True)
