@@ -14,21 +14,13 @@ from balancer.pool import PoolSettings
 from cache import MemoryStore, RedisStore, ResultCache, Store
 from client.access import parse_networks
 from client.cli import ConfigError, load_config
-from client.gss import (
-    DEFAULT_HANDSHAKE_TIMEOUT_S,
-    DEFAULT_MAX_HANDSHAKES,
-    Acceptor,
-    AuthSetupError,
-    Initiator,
-    add_acceptor_flags,
-    build_acceptor,
-)
+from client.gss import AcceptorConfig, Initiator, add_acceptor_flags
 
 __all__ = ["BalancerConfig", "ConfigError", "load"]
 
 
 @dataclass
-class BalancerConfig:
+class BalancerConfig(AcceptorConfig):
     listen: str = "0.0.0.0"  # noqa: S104 (it serves the network; --allow guards it)
     port: int = 3632
     admin_port: int = 3634
@@ -56,13 +48,6 @@ class BalancerConfig:
     cache_timeout: float = 0.25
     log_format: str = "auto"
     log_level: str = "info"
-    auth: bool = False
-    principal: str | None = None
-    keytab: str | None = None
-    allow_principals: str | None = None
-    deny_principals: str | None = None
-    auth_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT_S
-    max_handshakes: int = DEFAULT_MAX_HANDSHAKES
     backend_auth: bool = False
     backend_service: str = "host"
     client_keytab: str | None = None
@@ -90,21 +75,6 @@ class BalancerConfig:
             timeout_s=self.auth_timeout,
         )
         return dataclasses.replace(spec, auth=initiator)
-
-    def acceptor(self) -> Acceptor | None:
-        """The GSSAPI acceptor for clients (keytab and lists loaded) with --auth."""
-        try:
-            return build_acceptor(
-                auth=self.auth,
-                principal=self.principal,
-                keytab=self.keytab,
-                allow_principals=self.allow_principals,
-                deny_principals=self.deny_principals,
-                timeout_s=self.auth_timeout,
-                max_handshakes=self.max_handshakes,
-            )
-        except AuthSetupError as exc:
-            raise ConfigError(str(exc)) from exc
 
     def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         try:

@@ -22,6 +22,7 @@ import gssapi
 import structlog
 from gssapi.raw.misc import GSSError
 
+from client.cli import ConfigError
 from client.principals import ListUnreadable, PrincipalFile, PrincipalPolicy
 from wire import ConnectionClosed, RemoteProtocolError
 from wire.auth import (
@@ -386,3 +387,31 @@ def build_acceptor(
     )
     acceptor.load()
     return acceptor
+
+
+@dataclass
+class AcceptorConfig:
+    """The ``--auth`` settings a server and a balancer share (their configs extend it)."""
+
+    auth: bool = False
+    principal: str | None = None
+    keytab: str | None = None
+    allow_principals: str | None = None
+    deny_principals: str | None = None
+    auth_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT_S
+    max_handshakes: int = DEFAULT_MAX_HANDSHAKES
+
+    def acceptor(self) -> Acceptor | None:
+        """The GSSAPI acceptor (keytab and lists loaded) with --auth, else None."""
+        try:
+            return build_acceptor(
+                auth=self.auth,
+                principal=self.principal,
+                keytab=self.keytab,
+                allow_principals=self.allow_principals,
+                deny_principals=self.deny_principals,
+                timeout_s=self.auth_timeout,
+                max_handshakes=self.max_handshakes,
+            )
+        except AuthSetupError as exc:
+            raise ConfigError(str(exc)) from exc

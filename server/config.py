@@ -16,14 +16,7 @@ from dataclasses import dataclass, field
 
 from client.access import parse_networks
 from client.cli import ConfigError, load_config
-from client.gss import (
-    DEFAULT_HANDSHAKE_TIMEOUT_S,
-    DEFAULT_MAX_HANDSHAKES,
-    Acceptor,
-    AuthSetupError,
-    add_acceptor_flags,
-    build_acceptor,
-)
+from client.gss import AcceptorConfig, add_acceptor_flags
 from server.policy import FORBIDDEN_COMPILER_NAMES
 
 __all__ = ["ConfigError", "ServerConfig", "load"]
@@ -33,7 +26,7 @@ DEFAULT_COMPILER_NAMES = ("gcc", "g++", "cc", "c++", "clang", "clang++")
 
 
 @dataclass
-class ServerConfig:
+class ServerConfig(AcceptorConfig):
     listen: str = "0.0.0.0"  # noqa: S104 (a compile server serves the network; --allow guards it)
     port: int = 3632
     stats_port: int = 3633
@@ -55,28 +48,6 @@ class ServerConfig:
     cache_dir: str | None = None
     cache_size: int = 1024
     """MB of the local disk cache (with --cache-dir)."""
-    auth: bool = False
-    principal: str | None = None
-    keytab: str | None = None
-    allow_principals: str | None = None
-    deny_principals: str | None = None
-    auth_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT_S
-    max_handshakes: int = DEFAULT_MAX_HANDSHAKES
-
-    def acceptor(self) -> Acceptor | None:
-        """The GSSAPI acceptor (keytab and lists loaded) with --auth, else None."""
-        try:
-            return build_acceptor(
-                auth=self.auth,
-                principal=self.principal,
-                keytab=self.keytab,
-                allow_principals=self.allow_principals,
-                deny_principals=self.deny_principals,
-                timeout_s=self.auth_timeout,
-                max_handshakes=self.max_handshakes,
-            )
-        except AuthSetupError as exc:
-            raise ConfigError(str(exc)) from exc
 
     def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         try:
