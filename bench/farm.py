@@ -139,6 +139,7 @@ class Scenario:
     load_off_s: float  # ... then off this long, repeating
     cap_s: float  # a strategy's builds are cut off after this long
     seed: int
+    balancer_args: tuple[str, ...] = ()  # extra flags for every distlb-balancer
 
 
 QUICK = Scenario(8, 4, 4, 60, 16, 1.0, 3, 3.0, 3.0, 120.0, 8)
@@ -269,11 +270,13 @@ def start_haproxy(
     return port
 
 
-def start_balancer(work: Path, servers: list[Server], procs: list[Proc], name: str) -> int:
+def start_balancer(
+    work: Path, servers: list[Server], procs: list[Proc], name: str, extra: tuple[str, ...] = ()
+) -> int:
     """distlb-balancer on port 0; its port comes from its ``balancer_ready`` line. Returns
     it once every backend is in rotation."""
     command = [str(DISTLB_BALANCER), "--listen", HOST, "--port", "0", "--admin-port", "0"]
-    command += ["--log-format", "json"]
+    command += ["--log-format", "json", *extra]
     for server in servers:
         command += ["--backend", f"{HOST}:{server.port},status={server.stats_port}"]
     proc = start(name, command, work, procs, daemon_env())
@@ -583,7 +586,10 @@ def run_strategy(
             hosts = [f"{HOST}:{port}/64"] * scenario.clients
         else:
             count = 2 if strategy == "distlb-x2" else 1
-            ports = [start_balancer(work, servers, mine, f"{tag}-b{i}") for i in range(count)]
+            ports = [
+                start_balancer(work, servers, mine, f"{tag}-b{i}", scenario.balancer_args)
+                for i in range(count)
+            ]
             hosts = [f"{HOST}:{ports[k % count]}/64" for k in range(scenario.clients)]
         home = work / f"{tag}-home"
         home.mkdir()
@@ -907,10 +913,20 @@ def main() -> int:
         "--rounds", type=int, help="runs of every strategy (default: 1 with --quick, else 3)"
     )
     parser.add_argument("--keep-logs", type=Path, help="copy every process's log here")
+    parser.add_argument(
+        "--balancer-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="pass ARG to every distlb-balancer, for experiments (repeatable; "
+        "--balancer-arg=--tail-hedge --balancer-arg=0)",
+    )
     args = parser.parse_args()
     scenario = QUICK if args.quick else FULL
     if args.seed is not None:
         scenario = Scenario(**{**asdict(scenario), "seed": args.seed})
+    if args.balancer_arg:
+        scenario = Scenario(**{**asdict(scenario), "balancer_args": tuple(args.balancer_arg)})
     strategies = tuple(args.strategy) if args.strategy else STRATEGIES
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     if rounds < 1:
