@@ -21,8 +21,11 @@ async def _drive(
         event = parser.next_event()
         if event is not NEED_DATA:
             return event
-        # Never read more than the parser asked for: the buffer stays bounded.
-        data = await asyncio.wait_for(reader.read(min(parser.wanted, CHUNK_BYTES)), idle_timeout_s)
+        # Never read more than the parser asked for: the buffer stays bounded. The idle
+        # timeout is a timer, not wait_for's task per read: most reads find their bytes
+        # already buffered and return at once.
+        async with asyncio.timeout(idle_timeout_s):
+            data = await reader.read(min(parser.wanted, CHUNK_BYTES))
         if not data:
             raise ConnectionClosed(parser.consumed + parser.buffered, what)
         parser.feed(data)
