@@ -38,3 +38,15 @@ def test_shipped_balancer_config_loads(path: Path) -> None:
     config = load_balancer(["--config", str(path)])
     assert config.backend_specs()
     assert config.port > 0 and config.admin_port > 0
+
+
+ROOT = CONFIGS.parent
+# Runtime dependencies that PyPI has no Linux wheel for build against these headers.
+BUILD_HEADERS = ("liblzo2-dev", "libkrb5-dev")
+
+
+@pytest.mark.parametrize("path", ["scripts/bootstrap.sh", "docker/Dockerfile"])
+def test_every_install_path_has_the_headers_the_runtime_builds_against(path: str) -> None:
+    text = (ROOT / path).read_text()
+    missing = [package for package in BUILD_HEADERS if package not in text.split()]
+    assert not missing, f"{path} does not install {missing}"
