@@ -106,6 +106,9 @@ class Backend:
     report: Report | None = None
     ours_at_report: int = 0
     in_flight: int = 0
+    """Our jobs on it now."""
+    probing: int = 0
+    """Our health probes on it now: they take a slot too, but are not jobs."""
     sent: int = 0
     ok: int = 0
     failures: int = 0
@@ -133,11 +136,16 @@ class Backend:
     def free(self) -> int:
         """Estimated free slots now."""
         if self.report is None:
-            return max(0, self.slots - self.in_flight)
+            return max(0, self.slots - self.ours)
         if not self.report.accepting:
             return 0
         others = max(0, self.report.busy - self.ours_at_report)
-        return max(0, self.report.slots - others - self.in_flight)
+        return max(0, self.report.slots - others - self.ours)
+
+    @property
+    def ours(self) -> int:
+        """What we occupy on it: jobs and probes."""
+        return self.in_flight + self.probing
 
     def identity(self, compiler: str) -> CompilerIdentity | None:
         """What this backend runs for ``compiler``, if it says (distlb servers do)."""
@@ -152,7 +160,7 @@ class Backend:
 
     def on_report(self, report: Report) -> None:
         self.report = report
-        self.ours_at_report = self.in_flight
+        self.ours_at_report = self.ours
         self.busy_until = 0.0
 
     def on_success(self) -> None:
@@ -194,6 +202,7 @@ class Backend:
             "slots": self.slots,
             "free": self.free,
             "in_flight": self.in_flight,
+            "probing": self.probing,
             "reported_busy": self.report.busy if self.report else None,
             "sent": self.sent,
             "ok": self.ok,

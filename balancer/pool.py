@@ -156,7 +156,7 @@ class Pool:
             ok_seen = backend.ok
             # A probe takes a slot on the backend like any job: count it, or jobs
             # sent meanwhile find the backend fuller than we think and are turned away.
-            backend.in_flight += 1
+            backend.probing += 1
             try:
                 async with asyncio.timeout(deadline):  # the whole probe, connect included
                     reply = await compile_remote(
@@ -179,7 +179,7 @@ class Pool:
                 else:
                     self._mark(backend, False, f"probe compile failed: {reply.stderr[:200]!r}")
             finally:
-                backend.in_flight -= 1
+                backend.probing -= 1
                 self.notify()
             elapsed = time.monotonic() - started
             await asyncio.sleep(max(0.0, self.settings.probe_interval_s - elapsed))

@@ -48,8 +48,8 @@ FINISHED = ("ok", "compile_error", "turned_away", "failed", "rejected_access", "
 def _client_jobs(farm: NetFarm, host: str) -> tuple[int, int]:
     """(finished ok, open now) of the client jobs a balancer accepted.
 
-    Open = accepted minus every outcome; the per-backend ``in_flight`` also counts
-    the balancer's own health probes, so it is no sign of a client's job.
+    Open = accepted minus every outcome: a job still reading its request or waiting
+    for a slot is open too, while it is in no backend's ``in_flight`` yet.
     """
     status = farm.status(host)
     if not status:
