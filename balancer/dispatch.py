@@ -94,17 +94,18 @@ class Dispatcher:
         """Jobs waiting for a free slot: while any do, a slot is not to spare."""
         pool.add_listener(self._on_pool_change)
 
-    def is_big(self, source_bytes: int) -> bool:
-        """Whether a job is larger than the median of recent jobs (and remember its size).
+    def size_hints(self, source_bytes: int) -> tuple[bool, float]:
+        """Whether a job is big (larger than the median of recent jobs, once enough are
+        known) and its size over that median (clamped); remembers its size.
 
         The preprocessed size is the one hint of a job's cost that we have before it
-        runs; big jobs go to the fastest free backend (see :func:`balancer.picker.pick`).
+        runs: big jobs go to the fastest free backend (:func:`balancer.picker.pick`), and
+        the factor scales its expected time for tail hedging (:mod:`balancer.tail`).
         """
-        big = len(self._sizes) >= MIN_SIZES_FOR_BIG and source_bytes > statistics.median_low(
-            self._sizes
-        )
+        median = statistics.median_low(self._sizes) if self._sizes else None
+        big = median is not None and len(self._sizes) >= MIN_SIZES_FOR_BIG and source_bytes > median
         self._sizes.append(source_bytes)
-        return big
+        return big, size_factor(source_bytes, median)
 
     def _pick(
         self, exclude: set[str], affinity: bytes | None = None, big: bool = False
@@ -171,9 +172,6 @@ class Dispatcher:
             job, backend = choice
             job.backup_to = backend.name
             job.backup.set()
-
-    def _median_size(self) -> float | None:
-        return statistics.median_low(self._sizes) if self._sizes else None
 
     async def _send(self, backend: Backend, request: Request) -> Reply:
         """One attempt on a backend; keeps its health and latency books."""
@@ -278,7 +276,7 @@ class Dispatcher:
         failed: set[str] = set()
         last_error = "no attempt made"
         failures = 0
-        big = self.is_big(len(request.source))
+        big, factor = self.size_hints(len(request.source))
         # A busy backend's turn-away is not a failure: it only sends us back to picking
         # (the backend counts as full until its next report). Bounded all the same.
         max_sends = self.settings.max_attempts + 2 * max(1, len(self.pool.backends))
@@ -290,11 +288,7 @@ class Dispatcher:
             if attempt > 1:
                 self.retries += 1
             primary = self._start(backend, request)
-            running = Running(
-                backend.name,
-                time.monotonic(),
-                size_factor(len(request.source), self._median_size()),
-            )
+            running = Running(backend.name, time.monotonic(), factor)
             self._running.add(running)
             try:
                 reply, winner, hedged = await self._with_hedge(
