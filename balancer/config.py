@@ -27,6 +27,7 @@ class BalancerConfig(AcceptorConfig):
     backend: list[str] = field(default_factory=list)
     allow: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     poll_interval: float = 0.5
+    fast_poll_interval: float = 0.1
     probe_interval: float = 1.0
     probe_timeout: float = 1.0
     probe_compiler: str = "gcc"
@@ -90,6 +91,7 @@ class BalancerConfig(AcceptorConfig):
             self.rise,
             self.fall,
             self.probe_compiler,
+            self.fast_poll_interval,
         )
 
     def dispatch_settings(self) -> DispatchSettings:
@@ -119,7 +121,13 @@ class BalancerConfig(AcceptorConfig):
         self.networks()
         if self.rise < 1 or self.fall < 1 or self.max_attempts < 1:
             raise ConfigError("--rise, --fall and --max-attempts must be at least 1")
-        for name in ("poll_interval", "probe_interval", "probe_timeout", "queue_timeout"):
+        for name in (
+            "poll_interval",
+            "fast_poll_interval",
+            "probe_interval",
+            "probe_timeout",
+            "queue_timeout",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
         if 0 < self.tail_hedge < 1 or self.tail_hedge < 0:
@@ -159,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="client networks allowed (repeatable; default loopback only)",
     )
     p.add_argument("--poll-interval", type=float, metavar="S", help="report polling (0.5)")
+    p.add_argument(
+        "--fast-poll-interval",
+        type=float,
+        metavar="S",
+        help="report polling while jobs wait for a slot (0.1)",
+    )
     p.add_argument("--probe-interval", type=float, metavar="S", help="health probes (1.0)")
     p.add_argument("--probe-timeout", type=float, metavar="S", help="probe deadline (1.0)")
     p.add_argument("--probe-compiler", metavar="NAME", help="compiler probes ask for (gcc)")

@@ -130,6 +130,7 @@ class Dispatcher:
                     f"no backend had a free slot within {self.settings.queue_timeout_s} s"
                 )
             started = time.monotonic()
+            self.pool.demand()
             self._waiting += 1
             try:
                 await self.pool.wait_for_change(budget[0])

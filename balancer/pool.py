@@ -32,6 +32,21 @@ class PoolSettings:
     rise: int = 2
     fall: int = 2
     probe_compiler: str = "gcc"
+    fast_poll_interval_s: float = 0.1
+    """Report polling while jobs wait for a slot (HAProxy's ``fastinter`` in spirit)."""
+
+
+DEMAND_HOLD_S = 1.0
+"""Fast polling lasts this long after the last job that had to wait for a slot."""
+
+
+def poll_delay(settings: PoolSettings, now: float, demand_until: float) -> float:
+    """Seconds until a backend's next report is read: soon while jobs wait for a slot
+    (another balancer's finished jobs free slots we only learn of from reports),
+    at the normal pace otherwise."""
+    if now < demand_until:
+        return min(settings.fast_poll_interval_s, settings.poll_interval_s)
+    return settings.poll_interval_s
 
 
 async def fetch_backend_report(spec: BackendSpec, timeout_s: float) -> Report:
@@ -55,6 +70,8 @@ class Pool:
         self._tasks: dict[str, list[asyncio.Task[None]]] = {}
         self._changed = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
+        self._demand_until = 0.0
+        self._demand_began = asyncio.Event()
         self._specs = list(specs)
 
     def start(self) -> None:
@@ -101,6 +118,15 @@ class Pool:
         for listener in self._listeners:
             listener()
 
+    def demand(self) -> None:
+        """A job is waiting for a free slot: read the backends' reports more often (and
+        at once, when the waiting begins: a poll loop may be in a long sleep)."""
+        now = time.monotonic()
+        if now >= self._demand_until:
+            self._demand_began.set()
+            self._demand_began = asyncio.Event()
+        self._demand_until = now + DEMAND_HOLD_S
+
     def add_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (synchronously, so it must be quick) on every change."""
         self._listeners.append(listener)
@@ -137,7 +163,9 @@ class Pool:
             else:
                 backend.on_report(report)
                 self.notify()
-            await asyncio.sleep(self.settings.poll_interval_s)
+            delay = poll_delay(self.settings, time.monotonic(), self._demand_until)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._demand_began.wait(), delay)
 
     async def _probe_loop(self, backend: Backend) -> None:
         request = probe_request(self.settings.probe_compiler)
