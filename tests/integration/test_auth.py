@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from tests.support.distcc import CLIENT_TIMEOUT_S, distcc_env, run_distcc
 from tests.support.kdc import AuthDistccd, Kdc
-from tests.support.projects import local_object, sources
+from tests.support.projects import assert_identical_to_local, local_object, sources
 from tests.support.servers import BalancerProcess, ServerProcess, free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -76,12 +76,6 @@ def _make(
     )  # fmt: skip
 
 
-def _assert_identical(project: Path) -> None:
-    for source in sources(project):
-        remote = (project / (source.stem + ".o")).read_bytes()
-        assert remote == local_object(project, source, "gcc"), f"{source.name} differs"
-
-
 def _compile_one(
     workdir: Path, hosts: str, ccache: str, *, fallback: bool
 ) -> subprocess.CompletedProcess[str]:
@@ -116,7 +110,7 @@ def test_server_allowed_principal_builds_byte_identical(
                           "--deny-principals", str(lists["deny"]))  # fmt: skip
     result = _make(c_project, f"127.0.0.1:{server.port}/4,auth", kdc.ticket("alice"))
     assert result.returncode == 0, result.stderr
-    _assert_identical(c_project)
+    assert_identical_to_local(c_project)
     jobs = len(sources(c_project))
     wait_until(lambda: server.counters()["ok"] == jobs, 10, "every job counted")
     assert server.counters()["rejected_auth"] == 0
@@ -223,7 +217,7 @@ def test_balancer_allowed_principal_builds_and_servers_obey_only_the_balancer(
     alice = kdc.ticket("alice")
     result = _make(c_project, f"127.0.0.1:{balancer.port}/4,auth", alice)
     assert result.returncode == 0, result.stderr
-    _assert_identical(c_project)
+    assert_identical_to_local(c_project)
     jobs = len(sources(c_project))
     wait_until(lambda: balancer.totals()["ok"] == jobs, 10, "every job counted")
     done = _logged(balancer, "job_done", jobs)
@@ -487,7 +481,7 @@ def test_balancer_authenticates_to_a_real_distccd_with_auth(
         balancer.wait_healthy(1)  # distccd accepted the balancer's probes
         result = _make(c_project, f"127.0.0.1:{balancer.port}/4,auth", kdc.ticket("alice"))
         assert result.returncode == 0, result.stderr
-        _assert_identical(c_project)
+        assert_identical_to_local(c_project)
         jobs = len(sources(c_project))
         wait_until(lambda: balancer.totals()["ok"] == jobs, 10, "every job counted")
         assert balancer.backend(f"127.0.0.1:{daemon.port}")["ok"] == jobs

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.distcc import distcc_env, run_distcc, run_make
-from tests.support.projects import local_object, sources, write_c_project
+from tests.support.projects import assert_identical_to_local, local_object, sources, write_c_project
 from tests.support.servers import (
     BalancerProcess,
     Distccd,
@@ -28,12 +28,6 @@ MODULES = 47  # + main.c = 48 jobs
 
 def _spec(server: ServerProcess, slots: int | None = None) -> str:
     return f"127.0.0.1:{server.port},status={server.stats_port}"
-
-
-def _assert_identical(project: Path) -> None:
-    for source in sources(project):
-        remote = (project / (source.stem + ".o")).read_bytes()
-        assert remote == local_object(project, source, "gcc"), f"{source.name} differs"
 
 
 def _start_make(project: Path, hosts: str, jobs: int) -> subprocess.Popen[str]:
@@ -64,7 +58,7 @@ def test_build_through_balancer_to_three_backends_splits_by_slots(
 
     result = run_make(big_project, hosts=f"127.0.0.1:{balancer.port}/16,lzo", jobs=16)
     assert result.returncode == 0, result.stderr
-    _assert_identical(big_project)
+    assert_identical_to_local(big_project)
 
     jobs = len(sources(big_project))
     totals = balancer.totals()
@@ -102,7 +96,7 @@ def test_build_survives_a_backend_killed_or_hung_mid_build(
         _, stderr = make.communicate(timeout=120)
         elapsed = time.monotonic() - started
         assert make.returncode == 0, stderr
-        _assert_identical(big_project)
+        assert_identical_to_local(big_project)
         wait_until(lambda: balancer.backend(victim_name)["state"] == "down", 10,
                    "the victim out of rotation")  # fmt: skip
         assert balancer.totals()["failed"] == 0
@@ -174,7 +168,7 @@ def test_two_balancers_share_backends_without_overfilling_them(
         _, stderr = make.communicate(timeout=120)
         assert make.returncode == 0, stderr
     for project in projects:
-        _assert_identical(project)
+        assert_identical_to_local(project)
     for server in servers:
         assert server.status()["busy_max"] <= 2
 

@@ -12,7 +12,7 @@ import redis
 
 from cache.stores import RedisStore
 from tests.support.distcc import distcc_env, run_make
-from tests.support.projects import local_object, sources, write_c_project
+from tests.support.projects import assert_identical_to_local, sources, write_c_project
 from tests.support.redis import RedisServer
 from tests.support.servers import BalancerProcess, ServerProcess, wait_until
 
@@ -23,12 +23,6 @@ MODULES = 23  # + main.c = 24 jobs
 
 def _spec(server: ServerProcess) -> str:
     return f"127.0.0.1:{server.port},status={server.stats_port}"
-
-
-def _assert_identical(project: Path) -> None:
-    for source in sources(project):
-        remote = (project / (source.stem + ".o")).read_bytes()
-        assert remote == local_object(project, source, "gcc"), f"{source.name} differs"
 
 
 def _build(project: Path, balancer: BalancerProcess) -> None:
@@ -72,11 +66,11 @@ def test_bob_reuses_alices_compiles_and_an_edit_misses_only_its_file(
     jobs = len(sources(alice))
 
     _build(alice, balancer_a)
-    _assert_identical(alice)
+    assert_identical_to_local(alice)
     _wait_stored(balancer_a, jobs)
 
     _build(bob, balancer_b)
-    _assert_identical(bob)
+    assert_identical_to_local(bob)
     hits = balancer_b.totals()["cache_hit"]
     assert hits >= 0.95 * jobs, (hits, jobs, _cache(balancer_b))
 
@@ -84,7 +78,7 @@ def test_bob_reuses_alices_compiles_and_an_edit_misses_only_its_file(
     (carol / "mod3.c").write_text((carol / "mod3.c").read_text() + "int carol_was_here;\n")
     before = _cache(balancer_b)
     _build(carol, balancer_b)
-    _assert_identical(carol)
+    assert_identical_to_local(carol)
     after = _cache(balancer_b)
     assert after["misses"] - before["misses"] == 1
     assert after["hits"] - before["hits"] == jobs - 1
@@ -118,7 +112,7 @@ def test_a_backend_running_another_compiler_version_never_shares_objects(
     _wait_stored(balancer_old, jobs)
     newer = write_c_project(tmp_path / "b", modules=MODULES)
     _build(newer, balancer_new)
-    _assert_identical(newer)
+    assert_identical_to_local(newer)
     assert _cache(balancer_new)["hits"] == 0  # the other compiler's objects were not served
     _wait_stored(balancer_new, jobs)
     assert _cache(balancer_new)["bypasses"] == 0
@@ -126,7 +120,7 @@ def test_a_backend_running_another_compiler_version_never_shares_objects(
     before = _cache(balancer_old)
     again = write_c_project(tmp_path / "c", modules=MODULES)
     _build(again, balancer_old)
-    _assert_identical(again)
+    assert_identical_to_local(again)
     after = _cache(balancer_old)
     cache = {k: after[k] - before[k] for k in ("hits", "misses", "bypasses")}
     # Both compilers' results are stored apart, and this balancer, whose backends run
@@ -166,7 +160,7 @@ def test_redis_killed_mid_build_costs_nothing_and_hits_resume(
             make.kill()
             make.wait()
     assert make.returncode == 0, stderr
-    _assert_identical(project)
+    assert_identical_to_local(project)
     assert _cache(balancer)["bypasses"] >= 1
 
     redis_server.start()
@@ -182,7 +176,7 @@ def test_redis_killed_mid_build_costs_nothing_and_hits_resume(
     before = _cache(balancer)["hits"]
     third = write_c_project(tmp_path / "p3", modules=MODULES)
     _build(third, balancer)
-    _assert_identical(third)
+    assert_identical_to_local(third)
     assert _cache(balancer)["hits"] - before >= 0.95 * (MODULES + 1)
 
 
@@ -226,7 +220,7 @@ def test_flipped_bytes_in_redis_are_ignored_and_recompiled(
 
     project = write_c_project(tmp_path / "b", modules=MODULES)
     _build(project, balancer)
-    _assert_identical(project)
+    assert_identical_to_local(project)
     cache = _cache(balancer)
     assert cache["corrupt"] == jobs and balancer.totals()["cache_hit"] == 0
 
@@ -246,7 +240,7 @@ def test_server_disk_cache_hits_and_ignores_flipped_bytes(
                        20, "entries on disk")  # fmt: skip
     second = write_c_project(tmp_path / "b", modules=MODULES)
     assert run_make(second, hosts=hosts, jobs=4).returncode == 0
-    _assert_identical(second)
+    assert_identical_to_local(second)
     assert server.counters()["cache_hit"] == jobs
 
     for path in files:
@@ -255,6 +249,6 @@ def test_server_disk_cache_hits_and_ignores_flipped_bytes(
         path.write_bytes(bytes(data))
     third = write_c_project(tmp_path / "c", modules=MODULES)
     assert run_make(third, hosts=hosts, jobs=4).returncode == 0
-    _assert_identical(third)
+    assert_identical_to_local(third)
     assert server.counters()["cache_hit"] == jobs  # no new hits: every entry was corrupt
     assert len(server.events("cache_corrupt_entry")) == jobs

@@ -129,3 +129,10 @@ def local_object(project: Path, source: Path, compiler: str, cflags: str = CFLAG
         check=True,
     )
     return out.read_bytes()
+
+
+def assert_identical_to_local(project: Path, compiler: str = "gcc") -> None:
+    """Every object a build left in ``project`` equals a local compile of its source."""
+    for source in sources(project):
+        remote = (project / (source.stem + ".o")).read_bytes()
+        assert remote == local_object(project, source, compiler), f"{source.name} differs"
