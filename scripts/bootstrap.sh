@@ -17,6 +17,7 @@ DEBIAN_PACKAGES=(
     redis-server                       # the shared result cache, started by the tests
     keepalived iptables docker-compose # balancer pairs and faults in tests/system; compose file check
     krb5-kdc krb5-admin-server krb5-user libkrb5-dev  # Kerberos: a test KDC (k5test), kinit, and headers for gssapi
+    prometheus                         # promtool checks configs/prometheus/ and our /metrics
 )
 
 missing=()
@@ -36,7 +37,7 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # distccd from the package must not hold the ports our tests and farm use.
-for service in distcc redis-server dnsmasq; do
+for service in distcc redis-server dnsmasq prometheus; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
         systemctl stop "$service" || true
     fi
