@@ -179,7 +179,12 @@ class Acceptor:
         missing = _missing_flags(context)
         if missing:
             raise AuthError("gss_failed", f"the client did not grant {missing}")
-        return str(context.initiator_name)
+        if gssapi.RequirementFlag.anonymity in context.actual_flags:
+            raise AuthError("anonymous", "an anonymous client may not compile")
+        try:
+            return str(context.initiator_name)
+        except UnicodeDecodeError as exc:
+            raise AuthError("gss_failed", "the client's principal is not UTF-8") from exc
 
 
 @dataclass(frozen=True)

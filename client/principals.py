@@ -7,6 +7,11 @@ trusted realm in; write the realm. A file is looked at (one ``stat``) at most
 once per ``check_interval_s`` and read again only when its inode, size or mtime
 changed. A list that cannot be read fails closed: everyone is refused (for an
 allow list) or refused too (for a deny list, since we cannot know who is on it).
+
+The deny list errs on the side of refusing: its entries match regardless of case
+(a KDC may hand out tickets under another spelling of a name), and an entry
+without a realm matches that name in every realm. Anonymous principals
+(``WELLKNOWN/ANONYMOUS``) are never allowed.
 """
 
 from __future__ import annotations
@@ -24,8 +29,32 @@ MAX_LIST_BYTES = 4 * 1024 * 1024
 MAX_PRINCIPAL_CHARS = 1024
 
 
+ANONYMOUS_NAME = "WELLKNOWN/ANONYMOUS"
+
+
 class ListUnreadable(Exception):
     """A principal list file is missing, unreadable, too large or not text."""
+
+
+def _without_realm(principal: str) -> str:
+    return principal.rpartition("@")[0] if "@" in principal else principal
+
+
+def is_anonymous(principal: str) -> bool:
+    """Kerberos' anonymous principal (``kinit -n``), in any realm."""
+    return _without_realm(principal).casefold() == ANONYMOUS_NAME.casefold()
+
+
+def on_deny_list(principal: str, denied: frozenset[str]) -> bool:
+    """Whether a deny list names ``principal``: case-insensitively, and a realm-less
+    entry names the principal in every realm."""
+    folded = principal.casefold()
+    name = _without_realm(folded)
+    for entry in denied:
+        entry = entry.casefold()
+        if entry == folded or ("@" not in entry and entry == name):
+            return True
+    return False
 
 
 def parse_principals(text: str) -> frozenset[str]:
@@ -77,7 +106,7 @@ class PrincipalFile:
                 return self._names
             if st.st_size > MAX_LIST_BYTES:
                 raise ListUnreadable(f"{self.path}: larger than {MAX_LIST_BYTES} bytes")
-            with open(self.path, encoding="utf-8") as fh:
+            with open(self.path, encoding="utf-8-sig") as fh:  # a BOM is not a name
                 names = parse_principals(fh.read(MAX_LIST_BYTES + 1))
         except (OSError, UnicodeDecodeError, ListUnreadable) as exc:
             if self._names is not None or not self._error:
@@ -107,11 +136,13 @@ class PrincipalPolicy:
 
     def refusal(self, principal: str) -> str | None:
         """Why ``principal`` may not compile, or None when it may."""
+        if is_anonymous(principal):
+            return "anonymous principals may not compile"
         if self.deny is not None:
             denied = self.deny.names()
             if denied is None:
                 return "deny list unreadable"
-            if principal in denied:
+            if on_deny_list(principal, denied):
                 return "principal on the deny list"
         if self.allow is not None:
             allowed = self.allow.names()

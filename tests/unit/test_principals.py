@@ -75,6 +75,27 @@ def test_without_lists_every_authenticated_principal_may_compile() -> None:
     assert PrincipalPolicy().refusal("anyone@R") is None
 
 
+def test_anonymous_principals_never_compile(tmp_path: Path) -> None:
+    (tmp_path / "allow").write_text("WELLKNOWN/ANONYMOUS@WELLKNOWN:ANONYMOUS\n")
+    anonymous = "WELLKNOWN/ANONYMOUS@WELLKNOWN:ANONYMOUS"
+    assert PrincipalPolicy().refusal(anonymous) == "anonymous principals may not compile"
+    listed = PrincipalPolicy(allow=PrincipalFile(str(tmp_path / "allow")))
+    assert listed.refusal(anonymous) == "anonymous principals may not compile"
+    assert PrincipalPolicy().refusal("WELLKNOWN/ANONYMOUS@R") is not None
+
+
+def test_the_deny_list_errs_on_the_side_of_refusing(tmp_path: Path) -> None:
+    # A BOM, a realm-less entry (distccd's style) and another spelling of a name.
+    (tmp_path / "deny").write_bytes("\ufeffmallory@R\neve\n".encode())
+    policy = PrincipalPolicy(deny=PrincipalFile(str(tmp_path / "deny")))
+    denied = "principal on the deny list"
+    assert policy.refusal("mallory@R") == denied  # the first line, behind the BOM
+    assert policy.refusal("MALLORY@R") == denied  # another spelling from the KDC
+    assert policy.refusal("eve@R") == denied and policy.refusal("eve@OTHER") == denied
+    assert policy.refusal("mallory@OTHER") is None  # a realm given is a realm meant
+    assert policy.refusal("evelyn@R") is None  # whole names only
+
+
 def test_backend_spec_auth_option_as_distccs_host_word() -> None:
     assert BackendSpec.parse("10.0.0.1:3632").auth is None
     plain = BackendSpec.parse("10.0.0.1:3632,auth")
