@@ -19,6 +19,14 @@ from client.gss import AcceptorConfig, Initiator, add_acceptor_flags
 __all__ = ["BalancerConfig", "ConfigError", "load"]
 
 
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass
 class BalancerConfig(AcceptorConfig):
     listen: str = "0.0.0.0"  # noqa: S104 (it serves the network; --allow guards it)
@@ -68,9 +76,14 @@ class BalancerConfig(AcceptorConfig):
         (its own ``auth`` option, or --backend-auth for all)."""
         if spec.auth is None and not self.backend_auth:
             return spec
+        named = spec.auth.server_name if spec.auth else None
+        if named is None and not _is_address(spec.host):
+            # The name we were given, not whatever reverse DNS says of its address:
+            # someone who can redirect the address must not pass with another host key.
+            named = spec.host
         initiator = Initiator(
             service=self.backend_service,
-            server_name=spec.auth.server_name if spec.auth else None,
+            server_name=named,
             client_keytab=self.client_keytab,
             client_principal=self.client_principal,
             timeout_s=self.auth_timeout,

@@ -123,6 +123,15 @@ def test_balancer_settings_reach_every_authenticated_backend(tmp_path: Path) -> 
     assert all(spec.auth is not None for spec in config.backend_specs())
 
 
+def test_a_backend_given_by_name_is_authenticated_as_that_name() -> None:
+    config = BalancerConfig(
+        backend=["build2.example.com:3632,auth", "10.0.0.3:3632,auth", "b4:3632,auth=b4.x"]
+    )
+    names = [spec.auth.server_name for spec in config.backend_specs() if spec.auth]
+    # A name is used as it is; an address is left to reverse DNS (distcc's way).
+    assert names == ["build2.example.com", None, "b4.x"]
+
+
 def test_committers_script_builds_a_list_the_servers_read(tmp_path: Path) -> None:
     script = Path(__file__).resolve().parents[2] / "configs/auth/principals-from-committers.sh"
     names = "alice\nBob\n# a comment\nevil@OTHER.REALM\nx y\n\n"
