@@ -10,13 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.support.servers import wait_until
+from tests.support.servers import Distccd, wait_until
 
 SBIN = ("/usr/sbin", "/sbin")
 TOOLS = ("kdb5_util", "krb5kdc", "kadmin.local", "kinit", "klist", "kdestroy")
@@ -140,14 +139,12 @@ def can_initiate(ccache: str, target: str = "host@localhost") -> bool:
     return True
 
 
-class AuthDistccd:
+class AuthDistccd(Distccd):
     """Debian's real ``distccd --auth`` on loopback, as DESIGN.md describes it: it drops
     to its own user before reading the keytab, the realm's config and the replay
     cache, so those are made readable (and the cache writable) for it."""
 
     def __init__(self, kdc: Kdc, whitelist: list[str], *, jobs: int = 2) -> None:
-        from tests.support.servers import free_port, port_open
-
         os.chmod(kdc.realm.tmpdir, 0o755)
         os.chmod(kdc.realm.env["KRB5_CONFIG"], 0o644)
         work = Path(tempfile.mkdtemp(prefix="distccd-auth-", dir=kdc.dir))
@@ -162,32 +159,10 @@ class AuthDistccd:
         # distccd compares names with the realm cut off.
         listed.write_text("".join(f"{name.split('@')[0]}\n" for name in whitelist))
         listed.chmod(0o644)
-        self.port = free_port()
         env = {
             **os.environ,
             "KRB5_KTNAME": str(keytab),
             "DISTCCD_PRINCIPAL": "host@localhost",
             "KRB5RCACHEDIR": str(rcache),
         }
-        cmd = [
-            "distccd", "--daemon", "--no-detach", "--listen", "127.0.0.1",
-            "--port", str(self.port), "--allow", "127.0.0.1", "--jobs", str(jobs),
-            "--auth", "--whitelist", str(listed), "--log-stderr", "--log-level", "warning",
-        ]  # fmt: skip
-        if os.geteuid() == 0:
-            cmd += ["--user", "distccd"]
-        self.proc = subprocess.Popen(
-            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        wait_until(lambda: port_open(self.port) or self.proc.poll() is not None, 30, "distccd")
-        if self.proc.poll() is not None:
-            raise AssertionError(f"distccd --auth exited {self.proc.returncode}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().__init__(jobs=jobs, extra_args=("--auth", "--whitelist", str(listed)), env=env)

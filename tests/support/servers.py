@@ -173,22 +173,32 @@ def port_open(port: int) -> bool:
 class Distccd:
     """Debian's real distccd on loopback, for comparisons and as a balancer backend."""
 
-    def __init__(self, *, jobs: int = 2, stats: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        jobs: int = 2,
+        stats: bool = False,
+        extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.stats_port = free_port() if stats else None
         cmd = [
             "distccd", "--daemon", "--no-detach", "--listen", "127.0.0.1",
             "--port", str(self.port), "--allow", "127.0.0.1", "--jobs", str(jobs),
-            "--log-stderr", "--log-level", "warning",
+            *extra_args, "--log-stderr", "--log-level", "warning",
         ]  # fmt: skip
         if os.geteuid() == 0:
             cmd += ["--user", "distccd"]
         if self.stats_port:
             cmd += ["--stats", "--stats-port", str(self.stats_port)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Its log is not read: a pipe nobody drains would stall it once full.
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         wait_until(lambda: port_open(self.port) or self.proc.poll() is not None, 30, "distccd")
         if self.proc.poll() is not None:
-            raise AssertionError(f"distccd exited {self.proc.returncode}")
+            raise AssertionError(f"distccd {' '.join(extra_args)} exited {self.proc.returncode}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
