@@ -17,6 +17,7 @@ from typing import Literal
 
 from cache.keys import CompilerIdentity
 from client.gss import Initiator
+from client.quantiles import quantile
 
 Kind = Literal["distlb", "distccd"]
 DEFAULT_UNREPORTED_SLOTS = 4
@@ -187,10 +188,7 @@ class Backend:
         self._latencies.append(seconds)
 
     def latency_quantile(self, q: float) -> float | None:
-        if not self._latencies:
-            return None
-        ordered = sorted(self._latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return quantile(self._latencies, q)
 
     def snapshot(self, now: float | None = None) -> dict[str, object]:
         now = time.monotonic() if now is None else now

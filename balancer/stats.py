@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 
 from balancer.dispatch import Dispatcher
 from balancer.pool import Pool
+from client.quantiles import quantile
 
 JOB_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1200)
 
@@ -81,12 +82,10 @@ class BalancerStats:
         if cache is None:
             return None
         st = cache.stats
-        ordered = sorted(st.hit_seconds)
 
-        def quantile(q: float) -> float | None:
-            if not ordered:
-                return None
-            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
+        def hit_ms(q: float) -> float | None:
+            seconds = quantile(st.hit_seconds, q)
+            return round(seconds * 1000, 2) if seconds is not None else None
 
         return {
             "stores": [store.name for store in cache.stores],
@@ -97,8 +96,8 @@ class BalancerStats:
             "stored": st.stores,
             "bytes_read": st.bytes_read,
             "bytes_written": st.bytes_written,
-            "hit_p50_ms": quantile(0.5),
-            "hit_p99_ms": quantile(0.99),
+            "hit_p50_ms": hit_ms(0.5),
+            "hit_p99_ms": hit_ms(0.99),
         }
 
     def prometheus(self) -> bytes:

@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from client.distcc import ClientError, TurnedAway, compile_remote
+from client.quantiles import quantile
 from wire import Request
 
 OUTCOMES = ("ok", "turned_away", "compile_error", "failed")
@@ -68,10 +69,7 @@ class Summary:
             self.errors[error] = self.errors.get(error, 0) + 1
 
     def quantile_ms(self, q: float) -> float | None:
-        if not self.latencies_ms:
-            return None
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return quantile(self.latencies_ms, q)
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from balancer.backends import Backend, BackendSpec, Report, SpecError
+from client.quantiles import quantile
 
 
 def test_spec_defaults_to_a_distlb_server_with_status_on_port_plus_one() -> None:
@@ -99,3 +100,10 @@ def test_latency_quantiles() -> None:
         backend.record_latency(ms / 1000)
     assert backend.latency_quantile(0.5) == pytest.approx(0.051)
     assert backend.latency_quantile(0.95) == pytest.approx(0.096)
+
+
+def test_quantiles_are_nearest_rank_and_none_without_samples() -> None:
+    assert quantile([], 0.5) is None
+    assert quantile([3.0, 1.0, 2.0], 0.5) == 2.0
+    assert quantile([1.0, 2.0, 3.0, 4.0], 0.5) == 3.0  # rank int(0.5 * 4) of the sorted
+    assert quantile([1.0, 2.0, 3.0], 1.0) == 3.0 and quantile([1.0, 2.0], 0.0) == 1.0
