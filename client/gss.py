@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import gssapi
@@ -47,6 +48,9 @@ REQUIRED_FLAGS = (
 )
 DEFAULT_HANDSHAKE_TIMEOUT_S = 5.0
 DEFAULT_MAX_HANDSHAKES = 64
+# Not lower by default: distcc opens a connection, and a handshake, per job, so one
+# developer's `make -j64` starts with up to 64 handshakes at once from one address.
+DEFAULT_MAX_HANDSHAKES_PER_ADDRESS = DEFAULT_MAX_HANDSHAKES
 MAX_ROUNDS = 8  # Kerberos needs one round trip; SPNEGO would need two or three
 
 
@@ -90,8 +94,12 @@ class Acceptor:
     timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S
     max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES
     max_handshakes: int = DEFAULT_MAX_HANDSHAKES
+    max_per_address: int = DEFAULT_MAX_HANDSHAKES_PER_ADDRESS
+    """Handshakes in progress from one client address: set below ``max_handshakes``,
+    one host holding idle connections cannot take every handshake place."""
     in_progress: int = 0
     _creds: gssapi.Credentials | None = None
+    _by_address: Counter[str] = field(default_factory=Counter)
 
     def load(self) -> None:
         """Acquire the acceptor credentials now; raises :class:`AuthSetupError`."""
@@ -123,11 +131,22 @@ class Acceptor:
         """
         if self.in_progress >= self.max_handshakes:
             raise AuthError("too_many_handshakes", f"{self.in_progress} in progress")
+        peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        if self._by_address[address] >= self.max_per_address:
+            raise AuthError(
+                "too_many_handshakes",
+                f"{self._by_address[address]} in progress from {address}",
+            )
         self.in_progress += 1
+        self._by_address[address] += 1
         try:
             principal = await self._handshake(reader, writer)
         finally:
             self.in_progress -= 1
+            self._by_address[address] -= 1
+            if not self._by_address[address]:
+                del self._by_address[address]
         refusal = self.policy.refusal(principal)
         try:
             writer.write(verdict(refusal is None))
@@ -348,6 +367,13 @@ def add_acceptor_flags(parser: argparse.ArgumentParser, role: str) -> None:
         metavar="N",
         help=f"handshakes in progress at once; more are closed (default {DEFAULT_MAX_HANDSHAKES})",
     )
+    parser.add_argument(
+        "--max-handshakes-per-address",
+        type=int,
+        metavar="N",
+        help="handshakes in progress at once from one client address "
+        f"(default {DEFAULT_MAX_HANDSHAKES_PER_ADDRESS})",
+    )
 
 
 def build_acceptor(
@@ -359,6 +385,7 @@ def build_acceptor(
     deny_principals: str | None,
     timeout_s: float,
     max_handshakes: int,
+    max_per_address: int = DEFAULT_MAX_HANDSHAKES_PER_ADDRESS,
 ) -> Acceptor | None:
     """The configured acceptor, credentials and lists loaded (None without ``auth``).
 
@@ -371,8 +398,11 @@ def build_acceptor(
                 "--principal, --keytab, --allow-principals and --deny-principals need --auth"
             )
         return None
-    if timeout_s <= 0 or max_handshakes < 1:
-        raise AuthSetupError("--auth-timeout must be positive and --max-handshakes at least 1")
+    if timeout_s <= 0 or max_handshakes < 1 or max_per_address < 1:
+        raise AuthSetupError(
+            "--auth-timeout must be positive, --max-handshakes and "
+            "--max-handshakes-per-address at least 1"
+        )
     policy = PrincipalPolicy(
         allow=PrincipalFile(allow_principals) if allow_principals else None,
         deny=PrincipalFile(deny_principals) if deny_principals else None,
@@ -389,6 +419,7 @@ def build_acceptor(
         policy=policy,
         timeout_s=timeout_s,
         max_handshakes=max_handshakes,
+        max_per_address=max_per_address,
     )
     acceptor.load()
     return acceptor
@@ -405,6 +436,7 @@ class AcceptorConfig:
     deny_principals: str | None = None
     auth_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT_S
     max_handshakes: int = DEFAULT_MAX_HANDSHAKES
+    max_handshakes_per_address: int = DEFAULT_MAX_HANDSHAKES_PER_ADDRESS
 
     def acceptor(self) -> Acceptor | None:
         """The GSSAPI acceptor (keytab and lists loaded) with --auth, else None."""
@@ -417,6 +449,7 @@ class AcceptorConfig:
                 deny_principals=self.deny_principals,
                 timeout_s=self.auth_timeout,
                 max_handshakes=self.max_handshakes,
+                max_per_address=self.max_handshakes_per_address,
             )
         except AuthSetupError as exc:
             raise ConfigError(str(exc)) from exc

@@ -513,6 +513,37 @@ def test_handshakes_beyond_the_limit_are_closed_at_once(
             conn.close()
 
 
+def test_one_address_cannot_take_every_handshake_place(
+    kdc: Kdc, lists: dict[str, Path], balancer_identity: tuple[str, str], start_balancer: Any
+) -> None:
+    balancer = _start_auth_balancer(
+        start_balancer, kdc, lists, balancer_identity[1], f"127.0.0.1:{free_port()},kind=distccd",
+        "--max-handshakes", "4", "--max-handshakes-per-address", "2", "--auth-timeout", "5",
+    )  # fmt: skip
+    holders = []
+
+    def hold(source: str) -> socket.socket:
+        conn = socket.create_connection(("127.0.0.1", balancer.port), source_address=(source, 0))
+        holders.append(conn)
+        conn.settimeout(10)
+        conn.sendall(b"*")
+        return conn
+
+    try:
+        for _ in range(2):  # 127.0.0.1 holds two handshakes open: its share
+            assert hold("127.0.0.1").recv(1) == b"*"
+        third = hold("127.0.0.1")
+        assert third.recv(1) == b""  # closed, no handshake byte back
+        event = wait_until(lambda: _refusals(balancer), 10, "the refusal")[-1]
+        assert event["reason"] == "too_many_handshakes"
+        assert "from 127.0.0.1" in event["detail"]
+        # Another host still gets a place: the whole limit (4) is not reached.
+        assert hold("127.0.0.2").recv(1) == b"*"
+    finally:
+        for conn in holders:
+            conn.close()
+
+
 def test_server_survives_crafted_handshakes_and_still_serves(
     kdc: Kdc, lists: dict[str, Path], start_server: Any, shared_tmp: Path
 ) -> None:
