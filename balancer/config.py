@@ -46,6 +46,7 @@ class BalancerConfig(AcceptorConfig):
     hedge_after: float | None = None
     hedge_min: float = 5.0
     tail_hedge: float = 2.0
+    wait_for_faster: float = 1.25
     connect_timeout: float = 1.0
     io_timeout: float = 60.0
     request_timeout: float = 120.0
@@ -114,6 +115,7 @@ class BalancerConfig(AcceptorConfig):
             hedge_after_s=self.hedge_after,
             hedge_min_s=self.hedge_min,
             tail_hedge=self.tail_hedge,
+            wait_for_faster=self.wait_for_faster,
             connect_timeout_s=self.connect_timeout,
         )
 
@@ -145,6 +147,8 @@ class BalancerConfig(AcceptorConfig):
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
         if 0 < self.tail_hedge < 1 or self.tail_hedge < 0:
             raise ConfigError("--tail-hedge must be 0 (off) or at least 1")
+        if 0 < self.wait_for_faster < 1 or self.wait_for_faster < 0:
+            raise ConfigError("--wait-for-faster must be 0 (off) or at least 1")
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError("--log-format must be json, console or auto")
         if self.client_keytab and not os.access(self.client_keytab, os.R_OK):
@@ -212,6 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="X",
         help="while no job waits for a slot, also send a running job to a free backend "
         "that would finish it X times sooner (2.0; 0: off)",
+    )
+    p.add_argument(
+        "--wait-for-faster",
+        type=float,
+        metavar="X",
+        help="a big job waits for one of our jobs on a faster backend to end, rather than "
+        "start on a slower free one, when it would finish X times sooner there (1.25; 0: off)",
     )
     p.add_argument("--connect-timeout", type=float, metavar="S", help="to a backend (1.0)")
     p.add_argument(

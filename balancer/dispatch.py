@@ -15,7 +15,7 @@ import asyncio
 import random
 import statistics
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import structlog
@@ -23,7 +23,7 @@ import structlog
 from balancer.backends import Backend
 from balancer.picker import pick
 from balancer.pool import Pool
-from balancer.tail import Running, backup_choice, size_factor
+from balancer.tail import Running, backup_choice, size_factor, wait_choice
 from cache import CachedResult, ResultCache, cache_key, job_digest, why_not_cacheable
 from client import ClientError, TurnedAway, compile_remote
 from wire import Limits, Reply, Request
@@ -45,6 +45,9 @@ class DispatchSettings:
     tail_hedge: float = 2.0
     """Back up a running job on a free backend that would finish it this many times
     sooner, while no job waits for a slot (balancer/tail.py); 0 turns it off."""
+    wait_for_faster: float = 1.25
+    """A big job waits for a faster backend to come free instead of taking a slower
+    free one, when it would finish this many times sooner (balancer/tail.py); 0: off."""
     connect_timeout_s: float = 1.0
     job_timeout_s: float = 1500.0
     """Longest wait for one backend's reply (beyond a server's 1200 s job lifetime)."""
@@ -92,6 +95,9 @@ class Dispatcher:
         self._running: set[Running] = set()
         self._waiting = 0
         """Jobs waiting for a free slot: while any do, a slot is not to spare."""
+        self._waiting_for: Counter[str] = Counter()
+        """Per backend, big jobs waiting for it to come free (balancer/tail.py)."""
+        self.waited_for_faster = 0
         pool.add_listener(self._on_pool_change)
 
     def size_hints(self, source_bytes: int) -> tuple[bool, float]:
@@ -114,9 +120,17 @@ class Dispatcher:
         return pick(backends, self.rng, time.monotonic(), exclude, affinity, big=big)
 
     async def _acquire(
-        self, exclude: set[str], budget: list[float], affinity: bytes | None, big: bool
+        self,
+        exclude: set[str],
+        budget: list[float],
+        affinity: bytes | None,
+        big: bool,
+        factor: float = 1.0,
     ) -> Backend:
-        """A backend with a free slot, waiting at most what is left of ``budget[0]``."""
+        """A backend with a free slot, waiting at most what is left of ``budget[0]``. A
+        big job may also wait, within what it gains, for a faster backend to come free
+        (:func:`balancer.tail.wait_choice`); that wait does not spend the budget."""
+        give_up_waiting_at: float | None = None
         while True:
             backend = self._pick(exclude, affinity, big)
             if backend is None and exclude:
@@ -124,7 +138,25 @@ class Dispatcher:
                 # once may still be the only one that can take it.
                 backend = self._pick(set(), affinity, big)
             if backend is not None:
-                return backend
+                faster = self._faster_soon(backend, big, factor, give_up_waiting_at)
+                if faster is None:
+                    return backend
+                target, _wait_s, worth_s = faster
+                now = time.monotonic()
+                if give_up_waiting_at is None:
+                    give_up_waiting_at = now + worth_s
+                    self.waited_for_faster += 1
+                    log.debug("waiting_for_faster", backend=target.name, instead_of=backend.name)
+                self._waiting_for[target.name] += 1
+                self._waiting += 1
+                try:
+                    # Woken by any change (our job there ending is one); waiting longer
+                    # than expected is fine until it stops being worth it.
+                    await self.pool.wait_for_change(max(0.0, give_up_waiting_at - now))
+                finally:
+                    self._waiting -= 1
+                    self._waiting_for[target.name] -= 1
+                continue
             if budget[0] <= 0:
                 raise NoCapacity(
                     f"no backend had a free slot within {self.settings.queue_timeout_s} s"
@@ -137,6 +169,26 @@ class Dispatcher:
             finally:
                 self._waiting -= 1
             budget[0] -= time.monotonic() - started
+
+    def _faster_soon(
+        self, chosen: Backend, big: bool, factor: float, give_up_at: float | None
+    ) -> tuple[Backend, float, float] | None:
+        """For a big job about to start on ``chosen``: a faster backend worth waiting
+        for, the expected wait and how long waiting stays worth it; else None."""
+        if not big or self.settings.wait_for_faster <= 0 or chosen.caches_results:
+            return None  # (a backend that caches results may be the job's affinity choice)
+        now = time.monotonic()
+        if give_up_at is not None and now >= give_up_at:
+            return None
+        return wait_choice(
+            chosen,
+            list(self.pool.backends.values()),
+            self._running,
+            self._waiting_for,
+            now,
+            factor,
+            self.settings.wait_for_faster,
+        )
 
     def _hedge_delay(self, backend: Backend) -> float:
         if self.settings.hedge_after_s is not None:
@@ -284,7 +336,7 @@ class Dispatcher:
         for attempt in range(1, max_sends + 1):
             if failures >= self.settings.max_attempts:
                 break
-            backend = await self._acquire(failed, budget, affinity, big)
+            backend = await self._acquire(failed, budget, affinity, big, factor)
             tried.append(backend.name)
             if attempt > 1:
                 self.retries += 1

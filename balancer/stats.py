@@ -68,6 +68,7 @@ class BalancerStats:
                 "hedges": self.dispatcher.hedges,
                 "hedge_wins": self.dispatcher.hedge_wins,
                 "tail_hedges": self.dispatcher.tail_hedges,
+                "waited_for_faster": self.dispatcher.waited_for_faster,
                 "slots": sum(b["slots"] for b in backends if b["state"] == "up"),
                 "free": sum(b["free"] for b in backends if b["state"] == "up"),
                 "in_flight": sum(b["in_flight"] for b in backends),
@@ -134,6 +135,11 @@ class _Collector(Collector):
             "distlb_balancer_tail_hedges",
             "Of the hedges, jobs backed up on a faster backend that came free",
             value=s.dispatcher.tail_hedges,
+        )
+        yield CounterMetricFamily(
+            "distlb_balancer_waited_for_faster",
+            "Big jobs that waited for a faster backend rather than start on a slower free one",
+            value=s.dispatcher.waited_for_faster,
         )
         per_backend = {
             "up": GaugeMetricFamily("distlb_backend_up", "1 while in rotation", labels=["backend"]),

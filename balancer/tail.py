@@ -1,5 +1,7 @@
-"""Tail hedging (pure): when the farm has room to spare, back up the job that a faster
-free backend would most likely finish much sooner.
+"""Tail hedging and waiting for a faster backend (pure): when the farm has room to
+spare, back up the job that a faster free backend would most likely finish much sooner;
+and before a big job starts on a slow free backend, ask whether it would finish sooner
+after waiting for one of our jobs on a faster backend to end.
 
 At the end of a build the farm empties while the last jobs still run wherever they
 were started, often on the slowest servers, which were the ones free at the time.
@@ -12,6 +14,12 @@ job's size relative to the median recent job (clamped), so a job that has run fo
 ``elapsed`` seconds has about ``cost - elapsed`` left where it is, but never less
 than a quarter of ``elapsed``: a job that overruns its estimate (a loaded server, a
 job bigger than its size says) has shown that the estimate was too low.
+
+Waiting is what an earliest-finish-time scheduler does: a 6 s job should not take the
+last free slot of a server four times slower when a fast server's slot comes free in
+a second. Each backend's next frees are the ends of our own jobs there, in order; jobs
+already waiting for that backend have the earlier ones. Another balancer's jobs are not
+counted (we do not know when they end), so we only ever wait for our own.
 """
 
 from __future__ import annotations
@@ -52,6 +60,53 @@ def size_factor(source_bytes: int, median_bytes: float | None) -> float:
     return min(high, max(low, source_bytes / median_bytes))
 
 
+def remaining_s(job: Running, cost: dict[str, float], now: float) -> float:
+    """Expected seconds left of a running job where it runs."""
+    elapsed = now - job.started
+    return max(cost[job.backend] * job.size_factor - elapsed, LATE_SHARE * elapsed)
+
+
+def wait_choice(
+    chosen: Backend,
+    backends: Sequence[Backend],
+    running: Iterable[Running],
+    waiting_for: dict[str, int],
+    now: float,
+    size_factor: float,
+    gain: float,
+) -> tuple[Backend, float, float] | None:
+    """A full backend faster than ``chosen`` where a job of ``size_factor``, waiting for
+    one of our jobs there to end, is expected to finish ``gain`` times sooner than on
+    ``chosen`` now; with the expected wait and the longest wait that would still gain
+    that much. None: take ``chosen``.
+
+    ``waiting_for`` counts, per backend, the jobs already waiting for it: they get its
+    first frees, so this one would wait for the next.
+    """
+    if gain <= 0:
+        return None
+    healthy = [b for b in backends if b.healthy]
+    if chosen not in healthy:
+        return None
+    cost = seconds_per_job(healthy)
+    here = cost[chosen.name] * size_factor
+    ends: dict[str, list[float]] = {}
+    for job in running:
+        if job.backend in cost:
+            ends.setdefault(job.backend, []).append(remaining_s(job, cost, now))
+    best: tuple[float, Backend, float, float] | None = None
+    for backend in healthy:
+        queue = sorted(ends.get(backend.name, ()))
+        ahead = waiting_for.get(backend.name, 0)
+        if cost[backend.name] >= cost[chosen.name] or backend.available(now) or ahead >= len(queue):
+            continue
+        wait = queue[ahead]
+        there = cost[backend.name] * size_factor
+        if gain * (wait + there) <= here and (best is None or wait + there < best[0]):
+            best = (wait + there, backend, wait, here / gain - there)
+    return best[1:] if best else None
+
+
 def backup_choice(
     running: Iterable[Running],
     backends: Sequence[Backend],
@@ -74,9 +129,7 @@ def backup_choice(
     for job in running:
         if job.backed_up or job.backend == fastest.name or job.backend not in cost:
             continue
-        expected = cost[job.backend] * job.size_factor
-        elapsed = now - job.started
-        remaining = max(expected - elapsed, LATE_SHARE * elapsed)
+        remaining = remaining_s(job, cost, now)
         there = cost[fastest.name] * job.size_factor
         gain = remaining - there
         if remaining > speedup * there and (best is None or gain > best[0]):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from balancer.backends import Backend, BackendSpec, Report
-from balancer.tail import Running, backup_choice, size_factor
+from balancer.tail import Running, backup_choice, size_factor, wait_choice
 
 
 def _backend(name: str, latency_s: float, slots: int = 2, busy: int = 0) -> Backend:
@@ -70,3 +72,55 @@ def test_size_factor_is_relative_and_clamped() -> None:
     assert size_factor(500, 1000) == 0.5
     assert size_factor(1, 1000) == 0.25
     assert size_factor(10**9, 1000) == 4.0
+
+
+# --- waiting for a faster backend ------------------------------------------------
+
+
+def test_a_big_job_waits_for_our_job_ending_on_a_much_faster_backend() -> None:
+    slow, fast = _backend("slow", 4.0), _backend("fast", 1.0, busy=2)
+    ending, young = _job("fast:1", started=0.0), _job("fast:1", started=0.8)
+    # At 0.9 s the older fast job is expected to end in 0.225 s (a quarter of the 0.9 s it
+    # ran: it is near its 1 s estimate): 0.225 + 2 s there beats 8 s on the slow one.
+    found = wait_choice(slow, [slow, fast], [ending, young], {}, 0.9, size_factor=2.0, gain=1.25)
+    assert found is not None
+    backend, wait, worth = found
+    assert backend is fast
+    assert wait == pytest.approx(0.225)
+    assert worth == pytest.approx(8.0 / 1.25 - 2.0)
+
+
+def test_jobs_already_waiting_get_the_first_frees() -> None:
+    slow, fast = _backend("slow", 4.0), _backend("fast", 1.0, busy=2)
+    running = [_job("fast:1", started=0.0), _job("fast:1", started=0.5)]
+    first = wait_choice(slow, [slow, fast], running, {}, now=0.9, size_factor=1.0, gain=1.25)
+    second = wait_choice(slow, [slow, fast], running, {"fast:1": 1}, 0.9, 1.0, 1.25)
+    assert first is not None and second is not None
+    assert second[1] > first[1]  # it waits for the later of the two ends
+    # With both ends taken by jobs waiting already, there is nothing left to wait for.
+    assert wait_choice(slow, [slow, fast], running, {"fast:1": 2}, 0.9, 1.0, 1.25) is None
+
+
+def test_no_wait_when_it_gains_too_little_or_is_off() -> None:
+    medium, fast = _backend("medium", 1.2), _backend("fast", 1.0, busy=2)
+    running = [_job("fast:1", started=0.0)]
+    # 1.2 s here against 0.25 + 1 s after waiting: no gain.
+    assert wait_choice(medium, [medium, fast], running, {}, 1.0, 1.0, 1.25) is None
+    slow = _backend("slow", 4.0)
+    assert wait_choice(slow, [slow, fast], running, {}, 1.0, 1.0, gain=0) is None
+
+
+def test_no_wait_for_a_backend_we_have_no_job_on_or_that_is_not_faster() -> None:
+    # Full, but with another balancer's jobs: when they end is unknown.
+    slow, fast = _backend("slow", 4.0), _backend("fast", 1.0, busy=0)
+    fast.on_report(Report(slots=2, busy=2))
+    assert wait_choice(slow, [slow, fast], [], {}, 1.0, 1.0, 1.25) is None
+    # Our job on a slower backend is no reason to wait.
+    slower = _backend("slower", 8.0, busy=2)
+    assert wait_choice(slow, [slow, slower], [_job("slower:1")], {}, 7.9, 1.0, 1.25) is None
+
+
+def test_no_wait_for_a_backend_out_of_rotation() -> None:
+    slow, fast = _backend("slow", 4.0), _backend("fast", 1.0, busy=2)
+    fast.healthy = False
+    assert wait_choice(slow, [slow, fast], [_job("fast:1")], {}, 0.9, 1.0, 1.25) is None
