@@ -11,7 +11,8 @@ speeds, files, start times and background schedule. Prints a markdown table of
 makespans against a lower bound and writes bench/results/farm.{md,json} and
 bench/results/farm_makespan.png.
 
-    .venv/bin/python bench/farm.py [--quick] [--rounds R] [--strategy S]... [--keep-logs DIR]
+    .venv/bin/python bench/farm.py [--quick | --light] [--rounds R] [--strategy S]...
+                                   [--keep-logs DIR] [--balancer-arg ARG]...
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ BACKGROUND_JOB_S = 1.0  # longest single background job, wall seconds on its ser
 BACKGROUND_RETRY_S = 0.2  # after a turn-away (the server was full)
 # What Debian's distcc 3.4 prints (as warnings) when it compiles a job locally after
 # all: it could not place it, or the remote compile failed (a closed connection).
+# What the distlb balancers did, from their /status totals.
+BALANCER_TOTALS = ("turned_away", "retries", "hedges", "tail_hedges", "waited_for_faster")
 LOCAL_MARKERS = ("running locally instead", "failed to distribute", "retrying locally")
 
 # sim-cc: distcc runs `sim-cc -E file.c` locally (stdout is the "preprocessed" source)
@@ -155,6 +158,10 @@ QUICK = Scenario(8, 4, 6, 100, 16, 0.5, 3, 3.0, 3.0, 30.0, 8)
 # 16 x 8 slots asked for by 12 x -j24. Jobs take three times as long as in --quick so that
 # the farm runs ~55 jobs a second, as --quick does: at 130 a second the 2 cores were the
 # bottleneck (every job starts a distcc client and a shell on this machine).
+# The first --quick scenario, kept to compare with: 4 clients x 60 jobs starting 1 s apart
+# never fill the farm for long, so every scheduler, the oracle too, ends ~1.3 x the bound;
+# there the speed-aware choice of a free slot matters more than in a full farm.
+LIGHT = Scenario(8, 4, 4, 60, 16, 1.0, 3, 3.0, 3.0, 120.0, 8)
 FULL = Scenario(16, 8, 12, 200, 24, 0.5, 3, 5.0, 5.0, 300.0, 8, work_scale=3.0)
 
 
@@ -283,9 +290,9 @@ def start_haproxy(
 
 def start_balancer(
     work: Path, servers: list[Server], procs: list[Proc], name: str, extra: tuple[str, ...] = ()
-) -> int:
-    """distlb-balancer on port 0; its port comes from its ``balancer_ready`` line. Returns
-    it once every backend is in rotation."""
+) -> tuple[int, int]:
+    """distlb-balancer on port 0; its ports come from its ``balancer_ready`` line. Returns
+    them (distcc, admin) once every backend is in rotation."""
     command = [str(DISTLB_BALANCER), "--listen", HOST, "--port", "0", "--admin-port", "0"]
     command += ["--log-format", "json", *extra]
     for server in servers:
@@ -308,7 +315,7 @@ def start_balancer(
     while True:
         totals = get_json(admin_port, "/status").get("totals")
         if isinstance(totals, dict) and totals.get("healthy_backends") == len(servers):
-            return port
+            return port, admin_port
         if time.monotonic() > deadline:
             raise RuntimeError(f"{name}: backends not all up after {READY_TIMEOUT_S}s: {totals}")
         time.sleep(0.05)
@@ -575,6 +582,7 @@ class Outcome(TypedDict):
     real_identical: int  # of those, objects identical to a local compile
     real_local: int  # of those, compiled locally after all (distcc said so)
     server_jobs: dict[str, int]
+    balancer_totals: dict[str, int]  # distlb strategies: BALANCER_TOTALS, summed
     errors: dict[str, int]
     distcc_said: dict[str, int]
 
@@ -592,6 +600,7 @@ def run_strategy(
     """Fresh servers (and balancers or HAProxy) for one strategy; the builds; the numbers."""
     mine: list[Proc] = []
     tag = f"r{round_index}-{strategy}"
+    balancers: list[tuple[int, int]] = []
     try:
         servers = start_servers(work, scenario, farm, mine, tag)
         slots = scenario.slots
@@ -604,11 +613,11 @@ def run_strategy(
             hosts = [f"{HOST}:{port}/64"] * scenario.clients
         else:
             count = 2 if strategy == "distlb-x2" else 1
-            ports = [
+            balancers = [
                 start_balancer(work, servers, mine, f"{tag}-b{i}", scenario.balancer_args)
                 for i in range(count)
             ]
-            hosts = [f"{HOST}:{ports[k % count]}/64" for k in range(scenario.clients)]
+            hosts = [f"{HOST}:{balancers[k % count][0]}/64" for k in range(scenario.clients)]
         home = work / f"{tag}-home"
         home.mkdir()
         client_bin = work / "client-bin"
@@ -625,6 +634,12 @@ def run_strategy(
             counters = get_json(server.stats_port, "/status")["counters"]
             assert isinstance(counters, dict)
             rejected += int(counters["rejected_busy"])
+        balancer_totals: Counter[str] = Counter()
+        for _port, admin_port in balancers:
+            totals = get_json(admin_port, "/status")["totals"]
+            assert isinstance(totals, dict)
+            for key in BALANCER_TOTALS:
+                balancer_totals[key] += int(totals[key])
     finally:
         stop_all(mine)
     server_jobs: dict[str, int] = {}
@@ -682,6 +697,7 @@ def run_strategy(
         real_identical=sum(run.real_identical for run in runs),
         real_local=sum(run.real_local for run in runs),
         server_jobs=server_jobs,
+        balancer_totals=dict(balancer_totals),
         errors=dict(errors.most_common(10)),
         distcc_said=dict(said.most_common(10)),
     )
@@ -710,6 +726,7 @@ def run(
                     f"rejected={outcome['servers_rejected_busy']} "
                     f"real={outcome['real_identical']}/{outcome['real_checked']} "
                     f"real_local={outcome['real_local']} "
+                    f"{outcome['balancer_totals'] or ''} "
                     f"{outcome['errors'] or ''}",
                     file=sys.stderr,
                 )
@@ -926,11 +943,11 @@ def plot(outcomes: list[Outcome], path: Path) -> None:
 
 
 def write_results(
-    scenario: Scenario, farm: Farm, outcomes: list[Outcome], text: str, took_s: float, quick: bool
+    scenario: Scenario, farm: Farm, outcomes: list[Outcome], text: str, took_s: float, mode: str
 ) -> None:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     document = {
-        "mode": "quick" if quick else "full",
+        "mode": mode,
         "scenario": asdict(scenario),
         "farm": {k: v for k, v in asdict(farm).items() if k != "job_work_s"},
         "job_work_s": farm.job_work_s,
@@ -946,11 +963,12 @@ def write_results(
         f"{o['background_turned_away']} turned away); servers rejected busy "
         f"{o['servers_rejected_busy']}; load average {o['load_average_1m']}; "
         f"distcc warned of {o['said_local']} local runs; "
+        f"balancers {o['balancer_totals'] or '-'}; "
         f"errors {o['errors']}; distcc said {o['distcc_said']}"
         for o in outcomes
     ]
     markdown = (
-        f"# Simulated farm ({'--quick' if quick else 'full'})\n\n{text}\n\nTook {took_s} s.\n\n"
+        f"# Simulated farm ({mode})\n\n{text}\n\nTook {took_s} s.\n\n"
         "## Raw\n\n" + "\n".join(raw_lines) + "\n"
     )
     (RESULTS_DIR / "farm.md").write_text(markdown)
@@ -965,13 +983,19 @@ def main() -> int:
     # SIGTERM unwinds like Ctrl-C, through the finally blocks that stop what we started.
     signal.signal(signal.SIGTERM, _interrupt)
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="8 servers x 4, 4 clients x 60")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="8 servers x 4, 6 clients x 100")
+    mode.add_argument(
+        "--light", action="store_true", help="8 servers x 4, 4 clients x 60 starting 1 s apart"
+    )
     parser.add_argument(
         "--strategy", action="append", choices=STRATEGIES, help="run only these (repeatable)"
     )
     parser.add_argument("--seed", type=int, help="override the scenario's seed")
     parser.add_argument(
-        "--rounds", type=int, help="runs of every strategy (default: 1 with --quick, else 3)"
+        "--rounds",
+        type=int,
+        help="runs of every strategy (default: 1 with --quick or --light, else 3)",
     )
     parser.add_argument("--keep-logs", type=Path, help="copy every process's log here")
     parser.add_argument(
@@ -983,13 +1007,13 @@ def main() -> int:
         "--balancer-arg=--tail-hedge --balancer-arg=0)",
     )
     args = parser.parse_args()
-    scenario = QUICK if args.quick else FULL
+    scenario = QUICK if args.quick else LIGHT if args.light else FULL
     if args.seed is not None:
         scenario = Scenario(**{**asdict(scenario), "seed": args.seed})
     if args.balancer_arg:
         scenario = Scenario(**{**asdict(scenario), "balancer_args": tuple(args.balancer_arg)})
     strategies = tuple(args.strategy) if args.strategy else STRATEGIES
-    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick or args.light else 3)
     if rounds < 1:
         parser.error("--rounds must be at least 1")
     for tool in ("distcc", "timeout"):
@@ -1004,7 +1028,8 @@ def main() -> int:
     text = table(scenario, farm, outcomes, rounds)
     print(text)
     print(f"(took {took_s} s)")
-    write_results(scenario, farm, outcomes, text, took_s, args.quick)
+    mode_name = "--quick" if args.quick else "--light" if args.light else "full"
+    write_results(scenario, farm, outcomes, text, took_s, mode_name)
     return 0
 
 
