@@ -41,7 +41,7 @@ class BalancerConfig(AcceptorConfig):
     probe_compiler: str = "gcc"
     rise: int = 2
     fall: int = 2
-    queue_timeout: float = 1.0
+    queue_timeout: float = 10.0
     max_attempts: int = 3
     hedge_after: float | None = None
     hedge_min: float = 5.0
@@ -199,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--queue-timeout",
         type=float,
         metavar="S",
-        help="wait this long for a free slot, then turn the client away (1.0)",
+        help="wait this long for a free slot, then turn the client away (10; at once "
+        "when no backend is in rotation)",
     )
     p.add_argument("--max-attempts", type=int, help="backends tried per job (3)")
     p.add_argument(

@@ -37,7 +37,7 @@ MIN_SIZES_FOR_BIG = 16
 
 @dataclass(frozen=True)
 class DispatchSettings:
-    queue_timeout_s: float = 1.0
+    queue_timeout_s: float = 10.0
     max_attempts: int = 3
     hedge_after_s: float | None = None
     """Fixed hedge delay; None: the larger of ``hedge_min_s`` and 3 x the backend's p95."""
@@ -161,6 +161,9 @@ class Dispatcher:
                 raise NoCapacity(
                     f"no backend had a free slot within {self.settings.queue_timeout_s} s"
                 )
+            if not self.pool.healthy_count():
+                # Nothing to wait for: the client compiles locally now, not in 10 s.
+                raise NoCapacity("no backend is in rotation")
             started = time.monotonic()
             self.pool.demand()
             self._waiting += 1

@@ -1,0 +1,85 @@
+"""The dispatcher's waiting (balancer/dispatch.py). For a faster backend: a big
+job holds back while one of our jobs on a much faster backend is about to end, takes
+that backend when it does, and gives up waiting once waiting no longer pays. For a
+free slot: not at all when no backend is in rotation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from balancer.backends import Backend, BackendSpec, Report
+from balancer.dispatch import Dispatcher, DispatchSettings, NoCapacity
+from balancer.pool import Pool, PoolSettings
+from balancer.tail import Running
+from wire import Limits
+
+pytestmark = pytest.mark.asyncio
+
+SLOW_S, FAST_S = 0.4, 0.1  # seconds per median job: the fast backend is 4 x faster
+BIG = 2.0  # the job's size over the median's
+
+
+def _backend(name: str, latency_s: float, busy: int) -> Backend:
+    backend = Backend(BackendSpec.parse(f"{name}:1"))
+    backend.on_report(Report(slots=1, busy=0))
+    backend.on_success()
+    backend.in_flight = busy
+    for _ in range(10):
+        backend.record_latency(latency_s)
+    return backend
+
+
+def _dispatcher(wait_for_faster: float) -> tuple[Dispatcher, Backend, Backend, Running]:
+    pool = Pool([], PoolSettings())  # never started: no probes, no polls
+    slow, fast = _backend("slow", SLOW_S, busy=0), _backend("fast", FAST_S, busy=1)
+    pool.backends = {slow.name: slow, fast.name: fast}
+    dispatcher = Dispatcher(pool, DispatchSettings(wait_for_faster=wait_for_faster), Limits())
+    ours = Running(fast.name, time.monotonic(), 1.0)  # just started on the fast one
+    dispatcher._running.add(ours)
+    return dispatcher, slow, fast, ours
+
+
+def _acquire(dispatcher: Dispatcher) -> asyncio.Task[Backend]:
+    return asyncio.ensure_future(dispatcher._acquire(set(), [1.0], None, True, BIG))
+
+
+async def test_a_big_job_waits_and_takes_the_fast_backend_when_our_job_there_ends() -> None:
+    dispatcher, _slow, fast, ours = _dispatcher(wait_for_faster=1.25)
+    acquiring = _acquire(dispatcher)
+    await asyncio.sleep(0)  # let it look
+    assert not acquiring.done()  # the slow one is free, but it holds back
+    assert dispatcher.waited_for_faster == 1
+    assert dispatcher._waiting_for == {fast.name: 1}
+    fast.in_flight -= 1  # our job on the fast one ends
+    dispatcher._running.discard(ours)
+    dispatcher.pool.notify()
+    assert await asyncio.wait_for(acquiring, 5) is fast
+    assert not +dispatcher._waiting_for and dispatcher._waiting == 0
+
+
+async def test_it_gives_up_waiting_when_waiting_no_longer_pays() -> None:
+    # 0.8 s on the slow one against 0.2 s on the fast one: waiting pays while the fast
+    # one frees within 0.8 / 1.25 - 0.2 = 0.44 s. Our job there never ends here.
+    dispatcher, slow, _fast, _ours = _dispatcher(wait_for_faster=1.25)
+    assert await asyncio.wait_for(_acquire(dispatcher), 5) is slow
+    assert dispatcher.waited_for_faster == 1
+
+
+async def test_with_waiting_off_the_big_job_takes_the_free_slow_backend() -> None:
+    dispatcher, slow, _fast, _ours = _dispatcher(wait_for_faster=0)
+    assert await asyncio.wait_for(_acquire(dispatcher), 5) is slow
+    assert dispatcher.waited_for_faster == 0
+
+
+async def test_with_no_backend_in_rotation_the_job_is_turned_away_at_once() -> None:
+    pool = Pool([], PoolSettings())
+    down = Backend(BackendSpec.parse("down:1"))  # never probed good: out of rotation
+    pool.backends = {down.name: down}
+    dispatcher = Dispatcher(pool, DispatchSettings(queue_timeout_s=600), Limits())
+    budget = [600.0]
+    with pytest.raises(NoCapacity, match="no backend is in rotation"):
+        await asyncio.wait_for(dispatcher._acquire(set(), budget, None, False), 5)
+    assert budget == [600.0]  # nothing was spent waiting
