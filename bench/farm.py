@@ -933,6 +933,8 @@ def plot(outcomes: list[Outcome], path: Path) -> None:
         )  # fmt: skip
         ax.hlines(o["lower_bound_s"], x - 0.4, x + 0.4, colors="#c0392b", linewidth=2,
                   label="lower bound" if x == 0 else None)  # fmt: skip
+        if o["capped"]:  # cut off: at least this long
+            ax.text(x, o["makespan_s"], "capped", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(xs, names, rotation=20, fontsize=8)
     ax.set_ylabel("seconds")
     ax.set_title("Simulated farm: build makespan by strategy", fontsize=10)
@@ -940,6 +942,26 @@ def plot(outcomes: list[Outcome], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def results_markdown(mode: str, text: str, took_s: float, outcomes: list[Outcome]) -> str:
+    """bench/results/farm.md: the table, then a line of raw facts per run (what distcc
+    said, and everything else, is in farm.json)."""
+    raw_lines = [
+        f"- round {o['round']} {o['strategy']}: makespan {o['makespan_s']} s; "
+        f"jobs per server {o['server_jobs']}; background jobs "
+        f"{o['background_jobs']} ({o['background_work_s']} s work, "
+        f"{o['background_turned_away']} turned away); servers rejected busy "
+        f"{o['servers_rejected_busy']}; load average {o['load_average_1m']}; "
+        f"distcc warned of {o['said_local']} local runs"
+        + (f"; balancers {o['balancer_totals']}" if o["balancer_totals"] else "")
+        + (f"; errors {o['errors']}" if o["errors"] else "")
+        for o in outcomes
+    ]
+    return (
+        f"# Simulated farm ({mode})\n\n{text}\n\nTook {took_s} s.\n\n"
+        "## Raw\n\n" + "\n".join(raw_lines) + "\n"
+    )
 
 
 def write_results(
@@ -956,21 +978,7 @@ def write_results(
         "outcomes": outcomes,
     }
     (RESULTS_DIR / "farm.json").write_text(json.dumps(document, indent=1) + "\n")
-    raw_lines = [
-        f"- round {o['round']} {o['strategy']}: makespan {o['makespan_s']} s; "
-        f"jobs per server {o['server_jobs']}; background jobs "
-        f"{o['background_jobs']} ({o['background_work_s']} s work, "
-        f"{o['background_turned_away']} turned away); servers rejected busy "
-        f"{o['servers_rejected_busy']}; load average {o['load_average_1m']}; "
-        f"distcc warned of {o['said_local']} local runs; "
-        f"balancers {o['balancer_totals'] or '-'}; "
-        f"errors {o['errors']}; distcc said {o['distcc_said']}"
-        for o in outcomes
-    ]
-    markdown = (
-        f"# Simulated farm ({mode})\n\n{text}\n\nTook {took_s} s.\n\n"
-        "## Raw\n\n" + "\n".join(raw_lines) + "\n"
-    )
+    markdown = results_markdown(mode, text, took_s, outcomes)
     (RESULTS_DIR / "farm.md").write_text(markdown)
     plot(medians(outcomes)[0], RESULTS_DIR / "farm_makespan.png")
 
