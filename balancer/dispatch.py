@@ -138,7 +138,7 @@ class Dispatcher:
                 # once may still be the only one that can take it.
                 backend = self._pick(set(), affinity, big)
             if backend is not None:
-                faster = self._faster_soon(backend, big, factor, give_up_waiting_at)
+                faster = self._faster_soon(backend, big, factor, give_up_waiting_at, exclude)
                 if faster is None:
                     return backend
                 target, _wait_s, worth_s = faster
@@ -174,10 +174,16 @@ class Dispatcher:
             budget[0] -= time.monotonic() - started
 
     def _faster_soon(
-        self, chosen: Backend, big: bool, factor: float, give_up_at: float | None
+        self,
+        chosen: Backend,
+        big: bool,
+        factor: float,
+        give_up_at: float | None,
+        exclude: set[str],
     ) -> tuple[Backend, float, float] | None:
         """For a big job about to start on ``chosen``: a faster backend worth waiting
-        for, the expected wait and how long waiting stays worth it; else None."""
+        for (not one that failed this job), the expected wait and how long waiting
+        stays worth it; else None."""
         if not big or self.settings.wait_for_faster <= 0 or chosen.caches_results:
             return None  # (a backend that caches results may be the job's affinity choice)
         now = time.monotonic()
@@ -185,7 +191,7 @@ class Dispatcher:
             return None
         return wait_choice(
             chosen,
-            list(self.pool.backends.values()),
+            [b for b in self.pool.backends.values() if b.name not in exclude],
             self._running,
             self._waiting_for,
             now,

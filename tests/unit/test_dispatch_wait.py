@@ -83,3 +83,10 @@ async def test_with_no_backend_in_rotation_the_job_is_turned_away_at_once() -> N
     with pytest.raises(NoCapacity, match="no backend is in rotation"):
         await asyncio.wait_for(dispatcher._acquire(set(), budget, None, False), 5)
     assert budget == [600.0]  # nothing was spent waiting
+
+
+async def test_it_does_not_wait_for_a_backend_that_failed_this_job() -> None:
+    dispatcher, slow, fast, _ours = _dispatcher(wait_for_faster=1.25)
+    got = await asyncio.wait_for(dispatcher._acquire({fast.name}, [1.0], None, True, BIG), 5)
+    assert got is slow
+    assert dispatcher.waited_for_faster == 0
