@@ -126,10 +126,13 @@ class Dispatcher:
         affinity: bytes | None,
         big: bool,
         factor: float = 1.0,
+        since: float | None = None,
     ) -> Backend:
         """A backend with a free slot, waiting at most what is left of ``budget[0]``. A
         big job may also wait, within what it gains, for a faster backend to come free
-        (:func:`balancer.tail.wait_choice`); that wait does not spend the budget."""
+        (:func:`balancer.tail.wait_choice`); that wait does not spend the budget.
+        ``since``: when the job first asked for a slot; jobs that have waited longest
+        are woken first, so a job turned away by a full backend keeps its place."""
         give_up_waiting_at: float | None = None
         while True:
             backend = self._pick(exclude, affinity, big)
@@ -152,7 +155,7 @@ class Dispatcher:
                 try:
                     # Woken by any change (our job there ending is one); waiting longer
                     # than expected is fine until it stops being worth it.
-                    await self.pool.wait_for_change(max(0.0, give_up_waiting_at - now))
+                    await self.pool.wait_for_change(max(0.0, give_up_waiting_at - now), since)
                 finally:
                     self._waiting -= 1
                     self._waiting_for[target.name] -= 1
@@ -168,7 +171,7 @@ class Dispatcher:
             self.pool.demand()
             self._waiting += 1
             try:
-                await self.pool.wait_for_change(budget[0])
+                await self.pool.wait_for_change(budget[0], since)
             finally:
                 self._waiting -= 1
             budget[0] -= time.monotonic() - started
@@ -339,13 +342,14 @@ class Dispatcher:
         last_error = "no attempt made"
         failures = 0
         big, factor = self.size_hints(len(request.source))
+        asked = time.monotonic()
         # A busy backend's turn-away is not a failure: it only sends us back to picking
         # (the backend counts as full until its next report). Bounded all the same.
         max_sends = self.settings.max_attempts + 2 * max(1, len(self.pool.backends))
         for attempt in range(1, max_sends + 1):
             if failures >= self.settings.max_attempts:
                 break
-            backend = await self._acquire(failed, budget, affinity, big, factor)
+            backend = await self._acquire(failed, budget, affinity, big, factor, asked)
             tried.append(backend.name)
             if attempt > 1:
                 self.retries += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -68,7 +69,10 @@ class Pool:
         self.settings = settings
         self.backends: dict[str, Backend] = {}
         self._tasks: dict[str, list[asyncio.Task[None]]] = {}
-        self._changed = asyncio.Event()
+        self._waiters: dict[int, tuple[float, asyncio.Future[None]]] = {}
+        """Jobs waiting for a change: by arrival order, since when each waits and its
+        future."""
+        self._order = itertools.count()
         self._listeners: list[Callable[[], None]] = []
         self._demand_until = 0.0
         self._demand_began = asyncio.Event()
@@ -111,10 +115,13 @@ class Pool:
         self._tasks.clear()
 
     def notify(self) -> None:
-        """Something changed that may free capacity: wake every waiting job and tell
-        the listeners."""
-        self._changed.set()
-        self._changed = asyncio.Event()
+        """Something changed that may free capacity: wake every waiting job, those
+        waiting longest first (they run, and pick, in that order), and tell the
+        listeners."""
+        waiters, self._waiters = self._waiters, {}
+        for _, (_, future) in sorted(waiters.items(), key=lambda item: (item[1][0], item[0])):
+            if not future.done():
+                future.set_result(None)
         for listener in self._listeners:
             listener()
 
@@ -131,9 +138,20 @@ class Pool:
         """Call ``listener`` (synchronously, so it must be quick) on every change."""
         self._listeners.append(listener)
 
-    async def wait_for_change(self, timeout_s: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout_s)
+    async def wait_for_change(self, timeout_s: float, since: float | None = None) -> None:
+        """Until the next :meth:`notify` or ``timeout_s``. ``since``: when the caller
+        began to wait for a slot (default now); the longest waiting are woken first, so
+        a job that a full backend turned away keeps its place in the queue."""
+        order = next(self._order)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[order] = (time.monotonic() if since is None else since, future)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(future, timeout_s)
+        finally:
+            if not future.done() or future.cancelled():  # timed out, or we were cancelled
+                future.cancel()
+                self._waiters.pop(order, None)
 
     def healthy_count(self) -> int:
         return sum(1 for b in self.backends.values() if b.healthy)
