@@ -48,9 +48,6 @@ REQUIRED_FLAGS = (
 )
 DEFAULT_HANDSHAKE_TIMEOUT_S = 5.0
 DEFAULT_MAX_HANDSHAKES = 64
-# Not lower by default: distcc opens a connection, and a handshake, per job, so one
-# developer's `make -j64` starts with up to 64 handshakes at once from one address.
-DEFAULT_MAX_HANDSHAKES_PER_ADDRESS = DEFAULT_MAX_HANDSHAKES
 MAX_ROUNDS = 8  # Kerberos needs one round trip; SPNEGO would need two or three
 
 
@@ -94,9 +91,11 @@ class Acceptor:
     timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S
     max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES
     max_handshakes: int = DEFAULT_MAX_HANDSHAKES
-    max_per_address: int = DEFAULT_MAX_HANDSHAKES_PER_ADDRESS
-    """Handshakes in progress from one client address: set below ``max_handshakes``,
-    one host holding idle connections cannot take every handshake place."""
+    max_per_address: int | None = None
+    """Handshakes in progress from one client address; None: as many as
+    ``max_handshakes``. Set lower, one host holding idle connections cannot take every
+    handshake place. Not lower by default: distcc opens a connection, and a handshake,
+    per job, so one developer's `make -j64` starts with up to 64 from one address."""
     in_progress: int = 0
     _creds: gssapi.Credentials | None = None
     _by_address: Counter[str] = field(default_factory=Counter)
@@ -133,7 +132,7 @@ class Acceptor:
             raise AuthError("too_many_handshakes", f"{self.in_progress} in progress")
         peer = writer.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-        if self._by_address[address] >= self.max_per_address:
+        if self._by_address[address] >= (self.max_per_address or self.max_handshakes):
             raise AuthError(
                 "too_many_handshakes",
                 f"{self._by_address[address]} in progress from {address}",
@@ -372,7 +371,7 @@ def add_acceptor_flags(parser: argparse.ArgumentParser, role: str) -> None:
         type=int,
         metavar="N",
         help="handshakes in progress at once from one client address "
-        f"(default {DEFAULT_MAX_HANDSHAKES_PER_ADDRESS})",
+        "(default: as many as --max-handshakes)",
     )
 
 
@@ -385,7 +384,7 @@ def build_acceptor(
     deny_principals: str | None,
     timeout_s: float,
     max_handshakes: int,
-    max_per_address: int = DEFAULT_MAX_HANDSHAKES_PER_ADDRESS,
+    max_per_address: int | None = None,
 ) -> Acceptor | None:
     """The configured acceptor, credentials and lists loaded (None without ``auth``).
 
@@ -398,7 +397,11 @@ def build_acceptor(
                 "--principal, --keytab, --allow-principals and --deny-principals need --auth"
             )
         return None
-    if timeout_s <= 0 or max_handshakes < 1 or max_per_address < 1:
+    if (
+        timeout_s <= 0
+        or max_handshakes < 1
+        or (max_per_address is not None and max_per_address < 1)
+    ):
         raise AuthSetupError(
             "--auth-timeout must be positive, --max-handshakes and "
             "--max-handshakes-per-address at least 1"
@@ -436,7 +439,7 @@ class AcceptorConfig:
     deny_principals: str | None = None
     auth_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT_S
     max_handshakes: int = DEFAULT_MAX_HANDSHAKES
-    max_handshakes_per_address: int = DEFAULT_MAX_HANDSHAKES_PER_ADDRESS
+    max_handshakes_per_address: int | None = None
 
     def acceptor(self) -> Acceptor | None:
         """The GSSAPI acceptor (keytab and lists loaded) with --auth, else None."""
