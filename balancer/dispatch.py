@@ -15,7 +15,7 @@ import asyncio
 import random
 import statistics
 import time
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
 
 import structlog
@@ -51,6 +51,18 @@ class DispatchSettings:
     connect_timeout_s: float = 1.0
     job_timeout_s: float = 1500.0
     """Longest wait for one backend's reply (beyond a server's 1200 s job lifetime)."""
+
+
+@dataclass
+class Waiting:
+    """One job's waiting for a backend, over all its attempts."""
+
+    left_s: float
+    """What is left of the queue timeout."""
+    held_s: float = 0.0
+    """Time spent holding back for a faster backend (not taken from ``left_s``)."""
+    since: float = field(default_factory=time.monotonic)
+    """When the job first asked: the longest waiting are woken first."""
 
 
 class NoCapacity(Exception):
@@ -95,8 +107,9 @@ class Dispatcher:
         self._running: set[Running] = set()
         self._waiting = 0
         """Jobs waiting for a free slot: while any do, a slot is not to spare."""
-        self._waiting_for: Counter[str] = Counter()
-        """Per backend, big jobs waiting for it to come free (balancer/tail.py)."""
+        self._holds: dict[str, list[object]] = {}
+        """Per backend, the big jobs holding back for it to come free, in the order
+        they began to (balancer/tail.py)."""
         self.waited_for_faster = 0
         pool.add_listener(self._on_pool_change)
 
@@ -122,82 +135,94 @@ class Dispatcher:
     async def _acquire(
         self,
         exclude: set[str],
-        budget: list[float],
+        waiting: Waiting,
         affinity: bytes | None,
         big: bool,
         factor: float = 1.0,
-        since: float | None = None,
     ) -> Backend:
-        """A backend with a free slot, waiting at most what is left of ``budget[0]``. A
-        big job may also wait, within what it gains, for a faster backend to come free
-        (:func:`balancer.tail.wait_choice`); that wait does not spend the budget.
-        ``since``: when the job first asked for a slot; jobs that have waited longest
-        are woken first, so a job turned away by a full backend keeps its place."""
-        give_up_waiting_at: float | None = None
-        while True:
-            backend = self._pick(exclude, affinity, big)
-            if backend is None and exclude:
-                # Everything else is full or down: a backend that failed this job
-                # once may still be the only one that can take it.
-                backend = self._pick(set(), affinity, big)
-            if backend is not None:
-                faster = self._faster_soon(backend, big, factor, give_up_waiting_at, exclude)
-                if faster is None:
-                    return backend
-                target, _wait_s, worth_s = faster
-                now = time.monotonic()
-                if give_up_waiting_at is None:
-                    give_up_waiting_at = now + worth_s
-                    self.waited_for_faster += 1
-                    log.debug("waiting_for_faster", backend=target.name, instead_of=backend.name)
-                self._waiting_for[target.name] += 1
-                self._waiting += 1
-                try:
+        """A backend with a free slot, waiting for one at most ``waiting.left_s`` in all.
+        A big job may also hold back, within what it gains, for a faster backend to
+        come free (:func:`balancer.tail.wait_choice`); that does not spend the budget.
+        Jobs that have waited longest (``waiting.since``) are woken first, so a job
+        turned away by a full backend keeps its place."""
+        give_up_holding_at: float | None = None
+        held: list[object] | None = None  # the queue of the backend we hold back for
+        token = object()
+        try:
+            while True:
+                backend = self._pick(exclude, affinity, big)
+                if backend is None and exclude:
+                    # Everything else is full or down: a backend that failed this job
+                    # once may still be the only one that can take it.
+                    backend = self._pick(set(), affinity, big)
+                if backend is not None:
+                    now = time.monotonic()
+                    faster = None
+                    if give_up_holding_at is None or now < give_up_holding_at:
+                        faster = self._faster_soon(backend, big, factor, exclude, token)
+                    if faster is None:
+                        return backend
+                    target, _wait_s, worth_s = faster
+                    if give_up_holding_at is None:
+                        give_up_holding_at = now + worth_s
+                        self.waited_for_faster += 1
+                        log.debug(
+                            "waiting_for_faster", backend=target.name, instead_of=backend.name
+                        )
+                    queue = self._holds.setdefault(target.name, [])
+                    if held is not queue:  # a first hold, or for another backend now
+                        self._leave_hold(held, token)
+                        queue.append(token)
+                        held = queue
                     # Woken by any change (our job there ending is one); waiting longer
                     # than expected is fine until it stops being worth it.
-                    await self.pool.wait_for_change(max(0.0, give_up_waiting_at - now), since)
+                    await self.pool.wait_for_change(give_up_holding_at - now, waiting.since)
+                    waiting.held_s += time.monotonic() - now
+                    continue
+                if waiting.left_s <= 0:
+                    raise NoCapacity(
+                        f"no backend had a free slot within {self.settings.queue_timeout_s} s"
+                    )
+                if self.pool.all_down():
+                    # Nothing to wait for: the client compiles locally now, not in 10 s.
+                    raise NoCapacity("no backend is in rotation")
+                started = time.monotonic()
+                self.pool.demand()
+                self._waiting += 1
+                try:
+                    await self.pool.wait_for_change(waiting.left_s, waiting.since)
                 finally:
                     self._waiting -= 1
-                    self._waiting_for[target.name] -= 1
-                continue
-            if budget[0] <= 0:
-                raise NoCapacity(
-                    f"no backend had a free slot within {self.settings.queue_timeout_s} s"
-                )
-            if not self.pool.healthy_count():
-                # Nothing to wait for: the client compiles locally now, not in 10 s.
-                raise NoCapacity("no backend is in rotation")
-            started = time.monotonic()
-            self.pool.demand()
-            self._waiting += 1
-            try:
-                await self.pool.wait_for_change(budget[0], since)
-            finally:
-                self._waiting -= 1
-            budget[0] -= time.monotonic() - started
+                waiting.left_s -= time.monotonic() - started
+        finally:
+            self._leave_hold(held, token)
+
+    def _leave_hold(self, queue: list[object] | None, token: object) -> None:
+        if queue is not None:
+            queue.remove(token)
+            for name, other in list(self._holds.items()):
+                if other is queue and not other:
+                    del self._holds[name]
 
     def _faster_soon(
-        self,
-        chosen: Backend,
-        big: bool,
-        factor: float,
-        give_up_at: float | None,
-        exclude: set[str],
+        self, chosen: Backend, big: bool, factor: float, exclude: set[str], token: object
     ) -> tuple[Backend, float, float] | None:
-        """For a big job about to start on ``chosen``: a faster backend worth waiting
-        for (not one that failed this job), the expected wait and how long waiting
-        stays worth it; else None."""
+        """For a big job about to start on ``chosen``: a faster backend worth holding
+        back for (not one that failed this job), the expected wait and how long
+        waiting stays worth it; else None. Jobs that began to hold back for a backend
+        before this one are ahead of it in that backend's queue."""
         if not big or self.settings.wait_for_faster <= 0 or chosen.caches_results:
             return None  # (a backend that caches results may be the job's affinity choice)
-        now = time.monotonic()
-        if give_up_at is not None and now >= give_up_at:
-            return None
+        ahead = {
+            name: queue.index(token) if token in queue else len(queue)
+            for name, queue in self._holds.items()
+        }
         return wait_choice(
             chosen,
             [b for b in self.pool.backends.values() if b.name not in exclude],
             self._running,
-            self._waiting_for,
-            now,
+            ahead,
+            time.monotonic(),
             factor,
             self.settings.wait_for_faster,
         )
@@ -336,20 +361,19 @@ class Dispatcher:
         return None
 
     async def _compile(self, request: Request, affinity: bytes | None) -> Outcome:
-        budget = [self.settings.queue_timeout_s]
+        waiting = Waiting(self.settings.queue_timeout_s)
         tried: list[str] = []
         failed: set[str] = set()
         last_error = "no attempt made"
         failures = 0
         big, factor = self.size_hints(len(request.source))
-        asked = time.monotonic()
         # A busy backend's turn-away is not a failure: it only sends us back to picking
         # (the backend counts as full until its next report). Bounded all the same.
         max_sends = self.settings.max_attempts + 2 * max(1, len(self.pool.backends))
         for attempt in range(1, max_sends + 1):
             if failures >= self.settings.max_attempts:
                 break
-            backend = await self._acquire(failed, budget, affinity, big, factor, asked)
+            backend = await self._acquire(failed, waiting, affinity, big, factor)
             tried.append(backend.name)
             if attempt > 1:
                 self.retries += 1
@@ -378,10 +402,14 @@ class Dispatcher:
                 continue
             finally:
                 self._running.discard(running)
+                if self._holds:
+                    # Jobs holding back may have counted on this one's end: let them
+                    # look again now that it is not running any more.
+                    self.pool.notify()
                 # Cancelled (the client left) or done: never leave a backend call behind.
                 if not primary.done():
                     primary.cancel()
-            queued = self.settings.queue_timeout_s - budget[0]
+            queued = self.settings.queue_timeout_s - waiting.left_s + waiting.held_s
             return Outcome(reply, winner, attempt, hedged, tried, queued_s=queued)
         raise AllFailed(last_error)
 

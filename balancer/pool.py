@@ -153,6 +153,11 @@ class Pool:
                 future.cancel()
                 self._waiters.pop(order, None)
 
+    def all_down(self) -> bool:
+        """No backend is in rotation and each failed its latest check: nothing to wait
+        for. (Backends not yet checked, at start or after a reload, may come up.)"""
+        return all(not b.healthy and b.consecutive_fail > 0 for b in self.backends.values())
+
     def healthy_count(self) -> int:
         return sum(1 for b in self.backends.values() if b.healthy)
 

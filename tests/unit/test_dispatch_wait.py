@@ -11,7 +11,7 @@ import time
 import pytest
 
 from balancer.backends import Backend, BackendSpec, Report
-from balancer.dispatch import Dispatcher, DispatchSettings, NoCapacity
+from balancer.dispatch import Dispatcher, DispatchSettings, NoCapacity, Waiting
 from balancer.pool import Pool, PoolSettings
 from balancer.tail import Running
 from wire import Limits
@@ -43,7 +43,7 @@ def _dispatcher(wait_for_faster: float) -> tuple[Dispatcher, Backend, Backend, R
 
 
 def _acquire(dispatcher: Dispatcher) -> asyncio.Task[Backend]:
-    return asyncio.ensure_future(dispatcher._acquire(set(), [1.0], None, True, BIG))
+    return asyncio.ensure_future(dispatcher._acquire(set(), Waiting(1.0), None, True, BIG))
 
 
 async def test_a_big_job_waits_and_takes_the_fast_backend_when_our_job_there_ends() -> None:
@@ -52,12 +52,13 @@ async def test_a_big_job_waits_and_takes_the_fast_backend_when_our_job_there_end
     await asyncio.sleep(0)  # let it look
     assert not acquiring.done()  # the slow one is free, but it holds back
     assert dispatcher.waited_for_faster == 1
-    assert dispatcher._waiting_for == {fast.name: 1}
+    assert [len(queue) for queue in dispatcher._holds.values()] == [1]
+    assert fast.name in dispatcher._holds
     fast.in_flight -= 1  # our job on the fast one ends
     dispatcher._running.discard(ours)
     dispatcher.pool.notify()
     assert await asyncio.wait_for(acquiring, 5) is fast
-    assert not +dispatcher._waiting_for and dispatcher._waiting == 0
+    assert dispatcher._holds == {} and dispatcher._waiting == 0
 
 
 async def test_it_gives_up_waiting_when_waiting_no_longer_pays() -> None:
@@ -76,17 +77,35 @@ async def test_with_waiting_off_the_big_job_takes_the_free_slow_backend() -> Non
 
 async def test_with_no_backend_in_rotation_the_job_is_turned_away_at_once() -> None:
     pool = Pool([], PoolSettings())
-    down = Backend(BackendSpec.parse("down:1"))  # never probed good: out of rotation
+    down = Backend(BackendSpec.parse("down:1"))
+    down.on_failure("probe: connection refused")  # checked, and failed
     pool.backends = {down.name: down}
     dispatcher = Dispatcher(pool, DispatchSettings(queue_timeout_s=600), Limits())
-    budget = [600.0]
+    waiting = Waiting(600.0)
     with pytest.raises(NoCapacity, match="no backend is in rotation"):
-        await asyncio.wait_for(dispatcher._acquire(set(), budget, None, False), 5)
-    assert budget == [600.0]  # nothing was spent waiting
+        await asyncio.wait_for(dispatcher._acquire(set(), waiting, None, False), 5)
+    assert waiting.left_s == 600.0  # nothing was spent waiting
+
+
+async def test_a_backend_not_yet_checked_is_waited_for() -> None:
+    # At start (or after a reload) backends are out of rotation until their first
+    # check: a job waits for them within the queue timeout rather than go local.
+    pool = Pool([], PoolSettings())
+    unknown = Backend(BackendSpec.parse("unknown:1"))
+    pool.backends = {unknown.name: unknown}
+    dispatcher = Dispatcher(pool, DispatchSettings(), Limits())
+    acquiring = asyncio.ensure_future(dispatcher._acquire(set(), Waiting(60), None, False))
+    await asyncio.sleep(0)
+    assert not acquiring.done()
+    unknown.on_report(Report(slots=1, busy=0))
+    unknown.on_success()  # its first good probe brings it into rotation
+    pool.notify()
+    assert await asyncio.wait_for(acquiring, 5) is unknown
 
 
 async def test_it_does_not_wait_for_a_backend_that_failed_this_job() -> None:
     dispatcher, slow, fast, _ours = _dispatcher(wait_for_faster=1.25)
-    got = await asyncio.wait_for(dispatcher._acquire({fast.name}, [1.0], None, True, BIG), 5)
+    acquiring = dispatcher._acquire({fast.name}, Waiting(1.0), None, True, BIG)
+    got = await asyncio.wait_for(acquiring, 5)
     assert got is slow
     assert dispatcher.waited_for_faster == 0
