@@ -441,7 +441,14 @@ async def real_compiles(project: Path, env: dict[str, str], run: ClientRun) -> N
             cwd=project, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, start_new_session=True,
         )  # fmt: skip
-        _, stderr = await proc.communicate()
+        try:
+            _, stderr = await proc.communicate()
+        except asyncio.CancelledError:  # the cap: leave nothing running into the next run
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(proc.wait(), 10)
+            raise
         run.real_local += any(m in stderr.decode(errors="replace") for m in LOCAL_MARKERS)
         run.real_checked += 1
         run.real_identical += proc.returncode == 0 and identical_to_local(project, source)
@@ -627,7 +634,7 @@ def run_strategy(
         for build in builds:
             for obj in [*build.glob("*.o"), *build.glob("real/*.o")]:
                 obj.unlink()
-        runs, load, wall_s, capped = asyncio.run(run_builds(scenario, farm, builds, envs, servers))
+        runs, load, wall_s, _cut = asyncio.run(run_builds(scenario, farm, builds, envs, servers))
         load_average = os.getloadavg()[0]
         rejected = 0
         for server in servers:
@@ -655,6 +662,9 @@ def run_strategy(
     jobs = [job for run in runs for job in run.jobs]
     started = [run.start_s for run in runs if run.jobs]
     ended = [run.end_s for run in runs if run.jobs]
+    # The cap may also cut off the real compiles after a build: a build that finished
+    # its jobs has its end, and only builds that did not are capped.
+    capped = any(not run.end_s for run in runs)
     makespan = (max(ended) - min(started)) if started and not capped else wall_s
     capacity = sum(scenario.slots * speed for speed in farm.speeds)
     client_work = sum(sum(works) for works in farm.job_work_s)
@@ -880,7 +890,8 @@ def table(scenario: Scenario, farm: Farm, all_outcomes: list[Outcome], rounds: i
     oracle_s = ideal_earliest_finish(scenario, farm)
     lines.append(
         f"- references (same starts and -j, no overhead, no background load; lower bound "
-        f"of that load {ideal_bound_s:.2f} s): a scheduler that knows every speed and takes "
+        f"of that load {ideal_bound_s:.2f} s, where each row's bound also counts the "
+        f"background work done in that run): a scheduler that knows every speed and takes "
         f"the fastest free slot, {ideal_s:.2f} s (x{ideal_s / ideal_bound_s:.2f}); an oracle "
         f"that also knows every job's length and waits for a fast slot when that finishes "
         f"sooner, {oracle_s:.2f} s (x{oracle_s / ideal_bound_s:.2f})"
