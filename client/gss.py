@@ -68,7 +68,7 @@ class AuthError(Exception):
 
 
 class AuthSetupError(Exception):
-    """Credentials or lists could not be loaded at startup (a keytab missing, ...)."""
+    """Acceptor credentials could not be loaded at startup (a keytab missing, ...)."""
 
 
 def _gss_detail(exc: GSSError) -> str:
@@ -375,59 +375,6 @@ def add_acceptor_flags(parser: argparse.ArgumentParser, role: str) -> None:
     )
 
 
-def build_acceptor(
-    *,
-    auth: bool,
-    principal: str | None,
-    keytab: str | None,
-    allow_principals: str | None,
-    deny_principals: str | None,
-    timeout_s: float,
-    max_handshakes: int,
-    max_per_address: int | None = None,
-) -> Acceptor | None:
-    """The configured acceptor, credentials and lists loaded (None without ``auth``).
-
-    Raises :class:`AuthSetupError` when the keytab or a list cannot be read, or when
-    lists are given without ``auth``.
-    """
-    if not auth:
-        if allow_principals or deny_principals or principal or keytab:
-            raise AuthSetupError(
-                "--principal, --keytab, --allow-principals and --deny-principals need --auth"
-            )
-        return None
-    if (
-        timeout_s <= 0
-        or max_handshakes < 1
-        or (max_per_address is not None and max_per_address < 1)
-    ):
-        raise AuthSetupError(
-            "--auth-timeout must be positive, --max-handshakes and "
-            "--max-handshakes-per-address at least 1"
-        )
-    policy = PrincipalPolicy(
-        allow=PrincipalFile(allow_principals) if allow_principals else None,
-        deny=PrincipalFile(deny_principals) if deny_principals else None,
-    )
-    for listed in (policy.allow, policy.deny):
-        if listed is not None:
-            try:
-                listed.load()
-            except ListUnreadable as exc:
-                raise AuthSetupError(f"principal list {exc}") from exc
-    acceptor = Acceptor(
-        principal=principal,
-        keytab=keytab,
-        policy=policy,
-        timeout_s=timeout_s,
-        max_handshakes=max_handshakes,
-        max_per_address=max_per_address,
-    )
-    acceptor.load()
-    return acceptor
-
-
 @dataclass
 class AcceptorConfig:
     """The ``--auth`` settings a server and a balancer share (their configs extend it)."""
@@ -442,17 +389,47 @@ class AcceptorConfig:
     max_handshakes_per_address: int | None = None
 
     def acceptor(self) -> Acceptor | None:
-        """The GSSAPI acceptor (keytab and lists loaded) with --auth, else None."""
-        try:
-            return build_acceptor(
-                auth=self.auth,
-                principal=self.principal,
-                keytab=self.keytab,
-                allow_principals=self.allow_principals,
-                deny_principals=self.deny_principals,
-                timeout_s=self.auth_timeout,
-                max_handshakes=self.max_handshakes,
-                max_per_address=self.max_handshakes_per_address,
+        """The GSSAPI acceptor (keytab and lists loaded) with --auth, else None.
+
+        Raises :class:`ConfigError` when the keytab or a list cannot be read, or when
+        auth settings are given without ``auth``.
+        """
+        if not self.auth:
+            if self.allow_principals or self.deny_principals or self.principal or self.keytab:
+                raise ConfigError(
+                    "--principal, --keytab, --allow-principals and --deny-principals need --auth"
+                )
+            return None
+        per_address = self.max_handshakes_per_address
+        if (
+            self.auth_timeout <= 0
+            or self.max_handshakes < 1
+            or (per_address is not None and per_address < 1)
+        ):
+            raise ConfigError(
+                "--auth-timeout must be positive, --max-handshakes and "
+                "--max-handshakes-per-address at least 1"
             )
+        policy = PrincipalPolicy(
+            allow=PrincipalFile(self.allow_principals) if self.allow_principals else None,
+            deny=PrincipalFile(self.deny_principals) if self.deny_principals else None,
+        )
+        acceptor = Acceptor(
+            principal=self.principal,
+            keytab=self.keytab,
+            policy=policy,
+            timeout_s=self.auth_timeout,
+            max_handshakes=self.max_handshakes,
+            max_per_address=per_address,
+        )
+        for listed in (policy.allow, policy.deny):
+            if listed is not None:
+                try:
+                    listed.load()
+                except ListUnreadable as exc:
+                    raise ConfigError(f"principal list {exc}") from exc
+        try:
+            acceptor.load()
         except AuthSetupError as exc:
             raise ConfigError(str(exc)) from exc
+        return acceptor
