@@ -146,7 +146,7 @@ class Dispatcher:
         Jobs that have waited longest (``waiting.since``) are woken first, so a job
         turned away by a full backend keeps its place."""
         give_up_holding_at: float | None = None
-        held: list[object] | None = None  # the queue of the backend we hold back for
+        held: str | None = None  # the backend whose queue we hold back in
         token = object()
         try:
             while True:
@@ -169,11 +169,10 @@ class Dispatcher:
                         log.debug(
                             "waiting_for_faster", backend=target.name, instead_of=backend.name
                         )
-                    queue = self._holds.setdefault(target.name, [])
-                    if held is not queue:  # a first hold, or for another backend now
+                    if held != target.name:  # a first hold, or for another backend now
                         self._leave_hold(held, token)
-                        queue.append(token)
-                        held = queue
+                        self._holds.setdefault(target.name, []).append(token)
+                        held = target.name
                     # Woken by any change (our job there ending is one); waiting longer
                     # than expected is fine until it stops being worth it.
                     await self.pool.wait_for_change(give_up_holding_at - now, waiting.since)
@@ -197,12 +196,12 @@ class Dispatcher:
         finally:
             self._leave_hold(held, token)
 
-    def _leave_hold(self, queue: list[object] | None, token: object) -> None:
-        if queue is not None:
+    def _leave_hold(self, backend: str | None, token: object) -> None:
+        if backend is not None:
+            queue = self._holds[backend]
             queue.remove(token)
-            for name, other in list(self._holds.items()):
-                if other is queue and not other:
-                    del self._holds[name]
+            if not queue:
+                del self._holds[backend]
 
     def _faster_soon(
         self, chosen: Backend, big: bool, factor: float, exclude: set[str], token: object
