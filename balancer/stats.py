@@ -17,6 +17,19 @@ from client.quantiles import quantile
 JOB_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1200)
 
 
+DISPATCHER_METRICS = {
+    "retries": "Jobs sent again after a backend failed",
+    "hedges": "Late jobs also sent to a second backend",
+    "tail_hedges": "Of the hedges, jobs backed up on a faster backend that came free",
+    "waited_for_faster": (
+        "Big jobs that waited for a faster backend rather than start on a slower free one"
+    ),
+}
+"""The dispatcher's counters that Prometheus gets, with their help texts."""
+DISPATCHER_TOTALS = ("retries", "hedges", "hedge_wins", "tail_hedges", "waited_for_faster")
+"""The dispatcher's counters in /status totals."""
+
+
 @dataclass
 class Counters:
     connections: int = 0
@@ -64,11 +77,7 @@ class BalancerStats:
             "backends": backends,
             "totals": {
                 **asdict(self.counters),
-                "retries": self.dispatcher.retries,
-                "hedges": self.dispatcher.hedges,
-                "hedge_wins": self.dispatcher.hedge_wins,
-                "tail_hedges": self.dispatcher.tail_hedges,
-                "waited_for_faster": self.dispatcher.waited_for_faster,
+                **{name: getattr(self.dispatcher, name) for name in DISPATCHER_TOTALS},
                 "slots": sum(b["slots"] for b in backends if b["state"] == "up"),
                 "free": sum(b["free"] for b in backends if b["state"] == "up"),
                 "in_flight": sum(b["in_flight"] for b in backends),
@@ -121,26 +130,10 @@ class _Collector(Collector):
         yield CounterMetricFamily(
             "distlb_balancer_connections", "Client connections", value=s.counters.connections
         )
-        yield CounterMetricFamily(
-            "distlb_balancer_retries",
-            "Jobs sent again after a backend failed",
-            value=s.dispatcher.retries,
-        )
-        yield CounterMetricFamily(
-            "distlb_balancer_hedges",
-            "Late jobs also sent to a second backend",
-            value=s.dispatcher.hedges,
-        )
-        yield CounterMetricFamily(
-            "distlb_balancer_tail_hedges",
-            "Of the hedges, jobs backed up on a faster backend that came free",
-            value=s.dispatcher.tail_hedges,
-        )
-        yield CounterMetricFamily(
-            "distlb_balancer_waited_for_faster",
-            "Big jobs that waited for a faster backend rather than start on a slower free one",
-            value=s.dispatcher.waited_for_faster,
-        )
+        for name, what in DISPATCHER_METRICS.items():
+            yield CounterMetricFamily(
+                f"distlb_balancer_{name}", what, value=getattr(s.dispatcher, name)
+            )
         per_backend = {
             "up": GaugeMetricFamily("distlb_backend_up", "1 while in rotation", labels=["backend"]),
             "slots": GaugeMetricFamily("distlb_backend_slots", "Slots", labels=["backend"]),
