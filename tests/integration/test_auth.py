@@ -141,6 +141,25 @@ def _client_for(case: str, kdc: Kdc, shared_tmp: Path) -> tuple[str, bool]:
     return kdc.ticket(who), True
 
 
+def _refused_both_ways(proc: Any, port: int, case: str, kdc: Kdc, shared_tmp: Path) -> None:
+    """The real client set up for ``case`` against ``port``: with fallback it compiles
+    locally, with DISTCC_FALLBACK=0 it fails (default backoff: no retry storm); ``proc``
+    logs both refusals, each with the case's reason and a job id, as warnings."""
+    ccache, with_auth = _client_for(case, kdc, shared_tmp)
+    hosts = f"127.0.0.1:{port}" + (",auth" if with_auth else "")
+    workdir = shared_tmp / f"work-{case}"
+    result = _compile_one(workdir, hosts, ccache, fallback=True)
+    assert result.returncode == 0, result.stderr
+    assert (workdir / "one.o").exists()
+    result = _compile_one(workdir, hosts, ccache, fallback=False)
+    assert result.returncode != 0
+    assert not (workdir / "one.o").exists()
+    wait_until(lambda: len(_refusals(proc)) >= 2, 10, "two auth_refused events")
+    for event in _refusals(proc):
+        assert event["reason"] == CASES[case][1], event
+        assert event["job_id"] and event["level"] == "warning"
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_server_refuses_before_any_compile(
     kdc: Kdc, lists: dict[str, Path], start_server: Any, shared_tmp: Path, case: str
@@ -148,25 +167,8 @@ def test_server_refuses_before_any_compile(
     server = start_server("--auth", "--keytab", kdc.keytab,
                           "--allow-principals", str(lists["allow"]),
                           "--deny-principals", str(lists["deny"]))  # fmt: skip
-    ccache, with_auth = _client_for(case, kdc, shared_tmp)
-    hosts = f"127.0.0.1:{server.port}" + (",auth" if with_auth else "")
-    workdir = shared_tmp / f"work-{case}"
-
-    # With fallback the client compiles locally...
-    result = _compile_one(workdir, hosts, ccache, fallback=True)
-    assert result.returncode == 0, result.stderr
-    assert (workdir / "one.o").exists()
-    # ... and with DISTCC_FALLBACK=0 it fails (default backoff: no retry storm).
-    result = _compile_one(workdir, hosts, ccache, fallback=False)
-    assert result.returncode != 0
-    assert not (workdir / "one.o").exists()
-
-    wait_until(lambda: len(_refusals(server)) >= 2, 10, "two auth_refused events")
-    reason = CASES[case][1]
-    for event in _refusals(server):
-        assert event["reason"] == reason, event
-        assert event["job_id"] and event["level"] == "warning"
-    if reason == "principal_refused":
+    _refused_both_ways(server, server.port, case, kdc, shared_tmp)
+    if CASES[case][1] == "principal_refused":
         who = CASES[case][0]
         assert all(e["principal"] == kdc.principal(str(who)) for e in _refusals(server))
     counters = server.counters()
@@ -253,22 +255,7 @@ def test_balancer_refuses_before_any_compile(
     balancer = _start_auth_balancer(
         start_balancer, kdc, lists, balancer_identity[1], f"127.0.0.1:{free_port()},kind=distccd"
     )
-    ccache, with_auth = _client_for(case, kdc, shared_tmp)
-    hosts = f"127.0.0.1:{balancer.port}" + (",auth" if with_auth else "")
-    workdir = shared_tmp / f"work-{case}"
-
-    result = _compile_one(workdir, hosts, ccache, fallback=True)
-    assert result.returncode == 0, result.stderr
-    assert (workdir / "one.o").exists()
-    result = _compile_one(workdir, hosts, ccache, fallback=False)
-    assert result.returncode != 0
-    assert not (workdir / "one.o").exists()
-
-    wait_until(lambda: len(_refusals(balancer)) >= 2, 10, "two auth_refused events")
-    reason = CASES[case][1]
-    for event in _refusals(balancer):
-        assert event["reason"] == reason, event
-        assert event["job_id"] and event["level"] == "warning"
+    _refused_both_ways(balancer, balancer.port, case, kdc, shared_tmp)
     totals = balancer.totals()
     assert totals["rejected_auth"] >= 2
     assert totals["ok"] == totals["bad_request"] == totals["failed"] == 0
