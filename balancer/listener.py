@@ -14,7 +14,7 @@ import structlog
 from balancer.dispatch import AllFailed, Dispatcher, NoCapacity
 from balancer.stats import BalancerStats
 from client.access import Network, is_allowed
-from client.gss import Acceptor, AuthError
+from client.gss import Acceptor
 from wire import Limits, RemoteProtocolError, encode_reply
 from wire.stream import read_request, wait_peer_gone
 
@@ -46,18 +46,11 @@ async def handle_connection(
             ctx.stats.counters.rejected_access += 1
             log.warning("turned_away", reason="address not allowed")
             return
-        if ctx.acceptor is not None:
-            try:
-                principal = await ctx.acceptor.accept(reader, writer)
-            except AuthError as exc:
-                # Refused before anything of the job is read: the real client compiles
-                # locally (or fails, with DISTCC_FALLBACK=0).
-                ctx.stats.counters.rejected_auth += 1
-                log.warning(
-                    "auth_refused", reason=exc.reason, detail=exc.detail, principal=exc.principal
-                )
-                return
-            structlog.contextvars.bind_contextvars(principal=principal)
+        if ctx.acceptor is not None and not await ctx.acceptor.admit(reader, writer):
+            # Refused before anything of the job is read: the real client compiles
+            # locally (or fails, with DISTCC_FALLBACK=0).
+            ctx.stats.counters.rejected_auth += 1
+            return
         await _serve(ctx, reader, writer, started)
     except Exception:
         log.exception("job_crashed")

@@ -156,6 +156,20 @@ class Acceptor:
             raise AuthError("principal_refused", refusal, principal)
         return principal
 
+    async def admit(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """One connection's handshake and verdict, as a server and a balancer take it:
+        True with the principal bound to the connection's log lines; False when refused,
+        logged as ``auth_refused`` with the reason (the caller counts it)."""
+        try:
+            principal = await self.accept(reader, writer)
+        except AuthError as exc:
+            log.warning(
+                "auth_refused", reason=exc.reason, detail=exc.detail, principal=exc.principal
+            )
+            return False
+        structlog.contextvars.bind_contextvars(principal=principal)
+        return True
+
     async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
         assert self._creds is not None, "Acceptor.load() first"
         try:

@@ -20,7 +20,7 @@ from cache import (
     why_not_cacheable,
 )
 from client.access import Network, is_allowed
-from client.gss import Acceptor, AuthError
+from client.gss import Acceptor
 from server.admission import Slots
 from server.policy import Plan, PolicyViolation, judge
 from server.runner import RunLimits, run_compile
@@ -85,9 +85,8 @@ async def handle_connection(
             return
         # Authenticate before taking a slot: a peer that cannot authenticate must not
         # hold compile slots. Handshakes are bounded in time and in number instead.
-        if ctx.acceptor is not None and not await _authenticate(
-            ctx.acceptor, stats, reader, writer
-        ):
+        if ctx.acceptor is not None and not await ctx.acceptor.admit(reader, writer):
+            stats.counters.rejected_auth += 1
             return
         if not stats.slots.try_acquire():
             stats.counters.rejected_busy += 1
@@ -112,23 +111,6 @@ async def handle_connection(
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer.wait_closed(), 1.0)
         structlog.contextvars.unbind_contextvars("job_id", "client", "principal")
-
-
-async def _authenticate(
-    acceptor: Acceptor,
-    stats: ServerStats,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-) -> bool:
-    """The GSSAPI handshake; binds the principal to the job's log lines. False: refused."""
-    try:
-        principal = await acceptor.accept(reader, writer)
-    except AuthError as exc:
-        stats.counters.rejected_auth += 1
-        log.warning("auth_refused", reason=exc.reason, detail=exc.detail, principal=exc.principal)
-        return False
-    structlog.contextvars.bind_contextvars(principal=principal)
-    return True
 
 
 async def _serve_job(
