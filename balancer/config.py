@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="S",
         help="wait this long for a free slot, then turn the client away (10; at once "
-        "when no backend is in rotation)",
+        "when every backend is out of rotation after a failed check)",
     )
     p.add_argument("--max-attempts", type=int, help="backends tried per job (3)")
     p.add_argument(
