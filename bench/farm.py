@@ -359,6 +359,21 @@ class ClientRun:
     real_local: int = 0  # distcc said it compiled the file locally
 
 
+async def stderr_of(proc: asyncio.subprocess.Process) -> str:
+    """What a client run wrote to stderr, once it exits. Cancelled (the cap cut the
+    build off), its whole session is killed and reaped first: nothing may run on into
+    the next strategy's run."""
+    try:
+        _, stderr = await proc.communicate()
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(proc.wait(), 10)
+        raise
+    return stderr.decode(errors="replace")
+
+
 async def run_job(
     build: Path, index: int, env: dict[str, str], t0: float, run: ClientRun, work_s: float
 ) -> None:
@@ -371,16 +386,8 @@ async def run_job(
         cwd=build, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
-    try:
-        _, stderr_bytes = await proc.communicate()
-    except asyncio.CancelledError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(proc.wait(), 10)
-        raise
+    stderr = await stderr_of(proc)
     wall_s = time.monotonic() - started
-    stderr = stderr_bytes.decode(errors="replace")
     said_local = any(marker in stderr for marker in LOCAL_MARKERS)
     for line in stderr.splitlines():
         # What distcc said, without the file names and ports, to see why jobs went local.
@@ -441,15 +448,8 @@ async def real_compiles(project: Path, env: dict[str, str], run: ClientRun) -> N
             cwd=project, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, start_new_session=True,
         )  # fmt: skip
-        try:
-            _, stderr = await proc.communicate()
-        except asyncio.CancelledError:  # the cap: leave nothing running into the next run
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(proc.wait(), 10)
-            raise
-        run.real_local += any(m in stderr.decode(errors="replace") for m in LOCAL_MARKERS)
+        stderr = await stderr_of(proc)
+        run.real_local += any(marker in stderr for marker in LOCAL_MARKERS)
         run.real_checked += 1
         run.real_identical += proc.returncode == 0 and identical_to_local(project, source)
 
@@ -531,9 +531,9 @@ async def run_builds(
     builds: list[Path],
     envs: list[dict[str, str]],
     servers: list[Server],
-) -> tuple[list[ClientRun], Background, float, bool]:
+) -> tuple[list[ClientRun], Background, float]:
     """Every client's build plus the background load; the load stops with the last build.
-    Returns the runs, the load, the wall time and whether the cap cut the builds off."""
+    Returns the runs (a build the cap cut off has no end), the load and the wall time."""
     t0 = time.monotonic()
     load = Background()
     background = [
@@ -547,11 +547,9 @@ async def run_builds(
             builds, farm.job_work_s, envs, farm.starts_s, runs, strict=True
         )
     ]
-    capped = False
     try:
         _done, pending = await asyncio.wait(clients, timeout=scenario.cap_s)
         if pending:
-            capped = True
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -560,7 +558,7 @@ async def run_builds(
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
     wall_s = time.monotonic() - t0
-    return runs, load, wall_s, capped
+    return runs, load, wall_s
 
 
 class Outcome(TypedDict):
@@ -634,7 +632,7 @@ def run_strategy(
         for build in builds:
             for obj in [*build.glob("*.o"), *build.glob("real/*.o")]:
                 obj.unlink()
-        runs, load, wall_s, _cut = asyncio.run(run_builds(scenario, farm, builds, envs, servers))
+        runs, load, wall_s = asyncio.run(run_builds(scenario, farm, builds, envs, servers))
         load_average = os.getloadavg()[0]
         rejected = 0
         for server in servers:
