@@ -7,7 +7,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -15,7 +15,9 @@ from balancer.dispatch import AllFailed, Dispatcher, NoCapacity
 from balancer.stats import BalancerStats
 from client.access import Network, is_allowed
 from client.gss import Acceptor
-from wire import Limits, RemoteProtocolError, encode_reply
+from daemon.judge import Judge, Refused, bounded_argv
+from wire import Limits, RemoteProtocolError, Reply, Request, encode_reply
+from wire.events import exit_status
 from wire.stream import read_request, wait_peer_gone
 
 log = structlog.get_logger("distlb.balancer.job")
@@ -31,6 +33,8 @@ class ListenerContext:
     request_timeout_s: float
     acceptor: Acceptor | None = None
     """With --auth: the GSSAPI handshake and principal lists, before the request."""
+    judge: Judge = field(default_factory=Judge)
+    """The argument judge: a refused job never reaches a backend."""
 
 
 async def handle_connection(
@@ -80,6 +84,14 @@ async def _serve(
         return
 
     read_ms = round((time.monotonic() - started) * 1000, 1)
+    try:
+        accepted = ctx.judge.judge(request.argv)
+    except Refused as exc:
+        await _refuse(ctx, writer, request, exc, started)
+        return
+    # Backends get the canonical command line the judge accepted (bare compiler name,
+    # -x rewritten to the preprocessed language), the same for distlb and distccd.
+    request = Request(request.protocol, accepted.argv, request.source)
     gone = asyncio.create_task(wait_peer_gone(reader))
     job = asyncio.create_task(ctx.dispatcher.dispatch(request))
     try:
@@ -142,3 +154,21 @@ async def _serve(
         ms=round(seconds * 1000, 1),
         **base,
     )
+
+
+async def _refuse(
+    ctx: ListenerContext,
+    writer: asyncio.StreamWriter,
+    request: Request,
+    refused: Refused,
+    started: float,
+) -> None:
+    """Answer a job the judge refused with its reason (the real client shows it, then
+    compiles locally unless DISTCC_FALLBACK=0); no backend sees it."""
+    message = f"distlb-balancer: job refused: {refused.reason}\n".encode("utf-8", "replace")
+    reply = Reply(request.protocol, exit_status(refused.exit_code), message, b"", b"")
+    with contextlib.suppress(ConnectionError, TimeoutError):
+        writer.write(encode_reply(reply))
+        await asyncio.wait_for(writer.drain(), ctx.io_timeout_s)
+    ctx.stats.job_finished("rejected_policy", time.monotonic() - started)
+    log.warning("job_refused", reason=refused.reason, argv=bounded_argv(request.argv))

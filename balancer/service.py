@@ -41,6 +41,7 @@ class Service:
             io_timeout_s=config.io_timeout,
             request_timeout_s=config.request_timeout,
             acceptor=config.acceptor(),
+            judge=config.judge(None, on_disk=False),
         )
         self._jobs = ConnectionTasks()
         self._serving = False

@@ -42,6 +42,8 @@ class Counters:
     rejected_access: int = 0
     rejected_auth: int = 0
     """Failed the GSSAPI handshake or a principal list (with --auth)."""
+    rejected_policy: int = 0
+    """Refused by the argument judge: answered with the reason, never forwarded."""
     bad_request: int = 0
     client_disconnect: int = 0
     cache_hit: int = 0

@@ -179,7 +179,6 @@ def timed(command: list[str], project: Path, env: dict[str, str]) -> float:
 
 
 def build(project: Path, env: dict[str, str], jobs: int) -> tuple[float, Path]:
-    # A relative OUT: distlb-server refuses absolute -o paths by policy (docs/policy.md).
     out = Path(tempfile.mkdtemp(prefix="out-", dir=project))
     compiler = f"CC=timeout {CLIENT_TIMEOUT_S} distcc gcc"
     return timed(["make", "-s", f"-j{jobs}", f"OUT={out.name}", compiler], project, env), out

@@ -11,9 +11,10 @@ else are never cached (see :data:`NEVER_CACHED`).
 from __future__ import annotations
 
 import hashlib
-import os.path
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from wire.args import without_input_and_output
 
 # Output depends on more than the request: files on the build machine (profiles),
 # a random stamp (coverage notes), or code we do not know (plugins, specs).
@@ -32,9 +33,6 @@ NEVER_CACHED: tuple[tuple[str, str], ...] = (
     ("-fdump-", "dump files are not returned"),
     ("-save-temps", "temporary files are not returned"),
 )
-_SOURCE_SUFFIXES = frozenset(
-    {"c", "i", "cc", "cpp", "cxx", "cp", "c++", "C", "ii", "m", "mi", "mm", "M", "mii"}
-)
 
 
 def why_not_cacheable(argv: Sequence[str]) -> str | None:
@@ -47,26 +45,9 @@ def why_not_cacheable(argv: Sequence[str]) -> str | None:
 
 
 def normalized_args(argv: Sequence[str]) -> list[str]:
-    """argv without the input file name and without ``-o NAME``."""
-    out = list(argv[:1])
-    skip = False
-    for arg in argv[1:]:
-        if skip:
-            skip = False
-        elif arg == "-o":
-            skip = True
-        elif (arg.startswith("-o") and len(arg) > 2) or (
-            not arg.startswith("-") and _is_source_name(arg)
-        ):
-            pass
-        else:
-            out.append(arg)
-    return out
-
-
-def _is_source_name(arg: str) -> bool:
-    name = os.path.basename(arg)
-    return "." in name and name.rsplit(".", 1)[-1] in _SOURCE_SUFFIXES
+    """argv without the input file name and without ``-o NAME``, found by the one argv
+    scanner the judge also uses (:mod:`wire.args`), so the two never disagree."""
+    return without_input_and_output(argv)
 
 
 def job_digest(protocol: int, argv: Sequence[str], source: bytes) -> bytes:

@@ -6,5 +6,5 @@ scripts/bootstrap.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 # cache/ and balancer/ join when they exist.
-.venv/bin/mypy $(for pkg in wire cache client server balancer; do [ -d "$pkg" ] && echo "$pkg"; done)
+.venv/bin/mypy $(for pkg in wire cache client daemon server balancer; do [ -d "$pkg" ] && echo "$pkg"; done)
 exec .venv/bin/python -m pytest "$@"

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from client.access import parse_networks
 from client.cli import ConfigError, load_config
 from client.gss import AcceptorConfig, add_acceptor_flags
-from server.policy import FORBIDDEN_COMPILER_NAMES
+from daemon.judge import FORBIDDEN_COMPILER_NAMES
+from daemon.judge_config import JudgeConfig, add_judge_flags
 
 __all__ = ["ConfigError", "ServerConfig", "load"]
 
@@ -26,7 +27,7 @@ DEFAULT_COMPILER_NAMES = ("gcc", "g++", "cc", "c++", "clang", "clang++")
 
 
 @dataclass
-class ServerConfig(AcceptorConfig):
+class ServerConfig(AcceptorConfig, JudgeConfig):
     listen: str = "0.0.0.0"  # noqa: S104 (a compile server serves the network; --allow guards it)
     port: int = 3632
     stats_port: int = 3633
@@ -206,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-size", type=int, metavar="MB", help="bound of the disk cache (default 1024)"
     )
     add_acceptor_flags(p, "compile")
+    add_judge_flags(p)
     return p
 
 

@@ -21,8 +21,8 @@ from cache import (
 )
 from client.access import Network, is_allowed
 from client.gss import Acceptor
+from daemon.judge import Job, Judge, Refused, bounded_argv
 from server.admission import Slots
-from server.policy import Plan, PolicyViolation, judge
 from server.runner import RunLimits, run_compile
 from server.stats import ServerStats
 from wire import Limits, RemoteProtocolError, Reply, Request, encode_reply
@@ -51,6 +51,7 @@ class JobContext:
 
     stats: ServerStats
     compilers: Mapping[str, str]
+    judge: Judge
     allow: Sequence[Network]
     wire_limits: Limits
     run_limits: RunLimits
@@ -131,28 +132,29 @@ async def _serve_job(
         return
 
     try:
-        plan = judge(request.argv, ctx.compilers)
-    except PolicyViolation as exc:
+        job = ctx.judge.judge(request.argv)
+    except Refused as exc:
         stats.job_finished("rejected_policy", "?", request.argv[0], time.monotonic() - started)
-        log.warning("job_refused", reason=exc.reason, argv=list(request.argv)[:64])
+        log.warning("job_refused", reason=exc.reason, argv=bounded_argv(request.argv))
         message = f"distlb-server: job refused: {exc.reason}\n".encode("utf-8", "replace")
-        reply = Reply(request.protocol, exit_status(1), message, b"", b"")
+        reply = Reply(request.protocol, exit_status(exc.exit_code), message, b"", b"")
         with contextlib.suppress(ConnectionError, TimeoutError):
             await _send(writer, reply, ctx.io_timeout_s)
         return
 
-    structlog.contextvars.bind_contextvars(compiler=plan.compiler, input=plan.input_name)
-    key = _cache_key(ctx, request, plan)
+    structlog.contextvars.bind_contextvars(compiler=job.compiler, input=job.input_name)
+    request = Request(request.protocol, job.argv, request.source)
+    key = _cache_key(ctx, request, job)
     try:
         if key is not None and await _reply_from_cache(ctx, request, key, writer, started, slot):
             return
-        await _compile_and_reply(ctx, request, plan, reader, writer, started, slot, key)
+        await _compile_and_reply(ctx, request, job, reader, writer, started, slot, key)
     finally:
         structlog.contextvars.unbind_contextvars("compiler", "input")
 
 
-def _cache_key(ctx: JobContext, request: Request, plan: Plan) -> str | None:
-    identity = ctx.identities.get(plan.compiler)
+def _cache_key(ctx: JobContext, request: Request, job: Job) -> str | None:
+    identity = ctx.identities.get(job.compiler)
     if ctx.cache is None or identity is None or why_not_cacheable(request.argv) is not None:
         return None
     return cache_key(job_digest(request.protocol, request.argv, request.source), identity)
@@ -196,7 +198,7 @@ async def _reply_from_cache(
 async def _compile_and_reply(
     ctx: JobContext,
     request: Request,
-    plan: Plan,
+    job: Job,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     started: float,
@@ -207,7 +209,12 @@ async def _compile_and_reply(
     gone = asyncio.ensure_future(wait_peer_gone(reader))
     try:
         result = await run_compile(
-            plan, request.source, tmp_root=ctx.tmp_dir, limits=ctx.run_limits, client_gone=gone
+            job,
+            ctx.compilers[job.compiler],
+            request.source,
+            tmp_root=ctx.tmp_dir,
+            limits=ctx.run_limits,
+            client_gone=gone,
         )
     finally:
         gone.cancel()
@@ -223,7 +230,7 @@ async def _compile_and_reply(
         except (ConnectionError, TimeoutError):
             outcome = "client_disconnect"
     seconds = time.monotonic() - started
-    stats.job_finished(outcome, plan.input_name, plan.compiler, seconds)
+    stats.job_finished(outcome, job.input_name, job.compiler, seconds)
     log.info(
         "job_done",
         outcome=outcome,

@@ -24,7 +24,7 @@ from typing import Literal
 
 import structlog
 
-from server.policy import Plan
+from daemon.judge import Job
 from wire.events import exit_status, signal_status
 
 log = structlog.get_logger("distlb.server.runner")
@@ -141,21 +141,18 @@ def _child_env(job_dir: str) -> dict[str, str]:
     return env
 
 
-def _object_suffix(output_name: str) -> str:
-    suffix = os.path.splitext(output_name)[1]
-    return suffix if suffix in (".o", ".s", ".obj") else ".o"
-
-
 async def run_compile(
-    plan: Plan,
+    job: Job,
+    compiler_path: str,
     source: bytes,
     *,
     tmp_root: str,
     limits: RunLimits,
     client_gone: asyncio.Future[None] | asyncio.Task[None],
 ) -> CompileResult:
-    """Compile ``source`` as ``plan`` says and return the result (never raises for
-    the compiler's own failures; raises ``OSError`` when the job cannot start)."""
+    """Compile ``source`` as ``job`` says, with ``compiler_path``, and return the result
+    (never raises for the compiler's own failures; raises ``OSError`` when the job
+    cannot start)."""
     loop = asyncio.get_running_loop()
     started = time.monotonic()
     job_dir = tempfile.mkdtemp(prefix="distlb-job-", dir=tmp_root)
@@ -163,14 +160,14 @@ async def run_compile(
         user = limits.user
         if user is not None:
             os.chown(job_dir, user.uid, user.gid)
-        input_path = os.path.join(job_dir, "input" + plan.source_suffix)
-        output_path = os.path.join(job_dir, "output" + _object_suffix(plan.output_name))
+        input_path = os.path.join(job_dir, "input" + job.source_suffix)
+        output_path = os.path.join(job_dir, "output" + job.output_suffix)
         # Blocking writes and fork/exec in the loop are deliberate: both take about a
         # millisecond, and Popen is what gives us the session, the identity and a pidfd.
         with open(input_path, "wb") as source_file:  # noqa: ASYNC230
             source_file.write(source)
         proc = subprocess.Popen(  # noqa: ASYNC220
-            [*launcher(limits), *plan.command(input_path, output_path)],
+            [*launcher(limits), *job.command(compiler_path, input_path, output_path)],
             cwd=job_dir,
             env=_child_env(job_dir),
             stdin=subprocess.DEVNULL,

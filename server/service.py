@@ -143,6 +143,7 @@ class Service:
         self.ctx = JobContext(
             stats=self.stats,
             compilers=self.compilers,
+            judge=config.judge(self.compilers, on_disk=True),
             allow=config.networks(),
             wire_limits=Limits(max_source_bytes=config.max_source_mb * 1024 * 1024),
             run_limits=RunLimits(

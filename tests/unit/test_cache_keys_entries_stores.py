@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from cache import (
@@ -23,6 +23,7 @@ from cache import (
     why_not_cacheable,
 )
 from cache.keys import normalized_args
+from daemon.judge import Judge, Refused
 
 GCC12 = CompilerIdentity("gcc (Debian 12.2.0-14) 12.2.0", "ab" * 32)
 
@@ -48,6 +49,39 @@ def test_anything_else_changes_the_job(other_argv: list[str], other_source: byte
                                        other_protocol: int) -> None:  # fmt: skip
     base = job_digest(1, ["gcc", "-O2", "-c", "a.c"], b"int a;")
     assert job_digest(other_protocol, other_argv, other_source) != base
+
+
+_OPTIONS = ["-O2", "-O3", "-g", "-DX=1", "-DX=2", "-Wall", "-fPIC", "-MT", "t.c", "-I",
+            "inc.c", "-Xlinker", "b.c", "-std=c11", "-x", "c++"]  # fmt: skip
+
+
+@given(
+    options=st.lists(st.sampled_from(_OPTIONS), max_size=6),
+    other=st.lists(st.sampled_from(_OPTIONS), max_size=6),
+    input_a=st.sampled_from(["a.c", "/src/a.c", "dir/b.c"]),
+    input_b=st.sampled_from(["a.c", "/src/a.c", "dir/b.c"]),
+    source_a=st.sampled_from([b"int a;", b"int b;"]),
+    source_b=st.sampled_from([b"int a;", b"int b;"]),
+)
+def test_jobs_share_a_key_only_when_all_but_the_input_and_output_names_match(
+    options: list[str],
+    other: list[str],
+    input_a: str,
+    input_b: str,
+    source_a: bytes,
+    source_b: bytes,
+) -> None:
+    """Option values that look like source names (-MT t.c, -I inc.c) are not taken for
+    the input: the scanner knows which options take the next argument."""
+    argv_a = ["gcc", *options, "-c", input_a, "-o", "a.o"]
+    argv_b = ["gcc", *other, "-c", input_b, "-o", "elsewhere/b.o"]
+    for argv in (argv_a, argv_b):
+        try:
+            Judge().judge(argv)
+        except Refused:
+            assume(False)  # only jobs that may run are ever keyed
+    same = options == other and source_a == source_b
+    assert (job_digest(1, argv_a, source_a) == job_digest(1, argv_b, source_b)) == same
 
 
 def test_another_compiler_identity_is_another_key() -> None:

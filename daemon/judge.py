@@ -1,0 +1,427 @@
+"""The argument judge: which compile jobs may run, decided from argv alone.
+
+One judge serves the server (before it runs anything) and the balancer (before
+any backend, a real distccd among them, sees the job). It is an allowlist: every
+argument must be an option that ``wire/compiler_options.txt`` knows to be safe
+for compiling one preprocessed file, and every value is checked by its kind.
+Options that carry options for another program (``-Wa,``, ``-Xclang``,
+``-mllvm``, ``-Wp,``) are judged, piece by piece, by that program's part of the
+table. What passes comes back as a :class:`Job` whose ``argv`` is canonical: the
+compiler by its bare name, ``-o`` in its separate form, and ``-x`` rewritten to
+the preprocessed language, so that any gcc-compatible server compiles it the same.
+The reasoning for each rule is in docs/policy.md.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from wire.args import Option, OptionTable, Scan, default_table, is_source_name, scan
+
+EXIT_BAD_ARGUMENTS = 101
+"""distcc's exit code for arguments it will not run (``EXIT_BAD_ARGUMENTS``)."""
+EXIT_COMPILER_MISSING = 110
+"""distcc's exit code for a compiler it does not have (``EXIT_COMPILER_MISSING``)."""
+
+FORBIDDEN_COMPILER_NAMES = frozenset(
+    {
+        "sh", "bash", "dash", "zsh", "ksh", "csh", "tcsh", "fish", "env", "busybox",
+        "python", "python3", "perl", "ruby", "node", "xargs", "nice", "timeout",
+        "sudo", "su", "setpriv", "nohup", "exec", "find", "awk", "make",
+    }
+)  # fmt: skip
+"""Never compilers, whatever an allowlist says: each runs arbitrary code."""
+
+BARE_NAME_PREFIXES = ("/usr/bin/", "/bin/")
+"""A compiler given with one of these is its bare name (as distccd 3.4 does, distcc
+issue #279): CMake's compiler launcher sends ``/usr/bin/cc``."""
+
+DEFAULT_TRUSTED_SPECS_DIRS = ("/usr/lib/rpm/redhat", "/usr/share/dpkg")
+
+# The language a -x names -> the preprocessed language that is really sent.
+_PREPROCESSED_LANGUAGE = {
+    "c": "cpp-output",
+    "cpp-output": "cpp-output",
+    "c++": "c++-cpp-output",
+    "c++-cpp-output": "c++-cpp-output",
+    "objective-c": "objective-c-cpp-output",
+    "objc-cpp-output": "objective-c-cpp-output",
+    "objective-c-cpp-output": "objective-c-cpp-output",
+    "objective-c++": "objective-c++-cpp-output",
+    "objective-c++-cpp-output": "objective-c++-cpp-output",
+}
+_SUFFIX_OF_LANGUAGE = {
+    "cpp-output": ".i",
+    "c++-cpp-output": ".ii",
+    "objective-c-cpp-output": ".mi",
+    "objective-c++-cpp-output": ".mii",
+}
+PREPROCESSED_SUFFIX = {
+    "c": ".i", "i": ".i",
+    "cc": ".ii", "cpp": ".ii", "cxx": ".ii", "cp": ".ii", "c++": ".ii", "C": ".ii", "ii": ".ii",
+    "m": ".mi", "mi": ".mi",
+    "mm": ".mii", "M": ".mii", "mii": ".mii",
+}  # fmt: skip
+"""A source's extension -> the suffix of its preprocessed file (distcc's ``dcc_preproc_exten``)."""
+
+_COMPILER_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
+_VALUE_PATTERNS = {
+    "int": re.compile(r"[+-]?[0-9]+"),
+    "word": re.compile(r"[A-Za-z0-9_.+-]+"),
+    "list": re.compile(r"[A-Za-z0-9_.+=-]+(?:[,:][A-Za-z0-9_.+=-]*)*"),
+    "cpu": re.compile(r"[A-Za-z0-9_.+-]+"),
+    "warning": re.compile(r"[A-Za-z0-9_.+=-]*"),
+    "target": re.compile(r"[A-Za-z0-9_.,:+=-]*"),
+}
+_NESTED = ("as", "cc1", "llvm", "cpp")
+_NESTED_NAMES = {
+    "as": "the assembler",
+    "cc1": "clang's front end",
+    "llvm": "LLVM",
+    "cpp": "the preprocessor",
+}
+_MODE_OPTIONS = {"-c": ".o", "--compile": ".o", "-S": ".s", "--assemble": ".s"}
+
+SpecsCheck = Callable[[str], "str | None"]
+"""Returns why a specs file may not be used, or None when it may."""
+
+
+class Refused(Exception):
+    """The job may not run here; ``reason`` says why in words a user can act on, and
+    ``exit_code`` is distcc's code for it (the status of the reply)."""
+
+    def __init__(self, reason: str, exit_code: int = EXIT_BAD_ARGUMENTS) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """An accepted compile job."""
+
+    compiler: str
+    """The compiler's bare name."""
+    argv: tuple[str, ...]
+    """The canonical command line: what a backend is sent and a server runs."""
+    input_index: int
+    output_index: int | None
+    """Where the value of ``-o`` is in ``argv`` (None: the client gave none)."""
+    source_suffix: str
+    """The preprocessed source's suffix: ``.i``, ``.ii``, ``.mi`` or ``.mii``."""
+    output_suffix: str
+    """``.o``, or ``.s`` for ``-S``."""
+
+    @property
+    def input_name(self) -> str:
+        return self.argv[self.input_index]
+
+    @property
+    def output_name(self) -> str:
+        if self.output_index is not None:
+            return self.argv[self.output_index]
+        stem = os.path.splitext(os.path.basename(self.input_name))[0]
+        return stem + self.output_suffix
+
+    def command(self, compiler_path: str, input_path: str, output_path: str) -> list[str]:
+        """The command that compiles this job's files: the input and output replaced."""
+        command = list(self.argv)
+        command[0] = compiler_path
+        command[self.input_index] = input_path
+        if self.output_index is not None:
+            command[self.output_index] = output_path
+        else:
+            command += ["-o", output_path]
+        return command
+
+
+def path_only_specs_check(trusted_dirs: Sequence[str]) -> SpecsCheck:
+    """Accept a specs file named by a clean absolute path under a trusted directory.
+    What the balancer can check: the file itself is on the compile server."""
+    roots = [os.path.normpath(d) for d in trusted_dirs]
+
+    def check(path: str) -> str | None:
+        if not os.path.isabs(path) or os.path.normpath(path) != path:
+            return "a specs file must be named by a clean absolute path"
+        if not any(path.startswith(root + os.sep) for root in roots):
+            return (
+                f"specs files are trusted only under {', '.join(roots) or 'no directory'}"
+                " (--trusted-specs-dir)"
+            )
+        return None
+
+    return check
+
+
+def on_disk_specs_check(trusted_dirs: Sequence[str]) -> SpecsCheck:
+    """As :func:`path_only_specs_check`, and the file and every directory from the trusted
+    one down are real (no symlinks), owned by root and writable by nobody else: a specs
+    file can run programs, so only root's may."""
+    by_path = path_only_specs_check(trusted_dirs)
+    roots = [os.path.normpath(d) for d in trusted_dirs]
+
+    def check(path: str) -> str | None:
+        reason = by_path(path)
+        if reason is not None:
+            return reason
+        root = next(r for r in roots if path.startswith(r + os.sep))
+        current = root
+        parts = [root, *(os.path.join(root, p) for p in _prefixes(path[len(root) + 1 :]))]
+        for current in parts:
+            try:
+                info = os.lstat(current)
+            except OSError:
+                return f"{current} does not exist on this server"
+            if stat.S_ISLNK(info.st_mode):
+                return f"{current} is a symbolic link"
+            if info.st_uid != 0 or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                return f"{current} is not owned by root or is writable by others"
+        if not stat.S_ISREG(info.st_mode):
+            return f"{current} is not a regular file"
+        return None
+
+    return check
+
+
+MEMORY = 16384
+"""Accepted arguments remembered (the memory is dropped whole when full)."""
+
+
+def _memorable(option: Option) -> bool:
+    """Whether an accepted argument's verdict depends on nothing but its text: not a
+    specs file (the disk can change) nor a carrier of options for another program."""
+    spec = option.spec
+    return spec is not None and spec.kind not in ("specs", *_NESTED)
+
+
+def _prefixes(relative: str) -> list[str]:
+    pieces = relative.split(os.sep)
+    return [os.sep.join(pieces[: i + 1]) for i in range(len(pieces))]
+
+
+def normalize_compiler(name: str) -> str:
+    """The bare name for a compiler given as ``/usr/bin/NAME`` or ``/bin/NAME``."""
+    for prefix in BARE_NAME_PREFIXES:
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
+
+
+class Judge:
+    """Decides whether a command line may run, and how (:meth:`judge`).
+
+    ``compilers`` maps the allowlisted bare names to the binaries that run them (a
+    server's); None accepts any compiler name that is not a shell or launcher (the
+    balancer's: its backends judge the name again). ``allow_options`` are an operator's
+    additions: an exact argument, or a prefix ending in ``*`` (its value unchecked).
+    """
+
+    def __init__(
+        self,
+        *,
+        compilers: Mapping[str, str] | None = None,
+        allow_options: Iterable[str] = (),
+        specs_check: SpecsCheck | None = None,
+        table: OptionTable | None = None,
+    ) -> None:
+        self.compilers = compilers
+        allowed = list(allow_options)
+        self._allowed_exact = frozenset(a for a in allowed if not a.endswith("*"))
+        self._allowed_prefixes = tuple(a[:-1] for a in allowed if a.endswith("*"))
+        self._specs_check = specs_check or path_only_specs_check(DEFAULT_TRUSTED_SPECS_DIRS)
+        self.table = table or default_table()
+        self._accepted: set[str] = set()
+        """Single arguments already judged safe: a build repeats the same few hundred."""
+
+    def judge(self, argv: Sequence[str]) -> Job:
+        """Accept ``argv`` as a compile job, or raise :class:`Refused`."""
+        if not argv:
+            raise Refused("empty command", EXIT_COMPILER_MISSING)
+        for arg in argv:
+            if arg.startswith("@"):
+                # gcc and clang expand a response file wherever an argument starts
+                # with @, option values included, and echo its lines in their errors.
+                raise Refused(f"{arg!r} is refused: @FILE reads arguments from the server")
+        compiler = self._judge_compiler(argv[0])
+        scanned = scan(argv, start=1, table=self.table)
+        if scanned.missing_value is not None:
+            raise Refused(f"{scanned.missing_value.text!r} is missing its value")
+        nested: dict[str, list[str]] = {context: [] for context in _NESTED}
+        suffix: str | None = None
+        accepted = self._accepted
+        for option in scanned.options:
+            text = option.text
+            if text not in accepted or option.value_index is not None:
+                self._judge_option(option, "driver", nested)
+                if option.value_index is None and _memorable(option):
+                    if len(accepted) >= MEMORY:
+                        accepted.clear()
+                    accepted.add(text)
+            if text in _MODE_OPTIONS and suffix != ".s":
+                suffix = _MODE_OPTIONS[text]
+        for context in ("cc1", "as", "cpp", "llvm"):  # cc1 adds to llvm: judge it last
+            self._judge_nested(context, nested)
+        if suffix is None:
+            raise Refused("only compile jobs (-c or -S) run here")
+        return self._job(compiler, argv, scanned, suffix)
+
+    def _judge_compiler(self, given: str) -> str:
+        name = normalize_compiler(given)
+        if not _COMPILER_NAME.fullmatch(name):
+            raise Refused(
+                f"compiler {given!r}: give a bare name (or one in /usr/bin or /bin)",
+                EXIT_COMPILER_MISSING,
+            )
+        if name in FORBIDDEN_COMPILER_NAMES:
+            raise Refused(f"{name!r} is not a compiler", EXIT_COMPILER_MISSING)
+        if self.compilers is not None and name not in self.compilers:
+            raise Refused(
+                f"compiler {name!r} is not on this server's allowlist", EXIT_COMPILER_MISSING
+            )
+        return name
+
+    def _allowed_by_operator(self, arg: str) -> bool:
+        return arg in self._allowed_exact or arg.startswith(self._allowed_prefixes)
+
+    def _judge_option(self, option: Option, context: str, nested: dict[str, list[str]]) -> None:
+        spec, text = option.spec, option.text
+        where = "" if context == "driver" else f" (passed to {_NESTED_NAMES[context]})"
+        if self._allowed_by_operator(text):
+            return
+        if spec is None:
+            raise Refused(
+                f"{text!r}{where} is not on distlb's list of options known to be safe; an "
+                f"operator who has checked it can allow it with --allow-option={text} "
+                "(docs/policy.md)"
+            )
+        kind, value = spec.kind, option.value
+        shown = text if option.value_index is None else f"{text} {value}"
+        if kind == "refuse":
+            raise Refused(f"{shown!r}{where} is refused: it {spec.reason}")
+        if kind == "-" or kind in ("string", "output", "language"):
+            if kind == "language" and value not in _PREPROCESSED_LANGUAGE and value != "none":
+                raise Refused(f"{shown!r}: only C, C++ and Objective-C are compiled here")
+            return
+        assert value is not None
+        if kind in nested:
+            nested[kind] += value.split(",") if option.value_index is None else [value]
+            return
+        if kind == "specs":
+            reason = self._specs_check(value)
+            if reason is not None:
+                raise Refused(f"{shown!r} is refused: {reason}")
+            return
+        if kind.startswith("choice:"):
+            if value not in kind[len("choice:") :].split("|"):
+                raise Refused(f"{shown!r}{where}: {value!r} is not one of {kind[7:]}")
+            return
+        pattern = _VALUE_PATTERNS.get(kind)
+        if pattern is None:
+            raise Refused(f"{shown!r}: the option table has no rule for {kind!r} values")
+        if not pattern.fullmatch(value) or ".." in value:  # ".." would name a parent dir
+            raise Refused(
+                f"{shown!r}{where} is refused: its value must be {_DESCRIBE[kind]}"
+                " (a path or a program is never one)"
+            )
+        if kind == "cpu" and value.lower() == "native":
+            raise Refused(f"{shown!r} would mean the server's CPU, not yours")
+
+    def _judge_nested(self, context: str, nested: dict[str, list[str]]) -> None:
+        args = nested[context]
+        if not args:
+            return
+        scanned: Scan = scan(args, context=context, table=self.table)
+        name = _NESTED_NAMES[context]
+        if scanned.missing_value is not None:
+            raise Refused(f"{scanned.missing_value.text!r} (passed to {name}) is missing its value")
+        for option in scanned.options:
+            self._judge_option(option, context, nested)
+        for index in scanned.positionals:
+            if not args[index]:
+                continue  # -Wa,a,,b: an empty piece
+            raise Refused(f"{args[index]!r} passed to {name} is not an option")
+
+    def _job(self, compiler: str, argv: Sequence[str], scanned: Scan, suffix: str) -> Job:
+        if len(scanned.positionals) != 1:
+            found = [argv[i] for i in scanned.positionals]
+            raise Refused(f"a job compiles exactly one source file, got {found!r}")
+        input_at = scanned.positionals[0]
+        input_name = argv[input_at]
+        if input_name == "-":
+            raise Refused("'-' (the source on standard input) is not a job distcc sends")
+        if not is_source_name(input_name):
+            raise Refused(f"{input_name!r} is not a C, C++ or Objective-C source file")
+        outputs = scanned.outputs()
+        if len(outputs) > 1:
+            raise Refused("more than one -o")
+        rewrite = compiler != argv[0] or any(
+            o.spec is not None
+            and (o.spec.kind == "language" or (o.spec.kind == "output" and o.value_index is None))
+            for o in scanned.options
+        )
+        extension = input_name.rsplit(".", 1)[-1]
+        if not rewrite:  # already canonical, as nearly every job is
+            given = outputs[0].value_index if outputs else None
+            return Job(compiler, tuple(argv), input_at, given,
+                       PREPROCESSED_SUFFIX[extension], suffix)  # fmt: skip
+        language: str | None = None
+        canonical: list[str] = [compiler]
+        output_index: int | None = None
+        input_index = -1
+        position = 1
+        options = {o.index: o for o in scanned.options}
+        while position < len(argv):
+            option = options.get(position)
+            if position == input_at:
+                if language is not None:
+                    canonical += ["-x", language]
+                input_index = len(canonical)
+                canonical.append(input_name)
+                position += 1
+            elif option is not None and option.spec is not None and option.spec.kind == "language":
+                if position < input_at:
+                    value = option.value or "none"
+                    language = None if value == "none" else _PREPROCESSED_LANGUAGE[value]
+                position = option.end
+            elif option is not None and option.spec is not None and option.spec.kind == "output":
+                canonical += ["-o", option.value or ""]
+                output_index = len(canonical) - 1
+                position = option.end
+            elif option is not None:
+                canonical += argv[option.index : option.end]
+                position = option.end
+            else:  # pragma: no cover (every argument is an option or a positional)
+                canonical.append(argv[position])
+                position += 1
+        if output_index is not None and not canonical[output_index]:
+            raise Refused("-o names no file")
+        source_suffix = (
+            _SUFFIX_OF_LANGUAGE[language] if language else PREPROCESSED_SUFFIX[extension]
+        )
+        return Job(compiler, tuple(canonical), input_index, output_index, source_suffix, suffix)
+
+
+_DESCRIBE = {
+    "int": "a number",
+    "word": "a word (letters, digits, _ . + -)",
+    "list": "words separated by , or :",
+    "cpu": "a CPU name",
+    "warning": "a warning's name",
+    "target": "a target option's value",
+}
+
+LOGGED_ARGS = 64
+LOGGED_ARG_CHARS = 200
+
+
+def bounded_argv(argv: Sequence[str]) -> list[str]:
+    """What a log line shows of a command line: its first arguments, each cut short
+    (a refused request may carry 4096 arguments of 64 KiB)."""
+    shown = [a if len(a) <= LOGGED_ARG_CHARS else a[:LOGGED_ARG_CHARS] + "…" for a in argv]
+    if len(shown) > LOGGED_ARGS:
+        shown = [*shown[:LOGGED_ARGS], f"… {len(argv) - LOGGED_ARGS} more"]
+    return shown

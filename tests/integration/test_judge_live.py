@@ -1,0 +1,215 @@
+"""The judge, live: argument exploits are refused by the server and by the balancer
+(in front of distlb servers and of a real distccd), and nothing they ask for runs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from client import compile_remote
+from tests.support.servers import BalancerProcess, Distccd, ServerProcess, live_children
+from wire import Request
+
+pytestmark = pytest.mark.integration
+
+SOURCE = b"int main(void) { return 0; }\n"
+SECRET = "DISTLB_SECRET_4f1e9c"
+
+
+@dataclass(frozen=True)
+class Attack:
+    argv: tuple[str, ...]
+    source: bytes = SOURCE
+    leaks: bool = False
+    """Proves itself by the secret file's contents in stderr (else: by the marker file)."""
+
+
+def _attacks(evil: Path, marker: Path, secret: Path) -> dict[str, Attack]:
+    touch = f"touch {marker}"
+    no_space = f'touch${{IFS}}{marker};exec${{IFS}}"$0"${{IFS}}"$@"'
+    # A directory of "programs" gcc would run if -B were honoured.
+    (evil / "as").write_text(f"#!/bin/sh\n{touch}\n")
+    (evil / "as").chmod(0o755)
+    (evil / "args").write_text(f"-wrapper /bin/sh,-c,'{touch}'\n")
+    including = f'#include "{secret}"\nint x;\n'.encode()
+    return {
+        "cve-2004-2687": Attack(("sh", "-c", touch, "#", "-c", "main.c", "-o", "main.o")),
+        "absolute-compiler": Attack(("/bin/sh", "-c", touch, "-c", "main.c")),
+        "wrapper": Attack(("gcc", "-wrapper", f"/bin/sh,-c,{touch}", "-c", "main.c")),
+        "B-dir": Attack(("gcc", f"-B{evil}/", "-c", "main.c", "-o", "main.o")),
+        "B-separate": Attack(("gcc", "-B", f"{evil}/", "-c", "main.c", "-o", "main.o")),
+        "at-file": Attack(("gcc", f"@{evil}/args", "-c", "main.c", "-o", "main.o")),
+        "compare-debug-wrapper": Attack(
+            ("gcc", "-c", f"-fcompare-debug=-wrapper /bin/sh,-c,{no_space}", "main.c")
+        ),
+        "module-mapper-pipe": Attack(
+            ("g++", "-c", "-fmodules-ts", f"-fmodule-mapper=|{touch}", "main.cc", "-o", "m.o")
+        ),
+        "no-preprocessed-include": Attack(
+            ("gcc", "-c", "-fno-preprocessed", "main.c"), including, leaks=True
+        ),
+        "directives-only-include": Attack(
+            ("gcc", "-c", "-fdirectives-only", "main.c"), including, leaks=True
+        ),
+        "clang-MJ": Attack(("clang", "-c", f"-MJ{marker}", "main.c", "-o", "main.o")),
+        "clang-llvm-output-file": Attack(
+            (
+                "clang",
+                "-c",
+                "-mllvm",
+                f"-info-output-file={marker}",
+                "-mllvm",
+                "-stats",
+                "main.c",
+                "-o",
+                "main.o",
+            )
+        ),
+        "specs-untrusted": Attack(("gcc", f"-specs={evil}/specs", "-c", "main.c", "-o", "m.o")),
+    }
+
+
+@pytest.fixture
+def attack_setup(shared_tmp: Path) -> tuple[dict[str, Attack], Path, Path]:
+    evil = shared_tmp / "evil"
+    evil.mkdir(mode=0o777)
+    evil.chmod(0o777)  # writable by the compile user, so a working attack could leave the mark
+    marker = evil / "pwned"
+    secret = shared_tmp / "secret.txt"
+    secret.write_text(SECRET + "\n")
+    secret.chmod(0o644)
+    (evil / "specs").write_text(f"*cc1_options:\n+ %:getenv(HOME {marker})\n")
+    return _attacks(evil, marker, secret), marker, secret
+
+
+def _proved(attack: Attack, stderr: str, marker: Path) -> bool:
+    return SECRET in stderr if attack.leaks else marker.exists()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["compare-debug-wrapper", "module-mapper-pipe", "no-preprocessed-include",
+     "directives-only-include", "clang-MJ", "clang-llvm-output-file", "wrapper"],
+)  # fmt: skip
+def test_each_payload_works_where_nothing_judges_it(
+    attack_setup: tuple[dict[str, Attack], Path, Path], tmp_path: Path, name: str
+) -> None:
+    """The attacks are real: run by the compiler itself, each does its harm (so the
+    tests below, where nothing happens, could fail)."""
+    attacks, marker, _ = attack_setup
+    attack = attacks[name]
+    source = tmp_path / ("main.ii" if attack.argv[0] == "g++" else "main.i")
+    source.write_bytes(attack.source)
+    argv = [a if not a.startswith("main.") else str(source) for a in attack.argv]
+    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert _proved(attack, done.stderr, marker), (argv, done.stderr)
+
+
+def _send_all(port: int, attacks: dict[str, Attack], protocol: int) -> dict[str, tuple[int, str]]:
+    async def send() -> dict[str, tuple[int, str]]:
+        out = {}
+        for name, attack in attacks.items():
+            request = Request(protocol, attack.argv, attack.source)
+            reply = await compile_remote("127.0.0.1", port, request, timeout_s=30)
+            out[name] = (reply.status, reply.stderr.decode())
+        return out
+
+    return asyncio.run(send())
+
+
+def _assert_all_refused(
+    replies: dict[str, tuple[int, str]], attacks: dict[str, Attack], marker: Path, who: str
+) -> None:
+    for name, (status, stderr) in replies.items():
+        assert status != 0, name
+        assert f"{who}: job refused" in stderr, (name, stderr)
+        assert not _proved(attacks[name], stderr, marker), name
+    assert not marker.exists(), "an attack ran something on the server"
+
+
+@pytest.mark.parametrize("protocol", [1, 2])
+def test_exploits_are_refused_by_the_server_and_nothing_runs(
+    start_server: type[ServerProcess],
+    attack_setup: tuple[dict[str, Attack], Path, Path],
+    protocol: int,
+) -> None:
+    attacks, marker, _ = attack_setup
+    server = start_server("--jobs", "2")
+
+    _assert_all_refused(_send_all(server.port, attacks, protocol), attacks, marker,
+                        "distlb-server")  # fmt: skip
+    counters = server.counters()
+    assert counters["rejected_policy"] == len(attacks)
+    assert counters["ok"] == 0
+    refused = server.events("job_refused")
+    assert len(refused) == len(attacks)
+    assert all(event["reason"] for event in refused)
+    assert live_children(server.proc.pid) == []
+
+
+@pytest.mark.parametrize("backend_kind", ["distlb", "distccd"])
+def test_exploits_are_refused_by_the_balancer_before_any_backend(
+    start_server: type[ServerProcess],
+    start_balancer: type[BalancerProcess],
+    distccd_stats: Distccd,
+    attack_setup: tuple[dict[str, Attack], Path, Path],
+    backend_kind: str,
+) -> None:
+    attacks, marker, _ = attack_setup
+    if backend_kind == "distccd":
+        spec = f"127.0.0.1:{distccd_stats.port},status={distccd_stats.stats_port},kind=distccd"
+    else:
+        server = start_server("--jobs", "2")
+        spec = f"127.0.0.1:{server.port},status={server.stats_port}"
+    balancer = start_balancer("--backend", spec)
+    balancer.wait_healthy(1)
+    sent_before = balancer.status()["backends"][0]["sent"]
+
+    _assert_all_refused(_send_all(balancer.port, attacks, 2), attacks, marker,
+                        "distlb-balancer")  # fmt: skip
+    assert balancer.totals()["rejected_policy"] == len(attacks)
+    assert balancer.status()["backends"][0]["sent"] == sent_before, "a refused job was sent"
+    assert len(balancer.events("job_refused")) == len(attacks)
+
+
+def test_dash_x_c_is_compiled_as_preprocessed_so_the_source_cannot_include(
+    start_server: type[ServerProcess],
+    attack_setup: tuple[dict[str, Attack], Path, Path],
+    tmp_path: Path,
+) -> None:
+    """-x c is accepted (real builds use it) but rewritten: gcc would otherwise preprocess
+    the sent source again and read the file its #include names."""
+    _, _, secret = attack_setup
+    server = start_server("--jobs", "1")
+    source = f'#include "{secret}"\nint x;\n'.encode()
+    reply = asyncio.run(compile_remote(
+        "127.0.0.1", server.port, Request(1, ("gcc", "-x", "c", "-c", "a.c", "-o", "a.o"), source)
+    ))  # fmt: skip
+    assert SECRET not in reply.stderr.decode()
+    assert reply.status != 0  # an #include line is a syntax error in a preprocessed file
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="compilers change user only when started as root")
+def test_compiler_runs_as_the_compile_user_niced_without_groups_in_its_own_session(
+    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path]
+) -> None:
+    import pwd
+
+    bin_dir, markers = fake_compilers
+    server = start_server("--compiler", "whoami-cc", "--nice", "7", "--user", "nobody",
+                          path_prepend=str(bin_dir))  # fmt: skip
+    reply = asyncio.run(compile_remote(
+        "127.0.0.1", server.port, Request(1, ("whoami-cc", "-c", "a.c", "-o", "a.o"), SOURCE)
+    ))  # fmt: skip
+    assert reply.status == 0 and reply.obj, reply.stderr
+    uid, groups, nice, session = (markers / "whoami").read_text().split("\n")[:4]
+    nobody = pwd.getpwnam("nobody")
+    assert int(uid) == nobody.pw_uid
+    assert groups.split() == [str(nobody.pw_gid)]
+    assert int(nice) == 7
+    assert int(session) != os.getsid(server.proc.pid), "the compiler shares the server's session"

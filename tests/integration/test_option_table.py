@@ -1,0 +1,178 @@
+"""The option table (wire/compiler_options.txt) against the compilers installed here.
+
+Two things are checked by running gcc, g++, clang and GNU as:
+- every spelling the table accepts is one that at least one of them recognises
+  (a typo would let nothing through, but would also say the table was never read
+  against a real compiler);
+- every option the table says takes the *next* argument as its value really does,
+  in every compiler that knows it. This is the check that matters for safety: if the
+  scanner took ``-fplugin=evil.so`` as some option's value while the compiler read it
+  as an option, the judge would never look at it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable
+
+import pytest
+
+from wire.args import Form, OptionSpec, default_table
+
+pytestmark = pytest.mark.integration
+
+CANARY = "-fdistlb-canary-not-an-option"
+
+# Values that the compilers accept, for options whose value kind alone does not say.
+SAMPLE_VALUES = {
+    "-std=": "c11", "-finput-charset=": "UTF-8", "-fexec-charset=": "UTF-8",
+    "-fwide-exec-charset=": "UTF-32LE", "-fno-builtin-": "memcpy", "-ffixed-": "rbx",
+    "-fcall-saved-": "rbx", "-fcall-used-": "rbx", "-fstack-limit-register=": "rsp",
+    "-fstack-limit-symbol=": "limit", "-fzero-call-used-regs=": "used",
+    "-fbasic-block-sections=": "labels", "-flto=": "auto", "-flto-partition=": "none",
+    "-fuse-ld=": "bfd", "-rtlib=": "libgcc", "-unwindlib=": "libgcc", "-stdlib=": "libstdc++",
+    "-frandom-seed=": "seed", "-fopt-info-": "missed", "-fasan-shadow-offset=": "0x7fff8000",
+    "-fms-compatibility-version=": "19", "-fgnuc-version=": "4.2.1", "-fobjc-runtime=": "gcc",
+    "-fconstant-string-class=": "NSString", "-target": "x86_64-linux-gnu",
+    "--target=": "x86_64-linux-gnu", "-target-feature": "+sse2", "-march=": "x86-64",
+    "-mtune=": "generic", "-mcpu=": "generic", "-fsanitize=": "address",
+    "-fno-sanitize=": "address", "-fsanitize-recover=": "address",
+    "-fno-sanitize-recover=": "address", "-fsanitize-trap=": "undefined",
+    "-fno-sanitize-trap=": "undefined", "-fsanitize-coverage=": "trace-pc",
+    "-fno-sanitize-coverage=": "trace-pc", "-fdenormal-fp-math=": "ieee",
+    "--param": "max-inline-insns-single=100", "--param=": "max-inline-insns-single=100",
+    "-fdebug-prefix-map=": "/a=/b", "-ffile-prefix-map=": "/a=/b",
+    "-fmacro-prefix-map=": "/a=/b", "-fprofile-prefix-map=": "/a=/b", "-x": "c",
+    "-Wa,": "--noexecstack", "-Xassembler": "--noexecstack", "-Wp,": "-DX",
+    "-Xpreprocessor": "-DX", "-Xclang": "-fno-pch-timestamp", "-mllvm": "-inline-threshold=1",
+    "-ftrivial-auto-var-init-stop-after=": "1",
+    # 0 is "no limit": a limit of 1 would stop the compiler reporting after one error.
+    "-ferror-limit=": "0", "-fmax-errors=": "0", "-fmessage-length=": "0",
+}  # fmt: skip
+KIND_SAMPLES = {"int": "1", "list": "1", "string": "x", "output": "/dev/null", "word": "x"}
+
+
+def _sample(spec: OptionSpec) -> str:
+    if spec.spelling in SAMPLE_VALUES:
+        return SAMPLE_VALUES[spec.spelling]
+    if spec.kind.startswith("choice:"):
+        return spec.kind[len("choice:") :].split("|")[0]
+    return KIND_SAMPLES.get(spec.kind, "x")
+
+
+def _as_written(spec: OptionSpec) -> list[str]:
+    if spec.form is Form.FLAG:
+        return [spec.spelling]
+    if spec.form is Form.SEPARATE:
+        return [spec.spelling, _sample(spec)]
+    return [spec.spelling + _sample(spec)]  # joined (an "either" is tried joined)
+
+
+def _tools() -> dict[str, list[str]]:
+    missing = [t for t in ("gcc", "g++", "clang", "as") if shutil.which(t) is None]
+    if missing:
+        pytest.fail(f"missing compilers {missing}: run scripts/bootstrap.sh", pytrace=False)
+    return {
+        "gcc": ["gcc", "-c", "-x", "c", "/dev/null", "-o", "/dev/null"],
+        "g++": ["g++", "-c", "-x", "c++", "/dev/null", "-o", "/dev/null"],
+        "clang": ["clang", "-c", "-x", "c", "/dev/null", "-o", "/dev/null"],
+    }
+
+
+_QUOTE = "[\u2018\u2019']"  # gcc quotes with typographic quotes under a UTF-8 locale
+_UNRECOGNISED = [
+    re.compile(r"unrecognized command-line option " + _QUOTE + r"(.+?)" + _QUOTE),
+    re.compile(r"unknown argument:? " + _QUOTE + r"(.+?)" + _QUOTE),
+    re.compile(r"Unknown command line argument " + _QUOTE + r"(.+?)" + _QUOTE),
+    re.compile(r"unrecognized option " + _QUOTE + r"(.+?)" + _QUOTE),
+    re.compile(
+        r"unsupported argument " + _QUOTE + r"(.+?)" + _QUOTE + r" to option " + _QUOTE + "Wa,"
+    ),
+]
+
+
+def _unrecognised(command: list[str], said_by: str | None = None) -> set[str]:
+    """The arguments the tools said they do not know (each reports them all in one run);
+    with ``said_by``, only those that program itself named (``gcc: error: ...``), not a
+    program it ran (``cc1: error: ...``)."""
+    with tempfile.TemporaryDirectory() as scratch:  # where an -o CANARY would be written
+        done = subprocess.run(
+            command, cwd=scratch, capture_output=True, text=True, timeout=120, check=False
+        )
+    found: set[str] = set()
+    for line in done.stderr.splitlines():
+        if said_by is not None and not line.startswith(f"{said_by}:"):
+            continue
+        for pattern in _UNRECOGNISED:
+            found.update(pattern.findall(line))
+    return found
+
+
+def _wrap(context: str, args: Iterable[str]) -> list[str]:
+    """Arguments that reach ``context`` from the driver's command line."""
+    flag = {"as": "-Xassembler", "cc1": "-Xclang", "llvm": "-mllvm", "cpp": "-Xpreprocessor"}
+    return [piece for arg in args for piece in (flag[context], arg)]
+
+
+def _commands(context: str, written: list[str]) -> dict[str, list[str]]:
+    tools = _tools()
+    if context == "driver":
+        return {name: [*base, *written] for name, base in tools.items()}
+    if context == "as":
+        return {"as": ["as", *written, "-o", "/dev/null", "/dev/null"]}
+    if context in ("cc1", "llvm"):
+        return {"clang": [*tools["clang"], *_wrap(context, written)]}
+    return {name: [*base, *_wrap(context, written)] for name, base in tools.items()}
+
+
+def _accepted_specs() -> dict[str, list[list[OptionSpec]]]:
+    """Accepting entries by context, grouped by table line ([no-] lines give two)."""
+    lines: dict[tuple[str, int], list[OptionSpec]] = defaultdict(list)
+    for spec in default_table().specs:
+        if spec.kind not in ("refuse", "specs") and spec.form is not Form.FAMILY:
+            lines[(spec.context, spec.line)].append(spec)
+    by_context: dict[str, list[list[OptionSpec]]] = defaultdict(list)
+    for (context, _), group in lines.items():
+        by_context[context].append(group)
+    return by_context
+
+
+def test_every_accepted_spelling_is_known_to_an_installed_compiler() -> None:
+    unknown = []
+    for context, groups in _accepted_specs().items():
+        written = {id(spec): _as_written(spec) for group in groups for spec in group}
+        everything = [arg for args in written.values() for arg in args]
+        commands = _commands(context, everything)
+        complaints = {tool: _unrecognised(command) for tool, command in commands.items()}
+        for group in groups:
+            known = any(
+                not any(arg in said for arg in written[id(spec)])
+                for spec in group
+                for said in complaints.values()
+            )
+            if not known:
+                unknown.append(f"{context}:{group[0].spelling} (line {group[0].line})")
+    assert unknown == [], "table entries no installed compiler knows"
+
+
+def test_options_that_take_the_next_argument_really_take_it() -> None:
+    """If a compiler read the next argument as an option of its own, the scanner
+    would have hidden that option from the judge."""
+    misread = []
+    for context, groups in _accepted_specs().items():
+        for group in groups:
+            for spec in group:
+                if spec.form not in (Form.SEPARATE, Form.EITHER):
+                    continue
+                alone = _commands(context, _as_written(spec))
+                with_canary = _commands(context, [spec.spelling, CANARY])
+                for tool, command in with_canary.items():
+                    knows_it = not (set(_as_written(spec)) & _unrecognised(alone[tool]))
+                    said_by = {"driver": f"{tool}", "cc1": "error"}.get(context)
+                    if knows_it and CANARY in _unrecognised(command, said_by):
+                        misread.append(f"{tool}: {context}:{spec.spelling}")
+    assert misread == []
