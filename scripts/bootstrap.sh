@@ -9,6 +9,9 @@ DEBIAN_PACKAGES=(
     python3 python3-venv python3-dev   # the interpreter, if the machine has none
     build-essential liblzo2-dev        # python-lzo builds against the reference liblzo2
     gcc g++ make                       # compilers the server runs and the tests build with
+    clang                              # the second compiler family the judge and tests cover
+    bubblewrap                         # the compile sandbox (distlb-server --sandbox bwrap)
+    cmake ninja-build meson libtool-bin  # real build systems for the judge's corpus test
     distcc                             # the real client, distccd and lsdistcc for tests
     curl procps iproute2
     chromium                           # renders the balancer's dashboard in a test
