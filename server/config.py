@@ -19,6 +19,7 @@ from client.cli import ConfigError, load_config
 from client.gss import AcceptorConfig, add_acceptor_flags
 from daemon.judge import FORBIDDEN_COMPILER_NAMES
 from daemon.judge_config import JudgeConfig, add_judge_flags
+from server.sandbox import DEFAULT_JOB_UIDS
 
 __all__ = ["ConfigError", "ServerConfig", "load"]
 
@@ -49,6 +50,31 @@ class ServerConfig(AcceptorConfig, JudgeConfig):
     cache_dir: str | None = None
     cache_size: int = 1024
     """MB of the local disk cache (with --cache-dir)."""
+    sandbox: str = "bwrap"
+    job_uids: str = f"{DEFAULT_JOB_UIDS[0]}-{DEFAULT_JOB_UIDS[1]}"
+    job_memory_mb: int = 4096
+    job_file_mb: int = 1024
+    job_processes: int = 64
+    job_open_files: int = 1024
+    status_allow: list[str] | None = None
+    """Who may read /status, /metrics and the stats page (default: as --allow)."""
+
+    def status_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        try:
+            return parse_networks(self.allow if self.status_allow is None else self.status_allow)
+        except ValueError as exc:
+            raise ConfigError(f"--status-allow: {exc}") from exc
+
+    def job_uid_range(self) -> tuple[int, int]:
+        try:
+            first, last = (int(part) for part in self.job_uids.split("-", 1))
+        except ValueError:
+            raise ConfigError(f"--job-uids {self.job_uids!r}: give FIRST-LAST") from None
+        if first <= 0 or last < first or last >= 2**32 - 1:
+            raise ConfigError(f"--job-uids {self.job_uids!r} is not a range of non-root uids")
+        if last - first + 1 < self.jobs:
+            raise ConfigError(f"--job-uids {self.job_uids} holds fewer uids than --jobs")
+        return first, last
 
     def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         try:
@@ -64,6 +90,27 @@ class ServerConfig(AcceptorConfig, JudgeConfig):
         for name in self.compiler:
             if "/" in name or name in FORBIDDEN_COMPILER_NAMES:
                 raise ConfigError(f"--compiler {name!r}: a compiler is a bare name, not a shell")
+        if self.sandbox not in ("bwrap", "none"):
+            raise ConfigError("--sandbox must be bwrap or none")
+        if min(self.job_memory_mb, self.job_file_mb, self.job_processes, self.job_open_files) < 0:
+            raise ConfigError("--job-memory-mb, --job-file-mb, --job-processes, --job-open-files"
+                              " must not be negative")  # fmt: skip
+        if min(self.job_file_mb, self.job_processes, self.job_open_files) == 0:
+            raise ConfigError("--job-file-mb, --job-processes and --job-open-files must be "
+                              "at least 1 (only --job-memory-mb 0 means unbounded)")  # fmt: skip
+        if self.user is not None and os.geteuid() != 0:
+            raise ConfigError(
+                "--user needs the server to start as root (it is the user compiles run as); "
+                "unprivileged, each job is kept apart by its sandbox's namespaces instead"
+            )
+        if self.user is not None and self.sandbox == "bwrap":
+            raise ConfigError(
+                "--user is for --sandbox none: with --sandbox bwrap each job runs as a uid "
+                "of its own, from --job-uids"
+            )
+        self.networks()
+        self.job_uid_range()
+        self.status_networks()
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError("--log-format must be json, console or auto")
         self.networks()
@@ -159,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--user",
-        help="when started as root, run as this user "
+        help="with --sandbox none, when started as root: run compiles as this user "
         "(default: distcc, distccd or nobody, the first that exists)",
     )
     p.add_argument(
@@ -208,7 +255,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_acceptor_flags(p, "compile")
     add_judge_flags(p)
+    add_sandbox_flags(p)
     return p
+
+
+def add_sandbox_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sandbox",
+        choices=["bwrap", "none"],
+        help="run each compile under bubblewrap: only the toolchain (read-only) and the "
+        "job's directory, no network, its own pids and uid (default bwrap; the server "
+        "checks at start that it works). none: a warning at start, and /status says so",
+    )
+    p.add_argument(
+        "--job-uids",
+        metavar="FIRST-LAST",
+        help="when root, each job runs as a uid of its own from this range, which no "
+        f"account may use (default {DEFAULT_JOB_UIDS[0]}-{DEFAULT_JOB_UIDS[1]})",
+    )
+    p.add_argument(
+        "--job-memory-mb",
+        type=int,
+        metavar="MB",
+        help="address space a job may use (RLIMIT_AS; default 4096; 0: unbounded)",
+    )
+    p.add_argument(
+        "--job-file-mb", type=int, metavar="MB", help="largest file a job may write (default 1024)"
+    )
+    p.add_argument(
+        "--job-processes", type=int, metavar="N", help="processes a job may run (default 64)"
+    )
+    p.add_argument(
+        "--job-open-files", type=int, metavar="N", help="files a job may hold open (default 1024)"
+    )
+    p.add_argument(
+        "--status-allow",
+        action="append",
+        metavar="CIDR",
+        help="who may read the stats port (/status, /metrics, the distccd page; "
+        "repeatable; default: as --allow): they name compilers, paths and files",
+    )
 
 
 def load(argv: list[str] | None = None) -> ServerConfig:

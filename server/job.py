@@ -24,6 +24,7 @@ from client.gss import Acceptor
 from daemon.judge import Job, Judge, Refused, bounded_argv
 from server.admission import Slots
 from server.runner import RunLimits, run_compile
+from server.sandbox import Sandbox
 from server.stats import ServerStats
 from wire import Limits, RemoteProtocolError, Reply, Request, encode_reply
 from wire.events import exit_status
@@ -55,7 +56,8 @@ class JobContext:
     allow: Sequence[Network]
     wire_limits: Limits
     run_limits: RunLimits
-    tmp_dir: str
+    sandbox: Sandbox
+    jobs_root: str
     io_timeout_s: float
     request_timeout_s: float
     cache: ResultCache | None = None
@@ -212,7 +214,8 @@ async def _compile_and_reply(
             job,
             ctx.compilers[job.compiler],
             request.source,
-            tmp_root=ctx.tmp_dir,
+            jobs_root=ctx.jobs_root,
+            sandbox=ctx.sandbox,
             limits=ctx.run_limits,
             client_gone=gone,
         )
@@ -220,6 +223,9 @@ async def _compile_and_reply(
         gone.cancel()
         slot.release()
     outcome = result.outcome
+    if result.limit is not None:
+        stats.limit_hit(result.limit)
+        log.warning("job_limit", limit=result.limit, status=result.status)
     if key is not None and ctx.cache is not None and outcome == "ok":
         ctx.cache.put_later(key, CachedResult(result.obj, result.stderr, result.stdout))
     sent = 0

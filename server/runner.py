@@ -1,21 +1,26 @@
-"""Run one compile: its own temp dir, its own process group, a lifetime, and a kill.
+"""Run one compile: its own directory, its sandbox, a lifetime, and a kill.
 
-The compiler runs niced, with no stdin, its output captured up to a bound,
-in a new session (so its process group is ours to kill whole). We stop it
-when its lifetime passes or when ``client_gone`` completes: SIGTERM to the
-group, SIGKILL after ``kill_grace_s``. Whatever happens, the group is swept
-with SIGKILL while its leader is still an unreaped zombie (so its pid, and
-with it the group id, cannot have been reused), and the temp dir is removed.
+The compiler runs through the sandbox's launcher (server/sandbox.py), with no
+stdin, its output captured up to a bound, in a new session (so its process
+group is ours to kill whole; under bubblewrap its pid namespace takes every
+other process of the job with it). We stop it when its lifetime passes or when
+``client_gone`` completes: SIGTERM to the group, SIGKILL after
+``kill_grace_s``. Whatever happens, the group is swept with SIGKILL while its
+leader is still an unreaped zombie (so its pid, and with it the group id, cannot
+have been reused), the object is read without trusting the job's files, and the
+directory is removed; both off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -25,33 +30,25 @@ from typing import Literal
 import structlog
 
 from daemon.judge import Job
+from server.sandbox import CompileUser, Sandbox, child_env
 from wire.events import exit_status, signal_status
 
 log = structlog.get_logger("distlb.server.runner")
 
 Outcome = Literal["ok", "compile_error", "timeout", "client_disconnect"]
-_PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LC_MESSAGES", "LC_CTYPE")
 _PIPE_DRAIN_S = 2.0
 _SIGKILL_WAIT_S = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class CompileUser:
-    """The unprivileged account compilers run as when the server runs as root."""
-
-    name: str
-    uid: int
-    gid: int
+_NOTE_ROOM = 200
+"""Bytes kept free in a capped stderr for the note that says so."""
 
 
 @dataclass(frozen=True, slots=True)
 class RunLimits:
     lifetime_s: float
     kill_grace_s: float = 0.5
-    nice: int = 5
     max_output_bytes: int = 16 * 1024 * 1024
+    """Each of stdout and stderr, the note of what was dropped included."""
     max_object_bytes: int = 256 * 1024 * 1024
-    user: CompileUser | None = None
 
 
 @dataclass(slots=True)
@@ -64,13 +61,16 @@ class CompileResult:
     obj: bytes = field(repr=False)
     pgid: int
     seconds: float
+    limit: str | None = None
+    """The resource bound the job ran into (memory, file_size, processes, open_files,
+    cpu, output), if any."""
 
 
 class _Capture(asyncio.Protocol):
     """Collects a pipe's bytes up to a limit; the rest is counted and dropped."""
 
     def __init__(self, limit: int) -> None:
-        self._limit = limit
+        self._limit = max(0, limit - _NOTE_ROOM)  # the note fits within the limit
         self._chunks: list[bytes] = []
         self._kept = 0
         self.dropped = 0
@@ -98,32 +98,6 @@ def _same(capture: _Capture) -> _Capture:
     return capture
 
 
-SETPRIV = "/usr/bin/setpriv"
-NICE = "/usr/bin/nice"
-
-
-def launcher(limits: RunLimits) -> list[str]:
-    """The programs the compiler is exec'd through: ``setpriv`` (the compile user, no
-    supplementary groups) and ``nice``. Asking Popen for a user or a niceness instead
-    makes Python fork the whole server rather than vfork: 4.5 ms a job instead of 0.8
-    (measured here). Both are in Debian's essential packages; the server checks at
-    startup (``check_launcher``)."""
-    prefix: list[str] = []
-    user = limits.user
-    if user is not None:
-        prefix += [SETPRIV, f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "--"]
-    if limits.nice:
-        prefix += [NICE, "-n", str(limits.nice), "--"]
-    return prefix
-
-
-def check_launcher(limits: RunLimits) -> None:
-    """Raise ``OSError`` when a program :func:`launcher` needs is missing."""
-    for program in launcher(limits):
-        if program.startswith("/") and not os.access(program, os.X_OK):
-            raise OSError(f"{program} is needed to start compilers (Debian: util-linux, coreutils)")
-
-
 def _set_once(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -134,118 +108,211 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def _child_env(job_dir: str) -> dict[str, str]:
-    env = {name: os.environ[name] for name in _PASSED_ENV if name in os.environ}
-    env.setdefault("PATH", os.defpath)
-    env["HOME"] = env["TMPDIR"] = job_dir
-    return env
-
-
 async def run_compile(
     job: Job,
     compiler_path: str,
     source: bytes,
     *,
-    tmp_root: str,
+    jobs_root: str,
+    sandbox: Sandbox,
     limits: RunLimits,
     client_gone: asyncio.Future[None] | asyncio.Task[None],
 ) -> CompileResult:
-    """Compile ``source`` as ``job`` says, with ``compiler_path``, and return the result
-    (never raises for the compiler's own failures; raises ``OSError`` when the job
-    cannot start)."""
-    loop = asyncio.get_running_loop()
+    """Compile ``source`` as ``job`` says, with ``compiler_path``, in a directory of its
+    own under ``jobs_root``, and return the result (never raises for the compiler's own
+    failures; raises ``OSError`` when the job cannot start)."""
     started = time.monotonic()
-    job_dir = tempfile.mkdtemp(prefix="distlb-job-", dir=tmp_root)
+    job_dir = tempfile.mkdtemp(prefix="job-", dir=jobs_root)
+    user = sandbox.acquire_user()
     try:
-        user = limits.user
-        if user is not None:
-            os.chown(job_dir, user.uid, user.gid)
-        input_path = os.path.join(job_dir, "input" + job.source_suffix)
-        output_path = os.path.join(job_dir, "output" + job.output_suffix)
-        # Blocking writes and fork/exec in the loop are deliberate: both take about a
-        # millisecond, and Popen is what gives us the session, the identity and a pidfd.
-        with open(input_path, "wb") as source_file:  # noqa: ASYNC230
-            source_file.write(source)
-        proc = subprocess.Popen(  # noqa: ASYNC220
-            [*launcher(limits), *job.command(compiler_path, input_path, output_path)],
-            cwd=job_dir,
-            env=_child_env(job_dir),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            close_fds=True,
-        )
-        pgid = proc.pid
-        exited: asyncio.Future[None] = loop.create_future()
-        pidfd = os.pidfd_open(proc.pid)
-        loop.add_reader(pidfd, _set_once, exited)
-        captures: list[tuple[asyncio.BaseTransport, _Capture]] = []
-        try:
-            for pipe in (proc.stdout, proc.stderr):
-                capture = _Capture(limits.max_output_bytes)
-                transport, _ = await loop.connect_read_pipe(functools.partial(_same, capture), pipe)
-                captures.append((transport, capture))
-            await asyncio.wait(
-                {exited, client_gone},
-                timeout=limits.lifetime_s,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            outcome: Outcome | None = None
-            if not exited.done():
-                outcome = "client_disconnect" if client_gone.done() else "timeout"
-                log.warning("compile_killing", reason=outcome, pgid=pgid)
-                _signal_group(pgid, signal.SIGTERM)
-                await asyncio.wait({exited}, timeout=limits.kill_grace_s)
-                if not exited.done():
-                    _signal_group(pgid, signal.SIGKILL)
-                    await asyncio.wait({exited}, timeout=_SIGKILL_WAIT_S)
-            # Sweep the group while the leader is an unreaped zombie: nothing of the
-            # job may outlive it, and its pgid cannot yet belong to anyone else.
-            _signal_group(pgid, signal.SIGKILL)
-            returncode = proc.wait(timeout=_SIGKILL_WAIT_S)
-            await asyncio.wait([c.closed for _, c in captures], timeout=_PIPE_DRAIN_S)
-        finally:
-            loop.remove_reader(pidfd)
-            os.close(pidfd)
-            for pipe_transport, _ in captures:
-                pipe_transport.close()
-            if proc.returncode is None:
-                _signal_group(pgid, signal.SIGKILL)
-                proc.wait()
-        stdout, stderr = captures[0][1].value(), captures[1][1].value()
-        seconds = time.monotonic() - started
-        if outcome == "timeout":
-            stderr += (
-                b"distlb-server: compile killed after %.0f s (job lifetime); "
-                b"the compiler did not finish\n" % limits.lifetime_s
-            )
-            return CompileResult(outcome, exit_status(1), stderr, stdout, b"", pgid, seconds)
-        if outcome == "client_disconnect":
-            return CompileResult(
-                outcome, signal_status(signal.SIGTERM), stderr, stdout, b"", pgid, seconds
-            )
-        status = exit_status(returncode) if returncode >= 0 else signal_status(-returncode)
-        if status != 0:
-            return CompileResult("compile_error", status, stderr, stdout, b"", pgid, seconds)
-        return _collect_object(output_path, stderr, stdout, pgid, seconds, limits)
+        return await _run_in(job_dir, user, job, compiler_path, source, sandbox, limits,
+                             client_gone, started)  # fmt: skip
     finally:
-        shutil.rmtree(job_dir, ignore_errors=True)
+        # Removed off the loop (a job may leave thousands of files), safe against
+        # symlinks it planted (rmtree walks by file descriptor); then its uid is free.
+        await asyncio.to_thread(shutil.rmtree, job_dir, True)
+        sandbox.release_user(user)
 
 
-def _collect_object(
-    output_path: str, stderr: bytes, stdout: bytes, pgid: int, seconds: float, limits: RunLimits
+async def _run_in(
+    job_dir: str,
+    user: CompileUser | None,
+    job: Job,
+    compiler_path: str,
+    source: bytes,
+    sandbox: Sandbox,
+    limits: RunLimits,
+    client_gone: asyncio.Future[None] | asyncio.Task[None],
+    started: float,
 ) -> CompileResult:
+    loop = asyncio.get_running_loop()
+    input_name = "input" + job.source_suffix
+    output_name = "output" + job.output_suffix
+    # Blocking writes and fork/exec in the loop are deliberate: both take about a
+    # millisecond, and Popen is what gives us the session and a pidfd.
+    with open(os.path.join(job_dir, input_name), "wb") as source_file:  # noqa: ASYNC230
+        source_file.write(source)
+    if user is not None:
+        os.chown(job_dir, user.uid, user.gid)  # the directory stays 0700: its uid's alone
+    inside = sandbox.job_root_inside or job_dir
+    command = job.command(compiler_path, f"{inside}/{input_name}", f"{inside}/{output_name}")
+    proc = subprocess.Popen(  # noqa: ASYNC220
+        [*sandbox.launcher(job_dir, user), *command],
+        cwd=job_dir,
+        env=child_env(inside),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        close_fds=True,
+    )
+    pgid = proc.pid
+    exited: asyncio.Future[None] = loop.create_future()
+    pidfd = os.pidfd_open(proc.pid)
+    loop.add_reader(pidfd, _set_once, exited)
+    captures: list[tuple[asyncio.BaseTransport, _Capture]] = []
     try:
-        size = os.path.getsize(output_path)
-    except OSError:
-        stderr += b"distlb-server: the compiler succeeded but wrote no output file\n"
-        return CompileResult("compile_error", exit_status(1), stderr, stdout, b"", pgid, seconds)
-    if size > limits.max_object_bytes:
-        stderr += b"distlb-server: object of %d bytes exceeds the limit of %d\n" % (
-            size,
-            limits.max_object_bytes,
+        for pipe in (proc.stdout, proc.stderr):
+            capture = _Capture(limits.max_output_bytes)
+            transport, _ = await loop.connect_read_pipe(functools.partial(_same, capture), pipe)
+            captures.append((transport, capture))
+        await asyncio.wait(
+            {exited, client_gone}, timeout=limits.lifetime_s, return_when=asyncio.FIRST_COMPLETED
         )
-        return CompileResult("compile_error", exit_status(1), stderr, stdout, b"", pgid, seconds)
-    with open(output_path, "rb") as obj_file:
-        return CompileResult("ok", 0, stderr, stdout, obj_file.read(), pgid, seconds)
+        outcome: Outcome | None = None
+        if not exited.done():
+            outcome = "client_disconnect" if client_gone.done() else "timeout"
+            log.warning("compile_killing", reason=outcome, pgid=pgid)
+            _signal_group(pgid, signal.SIGTERM)
+            await asyncio.wait({exited}, timeout=limits.kill_grace_s)
+            if not exited.done():
+                _signal_group(pgid, signal.SIGKILL)
+                await asyncio.wait({exited}, timeout=_SIGKILL_WAIT_S)
+        # Sweep the group while the leader is an unreaped zombie: nothing of the
+        # job may outlive it, and its pgid cannot yet belong to anyone else.
+        _signal_group(pgid, signal.SIGKILL)
+        returncode = proc.wait(timeout=_SIGKILL_WAIT_S)
+        await asyncio.wait([c.closed for _, c in captures], timeout=_PIPE_DRAIN_S)
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        for pipe_transport, _ in captures:
+            pipe_transport.close()
+        if proc.returncode is None:
+            _signal_group(pgid, signal.SIGKILL)
+            proc.wait()
+    stdout, stderr = captures[0][1].value(), captures[1][1].value()
+    seconds = time.monotonic() - started
+    if outcome == "timeout":
+        stderr += (
+            b"distlb-server: compile killed after %.0f s (job lifetime); "
+            b"the compiler did not finish\n" % limits.lifetime_s
+        )
+        return CompileResult(outcome, exit_status(1), stderr, stdout, b"", pgid, seconds)
+    if outcome == "client_disconnect":
+        return CompileResult(
+            outcome, signal_status(signal.SIGTERM), stderr, stdout, b"", pgid, seconds
+        )
+    status = exit_status(returncode) if returncode >= 0 else signal_status(-returncode)
+    if status != 0:
+        limit = limit_hit(stderr)
+        if limit is not None:
+            stderr += _limit_note(limit, sandbox)
+        return CompileResult("compile_error", status, stderr, stdout, b"", pgid, seconds, limit)
+    obj = await asyncio.to_thread(read_output, job_dir, output_name, limits.max_object_bytes)
+    if isinstance(obj, NoObject):
+        stderr += f"distlb-server: {obj.reason}\n".encode()
+        return CompileResult(
+            "compile_error", exit_status(1), stderr, stdout, b"", pgid, seconds, obj.limit
+        )
+    return CompileResult("ok", 0, stderr, stdout, obj, pgid, seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class NoObject:
+    """Why a compile that succeeded has no object to send."""
+
+    reason: str
+    limit: str | None = "output"
+    """"output" when the job's output broke a rule (too big, not a regular file)."""
+
+
+def read_output(job_dir: str, name: str, max_bytes: int) -> bytes | NoObject:
+    """The object the compiler left in ``job_dir``, or why there is none to send.
+
+    The job's files are not trusted: the name is opened from the directory's own file
+    descriptor without following a symlink and without blocking on a FIFO, and only a
+    regular file with one name, within ``max_bytes``, is read. Blocking: run it in a
+    thread."""
+    dir_fd = os.open(job_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        try:
+            fd = os.open(
+                name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=dir_fd
+            )
+        except FileNotFoundError:
+            return NoObject("the compiler succeeded but wrote no output file", None)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return NoObject("the output is a symbolic link, not a regular file: not sent")
+            raise
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return NoObject("the output is not a regular file: not sent")
+            if info.st_nlink != 1:
+                return NoObject("the output has other names (hard links): not sent")
+            if info.st_size > max_bytes:
+                return NoObject(f"object of {info.st_size} bytes exceeds the limit of {max_bytes}")
+            chunks = []
+            left = max_bytes + 1
+            while left > 0:
+                chunk = os.read(fd, min(left, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
+            data = b"".join(chunks)
+            if len(data) > max_bytes:
+                return NoObject(f"object exceeds the limit of {max_bytes} bytes")
+            return data
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dir_fd)
+
+
+# What a compiler says when a bound stops it, most specific first. A compiler that
+# lies here only mislabels its own failure.
+_LIMIT_SIGNS: tuple[tuple[str, tuple[bytes, ...]], ...] = (
+    ("file_size", (b"File size limit exceeded", b"signal 25", b"File too large")),
+    ("cpu", (b"CPU time limit exceeded", b"signal 24")),
+    ("open_files", (b"Too many open files",)),
+    ("processes", (b"Cannot fork", b"cannot fork", b"Resource temporarily unavailable")),
+    ("memory", (b"Cannot allocate memory", b"memory exhausted", b"out of memory",
+                b"std::bad_alloc")),
+)  # fmt: skip
+
+
+def limit_hit(stderr: bytes) -> str | None:
+    """Which job limit a failed compile ran into, judged from what it said."""
+    for limit, signs in _LIMIT_SIGNS:
+        if any(sign in stderr for sign in signs):
+            return limit
+    return None
+
+
+def _limit_note(limit: str, sandbox: Sandbox) -> bytes:
+    bounds = sandbox.limits
+    described = {
+        "file_size": f"a file may hold {bounds.file_bytes >> 20} MB (--job-file-mb)",
+        "cpu": f"{bounds.cpu_s} s of CPU time (the job lifetime)",
+        "open_files": f"{bounds.open_files} open files (--job-open-files)",
+        "processes": f"{bounds.processes} processes (--job-processes)",
+        "memory": (
+            f"{bounds.memory_bytes >> 20} MB of memory (--job-memory-mb)"
+            if bounds.memory_bytes
+            else "memory"
+        ),
+    }[limit]
+    return f"distlb-server: the job ran into its limit: {described}\n".encode()

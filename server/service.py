@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import os
 import pwd
+import shutil
 import signal
 import stat
-import subprocess
+import tempfile
 from importlib.metadata import PackageNotFoundError, version
 
 import structlog
@@ -22,7 +24,17 @@ from server.agent import serve_agent
 from server.config import ConfigError, ServerConfig, default_compiler_names, resolve_compilers
 from server.http_status import make_app
 from server.job import JobContext, handle_connection
-from server.runner import CompileUser, RunLimits, check_launcher
+from server.runner import RunLimits
+from server.sandbox import (
+    CompileUser,
+    JobIdentities,
+    JobLimits,
+    Sandbox,
+    SandboxError,
+    check_compilers,
+    check_programs,
+    toolchain_mounts,
+)
 from server.stats import ServerStats
 from wire import Limits
 
@@ -38,40 +50,19 @@ def distlb_version() -> str:
         return "unknown"
 
 
-def compiler_versions(
-    compilers: dict[str, str], user: CompileUser | None
+def compiler_identities(
+    compilers: dict[str, str], versions: dict[str, str]
 ) -> dict[str, dict[str, str]]:
-    """Each compiler's path and the first line of its ``--version``, read once at startup,
-    as the compile user, in its own process group (killed whole if it hangs)."""
-    found: dict[str, dict[str, str]] = {}
+    """Each compiler's path, first line of ``--version`` (as the sandbox check read it)
+    and the digest of the binary it runs (its identity for the result cache)."""
+    digests: dict[str, str] = {}
+    found = {}
     for name, path in compilers.items():
-        first = "unknown"
-        try:
-            proc = subprocess.Popen(
-                [path, "--version"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-                user=user.uid if user else None,
-                group=user.gid if user else None,
-                extra_groups=[] if user else None,
-            )
-        except OSError as exc:
-            log.warning("compiler_version_failed", compiler=name, reason=str(exc))
-            found[name] = {"path": path, "version": first, "digest": "unknown"}
-            continue
-        try:
-            out, _ = proc.communicate(timeout=VERSION_TIMEOUT_S)
-            lines = out.decode("utf-8", "replace").splitlines()
-            first = lines[0] if lines else first
-        except subprocess.TimeoutExpired:
-            log.warning("compiler_version_failed", compiler=name, reason="timed out")
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        found[name] = {"path": path, "version": first, "digest": file_digest(path)}
+        real = os.path.realpath(path)
+        if real not in digests:
+            digests[real] = file_digest(real)
+        found[name] = {"path": path, "version": versions.get(name, "unknown"),
+                       "digest": digests[real]}  # fmt: skip
     return found
 
 
@@ -126,33 +117,88 @@ def searchable_by(path: str, user: CompileUser) -> bool:
         current = parent
 
 
+def make_sandbox(config: ServerConfig, compilers: dict[str, str]) -> Sandbox:
+    """The sandbox the config asks for, checked to work here. Raises ConfigError."""
+    root = os.geteuid() == 0
+    limits = JobLimits(
+        memory_bytes=config.job_memory_mb * 1024 * 1024 if config.job_memory_mb else None,
+        file_bytes=config.job_file_mb * 1024 * 1024,
+        processes=config.job_processes,
+        open_files=config.job_open_files,
+        cpu_s=math.ceil(config.job_lifetime) + 1,  # the lifetime kill comes first
+    )
+    sandbox = Sandbox(mode="none", limits=limits, nice=config.nice)
+    if config.sandbox == "bwrap":
+        identities = JobIdentities(*config.job_uid_range()) if root else None
+        sandbox = Sandbox(
+            mode="bwrap",
+            limits=limits,
+            nice=config.nice,
+            bwrap=shutil.which("bwrap") or "",
+            mounts=toolchain_mounts(list(compilers.values()), config.trusted_specs_dir),
+            identities=identities,
+        )
+    else:
+        sandbox.shared_user = compile_user(config.user)
+    try:
+        check_programs(sandbox)
+        if sandbox.identities is not None:
+            sandbox.identities.check_unused()
+    except SandboxError as exc:
+        raise ConfigError(str(exc)) from exc
+    return sandbox
+
+
 class Service:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         explicit = bool(config.compiler)
         self.compilers = resolve_compilers(config.compiler or default_compiler_names(), explicit)
-        self.user = compile_user(config.user)
-        if self.user is not None and not searchable_by(config.tmp_dir, self.user):
+        self.sandbox = make_sandbox(config, self.compilers)
+        identities = self.sandbox.identities
+        # Whoever compiles must reach --tmp-dir: a job uid is no owner nor group member.
+        reaching = (
+            CompileUser("a job uid", identities.first, identities.first)
+            if identities is not None
+            else self.sandbox.shared_user
+        )
+        if reaching is not None and not searchable_by(config.tmp_dir, reaching):
             raise ConfigError(
-                f"--tmp-dir {config.tmp_dir}: compilers run as {self.user.name!r}, "
+                f"--tmp-dir {config.tmp_dir}: compilers run as {reaching.name}, "
                 "who cannot reach it (it needs search permission on it and its parents)"
             )
-        self.compiler_info = compiler_versions(self.compilers, self.user)
+        # Job directories live in one of our own, which others may pass through but not
+        # list; each job's is its uid's alone (0700).
+        self.jobs_root = tempfile.mkdtemp(prefix="distlb-jobs-", dir=config.tmp_dir)
+        os.chmod(self.jobs_root, 0o711)  # noqa: S103 (passable by job uids, not listable)
+        try:
+            versions = check_compilers(self.sandbox, self.compilers, self.jobs_root)
+        except SandboxError as exc:
+            shutil.rmtree(self.jobs_root, ignore_errors=True)
+            raise ConfigError(str(exc)) from exc
+        self.compiler_info = compiler_identities(self.compilers, versions)
+        if self.sandbox.mode == "none":
+            log.warning(
+                "sandbox_off",
+                reason="--sandbox none: compiles can read what their user can and reach "
+                "the network (docs/security.md)",
+            )
         self.slots = Slots(config.jobs)
-        self.stats = ServerStats(self.slots, config.tmp_dir, result_cache=bool(config.cache_dir))
+        self.stats = ServerStats(
+            self.slots,
+            config.tmp_dir,
+            result_cache=bool(config.cache_dir),
+            sandbox=self.sandbox.describe(),
+        )
         self.ctx = JobContext(
             stats=self.stats,
             compilers=self.compilers,
             judge=config.judge(self.compilers, on_disk=True),
             allow=config.networks(),
             wire_limits=Limits(max_source_bytes=config.max_source_mb * 1024 * 1024),
-            run_limits=RunLimits(
-                lifetime_s=config.job_lifetime,
-                kill_grace_s=config.kill_grace,
-                nice=config.nice,
-                user=self.user,
-            ),
-            tmp_dir=config.tmp_dir,
+            run_limits=RunLimits(lifetime_s=config.job_lifetime, kill_grace_s=config.kill_grace),
+            sandbox=self.sandbox,
+            jobs_root=self.jobs_root,
             io_timeout_s=config.io_timeout,
             request_timeout_s=config.request_timeout,
             cache=(
@@ -167,7 +213,6 @@ class Service:
                 if info["digest"] != "unknown"
             },
         )
-        check_launcher(self.ctx.run_limits)
         self._jobs = ConnectionTasks()
         self._stopping = asyncio.Event()
 
@@ -192,7 +237,10 @@ class Service:
             backlog=1024,
         )
         runner = web.AppRunner(
-            make_app(self.stats, lambda: self.compiler_info, distlb_version()), access_log=None
+            make_app(
+                self.stats, lambda: self.compiler_info, distlb_version(), cfg.status_networks()
+            ),
+            access_log=None,
         )
         await runner.setup()
         site = web.TCPSite(runner, cfg.listen, cfg.stats_port, reuse_address=True)
@@ -214,7 +262,8 @@ class Service:
             stats_port=site._server.sockets[0].getsockname()[1],  # type: ignore[union-attr]
             agent_port=agent_server.sockets[0].getsockname()[1] if agent_server else None,
             slots=cfg.jobs,
-            user=self.user.name if self.user else None,
+            sandbox=self.sandbox.mode,
+            job_uids=self.sandbox.describe()["job_uids"],
             compilers=sorted(self.compilers),
             job_lifetime_s=cfg.job_lifetime,
             auth=self.ctx.acceptor is not None,
@@ -240,4 +289,5 @@ class Service:
             agent_server.close()
         with contextlib.suppress(Exception):
             await runner.cleanup()
+        shutil.rmtree(self.jobs_root, ignore_errors=True)
         log.info("server_stopped", counters=self.stats.status({}, "")["counters"])

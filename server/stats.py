@@ -59,6 +59,10 @@ class ServerStats:
     started_at: float = field(default_factory=time.time)
     result_cache: bool = False
     """Whether this server keeps a local result cache (balancers route repeats to it)."""
+    sandbox: dict[str, object] = field(default_factory=dict)
+    """What the sandbox is (server/sandbox.py ``describe``), for /status."""
+    limits_hit: dict[str, int] = field(default_factory=dict)
+    """Jobs stopped by a resource bound, by bound (memory, file_size, ...)."""
     busy_avg: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     # Completed compiles per minute, newest last, for dcc_num_compiles1/2/3.
     _per_minute: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=16))
@@ -88,6 +92,9 @@ class ServerStats:
         if ms > self.longest.ms and outcome == "ok":
             self.longest = LongestJob(name=name, compiler=compiler, ms=ms)
 
+    def limit_hit(self, limit: str) -> None:
+        self.limits_hit[limit] = self.limits_hit.get(limit, 0) + 1
+
     def sample_load(self, interval_s: float) -> None:
         """Fold the busy count into 1/5/15-minute moving averages (called periodically)."""
         for i, window_s in enumerate((60.0, 300.0, 900.0)):
@@ -108,6 +115,8 @@ class ServerStats:
             "counters": asdict(self.counters),
             "compilers": compilers,
             "result_cache": self.result_cache,
+            "sandbox": self.sandbox,
+            "limits_hit": dict(self.limits_hit),
             "uptime_s": round(time.time() - self.started_at, 3),
             "version": version,
         }
@@ -188,6 +197,17 @@ class _StatsCollector(Collector):
         yield jobs
         yield CounterMetricFamily(
             "distlb_server_connections", "TCP connections accepted", value=s.counters.connections
+        )
+        limits = CounterMetricFamily(
+            "distlb_server_job_limits", "Jobs stopped by a resource bound", labels=["limit"]
+        )
+        for limit, count in sorted(s.limits_hit.items()):
+            limits.add_metric([limit], count)
+        yield limits
+        yield GaugeMetricFamily(
+            "distlb_server_sandboxed",
+            "1 when compiles run sandboxed (--sandbox bwrap)",
+            value=int(s.sandbox.get("mode") == "bwrap"),
         )
         yield GaugeMetricFamily("distlb_server_slots", "Job slots", value=s.slots.capacity)
         yield GaugeMetricFamily("distlb_server_slots_busy", "Busy job slots", value=s.slots.busy)

@@ -86,8 +86,10 @@ def distccd() -> Iterator[Distccd]:
 
 @pytest.fixture
 def fake_compilers(shared_tmp: Path) -> tuple[Path, Path]:
-    """(bin dir to put on PATH, markers dir) with hang-cc and slow-cc."""
-    bin_dir, markers = shared_tmp / "bin", shared_tmp / "markers"
+    """(bin dir to put on PATH, markers dir) with hang-cc and slow-cc. The bin dir is in
+    a toolchain dir of its own, which is all of the test that a sandbox shows them."""
+    bin_dir, markers = shared_tmp / "toolchain" / "bin", shared_tmp / "markers"
+    bin_dir.parent.mkdir(mode=0o755)
     write_fake_compilers(bin_dir, markers)
     return bin_dir, markers
 

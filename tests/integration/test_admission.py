@@ -50,7 +50,7 @@ def test_full_server_turns_away_and_real_client_falls_back(
 
 
 def test_address_outside_allow_list_is_turned_away(start_server: type[ServerProcess]) -> None:
-    server = start_server("--allow", "10.0.0.0/8")
+    server = start_server("--allow", "10.0.0.0/8", "--status-allow", "127.0.0.0/8")
     with socket.create_connection(("127.0.0.1", server.port)) as conn:
         conn.settimeout(10)
         assert conn.recv(1) == b""

@@ -199,10 +199,9 @@ def test_client_leaving_closes_the_backend_job_and_its_compile_dies(
     fake_compilers: tuple[Path, Path],
     tmp_path: Path,
 ) -> None:
-    from tests.support.compilers import read_pid
-    from tests.support.servers import live_group_members
+    from tests.support.compilers import alive, running
 
-    bin_dir, markers = fake_compilers
+    bin_dir, _ = fake_compilers
     server = start_server("--jobs", "2", "--compiler", "hang-cc", "--compiler", "gcc",
                           path_prepend=str(bin_dir))  # fmt: skip
     balancer = start_balancer("--backend", _spec(server), "--hedge-after", "600")
@@ -215,10 +214,10 @@ def test_client_leaving_closes_the_backend_job_and_its_compile_dies(
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
-        pgid = wait_until(lambda: read_pid(markers / "pgid"), 30, "the compile to start")
+        job = wait_until(lambda: running(bin_dir / "hang-cc"), 30, "the compile to start")
         os.killpg(client.pid, signal.SIGKILL)
         client.wait(10)
-        wait_until(lambda: not live_group_members(pgid), 5, "the backend's compile killed")
+        wait_until(lambda: alive(job) == [], 5, "the backend's compile killed")
     finally:
         if client.poll() is None:
             os.killpg(client.pid, signal.SIGKILL)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.compilers import read_pid
+from tests.support.compilers import running
 from tests.support.distcc import distcc_env, start_distcc
 from tests.support.projects import write_c_project
 from tests.support.servers import BalancerProcess, ServerProcess, wait_until
@@ -99,7 +99,7 @@ def test_sighup_reloads_backends_without_dropping_jobs(
     fake_compilers: tuple[Path, Path],
     tmp_path: Path,
 ) -> None:
-    bin_dir, markers = fake_compilers
+    bin_dir, _ = fake_compilers
     first = start_server(
         "--jobs", "2", "--compiler", "slow-cc", "--compiler", "gcc", path_prepend=str(bin_dir)
     )
@@ -115,7 +115,7 @@ def test_sighup_reloads_backends_without_dropping_jobs(
         cwd=tmp_path,
         path_prepend=bin_dir,
     )
-    wait_until(lambda: read_pid(markers / "slow"), 30, "the slow job to start")
+    wait_until(lambda: running(bin_dir / "slow-cc"), 30, "the slow job to start")
     config.write_text(f'backend = ["{_spec(second)}"]\n')
     balancer.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: [b["name"] for b in balancer.status()["backends"]]
@@ -131,7 +131,7 @@ def test_sigterm_drains_jobs_in_flight(
     fake_compilers: tuple[Path, Path],
     tmp_path: Path,
 ) -> None:
-    bin_dir, markers = fake_compilers
+    bin_dir, _ = fake_compilers
     server = start_server("--jobs", "2", "--compiler", "slow-cc", "--compiler", "gcc",
                           path_prepend=str(bin_dir))  # fmt: skip
     balancer = start_balancer("--backend", _spec(server))
@@ -143,7 +143,7 @@ def test_sigterm_drains_jobs_in_flight(
         cwd=tmp_path,
         path_prepend=bin_dir,
     )
-    wait_until(lambda: read_pid(markers / "slow"), 30, "the slow job to start")
+    wait_until(lambda: running(bin_dir / "slow-cc"), 30, "the slow job to start")
     balancer.proc.send_signal(signal.SIGTERM)
     _, stderr = client.communicate(timeout=60)
     assert client.returncode == 0, stderr

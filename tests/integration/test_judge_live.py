@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,24 +191,3 @@ def test_dash_x_c_is_compiled_as_preprocessed_so_the_source_cannot_include(
     ))  # fmt: skip
     assert SECRET not in reply.stderr.decode()
     assert reply.status != 0  # an #include line is a syntax error in a preprocessed file
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="compilers change user only when started as root")
-def test_compiler_runs_as_the_compile_user_niced_without_groups_in_its_own_session(
-    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path]
-) -> None:
-    import pwd
-
-    bin_dir, markers = fake_compilers
-    server = start_server("--compiler", "whoami-cc", "--nice", "7", "--user", "nobody",
-                          path_prepend=str(bin_dir))  # fmt: skip
-    reply = asyncio.run(compile_remote(
-        "127.0.0.1", server.port, Request(1, ("whoami-cc", "-c", "a.c", "-o", "a.o"), SOURCE)
-    ))  # fmt: skip
-    assert reply.status == 0 and reply.obj, reply.stderr
-    uid, groups, nice, session = (markers / "whoami").read_text().split("\n")[:4]
-    nobody = pwd.getpwnam("nobody")
-    assert int(uid) == nobody.pw_uid
-    assert groups.split() == [str(nobody.pw_gid)]
-    assert int(nice) == 7
-    assert int(session) != os.getsid(server.proc.pid), "the compiler shares the server's session"

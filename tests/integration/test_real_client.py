@@ -77,7 +77,8 @@ def test_job_temp_dirs_are_removed(
     server = start_server("--jobs", "2")
     result = run_make(c_project, hosts=f"127.0.0.1:{server.port}/2", jobs=4)
     assert result.returncode == 0, result.stderr
-    assert list(server_tmp.iterdir()) == []
+    assert server.job_dirs() == []
+    assert [p.name[: len("distlb-jobs-")] for p in server_tmp.iterdir()] == ["distlb-jobs-"]
 
 
 @pytest.mark.parametrize("which", ["c", "cpp"])

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.compilers import read_pid
+from tests.support.compilers import alive, running
 from tests.support.distcc import start_distcc
-from tests.support.servers import ServerProcess, live_group_members, wait_until
+from tests.support.servers import ServerProcess, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -30,11 +30,11 @@ def _start_client(compiler: str, bin_dir: Path, cwd: Path, port: int) -> subproc
 def test_sigterm_lets_running_job_finish_and_refuses_new_ones(
     start_server: type[ServerProcess], fake_compilers: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    bin_dir, markers = fake_compilers
+    bin_dir, _ = fake_compilers
     server = start_server("--jobs", "2", "--compiler", "slow-cc", "--shutdown-grace", "60",
                           path_prepend=str(bin_dir))  # fmt: skip
     client = _start_client("slow-cc", bin_dir, tmp_path, server.port)
-    wait_until(lambda: read_pid(markers / "slow"), 30, "the slow compile to start")
+    wait_until(lambda: running(bin_dir / "slow-cc"), 30, "the slow compile to start")
 
     server.proc.send_signal(signal.SIGTERM)
     wait_until(lambda: server.event("server_draining"), 10, "draining to start")
@@ -54,15 +54,15 @@ def test_sigterm_kills_jobs_still_running_after_the_grace(
     tmp_path: Path,
     server_tmp: Path,
 ) -> None:
-    bin_dir, markers = fake_compilers
+    bin_dir, _ = fake_compilers
     server = start_server("--jobs", "1", "--compiler", "hang-cc", "--shutdown-grace", "1",
                           path_prepend=str(bin_dir))  # fmt: skip
     client = _start_client("hang-cc", bin_dir, tmp_path, server.port)
     try:
-        pgid = wait_until(lambda: read_pid(markers / "pgid"), 30, "the compile to start")
+        job = wait_until(lambda: running(bin_dir / "hang-cc"), 30, "the compile to start")
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(30) == 0
-        assert live_group_members(pgid) == []
+        wait_until(lambda: alive(job) == [], 5, "the job's processes gone")
         assert server.event("server_killing_jobs")["count"] == 1
         assert list(server_tmp.iterdir()) == []
         client.communicate(timeout=60)

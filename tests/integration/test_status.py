@@ -128,3 +128,15 @@ def test_a_status_port_that_times_out_says_so() -> None:
             assert str(exc) == "status port: TimeoutError"
         else:
             raise AssertionError("a silent status port gave a report")
+
+
+def test_status_pages_answer_only_status_allow(start_server: type[ServerProcess]) -> None:
+    """They name compilers, paths and the file being compiled."""
+    import urllib.error
+
+    server = start_server("--status-allow", "10.0.0.0/8")
+    for path in ("/status", "/metrics", "/"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            server.http(path)
+        assert refused.value.code == 403
+    assert server.event("status_refused")["client"] == "127.0.0.1"

@@ -10,7 +10,7 @@ import pytest
 
 from client import compile_remote
 from client.prober import PROBE_SOURCE
-from tests.support.compilers import read_pid, write_fake_compilers
+from tests.support.compilers import alive, running, write_fake_compilers
 from tests.support.servers import BalancerProcess, ServerProcess, wait_until
 from wire import Request
 
@@ -30,7 +30,9 @@ def test_a_job_on_a_slow_backend_is_backed_up_when_a_fast_one_frees(
     start_balancer: type[BalancerProcess],
     shared_tmp: Path,
 ) -> None:
-    slow_bin, fast_bin = shared_tmp / "slow-bin", shared_tmp / "fast-bin"
+    slow_bin, fast_bin = shared_tmp / "slow" / "bin", shared_tmp / "fast" / "bin"
+    slow_bin.parent.mkdir(mode=0o755)
+    fast_bin.parent.mkdir(mode=0o755)
     write_fake_compilers(slow_bin, shared_tmp / "slow-markers", slow_seconds=SLOW_S)
     write_fake_compilers(fast_bin, shared_tmp / "fast-markers", slow_seconds=FAST_S)
     slow = start_server("--jobs", "2", "--compiler", "slow-cc", "--compiler", "gcc",
@@ -70,6 +72,4 @@ def test_a_job_on_a_slow_backend_is_backed_up_when_a_fast_one_frees(
     assert done["backend"] == fast_name and done["hedged"] is True, done
     # The slow backend's copy was cancelled: its compile is killed, not left running.
     wait_until(lambda: slow.counters()["client_disconnect"] == 1, 10, "the slow copy killed")
-    pgid = read_pid(shared_tmp / "slow-markers" / "slow")
-    assert pgid is not None
-    wait_until(lambda: not Path(f"/proc/{pgid}").exists(), 5, "the slow compile gone")
+    wait_until(lambda: alive(running(slow_bin / "slow-cc")) == [], 5, "the slow compile gone")

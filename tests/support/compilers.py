@@ -1,8 +1,17 @@
-"""Allowlisted stand-in compilers for tests (shell scripts, named for what they fake)."""
+"""Allowlisted stand-in compilers for tests (shell scripts, named for what they fake).
+
+They run in the server's sandbox, which shows them their own directory read-only and
+nothing else of the test's: so tests find them running by their command lines (from
+outside, /proc shows every process, whatever pid namespace it is in), not by files
+they write.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+from tests.support.servers import process_table
 
 # Preprocesses like gcc (the real client runs `-E` locally), then never finishes a
 # compile: the stand-in for gcc spinning on bad input. It records its process group
@@ -13,8 +22,6 @@ for arg in "$@"; do
     case "$arg" in -E|--version) exec gcc "$@";; esac
 done
 sleep 3600 &
-echo $! > {markers}/child.tmp && mv {markers}/child.tmp {markers}/child
-echo $$ > {markers}/pgid.tmp && mv {markers}/pgid.tmp {markers}/pgid
 while :; do sleep 0.1; done
 """
 
@@ -23,32 +30,92 @@ _SLOW = """#!/bin/sh
 for arg in "$@"; do
     case "$arg" in -E|--version) exec gcc "$@";; esac
 done
-echo $$ > {markers}/slow.tmp && mv {markers}/slow.tmp {markers}/slow
 sleep {seconds}
 exec gcc "$@"
 """
 
 
-# Records who it runs as (uid, groups, niceness, session), then compiles for real.
+# Says who it runs as (uid, groups, niceness, pid, session) on stderr, then compiles.
 _WHOAMI = """#!/bin/sh
 for arg in "$@"; do
     case "$arg" in -E|--version) exec gcc "$@";; esac
 done
-{{ id -u; id -G; cut -d' ' -f19 /proc/$$/stat; ps -o sid= -p $$; }} > {markers}/whoami.tmp
-mv {markers}/whoami.tmp {markers}/whoami
+nice=$(cut -d' ' -f19 /proc/$$/stat)
+echo "whoami: $(id -u) | $(id -G) | $nice | $$ | $(ps -o sid= -p $$)" >&2
+exec gcc "$@"
+"""
+
+# A stand-in for a compiler that has been subverted: it does what the first line of
+# its source says (the rest is compiled for real, so a contained job still succeeds
+# unless the action is its output), then compiles.
+_EVIL = """#!/bin/sh
+src= out= prev=
+for arg in "$@"; do
+    case "$arg" in -E|--version) exec gcc "$@";; esac
+    case "$arg" in *.i|*.ii) src=$arg;; esac
+    [ "$prev" = -o ] && out=$arg
+    prev=$arg
+done
+action=$(head -n 1 "$src" | sed -e 's,^/[*] *,,' -e 's, *[*]/$,,')
+set -- "$@"
+case "$action" in
+    "read "*) cat "${{action#read }}" >&2 ;;
+    "write "*) echo pwned > "${{action#write }}" ;;
+    "connect "*) python3 -c "import socket, sys
+socket.create_connection(('127.0.0.1', int(sys.argv[1])), 2)" "${{action#connect }}" ;;
+    "outlive") setsid sleep 3600 </dev/null >/dev/null 2>&1 & ;;
+    "fork") i=0; while [ $i -lt 200 ]; do sleep 30 & i=$((i+1)); done ;;
+    "files") python3 -c "import sys; files = [open('/dev/null') for _ in range(100000)]" ;;
+    "symlink "*) gcc "$@" && rm -f "$out" && ln -s "${{action#symlink }}" "$out"; exit 0 ;;
+    "fifo") gcc "$@" && rm -f "$out" && mkfifo "$out"; exit 0 ;;
+    "hardlink "*) gcc "$@" && rm -f "$out" && ln "${{action#hardlink }}" "$out"; exit 0 ;;
+esac
+status=$?
+[ $status -ne 0 ] && exit $status
 exec gcc "$@"
 """
 
 
 def write_fake_compilers(bin_dir: Path, markers: Path, slow_seconds: float = 2.0) -> None:
-    """``hang-cc``, ``slow-cc`` and ``whoami-cc`` in ``bin_dir``; they write into ``markers``."""
+    """``hang-cc``, ``slow-cc``, ``whoami-cc`` and ``evil-cc`` in ``bin_dir``."""
     bin_dir.mkdir(mode=0o755, exist_ok=True)
     markers.mkdir(exist_ok=True)
     markers.chmod(0o777)
-    for name, template in (("hang-cc", _HANG), ("slow-cc", _SLOW), ("whoami-cc", _WHOAMI)):
+    stand_ins = (("hang-cc", _HANG), ("slow-cc", _SLOW), ("whoami-cc", _WHOAMI), ("evil-cc", _EVIL))
+    for name, template in stand_ins:
         script = bin_dir / name
         script.write_text(template.format(markers=markers, seconds=slow_seconds))
         script.chmod(0o755)
+
+
+def running(script: Path) -> list[int]:
+    """Pids of live processes running ``script``, and of everything they started."""
+    needle = str(script).encode()
+    roots = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                if needle in cmdline.read():
+                    roots.add(int(entry))
+        except OSError:
+            continue
+    table = [(pid, ppid) for pid, ppid, _, state in process_table() if state != "Z"]
+    alive = {pid for pid, _ in table}
+    tree = roots & alive
+    grew = True
+    while grew:
+        children = {pid for pid, ppid in table if ppid in tree} - tree
+        tree |= children
+        grew = bool(children)
+    return sorted(tree)
+
+
+def alive(pids: list[int]) -> list[int]:
+    """Those of ``pids`` that are still live (not gone, not zombies)."""
+    states = {pid: state for pid, _, _, state in process_table()}
+    return [pid for pid in pids if pid in states and states[pid] != "Z"]
 
 
 def read_pid(path: Path) -> int | None:

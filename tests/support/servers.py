@@ -91,6 +91,10 @@ class ServerProcess:
         for line in self.proc.stderr:
             self.lines.append(line.rstrip("\n"))
 
+    def job_dirs(self) -> list[Path]:
+        """The job directories the server has now (in its one ``distlb-jobs-*``)."""
+        return [entry for root in self.tmp_dir.glob("distlb-jobs-*") for entry in root.iterdir()]
+
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
         found = []
         for line in list(self.lines):

@@ -1,0 +1,366 @@
+"""Every compile in a sandbox of its own: what a job can see, reach and use.
+
+With ``--sandbox bwrap`` (the default) each compile runs under bubblewrap in
+a mount namespace that holds only the toolchain, read-only, and the job's own
+directory (at ``/tmp``, the only writable place, and the working directory);
+in an empty network namespace, its own pid namespace (every process of the
+job dies with it), with no new privileges, in a fresh session. As root, each
+job also runs as a uid of its own, taken from ``--job-uids``; unprivileged,
+jobs are kept apart by their namespaces. Resource limits (``prlimit``) bound
+memory, file size, processes, open files and CPU time, with core dumps off.
+
+The launcher is a chain of small programs, each exec'ing the next, because
+Popen asked for a user, a niceness or rlimits would fork the whole server
+instead of vfork (docs/decisions.md): ``setpriv`` (identity, no new
+privileges), ``nice``, ``prlimit``, ``bwrap``, then the compiler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+import structlog
+
+log = structlog.get_logger("distlb.server.sandbox")
+
+SandboxMode = Literal["bwrap", "none"]
+JOB_ROOT_INSIDE = "/tmp"
+"""Where a job's directory is inside the sandbox: its working directory and its /tmp.
+A fixed path, so that what a compiler records of its directory (clang's
+DW_AT_comp_dir) is the same on every server, and the same as distccd's."""
+SETPRIV = "/usr/bin/setpriv"
+NICE = "/usr/bin/nice"
+PRLIMIT = "/usr/bin/prlimit"
+DEFAULT_JOB_UIDS = (900_000_000, 900_000_999)
+"""Where per-job uids come from when the server runs as root: far above the uids
+that people, services and containers get (docs/security.md)."""
+_TOP_LEVEL = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+_ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives")
+_CHECK_TIMEOUT_S = 30.0
+
+
+class SandboxError(Exception):
+    """The sandbox cannot work here; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompileUser:
+    """Who a compile runs as, outside any namespace."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobLimits:
+    """Per-job resource bounds (``prlimit``); None leaves a resource unbounded."""
+
+    memory_bytes: int | None = 4096 * 1024 * 1024
+    file_bytes: int = 1024 * 1024 * 1024
+    processes: int = 64
+    open_files: int = 1024
+    cpu_s: int | None = None
+
+    def prlimit_args(self) -> list[str]:
+        args = [
+            f"--fsize={self.file_bytes}",
+            f"--nproc={self.processes}",
+            f"--nofile={self.open_files}",
+            "--core=0",
+        ]
+        if self.memory_bytes is not None:
+            args.append(f"--as={self.memory_bytes}")
+        if self.cpu_s is not None:
+            args.append(f"--cpu={self.cpu_s}")
+        return args
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """One thing a sandbox holds: a read-only bind, or a symlink."""
+
+    kind: Literal["ro-bind", "symlink"]
+    source: str
+    target: str
+
+    def args(self) -> list[str]:
+        return [f"--{self.kind}", self.source, self.target]
+
+    def describe(self) -> str:
+        return self.target if self.kind == "ro-bind" else f"{self.target} -> {self.source}"
+
+
+def toolchain_mounts(compiler_paths: list[str], extra_dirs: list[str]) -> list[Mount]:
+    """What a sandbox must hold for these compilers to run, found on this machine:
+    /usr, the top-level links into it (merged /usr) or the directories themselves, the
+    dynamic loader's files in /etc, every directory a compiler's symlink chain passes
+    through (``/etc/alternatives`` for ``cc``), the install tree of a compiler outside
+    /usr, and ``extra_dirs`` (the trusted specs directories) that exist."""
+    mounts: dict[str, Mount] = {"/usr": Mount("ro-bind", "/usr", "/usr")}
+    for name in _TOP_LEVEL:
+        path = "/" + name
+        if os.path.islink(path):
+            mounts[path] = Mount("symlink", os.readlink(path), path)
+        elif os.path.isdir(path):
+            mounts[path] = Mount("ro-bind", path, path)
+    for name in _ETC_FILES:
+        path = "/etc/" + name
+        if os.path.exists(path):
+            mounts[path] = Mount("ro-bind", path, path)
+    for compiler in compiler_paths:
+        for directory in _link_chain_dirs(compiler):
+            if not _covered(directory, mounts):
+                mounts[directory] = Mount("ro-bind", directory, directory)
+        real = os.path.realpath(compiler)
+        if not _covered(real, mounts):
+            prefix = os.path.dirname(os.path.dirname(real))  # .../bin/gcc -> the install
+            mounts[prefix] = Mount("ro-bind", prefix, prefix)
+    for directory in extra_dirs:
+        if os.path.isdir(directory) and not _covered(directory, mounts):
+            mounts[directory] = Mount("ro-bind", directory, directory)
+    return list(mounts.values())
+
+
+def _link_chain_dirs(path: str) -> list[str]:
+    """The directories of every link a path resolves through (bounded, as the kernel is)."""
+    dirs = []
+    current = os.path.abspath(path)
+    for _ in range(40):
+        if not os.path.islink(current):
+            break
+        dirs.append(os.path.dirname(current))
+        current = os.path.normpath(os.path.join(os.path.dirname(current), os.readlink(current)))
+    return dirs
+
+
+def _covered(path: str, mounts: dict[str, Mount]) -> bool:
+    return any(
+        m.kind == "ro-bind" and (path == m.target or path.startswith(m.target + os.sep))
+        for m in mounts.values()
+    ) or any(m.kind == "symlink" and path.startswith(m.target + os.sep) for m in mounts.values())
+
+
+class JobIdentities:
+    """Per-job uids from a range, handed out so that no two running jobs share one.
+
+    A uid comes back only after its job's sandbox is gone (its pid namespace takes
+    every process of the job with it), and is reused least recently first."""
+
+    def __init__(self, first: int, last: int) -> None:
+        if first <= 0 or last < first:
+            raise SandboxError(f"--job-uids {first}-{last} is not a range of non-root uids")
+        self.first, self.last = first, last
+        self._free: deque[int] = deque(range(first, last + 1))
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+    def check_unused(self) -> None:
+        """Refuse a range that overlaps accounts of this machine."""
+        for entry in pwd.getpwall():
+            if self.first <= entry.pw_uid <= self.last:
+                raise SandboxError(
+                    f"--job-uids {self.first}-{self.last} holds the account "
+                    f"{entry.pw_name!r} ({entry.pw_uid}): choose a range no account uses"
+                )
+
+    def acquire(self) -> CompileUser:
+        if not self._free:
+            raise SandboxError("no job uid is free (--job-uids is smaller than --jobs)")
+        uid = self._free.popleft()
+        return CompileUser(f"job-{uid}", uid, uid)
+
+    def release(self, user: CompileUser) -> None:
+        self._free.append(user.uid)
+
+
+@dataclass
+class Sandbox:
+    """How this server runs compiles: the launcher chain and the job directory layout."""
+
+    mode: SandboxMode
+    limits: JobLimits
+    nice: int = 5
+    bwrap: str = ""
+    mounts: list[Mount] = field(default_factory=list)
+    identities: JobIdentities | None = None
+    """Per-job uids (root, bwrap)."""
+    shared_user: CompileUser | None = None
+    """The one compile user (root, --sandbox none)."""
+
+    @property
+    def job_root_inside(self) -> str | None:
+        """Where the job directory is for the compiler: None means where it really is."""
+        return JOB_ROOT_INSIDE if self.mode == "bwrap" else None
+
+    def launcher(self, job_dir: str, user: CompileUser | None) -> list[str]:
+        """The programs a compile is exec'd through, for a job in ``job_dir`` run as
+        ``user`` (None: as the server, which is not root)."""
+        chain = [SETPRIV, "--no-new-privs"]
+        if user is not None:
+            chain += [f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups"]
+        chain.append("--")
+        if self.nice:
+            chain += [NICE, "-n", str(self.nice), "--"]
+        chain += [PRLIMIT, *self.limits.prlimit_args(), "--"]
+        if self.mode == "bwrap":
+            chain += [
+                self.bwrap, "--unshare-all", "--die-with-parent", "--new-session",
+                "--cap-drop", "ALL",
+                # The job's directory first: a toolchain under /tmp (a test's stand-ins)
+                # is then mounted over it rather than hidden by it.
+                "--bind", job_dir, JOB_ROOT_INSIDE,
+                *(arg for mount in self.mounts for arg in mount.args()),
+                "--proc", "/proc", "--dev", "/dev", "--chdir", JOB_ROOT_INSIDE,
+                "--",
+            ]  # fmt: skip
+        return chain
+
+    def acquire_user(self) -> CompileUser | None:
+        if self.identities is not None:
+            return self.identities.acquire()
+        return self.shared_user
+
+    def release_user(self, user: CompileUser | None) -> None:
+        if self.identities is not None and user is not None:
+            self.identities.release(user)
+
+    def _who(self) -> str:
+        if self.identities is not None:
+            return f"{self.identities.first}-{self.identities.last}"
+        if self.shared_user is not None:
+            return self.shared_user.name
+        if self.mode == "bwrap":
+            return "the server's own, each job in a user namespace of its own"
+        return "the server's own"
+
+    def describe(self) -> dict[str, object]:
+        """What /status says of the sandbox."""
+        limits = self.limits
+        return {
+            "mode": self.mode,
+            "mounts": [m.describe() for m in self.mounts] if self.mode == "bwrap" else [],
+            "network": "none" if self.mode == "bwrap" else "host",
+            "job_uids": self._who(),
+            "limits": {
+                "memory_mb": None if limits.memory_bytes is None else limits.memory_bytes >> 20,
+                "file_mb": limits.file_bytes >> 20,
+                "processes": limits.processes,
+                "open_files": limits.open_files,
+                "cpu_s": limits.cpu_s,
+                "core_dumps": False,
+            },
+        }
+
+
+def check_programs(sandbox: Sandbox) -> None:
+    """Raise :class:`SandboxError` when a program of the launcher chain is missing."""
+    for program in (SETPRIV, NICE, PRLIMIT):
+        if not os.access(program, os.X_OK):
+            raise SandboxError(
+                f"{program} is needed to start compilers (Debian: util-linux, coreutils)"
+            )
+    if sandbox.mode == "bwrap" and not (sandbox.bwrap and os.access(sandbox.bwrap, os.X_OK)):
+        raise SandboxError(
+            "--sandbox bwrap needs bubblewrap (Debian: apt install bubblewrap); "
+            "--sandbox none runs compiles without it (docs/security.md)"
+        )
+
+
+COMPILE_CHECKED = frozenset({"gcc", "g++", "cc", "c++", "clang", "clang++"})
+"""Names whose binaries the start check also compiles with (others, such as a site's
+wrappers, are only asked their version: a compile could take any time)."""
+
+
+def check_compilers(sandbox: Sandbox, compilers: dict[str, str], tmp_root: str) -> dict[str, str]:
+    """Run every allowlisted compiler in the sandbox as a job would be run: ``--version``
+    for each name, and a one-line compile for each distinct binary of the well-known
+    names; all at once. Returns each name's first line of ``--version``. Raises
+    :class:`SandboxError` with the reason when one cannot run there."""
+    compile_with: dict[str, tuple[str, str]] = {}
+    for name, path in sorted(compilers.items()):
+        if name in COMPILE_CHECKED:
+            compile_with.setdefault(os.path.realpath(path), (name, path))
+    runs: list[tuple[str, str, bool, str, CompileUser | None, subprocess.Popen[bytes]]] = []
+    try:
+        for what, (name, path) in [
+            *(("version", item) for item in compilers.items()),
+            *(("compile", item) for item in compile_with.values()),
+        ]:
+            job_dir = tempfile.mkdtemp(prefix="check-", dir=tmp_root)
+            user = sandbox.acquire_user()
+            suffix = ".ii" if "++" in name else ".i"
+            with open(os.path.join(job_dir, "input" + suffix), "w") as source:
+                source.write("int distlb_sandbox_check;\n")
+            if user is not None:
+                os.chown(job_dir, user.uid, user.gid)
+            inside = sandbox.job_root_inside or job_dir
+            args = (
+                ["--version"]
+                if what == "version"
+                else ["-c", f"{inside}/input{suffix}", "-o", f"{inside}/output.o"]
+            )
+            proc = subprocess.Popen(
+                [*sandbox.launcher(job_dir, user), path, *args], cwd=job_dir,
+                env=child_env(inside), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, start_new_session=True,
+            )  # fmt: skip
+            runs.append((name, path, what == "compile", job_dir, user, proc))
+        versions: dict[str, str] = {}
+        deadline = time.monotonic() + _CHECK_TIMEOUT_S
+        for name, path, compiles, job_dir, _, proc in runs:
+            try:
+                out, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired as exc:
+                raise SandboxError(f"{name}: the sandbox check did not finish in time") from exc
+            produced = os.path.isfile(os.path.join(job_dir, "output.o"))
+            if proc.returncode != 0 or (compiles and not produced):
+                reason = err.decode("utf-8", "replace").strip()[-800:]
+                hint = (
+                    "; --sandbox none runs compiles without bubblewrap (docs/security.md)"
+                    if sandbox.mode == "bwrap"
+                    else ""
+                )
+                doing = "compile" if compiles else "run"
+                raise SandboxError(
+                    f"{name} ({path}) does not {doing} in the {sandbox.mode} sandbox "
+                    f"(exit {proc.returncode}): {reason or 'no output file'}{hint}"
+                )
+            if not compiles:
+                lines = out.decode("utf-8", "replace").splitlines()
+                versions[name] = lines[0] if lines else "unknown"
+    finally:
+        for _, _, _, job_dir, user, proc in runs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            sandbox.release_user(user)
+            shutil.rmtree(job_dir, ignore_errors=True)
+    log.info("sandbox_checked", mode=sandbox.mode, compilers=len(compilers),
+             compiled_with=len(compile_with))  # fmt: skip
+    return versions
+
+
+PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LC_MESSAGES", "LC_CTYPE")
+
+
+def child_env(job_dir: str) -> dict[str, str]:
+    """The compiler's environment: PATH and locale from the server's, the job dir as
+    HOME and TMPDIR, nothing else (no GCC_EXEC_PREFIX, COMPILER_PATH, ...)."""
+    env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
+    env.setdefault("PATH", os.defpath)
+    env["HOME"] = env["TMPDIR"] = job_dir
+    return env

@@ -1,0 +1,356 @@
+"""Every compile in a sandbox of its own: a job reads no server file, reaches no
+network, touches no other job, and exhausts nothing; the server never trusts the
+job's files. With real gcc and g++ where the harm comes from the source, and a
+stand-in for a subverted compiler (``evil-cc``) where it comes from the compiler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client import compile_remote
+from tests.support.compilers import alive, running
+from tests.support.servers import ServerProcess, process_table, wait_until
+from wire import Reply, Request
+
+pytestmark = pytest.mark.integration
+
+SECRET = "DISTLB_SANDBOX_SECRET_7c1d"
+ROOT = os.geteuid() == 0
+JOB_UIDS = (900_000_000, 900_000_999)
+
+
+def _compile(server: ServerProcess, argv: tuple[str, ...], source: bytes) -> Reply:
+    return asyncio.run(
+        compile_remote("127.0.0.1", server.port, Request(1, argv, source), timeout_s=60)
+    )
+
+
+def _incbin(path: str) -> bytes:
+    return f'__asm__(".section .rodata\\n.incbin \\"{path}\\"\\n.text");\nint x;\n'.encode()
+
+
+def _job_uid_processes() -> list[int]:
+    """Live processes that run as a per-job uid (what would be left of a job)."""
+    found = []
+    for pid, _, _, state in process_table():
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                uid_line = next(line for line in status if line.startswith("Uid:"))
+        except (OSError, StopIteration):
+            continue
+        if state != "Z" and JOB_UIDS[0] <= int(uid_line.split()[1]) <= JOB_UIDS[1]:
+            found.append(pid)
+    return found
+
+
+@pytest.fixture
+def secret_file(shared_tmp: Path) -> Path:
+    """A world-readable file outside any job, holding a secret."""
+    path = shared_tmp / "world-readable.txt"
+    path.write_text(SECRET + "\n")
+    path.chmod(0o644)
+    return path
+
+
+@pytest.mark.parametrize("compiler", ["gcc", "g++"])
+def test_incbin_of_files_outside_the_job_gets_none_of_their_bytes(
+    start_server: type[ServerProcess], secret_file: Path, compiler: str
+) -> None:
+    server = start_server("--jobs", "2")
+    for path in (str(secret_file), "/etc/passwd"):
+        reply = _compile(server, (compiler, "-c", "x.c", "-o", "x.o"), _incbin(path))
+        assert reply.status != 0, path
+        assert SECRET.encode() not in reply.obj + reply.stderr
+        assert b"root:" not in reply.obj + reply.stderr
+        assert b"file not found" in reply.stderr or b"No such file" in reply.stderr, reply.stderr
+
+
+def test_without_the_sandbox_the_same_source_does_read_the_file(
+    start_server: type[ServerProcess], secret_file: Path
+) -> None:
+    """The test above can fail: --sandbox none compiles the .incbin, secret and all."""
+    server = start_server("--jobs", "1", "--sandbox", "none")
+    reply = _compile(server, ("gcc", "-c", "x.c", "-o", "x.o"), _incbin(str(secret_file)))
+    assert reply.status == 0
+    assert SECRET.encode() in reply.obj
+    assert server.status()["sandbox"]["mode"] == "none"
+    assert server.event("sandbox_off") is not None
+
+
+def test_a_job_cannot_read_another_running_jobs_source(
+    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path]
+) -> None:
+    bin_dir, _ = fake_compilers
+    server = start_server("--jobs", "2", "--compiler", "slow-cc", "--compiler", "gcc",
+                          path_prepend=str(bin_dir))  # fmt: skip
+    other = f"/* {SECRET} */ int other;\n".encode()
+
+    async def scenario() -> Reply:
+        slow = asyncio.create_task(compile_remote(
+            "127.0.0.1", server.port, Request(1, ("slow-cc", "-c", "o.c"), other), timeout_s=60
+        ))  # fmt: skip
+        dirs = await asyncio.to_thread(wait_until, server.job_dirs, 30, "the slow job's dir")
+        path = dirs[0] / "input.i"
+        reply = await compile_remote(
+            "127.0.0.1", server.port, Request(1, ("gcc", "-c", "x.c"), _incbin(str(path))),
+            timeout_s=60,
+        )  # fmt: skip
+        assert (await slow).status == 0
+        return reply
+
+    reply = asyncio.run(scenario())
+    assert reply.status != 0
+    assert SECRET.encode() not in reply.obj + reply.stderr
+
+
+@pytest.mark.skipif(not ROOT, reason="per-job uids need root")
+def test_each_job_runs_as_a_uid_of_its_own_niced_without_groups_in_its_own_session(
+    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path]
+) -> None:
+    bin_dir, _ = fake_compilers
+    server = start_server("--jobs", "2", "--compiler", "whoami-cc", "--nice", "7",
+                          path_prepend=str(bin_dir))  # fmt: skip
+    seen = []
+    for _ in range(2):
+        reply = _compile(server, ("whoami-cc", "-c", "a.c", "-o", "a.o"), b"int a;\n")
+        assert reply.status == 0 and reply.obj, reply.stderr
+        line = next(x for x in reply.stderr.decode().splitlines() if x.startswith("whoami:"))
+        uid, groups, nice, pid, session = (f.strip() for f in line[len("whoami:") :].split("|"))
+        assert JOB_UIDS[0] <= int(uid) <= JOB_UIDS[1]
+        assert groups.split() == [uid], "the job kept supplementary groups"
+        assert int(nice) == 7
+        # Inside its pid namespace a session whose leader is outside reads as 0: this
+        # one is led by a process of the job (the sandbox's own init, or the compiler).
+        assert 0 < int(session) <= int(pid), "the compiler shares a session from outside"
+        seen.append(uid)
+    assert seen[0] != seen[1], "two jobs ran as the same uid"
+
+
+@pytest.mark.skipif(not ROOT, reason="compilers change user only when started as root")
+def test_without_the_sandbox_compiles_run_as_the_compile_user(
+    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path]
+) -> None:
+    import pwd
+
+    bin_dir, _ = fake_compilers
+    server = start_server("--sandbox", "none", "--compiler", "whoami-cc", "--user", "nobody",
+                          path_prepend=str(bin_dir))  # fmt: skip
+    reply = _compile(server, ("whoami-cc", "-c", "a.c", "-o", "a.o"), b"int a;\n")
+    assert reply.status == 0, reply.stderr
+    line = next(x for x in reply.stderr.decode().splitlines() if x.startswith("whoami:"))
+    assert int(line[len("whoami:") :].split("|")[0]) == pwd.getpwnam("nobody").pw_uid
+
+
+# --- a subverted compiler, contained ------------------------------------------------
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[int, list[object]]]:
+    """A loopback listener that records every connection it gets."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    accepted: list[object] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, peer = sock.accept()
+            except OSError:
+                return
+            accepted.append(peer)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield sock.getsockname()[1], accepted
+    sock.close()
+    thread.join(5)
+
+
+@pytest.fixture
+def evil_server(
+    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path]
+) -> ServerProcess:
+    bin_dir, _ = fake_compilers
+    return start_server("--jobs", "2", "--compiler", "evil-cc", "--compiler", "gcc",
+                        "--job-processes", "32", "--job-open-files", "256",
+                        path_prepend=str(bin_dir))  # fmt: skip
+
+
+def _evil(server: ServerProcess, action: str) -> Reply:
+    source = f"/* {action} */\nint evil;\n".encode()
+    return _compile(server, ("evil-cc", "-c", "e.c", "-o", "e.o"), source)
+
+
+def _assert_healthy(server: ServerProcess) -> None:
+    reply = _compile(server, ("gcc", "-c", "ok.c", "-o", "ok.o"), b"int ok;\n")
+    assert reply.status == 0 and reply.obj.startswith(b"\x7fELF")
+    wait_until(lambda: server.job_dirs() == [], 5, "the job dirs removed")
+    if ROOT:
+        wait_until(lambda: _job_uid_processes() == [], 5, "no process of a job left")
+
+
+def test_subverted_compiler_reads_no_file_outside_the_job(
+    evil_server: ServerProcess, secret_file: Path
+) -> None:
+    reply = _evil(evil_server, f"read {secret_file}")
+    assert SECRET.encode() not in reply.stderr + reply.obj
+    assert b"No such file" in reply.stderr
+    _assert_healthy(evil_server)
+
+
+def test_subverted_compiler_writes_no_file_outside_the_job(
+    evil_server: ServerProcess, shared_tmp: Path
+) -> None:
+    target_dir = shared_tmp / "open-dir"
+    target_dir.mkdir(mode=0o777)
+    target_dir.chmod(0o777)  # anyone may write here: only the sandbox stands in the way
+    target = target_dir / "pwned"
+    reply = _evil(evil_server, f"write {target}")
+    assert reply.status != 0
+    assert not target.exists()
+    _assert_healthy(evil_server)
+
+
+def test_subverted_compiler_reaches_no_network(
+    evil_server: ServerProcess, listener: tuple[int, list[object]]
+) -> None:
+    port, accepted = listener
+    reply = _evil(evil_server, f"connect {port}")
+    assert reply.status != 0
+    assert b"Connection refused" in reply.stderr or b"unreachable" in reply.stderr, reply.stderr
+    assert accepted == []
+    _assert_healthy(evil_server)
+
+
+@pytest.mark.skipif(not ROOT, reason="job processes are found by their per-job uid")
+def test_a_process_that_leaves_the_session_dies_with_the_job(
+    evil_server: ServerProcess, fake_compilers: tuple[Path, Path]
+) -> None:
+    reply = _evil(evil_server, "outlive")
+    assert reply.status == 0, reply.stderr  # the job itself compiled
+    wait_until(lambda: _job_uid_processes() == [], 5, "the setsid child gone with its job")
+    _assert_healthy(evil_server)
+
+
+def test_forking_past_the_process_bound_fails_the_job_not_the_server(
+    evil_server: ServerProcess, fake_compilers: tuple[Path, Path]
+) -> None:
+    bin_dir, _ = fake_compilers
+    reply = _evil(evil_server, "fork")
+    assert reply.status != 0
+    assert b"ran into its limit: 32 processes" in reply.stderr, reply.stderr
+    assert evil_server.status()["limits_hit"].get("processes") == 1
+    assert evil_server.event("job_limit")["limit"] == "processes"
+    wait_until(lambda: alive(running(bin_dir / "evil-cc")) == [], 5, "the job's processes gone")
+    _assert_healthy(evil_server)
+
+
+def test_opening_past_the_file_bound_fails_the_job(evil_server: ServerProcess) -> None:
+    reply = _evil(evil_server, "files")
+    assert reply.status != 0
+    assert b"Too many open files" in reply.stderr
+    assert b"ran into its limit: 256 open files" in reply.stderr
+    assert evil_server.status()["limits_hit"].get("open_files") == 1
+    _assert_healthy(evil_server)
+
+
+@pytest.mark.parametrize("sandbox", ["bwrap", "none"])
+@pytest.mark.parametrize("planted", ["symlink /etc/shadow", "fifo", "hardlink {victim}"])
+def test_an_output_replaced_by_a_link_or_fifo_is_not_sent(
+    start_server: type[ServerProcess],
+    fake_compilers: tuple[Path, Path],
+    secret_file: Path,
+    sandbox: str,
+    planted: str,
+) -> None:
+    """The server's own check, with and without the sandbox around the job."""
+    bin_dir, _ = fake_compilers
+    server = start_server("--jobs", "1", "--sandbox", sandbox, "--compiler", "evil-cc",
+                          "--compiler", "gcc", path_prepend=str(bin_dir))  # fmt: skip
+    # A file elsewhere that the compile user owns (another job's object, say): the
+    # kernel lets it make a second name for that one.
+    victim = secret_file.parent / "victim.o"
+    victim.write_text(SECRET)
+    if ROOT and sandbox == "none":
+        import pwd
+
+        user = pwd.getpwnam(str(server.status()["sandbox"]["job_uids"]))
+        os.chown(victim, user.pw_uid, user.pw_gid)
+    reply = _evil(server, planted.format(victim=victim))
+    assert reply.status != 0
+    assert reply.obj == b""
+    assert b"root:" not in reply.stderr and SECRET.encode() not in reply.stderr
+    if not planted.startswith("hardlink") or sandbox == "none":
+        # (in the sandbox a hard link to a file outside cannot even be made)
+        assert server.status()["limits_hit"].get("output") == 1, reply.stderr
+    assert server.status()["counters"]["ok"] == 0  # the status page answers, at once
+    _assert_healthy(server)
+
+
+def test_memory_past_the_bound_fails_the_compile_with_the_reason(
+    start_server: type[ServerProcess],
+) -> None:
+    # (clang alone maps more than 100 MB: the server would refuse to start with it)
+    server = start_server("--jobs", "1", "--job-memory-mb", "100", "--compiler", "gcc")
+    pairs = ",".join(f"{{{i},{i}}}" for i in range(400_000))
+    source = f"struct s {{ int a, b; }};\nstruct s big[] = {{{pairs}}};\n".encode()
+    reply = _compile(server, ("gcc", "-c", "big.c", "-o", "big.o"), source)
+    assert reply.status != 0
+    assert b"ran into its limit: 100 MB of memory" in reply.stderr, reply.stderr[-500:]
+    assert server.status()["limits_hit"].get("memory") == 1
+    _assert_healthy(server)
+
+
+def test_a_file_past_the_size_bound_fails_the_compile_and_fills_no_disk(
+    start_server: type[ServerProcess],
+) -> None:
+    server = start_server("--jobs", "1", "--job-file-mb", "1")
+    source = b'__asm__(".data\\n.fill 2000000000,1,1\\n.text");\nint x;\n'
+    reply = _compile(server, ("gcc", "-c", "big.c", "-o", "big.o"), source)
+    assert reply.status != 0
+    assert b"File size limit exceeded" in reply.stderr
+    assert b"ran into its limit: a file may hold 1 MB" in reply.stderr
+    assert server.status()["limits_hit"].get("file_size") == 1
+    _assert_healthy(server)
+
+
+def test_status_names_the_sandbox_mounts_and_limits(start_server: type[ServerProcess]) -> None:
+    server = start_server("--jobs", "1")
+    sandbox = server.status()["sandbox"]
+    assert sandbox["mode"] == "bwrap"
+    assert sandbox["network"] == "none"
+    assert "/usr" in sandbox["mounts"]
+    assert not any(m.startswith(("/home", "/root", "/var")) for m in sandbox["mounts"])
+    assert sandbox["limits"]["core_dumps"] is False
+    assert "distlb_server_sandboxed 1.0" in server.http("/metrics")
+
+
+def test_without_the_sandbox_the_stand_in_does_its_harm(
+    start_server: type[ServerProcess],
+    fake_compilers: tuple[Path, Path],
+    secret_file: Path,
+    shared_tmp: Path,
+    listener: tuple[int, list[object]],
+) -> None:
+    """The containment tests above can fail: with --sandbox none the same stand-in
+    reads the secret, writes outside its job and reaches the listener."""
+    bin_dir, _ = fake_compilers
+    server = start_server("--jobs", "1", "--sandbox", "none", "--compiler", "evil-cc",
+                          path_prepend=str(bin_dir))  # fmt: skip
+    assert SECRET.encode() in _evil(server, f"read {secret_file}").stderr
+    target_dir = shared_tmp / "open-dir"
+    target_dir.mkdir(mode=0o777)
+    target_dir.chmod(0o777)
+    _evil(server, f"write {target_dir / 'pwned'}")
+    assert (target_dir / "pwned").exists()
+    port, accepted = listener
+    _evil(server, f"connect {port}")
+    wait_until(lambda: accepted, 5, "the stand-in's connection")
