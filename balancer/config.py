@@ -15,6 +15,7 @@ from cache import MemoryStore, RedisStore, ResultCache, Store
 from client.access import parse_networks
 from client.cli import ConfigError, load_config
 from client.gss import AcceptorConfig, Initiator, add_acceptor_flags
+from daemon.bounds import BoundsConfig, add_bounds_flags
 from daemon.judge_config import JudgeConfig, add_judge_flags
 
 __all__ = ["BalancerConfig", "ConfigError", "load"]
@@ -29,7 +30,7 @@ def _is_address(host: str) -> bool:
 
 
 @dataclass
-class BalancerConfig(AcceptorConfig, JudgeConfig):
+class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
     listen: str = "0.0.0.0"  # noqa: S104 (it serves the network; --allow guards it)
     port: int = 3632
     admin_port: int = 3634
@@ -270,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     add_acceptor_flags(p, "use the balancer")
     add_judge_flags(p)
+    add_bounds_flags(p)
     p.add_argument(
         "--backend-auth",
         action="store_const",

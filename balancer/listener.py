@@ -15,10 +15,11 @@ from balancer.dispatch import AllFailed, Dispatcher, NoCapacity
 from balancer.stats import BalancerStats
 from client.access import Network, is_allowed
 from client.gss import Acceptor
+from daemon.bounds import InflateBudget
 from daemon.judge import Judge, Refused, bounded_argv
 from wire import Limits, RemoteProtocolError, Reply, Request, encode_reply
 from wire.events import exit_status
-from wire.stream import read_request, wait_peer_gone
+from wire.stream import encode_reply_off_loop, read_request, wait_peer_gone
 
 log = structlog.get_logger("distlb.balancer.job")
 
@@ -35,6 +36,8 @@ class ListenerContext:
     """With --auth: the GSSAPI handshake and principal lists, before the request."""
     judge: Judge = field(default_factory=Judge)
     """The argument judge: a refused job never reaches a backend."""
+    inflate: InflateBudget = field(default_factory=lambda: InflateBudget(1 << 30))
+    """Where LZO sources are inflated: off the loop, within a budget."""
 
 
 async def handle_connection(
@@ -74,7 +77,9 @@ async def _serve(
     stats = ctx.stats
     try:
         async with asyncio.timeout(ctx.request_timeout_s):
-            request = await read_request(reader, ctx.limits, idle_timeout_s=ctx.io_timeout_s)
+            request = await read_request(
+                reader, ctx.limits, idle_timeout_s=ctx.io_timeout_s, inflate=ctx.inflate.inflate
+            )
     except (RemoteProtocolError, TimeoutError) as exc:
         stats.job_finished("bad_request", time.monotonic() - started)
         reason = (
@@ -131,7 +136,7 @@ async def _serve(
             ms=round((time.monotonic() - started) * 1000, 1),
         )
         return
-    data = encode_reply(outcome.reply)
+    data = await encode_reply_off_loop(outcome.reply)
     result = "ok" if outcome.reply.status == 0 else "compile_error"
     if outcome.cached:
         stats.counters.cache_hit += 1

@@ -17,6 +17,7 @@ from balancer.listener import ListenerContext, handle_connection
 from balancer.pool import Pool
 from balancer.stats import BalancerStats
 from client.cli import ConnectionTasks
+from daemon.bounds import limit_connections
 from wire import Limits
 
 log = structlog.get_logger("distlb.balancer")
@@ -42,7 +43,13 @@ class Service:
             request_timeout_s=config.request_timeout,
             acceptor=config.acceptor(),
             judge=config.judge(None, on_disk=False),
+            inflate=config.inflate_budget(),
         )
+        self.connections = config.connection_limits()
+        self.stats.bounds = {
+            "connections": self.connections.snapshot,
+            "inflating": self.ctx.inflate.snapshot,
+        }
         self._jobs = ConnectionTasks()
         self._serving = False
         self._stopping = asyncio.Event()
@@ -51,6 +58,9 @@ class Service:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         await handle_connection(self.ctx, reader, writer)
+
+    def _refused_connection(self) -> None:
+        self.stats.counters.rejected_connections += 1
 
     def _reload(self) -> None:
         try:
@@ -67,7 +77,9 @@ class Service:
         loop = asyncio.get_running_loop()
         self.pool.start()
         server = await asyncio.start_server(
-            self._jobs.serve(self._on_connection),
+            self._jobs.serve(
+                limit_connections(self.connections, self._on_connection, self._refused_connection)
+            ),
             cfg.listen,
             cfg.port,
             reuse_address=True,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -39,6 +39,8 @@ class Counters:
     """No backend had a free slot within the queue timeout: the client compiles locally."""
     failed: int = 0
     """Every attempt failed: the client compiles locally."""
+    rejected_connections: int = 0
+    """Closed at once: over --max-connections or --max-connections-per-address."""
     rejected_access: int = 0
     rejected_auth: int = 0
     """Failed the GSSAPI handshake or a principal list (with --auth)."""
@@ -56,6 +58,8 @@ class BalancerStats:
     dispatcher: Dispatcher
     counters: Counters = field(default_factory=Counters)
     started_at: float = field(default_factory=time.time)
+    bounds: dict[str, Callable[[], dict[str, int]]] = field(default_factory=dict)
+    """What /status reports of the connection caps and the inflate budget."""
 
     def __post_init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -86,6 +90,7 @@ class BalancerStats:
                 "healthy_backends": self.pool.healthy_count(),
             },
             "cache": self.cache_status(),
+            **{name: snapshot() for name, snapshot in self.bounds.items()},
             "uptime_s": round(time.time() - self.started_at, 3),
         }
 

@@ -1,7 +1,9 @@
 """distlb-server against Debian's distccd, both driven by the real distcc client.
 
 Builds a generated C project through each server (rounds alternate which goes first),
-then times one-line compiles run one after another to get the per-job overhead. Prints
+then times one-line compiles run one after another to get the per-job overhead. A
+second distlb-server with --sandbox none runs alongside, so the sandbox's own cost per
+job is measured in the same run; the argument judge's cost is timed in-process. Prints
 a table of ratios and writes it, with the raw numbers, to bench/results/.
 
     .venv/bin/python bench/server_vs_distccd.py [--jobs N] [--rounds R] [--files F] [--quick]
@@ -31,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
 DISTLB_SERVER = ROOT / ".venv" / "bin" / "distlb-server"
 SERIES = {"plain": "", "lzo": ",lzo"}
+UNSANDBOXED = "distlb-no-sandbox"
 GOAL_RATIO = 1.10  # the project goal: distlb build time within 10% of distccd
 LATENCY_JOBS = 40
 CLIENT_TIMEOUT_S = 120  # the `timeout` wrapped around every distcc run
@@ -200,8 +203,11 @@ Servers = dict[str, tuple[subprocess.Popen[bytes], int, Path]]
 def start_servers(work: Path, jobs: int, servers: Servers) -> None:
     """Start distlb-server and distccd on free loopback ports into ``servers`` (so the
     caller can stop whatever started), then wait until both accept connections."""
-    distlb_port, stats_port, distccd_port = free_ports(3)
+    distlb_port, stats_port, bare_port, bare_stats, distccd_port = free_ports(5)
     distlb_tmp, distccd_tmp = work / "distlb-tmp", work / "distccd-tmp"
+    bare_tmp = work / "bare-tmp"
+    bare_tmp.mkdir()
+    bare_tmp.chmod(0o755)
     # As root both run compilers unprivileged: distlb chowns each job dir it makes in
     # --tmp-dir (which must be traversable); distccd writes straight into $TMPDIR.
     distlb_tmp.mkdir()
@@ -217,7 +223,11 @@ def start_servers(work: Path, jobs: int, servers: Servers) -> None:
     if os.geteuid() == 0:
         users = {entry.pw_name for entry in pwd.getpwall()}
         distccd += ["--user", next(u for u in ("distcc", "distccd", "nobody") if u in users)]
+    bare = [str(DISTLB_SERVER), "--listen", "127.0.0.1", "--port", str(bare_port)]
+    bare += ["--stats-port", str(bare_stats), "--jobs", str(jobs), "--log-format", "json"]
+    bare += ["--tmp-dir", str(bare_tmp), "--sandbox", "none"]
     plan = [("distlb", distlb, distlb_port, distlb_tmp)]
+    plan.append((UNSANDBOXED, bare, bare_port, bare_tmp))
     plan.append(("distccd", distccd, distccd_port, distccd_tmp))
     for name, command, port, tmp in plan:
         log_path = work / f"{name}.log"
@@ -241,7 +251,37 @@ def distlb_outcomes(log_path: Path) -> dict[str, int]:
     return dict(outcomes)
 
 
+JUDGED = [
+    ["x86_64-linux-gnu-gcc", "-c", "one.c", "-o", "one.o"],
+    ["cc", "-O2", "-g", "-DNDEBUG", "-fPIC", "-Wall", "-Wextra", "-std=gnu11",
+     "-o", "CMakeFiles/lib.dir/src/a.c.o", "-c", "/home/dev/project/src/a.c"],
+    ["gcc", "-O2", "-flto=auto", "-ffat-lto-objects", "-fexceptions", "-g",
+     "-grecord-gcc-switches", "-pipe", "-Wall", "-Werror=format-security",
+     "-fstack-protector-strong", "-m64", "-march=x86-64-v2", "-mtune=generic",
+     "-fasynchronous-unwind-tables", "-fstack-clash-protection", "-fcf-protection",
+     "-c", "x.c", "-o", "x.o"],
+]  # fmt: skip
+JUDGE_REPEATS = 2000
+
+
+def judge_cost_us() -> float:
+    """The argument judge's time per command line, in microseconds (median of rounds)."""
+    sys.path.insert(0, str(ROOT))
+    from daemon.judge import Judge
+
+    judge = Judge()
+    rounds = []
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(JUDGE_REPEATS):
+            for argv in JUDGED:
+                judge.judge(argv)
+        rounds.append((time.perf_counter() - started) / (JUDGE_REPEATS * len(JUDGED)))
+    return round(statistics.median(rounds) * 1e6, 1)
+
+
 class Raw(TypedDict):
+    judge_us: float
     jobs: int
     rounds: int
     files: int
@@ -295,6 +335,7 @@ def run(jobs: int, rounds: int, files: int) -> Raw:
                 for name in names if index % 2 == 0 else names[::-1]:
                     latency[series][name].append(round(one_job(project, envs[name]), 4))
         return Raw(
+            judge_us=judge_cost_us(),
             jobs=jobs,
             rounds=rounds,
             files=files,
@@ -323,6 +364,8 @@ def summarize(raw: Raw) -> list[dict[str, str | float]]:
                 "distlb_job_ms": round(ms["distlb"], 1),
                 "distccd_job_ms": round(ms["distccd"], 1),
                 "added_job_ms": round(ms["distlb"] - ms["distccd"], 1),
+                "sandbox_job_ms": round(ms["distlb"] - ms[UNSANDBOXED], 1),
+                "no_sandbox_ratio": round(wall[UNSANDBOXED] / wall["distccd"], 3),
             }
         )
     return rows
@@ -330,19 +373,24 @@ def summarize(raw: Raw) -> list[dict[str, str | float]]:
 
 def table(raw: Raw, rows: list[dict[str, str | float]]) -> str:
     lines = [
-        "| series | distlb s | distccd s | ratio | distlb ms/job | distccd ms/job | added ms |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| series | distlb s | distccd s | ratio | ratio, no sandbox | distlb ms/job "
+        "| distccd ms/job | added ms | of which the sandbox |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['series']} | {r['distlb_s']:.3f} | {r['distccd_s']:.3f} | {r['ratio']:.3f} "
-            f"| {r['distlb_job_ms']:.1f} | {r['distccd_job_ms']:.1f} | {r['added_job_ms']:+.1f} |"
+            f"| {r['no_sandbox_ratio']:.3f} | {r['distlb_job_ms']:.1f} "
+            f"| {r['distccd_job_ms']:.1f} | {r['added_job_ms']:+.1f} "
+            f"| {r['sandbox_job_ms']:+.1f} |"
         )
     lines.append("")
     lines.append(
         f"N={raw['jobs']} jobs, F={raw['files']} files, R={raw['rounds']} rounds, "
         f"K={raw['latency_jobs']} one-line jobs per server and series; medians; "
-        f"goal: ratio <= {GOAL_RATIO:.2f}. distlb job outcomes: {raw['distlb_outcomes']}"
+        f"goal: ratio <= {GOAL_RATIO:.2f}. distlb job outcomes: {raw['distlb_outcomes']}. "
+        f"The judge: {raw['judge_us']} us per command line (median of "
+        f"{JUDGE_REPEATS} x {len(JUDGED)} lines)."
     )
     return "\n".join(lines)
 

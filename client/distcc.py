@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 
 from client.gss import AuthError, Initiator, initiate
-from wire import ConnectionClosed, Limits, RemoteProtocolError, Reply, Request, encode_request
-from wire.stream import read_reply
+from wire import ConnectionClosed, Limits, RemoteProtocolError, Reply, Request
+from wire.stream import encode_request_off_loop, read_reply
 
 
 class ClientError(Exception):
@@ -72,7 +72,7 @@ async def compile_remote(
                 except AuthError as exc:
                     raise AuthFailed(f"{host}:{port}: authentication: {exc}", exc.reason) from exc
             try:
-                writer.write(encode_request(request))
+                writer.write(await encode_request_off_loop(request))
                 await writer.drain()
             except ConnectionError:
                 # A server that turns us away may close while we are still sending.

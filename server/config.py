@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from client.access import parse_networks
 from client.cli import ConfigError, load_config
 from client.gss import AcceptorConfig, add_acceptor_flags
+from daemon.bounds import BoundsConfig, add_bounds_flags
 from daemon.judge import FORBIDDEN_COMPILER_NAMES
 from daemon.judge_config import JudgeConfig, add_judge_flags
 from server.sandbox import DEFAULT_JOB_UIDS
@@ -28,7 +29,7 @@ DEFAULT_COMPILER_NAMES = ("gcc", "g++", "cc", "c++", "clang", "clang++")
 
 
 @dataclass
-class ServerConfig(AcceptorConfig, JudgeConfig):
+class ServerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
     listen: str = "0.0.0.0"  # noqa: S104 (a compile server serves the network; --allow guards it)
     port: int = 3632
     stats_port: int = 3633
@@ -50,6 +51,7 @@ class ServerConfig(AcceptorConfig, JudgeConfig):
     cache_dir: str | None = None
     cache_size: int = 1024
     """MB of the local disk cache (with --cache-dir)."""
+    reply_memory_mb: int = 1024
     sandbox: str = "bwrap"
     job_uids: str = f"{DEFAULT_JOB_UIDS[0]}-{DEFAULT_JOB_UIDS[1]}"
     job_memory_mb: int = 4096
@@ -255,7 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_acceptor_flags(p, "compile")
     add_judge_flags(p)
+    add_bounds_flags(p)
     add_sandbox_flags(p)
+    p.add_argument(
+        "--reply-memory-mb",
+        type=int,
+        metavar="MB",
+        help="replies held for slow readers after their compile; past it a job keeps its "
+        "slot until its reply is sent (default 1024)",
+    )
     return p
 
 

@@ -21,21 +21,23 @@ from cache import (
 )
 from client.access import Network, is_allowed
 from client.gss import Acceptor
+from daemon.bounds import ConnectionLimits, InflateBudget
 from daemon.judge import Job, Judge, Refused, bounded_argv
 from server.admission import Slots
 from server.runner import RunLimits, run_compile
 from server.sandbox import Sandbox
 from server.stats import ServerStats
-from wire import Limits, RemoteProtocolError, Reply, Request, encode_reply
+from wire import Limits, RemoteProtocolError, Reply, Request
 from wire.events import exit_status
-from wire.stream import read_request, wait_peer_gone
+from wire.stream import encode_reply_off_loop, read_request, wait_peer_gone
 
 log = structlog.get_logger("distlb.server.job")
 
 
 class SlotHold:
-    """One admitted job's slot; released once, as soon as the compile is over
-    (sending the reply needs no slot, and a balancer may already send the next job)."""
+    """One admitted job's slot; released once, as soon as the compile is over when its
+    reply fits the reply budget (sending needs no slot, and a balancer may already send
+    the next job), else once the reply is sent."""
 
     def __init__(self, slots: Slots) -> None:
         self._slots: Slots | None = slots
@@ -44,6 +46,25 @@ class SlotHold:
         if self._slots is not None:
             self._slots.release()
             self._slots = None
+
+
+class ReplyBudget:
+    """Bytes of replies held for readers after their compile gave back its slot. A reply
+    that does not fit keeps its job's slot until sent, so slow readers can hold at most
+    this plus one reply per slot."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.in_use = 0
+
+    def try_take(self, size: int) -> bool:
+        if self.in_use + size > self.max_bytes:
+            return False
+        self.in_use += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.in_use -= size
 
 
 @dataclass(frozen=True)
@@ -58,6 +79,9 @@ class JobContext:
     run_limits: RunLimits
     sandbox: Sandbox
     jobs_root: str
+    connections: ConnectionLimits
+    inflate: InflateBudget
+    replies: ReplyBudget
     io_timeout_s: float
     request_timeout_s: float
     cache: ResultCache | None = None
@@ -67,7 +91,7 @@ class JobContext:
 
 
 async def _send(writer: asyncio.StreamWriter, reply: Reply, timeout_s: float) -> int:
-    data = encode_reply(reply)
+    data = await encode_reply_off_loop(reply)
     writer.write(data)
     await asyncio.wait_for(writer.drain(), timeout_s)
     return len(data)
@@ -91,16 +115,12 @@ async def handle_connection(
         if ctx.acceptor is not None and not await ctx.acceptor.admit(reader, writer):
             stats.counters.rejected_auth += 1
             return
-        if not stats.slots.try_acquire():
-            stats.counters.rejected_busy += 1
-            log.info("turned_away", reason="busy", slots=stats.slots.capacity)
+        # A full server turns the client away at once, as distccd does (the real client
+        # then compiles locally); a slot is taken only once the request is read.
+        if stats.slots.free == 0:
+            _turn_away_busy(ctx)
             return
-        slot = SlotHold(stats.slots)
-        try:
-            stats.counters.accepted += 1
-            await _serve_job(ctx, reader, writer, slot)
-        finally:
-            slot.release()
+        await _serve_job(ctx, reader, writer)
     except asyncio.CancelledError:
         # Only shutdown cancels jobs; run_compile has killed the compiler by now.
         stats.counters.other += 1
@@ -116,14 +136,24 @@ async def handle_connection(
         structlog.contextvars.unbind_contextvars("job_id", "client", "principal")
 
 
+def _turn_away_busy(ctx: JobContext) -> None:
+    ctx.stats.counters.rejected_busy += 1
+    log.info("turned_away", reason="busy", slots=ctx.stats.slots.capacity)
+
+
 async def _serve_job(
-    ctx: JobContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, slot: SlotHold
+    ctx: JobContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
     started = time.monotonic()
     stats = ctx.stats
     try:
         async with asyncio.timeout(ctx.request_timeout_s):
-            request = await read_request(reader, ctx.wire_limits, idle_timeout_s=ctx.io_timeout_s)
+            request = await read_request(
+                reader,
+                ctx.wire_limits,
+                idle_timeout_s=ctx.io_timeout_s,
+                inflate=ctx.inflate.inflate,
+            )
     except RemoteProtocolError as exc:
         stats.job_finished("bad_request", "?", "?", time.monotonic() - started)
         log.warning("bad_request", reason=str(exc), error=type(exc).__name__)
@@ -148,9 +178,17 @@ async def _serve_job(
     request = Request(request.protocol, job.argv, request.source)
     key = _cache_key(ctx, request, job)
     try:
-        if key is not None and await _reply_from_cache(ctx, request, key, writer, started, slot):
+        if key is not None and await _reply_from_cache(ctx, request, key, writer, started):
             return
-        await _compile_and_reply(ctx, request, job, reader, writer, started, slot, key)
+        if not stats.slots.try_acquire():
+            _turn_away_busy(ctx)
+            return
+        slot = SlotHold(stats.slots)
+        try:
+            stats.counters.accepted += 1
+            await _compile_and_reply(ctx, request, job, reader, writer, started, slot, key)
+        finally:
+            slot.release()
     finally:
         structlog.contextvars.unbind_contextvars("compiler", "input")
 
@@ -168,14 +206,12 @@ async def _reply_from_cache(
     key: str,
     writer: asyncio.StreamWriter,
     started: float,
-    slot: SlotHold,
 ) -> bool:
-    """Answer from the local cache; False on a miss."""
+    """Answer from the local cache (no slot needed); False on a miss."""
     assert ctx.cache is not None
     result = await ctx.cache.get(key)
     if result is None:
         return False
-    slot.release()
     reply = Reply(request.protocol, 0, result.stderr, result.stdout, result.obj)
     try:
         sent = await _send(writer, reply, ctx.io_timeout_s)
@@ -221,6 +257,9 @@ async def _compile_and_reply(
         )
     finally:
         gone.cancel()
+    held = len(result.obj) + len(result.stderr) + len(result.stdout)
+    budgeted = ctx.replies.try_take(held)
+    if budgeted:
         slot.release()
     outcome = result.outcome
     if result.limit is not None:
@@ -235,6 +274,12 @@ async def _compile_and_reply(
             sent = await _send(writer, reply, ctx.io_timeout_s)
         except (ConnectionError, TimeoutError):
             outcome = "client_disconnect"
+        finally:
+            if budgeted:
+                ctx.replies.give_back(held)
+    elif budgeted:
+        ctx.replies.give_back(held)
+    slot.release()
     seconds = time.monotonic() - started
     stats.job_finished(outcome, job.input_name, job.compiler, seconds)
     log.info(

@@ -19,11 +19,12 @@ from aiohttp import web
 
 from cache import CompilerIdentity, DiskStore, ResultCache
 from client.cli import ConnectionTasks
+from daemon.bounds import limit_connections
 from server.admission import Slots
 from server.agent import serve_agent
 from server.config import ConfigError, ServerConfig, default_compiler_names, resolve_compilers
 from server.http_status import make_app
-from server.job import JobContext, handle_connection
+from server.job import JobContext, ReplyBudget, handle_connection
 from server.runner import RunLimits
 from server.sandbox import (
     CompileUser,
@@ -199,6 +200,9 @@ class Service:
             run_limits=RunLimits(lifetime_s=config.job_lifetime, kill_grace_s=config.kill_grace),
             sandbox=self.sandbox,
             jobs_root=self.jobs_root,
+            connections=config.connection_limits(),
+            inflate=config.inflate_budget(),
+            replies=ReplyBudget(config.reply_memory_mb * 1024 * 1024),
             io_timeout_s=config.io_timeout,
             request_timeout_s=config.request_timeout,
             cache=(
@@ -213,6 +217,11 @@ class Service:
                 if info["digest"] != "unknown"
             },
         )
+        self.connections = self.ctx.connections
+        self.stats.bounds = {
+            "connections": self.connections.snapshot,
+            "inflating": self.ctx.inflate.snapshot,
+        }
         self._jobs = ConnectionTasks()
         self._stopping = asyncio.Event()
 
@@ -220,6 +229,9 @@ class Service:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         await handle_connection(self.ctx, reader, writer)
+
+    def _refused_connection(self) -> None:
+        self.stats.counters.rejected_connections += 1
 
     async def _sample_load(self) -> None:
         while True:
@@ -230,7 +242,9 @@ class Service:
         cfg = self.config
         loop = asyncio.get_running_loop()
         compile_server = await asyncio.start_server(
-            self._jobs.serve(self._on_connection),
+            self._jobs.serve(
+                limit_connections(self.connections, self._on_connection, self._refused_connection)
+            ),
             cfg.listen,
             cfg.port,
             reuse_address=True,

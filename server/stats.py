@@ -7,7 +7,7 @@ import resource
 import shutil
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -29,6 +29,8 @@ class Counters:
     ok: int = 0
     compile_error: int = 0
     rejected_busy: int = 0
+    rejected_connections: int = 0
+    """Closed at once: over --max-connections or --max-connections-per-address."""
     rejected_access: int = 0
     rejected_auth: int = 0
     """Failed the GSSAPI handshake or a principal list (with --auth)."""
@@ -62,6 +64,8 @@ class ServerStats:
     sandbox: dict[str, object] = field(default_factory=dict)
     """What the sandbox is (server/sandbox.py ``describe``), for /status."""
     limits_hit: dict[str, int] = field(default_factory=dict)
+    bounds: dict[str, Callable[[], dict[str, int]]] = field(default_factory=dict)
+    """What /status reports of the connection caps and the inflate budget."""
     """Jobs stopped by a resource bound, by bound (memory, file_size, ...)."""
     busy_avg: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     # Completed compiles per minute, newest last, for dcc_num_compiles1/2/3.
@@ -117,6 +121,7 @@ class ServerStats:
             "result_cache": self.result_cache,
             "sandbox": self.sandbox,
             "limits_hit": dict(self.limits_hit),
+            **{name: snapshot() for name, snapshot in self.bounds.items()},
             "uptime_s": round(time.time() - self.started_at, 3),
             "version": version,
         }

@@ -28,6 +28,17 @@ class Request:
 
 
 @dataclass(frozen=True, slots=True)
+class CompressedRequest:
+    """A protocol 2 request whose source is still LZO-compressed: what a
+    :class:`wire.RequestReader` made with ``defer_decompression`` returns, so that its
+    caller can inflate the source elsewhere (off an event loop, within a budget)."""
+
+    protocol: int
+    argv: tuple[str, ...]
+    compressed_source: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """A compile result.
 

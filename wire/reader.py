@@ -17,6 +17,7 @@ from wire.events import (
     PROTOCOL_LZO,
     PROTOCOL_PUMP,
     SERVED_PROTOCOLS,
+    CompressedRequest,
     Reply,
     Request,
 )
@@ -49,9 +50,9 @@ def _body(name: bytes, length: int) -> Generator[int, bytes, bytes]:
 
 
 def _blob(
-    name: bytes, protocol: int, raw_limit: int, plain_limit: int
+    name: bytes, protocol: int, raw_limit: int, plain_limit: int, inflate: bool = True
 ) -> Generator[int, bytes, bytes]:
-    """A length-prefixed body, decompressed in protocol 2.
+    """A length-prefixed body, decompressed in protocol 2 (unless ``inflate`` is False).
 
     ``raw_limit`` bounds the bytes on the wire, ``plain_limit`` the bytes
     after decompression.
@@ -61,7 +62,7 @@ def _blob(
     if length > raw_limit:
         raise LimitExceeded(field, length, raw_limit)
     data = yield from _body(name, length)
-    if protocol == PROTOCOL_LZO and data:
+    if protocol == PROTOCOL_LZO and data and inflate:
         return lzo.decompress(data, plain_limit, field)
     return data
 
@@ -71,7 +72,9 @@ def _wire_limit(plain_limit: int) -> int:
     return plain_limit + plain_limit // 16 + 64 + 3
 
 
-def _request_steps(limits: Limits) -> Generator[int, bytes, Request]:
+def _request_steps(
+    limits: Limits, defer: bool = False
+) -> Generator[int, bytes, Request | CompressedRequest]:
     protocol = yield from _token(b"DIST")
     if protocol == PROTOCOL_PUMP:
         raise UnsupportedProtocol(protocol, "pump mode (cpp on the server) is not served")
@@ -100,7 +103,10 @@ def _request_steps(limits: Limits) -> Generator[int, bytes, Request]:
         if protocol == PROTOCOL_LZO
         else limits.max_source_bytes
     )
-    source = yield from _blob(b"DOTI", protocol, raw_limit, limits.max_source_bytes)
+    inflate = not (defer and protocol == PROTOCOL_LZO)
+    source = yield from _blob(b"DOTI", protocol, raw_limit, limits.max_source_bytes, inflate)
+    if not inflate:
+        return CompressedRequest(protocol=protocol, argv=tuple(argv), compressed_source=source)
     return Request(protocol=protocol, argv=tuple(argv), source=source)
 
 
@@ -189,15 +195,18 @@ class RequestReader(MessageReader):
     """Parses one compile request.
 
     ``next_event()`` returns :data:`NEED_DATA` or the :class:`Request`, and
-    raises :class:`RemoteProtocolError` (or a subclass) for bad input.
+    raises :class:`RemoteProtocolError` (or a subclass) for bad input. With
+    ``defer_decompression``, a protocol 2 request comes back as a
+    :class:`CompressedRequest` instead, its source left for the caller to inflate
+    (:func:`wire.lzo.decompress`, bounded by ``limits.max_source_bytes``).
     """
 
-    def __init__(self, limits: Limits | None = None) -> None:
-        super().__init__(_request_steps(limits or Limits()))
+    def __init__(self, limits: Limits | None = None, *, defer_decompression: bool = False) -> None:
+        super().__init__(_request_steps(limits or Limits(), defer_decompression))
 
-    def next_event(self) -> Request | _NeedData:
+    def next_event(self) -> Request | CompressedRequest | _NeedData:
         result = self._advance()
-        assert isinstance(result, Request | _NeedData)
+        assert isinstance(result, Request | CompressedRequest | _NeedData)
         return result
 
 

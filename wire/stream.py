@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from wire.auth import DEFAULT_MAX_TOKEN_BYTES, TokenReader
 from wire.errors import ConnectionClosed
-from wire.events import Reply, Request
+from wire.events import CompressedRequest, Reply, Request
 from wire.limits import Limits
 from wire.reader import NEED_DATA, MessageReader, ReplyReader, RequestReader
+from wire.writer import encode_reply, encode_request
 
 CHUNK_BYTES = 256 * 1024
 TOKEN_WHAT = "a GSS token"  # noqa: S105 (what we were reading, in error messages)
@@ -31,23 +33,56 @@ async def _drive(
         parser.feed(data)
 
 
+Inflate = Callable[[bytes, int], Awaitable[bytes]]
+"""Decompresses an LZO body into at most the given number of bytes (and may wait for
+room to): e.g. :meth:`daemon.bounds.InflateBudget.inflate`."""
+
+
 async def read_request(
     reader: asyncio.StreamReader,
     limits: Limits | None = None,
     *,
     idle_timeout_s: float = 60.0,
     parser: RequestReader | None = None,
+    inflate: Inflate | None = None,
 ) -> Request:
     """Read one whole request.
 
-    Raises :class:`wire.RemoteProtocolError` (incl. :class:`ConnectionClosed`)
-    and :class:`TimeoutError` when no byte arrives for ``idle_timeout_s``.
-    Callers bound the total time with ``asyncio.timeout``.
+    With ``inflate``, a protocol 2 source is decompressed by it (off the event loop,
+    within a budget) rather than by the parser, on the loop. Raises
+    :class:`wire.RemoteProtocolError` (incl. :class:`ConnectionClosed`) and
+    :class:`TimeoutError` when no byte arrives for ``idle_timeout_s``. Callers bound
+    the total time with ``asyncio.timeout``.
     """
-    parser = parser or RequestReader(limits)
+    limits = limits or Limits()
+    parser = parser or RequestReader(limits, defer_decompression=inflate is not None)
     result = await _drive(reader, parser, "a request", idle_timeout_s)
+    if isinstance(result, CompressedRequest):
+        assert inflate is not None
+        source = await inflate(result.compressed_source, limits.max_source_bytes)
+        return Request(result.protocol, result.argv, source)
     assert isinstance(result, Request)
     return result
+
+
+LOOP_CODEC_BYTES = 256 * 1024
+"""Bodies up to this size are (de)compressed on the event loop; larger ones in a thread."""
+
+
+async def encode_reply_off_loop(reply: Reply) -> bytes:
+    """:func:`wire.encode_reply`, in a thread when the bodies are large (protocol 2
+    compresses them: a 256 MiB object would stop the loop for a second)."""
+    size = len(reply.obj) + len(reply.stderr) + len(reply.stdout)
+    if size <= LOOP_CODEC_BYTES:
+        return encode_reply(reply)
+    return await asyncio.to_thread(encode_reply, reply)
+
+
+async def encode_request_off_loop(request: Request) -> bytes:
+    """:func:`wire.encode_request`, in a thread when the source is large."""
+    if len(request.source) <= LOOP_CODEC_BYTES:
+        return encode_request(request)
+    return await asyncio.to_thread(encode_request, request)
 
 
 async def read_reply(

@@ -9,17 +9,19 @@ import pytest
 
 from tests.support.distcc import run_distcc
 from tests.support.projects import local_object
-from tests.support.servers import ServerProcess, wait_until
+from tests.support.servers import ServerProcess, hold_a_slot, wait_until
 
 pytestmark = pytest.mark.integration
 
 
 def test_full_server_turns_away_and_real_client_falls_back(
-    start_server: type[ServerProcess], tmp_path: Path
+    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    server = start_server("--jobs", "1")
-    # Admission happens at accept: a connection that has sent nothing yet holds the slot.
-    holder = socket.create_connection(("127.0.0.1", server.port))
+    bin_dir, _ = fake_compilers
+    server = start_server("--jobs", "1", "--compiler", "hang-cc", "--compiler", "gcc",
+                          path_prepend=str(bin_dir))  # fmt: skip
+    # A compile that never ends holds the one slot (a connection alone holds none).
+    holder = hold_a_slot(server.port)
     try:
         wait_until(lambda: server.status()["busy"] == 1, 10, "the slot to be taken")
         assert server.status()["free"] == 0
@@ -42,7 +44,7 @@ def test_full_server_turns_away_and_real_client_falls_back(
                                                                 "gcc", "-O2")  # fmt: skip
         counters = server.counters()
         assert counters["rejected_busy"] == 2
-        assert counters["ok"] == 0
+        assert counters["ok"] == 0 and counters["accepted"] == 1
         assert [e["reason"] for e in server.events("turned_away")] == ["busy", "busy"]
     finally:
         holder.close()

@@ -18,6 +18,7 @@ from tests.support.servers import (
     BalancerProcess,
     Distccd,
     ServerProcess,
+    hold_a_slot,
     wait_until,
 )
 
@@ -127,12 +128,15 @@ def test_all_backends_full_turns_client_away_after_queue_timeout(
     start_server: type[ServerProcess],
     start_balancer: type[BalancerProcess],
     held_slot: list[socket.socket],
+    fake_compilers: tuple[Path, Path],
     tmp_path: Path,
 ) -> None:
-    server = start_server("--jobs", "1")
+    bin_dir, _ = fake_compilers
+    server = start_server("--jobs", "1", "--compiler", "hang-cc", "--compiler", "gcc",
+                          path_prepend=str(bin_dir))  # fmt: skip
     balancer = start_balancer("--backend", _spec(server), "--queue-timeout", "1")
     balancer.wait_healthy(1)
-    held_slot.append(socket.create_connection(("127.0.0.1", server.port)))
+    held_slot.append(hold_a_slot(server.port))
     wait_until(lambda: balancer.backend(f"127.0.0.1:{server.port}")["free"] == 0, 10,
                "the balancer to see the server full")  # fmt: skip
 

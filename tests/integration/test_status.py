@@ -90,14 +90,20 @@ def test_prometheus_metrics(start_server: type[ServerProcess], tmp_path: Path) -
     assert 'distlb_server_job_seconds_count{outcome="ok"} 1.0' in metrics
 
 
-def test_agent_check_reports_free_slots(start_server: type[ServerProcess]) -> None:
-    server = start_server("--jobs", "4", "--agent-port", "0")
+def test_agent_check_reports_free_slots(
+    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path]
+) -> None:
+    from tests.support.servers import hold_a_slot
+
+    bin_dir, _ = fake_compilers
+    server = start_server("--jobs", "4", "--agent-port", "0", "--compiler", "hang-cc",
+                          path_prepend=str(bin_dir))  # fmt: skip
     assert server.agent_port
     with socket.create_connection(("127.0.0.1", server.agent_port)) as conn:
         conn.settimeout(10)
         line = conn.makefile("rb").readline()
     assert line == b"up 100% maxconn:4\n"
-    with socket.create_connection(("127.0.0.1", server.port)):  # takes one slot
+    with hold_a_slot(server.port):  # takes one slot
         from tests.support.servers import wait_until
 
         wait_until(lambda: server.status()["busy"] == 1, 10, "one slot busy")

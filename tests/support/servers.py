@@ -160,6 +160,16 @@ def live_children(pid: int) -> list[int]:
     return [p for p, ppid, _, state in process_table() if ppid == pid and state != "Z"]
 
 
+def hold_a_slot(port: int) -> socket.socket:
+    """A connection that sends a whole request for ``hang-cc`` (a stand-in compiler that
+    never finishes, tests/support/compilers.py): it holds a compile slot until closed."""
+    from wire import Request, encode_request
+
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(encode_request(Request(1, ("hang-cc", "-c", "h.c", "-o", "h.o"), b"int h;\n")))
+    return sock
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

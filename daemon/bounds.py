@@ -1,0 +1,226 @@
+"""What a client can exhaust, bounded, in both daemons: open connections (in all and
+per address), the bytes LZO may inflate at once (off the event loop), and the file
+descriptors those need."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+
+from client.cli import ConfigError
+from wire import lzo
+
+log = structlog.get_logger("distlb.bounds")
+
+DEFAULT_MAX_CONNECTIONS = 4096
+DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 512
+"""A developer's ``make -j256`` through one address fits; a flood from one does not
+crowd out the rest."""
+DEFAULT_MAX_INFLATING_MB = 1024
+LZO_MAX_RATIO = 256
+"""No LZO1X stream inflates more than about 255:1 (a run of zeros: 225:1 with the
+level distcc uses), so a compressed body of N bytes is given N x 256 at most."""
+_SLACK_BYTES = 64 * 1024
+_FDS_SPARE = 128
+"""File descriptors kept back for listening sockets, logs, pipes and compilers."""
+
+
+def add_bounds_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help=f"client connections open at once; more are closed (default {DEFAULT_MAX_CONNECTIONS},"
+        " and never more than the file descriptors allow)",
+    )
+    parser.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        metavar="N",
+        help="client connections open at once from one address "
+        f"(default {DEFAULT_MAX_CONNECTIONS_PER_ADDRESS})",
+    )
+    parser.add_argument(
+        "--max-inflating-mb",
+        type=int,
+        metavar="MB",
+        help="bytes LZO sources may inflate to at once; more wait their turn "
+        f"(default {DEFAULT_MAX_INFLATING_MB})",
+    )
+
+
+@dataclass
+class BoundsConfig:
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
+    max_inflating_mb: int = DEFAULT_MAX_INFLATING_MB
+
+    def connection_limits(self) -> ConnectionLimits:
+        """The connection caps, the process's file descriptor limit raised to fit them
+        (as far as its hard limit allows). Raises ConfigError for caps below 1."""
+        if min(self.max_connections, self.max_connections_per_address, self.max_inflating_mb) < 1:
+            raise ConfigError(
+                "--max-connections, --max-connections-per-address and --max-inflating-mb "
+                "must be at least 1"
+            )
+        available = raise_open_files_limit(self.max_connections + _FDS_SPARE) - _FDS_SPARE
+        total = max(1, min(self.max_connections, available))
+        if total < self.max_connections:
+            log.warning("connections_capped", asked=self.max_connections, allowed=total,
+                        reason="the file descriptor limit")  # fmt: skip
+        return ConnectionLimits(total, min(total, self.max_connections_per_address))
+
+    def inflate_budget(self) -> InflateBudget:
+        return InflateBudget(self.max_inflating_mb * 1024 * 1024)
+
+
+def raise_open_files_limit(wanted: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE towards ``wanted`` (within the hard
+    limit); returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+class ConnectionLimits:
+    """Counts open client connections, in all and per address (pure; on the loop)."""
+
+    def __init__(self, total: int, per_address: int) -> None:
+        self.total = total
+        self.per_address = per_address
+        self.open = 0
+        self.refused = 0
+        self._by_address: dict[str, int] = {}
+
+    def snapshot(self) -> dict[str, int]:
+        return {"open": self.open, "max": self.total, "max_per_address": self.per_address,
+                "addresses": len(self._by_address)}  # fmt: skip
+
+    def admit(self, address: str) -> str | None:
+        """Count a new connection from ``address``; or why it may not stay open."""
+        if self.open >= self.total:
+            self.refused += 1
+            return f"{self.total} connections are open (--max-connections)"
+        held = self._by_address.get(address, 0)
+        if held >= self.per_address:
+            self.refused += 1
+            return (f"{held} connections are open from {address} "
+                    "(--max-connections-per-address)")  # fmt: skip
+        self.open += 1
+        self._by_address[address] = held + 1
+        return None
+
+    def release(self, address: str) -> None:
+        held = self._by_address.get(address, 0)
+        if held <= 0:
+            raise RuntimeError(f"released a connection from {address} that was not admitted")
+        self.open -= 1
+        if held == 1:
+            del self._by_address[address]
+        else:
+            self._by_address[address] = held - 1
+
+    def from_address(self, address: str) -> int:
+        return self._by_address.get(address, 0)
+
+
+class InflateBudget:
+    """Bounds the bytes LZO sources may inflate to at once, and inflates them in a
+    thread: a 1.2 MB request that inflates to 256 MiB neither stops the event loop nor,
+    three at once, exhausts memory. Requests wait their turn in arrival order."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.in_use = 0
+        self.waited = 0
+        self._waiters: OrderedDict[object, tuple[int, asyncio.Future[None]]] = OrderedDict()
+
+    def snapshot(self) -> dict[str, int]:
+        """What /status shows: bytes reserved now, requests waiting, requests that waited."""
+        return {"bytes": self.in_use, "waiting": len(self._waiters), "waited": self.waited}
+
+    async def inflate(self, data: bytes, max_size: int) -> bytes:
+        """Decompress ``data`` into at most ``max_size`` bytes. Raises what
+        :func:`wire.lzo.decompress` raises (a corrupt stream, a limit passed)."""
+        need = min(max_size, len(data) * LZO_MAX_RATIO + _SLACK_BYTES)
+        await self._reserve(need)
+        try:
+            return await asyncio.to_thread(lzo.decompress, data, need, "DOTI")
+        finally:
+            self.in_use -= need
+            self._wake()
+
+    async def _reserve(self, need: int) -> None:
+        # One request larger than the whole budget may still run, alone.
+        if not self._waiters and (self.in_use + need <= self.max_bytes or self.in_use == 0):
+            self.in_use += need
+            return
+        self.waited += 1
+        token = object()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[token] = (need, future)
+        try:
+            await future
+        except BaseException:
+            if self._waiters.pop(token, None) is None and future.done() and not future.cancelled():
+                self.in_use -= need  # reserved for us just as we were cancelled
+                self._wake()
+            raise
+
+    def _wake(self) -> None:
+        while self._waiters:
+            token, (need, future) = next(iter(self._waiters.items()))
+            if future.done():  # cancelled while waiting: its task takes it off the queue
+                del self._waiters[token]
+                continue
+            if self.in_use + need > self.max_bytes and self.in_use > 0:
+                return
+            del self._waiters[token]
+            self.in_use += need
+            future.set_result(None)
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+REFUSAL_LOG_INTERVAL_S = 1.0
+
+
+def limit_connections(
+    limits: ConnectionLimits, handler: Handler, on_refused: Callable[[], None]
+) -> Handler:
+    """``handler`` for ``asyncio.start_server``, behind ``limits``: a connection over a
+    cap is closed at once and counted (``on_refused``); the log says so at most once a
+    second, with how many it did not mention (a flood must not flood the log)."""
+    last_logged = [0.0]
+    unlogged = [0]
+
+    async def limited(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if peer else "?"
+        refusal = limits.admit(address)
+        if refusal is not None:
+            on_refused()
+            now = time.monotonic()
+            if now - last_logged[0] >= REFUSAL_LOG_INTERVAL_S:
+                log.warning("turned_away", reason=refusal, client=address,
+                            not_logged_since=unlogged[0])  # fmt: skip
+                last_logged[0], unlogged[0] = now, 0
+            else:
+                unlogged[0] += 1
+            writer.close()
+            return
+        try:
+            await handler(reader, writer)
+        finally:
+            limits.release(address)
+
+    return limited

@@ -1,0 +1,181 @@
+"""What a client can exhaust is bounded: slow or silent connections hold no compile
+slot, a thousand idle ones leave real work alone, and LZO bombs inflate off the
+event loop within a budget."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import socket
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.distcc import run_distcc
+from tests.support.servers import BalancerProcess, ServerProcess, wait_until
+from wire import Request, encode_request, tokens
+
+pytestmark = pytest.mark.integration
+
+IDLE = 1000
+ATTACKER = "127.0.0.2"  # loopback too: the whole of 127/8 is local on Linux
+BOMB_SOURCE_BYTES = 200 * 1024 * 1024
+
+
+def _open_idle(port: int, count: int) -> list[socket.socket]:
+    """``count`` connections from ATTACKER that never send a byte (those the server
+    refuses are closed by it; their sockets here just see EOF)."""
+    held = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind((ATTACKER, 0))
+        sock.connect(("127.0.0.1", port))
+        held.append(sock)
+    return held
+
+
+@pytest.fixture
+def enough_fds() -> Iterator[None]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 3 * IDLE + 256)), hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _fds_of(pid: int) -> tuple[int, int]:
+    """(open file descriptors, soft limit) of a process."""
+    count = len(os.listdir(f"/proc/{pid}/fd"))
+    with open(f"/proc/{pid}/limits") as limits:
+        line = next(x for x in limits if x.startswith("Max open files"))
+    return count, int(line.split()[3])
+
+
+def _hello(tmp: Path) -> None:
+    (tmp / "hello.c").write_text("int main(void) { return 0; }\n")
+
+
+def test_slow_loris_connections_hold_no_compile_slot(
+    start_server: type[ServerProcess], tmp_path: Path
+) -> None:
+    server = start_server("--jobs", "2", "--io-timeout", "60")
+    header = tokens.encode(b"DIST", 1) + tokens.encode(b"ARGC", 3)  # ... and then nothing
+    lorises = []
+    for _ in range(2):
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.sendall(header)
+        lorises.append(sock)
+    try:
+        wait_until(lambda: server.status()["connections"]["open"] == 2, 10, "both connected")
+        assert server.status()["busy"] == 0
+        _hello(tmp_path)
+        result = run_distcc(["gcc", "-c", "hello.c", "-o", "hello.o"],
+                            hosts=f"127.0.0.1:{server.port}", cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 0, result.stderr  # fallback is off: it compiled remotely
+        counters = server.counters()
+        assert counters["ok"] == 1 and counters["rejected_busy"] == 0
+    finally:
+        for sock in lorises:
+            sock.close()
+
+
+@pytest.mark.parametrize("role", ["server", "balancer"])
+def test_a_thousand_idle_connections_leave_real_work_alone(
+    start_server: type[ServerProcess],
+    start_balancer: type[BalancerProcess],
+    tmp_path: Path,
+    enough_fds: None,
+    role: str,
+) -> None:
+    server = start_server("--jobs", "2", "--allow", "127.0.0.0/8")
+    target: ServerProcess = server
+    if role == "balancer":
+        target = start_balancer(
+            "--backend", f"127.0.0.1:{server.port},status={server.stats_port}",
+            "--allow", "127.0.0.0/8",
+        )  # fmt: skip
+        assert isinstance(target, BalancerProcess)
+        target.wait_healthy(1)
+    idle = _open_idle(target.port, IDLE)
+    try:
+        wait_until(lambda: target.status()["connections"]["open"] >= 512, 20, "the flood seen")
+        count, limit = _fds_of(target.proc.pid)
+        assert count < limit, "the daemon ran out of file descriptors"
+        _hello(tmp_path)
+        result = run_distcc(["gcc", "-c", "hello.c", "-o", "hello.o"],
+                            hosts=f"127.0.0.1:{target.port}", cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        status = target.status()
+        counters = status["counters"] if role == "server" else status["totals"]
+        assert counters["ok"] >= 1
+        assert counters["rejected_connections"] == IDLE - 512  # the per-address cap
+        assert target.event("turned_away") is not None
+    finally:
+        for sock in idle:
+            sock.close()
+    wait_until(lambda: target.status()["connections"]["open"] == 0, 20, "the idle ones gone")
+
+
+def _bomb() -> bytes:
+    """A protocol 2 request of 1 MB that inflates to 200 MiB (argv the judge refuses:
+    the source is inflated before anything is judged)."""
+    argv = ("gcc", "-fplugin=bomb.so", "-c", "bomb.c", "-o", "bomb.o")
+    return encode_request(Request(2, argv, b"\0" * BOMB_SOURCE_BYTES))
+
+
+async def _send_bombs(port: int, bomb: bytes, count: int) -> list[asyncio.StreamReader]:
+    readers = []
+    for _ in range(count):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(bomb)
+        await writer.drain()
+        readers.append(reader)
+    return readers
+
+
+@pytest.mark.parametrize("role", ["server", "balancer"])
+def test_lzo_bombs_inflate_off_the_loop_and_leave_the_backends_in_rotation(
+    start_server: type[ServerProcess], start_balancer: type[BalancerProcess], role: str
+) -> None:
+    """Three at once, with room to inflate one at a time: while they inflate, the status
+    page answers, and says so (before, inflating ran on the event loop, and nothing
+    could answer until it was over)."""
+    server = start_server("--jobs", "2", "--max-inflating-mb", "210")
+    target: ServerProcess = server
+    if role == "balancer":
+        target = start_balancer(
+            "--backend", f"127.0.0.1:{server.port},status={server.stats_port}",
+            "--max-inflating-mb", "210", "--probe-timeout", "1", "--poll-interval", "0.2",
+        )  # fmt: skip
+        assert isinstance(target, BalancerProcess)
+        target.wait_healthy(1)
+    bomb = _bomb()
+    assert len(bomb) < 2 * 1024 * 1024
+
+    async def scenario() -> list[dict[str, int]]:
+        readers = await _send_bombs(target.port, bomb, 3)
+        seen = []
+        # While the three inflate, the status page answers, and tells of them.
+        for _ in range(3):
+            status = await asyncio.to_thread(target.status)
+            seen.append(status["inflating"])
+        for reader in readers:
+            with contextlib.suppress(ConnectionError):
+                await asyncio.wait_for(reader.read(), 60)
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert any(s["bytes"] > 0 or s["waiting"] > 0 for s in seen), seen
+    wait_until(lambda: target.status()["inflating"]["bytes"] == 0, 30, "the bombs done")
+    assert target.status()["inflating"]["waited"] >= 1  # the budget made some wait
+    if role == "balancer":
+        with urllib.request.urlopen(f"http://127.0.0.1:{target.stats_port}/healthz") as r:
+            assert r.status == 200
+        assert isinstance(target, BalancerProcess)
+        backend = target.backend(f"127.0.0.1:{server.port}")
+        assert backend["state"] == "up" and backend["failures"] == 0, backend
+    counters = target.status()["counters" if role == "server" else "totals"]
+    assert counters["rejected_policy"] == 3
