@@ -50,6 +50,11 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
     tail_hedge: float = 2.0
     wait_for_faster: float = 1.25
     connect_timeout: float = 1.0
+    backend_idle_timeout: float = 10.0
+    attempt_timeout: float = 1500.0
+    attempt_deadline_factor: float = 20.0
+    attempt_deadline_min: float = 60.0
+    max_hedges: int = 2
     io_timeout: float = 60.0
     request_timeout: float = 120.0
     max_source_mb: int = 256
@@ -119,6 +124,11 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
             tail_hedge=self.tail_hedge,
             wait_for_faster=self.wait_for_faster,
             connect_timeout_s=self.connect_timeout,
+            backend_idle_timeout_s=self.backend_idle_timeout,
+            attempt_timeout_s=self.attempt_timeout,
+            attempt_deadline_factor=self.attempt_deadline_factor,
+            attempt_deadline_min_s=self.attempt_deadline_min,
+            max_hedges=self.max_hedges,
         )
 
     def result_cache(self) -> ResultCache | None:
@@ -144,9 +154,16 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
             "probe_interval",
             "probe_timeout",
             "queue_timeout",
+            "attempt_deadline_min",
+            "max_hedges",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
+        if min(self.backend_idle_timeout, self.attempt_timeout, self.attempt_deadline_factor) <= 0:
+            raise ConfigError(
+                "--backend-idle-timeout, --attempt-timeout and --attempt-deadline-factor "
+                "must be positive"
+            )
         if 0 < self.tail_hedge < 1 or self.tail_hedge < 0:
             raise ConfigError("--tail-hedge must be 0 (off) or at least 1")
         if 0 < self.wait_for_faster < 1 or self.wait_for_faster < 0:
@@ -229,6 +246,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--connect-timeout", type=float, metavar="S", help="to a backend (1.0)")
     p.add_argument(
+        "--backend-idle-timeout",
+        type=float,
+        metavar="S",
+        help="sending a job, or receiving its reply once begun, may take this long plus a "
+        "second per MiB; a backend that hangs or trickles mid-transfer fails that attempt (10)",
+    )
+    p.add_argument(
+        "--attempt-timeout",
+        type=float,
+        metavar="S",
+        help="longest wait for one backend's reply (1500: beyond a server's job lifetime)",
+    )
+    p.add_argument(
+        "--attempt-deadline-factor",
+        type=float,
+        metavar="K",
+        help="an attempt on a backend with a latency history fails after K times its p99, "
+        "scaled by the job's size, and never sooner than --attempt-deadline-min (20)",
+    )
+    p.add_argument("--attempt-deadline-min", type=float, metavar="S", help="see above (60)")
+    p.add_argument(
+        "--max-hedges",
+        type=int,
+        metavar="N",
+        help="late and tail hedges per job (2); a job whose backends left rotation is sent "
+        "elsewhere at once, within --max-attempts",
+    )
+    p.add_argument(
         "--io-timeout",
         type=float,
         metavar="S",
@@ -270,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=["json", "console", "auto"])
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     add_acceptor_flags(p, "use the balancer")
-    add_judge_flags(p)
+    add_judge_flags(p, compiler_names=True)
     add_bounds_flags(p)
     p.add_argument(
         "--backend-auth",

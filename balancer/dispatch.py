@@ -30,6 +30,8 @@ from wire import Limits, Reply, Request
 
 log = structlog.get_logger("distlb.balancer.dispatch")
 
+MAX_TURNED_AWAY = 64
+"""Turn-aways one job may meet (each is a wait, bounded by the queue timeout too)."""
 SIZE_WINDOW = 256
 """Recent jobs whose source sizes say what counts as a big job."""
 MIN_SIZES_FOR_BIG = 16
@@ -49,8 +51,18 @@ class DispatchSettings:
     """A big job waits for a faster backend to come free instead of taking a slower
     free one, when it would finish this many times sooner (balancer/tail.py); 0: off."""
     connect_timeout_s: float = 1.0
-    job_timeout_s: float = 1500.0
+    attempt_timeout_s: float = 1500.0
     """Longest wait for one backend's reply (beyond a server's 1200 s job lifetime)."""
+    attempt_deadline_factor: float = 20.0
+    """An attempt on a backend with a latency history gives up after this many times
+    its p99 (scaled by the job's size), but never before ``attempt_deadline_min_s``."""
+    attempt_deadline_min_s: float = 60.0
+    backend_idle_timeout_s: float = 10.0
+    """Sending a request, or receiving a reply once it has begun, may pause this long
+    (plus a second per MiB): a backend that hangs or trickles mid-transfer is caught."""
+    max_hedges: int = 2
+    """Late and tail hedges per job (rescues from a backend that left rotation are
+    bounded by the attempts instead)."""
 
 
 @dataclass
@@ -68,9 +80,13 @@ class Waiting:
 class NoCapacity(Exception):
     """No healthy backend had a free slot within the queue timeout."""
 
+    history: list[dict[str, object]] = []
+
 
 class AllFailed(Exception):
     """Every attempt failed; the last reason is the message."""
+
+    history: list[dict[str, object]] = []
 
 
 @dataclass
@@ -83,6 +99,8 @@ class Outcome:
     cached: bool = False
     queued_s: float = 0.0
     """Time spent waiting for a backend with a free slot."""
+    history: list[dict[str, object]] = field(default_factory=list)
+    """Every attempt: backend, kind, result."""
 
 
 class Dispatcher:
@@ -102,6 +120,8 @@ class Dispatcher:
         self.hedges = 0
         self.hedge_wins = 0
         self.tail_hedges = 0
+        self.rescues = 0
+        self.deadlines = 0
         self.cache = cache
         self._sizes: deque[int] = deque(maxlen=SIZE_WINDOW)
         self._running: set[Running] = set()
@@ -111,6 +131,7 @@ class Dispatcher:
         """Per backend, the big jobs holding back for it to come free, in the order
         they began to (balancer/tail.py)."""
         self.waited_for_faster = 0
+        self._jobs: set[JobAttempts] = set()
         pool.add_listener(self._on_pool_change)
 
     def size_hints(self, source_bytes: int) -> tuple[bool, float]:
@@ -247,8 +268,12 @@ class Dispatcher:
         self.pool.notify()
 
     def _on_pool_change(self) -> None:
-        """A slot may have come free (a job ended, a report came): if nothing waits for
-        one, maybe back up a slow job on a faster backend."""
+        """Something changed (a job ended, a report came, a backend's health): wake jobs
+        running on a backend that left rotation; and if nothing waits for a slot, maybe
+        back up a slow job on a faster backend."""
+        for job in self._jobs:
+            if any(not a.backend.healthy for a in job.running):
+                job.wake.set()
         if not self._running or self._waiting or self.settings.tail_hedge <= 0:
             return
         choice = backup_choice(
@@ -258,9 +283,12 @@ class Dispatcher:
             self.settings.tail_hedge,
         )
         if choice is not None:
-            job, backend = choice
-            job.backup_to = backend.name
-            job.backup.set()
+            running, backend = choice
+            running.backup_to = backend.name
+            running.backup.set()
+            for job in self._jobs:
+                if any(a.running is running for a in job.running):
+                    job.wake.set()
 
     async def _send(self, backend: Backend, request: Request) -> Reply:
         """One attempt on a backend; keeps its health and latency books."""
@@ -271,7 +299,8 @@ class Dispatcher:
                 backend.spec.port,
                 request,
                 connect_timeout_s=self.settings.connect_timeout_s,
-                timeout_s=self.settings.job_timeout_s,
+                timeout_s=self.settings.attempt_timeout_s,
+                idle_timeout_s=self.settings.backend_idle_timeout_s,
                 limits=self.limits,
                 auth=backend.spec.auth,
             )
@@ -289,44 +318,6 @@ class Dispatcher:
             backend.ok += 1
             backend.record_latency(time.monotonic() - started)
         return reply
-
-    async def _second_backend(
-        self, primary: asyncio.Task[Reply], backend: Backend, failed: set[str], running: Running
-    ) -> tuple[Backend, str] | None:
-        """Where to hedge ``primary`` and why ("late" or "tail"), or None when it
-        finished first. A job is hedged when its reply is late (``_hedge_delay``) or
-        when the tail watcher marks it for a backup on a faster backend that came free."""
-        late_at = running.started + self._hedge_delay(backend)
-        while True:
-            backup = asyncio.ensure_future(running.backup.wait())
-            try:
-                await asyncio.wait(
-                    {primary, backup},
-                    timeout=max(0.0, late_at - time.monotonic()),
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-            finally:
-                backup.cancel()
-            if primary.done():
-                return None
-            if not running.backed_up:
-                break  # late
-            chosen = self.pool.backends.get(running.backup_to)
-            if chosen is not None and chosen.available(time.monotonic()):
-                return chosen, "tail"
-            # Another job took that slot first: this one may be chosen again later.
-            running.backup.clear()
-        # Late: find a second backend while the first keeps its chance.
-        second: Backend | None = None
-        while second is None and not primary.done():
-            second = self._pick(failed | {backend.name}, big=True)  # the fastest free one
-            if second is None:
-                waiter = asyncio.create_task(self.pool.wait_for_change(1.0))
-                try:
-                    await asyncio.wait({primary, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    waiter.cancel()
-        return (second, "late") if second is not None else None
 
     async def dispatch(self, request: Request) -> Outcome:
         """Get ``request`` compiled (or from the cache). Raises :class:`NoCapacity` or
@@ -360,95 +351,287 @@ class Dispatcher:
         return None
 
     async def _compile(self, request: Request, affinity: bytes | None) -> Outcome:
+        """The attempt loop: one attempt at first; a retry when one fails (within
+        ``max_attempts`` failures); a hedge when the reply is late or a much faster
+        backend comes free; a rescue at once when every running attempt is on a
+        backend that has left rotation; and a deadline on every attempt. The first good
+        reply wins and the others are closed."""
         waiting = Waiting(self.settings.queue_timeout_s)
-        tried: list[str] = []
-        failed: set[str] = set()
-        last_error = "no attempt made"
-        failures = 0
         big, factor = self.size_hints(len(request.source))
-        # A busy backend's turn-away is not a failure: it only sends us back to picking
-        # (the backend counts as full until its next report). Bounded all the same.
-        max_sends = self.settings.max_attempts + 2 * max(1, len(self.pool.backends))
-        for attempt in range(1, max_sends + 1):
-            if failures >= self.settings.max_attempts:
-                break
-            backend = await self._acquire(failed, waiting, affinity, big, factor)
-            tried.append(backend.name)
-            if attempt > 1:
-                self.retries += 1
-            primary = self._start(backend, request)
-            running = Running(backend.name, time.monotonic(), factor)
-            self._running.add(running)
-            try:
-                reply, winner, hedged = await self._with_hedge(
-                    primary, backend, request, failed, running
-                )
-            except TurnedAway as exc:
-                last_error = f"{backend.name}: {exc}"
-                log.debug("attempt_turned_away", backend=backend.name, attempt=attempt)
-                continue
-            except ClientError as exc:
-                failures += 1
-                failed.add(backend.name)
-                last_error = f"{backend.name}: {exc}"
-                log.info(
-                    "attempt_failed",
-                    backend=backend.name,
-                    attempt=attempt,
-                    error=type(exc).__name__,
-                    reason=str(exc),
-                )
-                continue
-            finally:
-                self._running.discard(running)
-                if self._holds:
-                    # Jobs holding back may have counted on this one's end: let them
-                    # look again now that it is not running any more.
-                    self.pool.notify()
-                # Cancelled (the client left) or done: never leave a backend call behind.
-                if not primary.done():
-                    primary.cancel()
-            queued = self.settings.queue_timeout_s - waiting.left_s + waiting.held_s
-            return Outcome(reply, winner, attempt, hedged, tried, queued_s=queued)
-        raise AllFailed(last_error)
-
-    async def _with_hedge(
-        self,
-        primary: asyncio.Task[Reply],
-        backend: Backend,
-        request: Request,
-        failed: set[str],
-        running: Running,
-    ) -> tuple[Reply, str, bool]:
-        found = await self._second_backend(primary, backend, failed, running)
-        if found is None:
-            return primary.result(), backend.name, False
-        second, reason = found
-        self.hedges += 1
-        if reason == "tail":
-            self.tail_hedges += 1
-        log.info("job_hedged", reason=reason, slow_backend=backend.name, hedge_backend=second.name)
-        hedge = self._start(second, request)
-        owners = {primary: backend.name, hedge: second.name}
-        pending: set[asyncio.Task[Reply]] = {primary, hedge}
-        errors: list[BaseException] = []
+        job = JobAttempts(request, big, factor, affinity)
+        # Attempts that a backend failed or that were hedges are bounded by count; a
+        # busy backend's turn-away is not a failure but a wait, bounded by the queue
+        # timeout, and by a generous count for safety.
+        max_sends = (
+            self.settings.max_attempts + self.settings.max_hedges + max(2, len(self.pool.backends))
+        )
+        acquiring: asyncio.Task[Backend] | None = None
+        self._jobs.add(job)
         try:
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                outcomes = {task: task.exception() for task in done}  # every one retrieved
-                for task, exc in outcomes.items():
-                    if exc is None:
-                        if task is hedge:
-                            self.hedge_wins += 1
-                        return task.result(), owners[task], True
-                    if not isinstance(exc, TurnedAway):
-                        failed.add(owners[task])  # neither backend gets this job again
-                    errors.append(exc)
-            # Both failed: a real failure counts against the job before a turn-away does.
-            raise next((e for e in errors if not isinstance(e, TurnedAway)), errors[0])
+            while True:
+                reply = self._harvest(job)
+                if reply is not None:
+                    return self._won(job, reply, waiting)
+                self._enforce_deadlines(job)
+                if acquiring is not None and acquiring.done():
+                    try:
+                        backend = acquiring.result()
+                    except NoCapacity:
+                        if not job.running:
+                            raise
+                    else:
+                        self._launch(job, backend, "retry" if job.history else "first")
+                    acquiring = None
+                    continue
+                if not job.running and job.failures >= self.settings.max_attempts:
+                    raise AllFailed(job.last_error)
+                if not job.running and (
+                    job.sends >= max_sends or len(job.history) >= MAX_TURNED_AWAY + max_sends
+                ):
+                    raise AllFailed(f"{len(job.history)} attempts: {job.last_error}")
+                wants_change = False
+                if acquiring is None:
+                    acquiring, wants_change = self._next_move(job, waiting, max_sends)
+                await self._wait(job, acquiring, wants_change)
+        except (NoCapacity, AllFailed) as exc:
+            exc.history = job.describe()
+            raise
         finally:
-            for task in pending:
+            self._jobs.discard(job)
+            for task in (*(a.task for a in job.running), *([acquiring] if acquiring else [])):
                 task.cancel()
             # The losers' errors, their cancellation included, come back as values; our
             # own cancellation (the client left) propagates.
-            await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.gather(*(a.task for a in job.running), return_exceptions=True)
+            if acquiring is not None:
+                await asyncio.gather(acquiring, return_exceptions=True)
+            for attempt in job.running:
+                job.end(attempt, "closed")
+            self._running.difference_update(a.running for a in job.history)
+            if self._holds:
+                # Jobs holding back may have counted on this one's end: let them
+                # look again now that it is not running any more.
+                self.pool.notify()
+
+    def _next_move(
+        self, job: JobAttempts, waiting: Waiting, max_sends: int
+    ) -> tuple[asyncio.Task[Backend] | None, bool]:
+        """Start what the job needs now; returns a task acquiring a backend (when it
+        must wait for one) and whether it waits for the pool to change (a hedge that
+        found no free backend yet)."""
+        exclude = job.failed | {a.backend.name for a in job.running}
+        if not job.running:
+            return asyncio.create_task(
+                self._acquire(job.failed, waiting, job.affinity, job.big, job.factor)
+            ), False
+        if job.sends >= max_sends:
+            return None, False
+        if not any(a.backend.healthy for a in job.running):
+            # Every attempt sits on a backend out of rotation: send it elsewhere now.
+            backend = self._pick(exclude, big=True)
+            if backend is not None:
+                self._launch(job, backend, "rescue")
+                return None, False
+            return asyncio.create_task(
+                self._acquire(exclude, waiting, None, True, job.factor)
+            ), False
+        if job.hedges >= self.settings.max_hedges or len(job.running) > 1:
+            return None, False
+        attempt = job.running[0]
+        if attempt.running.backed_up:
+            chosen = self.pool.backends.get(attempt.running.backup_to)
+            attempt.running.backup.clear()
+            if (
+                chosen is not None
+                and chosen.name not in exclude
+                and chosen.available(time.monotonic())
+            ):
+                self._launch(job, chosen, "tail")
+            return None, False
+        if time.monotonic() >= attempt.late_at:
+            backend = self._pick(exclude, big=True)  # the fastest free one
+            if backend is not None:
+                self._launch(job, backend, "late")
+                return None, False
+            return None, True
+        return None, False
+
+    async def _wait(
+        self, job: JobAttempts, acquiring: asyncio.Task[Backend] | None, wants_change: bool
+    ) -> None:
+        """Until an attempt ends, a backend is acquired, the job is woken (a backend
+        left rotation, a faster one came free) or its next deadline comes."""
+        now = time.monotonic()
+        waits: set[asyncio.Future[object]] = {a.task for a in job.running}  # type: ignore[misc]
+        if acquiring is not None:
+            waits.add(acquiring)  # type: ignore[arg-type]
+        woken = asyncio.ensure_future(job.wake.wait())
+        waits.add(woken)  # type: ignore[arg-type]
+        changed = None
+        if wants_change:
+            changed = asyncio.ensure_future(self.pool.wait_for_change(1.0))
+            waits.add(changed)  # type: ignore[arg-type]
+        times = [a.deadline for a in job.running]
+        if len(job.running) == 1 and job.hedges < self.settings.max_hedges:
+            times.append(job.running[0].late_at)
+        future = [t for t in times if t > now]
+        timeout = (min(future) - now) if future else (None if times == [] else 0.0)
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            if changed is not None:
+                changed.cancel()
+            job.wake.clear()
+
+    def _launch(self, job: JobAttempts, backend: Backend, kind: str) -> None:
+        now = time.monotonic()
+        if kind != "first":
+            if kind in ("retry", "rescue"):
+                self.retries += 1
+            if kind in ("late", "tail"):
+                job.hedges += 1
+                self.hedges += 1
+                if kind == "tail":
+                    self.tail_hedges += 1
+            if kind == "rescue":
+                self.rescues += 1
+            if kind in ("late", "tail", "rescue"):
+                log.info("job_hedged", reason=kind, hedge_backend=backend.name,
+                         running_on=[a.backend.name for a in job.running])  # fmt: skip
+        running = Running(backend.name, now, job.factor)
+        attempt = Attempt(
+            backend=backend,
+            task=self._start(backend, job.request),
+            running=running,
+            kind=kind,
+            started=now,
+            late_at=now + self._hedge_delay(backend),
+            deadline=now + self._attempt_deadline(backend, job.factor),
+        )
+        job.running.append(attempt)
+        job.history.append(attempt)
+        self._running.add(running)
+
+    def _attempt_deadline(self, backend: Backend, factor: float) -> float:
+        """How long an attempt may go without its reply: the absolute bound, or much
+        less for a backend whose own history says its replies come fast."""
+        settings = self.settings
+        p99 = backend.latency_quantile(0.99)
+        if p99 is None:
+            return settings.attempt_timeout_s
+        derived = max(
+            settings.attempt_deadline_min_s, settings.attempt_deadline_factor * p99 * factor
+        )
+        return min(settings.attempt_timeout_s, derived)
+
+    def _harvest(self, job: JobAttempts) -> Reply | None:
+        """Take in the attempts that ended: a reply wins; a failure or a turn-away is
+        written down (the loop then decides what to start instead)."""
+        for attempt in [a for a in job.running if a.task.done()]:
+            job.running.remove(attempt)
+            self._running.discard(attempt.running)
+            if attempt.task.cancelled():
+                job.end(attempt, "cancelled")
+                continue
+            exc = attempt.task.exception()
+            if exc is None:
+                job.winner = attempt
+                job.end(attempt, "ok")
+                return attempt.task.result()
+            name = attempt.backend.name
+            job.last_error = f"{name}: {exc}"
+            if isinstance(exc, TurnedAway):
+                job.end(attempt, "turned_away")
+                log.debug("attempt_turned_away", backend=name, attempt=len(job.history))
+                continue
+            job.failures += 1
+            job.failed.add(name)
+            job.end(attempt, f"failed: {type(exc).__name__}")
+            log.info("attempt_failed", backend=name, attempt=len(job.history),
+                     error=type(exc).__name__, reason=str(exc))  # fmt: skip
+        return None
+
+    def _enforce_deadlines(self, job: JobAttempts) -> None:
+        now = time.monotonic()
+        for attempt in [a for a in job.running if now >= a.deadline]:
+            attempt.task.cancel()
+            job.running.remove(attempt)
+            self._running.discard(attempt.running)
+            seconds = round(attempt.deadline - attempt.started, 1)
+            reason = f"job: no reply within {seconds} s (its deadline)"
+            self.pool.mark_failure(attempt.backend, reason)
+            job.failures += 1
+            job.failed.add(attempt.backend.name)
+            job.last_error = f"{attempt.backend.name}: {reason}"
+            job.end(attempt, "deadline")
+            self.deadlines += 1
+            log.warning("attempt_deadline", backend=attempt.backend.name, after_s=seconds)
+
+    def _won(self, job: JobAttempts, reply: Reply, waiting: Waiting) -> Outcome:
+        assert job.winner is not None
+        winner = job.winner
+        for attempt in job.running:
+            job.end(attempt, "closed")  # the losers: closed once the winner is sent
+        if winner.kind in ("late", "tail", "rescue"):
+            self.hedge_wins += 1
+        queued = self.settings.queue_timeout_s - waiting.left_s + waiting.held_s
+        return Outcome(
+            reply,
+            winner.backend.name,
+            len(job.history),
+            any(a.kind in ("late", "tail", "rescue") for a in job.history),
+            [a.backend.name for a in job.history],
+            queued_s=queued,
+            history=job.describe(),
+        )
+
+
+@dataclass(eq=False)
+class Attempt:
+    """One sending of a job to one backend."""
+
+    backend: Backend
+    task: asyncio.Task[Reply]
+    running: Running
+    kind: str
+    """first, retry (after a failure or turn-away), late or tail (hedges), rescue."""
+    started: float
+    late_at: float
+    deadline: float
+    result: str = ""
+
+
+@dataclass(eq=False)
+class JobAttempts:
+    """Everything one job has tried, and what it is waiting on."""
+
+    request: Request
+    big: bool
+    factor: float
+    affinity: bytes | None
+    running: list[Attempt] = field(default_factory=list)
+    history: list[Attempt] = field(default_factory=list)
+    failed: set[str] = field(default_factory=set)
+    failures: int = 0
+    hedges: int = 0
+    last_error: str = "no attempt made"
+    winner: Attempt | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when something the job may act on changed: a backend it runs on left
+    rotation, or a faster backend came free for a tail hedge."""
+
+    @property
+    def sends(self) -> int:
+        """Attempts that were not turned away."""
+        return sum(1 for a in self.history if a.result != "turned_away")
+
+    def end(self, attempt: Attempt, result: str) -> None:
+        attempt.result = attempt.result or result
+
+    def describe(self) -> list[dict[str, object]]:
+        """Every attempt, for the job_done line: backend, why it was sent, how it ended."""
+        return [
+            {"backend": a.backend.name, "kind": a.kind, "result": a.result or "running"}
+            for a in self.history
+        ]

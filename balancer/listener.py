@@ -132,6 +132,7 @@ async def _serve(
             "job_done",
             outcome=name,
             reason=str(exc),
+            tries=exc.history,
             **base,
             ms=round((time.monotonic() - started) * 1000, 1),
         )
@@ -153,6 +154,7 @@ async def _serve(
         backend=outcome.backend,
         attempts=outcome.attempts,
         hedged=outcome.hedged,
+        tries=outcome.history,
         cached=outcome.cached,
         queue_ms=round(outcome.queued_s * 1000, 1),
         bytes_out=len(data),

@@ -161,6 +161,11 @@ class Pool:
     def healthy_count(self) -> int:
         return sum(1 for b in self.backends.values() if b.healthy)
 
+    def mark_failure(self, backend: Backend, reason: str) -> None:
+        """A job's attempt on ``backend`` failed in a way that counts against its health
+        (it missed its deadline)."""
+        self._mark(backend, False, reason)
+
     def _mark(self, backend: Backend, ok: bool, reason: str = "") -> None:
         was = backend.healthy
         if ok:
@@ -205,6 +210,14 @@ class Pool:
                 await asyncio.sleep(self.settings.probe_interval_s)
                 continue
             ok_seen = backend.ok
+            if backend.healthy and backend.in_flight > 0 and backend.free == 0:
+                # Busy is not dead: every slot holds a job (ours, or others' by its
+                # report), so a probe would wait behind them (distccd queues it) or be
+                # turned away. Such a backend is judged by its status answers and its
+                # jobs' deadlines instead.
+                await asyncio.sleep(self.settings.probe_interval_s)
+                continue
+            full_at_start = backend.free == 0
             # A probe takes a slot on the backend like any job: count it, or jobs
             # sent meanwhile find the backend fuller than we think and are turned away.
             backend.probing += 1
@@ -219,7 +232,10 @@ class Pool:
                         auth=backend.spec.auth,  # probes authenticate like jobs
                     )
             except TimeoutError:
-                self._mark(backend, False, f"probe: no reply within {deadline} s")
+                if full_at_start or backend.free == 0:
+                    log.debug("probe_late_while_full", backend=backend.name)
+                else:
+                    self._mark(backend, False, f"probe: no reply within {deadline} s")
             except TurnedAway:
                 pass  # busy is not sick: neither rise nor fall
             except ClientError as exc:

@@ -24,9 +24,13 @@ DISPATCHER_METRICS = {
     "waited_for_faster": (
         "Big jobs that waited for a faster backend rather than start on a slower free one"
     ),
+    "rescues": "Jobs sent elsewhere at once because every backend running them left rotation",
+    "deadlines": "Attempts given up at their deadline (no reply in time)",
 }
 """The dispatcher's counters that Prometheus gets, with their help texts."""
-DISPATCHER_TOTALS = ("retries", "hedges", "hedge_wins", "tail_hedges", "waited_for_faster")
+DISPATCHER_TOTALS = (
+    "retries", "hedges", "hedge_wins", "tail_hedges", "waited_for_faster", "rescues", "deadlines",
+)  # fmt: skip
 """The dispatcher's counters in /status totals."""
 
 

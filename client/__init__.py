@@ -4,9 +4,18 @@ from client.distcc import (
     AuthFailed,
     ClientError,
     ConnectFailed,
+    Stalled,
     TimedOut,
     TurnedAway,
     compile_remote,
 )
 
-__all__ = ["AuthFailed", "ClientError", "ConnectFailed", "TimedOut", "TurnedAway", "compile_remote"]
+__all__ = [
+    "AuthFailed",
+    "ClientError",
+    "ConnectFailed",
+    "Stalled",
+    "TimedOut",
+    "TurnedAway",
+    "compile_remote",
+]

@@ -8,10 +8,13 @@ server answered badly".
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 from client.gss import AuthError, Initiator, initiate
 from wire import ConnectionClosed, Limits, RemoteProtocolError, Reply, Request
-from wire.stream import encode_request_off_loop, read_reply
+from wire.reader import ReplyReader
+from wire.stream import CHUNK_BYTES, encode_request_off_loop, read_reply
 
 
 class ClientError(Exception):
@@ -28,6 +31,14 @@ class TurnedAway(ClientError):
 
 class TimedOut(ClientError):
     """The reply did not arrive within the deadline."""
+
+
+MIN_RATE_BYTES_S = 1024 * 1024
+"""The slowest transfer an idle bound allows (beyond the bound itself)."""
+
+
+class Stalled(ClientError):
+    """A transfer to or from the server stopped, or crawled, past its idle bound."""
 
 
 class BadReply(ClientError):
@@ -51,11 +62,16 @@ async def compile_remote(
     timeout_s: float = 600.0,
     limits: Limits | None = None,
     auth: Initiator | None = None,
+    idle_timeout_s: float | None = None,
 ) -> Reply:
     """Send ``request`` to a distcc server and return its reply.
 
-    ``timeout_s`` bounds the whole exchange after connecting. With ``auth``, the
-    GSSAPI handshake (distcc's ``,auth``) comes first. Raises :class:`ConnectFailed`,
+    ``timeout_s`` bounds the whole exchange after connecting. With ``idle_timeout_s``,
+    sending the request, and receiving the reply once its first byte has come, may
+    each take that long plus a second per MiB (:data:`MIN_RATE_BYTES_S`): a server that
+    hangs or trickles mid-transfer is given up on. (While it compiles, a server sends
+    nothing: that wait is bounded by ``timeout_s`` only.) With ``auth``, the GSSAPI
+    handshake (distcc's ``,auth``) comes first. Raises :class:`ConnectFailed`,
     :class:`AuthFailed`, :class:`TurnedAway`, :class:`TimedOut` or :class:`BadReply`.
     """
     try:
@@ -71,14 +87,22 @@ async def compile_remote(
                     await initiate(reader, writer, auth)
                 except AuthError as exc:
                     raise AuthFailed(f"{host}:{port}: authentication: {exc}", exc.reason) from exc
+            data = await encode_request_off_loop(request)
             try:
-                writer.write(await encode_request_off_loop(request))
-                await writer.drain()
+                async with _transfer_bound(idle_timeout_s, len(data), f"{host}:{port}", "send"):
+                    writer.write(data)
+                    await writer.drain()
             except ConnectionError:
                 # A server that turns us away may close while we are still sending.
                 pass
             try:
-                return await read_reply(reader, request.protocol, limits, idle_timeout_s=timeout_s)
+                if idle_timeout_s is None:
+                    return await read_reply(
+                        reader, request.protocol, limits, idle_timeout_s=timeout_s
+                    )
+                return await _read_reply_bounded(
+                    reader, ReplyReader(request.protocol, limits), idle_timeout_s, f"{host}:{port}"
+                )
             except ConnectionClosed as exc:
                 if exc.received_bytes == 0:
                     raise TurnedAway(
@@ -93,3 +117,48 @@ async def compile_remote(
         raise TimedOut(f"{host}:{port}: no reply within {timeout_s} s") from exc
     finally:
         writer.close()
+
+
+@contextlib.asynccontextmanager
+async def _transfer_bound(
+    idle_timeout_s: float | None, size: int, peer: str, what: str
+) -> AsyncIterator[None]:
+    if idle_timeout_s is None:
+        yield
+        return
+    bound = idle_timeout_s + size / MIN_RATE_BYTES_S
+    try:
+        async with asyncio.timeout(bound):
+            yield
+    except TimeoutError as exc:
+        raise Stalled(f"{peer}: could not {what} {size} bytes in {bound:.1f} s") from exc
+
+
+async def _read_reply_bounded(
+    reader: asyncio.StreamReader, parser: ReplyReader, idle_timeout_s: float, peer: str
+) -> Reply:
+    """Read a reply: the first byte whenever it comes (the compile takes its time), the
+    rest within ``idle_timeout_s`` plus a second per MiB of what the reply claims."""
+    loop = asyncio.get_running_loop()
+    first_at: float | None = None
+    while True:
+        event = parser.next_event()
+        if isinstance(event, Reply):
+            return event
+        if first_at is None:
+            data = await reader.read(min(parser.wanted, CHUNK_BYTES))
+            first_at = loop.time()
+        else:
+            claimed = parser.consumed + parser.buffered + parser.wanted
+            deadline = first_at + idle_timeout_s + claimed / MIN_RATE_BYTES_S
+            try:
+                async with asyncio.timeout_at(deadline):
+                    data = await reader.read(min(parser.wanted, CHUNK_BYTES))
+            except TimeoutError as exc:
+                raise Stalled(
+                    f"{peer}: reply stalled at {parser.consumed + parser.buffered} bytes, "
+                    f"{loop.time() - first_at:.1f} s after it began"
+                ) from exc
+        if not data:
+            raise ConnectionClosed(parser.consumed + parser.buffered, "a reply")
+        parser.feed(data)

@@ -20,7 +20,7 @@ import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from wire.args import Option, OptionTable, Scan, default_table, is_source_name, scan
+from wire.args import Form, Option, OptionTable, Scan, default_table, is_source_name, scan
 
 EXIT_BAD_ARGUMENTS = 101
 """distcc's exit code for arguments it will not run (``EXIT_BAD_ARGUMENTS``)."""
@@ -69,6 +69,12 @@ PREPROCESSED_SUFFIX = {
 """A source's extension -> the suffix of its preprocessed file (distcc's ``dcc_preproc_exten``)."""
 
 _COMPILER_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
+COMPILER_SHAPED = re.compile(
+    r"(?:[A-Za-z0-9_]+(?:-[A-Za-z0-9_.]+)*-)?"  # a target: x86_64-linux-gnu-, arm-none-eabi-
+    r"(?:gcc|g\+\+|cc|c\+\+|clang|clang\+\+|c89-gcc|c99-gcc)"
+    r"(?:-[0-9][0-9.]*)?(?:-posix|-win32)?"  # a version: gcc-12, clang-14.0
+)
+"""What the balancer, which has no allowlist of its own, takes for a compiler's name."""
 _VALUE_PATTERNS = {
     "int": re.compile(r"[+-]?[0-9]+"),
     "word": re.compile(r"[A-Za-z0-9_.+-]+"),
@@ -85,6 +91,8 @@ _NESTED_NAMES = {
     "cpp": "the preprocessor",
 }
 _MODE_OPTIONS = {"-c": ".o", "--compile": ".o", "-S": ".s", "--assemble": ".s"}
+_DASH_VALUES = frozenset({"-Xlinker"})
+"""Separate values that may start with '-' (the linker's options: no link runs)."""
 
 SpecsCheck = Callable[[str], "str | None"]
 """Returns why a specs file may not be used, or None when it may."""
@@ -227,8 +235,11 @@ class Judge:
         allow_options: Iterable[str] = (),
         specs_check: SpecsCheck | None = None,
         table: OptionTable | None = None,
+        compiler_names: Iterable[str] = (),
     ) -> None:
         self.compilers = compilers
+        self._compiler_names = frozenset(compiler_names)
+        """With no allowlist (a balancer's): names taken besides the compiler-shaped."""
         allowed = list(allow_options)
         self._allowed_exact = frozenset(a for a in allowed if not a.endswith("*"))
         self._allowed_prefixes = tuple(a[:-1] for a in allowed if a.endswith("*"))
@@ -242,6 +253,8 @@ class Judge:
         if not argv:
             raise Refused("empty command", EXIT_COMPILER_MISSING)
         for arg in argv:
+            if "\0" in arg:
+                raise Refused("an argument holds a NUL byte")
             if arg.startswith("@"):
                 # gcc and clang expand a response file wherever an argument starts
                 # with @, option values included, and echo its lines in their errors.
@@ -282,6 +295,18 @@ class Judge:
             raise Refused(
                 f"compiler {name!r} is not on this server's allowlist", EXIT_COMPILER_MISSING
             )
+        if (
+            self.compilers is None
+            and name not in self._compiler_names
+            and not COMPILER_SHAPED.fullmatch(name)
+        ):
+            # (perl -c runs a file's BEGIN blocks: a backend without an allowlist of its
+            # own must never see a name that is not a compiler's)
+            raise Refused(
+                f"{name!r} is not the name of a C, C++ or Objective-C compiler "
+                "(a balancer takes others with --allow-compiler)",
+                EXIT_COMPILER_MISSING,
+            )
         return name
 
     def _allowed_by_operator(self, arg: str) -> bool:
@@ -302,6 +327,16 @@ class Judge:
         shown = text if option.value_index is None else f"{text} {value}"
         if kind == "refuse":
             raise Refused(f"{shown!r}{where} is refused: it {spec.reason}")
+        if (
+            value is not None
+            and value.startswith("-")
+            and kind not in _NESTED
+            and spec.spelling not in _DASH_VALUES
+            and (option.value_index is not None or spec.form is Form.EITHER)
+        ):
+            # A value that looks like an option: if the scanner and the compiler ever
+            # disagree on where an option ends, this is where an option would hide.
+            raise Refused(f"{shown!r}{where}: a value that starts with '-' is refused")
         if kind == "-" or kind in ("string", "output", "language"):
             if kind == "language" and value not in _PREPROCESSED_LANGUAGE and value != "none":
                 raise Refused(f"{shown!r}: only C, C++ and Objective-C are compiled here")

@@ -8,12 +8,17 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import hypothesis  # noqa: F401 (imported at start, never at the summary: see below)
 import pytest
 
 from tests.support.compilers import write_fake_compilers
 from tests.support.projects import write_c_project, write_cpp_project
 from tests.support.redis import RedisServer
 from tests.support.servers import BalancerProcess, Distccd, ServerProcess
+
+# Python 3.11.7 can fail "AST constructor recursion depth mismatch" when hypothesis's
+# pytest plugin imports hypothesis only at the terminal summary, after tests that ran
+# event loops in other threads; importing it up front avoids that.
 
 
 def _shared_dir(prefix: str) -> Path:

@@ -12,15 +12,19 @@ Two things are checked by running gcc, g++, clang and GNU as:
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
+from daemon.judge import Judge, Refused
 from wire.args import Form, OptionSpec, default_table
 
 pytestmark = pytest.mark.integration
@@ -176,3 +180,75 @@ def test_options_that_take_the_next_argument_really_take_it() -> None:
                     if knows_it and CANARY in _unrecognised(command, said_by):
                         misread.append(f"{tool}: {context}:{spec.spelling}")
     assert misread == []
+
+
+def _every_spelling() -> list[str]:
+    """Every option spelling the installed gcc and clang know, as far as they tell:
+    their help texts, clang's completion list, and the option names in clang's library
+    (``--autocomplete`` leaves out some, the Darwin linker's among them)."""
+    texts = [
+        subprocess.run(command, capture_output=True, text=True, timeout=120, check=False).stdout
+        for command in (
+            ["gcc", "-v", "--help"],
+            ["g++", "-v", "--help"],
+            ["gcc", "--help=common,optimizers,target,warnings,params,undocumented,c,c++"],
+            ["clang", "--help-hidden"],
+            ["clang", "--autocomplete=-"],
+        )
+    ]
+    spellings = set(re.findall(r"(?:^|\s)(-[A-Za-z_#][^\s,\[<=]*=?)", "\n".join(texts), re.M))
+    library = Path(
+        subprocess.run(
+            ["clang", "-print-file-name=libclang-cpp.so"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    )
+    if library.is_file():
+        data = library.read_bytes()
+        spellings.update(
+            m.decode() for m in re.findall(rb"\x00(-[A-Za-z_][\w+.-]{1,60}=?)\x00", data)
+        )
+    return sorted(spellings)
+
+
+_STOPS_REPORTING = ("-Werror", "-Wfatal-errors", "-w", "-ferror-limit", "-fmax-errors",
+                    "-fmessage-length", "-Wno-error")  # fmt: skip
+
+
+def test_no_option_the_judge_takes_alone_makes_a_compiler_take_the_next_argument() -> None:
+    """The other direction of the check above: every spelling the compilers know that
+    the judge accepts as one whole argument must not make gcc or clang read the next
+    argument as its value (else whatever follows would escape the judge: the review
+    found clang's -isystem-after, -undefined, -lazy_library, -multiply_defined...)."""
+    judge = Judge()
+    accepted = []
+    for spelling in _every_spelling():
+        try:
+            judge.judge(["clang", "-c", "x.c", "-o", "x.o", spelling])
+        except Refused:
+            continue
+        accepted.append(spelling)
+    assert len(accepted) > 500, "too few spellings found: is clang installed?"
+    taking = []
+    tools = _tools()
+    # Options that stop the compiler reporting after an error run alone, one pair each.
+    alone = [s for s in accepted if s.startswith(_STOPS_REPORTING)]
+    batched = [s for s in accepted if not s.startswith(_STOPS_REPORTING)]
+    chunks = [batched[i : i + 150] for i in range(0, len(batched), 150)] + [[s] for s in alone]
+
+    def run(chunk: list[str], start: int) -> list[str]:
+        canaries = [f"-fdistlb-canary-{start + i}" for i in range(len(chunk))]
+        pairs = [arg for pair in zip(chunk, canaries, strict=True) for arg in pair]
+        found = []
+        for tool in ("gcc", "clang"):
+            unknown = _unrecognised([*tools[tool], *pairs])
+            found += [f"{tool}: {s}" for s, c in zip(chunk, canaries, strict=True)
+                      if c not in unknown]  # fmt: skip
+        return found
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        for found in pool.map(run, chunks, [n * 1000 for n in range(len(chunks))]):
+            taking += found
+    assert taking == []

@@ -1,5 +1,9 @@
 """FaultRelayForTests: a TCP relay that delays every chunk, a test fault injector.
 
+It can also turn into a black hole (``mode = "blackhole"``: nothing more is passed on,
+either way, and new connections are accepted and left hanging) or trickle what comes
+back (``mode = "trickle"``: replies pass at one byte a second), at any moment.
+
 This kernel has no ``netem`` qdisc and Toxiproxy cannot be installed here, so the
 system tests get latency from this relay instead: it listens on an address,
 connects each accepted connection to an upstream address, and forwards every chunk
@@ -22,11 +26,13 @@ import asyncio
 import contextlib
 import signal
 import sys
+import threading
 import time
 
 CHUNK_BYTES = 64 * 1024
 QUEUE_CHUNKS = 256  # per direction; the reader waits when the writer is this far behind
 CONNECT_TIMEOUT_S = 5.0
+TRICKLE_INTERVAL_S = 1.0
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -45,6 +51,8 @@ class FaultRelayForTests:
         self.delay_s = delay_s
         self.server: asyncio.Server | None = None
         self.connections = 0
+        self.mode = "pass"
+        """pass, blackhole or trickle; read at every chunk, so it may change at any time."""
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._serve, *self.listen, reuse_address=True)
@@ -54,8 +62,18 @@ class FaultRelayForTests:
             self.server.close()
             await self.server.wait_closed()
 
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
     async def _serve(self, down_r: asyncio.StreamReader, down_w: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if self.mode == "blackhole":
+            with contextlib.suppress(OSError):
+                while await down_r.read(CHUNK_BYTES):
+                    pass
+            return
         try:
             up_r, up_w = await asyncio.wait_for(
                 asyncio.open_connection(*self.upstream), CONNECT_TIMEOUT_S
@@ -64,11 +82,13 @@ class FaultRelayForTests:
             # Upstream refused or is gone: the downstream sees a reset, as it would directly.
             _abort(down_w)
             return
-        await asyncio.gather(self._pipe(down_r, up_w), self._pipe(up_r, down_w))
+        await asyncio.gather(self._pipe(down_r, up_w), self._pipe(up_r, down_w, replies=True))
         for writer in (down_w, up_w):
             writer.close()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, replies: bool = False
+    ) -> None:
         # None in the queue is EOF; a reset is passed on as an abort.
         queue: asyncio.Queue[tuple[float, bytes | None]] = asyncio.Queue(QUEUE_CHUNKS)
 
@@ -86,11 +106,19 @@ class FaultRelayForTests:
             while True:
                 due, chunk = await queue.get()
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
+                if self.mode == "blackhole":
+                    await asyncio.Event().wait()  # hold everything, forever (until closed)
                 try:
                     if chunk is None:
                         if writer.can_write_eof():
                             writer.write_eof()
                         return
+                    if replies and self.mode == "trickle":
+                        for index in range(len(chunk)):
+                            writer.write(chunk[index : index + 1])
+                            await writer.drain()
+                            await asyncio.sleep(TRICKLE_INTERVAL_S)
+                        continue
                     writer.write(chunk)
                     await writer.drain()
                 except OSError:
@@ -104,6 +132,44 @@ class FaultRelayForTests:
             reading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reading
+
+
+class RelayThread:
+    """A FaultRelayForTests on its own event loop in a thread, for integration tests."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.relay = FaultRelayForTests(("127.0.0.1", 0), upstream, 0.0)
+        self._loop = asyncio.new_event_loop()
+        self._closing = False
+        # Connections cut off by close() end noisily: nothing to report then.
+        self._loop.set_exception_handler(
+            lambda loop, context: None if self._closing else loop.default_exception_handler(context)
+        )
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.relay.start(), self._loop).result(10)
+
+    @property
+    def port(self) -> int:
+        return self.relay.port
+
+    def set_mode(self, mode: str) -> None:
+        self._loop.call_soon_threadsafe(setattr, self.relay, "mode", mode)
+
+    def close(self) -> None:
+        self._closing = True
+
+        async def shut() -> None:
+            await self.relay.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(shut(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
 
 
 def _abort(writer: asyncio.StreamWriter) -> None:

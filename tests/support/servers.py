@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 READY_TIMEOUT_S = 30.0
+STAND_INS = ("hang-cc", "slow-cc", "whoami-cc", "evil-cc")
 
 
 def role_command(role: str) -> list[str]:
@@ -240,6 +241,8 @@ class BalancerProcess(ServerProcess):
             # Patient defaults for a loaded 2-core test machine (a test's own flags,
             # which come later, win): jobs wait longer for a slot, probes for a reply.
             *([] if config_file else ["--queue-timeout", "10", "--probe-timeout", "3"]),
+            # The stand-in compilers (tests/support/compilers.py) are not compiler-shaped.
+            *(arg for name in STAND_INS for arg in ("--allow-compiler", name)),
             *args,
         ]  # fmt: skip
         balancer = cls(proc=_spawn(cmd), tmp_dir=Path("/nonexistent"))

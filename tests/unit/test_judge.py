@@ -254,8 +254,50 @@ def test_compiler_not_on_the_allowlist_is_answered_as_distccd_does() -> None:
     assert refused.value.exit_code == EXIT_COMPILER_MISSING == 110
 
 
-def test_balancer_judge_takes_any_compiler_name_its_backends_may_have() -> None:
-    assert Judge().judge(["tcc", "-c", "x.c"]).compiler == "tcc"
+@pytest.mark.parametrize(
+    "name", ["gcc", "clang++-14", "x86_64-linux-gnu-g++-12", "arm-none-eabi-gcc", "c99-gcc"]
+)
+def test_balancer_judge_takes_compiler_shaped_names(name: str) -> None:
+    assert Judge().judge([name, "-c", "x.c"]).compiler == name
+
+
+@pytest.mark.parametrize("name", ["perl5.36.0", "python3.11", "rbash", "ld-linux-x86-64.so.2"])
+def test_balancer_judge_refuses_names_that_are_not_compilers(name: str) -> None:
+    # perl -c runs the BEGIN blocks of the file it is given: the attacker's source.
+    with pytest.raises(Refused) as refused:
+        Judge().judge([name, "-c", "x.c"])
+    assert refused.value.exit_code == EXIT_COMPILER_MISSING
+
+
+def test_balancer_judge_takes_the_names_an_operator_adds() -> None:
+    assert Judge(compiler_names=["tcc"]).judge(["tcc", "-c", "x.c"]).compiler == "tcc"
+
+
+# --- found by a review: options a compiler ends elsewhere than the scanner ----------------
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["-isystem-after", "-D", "-fplugin=/tmp/evil.so"],
+        ["-lazy_library", "-D", "-fsanitize-ignorelist=/etc/secret", "-fsanitize=address"],
+        ["-undefined", "-D", "-o/tmp/written.o"],
+        ["-multiply_defined", "-D", "-fpass-plugin=/tmp/evil.so"],
+        ["-meabi", "-D", "-fplugin=x.so"],
+        ["-umbrella", "x"],
+        ["-D", "-fplugin=/tmp/evil.so"],
+        ["-MT", "-fplugin=/tmp/evil.so"],
+        ["-target", "-fplugin=x.so"],
+        ["-I-"],
+    ],
+)
+def test_a_value_that_could_be_an_option_is_refused(extra: list[str]) -> None:
+    assert_readable(refusal(["clang", "-c", "x.c", "-o", "x.o", *extra]))
+
+
+def test_a_nul_byte_is_refused_before_anything_looks_at_paths() -> None:
+    judge_ = Judge(specs_check=on_disk_specs_check(["/usr/lib/rpm/redhat"]))
+    assert "NUL" in refusal(["gcc", "-specs=/usr/lib/rpm/redhat/x\0y", "-c", "x.c"], judge_)
 
 
 def test_empty_command_is_refused() -> None:
@@ -484,3 +526,30 @@ def test_logged_argv_is_bounded() -> None:
 
     assert len(shown) == 65
     assert sum(len(a) for a in shown) < 64 * 210
+
+
+@pytest.mark.parametrize("option", ["-Xclang", "-D", "-mllvm", "-Wa,*", "-MT"])
+def test_an_operator_cannot_allow_an_option_that_carries_the_next_argument(option: str) -> None:
+    from client.cli import ConfigError
+    from daemon.judge_config import JudgeConfig
+
+    with pytest.raises(ConfigError, match=r"next argument|carries"):
+        JudgeConfig(allow_option=[option]).judge(None, on_disk=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="trusted directories must be root's")
+def test_a_trusted_specs_dir_under_a_directory_others_may_write_is_refused(
+    tmp_path: Path,
+) -> None:
+    from client.cli import ConfigError
+    from daemon.judge_config import JudgeConfig
+
+    open_dir = tmp_path / "open"
+    trusted = open_dir / "specs"
+    trusted.mkdir(parents=True)
+    open_dir.chmod(0o777)  # not sticky: anyone could rename "specs" and put theirs there
+    trusted.chmod(0o755)
+    with pytest.raises(ConfigError, match="above it"):
+        JudgeConfig(trusted_specs_dir=[str(trusted)]).judge(None, on_disk=True)
+    open_dir.chmod(0o1777)  # sticky, as /tmp: others cannot replace root's entries
+    assert JudgeConfig(trusted_specs_dir=[str(trusted)]).judge(None, on_disk=True)
