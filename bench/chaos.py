@@ -172,14 +172,20 @@ class Injector:
 
     def _run(self) -> None:
         while not self.stop.wait(self.rng.uniform(0.3, 1.0)):
-            with self.lock:
-                healthy = [b for b in self.backends if not b.faulted]
-                faulted = [b for b in self.backends if b.faulted]
-                if faulted and (len(faulted) >= 2 or self.rng.random() < 0.5):
-                    self.heal(self.rng.choice(faulted))
-                elif healthy:
-                    fault = self._inject(self.rng.choice(healthy))
-                    self.result.faults[fault] = self.result.faults.get(fault, 0) + 1
+            try:
+                self._step()
+            except Exception as exc:  # written down, and the injector goes on
+                self.result.errors.append(f"injector: {type(exc).__name__}: {exc}"[:600])
+
+    def _step(self) -> None:
+        with self.lock:
+            healthy = [b for b in self.backends if not b.faulted]
+            faulted = [b for b in self.backends if b.faulted]
+            if faulted and (len(faulted) >= 2 or self.rng.random() < 0.5):
+                self.heal(self.rng.choice(faulted))
+            elif healthy:
+                fault = self._inject(self.rng.choice(healthy))
+                self.result.faults[fault] = self.result.faults.get(fault, 0) + 1
 
     def finish(self) -> None:
         self.stop.set()
@@ -306,7 +312,7 @@ def _summary(result: RunResult) -> dict[str, object]:
         "slow_jobs": result.slow_jobs,
         "worst_stall_ms": round(result.worst_stall_ms, 1),
         "balancer_restarts": result.balancer_restarts,
-        "errors": result.errors[:3],
+        "errors": result.errors[:5],
     }
 
 
@@ -336,7 +342,11 @@ def table(report: dict[str, object]) -> str:
         f"| {totals['faults']} | {totals['jobs']} | {totals['slow_jobs']} "
         f"| {totals['worst']:.0f} |"
     )
+    errors = [e for r in runs for e in r["errors"]]
     lines.append("")
+    if errors:
+        lines.append("Errors: " + " / ".join(errors))
+        lines.append("")
     lines.append(
         f"Fault-free p99 {report['calm_p99_ms']} ms; bound = p99 + {HEDGE_DEADLINE_S:.0f} s "
         f"(the hedge deadline) = {report['bound_ms']} ms. Seed {report['seed']}. Builds of "

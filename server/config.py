@@ -74,8 +74,11 @@ class ServerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
             raise ConfigError(f"--job-uids {self.job_uids!r}: give FIRST-LAST") from None
         if first <= 0 or last < first or last >= 2**32 - 1:
             raise ConfigError(f"--job-uids {self.job_uids!r} is not a range of non-root uids")
-        if last - first + 1 < self.jobs:
-            raise ConfigError(f"--job-uids {self.job_uids} holds fewer uids than --jobs")
+        if last - first + 1 < 2 * self.jobs:
+            raise ConfigError(
+                f"--job-uids {self.job_uids} holds fewer uids than twice --jobs (each slot has "
+                "a job running and a sandbox ready for the next)"
+            )
         return first, last
 
     def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

@@ -27,6 +27,7 @@ from server.admission import Slots
 from server.runner import RunLimits, run_compile
 from server.sandbox import Sandbox
 from server.stats import ServerStats
+from server.warm import WarmPool
 from wire import Limits, RemoteProtocolError, Reply, Request
 from wire.events import exit_status
 from wire.stream import encode_reply_off_loop, read_request, wait_peer_gone
@@ -88,6 +89,8 @@ class JobContext:
     identities: Mapping[str, CompilerIdentity] = field(default_factory=dict)
     acceptor: Acceptor | None = None
     """With --auth: the GSSAPI handshake and principal lists, before admission."""
+    warm: WarmPool | None = None
+    """Sandboxes started ahead of their jobs (with --sandbox bwrap)."""
 
 
 async def _send(writer: asyncio.StreamWriter, reply: Reply, timeout_s: float) -> int:
@@ -254,6 +257,7 @@ async def _compile_and_reply(
             sandbox=ctx.sandbox,
             limits=ctx.run_limits,
             client_gone=gone,
+            warm=ctx.warm,
         )
     finally:
         gone.cancel()

@@ -21,8 +21,6 @@ import os
 import shutil
 import signal
 import stat
-import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -30,7 +28,8 @@ from typing import Literal
 import structlog
 
 from daemon.judge import Job
-from server.sandbox import CompileUser, Sandbox, child_env
+from server.sandbox import JOB_ROOT_INSIDE, Sandbox
+from server.warm import Started, WarmPool, kill, send_command, spawn
 from wire.events import exit_status, signal_status
 
 log = structlog.get_logger("distlb.server.runner")
@@ -117,55 +116,76 @@ async def run_compile(
     sandbox: Sandbox,
     limits: RunLimits,
     client_gone: asyncio.Future[None] | asyncio.Task[None],
+    warm: WarmPool | None = None,
 ) -> CompileResult:
     """Compile ``source`` as ``job`` says, with ``compiler_path``, in a directory of its
-    own under ``jobs_root``, and return the result (never raises for the compiler's own
-    failures; raises ``OSError`` when the job cannot start)."""
-    started = time.monotonic()
-    job_dir = tempfile.mkdtemp(prefix="job-", dir=jobs_root)
-    user = sandbox.acquire_user()
+    own under ``jobs_root`` (a sandbox from ``warm`` when one is ready), and return the
+    result (never raises for the compiler's own failures; raises ``OSError`` when the
+    job cannot start)."""
+    started_at = time.monotonic()
+    input_name = "input" + job.source_suffix
+    output_name = "output" + job.output_suffix
+
+    def command_for(inside: str) -> list[str]:
+        return job.command(compiler_path, f"{inside}/{input_name}", f"{inside}/{output_name}")
+
+    def prepare(job_dir: str) -> None:
+        _write_input(job_dir, input_name, source)
+
+    inside = sandbox.job_root_inside
+    ready = warm.take(command_for(inside)) if warm is not None and inside else None
+    started = ready
     try:
-        return await _run_in(job_dir, user, job, compiler_path, source, sandbox, limits,
-                             client_gone, started)  # fmt: skip
+        if ready is not None:
+            prepare(ready.job_dir)
+            try:
+                send_command(ready, command_for(JOB_ROOT_INSIDE))
+            except OSError:
+                # The waiting sandbox has gone: start this job the ordinary way.
+                _discard(ready, sandbox)
+                started = None
+        if started is None:
+            if warm is not None:
+                warm.cold += 1
+            started = spawn(sandbox, jobs_root, command_for, prepare)
+        return await _run_in(started, output_name, sandbox, limits, client_gone, started_at)
     finally:
-        # Removed off the loop (a job may leave thousands of files), safe against
-        # symlinks it planted (rmtree walks by file descriptor); then its uid is free.
-        await asyncio.to_thread(shutil.rmtree, job_dir, True)
-        sandbox.release_user(user)
+        if started is not None:
+            # Removed off the loop (a job may leave thousands of files), safe against
+            # symlinks it planted (rmtree walks by file descriptor); then its uid is free.
+            await asyncio.to_thread(shutil.rmtree, started.job_dir, True)
+            sandbox.release_user(started.user)
+        if warm is not None:
+            warm.fill()
+
+
+def _discard(started: Started, sandbox: Sandbox) -> None:
+    kill(started)
+    shutil.rmtree(started.job_dir, ignore_errors=True)
+    sandbox.release_user(started.user)
+
+
+def _write_input(job_dir: str, input_name: str, source: bytes) -> None:
+    # Blocking, on the loop: about a millisecond. Never through a name the job planted.
+    fd = os.open(
+        os.path.join(job_dir, input_name),
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+        0o644,
+    )
+    with os.fdopen(fd, "wb") as source_file:
+        source_file.write(source)
 
 
 async def _run_in(
-    job_dir: str,
-    user: CompileUser | None,
-    job: Job,
-    compiler_path: str,
-    source: bytes,
+    started: Started,
+    output_name: str,
     sandbox: Sandbox,
     limits: RunLimits,
     client_gone: asyncio.Future[None] | asyncio.Task[None],
-    started: float,
+    started_at: float,
 ) -> CompileResult:
     loop = asyncio.get_running_loop()
-    input_name = "input" + job.source_suffix
-    output_name = "output" + job.output_suffix
-    # Blocking writes and fork/exec in the loop are deliberate: both take about a
-    # millisecond, and Popen is what gives us the session and a pidfd.
-    with open(os.path.join(job_dir, input_name), "wb") as source_file:  # noqa: ASYNC230
-        source_file.write(source)
-    if user is not None:
-        os.chown(job_dir, user.uid, user.gid)  # the directory stays 0700: its uid's alone
-    inside = sandbox.job_root_inside or job_dir
-    command = job.command(compiler_path, f"{inside}/{input_name}", f"{inside}/{output_name}")
-    proc = subprocess.Popen(  # noqa: ASYNC220
-        [*sandbox.launcher(job_dir, user), *command],
-        cwd=job_dir,
-        env=child_env(inside),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        close_fds=True,
-    )
+    job_dir, proc = started.job_dir, started.proc
     pgid = proc.pid
     exited: asyncio.Future[None] = loop.create_future()
     pidfd = os.pidfd_open(proc.pid)
@@ -202,7 +222,7 @@ async def _run_in(
             _signal_group(pgid, signal.SIGKILL)
             proc.wait()
     stdout, stderr = captures[0][1].value(), captures[1][1].value()
-    seconds = time.monotonic() - started
+    seconds = time.monotonic() - started_at
     if outcome == "timeout":
         stderr += (
             b"distlb-server: compile killed after %.0f s (job lifetime); "

@@ -37,6 +37,7 @@ from server.sandbox import (
     toolchain_mounts,
 )
 from server.stats import ServerStats
+from server.warm import WarmPool
 from wire import Limits
 
 log = structlog.get_logger("distlb.server")
@@ -203,6 +204,9 @@ class Service:
             connections=config.connection_limits(),
             inflate=config.inflate_budget(),
             replies=ReplyBudget(config.reply_memory_mb * 1024 * 1024),
+            warm=WarmPool(self.sandbox, self.jobs_root, config.jobs)
+            if self.sandbox.mode == "bwrap"
+            else None,
             io_timeout_s=config.io_timeout,
             request_timeout_s=config.request_timeout,
             cache=(
@@ -270,6 +274,8 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
         sampler = asyncio.create_task(self._sample_load())
+        if self.ctx.warm is not None:
+            self.ctx.warm.fill()
         log.info(
             "server_ready",
             port=compile_server.sockets[0].getsockname()[1],
@@ -303,5 +309,7 @@ class Service:
             agent_server.close()
         with contextlib.suppress(Exception):
             await runner.cleanup()
+        if self.ctx.warm is not None:
+            self.ctx.warm.close()
         shutil.rmtree(self.jobs_root, ignore_errors=True)
         log.info("server_stopped", counters=self.stats.status({}, "")["counters"])

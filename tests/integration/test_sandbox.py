@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 SECRET = "DISTLB_SANDBOX_SECRET_7c1d"
 ROOT = os.geteuid() == 0
 JOB_UIDS = (900_000_000, 900_000_999)
+JOB_RANGE = range(JOB_UIDS[0], JOB_UIDS[1] + 1)
 
 
 def _compile(server: ServerProcess, argv: tuple[str, ...], source: bytes) -> Reply:
@@ -37,10 +38,42 @@ def _incbin(path: str) -> bytes:
     return f'__asm__(".section .rodata\\n.incbin \\"{path}\\"\\n.text");\nint x;\n'.encode()
 
 
+def _waiting_sandboxes() -> set[int]:
+    """Processes of the sandboxes a server keeps ready for its next jobs: each waiting
+    shell (server/warm.py) and the bubblewrap processes above it."""
+    table = {pid: ppid for pid, ppid, _, _ in process_table()}
+    waiting = set()
+    for pid in table:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if b"read -r line" in cmdline.read():
+                    waiting.add(pid)
+        except OSError:
+            continue
+    for pid in list(waiting):
+        parent = table.get(pid)
+        while parent is not None and parent not in waiting and _uid_of(parent) in JOB_RANGE:
+            waiting.add(parent)
+            parent = table.get(parent)
+    return waiting
+
+
+def _uid_of(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return int(next(x for x in status if x.startswith("Uid:")).split()[1])
+    except (OSError, StopIteration):
+        return -1
+
+
 def _job_uid_processes() -> list[int]:
-    """Live processes that run as a per-job uid (what would be left of a job)."""
+    """Live processes that run as a per-job uid (what would be left of a job), but for
+    the sandboxes kept ready for the next jobs."""
     found = []
+    ready = _waiting_sandboxes()
     for pid, _, _, state in process_table():
+        if pid in ready:
+            continue
         try:
             with open(f"/proc/{pid}/status") as status:
                 uid_line = next(line for line in status if line.startswith("Uid:"))

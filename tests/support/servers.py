@@ -93,8 +93,15 @@ class ServerProcess:
             self.lines.append(line.rstrip("\n"))
 
     def job_dirs(self) -> list[Path]:
-        """The job directories the server has now (in its one ``distlb-jobs-*``)."""
-        return [entry for root in self.tmp_dir.glob("distlb-jobs-*") for entry in root.iterdir()]
+        """The directories of jobs the server has now (in its one ``distlb-jobs-*``):
+        those with a job's source in them. (The sandboxes it keeps ready for the next
+        jobs have directories too, without one.)"""
+        return [
+            entry
+            for root in self.tmp_dir.glob("distlb-jobs-*")
+            for entry in root.iterdir()
+            if not entry.is_dir() or any(entry.glob("input.*"))
+        ]
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
         found = []

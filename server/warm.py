@@ -1,0 +1,146 @@
+"""Sandboxes started ahead of their jobs.
+
+Setting up a bubblewrap sandbox (namespaces, mounts) takes about 10 ms here, half of
+it waiting on the kernel: paid while a client waits, it was most of what the sandbox
+added to a job. So for each slot one sandbox is kept ready, its job directory bound
+and its limits set, running only a shell that waits for one line on its stdin: the
+job's command, quoted. When a job comes, its source is written into the directory
+and the line is sent; the shell execs the compiler, in the sandbox that was waiting.
+After the job, another is started for the next one.
+
+A command that holds a newline cannot be sent as one line: such a job starts its
+sandbox the ordinary way, as does any job that finds no sandbox ready.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from server.sandbox import CompileUser, Sandbox, SandboxError, child_env
+
+log = structlog.get_logger("distlb.server.warm")
+
+WAIT_FOR_COMMAND = 'IFS= read -r line && exec </dev/null && eval "exec $line"'
+"""POSIX sh: read the command line, then become the compiler (its exit status and its
+signals are the compiler's own)."""
+SHELL = "/bin/sh"
+
+
+@dataclass
+class Started:
+    """A compile's sandbox, started: its directory, its uid and its process."""
+
+    job_dir: str
+    user: CompileUser | None
+    proc: subprocess.Popen[bytes]
+    waiting: bool
+    """Started ahead, waiting for its command on stdin."""
+
+
+def spawn(
+    sandbox: Sandbox,
+    jobs_root: str,
+    command_for: Callable[[str], list[str]] | None,
+    prepare: Callable[[str], None] | None = None,
+) -> Started:
+    """A job directory of its own (``prepare`` fills it first) and a sandbox around it,
+    running ``command_for(the directory as the compiler sees it)``, or, with None,
+    waiting for a command. Raises ``OSError`` (or SandboxError: no uid left)."""
+    job_dir = tempfile.mkdtemp(prefix="job-", dir=jobs_root)
+    user = sandbox.acquire_user()
+    try:
+        if prepare is not None:
+            prepare(job_dir)
+        if user is not None:
+            os.chown(job_dir, user.uid, user.gid)  # the directory stays 0700: its uid's
+        inside = sandbox.job_root_inside or job_dir
+        command = command_for(inside) if command_for is not None else None
+        # Fork/exec on the loop is deliberate: about a millisecond, and Popen is what
+        # gives us the session.
+        proc = subprocess.Popen(
+            [*sandbox.launcher(job_dir, user), *(command or [SHELL, "-c", WAIT_FOR_COMMAND])],
+            cwd=job_dir,
+            env=child_env(inside),
+            stdin=subprocess.DEVNULL if command is not None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except BaseException:
+        sandbox.release_user(user)
+        shutil.rmtree(job_dir, ignore_errors=True)
+        raise
+    return Started(job_dir, user, proc, command is None)
+
+
+def send_command(started: Started, command: list[str]) -> None:
+    """Give a waiting sandbox its command. Raises ``OSError`` when it has gone."""
+    assert started.proc.stdin is not None
+    started.proc.stdin.write((shlex.join(command) + "\n").encode("utf-8", "surrogateescape"))
+    started.proc.stdin.close()
+
+
+def kill(started: Started) -> None:
+    """End a sandbox that will not be used, and take back its directory and uid."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(started.proc.pid, signal.SIGKILL)
+    started.proc.wait()
+    for pipe in (started.proc.stdin, started.proc.stdout, started.proc.stderr):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+
+class WarmPool:
+    """Up to ``size`` sandboxes kept ready (one per slot)."""
+
+    def __init__(self, sandbox: Sandbox, jobs_root: str, size: int) -> None:
+        self.sandbox = sandbox
+        self.jobs_root = jobs_root
+        self.size = size
+        self._ready: deque[Started] = deque()
+        self.taken = 0
+        self.cold = 0
+
+    def take(self, command: list[str]) -> Started | None:
+        """A ready sandbox for ``command``, or None (start one cold)."""
+        if any("\n" in arg for arg in command):
+            return None
+        while self._ready:
+            started = self._ready.popleft()
+            if started.proc.poll() is None:
+                self.taken += 1
+                return started
+            log.warning("warm_sandbox_gone", returncode=started.proc.returncode)
+            self.discard(started)
+        return None
+
+    def fill(self) -> None:
+        """Start sandboxes until ``size`` wait (as far as uids allow)."""
+        while len(self._ready) < self.size:
+            try:
+                self._ready.append(spawn(self.sandbox, self.jobs_root, None))
+            except (OSError, SandboxError) as exc:
+                log.warning("warm_sandbox_failed", reason=str(exc))
+                return
+
+    def discard(self, started: Started) -> None:
+        kill(started)
+        shutil.rmtree(started.job_dir, ignore_errors=True)
+        self.sandbox.release_user(started.user)
+
+    def close(self) -> None:
+        while self._ready:
+            self.discard(self._ready.popleft())
