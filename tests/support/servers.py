@@ -165,7 +165,21 @@ def live_group_members(pgid: int) -> list[int]:
 
 
 def live_children(pid: int) -> list[int]:
-    return [p for p, ppid, _, state in process_table() if ppid == pid and state != "Z"]
+    """Live children of ``pid``, but for the sandboxes a server keeps ready for its next
+    jobs (server/warm.py: each waits in a shell reading its command line)."""
+    return [
+        p
+        for p, ppid, _, state in process_table()
+        if ppid == pid and state != "Z" and b"read -r line" not in _cmdline(p)
+    ]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read()
+    except OSError:
+        return b""
 
 
 def hold_a_slot(port: int) -> socket.socket:

@@ -1,0 +1,265 @@
+"""Does the balancer keep up with a big farm? Its CPU per job, by farm size.
+
+N fake backends that answer every compile at once (bench/instant_backends.py,
+InstantBackendForBench: one process serves all of them) stand behind distlb-balancer
+and behind HAProxy ``leastconn`` in the same run. For each N, the balancer idles a
+while (its reports and probes: CPU % of a core per 100 backends), then distlb-loadgen
+sends tiny and 100 KB jobs at 64 and 256 at once, directly to one backend, through
+the balancer and through HAProxy. Prints, per N and path: jobs/s, the proxy's CPU ms
+per job (from /proc), p50/p99 latency added against direct, and the balancer's RSS.
+
+    .venv/bin/python bench/scale.py [--quick] [--sizes 2,50,200,500] [--workers N]
+
+Profile the hot path with py-spy (``py-spy record -o profile.svg --pid PID``) or run
+the balancer under ``python -m cProfile`` by hand; the numbers below are what
+bench/results/scale.md records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.harness import HOST, Proc, free_ports, get_json, start, stop_all, wait_ready  # noqa: E402
+
+BIN = ROOT / ".venv" / "bin"
+PYTHON = BIN / "python"
+HAPROXY = "/usr/sbin/haproxy"
+RESULTS_DIR = ROOT / "bench" / "results"
+SLOTS = 16
+IDLE_S = 6.0
+PHASE_CAP_S = 20.0
+JOBS = {"tiny": 3000, "100kb": 1200}
+SIZE_KB = {"tiny": 0, "100kb": 100}
+HAPROXY_CFG = """global
+    maxconn 20000
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 120s
+    timeout server 120s
+frontend distcc
+    bind {host}:{port}
+    default_backend farm
+backend farm
+    balance leastconn
+{servers}
+"""
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (its threads included)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(x for x in status if x.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+@dataclass
+class Farm:
+    backends: list[tuple[int, int]]
+    fakes: Proc
+    balancer: Proc
+    balancer_port: int
+    admin_port: int
+    haproxy: Proc
+    haproxy_port: int
+    workers: list[int]
+
+
+def start_farm(work: Path, count: int, workers: int, procs: list[Proc]) -> Farm:
+    fakes = start(f"fakes-{count}", [str(PYTHON), str(ROOT / "bench" / "instant_backends.py"),
+                                     "--count", str(count), "--slots", str(SLOTS)],
+                  work, procs)  # fmt: skip
+    deadline = time.monotonic() + 60
+    backends: list[tuple[int, int]] = []
+    while not backends:
+        if time.monotonic() > deadline or fakes.popen.poll() is not None:
+            raise RuntimeError(f"fake backends did not start: {fakes.log_path.read_text()[-500:]}")
+        text = fakes.log_path.read_text()
+        for line in text.splitlines():
+            if line.startswith("{"):
+                backends = [tuple(p) for p in json.loads(line)["backends"]]  # type: ignore[misc]
+        time.sleep(0.1)
+    port, admin, hport = free_ports(3)
+    config = work / f"balancer-{count}.toml"
+    config.write_text("backend = [\n" + "".join(
+        f'  "{HOST}:{p},status={s}",\n' for p, s in backends) + "]\n")  # fmt: skip
+    command = [str(BIN / "distlb-balancer"), "--config", str(config), "--listen", HOST,
+               "--port", str(port), "--admin-port", str(admin), "--log-format", "json",
+               "--log-level", "warning", "--queue-timeout", "30"]  # fmt: skip
+    if workers > 1:
+        command += ["--workers", str(workers)]
+    balancer = start(f"balancer-{count}", command, work, procs)
+    wait_ready(balancer, port)
+    deadline = time.monotonic() + 120
+    while True:
+        totals = get_json(admin, "/status")["totals"]
+        assert isinstance(totals, dict)
+        if totals["healthy_backends"] >= count:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {totals['healthy_backends']} of {count} backends healthy")
+        time.sleep(0.2)
+    lines = [f"    server s{i} {HOST}:{p} maxconn {SLOTS}" for i, (p, _) in enumerate(backends)]
+    cfg = work / f"haproxy-{count}.cfg"
+    cfg.write_text(HAPROXY_CFG.format(host=HOST, port=hport, servers="\n".join(lines)))
+    haproxy = start(f"haproxy-{count}", [HAPROXY, "-db", "-f", str(cfg)], work, procs)
+    wait_ready(haproxy, hport)
+    worker_pids = _worker_pids(balancer.popen.pid)
+    return Farm(backends, fakes, balancer, port, admin, haproxy, hport, worker_pids)
+
+
+def _worker_pids(pid: int) -> list[int]:
+    """The balancer's process and its worker processes (with --workers)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        children.append(int(entry))
+            except OSError:
+                continue
+    return [pid, *children]
+
+
+def load(port: int, jobs: int, concurrency: int, size: str) -> dict[str, object]:
+    done = subprocess.run(
+        [str(BIN / "distlb-loadgen"), f"{HOST}:{port}", "--jobs", str(jobs), "--concurrency",
+         str(concurrency), "--duration", str(PHASE_CAP_S), "--size-kb", str(SIZE_KB[size]),
+         "--json", "--timeout", "60"],
+        capture_output=True, text=True, timeout=PHASE_CAP_S + 120, check=False,
+    )  # fmt: skip
+    if not done.stdout.strip():
+        raise RuntimeError(f"loadgen printed nothing: {done.stderr[-500:]}")
+    summary = json.loads(done.stdout)
+    assert isinstance(summary, dict)
+    return summary
+
+
+def measure(farm: Farm, count: int, sizes: list[str], concurrencies: list[int]) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    pids = {"balancer": farm.workers, "haproxy": [farm.haproxy.popen.pid]}
+    # Idle: only reports and probes.
+    before = sum(cpu_s(p) for p in farm.workers)
+    time.sleep(IDLE_S)
+    idle = (sum(cpu_s(p) for p in farm.workers) - before) / IDLE_S * 100
+    for size in sizes:
+        for concurrency in concurrencies:
+            direct = load(farm.backends[0][0], JOBS[size], concurrency, size)
+            for path, port in (("balancer", farm.balancer_port), ("haproxy", farm.haproxy_port)):
+                before = sum(cpu_s(p) for p in pids[path])
+                summary = load(port, JOBS[size], concurrency, size)
+                used = sum(cpu_s(p) for p in pids[path]) - before
+                ok = int(summary["ok"])  # type: ignore[arg-type]
+                seconds = float(summary["seconds"])  # type: ignore[arg-type]
+                rows.append({
+                    "backends": count, "size": size, "concurrency": concurrency, "path": path,
+                    "ok": ok, "failed": summary["failed"], "turned_away": summary["turned_away"],
+                    "jobs_s": round(ok / seconds, 1) if seconds else 0.0,
+                    "cpu_ms_job": round(used * 1000 / ok, 3) if ok else None,
+                    "p50_added_ms": _added(summary, direct, "p50_ms"),
+                    "p99_added_ms": _added(summary, direct, "p99_ms"),
+                    "rss_mb": round(sum(rss_mb(p) for p in pids[path]), 1),
+                    "idle_pct_per_100": round(idle / count * 100, 2) if path == "balancer" else None,
+                })  # fmt: skip
+    return rows
+
+
+def _added(summary: dict[str, object], direct: dict[str, object], key: str) -> float | None:
+    ours, theirs = summary.get(key), direct.get(key)
+    if ours is None or theirs is None:
+        return None
+    return round(float(ours) - float(theirs), 2)  # type: ignore[arg-type]
+
+
+def table(rows: list[dict[str, object]]) -> str:
+    lines = [
+        "| backends | size | clients | path | jobs/s | CPU ms/job | p50 added ms | p99 added ms "
+        "| RSS MB | idle % core per 100 backends |",
+        "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['backends']} | {r['size']} | {r['concurrency']} | {r['path']} | {r['jobs_s']} "
+            f"| {r['cpu_ms_job']} | {r['p50_added_ms']} | {r['p99_added_ms']} | {r['rss_mb']} "
+            f"| {r['idle_pct_per_100'] if r['idle_pct_per_100'] is not None else ''} |"
+        )
+    return "\n".join(lines)
+
+
+def ratios(rows: list[dict[str, object]]) -> str:
+    """The issue's goals, as ratios from this run."""
+    def cpu(n: int, path: str, size: str = "tiny", c: int = 64) -> float | None:
+        for r in rows:
+            if (r["backends"], r["path"], r["size"], r["concurrency"]) == (n, path, size, c):
+                value = r["cpu_ms_job"]
+                return float(value) if value is not None else None  # type: ignore[arg-type]
+        return None
+
+    sizes = sorted({int(r["backends"]) for r in rows})  # type: ignore[call-overload]
+    small, large = sizes[0], sizes[-1]
+    out = []
+    a, b = cpu(large, "balancer"), cpu(small, "balancer")
+    if a and b:
+        out.append(f"- CPU per job at N={large} / N={small}: {a / b:.2f} (goal <= 1.2)")
+    for n in (small, large):
+        ours, theirs = cpu(n, "balancer"), cpu(n, "haproxy")
+        if ours and theirs:
+            out.append(f"- CPU per job vs HAProxy at N={n}: {ours / theirs:.2f} (goal <= 2.5)")
+    idle = [r["idle_pct_per_100"] for r in rows if r["idle_pct_per_100"] is not None]
+    if idle:
+        out.append(f"- idle: up to {max(idle)} % of a core per 100 backends (goal <= 1)")  # type: ignore[type-var]
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="N in 2, 200; tiny jobs at 64")
+    parser.add_argument("--sizes", default="2,50,200,500")
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    counts = [2, 200] if args.quick else [int(x) for x in args.sizes.split(",")]
+    sizes = ["tiny"] if args.quick else ["tiny", "100kb"]
+    concurrencies = [64] if args.quick else [64, 256]
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="distlb-scale-"))
+    rows: list[dict[str, object]] = []
+    for count in counts:
+        procs: list[Proc] = []
+        try:
+            farm = start_farm(work, count, args.workers, procs)
+            rows += measure(farm, count, sizes, concurrencies)
+        finally:
+            stop_all(procs)
+    text = table(rows) + "\n\n" + ratios(rows)
+    took = round(time.monotonic() - started, 1)
+    print(text)
+    print(f"(took {took} s; workers {args.workers})")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    name = "scale-quick" if args.quick else "scale"
+    if args.workers > 1:
+        name += f"-workers{args.workers}"
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps({"rows": rows, "took_s": took}, indent=1))
+    (RESULTS_DIR / f"{name}.md").write_text(f"# Scale\n\n{text}\n\nTook {took} s.\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
