@@ -435,10 +435,10 @@ class Dispatcher:
             return asyncio.create_task(
                 self._acquire(exclude, waiting, None, True, job.factor)
             ), False
-        if job.hedges >= self.settings.max_hedges or len(job.running) > 1:
+        if job.hedges >= self.settings.max_hedges:
             return None, False
         attempt = job.running[0]
-        if attempt.running.backed_up:
+        if len(job.running) == 1 and attempt.running.backed_up:
             chosen = self.pool.backends.get(attempt.running.backup_to)
             attempt.running.backup.clear()
             if (
@@ -448,7 +448,8 @@ class Dispatcher:
             ):
                 self._launch(job, chosen, "tail")
             return None, False
-        if time.monotonic() >= attempt.late_at:
+        # Late: every running attempt is past its hedge delay (a hedge can hang too).
+        if all(time.monotonic() >= a.late_at for a in job.running):
             backend = self._pick(exclude, big=True)  # the fastest free one
             if backend is not None:
                 self._launch(job, backend, "late")
@@ -472,8 +473,8 @@ class Dispatcher:
             changed = asyncio.ensure_future(self.pool.wait_for_change(1.0))
             waits.add(changed)  # type: ignore[arg-type]
         times = [a.deadline for a in job.running]
-        if len(job.running) == 1 and job.hedges < self.settings.max_hedges:
-            times.append(job.running[0].late_at)
+        if job.running and job.hedges < self.settings.max_hedges:
+            times.append(max(a.late_at for a in job.running))
         future = [t for t in times if t > now]
         timeout = (min(future) - now) if future else (None if times == [] else 0.0)
         try:

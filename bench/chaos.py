@@ -77,6 +77,8 @@ class RunResult:
     worst_stall_ms: float = 0.0
     balancer_restarts: int = 0
     errors: list[str] = field(default_factory=list)
+    slow: list[dict[str, object]] = field(default_factory=list)
+    """The job_done lines of jobs slower than the bound: where their time went."""
 
 
 def _server(work: Path, name: str, procs: list[Proc]) -> Backend:
@@ -163,8 +165,6 @@ class Injector:
         elif fault == "stop" and backend.proc is not None:
             os.kill(backend.proc.popen.pid, signal.SIGCONT)
         elif fault == "blackhole":
-            # (connections made meanwhile stay black-holed: the balancer has given up
-            # on them; new ones pass again)
             backend.relay.set_mode("pass")
             backend.stats_relay.set_mode("pass")
         elif fault == "slow":
@@ -288,6 +288,12 @@ def run(quick: bool, seed: int) -> dict[str, object]:
                 injector.finish()
             ms, _ = _job_times(balancers, seen)
             result.job_ms = ms
+            result.slow = [
+                {k: e.get(k) for k in ("ms", "backend", "tries", "outcome")}
+                for proc in balancers
+                for e in log_events(proc.log_path)[seen.get(proc.name, 0) :]
+                if e.get("event") == "job_done" and float(e.get("ms", 0)) > bound_ms  # type: ignore[arg-type]
+            ]
             result.slow_jobs = sum(1 for m in ms if m > bound_ms)
             result.worst_stall_ms = max(ms, default=0.0)
             results.append(result)
@@ -313,6 +319,7 @@ def _summary(result: RunResult) -> dict[str, object]:
         "worst_stall_ms": round(result.worst_stall_ms, 1),
         "balancer_restarts": result.balancer_restarts,
         "errors": result.errors[:5],
+        "slow": result.slow[:10],
     }
 
 

@@ -23,8 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from wire import Reply, encode_reply  # noqa: E402
-from wire.stream import read_request  # noqa: E402
+import contextlib
+
+from wire import Reply, encode_reply
+from wire.stream import read_request
 
 HOST = "127.0.0.1"
 OBJECT = b"\x7fELF" + b"\0" * 60
@@ -77,13 +79,12 @@ class InstantBackendForBench:
             since = int(query.get("changed_since", -1))
             wait = min(float(query.get("wait", 0)), MAX_WAIT_S)
             if since == self.version and wait > 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.changed.wait(), wait)
-                except TimeoutError:
-                    pass
             body = self.report()
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))  # fmt: skip
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            head += b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+            writer.write(head + body)
             await writer.drain()
         except Exception:
             pass

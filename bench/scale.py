@@ -153,7 +153,9 @@ def load(port: int, jobs: int, concurrency: int, size: str) -> dict[str, object]
     return summary
 
 
-def measure(farm: Farm, count: int, sizes: list[str], concurrencies: list[int]) -> list[dict[str, object]]:
+def measure(
+    farm: Farm, count: int, sizes: list[str], concurrencies: list[int]
+) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     pids = {"balancer": farm.workers, "haproxy": [farm.haproxy.popen.pid]}
     # Idle: only reports and probes.
@@ -177,7 +179,9 @@ def measure(farm: Farm, count: int, sizes: list[str], concurrencies: list[int]) 
                     "p50_added_ms": _added(summary, direct, "p50_ms"),
                     "p99_added_ms": _added(summary, direct, "p99_ms"),
                     "rss_mb": round(sum(rss_mb(p) for p in pids[path]), 1),
-                    "idle_pct_per_100": round(idle / count * 100, 2) if path == "balancer" else None,
+                    "idle_pct_per_100": (
+                        round(idle / count * 100, 2) if path == "balancer" else None
+                    ),
                 })  # fmt: skip
     return rows
 
@@ -206,6 +210,7 @@ def table(rows: list[dict[str, object]]) -> str:
 
 def ratios(rows: list[dict[str, object]]) -> str:
     """The issue's goals, as ratios from this run."""
+
     def cpu(n: int, path: str, size: str = "tiny", c: int = 64) -> float | None:
         for r in rows:
             if (r["backends"], r["path"], r["size"], r["concurrency"]) == (n, path, size, c):

@@ -126,7 +126,7 @@ def harmful_places(argv: tuple[str, ...], input_index: int) -> list[str]:
 
 
 @settings(
-    max_examples=3000,
+    max_examples=1500,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

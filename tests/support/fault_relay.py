@@ -51,8 +51,9 @@ class FaultRelayForTests:
         self.delay_s = delay_s
         self.server: asyncio.Server | None = None
         self.connections = 0
-        self.mode = "pass"
-        """pass, blackhole or trickle; read at every chunk, so it may change at any time."""
+        self._mode = "pass"
+        self.healed = asyncio.Event()
+        self.healed.set()
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._serve, *self.listen, reuse_address=True)
@@ -63,6 +64,19 @@ class FaultRelayForTests:
             await self.server.wait_closed()
 
     @property
+    def mode(self) -> str:
+        """pass, blackhole or trickle; read at every chunk, so it may change at any time."""
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        self._mode = value
+        if value == "blackhole":
+            self.healed.clear()
+        else:
+            self.healed.set()
+
+    @property
     def port(self) -> int:
         assert self.server is not None
         return int(self.server.sockets[0].getsockname()[1])
@@ -70,10 +84,7 @@ class FaultRelayForTests:
     async def _serve(self, down_r: asyncio.StreamReader, down_w: asyncio.StreamWriter) -> None:
         self.connections += 1
         if self.mode == "blackhole":
-            with contextlib.suppress(OSError):
-                while await down_r.read(CHUNK_BYTES):
-                    pass
-            return
+            await self.healed.wait()  # a connection made in a partition waits it out
         try:
             up_r, up_w = await asyncio.wait_for(
                 asyncio.open_connection(*self.upstream), CONNECT_TIMEOUT_S
@@ -106,8 +117,10 @@ class FaultRelayForTests:
             while True:
                 due, chunk = await queue.get()
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
-                if self.mode == "blackhole":
-                    await asyncio.Event().wait()  # hold everything, forever (until closed)
+                while self.mode == "blackhole":
+                    # Hold everything while the black hole lasts (a partition: what was
+                    # sent meanwhile arrives when it heals, as TCP would resend it).
+                    await self.healed.wait()
                 try:
                     if chunk is None:
                         if writer.can_write_eof():
