@@ -11,17 +11,55 @@ probes bring it back.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left, insort
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from cache.keys import CompilerIdentity
 from client.gss import Initiator
-from client.quantiles import quantile
 
 Kind = Literal["distlb", "distccd"]
 DEFAULT_UNREPORTED_SLOTS = 4
 LATENCY_WINDOW = 200
+
+
+class SortedWindow:
+    """The last ``size`` values, kept sorted too: a quantile is a lookup, and adding a
+    value costs a binary search and a short move (no sort per question)."""
+
+    __slots__ = ("_recent", "_sorted")
+
+    def __init__(self, size: int) -> None:
+        self._recent: deque[float] = deque(maxlen=size)
+        self._sorted: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self._recent)
+
+    def append(self, value: float) -> None:
+        recent = self._recent
+        if recent.maxlen is not None and len(recent) == recent.maxlen:
+            del self._sorted[bisect_left(self._sorted, recent[0])]
+        recent.append(value)
+        insort(self._sorted, value)
+
+    def quantile(self, q: float) -> float | None:
+        """As :func:`client.quantiles.quantile`: the value at rank ``int(q * n)``."""
+        ordered = self._sorted
+        if not ordered:
+            return None
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def median_low(self) -> float | None:
+        """As :func:`statistics.median_low`."""
+        ordered = self._sorted
+        return ordered[(len(ordered) - 1) // 2] if ordered else None
+
+    def values(self) -> list[float]:
+        """The values in the order they came."""
+        return list(self._recent)
 
 
 class SpecError(ValueError):
@@ -106,10 +144,8 @@ class Backend:
     consecutive_fail: int = 0
     report: Report | None = None
     ours_at_report: int = 0
-    in_flight: int = 0
-    """Our jobs on it now."""
-    probing: int = 0
-    """Our health probes on it now: they take a slot too, but are not jobs."""
+    _in_flight: int = 0
+    _probing: int = 0
     sent: int = 0
     ok: int = 0
     failures: int = 0
@@ -117,11 +153,38 @@ class Backend:
     last_error: str = ""
     busy_until: float = 0.0
     """After the backend turned a job away, treat it as full until its next report."""
-    _latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    _latencies: SortedWindow = field(default_factory=lambda: SortedWindow(LATENCY_WINDOW))
+    on_change: Callable[[Backend], None] | None = field(default=None, repr=False, compare=False)
+    """Called after anything a pick depends on changed (free slots, health, speed, a
+    turn-away): the pool's index (:class:`balancer.roster.Roster`) keeps up from it."""
 
     def __post_init__(self) -> None:
         # Unknown at start: the first good probe brings a backend into rotation.
         self.consecutive_ok = max(0, self.rise - 1)
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self)
+
+    @property
+    def in_flight(self) -> int:
+        """Our jobs on it now."""
+        return self._in_flight
+
+    @in_flight.setter
+    def in_flight(self, value: int) -> None:
+        self._in_flight = value
+        self._changed()
+
+    @property
+    def probing(self) -> int:
+        """Our health probes on it now: they take a slot too, but are not jobs."""
+        return self._probing
+
+    @probing.setter
+    def probing(self, value: int) -> None:
+        self._probing = value
+        self._changed()
 
     @property
     def name(self) -> str:
@@ -146,7 +209,7 @@ class Backend:
     @property
     def ours(self) -> int:
         """What we occupy on it: jobs and probes."""
-        return self.in_flight + self.probing
+        return self._in_flight + self._probing
 
     def identity(self, compiler: str) -> CompilerIdentity | None:
         """What this backend runs for ``compiler``, if it says (distlb servers do)."""
@@ -163,6 +226,7 @@ class Backend:
         self.report = report
         self.ours_at_report = self.ours
         self.busy_until = 0.0
+        self._changed()
 
     def on_success(self) -> None:
         """A good probe or job."""
@@ -170,6 +234,7 @@ class Backend:
         self.consecutive_ok += 1
         if not self.healthy and self.consecutive_ok >= self.rise:
             self.healthy = True
+            self._changed()
 
     def on_failure(self, reason: str) -> None:
         """A failed probe, poll or job (not a busy turn-away)."""
@@ -179,16 +244,23 @@ class Backend:
         self.consecutive_fail += 1
         if self.healthy and self.consecutive_fail >= self.fall:
             self.healthy = False
+            self._changed()
 
     def on_turned_away(self, now: float, hold_s: float) -> None:
         self.turned_away += 1
         self.busy_until = now + hold_s
+        self._changed()
 
     def record_latency(self, seconds: float) -> None:
         self._latencies.append(seconds)
+        self._changed()
 
     def latency_quantile(self, q: float) -> float | None:
-        return quantile(self._latencies, q)
+        return self._latencies.quantile(q)
+
+    def latencies(self) -> list[float]:
+        """The recent job latencies, oldest first."""
+        return self._latencies.values()
 
     def snapshot(self, now: float | None = None) -> dict[str, object]:
         now = time.monotonic() if now is None else now

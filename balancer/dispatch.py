@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-import statistics
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 import structlog
 
-from balancer.backends import Backend
-from balancer.picker import pick
+from balancer.backends import Backend, SortedWindow
 from balancer.pool import Pool
 from balancer.tail import Running, backup_choice, size_factor, wait_choice
 from cache import CachedResult, ResultCache, cache_key, job_digest, why_not_cacheable
@@ -35,6 +32,9 @@ MAX_TURNED_AWAY = 64
 SIZE_WINDOW = 256
 """Recent jobs whose source sizes say what counts as a big job."""
 MIN_SIZES_FOR_BIG = 16
+TAIL_CHECK_S = 0.05
+"""Changes come with every job's end and every report: the tail hedge looks at most
+this often (it backs up jobs expected to take twice as long where they are)."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ class Dispatcher:
         self.rescues = 0
         self.deadlines = 0
         self.cache = cache
-        self._sizes: deque[int] = deque(maxlen=SIZE_WINDOW)
+        self._sizes = SortedWindow(SIZE_WINDOW)
         self._running: set[Running] = set()
         self._waiting = 0
         """Jobs waiting for a free slot: while any do, a slot is not to spare."""
@@ -132,7 +132,9 @@ class Dispatcher:
         they began to (balancer/tail.py)."""
         self.waited_for_faster = 0
         self._jobs: set[JobAttempts] = set()
+        self._tail_check: asyncio.TimerHandle | None = None
         pool.add_listener(self._on_pool_change)
+        pool.add_down_listener(self._on_backend_down)
 
     def size_hints(self, source_bytes: int) -> tuple[bool, float]:
         """Whether a job is big (larger than the median of recent jobs, once enough are
@@ -142,7 +144,7 @@ class Dispatcher:
         runs: big jobs go to the fastest free backend (:func:`balancer.picker.pick`), and
         the factor scales its expected time for tail hedging (:mod:`balancer.tail`).
         """
-        median = statistics.median_low(self._sizes) if self._sizes else None
+        median = self._sizes.median_low()
         big = median is not None and len(self._sizes) >= MIN_SIZES_FOR_BIG and source_bytes > median
         self._sizes.append(source_bytes)
         return big, size_factor(source_bytes, median)
@@ -150,8 +152,7 @@ class Dispatcher:
     def _pick(
         self, exclude: set[str], affinity: bytes | None = None, big: bool = False
     ) -> Backend | None:
-        backends = list(self.pool.backends.values())
-        return pick(backends, self.rng, time.monotonic(), exclude, affinity, big=big)
+        return self.pool.roster.pick(self.rng, time.monotonic(), exclude, affinity, big=big)
 
     async def _acquire(
         self,
@@ -237,14 +238,19 @@ class Dispatcher:
             name: queue.index(token) if token in queue else len(queue)
             for name, queue in self._holds.items()
         }
+        # Only a backend that runs one of our jobs can be waited for.
+        backends = self.pool.backends
+        ours = {r.backend for r in self._running} - exclude
+        candidates = [backends[name] for name in ours if name in backends]
         return wait_choice(
             chosen,
-            [b for b in self.pool.backends.values() if b.name not in exclude],
+            candidates,
             self._running,
             ahead,
             time.monotonic(),
             factor,
             self.settings.wait_for_faster,
+            self.pool.roster.costs,
         )
 
     def _hedge_delay(self, backend: Backend) -> float:
@@ -267,20 +273,36 @@ class Dispatcher:
         backend.in_flight -= 1
         self.pool.notify()
 
-    def _on_pool_change(self) -> None:
-        """Something changed (a job ended, a report came, a backend's health): wake jobs
-        running on a backend that left rotation; and if nothing waits for a slot, maybe
-        back up a slow job on a faster backend."""
+    def _on_backend_down(self, backend: Backend) -> None:
+        """Wake the jobs running on a backend that left rotation (they rescue)."""
         for job in self._jobs:
-            if any(not a.backend.healthy for a in job.running):
+            if any(a.backend is backend for a in job.running):
                 job.wake.set()
+
+    def _on_pool_change(self) -> None:
+        """Something changed (a job ended, a report came, a backend's health): if nothing
+        waits for a slot, soon look whether to back up a slow job on a faster backend."""
         if not self._running or self._waiting or self.settings.tail_hedge <= 0:
             return
+        if self._tail_check is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._look_for_backup()
+                return
+            self._tail_check = loop.call_later(TAIL_CHECK_S, self._look_for_backup)
+
+    def _look_for_backup(self) -> None:
+        self._tail_check = None
+        if not self._running or self._waiting or self.settings.tail_hedge <= 0:
+            return
+        now = time.monotonic()
+        roster = self.pool.roster
+        fastest = roster.fastest(now)
+        if fastest is None:
+            return
         choice = backup_choice(
-            self._running,
-            list(self.pool.backends.values()),
-            time.monotonic(),
-            self.settings.tail_hedge,
+            self._running, (), now, self.settings.tail_hedge, roster.costs, fastest
         )
         if choice is not None:
             running, backend = choice
@@ -310,7 +332,7 @@ class Dispatcher:
             backend.on_turned_away(time.monotonic(), self.pool.settings.poll_interval_s / 4)
             raise
         except ClientError as exc:
-            backend.on_failure(f"job: {exc}")
+            self.pool.mark_failure(backend, f"job: {exc}")
             raise
         if reply.status == 0 and reply.obj:
             # Only a good compile is evidence of health (it stands in for a probe) and

@@ -64,7 +64,8 @@ async def handle_connection(
     finally:
         writer.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer.wait_closed(), 1.0)
+            async with asyncio.timeout(1.0):
+                await writer.wait_closed()
         structlog.contextvars.unbind_contextvars("job_id", "client", "principal")
 
 
@@ -143,7 +144,8 @@ async def _serve(
         stats.counters.cache_hit += 1
     try:
         writer.write(data)
-        await asyncio.wait_for(writer.drain(), ctx.io_timeout_s)
+        async with asyncio.timeout(ctx.io_timeout_s):
+            await writer.drain()
     except (ConnectionError, TimeoutError):
         result = "client_disconnect"
     seconds = time.monotonic() - started
@@ -176,6 +178,7 @@ async def _refuse(
     reply = Reply(request.protocol, exit_status(refused.exit_code), message, b"", b"")
     with contextlib.suppress(ConnectionError, TimeoutError):
         writer.write(encode_reply(reply))
-        await asyncio.wait_for(writer.drain(), ctx.io_timeout_s)
+        async with asyncio.timeout(ctx.io_timeout_s):
+            await writer.drain()
     ctx.stats.job_finished("rejected_policy", time.monotonic() - started)
     log.warning("job_refused", reason=refused.reason, argv=bounded_argv(request.argv))

@@ -21,7 +21,7 @@ import hashlib
 import math
 import random
 import statistics
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from balancer.backends import Backend
 
@@ -35,7 +35,12 @@ def seconds_per_job(candidates: Sequence[Backend]) -> dict[str, float]:
     return {b.name: (medians[b.name] or default) / b.spec.weight for b in candidates}
 
 
-def rendezvous(candidates: Sequence[Backend], affinity: bytes, load_bound: float) -> Backend | None:
+def rendezvous(
+    candidates: Sequence[Backend],
+    affinity: bytes,
+    load_bound: float,
+    cost: Mapping[str, float] | None = None,
+) -> Backend | None:
     """Consistent hashing with bounded loads: the candidate ranking highest for
     ``affinity`` whose busy slots after this job stay within ``load_bound`` times the
     candidates' average load (per slot, after this job) times its slots, rounded up;
@@ -43,12 +48,14 @@ def rendezvous(candidates: Sequence[Backend], affinity: bytes, load_bound: float
 
     The ranking is weighted rendezvous hashing (weight / -ln(hash)), the weight being
     the backend's speed: a server twice as fast owns twice the share of jobs, so
-    affinity does not pin work to slow machines.
+    affinity does not pin work to slow machines. ``cost``: each candidate's seconds per
+    job, when the caller keeps them (:class:`balancer.roster.Roster`).
     """
     used = sum(b.slots - b.free for b in candidates)
     capacity = sum(b.slots for b in candidates) or 1
     average = (used + 1) / capacity
-    cost = seconds_per_job(candidates)
+    if cost is None:
+        cost = seconds_per_job(candidates)
 
     def score(backend: Backend) -> float:
         digest = hashlib.blake2b(affinity + backend.name.encode(), digest_size=8).digest()

@@ -8,7 +8,6 @@ Reports and probes feed :class:`balancer.backends.Backend`; the decisions stay t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import time
 from collections.abc import Callable, Iterable
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 import structlog
 
 from balancer.backends import Backend, BackendSpec, Report
+from balancer.roster import Roster
 from cache.keys import CompilerIdentity
 from client import ClientError, TurnedAway, compile_remote
 from client.prober import probe_request
@@ -67,16 +67,32 @@ class Pool:
 
     def __init__(self, specs: Iterable[BackendSpec], settings: PoolSettings) -> None:
         self.settings = settings
-        self.backends: dict[str, Backend] = {}
+        self.roster = Roster()
+        """The backends indexed for picking, kept up through each one's ``on_change``."""
+        self._backends: dict[str, Backend] = {}
         self._tasks: dict[str, list[asyncio.Task[None]]] = {}
         self._waiters: dict[int, tuple[float, asyncio.Future[None]]] = {}
         """Jobs waiting for a change: by arrival order, since when each waits and its
         future."""
         self._order = itertools.count()
         self._listeners: list[Callable[[], None]] = []
+        self._down_listeners: list[Callable[[Backend], None]] = []
         self._demand_until = 0.0
-        self._demand_began = asyncio.Event()
+        self._demand_began: asyncio.Future[None] | None = None
+        """Done when jobs begin to wait for a slot: poll loops in a long sleep wake."""
         self._specs = list(specs)
+
+    @property
+    def backends(self) -> dict[str, Backend]:
+        """By name (assign a new dict to replace them all; do not change it in place)."""
+        return self._backends
+
+    @backends.setter
+    def backends(self, backends: dict[str, Backend]) -> None:
+        self._backends = backends
+        for backend in backends.values():
+            backend.on_change = self.roster.changed
+        self.roster.rebuild(backends.values())
 
     def start(self) -> None:
         self.reload(self._specs)
@@ -85,26 +101,29 @@ class Pool:
         """Adopt a new backend list: new ones start unknown, kept ones keep their state,
         removed ones stop being picked (their jobs in flight finish normally)."""
         wanted = {spec.name: spec for spec in specs}
-        for name in list(self.backends):
+        backends = dict(self._backends)
+        for name in list(backends):
             if name not in wanted:
                 for task in self._tasks.pop(name, []):
                     task.cancel()
-                del self.backends[name]
+                backends.pop(name).on_change = None
                 log.info("backend_removed", backend=name)
         for name, spec in wanted.items():
-            backend = self.backends.get(name)
+            backend = backends.get(name)
             if backend is not None and backend.spec == spec:
                 continue
             if backend is not None:
+                backend.on_change = None
                 for task in self._tasks.pop(name, []):
                     task.cancel()
             backend = Backend(spec, rise=self.settings.rise, fall=self.settings.fall)
-            self.backends[name] = backend
+            backends[name] = backend
             tasks = [asyncio.create_task(self._probe_loop(backend))]
             if spec.status_port is not None:
                 tasks.append(asyncio.create_task(self._poll_loop(backend)))
             self._tasks[name] = tasks
             log.info("backend_added", backend=name, kind=spec.kind, status_port=spec.status_port)
+        self.backends = backends
         self.notify()
 
     async def stop(self) -> None:
@@ -130,13 +149,23 @@ class Pool:
         at once, when the waiting begins: a poll loop may be in a long sleep)."""
         now = time.monotonic()
         if now >= self._demand_until:
-            self._demand_began.set()
-            self._demand_began = asyncio.Event()
+            began, self._demand_began = self._demand_began, None
+            if began is not None and not began.done():
+                began.set_result(None)
         self._demand_until = now + DEMAND_HOLD_S
+
+    def _demand_future(self) -> asyncio.Future[None]:
+        if self._demand_began is None:
+            self._demand_began = asyncio.get_running_loop().create_future()
+        return self._demand_began
 
     def add_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (synchronously, so it must be quick) on every change."""
         self._listeners.append(listener)
+
+    def add_down_listener(self, listener: Callable[[Backend], None]) -> None:
+        """Call ``listener(backend)`` (synchronously) when a backend leaves rotation."""
+        self._down_listeners.append(listener)
 
     async def wait_for_change(self, timeout_s: float, since: float | None = None) -> None:
         """Until the next :meth:`notify` or ``timeout_s``. ``since``: when the caller
@@ -146,10 +175,11 @@ class Pool:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters[order] = (time.monotonic() if since is None else since, future)
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(future, timeout_s)
+            # asyncio.wait, not wait_for: on Python 3.11, wait_for swallows a cancel that
+            # comes as the future completes, and a cancelled job would go on waiting.
+            await asyncio.wait((future,), timeout=timeout_s)
         finally:
-            if not future.done() or future.cancelled():  # timed out, or we were cancelled
+            if not future.done():  # timed out, or we were cancelled
                 future.cancel()
                 self._waiters.pop(order, None)
 
@@ -163,7 +193,7 @@ class Pool:
 
     def mark_failure(self, backend: Backend, reason: str) -> None:
         """A job's attempt on ``backend`` failed in a way that counts against its health
-        (it missed its deadline)."""
+        (an error, or it missed its deadline)."""
         self._mark(backend, False, reason)
 
     def _mark(self, backend: Backend, ok: bool, reason: str = "") -> None:
@@ -180,6 +210,9 @@ class Pool:
                 state="up" if backend.healthy else "down",
                 reason=reason or "probes ok",
             )
+            if not backend.healthy:
+                for listener in self._down_listeners:
+                    listener(backend)
             self.notify()
 
     async def _poll_loop(self, backend: Backend) -> None:
@@ -192,8 +225,7 @@ class Pool:
                 backend.on_report(report)
                 self.notify()
             delay = poll_delay(self.settings, time.monotonic(), self._demand_until)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._demand_began.wait(), delay)
+            await asyncio.wait((self._demand_future(),), timeout=delay)
 
     async def _probe_loop(self, backend: Backend) -> None:
         request = probe_request(self.settings.probe_compiler)

@@ -25,7 +25,7 @@ counted (we do not know when they end), so we only ever wait for our own.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from balancer.backends import Backend
@@ -60,7 +60,7 @@ def size_factor(source_bytes: int, median_bytes: float | None) -> float:
     return min(high, max(low, source_bytes / median_bytes))
 
 
-def remaining_s(job: Running, cost: dict[str, float], now: float) -> float:
+def remaining_s(job: Running, cost: Mapping[str, float], now: float) -> float:
     """Expected seconds left of a running job where it runs."""
     elapsed = now - job.started
     return max(cost[job.backend] * job.size_factor - elapsed, LATE_SHARE * elapsed)
@@ -74,6 +74,7 @@ def wait_choice(
     now: float,
     size_factor: float,
     gain: float,
+    cost: Mapping[str, float] | None = None,
 ) -> tuple[Backend, float, float] | None:
     """A full backend faster than ``chosen`` where a job of ``size_factor``, waiting for
     one of our jobs there to end, is expected to finish ``gain`` times sooner than on
@@ -81,14 +82,15 @@ def wait_choice(
     that much. None: take ``chosen``.
 
     ``waiting_for`` counts, per backend, the jobs already waiting for it: they get its
-    first frees, so this one would wait for the next.
+    first frees, so this one would wait for the next. Only backends that run one of
+    our jobs can be waited for, so ``backends`` need hold no others. ``cost``: seconds
+    per job, when the caller keeps them (default: computed over ``backends``).
     """
-    if gain <= 0:
+    if gain <= 0 or not chosen.healthy:
         return None
     healthy = [b for b in backends if b.healthy]
-    if chosen not in healthy:
-        return None
-    cost = seconds_per_job(healthy)
+    if cost is None:
+        cost = seconds_per_job([*healthy, *([] if chosen in healthy else [chosen])])
     here = cost[chosen.name] * size_factor
     ends: dict[str, list[float]] = {}
     for job in running:
@@ -112,19 +114,26 @@ def backup_choice(
     backends: Sequence[Backend],
     now: float,
     speedup: float,
+    cost: Mapping[str, float] | None = None,
+    fastest: Backend | None = None,
 ) -> tuple[Running, Backend] | None:
     """The job to back up and where, or None.
 
     Only the fastest backend with a free slot is considered, and only for a job that
     it would finish ``speedup`` times sooner than the job's expected remaining time
     where it runs; among those, the one that gains most. Jobs already backed up, and
-    jobs on that same backend, are skipped.
+    jobs on that same backend, are skipped. A caller that keeps seconds per job and
+    knows the fastest free backend passes ``cost`` and ``fastest`` (``backends`` is
+    then not read).
     """
-    free = [b for b in backends if b.available(now)]
-    if not free or speedup <= 0:
+    if speedup <= 0:
         return None
-    cost = seconds_per_job([*backends])
-    fastest = min(free, key=lambda b: (cost[b.name], -b.free))
+    if fastest is None or cost is None:
+        free = [b for b in backends if b.available(now)]
+        if not free:
+            return None
+        cost = seconds_per_job([*backends])
+        fastest = min(free, key=lambda b: (cost[b.name], -b.free))
     best: tuple[float, Running] | None = None
     for job in running:
         if job.backed_up or job.backend == fastest.name or job.backend not in cost:

@@ -42,7 +42,7 @@ PHASE_CAP_S = 20.0
 JOBS = {"tiny": 3000, "100kb": 1200}
 SIZE_KB = {"tiny": 0, "100kb": 100}
 HAPROXY_CFG = """global
-    maxconn 20000
+    maxconn 4096
 defaults
     mode tcp
     timeout connect 2s

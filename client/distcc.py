@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from client.gss import AuthError, Initiator, initiate
 from wire import ConnectionClosed, Limits, RemoteProtocolError, Reply, Request
 from wire.reader import ReplyReader
-from wire.stream import CHUNK_BYTES, encode_request_off_loop, read_reply
+from wire.stream import CHUNK_BYTES, buffered, encode_request_off_loop, read_reply
 
 
 class ClientError(Exception):
@@ -75,9 +75,11 @@ async def compile_remote(
     :class:`AuthFailed`, :class:`TurnedAway`, :class:`TimedOut` or :class:`BadReply`.
     """
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port), connect_timeout_s
-        )
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancel that
+        # arrives as the connect fails, so a cancelled caller would go on (and a probe
+        # loop, or a job whose client left, would never end).
+        async with asyncio.timeout(connect_timeout_s):
+            reader, writer = await asyncio.open_connection(host, port)
     except (OSError, TimeoutError) as exc:
         raise ConnectFailed(f"{host}:{port}: {str(exc) or type(exc).__name__}") from exc
     try:
@@ -148,6 +150,8 @@ async def _read_reply_bounded(
         if first_at is None:
             data = await reader.read(min(parser.wanted, CHUNK_BYTES))
             first_at = loop.time()
+        elif buffered(reader):
+            data = await reader.read(min(parser.wanted, CHUNK_BYTES))
         else:
             claimed = parser.consumed + parser.buffered + parser.wanted
             deadline = first_at + idle_timeout_s + claimed / MIN_RATE_BYTES_S

@@ -149,7 +149,8 @@ class Acceptor:
         refusal = self.policy.refusal(principal)
         try:
             writer.write(verdict(refusal is None))
-            await asyncio.wait_for(writer.drain(), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                await writer.drain()
         except (ConnectionError, TimeoutError) as exc:
             raise AuthError("client_gone", f"sending the verdict: {exc!r}") from exc
         if refusal is not None:
@@ -270,9 +271,8 @@ async def reverse_name(address: str, timeout_s: float) -> str:
         return cached[0]
     loop = asyncio.get_running_loop()
     try:
-        host, _ = await asyncio.wait_for(
-            loop.getnameinfo((address, 0), socket.NI_NAMEREQD), timeout_s
-        )
+        async with asyncio.timeout(timeout_s):
+            host, _ = await loop.getnameinfo((address, 0), socket.NI_NAMEREQD)
     except (OSError, TimeoutError) as exc:
         raise AuthError("no_reverse_name", f"{address}: {exc!r}") from exc
     if len(_reverse_names) >= _REVERSE_MAX:

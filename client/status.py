@@ -78,7 +78,8 @@ async def _read_all(host: str, port: int, request: bytes, timeout_s: float,
             chunks: list[bytes] = []
             if sniff_s:
                 with contextlib.suppress(TimeoutError):
-                    chunks.append(await asyncio.wait_for(reader.read(MAX_REPORT_BYTES), sniff_s))
+                    async with asyncio.timeout(sniff_s):
+                        chunks.append(await reader.read(MAX_REPORT_BYTES))
             if request and not any(chunks):
                 writer.write(request)
                 await writer.drain()

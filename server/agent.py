@@ -25,5 +25,6 @@ async def serve_agent(
 ) -> None:
     with contextlib.suppress(ConnectionError):
         writer.write(agent_line(slots).encode("ascii"))
-        await asyncio.wait_for(writer.drain(), 5.0)
+        async with asyncio.timeout(5.0):
+            await writer.drain()
     writer.close()

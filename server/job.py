@@ -96,7 +96,8 @@ class JobContext:
 async def _send(writer: asyncio.StreamWriter, reply: Reply, timeout_s: float) -> int:
     data = await encode_reply_off_loop(reply)
     writer.write(data)
-    await asyncio.wait_for(writer.drain(), timeout_s)
+    async with asyncio.timeout(timeout_s):
+        await writer.drain()
     return len(data)
 
 
@@ -135,7 +136,8 @@ async def handle_connection(
     finally:
         writer.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer.wait_closed(), 1.0)
+            async with asyncio.timeout(1.0):
+                await writer.wait_closed()
         structlog.contextvars.unbind_contextvars("job_id", "client", "principal")
 
 

@@ -16,6 +16,12 @@ CHUNK_BYTES = 256 * 1024
 TOKEN_WHAT = "a GSS token"  # noqa: S105 (what we were reading, in error messages)
 
 
+def buffered(reader: asyncio.StreamReader) -> int:
+    """Bytes the reader holds already: a read of them returns without waiting."""
+    buffer = getattr(reader, "_buffer", None)
+    return len(buffer) if buffer is not None else 0
+
+
 async def _drive(
     reader: asyncio.StreamReader, parser: MessageReader, what: str, idle_timeout_s: float
 ) -> object:
@@ -23,11 +29,15 @@ async def _drive(
         event = parser.next_event()
         if event is not NEED_DATA:
             return event
-        # Never read more than the parser asked for: the buffer stays bounded. The idle
-        # timeout is a timer, not wait_for's task per read: most reads find their bytes
-        # already buffered and return at once.
-        async with asyncio.timeout(idle_timeout_s):
-            data = await reader.read(min(parser.wanted, CHUNK_BYTES))
+        # Never read more than the parser asked for: the buffer stays bounded. Most
+        # reads find their bytes buffered and need no timer; the others get a timer
+        # (not wait_for's task per read).
+        wanted = min(parser.wanted, CHUNK_BYTES)
+        if buffered(reader):
+            data = await reader.read(wanted)
+        else:
+            async with asyncio.timeout(idle_timeout_s):
+                data = await reader.read(wanted)
         if not data:
             raise ConnectionClosed(parser.consumed + parser.buffered, what)
         parser.feed(data)
@@ -114,7 +124,8 @@ async def wait_peer_gone(reader: asyncio.StreamReader) -> None:
 async def read_byte(reader: asyncio.StreamReader, what: str, idle_timeout_s: float) -> bytes:
     """One byte (a handshake marker or verdict); :class:`ConnectionClosed` on EOF,
     :class:`TimeoutError` when none arrives within ``idle_timeout_s``."""
-    data = await asyncio.wait_for(reader.read(1), idle_timeout_s)
+    async with asyncio.timeout(idle_timeout_s):
+        data = await reader.read(1)
     if not data:
         raise ConnectionClosed(0, what)
     return data

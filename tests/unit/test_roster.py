@@ -1,0 +1,144 @@
+"""The roster (balancer/roster.py) keeps, incrementally, what a pick from scratch
+(balancer/picker.py) would compute: after any sequence of reports, jobs, probes,
+latencies, health changes, turn-aways and time passing, each backend's seconds per
+job, pick weight and the fastest free backend are the from-scratch ones."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from balancer.backends import Backend, BackendSpec, Report
+from balancer.picker import seconds_per_job
+from balancer.roster import Roster
+
+COUNT = 6
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _farm(weights: list[float]) -> tuple[Roster, list[Backend], Clock]:
+    clock = Clock()
+    roster = Roster(clock=clock)
+    backends = [
+        Backend(BackendSpec.parse(f"b{i}:1,weight={w}")) for i, w in enumerate(weights)
+    ]
+    for backend in backends:
+        backend.on_change = roster.changed
+    roster.rebuild(backends)
+    return roster, backends, clock
+
+
+index = st.integers(0, COUNT - 1)
+operation = st.one_of(
+    st.tuples(st.just("report"), index, st.integers(1, 8), st.integers(0, 10), st.booleans()),
+    st.tuples(st.just("job"), index, st.sampled_from([1, -1])),
+    st.tuples(st.just("probe"), index, st.sampled_from([1, -1])),
+    st.tuples(st.just("latency"), index, st.floats(0.001, 10.0)),
+    st.tuples(st.just("ok"), index),
+    st.tuples(st.just("fail"), index),
+    st.tuples(st.just("turned_away"), index, st.floats(0.0, 2.0)),
+    st.tuples(st.just("time"), st.floats(0.0, 3.0)),
+)
+
+
+def _apply(op: tuple[object, ...], backends: list[Backend], clock: Clock) -> None:
+    kind = op[0]
+    if kind == "time":
+        clock.now += float(op[1])  # type: ignore[arg-type]
+        return
+    backend = backends[int(op[1])]  # type: ignore[call-overload]
+    if kind == "report":
+        backend.on_report(Report(slots=int(op[2]), busy=int(op[3]), accepting=bool(op[4])))  # type: ignore[call-overload]
+    elif kind == "job":
+        backend.in_flight = max(0, backend.in_flight + int(op[2]))  # type: ignore[call-overload]
+    elif kind == "probe":
+        backend.probing = max(0, backend.probing + int(op[2]))  # type: ignore[call-overload]
+    elif kind == "latency":
+        backend.record_latency(float(op[2]))  # type: ignore[arg-type]
+    elif kind == "ok":
+        backend.on_success()
+    elif kind == "fail":
+        backend.on_failure("test")
+    elif kind == "turned_away":
+        backend.on_turned_away(clock.now, float(op[2]))  # type: ignore[arg-type]
+
+
+def _check(roster: Roster, backends: list[Backend], clock: Clock) -> None:
+    now = clock.now
+    fastest = roster.fastest(now)  # also lets the holds that ended expire
+    roster.refresh_default(now, force=True)
+    fastest = roster.fastest(now)
+    cost = seconds_per_job(backends)
+    for backend in backends:
+        assert roster.cost(backend) == cost[backend.name]
+        expected = backend.free / cost[backend.name] if backend.available(now) else 0.0
+        assert roster.weight(backend) == expected, backend.name
+    total = sum(roster.weight(b) for b in backends)
+    assert abs(roster.total_weight - total) <= 1e-9 * max(1.0, total)
+    free = [b for b in backends if b.available(now)]
+    if not free:
+        assert fastest is None
+    else:
+        best = min((cost[b.name], -b.free, b.name) for b in free)
+        assert fastest is not None
+        assert (cost[fastest.name], -fastest.free, fastest.name) == best
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from([0.5, 1.0, 2.0]), min_size=COUNT, max_size=COUNT),
+    st.lists(operation, max_size=60),
+)
+def test_the_index_equals_the_from_scratch_estimates(
+    weights: list[float], ops: list[tuple[object, ...]]
+) -> None:
+    roster, backends, clock = _farm(weights)
+    for op in ops:
+        _apply(op, backends, clock)
+        _check(roster, backends, clock)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(operation, max_size=40), st.integers(0, 2**32 - 1))
+def test_a_pick_is_always_an_available_backend_not_excluded(
+    ops: list[tuple[object, ...]], seed: int
+) -> None:
+    roster, backends, clock = _farm([1.0] * COUNT)
+    rng = random.Random(seed)
+    for op in ops:
+        _apply(op, backends, clock)
+        for exclude in (set(), {backends[0].name, backends[1].name}):
+            for big in (False, True):
+                chosen = roster.pick(rng, clock.now, exclude, big=big)
+                free = [b for b in backends if b.available(clock.now) and b.name not in exclude]
+                if chosen is None:
+                    assert free == []
+                else:
+                    assert chosen in free
+
+
+def test_draws_follow_free_slots_over_seconds_per_job() -> None:
+    roster, (big, small, slow), clock = _farm([1.0, 1.0, 1.0])
+    for backend, slots, latency in ((big, 8, 0.1), (small, 2, 0.1), (slow, 8, 0.4)):
+        backend.on_report(Report(slots=slots, busy=0))
+        backend.on_success()
+        backend.on_success()
+        for _ in range(5):
+            backend.record_latency(latency)
+    rng = random.Random(3)
+    counts = Counter(roster._draw(rng).name for _ in range(20000))  # type: ignore[union-attr]
+    # Weights 80, 20 and 20: the big fast one four times as often as each other.
+    assert 3.6 < counts["b0:1"] / counts["b1:1"] < 4.4
+    assert 0.8 < counts["b1:1"] / counts["b2:1"] < 1.25
+    big.in_flight = 8  # full: never drawn
+    assert "b0:1" not in {roster._draw(rng).name for _ in range(2000)}  # type: ignore[union-attr]
