@@ -80,10 +80,11 @@ class BackendSpec:
     auth: Initiator | None = None
     """Authenticate to it (distcc's host option ``auth``, ``auth=NAME`` naming the host
     whose ``service@NAME`` principal to ask for instead of the reverse-DNS name)."""
+    name: str = field(init=False, compare=False, repr=False, default="")
+    """``HOST:PORT``."""
 
-    @property
-    def name(self) -> str:
-        return f"{self.host}:{self.port}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", f"{self.host}:{self.port}")
 
     @classmethod
     def parse(cls, text: str) -> BackendSpec:
@@ -132,6 +133,8 @@ class Report:
     """Per compiler name, what the backend runs for it (for the result cache)."""
     result_cache: bool = False
     """The backend keeps its own result cache: repeats of a job should go back to it."""
+    change: str = ""
+    """The report's change token (distlb servers): the next report is asked for with it."""
 
 
 @dataclass
@@ -151,6 +154,8 @@ class Backend:
     failures: int = 0
     turned_away: int = 0
     last_error: str = ""
+    reports_ok: bool = False
+    """Its latest report was read (a long poll answered or ran out in time)."""
     busy_until: float = 0.0
     """After the backend turned a job away, treat it as full until its next report."""
     _latencies: SortedWindow = field(default_factory=lambda: SortedWindow(LATENCY_WINDOW))

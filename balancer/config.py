@@ -39,6 +39,8 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
     poll_interval: float = 0.5
     fast_poll_interval: float = 0.1
     probe_interval: float = 1.0
+    idle_probe_interval: float = 30.0
+    report_wait: float = 5.0
     probe_timeout: float = 1.0
     probe_compiler: str = "gcc"
     rise: int = 2
@@ -113,6 +115,8 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
             self.fall,
             self.probe_compiler,
             self.fast_poll_interval,
+            self.report_wait,
+            self.idle_probe_interval,
         )
 
     def dispatch_settings(self) -> DispatchSettings:
@@ -152,6 +156,8 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
             "poll_interval",
             "fast_poll_interval",
             "probe_interval",
+            "idle_probe_interval",
+            "report_wait",
             "probe_timeout",
             "queue_timeout",
             "attempt_deadline_min",
@@ -210,6 +216,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="report polling while jobs wait for a slot (0.1)",
     )
     p.add_argument("--probe-interval", type=float, metavar="S", help="health probes (1.0)")
+    p.add_argument(
+        "--idle-probe-interval",
+        type=float,
+        metavar="S",
+        help="health probes of a backend whose reports keep coming (30; finished jobs count)",
+    )
+    p.add_argument(
+        "--report-wait",
+        type=float,
+        metavar="S",
+        help="how long a distlb server may hold a report request while nothing changes "
+        "(a long poll; 5; 0: poll every --poll-interval)",
+    )
     p.add_argument("--probe-timeout", type=float, metavar="S", help="probe deadline (1.0)")
     p.add_argument("--probe-compiler", metavar="NAME", help="compiler probes ask for (gcc)")
     p.add_argument("--rise", type=int, help="good probes to come back into rotation (2)")

@@ -344,8 +344,12 @@ class Dispatcher:
     async def dispatch(self, request: Request) -> Outcome:
         """Get ``request`` compiled (or from the cache). Raises :class:`NoCapacity` or
         :class:`AllFailed`."""
-        cacheable = why_not_cacheable(request.argv) is None
-        job = job_digest(request.protocol, request.argv, request.source) if cacheable else None
+        # The job's digest keys the cache and is its affinity to a caching backend:
+        # without either, hashing every source is work for nothing.
+        wanted = self.cache is not None or self.pool.roster.any_caching
+        job = None
+        if wanted and why_not_cacheable(request.argv) is None:
+            job = job_digest(request.protocol, request.argv, request.source)
         if job is not None and self.cache is not None:
             hit = await self._lookup(job, request)
             if hit is not None:

@@ -35,6 +35,12 @@ class PoolSettings:
     probe_compiler: str = "gcc"
     fast_poll_interval_s: float = 0.1
     """Report polling while jobs wait for a slot (HAProxy's ``fastinter`` in spirit)."""
+    report_wait_s: float = 5.0
+    """How long a distlb server may hold a report request until its state changes
+    enough (a long poll); 0: ask every poll interval."""
+    idle_probe_interval_s: float = 30.0
+    """Compile probes of a healthy backend whose reports keep coming: this often
+    instead of every ``probe_interval_s`` (jobs that finish well count as probes)."""
 
 
 DEMAND_HOLD_S = 1.0
@@ -50,16 +56,23 @@ def poll_delay(settings: PoolSettings, now: float, demand_until: float) -> float
     return settings.poll_interval_s
 
 
-async def fetch_backend_report(spec: BackendSpec, timeout_s: float) -> Report:
-    """Read one backend's report (raises :class:`ReportError`)."""
+async def fetch_backend_report(
+    spec: BackendSpec, timeout_s: float, since: str = "", wait_s: float = 0.0
+) -> Report:
+    """Read one backend's report (raises :class:`ReportError`); with ``since`` and
+    ``wait_s``, once it has changed enough since that report or after ``wait_s``."""
     assert spec.status_port is not None
-    report = await fetch_report(spec.host, spec.status_port, spec.kind, timeout_s)
+    report = await fetch_report(
+        spec.host, spec.status_port, spec.kind, timeout_s + wait_s, since, wait_s
+    )
     identities = {
         name: CompilerIdentity(info.get("version", ""), info.get("digest", ""))
         for name, info in report.compilers.items()
         if info.get("digest") and info.get("digest") != "unknown"
     }
-    return Report(report.slots, report.busy, report.accepting, identities, report.result_cache)
+    return Report(
+        report.slots, report.busy, report.accepting, identities, report.result_cache, report.change
+    )
 
 
 class Pool:
@@ -216,32 +229,59 @@ class Pool:
             self.notify()
 
     async def _poll_loop(self, backend: Backend) -> None:
+        """Read the backend's report, again and again. A distlb server holds each request
+        until its state has changed enough (or ``report_wait_s``), so an idle farm
+        costs a request per backend every few seconds, and a change comes at once;
+        between two requests lies at least the poll delay."""
+        settings = self.settings
         while True:
+            since = backend.report.change if backend.report and backend.reports_ok else ""
+            wait_s = settings.report_wait_s if since else 0.0
             try:
-                report = await fetch_backend_report(backend.spec, self.settings.probe_timeout_s)
+                report = await fetch_backend_report(
+                    backend.spec, settings.probe_timeout_s, since, wait_s
+                )
             except ReportError as exc:
+                backend.reports_ok = False
                 self._mark(backend, False, str(exc))
             else:
+                backend.reports_ok = True
                 backend.on_report(report)
                 self.notify()
-            delay = poll_delay(self.settings, time.monotonic(), self._demand_until)
+            delay = poll_delay(settings, time.monotonic(), self._demand_until)
             await asyncio.wait((self._demand_future(),), timeout=delay)
 
     async def _probe_loop(self, backend: Backend) -> None:
         request = probe_request(self.settings.probe_compiler)
         deadline = self.settings.probe_timeout_s
         ok_seen = backend.ok
+        proven_at = float("-inf")  # when a probe or a job last showed it compiles
+        sent_seen = backend.sent
         while True:
             started = time.monotonic()
             if backend.healthy and backend.ok > ok_seen:
                 # Jobs finished well since the last check: they are the probe. A compile
                 # probe costs the backend a real compile (per balancer, every interval);
                 # a backend that hangs or fails stops finishing jobs, and probing resumes.
-                ok_seen = backend.ok
+                ok_seen, sent_seen = backend.ok, backend.sent
+                proven_at = started
                 self._mark(backend, True)
                 await asyncio.sleep(self.settings.probe_interval_s)
                 continue
             ok_seen = backend.ok
+            if (
+                backend.healthy
+                and backend.reports_ok
+                and backend.sent == sent_seen
+                and started - proven_at < self.settings.idle_probe_interval_s
+            ):
+                # Idle (no job sent since it last proved it compiles) and its reports
+                # keep coming (a server that dies drops its held report request; one
+                # that hangs lets it run out): probe it now and then only. Jobs sent
+                # that do not finish well bring the probes back at once.
+                await asyncio.sleep(self.settings.probe_interval_s)
+                continue
+            sent_seen = backend.sent
             if backend.healthy and backend.in_flight > 0 and backend.free == 0:
                 # Busy is not dead: every slot holds a job (ours, or others' by its
                 # report), so a probe would wait behind them (distccd queues it) or be
@@ -274,6 +314,7 @@ class Pool:
                 self._mark(backend, False, f"probe: {exc}")
             else:
                 if reply.status == 0 and reply.obj:
+                    proven_at = time.monotonic()
                     self._mark(backend, True)
                 else:
                     self._mark(backend, False, f"probe compile failed: {reply.stderr[:200]!r}")

@@ -61,6 +61,7 @@ class Roster:
         self._default_at = float("-inf")
         self._holds: list[tuple[float, str]] = []
         self._held_until: dict[str, float] = {}
+        self._caching: set[str] = set()
 
     # -- keeping up -------------------------------------------------------------
 
@@ -77,6 +78,7 @@ class Roster:
         self._median = {b.name: b.latency_quantile(0.5) for b in self._backends}
         self._holds = []
         self._held_until = {}
+        self._caching = {b.name for b in self._backends if b.caches_results}
         now = self.clock()
         self.default_cost = self._median_of_medians()
         self._default_at = now
@@ -91,6 +93,10 @@ class Roster:
         slot = self._slot.get(backend.name)
         if slot is None or self._backends[slot] is not backend:
             return  # not (or no longer) one of ours
+        if backend.caches_results:
+            self._caching.add(backend.name)
+        else:
+            self._caching.discard(backend.name)
         median = backend.latency_quantile(0.5)
         if median != self._median.get(backend.name):
             self._median[backend.name] = median
@@ -170,6 +176,11 @@ class Roster:
     def total_weight(self) -> float:
         return self._weight[1]
 
+    @property
+    def any_caching(self) -> bool:
+        """Whether any backend keeps a result cache (an affinity is worth computing)."""
+        return bool(self._caching)
+
     def _tick(self, now: float) -> None:
         self._expire_holds(now)
         self.refresh_default(now)
@@ -213,7 +224,7 @@ class Roster:
     ) -> Backend | None:
         """What :func:`balancer.picker.pick` would choose, from the index."""
         self._tick(now)
-        if affinity is not None:
+        if affinity is not None and self._caching:
             caching = [
                 b
                 for b in self._backends

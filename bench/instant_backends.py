@@ -4,8 +4,9 @@ Each backend listens on a compile port and a status port on loopback. It reads e
 request whole (with the project's own parser, so it costs what a real read costs),
 then answers at once with a tiny object: only the balancer's own work is left to
 measure. Its ``/status`` says how many of its slots are busy, as distlb-server's does,
-and honours distlb-server's long poll (``?changed_since=VERSION&wait=S``), so a
-balancer can be measured against either kind of report.
+and honours distlb-server's long poll (``?since=TOKEN&wait=S``, answered once the state
+has changed enough: client/status.py ``changed_enough``), so a balancer's report cost is
+what it is against real servers.
 
     python bench/instant_backends.py --count 500 --slots 16
 
@@ -23,8 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import contextlib
-
+from client.status import change_token, changed_enough, compilers_revision
 from wire import Reply, encode_reply
 from wire.stream import read_request
 
@@ -32,6 +32,7 @@ HOST = "127.0.0.1"
 OBJECT = b"\x7fELF" + b"\0" * 60
 COMPILERS = {"gcc": {"path": "/usr/bin/gcc", "version": "gcc (fake) 12", "digest": "f" * 64}}
 MAX_WAIT_S = 30.0
+REVISION = compilers_revision(COMPILERS)
 
 
 class InstantBackendForBench:
@@ -64,7 +65,7 @@ class InstantBackendForBench:
         return json.dumps({
             "slots": self.slots, "busy": self.busy, "free": self.slots - self.busy,
             "accepting": True, "compilers": COMPILERS, "result_cache": False,
-            "version": self.version,
+            "change": change_token(self.busy, True, REVISION),
         }).encode()  # fmt: skip
 
     async def status(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -76,11 +77,17 @@ class InstantBackendForBench:
             query = dict(
                 part.split("=", 1) for part in target.partition("?")[2].split("&") if "=" in part
             )
-            since = int(query.get("changed_since", -1))
+            since = query.get("since", "")
             wait = min(float(query.get("wait", 0)), MAX_WAIT_S)
-            if since == self.version and wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.changed.wait(), wait)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait
+            while since and not changed_enough(since, self.slots, self.busy, True, REVISION):
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                waiter = asyncio.ensure_future(self.changed.wait())
+                await asyncio.wait((waiter,), timeout=left)
+                waiter.cancel()
             body = self.report()
             head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
             head += b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)

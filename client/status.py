@@ -8,12 +8,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
+import zlib
 from dataclasses import dataclass, field
 from typing import Literal
 
 Kind = Literal["distlb", "distccd", "auto"]
 MAX_REPORT_BYTES = 64 * 1024
 AUTO_SNIFF_S = 0.1
+MAX_REPORT_WAIT_S = 30.0
+"""Longest a distlb server holds a report request (``/status?since=TOKEN&wait=S``)."""
+CHANGE_TOKEN = re.compile(r"[0-9a-f.]{1,100}")
+"""What a report's ``change`` may be (it goes back into a request line)."""
 
 
 @dataclass(slots=True)
@@ -26,6 +32,37 @@ class Report:
     """Per compiler name: ``version`` and ``digest`` (distlb servers only)."""
     result_cache: bool = False
     """The server keeps a local result cache (distlb servers only)."""
+    change: str = ""
+    """What this report says, in short (:func:`change_token`): ask with it to be answered
+    only once that has changed enough (distlb servers only)."""
+
+
+def compilers_revision(compilers: dict[str, dict[str, str]]) -> str:
+    """A short digest of a server's compiler list, for :func:`change_token`."""
+    return format(zlib.crc32(json.dumps(compilers, sort_keys=True).encode()), "08x")
+
+
+def change_token(busy: int, accepting: bool, compilers_rev: str) -> str:
+    return f"{busy}.{int(accepting)}.{compilers_rev}"
+
+
+def changed_enough(token: str, slots: int, busy: int, accepting: bool, compilers_rev: str) -> bool:
+    """Whether a server's state has moved far enough from the report ``token`` describes
+    to answer a long poll before its wait ends: it began or stopped accepting, its
+    compilers changed, it became full or stopped being full, or its busy count moved by
+    an eighth of its slots (at least one). Smaller moves wait: the balancer counts its
+    own jobs, and a turn-away corrects the rest. A token it cannot read: yes."""
+    old_busy_text, _, rest = token.partition(".")
+    old_accepting, _, old_rev = rest.partition(".")
+    try:
+        old_busy = int(old_busy_text)
+    except ValueError:
+        return True
+    if old_accepting != str(int(accepting)) or old_rev != compilers_rev:
+        return True
+    if (old_busy >= slots) != (busy >= slots):
+        return True
+    return abs(busy - old_busy) >= max(1, slots // 8)
 
 
 class ReportError(Exception):
@@ -49,9 +86,14 @@ def parse_distlb_status(body: bytes) -> Report:
             accepting=bool(data.get("accepting", True)),
             compilers={str(k): dict(v) for k, v in compilers.items() if isinstance(v, dict)},
             result_cache=data.get("result_cache") is True,
+            change=_token(data.get("change")),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ReportError(f"bad /status: {exc}") from exc
+
+
+def _token(value: object) -> str:
+    return value if isinstance(value, str) and CHANGE_TOKEN.fullmatch(value) else ""
 
 
 def parse_distccd_stats(body: bytes) -> Report:
@@ -95,14 +137,21 @@ async def _read_all(host: str, port: int, request: bytes, timeout_s: float,
             writer.close()
 
 
-async def fetch_report(host: str, port: int, kind: Kind, timeout_s: float) -> Report:
+async def fetch_report(
+    host: str, port: int, kind: Kind, timeout_s: float, since: str = "", wait_s: float = 0.0
+) -> Report:
     """Read the report on ``host:port``. ``auto`` asks for distlb's ``/status`` and
     also understands distccd's page (which answers any connection the same way).
-    Raises :class:`ReportError`."""
+    With ``since`` (a report's ``change``) and ``wait_s``, a distlb server answers once
+    its state has changed enough since that report, or after ``wait_s`` (a long poll;
+    ``timeout_s`` should allow for the wait). Raises :class:`ReportError`."""
     # distccd answers any connection at once; bytes it has not read when it closes
     # would turn its answer into a reset, so it is sent nothing (and ``auto`` waits
     # a moment to hear whether the peer speaks first).
-    request = b"" if kind == "distccd" else f"GET /status HTTP/1.0\r\nHost: {host}\r\n\r\n".encode()
+    path = "/status"
+    if since and wait_s > 0 and kind == "distlb":
+        path += f"?since={since}&wait={min(wait_s, MAX_REPORT_WAIT_S):g}"
+    request = b"" if kind == "distccd" else f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode()
     sniff_s = min(AUTO_SNIFF_S, timeout_s / 4) if kind == "auto" else 0.0
     try:
         raw = await _read_all(host, port, request, timeout_s, sniff_s)

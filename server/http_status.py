@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
@@ -10,10 +11,45 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from client.access import Network, is_allowed
+from client.status import (
+    CHANGE_TOKEN,
+    MAX_REPORT_WAIT_S,
+    change_token,
+    changed_enough,
+    compilers_revision,
+)
 from server.stats import ServerStats
 
 log = structlog.get_logger("distlb.server.status")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_HELD_REPORTS = 256
+"""Report requests held at once (long polls); more are answered at once."""
+
+
+class Changes:
+    """Wakes the report requests held for a change (one future, replaced when used)."""
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+        self.held = 0
+
+    def notify(self) -> None:
+        future, self._future = self._future, None
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def next(self) -> asyncio.Future[None]:
+        if self._future is None:
+            self._future = asyncio.get_running_loop().create_future()
+        return self._future
+
+
+def _wait_s(text: str) -> float:
+    try:
+        wait = float(text)
+    except ValueError:
+        return 0.0
+    return min(wait, MAX_REPORT_WAIT_S) if wait > 0 else 0.0  # (NaN is not > 0)
 
 
 def allow_only(networks: Sequence[Network]) -> Middleware:
@@ -40,8 +76,35 @@ def make_app(
     async def distccd_stats(_: web.Request) -> web.Response:
         return web.Response(text=stats.distccd_text(), content_type="text/plain")
 
-    async def status(_: web.Request) -> web.Response:
-        return web.json_response(stats.status(compilers(), version))
+    slots = stats.slots
+    changes = Changes()
+    slots.on_change = changes.notify
+
+    async def status(request: web.Request) -> web.Response:
+        """The report; ``?since=TOKEN&wait=S``: once the state has changed enough since
+        the report whose ``change`` was TOKEN, or after S seconds (a long poll: a
+        balancer learns of changes at once and asks rarely when there are none)."""
+        since = request.query.get("since", "")
+        wait_s = _wait_s(request.query.get("wait", ""))
+        rev = compilers_revision(compilers())
+        if wait_s and CHANGE_TOKEN.fullmatch(since) and changes.held < MAX_HELD_REPORTS:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait_s
+            changes.held += 1
+            try:
+                while slots.accepting and not changed_enough(
+                    since, slots.capacity, slots.busy, slots.accepting, rev
+                ):
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        break
+                    await asyncio.wait((changes.next(),), timeout=left)
+                    rev = compilers_revision(compilers())
+            finally:
+                changes.held -= 1
+        body = stats.status(compilers(), version)
+        body["change"] = change_token(slots.busy, slots.accepting, rev)
+        return web.json_response(body)
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=stats.prometheus(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -52,7 +52,7 @@ def test_backend_finishing_jobs_is_not_probed_meanwhile(
     server = start_server("--jobs", "8")
     balancer = start_balancer(
         "--backend", f"127.0.0.1:{server.port},status={server.stats_port}",
-        "--probe-interval", str(PROBE_INTERVAL_S),
+        "--probe-interval", str(PROBE_INTERVAL_S), "--idle-probe-interval", "1",
     )  # fmt: skip
     balancer.wait_healthy(1)
     began = time.time()
@@ -64,7 +64,8 @@ def test_backend_finishing_jobs_is_not_probed_meanwhile(
     # in (nearly) every interval, almost none are needed.
     assert intervals >= 10, f"the stream was too short to tell ({intervals:.1f} intervals)"
     assert len(during) <= 0.25 * intervals, (len(during), intervals)
-    # And probing resumes once the jobs stop: the backend is checked again.
+    # And probing resumes once the jobs stop: the backend is checked again (at the idle
+    # probe interval, its reports coming all the while).
     before = len(_probes(server))
     wait_until(lambda: len(_probes(server)) >= before + 2, 10, "probes after the jobs")
 

@@ -146,3 +146,42 @@ def test_status_pages_answer_only_status_allow(start_server: type[ServerProcess]
             server.http(path)
         assert refused.value.code == 403
     assert server.event("status_refused")["client"] == "127.0.0.1"
+
+
+def test_a_report_request_with_a_change_token_is_answered_once_a_slot_is_taken(
+    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path]
+) -> None:
+    """The long poll: ``/status?since=TOKEN&wait=S`` waits while nothing changed enough
+    (one slot of two is enough) and answers when a job takes a slot; a report asked with
+    the current token and a short wait comes back unchanged; a bad token is answered at
+    once."""
+    from client import compile_remote
+    from wire import Request
+
+    bin_dir, _ = fake_compilers
+    server = start_server("--jobs", "2", "--compiler", "slow-cc", "--compiler", "gcc",
+                          path_prepend=str(bin_dir))  # fmt: skip
+
+    async def scenario() -> tuple[object, object, object, object]:
+        first = await fetch_report("127.0.0.1", server.stats_port, "distlb", 10)
+        assert first.busy == 0 and first.change
+        unchanged = await fetch_report(
+            "127.0.0.1", server.stats_port, "distlb", 10, first.change, 0.2
+        )
+        held = asyncio.create_task(
+            fetch_report("127.0.0.1", server.stats_port, "distlb", 60, first.change, 30)
+        )
+        await asyncio.sleep(0)
+        job = asyncio.create_task(compile_remote(
+            "127.0.0.1", server.port, Request(1, ("slow-cc", "-c", "s.c"), b"int s;\n"),
+            timeout_s=60,
+        ))  # fmt: skip
+        answer = await held
+        bad = await fetch_report("127.0.0.1", server.stats_port, "distlb", 10, "zz", 30)
+        await job
+        return first, unchanged, answer, bad
+
+    first, unchanged, answer, bad = asyncio.run(scenario())
+    assert unchanged.change == first.change  # type: ignore[attr-defined]
+    assert answer.busy == 1 and answer.change != first.change  # type: ignore[attr-defined]
+    assert bad.busy == 1  # type: ignore[attr-defined]

@@ -27,7 +27,8 @@ SOURCE = b"int job(int x) { return x * 7; }\n"
 # Reports and health are read fast, so that a hung backend leaves rotation in a second
 # or two; late and tail hedging are left out unless a test asks for them.
 QUICK_HEALTH = ("--poll-interval", "0.2", "--probe-interval", "0.5", "--fall", "2",
-                "--probe-timeout", "1")  # fmt: skip
+                "--probe-timeout", "1", "--idle-probe-interval", "0.5",
+                "--report-wait", "0.5")  # fmt: skip
 
 
 def _bin(shared_tmp: Path, name: str, seconds: float) -> Path:

@@ -1,0 +1,35 @@
+"""When a held report request is answered early (client/status.py changed_enough), and
+which change tokens a report may carry back into a request line."""
+
+from __future__ import annotations
+
+from client.status import change_token, changed_enough, parse_distlb_status
+
+
+def test_small_moves_wait_and_the_rest_answer() -> None:
+    token = change_token(4, True, "r1")
+    assert not changed_enough(token, 16, 4, True, "r1")
+    assert not changed_enough(token, 16, 5, True, "r1")  # less than an eighth of 16
+    assert changed_enough(token, 16, 6, True, "r1")
+    assert changed_enough(token, 16, 2, True, "r1")
+    assert changed_enough(token, 16, 4, False, "r1")  # stopped accepting
+    assert changed_enough(token, 16, 4, True, "r2")  # its compilers changed
+
+
+def test_full_and_no_longer_full_always_answer() -> None:
+    assert changed_enough(change_token(15, True, "r"), 16, 16, True, "r")
+    assert changed_enough(change_token(16, True, "r"), 16, 15, True, "r")
+    assert changed_enough(change_token(0, True, "r"), 2, 1, True, "r")  # small: every move
+
+
+def test_an_unreadable_token_answers_at_once() -> None:
+    for token in ("", "x", "1", "a.1.r"):
+        assert changed_enough(token, 16, 4, True, "r")
+
+
+def test_only_plain_tokens_are_taken_from_a_report() -> None:
+    body = b'{"slots": 2, "busy": 0, "change": "0.1.ab12"}'
+    assert parse_distlb_status(body).change == "0.1.ab12"
+    for hostile in ('"0.1 HTTP/1.1\\r\\nX: y"', '"' + "1" * 200 + '"', "7", "null"):
+        body = b'{"slots": 2, "busy": 0, "change": %s}' % hostile.encode()
+        assert parse_distlb_status(body).change == ""
