@@ -20,6 +20,7 @@ import structlog
 
 from balancer.backends import Backend, SortedWindow
 from balancer.pool import Pool
+from balancer.queue import Acquire, NoCapacity, Waiting, acquire
 from balancer.tail import Running, backup_choice, size_factor, wait_choice
 from cache import CachedResult, ResultCache, cache_key, job_digest, why_not_cacheable
 from client import ClientError, TurnedAway, compile_remote
@@ -65,24 +66,6 @@ class DispatchSettings:
     bounded by the attempts instead)."""
 
 
-@dataclass
-class Waiting:
-    """One job's waiting for a backend, over all its attempts."""
-
-    left_s: float
-    """What is left of the queue timeout."""
-    held_s: float = 0.0
-    """Time spent holding back for a faster backend (not taken from ``left_s``)."""
-    since: float = field(default_factory=time.monotonic)
-    """When the job first asked: the longest waiting are woken first."""
-
-
-class NoCapacity(Exception):
-    """No healthy backend had a free slot within the queue timeout."""
-
-    history: list[dict[str, object]] = []
-
-
 class AllFailed(Exception):
     """Every attempt failed; the last reason is the message."""
 
@@ -125,11 +108,6 @@ class Dispatcher:
         self.cache = cache
         self._sizes = SortedWindow(SIZE_WINDOW)
         self._running: set[Running] = set()
-        self._waiting = 0
-        """Jobs waiting for a free slot: while any do, a slot is not to spare."""
-        self._holds: dict[str, list[object]] = {}
-        """Per backend, the big jobs holding back for it to come free, in the order
-        they began to (balancer/tail.py)."""
         self.waited_for_faster = 0
         self._jobs: set[JobAttempts] = set()
         self._tail_check: asyncio.TimerHandle | None = None
@@ -154,6 +132,16 @@ class Dispatcher:
     ) -> Backend | None:
         return self.pool.roster.pick(self.rng, time.monotonic(), exclude, affinity, big=big)
 
+    @property
+    def _waiting(self) -> int:
+        """Jobs waiting for a free slot: while any do, a slot is not to spare."""
+        return self.pool.queue.waiting_for_slot
+
+    @property
+    def _holds(self) -> dict[str, list[object]]:
+        """Per backend, the big jobs holding back for it to come free (balancer/queue.py)."""
+        return self.pool.queue.holds
+
     async def _acquire(
         self,
         exclude: set[str],
@@ -162,68 +150,39 @@ class Dispatcher:
         big: bool,
         factor: float = 1.0,
     ) -> Backend:
-        """A backend with a free slot, waiting for one at most ``waiting.left_s`` in all.
-        A big job may also hold back, within what it gains, for a faster backend to
-        come free (:func:`balancer.tail.wait_choice`); that does not spend the budget.
-        Jobs that have waited longest (``waiting.since``) are woken first, so a job
-        turned away by a full backend keeps its place."""
-        give_up_holding_at: float | None = None
-        held: str | None = None  # the backend whose queue we hold back in
-        token = object()
-        try:
-            while True:
-                backend = self._pick(exclude, affinity, big)
-                if backend is None and exclude:
-                    # Everything else is full or down: a backend that failed this job
-                    # once may still be the only one that can take it.
-                    backend = self._pick(set(), affinity, big)
-                if backend is not None:
-                    now = time.monotonic()
-                    faster = None
-                    if give_up_holding_at is None or now < give_up_holding_at:
-                        faster = self._faster_soon(backend, big, factor, exclude, token)
-                    if faster is None:
-                        return backend
-                    target, _wait_s, worth_s = faster
-                    if give_up_holding_at is None:
-                        give_up_holding_at = now + worth_s
-                        self.waited_for_faster += 1
-                        log.debug(
-                            "waiting_for_faster", backend=target.name, instead_of=backend.name
-                        )
-                    if held != target.name:  # a first hold, or for another backend now
-                        self._leave_hold(held, token)
-                        self._holds.setdefault(target.name, []).append(token)
-                        held = target.name
-                    # Woken by any change (our job there ending is one); waiting longer
-                    # than expected is fine until it stops being worth it.
-                    await self.pool.wait_for_change(give_up_holding_at - now, waiting.since)
-                    waiting.held_s += time.monotonic() - now
-                    continue
-                if waiting.left_s <= 0:
-                    raise NoCapacity(
-                        f"no backend had a free slot within {self.settings.queue_timeout_s} s"
-                    )
-                if self.pool.all_down():
-                    # Nothing to wait for: the client compiles locally now, not in 10 s.
-                    raise NoCapacity("no backend is in rotation")
-                started = time.monotonic()
-                self.pool.demand()
-                self._waiting += 1
-                try:
-                    await self.pool.wait_for_change(waiting.left_s, waiting.since)
-                finally:
-                    self._waiting -= 1
-                waiting.left_s -= time.monotonic() - started
-        finally:
-            self._leave_hold(held, token)
+        """A backend with a free slot, waiting for one at most ``waiting.left_s`` in all
+        (balancer/queue.py). A big job may also hold back, within what it gains, for a
+        faster backend to come free (:func:`balancer.tail.wait_choice`); that does not
+        spend the budget."""
 
-    def _leave_hold(self, backend: str | None, token: object) -> None:
-        if backend is not None:
-            queue = self._holds[backend]
-            queue.remove(token)
-            if not queue:
-                del self._holds[backend]
+        def pick() -> Backend | None:
+            backend = self._pick(exclude, affinity, big)
+            if backend is None and exclude:
+                # Everything else is full or down: a backend that failed this job
+                # once may still be the only one that can take it.
+                backend = self._pick(set(), affinity, big)
+            return backend
+
+        def hold(chosen: Backend, token: object) -> tuple[Backend, float, float] | None:
+            return self._faster_soon(chosen, big, factor, exclude, token)
+
+        def on_hold(target: Backend, instead_of: Backend) -> None:
+            self.waited_for_faster += 1
+            log.debug("waiting_for_faster", backend=target.name, instead_of=instead_of.name)
+
+        how = Acquire(
+            pick=pick,
+            all_down=self.pool.all_down,
+            queue_timeout_s=self.settings.queue_timeout_s,
+            hold=hold,
+            on_wait=self.pool.demand,
+            on_hold=on_hold,
+        )
+        backend = await acquire(self.pool.queue, how, waiting)
+        # Reserve the slot in the same step as the pick: the job launches on it only
+        # once its loop runs again, and jobs woken meanwhile must see it taken.
+        backend.in_flight += 1
+        return backend
 
     def _faster_soon(
         self, chosen: Backend, big: bool, factor: float, exclude: set[str], token: object
@@ -234,10 +193,7 @@ class Dispatcher:
         before this one are ahead of it in that backend's queue."""
         if not big or self.settings.wait_for_faster <= 0 or chosen.caches_results:
             return None  # (a backend that caches results may be the job's affinity choice)
-        ahead = {
-            name: queue.index(token) if token in queue else len(queue)
-            for name, queue in self._holds.items()
-        }
+        ahead = self.pool.queue.ahead(token)
         # Only a backend that runs one of our jobs can be waited for.
         backends = self.pool.backends
         ours = {r.backend for r in self._running} - exclude
@@ -259,11 +215,15 @@ class Dispatcher:
         p95 = backend.latency_quantile(0.95) or 0.0
         return max(self.settings.hedge_min_s, 3 * p95)
 
-    def _start(self, backend: Backend, request: Request) -> asyncio.Task[Reply]:
+    def _start(
+        self, backend: Backend, request: Request, reserved: bool = False
+    ) -> asyncio.Task[Reply]:
         """Send ``request`` to ``backend`` in a task. The slot is counted at once, before
-        any await (jobs woken together must see each other's choices), and given back
-        when the task ends however it ends, even cancelled before it ran."""
-        backend.in_flight += 1
+        any await (jobs woken together must see each other's choices), unless
+        ``reserved`` (:meth:`_acquire` counted it when it picked), and given back when
+        the task ends however it ends, even cancelled before it ran."""
+        if not reserved:
+            backend.in_flight += 1
         backend.sent += 1
         task = asyncio.create_task(self._send(backend, request))
         task.add_done_callback(lambda _: self._release(backend))
@@ -330,6 +290,7 @@ class Dispatcher:
             # Someone else filled it: skip it briefly (its next report, or a quarter
             # poll interval, whichever comes first, tells us more).
             backend.on_turned_away(time.monotonic(), self.pool.settings.poll_interval_s / 4)
+            self.pool.report_stale(backend)
             raise
         except ClientError as exc:
             self.pool.mark_failure(backend, f"job: {exc}")
@@ -382,7 +343,7 @@ class Dispatcher:
         backend comes free; a rescue at once when every running attempt is on a
         backend that has left rotation; and a deadline on every attempt. The first good
         reply wins and the others are closed."""
-        waiting = Waiting(self.settings.queue_timeout_s)
+        waiting = self.pool.queue.waiting(self.settings.queue_timeout_s)
         big, factor = self.size_hints(len(request.source))
         job = JobAttempts(request, big, factor, affinity)
         # Attempts that a backend failed or that were hedges are bounded by count; a
@@ -406,7 +367,9 @@ class Dispatcher:
                         if not job.running:
                             raise
                     else:
-                        self._launch(job, backend, "retry" if job.history else "first")
+                        self._launch(
+                            job, backend, "retry" if job.history else "first", reserved=True
+                        )
                     acquiring = None
                     continue
                 if not job.running and job.failures >= self.settings.max_attempts:
@@ -431,6 +394,8 @@ class Dispatcher:
             await asyncio.gather(*(a.task for a in job.running), return_exceptions=True)
             if acquiring is not None:
                 await asyncio.gather(acquiring, return_exceptions=True)
+                if not acquiring.cancelled() and acquiring.exception() is None:
+                    self._release(acquiring.result())  # reserved, never launched
             for attempt in job.running:
                 job.end(attempt, "closed")
             self._running.difference_update(a.running for a in job.history)
@@ -511,7 +476,9 @@ class Dispatcher:
                 changed.cancel()
             job.wake.clear()
 
-    def _launch(self, job: JobAttempts, backend: Backend, kind: str) -> None:
+    def _launch(
+        self, job: JobAttempts, backend: Backend, kind: str, reserved: bool = False
+    ) -> None:
         now = time.monotonic()
         if kind != "first":
             if kind in ("retry", "rescue"):
@@ -529,7 +496,7 @@ class Dispatcher:
         running = Running(backend.name, now, job.factor)
         attempt = Attempt(
             backend=backend,
-            task=self._start(backend, job.request),
+            task=self._start(backend, job.request, reserved),
             running=running,
             kind=kind,
             started=now,

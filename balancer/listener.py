@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from balancer.dispatch import AllFailed, Dispatcher, NoCapacity
+from balancer.dispatch import AllFailed, Dispatcher
+from balancer.queue import NoCapacity
 from balancer.stats import BalancerStats
 from client.access import Network, is_allowed
 from client.gss import Acceptor

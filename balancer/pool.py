@@ -1,26 +1,22 @@
-"""The backend pool: polls each backend's report, probes its health, wakes waiting jobs.
-
-distlb servers are read from ``/status`` on their status port, real distccd from
-its ``--stats`` page; every backend gets a trivial compile as a health probe.
-Reports and probes feed :class:`balancer.backends.Backend`; the decisions stay there.
+"""The backend pool: the backends (reloaded on SIGHUP), their index for picking
+(balancer/roster.py), the jobs waiting for a slot (balancer/queue.py), and per backend
+a report loop and a probe loop (balancer/health.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import structlog
 
-from balancer.backends import Backend, BackendSpec, Report
+from balancer import health
+from balancer.backends import Backend, BackendSpec
+from balancer.health import fetch_backend_report, poll_delay
+from balancer.queue import SlotQueue
 from balancer.roster import Roster
-from cache.keys import CompilerIdentity
-from client import ClientError, TurnedAway, compile_remote
-from client.prober import probe_request
-from client.status import ReportError, fetch_report
 
 log = structlog.get_logger("distlb.balancer.pool")
 
@@ -43,36 +39,10 @@ class PoolSettings:
     instead of every ``probe_interval_s`` (jobs that finish well count as probes)."""
 
 
+__all__ = ["DEMAND_HOLD_S", "Pool", "PoolSettings", "fetch_backend_report", "poll_delay"]
+
 DEMAND_HOLD_S = 1.0
 """Fast polling lasts this long after the last job that had to wait for a slot."""
-
-
-def poll_delay(settings: PoolSettings, now: float, demand_until: float) -> float:
-    """Seconds until a backend's next report is read: soon while jobs wait for a slot
-    (another balancer's finished jobs free slots we only learn of from reports),
-    at the normal pace otherwise."""
-    if now < demand_until:
-        return min(settings.fast_poll_interval_s, settings.poll_interval_s)
-    return settings.poll_interval_s
-
-
-async def fetch_backend_report(
-    spec: BackendSpec, timeout_s: float, since: str = "", wait_s: float = 0.0
-) -> Report:
-    """Read one backend's report (raises :class:`ReportError`); with ``since`` and
-    ``wait_s``, once it has changed enough since that report or after ``wait_s``."""
-    assert spec.status_port is not None
-    report = await fetch_report(
-        spec.host, spec.status_port, spec.kind, timeout_s + wait_s, since, wait_s
-    )
-    identities = {
-        name: CompilerIdentity(info.get("version", ""), info.get("digest", ""))
-        for name, info in report.compilers.items()
-        if info.get("digest") and info.get("digest") != "unknown"
-    }
-    return Report(
-        report.slots, report.busy, report.accepting, identities, report.result_cache, report.change
-    )
 
 
 class Pool:
@@ -84,13 +54,13 @@ class Pool:
         """The backends indexed for picking, kept up through each one's ``on_change``."""
         self._backends: dict[str, Backend] = {}
         self._tasks: dict[str, list[asyncio.Task[None]]] = {}
-        self._waiters: dict[int, tuple[float, asyncio.Future[None]]] = {}
-        """Jobs waiting for a change: by arrival order, since when each waits and its
-        future."""
-        self._order = itertools.count()
+        self.queue = SlotQueue()
+        """The jobs waiting for a change (balancer/queue.py)."""
         self._listeners: list[Callable[[], None]] = []
         self._down_listeners: list[Callable[[Backend], None]] = []
         self._demand_until = 0.0
+        self._stale: dict[str, asyncio.Future[None]] = {}
+        """Per backend, done when its latest report is known to be wrong (a turn-away)."""
         self._demand_began: asyncio.Future[None] | None = None
         """Done when jobs begin to wait for a slot: poll loops in a long sleep wake."""
         self._specs = list(specs)
@@ -150,10 +120,7 @@ class Pool:
         """Something changed that may free capacity: wake every waiting job, those
         waiting longest first (they run, and pick, in that order), and tell the
         listeners."""
-        waiters, self._waiters = self._waiters, {}
-        for _, (_, future) in sorted(waiters.items(), key=lambda item: (item[1][0], item[0])):
-            if not future.done():
-                future.set_result(None)
+        self.queue.notify()
         for listener in self._listeners:
             listener()
 
@@ -166,6 +133,21 @@ class Pool:
             if began is not None and not began.done():
                 began.set_result(None)
         self._demand_until = now + DEMAND_HOLD_S
+
+    def stale_future(self, backend: Backend) -> asyncio.Future[None]:
+        """Done once :meth:`report_stale` is called for ``backend``."""
+        future = self._stale.get(backend.name)
+        if future is None or future.done():
+            future = asyncio.get_running_loop().create_future()
+            self._stale[backend.name] = future
+        return future
+
+    def report_stale(self, backend: Backend) -> None:
+        """``backend`` turned a job or probe of ours away: its report loop asks again now
+        instead of waiting out a long poll."""
+        future = self._stale.pop(backend.name, None)
+        if future is not None and not future.done():
+            future.set_result(None)
 
     def _demand_future(self) -> asyncio.Future[None]:
         if self._demand_began is None:
@@ -184,17 +166,7 @@ class Pool:
         """Until the next :meth:`notify` or ``timeout_s``. ``since``: when the caller
         began to wait for a slot (default now); the longest waiting are woken first, so
         a job that a full backend turned away keeps its place in the queue."""
-        order = next(self._order)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters[order] = (time.monotonic() if since is None else since, future)
-        try:
-            # asyncio.wait, not wait_for: on Python 3.11, wait_for swallows a cancel that
-            # comes as the future completes, and a cancelled job would go on waiting.
-            await asyncio.wait((future,), timeout=timeout_s)
-        finally:
-            if not future.done():  # timed out, or we were cancelled
-                future.cancel()
-                self._waiters.pop(order, None)
+        await self.queue.wait(timeout_s, since)
 
     def all_down(self) -> bool:
         """No backend is in rotation and each failed its latest check: nothing to wait
@@ -210,116 +182,10 @@ class Pool:
         self._mark(backend, False, reason)
 
     def _mark(self, backend: Backend, ok: bool, reason: str = "") -> None:
-        was = backend.healthy
-        if ok:
-            backend.on_success()
-        else:
-            backend.on_failure(reason)
-        if backend.healthy != was:
-            emit = log.info if backend.healthy else log.warning
-            emit(
-                "backend_state",
-                backend=backend.name,
-                state="up" if backend.healthy else "down",
-                reason=reason or "probes ok",
-            )
-            if not backend.healthy:
-                for listener in self._down_listeners:
-                    listener(backend)
-            self.notify()
+        health.mark(self, backend, ok, reason)
 
     async def _poll_loop(self, backend: Backend) -> None:
-        """Read the backend's report, again and again. A distlb server holds each request
-        until its state has changed enough (or ``report_wait_s``), so an idle farm
-        costs a request per backend every few seconds, and a change comes at once;
-        between two requests lies at least the poll delay."""
-        settings = self.settings
-        while True:
-            since = backend.report.change if backend.report and backend.reports_ok else ""
-            wait_s = settings.report_wait_s if since else 0.0
-            try:
-                report = await fetch_backend_report(
-                    backend.spec, settings.probe_timeout_s, since, wait_s
-                )
-            except ReportError as exc:
-                backend.reports_ok = False
-                self._mark(backend, False, str(exc))
-            else:
-                backend.reports_ok = True
-                backend.on_report(report)
-                self.notify()
-            delay = poll_delay(settings, time.monotonic(), self._demand_until)
-            await asyncio.wait((self._demand_future(),), timeout=delay)
+        await health.poll_loop(self, backend)
 
     async def _probe_loop(self, backend: Backend) -> None:
-        request = probe_request(self.settings.probe_compiler)
-        deadline = self.settings.probe_timeout_s
-        ok_seen = backend.ok
-        proven_at = float("-inf")  # when a probe or a job last showed it compiles
-        sent_seen = backend.sent
-        while True:
-            started = time.monotonic()
-            if backend.healthy and backend.ok > ok_seen:
-                # Jobs finished well since the last check: they are the probe. A compile
-                # probe costs the backend a real compile (per balancer, every interval);
-                # a backend that hangs or fails stops finishing jobs, and probing resumes.
-                ok_seen, sent_seen = backend.ok, backend.sent
-                proven_at = started
-                self._mark(backend, True)
-                await asyncio.sleep(self.settings.probe_interval_s)
-                continue
-            ok_seen = backend.ok
-            if (
-                backend.healthy
-                and backend.reports_ok
-                and backend.sent == sent_seen
-                and started - proven_at < self.settings.idle_probe_interval_s
-            ):
-                # Idle (no job sent since it last proved it compiles) and its reports
-                # keep coming (a server that dies drops its held report request; one
-                # that hangs lets it run out): probe it now and then only. Jobs sent
-                # that do not finish well bring the probes back at once.
-                await asyncio.sleep(self.settings.probe_interval_s)
-                continue
-            sent_seen = backend.sent
-            if backend.healthy and backend.in_flight > 0 and backend.free == 0:
-                # Busy is not dead: every slot holds a job (ours, or others' by its
-                # report), so a probe would wait behind them (distccd queues it) or be
-                # turned away. Such a backend is judged by its status answers and its
-                # jobs' deadlines instead.
-                await asyncio.sleep(self.settings.probe_interval_s)
-                continue
-            full_at_start = backend.free == 0
-            # A probe takes a slot on the backend like any job: count it, or jobs
-            # sent meanwhile find the backend fuller than we think and are turned away.
-            backend.probing += 1
-            try:
-                async with asyncio.timeout(deadline):  # the whole probe, connect included
-                    reply = await compile_remote(
-                        backend.spec.host,
-                        backend.spec.port,
-                        request,
-                        connect_timeout_s=deadline,
-                        timeout_s=deadline,
-                        auth=backend.spec.auth,  # probes authenticate like jobs
-                    )
-            except TimeoutError:
-                if full_at_start or backend.free == 0:
-                    log.debug("probe_late_while_full", backend=backend.name)
-                else:
-                    self._mark(backend, False, f"probe: no reply within {deadline} s")
-            except TurnedAway:
-                pass  # busy is not sick: neither rise nor fall
-            except ClientError as exc:
-                self._mark(backend, False, f"probe: {exc}")
-            else:
-                if reply.status == 0 and reply.obj:
-                    proven_at = time.monotonic()
-                    self._mark(backend, True)
-                else:
-                    self._mark(backend, False, f"probe compile failed: {reply.stderr[:200]!r}")
-            finally:
-                backend.probing -= 1
-                self.notify()
-            elapsed = time.monotonic() - started
-            await asyncio.sleep(max(0.0, self.settings.probe_interval_s - elapsed))
+        await health.probe_loop(self, backend)

@@ -91,6 +91,7 @@ SIM_CC = """#!/bin/sh
 mode= ; in= ; out=
 while [ $# -gt 0 ]; do
     case "$1" in
+        --version) echo "sim-cc (farm simulation) 1"; exit 0 ;;
         -E) mode=E ;;
         -c) mode=c ;;
         -o) shift; out="$1" ;;

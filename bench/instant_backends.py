@@ -36,8 +36,10 @@ REVISION = compilers_revision(COMPILERS)
 
 
 class InstantBackendForBench:
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, hold_s: float = 0.0) -> None:
         self.slots = slots
+        self.hold_s = hold_s
+        """Seconds to hold each job before answering (to keep many jobs in flight)."""
         self.busy = 0
         self.version = 0
         self.changed = asyncio.Event()
@@ -52,6 +54,8 @@ class InstantBackendForBench:
         self._bump()
         try:
             request = await read_request(reader, idle_timeout_s=10)
+            if self.hold_s and not any("distlb-probe" in arg for arg in request.argv):
+                await asyncio.sleep(self.hold_s)  # (health probes are answered at once)
             writer.write(encode_reply(Reply(request.protocol, 0, b"", b"", OBJECT)))
             await writer.drain()
         except Exception:  # a client that left: nothing to answer
@@ -99,11 +103,11 @@ class InstantBackendForBench:
             writer.close()
 
 
-async def main_async(count: int, slots: int) -> None:
+async def main_async(count: int, slots: int, hold_s: float) -> None:
     servers = []
     ports = []
     for _ in range(count):
-        backend = InstantBackendForBench(slots)
+        backend = InstantBackendForBench(slots, hold_s)
         compile_server = await asyncio.start_server(backend.compile, HOST, 0, backlog=1024)
         status_server = await asyncio.start_server(backend.status, HOST, 0, backlog=1024)
         servers += [compile_server, status_server]
@@ -123,13 +127,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--count", type=int, default=2)
     parser.add_argument("--slots", type=int, default=16)
+    parser.add_argument("--hold-s", type=float, default=0.0, help="hold each job this long")
     args = parser.parse_args()
     try:
         import uvloop
 
-        uvloop.run(main_async(args.count, args.slots))
+        uvloop.run(main_async(args.count, args.slots, args.hold_s))
     except ImportError:
-        asyncio.run(main_async(args.count, args.slots))
+        asyncio.run(main_async(args.count, args.slots, args.hold_s))
     return 0
 
 

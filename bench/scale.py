@@ -82,9 +82,18 @@ class Farm:
     workers: list[int]
 
 
-def start_farm(work: Path, count: int, workers: int, procs: list[Proc]) -> Farm:
-    fakes = start(f"fakes-{count}", [str(PYTHON), str(ROOT / "bench" / "instant_backends.py"),
-                                     "--count", str(count), "--slots", str(SLOTS)],
+def start_farm(
+    work: Path,
+    count: int,
+    workers: int,
+    procs: list[Proc],
+    hold_s: float = 0.0,
+    extra: tuple[str, ...] = (),
+    haproxy: bool = True,
+) -> Farm:
+    fakes = start(f"fakes-{count}-{hold_s:g}",
+                  [str(PYTHON), str(ROOT / "bench" / "instant_backends.py"), "--count", str(count),
+                   "--slots", str(SLOTS), "--hold-s", str(hold_s)],
                   work, procs)  # fmt: skip
     deadline = time.monotonic() + 60
     backends: list[tuple[int, int]] = []
@@ -102,11 +111,12 @@ def start_farm(work: Path, count: int, workers: int, procs: list[Proc]) -> Farm:
         f'  "{HOST}:{p},status={s}",\n' for p, s in backends) + "]\n")  # fmt: skip
     command = [str(BIN / "distlb-balancer"), "--config", str(config), "--listen", HOST,
                "--port", str(port), "--admin-port", str(admin), "--log-format", "json",
-               "--log-level", "warning", "--queue-timeout", "30"]  # fmt: skip
+               "--log-level", "warning", "--queue-timeout", "30", *extra]  # fmt: skip
     if workers > 1:
         command += ["--workers", str(workers)]
-    balancer = start(f"balancer-{count}", command, work, procs)
+    balancer = start(f"balancer-{count}-{hold_s:g}", command, work, procs)
     wait_ready(balancer, port)
+    wait_ready(balancer, admin)  # (it opens after the jobs' port)
     deadline = time.monotonic() + 120
     while True:
         totals = get_json(admin, "/status")["totals"]
@@ -119,10 +129,12 @@ def start_farm(work: Path, count: int, workers: int, procs: list[Proc]) -> Farm:
     lines = [f"    server s{i} {HOST}:{p} maxconn {SLOTS}" for i, (p, _) in enumerate(backends)]
     cfg = work / f"haproxy-{count}.cfg"
     cfg.write_text(HAPROXY_CFG.format(host=HOST, port=hport, servers="\n".join(lines)))
-    haproxy = start(f"haproxy-{count}", [HAPROXY, "-db", "-f", str(cfg)], work, procs)
-    wait_ready(haproxy, hport)
+    haproxy_proc = balancer  # (not started: the memory step needs none)
+    if haproxy:
+        haproxy_proc = start(f"haproxy-{count}", [HAPROXY, "-db", "-f", str(cfg)], work, procs)
+        wait_ready(haproxy_proc, hport)
     worker_pids = _worker_pids(balancer.popen.pid)
-    return Farm(backends, fakes, balancer, port, admin, haproxy, hport, worker_pids)
+    return Farm(backends, fakes, balancer, port, admin, haproxy_proc, hport, worker_pids)
 
 
 def _worker_pids(pid: int) -> list[int]:
@@ -184,6 +196,50 @@ def measure(
                     ),
                 })  # fmt: skip
     return rows
+
+
+MEMORY_JOBS = 5000
+MEMORY_BACKENDS = 500
+HOLD_S = 20.0
+
+
+def memory_in_flight(work: Path, workers: int) -> dict[str, object]:
+    """The balancer's RSS with MEMORY_JOBS tiny jobs in flight (held by the backends),
+    against its RSS idle on the same farm: memory per job in flight."""
+    procs: list[Proc] = []
+    try:
+        caps = ("--max-connections", "20000", "--max-connections-per-address", "20000")
+        farm = start_farm(work, MEMORY_BACKENDS, workers, procs, HOLD_S, caps, haproxy=False)
+        idle = sum(rss_mb(p) for p in farm.workers)
+        loadgen = subprocess.Popen(
+            [str(BIN / "distlb-loadgen"), f"{HOST}:{farm.balancer_port}", "--jobs",
+             str(MEMORY_JOBS), "--concurrency", str(MEMORY_JOBS), "--duration", "90",
+             "--json", "--timeout", "120"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            peak, most = idle, 0
+            deadline = time.monotonic() + HOLD_S
+            while time.monotonic() < deadline:
+                totals = get_json(farm.admin_port, "/status")["totals"]
+                assert isinstance(totals, dict)
+                in_flight = int(totals["in_flight"])
+                rss = sum(rss_mb(p) for p in farm.workers)
+                if in_flight >= most:
+                    most, peak = in_flight, max(peak, rss)
+                if most >= MEMORY_JOBS:
+                    break
+                time.sleep(0.5)
+        finally:
+            loadgen.communicate(timeout=300)
+        return {
+            "jobs_in_flight": most,
+            "rss_idle_mb": round(idle, 1),
+            "rss_peak_mb": round(peak, 1),
+            "kb_per_job": round((peak - idle) * 1024 / most, 1) if most else None,
+        }
+    finally:
+        stop_all(procs)
 
 
 def _added(summary: dict[str, object], direct: dict[str, object], key: str) -> float | None:
@@ -253,7 +309,14 @@ def main() -> int:
             rows += measure(farm, count, sizes, concurrencies)
         finally:
             stop_all(procs)
+    print(table(rows) + "\n\n" + ratios(rows), flush=True)
+    memory = memory_in_flight(work, args.workers)
     text = table(rows) + "\n\n" + ratios(rows)
+    text += (
+        f"\n- memory: {memory['jobs_in_flight']} tiny jobs in flight (over {MEMORY_BACKENDS}"
+        f" backends that hold each {HOLD_S:g} s): RSS {memory['rss_idle_mb']} MB idle, "
+        f"{memory['rss_peak_mb']} MB then, {memory['kb_per_job']} KB per job in flight"
+    )
     took = round(time.monotonic() - started, 1)
     print(text)
     print(f"(took {took} s; workers {args.workers})")
@@ -261,7 +324,8 @@ def main() -> int:
     name = "scale-quick" if args.quick else "scale"
     if args.workers > 1:
         name += f"-workers{args.workers}"
-    (RESULTS_DIR / f"{name}.json").write_text(json.dumps({"rows": rows, "took_s": took}, indent=1))
+    result = {"rows": rows, "memory": memory, "took_s": took}
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(result, indent=1))
     (RESULTS_DIR / f"{name}.md").write_text(f"# Scale\n\n{text}\n\nTook {took} s.\n")
     return 0
 

@@ -46,6 +46,14 @@ def change_token(busy: int, accepting: bool, compilers_rev: str) -> str:
     return f"{busy}.{int(accepting)}.{compilers_rev}"
 
 
+def expecting(token: str, busy: int) -> str:
+    """``token`` with its busy count replaced by ``busy``: a balancer asks to hear when
+    the server's state differs from what it now believes (the last report's count of
+    others' jobs plus its own now), not from what the server said then."""
+    _, sep, rest = token.partition(".")
+    return f"{max(0, busy)}.{rest}" if sep else token
+
+
 def changed_enough(token: str, slots: int, busy: int, accepting: bool, compilers_rev: str) -> bool:
     """Whether a server's state has moved far enough from the report ``token`` describes
     to answer a long poll before its wait ends: it began or stopped accepting, its

@@ -228,3 +228,38 @@ def test_client_leaving_closes_the_backend_job_and_its_compile_dies(
             client.wait()
     wait_until(lambda: balancer.totals()["client_disconnect"] == 1, 5, "counted by the balancer")
     wait_until(lambda: server.counters()["client_disconnect"] == 1, 5, "and by the server")
+
+
+def test_jobs_arriving_together_never_overfill_a_backend(
+    start_server: type[ServerProcess],
+    start_balancer: type[BalancerProcess],
+    fake_compilers: tuple[Path, Path],
+) -> None:
+    """Six jobs at once for two slots: two are sent, four wait for a slot (none is sent
+    to be turned away). Each job's slot is counted in the same step as its pick, so
+    jobs woken together see each other's choices."""
+    import asyncio
+
+    from client import compile_remote
+    from wire import Request
+
+    bin_dir, _ = fake_compilers
+    server = start_server("--jobs", "2", "--compiler", "slow-cc", "--compiler", "gcc",
+                          path_prepend=str(bin_dir))  # fmt: skip
+    balancer = start_balancer("--backend", _spec(server), "--allow-compiler", "slow-cc",
+                              "--queue-timeout", "60", "--tail-hedge", "0",
+                              "--hedge-min", "120")  # fmt: skip
+    balancer.wait_healthy(1)
+
+    async def jobs() -> list[int]:
+        async def one(i: int) -> int:
+            request = Request(1, ("slow-cc", "-c", f"f{i}.c", "-o", f"f{i}.o"), b"int x;\n")
+            return (await compile_remote("127.0.0.1", balancer.port, request, timeout_s=90)).status
+
+        return await asyncio.gather(*(one(i) for i in range(6)))
+
+    assert asyncio.run(jobs()) == [0] * 6
+    counters = server.status()["counters"]
+    assert counters["rejected_busy"] == 0, counters
+    assert server.status()["busy_max"] == 2
+    assert balancer.backend(f"127.0.0.1:{server.port}")["turned_away"] == 0

@@ -11,8 +11,9 @@ import time
 import pytest
 
 from balancer.backends import Backend, BackendSpec, Report
-from balancer.dispatch import Dispatcher, DispatchSettings, NoCapacity, Waiting
+from balancer.dispatch import Dispatcher, DispatchSettings
 from balancer.pool import Pool, PoolSettings
+from balancer.queue import NoCapacity, Waiting
 from balancer.tail import Running
 from wire import Limits
 

@@ -38,5 +38,5 @@ async def test_a_waiter_that_timed_out_or_was_cancelled_is_forgotten() -> None:
     cancelled.cancel()
     with pytest.raises(asyncio.CancelledError):
         await cancelled
-    assert pool._waiters == {}
+    assert pool.queue._waiters == {}
     pool.notify()  # nothing left to wake, nothing raised

@@ -33,3 +33,16 @@ def test_only_plain_tokens_are_taken_from_a_report() -> None:
     for hostile in ('"0.1 HTTP/1.1\\r\\nX: y"', '"' + "1" * 200 + '"', "7", "null"):
         body = b'{"slots": 2, "busy": 0, "change": %s}' % hostile.encode()
         assert parse_distlb_status(body).change == ""
+
+
+def test_a_balancer_asks_against_what_it_believes_now() -> None:
+    # The report said 1 busy while a probe of ours ran; the probe ended and someone
+    # else's job took the slot: the server's count is 1 again, which is news to us.
+    from client.status import expecting
+
+    said = change_token(1, True, "r")
+    believed = expecting(said, 0)  # others 1 - ours then 1 + ours now 0
+    assert believed == change_token(0, True, "r")
+    assert changed_enough(believed, 1, 1, True, "r")
+    assert not changed_enough(said, 1, 1, True, "r")  # (what asking with its token missed)
+    assert expecting("garbage", 3) == "garbage"

@@ -29,9 +29,7 @@ class Clock:
 def _farm(weights: list[float]) -> tuple[Roster, list[Backend], Clock]:
     clock = Clock()
     roster = Roster(clock=clock)
-    backends = [
-        Backend(BackendSpec.parse(f"b{i}:1,weight={w}")) for i, w in enumerate(weights)
-    ]
+    backends = [Backend(BackendSpec.parse(f"b{i}:1,weight={w}")) for i, w in enumerate(weights)]
     for backend in backends:
         backend.on_change = roster.changed
     roster.rebuild(backends)
@@ -128,7 +126,7 @@ def test_a_pick_is_always_an_available_backend_not_excluded(
 
 
 def test_draws_follow_free_slots_over_seconds_per_job() -> None:
-    roster, (big, small, slow), clock = _farm([1.0, 1.0, 1.0])
+    roster, (big, small, slow), _clock = _farm([1.0, 1.0, 1.0])
     for backend, slots, latency in ((big, 8, 0.1), (small, 2, 0.1), (slow, 8, 0.4)):
         backend.on_report(Report(slots=slots, busy=0))
         backend.on_success()

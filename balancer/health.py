@@ -1,0 +1,200 @@
+"""Health: reading each backend's report and probing it, and what a check's result
+does (HAProxy's rise and fall). The pool (balancer/pool.py) runs one report loop and one
+probe loop per backend; the decisions about a backend's state are in
+balancer/backends.py.
+
+distlb servers are read from ``/status`` on their status port as a long poll, real
+distccd from its ``--stats`` page; every backend gets a trivial compile as a probe,
+skipped while jobs on it finish well and, for an idle backend whose reports keep
+coming, run only every ``idle_probe_interval_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+
+from balancer.backends import Backend, BackendSpec, Report
+from cache.keys import CompilerIdentity
+from client import ClientError, TurnedAway, compile_remote
+from client.prober import probe_request
+from client.status import ReportError, expecting, fetch_report
+
+if TYPE_CHECKING:
+    from balancer.pool import Pool, PoolSettings
+
+log = structlog.get_logger("distlb.balancer.health")
+
+
+def poll_delay(settings: PoolSettings, now: float, demand_until: float) -> float:
+    """Seconds until a backend's next report is read: soon while jobs wait for a slot
+    (another balancer's finished jobs free slots we only learn of from reports),
+    at the normal pace otherwise."""
+    if now < demand_until:
+        return min(settings.fast_poll_interval_s, settings.poll_interval_s)
+    return settings.poll_interval_s
+
+
+async def fetch_backend_report(
+    spec: BackendSpec, timeout_s: float, since: str = "", wait_s: float = 0.0
+) -> Report:
+    """Read one backend's report (raises :class:`ReportError`); with ``since`` and
+    ``wait_s``, once it has changed enough since that report or after ``wait_s``."""
+    assert spec.status_port is not None
+    report = await fetch_report(
+        spec.host, spec.status_port, spec.kind, timeout_s + wait_s, since, wait_s
+    )
+    identities = {
+        name: CompilerIdentity(info.get("version", ""), info.get("digest", ""))
+        for name, info in report.compilers.items()
+        if info.get("digest") and info.get("digest") != "unknown"
+    }
+    return Report(
+        report.slots, report.busy, report.accepting, identities, report.result_cache, report.change
+    )
+
+
+def mark(pool: Pool, backend: Backend, ok: bool, reason: str = "") -> None:
+    """A check's result: rise and fall; a change of state is logged, tells the
+    down listeners (a backend left rotation) and wakes waiting jobs."""
+    was = backend.healthy
+    if ok:
+        backend.on_success()
+    else:
+        backend.on_failure(reason)
+    if backend.healthy != was:
+        emit = log.info if backend.healthy else log.warning
+        emit(
+            "backend_state",
+            backend=backend.name,
+            state="up" if backend.healthy else "down",
+            reason=reason or "probes ok",
+        )
+        if not backend.healthy:
+            for listener in pool._down_listeners:
+                listener(backend)
+        pool.notify()
+
+
+async def poll_loop(pool: Pool, backend: Backend) -> None:
+    """Read the backend's report, again and again. A distlb server holds each request
+    until its state has changed enough (or ``report_wait_s``), so an idle farm
+    costs a request per backend every few seconds, and a change comes at once;
+    between two requests lies at least the poll delay."""
+    settings = pool.settings
+    while True:
+        report = backend.report
+        since = ""
+        if report is not None and backend.reports_ok and report.change:
+            # What we believe it runs now: others' jobs as of the report, and ours now.
+            others = max(0, report.busy - backend.ours_at_report)
+            since = expecting(report.change, others + backend.ours)
+        wait_s = settings.report_wait_s if since else 0.0
+        if backend.in_flight:
+            # Our jobs run there: a server that hangs must be seen as soon as plain
+            # polls would see it (its jobs are rescued once it leaves rotation).
+            wait_s = min(wait_s, settings.poll_interval_s)
+        fetch = asyncio.ensure_future(
+            fetch_backend_report(backend.spec, settings.probe_timeout_s, since, wait_s)
+        )
+        stale = pool.stale_future(backend)
+        try:
+            await asyncio.wait((fetch, stale), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not fetch.done():
+                fetch.cancel()
+        if not fetch.done() or fetch.cancelled():
+            # A turn-away says our picture of it is wrong (the report counted a job of
+            # ours that never held a slot there, or another balancer's): ask afresh
+            # now, rather than wait for a change the server would not call one.
+            await asyncio.gather(fetch, return_exceptions=True)
+            backend.reports_ok = False
+            continue
+        try:
+            report = fetch.result()
+        except ReportError as exc:
+            backend.reports_ok = False
+            mark(pool, backend, False, str(exc))
+        else:
+            backend.reports_ok = True
+            backend.on_report(report)
+            pool.notify()
+        delay = poll_delay(settings, time.monotonic(), pool._demand_until)
+        await asyncio.wait((pool._demand_future(),), timeout=delay)
+
+
+async def probe_loop(pool: Pool, backend: Backend) -> None:
+    request = probe_request(pool.settings.probe_compiler)
+    deadline = pool.settings.probe_timeout_s
+    ok_seen = backend.ok
+    proven_at = float("-inf")  # when a probe or a job last showed it compiles
+    sent_seen = backend.sent
+    while True:
+        started = time.monotonic()
+        if backend.healthy and backend.ok > ok_seen:
+            # Jobs finished well since the last check: they are the probe. A compile
+            # probe costs the backend a real compile (per balancer, every interval);
+            # a backend that hangs or fails stops finishing jobs, and probing resumes.
+            ok_seen, sent_seen = backend.ok, backend.sent
+            proven_at = started
+            mark(pool, backend, True)
+            await asyncio.sleep(pool.settings.probe_interval_s)
+            continue
+        ok_seen = backend.ok
+        if (
+            backend.healthy
+            and backend.reports_ok
+            and backend.sent == sent_seen
+            and started - proven_at < pool.settings.idle_probe_interval_s
+        ):
+            # Idle (no job sent since it last proved it compiles) and its reports
+            # keep coming (a server that dies drops its held report request; one
+            # that hangs lets it run out): probe it now and then only. Jobs sent
+            # that do not finish well bring the probes back at once.
+            await asyncio.sleep(pool.settings.probe_interval_s)
+            continue
+        sent_seen = backend.sent
+        if backend.healthy and backend.in_flight > 0 and backend.free == 0:
+            # Busy is not dead: every slot holds a job (ours, or others' by its
+            # report), so a probe would wait behind them (distccd queues it) or be
+            # turned away. Such a backend is judged by its status answers and its
+            # jobs' deadlines instead.
+            await asyncio.sleep(pool.settings.probe_interval_s)
+            continue
+        full_at_start = backend.free == 0
+        # A probe takes a slot on the backend like any job: count it, or jobs
+        # sent meanwhile find the backend fuller than we think and are turned away.
+        backend.probing += 1
+        try:
+            async with asyncio.timeout(deadline):  # the whole probe, connect included
+                reply = await compile_remote(
+                    backend.spec.host,
+                    backend.spec.port,
+                    request,
+                    connect_timeout_s=deadline,
+                    timeout_s=deadline,
+                    auth=backend.spec.auth,  # probes authenticate like jobs
+                )
+        except TimeoutError:
+            if full_at_start or backend.free == 0:
+                log.debug("probe_late_while_full", backend=backend.name)
+            else:
+                mark(pool, backend, False, f"probe: no reply within {deadline} s")
+        except TurnedAway:
+            pool.report_stale(backend)  # busy is not sick: neither rise nor fall
+        except ClientError as exc:
+            mark(pool, backend, False, f"probe: {exc}")
+        else:
+            if reply.status == 0 and reply.obj:
+                proven_at = time.monotonic()
+                mark(pool, backend, True)
+            else:
+                mark(pool, backend, False, f"probe compile failed: {reply.stderr[:200]!r}")
+        finally:
+            backend.probing -= 1
+            pool.notify()
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(max(0.0, pool.settings.probe_interval_s - elapsed))
