@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 import structlog
 
 from balancer.backends import Backend, SortedWindow
+from balancer.hedge import TailWatcher, hedge_delay, next_hedge
 from balancer.pool import Pool
 from balancer.queue import Acquire, NoCapacity, Waiting, acquire
-from balancer.tail import Running, backup_choice, size_factor, wait_choice
+from balancer.tail import Running, size_factor, wait_choice
 from cache import CachedResult, ResultCache, cache_key, job_digest, why_not_cacheable
 from client import ClientError, TurnedAway, compile_remote
 from wire import Limits, Reply, Request
@@ -33,9 +34,6 @@ MAX_TURNED_AWAY = 64
 SIZE_WINDOW = 256
 """Recent jobs whose source sizes say what counts as a big job."""
 MIN_SIZES_FOR_BIG = 16
-TAIL_CHECK_S = 0.05
-"""Changes come with every job's end and every report: the tail hedge looks at most
-this often (it backs up jobs expected to take twice as long where they are)."""
 
 
 @dataclass(frozen=True)
@@ -110,8 +108,14 @@ class Dispatcher:
         self._running: set[Running] = set()
         self.waited_for_faster = 0
         self._jobs: set[JobAttempts] = set()
-        self._tail_check: asyncio.TimerHandle | None = None
-        pool.add_listener(self._on_pool_change)
+        self.tail = TailWatcher(
+            pool.roster,
+            self._running,
+            settings.tail_hedge,
+            lambda: self._waiting,
+            self._wake_backed_up,
+        )
+        pool.add_listener(self.tail.changed)
         pool.add_down_listener(self._on_backend_down)
 
     def size_hints(self, source_bytes: int) -> tuple[bool, float]:
@@ -209,12 +213,6 @@ class Dispatcher:
             self.pool.roster.costs,
         )
 
-    def _hedge_delay(self, backend: Backend) -> float:
-        if self.settings.hedge_after_s is not None:
-            return self.settings.hedge_after_s
-        p95 = backend.latency_quantile(0.95) or 0.0
-        return max(self.settings.hedge_min_s, 3 * p95)
-
     def _start(
         self, backend: Backend, request: Request, reserved: bool = False
     ) -> asyncio.Task[Reply]:
@@ -239,38 +237,11 @@ class Dispatcher:
             if any(a.backend is backend for a in job.running):
                 job.wake.set()
 
-    def _on_pool_change(self) -> None:
-        """Something changed (a job ended, a report came, a backend's health): if nothing
-        waits for a slot, soon look whether to back up a slow job on a faster backend."""
-        if not self._running or self._waiting or self.settings.tail_hedge <= 0:
-            return
-        if self._tail_check is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self._look_for_backup()
-                return
-            self._tail_check = loop.call_later(TAIL_CHECK_S, self._look_for_backup)
-
-    def _look_for_backup(self) -> None:
-        self._tail_check = None
-        if not self._running or self._waiting or self.settings.tail_hedge <= 0:
-            return
-        now = time.monotonic()
-        roster = self.pool.roster
-        fastest = roster.fastest(now)
-        if fastest is None:
-            return
-        choice = backup_choice(
-            self._running, (), now, self.settings.tail_hedge, roster.costs, fastest
-        )
-        if choice is not None:
-            running, backend = choice
-            running.backup_to = backend.name
-            running.backup.set()
-            for job in self._jobs:
-                if any(a.running is running for a in job.running):
-                    job.wake.set()
+    def _wake_backed_up(self, running: Running) -> None:
+        """The tail watcher chose ``running`` for a backup: wake its job."""
+        for job in self._jobs:
+            if any(a.running is running for a in job.running):
+                job.wake.set()
 
     async def _send(self, backend: Backend, request: Request) -> Reply:
         """One attempt on a backend; keeps its health and latency books."""
@@ -428,25 +399,17 @@ class Dispatcher:
             ), False
         if job.hedges >= self.settings.max_hedges:
             return None, False
-        attempt = job.running[0]
-        if len(job.running) == 1 and attempt.running.backed_up:
-            chosen = self.pool.backends.get(attempt.running.backup_to)
-            attempt.running.backup.clear()
-            if (
-                chosen is not None
-                and chosen.name not in exclude
-                and chosen.available(time.monotonic())
-            ):
-                self._launch(job, chosen, "tail")
+        kind, backend = next_hedge(
+            job.running,
+            self.pool.backends,
+            exclude,
+            lambda: self._pick(exclude, big=True),  # the fastest free one
+            time.monotonic(),
+        )
+        if backend is not None:
+            self._launch(job, backend, kind)
             return None, False
-        # Late: every running attempt is past its hedge delay (a hedge can hang too).
-        if all(time.monotonic() >= a.late_at for a in job.running):
-            backend = self._pick(exclude, big=True)  # the fastest free one
-            if backend is not None:
-                self._launch(job, backend, "late")
-                return None, False
-            return None, True
-        return None, False
+        return None, kind == "late"  # late, but nothing free: wait for a change
 
     async def _wait(
         self, job: JobAttempts, acquiring: asyncio.Task[Backend] | None, wants_change: bool
@@ -500,7 +463,8 @@ class Dispatcher:
             running=running,
             kind=kind,
             started=now,
-            late_at=now + self._hedge_delay(backend),
+            late_at=now
+            + hedge_delay(backend, self.settings.hedge_after_s, self.settings.hedge_min_s),
             deadline=now + self._attempt_deadline(backend, job.factor),
         )
         job.running.append(attempt)
