@@ -501,6 +501,8 @@ class Dispatcher:
             job.last_error = f"{name}: {exc}"
             if isinstance(exc, TurnedAway):
                 job.end(attempt, "turned_away")
+                if attempt.kind in ("late", "tail"):
+                    job.hedges -= 1  # a copy that never ran spends no hedge
                 log.debug("attempt_turned_away", backend=name, attempt=len(job.history))
                 continue
             job.failures += 1

@@ -264,7 +264,7 @@ def run(quick: bool, seed: int) -> dict[str, object]:
         calm_ms, _ = _job_times(balancers)
         p99 = statistics.quantiles(calm_ms, n=100)[98] if len(calm_ms) >= 2 else 0.0
         bound_ms = p99 + HEDGE_DEADLINE_S * 1000
-        builds_per_run = 8 if quick else 30
+        builds_per_run = 8 if quick else 50
         for count in (1, 2):
             if count == 2:
                 balancers.append(_balancer(work, "balancer-b", ports[2], ports[3], backends, procs))
