@@ -260,8 +260,11 @@ class Dispatcher:
         except TurnedAway:
             # Someone else filled it: skip it briefly (its next report, or a quarter
             # poll interval, whichever comes first, tells us more).
-            backend.on_turned_away(time.monotonic(), self.pool.settings.poll_interval_s / 4)
+            hold_s = self.pool.settings.poll_interval_s / 4
+            backend.on_turned_away(time.monotonic(), hold_s)
             self.pool.report_stale(backend)
+            # When the hold ends it may take jobs again: wake those waiting for a slot.
+            asyncio.get_running_loop().call_later(hold_s, self.pool.notify)
             raise
         except ClientError as exc:
             self.pool.mark_failure(backend, f"job: {exc}")
@@ -358,15 +361,19 @@ class Dispatcher:
             raise
         finally:
             self._jobs.discard(job)
-            for task in (*(a.task for a in job.running), *([acquiring] if acquiring else [])):
-                task.cancel()
+            if acquiring is not None:
+                # A slot it reserved but never launched on is given back, now or when
+                # the acquiring ends (before any await here: a second cancel must not
+                # skip it).
+                acquiring.add_done_callback(self._release_reserved)
+                acquiring.cancel()
+            for attempt in job.running:
+                attempt.task.cancel()
             # The losers' errors, their cancellation included, come back as values; our
             # own cancellation (the client left) propagates.
             await asyncio.gather(*(a.task for a in job.running), return_exceptions=True)
             if acquiring is not None:
                 await asyncio.gather(acquiring, return_exceptions=True)
-                if not acquiring.cancelled() and acquiring.exception() is None:
-                    self._release(acquiring.result())  # reserved, never launched
             for attempt in job.running:
                 job.end(attempt, "closed")
             self._running.difference_update(a.running for a in job.history)
@@ -374,6 +381,10 @@ class Dispatcher:
                 # Jobs holding back may have counted on this one's end: let them
                 # look again now that it is not running any more.
                 self.pool.notify()
+
+    def _release_reserved(self, acquiring: asyncio.Task[Backend]) -> None:
+        if not acquiring.cancelled() and acquiring.exception() is None:
+            self._release(acquiring.result())
 
     def _next_move(
         self, job: JobAttempts, waiting: Waiting, max_sends: int

@@ -100,9 +100,11 @@ async def poll_loop(pool: Pool, backend: Backend) -> None:
         fetch = asyncio.ensure_future(
             fetch_backend_report(backend.spec, settings.probe_timeout_s, since, wait_s)
         )
-        stale = pool.stale_future(backend)
+        # A long poll gives way when a turn-away says the report is wrong; a plain
+        # request is answered at once anyway.
+        waits = (fetch, pool.stale_future(backend)) if wait_s else (fetch,)
         try:
-            await asyncio.wait((fetch, stale), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
             if not fetch.done():
                 fetch.cancel()

@@ -145,6 +145,7 @@ class Pool:
     def report_stale(self, backend: Backend) -> None:
         """``backend`` turned a job or probe of ours away: its report loop asks again now
         instead of waiting out a long poll."""
+        backend.reports_ok = False  # the next request asks afresh (no long poll)
         future = self._stale.pop(backend.name, None)
         if future is not None and not future.done():
             future.set_result(None)

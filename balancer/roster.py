@@ -80,6 +80,10 @@ class Roster:
         self._held_until = {}
         self._caching = {b.name for b in self._backends if b.caches_results}
         now = self.clock()
+        for backend in self._backends:  # holds that outlive the rebuild still expire
+            if backend.busy_until > now:
+                self._held_until[backend.name] = backend.busy_until
+                heapq.heappush(self._holds, (backend.busy_until, backend.name))
         self.default_cost = self._median_of_medians()
         self._default_at = now
         for backend in self._backends:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import random
 import shutil
 import signal
@@ -41,6 +40,7 @@ from harness import (  # noqa: E402
     free_ports,
     get_json,
     log_events,
+    quantile_ms,
     start,
     stop,
     wait_ready,
@@ -211,14 +211,6 @@ class Load:
     latencies_s: list[float] = field(default_factory=list)
 
 
-def quantile_ms(values: list[float], q: float) -> float:
-    """Nearest-rank quantile of seconds, in milliseconds (NaN when there are none)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1000, 3)
-
-
 async def one_job(target: tuple[str, int], load: Load, deadline: float, rng: random.Random) -> None:
     """Send one job until it is compiled, retrying turn-aways (bounded); count the end."""
     started = time.monotonic()
@@ -307,8 +299,8 @@ def run_phase(
         capped=load.capped,
         wall_s=round(wall_s, 3),
         jobs_per_s=round(load.ok / wall_s, 2),
-        p50_ms=quantile_ms(load.latencies_s, 0.50),
-        p99_ms=quantile_ms(load.latencies_s, 0.99),
+        p50_ms=quantile_ms(load.latencies_s, 0.50, 3),
+        p99_ms=quantile_ms(load.latencies_s, 0.99, 3),
         server_rejected_busy=rejected_after - rejected_before,
         server_busy_max=busy_max,
     )

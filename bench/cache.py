@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [p for p in (str(ROOT), str(ROOT / "bench")) if p not in sys.path]
 
 from balancer_overhead import start_balancer, start_servers  # noqa: E402
-from harness import HOST, Proc, free_ports, get_json, start, stop, wait_ready  # noqa: E402
+from harness import HOST, Proc, free_ports, get_json, quantile_ms, start, stop, wait_ready  # noqa: E402
 
 from client import compile_remote  # noqa: E402
 from tests.support.projects import write_c_project  # noqa: E402
@@ -91,11 +91,6 @@ async def throughput(
 
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
     return done / (time.monotonic() - started)
-
-
-def quantile_ms(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main() -> int:
@@ -178,9 +173,9 @@ def main() -> int:
         f"| cold build, median s ({args.modules + 1} jobs, -j8) | {cold_s:.2f} |",
         f"| warm build, median s | {warm_s:.2f} |",
         f"| warm / cold | {warm_s / cold_s:.3f} |",
-        f"| 100 KB object: compile on a server, p50 ms | {quantile_ms(direct, 0.5):.1f} |",
-        f"| 100 KB object: cache hit via balancer, p50 ms | {quantile_ms(hits, 0.5):.2f} |",
-        f"| 100 KB object: cache hit via balancer, p99 ms | {quantile_ms(hits, 0.99):.2f} |",
+        f"| 100 KB object: compile on a server, p50 ms | {quantile_ms(direct, 0.5, 3):.1f} |",
+        f"| 100 KB object: cache hit via balancer, p50 ms | {quantile_ms(hits, 0.5, 3):.2f} |",
+        f"| 100 KB object: cache hit via balancer, p99 ms | {quantile_ms(hits, 0.99, 3):.2f} |",
         f"| pure hits, 32 concurrent clients, jobs/s | {rate:.0f} |",
     ]
     table = "\n".join(rows)

@@ -49,6 +49,7 @@ from harness import (  # noqa: E402
     free_ports,
     get_json,
     log_events,
+    quantile_ms,
     start,
     stop_all,
     wait_ready,
@@ -591,13 +592,6 @@ class Outcome(TypedDict):
     balancer_totals: dict[str, int]  # distlb strategies: BALANCER_TOTALS, summed
     errors: dict[str, int]
     distcc_said: dict[str, int]
-
-
-def quantile_ms(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1000, 1)
 
 
 def run_strategy(

@@ -6,14 +6,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from client.quantiles import quantile
 
 HOST = "127.0.0.1"  # all traffic stays on loopback
 READY_TIMEOUT_S = 30.0
@@ -98,6 +105,14 @@ def stop_all(procs: list[Proc]) -> None:
             proc.popen.send_signal(signal.SIGTERM)
     for proc in procs:
         stop(proc)
+
+
+def quantile_ms(seconds: Iterable[float], q: float, digits: int = 1) -> float:
+    """The ``q`` quantile of durations in seconds, in milliseconds (NaN for none): the
+    one definition every report here uses, the balancer's and the load generator's
+    (client/quantiles.py)."""
+    value = quantile(seconds, q)
+    return math.nan if value is None else round(value * 1000, digits)
 
 
 # A proxy from the environment must never see our requests: loopback only.

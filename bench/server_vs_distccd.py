@@ -18,8 +18,6 @@ import json
 import os
 import pwd
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +28,10 @@ from pathlib import Path
 from typing import TypedDict
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.harness import Proc, free_ports, start, stop_all, wait_ready  # noqa: E402
+
 RESULTS_DIR = ROOT / "bench" / "results"
 DISTLB_SERVER = ROOT / ".venv" / "bin" / "distlb-server"
 SERIES = {"plain": "", "lzo": ",lzo"}
@@ -37,7 +39,6 @@ UNSANDBOXED = "distlb-no-sandbox"
 GOAL_RATIO = 1.10  # the project goal: distlb build time within 10% of distccd
 LATENCY_JOBS = 40
 CLIENT_TIMEOUT_S = 120  # the `timeout` wrapped around every distcc run
-READY_TIMEOUT_S = 20.0
 PHASE_LIMIT_S = 1800.0  # each load loop gives up (loudly) after this long
 UNITS_PER_FILE = 7  # about 45 lines of C each
 
@@ -123,40 +124,6 @@ def write_project(project: Path, files: int) -> list[str]:
     return stems
 
 
-def free_ports(count: int) -> list[int]:
-    socks = [socket.create_server(("127.0.0.1", 0)) for _ in range(count)]
-    ports = [sock.getsockname()[1] for sock in socks]
-    for sock in socks:
-        sock.close()
-    return ports
-
-
-def wait_ready(proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
-    """Return once ``port`` accepts connections; raise if the server dies or is slow."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited {proc.returncode}:\n{log_path.read_text()}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"port {port} not ready after {READY_TIMEOUT_S}s:\n{log_path.read_text()}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    # distccd's preforked children share the session we started it in.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
-
-
 def check_objects(out: Path, stems: list[str], reference: dict[str, str], what: str) -> None:
     """Every object exists, is ELF, and matches the first build's (fail loudly otherwise)."""
     for stem in stems:
@@ -197,7 +164,7 @@ def one_job(project: Path, env: dict[str, str]) -> float:
     return seconds
 
 
-Servers = dict[str, tuple[subprocess.Popen[bytes], int, Path]]
+Servers = dict[str, tuple[Proc, int]]
 
 
 def start_servers(work: Path, jobs: int, servers: Servers) -> None:
@@ -229,16 +196,12 @@ def start_servers(work: Path, jobs: int, servers: Servers) -> None:
     plan = [("distlb", distlb, distlb_port, distlb_tmp)]
     plan.append((UNSANDBOXED, bare, bare_port, bare_tmp))
     plan.append(("distccd", distccd, distccd_port, distccd_tmp))
+    procs: list[Proc] = []
     for name, command, port, tmp in plan:
-        log_path = work / f"{name}.log"
-        with log_path.open("wb") as log:
-            env = dict(os.environ, TMPDIR=str(tmp))
-            proc = subprocess.Popen(
-                command, stdout=log, stderr=log, env=env, start_new_session=True
-            )
-        servers[name] = (proc, port, log_path)
-    for proc, port, log_path in servers.values():
-        wait_ready(proc, port, log_path)
+        env = dict(os.environ, TMPDIR=str(tmp))
+        servers[name] = (start(name, command, work, procs, env), port)
+    for proc, port in servers.values():
+        wait_ready(proc, port)
 
 
 def distlb_outcomes(log_path: Path) -> dict[str, int]:
@@ -340,13 +303,12 @@ def run(jobs: int, rounds: int, files: int) -> Raw:
             rounds=rounds,
             files=files,
             latency_jobs=LATENCY_JOBS,
-            distlb_outcomes=distlb_outcomes(servers["distlb"][2]),
+            distlb_outcomes=distlb_outcomes(servers["distlb"][0].log_path),
             build_wall_s=walls,
             job_latency_s=latency,
         )
     finally:
-        for proc, _, _ in servers.values():
-            stop(proc)
+        stop_all([proc for proc, _ in servers.values()])
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -81,6 +81,8 @@ def parse_distlb_status(body: bytes) -> Report:
     """A distlb server's ``/status``, or a balancer's (its totals over healthy backends)."""
     try:
         data = json.loads(body)
+        if not isinstance(data, dict):
+            raise ReportError(f"bad /status: a JSON {type(data).__name__}, not an object")
         if "totals" in data:
             totals = data["totals"]
             slots = int(totals["slots"])

@@ -52,6 +52,7 @@ def test_a_waiting_job_takes_a_slot_freed_by_another_client_at_once(
         return (await held).status, reply.status
 
     assert asyncio.run(scenario()) == (0, 0)
-    done = balancer.events("job_done")[-1]
+    # The balancer writes its line once the reply is on its way: wait for it.
+    done = wait_until(lambda: balancer.event("job_done"), 10, "the job's summary line")
     assert done["outcome"] == "ok" and done["backend"] == name, done
     assert done["queue_ms"] < QUEUE_TIMEOUT_S * 1000

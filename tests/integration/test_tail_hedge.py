@@ -68,7 +68,8 @@ def test_a_job_on_a_slow_backend_is_backed_up_when_a_fast_one_frees(
     assert obj.startswith(b"\x7fELF")
     totals = balancer.totals()
     assert totals["tail_hedges"] == 1 and totals["hedge_wins"] == 1, totals
-    done = balancer.events("job_done")[-1]
+    # The balancer writes its line once the reply is on its way: wait for it.
+    done = wait_until(lambda: balancer.event("job_done"), 10, "the job's summary line")
     assert done["backend"] == fast_name and done["hedged"] is True, done
     # The slow backend's copy was cancelled: its compile is killed, not left running.
     wait_until(lambda: slow.counters()["client_disconnect"] == 1, 10, "the slow copy killed")

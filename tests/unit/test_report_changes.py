@@ -46,3 +46,13 @@ def test_a_balancer_asks_against_what_it_believes_now() -> None:
     assert changed_enough(believed, 1, 1, True, "r")
     assert not changed_enough(said, 1, 1, True, "r")  # (what asking with its token missed)
     assert expecting("garbage", 3) == "garbage"
+
+
+def test_a_report_that_is_not_an_object_is_a_report_error() -> None:
+    import pytest
+
+    from client.status import ReportError
+
+    for body in (b"[1, 2]", b'"x"', b"7"):
+        with pytest.raises(ReportError):
+            parse_distlb_status(body)

@@ -140,3 +140,20 @@ def test_draws_follow_free_slots_over_seconds_per_job() -> None:
     assert 0.8 < counts["b1:1"] / counts["b2:1"] < 1.25
     big.in_flight = 8  # full: never drawn
     assert "b0:1" not in {roster._draw(rng).name for _ in range(2000)}  # type: ignore[union-attr]
+
+
+def test_a_hold_that_outlives_a_rebuild_still_ends() -> None:
+    roster, backends, clock = _farm([1.0, 1.0])
+    for backend in backends:
+        backend.on_report(Report(slots=2, busy=0))
+        backend.on_success()
+        backend.on_success()
+    held, other = backends
+    held.on_turned_away(clock.now, 1.0)
+    roster.rebuild(backends)  # a reload keeps the backend, and its hold
+    other.on_failure("x")
+    other.on_failure("x")  # out of rotation: only the held one is left
+    assert roster.fastest(clock.now) is None
+    clock.now += 1.5
+    assert roster.fastest(clock.now) is held
+    assert roster.pick(random.Random(1), clock.now) is held
