@@ -30,6 +30,9 @@ class Target:
     """A slot count given with the host (``host/8`` in DISTCC_HOSTS)."""
     status_port: int | None = None
     """Where its report is (``host,status=3634``, a distlb extension); default port+1."""
+    options: tuple[str, ...] = ()
+    """The distcc host options it was written with (``lzo``, ``cpp``, ``auth``...), kept
+    so that a qualified list says them again."""
 
     @property
     def label(self) -> str:
@@ -51,9 +54,15 @@ def parse_host_entry(entry: str, default_port: int = DEFAULT_PORT) -> Target | N
         return None
     entry, *options = entry.split(",")
     status_port = None
+    kept = []
     for option in options:
         if option.startswith("status="):
-            status_port = int(option[len("status=") :])
+            try:
+                status_port = int(option[len("status=") :])
+            except ValueError:
+                raise DiscoveryError(f"bad status port in {entry!r}") from None
+        elif option:
+            kept.append(option)
     entry, _, limit = entry.partition("/")
     host, port = entry, default_port
     if entry.startswith("["):  # [v6]:port
@@ -66,7 +75,7 @@ def parse_host_entry(entry: str, default_port: int = DEFAULT_PORT) -> Target | N
     if not host or not 0 < port < 65536:
         raise DiscoveryError(f"bad host entry {entry!r}")
     slots = int(limit) if limit.isdigit() else None
-    return Target(host=host, port=port, name=host, slots=slots, status_port=status_port)
+    return Target(host, port, host, slots, status_port, tuple(kept))
 
 
 def parse_hosts_text(text: str, default_port: int = DEFAULT_PORT) -> list[Target]:

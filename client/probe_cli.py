@@ -116,7 +116,10 @@ def host_word(result: ProbeResult, names: bool, options: str) -> str:
     word = host if target.port == DEFAULT_PORT else f"{host}:{target.port}"
     if result.slots:
         word += f"/{result.slots}"
-    return word + (f",{options}" if options else "")
+    # The options it was written with, then --options (once each): pasted into
+    # DISTCC_HOSTS, the line must mean what the user wrote (,lzo ,cpp ,auth).
+    wanted = [*target.options, *(o for o in options.split(",") if o)]
+    return word + "".join(f",{o}" for o in dict.fromkeys(wanted))
 
 
 def render(results: list[ProbeResult], args: argparse.Namespace, seconds: float) -> str:

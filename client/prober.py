@@ -34,7 +34,8 @@ async def probe_one(
     target: Target, compiler: str, deadline_s: float, status_port: int | None = None
 ) -> ProbeResult:
     """Compile the trivial probe on ``target`` within ``deadline_s`` (connect included);
-    read its status alongside (port+1 unless the target names one) for its slots."""
+    read its status alongside (``status_port``, else the one the target was written
+    with, else port+1) for its slots."""
     started = time.monotonic()
 
     async def compile_it() -> ProbeResult:
@@ -60,7 +61,10 @@ async def probe_one(
     async def status() -> tuple[int, int] | None:
         try:
             report = await fetch_report(
-                target.host, status_port or target.port + 1, "auto", deadline_s
+                target.host,
+                status_port or target.status_port or target.port + 1,
+                "auto",
+                deadline_s,
             )
         except ReportError:
             return None

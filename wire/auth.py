@@ -16,7 +16,7 @@ from typing import Final
 
 from wire import tokens
 from wire.errors import LimitExceeded, LocalProtocolError, RemoteProtocolError
-from wire.reader import MessageReader, _NeedData
+from wire.reader import TOKEN_HEADER, MessageReader, _NeedData
 
 HANDSHAKE: Final = b"*"
 """Sent first by a client that wants to authenticate, echoed by a server that will."""
@@ -98,7 +98,7 @@ class TokenReader(MessageReader):
     def __init__(self, max_bytes: int = DEFAULT_MAX_TOKEN_BYTES) -> None:
         if max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
-        super().__init__(_token_steps(max_bytes))
+        super().__init__(_token_steps(max_bytes), TOKEN_HEADER + max_bytes)
 
     def next_event(self) -> bytes | _NeedData:
         result = self._advance()

@@ -128,12 +128,24 @@ def _reply_steps(protocol: int, limits: Limits) -> Generator[int, bytes, Reply]:
     return Reply(protocol=protocol, status=status, stderr=stderr, stdout=stdout, obj=obj)
 
 
+TOKEN_HEADER = 12
+"""A token's name and length: 4 + 8 bytes."""
+
+
+def _compressed_bound(size: int) -> int:
+    """The most bytes LZO1X may turn ``size`` bytes into (its worst case), with slack."""
+    return size + size // 16 + 1024
+
+
 class MessageReader:
     """Drives a step generator over a receive buffer."""
 
-    def __init__(self, steps: Generator[int, bytes, object]) -> None:
+    def __init__(self, steps: Generator[int, bytes, object], max_buffer: int) -> None:
         self._steps: Generator[int, bytes, object] = steps
         self._buffer = bytearray()
+        self.max_buffer = max_buffer
+        """Most bytes fed and not yet parsed: the largest whole message the limits
+        allow. A caller may feed more than :attr:`wanted`, never more than this."""
         self._wanted = next(steps)
         self._result: object = NEED_DATA
         self._consumed = 0
@@ -164,6 +176,14 @@ class MessageReader:
         return bytes(self._buffer) if self._result is not NEED_DATA else b""
 
     def feed(self, data: bytes) -> None:
+        """Take received bytes; raises :class:`LimitExceeded` when they would hold more
+        than any message the limits allow (the buffer stays bounded whoever feeds it)."""
+        if self._error is not None:
+            raise self._error
+        held = len(self._buffer) + len(data)
+        if held > self.max_buffer:
+            self._error = LimitExceeded("bytes buffered", held, self.max_buffer)
+            raise self._error
         self._buffer += data
 
     def next_event(self) -> object:
@@ -202,7 +222,13 @@ class RequestReader(MessageReader):
     """
 
     def __init__(self, limits: Limits | None = None, *, defer_decompression: bool = False) -> None:
-        super().__init__(_request_steps(limits or Limits(), defer_decompression))
+        limits = limits or Limits()
+        largest = (
+            TOKEN_HEADER * (limits.max_argc + 4)
+            + limits.max_argv_total_bytes
+            + _compressed_bound(limits.max_source_bytes)
+        )
+        super().__init__(_request_steps(limits, defer_decompression), largest)
 
     def next_event(self) -> Request | CompressedRequest | _NeedData:
         result = self._advance()
@@ -214,7 +240,10 @@ class ReplyReader(MessageReader):
     """Parses one reply to a request sent in ``protocol``."""
 
     def __init__(self, protocol: int, limits: Limits | None = None) -> None:
-        super().__init__(_reply_steps(protocol, limits or Limits()))
+        limits = limits or Limits()
+        bodies = 2 * limits.max_output_bytes + limits.max_object_bytes
+        largest = TOKEN_HEADER * 8 + _compressed_bound(bodies)
+        super().__init__(_reply_steps(protocol, limits), largest)
 
     def next_event(self) -> Reply | _NeedData:
         result = self._advance()

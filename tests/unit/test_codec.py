@@ -510,3 +510,24 @@ def test_status_outside_32_bits_cannot_be_encoded(status: int) -> None:
 def test_argument_that_cannot_be_encoded_as_bytes_is_a_local_protocol_error() -> None:
     with pytest.raises(LocalProtocolError):
         encode_request(Request(protocol=1, argv=("gcc", "\ud800"), source=b""))
+
+
+def test_a_reader_bounds_its_own_buffer_whoever_feeds_it() -> None:
+    """Feeding more than any message the limits allow is refused by the parser itself
+    (not only by the asyncio adapter, which never reads more than it was asked for)."""
+    from wire.errors import LimitExceeded
+    from wire.reader import ReplyReader, RequestReader
+
+    limits = Limits(max_argc=4, max_argv_total_bytes=100, max_source_bytes=1000)
+    reader = RequestReader(limits)
+    whole = encode_request(Request(1, ("gcc", "-c", "a.c"), b"x" * 1000))
+    reader.feed(whole)  # a whole message at once is fine
+    assert isinstance(reader.next_event(), Request)
+    flood = RequestReader(limits)
+    with pytest.raises(LimitExceeded, match="bytes buffered"):
+        flood.feed(b"DIST00000001" + b"\0" * flood.max_buffer)
+    with pytest.raises(LimitExceeded):
+        flood.next_event()  # a reader that refused stays refused
+    replies = ReplyReader(1, Limits(max_object_bytes=10, max_output_bytes=10))
+    with pytest.raises(LimitExceeded):
+        replies.feed(b"\0" * (replies.max_buffer + 1))
