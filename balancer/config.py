@@ -240,7 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait this long for a free slot, then turn the client away (10; at once "
         "when every backend is out of rotation after a failed check)",
     )
-    p.add_argument("--max-attempts", type=int, help="backends tried per job (3)")
+    p.add_argument(
+        "--max-attempts",
+        type=int,
+        help="backends that may fail one job (3; a turn-away is no failure)",
+    )
     p.add_argument(
         "--hedge-after",
         type=float,
@@ -329,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-timeout",
         type=float,
         metavar="S",
-        help="longest wait for Redis before the cache is bypassed (0.1)",
+        help="longest wait for Redis before the cache is bypassed (0.25)",
     )
     p.add_argument("--log-format", choices=["json", "console", "auto"])
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
