@@ -57,4 +57,4 @@ def test_address_outside_allow_list_is_turned_away(start_server: type[ServerProc
         conn.settimeout(10)
         assert conn.recv(1) == b""
     wait_until(lambda: server.counters()["rejected_access"] == 1, 5, "the refusal counted")
-    assert server.event("turned_away")["reason"] == "address not allowed"
+    assert server.logged("turned_away")["reason"] == "address not allowed"

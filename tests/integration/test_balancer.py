@@ -151,7 +151,7 @@ def test_all_backends_full_turns_client_away_after_queue_timeout(
     assert "running locally instead" in result.stderr
     assert (tmp_path / "f.o").read_bytes() == local_object(tmp_path, tmp_path / "f.c", "gcc", "-O2")
     assert balancer.totals()["turned_away"] == 1
-    event = balancer.event("job_done")
+    event = balancer.logged("job_done")
     assert event["outcome"] == "turned_away" and event["ms"] >= 1000
 
 

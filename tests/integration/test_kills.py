@@ -48,7 +48,7 @@ def test_compile_past_its_lifetime_is_killed_and_client_gets_failure(
 
     wait_until(lambda: alive(seen) == [], 5, f"every process of the job ({seen}) to be gone")
     assert server.counters()["timeout"] == 1
-    assert server.event("compile_killing")["reason"] == "timeout"
+    assert server.logged("compile_killing")["reason"] == "timeout"
     wait_until(lambda: server.job_dirs() == [], 5, "job temp dir removal")
 
 
@@ -84,5 +84,5 @@ def test_client_killed_mid_compile_kills_compiler_group_within_1s(
             client.wait()
 
     wait_until(lambda: server.counters()["client_disconnect"] == 1, 5, "disconnect counted")
-    assert server.event("compile_killing")["reason"] == "client_disconnect"
+    assert server.logged("compile_killing")["reason"] == "client_disconnect"
     wait_until(lambda: server.job_dirs() == [], 5, "job temp dir removal")

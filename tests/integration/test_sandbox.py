@@ -115,7 +115,7 @@ def test_without_the_sandbox_the_same_source_does_read_the_file(
     assert reply.status == 0
     assert SECRET.encode() in reply.obj
     assert server.status()["sandbox"]["mode"] == "none"
-    assert server.event("sandbox_off") is not None
+    assert server.logged("sandbox_off")
 
 
 def test_a_job_cannot_read_another_running_jobs_source(
@@ -281,7 +281,7 @@ def test_forking_past_the_process_bound_fails_the_job_not_the_server(
     assert reply.status != 0
     assert b"ran into its limit: 32 processes" in reply.stderr, reply.stderr
     assert evil_server.status()["limits_hit"].get("processes") == 1
-    assert evil_server.event("job_limit")["limit"] == "processes"
+    assert evil_server.logged("job_limit")["limit"] == "processes"
     wait_until(lambda: alive(running(bin_dir / "evil-cc")) == [], 5, "the job's processes gone")
     _assert_healthy(evil_server)
 

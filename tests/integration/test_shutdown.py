@@ -45,7 +45,7 @@ def test_sigterm_lets_running_job_finish_and_refuses_new_ones(
     assert client.returncode == 0, stderr
     assert (tmp_path / "job.o").exists()
     assert server.proc.wait(30) == 0
-    assert server.event("server_stopped")["counters"]["ok"] == 1
+    assert server.logged("server_stopped")["counters"]["ok"] == 1
 
 
 def test_sigterm_kills_jobs_still_running_after_the_grace(
@@ -63,7 +63,7 @@ def test_sigterm_kills_jobs_still_running_after_the_grace(
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(30) == 0
         wait_until(lambda: alive(job) == [], 5, "the job's processes gone")
-        assert server.event("server_killing_jobs")["count"] == 1
+        assert server.logged("server_killing_jobs")["count"] == 1
         assert list(server_tmp.iterdir()) == []
         client.communicate(timeout=60)
         assert client.returncode != 0

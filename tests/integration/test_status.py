@@ -145,7 +145,7 @@ def test_status_pages_answer_only_status_allow(start_server: type[ServerProcess]
         with pytest.raises(urllib.error.HTTPError) as refused:
             server.http(path)
         assert refused.value.code == 403
-    assert server.event("status_refused")["client"] == "127.0.0.1"
+    assert server.logged("status_refused")["client"] == "127.0.0.1"
 
 
 def test_a_report_request_with_a_change_token_is_answered_once_a_slot_is_taken(

@@ -115,8 +115,16 @@ class ServerProcess:
         return found
 
     def event(self, name: str) -> dict[str, Any] | None:
+        """The latest ``name`` event read so far (its output is read by a thread, so a
+        line the process has just written may not be here yet: see :meth:`logged`)."""
         events = self.events(name)
         return events[-1] if events else None
+
+    def logged(self, name: str, timeout_s: float = 10.0) -> dict[str, Any]:
+        """The latest ``name`` event, waiting for one to be read (the process may have
+        written it before the reply that the test has already received)."""
+        found: dict[str, Any] = wait_until(lambda: self.event(name), timeout_s, f"a {name} line")
+        return found
 
     def http(self, path: str) -> str:
         url = f"http://127.0.0.1:{self.stats_port}{path}"
