@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,9 +53,13 @@ def corpus(shared_tmp: Path, specs_dir: Path) -> list[CorpusLine]:
 
 
 def _distccd_compiles(daemon: Distccd) -> int:
-    url = f"http://127.0.0.1:{daemon.stats_port}/"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
+    # distccd answers any connection at once and closes without reading: a request
+    # sent to it turns the answer into a reset (client/status.py), so send nothing.
+    chunks = []
+    with socket.create_connection(("127.0.0.1", daemon.stats_port), timeout=10) as sock:
+        while data := sock.recv(65536):
+            chunks.append(data)
+    text = b"".join(chunks).decode("latin-1")
     return sum(int(line.split()[1]) for line in text.splitlines()
                if line.split()[:1] in (["dcc_compile_ok"], ["dcc_compile_error"]))  # fmt: skip
 
