@@ -208,8 +208,14 @@ class Backend:
             return max(0, self.slots - self.ours)
         if not self.report.accepting:
             return 0
-        others = max(0, self.report.busy - self.ours_at_report)
-        return max(0, self.report.slots - others - self.ours)
+        return max(0, self.report.slots - self.others - self.ours)
+
+    @property
+    def others(self) -> int:
+        """Slots others' jobs held at its last report (0 without one)."""
+        if self.report is None:
+            return 0
+        return max(0, self.report.busy - self.ours_at_report)
 
     @property
     def ours(self) -> int:

@@ -90,8 +90,7 @@ async def poll_loop(pool: Pool, backend: Backend) -> None:
         since = ""
         if report is not None and backend.reports_ok and report.change:
             # What we believe it runs now: others' jobs as of the report, and ours now.
-            others = max(0, report.busy - backend.ours_at_report)
-            since = expecting(report.change, others + backend.ours)
+            since = expecting(report.change, backend.others + backend.ours)
         wait_s = settings.report_wait_s if since else 0.0
         if backend.in_flight:
             # Our jobs run there: a server that hangs must be seen as soon as plain
@@ -125,7 +124,7 @@ async def poll_loop(pool: Pool, backend: Backend) -> None:
             backend.on_report(report)
             pool.notify()
         delay = poll_delay(settings, time.monotonic(), pool._demand_until)
-        await asyncio.wait((pool._demand_future(),), timeout=delay)
+        await asyncio.wait((pool.demand_began.next(),), timeout=delay)
 
 
 async def probe_loop(pool: Pool, backend: Backend) -> None:

@@ -17,6 +17,7 @@ from balancer.backends import Backend, BackendSpec
 from balancer.health import fetch_backend_report, poll_delay
 from balancer.queue import SlotQueue
 from balancer.roster import Roster
+from daemon.changes import Changes
 
 log = structlog.get_logger("distlb.balancer.pool")
 
@@ -59,10 +60,10 @@ class Pool:
         self._listeners: list[Callable[[], None]] = []
         self._down_listeners: list[Callable[[Backend], None]] = []
         self._demand_until = 0.0
-        self._stale: dict[str, asyncio.Future[None]] = {}
-        """Per backend, done when its latest report is known to be wrong (a turn-away)."""
-        self._demand_began: asyncio.Future[None] | None = None
-        """Done when jobs begin to wait for a slot: poll loops in a long sleep wake."""
+        self._stale: dict[str, Changes] = {}
+        """Per backend, notified when its latest report is known to be wrong (a turn-away)."""
+        self.demand_began = Changes()
+        """Notified when jobs begin to wait for a slot: poll loops in a long sleep wake."""
         self._specs = list(specs)
 
     @property
@@ -129,31 +130,20 @@ class Pool:
         at once, when the waiting begins: a poll loop may be in a long sleep)."""
         now = time.monotonic()
         if now >= self._demand_until:
-            began, self._demand_began = self._demand_began, None
-            if began is not None and not began.done():
-                began.set_result(None)
+            self.demand_began.notify()
         self._demand_until = now + DEMAND_HOLD_S
 
     def stale_future(self, backend: Backend) -> asyncio.Future[None]:
         """Done once :meth:`report_stale` is called for ``backend``."""
-        future = self._stale.get(backend.name)
-        if future is None or future.done():
-            future = asyncio.get_running_loop().create_future()
-            self._stale[backend.name] = future
-        return future
+        return self._stale.setdefault(backend.name, Changes()).next()
 
     def report_stale(self, backend: Backend) -> None:
         """``backend`` turned a job or probe of ours away: its report loop asks again now
         instead of waiting out a long poll."""
         backend.reports_ok = False  # the next request asks afresh (no long poll)
-        future = self._stale.pop(backend.name, None)
-        if future is not None and not future.done():
-            future.set_result(None)
-
-    def _demand_future(self) -> asyncio.Future[None]:
-        if self._demand_began is None:
-            self._demand_began = asyncio.get_running_loop().create_future()
-        return self._demand_began
+        stale = self._stale.get(backend.name)
+        if stale is not None:
+            stale.notify()
 
     def add_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (synchronously, so it must be quick) on every change."""

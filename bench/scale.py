@@ -77,7 +77,8 @@ class Farm:
     balancer: Proc
     balancer_port: int
     admin_port: int
-    haproxy: Proc
+    haproxy: Proc | None
+    """None when not started (the memory step needs none)."""
     haproxy_port: int
     workers: list[int]
 
@@ -129,7 +130,7 @@ def start_farm(
     lines = [f"    server s{i} {HOST}:{p} maxconn {SLOTS}" for i, (p, _) in enumerate(backends)]
     cfg = work / f"haproxy-{count}.cfg"
     cfg.write_text(HAPROXY_CFG.format(host=HOST, port=hport, servers="\n".join(lines)))
-    haproxy_proc = balancer  # (not started: the memory step needs none)
+    haproxy_proc = None
     if haproxy:
         haproxy_proc = start(f"haproxy-{count}", [HAPROXY, "-db", "-f", str(cfg)], work, procs)
         wait_ready(haproxy_proc, hport)
@@ -169,6 +170,7 @@ def measure(
     farm: Farm, count: int, sizes: list[str], concurrencies: list[int]
 ) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
+    assert farm.haproxy is not None
     pids = {"balancer": farm.workers, "haproxy": [farm.haproxy.popen.pid]}
     # Idle: only reports and probes.
     before = sum(cpu_s(p) for p in farm.workers)

@@ -18,30 +18,13 @@ from client.status import (
     changed_enough,
     compilers_revision,
 )
+from daemon.changes import Changes
 from server.stats import ServerStats
 
 log = structlog.get_logger("distlb.server.status")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_HELD_REPORTS = 256
 """Report requests held at once (long polls); more are answered at once."""
-
-
-class Changes:
-    """Wakes the report requests held for a change (one future, replaced when used)."""
-
-    def __init__(self) -> None:
-        self._future: asyncio.Future[None] | None = None
-        self.held = 0
-
-    def notify(self) -> None:
-        future, self._future = self._future, None
-        if future is not None and not future.done():
-            future.set_result(None)
-
-    def next(self) -> asyncio.Future[None]:
-        if self._future is None:
-            self._future = asyncio.get_running_loop().create_future()
-        return self._future
 
 
 def _wait_s(text: str) -> float:
@@ -79,18 +62,20 @@ def make_app(
     slots = stats.slots
     changes = Changes()
     slots.on_change = changes.notify
+    held = 0  # report requests held now
 
     async def status(request: web.Request) -> web.Response:
         """The report; ``?since=TOKEN&wait=S``: once the state has changed enough since
         the report whose ``change`` was TOKEN, or after S seconds (a long poll: a
         balancer learns of changes at once and asks rarely when there are none)."""
+        nonlocal held
         since = request.query.get("since", "")
         wait_s = _wait_s(request.query.get("wait", ""))
         rev = compilers_revision(compilers())
-        if wait_s and CHANGE_TOKEN.fullmatch(since) and changes.held < MAX_HELD_REPORTS:
+        if wait_s and CHANGE_TOKEN.fullmatch(since) and held < MAX_HELD_REPORTS:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + wait_s
-            changes.held += 1
+            held += 1
             try:
                 while slots.accepting and not changed_enough(
                     since, slots.capacity, slots.busy, slots.accepting, rev
@@ -101,7 +86,7 @@ def make_app(
                     await asyncio.wait((changes.next(),), timeout=left)
                     rev = compilers_revision(compilers())
             finally:
-                changes.held -= 1
+                held -= 1
         body = stats.status(compilers(), version)
         body["change"] = change_token(slots.busy, slots.accepting, rev)
         return web.json_response(body)
