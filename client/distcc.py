@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from client.gss import AuthError, Initiator, initiate
 from wire import ConnectionClosed, Limits, RemoteProtocolError, Reply, Request
 from wire.reader import ReplyReader
-from wire.stream import CHUNK_BYTES, buffered, encode_request_off_loop, read_reply
+from wire.stream import encode_request_off_loop, read_chunk, read_reply
 
 
 class ClientError(Exception):
@@ -148,16 +148,13 @@ async def _read_reply_bounded(
         if isinstance(event, Reply):
             return event
         if first_at is None:
-            data = await reader.read(min(parser.wanted, CHUNK_BYTES))
+            data = await read_chunk(reader, parser.wanted, None)
             first_at = loop.time()
-        elif buffered(reader):
-            data = await reader.read(min(parser.wanted, CHUNK_BYTES))
         else:
             claimed = parser.consumed + parser.buffered + parser.wanted
             deadline = first_at + idle_timeout_s + claimed / MIN_RATE_BYTES_S
             try:
-                async with asyncio.timeout_at(deadline):
-                    data = await reader.read(min(parser.wanted, CHUNK_BYTES))
+                data = await read_chunk(reader, parser.wanted, deadline)
             except TimeoutError as exc:
                 raise Stalled(
                     f"{peer}: reply stalled at {parser.consumed + parser.buffered} bytes, "

@@ -22,6 +22,17 @@ def buffered(reader: asyncio.StreamReader) -> int:
     return len(buffer) if buffer is not None else 0
 
 
+async def read_chunk(reader: asyncio.StreamReader, wanted: int, deadline: float | None) -> bytes:
+    """Up to ``wanted`` bytes (at most CHUNK_BYTES); :class:`TimeoutError` if none have
+    come by ``deadline`` (loop time; None: no bound). Bytes already buffered are read
+    without setting up a timer: most reads of a message find theirs there."""
+    wanted = min(wanted, CHUNK_BYTES)
+    if deadline is None or buffered(reader):
+        return await reader.read(wanted)
+    async with asyncio.timeout_at(deadline):
+        return await reader.read(wanted)
+
+
 async def _drive(
     reader: asyncio.StreamReader, parser: MessageReader, what: str, idle_timeout_s: float
 ) -> object:
@@ -29,15 +40,9 @@ async def _drive(
         event = parser.next_event()
         if event is not NEED_DATA:
             return event
-        # Never read more than the parser asked for: the buffer stays bounded. Most
-        # reads find their bytes buffered and need no timer; the others get a timer
-        # (not wait_for's task per read).
-        wanted = min(parser.wanted, CHUNK_BYTES)
-        if buffered(reader):
-            data = await reader.read(wanted)
-        else:
-            async with asyncio.timeout(idle_timeout_s):
-                data = await reader.read(wanted)
+        # Never read more than the parser asked for: the buffer stays bounded.
+        deadline = asyncio.get_running_loop().time() + idle_timeout_s
+        data = await read_chunk(reader, parser.wanted, deadline)
         if not data:
             raise ConnectionClosed(parser.consumed + parser.buffered, what)
         parser.feed(data)
