@@ -185,3 +185,35 @@ def test_a_report_request_with_a_change_token_is_answered_once_a_slot_is_taken(
     assert unchanged.change == first.change  # type: ignore[attr-defined]
     assert answer.busy == 1 and answer.change != first.change  # type: ignore[attr-defined]
     assert bad.busy == 1  # type: ignore[attr-defined]
+
+
+def test_report_requests_held_at_once_are_capped(start_server: type[ServerProcess]) -> None:
+    """At most MAX_HELD_REPORTS long polls are held; the rest are answered at once (so
+    many idle pollers cannot pin a server's connections). A draining server answers the
+    held ones too."""
+    from server.http_status import MAX_HELD_REPORTS
+
+    server = start_server("--jobs", "2")
+    extra = 12
+
+    async def scenario() -> tuple[int, int]:
+        first = await fetch_report("127.0.0.1", server.stats_port, "distlb", 10)
+        polls = [
+            asyncio.ensure_future(
+                fetch_report("127.0.0.1", server.stats_port, "distlb", 60, first.change, 30)
+            )
+            for _ in range(MAX_HELD_REPORTS + extra)
+        ]
+        # Nothing changes: only the requests beyond the cap can be answered now.
+        deadline = asyncio.get_running_loop().time() + 20
+        while sum(p.done() for p in polls) < extra:
+            assert asyncio.get_running_loop().time() < deadline, "no poll beyond the cap came back"
+            await asyncio.sleep(0.05)
+        answered_early = sum(p.done() for p in polls)
+        await asyncio.to_thread(server.stop)  # draining: the held ones are answered
+        results = await asyncio.gather(*polls, return_exceptions=True)
+        return answered_early, sum(1 for r in results if not isinstance(r, BaseException))
+
+    early, ok = asyncio.run(scenario())
+    assert early == extra
+    assert ok == MAX_HELD_REPORTS + extra
