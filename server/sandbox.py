@@ -72,13 +72,13 @@ class JobLimits:
     open_files: int = 1024
     cpu_s: int | None = None
 
-    def prlimit_args(self) -> list[str]:
-        args = [
-            f"--fsize={self.file_bytes}",
-            f"--nproc={self.processes}",
-            f"--nofile={self.open_files}",
-            "--core=0",
-        ]
+    def prlimit_args(self, *, nproc: bool = True) -> list[str]:
+        """The limits as ``prlimit`` arguments; ``nproc=False`` leaves out the process
+        bound (set inside the sandbox's user namespace instead: see the launcher)."""
+        args = [f"--fsize={self.file_bytes}"]
+        if nproc:
+            args.append(f"--nproc={self.processes}")
+        args += [f"--nofile={self.open_files}", "--core=0"]
         if self.memory_bytes is not None:
             args.append(f"--as={self.memory_bytes}")
         if self.cpu_s is not None:
@@ -214,8 +214,9 @@ class Sandbox:
         chain.append("--")
         if self.nice:
             chain += [NICE, "-n", str(self.nice), "--"]
-        chain += [PRLIMIT, *self.limits.prlimit_args(), "--"]
-        if self.mode == "bwrap":
+        bwrap = self.mode == "bwrap"
+        chain += [PRLIMIT, *self.limits.prlimit_args(nproc=not bwrap), "--"]
+        if bwrap:
             chain += [
                 self.bwrap, "--unshare-all", "--die-with-parent", "--new-session",
                 "--cap-drop", "ALL",
@@ -225,6 +226,13 @@ class Sandbox:
                 *(arg for mount in self.mounts for arg in mount.args()),
                 "--proc", "/proc", "--dev", "/dev", "--chdir", JOB_ROOT_INSIDE,
                 "--",
+                # The process bound is set inside the job's user namespace: the kernel
+                # counts it there (the job's own processes) and, above, against the
+                # limit its creator had. Set before bwrap, it would cap every process of
+                # the uid, which unprivileged is the server's: all jobs, the server's
+                # threads and the zombies of jobs gone (seen: a job after a fork bomb
+                # failed "Cannot fork").
+                PRLIMIT, f"--nproc={self.limits.processes}", "--",
             ]  # fmt: skip
         return chain
 

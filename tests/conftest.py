@@ -50,8 +50,12 @@ def server_tmp(shared_tmp: Path) -> Path:
 def start_server(server_tmp: Path) -> Iterator[type[ServerProcess]]:
     started: list[ServerProcess] = []
 
-    def start(*args: str, path_prepend: str | None = None) -> ServerProcess:
-        proc = ServerProcess.start(list(args), tmp_dir=server_tmp, path_prepend=path_prepend)
+    def start(
+        *args: str, path_prepend: str | None = None, prefix: list[str] | None = None
+    ) -> ServerProcess:
+        proc = ServerProcess.start(
+            list(args), tmp_dir=server_tmp, path_prepend=path_prepend, prefix=prefix
+        )
         started.append(proc)
         return proc
 

@@ -41,6 +41,68 @@ def wait_until(predicate: Any, timeout_s: float, what: str, interval_s: float = 
         time.sleep(interval_s)
 
 
+UNPRIVILEGED = "nobody"
+
+_AS_ANOTHER_USER = """set -e
+uid=$1
+gid=$2
+hidden=$3
+shift 3
+stage=$(mktemp -d /tmp/distlb-unpriv-XXXXXX)
+i=0
+for path in $NEEDED; do
+    mkdir "$stage/$i"; mount --bind "$path" "$stage/$i"; i=$((i+1))
+done
+mount -t tmpfs -o mode=0755 distlb-unprivileged "$hidden"
+i=0
+for path in $NEEDED; do
+    mkdir -p "$path"; mount --bind "$stage/$i" "$path"; umount "$stage/$i"; rmdir "$stage/$i"
+    i=$((i+1))
+done
+rmdir "$stage"
+exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --inh-caps=-all -- "$@"
+"""
+
+
+def as_unprivileged_user(name: str = UNPRIVILEGED) -> list[str]:
+    """A prefix that runs a command as the unprivileged user ``name``, for tests of a
+    server that is not root. This machine's Python (and maybe the checkout) lives
+    under a directory only root may enter (/root): in a mount namespace of the
+    command's own, that directory is covered by an empty one that anyone may enter,
+    with just the Python install, the venv and the checkout bound back in place.
+    Needs root (the test is root; the server it starts is not)."""
+    import pwd
+
+    if os.geteuid() != 0:
+        raise AssertionError("starting a process as another user needs the tests to run as root")
+    entry = pwd.getpwnam(name)
+    checkout = Path(__file__).resolve().parents[2]
+    needed = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), str(checkout)}
+    hidden = sorted({_first_closed_ancestor(path) for path in needed} - {None})
+    if len(hidden) > 1:
+        raise AssertionError(f"Python and the checkout are behind several closed dirs: {hidden}")
+    if not hidden:
+        return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
+                "--clear-groups", "--inh-caps=-all", "--"]  # fmt: skip
+    under = [path for path in sorted(needed) if path.startswith(str(hidden[0]) + os.sep)]
+    if any(" " in path for path in under):
+        raise AssertionError(f"a path with a space cannot be bound back: {under}")
+    return [
+        "env", "NEEDED=" + " ".join(under), "unshare", "--mount", "--propagation", "private",
+        "sh", "-c", _AS_ANOTHER_USER, "sh", str(entry.pw_uid), str(entry.pw_gid), str(hidden[0]),
+    ]  # fmt: skip
+
+
+def _first_closed_ancestor(path: str) -> str | None:
+    """The first directory on the way to ``path`` that others may not enter."""
+    current = "/"
+    for part in Path(path).parts[1:]:
+        current = os.path.join(current, part)
+        if os.path.isdir(current) and not os.stat(current).st_mode & 0o001:
+            return current
+    return None
+
+
 def _spawn(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
@@ -58,12 +120,20 @@ class ServerProcess:
 
     @classmethod
     def start(
-        cls, args: list[str], *, tmp_dir: Path, path_prepend: str | None = None
+        cls,
+        args: list[str],
+        *,
+        tmp_dir: Path,
+        path_prepend: str | None = None,
+        prefix: list[str] | None = None,
     ) -> ServerProcess:
+        """Start a server; ``prefix`` runs it through another command (e.g.
+        :func:`as_unprivileged_user`), which must exec it in its own process."""
         env = dict(os.environ)
         if path_prepend:
             env["PATH"] = path_prepend + os.pathsep + env.get("PATH", "")
         cmd = [
+            *(prefix or []),
             *server_command(),
             "--listen", "127.0.0.1",
             "--port", "0",
