@@ -15,7 +15,7 @@ from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from cache.keys import CompilerIdentity
 from client.gss import Initiator
@@ -124,6 +124,18 @@ class BackendSpec:
         return cls(host, port, status_port, kind, weight, slots, auth)  # type: ignore[arg-type]
 
 
+class Shared(Protocol):
+    """A backend's counts shared with the other workers of this balancer
+    (:class:`balancer.shared.SharedSlot`)."""
+
+    index: int
+
+    def add(self, delta: int) -> None: ...
+    def elsewhere(self) -> int: ...
+    def lock(self) -> None: ...
+    def unlock(self) -> None: ...
+
+
 @dataclass(slots=True)
 class Report:
     slots: int
@@ -162,6 +174,8 @@ class Backend:
     on_change: Callable[[Backend], None] | None = field(default=None, repr=False, compare=False)
     """Called after anything a pick depends on changed (free slots, health, speed, a
     turn-away): the pool's index (:class:`balancer.roster.Roster`) keeps up from it."""
+    shared: Shared | None = field(default=None, repr=False, compare=False)
+    """With ``--workers``: what the other workers hold on it (counted in :attr:`ours`)."""
 
     def __post_init__(self) -> None:
         # Unknown at start: the first good probe brings a backend into rotation.
@@ -178,7 +192,30 @@ class Backend:
 
     @in_flight.setter
     def in_flight(self, value: int) -> None:
+        if self.shared is not None:
+            self.shared.add(value - self._in_flight)
         self._in_flight = value
+        self._changed()
+
+    def reserve(self) -> bool:
+        """Take a slot for a job about to be sent. Alone, always; with other workers,
+        only if it is still free by the counts they share, read again under their
+        common lock (so that together they never overfill it)."""
+        if self.shared is None:
+            self.in_flight += 1
+            return True
+        self.shared.lock()
+        try:
+            if self.free <= 0:
+                self._changed()  # the index believed otherwise
+                return False
+            self.in_flight += 1
+            return True
+        finally:
+            self.shared.unlock()
+
+    def refresh(self) -> None:
+        """Another worker changed what it holds here."""
         self._changed()
 
     @property
@@ -188,6 +225,8 @@ class Backend:
 
     @probing.setter
     def probing(self, value: int) -> None:
+        if self.shared is not None:
+            self.shared.add(value - self._probing)
         self._probing = value
         self._changed()
 
@@ -219,7 +258,9 @@ class Backend:
 
     @property
     def ours(self) -> int:
-        """What we occupy on it: jobs and probes."""
+        """What we occupy on it: jobs and probes (of every worker, with ``--workers``)."""
+        if self.shared is not None:
+            return self._in_flight + self._probing + self.shared.elsewhere()
         return self._in_flight + self._probing
 
     def identity(self, compiler: str) -> CompilerIdentity | None:

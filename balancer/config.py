@@ -29,6 +29,9 @@ def _is_address(host: str) -> bool:
     return True
 
 
+MAX_WORKERS = 64
+
+
 @dataclass
 class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
     listen: str = "0.0.0.0"  # noqa: S104 (it serves the network; --allow guards it)
@@ -61,6 +64,7 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
     request_timeout: float = 120.0
     max_source_mb: int = 256
     shutdown_grace: float = 30.0
+    workers: int = 1
     cache_redis: str | None = None
     cache_memory_mb: int = 0
     cache_ttl: int = 7 * 86400
@@ -174,6 +178,8 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
             raise ConfigError("--tail-hedge must be 0 (off) or at least 1")
         if 0 < self.wait_for_faster < 1 or self.wait_for_faster < 0:
             raise ConfigError("--wait-for-faster must be 0 (off) or at least 1")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"--workers must be 1 to {MAX_WORKERS}")
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError("--log-format must be json, console or auto")
         if self.client_keytab and not os.access(self.client_keytab, os.R_OK):
@@ -194,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin-port",
         type=int,
         help="HTTP: / dashboard, /status, /metrics, /healthz (default 3634)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes serving the distcc port together (SO_REUSEPORT), sharing what "
+        "they hold on each backend; the first serves the admin port for all (default 1)",
     )
     p.add_argument(
         "--backend",

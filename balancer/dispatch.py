@@ -29,6 +29,10 @@ from wire import Limits, Reply, Request
 
 log = structlog.get_logger("distlb.balancer.dispatch")
 
+HOLD_WANTS_CHANGES_S = 30.0
+"""A job that holds back for a faster backend hears of the other workers' freed slots
+this long (holding back pays for a few seconds at most: balancer/tail.py)."""
+
 MAX_TURNED_AWAY = 64
 """Turn-aways one job may meet (each is a wait, bounded by the queue timeout too)."""
 SIZE_WINDOW = 256
@@ -171,6 +175,7 @@ class Dispatcher:
             return self._faster_soon(chosen, big, factor, exclude, token)
 
         def on_hold(target: Backend, instead_of: Backend) -> None:
+            self.pool.want_changes(HOLD_WANTS_CHANGES_S)
             self.waited_for_faster += 1
             log.debug("waiting_for_faster", backend=target.name, instead_of=instead_of.name)
 
@@ -181,12 +186,11 @@ class Dispatcher:
             hold=hold,
             on_wait=self.pool.demand,
             on_hold=on_hold,
+            # The slot is taken in the same step as the pick: the job launches on it
+            # only once its loop runs again, and jobs woken meanwhile must see it taken.
+            reserve=Backend.reserve,
         )
-        backend = await acquire(self.pool.queue, how, waiting)
-        # Reserve the slot in the same step as the pick: the job launches on it only
-        # once its loop runs again, and jobs woken meanwhile must see it taken.
-        backend.in_flight += 1
-        return backend
+        return await acquire(self.pool.queue, how, waiting)
 
     def _faster_soon(
         self, chosen: Backend, big: bool, factor: float, exclude: set[str], token: object
@@ -213,15 +217,11 @@ class Dispatcher:
             self.pool.roster.costs,
         )
 
-    def _start(
-        self, backend: Backend, request: Request, reserved: bool = False
-    ) -> asyncio.Task[Reply]:
-        """Send ``request`` to ``backend`` in a task. The slot is counted at once, before
-        any await (jobs woken together must see each other's choices), unless
-        ``reserved`` (:meth:`_acquire` counted it when it picked), and given back when
-        the task ends however it ends, even cancelled before it ran."""
-        if not reserved:
-            backend.in_flight += 1
+    def _start(self, backend: Backend, request: Request) -> asyncio.Task[Reply]:
+        """Send ``request`` to ``backend`` in a task, on the slot reserved for it
+        (:meth:`Backend.reserve`, before any await: jobs woken together must see each
+        other's choices), given back when the task ends however it ends, even
+        cancelled before it ran."""
         backend.sent += 1
         task = asyncio.create_task(self._send(backend, request))
         task.add_done_callback(lambda _: self._release(backend))
@@ -453,6 +453,11 @@ class Dispatcher:
     def _launch(
         self, job: JobAttempts, backend: Backend, kind: str, reserved: bool = False
     ) -> None:
+        if not reserved and not backend.reserve():
+            # Another worker took its last slot since the pick: the job's loop picks
+            # again at its next turn (the pick index knows now).
+            log.debug("slot_taken_meanwhile", backend=backend.name, attempt=kind)
+            return
         now = time.monotonic()
         if kind != "first":
             if kind in ("retry", "rescue"):
@@ -470,7 +475,7 @@ class Dispatcher:
         running = Running(backend.name, now, job.factor)
         attempt = Attempt(
             backend=backend,
-            task=self._start(backend, job.request, reserved),
+            task=self._start(backend, job.request),
             running=running,
             kind=kind,
             started=now,

@@ -158,11 +158,11 @@ async def probe_loop(pool: Pool, backend: Backend) -> None:
             await asyncio.sleep(pool.settings.probe_interval_s)
             continue
         sent_seen = backend.sent
-        if backend.healthy and backend.in_flight > 0 and backend.free == 0:
-            # Busy is not dead: every slot holds a job (ours, or others' by its
-            # report), so a probe would wait behind them (distccd queues it) or be
-            # turned away. Such a backend is judged by its status answers and its
-            # jobs' deadlines instead.
+        if backend.healthy and backend.ours > 0 and backend.free == 0:
+            # Busy is not dead: every slot holds a job (ours, our other workers', or
+            # others' by its report), so a probe would wait behind them (distccd
+            # queues it) or be turned away. Such a backend is judged by its status
+            # answers and its jobs' deadlines instead.
             await asyncio.sleep(pool.settings.probe_interval_s)
             continue
         full_at_start = backend.free == 0

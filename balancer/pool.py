@@ -17,6 +17,7 @@ from balancer.backends import Backend, BackendSpec
 from balancer.health import fetch_backend_report, poll_delay
 from balancer.queue import SlotQueue
 from balancer.roster import Roster
+from balancer.shared import SharedCounts
 from daemon.changes import Changes
 
 log = structlog.get_logger("distlb.balancer.pool")
@@ -65,6 +66,10 @@ class Pool:
         self.demand_began = Changes()
         """Notified when jobs begin to wait for a slot: poll loops in a long sleep wake."""
         self._specs = list(specs)
+        self.shared: SharedCounts | None = None
+        """With ``--workers``: the counts this worker shares with the others (set
+        before :meth:`start`)."""
+        self._by_entry: dict[int, Backend] = {}
 
     @property
     def backends(self) -> dict[str, Backend]:
@@ -74,12 +79,26 @@ class Pool:
     @backends.setter
     def backends(self, backends: dict[str, Backend]) -> None:
         self._backends = backends
+        self._by_entry = {}
         for backend in backends.values():
             backend.on_change = self.roster.changed
+            if backend.shared is not None:
+                self._by_entry[backend.shared.index] = backend
         self.roster.rebuild(backends.values())
 
     def start(self) -> None:
+        if self.shared is not None:
+            asyncio.get_running_loop().add_reader(self.shared.changes_fd, self._others_changed)
         self.reload(self._specs)
+
+    def _others_changed(self) -> None:
+        """Other workers took or gave back slots: refresh those backends, wake the queue."""
+        assert self.shared is not None
+        for entry in self.shared.read_changes():
+            backend = self._by_entry.get(entry)
+            if backend is not None:
+                backend.refresh()
+        self.notify()
 
     def reload(self, specs: Iterable[BackendSpec]) -> None:
         """Adopt a new backend list: new ones start unknown, kept ones keep their state,
@@ -101,6 +120,8 @@ class Pool:
                 for task in self._tasks.pop(name, []):
                     task.cancel()
             backend = Backend(spec, rise=self.settings.rise, fall=self.settings.fall)
+            if self.shared is not None:
+                backend.shared = self.shared.slot(name)
             backends[name] = backend
             tasks = [asyncio.create_task(self._probe_loop(backend))]
             if spec.status_port is not None:
@@ -111,6 +132,8 @@ class Pool:
         self.notify()
 
     async def stop(self) -> None:
+        if self.shared is not None:
+            asyncio.get_running_loop().remove_reader(self.shared.changes_fd)
         tasks = [t for group in self._tasks.values() for t in group]
         for task in tasks:
             task.cancel()
@@ -132,6 +155,13 @@ class Pool:
         if now >= self._demand_until:
             self.demand_began.notify()
         self._demand_until = now + DEMAND_HOLD_S
+        self.want_changes(DEMAND_HOLD_S)
+
+    def want_changes(self, for_s: float) -> None:
+        """With ``--workers``: jobs here wait for a slot, or hold back for a backend, so
+        the other workers tell this one of each slot they give back, for ``for_s``."""
+        if self.shared is not None:
+            self.shared.want_changes(time.monotonic() + for_s)
 
     def stale_future(self, backend: Backend) -> asyncio.Future[None]:
         """Done once :meth:`report_stale` is called for ``backend``."""

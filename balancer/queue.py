@@ -150,6 +150,9 @@ class Acquire(Generic[B]):
     """Called each time the job begins to wait for a slot (e.g. to poll faster)."""
     on_hold: Callable[[B, B], None] | None = None
     """Called once, when the job first holds back: (for, instead of)."""
+    reserve: Callable[[B], bool] | None = None
+    """Take the slot of the backend picked, in the same step as the pick; False: it was
+    taken meanwhile (by another worker), so wait for the next change."""
 
 
 async def acquire(queue: SlotQueue, how: Acquire[B], waiting: Waiting) -> B:
@@ -170,21 +173,23 @@ async def acquire(queue: SlotQueue, how: Acquire[B], waiting: Waiting) -> B:
                 ):
                     faster = how.hold(backend, token)
                 if faster is None:
-                    return backend
-                target, _wait_s, worth_s = faster
-                if give_up_holding_at is None:
-                    give_up_holding_at = now + worth_s
-                    if how.on_hold is not None:
-                        how.on_hold(target, backend)
-                if held != target.name:  # a first hold, or for another backend now
-                    queue._leave(held, token)
-                    queue._hold(target.name, token)
-                    held = target.name
-                # Woken by any change (our job there ending is one); waiting longer than
-                # expected is fine until it stops being worth it.
-                await queue.wait(give_up_holding_at - now, waiting.since)
-                waiting.held_s += clock.time() - now
-                continue
+                    if how.reserve is None or how.reserve(backend):
+                        return backend
+                else:
+                    target, _wait_s, worth_s = faster
+                    if give_up_holding_at is None:
+                        give_up_holding_at = now + worth_s
+                        if how.on_hold is not None:
+                            how.on_hold(target, backend)
+                    if held != target.name:  # a first hold, or for another backend now
+                        queue._leave(held, token)
+                        queue._hold(target.name, token)
+                        held = target.name
+                    # Woken by any change (our job there ending is one); waiting longer than
+                    # expected is fine until it stops being worth it.
+                    await queue.wait(give_up_holding_at - now, waiting.since)
+                    waiting.held_s += clock.time() - now
+                    continue
             if waiting.left_s <= 0:
                 raise NoCapacity(f"no backend had a free slot within {how.queue_timeout_s} s")
             if how.all_down():

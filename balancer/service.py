@@ -16,6 +16,7 @@ from balancer.dispatch import Dispatcher
 from balancer.listener import ListenerContext, handle_connection
 from balancer.pool import Pool
 from balancer.stats import BalancerStats
+from balancer.workers import WorkerPlace
 from client.cli import ConnectionTasks
 from daemon.bounds import limit_connections
 from wire import Limits
@@ -24,10 +25,19 @@ log = structlog.get_logger("distlb.balancer")
 
 
 class Service:
-    def __init__(self, config: BalancerConfig, reload_config: Callable[[], BalancerConfig]) -> None:
+    def __init__(
+        self,
+        config: BalancerConfig,
+        reload_config: Callable[[], BalancerConfig],
+        place: WorkerPlace | None = None,
+    ) -> None:
         self.config = config
         self._reload_config = reload_config
+        self.place = place
+        """With ``--workers``: which worker this is, its socket and what it shares."""
         self.pool = Pool(config.backend_specs(), config.pool_settings())
+        if place is not None:
+            self.pool.shared = place.shared
         limits = Limits(max_source_bytes=config.max_source_mb * 1024 * 1024)
         self.cache = config.result_cache()
         self.dispatcher = Dispatcher(
@@ -75,32 +85,43 @@ class Service:
     async def run(self) -> None:
         cfg = self.config
         loop = asyncio.get_running_loop()
+        place = self.place
         self.pool.start()
-        server = await asyncio.start_server(
-            self._jobs.serve(
-                limit_connections(self.connections, self._on_connection, self._refused_connection)
-            ),
-            cfg.listen,
-            cfg.port,
-            reuse_address=True,
-            backlog=1024,
+        handler = self._jobs.serve(
+            limit_connections(self.connections, self._on_connection, self._refused_connection)
         )
-        runner = web.AppRunner(make_app(self.stats, lambda: self._serving), access_log=None)
+        if place is None:
+            server = await asyncio.start_server(
+                handler, cfg.listen, cfg.port, reuse_address=True, backlog=1024
+            )
+        else:
+            server = await asyncio.start_server(handler, sock=place.sock)
+        peers = place.peers if place is not None else []
+        app = make_app(self.stats, lambda: self._serving, peers)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, cfg.listen, cfg.admin_port, reuse_address=True)
+        site: web.BaseSite
+        if place is None or place.index == 0:
+            site = web.TCPSite(runner, cfg.listen, cfg.admin_port, reuse_address=True)
+        else:
+            site = web.UnixSite(runner, place.admin_socket(place.index))
         await site.start()
         self._serving = True
         loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
         loop.add_signal_handler(signal.SIGINT, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload)
-        log.info(
-            "balancer_ready",
-            port=server.sockets[0].getsockname()[1],
-            admin_port=site._server.sockets[0].getsockname()[1],  # type: ignore[union-attr]
-            backends=list(self.pool.backends),
-            auth=self.ctx.acceptor is not None,
-            backend_auth=[s.name for s in cfg.backend_specs() if s.auth is not None],
-        )
+        if place is None or place.index == 0:
+            log.info(
+                "balancer_ready",
+                port=server.sockets[0].getsockname()[1],
+                admin_port=site._server.sockets[0].getsockname()[1],  # type: ignore[union-attr]
+                backends=list(self.pool.backends),
+                auth=self.ctx.acceptor is not None,
+                backend_auth=[s.name for s in cfg.backend_specs() if s.auth is not None],
+                workers=place.count if place is not None else 1,
+            )
+        else:
+            log.info("worker_ready", port=server.sockets[0].getsockname()[1])
         await self._stopping.wait()
         self._serving = False
         server.close()

@@ -244,6 +244,35 @@ def memory_in_flight(work: Path, workers: int) -> dict[str, object]:
         stop_all(procs)
 
 
+def compare_workers(work: Path, workers: int, count: int, rounds: int) -> str:
+    """CPU per job of the balancer with ``workers`` workers against one, over the same
+    fake farm size, alternating, ``rounds`` times each (tiny jobs, 64 clients)."""
+    runs: dict[int, list[tuple[float, float]]] = {1: [], workers: []}
+    for _ in range(rounds):
+        for n in (1, workers):
+            procs: list[Proc] = []
+            try:
+                farm = start_farm(work, count, n, procs, haproxy=False)
+                before = sum(cpu_s(p) for p in farm.workers)
+                summary = load(farm.balancer_port, JOBS["tiny"], 64, "tiny")
+                used = sum(cpu_s(p) for p in farm.workers) - before
+                ok, seconds = int(summary["ok"]), float(summary["seconds"])  # type: ignore[arg-type]
+                runs[n].append((used * 1000 / ok, ok / seconds))
+            finally:
+                stop_all(procs)
+    lines = ["| workers | CPU ms/job (runs) | median | jobs/s median |", "|---:|---|---:|---:|"]
+    medians = {}
+    for n, values in runs.items():
+        cpu = sorted(v[0] for v in values)
+        rate = sorted(v[1] for v in values)
+        medians[n] = cpu[len(cpu) // 2]
+        lines.append(f"| {n} | {', '.join(f'{c:.3f}' for c in cpu)} | {medians[n]:.3f} "
+                     f"| {rate[len(rate) // 2]:.0f} |")  # fmt: skip
+    lines.append(f"\n- CPU per job, {workers} workers / 1, N={count}: "
+                 f"{medians[workers] / medians[1]:.2f} (goal <= 1.1)")  # fmt: skip
+    return "\n".join(lines)
+
+
 def _added(summary: dict[str, object], direct: dict[str, object], key: str) -> float | None:
     ours, theirs = summary.get(key), direct.get(key)
     if ours is None or theirs is None:
@@ -297,7 +326,21 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="N in 2, 200; tiny jobs at 64")
     parser.add_argument("--sizes", default="2,50,200,500")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--compare-workers",
+        type=int,
+        metavar="K",
+        help="only compare K workers with one (N=2, tiny jobs, 3 rounds each)",
+    )
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.compare_workers:
+        work = Path(tempfile.mkdtemp(prefix="distlb-scale-"))
+        text = compare_workers(work, args.compare_workers, 2, args.rounds)
+        print(text)
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        (RESULTS_DIR / "scale-workers.md").write_text(f"# Scale: --workers\n\n{text}\n")
+        return 0
     counts = [2, 200] if args.quick else [int(x) for x in args.sizes.split(",")]
     sizes = ["tiny"] if args.quick else ["tiny", "100kb"]
     concurrencies = [64] if args.quick else [64, 256]

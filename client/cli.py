@@ -136,9 +136,12 @@ def service_main(
     load: Callable[[list[str] | None], Any],
     serve: Callable[[Any], Coroutine[Any, Any, None]],
     argv: list[str] | None,
+    supervise: Callable[[Any], int | None] | None = None,
 ) -> int:
     """A daemon's command line: config (exit 2 on errors), logging, the loop;
-    exit 1 when it cannot start (e.g. a port is taken)."""
+    exit 1 when it cannot start (e.g. a port is taken). ``supervise(config)``, when
+    given, may run the daemon itself (as several processes) and return its exit
+    status; None: run ``serve`` here."""
     from client import logs
 
     try:
@@ -148,8 +151,18 @@ def service_main(
         return 2
     logs.configure(config.log_format, config.log_level)
     log = structlog.get_logger(prog)
+    if supervise is not None:
+        status = supervise(config)
+        if status is not None:
+            return status
+    return run_service(log, serve(config))
+
+
+def run_service(log: Any, main: Coroutine[Any, Any, None]) -> int:
+    """Run a daemon's main coroutine: 0 when it ends, 2 on a config error, 1 when it
+    cannot start (e.g. a port is taken)."""
     try:
-        run_loop(serve(config))
+        run_loop(main)
     except ConfigError as exc:
         log.error("config_error", reason=str(exc))
         return 2

@@ -1,0 +1,244 @@
+"""``--workers N``: N processes behind one distcc port, seen from outside as one balancer.
+
+The supervisor (the process started) binds N listening sockets to the port with
+``SO_REUSEPORT`` (the kernel spreads connections over them), makes the memory the
+workers share (:mod:`balancer.shared`), and forks the workers before any event loop
+or thread exists. Each worker is a whole balancer (its own reports, probes, queue and
+cache connections) on its own socket, counting in the shared memory what it holds on
+each backend. Worker 0 serves the admin port; the others serve theirs on a Unix
+socket in a directory only this user may enter, and worker 0 merges their /status and
+/metrics into its own, so the dashboard, scrapers and keepalived see one balancer.
+
+The supervisor forwards SIGTERM, SIGINT and SIGHUP to every worker; a worker that dies
+is started again on the same socket (connections queued there wait for it), unless
+it exited with an error within :data:`EARLY_EXIT_S` of its start, which ends the
+balancer (a worker that cannot start will not start the next time either).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from prometheus_client.parser import text_string_to_metric_families
+
+from balancer.shared import SharedCounts
+
+log = structlog.get_logger("distlb.balancer.workers")
+
+EARLY_EXIT_S = 5.0
+PEER_TIMEOUT_S = 2.0
+"""How long worker 0 waits for another worker's /status or /metrics."""
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@dataclass
+class WorkerPlace:
+    """Where one worker stands among the others."""
+
+    index: int
+    count: int
+    sock: socket.socket
+    """Its listening socket (one of the SO_REUSEPORT group)."""
+    shared: SharedCounts
+    peers_dir: str
+
+    def admin_socket(self, index: int) -> str:
+        return os.path.join(self.peers_dir, f"worker-{index}.sock")
+
+    @property
+    def peers(self) -> list[str]:
+        """The admin sockets of the other workers (for worker 0 to merge)."""
+        return [self.admin_socket(i) for i in range(1, self.count)] if self.index == 0 else []
+
+
+def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` sockets listening on one address and port (0: the first picks one)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(address)
+            address = (address[0], sock.getsockname()[1], *address[2:])
+            sock.listen(1024)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def supervise(host: str, port: int, count: int, run_worker: Callable[[WorkerPlace], int]) -> int:
+    """Start ``count`` workers, each ``run_worker(place)`` in a forked process (its
+    return value is the worker's exit status); return the balancer's exit status."""
+    try:
+        sockets = listening_sockets(host, port, count)
+    except OSError as exc:
+        log.error("startup_failed", reason=str(exc))
+        return 1
+    shared = SharedCounts(count)
+    peers_dir = tempfile.mkdtemp(prefix="distlb-balancer-")  # 0700
+    children: dict[int, tuple[int, float]] = {}
+    stopping = False
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            status = 1
+            try:
+                for signum in FORWARDED:
+                    signal.signal(signum, signal.SIG_DFL)
+                for other, sock in enumerate(sockets):
+                    if other != index:
+                        sock.close()
+                shared.become(index)
+                structlog.contextvars.bind_contextvars(worker=index)
+                status = run_worker(WorkerPlace(index, count, sockets[index], shared, peers_dir))
+            finally:
+                os._exit(status)
+        children[pid] = (index, time.monotonic())
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if signum != signal.SIGHUP and not stopping:
+            stopping = True
+            for sock in sockets:  # new connections are refused, not queued for nobody
+                sock.close()
+        for pid in children:
+            os.kill(pid, signum)
+
+    for signum in FORWARDED:
+        signal.signal(signum, forward)
+    for index in range(count):
+        spawn(index)
+    log.info("workers_started", workers=count, pids=list(children),
+             port=sockets[0].getsockname()[1])  # fmt: skip
+    status = 0
+    while children:
+        try:
+            pid, wait_status = os.wait()
+        except ChildProcessError:
+            break
+        if pid not in children:
+            continue
+        index, started = children.pop(pid)
+        code = os.waitstatus_to_exitcode(wait_status)
+        if stopping:
+            status = status or (code if code > 0 else 0)
+            continue
+        shared.forget(index)
+        if code > 0 and time.monotonic() - started < EARLY_EXIT_S:
+            log.error("worker_failed_at_start", worker=index, exit=code)
+            status = code if code > 0 else 1
+            forward(signal.SIGTERM, None)
+            continue
+        log.error("worker_exited", worker=index, exit=code, restarting=True)
+        spawn(index)
+    shutil.rmtree(peers_dir, ignore_errors=True)
+    log.info("workers_stopped", exit=status)
+    return status
+
+
+# --- one balancer on the admin port --------------------------------------------
+
+TOTALS_AS_SEEN = frozenset({"slots", "free", "healthy_backends"})
+"""Totals every worker sees alike (from the backends' reports and the shared counts)."""
+BACKEND_SUMS = ("in_flight", "probing", "sent", "ok", "failures", "turned_away")
+CACHE_SUMS = ("hits", "misses", "bypasses", "corrupt", "stored", "bytes_read", "bytes_written")
+BOUND_SUMS = {"connections": ("open", "addresses"), "inflating": ("bytes", "waiting", "waited")}
+GAUGES_SUMMED = frozenset({"distlb_backend_in_flight"})
+"""Gauges that count each worker's own (the others are alike in every worker)."""
+
+
+def _add(into: dict[str, Any], other: dict[str, Any], keys: Iterable[str]) -> None:
+    for key in keys:
+        if isinstance(into.get(key), int | float) and isinstance(other.get(key), int | float):
+            into[key] += other[key]
+
+
+def merge_status(mine: dict[str, Any], others: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """Worker 0's /status with the other workers' counts added (None: that worker did
+    not answer; ``workers`` says so)."""
+    merged = dict(mine)
+    totals = dict(mine["totals"])
+    backends = {b["name"]: dict(b) for b in mine["backends"]}
+    cache = dict(mine["cache"]) if mine.get("cache") else None
+    bounds = {name: dict(mine[name]) for name in BOUND_SUMS if isinstance(mine.get(name), dict)}
+    for other in others:
+        if other is None:
+            continue
+        _add(totals, other["totals"], (k for k in totals if k not in TOTALS_AS_SEEN))
+        for backend in other["backends"]:
+            if backend["name"] in backends:
+                _add(backends[backend["name"]], backend, BACKEND_SUMS)
+        if cache is not None and other.get("cache"):
+            _add(cache, other["cache"], CACHE_SUMS)
+        for name, keys in BOUND_SUMS.items():
+            if name in bounds and isinstance(other.get(name), dict):
+                _add(bounds[name], other[name], keys)
+    merged.update(totals=totals, backends=list(backends.values()), cache=cache, **bounds)
+    merged["workers"] = {
+        "count": 1 + len(others),
+        "answered": 1 + sum(1 for other in others if other is not None),
+    }
+    return merged
+
+
+def merge_metrics(mine: str, others: list[str]) -> str:
+    """Worker 0's Prometheus text with the other workers' counters, histograms and
+    own-count gauges added, sample by sample."""
+    families: dict[str, Any] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for number, text in enumerate([mine, *others]):
+        for family in text_string_to_metric_families(text):
+            families.setdefault(family.name, family)
+            samples = values.setdefault(family.name, {})
+            summed = family.type in ("counter", "histogram") or family.name in GAUGES_SUMMED
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                if number == 0:
+                    samples[key] = sample.value
+                elif key in samples and summed and not sample.name.endswith("_created"):
+                    samples[key] += sample.value
+    lines = []
+    for name, family in families.items():
+        # As prometheus_client writes them: a counter's family is named with _total.
+        shown = f"{name}_total" if family.type == "counter" else name
+        lines.append(f"# HELP {shown} {_escape_help(family.documentation)}")
+        lines.append(f"# TYPE {shown} {family.type}")
+        for (sample_name, labels), value in values[name].items():
+            rendered = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels)
+            labelled = f"{sample_name}{{{rendered}}}" if labels else sample_name
+            lines.append(f"{labelled} {_number(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    if value != value:  # NaN
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _escape_label(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

@@ -1,0 +1,93 @@
+"""balancer/shared.py and the merging in balancer/workers.py, without processes: one
+SharedCounts seen as each worker in turn."""
+
+from __future__ import annotations
+
+import time
+
+from balancer.backends import Backend, BackendSpec, Report
+from balancer.shared import SharedCounts
+from balancer.workers import merge_metrics, merge_status
+
+
+def test_each_worker_sees_what_the_others_hold_and_is_told_of_changes() -> None:
+    shared = SharedCounts(3, capacity=8)
+    a, b = shared.slot("h1:3632"), shared.slot("h2:3632")
+    assert a.index != b.index and shared.slot("h1:3632").index == a.index
+    shared.become(1)
+    a.add(2)
+    shared.become(2)
+    a.add(1)
+    assert a.elsewhere() == 2  # worker 1's, not its own
+    shared.become(0)
+    assert a.elsewhere() == 3 and b.elsewhere() == 0
+    assert shared.read_changes() == set()  # slots taken are not told (picks recheck)
+    shared.become(1)
+    a.add(-1)
+    shared.become(0)
+    assert shared.read_changes() == set()  # nor given back, while no job here waits
+    shared.want_changes(time.monotonic() + 60)
+    shared.become(1)
+    a.add(1)
+    a.add(-1)
+    shared.become(0)
+    assert shared.read_changes() == {a.index}  # now it is
+    assert shared.read_changes() == set()
+    assert a.elsewhere() == 2
+    shared.forget(1)
+    assert a.elsewhere() == 1
+
+
+def test_a_backend_counts_the_other_workers_and_reserves_only_a_free_slot() -> None:
+    shared = SharedCounts(2, capacity=8)
+    mine, theirs = Backend(BackendSpec("h", 1)), Backend(BackendSpec("h", 1))
+    mine.shared, theirs.shared = shared.slot("h:1"), shared.slot("h:1")
+    for backend in (mine, theirs):
+        backend.healthy = True
+        backend.on_report(Report(slots=2, busy=0))
+    shared.become(1)
+    assert theirs.reserve() and theirs.reserve()
+    shared.become(0)
+    assert mine.free == 0
+    assert not mine.reserve()
+    assert mine.in_flight == 0
+    shared.become(1)
+    theirs.in_flight -= 1
+    shared.become(0)
+    assert mine.free == 1 and mine.reserve() and mine.in_flight == 1
+
+
+def test_merged_status_adds_counts_and_keeps_what_all_see_alike() -> None:
+    def status(ok: int, sent: int, free: int) -> dict[str, object]:
+        return {
+            "backends": [{"name": "h:1", "sent": sent, "in_flight": 1, "free": free}],
+            "totals": {"ok": ok, "slots": 4, "free": free, "healthy_backends": 1},
+            "cache": None,
+            "connections": {"open": 2, "max": 10},
+        }
+
+    merged = merge_status(status(3, 5, 1), [status(4, 6, 1), None])
+    assert merged["totals"] == {"ok": 7, "slots": 4, "free": 1, "healthy_backends": 1}
+    assert merged["backends"] == [{"name": "h:1", "sent": 11, "in_flight": 2, "free": 1}]
+    assert merged["connections"] == {"open": 4, "max": 10}
+    assert merged["workers"] == {"count": 3, "answered": 2}
+
+
+def test_merged_metrics_add_counters_and_histograms_but_not_shared_gauges() -> None:
+    def text(ok: int, free: int) -> str:
+        return (
+            "# HELP distlb_balancer_jobs_total Jobs\n# TYPE distlb_balancer_jobs_total counter\n"
+            f'distlb_balancer_jobs_total{{outcome="ok"}} {ok}\n'
+            "# HELP distlb_backend_free Free\n# TYPE distlb_backend_free gauge\n"
+            f'distlb_backend_free{{backend="h:1"}} {free}\n'
+            "# HELP distlb_backend_in_flight Ours\n# TYPE distlb_backend_in_flight gauge\n"
+            'distlb_backend_in_flight{backend="h:1"} 1\n'
+            "# HELP t Seconds\n# TYPE t histogram\n"
+            't_bucket{le="1.0"} 2\nt_bucket{le="+Inf"} 3\nt_count 3\nt_sum 1.5\n'
+        )
+
+    merged = merge_metrics(text(3, 2), [text(4, 2)])
+    assert 'distlb_balancer_jobs_total{outcome="ok"} 7.0' in merged
+    assert 'distlb_backend_free{backend="h:1"} 2.0' in merged
+    assert 'distlb_backend_in_flight{backend="h:1"} 2.0' in merged
+    assert 't_bucket{le="+Inf"} 6.0' in merged and "t_sum 3.0" in merged
