@@ -29,10 +29,13 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 
 from balancer.backends import Backend
+from balancer.picker import RING_POINTS, AffinityRing, ring_points
 from balancer.picker import pick as pick_from_scratch
-from balancer.picker import rendezvous
 
 DEFAULT_EVERY_S = 1.0
+RING_DRIFT = 1.25
+"""The affinity ring is rebuilt (at most once a ``default_every_s``) when a caching
+backend's seconds per job moved by more than this factor since it was built."""
 MAX_DRAWS = 16
 """Draws before a pick gives up on the index and walks the list (only when most of
 what the index offers is excluded)."""
@@ -62,6 +65,16 @@ class Roster:
         self._holds: list[tuple[float, str]] = []
         self._held_until: dict[str, float] = {}
         self._caching: set[str] = set()
+        self._by_name: dict[str, Backend] = {}
+        self._ring: AffinityRing | None = None
+        """Over the backends that keep a result cache; None: to be built."""
+        self._ring_cost: dict[str, float] = {}
+        self._ring_checked_at = float("-inf")
+        self._points: dict[str, list[int]] = {}
+        self._caching_load: dict[str, tuple[int, int]] = {}
+        """Busy and all slots of each caching backend in rotation (the load bound's average)."""
+        self._caching_busy = 0
+        self._caching_slots = 0
 
     # -- keeping up -------------------------------------------------------------
 
@@ -69,6 +82,11 @@ class Roster:
         """Index ``backends`` afresh (at start and on a reload)."""
         self._backends = list(backends)
         self._slot = {b.name: i for i, b in enumerate(self._backends)}
+        self._by_name = {b.name: b for b in self._backends}
+        self._caching = set()
+        self._caching_load = {}
+        self._caching_busy = self._caching_slots = 0
+        self._ring = None
         size = 1
         while size < len(self._backends):
             size *= 2
@@ -78,7 +96,6 @@ class Roster:
         self._median = {b.name: b.latency_quantile(0.5) for b in self._backends}
         self._holds = []
         self._held_until = {}
-        self._caching = {b.name for b in self._backends if b.caches_results}
         now = self.clock()
         for backend in self._backends:  # holds that outlive the rebuild still expire
             if backend.busy_until > now:
@@ -88,6 +105,7 @@ class Roster:
         self._default_at = now
         for backend in self._backends:
             self._cost[backend.name] = self._cost_of(backend)
+            self._track_caching(backend)
             self._set_leaf(backend, now)
         for i in range(size - 1, 0, -1):
             self._pull(i)
@@ -97,10 +115,7 @@ class Roster:
         slot = self._slot.get(backend.name)
         if slot is None or self._backends[slot] is not backend:
             return  # not (or no longer) one of ours
-        if backend.caches_results:
-            self._caching.add(backend.name)
-        else:
-            self._caching.discard(backend.name)
+        self._track_caching(backend)
         median = backend.latency_quantile(0.5)
         if median != self._median.get(backend.name):
             self._median[backend.name] = median
@@ -114,6 +129,49 @@ class Roster:
         while i:
             self._pull(i)
             i //= 2
+
+    def _track_caching(self, backend: Backend) -> None:
+        """Keep the set of caching backends (a change of it rebuilds the ring) and the
+        busy and all slots of those in rotation."""
+        name = backend.name
+        caching = backend.caches_results
+        if caching != (name in self._caching):
+            if caching:
+                self._caching.add(name)
+            else:
+                self._caching.discard(name)
+            self._ring = None
+        old = self._caching_load.pop(name, None)
+        if old is not None:
+            self._caching_busy -= old[0]
+            self._caching_slots -= old[1]
+        if caching and backend.healthy:
+            load = (backend.slots - backend.free, backend.slots)
+            self._caching_load[name] = load
+            self._caching_busy += load[0]
+            self._caching_slots += load[1]
+
+    def _affinity_ring(self, now: float) -> AffinityRing:
+        """The ring, rebuilt when the caching backends changed, or (looked at once a
+        ``default_every_s``) when one's speed moved by more than :data:`RING_DRIFT`."""
+        if self._ring is not None and now - self._ring_checked_at >= self.default_every_s:
+            self._ring_checked_at = now
+            for name, built in self._ring_cost.items():
+                ratio = self._cost.get(name, built) / built
+                if not 1 / RING_DRIFT <= ratio <= RING_DRIFT:
+                    self._ring = None
+                    break
+        if self._ring is None:
+            self._ring_cost = {name: self._cost[name] for name in self._caching}
+            self._ring = AffinityRing.build(self._ring_cost, self._points_of)
+            self._ring_checked_at = now
+        return self._ring
+
+    def _points_of(self, name: str, count: int) -> list[int]:
+        points = self._points.get(name)
+        if points is None or len(points) < count:
+            points = self._points[name] = ring_points(name, max(count, 4 * RING_POINTS))
+        return points[:count]
 
     def _cost_of(self, backend: Backend) -> float:
         return (self._median.get(backend.name) or self.default_cost) / backend.spec.weight
@@ -132,6 +190,12 @@ class Roster:
             if not self._median.get(backend.name):
                 self._cost[backend.name] = self._cost_of(backend)
                 self.changed(backend)
+
+    def refresh(self, now: float) -> None:
+        """Bring what is recomputed only now and then up to date at once: the default
+        seconds per job and the affinity ring (for tests against the from-scratch pick)."""
+        self.refresh_default(now, force=True)
+        self._ring = None
 
     def _median_of_medians(self) -> float:
         known = [m for m in self._median.values() if m]
@@ -229,12 +293,11 @@ class Roster:
         """What :func:`balancer.picker.pick` would choose, from the index."""
         self._tick(now)
         if affinity is not None and self._caching:
-            caching = [
-                b
-                for b in self._backends
-                if b.caches_results and b.name not in exclude and b.available(now)
-            ]
-            chosen = rendezvous(caching, affinity, load_bound, self._cost) if caching else None
+            average = (self._caching_busy + 1) / (self._caching_slots or 1)
+            chosen = self._affinity_ring(now).choose(
+                affinity, self._by_name,
+                lambda b: b.name not in exclude and b.available(now), average, load_bound,
+            )  # fmt: skip
             if chosen is not None:
                 return chosen
         if big:
