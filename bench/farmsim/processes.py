@@ -1,0 +1,195 @@
+"""The farm's processes: sim-cc, distlb-servers, distlb-balancers and HAProxy, started
+with bench/harness.py (each in its own session, logs in the work dir) and waited for."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import (
+    HOST,
+    READY_TIMEOUT_S,
+    Proc,
+    free_ports,
+    get_json,
+    log_events,
+    start,
+    wait_ready,
+)
+
+from . import ROOT
+from .model import BYTES_PER_S, Farm, Scenario
+
+DISTLB_SERVER = ROOT / ".venv" / "bin" / "distlb-server"
+DISTLB_BALANCER = ROOT / ".venv" / "bin" / "distlb-balancer"
+HAPROXY = Path("/usr/sbin/haproxy")
+
+
+# sim-cc: distcc runs `sim-cc -E file.c` locally (stdout is the "preprocessed" source)
+# and `sim-cc -c file.c -o file.o` remotely or, on fallback, locally. The server runs it
+# with only PATH and LANG, as an unprivileged user: no reliance on anything else.
+SIM_CC = """#!/bin/sh
+# sim-cc, speed {speed:.2f}: sleeps {per_kb_ms:.2f} ms per 1000 input bytes
+mode= ; in= ; out=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --version) echo "sim-cc (farm simulation) 1"; exit 0 ;;
+        -E) mode=E ;;
+        -c) mode=c ;;
+        -o) shift; out="$1" ;;
+        -*) ;;
+        *) in="$1" ;;
+    esac
+    shift
+done
+if [ "$mode" = E ]; then exec cat "$in"; fi
+if [ "$mode" != c ] || [ -z "$in" ] || [ -z "$out" ]; then
+    echo "sim-cc: want -E FILE or -c FILE -o OUT" >&2; exit 2
+fi
+size=$(wc -c < "$in") || exit 1
+ms=$(( size * 1000 / {bytes_per_speed_s} ))
+sleep "$(( ms / 1000 )).$(printf '%03d' $(( ms % 1000 )))"
+printf 'SIMOBJ %s {where}\\n' "$size" > "$out"
+"""
+
+HAPROXY_CFG = """global
+    maxconn 4096
+
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 300s
+    timeout server 300s
+    timeout queue 60s
+
+frontend distcc
+    bind {host}:{port}
+    default_backend farm
+
+backend farm
+    balance leastconn
+{servers}
+"""
+
+
+def write_sim_cc(bin_dir: Path, speed: float, where: str) -> None:
+    """``bin_dir/sim-cc`` at ``speed``; its objects name ``where`` they were compiled."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    bin_dir.chmod(0o755)
+    script = bin_dir / "sim-cc"
+    script.write_text(
+        SIM_CC.format(
+            speed=speed,
+            where=where,
+            per_kb_ms=1_000_000 / BYTES_PER_S / speed,
+            bytes_per_speed_s=round(BYTES_PER_S * speed),
+        )
+    )
+    script.chmod(0o755)
+
+
+def daemon_env() -> dict[str, str]:
+    """The environment of the distlb daemons: ours, plus the working tree on the module
+    path, so that packages added since the venv's editable install (whose finder lists
+    packages by name) are found."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "LANG": "C.UTF-8"}
+
+
+@dataclass(frozen=True)
+class Server:
+    proc: Proc
+    port: int
+    stats_port: int
+    agent_port: int
+    speed: float
+
+
+def start_servers(
+    work: Path, scenario: Scenario, farm: Farm, procs: list[Proc], tag: str
+) -> list[Server]:
+    """One distlb-server per speed, each with its own sim-cc first on its PATH."""
+    servers = []
+    # All at once: ports picked one server at a time could repeat before anyone binds.
+    ports = free_ports(3 * len(farm.speeds))
+    for index, speed in enumerate(farm.speeds):
+        bin_dir = work / f"server{index}-bin"
+        write_sim_cc(bin_dir, speed, f"server{index}")
+        tmp = work / f"{tag}-server{index}-tmp"
+        tmp.mkdir()
+        tmp.chmod(0o755)  # as root, compilers run unprivileged and must reach job dirs
+        port, stats_port, agent_port = ports[3 * index : 3 * index + 3]
+        command = [str(DISTLB_SERVER), "--listen", HOST, "--port", str(port)]
+        command += ["--stats-port", str(stats_port), "--agent-port", str(agent_port)]
+        command += ["--jobs", str(scenario.slots), "--compiler", "sim-cc", "--compiler", "gcc"]
+        command += ["--log-format", "json", "--tmp-dir", str(tmp)]
+        env = {**daemon_env(), "PATH": f"{bin_dir}:{os.environ.get('PATH', os.defpath)}"}
+        proc = start(f"{tag}-server{index}", command, work, procs, env)
+        servers.append(Server(proc, port, stats_port, agent_port, speed))
+    for server in servers:
+        wait_ready(server.proc, server.port)
+        wait_ready(server.proc, server.stats_port)
+        wait_ready(server.proc, server.agent_port)
+    return servers
+
+
+def start_haproxy(
+    work: Path, servers: list[Server], slots: int, agent: bool, procs: list[Proc], tag: str
+) -> int:
+    (port,) = free_ports(1)
+    lines = []
+    for i, s in enumerate(servers):
+        line = f"    server s{i} {HOST}:{s.port} maxconn {slots}"
+        if agent:
+            # The regular check connects to the agent port too: a bare TCP connect to
+            # the distcc port would count as a bad request on the server.
+            line += (
+                f" check port {s.agent_port} inter 1s agent-check agent-port {s.agent_port}"
+                " agent-inter 500ms weight 100"
+            )
+        lines.append(line)
+    cfg = work / f"{tag}-haproxy.cfg"
+    cfg.write_text(HAPROXY_CFG.format(host=HOST, port=port, servers="\n".join(lines)))
+    check = subprocess.run(
+        [str(HAPROXY), "-c", "-f", str(cfg)], capture_output=True, timeout=30, check=False
+    )
+    if check.returncode != 0:
+        output = (check.stdout + check.stderr).decode(errors="replace")
+        raise RuntimeError(f"haproxy -c refused {cfg}:\n{output}")
+    wait_ready(start(f"{tag}-haproxy", [str(HAPROXY), "-db", "-f", str(cfg)], work, procs), port)
+    return port
+
+
+def start_balancer(
+    work: Path, servers: list[Server], procs: list[Proc], name: str, extra: tuple[str, ...] = ()
+) -> tuple[int, int]:
+    """distlb-balancer on port 0; its ports come from its ``balancer_ready`` line. Returns
+    them (distcc, admin) once every backend is in rotation."""
+    command = [str(DISTLB_BALANCER), "--listen", HOST, "--port", "0", "--admin-port", "0"]
+    command += ["--log-format", "json", *extra]
+    for server in servers:
+        command += ["--backend", f"{HOST}:{server.port},status={server.stats_port}"]
+    proc = start(name, command, work, procs, daemon_env())
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    ready: dict[str, object] | None = None
+    while ready is None:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(
+                f"{name} exited {proc.popen.returncode}:\n{proc.log_path.read_text()}"
+            )
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name}: no balancer_ready in {READY_TIMEOUT_S}s")
+        ready = next(
+            (e for e in log_events(proc.log_path) if e.get("event") == "balancer_ready"), None
+        )
+        time.sleep(0.05)
+    port, admin_port = int(str(ready["port"])), int(str(ready["admin_port"]))
+    while True:
+        totals = get_json(admin_port, "/status").get("totals")
+        if isinstance(totals, dict) and totals.get("healthy_backends") == len(servers):
+            return port, admin_port
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name}: backends not all up after {READY_TIMEOUT_S}s: {totals}")
+        time.sleep(0.05)
