@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from cache.keys import CompilerIdentity
-from client.gss import Initiator
+from client.initiator import Initiator
 
 Kind = Literal["distlb", "distccd"]
 DEFAULT_UNREPORTED_SLOTS = 4

@@ -8,14 +8,15 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 
+from balancer.attempts import DispatchSettings
 from balancer.backends import BackendSpec, SpecError
-from balancer.dispatch import DispatchSettings
 from balancer.pool import PoolSettings
 from cache import MemoryStore, RedisStore, ResultCache, Store
-from client.access import parse_networks
-from client.cli import ConfigError, load_config
-from client.gss import AcceptorConfig, Initiator, add_acceptor_flags
+from client.initiator import Initiator
+from daemon.access import parse_networks
 from daemon.bounds import BoundsConfig, add_bounds_flags
+from daemon.config import ConfigError, load_config
+from daemon.gss import AcceptorConfig, add_acceptor_flags
 from daemon.judge_config import JudgeConfig, add_judge_flags
 
 __all__ = ["BalancerConfig", "ConfigError", "load"]

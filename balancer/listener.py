@@ -11,13 +11,15 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from balancer.dispatch import AllFailed, Dispatcher
+from balancer.attempts import AllFailed
+from balancer.dispatch import Dispatcher
 from balancer.queue import NoCapacity
 from balancer.stats import BalancerStats
-from client.access import Network, is_allowed
-from client.gss import Acceptor
+from daemon.access import Network, is_allowed
 from daemon.bounds import InflateBudget
-from daemon.judge import Judge, Refused, bounded_argv
+from daemon.gss import Acceptor
+from daemon.judge import Judge, Refused
+from daemon.logged import bounded_argv
 from wire import Limits, RemoteProtocolError, Reply, Request, encode_reply
 from wire.events import exit_status
 from wire.stream import encode_reply_off_loop, read_request, wait_peer_gone

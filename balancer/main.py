@@ -9,7 +9,7 @@ import structlog
 from balancer.config import BalancerConfig, load
 from balancer.service import Service
 from balancer.workers import WorkerPlace, supervise
-from client.cli import run_service, service_main
+from daemon.lifecycle import run_service, service_main
 
 
 def main(argv: list[str] | None = None) -> int:

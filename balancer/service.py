@@ -17,8 +17,8 @@ from balancer.listener import ListenerContext, handle_connection
 from balancer.pool import Pool
 from balancer.stats import BalancerStats
 from balancer.workers import WorkerPlace
-from client.cli import ConnectionTasks
 from daemon.bounds import limit_connections
+from daemon.lifecycle import ConnectionTasks
 from wire import Limits
 
 log = structlog.get_logger("distlb.balancer")

@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from client.gss import AuthError, Initiator, initiate
+from client.gss import AuthError, initiate
+from client.initiator import Initiator
 from wire import ConnectionClosed, Limits, RemoteProtocolError, Reply, Request
 from wire.reader import ReplyReader
 from wire.stream import encode_request_off_loop, read_chunk, read_reply

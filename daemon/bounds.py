@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from client.cli import ConfigError
+from daemon.config import ConfigError
 from wire import lzo
 
 log = structlog.get_logger("distlb.bounds")

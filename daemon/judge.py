@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import os
 import re
-import stat
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from daemon.specs import DEFAULT_TRUSTED_SPECS_DIRS, SpecsCheck, path_only_specs_check
 from wire.args import Form, Option, OptionTable, Scan, default_table, is_source_name, scan
 
 EXIT_BAD_ARGUMENTS = 101
@@ -40,9 +40,6 @@ BARE_NAME_PREFIXES = ("/usr/bin/", "/bin/")
 """A compiler given with one of these is its bare name (as distccd 3.4 does, distcc
 issue #279): CMake's compiler launcher sends ``/usr/bin/cc``."""
 
-DEFAULT_TRUSTED_SPECS_DIRS = ("/usr/lib/rpm/redhat", "/usr/share/dpkg")
-
-# The language a -x names -> the preprocessed language that is really sent.
 _PREPROCESSED_LANGUAGE = {
     "c": "cpp-output",
     "cpp-output": "cpp-output",
@@ -94,9 +91,6 @@ _MODE_OPTIONS = {"-c": ".o", "--compile": ".o", "-S": ".s", "--assemble": ".s"}
 _DASH_VALUES = frozenset({"-Xlinker"})
 """Separate values that may start with '-' (the linker's options: no link runs)."""
 
-SpecsCheck = Callable[[str], "str | None"]
-"""Returns why a specs file may not be used, or None when it may."""
-
 
 class Refused(Exception):
     """The job may not run here; ``reason`` says why in words a user can act on, and
@@ -147,54 +141,6 @@ class Job:
         return command
 
 
-def path_only_specs_check(trusted_dirs: Sequence[str]) -> SpecsCheck:
-    """Accept a specs file named by a clean absolute path under a trusted directory.
-    What the balancer can check: the file itself is on the compile server."""
-    roots = [os.path.normpath(d) for d in trusted_dirs]
-
-    def check(path: str) -> str | None:
-        if not os.path.isabs(path) or os.path.normpath(path) != path:
-            return "a specs file must be named by a clean absolute path"
-        if not any(path.startswith(root + os.sep) for root in roots):
-            return (
-                f"specs files are trusted only under {', '.join(roots) or 'no directory'}"
-                " (--trusted-specs-dir)"
-            )
-        return None
-
-    return check
-
-
-def on_disk_specs_check(trusted_dirs: Sequence[str]) -> SpecsCheck:
-    """As :func:`path_only_specs_check`, and the file and every directory from the trusted
-    one down are real (no symlinks), owned by root and writable by nobody else: a specs
-    file can run programs, so only root's may."""
-    by_path = path_only_specs_check(trusted_dirs)
-    roots = [os.path.normpath(d) for d in trusted_dirs]
-
-    def check(path: str) -> str | None:
-        reason = by_path(path)
-        if reason is not None:
-            return reason
-        root = next(r for r in roots if path.startswith(r + os.sep))
-        current = root
-        parts = [root, *(os.path.join(root, p) for p in _prefixes(path[len(root) + 1 :]))]
-        for current in parts:
-            try:
-                info = os.lstat(current)
-            except OSError:
-                return f"{current} does not exist on this server"
-            if stat.S_ISLNK(info.st_mode):
-                return f"{current} is a symbolic link"
-            if info.st_uid != 0 or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-                return f"{current} is not owned by root or is writable by others"
-        if not stat.S_ISREG(info.st_mode):
-            return f"{current} is not a regular file"
-        return None
-
-    return check
-
-
 MEMORY = 16384
 """Accepted arguments remembered (the memory is dropped whole when full)."""
 
@@ -204,11 +150,6 @@ def _memorable(option: Option) -> bool:
     specs file (the disk can change) nor a carrier of options for another program."""
     spec = option.spec
     return spec is not None and spec.kind not in ("specs", *_NESTED)
-
-
-def _prefixes(relative: str) -> list[str]:
-    pieces = relative.split(os.sep)
-    return [os.sep.join(pieces[: i + 1]) for i in range(len(pieces))]
 
 
 def normalize_compiler(name: str) -> str:
@@ -448,15 +389,3 @@ _DESCRIBE = {
     "warning": "a warning's name",
     "target": "a target option's value",
 }
-
-LOGGED_ARGS = 64
-LOGGED_ARG_CHARS = 200
-
-
-def bounded_argv(argv: Sequence[str]) -> list[str]:
-    """What a log line shows of a command line: its first arguments, each cut short
-    (a refused request may carry 4096 arguments of 64 KiB)."""
-    shown = [a if len(a) <= LOGGED_ARG_CHARS else a[:LOGGED_ARG_CHARS] + "…" for a in argv]
-    if len(shown) > LOGGED_ARGS:
-        shown = [*shown[:LOGGED_ARGS], f"… {len(argv) - LOGGED_ARGS} more"]
-    return shown

@@ -8,11 +8,10 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from client.cli import ConfigError
-from daemon.judge import (
+from daemon.config import ConfigError
+from daemon.judge import FORBIDDEN_COMPILER_NAMES, Judge
+from daemon.specs import (
     DEFAULT_TRUSTED_SPECS_DIRS,
-    FORBIDDEN_COMPILER_NAMES,
-    Judge,
     SpecsCheck,
     on_disk_specs_check,
     path_only_specs_check,

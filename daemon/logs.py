@@ -1,8 +1,4 @@
-"""structlog set up once per process: JSON in production, pretty on a terminal.
-
-Lives in ``client`` because every role (server, balancer, probe, monitor)
-imports ``client`` and none may import another role.
-"""
+"""structlog set up once per daemon process: JSON in production, pretty on a terminal."""
 
 from __future__ import annotations
 

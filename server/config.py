@@ -14,10 +14,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 
-from client.access import parse_networks
-from client.cli import ConfigError, load_config
-from client.gss import AcceptorConfig, add_acceptor_flags
+from daemon.access import parse_networks
 from daemon.bounds import BoundsConfig, add_bounds_flags
+from daemon.config import ConfigError, load_config
+from daemon.gss import AcceptorConfig, add_acceptor_flags
 from daemon.judge import FORBIDDEN_COMPILER_NAMES
 from daemon.judge_config import JudgeConfig, add_judge_flags
 from server.sandbox import DEFAULT_JOB_UIDS

@@ -10,7 +10,6 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from client.access import Network, is_allowed
 from client.status import (
     CHANGE_TOKEN,
     MAX_REPORT_WAIT_S,
@@ -18,6 +17,7 @@ from client.status import (
     changed_enough,
     compilers_revision,
 )
+from daemon.access import Network, is_allowed
 from daemon.changes import Changes
 from server.stats import ServerStats
 

@@ -19,10 +19,11 @@ from cache import (
     job_digest,
     why_not_cacheable,
 )
-from client.access import Network, is_allowed
-from client.gss import Acceptor
+from daemon.access import Network, is_allowed
 from daemon.bounds import ConnectionLimits, InflateBudget
-from daemon.judge import Job, Judge, Refused, bounded_argv
+from daemon.gss import Acceptor
+from daemon.judge import Job, Judge, Refused
+from daemon.logged import bounded_argv
 from server.admission import Slots
 from server.runner import RunLimits, run_compile
 from server.sandbox import Sandbox

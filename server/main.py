@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from client.cli import service_main
+from daemon.lifecycle import service_main
 from server.config import ServerConfig, load
 from server.service import Service
 

@@ -18,8 +18,8 @@ import structlog
 from aiohttp import web
 
 from cache import CompilerIdentity, DiskStore, ResultCache
-from client.cli import ConnectionTasks
 from daemon.bounds import limit_connections
+from daemon.lifecycle import ConnectionTasks
 from server.admission import Slots
 from server.agent import serve_agent
 from server.config import ConfigError, ServerConfig, default_compiler_names, resolve_compilers

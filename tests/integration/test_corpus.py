@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from cache.keys import normalized_args
-from daemon.judge import Judge, Refused, path_only_specs_check
+from daemon.judge import Judge, Refused
+from daemon.specs import path_only_specs_check
 from tests.support.corpus import (
     C_SOURCE,
     CXX_SOURCE,

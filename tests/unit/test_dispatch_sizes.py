@@ -3,7 +3,8 @@ much larger."""
 
 from __future__ import annotations
 
-from balancer.dispatch import MIN_SIZES_FOR_BIG, Dispatcher, DispatchSettings
+from balancer.attempts import DispatchSettings
+from balancer.dispatch import MIN_SIZES_FOR_BIG, Dispatcher
 from balancer.pool import Pool, PoolSettings
 from wire import Limits
 

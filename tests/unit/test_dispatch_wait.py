@@ -10,8 +10,9 @@ import time
 
 import pytest
 
+from balancer.attempts import DispatchSettings
 from balancer.backends import Backend, BackendSpec, Report
-from balancer.dispatch import Dispatcher, DispatchSettings
+from balancer.dispatch import Dispatcher
 from balancer.pool import Pool, PoolSettings
 from balancer.queue import NoCapacity, Waiting
 from balancer.tail import Running
@@ -44,7 +45,7 @@ def _dispatcher(wait_for_faster: float) -> tuple[Dispatcher, Backend, Backend, R
 
 
 def _acquire(dispatcher: Dispatcher) -> asyncio.Task[Backend]:
-    return asyncio.ensure_future(dispatcher._acquire(set(), Waiting(1.0), None, True, BIG))
+    return asyncio.ensure_future(dispatcher.slots.acquire(set(), Waiting(1.0), None, True, BIG))
 
 
 async def test_a_big_job_waits_and_takes_the_fast_backend_when_our_job_there_ends() -> None:
@@ -53,13 +54,13 @@ async def test_a_big_job_waits_and_takes_the_fast_backend_when_our_job_there_end
     await asyncio.sleep(0)  # let it look
     assert not acquiring.done()  # the slow one is free, but it holds back
     assert dispatcher.waited_for_faster == 1
-    assert [len(queue) for queue in dispatcher._holds.values()] == [1]
-    assert fast.name in dispatcher._holds
+    assert [len(queue) for queue in dispatcher.pool.queue.holds.values()] == [1]
+    assert fast.name in dispatcher.pool.queue.holds
     fast.in_flight -= 1  # our job on the fast one ends
     dispatcher._running.discard(ours)
     dispatcher.pool.notify()
     assert await asyncio.wait_for(acquiring, 5) is fast
-    assert dispatcher._holds == {} and dispatcher._waiting == 0
+    assert dispatcher.pool.queue.holds == {} and dispatcher.pool.queue.waiting_for_slot == 0
 
 
 async def test_it_gives_up_waiting_when_waiting_no_longer_pays() -> None:
@@ -84,7 +85,7 @@ async def test_with_no_backend_in_rotation_the_job_is_turned_away_at_once() -> N
     dispatcher = Dispatcher(pool, DispatchSettings(queue_timeout_s=600), Limits())
     waiting = Waiting(600.0)
     with pytest.raises(NoCapacity, match="no backend is in rotation"):
-        await asyncio.wait_for(dispatcher._acquire(set(), waiting, None, False), 5)
+        await asyncio.wait_for(dispatcher.slots.acquire(set(), waiting, None, False), 5)
     assert waiting.left_s == 600.0  # nothing was spent waiting
 
 
@@ -95,7 +96,7 @@ async def test_a_backend_not_yet_checked_is_waited_for() -> None:
     unknown = Backend(BackendSpec.parse("unknown:1"))
     pool.backends = {unknown.name: unknown}
     dispatcher = Dispatcher(pool, DispatchSettings(), Limits())
-    acquiring = asyncio.ensure_future(dispatcher._acquire(set(), Waiting(60), None, False))
+    acquiring = asyncio.ensure_future(dispatcher.slots.acquire(set(), Waiting(60), None, False))
     await asyncio.sleep(0)
     assert not acquiring.done()
     unknown.on_report(Report(slots=1, busy=0))
@@ -106,7 +107,7 @@ async def test_a_backend_not_yet_checked_is_waited_for() -> None:
 
 async def test_it_does_not_wait_for_a_backend_that_failed_this_job() -> None:
     dispatcher, slow, fast, _ours = _dispatcher(wait_for_faster=1.25)
-    acquiring = dispatcher._acquire({fast.name}, Waiting(1.0), None, True, BIG)
+    acquiring = dispatcher.slots.acquire({fast.name}, Waiting(1.0), None, True, BIG)
     got = await asyncio.wait_for(acquiring, 5)
     assert got is slow
     assert dispatcher.waited_for_faster == 0

@@ -20,10 +20,9 @@ from daemon.judge import (
     Job,
     Judge,
     Refused,
-    bounded_argv,
-    on_disk_specs_check,
-    path_only_specs_check,
 )
+from daemon.logged import bounded_argv
+from daemon.specs import on_disk_specs_check, path_only_specs_check
 from wire.args import SOURCE_EXTENSIONS
 
 COMPILERS = {
@@ -530,7 +529,7 @@ def test_logged_argv_is_bounded() -> None:
 
 @pytest.mark.parametrize("option", ["-Xclang", "-D", "-mllvm", "-Wa,*", "-MT"])
 def test_an_operator_cannot_allow_an_option_that_carries_the_next_argument(option: str) -> None:
-    from client.cli import ConfigError
+    from daemon.config import ConfigError
     from daemon.judge_config import JudgeConfig
 
     with pytest.raises(ConfigError, match=r"next argument|carries"):
@@ -541,7 +540,7 @@ def test_an_operator_cannot_allow_an_option_that_carries_the_next_argument(optio
 def test_a_trusted_specs_dir_under_a_directory_others_may_write_is_refused(
     tmp_path: Path,
 ) -> None:
-    from client.cli import ConfigError
+    from daemon.config import ConfigError
     from daemon.judge_config import JudgeConfig
 
     open_dir = tmp_path / "open"

@@ -10,7 +10,7 @@ import pytest
 
 from balancer.backends import BackendSpec, SpecError
 from balancer.config import BalancerConfig
-from client.principals import ListUnreadable, PrincipalFile, PrincipalPolicy, parse_principals
+from daemon.principals import ListUnreadable, PrincipalFile, PrincipalPolicy, parse_principals
 
 
 class Clock:

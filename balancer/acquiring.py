@@ -1,0 +1,106 @@
+"""Taking a slot for a job: the pick (balancer/roster.py), the wait for one when none
+is free and the hold-back of a big job for a faster backend (balancer/queue.py,
+balancer/tail.py), the slot reserved in the same step as the pick."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import structlog
+
+from balancer.attempts import DispatchSettings
+from balancer.backends import Backend
+from balancer.pool import Pool
+from balancer.queue import Acquire, Waiting, acquire
+from balancer.tail import Running, wait_choice
+
+log = structlog.get_logger("distlb.balancer.dispatch")
+
+HOLD_WANTS_CHANGES_S = 30.0
+"""A job that holds back for a faster backend hears of the other workers' freed slots
+this long (holding back pays for a few seconds at most: balancer/tail.py)."""
+
+
+class SlotTaker:
+    def __init__(
+        self, pool: Pool, settings: DispatchSettings, running: set[Running], rng: random.Random
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.running = running
+        """The dispatcher's jobs running now (what a big job may hold back for)."""
+        self.rng = rng
+        self.waited_for_faster = 0
+
+    def pick(
+        self, exclude: set[str], affinity: bytes | None = None, big: bool = False
+    ) -> Backend | None:
+        return self.pool.roster.pick(self.rng, time.monotonic(), exclude, affinity, big=big)
+
+    async def acquire(
+        self,
+        exclude: set[str],
+        waiting: Waiting,
+        affinity: bytes | None,
+        big: bool,
+        factor: float = 1.0,
+    ) -> Backend:
+        """A backend with a free slot, waiting for one at most ``waiting.left_s`` in all
+        (balancer/queue.py). A big job may also hold back, within what it gains, for a
+        faster backend to come free (:func:`balancer.tail.wait_choice`); that does not
+        spend the budget."""
+
+        def pick() -> Backend | None:
+            backend = self.pick(exclude, affinity, big)
+            if backend is None and exclude:
+                # Everything else is full or down: a backend that failed this job
+                # once may still be the only one that can take it.
+                backend = self.pick(set(), affinity, big)
+            return backend
+
+        def hold(chosen: Backend, token: object) -> tuple[Backend, float, float] | None:
+            return self.faster_soon(chosen, big, factor, exclude, token)
+
+        def on_hold(target: Backend, instead_of: Backend) -> None:
+            self.pool.want_changes(HOLD_WANTS_CHANGES_S)
+            self.waited_for_faster += 1
+            log.debug("waiting_for_faster", backend=target.name, instead_of=instead_of.name)
+
+        how = Acquire(
+            pick=pick,
+            all_down=self.pool.all_down,
+            queue_timeout_s=self.settings.queue_timeout_s,
+            hold=hold,
+            on_wait=self.pool.demand,
+            on_hold=on_hold,
+            # The slot is taken in the same step as the pick: the job launches on it
+            # only once its loop runs again, and jobs woken meanwhile must see it taken.
+            reserve=Backend.reserve,
+        )
+        return await acquire(self.pool.queue, how, waiting)
+
+    def faster_soon(
+        self, chosen: Backend, big: bool, factor: float, exclude: set[str], token: object
+    ) -> tuple[Backend, float, float] | None:
+        """For a big job about to start on ``chosen``: a faster backend worth holding
+        back for (not one that failed this job), the expected wait and how long
+        waiting stays worth it; else None. Jobs that began to hold back for a backend
+        before this one are ahead of it in that backend's queue."""
+        if not big or self.settings.wait_for_faster <= 0 or chosen.caches_results:
+            return None  # (a backend that caches results may be the job's affinity choice)
+        ahead = self.pool.queue.ahead(token)
+        # Only a backend that runs one of our jobs can be waited for.
+        backends = self.pool.backends
+        ours = {r.backend for r in self.running} - exclude
+        candidates = [backends[name] for name in ours if name in backends]
+        return wait_choice(
+            chosen,
+            candidates,
+            self.running,
+            ahead,
+            time.monotonic(),
+            factor,
+            self.settings.wait_for_faster,
+            self.pool.roster.costs,
+        )

@@ -1,0 +1,67 @@
+"""Sending one attempt of a job to one backend: its slot held while it runs, its
+backend's books kept from how it ended (health, latency, a turn-away's hold)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from balancer.attempts import DispatchSettings
+from balancer.backends import Backend
+from balancer.pool import Pool
+from client import ClientError, TurnedAway, compile_remote
+from wire import Limits, Reply, Request
+
+
+class Sender:
+    def __init__(self, pool: Pool, settings: DispatchSettings, limits: Limits) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.limits = limits
+
+    def start(self, backend: Backend, request: Request) -> asyncio.Task[Reply]:
+        """Send ``request`` to ``backend`` in a task, on the slot reserved for it
+        (:meth:`Backend.reserve`, before any await: jobs woken together must see each
+        other's choices), given back when the task ends however it ends, even
+        cancelled before it ran."""
+        backend.sent += 1
+        task = asyncio.create_task(self.send(backend, request))
+        task.add_done_callback(lambda _: self.release(backend))
+        return task
+
+    def release(self, backend: Backend) -> None:
+        backend.in_flight -= 1
+        self.pool.notify()
+
+    async def send(self, backend: Backend, request: Request) -> Reply:
+        """One attempt on a backend; keeps its health and latency books."""
+        started = time.monotonic()
+        try:
+            reply = await compile_remote(
+                backend.spec.host,
+                backend.spec.port,
+                request,
+                connect_timeout_s=self.settings.connect_timeout_s,
+                timeout_s=self.settings.attempt_timeout_s,
+                idle_timeout_s=self.settings.backend_idle_timeout_s,
+                limits=self.limits,
+                auth=backend.spec.auth,
+            )
+        except TurnedAway:
+            # Someone else filled it: skip it briefly (its next report, or a quarter
+            # poll interval, whichever comes first, tells us more).
+            hold_s = self.pool.settings.poll_interval_s / 4
+            backend.on_turned_away(time.monotonic(), hold_s)
+            self.pool.report_stale(backend)
+            # When the hold ends it may take jobs again: wake those waiting for a slot.
+            asyncio.get_running_loop().call_later(hold_s, self.pool.notify)
+            raise
+        except ClientError as exc:
+            self.pool.mark_failure(backend, f"job: {exc}")
+            raise
+        if reply.status == 0 and reply.obj:
+            # Only a good compile is evidence of health (it stands in for a probe) and
+            # a measure of speed: a broken compiler fails fast and would look fastest.
+            backend.ok += 1
+            backend.record_latency(time.monotonic() - started)
+        return reply

@@ -1,0 +1,96 @@
+"""A daemon's life: its command line (config, logging, the loop, exit statuses) and
+the connections it serves (tracked, so that shutdown can let them finish, then end
+them)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import structlog
+
+from client.cli import run_loop
+from daemon.config import ConfigError
+
+
+class ConnectionTasks:
+    """The tasks serving open connections, so that shutdown can wait for them, then end them."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def serve(
+        self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+    ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+        """``handler`` wrapped for ``asyncio.start_server``, each call tracked."""
+
+        async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._tasks.add(task)
+            try:
+                await handler(reader, writer)
+            finally:
+                self._tasks.discard(task)
+
+        return tracked
+
+    async def drain(self, grace_s: float, on_cancel: Callable[[int], None] | None = None) -> int:
+        """Let the connections finish for ``grace_s``, then cancel the rest (which kills
+        their work), telling ``on_cancel`` how many first; returns that number."""
+        if not self._tasks:
+            return 0
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+        if pending and on_cancel is not None:
+            on_cancel(len(pending))
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=10)
+        return len(pending)
+
+
+def service_main(
+    prog: str,
+    load: Callable[[list[str] | None], Any],
+    serve: Callable[[Any], Coroutine[Any, Any, None]],
+    argv: list[str] | None,
+    supervise: Callable[[Any], int | None] | None = None,
+) -> int:
+    """A daemon's command line: config (exit 2 on errors), logging, the loop;
+    exit 1 when it cannot start (e.g. a port is taken). ``supervise(config)``, when
+    given, may run the daemon itself (as several processes) and return its exit
+    status; None: run ``serve`` here."""
+    from daemon import logs
+
+    try:
+        config = load(argv)
+    except ConfigError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(config.log_format, config.log_level)
+    log = structlog.get_logger(prog)
+    if supervise is not None:
+        status = supervise(config)
+        if status is not None:
+            return status
+    return run_service(log, serve(config))
+
+
+def run_service(log: Any, main: Coroutine[Any, Any, None]) -> int:
+    """Run a daemon's main coroutine: 0 when it ends, 2 on a config error, 1 when it
+    cannot start (e.g. a port is taken)."""
+    try:
+        run_loop(main)
+    except ConfigError as exc:
+        log.error("config_error", reason=str(exc))
+        return 2
+    except OSError as exc:
+        log.error("startup_failed", reason=str(exc))
+        return 1
+    return 0

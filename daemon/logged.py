@@ -1,0 +1,17 @@
+"""What a log line shows of an untrusted command line: bounded."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+LOGGED_ARGS = 64
+LOGGED_ARG_CHARS = 200
+
+
+def bounded_argv(argv: Sequence[str]) -> list[str]:
+    """What a log line shows of a command line: its first arguments, each cut short
+    (a refused request may carry 4096 arguments of 64 KiB)."""
+    shown = [a if len(a) <= LOGGED_ARG_CHARS else a[:LOGGED_ARG_CHARS] + "…" for a in argv]
+    if len(shown) > LOGGED_ARGS:
+        shown = [*shown[:LOGGED_ARGS], f"… {len(argv) - LOGGED_ARGS} more"]
+    return shown
