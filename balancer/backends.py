@@ -20,7 +20,7 @@ from typing import Literal, Protocol
 from cache.keys import CompilerIdentity
 from client.initiator import Initiator
 
-Kind = Literal["distlb", "distccd"]
+BackendKind = Literal["distlb", "distccd"]
 DEFAULT_UNREPORTED_SLOTS = 4
 LATENCY_WINDOW = 200
 
@@ -73,7 +73,7 @@ class BackendSpec:
     host: str
     port: int
     status_port: int | None = None
-    kind: Kind = "distlb"
+    kind: BackendKind = "distlb"
     weight: float = 1.0
     slots: int | None = None
     """Slots of a backend that reports none (distccd without --stats)."""
@@ -137,7 +137,7 @@ class Shared(Protocol):
 
 
 @dataclass(slots=True)
-class Report:
+class BackendReport:
     slots: int
     busy: int
     accepting: bool = True
@@ -157,7 +157,7 @@ class Backend:
     healthy: bool = False
     consecutive_ok: int = 0
     consecutive_fail: int = 0
-    report: Report | None = None
+    report: BackendReport | None = None
     ours_at_report: int = 0
     _in_flight: int = 0
     _probing: int = 0
@@ -274,7 +274,7 @@ class Backend:
     def available(self, now: float) -> bool:
         return self.healthy and self.free > 0 and now >= self.busy_until
 
-    def on_report(self, report: Report) -> None:
+    def on_report(self, report: BackendReport) -> None:
         self.report = report
         self.ours_at_report = self.ours
         self.busy_until = 0.0

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from balancer.backends import Backend, BackendSpec, Report
+from balancer.backends import Backend, BackendReport, BackendSpec
 from cache.keys import CompilerIdentity
 from client import ClientError, TurnedAway, compile_remote
 from client.prober import probe_request
@@ -40,7 +40,7 @@ def poll_delay(settings: PoolSettings, now: float, demand_until: float) -> float
 
 async def fetch_backend_report(
     spec: BackendSpec, timeout_s: float, since: str = "", wait_s: float = 0.0
-) -> Report:
+) -> BackendReport:
     """Read one backend's report (raises :class:`ReportError`); with ``since`` and
     ``wait_s``, once it has changed enough since that report or after ``wait_s``."""
     assert spec.status_port is not None
@@ -52,7 +52,7 @@ async def fetch_backend_report(
         for name, info in report.compilers.items()
         if info.get("digest") and info.get("digest") != "unknown"
     }
-    return Report(
+    return BackendReport(
         report.slots, report.busy, report.accepting, identities, report.result_cache, report.change
     )
 

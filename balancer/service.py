@@ -8,17 +8,16 @@ import signal
 from collections.abc import Callable
 
 import structlog
-from aiohttp import web
 
 from balancer.admin import make_app
 from balancer.config import BalancerConfig, ConfigError
+from balancer.connection import ConnectionContext, handle_connection
 from balancer.dispatch import Dispatcher
-from balancer.listener import ListenerContext, handle_connection
 from balancer.pool import Pool
 from balancer.stats import BalancerStats
 from balancer.workers import WorkerPlace
 from daemon.bounds import limit_connections
-from daemon.lifecycle import ConnectionTasks
+from daemon.lifecycle import ConnectionTasks, listen, serve_http
 from wire import Limits
 
 log = structlog.get_logger("distlb.balancer")
@@ -44,7 +43,7 @@ class Service:
             self.pool, config.dispatch_settings(), limits, cache=self.cache
         )
         self.stats = BalancerStats(self.pool, self.dispatcher)
-        self.ctx = ListenerContext(
+        self.ctx = ConnectionContext(
             stats=self.stats,
             dispatcher=self.dispatcher,
             allow=config.networks(),
@@ -83,55 +82,48 @@ class Service:
         log.info("reloaded", backends=[s.name for s in specs])
 
     async def run(self) -> None:
+        """Serve until SIGTERM, then drain. Whatever was started is closed again, also
+        when a later step of the start fails (a port taken)."""
         cfg = self.config
-        loop = asyncio.get_running_loop()
         place = self.place
-        self.pool.start()
-        handler = self._jobs.serve(
-            limit_connections(self.connections, self._on_connection, self._refused_connection)
-        )
-        if place is None:
-            server = await asyncio.start_server(
-                handler, cfg.listen, cfg.port, reuse_address=True, backlog=1024
+        loop = asyncio.get_running_loop()
+        async with contextlib.AsyncExitStack() as stack:
+            if self.cache is not None:
+                stack.push_async_callback(self.cache.close)
+            self.pool.start()
+            stack.push_async_callback(self.pool.stop)
+            handler = self._jobs.serve(
+                limit_connections(self.connections, self._on_connection, self._refused_connection)
             )
-        else:
-            server = await asyncio.start_server(handler, sock=place.sock)
-        peers = place.peers if place is not None else []
-        app = make_app(self.stats, lambda: self._serving, peers)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site: web.BaseSite
-        if place is None or place.index == 0:
-            site = web.TCPSite(runner, cfg.listen, cfg.admin_port, reuse_address=True)
-        else:
-            site = web.UnixSite(runner, place.admin_socket(place.index))
-        await site.start()
-        self._serving = True
-        loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
-        loop.add_signal_handler(signal.SIGINT, self._stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, self._reload)
-        if place is None or place.index == 0:
-            log.info(
-                "balancer_ready",
-                port=server.sockets[0].getsockname()[1],
-                admin_port=site._server.sockets[0].getsockname()[1],  # type: ignore[union-attr]
-                backends=list(self.pool.backends),
-                auth=self.ctx.acceptor is not None,
-                backend_auth=[s.name for s in cfg.backend_specs() if s.auth is not None],
-                workers=place.count if place is not None else 1,
+            server, port = await listen(
+                stack, handler, cfg.listen, cfg.port, sock=place.sock if place else None
             )
-        else:
-            log.info("worker_ready", port=server.sockets[0].getsockname()[1])
-        await self._stopping.wait()
-        self._serving = False
-        server.close()
-        log.info("balancer_draining", in_flight=len(self._jobs), grace_s=cfg.shutdown_grace)
-        await self._jobs.drain(
-            cfg.shutdown_grace, lambda n: log.warning("balancer_cancelling_jobs", count=n)
-        )
-        await self.pool.stop()
-        if self.cache is not None:
-            await self.cache.close()
-        with contextlib.suppress(Exception):
-            await runner.cleanup()
+            app = make_app(self.stats, lambda: self._serving, place.peers if place else [])
+            if place is None or place.index == 0:
+                admin_port = await serve_http(stack, app, cfg.listen, cfg.admin_port)
+            else:
+                await serve_http(stack, app, path=place.admin_socket(place.index))
+            self._serving = True
+            loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
+            loop.add_signal_handler(signal.SIGINT, self._stopping.set)
+            loop.add_signal_handler(signal.SIGHUP, self._reload)
+            if place is None or place.index == 0:
+                log.info(
+                    "balancer_ready",
+                    port=port,
+                    admin_port=admin_port,
+                    backends=list(self.pool.backends),
+                    auth=self.ctx.acceptor is not None,
+                    backend_auth=[s.name for s in cfg.backend_specs() if s.auth is not None],
+                    workers=place.count if place is not None else 1,
+                )
+            else:
+                log.info("worker_ready", port=port)
+            await self._stopping.wait()
+            self._serving = False
+            server.close()
+            log.info("balancer_draining", in_flight=len(self._jobs), grace_s=cfg.shutdown_grace)
+            await self._jobs.drain(
+                cfg.shutdown_grace, lambda n: log.warning("balancer_cancelling_jobs", count=n)
+            )
         log.info("balancer_stopped", totals=self.stats.status()["totals"])

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # (before bench/cache.py)
 
-from balancer.backends import Backend, BackendSpec, Report
+from balancer.backends import Backend, BackendReport, BackendSpec
 from balancer.picker import pick
 from balancer.roster import Roster
 
@@ -34,7 +34,7 @@ def farm(count: int) -> tuple[Roster, list[Backend]]:
         backend.on_change = roster.changed
     roster.rebuild(backends)
     for i, backend in enumerate(backends):
-        backend.on_report(Report(slots=16, busy=i % 8, result_cache=True))
+        backend.on_report(BackendReport(slots=16, busy=i % 8, result_cache=True))
         backend.on_success()
         backend.on_success()
         for _ in range(5):

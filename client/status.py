@@ -13,7 +13,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Literal
 
-Kind = Literal["distlb", "distccd", "auto"]
+ReportFormat = Literal["distlb", "distccd", "auto"]
 MAX_REPORT_BYTES = 64 * 1024
 AUTO_SNIFF_S = 0.1
 MAX_REPORT_WAIT_S = 30.0
@@ -23,7 +23,7 @@ CHANGE_TOKEN = re.compile(r"[0-9a-f.]{1,100}")
 
 
 @dataclass(slots=True)
-class Report:
+class ServerReport:
     slots: int
     busy: int
     accepting: bool = True
@@ -77,7 +77,7 @@ class ReportError(Exception):
     """A report could not be read or understood."""
 
 
-def parse_distlb_status(body: bytes) -> Report:
+def parse_distlb_status(body: bytes) -> ServerReport:
     """A distlb server's ``/status``, or a balancer's (its totals over healthy backends)."""
     try:
         data = json.loads(body)
@@ -86,11 +86,11 @@ def parse_distlb_status(body: bytes) -> Report:
         if "totals" in data:
             totals = data["totals"]
             slots = int(totals["slots"])
-            return Report(slots=slots, busy=slots - int(totals["free"]), kind="balancer")
+            return ServerReport(slots=slots, busy=slots - int(totals["free"]), kind="balancer")
         compilers = data.get("compilers") or {}
         if not isinstance(compilers, dict):
             raise ReportError("bad /status: compilers is not an object")
-        return Report(
+        return ServerReport(
             slots=int(data["slots"]),
             busy=int(data["busy"]),
             accepting=bool(data.get("accepting", True)),
@@ -106,7 +106,7 @@ def _token(value: object) -> str:
     return value if isinstance(value, str) and CHANGE_TOKEN.fullmatch(value) else ""
 
 
-def parse_distccd_stats(body: bytes) -> Report:
+def parse_distccd_stats(body: bytes) -> ServerReport:
     """Slots from ``dcc_max_kids``. distccd has no busy-slot count: its
     ``dcc_current_load`` is the host's running processes (from /proc/loadavg),
     so busy is reported as 0 and callers count their own jobs."""
@@ -115,7 +115,7 @@ def parse_distccd_stats(body: bytes) -> Report:
         name, _, value = line.partition(" ")
         values[name] = value.strip()
     try:
-        return Report(slots=int(values["dcc_max_kids"]), busy=0, kind="distccd")
+        return ServerReport(slots=int(values["dcc_max_kids"]), busy=0, kind="distccd")
     except (KeyError, ValueError) as exc:
         raise ReportError(f"bad distccd stats: {exc}") from exc
 
@@ -148,8 +148,8 @@ async def _read_all(host: str, port: int, request: bytes, timeout_s: float,
 
 
 async def fetch_report(
-    host: str, port: int, kind: Kind, timeout_s: float, since: str = "", wait_s: float = 0.0
-) -> Report:
+    host: str, port: int, kind: ReportFormat, timeout_s: float, since: str = "", wait_s: float = 0.0
+) -> ServerReport:
     """Read the report on ``host:port``. ``auto`` asks for distlb's ``/status`` and
     also understands distccd's page (which answers any connection the same way).
     With ``since`` (a report's ``change``) and ``wait_s``, a distlb server answers once

@@ -5,11 +5,14 @@ them)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
+from aiohttp import web
 
 from client.cli import run_loop
 from daemon.config import ConfigError
@@ -94,3 +97,47 @@ def run_service(log: Any, main: Coroutine[Any, Any, None]) -> int:
         log.error("startup_failed", reason=str(exc))
         return 1
     return 0
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def listen(
+    stack: contextlib.AsyncExitStack,
+    handler: Handler,
+    host: str | None = None,
+    port: int | None = None,
+    sock: socket.socket | None = None,
+) -> tuple[asyncio.Server, int]:
+    """A TCP server on ``host:port`` (or an already bound ``sock``), closed when ``stack``
+    unwinds, however the start-up that follows ends; with the port it got."""
+    if sock is not None:
+        server = await asyncio.start_server(handler, sock=sock)
+    else:
+        server = await asyncio.start_server(handler, host, port, reuse_address=True, backlog=1024)
+    stack.callback(server.close)
+    return server, int(server.sockets[0].getsockname()[1])
+
+
+async def serve_http(
+    stack: contextlib.AsyncExitStack,
+    app: web.Application,
+    host: str | None = None,
+    port: int | None = None,
+    path: str | None = None,
+) -> int | None:
+    """``app`` on ``host:port`` (or the Unix socket ``path``), cleaned up when ``stack``
+    unwinds; returns the TCP port it got (None on a Unix socket)."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    site: web.BaseSite
+    if path is not None:
+        site = web.UnixSite(runner, path)
+    else:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    if path is not None:
+        return None
+    address = runner.addresses[-1]
+    return int(address[1])

@@ -1,8 +1,45 @@
-"""Admission: N job slots; a connection that finds them all busy is turned away (pure)."""
+"""Admission, in this order: the address allowlist, then (with ``--auth``) the
+GSSAPI handshake (daemon/admission.py, as the balancer does), then a free slot: a
+connection that finds every slot busy is turned away at once, as distccd does (the
+real client then compiles locally). The slot itself is taken only once the request
+is read (server/connection.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import structlog
+
+from daemon.admission import refusal
+
+if TYPE_CHECKING:
+    from server.connection import ConnectionContext
+
+log = structlog.get_logger("distlb.server.job")
+
+
+async def admit(
+    ctx: ConnectionContext,
+    address: str,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> str | None:
+    """None when the connection may send its request; else the counter it is refused
+    under (``rejected_access``, ``rejected_auth``, ``rejected_busy``)."""
+    refused = await refusal(address, ctx.allow, ctx.acceptor, reader, writer)
+    if refused is not None:
+        return refused
+    if ctx.stats.slots.free == 0:
+        turn_away_busy(ctx)
+        return "rejected_busy"
+    return None
+
+
+def turn_away_busy(ctx: ConnectionContext) -> None:
+    """Log a job turned away because every slot is busy (the caller counts it)."""
+    log.info("turned_away", reason="busy", slots=ctx.stats.slots.capacity)
 
 
 class Slots:
@@ -50,3 +87,17 @@ class Slots:
             raise RuntimeError("released a slot that was not taken")
         self.busy -= 1
         self._changed()
+
+
+class SlotHold:
+    """One admitted job's slot; released once, as soon as the compile is over when its
+    reply fits the reply budget (sending needs no slot, and a balancer may already send
+    the next job), else once the reply is sent."""
+
+    def __init__(self, slots: Slots) -> None:
+        self._slots: Slots | None = slots
+
+    def release(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+            self._slots = None

@@ -7,10 +7,8 @@ TOML keys are the flag names without the dashes (``job-lifetime = 600``;
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ipaddress
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 
@@ -23,9 +21,6 @@ from daemon.judge_config import JudgeConfig, add_judge_flags
 from server.sandbox import DEFAULT_JOB_UIDS
 
 __all__ = ["ConfigError", "ServerConfig", "load"]
-
-MASQUERADE_DIR = "/usr/lib/distcc"
-DEFAULT_COMPILER_NAMES = ("gcc", "g++", "cc", "c++", "clang", "clang++")
 
 
 @dataclass
@@ -119,62 +114,6 @@ class ServerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError("--log-format must be json, console or auto")
         self.networks()
-
-
-def search_path() -> str:
-    """PATH without distcc's masquerade dir: there, gcc would be distcc itself."""
-    parts = os.environ.get("PATH", os.defpath).split(os.pathsep)
-    return os.pathsep.join(p for p in parts if os.path.realpath(p) != MASQUERADE_DIR)
-
-
-def default_compiler_names() -> list[str]:
-    names = list(DEFAULT_COMPILER_NAMES)
-    with contextlib.suppress(OSError):
-        names += sorted(os.listdir(MASQUERADE_DIR))
-    return list(dict.fromkeys(names))
-
-
-def resolve_compilers(names: list[str], explicit: bool) -> dict[str, str]:
-    """Map each allowlisted name to the binary that runs for it.
-
-    Names given explicitly must exist; defaults that are not installed are skipped. An
-    explicit name also admits its target-prefixed aliases (``x86_64-linux-gnu-gcc`` for
-    ``gcc``) that are the very same binary: Debian's client rewrites ``gcc`` to that
-    name before sending, so ``--compiler gcc`` alone would refuse every gcc job.
-    """
-    path = search_path()
-    resolved: dict[str, str] = {}
-    for name in names:
-        found = shutil.which(name, path=path)
-        if found is None or os.path.basename(os.path.realpath(found)) == "distcc":
-            if explicit:
-                raise ConfigError(f"--compiler {name!r} is not on PATH")
-            continue
-        resolved[name] = os.path.abspath(found)
-        if explicit:
-            for alias, binary in same_binary_aliases(name, found, path).items():
-                resolved.setdefault(alias, binary)
-    if not resolved:
-        raise ConfigError("no allowed compiler is installed")
-    return resolved
-
-
-def same_binary_aliases(name: str, found: str, path: str) -> dict[str, str]:
-    """``TARGET-name`` on ``path`` that resolve to the same file as ``found``."""
-    target = os.path.realpath(found)
-    aliases: dict[str, str] = {}
-    for directory in path.split(os.pathsep):
-        with contextlib.suppress(OSError):
-            for entry in os.listdir(directory or "."):
-                alias = os.path.join(directory, entry)
-                if (
-                    entry.endswith(f"-{name}")
-                    and entry.count("-") >= 2  # a GNU target triplet, not e.g. "c99-gcc"
-                    and entry not in aliases
-                    and os.path.realpath(alias) == target
-                ):
-                    aliases[entry] = os.path.abspath(alias)
-    return aliases
 
 
 def build_parser() -> argparse.ArgumentParser:

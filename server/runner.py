@@ -34,7 +34,7 @@ from wire.events import exit_status, signal_status
 
 log = structlog.get_logger("distlb.server.runner")
 
-Outcome = Literal["ok", "compile_error", "timeout", "client_disconnect"]
+JobResult = Literal["ok", "compile_error", "timeout", "client_disconnect"]
 _PIPE_DRAIN_S = 2.0
 _SIGKILL_WAIT_S = 5.0
 _NOTE_ROOM = 200
@@ -52,7 +52,7 @@ class RunLimits:
 
 @dataclass(slots=True)
 class CompileResult:
-    outcome: Outcome
+    outcome: JobResult
     status: int
     """The wait status sent to the client."""
     stderr: bytes = field(repr=False)
@@ -199,7 +199,7 @@ async def _run_in(
         await asyncio.wait(
             {exited, client_gone}, timeout=limits.lifetime_s, return_when=asyncio.FIRST_COMPLETED
         )
-        outcome: Outcome | None = None
+        outcome: JobResult | None = None
         if not exited.done():
             outcome = "client_disconnect" if client_gone.done() else "timeout"
             log.warning("compile_killing", reason=outcome, pgid=pgid)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import math
 import os
 import pwd
@@ -15,16 +14,16 @@ import tempfile
 from importlib.metadata import PackageNotFoundError, version
 
 import structlog
-from aiohttp import web
 
 from cache import CompilerIdentity, DiskStore, ResultCache
 from daemon.bounds import limit_connections
-from daemon.lifecycle import ConnectionTasks
+from daemon.lifecycle import ConnectionTasks, listen, serve_http
 from server.admission import Slots
 from server.agent import serve_agent
-from server.config import ConfigError, ServerConfig, default_compiler_names, resolve_compilers
+from server.compilers import compiler_identities, default_compiler_names, resolve_compilers
+from server.config import ConfigError, ServerConfig
+from server.connection import ConnectionContext, ReplyBudget, handle_connection
 from server.http_status import make_app
-from server.job import JobContext, ReplyBudget, handle_connection
 from server.runner import RunLimits
 from server.sandbox import (
     CompileUser,
@@ -49,31 +48,6 @@ def distlb_version() -> str:
     try:
         return version("distlb")
     except PackageNotFoundError:
-        return "unknown"
-
-
-def compiler_identities(
-    compilers: dict[str, str], versions: dict[str, str]
-) -> dict[str, dict[str, str]]:
-    """Each compiler's path, first line of ``--version`` (as the sandbox check read it)
-    and the digest of the binary it runs (its identity for the result cache)."""
-    digests: dict[str, str] = {}
-    found = {}
-    for name, path in compilers.items():
-        real = os.path.realpath(path)
-        if real not in digests:
-            digests[real] = file_digest(real)
-        found[name] = {"path": path, "version": versions.get(name, "unknown"),
-                       "digest": digests[real]}  # fmt: skip
-    return found
-
-
-def file_digest(path: str) -> str:
-    """sha256 of the binary a compiler name runs (its identity for the result cache)."""
-    try:
-        with open(os.path.realpath(path), "rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
-    except OSError:
         return "unknown"
 
 
@@ -192,7 +166,7 @@ class Service:
             result_cache=bool(config.cache_dir),
             sandbox=self.sandbox.describe(),
         )
-        self.ctx = JobContext(
+        self.ctx = ConnectionContext(
             stats=self.stats,
             compilers=self.compilers,
             judge=config.judge(self.compilers, on_disk=True),
@@ -243,61 +217,51 @@ class Service:
             self.stats.sample_load(LOAD_SAMPLE_S)
 
     async def run(self) -> None:
+        """Serve until SIGTERM, then drain. Whatever was started is closed again, also
+        when a later step of the start fails (a port taken)."""
         cfg = self.config
         loop = asyncio.get_running_loop()
-        compile_server = await asyncio.start_server(
-            self._jobs.serve(
+        async with contextlib.AsyncExitStack() as stack:
+            stack.callback(shutil.rmtree, self.jobs_root, True)
+            if self.ctx.warm is not None:
+                stack.callback(self.ctx.warm.close)
+            handler = self._jobs.serve(
                 limit_connections(self.connections, self._on_connection, self._refused_connection)
-            ),
-            cfg.listen,
-            cfg.port,
-            reuse_address=True,
-            backlog=1024,
-        )
-        runner = web.AppRunner(
-            make_app(
-                self.stats, lambda: self.compiler_info, distlb_version(), cfg.status_networks()
-            ),
-            access_log=None,
-        )
-        await runner.setup()
-        site = web.TCPSite(runner, cfg.listen, cfg.stats_port, reuse_address=True)
-        await site.start()
-        agent_server = None
-        if cfg.agent_port is not None:
-            agent_server = await asyncio.start_server(
-                lambda r, w: serve_agent(self.slots, r, w),
-                cfg.listen,
-                cfg.agent_port,
-                reuse_address=True,
             )
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stopping.set)
-        sampler = asyncio.create_task(self._sample_load())
-        if self.ctx.warm is not None:
-            self.ctx.warm.fill()
-        log.info(
-            "server_ready",
-            port=compile_server.sockets[0].getsockname()[1],
-            stats_port=site._server.sockets[0].getsockname()[1],  # type: ignore[union-attr]
-            agent_port=agent_server.sockets[0].getsockname()[1] if agent_server else None,
-            slots=cfg.jobs,
-            sandbox=self.sandbox.mode,
-            job_uids=self.sandbox.describe()["job_uids"],
-            compilers=sorted(self.compilers),
-            job_lifetime_s=cfg.job_lifetime,
-            auth=self.ctx.acceptor is not None,
-        )
-        await self._stopping.wait()
-        await self._shutdown(compile_server, agent_server, runner)
-        sampler.cancel()
+            compile_server, port = await listen(stack, handler, cfg.listen, cfg.port)
+            app = make_app(
+                self.stats, lambda: self.compiler_info, distlb_version(), cfg.status_networks()
+            )
+            stats_port = await serve_http(stack, app, cfg.listen, cfg.stats_port)
+            agent_port = None
+            if cfg.agent_port is not None:
+                _, agent_port = await listen(
+                    stack, lambda r, w: serve_agent(self.slots, r, w), cfg.listen, cfg.agent_port
+                )
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stopping.set)
+            sampler = asyncio.create_task(self._sample_load())
+            stack.callback(sampler.cancel)
+            if self.ctx.warm is not None:
+                self.ctx.warm.fill()
+            log.info(
+                "server_ready",
+                port=port,
+                stats_port=stats_port,
+                agent_port=agent_port,
+                slots=cfg.jobs,
+                sandbox=self.sandbox.mode,
+                job_uids=self.sandbox.describe()["job_uids"],
+                compilers=sorted(self.compilers),
+                job_lifetime_s=cfg.job_lifetime,
+                auth=self.ctx.acceptor is not None,
+            )
+            await self._stopping.wait()
+            await self._drain(compile_server)
+        log.info("server_stopped", counters=self.stats.status({}, "")["counters"])
 
-    async def _shutdown(
-        self,
-        compile_server: asyncio.Server,
-        agent_server: asyncio.Server | None,
-        runner: web.AppRunner,
-    ) -> None:
+    async def _drain(self, compile_server: asyncio.Server) -> None:
+        """Stop taking jobs; let those running finish for the grace, then kill them."""
         cfg = self.config
         self.slots.accepting = False
         compile_server.close()
@@ -305,11 +269,3 @@ class Service:
         await self._jobs.drain(
             cfg.shutdown_grace, lambda n: log.warning("server_killing_jobs", count=n)
         )
-        if agent_server is not None:
-            agent_server.close()
-        with contextlib.suppress(Exception):
-            await runner.cleanup()
-        if self.ctx.warm is not None:
-            self.ctx.warm.close()
-        shutil.rmtree(self.jobs_root, ignore_errors=True)
-        log.info("server_stopped", counters=self.stats.status({}, "")["counters"])

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from server.job import is_allowed
+from daemon.access import is_allowed
 
 LAN = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("127.0.0.0/8")]
 V6 = [ipaddress.ip_network("2001:db8::/32"), ipaddress.ip_network("::1/128")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from balancer.backends import Backend, BackendSpec, Report, SpecError
+from balancer.backends import Backend, BackendReport, BackendSpec, SpecError
 from client.quantiles import quantile
 
 
@@ -37,14 +37,14 @@ def test_bad_specs_are_refused_with_the_spec_named(text: str) -> None:
 
 def _backend(slots: int = 4) -> Backend:
     backend = Backend(BackendSpec.parse("h:1"), rise=2, fall=2)
-    backend.on_report(Report(slots=slots, busy=0))
+    backend.on_report(BackendReport(slots=slots, busy=0))
     return backend
 
 
 def test_free_slots_count_others_from_the_report_and_ours_now() -> None:
     backend = _backend(4)
     backend.in_flight = 1
-    backend.on_report(Report(slots=4, busy=3))  # our 1 + 2 of another balancer's
+    backend.on_report(BackendReport(slots=4, busy=3))  # our 1 + 2 of another balancer's
     assert backend.free == 4 - 2 - 1
     backend.in_flight = 0  # ours finished since the report
     assert backend.free == 2
@@ -54,7 +54,7 @@ def test_free_slots_count_others_from_the_report_and_ours_now() -> None:
 
 def test_a_server_that_stopped_accepting_has_no_free_slot() -> None:
     backend = _backend()
-    backend.on_report(Report(slots=4, busy=0, accepting=False))
+    backend.on_report(BackendReport(slots=4, busy=0, accepting=False))
     assert backend.free == 0
 
 
@@ -89,7 +89,7 @@ def test_a_turn_away_makes_it_unavailable_until_the_next_report() -> None:
     backend.on_success()
     backend.on_turned_away(now=100.0, hold_s=0.5)
     assert not backend.available(100.2)
-    backend.on_report(Report(slots=4, busy=1))
+    backend.on_report(BackendReport(slots=4, busy=1))
     assert backend.available(100.2)
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from server.config import ConfigError, ServerConfig, load, same_binary_aliases
+from server.compilers import same_binary_aliases
+from server.config import ConfigError, ServerConfig, load
 
 
 def toml_file(tmp_path: Path, text: str) -> str:

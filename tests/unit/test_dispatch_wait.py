@@ -11,7 +11,7 @@ import time
 import pytest
 
 from balancer.attempts import DispatchSettings
-from balancer.backends import Backend, BackendSpec, Report
+from balancer.backends import Backend, BackendReport, BackendSpec
 from balancer.dispatch import Dispatcher
 from balancer.pool import Pool, PoolSettings
 from balancer.queue import NoCapacity, Waiting
@@ -26,7 +26,7 @@ BIG = 2.0  # the job's size over the median's
 
 def _backend(name: str, latency_s: float, busy: int) -> Backend:
     backend = Backend(BackendSpec.parse(f"{name}:1"))
-    backend.on_report(Report(slots=1, busy=0))
+    backend.on_report(BackendReport(slots=1, busy=0))
     backend.on_success()
     backend.in_flight = busy
     for _ in range(10):
@@ -99,7 +99,7 @@ async def test_a_backend_not_yet_checked_is_waited_for() -> None:
     acquiring = asyncio.ensure_future(dispatcher.slots.acquire(set(), Waiting(60), None, False))
     await asyncio.sleep(0)
     assert not acquiring.done()
-    unknown.on_report(Report(slots=1, busy=0))
+    unknown.on_report(BackendReport(slots=1, busy=0))
     unknown.on_success()  # its first good probe brings it into rotation
     pool.notify()
     assert await asyncio.wait_for(acquiring, 5) is unknown

@@ -5,14 +5,14 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from balancer.backends import Backend, BackendSpec, Report
+from balancer.backends import Backend, BackendReport, BackendSpec
 from balancer.picker import pick
 
 
 def _backend(name: str, slots: int, *, healthy: bool = True, latency_s: float = 0.1,
              weight: float = 1.0) -> Backend:  # fmt: skip
     backend = Backend(BackendSpec.parse(f"{name}:1,weight={weight}"))
-    backend.on_report(Report(slots=slots, busy=0))
+    backend.on_report(BackendReport(slots=slots, busy=0))
     if healthy:
         backend.on_success()
     for _ in range(10):

@@ -11,7 +11,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from balancer.backends import Backend, BackendSpec, Report
+from balancer.backends import Backend, BackendReport, BackendSpec
 from balancer.picker import AffinityRing, affinity_choice, seconds_per_job
 from balancer.roster import Roster
 
@@ -56,7 +56,7 @@ def _apply(op: tuple[object, ...], backends: list[Backend], clock: Clock) -> Non
         return
     backend = backends[int(op[1])]  # type: ignore[call-overload]
     if kind == "report":
-        backend.on_report(Report(slots=int(op[2]), busy=int(op[3]), accepting=bool(op[4])))  # type: ignore[call-overload]
+        backend.on_report(BackendReport(slots=int(op[2]), busy=int(op[3]), accepting=bool(op[4])))  # type: ignore[call-overload]
     elif kind == "job":
         backend.in_flight = max(0, backend.in_flight + int(op[2]))  # type: ignore[call-overload]
     elif kind == "probe":
@@ -128,7 +128,7 @@ def test_a_pick_is_always_an_available_backend_not_excluded(
 def test_draws_follow_free_slots_over_seconds_per_job() -> None:
     roster, (big, small, slow), _clock = _farm([1.0, 1.0, 1.0])
     for backend, slots, latency in ((big, 8, 0.1), (small, 2, 0.1), (slow, 8, 0.4)):
-        backend.on_report(Report(slots=slots, busy=0))
+        backend.on_report(BackendReport(slots=slots, busy=0))
         backend.on_success()
         backend.on_success()
         for _ in range(5):
@@ -145,7 +145,7 @@ def test_draws_follow_free_slots_over_seconds_per_job() -> None:
 def test_a_hold_that_outlives_a_rebuild_still_ends() -> None:
     roster, backends, clock = _farm([1.0, 1.0])
     for backend in backends:
-        backend.on_report(Report(slots=2, busy=0))
+        backend.on_report(BackendReport(slots=2, busy=0))
         backend.on_success()
         backend.on_success()
     held, other = backends
@@ -178,12 +178,12 @@ def test_the_affinity_pick_equals_the_from_scratch_ring(
     that :func:`balancer.picker.affinity_choice` computes from scratch."""
     roster, backends, clock = _farm(weights)
     for i, backend in enumerate(backends):  # all caching and in rotation, loaded unevenly
-        backend.on_report(Report(slots=4, busy=i % 4, result_cache=True))
+        backend.on_report(BackendReport(slots=4, busy=i % 4, result_cache=True))
         backend.on_success()
         backend.on_success()
     for op in ops:
         if op[0] == "caching":  # a report from a backend that keeps a result cache
-            report = Report(slots=int(op[2]), busy=int(op[3]), result_cache=bool(op[4]))  # type: ignore[call-overload]
+            report = BackendReport(slots=int(op[2]), busy=int(op[3]), result_cache=bool(op[4]))  # type: ignore[call-overload]
             backends[int(op[1])].on_report(report)  # type: ignore[call-overload]
         else:
             _apply(op, backends, clock)
@@ -206,7 +206,7 @@ def test_the_ring_shares_jobs_by_speed_and_a_backend_leaving_moves_little_else()
     cost = {f"b{i}:1": rng.choice([0.5, 1.0, 1.0, 2.0]) for i in range(20)}
     everyone = {name: Backend(BackendSpec.parse(name)) for name in cost}
     for backend in everyone.values():
-        backend.on_report(Report(slots=100, busy=0))
+        backend.on_report(BackendReport(slots=100, busy=0))
 
     def owner(ring: AffinityRing, job: int) -> str:
         chosen = ring.choose(str(job).encode(), everyone, lambda _: True, 1.0, 1000.0)

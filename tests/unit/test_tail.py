@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from balancer.backends import Backend, BackendSpec, Report
+from balancer.backends import Backend, BackendReport, BackendSpec
 from balancer.tail import Running, backup_choice, size_factor, wait_choice
 
 
 def _backend(name: str, latency_s: float, slots: int = 2, busy: int = 0) -> Backend:
     backend = Backend(BackendSpec.parse(f"{name}:1"))
-    backend.on_report(Report(slots=slots, busy=0))
+    backend.on_report(BackendReport(slots=slots, busy=0))
     backend.on_success()
     backend.in_flight = busy
     for _ in range(10):
@@ -113,7 +113,7 @@ def test_no_wait_when_it_gains_too_little_or_is_off() -> None:
 def test_no_wait_for_a_backend_we_have_no_job_on_or_that_is_not_faster() -> None:
     # Full, but with another balancer's jobs: when they end is unknown.
     slow, fast = _backend("slow", 4.0), _backend("fast", 1.0, busy=0)
-    fast.on_report(Report(slots=2, busy=2))
+    fast.on_report(BackendReport(slots=2, busy=2))
     assert wait_choice(slow, [slow, fast], [], {}, 1.0, 1.0, 1.25) is None
     # Our job on a slower backend is no reason to wait.
     slower = _backend("slower", 8.0, busy=2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from balancer.backends import Backend, BackendSpec, Report
+from balancer.backends import Backend, BackendReport, BackendSpec
 from balancer.shared import SharedCounts
 from balancer.workers import merge_metrics, merge_status
 
@@ -44,7 +44,7 @@ def test_a_backend_counts_the_other_workers_and_reserves_only_a_free_slot() -> N
     mine.shared, theirs.shared = shared.slot("h:1"), shared.slot("h:1")
     for backend in (mine, theirs):
         backend.healthy = True
-        backend.on_report(Report(slots=2, busy=0))
+        backend.on_report(BackendReport(slots=2, busy=0))
     shared.become(1)
     assert theirs.reserve() and theirs.reserve()
     shared.become(0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,12 +18,13 @@ from cache import (
     job_digest,
     why_not_cacheable,
 )
-from daemon.access import Network, is_allowed
+from daemon.access import Network
+from daemon.admission import connection_scope
 from daemon.bounds import ConnectionLimits, InflateBudget
 from daemon.gss import Acceptor
 from daemon.judge import Job, Judge, Refused
 from daemon.logged import bounded_argv
-from server.admission import Slots
+from server.admission import SlotHold, admit, turn_away_busy
 from server.runner import RunLimits, run_compile
 from server.sandbox import Sandbox
 from server.stats import ServerStats
@@ -34,20 +34,6 @@ from wire.events import exit_status
 from wire.stream import encode_reply_off_loop, read_request, wait_peer_gone
 
 log = structlog.get_logger("distlb.server.job")
-
-
-class SlotHold:
-    """One admitted job's slot; released once, as soon as the compile is over when its
-    reply fits the reply budget (sending needs no slot, and a balancer may already send
-    the next job), else once the reply is sent."""
-
-    def __init__(self, slots: Slots) -> None:
-        self._slots: Slots | None = slots
-
-    def release(self) -> None:
-        if self._slots is not None:
-            self._slots.release()
-            self._slots = None
 
 
 class ReplyBudget:
@@ -70,7 +56,7 @@ class ReplyBudget:
 
 
 @dataclass(frozen=True)
-class JobContext:
+class ConnectionContext:
     """What every job needs from the server; built once at startup."""
 
     stats: ServerStats
@@ -103,52 +89,30 @@ async def _send(writer: asyncio.StreamWriter, reply: Reply, timeout_s: float) ->
 
 
 async def handle_connection(
-    ctx: JobContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ctx: ConnectionContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
     """Serve one distcc connection. Never raises: every end is counted and logged."""
-    peer = writer.get_extra_info("peername") or ("?", 0)
-    structlog.contextvars.bind_contextvars(job_id=secrets.token_hex(6), client=peer[0])
     stats = ctx.stats
-    stats.counters.connections += 1
-    try:
-        if not is_allowed(peer[0], ctx.allow):
-            stats.counters.rejected_access += 1
-            log.warning("turned_away", reason="address not allowed")
-            return
-        # Authenticate before taking a slot: a peer that cannot authenticate must not
-        # hold compile slots. Handshakes are bounded in time and in number instead.
-        if ctx.acceptor is not None and not await ctx.acceptor.admit(reader, writer):
-            stats.counters.rejected_auth += 1
-            return
-        # A full server turns the client away at once, as distccd does (the real client
-        # then compiles locally); a slot is taken only once the request is read.
-        if stats.slots.free == 0:
-            _turn_away_busy(ctx)
-            return
-        await _serve_job(ctx, reader, writer)
-    except asyncio.CancelledError:
-        # Only shutdown cancels jobs; run_compile has killed the compiler by now.
-        stats.counters.other += 1
-        log.warning("job_cancelled", reason="server shutting down")
-        raise
-    except Exception:
-        stats.counters.other += 1
-        log.exception("job_crashed")
-    finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(1.0):
-                await writer.wait_closed()
-        structlog.contextvars.unbind_contextvars("job_id", "client", "principal")
-
-
-def _turn_away_busy(ctx: JobContext) -> None:
-    ctx.stats.counters.rejected_busy += 1
-    log.info("turned_away", reason="busy", slots=ctx.stats.slots.capacity)
+    async with connection_scope(writer) as address:
+        stats.counters.connections += 1
+        try:
+            refused = await admit(ctx, address, reader, writer)
+            if refused is not None:
+                setattr(stats.counters, refused, getattr(stats.counters, refused) + 1)
+                return
+            await _serve_job(ctx, reader, writer)
+        except asyncio.CancelledError:
+            # Only shutdown cancels jobs; run_compile has killed the compiler by now.
+            stats.counters.other += 1
+            log.warning("job_cancelled", reason="server shutting down")
+            raise
+        except Exception:
+            stats.counters.other += 1
+            log.exception("job_crashed")
 
 
 async def _serve_job(
-    ctx: JobContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ctx: ConnectionContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
     started = time.monotonic()
     stats = ctx.stats
@@ -187,7 +151,8 @@ async def _serve_job(
         if key is not None and await _reply_from_cache(ctx, request, key, writer, started):
             return
         if not stats.slots.try_acquire():
-            _turn_away_busy(ctx)
+            stats.counters.rejected_busy += 1
+            turn_away_busy(ctx)
             return
         slot = SlotHold(stats.slots)
         try:
@@ -199,7 +164,7 @@ async def _serve_job(
         structlog.contextvars.unbind_contextvars("compiler", "input")
 
 
-def _cache_key(ctx: JobContext, request: Request, job: Job) -> str | None:
+def _cache_key(ctx: ConnectionContext, request: Request, job: Job) -> str | None:
     identity = ctx.identities.get(job.compiler)
     if ctx.cache is None or identity is None or why_not_cacheable(request.argv) is not None:
         return None
@@ -207,7 +172,7 @@ def _cache_key(ctx: JobContext, request: Request, job: Job) -> str | None:
 
 
 async def _reply_from_cache(
-    ctx: JobContext,
+    ctx: ConnectionContext,
     request: Request,
     key: str,
     writer: asyncio.StreamWriter,
@@ -240,7 +205,7 @@ async def _reply_from_cache(
 
 
 async def _compile_and_reply(
-    ctx: JobContext,
+    ctx: ConnectionContext,
     request: Request,
     job: Job,
     reader: asyncio.StreamReader,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,7 +14,8 @@ from balancer.attempts import AllFailed
 from balancer.dispatch import Dispatcher
 from balancer.queue import NoCapacity
 from balancer.stats import BalancerStats
-from daemon.access import Network, is_allowed
+from daemon.access import Network
+from daemon.admission import connection_scope, refusal
 from daemon.bounds import InflateBudget
 from daemon.gss import Acceptor
 from daemon.judge import Judge, Refused
@@ -28,7 +28,7 @@ log = structlog.get_logger("distlb.balancer.job")
 
 
 @dataclass(frozen=True)
-class ListenerContext:
+class ConnectionContext:
     stats: BalancerStats
     dispatcher: Dispatcher
     allow: Sequence[Network]
@@ -44,36 +44,26 @@ class ListenerContext:
 
 
 async def handle_connection(
-    ctx: ListenerContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ctx: ConnectionContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
     """Serve one distcc client. Never raises; every end is counted and logged once."""
-    peer = writer.get_extra_info("peername") or ("?", 0)
-    structlog.contextvars.bind_contextvars(job_id=secrets.token_hex(6), client=peer[0])
-    ctx.stats.counters.connections += 1
-    started = time.monotonic()
-    try:
-        if not is_allowed(peer[0], ctx.allow):
-            ctx.stats.counters.rejected_access += 1
-            log.warning("turned_away", reason="address not allowed")
-            return
-        if ctx.acceptor is not None and not await ctx.acceptor.admit(reader, writer):
-            # Refused before anything of the job is read: the real client compiles
-            # locally (or fails, with DISTCC_FALLBACK=0).
-            ctx.stats.counters.rejected_auth += 1
-            return
-        await _serve(ctx, reader, writer, started)
-    except Exception:
-        log.exception("job_crashed")
-    finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(1.0):
-                await writer.wait_closed()
-        structlog.contextvars.unbind_contextvars("job_id", "client", "principal")
+    async with connection_scope(writer) as address:
+        ctx.stats.counters.connections += 1
+        started = time.monotonic()
+        try:
+            refused = await refusal(address, ctx.allow, ctx.acceptor, reader, writer)
+            if refused is not None:
+                # Nothing of the job is read: the real client compiles locally (or
+                # fails, with DISTCC_FALLBACK=0).
+                setattr(ctx.stats.counters, refused, getattr(ctx.stats.counters, refused) + 1)
+                return
+            await _serve(ctx, reader, writer, started)
+        except Exception:
+            log.exception("job_crashed")
 
 
 async def _serve(
-    ctx: ListenerContext,
+    ctx: ConnectionContext,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     started: float,
@@ -169,7 +159,7 @@ async def _serve(
 
 
 async def _refuse(
-    ctx: ListenerContext,
+    ctx: ConnectionContext,
     writer: asyncio.StreamWriter,
     request: Request,
     refused: Refused,

@@ -1,0 +1,51 @@
+"""The start and end every connection of either daemon shares: a job id and the
+client's address on every log line, the address allowlist, then (with ``--auth``) the
+GSSAPI handshake before anything of the job is read; and, however the connection
+ends, the socket closed (waiting at most a second) and the log context dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Sequence
+
+import structlog
+
+from daemon.access import Network, is_allowed
+from daemon.gss import Acceptor
+
+log = structlog.get_logger("distlb.admission")
+
+
+@contextlib.asynccontextmanager
+async def connection_scope(writer: asyncio.StreamWriter) -> AsyncIterator[str]:
+    """Around serving one connection: yields the client's address."""
+    peer = writer.get_extra_info("peername") or ("?", 0)
+    structlog.contextvars.bind_contextvars(job_id=secrets.token_hex(6), client=peer[0])
+    try:
+        yield str(peer[0])
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                await writer.wait_closed()
+        structlog.contextvars.unbind_contextvars("job_id", "client", "principal")
+
+
+async def refusal(
+    address: str,
+    allow: Sequence[Network],
+    acceptor: Acceptor | None,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> str | None:
+    """Why this client may not go on (``rejected_access``, ``rejected_auth``: the counter
+    to count it under), or None. Authentication comes before any slot is taken: a peer
+    that cannot authenticate holds none (handshakes are bounded in time and number)."""
+    if not is_allowed(address, allow):
+        log.warning("turned_away", reason="address not allowed")
+        return "rejected_access"
+    if acceptor is not None and not await acceptor.admit(reader, writer):
+        return "rejected_auth"
+    return None

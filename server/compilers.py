@@ -1,0 +1,96 @@
+"""Which compilers this server runs: the allowlisted names found on PATH (never
+distcc's masquerade directory), each name's target-prefixed aliases that are the same
+binary, and each one's identity (its ``--version`` line and the digest of the binary)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+
+from daemon.config import ConfigError
+
+MASQUERADE_DIR = "/usr/lib/distcc"
+DEFAULT_COMPILER_NAMES = ("gcc", "g++", "cc", "c++", "clang", "clang++")
+
+
+def search_path() -> str:
+    """PATH without distcc's masquerade dir: there, gcc would be distcc itself."""
+    parts = os.environ.get("PATH", os.defpath).split(os.pathsep)
+    return os.pathsep.join(p for p in parts if os.path.realpath(p) != MASQUERADE_DIR)
+
+
+def default_compiler_names() -> list[str]:
+    names = list(DEFAULT_COMPILER_NAMES)
+    with contextlib.suppress(OSError):
+        names += sorted(os.listdir(MASQUERADE_DIR))
+    return list(dict.fromkeys(names))
+
+
+def resolve_compilers(names: list[str], explicit: bool) -> dict[str, str]:
+    """Map each allowlisted name to the binary that runs for it.
+
+    Names given explicitly must exist; defaults that are not installed are skipped. An
+    explicit name also admits its target-prefixed aliases (``x86_64-linux-gnu-gcc`` for
+    ``gcc``) that are the very same binary: Debian's client rewrites ``gcc`` to that
+    name before sending, so ``--compiler gcc`` alone would refuse every gcc job.
+    """
+    path = search_path()
+    resolved: dict[str, str] = {}
+    for name in names:
+        found = shutil.which(name, path=path)
+        if found is None or os.path.basename(os.path.realpath(found)) == "distcc":
+            if explicit:
+                raise ConfigError(f"--compiler {name!r} is not on PATH")
+            continue
+        resolved[name] = os.path.abspath(found)
+        if explicit:
+            for alias, binary in same_binary_aliases(name, found, path).items():
+                resolved.setdefault(alias, binary)
+    if not resolved:
+        raise ConfigError("no allowed compiler is installed")
+    return resolved
+
+
+def same_binary_aliases(name: str, found: str, path: str) -> dict[str, str]:
+    """``TARGET-name`` on ``path`` that resolve to the same file as ``found``."""
+    target = os.path.realpath(found)
+    aliases: dict[str, str] = {}
+    for directory in path.split(os.pathsep):
+        with contextlib.suppress(OSError):
+            for entry in os.listdir(directory or "."):
+                alias = os.path.join(directory, entry)
+                if (
+                    entry.endswith(f"-{name}")
+                    and entry.count("-") >= 2  # a GNU target triplet, not e.g. "c99-gcc"
+                    and entry not in aliases
+                    and os.path.realpath(alias) == target
+                ):
+                    aliases[entry] = os.path.abspath(alias)
+    return aliases
+
+
+def compiler_identities(
+    compilers: dict[str, str], versions: dict[str, str]
+) -> dict[str, dict[str, str]]:
+    """Each compiler's path, first line of ``--version`` (as the sandbox check read it)
+    and the digest of the binary it runs (its identity for the result cache)."""
+    digests: dict[str, str] = {}
+    found = {}
+    for name, path in compilers.items():
+        real = os.path.realpath(path)
+        if real not in digests:
+            digests[real] = file_digest(real)
+        found[name] = {"path": path, "version": versions.get(name, "unknown"),
+                       "digest": digests[real]}  # fmt: skip
+    return found
+
+
+def file_digest(path: str) -> str:
+    """sha256 of the binary a compiler name runs (its identity for the result cache)."""
+    try:
+        with open(os.path.realpath(path), "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return "unknown"
