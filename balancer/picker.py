@@ -82,7 +82,9 @@ class AffinityRing:
         """The ring of the backends named in ``cost`` (their seconds per job)."""
         if not cost:
             return cls([])
-        speeds = {name: 1 / seconds for name, seconds in cost.items()}
+        # In name order: the mean is then the same float however ``cost`` was built (a
+        # count at a .5 would round either way).
+        speeds = {name: 1 / cost[name] for name in sorted(cost)}
         mean = sum(speeds.values()) / len(speeds)
         return cls([
             (key, name)
