@@ -15,7 +15,7 @@ from cache import MemoryStore, RedisStore, ResultCache, Store
 from client.initiator import Initiator
 from daemon.access import parse_networks
 from daemon.bounds import BoundsConfig, add_bounds_flags
-from daemon.config import ConfigError, load_config
+from daemon.config import ConfigError, fill_defaults, load_config, settings_from
 from daemon.gss import AcceptorConfig, add_acceptor_flags
 from daemon.judge_config import JudgeConfig, add_judge_flags
 
@@ -112,33 +112,10 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
             raise ConfigError(f"--allow: {exc}") from exc
 
     def pool_settings(self) -> PoolSettings:
-        return PoolSettings(
-            self.poll_interval,
-            self.probe_interval,
-            self.probe_timeout,
-            self.rise,
-            self.fall,
-            self.probe_compiler,
-            self.fast_poll_interval,
-            self.report_wait,
-            self.idle_probe_interval,
-        )
+        return settings_from(self, PoolSettings)
 
     def dispatch_settings(self) -> DispatchSettings:
-        return DispatchSettings(
-            queue_timeout_s=self.queue_timeout,
-            max_attempts=self.max_attempts,
-            hedge_after_s=self.hedge_after,
-            hedge_min_s=self.hedge_min,
-            tail_hedge=self.tail_hedge,
-            wait_for_faster=self.wait_for_faster,
-            connect_timeout_s=self.connect_timeout,
-            backend_idle_timeout_s=self.backend_idle_timeout,
-            attempt_timeout_s=self.attempt_timeout,
-            attempt_deadline_factor=self.attempt_deadline_factor,
-            attempt_deadline_min_s=self.attempt_deadline_min,
-            max_hedges=self.max_hedges,
-        )
+        return settings_from(self, DispatchSettings)
 
     def result_cache(self) -> ResultCache | None:
         stores: list[Store] = []
@@ -195,19 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     p.add_argument("--config", metavar="FILE", help="TOML file with the same keys as the flags")
-    p.add_argument("--listen", metavar="ADDR", help="address to listen on (default 0.0.0.0)")
-    p.add_argument("--port", type=int, help="distcc port (default 3632; 0 picks one)")
+    p.add_argument("--listen", metavar="ADDR", help="address to listen on (default {default})")
+    p.add_argument("--port", type=int, help="distcc port (default {default}; 0 picks one)")
     p.add_argument(
         "--admin-port",
         type=int,
-        help="HTTP: / dashboard, /status, /metrics, /healthz (default 3634)",
+        help="HTTP: / dashboard, /status, /metrics, /healthz (default {default})",
     )
     p.add_argument(
         "--workers",
         type=int,
         metavar="N",
         help="processes serving the distcc port together (SO_REUSEPORT), sharing what "
-        "they hold on each backend; the first serves the admin port for all (default 1)",
+        "they hold on each backend; the first serves the admin port for all (default {default})",
     )
     p.add_argument(
         "--backend",
@@ -222,42 +199,43 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CIDR",
         help="client networks allowed (repeatable; default loopback only)",
     )
-    p.add_argument("--poll-interval", type=float, metavar="S", help="report polling (0.5)")
+    p.add_argument("--poll-interval", type=float, metavar="S", help="report polling ({default})")
     p.add_argument(
         "--fast-poll-interval",
         type=float,
         metavar="S",
-        help="report polling while jobs wait for a slot (0.1)",
+        help="report polling while jobs wait for a slot ({default})",
     )
-    p.add_argument("--probe-interval", type=float, metavar="S", help="health probes (1.0)")
+    p.add_argument("--probe-interval", type=float, metavar="S", help="health probes ({default})")
     p.add_argument(
         "--idle-probe-interval",
         type=float,
         metavar="S",
-        help="health probes of a backend whose reports keep coming (30; finished jobs count)",
+        help="health probes of a backend whose reports keep coming "
+        "({default}; finished jobs count)",
     )
     p.add_argument(
         "--report-wait",
         type=float,
         metavar="S",
         help="how long a distlb server may hold a report request while nothing changes "
-        "(a long poll; 5; 0: poll every --poll-interval)",
+        "(a long poll; {default}; 0: poll every --poll-interval)",
     )
-    p.add_argument("--probe-timeout", type=float, metavar="S", help="probe deadline (1.0)")
-    p.add_argument("--probe-compiler", metavar="NAME", help="compiler probes ask for (gcc)")
-    p.add_argument("--rise", type=int, help="good probes to come back into rotation (2)")
-    p.add_argument("--fall", type=int, help="failures to leave rotation (2)")
+    p.add_argument("--probe-timeout", type=float, metavar="S", help="probe deadline ({default})")
+    p.add_argument("--probe-compiler", metavar="NAME", help="compiler probes ask for ({default})")
+    p.add_argument("--rise", type=int, help="good probes to come back into rotation ({default})")
+    p.add_argument("--fall", type=int, help="failures to leave rotation ({default})")
     p.add_argument(
         "--queue-timeout",
         type=float,
         metavar="S",
-        help="wait this long for a free slot, then turn the client away (10; at once "
+        help="wait this long for a free slot, then turn the client away ({default}; at once "
         "when every backend is out of rotation after a failed check)",
     )
     p.add_argument(
         "--max-attempts",
         type=int,
-        help="backends that may fail one job (3; a turn-away is no failure)",
+        help="backends that may fail one job ({default}; a turn-away is no failure)",
     )
     p.add_argument(
         "--hedge-after",
@@ -266,70 +244,76 @@ def build_parser() -> argparse.ArgumentParser:
         help="send a late job to a second backend after S "
         "(default: max(--hedge-min, 3 x the backend's p95))",
     )
-    p.add_argument("--hedge-min", type=float, metavar="S", help="smallest automatic hedge (5)")
+    p.add_argument(
+        "--hedge-min", type=float, metavar="S", help="smallest automatic hedge ({default})"
+    )
     p.add_argument(
         "--tail-hedge",
         type=float,
         metavar="X",
         help="while no job waits for a slot, also send a running job to a free backend "
-        "that would finish it X times sooner (2.0; 0: off)",
+        "that would finish it X times sooner ({default}; 0: off)",
     )
     p.add_argument(
         "--wait-for-faster",
         type=float,
         metavar="X",
         help="a big job waits for one of our jobs on a faster backend to end, rather than "
-        "start on a slower free one, when it would finish X times sooner there (1.25; 0: off)",
+        "start on a slower free one, when it would finish X times sooner there ({default}; 0: off)",
     )
-    p.add_argument("--connect-timeout", type=float, metavar="S", help="to a backend (1.0)")
+    p.add_argument("--connect-timeout", type=float, metavar="S", help="to a backend ({default})")
     p.add_argument(
         "--backend-idle-timeout",
         type=float,
         metavar="S",
         help="sending a job, or receiving its reply once begun, may take this long plus a "
-        "second per MiB; a backend that hangs or trickles mid-transfer fails that attempt (10)",
+        "second per MiB; a backend that hangs or trickles mid-transfer fails that "
+        "attempt ({default})",
     )
     p.add_argument(
         "--attempt-timeout",
         type=float,
         metavar="S",
-        help="longest wait for one backend's reply (1500: beyond a server's job lifetime)",
+        help="longest wait for one backend's reply ({default}: beyond a server's job lifetime)",
     )
     p.add_argument(
         "--attempt-deadline-factor",
         type=float,
         metavar="K",
         help="an attempt on a backend with a latency history fails after K times its p99, "
-        "scaled by the job's size, and never sooner than --attempt-deadline-min (20)",
+        "scaled by the job's size, and never sooner than --attempt-deadline-min ({default})",
     )
-    p.add_argument("--attempt-deadline-min", type=float, metavar="S", help="see above (60)")
+    p.add_argument("--attempt-deadline-min", type=float, metavar="S", help="see above ({default})")
     p.add_argument(
         "--max-hedges",
         type=int,
         metavar="N",
-        help="late and tail hedges per job (2); a job whose backends left rotation is sent "
+        help="late and tail hedges per job ({default}); a job whose backends left rotation is sent "
         "elsewhere at once, within --max-attempts",
     )
     p.add_argument(
         "--io-timeout",
         type=float,
         metavar="S",
-        help="longest wait for the next byte of a request (60)",
+        help="longest wait for the next byte of a request ({default})",
     )
     p.add_argument(
         "--request-timeout",
         type=float,
         metavar="S",
-        help="longest time to receive a whole request (120)",
+        help="longest time to receive a whole request ({default})",
     )
     p.add_argument(
-        "--max-source-mb", type=int, metavar="MB", help="largest preprocessed source accepted (256)"
+        "--max-source-mb",
+        type=int,
+        metavar="MB",
+        help="largest preprocessed source accepted ({default})",
     )
     p.add_argument(
         "--shutdown-grace",
         type=float,
         metavar="S",
-        help="on SIGTERM, how long jobs in flight may finish (30)",
+        help="on SIGTERM, how long jobs in flight may finish ({default})",
     )
     p.add_argument(
         "--cache-redis",
@@ -340,14 +324,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-memory-mb",
         type=int,
         metavar="MB",
-        help="a local in-memory cache in front of Redis (default 0: off)",
+        help="a local in-memory cache in front of Redis (default {default}: off)",
     )
-    p.add_argument("--cache-ttl", type=int, metavar="S", help="Redis entries expire (7 days)")
+    p.add_argument(
+        "--cache-ttl",
+        type=int,
+        metavar="S",
+        help="seconds until Redis entries expire ({default}: 7 days)",
+    )
     p.add_argument(
         "--cache-timeout",
         type=float,
         metavar="S",
-        help="longest wait for Redis before the cache is bypassed (0.25)",
+        help="longest wait for Redis before the cache is bypassed ({default})",
     )
     p.add_argument("--log-format", choices=["json", "console", "auto"])
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -363,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backend-service",
         metavar="NAME",
-        help="service of the backends' principals, service@host as DISTCC_PRINCIPAL (host)",
+        help="service of the backends' principals, service@host as DISTCC_PRINCIPAL ({default})",
     )
     p.add_argument(
         "--client-keytab",
@@ -376,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="which principal of --client-keytab to use (default: its first)",
     )
+    fill_defaults(p, BalancerConfig)
     return p
 
 

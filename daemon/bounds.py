@@ -37,22 +37,20 @@ def add_bounds_flags(parser: argparse.ArgumentParser) -> None:
         "--max-connections",
         type=int,
         metavar="N",
-        help=f"client connections open at once; more are closed (default {DEFAULT_MAX_CONNECTIONS},"
+        help="client connections open at once; more are closed (default {default},"
         " and never more than the file descriptors allow)",
     )
     parser.add_argument(
         "--max-connections-per-address",
         type=int,
         metavar="N",
-        help="client connections open at once from one address "
-        f"(default {DEFAULT_MAX_CONNECTIONS_PER_ADDRESS})",
+        help="client connections open at once from one address (default {default})",
     )
     parser.add_argument(
         "--max-inflating-mb",
         type=int,
         metavar="MB",
-        help="bytes LZO sources may inflate to at once; more wait their turn "
-        f"(default {DEFAULT_MAX_INFLATING_MB})",
+        help="bytes LZO sources may inflate to at once; more wait their turn (default {default})",
     )
 
 

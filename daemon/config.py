@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import tomllib
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from types import UnionType
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -71,3 +71,70 @@ def read_toml(path: str, known: set[str]) -> dict[str, Any]:
             raise ConfigError(f"{path}: unknown key {key!r}")
         values[name] = value
     return values
+
+
+DEFAULT = "{default}"
+"""Written in a flag's help where its default goes: :func:`fill_defaults` puts the
+config field's default there, so a default is written once, on the dataclass."""
+
+
+def shown_default(value: object) -> str:
+    """A default as help texts and the README show it (``30.0`` as ``30``)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return " ".join(str(v) for v in value) or "none"
+    return "none" if value is None else str(value)
+
+
+def config_defaults(config_type: type) -> dict[str, object]:
+    """Each field of a config dataclass and its default."""
+    values: dict[str, object] = {}
+    for f in fields(config_type):
+        if f.default is not MISSING:
+            values[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            values[f.name] = f.default_factory()
+    return values
+
+
+def fill_defaults(parser: argparse.ArgumentParser, config_type: type) -> None:
+    """Complete ``parser`` from ``config_type``: each flag's help gets its field's
+    default where it says :data:`DEFAULT`, and a flag given no type gets its field's
+    (int or float). Raises :class:`ConfigError` for a flag that names no field.
+    (A default that depends on the machine, as the CPU count, is said in words.)"""
+    defaults = config_defaults(config_type)
+    hints = get_type_hints(config_type)
+    for action in parser._actions:  # (argparse has no public list of its actions)
+        if not action.option_strings or action.dest in ("help", "config"):
+            continue
+        if action.dest not in defaults:
+            raise ConfigError(f"{action.option_strings[0]} sets no field of {config_type.__name__}")
+        hint = hints[action.dest]
+        if action.type is None and hint in (int, float) and action.nargs != 0:
+            action.type = hint
+        if action.help and DEFAULT in action.help:
+            action.help = action.help.replace(DEFAULT, shown_default(defaults[action.dest]))
+
+
+def setting_source(config_type: type, name: str) -> str:
+    """The config field a settings object's field ``name`` comes from: the same name,
+    or without its unit (``queue_timeout_s`` from ``queue_timeout``)."""
+    names = {f.name for f in fields(config_type)}
+    if name in names:
+        return name
+    if name.endswith("_s") and name[:-2] in names:
+        return name[:-2]
+    raise ConfigError(f"{config_type.__name__} has no setting for {name!r}")
+
+
+def settings_from(config: Any, settings_type: type[T]) -> T:
+    """A settings object (a dataclass) built from ``config`` field by field, by name
+    (:func:`setting_source`), never by position."""
+    values = {
+        f.name: getattr(config, setting_source(type(config), f.name))
+        for f in fields(settings_type)  # type: ignore[arg-type]
+    }
+    return settings_type(**values)

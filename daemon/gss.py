@@ -213,13 +213,13 @@ def add_acceptor_flags(parser: argparse.ArgumentParser, role: str) -> None:
         "--auth-timeout",
         type=float,
         metavar="S",
-        help=f"longest handshake (default {DEFAULT_HANDSHAKE_TIMEOUT_S:g})",
+        help="longest handshake (default {default})",
     )
     parser.add_argument(
         "--max-handshakes",
         type=int,
         metavar="N",
-        help=f"handshakes in progress at once; more are closed (default {DEFAULT_MAX_HANDSHAKES})",
+        help="handshakes in progress at once; more are closed (default {default})",
     )
     parser.add_argument(
         "--max-handshakes-per-address",

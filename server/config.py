@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from daemon.access import parse_networks
 from daemon.bounds import BoundsConfig, add_bounds_flags
-from daemon.config import ConfigError, load_config
+from daemon.config import ConfigError, fill_defaults, load_config
 from daemon.gss import AcceptorConfig, add_acceptor_flags
 from daemon.judge import FORBIDDEN_COMPILER_NAMES
 from daemon.judge_config import JudgeConfig, add_judge_flags
@@ -124,16 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     p.add_argument("--config", metavar="FILE", help="TOML file with the same keys as the flags")
-    p.add_argument("--listen", metavar="ADDR", help="address to listen on (default 0.0.0.0)")
-    p.add_argument("--port", type=int, help="distcc port (default 3632; 0 picks one)")
-    p.add_argument("--stats-port", type=int, help="HTTP status port (default 3633; 0 picks one)")
+    p.add_argument("--listen", metavar="ADDR", help="address to listen on (default {default})")
+    p.add_argument("--port", type=int, help="distcc port (default {default}; 0 picks one)")
+    p.add_argument(
+        "--stats-port", type=int, help="HTTP status port (default {default}; 0 picks one)"
+    )
     p.add_argument("--agent-port", type=int, help="HAProxy agent-check port (default: off)")
     p.add_argument("--jobs", "-j", type=int, help="job slots (default: CPU count)")
     p.add_argument(
         "--job-lifetime",
         type=float,
         metavar="SECONDS",
-        help="kill a compile that runs longer (default 1200)",
+        help="kill a compile that runs longer (default {default})",
     )
     p.add_argument(
         "--allow",
@@ -160,42 +162,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--tmp-dir", metavar="DIR", help="where job temp dirs go (default $TMPDIR)")
-    p.add_argument("--nice", type=int, help="niceness added to compilers (default 5)")
+    p.add_argument("--nice", type=int, help="niceness added to compilers (default {default})")
     p.add_argument(
         "--io-timeout",
         type=float,
         metavar="SECONDS",
-        help="longest wait for the next byte from a client (default 60)",
+        help="longest wait for the next byte from a client (default {default})",
     )
     p.add_argument(
         "--request-timeout",
         type=float,
         metavar="SECONDS",
-        help="longest time to receive a whole request (default 120)",
+        help="longest time to receive a whole request (default {default})",
     )
     p.add_argument(
         "--kill-grace",
         type=float,
         metavar="SECONDS",
-        help="SIGTERM to SIGKILL delay when killing a compile (default 0.5)",
+        help="SIGTERM to SIGKILL delay when killing a compile (default {default})",
     )
     p.add_argument(
         "--shutdown-grace",
         type=float,
         metavar="SECONDS",
-        help="on SIGTERM, how long running jobs may finish (default 30)",
+        help="on SIGTERM, how long running jobs may finish (default {default})",
     )
     p.add_argument(
         "--max-source-mb",
         type=int,
         metavar="MB",
-        help="largest preprocessed source accepted (default 256)",
+        help="largest preprocessed source accepted (default {default})",
     )
     p.add_argument(
         "--cache-dir", metavar="DIR", help="keep a local disk cache of results here (default: off)"
     )
     p.add_argument(
-        "--cache-size", type=int, metavar="MB", help="bound of the disk cache (default 1024)"
+        "--cache-size", type=int, metavar="MB", help="bound of the disk cache (default {default})"
     )
     add_acceptor_flags(p, "compile")
     add_judge_flags(p)
@@ -206,8 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="MB",
         help="replies held for slow readers after their compile; past it a job keeps its "
-        "slot until its reply is sent (default 1024)",
+        "slot until its reply is sent (default {default})",
     )
+    fill_defaults(p, ServerConfig)
     return p
 
 
@@ -216,7 +219,7 @@ def add_sandbox_flags(p: argparse.ArgumentParser) -> None:
         "--sandbox",
         choices=["bwrap", "none"],
         help="run each compile under bubblewrap: only the toolchain (read-only) and the "
-        "job's directory, no network, its own pids and uid (default bwrap; the server "
+        "job's directory, no network, its own pids and uid (default {default}; the server "
         "checks at start that it works). none: a warning at start, and /status says so",
     )
     p.add_argument(
@@ -229,16 +232,22 @@ def add_sandbox_flags(p: argparse.ArgumentParser) -> None:
         "--job-memory-mb",
         type=int,
         metavar="MB",
-        help="address space a job may use (RLIMIT_AS; default 4096; 0: unbounded)",
+        help="address space a job may use (RLIMIT_AS; default {default}; 0: unbounded)",
     )
     p.add_argument(
-        "--job-file-mb", type=int, metavar="MB", help="largest file a job may write (default 1024)"
+        "--job-file-mb",
+        type=int,
+        metavar="MB",
+        help="largest file a job may write (default {default})",
     )
     p.add_argument(
-        "--job-processes", type=int, metavar="N", help="processes a job may run (default 64)"
+        "--job-processes", type=int, metavar="N", help="processes a job may run (default {default})"
     )
     p.add_argument(
-        "--job-open-files", type=int, metavar="N", help="files a job may hold open (default 1024)"
+        "--job-open-files",
+        type=int,
+        metavar="N",
+        help="files a job may hold open (default {default})",
     )
     p.add_argument(
         "--status-allow",
