@@ -45,22 +45,26 @@ class SlotTaker:
         affinity: bytes | None,
         big: bool,
         factor: float = 1.0,
+        barred: frozenset[str] | set[str] = frozenset(),
     ) -> Backend:
         """A backend with a free slot, waiting for one at most ``waiting.left_s`` in all
         (balancer/queue.py). A big job may also hold back, within what it gains, for a
         faster backend to come free (:func:`balancer.tail.wait_choice`); that does not
         spend the budget."""
 
+        everything = set(exclude) | set(barred)
+
         def pick() -> Backend | None:
-            backend = self.pick(exclude, affinity, big)
+            backend = self.pick(everything, affinity, big)
             if backend is None and exclude:
                 # Everything else is full or down: a backend that failed this job
-                # once may still be the only one that can take it.
-                backend = self.pick(set(), affinity, big)
+                # once may still be the only one that can take it (never one that
+                # lacks its compiler).
+                backend = self.pick(set(barred), affinity, big)
             return backend
 
         def hold(chosen: Backend, token: object) -> tuple[Backend, float, float] | None:
-            return self.faster_soon(chosen, big, factor, exclude, token)
+            return self.faster_soon(chosen, big, factor, everything, token)
 
         def on_hold(target: Backend, instead_of: Backend) -> None:
             self.pool.want_changes(HOLD_WANTS_CHANGES_S)

@@ -10,6 +10,7 @@ probes bring it back.
 
 from __future__ import annotations
 
+import re
 import time
 from bisect import bisect_left, insort
 from collections import deque
@@ -62,6 +63,9 @@ class SortedWindow:
         return list(self._recent)
 
 
+_COMPILER_NAME = re.compile(r"[A-Za-z0-9_.+-]{1,100}")
+
+
 class SpecError(ValueError):
     """A --backend SPEC that cannot be understood."""
 
@@ -80,6 +84,9 @@ class BackendSpec:
     auth: Initiator | None = None
     """Authenticate to it (distcc's host option ``auth``, ``auth=NAME`` naming the host
     whose ``service@NAME`` principal to ask for instead of the reverse-DNS name)."""
+    compilers: frozenset[str] | None = None
+    """The compiler names it runs (``compilers=gcc:g++``), for a backend whose report
+    does not say (distccd); None: as its report says, or any for distccd."""
     name: str = field(init=False, compare=False, repr=False, default="")
     """``HOST:PORT``."""
 
@@ -102,7 +109,7 @@ class BackendSpec:
                     raise SpecError(f"{text!r}: auth= needs a host name")
                 auth = Initiator(server_name=value or None)
                 continue
-            if not eq or key not in ("status", "kind", "weight", "slots"):
+            if not eq or key not in ("status", "kind", "weight", "slots", "compilers"):
                 raise SpecError(f"{text!r}: unknown option {option!r}")
             values[key] = value
         try:
@@ -121,7 +128,13 @@ class BackendSpec:
             raise SpecError(f"{text!r}: weight and slots must be positive")
         if kind == "distlb" and status_port is None:
             status_port = port + 1  # distlb-server's default stats port is its port + 1
-        return cls(host, port, status_port, kind, weight, slots, auth)  # type: ignore[arg-type]
+        compilers = None
+        if "compilers" in values:
+            # (":" between names: "," already separates a spec's options)
+            compilers = frozenset(n for n in values["compilers"].split(":") if n)
+            if not compilers or not all(_COMPILER_NAME.fullmatch(n) for n in compilers):
+                raise SpecError(f"{text!r}: compilers=NAME[:NAME...] takes bare names")
+        return cls(host, port, status_port, kind, weight, slots, auth, compilers)  # type: ignore[arg-type]
 
 
 class Shared(Protocol):
@@ -147,6 +160,8 @@ class BackendReport:
     """The backend keeps its own result cache: repeats of a job should go back to it."""
     change: str = ""
     """The report's change token (distlb servers): the next report is asked for with it."""
+    compilers: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Every compiler name it runs: (its version line, the binary's digest or "")."""
 
 
 @dataclass

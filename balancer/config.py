@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from balancer.attempts import DispatchSettings
 from balancer.backends import BackendSpec, SpecError
+from balancer.compilers import IDENTITY_MODES, CompilerRouting
 from balancer.pool import PoolSettings
 from cache import MemoryStore, RedisStore, ResultCache, Store
 from client.initiator import Initiator
@@ -66,6 +67,8 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
     max_source_mb: int = 256
     shutdown_grace: float = 30.0
     workers: int = 1
+    compiler_identity: str = "majority"
+    pin_compiler: list[str] = field(default_factory=list)
     cache_redis: str | None = None
     cache_memory_mb: int = 0
     cache_ttl: int = 7 * 86400
@@ -110,6 +113,20 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
             return parse_networks(self.allow)
         except ValueError as exc:
             raise ConfigError(f"--allow: {exc}") from exc
+
+    def routing(self) -> CompilerRouting:
+        """Which backends each compiler name may go to (balancer/compilers.py)."""
+        if self.compiler_identity not in IDENTITY_MODES:
+            raise ConfigError(f"--compiler-identity must be one of {', '.join(IDENTITY_MODES)}")
+        pins: dict[str, str] = {}
+        for pin in self.pin_compiler:
+            name, eq, identity = pin.partition("=")
+            if not eq or not name or not identity:
+                raise ConfigError(f"--pin-compiler {pin!r}: expected NAME=VERSION-or-DIGEST")
+            pins[name] = identity
+        if pins and self.compiler_identity != "pinned":
+            raise ConfigError("--pin-compiler needs --compiler-identity pinned")
+        return CompilerRouting(self.compiler_identity, pins)  # type: ignore[arg-type]
 
     def pool_settings(self) -> PoolSettings:
         return settings_from(self, PoolSettings)
@@ -156,6 +173,7 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
             raise ConfigError("--tail-hedge must be 0 (off) or at least 1")
         if 0 < self.wait_for_faster < 1 or self.wait_for_faster < 0:
             raise ConfigError("--wait-for-faster must be 0 (off) or at least 1")
+        self.routing()
         if not 1 <= self.workers <= MAX_WORKERS:
             raise ConfigError(f"--workers must be 1 to {MAX_WORKERS}")
         if self.log_format not in ("auto", "json", "console"):
@@ -178,6 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin-port",
         type=int,
         help="HTTP: / dashboard, /status, /metrics, /healthz (default {default})",
+    )
+    p.add_argument(
+        "--compiler-identity",
+        choices=IDENTITY_MODES,
+        help="for each compiler name, send jobs only to the backends that run the same "
+        "version: majority (the version with the most slots), pinned (--pin-compiler), "
+        "or any (default {default})",
+    )
+    p.add_argument(
+        "--pin-compiler",
+        action="append",
+        metavar="NAME=VERSION",
+        help="with --compiler-identity pinned: jobs for NAME go only to backends whose "
+        "NAME's version line holds VERSION, or whose binary's digest starts with it "
+        "(repeatable)",
     )
     p.add_argument(
         "--workers",

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from balancer.attempts import AllFailed
+from balancer.compilers import NoCompiler
 from balancer.dispatch import Dispatcher
 from balancer.queue import NoCapacity
 from balancer.stats import BalancerStats
@@ -118,9 +119,13 @@ async def _serve(
         return
     try:
         outcome = job.result()
-    except (NoCapacity, AllFailed) as exc:
+    except (NoCapacity, AllFailed, NoCompiler) as exc:
         # Closing without a reply makes the real client compile locally.
-        name = "turned_away" if isinstance(exc, NoCapacity) else "failed"
+        name = (
+            "turned_away" if isinstance(exc, NoCapacity)
+            else "no_compiler" if isinstance(exc, NoCompiler)
+            else "failed"
+        )  # fmt: skip
         stats.job_finished(name, time.monotonic() - started)
         log.warning(
             "job_done",

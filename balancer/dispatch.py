@@ -27,6 +27,7 @@ from balancer.attempts import (
     JobAttempts,
 )
 from balancer.backends import Backend, SortedWindow
+from balancer.compilers import CompilerMissing, NoCompiler
 from balancer.hedge import TailWatcher, hedge_delay, next_hedge
 from balancer.pool import Pool
 from balancer.queue import NoCapacity, Waiting
@@ -152,6 +153,10 @@ class Dispatcher:
         waiting = self.pool.queue.waiting(self.settings.queue_timeout_s)
         big, factor = self.size_hints(len(request.source))
         job = JobAttempts(request, big, factor, affinity)
+        route = self.pool.routing.route(self.pool.backends.values(), request.argv[0])
+        if not route.offered:
+            raise NoCompiler(request.argv[0])
+        job.barred = set(route.exclude)
         # Attempts that a backend failed or that were hedges are bounded by count; a
         # busy backend's turn-away is not a failure but a wait, bounded by the queue
         # timeout, and by a generous count for safety.
@@ -224,10 +229,12 @@ class Dispatcher:
         """Start what the job needs now; returns a task acquiring a backend (when it
         must wait for one) and whether it waits for the pool to change (a hedge that
         found no free backend yet)."""
-        exclude = job.failed | {a.backend.name for a in job.running}
+        exclude = job.failed | job.barred | {a.backend.name for a in job.running}
         if not job.running:
             return asyncio.create_task(
-                self.slots.acquire(job.failed, waiting, job.affinity, job.big, job.factor)
+                self.slots.acquire(
+                    job.failed, waiting, job.affinity, job.big, job.factor, job.barred
+                )
             ), False
         if job.sends >= max_sends:
             return None, False
@@ -347,6 +354,11 @@ class Dispatcher:
                 return attempt.task.result()
             name = attempt.backend.name
             job.last_error = f"{name}: {exc}"
+            if isinstance(exc, CompilerMissing):
+                job.barred.add(name)  # (its report was stale: not the job's failure)
+                job.end(attempt, "no_compiler")
+                log.info("attempt_no_compiler", backend=name, compiler=job.request.argv[0])
+                continue
             if isinstance(exc, TurnedAway):
                 job.end(attempt, "turned_away")
                 if attempt.kind in ("late", "tail"):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from balancer.backends import Backend, BackendReport, BackendSpec
+from balancer.compilers import version_in_object
 from cache.keys import CompilerIdentity
 from client import ClientError, TurnedAway, compile_remote
 from client.prober import probe_request
@@ -52,9 +53,14 @@ async def fetch_backend_report(
         for name, info in report.compilers.items()
         if info.get("digest") and info.get("digest") != "unknown"
     }
+    compilers = {
+        name: (str(info.get("version", "")), str(info.get("digest", "")))
+        for name, info in report.compilers.items()
+    }
     return BackendReport(
-        report.slots, report.busy, report.accepting, identities, report.result_cache, report.change
-    )
+        report.slots, report.busy, report.accepting, identities, report.result_cache,
+        report.change, compilers,
+    )  # fmt: skip
 
 
 def mark(pool: Pool, backend: Backend, ok: bool, reason: str = "") -> None:
@@ -66,6 +72,7 @@ def mark(pool: Pool, backend: Backend, ok: bool, reason: str = "") -> None:
     else:
         backend.on_failure(reason)
     if backend.healthy != was:
+        pool.routing.changed()  # (the majority identity counts slots in rotation)
         emit = log.info if backend.healthy else log.warning
         emit(
             "backend_state",
@@ -121,7 +128,10 @@ async def poll_loop(pool: Pool, backend: Backend) -> None:
             mark(pool, backend, False, str(exc))
         else:
             backend.reports_ok = True
+            before = backend.report
             backend.on_report(report)
+            if before is None or before.compilers != report.compilers:
+                pool.routing.reported(backend.name)
             pool.notify()
         delay = poll_delay(settings, time.monotonic(), pool._demand_until)
         await asyncio.wait((pool.demand_began.next(),), timeout=delay)
@@ -191,6 +201,12 @@ async def probe_loop(pool: Pool, backend: Backend) -> None:
         else:
             if reply.status == 0 and reply.obj:
                 proven_at = time.monotonic()
+                if backend.report is None or not backend.report.compilers:
+                    # (a distccd says nothing of its compilers: its object says which
+                    # version compiled it)
+                    pool.routing.probed_version(
+                        backend.name, pool.settings.probe_compiler, version_in_object(reply.obj)
+                    )
                 mark(pool, backend, True)
             else:
                 mark(pool, backend, False, f"probe compile failed: {reply.stderr[:200]!r}")

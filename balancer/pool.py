@@ -14,6 +14,7 @@ import structlog
 
 from balancer import health
 from balancer.backends import Backend, BackendSpec
+from balancer.compilers import CompilerRouting
 from balancer.health import fetch_backend_report, poll_delay
 from balancer.queue import SlotQueue
 from balancer.roster import Roster
@@ -70,6 +71,8 @@ class Pool:
         """With ``--workers``: the counts this worker shares with the others (set
         before :meth:`start`)."""
         self._by_entry: dict[int, Backend] = {}
+        self.routing = CompilerRouting()
+        """Which backends each compiler name may go to (balancer/compilers.py)."""
 
     @property
     def backends(self) -> dict[str, Backend]:
@@ -129,6 +132,7 @@ class Pool:
             self._tasks[name] = tasks
             log.info("backend_added", backend=name, kind=spec.kind, status_port=spec.status_port)
         self.backends = backends
+        self.routing.changed()
         self.notify()
 
     async def stop(self) -> None:

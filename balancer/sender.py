@@ -8,9 +8,14 @@ import time
 
 from balancer.attempts import DispatchSettings
 from balancer.backends import Backend
+from balancer.compilers import CompilerMissing
 from balancer.pool import Pool
 from client import ClientError, TurnedAway, compile_remote
+from daemon.judge import EXIT_COMPILER_MISSING
 from wire import Limits, Reply, Request
+from wire.events import exit_status
+
+MISSING_COMPILER_STATUS = exit_status(EXIT_COMPILER_MISSING)
 
 
 class Sender:
@@ -59,6 +64,10 @@ class Sender:
         except ClientError as exc:
             self.pool.mark_failure(backend, f"job: {exc}")
             raise
+        if reply.status == MISSING_COMPILER_STATUS:
+            # distcc's "no such compiler": it lacks the job's compiler after all
+            self.pool.routing.refused(backend.name, request.argv[0])
+            raise CompilerMissing(f"{backend.name} has no {request.argv[0]!r}")
         if reply.status == 0 and reply.obj:
             # Only a good compile is evidence of health (it stands in for a probe) and
             # a measure of speed: a broken compiler fails fast and would look fastest.

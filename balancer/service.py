@@ -35,6 +35,7 @@ class Service:
         self.place = place
         """With ``--workers``: which worker this is, its socket and what it shares."""
         self.pool = Pool(config.backend_specs(), config.pool_settings())
+        self.pool.routing = config.routing()
         if place is not None:
             self.pool.shared = place.shared
         limits = Limits(max_source_bytes=config.max_source_mb * 1024 * 1024)

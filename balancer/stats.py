@@ -41,6 +41,9 @@ class Counters:
     compile_error: int = 0
     turned_away: int = 0
     """No backend had a free slot within the queue timeout: the client compiles locally."""
+    no_compiler: int = 0
+    """No backend in rotation runs the job's compiler (in the chosen identity): the
+    client compiles locally, at once."""
     failed: int = 0
     """Every attempt failed: the client compiles locally."""
     rejected_connections: int = 0
@@ -83,6 +86,9 @@ class BalancerStats:
     def status(self) -> dict[str, object]:
         now = time.monotonic()
         backends = [b.snapshot(now) for b in self.pool.backends.values()]
+        compilers = self.pool.routing.describe(list(self.pool.backends.values()))
+        for backend in backends:
+            backend["compilers"] = compilers.get(str(backend["name"]), {})
         return {
             "backends": backends,
             "totals": {
@@ -167,6 +173,17 @@ class _Collector(Collector):
             sent.add_metric([b.name], b.sent)
             failures.add_metric([b.name], b.failures)
         yield from per_backend.values()
+        offered = GaugeMetricFamily(
+            "distlb_backend_compiler",
+            "1 for each compiler a backend runs; chosen: jobs for it go there",
+            labels=["backend", "compiler", "version", "chosen"],
+        )
+        described = s.pool.routing.describe(list(s.pool.backends.values()))
+        for backend_name, compilers in described.items():
+            for compiler, info in compilers.items():
+                labels = [backend_name, compiler, str(info["version"]), str(info["chosen"]).lower()]
+                offered.add_metric(labels, 1)
+        yield offered
         cache = s.dispatcher.cache
         if cache is not None:
             lookups = CounterMetricFamily(

@@ -1,0 +1,200 @@
+"""Mixed farms: each job goes only where its compiler is, and one build never mixes two
+compiler versions (balancer/compilers.py). Real distlb-servers, real distccd, the real
+distcc client with fallback off; a wrapper standing in for an upgraded gcc."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from client import ClientError, compile_remote
+from tests.support.distcc import distcc_env
+from tests.support.servers import BalancerProcess, Distccd, ServerProcess, wait_until
+from wire import Request
+
+pytestmark = pytest.mark.integration
+
+CXX = "#include <vector>\nint f{i}() {{ std::vector<int> v({i}); return (int)v.size(); }}\n"
+WRAPPED_VERSION = "gcc (Wrapper 99.1-upgrade) 99.1.0"
+
+
+def _spec(server: ServerProcess) -> str:
+    return f"127.0.0.1:{server.port},status={server.stats_port}"
+
+
+def _distcc_jobs(balancer: BalancerProcess, workdir: Path, compiler: str, count: int) -> None:
+    """``count`` real distcc runs at once, fallback off: every one must compile remotely."""
+    suffix = ".cpp" if "+" in compiler else ".c"
+    env = distcc_env(f"127.0.0.1:{balancer.port}/{count}", fallback=False)
+    runs = []
+    for i in range(count):
+        source = workdir / f"f{i}{suffix}"
+        source.write_text(
+            CXX.format(i=i) if suffix == ".cpp" else f"int f{i}(void) {{ return {i}; }}\n"
+        )
+        runs.append(subprocess.Popen(
+            ["timeout", "120", "distcc", compiler, "-c", source.name, "-o", f"f{i}.o"],
+            cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ))  # fmt: skip
+    failed = []
+    for run in runs:
+        _, stderr = run.communicate(timeout=180)
+        if run.returncode != 0:
+            failed.append(stderr[-400:])
+    assert failed == []
+    assert all((workdir / f"f{i}.o").stat().st_size > 0 for i in range(count))
+
+
+def _sent(balancer: BalancerProcess, server_port: int) -> int:
+    return int(balancer.backend(f"127.0.0.1:{server_port}")["sent"])
+
+
+def test_cxx_jobs_never_reach_a_server_without_gxx(
+    start_server: type[ServerProcess], start_balancer: type[BalancerProcess], tmp_path: Path
+) -> None:
+    gcc_only = start_server("--jobs", "2", "--compiler", "gcc")
+    full = start_server("--jobs", "2")
+    balancer = start_balancer("--backend", _spec(gcc_only), "--backend", _spec(full),
+                              "--queue-timeout", "120")  # fmt: skip
+    balancer.wait_healthy(2)
+    _distcc_jobs(balancer, tmp_path, "g++", 24)
+    assert gcc_only.counters()["rejected_policy"] == 0
+    assert _sent(balancer, gcc_only.port) == 0
+    assert _sent(balancer, full.port) >= 24
+    compilers = balancer.backend(f"127.0.0.1:{gcc_only.port}")["compilers"]
+    assert "g++" not in compilers and compilers["gcc"]["chosen"] is True
+
+
+def test_a_job_for_a_compiler_no_backend_runs_is_turned_away_at_once(
+    start_server: type[ServerProcess], start_balancer: type[BalancerProcess]
+) -> None:
+    server = start_server("--jobs", "2", "--compiler", "gcc")
+    balancer = start_balancer("--backend", _spec(server))
+    balancer.wait_healthy(1)
+    request = Request(1, ("clang", "-c", "x.c", "-o", "x.o"), b"int x;\n")
+    with pytest.raises(ClientError):  # closed without a reply: distcc compiles locally
+        asyncio.run(compile_remote("127.0.0.1", balancer.port, request, timeout_s=30))
+    wait_until(lambda: balancer.totals()["no_compiler"] == 1, 10, "counted as no_compiler")
+    done = balancer.logged("job_done")
+    assert done["outcome"] == "no_compiler" and done["compiler"] == "clang"
+    assert _sent(balancer, server.port) == 0
+
+
+@pytest.fixture
+def upgraded_gcc(shared_tmp: Path) -> Path:
+    """A toolchain dir whose ``gcc`` reports another version (and is another binary):
+    a stand-in for a server already moved to a new compiler."""
+    bin_dir = shared_tmp / "upgraded" / "bin"
+    bin_dir.mkdir(parents=True)
+    (shared_tmp / "upgraded").chmod(0o755)
+    gcc = bin_dir / "gcc"
+    gcc.write_text(
+        "#!/bin/sh\n"
+        f'for a in "$@"; do [ "$a" = --version ] && {{ echo "{WRAPPED_VERSION}"; exit 0; }}; done\n'
+        'exec /usr/bin/gcc "$@"\n'
+    )
+    gcc.chmod(0o755)
+    bin_dir.chmod(0o755)
+    return bin_dir
+
+
+@pytest.mark.parametrize("mode", ["majority", "pinned", "any"])
+def test_one_identity_per_compiler(
+    start_server: type[ServerProcess],
+    start_balancer: type[BalancerProcess],
+    upgraded_gcc: Path,
+    tmp_path: Path,
+    mode: str,
+) -> None:
+    old = [start_server("--jobs", "2", "--compiler", "gcc") for _ in range(2)]
+    new = start_server("--jobs", "2", "--compiler", "gcc", path_prepend=str(upgraded_gcc))
+    assert new.status()["compilers"]["gcc"]["version"] == WRAPPED_VERSION
+    args = ["--compiler-identity", mode, "--queue-timeout", "120"]
+    if mode == "pinned":
+        args += ["--pin-compiler", "gcc=Wrapper 99.1"]
+    backends = [a for s in [*old, new] for a in ("--backend", _spec(s))]
+    balancer = start_balancer(*backends, *args)
+    balancer.wait_healthy(3)
+    _distcc_jobs(balancer, tmp_path, "gcc", 18)
+    on_old = sum(_sent(balancer, s.port) for s in old)
+    on_new = _sent(balancer, new.port)
+    assert on_old + on_new == 18
+    backends_used = {e["backend"] for e in balancer.events("job_done")}
+    if mode == "majority":
+        assert on_new == 0 and backends_used <= {f"127.0.0.1:{s.port}" for s in old}
+        shown = balancer.backend(f"127.0.0.1:{new.port}")["compilers"]["gcc"]
+        assert shown["state"] == "mismatch" and "Wrapper" in shown["version"]
+        metrics = balancer.http("/metrics")
+        assert f'distlb_backend_compiler{{backend="127.0.0.1:{new.port}",compiler="gcc"' in metrics
+        assert 'chosen="false"' in metrics
+    elif mode == "pinned":
+        assert on_old == 0 and backends_used == {f"127.0.0.1:{new.port}"}
+    else:
+        assert on_old > 0 and on_new > 0
+
+
+def test_a_distccd_backend_listing_gcc_never_gets_a_cxx_job(
+    start_server: type[ServerProcess], start_balancer: type[BalancerProcess], tmp_path: Path
+) -> None:
+    distccd = Distccd(jobs=2)
+    try:
+        server = start_server("--jobs", "2")
+        balancer = start_balancer(
+            "--backend", f"127.0.0.1:{distccd.port},kind=distccd,slots=2,compilers=gcc",
+            "--backend", _spec(server), "--queue-timeout", "120",
+        )  # fmt: skip
+        balancer.wait_healthy(2)
+        _distcc_jobs(balancer, tmp_path, "g++", 8)
+        assert _sent(balancer, distccd.port) == 0
+        (tmp_path / "c").mkdir()
+        _distcc_jobs(balancer, tmp_path / "c", "gcc", 8)
+        assert _sent(balancer, distccd.port) > 0  # (gcc jobs do go there)
+        shown = balancer.backend(f"127.0.0.1:{distccd.port}")["compilers"]
+        assert set(shown) == {"gcc"}
+        assert "12" in str(shown["gcc"]["version"])  # read from its probe's object
+    finally:
+        distccd.stop()
+
+
+def test_a_backend_that_lacks_the_compiler_after_all_is_left_out_and_the_job_retried(
+    start_server: type[ServerProcess],
+    start_balancer: type[BalancerProcess],
+    fake_compilers: tuple[Path, Path],
+) -> None:
+    """A distccd that says nothing of its compilers is sent a job for one it lacks: it
+    answers distcc's "no such compiler", the job goes to a server that has it, and the
+    distccd gets no more jobs for it."""
+    bin_dir, _ = fake_compilers
+    distccd = Distccd(jobs=2)
+    try:
+        server = start_server("--jobs", "2", "--compiler", "whoami-cc", "--compiler", "gcc",
+                              path_prepend=str(bin_dir))  # fmt: skip
+        balancer = start_balancer(
+            "--backend", f"127.0.0.1:{distccd.port},kind=distccd,slots=8",
+            "--backend", _spec(server), "--allow-compiler", "whoami-cc",
+        )  # fmt: skip
+        balancer.wait_healthy(2)
+
+        async def jobs() -> list[int]:
+            requests = [
+                Request(1, ("whoami-cc", "-c", f"w{i}.c", "-o", f"w{i}.o"), b"int w;\n")
+                for i in range(6)
+            ]
+            replies = []
+            for request in requests:  # one after another: the first one teaches
+                reply = await compile_remote("127.0.0.1", balancer.port, request, timeout_s=60)
+                replies.append(reply.status)
+            return replies
+
+        assert asyncio.run(jobs()) == [0] * 6
+        # (the distccd has four times the slots: the first job goes there, almost surely)
+        assert _sent(balancer, distccd.port) == 1
+        assert _sent(balancer, server.port) == 6
+        refused = balancer.logged("attempt_no_compiler")
+        assert refused["backend"] == f"127.0.0.1:{distccd.port}"
+        assert "whoami-cc" not in balancer.backend(f"127.0.0.1:{distccd.port}")["compilers"]
+    finally:
+        distccd.stop()
