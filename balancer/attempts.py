@@ -93,6 +93,8 @@ class JobAttempts:
     barred: set[str] = field(default_factory=set)
     """Backends this job never goes to: without its compiler, outside the identity
     chosen for it, or that answered it "no such compiler" (balancer/compilers.py)."""
+    nowhere: bool = False
+    """No backend in rotation is left for its compiler."""
     failures: int = 0
     hedges: int = 0
     last_error: str = "no attempt made"

@@ -10,8 +10,10 @@ the group with the most slots in rotation, with ``pinned`` to the group that
 offers the name. So one build never links objects of two compiler versions, and a
 server that lacks a compiler is never sent a job for it.
 
-What a backend refused as a missing compiler (distcc's exit 110: its report was
-stale) is taken as missing there until its report says otherwise.
+What a backend refused as a missing compiler (a distlb server's exit 110: its report
+was stale; distccd closes the connection unanswered when a compiler is not in its
+whitelist) is taken as missing there until its report says otherwise, or for
+:data:`MISSING_HOLD_S` (a distccd has no report to say so).
 
 The answer is kept per compiler name and computed again only after something it
 depends on changed (:meth:`CompilerRouting.changed`: a report whose compilers differ,
@@ -21,12 +23,17 @@ a backend entering or leaving rotation, a reload, a refusal), so a job pays a lo
 from __future__ import annotations
 
 import re
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from balancer.backends import Backend
+
+MISSING_HOLD_S = 300.0
+"""How long a compiler a backend refused is taken as missing there, without a report."""
+_TRIPLET = re.compile(r"[A-Za-z0-9_.]+-[A-Za-z0-9_.]+-[A-Za-z0-9_.-]+")
 
 IdentityMode = Literal["any", "majority", "pinned"]
 IDENTITY_MODES = ("any", "majority", "pinned")
@@ -69,6 +76,19 @@ class CompilerMissing(Exception):
     was stale, or it is a distccd that lacks it. The job goes elsewhere."""
 
 
+def base_name(compiler: str) -> str:
+    """``gcc`` for ``x86_64-linux-gnu-gcc`` (what Debian's distcc client sends for
+    ``gcc``); any other name as it is."""
+    prefix, _, name = compiler.rpartition("-")
+    return name if name and _TRIPLET.fullmatch(prefix) else compiler
+
+
+def listed_offers(listed: frozenset[str], compiler: str) -> bool:
+    """Whether a spec's ``compilers=`` list covers ``compiler``: by its name, or by its
+    target-prefixed name (:func:`base_name`)."""
+    return compiler in listed or base_name(compiler) in listed
+
+
 @dataclass(frozen=True)
 class Route:
     """Where jobs for one compiler name may go."""
@@ -89,8 +109,14 @@ class CompilerRouting:
     pins: Mapping[str, str] = field(default_factory=dict)
     """Per compiler name, the version (a substring of its version line) or digest (a
     prefix) jobs must go to, with ``pinned``."""
-    missing: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    """Per backend, compilers it refused as missing (cleared by a report that differs)."""
+    missing: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
+    """Per backend, compilers it refused as missing, until when (a report that differs
+    clears them)."""
+    compiled: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    """Per backend, compilers it has compiled with (a distccd that then closes a job
+    unanswered has failed, not refused the compiler)."""
+    clock: Callable[[], float] = time.monotonic
+    _valid_until: float = float("inf")
     probed: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
     """Per backend without a report of its compilers (distccd), versions its probes'
     objects recorded, per compiler name."""
@@ -99,10 +125,11 @@ class CompilerRouting:
     def changed(self) -> None:
         """Something a route depends on changed: compute each again when next asked."""
         self._routes.clear()
+        self._valid_until = float("inf")
 
     def refused(self, backend: str, compiler: str) -> None:
         """``backend`` answered a job for ``compiler`` with distcc's "no such compiler"."""
-        self.missing[backend].add(compiler)
+        self.missing[backend][compiler] = self.clock() + MISSING_HOLD_S
         self.changed()
 
     def probed_version(self, backend: str, compiler: str, version: str | None) -> None:
@@ -117,23 +144,31 @@ class CompilerRouting:
         self.changed()
 
     def offers(self, backend: Backend, compiler: str) -> bool:
-        if compiler in self.missing.get(backend.name, ()):
-            return False
+        until = self.missing.get(backend.name, {}).get(compiler)
+        if until is not None:
+            if until > self.clock():
+                self._valid_until = min(self._valid_until, until)
+                return False
+            del self.missing[backend.name][compiler]
         listed = backend.spec.compilers
         if listed is not None:
-            return compiler in listed
+            return listed_offers(listed, compiler)
         if backend.spec.kind == "distccd":
             return True  # (it says nothing of its compilers: as distcc itself assumes)
         report = backend.report
         return report is not None and compiler in report.compilers
 
     def key(self, backend: Backend, compiler: str) -> GroupKey:
-        """The identity of ``compiler`` on ``backend``."""
+        """The identity of ``compiler`` on ``backend`` as it says: (version, digest), the
+        digest "" where it does not say (distccd: the version its probe's object
+        recorded)."""
         report = backend.report
         if report is not None and compiler in report.compilers:
             version, digest = report.compilers[compiler]
             return version_key(version), digest
-        return version_key(self.probed.get(backend.name, {}).get(compiler, "")), ""
+        probed = self.probed.get(backend.name, {})
+        found = probed.get(compiler) or probed.get(base_name(compiler)) or ""
+        return version_key(found), ""
 
     def names(self, backends: Iterable[Backend]) -> list[str]:
         """Every compiler name some backend says it runs."""
@@ -163,6 +198,8 @@ class CompilerRouting:
         return out
 
     def route(self, backends: Iterable[Backend], compiler: str) -> Route:
+        if self.clock() >= self._valid_until:
+            self.changed()  # a refusal has run out
         cached = self._routes.get(compiler)
         if cached is None:
             cached = self._routes[compiler] = self._route(list(backends), compiler)
@@ -172,21 +209,42 @@ class CompilerRouting:
         offering = [b for b in backends if self.offers(b, compiler)]
         exclude = {b.name for b in backends} - {b.name for b in offering}
         in_rotation = [b for b in offering if b.healthy]
+        keys = self._keys(offering, compiler)
         groups: dict[GroupKey, list[Backend]] = defaultdict(list)
         for backend in offering:
-            groups[self.key(backend, compiler)].append(backend)
+            groups[keys[backend.name]].append(backend)
         names = {key: tuple(sorted(b.name for b in members)) for key, members in groups.items()}
         chosen = self._choose(compiler, groups)
         if chosen is not None:
-            exclude |= {b.name for b in offering if self.key(b, compiler) != chosen}
+            exclude |= {b.name for b in offering if keys[b.name] != chosen}
         offered = any(b.name not in exclude for b in in_rotation)
         return Route(frozenset(exclude), offered, chosen, names)
 
+    def _keys(self, offering: list[Backend], compiler: str) -> dict[str, GroupKey]:
+        """Each backend's group: its identity, where a backend that says no digest
+        joins the group of the same version that has the most slots (it cannot be told
+        apart from it); without a version, it stands alone."""
+        said = {b.name: self.key(b, compiler) for b in offering}
+        slots: dict[GroupKey, int] = defaultdict(int)
+        for backend in offering:
+            if said[backend.name][1]:
+                slots[said[backend.name]] += backend.slots
+        keys = {}
+        for backend in offering:
+            version, digest = said[backend.name]
+            if not digest and version:
+                known = [k for k in slots if k[0] == version]
+                if known:
+                    keys[backend.name] = max(known, key=lambda k: (slots[k], k))
+                    continue
+            keys[backend.name] = (version, digest)
+        return keys
+
     def _choose(self, compiler: str, groups: Mapping[GroupKey, list[Backend]]) -> GroupKey | None:
-        if self.mode == "any" or (len(groups) < 2 and compiler not in self.pins):
+        pin = self.pins.get(compiler) or self.pins.get(base_name(compiler))
+        if self.mode == "any" or (len(groups) < 2 and pin is None):
             return None
-        if self.mode == "pinned" and compiler in self.pins:
-            pin = self.pins[compiler]
+        if self.mode == "pinned" and pin is not None:
             for key in sorted(groups):
                 version, digest = key
                 if (digest and digest.startswith(pin)) or (pin and pin in version):

@@ -26,22 +26,18 @@ from balancer.attempts import (
     DispatchSettings,
     JobAttempts,
 )
-from balancer.backends import Backend, SortedWindow
+from balancer.backends import Backend
 from balancer.compilers import CompilerMissing, NoCompiler
 from balancer.hedge import TailWatcher, hedge_delay, next_hedge
 from balancer.pool import Pool
 from balancer.queue import NoCapacity, Waiting
 from balancer.sender import Sender
-from balancer.tail import Running, size_factor
+from balancer.tail import Running, SizeHints
 from cache import CachedResult, ResultCache, cache_key, job_digest, why_not_cacheable
 from client import TurnedAway
 from wire import Limits, Reply, Request
 
 log = structlog.get_logger("distlb.balancer.dispatch")
-
-SIZE_WINDOW = 256
-"""Recent jobs whose source sizes say what counts as a big job."""
-MIN_SIZES_FOR_BIG = 16
 
 
 class Dispatcher:
@@ -65,7 +61,7 @@ class Dispatcher:
         self.rescues = 0
         self.deadlines = 0
         self.cache = cache
-        self._sizes = SortedWindow(SIZE_WINDOW)
+        self._sizes = SizeHints()
         self._running: set[Running] = set()
         self.slots = SlotTaker(pool, settings, self._running, self.rng)
         self._jobs: set[JobAttempts] = set()
@@ -80,17 +76,8 @@ class Dispatcher:
         pool.add_down_listener(self._on_backend_down)
 
     def size_hints(self, source_bytes: int) -> tuple[bool, float]:
-        """Whether a job is big (larger than the median of recent jobs, once enough are
-        known) and its size over that median (clamped); remembers its size.
-
-        The preprocessed size is the one hint of a job's cost that we have before it
-        runs: big jobs go to the fastest free backend (:func:`balancer.picker.pick`), and
-        the factor scales its expected time for tail hedging (:mod:`balancer.tail`).
-        """
-        median = self._sizes.median_low()
-        big = median is not None and len(self._sizes) >= MIN_SIZES_FOR_BIG and source_bytes > median
-        self._sizes.append(source_bytes)
-        return big, size_factor(source_bytes, median)
+        """:meth:`balancer.tail.SizeHints.hints`, over this dispatcher's recent jobs."""
+        return self._sizes.hints(source_bytes)
 
     @property
     def waited_for_faster(self) -> int:
@@ -185,6 +172,8 @@ class Dispatcher:
                     continue
                 if not job.running and job.failures >= self.settings.max_attempts:
                     raise AllFailed(job.last_error)
+                if not job.running and job.nowhere:
+                    raise NoCompiler(request.argv[0])
                 if not job.running and (
                     job.sends >= max_sends or len(job.history) >= MAX_TURNED_AWAY + max_sends
                 ):
@@ -193,7 +182,7 @@ class Dispatcher:
                 if acquiring is None:
                     acquiring, wants_change = self._next_move(job, waiting, max_sends)
                 await self._wait(job, acquiring, wants_change)
-        except (NoCapacity, AllFailed) as exc:
+        except (NoCapacity, AllFailed, NoCompiler) as exc:
             exc.history = job.describe()
             raise
         finally:
@@ -355,7 +344,11 @@ class Dispatcher:
             name = attempt.backend.name
             job.last_error = f"{name}: {exc}"
             if isinstance(exc, CompilerMissing):
-                job.barred.add(name)  # (its report was stale: not the job's failure)
+                # Not the job's failure: where its compiler is has changed (another
+                # identity may be the chosen one now)
+                route = self.pool.routing.route(self.pool.backends.values(), job.request.argv[0])
+                job.barred = set(route.exclude) | {name}
+                job.nowhere = not route.offered
                 job.end(attempt, "no_compiler")
                 log.info("attempt_no_compiler", backend=name, compiler=job.request.argv[0])
                 continue

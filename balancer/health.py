@@ -201,6 +201,7 @@ async def probe_loop(pool: Pool, backend: Backend) -> None:
         else:
             if reply.status == 0 and reply.obj:
                 proven_at = time.monotonic()
+                pool.routing.compiled[backend.name].add(pool.settings.probe_compiler)
                 if backend.report is None or not backend.report.compilers:
                     # (a distccd says nothing of its compilers: its object says which
                     # version compiled it)

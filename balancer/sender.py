@@ -41,6 +41,7 @@ class Sender:
     async def send(self, backend: Backend, request: Request) -> Reply:
         """One attempt on a backend; keeps its health and latency books."""
         started = time.monotonic()
+        routing = self.pool.routing
         try:
             reply = await compile_remote(
                 backend.spec.host,
@@ -53,6 +54,13 @@ class Sender:
                 auth=backend.spec.auth,
             )
         except TurnedAway:
+            compiler = request.argv[0]
+            if backend.spec.kind == "distccd" and compiler not in routing.compiled[backend.name]:
+                # distccd never turns a job away when busy (it queues it); closing
+                # unanswered, for a compiler it never ran, is how it refuses one
+                # missing from its whitelist
+                routing.refused(backend.name, compiler)
+                raise CompilerMissing(f"{backend.name} has no {compiler!r}") from None
             # Someone else filled it: skip it briefly (its next report, or a quarter
             # poll interval, whichever comes first, tells us more).
             hold_s = self.pool.settings.poll_interval_s / 4
@@ -69,6 +77,8 @@ class Sender:
             self.pool.routing.refused(backend.name, request.argv[0])
             raise CompilerMissing(f"{backend.name} has no {request.argv[0]!r}")
         if reply.status == 0 and reply.obj:
+            if backend.spec.kind == "distccd":
+                routing.compiled[backend.name].add(request.argv[0])
             # Only a good compile is evidence of health (it stands in for a probe) and
             # a measure of speed: a broken compiler fails fast and would look fastest.
             backend.ok += 1

@@ -28,7 +28,7 @@ import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from balancer.backends import Backend
+from balancer.backends import Backend, SortedWindow
 from balancer.picker import seconds_per_job
 
 SIZE_FACTOR_RANGE = (0.25, 4.0)
@@ -144,3 +144,30 @@ def backup_choice(
         if remaining > speedup * there and (best is None or gain > best[0]):
             best = (gain, job)
     return (best[1], fastest) if best else None
+
+
+SIZE_WINDOW = 256
+"""Recent jobs whose source sizes say what counts as a big job."""
+MIN_SIZES_FOR_BIG = 16
+
+
+class SizeHints:
+    """The sizes of recent jobs: which job is big, and by how much."""
+
+    def __init__(self) -> None:
+        self._window = SortedWindow(SIZE_WINDOW)
+
+    def hints(self, source_bytes: int) -> tuple[bool, float]:
+        """Whether a job is big (larger than the median of recent jobs, once enough are
+        known) and its size over that median (clamped); remembers its size.
+
+        The preprocessed size is the one hint of a job's cost that we have before it
+        runs: big jobs go to the fastest free backend (:func:`balancer.picker.pick`), and
+        the factor scales its expected time for tail hedging (:mod:`balancer.tail`).
+        """
+        median = self._window.median_low()
+        big = (
+            median is not None and len(self._window) >= MIN_SIZES_FOR_BIG and source_bytes > median
+        )
+        self._window.append(source_bytes)
+        return big, size_factor(source_bytes, median)

@@ -33,6 +33,7 @@ class Health:
     errors: list[str] = field(default_factory=list)
     slots: int | None = None
     busy: int | None = None
+    compilers: dict[str, str] = field(default_factory=dict)
 
     @property
     def median_ms(self) -> float | None:
@@ -49,6 +50,7 @@ async def measure(target: Target, probes: int, timeout_s: float, compiler: str,
     for _ in range(probes):
         result = await probe_one(target, compiler, timeout_s)
         health.slots, health.busy = result.slots, result.busy
+        health.compilers = result.compilers
         if result.ok and result.seconds is not None:
             health.latencies_s.append(result.seconds)
         else:
@@ -75,14 +77,33 @@ def render_table(report: list[Health]) -> str:
                      for r in rows).rstrip()  # fmt: skip
 
 
+def disagreements(report: list[Health]) -> dict[str, dict[str, list[str]]]:
+    """Compiler names that the machines run in more than one version: per name, each
+    version and the machines that run it (what a balancer's ``majority`` would split)."""
+    seen: dict[str, dict[str, list[str]]] = {}
+    for h in report:
+        for name, version in h.compilers.items():
+            seen.setdefault(name, {}).setdefault(version, []).append(h.target.label)
+    return {name: versions for name, versions in sorted(seen.items()) if len(versions) > 1}
+
+
 def alert_line(report: list[Health]) -> str | None:
     bad = [h for h in report if h.state != "ok"]
-    if not bad:
+    split = disagreements(report)
+    if not bad and not split:
         return None
-    names = ", ".join(
-        f"{h.target.label} ({h.state}{': ' + h.errors[0] if h.errors else ''})" for h in bad
-    )
-    return f"ALERT: {len(bad)} of {len(report)} machines bad: {names}"
+    parts = []
+    if bad:
+        names = ", ".join(
+            f"{h.target.label} ({h.state}{': ' + h.errors[0] if h.errors else ''})" for h in bad
+        )
+        parts.append(f"{len(bad)} of {len(report)} machines bad: {names}")
+    if split:
+        parts.append("compiler versions differ: " + "; ".join(
+            f"{name} ({' / '.join(f'{v} on {len(m)}' for v, m in sorted(versions.items()))})"
+            for name, versions in split.items()
+        ))  # fmt: skip
+    return "ALERT: " + "; ".join(parts)
 
 
 def textfile(report: list[Health]) -> str:
@@ -155,6 +176,7 @@ async def _run(args: argparse.Namespace) -> int:
                 "state": h.state, "median_ms": h.median_ms, "max_ms": h.max_ms,
                 "slots": h.slots, "busy": h.busy, "errors": h.errors,
             } for h in report],
+            "compiler_versions_differ": disagreements(report),
             "alert": alert,
             "elapsed_s": round(time.monotonic() - started, 3),
         }, indent=2))  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from client.discovery import Target
 from client.distcc import ClientError, compile_remote
@@ -28,6 +28,8 @@ class ProbeResult:
     error: str = ""
     slots: int | None = None
     busy: int | None = None
+    compilers: dict[str, str] = field(default_factory=dict)
+    """Per compiler name, the version line its status says (distlb servers only)."""
 
 
 async def probe_one(
@@ -58,7 +60,7 @@ async def probe_one(
             return ProbeResult(target, False, seconds, f"compile failed: {message}")
         return ProbeResult(target, True, seconds)
 
-    async def status() -> tuple[int, int] | None:
+    async def status() -> tuple[int, int, dict[str, str]] | None:
         try:
             report = await fetch_report(
                 target.host,
@@ -68,11 +70,12 @@ async def probe_one(
             )
         except ReportError:
             return None
-        return report.slots, report.busy
+        versions = {name: str(info.get("version", "")) for name, info in report.compilers.items()}
+        return report.slots, report.busy, versions
 
     result, report = await asyncio.gather(compile_it(), status())
     if report is not None:
-        result.slots, result.busy = report
+        result.slots, result.busy, result.compilers = report
     elif target.slots is not None:
         result.slots = target.slots
     return result

@@ -6,13 +6,13 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.support.chromium import dump_dom
 from tests.support.compilers import running
 from tests.support.distcc import distcc_env, start_distcc
 from tests.support.projects import write_c_project
@@ -55,8 +55,6 @@ def test_healthz_follows_backend_health_and_metrics_export_backends(
 def test_dashboard_renders_every_backend_in_headless_chromium(
     start_server: type[ServerProcess], start_balancer: type[BalancerProcess], tmp_path: Path
 ) -> None:
-    chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium is needed (scripts/bootstrap.sh installs it)"
     servers = [start_server("--jobs", "2") for _ in range(3)]
     balancer = start_balancer(*(a for s in servers for a in ("--backend", _spec(s))))
     balancer.wait_healthy(3)
@@ -66,23 +64,12 @@ def test_dashboard_renders_every_backend_in_headless_chromium(
         env=distcc_env(f"127.0.0.1:{balancer.port}/8,lzo", fallback=False),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{balancer.stats_port}/"
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    shot = tmp_path / "dashboard.png"
     try:
         wait_until(lambda: balancer.totals()["ok"] >= 3, 60, "the build under way")
-        flags = [
-            chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=3000",
-        ]  # fmt: skip
-        dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True,
-                             timeout=120, check=True).stdout  # fmt: skip
-        shot = tmp_path / "dashboard.png"
-        subprocess.run([*flags, "--window-size=1200,420", f"--screenshot={shot}", url],
-                       capture_output=True, timeout=120, check=True)  # fmt: skip
+        dom = dump_dom(f"http://127.0.0.1:{balancer.stats_port}/", shot)
     finally:
         _, stderr = make.communicate(timeout=120)
-        shutil.rmtree(profile, ignore_errors=True)
     assert make.returncode == 0, stderr
     for server in servers:
         assert f'data-backend="127.0.0.1:{server.port}"' in dom

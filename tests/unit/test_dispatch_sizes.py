@@ -4,8 +4,9 @@ much larger."""
 from __future__ import annotations
 
 from balancer.attempts import DispatchSettings
-from balancer.dispatch import MIN_SIZES_FOR_BIG, Dispatcher
+from balancer.dispatch import Dispatcher
 from balancer.pool import Pool, PoolSettings
+from balancer.tail import MIN_SIZES_FOR_BIG
 from wire import Limits
 
 

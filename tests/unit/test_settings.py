@@ -12,7 +12,7 @@ import pytest
 
 from balancer.attempts import DispatchSettings
 from balancer.config import BalancerConfig
-from balancer.config import build_parser as balancer_parser
+from balancer.flags import build_parser as balancer_parser
 from balancer.pool import PoolSettings
 from daemon.config import config_defaults, setting_source, shown_default
 from server.config import ServerConfig
