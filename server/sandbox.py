@@ -205,9 +205,13 @@ class Sandbox:
         """Where the job directory is for the compiler: None means where it really is."""
         return JOB_ROOT_INSIDE if self.mode == "bwrap" else None
 
-    def launcher(self, job_dir: str, user: CompileUser | None) -> list[str]:
+    def launcher(
+        self, job_dir: str, user: CompileUser | None, nproc_inside: bool = True
+    ) -> list[str]:
         """The programs a compile is exec'd through, for a job in ``job_dir`` run as
-        ``user`` (None: as the server, which is not root)."""
+        ``user`` (None: as the server, which is not root). ``nproc_inside=False``: the
+        command run in the sandbox sets the process bound itself (a waiting shell's
+        ``ulimit -p``: an exec of prlimit fewer, a millisecond of CPU per job)."""
         chain = [SETPRIV, "--no-new-privs"]
         if user is not None:
             chain += [f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups"]
@@ -232,8 +236,9 @@ class Sandbox:
                 # the uid, which unprivileged is the server's: all jobs, the server's
                 # threads and the zombies of jobs gone (seen: a job after a fork bomb
                 # failed "Cannot fork").
-                PRLIMIT, f"--nproc={self.limits.processes}", "--",
             ]  # fmt: skip
+            if nproc_inside:
+                chain += [PRLIMIT, f"--nproc={self.limits.processes}", "--"]
         return chain
 
     def acquire_user(self) -> CompileUser | None:

@@ -34,6 +34,13 @@ log = structlog.get_logger("distlb.server.warm")
 WAIT_FOR_COMMAND = 'IFS= read -r line && exec </dev/null && eval "exec $line"'
 """POSIX sh: read the command line, then become the compiler (its exit status and its
 signals are the compiler's own)."""
+
+
+def waiting_shell(processes: int) -> list[str]:
+    """The shell a sandbox started ahead runs: it sets the job's process bound inside the
+    job's user namespace (dash's ``ulimit -p``, soft and hard; see Sandbox.launcher),
+    then waits for its command."""
+    return [SHELL, "-c", f"ulimit -p {int(processes)} && {WAIT_FOR_COMMAND}"]
 SHELL = "/bin/sh"
 
 
@@ -69,7 +76,10 @@ def spawn(
         # Fork/exec on the loop is deliberate: about a millisecond, and Popen is what
         # gives us the session.
         proc = subprocess.Popen(
-            [*sandbox.launcher(job_dir, user), *(command or [SHELL, "-c", WAIT_FOR_COMMAND])],
+            [
+                *sandbox.launcher(job_dir, user, nproc_inside=command is not None),
+                *(command or waiting_shell(sandbox.limits.processes)),
+            ],
             cwd=job_dir,
             env=child_env(inside),
             stdin=subprocess.DEVNULL if command is not None else subprocess.PIPE,
