@@ -32,7 +32,10 @@ HAPROXY = Path("/usr/sbin/haproxy")
 # and `sim-cc -c file.c -o file.o` remotely or, on fallback, locally. The server runs it
 # with only PATH and LANG, as an unprivileged user: no reliance on anything else.
 SIM_CC = """#!/bin/sh
-# sim-cc, speed {speed:.2f}: sleeps {per_kb_ms:.2f} ms per 1000 input bytes
+# sim-cc: sleeps in proportion to its input, at the speed in sim-cc.env beside it. One
+# script for every server (a machine's speed is not its compiler: the balancer groups
+# servers by their compiler's digest, and would see eight compilers otherwise).
+. "$(dirname "$0")/sim-cc.env"
 mode= ; in= ; out=
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -50,9 +53,14 @@ if [ "$mode" != c ] || [ -z "$in" ] || [ -z "$out" ]; then
     echo "sim-cc: want -E FILE or -c FILE -o OUT" >&2; exit 2
 fi
 size=$(wc -c < "$in") || exit 1
-ms=$(( size * 1000 / {bytes_per_speed_s} ))
+ms=$(( size * 1000 / bytes_per_speed_s ))
 sleep "$(( ms / 1000 )).$(printf '%03d' $(( ms % 1000 )))"
-printf 'SIMOBJ %s {where}\\n' "$size" > "$out"
+printf 'SIMOBJ %s %s\\n' "$size" "$where" > "$out"
+"""
+
+SIM_CC_ENV = """# speed {speed:.2f}: {per_kb_ms:.2f} ms per 1000 input bytes
+bytes_per_speed_s={bytes_per_speed_s}
+where={where}
 """
 
 HAPROXY_CFG = """global
@@ -80,15 +88,17 @@ def write_sim_cc(bin_dir: Path, speed: float, where: str) -> None:
     bin_dir.mkdir(parents=True, exist_ok=True)
     bin_dir.chmod(0o755)
     script = bin_dir / "sim-cc"
-    script.write_text(
-        SIM_CC.format(
+    script.write_text(SIM_CC)
+    script.chmod(0o755)
+    (bin_dir / "sim-cc.env").write_text(
+        SIM_CC_ENV.format(
             speed=speed,
             where=where,
             per_kb_ms=1_000_000 / BYTES_PER_S / speed,
             bytes_per_speed_s=round(BYTES_PER_S * speed),
         )
     )
-    script.chmod(0o755)
+    (bin_dir / "sim-cc.env").chmod(0o644)
 
 
 def daemon_env() -> dict[str, str]:
