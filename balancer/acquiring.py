@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 
 import structlog
 
-from balancer.attempts import DispatchSettings
+from balancer.attempts import DispatchSettings, JobAttempts
 from balancer.backends import Backend
+from balancer.compilers import NoCompiler
 from balancer.pool import Pool
 from balancer.queue import Acquire, Waiting, acquire
 from balancer.tail import Running, wait_choice
@@ -38,6 +40,20 @@ class SlotTaker:
     ) -> Backend | None:
         return self.pool.roster.pick(self.rng, time.monotonic(), exclude, affinity, big=big)
 
+    def barred(self, job: JobAttempts) -> set[str]:
+        """Backends ``job`` must never go to: without its compiler or outside the
+        identity chosen for it (kept per compiler name), and those that refused it."""
+        route = self.pool.routing.route(self.pool.backends.values(), job.request.argv[0])
+        return set(route.exclude) | job.refused
+
+    def nowhere(self, job: JobAttempts) -> bool:
+        """Raises :class:`NoCompiler` when no backend runs the job's compiler, in rotation
+        or not yet checked (the client then compiles locally, at once); else False."""
+        route = self.pool.routing.route(self.pool.backends.values(), job.request.argv[0])
+        if route.offered or route.pending:
+            return False
+        raise NoCompiler(job.request.argv[0])
+
     async def acquire(
         self,
         exclude: set[str],
@@ -45,26 +61,34 @@ class SlotTaker:
         affinity: bytes | None,
         big: bool,
         factor: float = 1.0,
-        barred: frozenset[str] | set[str] = frozenset(),
+        barred: Callable[[], set[str]] | None = None,
+        nowhere: Callable[[], bool] | None = None,
     ) -> Backend:
         """A backend with a free slot, waiting for one at most ``waiting.left_s`` in all
         (balancer/queue.py). A big job may also hold back, within what it gains, for a
         faster backend to come free (:func:`balancer.tail.wait_choice`); that does not
-        spend the budget."""
+        spend the budget. ``barred``: the backends it must never go to, read again at
+        every pick (where its compiler is may change while it waits); ``nowhere``:
+        whether no backend is left that could ever take it (it raises, or says so)."""
 
-        everything = set(exclude) | set(barred)
+        def never() -> set[str]:
+            return barred() if barred is not None else set()
 
         def pick() -> Backend | None:
-            backend = self.pick(everything, affinity, big)
+            kept_out = never()
+            backend = self.pick(set(exclude) | kept_out, affinity, big)
             if backend is None and exclude:
                 # Everything else is full or down: a backend that failed this job
                 # once may still be the only one that can take it (never one that
                 # lacks its compiler).
-                backend = self.pick(set(barred), affinity, big)
+                backend = self.pick(kept_out, affinity, big)
             return backend
 
         def hold(chosen: Backend, token: object) -> tuple[Backend, float, float] | None:
-            return self.faster_soon(chosen, big, factor, everything, token)
+            return self.faster_soon(chosen, big, factor, set(exclude) | never(), token)
+
+        def nothing_to_wait_for() -> bool:
+            return (nowhere is not None and nowhere()) or self.pool.all_down()
 
         def on_hold(target: Backend, instead_of: Backend) -> None:
             self.pool.want_changes(HOLD_WANTS_CHANGES_S)
@@ -73,7 +97,7 @@ class SlotTaker:
 
         how = Acquire(
             pick=pick,
-            all_down=self.pool.all_down,
+            all_down=nothing_to_wait_for,
             queue_timeout_s=self.settings.queue_timeout_s,
             hold=hold,
             on_wait=self.pool.demand,

@@ -90,11 +90,8 @@ class JobAttempts:
     running: list[Attempt] = field(default_factory=list)
     history: list[Attempt] = field(default_factory=list)
     failed: set[str] = field(default_factory=set)
-    barred: set[str] = field(default_factory=set)
-    """Backends this job never goes to: without its compiler, outside the identity
-    chosen for it, or that answered it "no such compiler" (balancer/compilers.py)."""
-    nowhere: bool = False
-    """No backend in rotation is left for its compiler."""
+    refused: set[str] = field(default_factory=set)
+    """Backends that answered it "no such compiler" (balancer/compilers.py)."""
     failures: int = 0
     hedges: int = 0
     last_error: str = "no attempt made"

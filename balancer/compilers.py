@@ -40,6 +40,7 @@ IDENTITY_MODES = ("any", "majority", "pinned")
 
 GroupKey = tuple[str, str]
 """(version, digest): digest "" where the backend does not say (distccd)."""
+UNKNOWN: GroupKey = ("", "")
 
 
 def version_key(text: str) -> str:
@@ -96,7 +97,10 @@ class Route:
     exclude: frozenset[str]
     """Backends not to pick for it (lacking it, or outside the chosen group)."""
     offered: bool
-    """Some backend in rotation offers it (else the job is turned away at once)."""
+    """Some backend in rotation offers it."""
+    pending: bool = False
+    """Some backend not yet checked (at start, after a reload) may offer it: a job
+    waits for it rather than being turned away."""
     chosen: GroupKey | None = None
     """The identity chosen (None: any, or nothing to choose between)."""
     groups: Mapping[GroupKey, tuple[str, ...]] = field(default_factory=dict)
@@ -214,11 +218,18 @@ class CompilerRouting:
         for backend in offering:
             groups[keys[backend.name]].append(backend)
         names = {key: tuple(sorted(b.name for b in members)) for key, members in groups.items()}
-        chosen = self._choose(compiler, groups)
+        chosen = self._choose(compiler, {k: v for k, v in groups.items() if k != UNKNOWN})
         if chosen is not None:
-            exclude |= {b.name for b in offering if keys[b.name] != chosen}
+            # (a backend that says nothing of its version cannot be told apart from the
+            # chosen group: it stays, as with ``any``)
+            exclude |= {b.name for b in offering if keys[b.name] not in (chosen, UNKNOWN)}
         offered = any(b.name not in exclude for b in in_rotation)
-        return Route(frozenset(exclude), offered, chosen, names)
+        pending = any(
+            (not b.healthy and b.consecutive_fail == 0 and b.name not in exclude)
+            or (b.report is None and b.spec.kind == "distlb" and b.consecutive_fail == 0)
+            for b in backends
+        )
+        return Route(frozenset(exclude), offered, pending, chosen, names)
 
     def _keys(self, offering: list[Backend], compiler: str) -> dict[str, GroupKey]:
         """Each backend's group: its identity, where a backend that says no digest

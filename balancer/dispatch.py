@@ -140,10 +140,7 @@ class Dispatcher:
         waiting = self.pool.queue.waiting(self.settings.queue_timeout_s)
         big, factor = self.size_hints(len(request.source))
         job = JobAttempts(request, big, factor, affinity)
-        route = self.pool.routing.route(self.pool.backends.values(), request.argv[0])
-        if not route.offered:
-            raise NoCompiler(request.argv[0])
-        job.barred = set(route.exclude)
+        self.slots.nowhere(job)  # (raises at once when no backend runs its compiler)
         # Attempts that a backend failed or that were hedges are bounded by count; a
         # busy backend's turn-away is not a failure but a wait, bounded by the queue
         # timeout, and by a generous count for safety.
@@ -172,8 +169,8 @@ class Dispatcher:
                     continue
                 if not job.running and job.failures >= self.settings.max_attempts:
                     raise AllFailed(job.last_error)
-                if not job.running and job.nowhere:
-                    raise NoCompiler(request.argv[0])
+                if not job.running:
+                    self.slots.nowhere(job)
                 if not job.running and (
                     job.sends >= max_sends or len(job.history) >= MAX_TURNED_AWAY + max_sends
                 ):
@@ -218,24 +215,23 @@ class Dispatcher:
         """Start what the job needs now; returns a task acquiring a backend (when it
         must wait for one) and whether it waits for the pool to change (a hedge that
         found no free backend yet)."""
-        exclude = job.failed | job.barred | {a.backend.name for a in job.running}
+        running = {a.backend.name for a in job.running}
+        exclude = job.failed | self.slots.barred(job) | running
+        barred, nowhere = (lambda: self.slots.barred(job)), (lambda: self.slots.nowhere(job))
         if not job.running:
-            return asyncio.create_task(
-                self.slots.acquire(
-                    job.failed, waiting, job.affinity, job.big, job.factor, job.barred
-                )
-            ), False
+            return asyncio.create_task(self.slots.acquire(
+                job.failed, waiting, job.affinity, job.big, job.factor, barred, nowhere
+            )), False  # fmt: skip
         if job.sends >= max_sends:
             return None, False
         if not any(a.backend.healthy for a in job.running):
             # Every attempt sits on a backend out of rotation: send it elsewhere now.
             backend = self.slots.pick(exclude, big=True)
             if backend is not None:
-                self._launch(job, backend, "rescue")
-                return None, False
-            return asyncio.create_task(
-                self.slots.acquire(exclude, waiting, None, True, job.factor)
-            ), False
+                return None, not self._launch(job, backend, "rescue")
+            return asyncio.create_task(self.slots.acquire(
+                job.failed | running, waiting, None, True, job.factor, barred, nowhere
+            )), False  # fmt: skip
         if job.hedges >= self.settings.max_hedges:
             return None, False
         kind, backend = next_hedge(
@@ -246,8 +242,8 @@ class Dispatcher:
             time.monotonic(),
         )
         if backend is not None:
-            self._launch(job, backend, kind)
-            return None, False
+            # (another worker may have taken its slot meanwhile: wait for a change)
+            return None, not self._launch(job, backend, kind)
         return None, kind == "late"  # late, but nothing free: wait for a change
 
     async def _wait(
@@ -280,12 +276,14 @@ class Dispatcher:
 
     def _launch(
         self, job: JobAttempts, backend: Backend, kind: str, reserved: bool = False
-    ) -> None:
+    ) -> bool:
+        """Send one attempt of ``job`` to ``backend``; False when its slot was taken
+        meanwhile (by another worker)."""
         if not reserved and not backend.reserve():
             # Another worker took its last slot since the pick: the job's loop picks
             # again at its next turn (the pick index knows now).
             log.debug("slot_taken_meanwhile", backend=backend.name, attempt=kind)
-            return
+            return False
         now = time.monotonic()
         if kind != "first":
             if kind in ("retry", "rescue"):
@@ -314,6 +312,7 @@ class Dispatcher:
         job.running.append(attempt)
         job.history.append(attempt)
         self._running.add(running)
+        return True
 
     def _attempt_deadline(self, backend: Backend, factor: float) -> float:
         """How long an attempt may go without its reply: the absolute bound, or much
@@ -346,9 +345,7 @@ class Dispatcher:
             if isinstance(exc, CompilerMissing):
                 # Not the job's failure: where its compiler is has changed (another
                 # identity may be the chosen one now)
-                route = self.pool.routing.route(self.pool.backends.values(), job.request.argv[0])
-                job.barred = set(route.exclude) | {name}
-                job.nowhere = not route.offered
+                job.refused.add(name)
                 job.end(attempt, "no_compiler")
                 log.info("attempt_no_compiler", backend=name, compiler=job.request.argv[0])
                 continue

@@ -6,7 +6,7 @@ import sys
 
 import structlog
 
-from balancer.config import BalancerConfig, load
+from balancer.config import BalancerConfig, ConfigError, load
 from balancer.service import Service
 from balancer.workers import WorkerPlace, supervise
 from daemon.lifecycle import run_service, service_main
@@ -21,10 +21,18 @@ def main(argv: list[str] | None = None) -> int:
         if config.workers == 1:
             return None
         log = structlog.get_logger("distlb-balancer")
-        return supervise(
-            config.listen, config.port, config.workers,
-            lambda place: run_service(log, serve(config, place)),
-        )  # fmt: skip
+
+        def worker(place: WorkerPlace) -> int:
+            # A worker started again reads the config afresh: the others may have
+            # reloaded it since the balancer started (SIGHUP reaches each worker).
+            try:
+                fresh = load(argv)
+            except ConfigError as exc:
+                log.error("config_error", reason=str(exc), using="the config at start")
+                fresh = config
+            return run_service(log, serve(fresh, place))
+
+        return supervise(config.listen, config.port, config.workers, worker)
 
     return service_main("distlb-balancer", load, serve, argv, workers)
 

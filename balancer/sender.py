@@ -12,7 +12,7 @@ from balancer.compilers import CompilerMissing
 from balancer.pool import Pool
 from client import ClientError, TurnedAway, compile_remote
 from daemon.judge import EXIT_COMPILER_MISSING
-from wire import Limits, Reply, Request
+from wire import ConnectionClosed, Limits, Reply, Request
 from wire.events import exit_status
 
 MISSING_COMPILER_STATUS = exit_status(EXIT_COMPILER_MISSING)
@@ -53,9 +53,14 @@ class Sender:
                 limits=self.limits,
                 auth=backend.spec.auth,
             )
-        except TurnedAway:
+        except TurnedAway as exc:
             compiler = request.argv[0]
-            if backend.spec.kind == "distccd" and compiler not in routing.compiled[backend.name]:
+            if (
+                backend.spec.kind == "distccd"
+                and isinstance(exc.__cause__, ConnectionClosed)  # a clean close, no reset
+                and compiler not in routing.compiled[backend.name]
+                and backend.spec.compilers is None  # (one it lists, it is taken at its word)
+            ):
                 # distccd never turns a job away when busy (it queues it); closing
                 # unanswered, for a compiler it never ran, is how it refuses one
                 # missing from its whitelist

@@ -17,6 +17,7 @@ balancer (a worker that cannot start will not start the next time either).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -97,21 +98,30 @@ def supervise(host: str, port: int, count: int, run_worker: Callable[[WorkerPlac
     stopping = False
 
     def spawn(index: int) -> None:
+        # No forwarded signal may land between the fork and the child's own handlers
+        # (nor before the parent knows the child's pid).
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
         pid = os.fork()
         if pid == 0:  # the worker
             status = 1
             try:
-                for signum in FORWARDED:
+                # A SIGHUP before the worker's loop takes it would end the worker.
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+                for signum in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(signum, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
                 for other, sock in enumerate(sockets):
                     if other != index:
                         sock.close()
                 shared.become(index)
                 structlog.contextvars.bind_contextvars(worker=index)
                 status = run_worker(WorkerPlace(index, count, sockets[index], shared, peers_dir))
+            except BaseException:
+                log.exception("worker_crashed", worker=index)
             finally:
                 os._exit(status)
         children[pid] = (index, time.monotonic())
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
 
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -119,8 +129,9 @@ def supervise(host: str, port: int, count: int, run_worker: Callable[[WorkerPlac
             stopping = True
             for sock in sockets:  # new connections are refused, not queued for nobody
                 sock.close()
-        for pid in children:
-            os.kill(pid, signum)
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):  # (reaped, not yet forgotten)
+                os.kill(pid, signum)
 
     for signum in FORWARDED:
         signal.signal(signum, forward)

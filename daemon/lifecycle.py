@@ -112,7 +112,7 @@ async def listen(
     """A TCP server on ``host:port`` (or an already bound ``sock``), closed when ``stack``
     unwinds, however the start-up that follows ends; with the port it got."""
     if sock is not None:
-        server = await asyncio.start_server(handler, sock=sock)
+        server = await asyncio.start_server(handler, sock=sock, backlog=1024)
     else:
         server = await asyncio.start_server(handler, host, port, reuse_address=True, backlog=1024)
     stack.callback(server.close)

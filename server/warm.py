@@ -41,6 +41,8 @@ def waiting_shell(processes: int) -> list[str]:
     job's user namespace (dash's ``ulimit -p``, soft and hard; see Sandbox.launcher),
     then waits for its command."""
     return [SHELL, "-c", f"ulimit -p {int(processes)} && {WAIT_FOR_COMMAND}"]
+
+
 SHELL = "/bin/sh"
 
 

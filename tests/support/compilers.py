@@ -25,12 +25,14 @@ sleep 3600 &
 while :; do sleep 0.1; done
 """
 
-# A compiler that takes a while, then compiles for real (for shutdown draining).
+# A compiler that takes a while, then compiles for real (for shutdown draining). How
+# long is in slow-cc.seconds beside it: the script is the same everywhere, so servers
+# that differ only in speed run the same compiler (a balancer groups them by its digest).
 _SLOW = """#!/bin/sh
 for arg in "$@"; do
     case "$arg" in -E|--version) exec gcc "$@";; esac
 done
-sleep {seconds}
+sleep "$(cat "$(dirname "$0")/slow-cc.seconds")"
 exec gcc "$@"
 """
 
@@ -84,8 +86,10 @@ def write_fake_compilers(bin_dir: Path, markers: Path, slow_seconds: float = 2.0
     stand_ins = (("hang-cc", _HANG), ("slow-cc", _SLOW), ("whoami-cc", _WHOAMI), ("evil-cc", _EVIL))
     for name, template in stand_ins:
         script = bin_dir / name
-        script.write_text(template.format(markers=markers, seconds=slow_seconds))
+        script.write_text(template.format(markers=markers))
         script.chmod(0o755)
+    (bin_dir / "slow-cc.seconds").write_text(f"{slow_seconds}\n")
+    (bin_dir / "slow-cc.seconds").chmod(0o644)
 
 
 def running(script: Path) -> list[int]:
