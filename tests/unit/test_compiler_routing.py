@@ -103,3 +103,18 @@ def test_a_route_is_kept_until_something_it_depends_on_changes() -> None:
     assert routing.route([a], "gcc") is first
     routing.changed()
     assert routing.route([a], "gcc") is not first
+
+
+def test_backends_not_yet_checked_make_a_job_wait_not_be_turned_away() -> None:
+    fresh = Backend(BackendSpec.parse("new:1"))  # (no report, no probe yet: at start)
+    route = CompilerRouting().route([fresh], "gcc")
+    assert not route.offered and route.pending
+    fresh.on_failure("probe: refused")  # checked, and down: nothing to wait for
+    assert not CompilerRouting().route([fresh], "gcc").pending
+
+
+def test_a_backend_that_says_no_version_is_not_kept_out_by_the_identity_choice() -> None:
+    a = _backend("a", 8, {"g++": OLD})
+    b = _backend("b", 2, {"g++": NEW})
+    d = _backend("d", 4, None, ",kind=distccd")  # (its probe tells its gcc, not its g++)
+    assert CompilerRouting().route([a, b, d], "g++").exclude == {"b:1"}
