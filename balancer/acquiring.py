@@ -50,8 +50,8 @@ class SlotTaker:
         """Raises :class:`NoCompiler` when no backend runs the job's compiler, in rotation
         or not yet checked (the client then compiles locally, at once); else False."""
         route = self.pool.routing.route(self.pool.backends.values(), job.request.argv[0])
-        if route.offered or route.pending:
-            return False
+        if route.offered or route.pending or self.pool.healthy_count() == 0:
+            return False  # (a farm all down is "no backend in rotation", not this)
         raise NoCompiler(job.request.argv[0])
 
     async def acquire(

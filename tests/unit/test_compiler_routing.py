@@ -6,6 +6,7 @@ from balancer.backends import Backend, BackendReport, BackendSpec
 from balancer.compilers import (
     MISSING_HOLD_S,
     CompilerRouting,
+    NoCompiler,
     base_name,
     listed_offers,
     version_in_object,
@@ -118,3 +119,28 @@ def test_a_backend_that_says_no_version_is_not_kept_out_by_the_identity_choice()
     b = _backend("b", 2, {"g++": NEW})
     d = _backend("d", 4, None, ",kind=distccd")  # (its probe tells its gcc, not its g++)
     assert CompilerRouting().route([a, b, d], "g++").exclude == {"b:1"}
+
+
+def test_a_farm_all_down_is_no_capacity_not_no_compiler() -> None:
+    import random
+
+    import pytest
+
+    from balancer.acquiring import SlotTaker
+    from balancer.attempts import DispatchSettings, JobAttempts
+    from balancer.pool import Pool, PoolSettings
+    from wire import Request
+
+    pool = Pool([], PoolSettings())  # never started
+    down = _backend("a", 4, {"gcc": OLD})
+    down.healthy = False
+    down.consecutive_fail = 2
+    clang_only = _backend("b", 4, {"clang": OLD})
+    taker = SlotTaker(pool, DispatchSettings(), set(), random.Random(1))
+    job = JobAttempts(Request(1, ("gcc", "-c", "x.c"), b""), False, 1.0, None)
+    pool.backends = {down.name: down}
+    assert taker.nowhere(job) is False  # (the wait for a slot says "none in rotation")
+    pool.backends = {down.name: down, clang_only.name: clang_only}
+    pool.routing.changed()
+    with pytest.raises(NoCompiler):
+        taker.nowhere(job)
