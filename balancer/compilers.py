@@ -234,7 +234,8 @@ class CompilerRouting:
     def _keys(self, offering: list[Backend], compiler: str) -> dict[str, GroupKey]:
         """Each backend's group: its identity, where a backend that says no digest
         joins the group of the same version that has the most slots (it cannot be told
-        apart from it); without a version, it stands alone."""
+        apart from it); one without a version is UNKNOWN, which the identity choice
+        never keeps out."""
         said = {b.name: self.key(b, compiler) for b in offering}
         slots: dict[GroupKey, int] = defaultdict(int)
         for backend in offering:
