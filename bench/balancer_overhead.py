@@ -43,6 +43,7 @@ from harness import (  # noqa: E402
     quantile_ms,
     start,
     stop,
+    wait_event,
     wait_ready,
 )
 
@@ -156,18 +157,7 @@ def start_balancer(
         command += ["--backend", f"{HOST}:{server.port},status={server.stats_port}"]
     proc = start(name, command, work, procs)
     deadline = time.monotonic() + READY_TIMEOUT_S
-    ready: dict[str, object] | None = None
-    while ready is None:
-        if proc.popen.poll() is not None:
-            raise RuntimeError(
-                f"{name} exited {proc.popen.returncode}:\n{proc.log_path.read_text()}"
-            )
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{name}: no balancer_ready in {READY_TIMEOUT_S}s")
-        ready = next(
-            (e for e in log_events(proc.log_path) if e.get("event") == "balancer_ready"), None
-        )
-        time.sleep(0.05)
+    ready = wait_event(proc, "balancer_ready")
     # Listening once it says so; a connect-and-close here would only log a bad_request.
     balancer = Balancer(proc, int(str(ready["port"])), int(str(ready["admin_port"])))
     while True:

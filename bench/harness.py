@@ -135,3 +135,20 @@ def log_events(log_path: Path) -> list[dict[str, object]]:
             if isinstance(event, dict):
                 events.append(event)
     return events
+
+
+def wait_event(proc: Proc, name: str, timeout_s: float = READY_TIMEOUT_S) -> dict[str, object]:
+    """The first ``name`` line a JSON-logging process wrote, waiting up to ``timeout_s``;
+    raises when it exits or the time is up."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = next((e for e in log_events(proc.log_path) if e.get("event") == name), None)
+        if found is not None:
+            return found
+        if proc.popen.poll() is not None:
+            raise RuntimeError(
+                f"{proc.name} exited {proc.popen.returncode}:\n{proc.log_path.read_text()}"
+            )
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{proc.name}: no {name} in {timeout_s}s")
+        time.sleep(0.05)
