@@ -6,7 +6,6 @@ stand-in for a subverted compiler (``evil-cc``) where it comes from the compiler
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import threading
@@ -15,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from client import compile_remote
 from tests.support.compilers import alive, running
+from tests.support.sandbox_jobs import compile_on, evil, incbin, read_a_running_jobs_source
 from tests.support.servers import ServerProcess, process_table, wait_until
-from wire import Reply, Request
 
 pytestmark = pytest.mark.integration
 
@@ -26,16 +24,6 @@ SECRET = "DISTLB_SANDBOX_SECRET_7c1d"
 ROOT = os.geteuid() == 0
 JOB_UIDS = (900_000_000, 900_000_999)
 JOB_RANGE = range(JOB_UIDS[0], JOB_UIDS[1] + 1)
-
-
-def _compile(server: ServerProcess, argv: tuple[str, ...], source: bytes) -> Reply:
-    return asyncio.run(
-        compile_remote("127.0.0.1", server.port, Request(1, argv, source), timeout_s=60)
-    )
-
-
-def _incbin(path: str) -> bytes:
-    return f'__asm__(".section .rodata\\n.incbin \\"{path}\\"\\n.text");\nint x;\n'.encode()
 
 
 def _waiting_sandboxes() -> set[int]:
@@ -99,7 +87,7 @@ def test_incbin_of_files_outside_the_job_gets_none_of_their_bytes(
 ) -> None:
     server = start_server("--jobs", "2")
     for path in (str(secret_file), "/etc/passwd"):
-        reply = _compile(server, (compiler, "-c", "x.c", "-o", "x.o"), _incbin(path))
+        reply = compile_on(server, (compiler, "-c", "x.c", "-o", "x.o"), incbin(path))
         assert reply.status != 0, path
         assert SECRET.encode() not in reply.obj + reply.stderr
         assert b"root:" not in reply.obj + reply.stderr
@@ -111,7 +99,7 @@ def test_without_the_sandbox_the_same_source_does_read_the_file(
 ) -> None:
     """The test above can fail: --sandbox none compiles the .incbin, secret and all."""
     server = start_server("--jobs", "1", "--sandbox", "none")
-    reply = _compile(server, ("gcc", "-c", "x.c", "-o", "x.o"), _incbin(str(secret_file)))
+    reply = compile_on(server, ("gcc", "-c", "x.c", "-o", "x.o"), incbin(str(secret_file)))
     assert reply.status == 0
     assert SECRET.encode() in reply.obj
     assert server.status()["sandbox"]["mode"] == "none"
@@ -124,22 +112,7 @@ def test_a_job_cannot_read_another_running_jobs_source(
     bin_dir, _ = fake_compilers
     server = start_server("--jobs", "2", "--compiler", "slow-cc", "--compiler", "gcc",
                           path_prepend=str(bin_dir))  # fmt: skip
-    other = f"/* {SECRET} */ int other;\n".encode()
-
-    async def scenario() -> Reply:
-        slow = asyncio.create_task(compile_remote(
-            "127.0.0.1", server.port, Request(1, ("slow-cc", "-c", "o.c"), other), timeout_s=60
-        ))  # fmt: skip
-        dirs = await asyncio.to_thread(wait_until, server.job_dirs, 30, "the slow job's dir")
-        path = dirs[0] / "input.i"
-        reply = await compile_remote(
-            "127.0.0.1", server.port, Request(1, ("gcc", "-c", "x.c"), _incbin(str(path))),
-            timeout_s=60,
-        )  # fmt: skip
-        assert (await slow).status == 0
-        return reply
-
-    reply = asyncio.run(scenario())
+    reply, _ = read_a_running_jobs_source(server, SECRET)
     assert reply.status != 0
     assert SECRET.encode() not in reply.obj + reply.stderr
 
@@ -153,7 +126,7 @@ def test_each_job_runs_as_a_uid_of_its_own_niced_without_groups_in_its_own_sessi
                           path_prepend=str(bin_dir))  # fmt: skip
     seen = []
     for _ in range(2):
-        reply = _compile(server, ("whoami-cc", "-c", "a.c", "-o", "a.o"), b"int a;\n")
+        reply = compile_on(server, ("whoami-cc", "-c", "a.c", "-o", "a.o"), b"int a;\n")
         assert reply.status == 0 and reply.obj, reply.stderr
         line = next(x for x in reply.stderr.decode().splitlines() if x.startswith("whoami:"))
         uid, groups, nice, pid, session = (f.strip() for f in line[len("whoami:") :].split("|"))
@@ -176,7 +149,7 @@ def test_without_the_sandbox_compiles_run_as_the_compile_user(
     bin_dir, _ = fake_compilers
     server = start_server("--sandbox", "none", "--compiler", "whoami-cc", "--user", "nobody",
                           path_prepend=str(bin_dir))  # fmt: skip
-    reply = _compile(server, ("whoami-cc", "-c", "a.c", "-o", "a.o"), b"int a;\n")
+    reply = compile_on(server, ("whoami-cc", "-c", "a.c", "-o", "a.o"), b"int a;\n")
     assert reply.status == 0, reply.stderr
     line = next(x for x in reply.stderr.decode().splitlines() if x.startswith("whoami:"))
     assert int(line[len("whoami:") :].split("|")[0]) == pwd.getpwnam("nobody").pw_uid
@@ -217,13 +190,8 @@ def evil_server(
                         path_prepend=str(bin_dir))  # fmt: skip
 
 
-def _evil(server: ServerProcess, action: str) -> Reply:
-    source = f"/* {action} */\nint evil;\n".encode()
-    return _compile(server, ("evil-cc", "-c", "e.c", "-o", "e.o"), source)
-
-
 def _assert_healthy(server: ServerProcess) -> None:
-    reply = _compile(server, ("gcc", "-c", "ok.c", "-o", "ok.o"), b"int ok;\n")
+    reply = compile_on(server, ("gcc", "-c", "ok.c", "-o", "ok.o"), b"int ok;\n")
     assert reply.status == 0 and reply.obj.startswith(b"\x7fELF")
     wait_until(lambda: server.job_dirs() == [], 5, "the job dirs removed")
     if ROOT:
@@ -233,7 +201,7 @@ def _assert_healthy(server: ServerProcess) -> None:
 def test_subverted_compiler_reads_no_file_outside_the_job(
     evil_server: ServerProcess, secret_file: Path
 ) -> None:
-    reply = _evil(evil_server, f"read {secret_file}")
+    reply = evil(evil_server, f"read {secret_file}")
     assert SECRET.encode() not in reply.stderr + reply.obj
     assert b"No such file" in reply.stderr
     _assert_healthy(evil_server)
@@ -246,7 +214,7 @@ def test_subverted_compiler_writes_no_file_outside_the_job(
     target_dir.mkdir(mode=0o777)
     target_dir.chmod(0o777)  # anyone may write here: only the sandbox stands in the way
     target = target_dir / "pwned"
-    reply = _evil(evil_server, f"write {target}")
+    reply = evil(evil_server, f"write {target}")
     assert reply.status != 0
     assert not target.exists()
     _assert_healthy(evil_server)
@@ -256,7 +224,7 @@ def test_subverted_compiler_reaches_no_network(
     evil_server: ServerProcess, listener: tuple[int, list[object]]
 ) -> None:
     port, accepted = listener
-    reply = _evil(evil_server, f"connect {port}")
+    reply = evil(evil_server, f"connect {port}")
     assert reply.status != 0
     assert b"Connection refused" in reply.stderr or b"unreachable" in reply.stderr, reply.stderr
     assert accepted == []
@@ -267,7 +235,7 @@ def test_subverted_compiler_reaches_no_network(
 def test_a_process_that_leaves_the_session_dies_with_the_job(
     evil_server: ServerProcess, fake_compilers: tuple[Path, Path]
 ) -> None:
-    reply = _evil(evil_server, "outlive")
+    reply = evil(evil_server, "outlive")
     assert reply.status == 0, reply.stderr  # the job itself compiled
     wait_until(lambda: _job_uid_processes() == [], 5, "the setsid child gone with its job")
     _assert_healthy(evil_server)
@@ -277,7 +245,7 @@ def test_forking_past_the_process_bound_fails_the_job_not_the_server(
     evil_server: ServerProcess, fake_compilers: tuple[Path, Path]
 ) -> None:
     bin_dir, _ = fake_compilers
-    reply = _evil(evil_server, "fork")
+    reply = evil(evil_server, "fork")
     assert reply.status != 0
     assert b"ran into its limit: 32 processes" in reply.stderr, reply.stderr
     assert evil_server.status()["limits_hit"].get("processes") == 1
@@ -287,7 +255,7 @@ def test_forking_past_the_process_bound_fails_the_job_not_the_server(
 
 
 def test_opening_past_the_file_bound_fails_the_job(evil_server: ServerProcess) -> None:
-    reply = _evil(evil_server, "files")
+    reply = evil(evil_server, "files")
     assert reply.status != 0
     assert b"Too many open files" in reply.stderr
     assert b"ran into its limit: 256 open files" in reply.stderr
@@ -317,7 +285,7 @@ def test_an_output_replaced_by_a_link_or_fifo_is_not_sent(
 
         user = pwd.getpwnam(str(server.status()["sandbox"]["job_uids"]))
         os.chown(victim, user.pw_uid, user.pw_gid)
-    reply = _evil(server, planted.format(victim=victim))
+    reply = evil(server, planted.format(victim=victim))
     assert reply.status != 0
     assert reply.obj == b""
     assert b"root:" not in reply.stderr and SECRET.encode() not in reply.stderr
@@ -335,7 +303,7 @@ def test_memory_past_the_bound_fails_the_compile_with_the_reason(
     server = start_server("--jobs", "1", "--job-memory-mb", "100", "--compiler", "gcc")
     pairs = ",".join(f"{{{i},{i}}}" for i in range(400_000))
     source = f"struct s {{ int a, b; }};\nstruct s big[] = {{{pairs}}};\n".encode()
-    reply = _compile(server, ("gcc", "-c", "big.c", "-o", "big.o"), source)
+    reply = compile_on(server, ("gcc", "-c", "big.c", "-o", "big.o"), source)
     assert reply.status != 0
     assert b"ran into its limit: 100 MB of memory" in reply.stderr, reply.stderr[-500:]
     assert server.status()["limits_hit"].get("memory") == 1
@@ -347,7 +315,7 @@ def test_a_file_past_the_size_bound_fails_the_compile_and_fills_no_disk(
 ) -> None:
     server = start_server("--jobs", "1", "--job-file-mb", "1")
     source = b'__asm__(".data\\n.fill 2000000000,1,1\\n.text");\nint x;\n'
-    reply = _compile(server, ("gcc", "-c", "big.c", "-o", "big.o"), source)
+    reply = compile_on(server, ("gcc", "-c", "big.c", "-o", "big.o"), source)
     assert reply.status != 0
     assert b"File size limit exceeded" in reply.stderr
     assert b"ran into its limit: a file may hold 1 MB" in reply.stderr
@@ -378,12 +346,12 @@ def test_without_the_sandbox_the_stand_in_does_its_harm(
     bin_dir, _ = fake_compilers
     server = start_server("--jobs", "1", "--sandbox", "none", "--compiler", "evil-cc",
                           path_prepend=str(bin_dir))  # fmt: skip
-    assert SECRET.encode() in _evil(server, f"read {secret_file}").stderr
+    assert SECRET.encode() in evil(server, f"read {secret_file}").stderr
     target_dir = shared_tmp / "open-dir"
     target_dir.mkdir(mode=0o777)
     target_dir.chmod(0o777)
-    _evil(server, f"write {target_dir / 'pwned'}")
+    evil(server, f"write {target_dir / 'pwned'}")
     assert (target_dir / "pwned").exists()
     port, accepted = listener
-    _evil(server, f"connect {port}")
+    evil(server, f"connect {port}")
     wait_until(lambda: accepted, 5, "the stand-in's connection")

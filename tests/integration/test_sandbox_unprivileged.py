@@ -9,7 +9,6 @@ subverted compiler.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pwd
 import subprocess
@@ -18,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from client import compile_remote
 from tests.support.compilers import alive, running
+from tests.support.sandbox_jobs import compile_on, evil, incbin, read_a_running_jobs_source
 from tests.support.servers import (
     UNPRIVILEGED,
     ServerProcess,
@@ -27,7 +26,6 @@ from tests.support.servers import (
     server_command,
     wait_until,
 )
-from wire import Reply, Request
 
 pytestmark = pytest.mark.integration
 
@@ -67,21 +65,6 @@ def _uid_of(pid: int) -> int:
         return int(next(x for x in status if x.startswith("Uid:")).split()[1])
 
 
-def _compile(server: ServerProcess, argv: tuple[str, ...], source: bytes) -> Reply:
-    return asyncio.run(
-        compile_remote("127.0.0.1", server.port, Request(1, argv, source), timeout_s=60)
-    )
-
-
-def _incbin(path: str) -> bytes:
-    return f'__asm__(".section .rodata\\n.incbin \\"{path}\\"\\n.text");\nint x;\n'.encode()
-
-
-def _evil(server: ServerProcess, action: str) -> Reply:
-    source = f"/* {action} */\nint e;\n".encode()
-    return _compile(server, ("evil-cc", "-c", "e.c", "-o", "e.o"), source)
-
-
 def test_user_is_refused_when_the_server_is_not_root(server_tmp: Path) -> None:
     result = subprocess.run(
         [*as_unprivileged_user(), *server_command(), "--listen", "127.0.0.1", "--port", "0",
@@ -99,10 +82,10 @@ def test_a_source_reads_no_file_of_the_machine_nor_of_the_servers_uid(
 ) -> None:
     server = start_unprivileged("--jobs", "2")
     assert server.status()["sandbox"]["job_uids"].startswith("the server's own")
-    ok = _compile(server, (compiler, "-c", "ok.c", "-o", "ok.o"), b"int ok;\n")
+    ok = compile_on(server, (compiler, "-c", "ok.c", "-o", "ok.o"), b"int ok;\n")
     assert ok.status == 0 and ok.obj.startswith(b"\x7fELF"), ok.stderr
     for path in (str(owned_secret), "/etc/passwd"):
-        reply = _compile(server, (compiler, "-c", "x.c", "-o", "x.o"), _incbin(path))
+        reply = compile_on(server, (compiler, "-c", "x.c", "-o", "x.o"), incbin(path))
         assert reply.status != 0, path
         assert SECRET.encode() not in reply.obj + reply.stderr
         assert b"root:" not in reply.obj + reply.stderr
@@ -115,7 +98,7 @@ def test_unsandboxed_the_same_source_reads_the_servers_file(
     """The test above can fail: an unprivileged server without the sandbox compiles the
     .incbin of a file its uid may read."""
     server = start_unprivileged("--jobs", "1", "--sandbox", "none")
-    reply = _compile(server, ("gcc", "-c", "x.c", "-o", "x.o"), _incbin(str(owned_secret)))
+    reply = compile_on(server, ("gcc", "-c", "x.c", "-o", "x.o"), incbin(str(owned_secret)))
     assert reply.status == 0, reply.stderr
     assert SECRET.encode() in reply.obj
 
@@ -126,28 +109,10 @@ def test_a_job_cannot_read_another_running_jobs_source_of_the_same_uid(
     bin_dir, _ = fake_compilers
     server = start_unprivileged("--jobs", "2", "--compiler", "slow-cc", "--compiler", "gcc",
                                 path_prepend=str(bin_dir))  # fmt: skip
-    other = f"/* {SECRET} */ int other;\n".encode()
-
-    async def scenario() -> Reply:
-        slow = asyncio.create_task(compile_remote(
-            "127.0.0.1", server.port, Request(1, ("slow-cc", "-c", "o.c"), other), timeout_s=60
-        ))  # fmt: skip
-        dirs = await asyncio.to_thread(wait_until, server.job_dirs, 30, "the slow job's dir")
-        assert _uid_of_path(dirs[0]) == pwd.getpwnam(UNPRIVILEGED).pw_uid  # the same uid
-        reply = await compile_remote(
-            "127.0.0.1", server.port,
-            Request(1, ("gcc", "-c", "x.c"), _incbin(str(dirs[0] / "input.i"))), timeout_s=60,
-        )  # fmt: skip
-        assert (await slow).status == 0
-        return reply
-
-    reply = asyncio.run(scenario())
+    reply, owner = read_a_running_jobs_source(server, SECRET)
+    assert owner == pwd.getpwnam(UNPRIVILEGED).pw_uid  # the same uid as the reading job
     assert reply.status != 0
     assert SECRET.encode() not in reply.obj + reply.stderr
-
-
-def _uid_of_path(path: Path) -> int:
-    return path.stat().st_uid
 
 
 @pytest.fixture
@@ -160,7 +125,7 @@ def evil_unprivileged(
 
 
 def _assert_healthy(server: ServerProcess, bin_dir: Path) -> None:
-    reply = _compile(server, ("gcc", "-c", "ok.c", "-o", "ok.o"), b"int ok;\n")
+    reply = compile_on(server, ("gcc", "-c", "ok.c", "-o", "ok.o"), b"int ok;\n")
     assert reply.status == 0 and reply.obj.startswith(b"\x7fELF"), reply.stderr
     wait_until(lambda: server.job_dirs() == [], 5, "the job dirs removed")
     wait_until(lambda: alive(running(bin_dir / "evil-cc")) == [], 5, "no process of a job left")
@@ -169,11 +134,11 @@ def _assert_healthy(server: ServerProcess, bin_dir: Path) -> None:
 def test_a_subverted_compiler_reads_and_writes_nothing_of_the_servers_uid(
     evil_unprivileged: ServerProcess, owned_secret: Path, fake_compilers: tuple[Path, Path]
 ) -> None:
-    reply = _evil(evil_unprivileged, f"read {owned_secret}")
+    reply = evil(evil_unprivileged, f"read {owned_secret}")
     assert SECRET.encode() not in reply.stderr + reply.obj
     assert b"No such file" in reply.stderr
     target = owned_secret.parent / "pwned"  # a directory the server's uid may write
-    reply = _evil(evil_unprivileged, f"write {target}")
+    reply = evil(evil_unprivileged, f"write {target}")
     assert reply.status != 0
     assert not target.exists()
     _assert_healthy(evil_unprivileged, fake_compilers[0])
@@ -186,12 +151,12 @@ def test_a_subverted_compiler_reaches_no_network_and_leaves_no_process(
 
     with socket.create_server(("127.0.0.1", 0)) as listener:
         listener.setblocking(False)
-        reply = _evil(evil_unprivileged, f"connect {listener.getsockname()[1]}")
+        reply = evil(evil_unprivileged, f"connect {listener.getsockname()[1]}")
         assert reply.status != 0
         assert b"Connection refused" in reply.stderr or b"unreachable" in reply.stderr
         with pytest.raises(BlockingIOError):
             listener.accept()
-    reply = _evil(evil_unprivileged, "outlive")
+    reply = evil(evil_unprivileged, "outlive")
     assert reply.status == 0, reply.stderr
     # the setsid child (a `sleep 3600` under the stand-in's toolchain) went with its job
     wait_until(lambda: not _sleepers(evil_unprivileged.proc.pid), 5, "the setsid child gone")
@@ -224,7 +189,7 @@ def test_the_process_bound_counts_the_jobs_own_processes_not_the_whole_uids(
     as_user = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
     others = [subprocess.Popen([*as_user, "--", "sleep", "600"]) for _ in range(40)]
     try:
-        reply = _compile(evil_unprivileged, ("gcc", "-c", "ok.c", "-o", "ok.o"), b"int ok;\n")
+        reply = compile_on(evil_unprivileged, ("gcc", "-c", "ok.c", "-o", "ok.o"), b"int ok;\n")
         assert reply.status == 0 and reply.obj.startswith(b"\x7fELF"), reply.stderr
     finally:
         for proc in others:
@@ -235,7 +200,7 @@ def test_the_process_bound_counts_the_jobs_own_processes_not_the_whole_uids(
 def test_forking_past_the_process_bound_fails_the_job_not_the_server(
     evil_unprivileged: ServerProcess, fake_compilers: tuple[Path, Path]
 ) -> None:
-    reply = _evil(evil_unprivileged, "fork")
+    reply = evil(evil_unprivileged, "fork")
     assert reply.status != 0
     assert b"ran into its limit: 32 processes" in reply.stderr, reply.stderr
     assert evil_unprivileged.status()["limits_hit"].get("processes") == 1
