@@ -185,27 +185,28 @@ def test_a_backend_that_lacks_the_compiler_after_all_is_left_out_and_the_job_ret
     try:
         server = start_server("--jobs", "2", "--compiler", "whoami-cc", "--compiler", "gcc",
                               path_prepend=str(bin_dir))  # fmt: skip
+        # The distccd is made to look fifty times faster, so the picker tries it first;
+        # jobs go one after another until one has reached it (the first, almost always).
         balancer = start_balancer(
-            "--backend", f"127.0.0.1:{distccd.port},kind=distccd,slots=8",
+            "--backend", f"127.0.0.1:{distccd.port},kind=distccd,slots=8,weight=50",
             "--backend", _spec(server), "--allow-compiler", "whoami-cc",
         )  # fmt: skip
         balancer.wait_healthy(2)
 
         async def jobs() -> list[int]:
-            requests = [
-                Request(1, ("whoami-cc", "-c", f"w{i}.c", "-o", f"w{i}.o"), b"int w;\n")
-                for i in range(6)
-            ]
             replies = []
-            for request in requests:  # one after another: the first one teaches
+            for i in range(12):
+                request = Request(1, ("whoami-cc", "-c", f"w{i}.c", "-o", f"w{i}.o"), b"int w;\n")
                 reply = await compile_remote("127.0.0.1", balancer.port, request, timeout_s=60)
                 replies.append(reply.status)
+                if _sent(balancer, distccd.port) and len(replies) >= 6:
+                    break
             return replies
 
-        assert asyncio.run(jobs()) == [0] * 6
-        # (the distccd has four times the slots: the first job goes there, almost surely)
-        assert _sent(balancer, distccd.port) == 1
-        assert _sent(balancer, server.port) == 6
+        statuses = asyncio.run(jobs())
+        assert statuses == [0] * len(statuses)
+        assert _sent(balancer, distccd.port) == 1, "no job, or more than one, reached the distccd"
+        assert _sent(balancer, server.port) == len(statuses)  # (every job ended there)
         refused = balancer.logged("attempt_no_compiler")
         assert refused["backend"] == f"127.0.0.1:{distccd.port}"
         assert "whoami-cc" not in balancer.backend(f"127.0.0.1:{distccd.port}")["compilers"]
