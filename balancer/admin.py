@@ -1,9 +1,13 @@
-"""The admin face: /healthz for keepalived, /status JSON, /metrics, and a live dashboard at /."""
+"""The admin face: /healthz for keepalived, /status JSON, /metrics, and the dashboard:
+the page at /, its live updates at /events (server-sent events), the same update at
+/dashboard.json for polling, and the last hour at /history.json."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
+import urllib.parse
 from collections.abc import Callable
 from importlib.resources import files
 
@@ -11,12 +15,21 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from balancer.activity import merge_snapshots
+from balancer.history import merge_exports
+from balancer.live import Viewers
 from balancer.stats import BalancerStats
 from balancer.workers import PEER_TIMEOUT_S, merge_metrics, merge_status
 
+RECENT_S = 12.0
+"""Each live update carries the samples of this many seconds back."""
+
 
 def make_app(
-    stats: BalancerStats, serving: Callable[[], bool], peers: list[str] | None = None
+    stats: BalancerStats,
+    serving: Callable[[], bool],
+    peers: list[str] | None = None,
+    max_viewers: int = 64,
 ) -> web.Application:
     """``peers``: the admin sockets of the other workers (``--workers``), whose /status
     and /metrics are merged into this one's."""
@@ -30,12 +43,7 @@ def make_app(
         return web.Response(status=503, text="not serving\n")
 
     async def status(_: web.Request) -> web.Response:
-        if not peers:
-            return web.json_response(stats.status())
-        mine = stats.status()
-        answers = await asyncio.gather(*(_ask(peer, "/status") for peer in peers))
-        others = [json.loads(answer) if answer is not None else None for answer in answers]
-        return web.json_response(merge_status(mine, others))
+        return web.json_response(await merged_status())
 
     async def metrics(_: web.Request) -> web.Response:
         body = stats.prometheus()
@@ -48,8 +56,60 @@ def make_app(
     async def index(_: web.Request) -> web.Response:
         return web.Response(text=dashboard, content_type="text/html")
 
+    async def merged_status() -> dict[str, object]:
+        mine = stats.status()
+        if not peers:
+            return mine
+        answers = await asyncio.gather(*(_ask(peer, "/status") for peer in peers))
+        return merge_status(mine, [json.loads(a) if a is not None else None for a in answers])
+
+    async def update() -> dict[str, object]:
+        """What a viewer gets every second: the status and what is happening."""
+        activity = stats.activity.snapshot()
+        if peers:
+            answers = await asyncio.gather(*(_ask(peer, "/activity.json") for peer in peers))
+            others = [json.loads(a) if a is not None else None for a in answers]
+            activity = merge_snapshots([activity, *others])
+        # The last few samples: a viewer adds those newer than what it has.
+        recent = await history(time.time() - RECENT_S, None)
+        return {"status": await merged_status(), "activity": activity, "recent": recent,
+                "viewers": viewers.count}  # fmt: skip
+
+    async def history(since: float, backend: str | None) -> dict[str, object] | None:
+        mine = stats.activity.history.export(since, backend)
+        if not peers:
+            return mine
+        query = f"/history.json?local=1&since={since}"
+        if backend is not None:
+            query += "&backend=" + urllib.parse.quote(backend, safe="")
+        answers = await asyncio.gather(*(_ask(peer, query) for peer in peers))
+        return merge_exports([mine, *(json.loads(a) if a is not None else None for a in answers)])
+
+    async def dashboard_json(_: web.Request) -> web.Response:
+        return web.json_response(await update())
+
+    async def activity_json(_: web.Request) -> web.Response:
+        return web.json_response(stats.activity.snapshot())
+
+    async def history_json(request: web.Request) -> web.Response:
+        try:
+            since = float(request.query.get("since", "0"))
+        except ValueError:
+            return web.Response(status=400, text="since: a time in seconds\n")
+        backend = request.query.get("backend") or None
+        if request.query.get("local"):
+            return web.json_response(stats.activity.history.export(since, backend))
+        return web.json_response(await history(since, backend))
+
+    viewers = Viewers(update, max_viewers=max_viewers)
     app = web.Application()
+    app.on_shutdown.append(viewers.close)
+    app["viewers"] = viewers
     app.router.add_get("/", index)
+    app.router.add_get("/events", viewers.handle)
+    app.router.add_get("/dashboard.json", dashboard_json)
+    app.router.add_get("/activity.json", activity_json)
+    app.router.add_get("/history.json", history_json)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from balancer.activity import attach
 from balancer.backends import Backend
 from balancer.tail import Running
 from wire import Reply, Request
@@ -99,6 +100,9 @@ class JobAttempts:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when something the job may act on changed: a backend it runs on left
     rotation, or a faster backend came free for a tail hedge."""
+
+    def __post_init__(self) -> None:
+        attach(self)  # (the dashboard's view of the job sees its attempts)
 
     @property
     def sends(self) -> int:

@@ -38,6 +38,7 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
     listen: str = "0.0.0.0"  # noqa: S104 (it serves the network; --allow guards it)
     port: int = 3632
     admin_port: int = 3634
+    dashboard_viewers: int = 64
     backend: list[str] = field(default_factory=list)
     allow: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     poll_interval: float = 0.5
@@ -160,6 +161,7 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
             "queue_timeout",
             "attempt_deadline_min",
             "max_hedges",
+            "dashboard_viewers",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative")

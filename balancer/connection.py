@@ -61,6 +61,8 @@ async def handle_connection(
             await _serve(ctx, reader, writer, started)
         except Exception:
             log.exception("job_crashed")
+        finally:
+            ctx.stats.activity.forget()  # (a job that crashed is not shown running forever)
 
 
 async def _serve(
@@ -76,10 +78,10 @@ async def _serve(
                 reader, ctx.limits, idle_timeout_s=ctx.io_timeout_s, inflate=ctx.inflate.inflate
             )
     except (RemoteProtocolError, TimeoutError) as exc:
-        stats.job_finished("bad_request", time.monotonic() - started)
         reason = (
             str(exc) if isinstance(exc, RemoteProtocolError) else "request not received in time"
         )
+        stats.job_finished("bad_request", time.monotonic() - started, reason=reason)
         log.warning("bad_request", reason=reason, error=type(exc).__name__)
         return
 
@@ -92,6 +94,13 @@ async def _serve(
     # Backends get the canonical command line the judge accepted (bare compiler name,
     # -x rewritten to the preprocessed language), the same for distlb and distccd.
     request = Request(request.protocol, accepted.argv, request.source)
+    context = structlog.contextvars.get_contextvars()
+    live = stats.activity.start(
+        str(context.get("job_id", "")),
+        str(context.get("principal") or context.get("client") or ""),
+        accepted.input_name,
+        accepted.compiler,
+    )
     gone = asyncio.create_task(wait_peer_gone(reader))
     job = asyncio.create_task(ctx.dispatcher.dispatch(request))
     try:
@@ -109,7 +118,7 @@ async def _serve(
         "read_ms": read_ms,  # from accept to the whole request (the client's cpp runs meanwhile)
     }
     if job.cancelled():
-        stats.job_finished("client_disconnect", time.monotonic() - started)
+        stats.job_finished("client_disconnect", time.monotonic() - started, live)
         log.info(
             "job_done",
             outcome="client_disconnect",
@@ -126,7 +135,7 @@ async def _serve(
             else "no_compiler" if isinstance(exc, NoCompiler)
             else "failed"
         )  # fmt: skip
-        stats.job_finished(name, time.monotonic() - started)
+        stats.job_finished(name, time.monotonic() - started, live, reason=str(exc))
         log.warning(
             "job_done",
             outcome=name,
@@ -147,7 +156,10 @@ async def _serve(
     except (ConnectionError, TimeoutError):
         result = "client_disconnect"
     seconds = time.monotonic() - started
-    stats.job_finished(result, seconds)
+    stats.job_finished(
+        result, seconds, live, backend=outcome.backend, queued_s=outcome.queued_s,
+        cached=outcome.cached,
+    )  # fmt: skip
     log.info(
         "job_done",
         outcome=result,
@@ -178,5 +190,5 @@ async def _refuse(
         writer.write(encode_reply(reply))
         async with asyncio.timeout(ctx.io_timeout_s):
             await writer.drain()
-    ctx.stats.job_finished("rejected_policy", time.monotonic() - started)
+    ctx.stats.job_finished("rejected_policy", time.monotonic() - started, reason=refused.reason)
     log.warning("job_refused", reason=refused.reason, argv=bounded_argv(request.argv))

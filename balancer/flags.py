@@ -29,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="HTTP: / dashboard, /status, /metrics, /healthz (default {default})",
     )
     p.add_argument(
+        "--dashboard-viewers",
+        type=int,
+        metavar="N",
+        help="live dashboard viewers at once; more get polling (default {default})",
+    )
+    p.add_argument(
         "--compiler-identity",
         choices=IDENTITY_MODES,
         help="for each compiler name, send jobs only to the backends that run the same "

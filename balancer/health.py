@@ -80,6 +80,7 @@ def mark(pool: Pool, backend: Backend, ok: bool, reason: str = "") -> None:
             state="up" if backend.healthy else "down",
             reason=reason or "probes ok",
         )
+        pool.tell_state(backend.name, "up" if backend.healthy else "down", reason or "probes ok")
         if not backend.healthy:
             for listener in pool._down_listeners:
                 listener(backend)

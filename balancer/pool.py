@@ -61,6 +61,7 @@ class Pool:
         """The jobs waiting for a change (balancer/queue.py)."""
         self._listeners: list[Callable[[], None]] = []
         self._down_listeners: list[Callable[[Backend], None]] = []
+        self.state_listeners: list[Callable[[str, str, str], None]] = []
         self._demand_until = 0.0
         self._stale: dict[str, Changes] = {}
         """Per backend, notified when its latest report is known to be wrong (a turn-away)."""
@@ -114,6 +115,7 @@ class Pool:
                     task.cancel()
                 backends.pop(name).on_change = None
                 log.info("backend_removed", backend=name)
+                self.tell_state(name, "removed", "reload")
         for name, spec in wanted.items():
             backend = backends.get(name)
             if backend is not None and backend.spec == spec:
@@ -131,6 +133,7 @@ class Pool:
                 tasks.append(asyncio.create_task(self._poll_loop(backend)))
             self._tasks[name] = tasks
             log.info("backend_added", backend=name, kind=spec.kind, status_port=spec.status_port)
+            self.tell_state(name, "added", "configured")
         self.backends = backends
         self.routing.changed()
         self.notify()
@@ -182,6 +185,15 @@ class Pool:
     def add_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (synchronously, so it must be quick) on every change."""
         self._listeners.append(listener)
+
+    def add_state_listener(self, listener: Callable[[str, str, str], None]) -> None:
+        """Call ``listener(backend, state, reason)`` (synchronously) when a backend
+        leaves or rejoins rotation, or a reload adds or removes it."""
+        self.state_listeners.append(listener)
+
+    def tell_state(self, backend: str, state: str, reason: str) -> None:
+        for listener in self.state_listeners:
+            listener(backend, state, reason)
 
     def add_down_listener(self, listener: Callable[[Backend], None]) -> None:
         """Call ``listener(backend)`` (synchronously) when a backend leaves rotation."""

@@ -44,6 +44,7 @@ class Service:
             self.pool, config.dispatch_settings(), limits, cache=self.cache
         )
         self.stats = BalancerStats(self.pool, self.dispatcher)
+        self.pool.add_state_listener(self.stats.activity.state_changed)
         self.ctx = ConnectionContext(
             stats=self.stats,
             dispatcher=self.dispatcher,
@@ -82,6 +83,12 @@ class Service:
         self.pool.reload(specs)
         log.info("reloaded", backends=[s.name for s in specs])
 
+    async def _sample_loop(self) -> None:
+        """The dashboard's history: a sample every few seconds."""
+        while True:
+            await asyncio.sleep(self.stats.activity.history.sample_s)
+            self.stats.sample()
+
     async def run(self) -> None:
         """Serve until SIGTERM, then drain. Whatever was started is closed again, also
         when a later step of the start fails (a port taken)."""
@@ -93,13 +100,16 @@ class Service:
                 stack.push_async_callback(self.cache.close)
             self.pool.start()
             stack.push_async_callback(self.pool.stop)
+            sampling = asyncio.create_task(self._sample_loop())
+            stack.callback(sampling.cancel)
             handler = self._jobs.serve(
                 limit_connections(self.connections, self._on_connection, self._refused_connection)
             )
             server, port = await listen(
                 stack, handler, cfg.listen, cfg.port, sock=place.sock if place else None
             )
-            app = make_app(self.stats, lambda: self._serving, place.peers if place else [])
+            app = make_app(self.stats, lambda: self._serving, place.peers if place else [],
+                           max_viewers=cfg.dashboard_viewers)  # fmt: skip
             if place is None or place.index == 0:
                 admin_port = await serve_http(stack, app, cfg.listen, cfg.admin_port)
             else:

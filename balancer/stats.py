@@ -6,10 +6,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
+import structlog
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from balancer.activity import Activity, LiveJob
 from balancer.dispatch import Dispatcher
 from balancer.pool import Pool
 from client.quantiles import quantile
@@ -67,6 +69,8 @@ class BalancerStats:
     started_at: float = field(default_factory=time.time)
     bounds: dict[str, Callable[[], dict[str, int]]] = field(default_factory=dict)
     """What /status reports of the connection caps and the inflate budget."""
+    activity: Activity = field(default_factory=Activity)
+    """The dashboard's jobs in flight, history, clients and state changes."""
 
     def __post_init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -79,9 +83,33 @@ class BalancerStats:
             registry=self.registry,
         )
 
-    def job_finished(self, outcome: str, seconds: float) -> None:
+    def job_finished(
+        self,
+        outcome: str,
+        seconds: float,
+        live: LiveJob | None = None,
+        *,
+        backend: str | None = None,
+        queued_s: float = 0.0,
+        cached: bool = False,
+        reason: str = "",
+    ) -> None:
         setattr(self.counters, outcome, getattr(self.counters, outcome) + 1)
         self.job_seconds.labels(outcome).observe(seconds)
+        context = structlog.contextvars.get_contextvars()
+        client = str(context.get("principal") or context.get("client") or "")
+        self.activity.finish(
+            live, outcome, seconds, backend=backend, queued_s=queued_s, cached=cached,
+            reason=reason, client=client,
+        )  # fmt: skip
+
+    def sample(self) -> None:
+        """Close one sample of the history (every ``history.sample_s``)."""
+        cache = self.dispatcher.cache
+        lookups = (cache.stats.hits + cache.stats.misses, cache.stats.hits) if cache else None
+        self.activity.history.sample(
+            list(self.pool.backends.values()), lookups, len(self.activity.live)
+        )
 
     def status(self) -> dict[str, object]:
         now = time.monotonic()

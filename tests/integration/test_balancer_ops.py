@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.support.chromium import dump_dom
 from tests.support.compilers import running
-from tests.support.distcc import distcc_env, start_distcc
-from tests.support.projects import write_c_project
+from tests.support.distcc import start_distcc
 from tests.support.servers import BalancerProcess, ServerProcess, wait_until
 
 pytestmark = pytest.mark.integration
@@ -50,34 +45,6 @@ def test_healthz_follows_backend_health_and_metrics_export_backends(
     server.stop()
     wait_until(lambda: balancer.totals()["healthy_backends"] == 0, 20, "the backend down")
     assert _http_status(base + "/healthz") == 503
-
-
-def test_dashboard_renders_every_backend_in_headless_chromium(
-    start_server: type[ServerProcess], start_balancer: type[BalancerProcess], tmp_path: Path
-) -> None:
-    servers = [start_server("--jobs", "2") for _ in range(3)]
-    balancer = start_balancer(*(a for s in servers for a in ("--backend", _spec(s))))
-    balancer.wait_healthy(3)
-    project = write_c_project(tmp_path / "proj", modules=40)
-    make = subprocess.Popen(
-        ["timeout", "120", "make", "-j8", "CC=distcc gcc"], cwd=project,
-        env=distcc_env(f"127.0.0.1:{balancer.port}/8,lzo", fallback=False),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    shot = tmp_path / "dashboard.png"
-    try:
-        wait_until(lambda: balancer.totals()["ok"] >= 3, 60, "the build under way")
-        dom = dump_dom(f"http://127.0.0.1:{balancer.stats_port}/", shot)
-    finally:
-        _, stderr = make.communicate(timeout=120)
-    assert make.returncode == 0, stderr
-    for server in servers:
-        assert f'data-backend="127.0.0.1:{server.port}"' in dom
-    assert dom.count('<td class="up">up</td>') == 3
-    assert '<span id="stamp">updated ' in dom, "the page never loaded /status"
-    assert shot.stat().st_size > 10_000
-    if os.environ.get("DISTLB_UPDATE_DOCS") == "1":  # refreshes the README's screenshot
-        shutil.copy(shot, DOCS / "dashboard.png")
 
 
 def test_sighup_reloads_backends_without_dropping_jobs(

@@ -37,6 +37,18 @@ exec gcc "$@"
 """
 
 
+# Holds each compile until the test opens the gate (a file gate-cc.open beside it; the
+# sandbox shows the stand-in's directory, so it sees the file appear), then compiles
+# for real: a build whose jobs are in flight for as long as a test looks at them.
+_GATE = """#!/bin/sh
+for arg in "$@"; do
+    case "$arg" in -E|--version) exec gcc "$@";; esac
+done
+i=0
+while [ ! -e "$(dirname "$0")/gate-cc.open" ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done
+exec gcc "$@"
+"""
+
 # Says who it runs as (uid, groups, niceness, pid, session) on stderr, then compiles.
 _WHOAMI = """#!/bin/sh
 for arg in "$@"; do
@@ -79,11 +91,14 @@ exec gcc "$@"
 
 
 def write_fake_compilers(bin_dir: Path, markers: Path, slow_seconds: float = 2.0) -> None:
-    """``hang-cc``, ``slow-cc``, ``whoami-cc`` and ``evil-cc`` in ``bin_dir``."""
+    """``hang-cc``, ``slow-cc``, ``gate-cc``, ``whoami-cc`` and ``evil-cc`` in ``bin_dir``."""
     bin_dir.mkdir(mode=0o755, exist_ok=True)
     markers.mkdir(exist_ok=True)
     markers.chmod(0o777)
-    stand_ins = (("hang-cc", _HANG), ("slow-cc", _SLOW), ("whoami-cc", _WHOAMI), ("evil-cc", _EVIL))
+    stand_ins = (
+        ("hang-cc", _HANG), ("slow-cc", _SLOW), ("gate-cc", _GATE), ("whoami-cc", _WHOAMI),
+        ("evil-cc", _EVIL),
+    )  # fmt: skip
     for name, template in stand_ins:
         script = bin_dir / name
         script.write_text(template.format(markers=markers))
