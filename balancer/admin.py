@@ -9,7 +9,6 @@ import json
 import time
 import urllib.parse
 from collections.abc import Callable
-from importlib.resources import files
 
 import aiohttp
 from aiohttp import web
@@ -20,6 +19,7 @@ from balancer.history import merge_exports
 from balancer.live import Viewers
 from balancer.stats import BalancerStats
 from balancer.workers import PEER_TIMEOUT_S, merge_metrics, merge_status
+from daemon.pages import add_assets, page
 
 RECENT_S = 12.0
 """Each live update carries the samples of this many seconds back."""
@@ -33,7 +33,7 @@ def make_app(
 ) -> web.Application:
     """``peers``: the admin sockets of the other workers (``--workers``), whose /status
     and /metrics are merged into this one's."""
-    dashboard = files("balancer").joinpath("dashboard.html").read_text(encoding="utf-8")
+    dashboard = page("balancer", "dashboard.html")
     peers = peers or []
 
     async def healthz(_: web.Request) -> web.Response:
@@ -106,6 +106,7 @@ def make_app(
     app.on_shutdown.append(viewers.close)
     app["viewers"] = viewers
     app.router.add_get("/", index)
+    add_assets(app)
     app.router.add_get("/events", viewers.handle)
     app.router.add_get("/dashboard.json", dashboard_json)
     app.router.add_get("/activity.json", activity_json)

@@ -9,14 +9,12 @@ workers' rings line up (:func:`merge_exports`)."""
 
 from __future__ import annotations
 
-import math
 import time
-from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from balancer.backends import Backend
-from client.quantiles import quantile
+from daemon.ring import Ring, quantile_ms
 
 SAMPLE_S = 2.0
 SAMPLES = 1800
@@ -45,38 +43,6 @@ _GAUGES = ("up", "slots_used", "slots", "in_flight")
 _QUANTILES = ("p50_ms", "p95_ms", "queue_p50_ms", "queue_p95_ms")
 
 
-class Ring:
-    """A fixed number of rows of named float columns; the oldest is overwritten."""
-
-    def __init__(self, columns: Sequence[str], size: int) -> None:
-        self.columns = tuple(columns)
-        self.size = size
-        self._data = {name: array("d", bytes(8 * size)) for name in self.columns}
-        self._next = 0
-        self.count = 0
-
-    def append(self, row: dict[str, float]) -> None:
-        for name in self.columns:
-            self._data[name][self._next] = row.get(name, math.nan)
-        self._next = (self._next + 1) % self.size
-        self.count = min(self.count + 1, self.size)
-
-    def export(self, since: float = 0.0) -> dict[str, list[float | None]]:
-        """The rows after time ``since``, oldest first, column by column (NaN: None)."""
-        times = self._data["t"]
-        order = []
-        for back in range(1, self.count + 1):  # (from the newest: a recent since is quick)
-            i = (self._next - back) % self.size
-            if times[i] <= since:
-                break
-            order.append(i)
-        order.reverse()
-        return {
-            name: [None if math.isnan(v := self._data[name][i]) else v for i in order]
-            for name in self.columns
-        }
-
-
 @dataclass
 class _Interval:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
@@ -91,11 +57,6 @@ class _BackendInterval:
     latencies: list[float] = field(default_factory=list)
     failures_before: int = -1
     turned_away_before: int = -1
-
-
-def _ms(values: list[float], q: float) -> float:
-    value = quantile(values, q) if values else None
-    return math.nan if value is None else round(value * 1000, 1)
 
 
 class History:
@@ -152,9 +113,10 @@ class History:
         row["slots"] = sum(b.slots for b in up)
         row["slots_used"] = sum(b.slots - b.free for b in up)
         row["in_flight"] = in_flight
-        row["p50_ms"], row["p95_ms"] = _ms(interval.latencies, 0.5), _ms(interval.latencies, 0.95)
-        row["queue_p50_ms"] = _ms(interval.queued, 0.5)
-        row["queue_p95_ms"] = _ms(interval.queued, 0.95)
+        row["p50_ms"] = quantile_ms(interval.latencies, 0.5)
+        row["p95_ms"] = quantile_ms(interval.latencies, 0.95)
+        row["queue_p50_ms"] = quantile_ms(interval.queued, 0.5)
+        row["queue_p95_ms"] = quantile_ms(interval.queued, 0.95)
         if cache is not None:
             before = self._cache_before or cache
             row["cache_lookups"], row["cache_hits"] = cache[0] - before[0], cache[1] - before[1]
@@ -184,7 +146,8 @@ class History:
                     "t": t, "up": float(b.healthy), "ok": per.ok,
                     "compile_error": per.compile_error, "failures": failures,
                     "turned_away": turned, "slots_used": b.slots - b.free, "slots": b.slots,
-                    "p50_ms": _ms(per.latencies, 0.5), "p95_ms": _ms(per.latencies, 0.95),
+                    "p50_ms": quantile_ms(per.latencies, 0.5),
+                    "p95_ms": quantile_ms(per.latencies, 0.95),
                 }
             )  # fmt: skip
             fresh.ok, fresh.compile_error = 0, 0

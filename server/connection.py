@@ -152,14 +152,20 @@ async def _serve_job(
             return
         if not stats.slots.try_acquire():
             stats.counters.rejected_busy += 1
+            stats.activity.turned_away()
             turn_away_busy(ctx)
             return
         slot = SlotHold(stats.slots)
+        context = structlog.contextvars.get_contextvars()
+        job_id = str(context.get("job_id", ""))
+        client = str(context.get("principal") or context.get("client") or "")
+        stats.activity.started(job_id, job.input_name, job.compiler, client)
         try:
             stats.counters.accepted += 1
             await _compile_and_reply(ctx, request, job, reader, writer, started, slot, key)
         finally:
             slot.release()
+            stats.activity.ended(job_id)
     finally:
         structlog.contextvars.unbind_contextvars("compiler", "input")
 

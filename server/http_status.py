@@ -1,4 +1,5 @@
-"""The status face on the stats port: distccd's text at /, JSON at /status, /metrics."""
+"""The status face on the stats port: distccd's text at /, JSON at /status, /metrics,
+and a dashboard at /dashboard (its data at /dashboard.json)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from client.status import (
 )
 from daemon.access import Network, is_allowed
 from daemon.changes import Changes
+from daemon.pages import add_assets, page
 from server.stats import ServerStats
 
 log = structlog.get_logger("distlb.server.status")
@@ -94,8 +96,25 @@ def make_app(
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=stats.prometheus(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    dashboard = page("server", "dashboard.html")
+
+    async def dashboard_page(_: web.Request) -> web.Response:
+        return web.Response(text=dashboard, content_type="text/html")
+
+    async def dashboard_json(request: web.Request) -> web.Response:
+        try:
+            since = float(request.query.get("since", "0"))
+        except ValueError:
+            return web.Response(status=400, text="since: a time in seconds\n")
+        return web.json_response(
+            {"status": stats.status(compilers(), version), **stats.activity.snapshot(since)}
+        )
+
     app = web.Application(middlewares=[allow_only(allow)])
     app.router.add_get("/", distccd_stats)
+    app.router.add_get("/dashboard", dashboard_page)
+    app.router.add_get("/dashboard.json", dashboard_json)
+    add_assets(app)
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics)
     return app

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from server.activity import ServerActivity
 from server.admission import Slots
 
 JOB_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1200)
@@ -68,6 +69,8 @@ class ServerStats:
     """What /status reports of the connection caps and the inflate budget."""
     """Jobs stopped by a resource bound, by bound (memory, file_size, ...)."""
     busy_avg: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    activity: ServerActivity = field(default_factory=ServerActivity)
+    """The running jobs and the last hour, for /dashboard."""
     # Completed compiles per minute, newest last, for dcc_num_compiles1/2/3.
     _per_minute: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=16))
 
@@ -86,6 +89,7 @@ class ServerStats:
         """Count one admitted job's end. ``outcome`` names a field of :class:`Counters`."""
         setattr(self.counters, outcome, getattr(self.counters, outcome) + 1)
         self.job_seconds.labels(outcome).observe(seconds)
+        self.activity.job(outcome, seconds)
         if outcome in ("ok", "compile_error"):
             minute = int(time.monotonic() // 60)
             if self._per_minute and self._per_minute[-1][0] == minute:
@@ -101,6 +105,7 @@ class ServerStats:
 
     def sample_load(self, interval_s: float) -> None:
         """Fold the busy count into 1/5/15-minute moving averages (called periodically)."""
+        self.activity.sample(self.slots.busy, self.slots.capacity)
         for i, window_s in enumerate((60.0, 300.0, 900.0)):
             alpha = min(1.0, interval_s / window_s)
             self.busy_avg[i] += alpha * (self.slots.busy - self.busy_avg[i])

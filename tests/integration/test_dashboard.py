@@ -112,6 +112,9 @@ def test_a_running_build_shows_live_on_the_page_and_stays_in_its_history(
         assert all(client == "127.0.0.1" for _, client, _ in shown)
         who = "document.querySelector('#clients tr[data-client=\"127.0.0.1\"]')"
         page.wait_for(f"{who} && Number({who}.cells[5].textContent) >= 4", 10, "the client")
+        # ... and the slots chart with every slot in use (a sample is taken every 2 s).
+        used = "Math.max(0, ...farm.rows.slots_used.map(v => v || 0))"
+        page.wait_for(f"{used} === 4", 15, "4 slots in use on the chart")
         page.screenshot(tmp_path / "dashboard.png")
 
         (gate / "gate-cc.open").touch()
@@ -221,3 +224,39 @@ def test_viewers_over_the_bound_are_refused_and_the_page_polls_instead(
             page.close()
     finally:
         held.close()
+
+
+def test_the_server_dashboard_shows_its_running_job_and_history(
+    start_server: type[ServerProcess], gate: Path, tmp_path: Path
+) -> None:
+    server = start_server("--jobs", "2", "--compiler", "gate-cc", "--compiler", "gcc",
+                          path_prepend=str(gate))  # fmt: skip
+    origin = f"http://127.0.0.1:{server.stats_port}"
+    (tmp_path / "one.c").write_text("int one(void) { return 1; }\n")
+    env = distcc_env(f"127.0.0.1:{server.port}/2", fallback=False)
+    env["PATH"] = f"{gate}:{env['PATH']}"
+    distcc = subprocess.Popen(
+        ["timeout", "120", "distcc", "gate-cc", "-c", "one.c", "-o", "one.o"], cwd=tmp_path,
+        env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    page = LivePage(origin + "/dashboard")
+    try:
+        job = "document.querySelector('#running tr[data-file=\"one.c\"]')"
+        page.wait_for(f"!!{job}", 30, "the running job")
+        assert page.evaluate("document.getElementById('slots').textContent") == "1 / 2"
+        assert page.evaluate("document.getElementById('sandbox').textContent") == "bwrap"
+        (gate / "gate-cc.open").touch()
+        _, stderr = distcc.communicate(timeout=120)
+        assert distcc.returncode == 0, stderr
+        page.wait_for(f"!{job}", 15, "the job gone")
+        total = "Number(document.getElementById('chart-jobs').dataset.total)"
+        page.wait_for(f"{total} > 0", 30, "the job in the history")
+        assert all(url.startswith(origin + "/") for url in page.requests)
+    finally:
+        (gate / "gate-cc.open").touch()
+        if distcc.poll() is None:
+            distcc.communicate(timeout=120)
+        page.close()
+    with urllib.request.urlopen(origin + "/", timeout=10) as reply:  # (still distccd's text)
+        assert reply.read().decode().startswith("argv /distccd\n<distccstats>\n")
+    assert "://" not in urllib.request.urlopen(origin + "/dashboard", timeout=10).read().decode()
