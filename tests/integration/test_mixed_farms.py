@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from client import ClientError, compile_remote
-from tests.support.chromium import dump_dom
+from tests.support.chromium import LivePage
 from tests.support.distcc import distcc_env
 from tests.support.servers import (
     BalancerProcess,
@@ -137,9 +137,15 @@ def test_one_identity_per_compiler(
         assert on_new == 0 and backends_used <= {f"127.0.0.1:{s.port}" for s in old}
         shown = balancer.backend(f"127.0.0.1:{new.port}")["compilers"]["gcc"]
         assert shown["state"] == "mismatch" and "Wrapper" in shown["version"]
-        dom = dump_dom(f"http://127.0.0.1:{balancer.stats_port}/")
-        row = dom[dom.index(f'data-backend="127.0.0.1:{new.port}"') :].split("</tr>")[0]
-        assert '<td class="mismatch">mismatch: gcc (Wrapper 99.1-upgrade)' in row
+        page = LivePage(f"http://127.0.0.1:{balancer.stats_port}/")
+        try:
+            cell = f'#backends tr[data-backend="127.0.0.1:{new.port}"] td.mismatch'
+            shown_cell = page.wait_for(
+                f"(c => c && c.textContent)(document.querySelector('{cell}'))", 30, "the mismatch"
+            )
+        finally:
+            page.close()
+        assert shown_cell.startswith("mismatch: gcc (Wrapper 99.1-upgrade)")
         metrics = balancer.http("/metrics")
         wanted = f'distlb_backend_compiler{{backend="127.0.0.1:{new.port}",chosen="false",'
         assert wanted + 'compiler="gcc",' in metrics

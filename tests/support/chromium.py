@@ -24,23 +24,8 @@ def headless_flags(profile: str) -> list[str]:
     return [
         chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=3000",
+        "--disable-sync", f"--user-data-dir={profile}",
     ]  # fmt: skip
-
-
-def dump_dom(url: str, screenshot: Path | None = None) -> str:
-    """The page's DOM after its scripts ran (and, with ``screenshot``, a picture)."""
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    try:
-        flags = headless_flags(profile)
-        dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True,
-                             timeout=120, check=True).stdout  # fmt: skip
-        if screenshot is not None:
-            subprocess.run([*flags, "--window-size=1200,420", f"--screenshot={screenshot}", url],
-                           capture_output=True, timeout=120, check=True)  # fmt: skip
-        return dom
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 class LivePage:
@@ -50,7 +35,7 @@ class LivePage:
 
     def __init__(self, url: str) -> None:
         self.profile = tempfile.mkdtemp(prefix="chromium-live-")
-        flags = [f for f in headless_flags(self.profile) if not f.startswith("--virtual-time")]
+        flags = headless_flags(self.profile)
         self.proc = subprocess.Popen(
             [*flags, "--remote-debugging-port=0", "--remote-allow-origins=*", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
