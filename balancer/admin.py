@@ -104,7 +104,7 @@ def make_app(
     viewers = Viewers(update, max_viewers=max_viewers)
     app = web.Application()
     app.on_shutdown.append(viewers.close)
-    app["viewers"] = viewers
+    stats.viewers = lambda: viewers.count
     app.router.add_get("/", index)
     add_assets(app)
     app.router.add_get("/events", viewers.handle)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import structlog
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -71,6 +71,8 @@ class BalancerStats:
     """What /status reports of the connection caps and the inflate budget."""
     activity: Activity = field(default_factory=Activity)
     """The dashboard's jobs in flight, history, clients and state changes."""
+    viewers: Callable[[], int] = field(default=lambda: 0)
+    """Live dashboard viewers now (set by the admin app)."""
 
     def __post_init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -82,6 +84,13 @@ class BalancerStats:
             buckets=JOB_SECONDS_BUCKETS,
             registry=self.registry,
         )
+        self.queue_seconds = Histogram(
+            "distlb_balancer_queue_seconds",
+            "Waits for a backend with a free slot, of the jobs compiled",
+            buckets=JOB_SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        ProcessCollector(registry=self.registry)
 
     def job_finished(
         self,
@@ -96,6 +105,8 @@ class BalancerStats:
     ) -> None:
         setattr(self.counters, outcome, getattr(self.counters, outcome) + 1)
         self.job_seconds.labels(outcome).observe(seconds)
+        if outcome in ("ok", "compile_error") and not cached:
+            self.queue_seconds.observe(queued_s)
         context = structlog.contextvars.get_contextvars()
         client = str(context.get("principal") or context.get("client") or "")
         self.activity.finish(
@@ -175,6 +186,17 @@ class _Collector(Collector):
         yield CounterMetricFamily(
             "distlb_balancer_connections", "Client connections", value=s.counters.connections
         )
+        yield CounterMetricFamily(
+            "distlb_balancer_cache_hits", "Jobs answered from the result cache",
+            value=s.counters.cache_hit,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "distlb_balancer_jobs_in_flight", "Jobs received and not yet answered",
+            value=len(s.activity.live),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "distlb_balancer_dashboard_viewers", "Live dashboard viewers", value=s.viewers()
+        )
         for name, what in DISPATCHER_METRICS.items():
             yield CounterMetricFamily(
                 f"distlb_balancer_{name}", what, value=getattr(s.dispatcher, name)
@@ -193,6 +215,14 @@ class _Collector(Collector):
         failures = CounterMetricFamily(
             "distlb_backend_failures", "Failed probes, polls and jobs", labels=["backend"]
         )
+        turned_away = CounterMetricFamily(
+            "distlb_backend_turned_away", "Attempts it turned away (full)", labels=["backend"]
+        )
+        latency = GaugeMetricFamily(
+            "distlb_backend_latency_seconds",
+            "Its recent jobs' latency (the window the picker uses): p50 and p95",
+            labels=["backend", "stat"],
+        )
         for b in s.pool.backends.values():
             per_backend["up"].add_metric([b.name], int(b.healthy))
             per_backend["slots"].add_metric([b.name], b.slots)
@@ -200,6 +230,11 @@ class _Collector(Collector):
             per_backend["in_flight"].add_metric([b.name], b.in_flight)
             sent.add_metric([b.name], b.sent)
             failures.add_metric([b.name], b.failures)
+            turned_away.add_metric([b.name], b.turned_away)
+            for q, stat in ((0.5, "p50"), (0.95, "p95")):
+                value = b.latency_quantile(q)
+                if value is not None:
+                    latency.add_metric([b.name, stat], value)
         yield from per_backend.values()
         offered = GaugeMetricFamily(
             "distlb_backend_compiler",
@@ -238,3 +273,5 @@ class _Collector(Collector):
             )
         yield sent
         yield failures
+        yield turned_away
+        yield latency

@@ -172,7 +172,12 @@ TOTALS_AS_SEEN = frozenset({"slots", "free", "healthy_backends"})
 BACKEND_SUMS = ("in_flight", "probing", "sent", "ok", "failures", "turned_away")
 CACHE_SUMS = ("hits", "misses", "bypasses", "corrupt", "stored", "bytes_read", "bytes_written")
 BOUND_SUMS = {"connections": ("open", "addresses"), "inflating": ("bytes", "waiting", "waited")}
-GAUGES_SUMMED = frozenset({"distlb_backend_in_flight"})
+GAUGES_SUMMED = frozenset(
+    {
+        "distlb_backend_in_flight", "distlb_balancer_jobs_in_flight",
+        "distlb_balancer_dashboard_viewers", "process_resident_memory_bytes", "process_open_fds",
+    }
+)  # fmt: skip
 """Gauges that count each worker's own (the others are alike in every worker)."""
 
 

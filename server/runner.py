@@ -314,6 +314,10 @@ _LIMIT_SIGNS: tuple[tuple[str, tuple[bytes, ...]], ...] = (
 )  # fmt: skip
 
 
+LIMITS = ("output", *(name for name, _ in _LIMIT_SIGNS))
+"""Every resource bound a job can be stopped by, as /status and the metrics name it."""
+
+
 def limit_hit(stderr: bytes) -> str | None:
     """Which job limit a failed compile ran into, judged from what it said."""
     for limit, signs in _LIMIT_SIGNS:

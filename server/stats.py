@@ -10,12 +10,13 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from server.activity import ServerActivity
 from server.admission import Slots
+from server.runner import LIMITS
 
 JOB_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1200)
 _MINUTE_BUCKETS = 15
@@ -84,6 +85,7 @@ class ServerStats:
             buckets=JOB_SECONDS_BUCKETS,
             registry=self.registry,
         )
+        ProcessCollector(registry=self.registry)
 
     def job_finished(self, outcome: str, name: str, compiler: str, seconds: float) -> None:
         """Count one admitted job's end. ``outcome`` names a field of :class:`Counters`."""
@@ -211,8 +213,8 @@ class _StatsCollector(Collector):
         limits = CounterMetricFamily(
             "distlb_server_job_limits", "Jobs stopped by a resource bound", labels=["limit"]
         )
-        for limit, count in sorted(s.limits_hit.items()):
-            limits.add_metric([limit], count)
+        for limit in sorted(set(LIMITS) | set(s.limits_hit)):  # (each, from 0)
+            limits.add_metric([limit], s.limits_hit.get(limit, 0))
         yield limits
         yield GaugeMetricFamily(
             "distlb_server_sandboxed",

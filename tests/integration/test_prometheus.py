@@ -4,6 +4,8 @@ and alert rules, and the metrics our server, balancer and monitor expose."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import pytest
 
 from client import compile_remote
 from client.prober import probe_request
+from tests.support.redis import RedisServer
 from tests.support.servers import BalancerProcess, ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -68,3 +71,74 @@ def test_server_balancer_and_monitor_metrics_pass_promtool(
     for name, text in pages.items():
         result = _promtool("check", "metrics", stdin=text)
         assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
+
+
+GRAFANA = CONFIGS.parent / "grafana" / "distlb.json"
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "5m", "$balancer_job": "distlb-balancer", "$server_job": "distlb-server",
+    "$backend": ".*",
+}  # fmt: skip
+FROM_PROMETHEUS = {"up"}
+"""Series Prometheus makes itself, not in any /metrics."""
+
+
+def _board_queries(board: dict[str, object]) -> list[tuple[str, str]]:
+    """(where, PromQL) for every panel target and variable query, variables filled in."""
+    queries = []
+    for panel in board["panels"]:  # type: ignore[attr-defined]
+        for target in panel.get("targets", []):
+            queries.append((f"{panel['title']} {target['refId']}", target["expr"]))
+    for variable in board["templating"]["list"]:  # type: ignore[index]
+        if variable["type"] == "query":
+            inner = re.fullmatch(r"label_values\((.*), *\w+\)", variable["query"]["query"])
+            assert inner, variable
+            queries.append((f"variable {variable['name']}", inner.group(1)))
+    filled = []
+    for where, query in queries:
+        for name, value in sorted(GRAFANA_VARIABLES.items(), key=lambda kv: -len(kv[0])):
+            query = query.replace(name, value)
+        assert "$" not in query, f"{where}: a variable the test does not know: {query}"
+        filled.append((where, query))
+    return filled
+
+
+def test_the_grafana_board_queries_parse_and_name_only_metrics_we_export(
+    start_server: type[ServerProcess], start_balancer: type[BalancerProcess],
+    redis_server: RedisServer, tmp_path: Path,
+) -> None:  # fmt: skip
+    board = json.loads(GRAFANA.read_text())
+    ids = [panel["id"] for panel in board["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids repeat"
+    queries = _board_queries(board)
+    assert len(queries) > 30
+    # promtool parses each one (as a recording rule: `check rules` parses its PromQL).
+    rules = {"groups": [{"name": "grafana", "rules": [
+        {"record": f"distlb_board:query_{i}", "expr": query} for i, (_, query) in enumerate(queries)
+    ]}]}  # fmt: skip
+    rules_file = tmp_path / "board-rules.yml"
+    rules_file.write_text(json.dumps(rules))  # (JSON is YAML)
+    checked = _promtool("check", "rules", str(rules_file))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"{len(queries)} rules found" in checked.stdout + checked.stderr
+
+    # Every metric they name is in the live /metrics of a balancer (with a Redis cache)
+    # or a server, once a job has gone through.
+    server = start_server("--jobs", "2")
+    balancer = start_balancer(
+        "--backend", f"127.0.0.1:{server.port},status={server.stats_port}",
+        "--cache-redis", redis_server.url,
+    )  # fmt: skip
+    balancer.wait_healthy(1)
+    for _ in range(2):  # a miss, then a hit
+        reply = asyncio.run(compile_remote("127.0.0.1", balancer.port, probe_request("gcc")))
+        assert reply.status == 0
+    exported = set()
+    for port in (balancer.stats_port, server.stats_port):
+        for line in _get(port, "/metrics").splitlines():
+            if line and not line.startswith("#"):
+                exported.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+    for where, query in queries:
+        named = set(re.findall(r"\b((?:distlb|process)_[a-z0-9_]+|up)\b(?=\s*[{\[)]|$)", query))
+        assert named, f"{where}: no metric in {query}"
+        missing = named - exported - FROM_PROMETHEUS
+        assert not missing, f"{where}: {sorted(missing)} not exported"
