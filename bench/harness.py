@@ -107,6 +107,13 @@ def stop_all(procs: list[Proc]) -> None:
         stop(proc)
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (its threads included)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def quantile_ms(seconds: Iterable[float], q: float, digits: int = 1) -> float:
     """The ``q`` quantile of durations in seconds, in milliseconds (NaN for none): the
     one definition every report here uses, the balancer's and the load generator's

@@ -30,7 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import harness  # noqa: E402
 from bench.harness import HOST, Proc, free_ports, get_json, start, stop_all, wait_ready  # noqa: E402
+
+cpu_s = harness.cpu_s
 
 BIN = ROOT / ".venv" / "bin"
 PYTHON = BIN / "python"
@@ -55,13 +58,6 @@ backend farm
     balance leastconn
 {servers}
 """
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used (its threads included)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
