@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from cache.stores import RedisStore
+from cache import RedisStore
 from tests.support.distcc import distcc_env, run_make
 from tests.support.projects import assert_identical_to_local, sources, write_c_project
 from tests.support.redis import RedisServer
