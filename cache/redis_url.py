@@ -78,9 +78,9 @@ def parse_redis_url(url: str) -> RedisTarget:
             f"{url!r}: expected redis://HOST:PORT[/DB], redis+cluster://HOST:PORT[,HOST:PORT...] "
             "or redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER"
         )
+    rest, question, _ = rest.partition("?")
     netloc, _, path = rest.partition("/")
-    path, _, query = path.partition("?")
-    if query:
+    if question:
         raise BadRedisURL(f"{url!r}: options (?...) are not understood here")
     userinfo, at, hosts = netloc.rpartition("@")
     username, password = _credentials(userinfo) if at else (None, None)
