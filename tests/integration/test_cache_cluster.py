@@ -4,6 +4,7 @@ failover by itself; only sandboxed backends' results are shared."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,6 +85,12 @@ def test_a_three_master_cluster_serves_bob_what_alice_built(
         assert f'distlb_cache_node_lookups_total{{node="{name}",result="hit"}}' in metrics
         assert f'distlb_cache_node_seconds_count{{node="{name}"}}' in metrics
         assert f'distlb_cache_node_bypasses_total{{node="{name}"}} 0.0' in metrics
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing: run scripts/bootstrap.sh (Debian's prometheus)")
+    checked = subprocess.run([promtool, "check", "metrics"], input=metrics, capture_output=True,
+                             text=True, timeout=60, check=False)  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_a_master_killed_during_bobs_build_costs_bypasses_and_hits_resume_after_failover(

@@ -11,6 +11,7 @@ from balancer.backends import Backend, BackendReport, BackendSpec
 from balancer.caching import source_identity
 from balancer.config import ConfigError
 from balancer.config import load as load_balancer_config
+from balancer.workers import merge_status
 from cache import BadRedisURL, CompilerIdentity, parse_redis_url
 from cache.node_stats import LATENCY_BUCKETS_S, TRIP_AFTER, NodeBook
 
@@ -124,3 +125,16 @@ def test_only_sandboxed_backends_with_an_identity_are_sources() -> None:
     distccd = Backend(BackendSpec.parse("10.0.0.2:3632,kind=distccd"))
     assert source_identity(distccd, "gcc", trust_unsandboxed=True) is None
     assert source_identity(None, "gcc", trust_unsandboxed=True) is None
+
+
+def test_workers_add_their_counts_per_node() -> None:
+    def worker(nodes: list[dict[str, object]]) -> dict[str, object]:
+        return {"totals": {}, "backends": [], "cache": {"hits": 0, "nodes": nodes}}
+
+    a = {"node": "a:1", "hits": 2, "misses": 1, "bypasses": 0, "p50_ms": 0.3, "p99_ms": 1.0}
+    a_too = {**a, "hits": 5, "bypasses": 2, "p50_ms": 9.0}
+    b = {"node": "b:2", "hits": 1, "misses": 0, "bypasses": 0, "p50_ms": 0.4, "p99_ms": 0.9}
+    merged = merge_status(worker([a]), [worker([a_too, b]), None])
+    nodes = {n["node"]: n for n in merged["cache"]["nodes"]}
+    assert (nodes["a:1"]["hits"], nodes["a:1"]["bypasses"], nodes["a:1"]["p50_ms"]) == (7, 2, 0.3)
+    assert nodes["b:2"] == b
