@@ -20,6 +20,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
+import structlog
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
@@ -29,6 +30,7 @@ from cache.node_stats import NodeBook
 from cache.redis_url import node_name, parse_redis_url
 from cache.stores import StoreUnavailable
 
+log = structlog.get_logger("distlb.cache.redis")
 REFRESH_EVERY_S = 0.25
 """A cluster's slot map is re-read at most this often while a node fails."""
 _FAILURES = (
@@ -70,6 +72,7 @@ class RedisStore:
         self.max_value_bytes = max_value_bytes
         self.nodes = NodeBook()
         self._refreshing: asyncio.Task[None] | None = None
+        self._layout_lock = asyncio.Lock()
         self._refreshed_at = float("-inf")
         common: dict[str, Any] = {
             "socket_timeout": self.put_timeout_s,
@@ -144,6 +147,7 @@ class RedisStore:
             raise StoreUnavailable(f"redis {before}: skipped after a failure ({what})")
         try:
             async with asyncio.timeout(timeout_s):
+                await self._layout_known()
                 started = time.perf_counter()
                 result = await call()
                 elapsed = time.perf_counter() - started
@@ -154,10 +158,28 @@ class RedisStore:
             self._refresh_later()
             reason = str(exc) or type(exc).__name__
             raise StoreUnavailable(f"redis {before} {what}: {reason}") from exc
+        except Exception as exc:
+            # redis-py 8.1's cluster client can fail a command with a RuntimeError or an
+            # AttributeError when its layout is re-read while the command connects (seen
+            # here, during failovers). A cache must never fail a job: the node counts as
+            # failed (which bounds this line to one a second per node) and is bypassed.
+            self.nodes.node(before).failed(time.monotonic(), False, self.retry_s)
+            self._refresh_later()
+            log.warning("cache_client_error", node=before, op=what, error=type(exc).__name__,
+                        reason=str(exc)[:200])  # fmt: skip
+            raise StoreUnavailable(f"redis {before} {what}: {type(exc).__name__}") from exc
         # (after a failover the command may have been served by the node that took over)
         found = (result is not None) if lookup else None
         self.nodes.node(self.node_for(key)).answered(elapsed, found)
         return result
+
+    async def _layout_known(self) -> None:
+        """A cluster client reads the slot map before its first command and after a
+        failed one: let one operation do it while the others wait (concurrent first
+        commands raced with that reading in redis-py 8.1 and failed)."""
+        if self._cluster is not None:
+            async with self._layout_lock:  # (no wait at all once the map is read)
+                await self._cluster.initialize()
 
     def _refresh_later(self) -> None:
         """In a cluster, re-read the slot map in the background (once at a time): a

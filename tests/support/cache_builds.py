@@ -18,7 +18,10 @@ def spec(server: ServerProcess) -> str:
 
 def build(project: Path, balancer: BalancerProcess) -> None:
     result = run_make(project, hosts=f"127.0.0.1:{balancer.port}/8,lzo", jobs=8)
-    assert result.returncode == 0, result.stderr
+    if result.returncode != 0:
+        failed = [e for e in balancer.events() if e.get("level") in ("warning", "error")
+                  or (e.get("event") == "job_done" and e.get("outcome") != "ok")]  # fmt: skip
+        raise AssertionError(f"{result.stderr}\nthe balancer said: {failed[-10:]}")
 
 
 def cache_of(balancer: BalancerProcess) -> dict[str, Any]:
