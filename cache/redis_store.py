@@ -159,10 +159,11 @@ class RedisStore:
             reason = str(exc) or type(exc).__name__
             raise StoreUnavailable(f"redis {before} {what}: {reason}") from exc
         except Exception as exc:
-            # redis-py 8.1's cluster client can fail a command with a RuntimeError or an
-            # AttributeError when its layout is re-read while the command connects (seen
-            # here, during failovers). A cache must never fail a job: the node counts as
-            # failed (which bounds this line to one a second per node) and is bypassed.
+            # redis-py 8.1's cluster client failed commands with a RuntimeError or an
+            # AttributeError when its slot map was read while they connected (seen here
+            # with concurrent first commands, before _layout_known). A cache must never
+            # fail a job: the node counts as failed (which bounds this line to one a
+            # second per node) and is bypassed.
             self.nodes.node(before).failed(time.monotonic(), False, self.retry_s)
             self._refresh_later()
             log.warning("cache_client_error", node=before, op=what, error=type(exc).__name__,
