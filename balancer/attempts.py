@@ -41,6 +41,8 @@ class DispatchSettings:
     max_hedges: int = 2
     """Late and tail hedges per job (rescues from a backend that left rotation are
     bounded by the attempts instead)."""
+    cache_trust_unsandboxed: bool = False
+    """Also store results of backends that compile without a sandbox (balancer/caching.py)."""
 
 
 class AllFailed(Exception):

@@ -162,6 +162,9 @@ class BackendReport:
     """The report's change token (distlb servers): the next report is asked for with it."""
     compilers: dict[str, tuple[str, str]] = field(default_factory=dict)
     """Every compiler name it runs: (its version line, the binary's digest or "")."""
+    sandboxed: bool = False
+    """Its report says it runs every compile sandboxed (a distlb server's ``--sandbox
+    bwrap``): only such a backend's results go into the shared cache, by default."""
 
 
 @dataclass
@@ -281,6 +284,10 @@ class Backend:
     def identity(self, compiler: str) -> CompilerIdentity | None:
         """What this backend runs for ``compiler``, if it says (distlb servers do)."""
         return self.report.identities.get(compiler) if self.report else None
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.report is not None and self.report.sandboxed
 
     @property
     def caches_results(self) -> bool:

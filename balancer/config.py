@@ -11,7 +11,7 @@ from balancer.attempts import DispatchSettings
 from balancer.backends import BackendSpec, SpecError
 from balancer.compilers import IDENTITY_MODES, CompilerRouting
 from balancer.pool import PoolSettings
-from cache import MemoryStore, RedisStore, ResultCache, Store
+from cache import BadRedisURL, MemoryStore, RedisStore, ResultCache, Store, parse_redis_url
 from client.initiator import Initiator
 from daemon.access import parse_networks
 from daemon.bounds import BoundsConfig
@@ -73,6 +73,7 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
     cache_memory_mb: int = 0
     cache_ttl: int = 7 * 86400
     cache_timeout: float = 0.25
+    cache_trust_unsandboxed: bool = False
     log_format: str = "auto"
     log_level: str = "info"
     backend_auth: bool = False
@@ -175,6 +176,13 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
         if 0 < self.wait_for_faster < 1 or self.wait_for_faster < 0:
             raise ConfigError("--wait-for-faster must be 0 (off) or at least 1")
         self.routing()
+        if self.cache_redis:
+            try:
+                parse_redis_url(self.cache_redis)
+            except BadRedisURL as exc:
+                raise ConfigError(f"--cache-redis {exc}") from exc
+        if self.cache_timeout <= 0:
+            raise ConfigError("--cache-timeout must be positive")
         if not 1 <= self.workers <= MAX_WORKERS:
             raise ConfigError(f"--workers must be 1 to {MAX_WORKERS}")
         if self.log_format not in ("auto", "json", "console"):

@@ -27,13 +27,14 @@ from balancer.attempts import (
     JobAttempts,
 )
 from balancer.backends import Backend
+from balancer.caching import CacheFront
 from balancer.compilers import CompilerMissing, NoCompiler
 from balancer.hedge import TailWatcher, hedge_delay, next_hedge
 from balancer.pool import Pool
 from balancer.queue import NoCapacity, Waiting
 from balancer.sender import Sender
 from balancer.tail import Running, SizeHints
-from cache import CachedResult, ResultCache, cache_key, job_digest, why_not_cacheable
+from cache import ResultCache, job_digest, why_not_cacheable
 from client import TurnedAway
 from wire import Limits, Reply, Request
 
@@ -61,6 +62,9 @@ class Dispatcher:
         self.rescues = 0
         self.deadlines = 0
         self.cache = cache
+        self.caching = (
+            CacheFront(cache, pool, settings.cache_trust_unsandboxed) if cache is not None else None
+        )
         self._sizes = SizeHints()
         self._running: set[Running] = set()
         self.slots = SlotTaker(pool, settings, self._running, self.rng)
@@ -101,35 +105,18 @@ class Dispatcher:
         :class:`AllFailed`."""
         # The job's digest keys the cache and is its affinity to a caching backend:
         # without either, hashing every source is work for nothing.
-        wanted = self.cache is not None or self.pool.roster.any_caching
+        wanted = self.caching is not None or self.pool.roster.any_caching
         job = None
         if wanted and why_not_cacheable(request.argv) is None:
             job = job_digest(request.protocol, request.argv, request.source)
-        if job is not None and self.cache is not None:
-            hit = await self._lookup(job, request)
+        if job is not None and self.caching is not None:
+            hit = await self.caching.lookup(job, request)
             if hit is not None:
                 return hit
         outcome = await self._compile(request, job)
-        if job is not None and self.cache is not None and outcome.reply.status == 0:
-            backend = self.pool.backends.get(outcome.backend)
-            identity = backend.identity(request.argv[0]) if backend else None
-            if identity is not None:  # a backend that does not say what it runs is not cached
-                reply = outcome.reply
-                result = CachedResult(obj=reply.obj, stderr=reply.stderr, stdout=reply.stdout)
-                self.cache.put_later(cache_key(job, identity), result)
+        if job is not None and self.caching is not None:
+            self.caching.store(job, request, outcome)  # (only from trusted sources)
         return outcome
-
-    async def _lookup(self, job: bytes, request: Request) -> Dispatched | None:
-        """A cached result from any compiler identity a healthy backend would run."""
-        assert self.cache is not None
-        compiler = request.argv[0]
-        identities = {b.identity(compiler) for b in self.pool.backends.values() if b.healthy}
-        for identity in sorted((i for i in identities if i is not None), key=lambda i: i.token):
-            result = await self.cache.get(cache_key(job, identity))
-            if result is not None:
-                reply = Reply(request.protocol, 0, result.stderr, result.stdout, result.obj)
-                return Dispatched(reply, "cache", 0, False, [], cached=True)
-        return None
 
     async def _compile(self, request: Request, affinity: bytes | None) -> Dispatched:
         """The attempt loop: one attempt at first; a retry when one fails (within

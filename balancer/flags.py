@@ -188,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cache-redis",
         metavar="URL",
-        help="shared result cache, e.g. redis://10.0.0.5:6379/0 (default: off)",
+        help="shared result cache: redis://HOST:PORT[/DB], a cluster "
+        "redis+cluster://HOST:PORT[,HOST:PORT...], or a master found by Sentinel "
+        "redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB] (default: off)",
     )
     p.add_argument(
         "--cache-memory-mb",
@@ -207,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="S",
         help="longest wait for Redis before the cache is bypassed ({default})",
+    )
+    p.add_argument(
+        "--cache-trust-unsandboxed",
+        action="store_const",
+        const=True,
+        help="also store results of backends that compile without a sandbox (a distlb "
+        "server with --sandbox none); by default only sandboxed backends' results are shared",
     )
     p.add_argument("--log-format", choices=["json", "console", "auto"])
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])

@@ -59,7 +59,7 @@ async def fetch_backend_report(
     }
     return BackendReport(
         report.slots, report.busy, report.accepting, identities, report.result_cache,
-        report.change, compilers,
+        report.change, compilers, sandboxed=report.sandboxed,
     )  # fmt: skip
 
 

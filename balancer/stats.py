@@ -9,9 +9,11 @@ from dataclasses import asdict, dataclass, field
 import structlog
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from balancer.activity import Activity, LiveJob
+from balancer.cache_metrics import node_families, nodes_status
 from balancer.dispatch import Dispatcher
 from balancer.pool import Pool
 from client.quantiles import quantile
@@ -164,6 +166,10 @@ class BalancerStats:
             "bytes_written": st.bytes_written,
             "hit_p50_ms": hit_ms(0.5),
             "hit_p99_ms": hit_ms(0.99),
+            "not_stored_unsandboxed": (
+                self.dispatcher.caching.not_stored_unsandboxed if self.dispatcher.caching else 0
+            ),
+            "nodes": nodes_status(cache),
         }
 
     def prometheus(self) -> bytes:
@@ -174,7 +180,7 @@ class _Collector(Collector):
     def __init__(self, stats: BalancerStats) -> None:
         self._stats = stats
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         s = self._stats
         jobs = CounterMetricFamily(
             "distlb_balancer_jobs", "Jobs by how they ended", labels=["outcome"]
@@ -271,6 +277,7 @@ class _Collector(Collector):
             yield CounterMetricFamily(
                 "distlb_cache_written_bytes", "Bytes stored", value=cache.stats.bytes_written
             )
+            yield from node_families(cache)
         yield sent
         yield failures
         yield turned_away

@@ -170,7 +170,9 @@ def supervise(host: str, port: int, count: int, run_worker: Callable[[WorkerPlac
 TOTALS_AS_SEEN = frozenset({"slots", "free", "healthy_backends"})
 """Totals every worker sees alike (from the backends' reports and the shared counts)."""
 BACKEND_SUMS = ("in_flight", "probing", "sent", "ok", "failures", "turned_away")
-CACHE_SUMS = ("hits", "misses", "bypasses", "corrupt", "stored", "bytes_read", "bytes_written")
+CACHE_SUMS = ("hits", "misses", "bypasses", "corrupt", "stored", "bytes_read", "bytes_written",
+              "not_stored_unsandboxed")  # fmt: skip
+CACHE_NODE_SUMS = ("hits", "misses", "bypasses")
 BOUND_SUMS = {"connections": ("open", "addresses"), "inflating": ("bytes", "waiting", "waited")}
 GAUGES_SUMMED = frozenset(
     {
@@ -185,6 +187,18 @@ def _add(into: dict[str, Any], other: dict[str, Any], keys: Iterable[str]) -> No
     for key in keys:
         if isinstance(into.get(key), int | float) and isinstance(other.get(key), int | float):
             into[key] += other[key]
+
+
+def _merge_nodes(mine: list[dict[str, Any]], other: object) -> list[dict[str, Any]]:
+    """Per Redis node, every worker's counts added (the quantiles stay the first's that
+    has the node: quantiles do not add up)."""
+    nodes = {n["node"]: dict(n) for n in mine}
+    for node in other if isinstance(other, list) else []:
+        if node.get("node") in nodes:
+            _add(nodes[node["node"]], node, CACHE_NODE_SUMS)
+        elif isinstance(node.get("node"), str):
+            nodes[node["node"]] = dict(node)
+    return [nodes[name] for name in sorted(nodes)]
 
 
 def merge_status(mine: dict[str, Any], others: list[dict[str, Any] | None]) -> dict[str, Any]:
@@ -204,6 +218,7 @@ def merge_status(mine: dict[str, Any], others: list[dict[str, Any] | None]) -> d
                 _add(backends[backend["name"]], backend, BACKEND_SUMS)
         if cache is not None and other.get("cache"):
             _add(cache, other["cache"], CACHE_SUMS)
+            cache["nodes"] = _merge_nodes(cache.get("nodes") or [], other["cache"].get("nodes"))
         for name, keys in BOUND_SUMS.items():
             if name in bounds and isinstance(other.get(name), dict):
                 _add(bounds[name], other[name], keys)

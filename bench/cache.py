@@ -1,4 +1,5 @@
-"""The result cache, measured: cold vs warm builds, hit latency, throughput on pure hits.
+"""The result cache, measured: cold vs warm builds, hit latency, throughput on pure hits,
+and hits from one Redis node against hits from a Redis Cluster.
 
 Two distlb-servers behind a distlb-balancer with ``--cache-redis`` (a real
 redis-server on loopback). Per round: Redis is flushed, a multi-file C project is
@@ -6,6 +7,14 @@ built cold through the real distcc client, then the same sources from another
 directory (warm: every job a hit). Then, with the asyncio client: the latency of
 hits on a job whose object is ~100 KB (vs compiling it on a server directly), and
 the balancer's throughput when every job is a hit. Medians of the rounds.
+
+Single node vs cluster: a second balancer in front of the same servers uses a real
+three-master Redis Cluster (``redis+cluster://``). Both are filled with the same few
+~100 KB objects (their keys spread over the masters); then, per round, each balancer
+serves the same number of hits, the two taking turns to go first; the table gives the
+medians of the rounds' p50 and p99, each with its spread over the rounds (± half of
+max - min, as a share of the median), and the median of the rounds' cluster/single
+ratios.
 
     .venv/bin/python bench/cache.py [--rounds R] [--quick]
 """
@@ -31,16 +40,78 @@ from harness import HOST, Proc, free_ports, get_json, quantile_ms, start, stop, 
 
 from client import compile_remote  # noqa: E402
 from tests.support.projects import write_c_project  # noqa: E402
+from tests.support.redis_cluster import RedisClusterNodes  # noqa: E402
 from wire import Request  # noqa: E402
 
 RESULTS_DIR = ROOT / "bench" / "results"
 BIG_OBJECT_BYTES = 100_000
 
 
-def big_source() -> bytes:
+def big_source(variant: int = 0) -> bytes:
     """Preprocessed C whose object is about 100 KB (a table the compiler must emit)."""
-    values = ",".join(str((i * 7919) % 251) for i in range(BIG_OBJECT_BYTES))
+    values = ",".join(str((i * 7919 + variant) % 251) for i in range(BIG_OBJECT_BYTES))
     return f"const unsigned char table[{BIG_OBJECT_BYTES}] = {{{values}}};\n".encode()
+
+
+CLUSTER_KEYS = 6
+"""Distinct ~100 KB objects in the single-vs-cluster comparison (their keys fall on
+every master of three, or nearly)."""
+
+
+def _hits(admin_port: int) -> int:
+    cache = get_json(admin_port, "/status")["cache"]
+    assert isinstance(cache, dict)
+    return int(cache["hits"])
+
+
+def _wait_stored(admin_port: int, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        cache = get_json(admin_port, "/status")["cache"]
+        if isinstance(cache, dict) and int(cache["stored"]) >= count:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"balancer on admin port {admin_port}: fewer than {count} stored")
+
+
+async def _cycle(port: int, requests: list[Request], count: int) -> list[float]:
+    out = []
+    for index in range(count):
+        out.extend(await latencies(port, requests[index % len(requests)], 1))
+    return out
+
+
+def single_vs_cluster(
+    single: tuple[int, int], cluster: tuple[int, int], rounds: int, per_round: int
+) -> dict[str, list[float]]:
+    """Per round, the hit p50 and p99 (ms) through each balancer ((port, admin port))."""
+    requests = [
+        Request(1, ("gcc", "-O0", "-c", f"big{i}.c", "-o", f"big{i}.o"), big_source(i + 1))
+        for i in range(CLUSTER_KEYS)
+    ]
+    for port, admin_port in (single, cluster):
+        stored = get_json(admin_port, "/status")["cache"]
+        assert isinstance(stored, dict)
+        for request in requests:
+            asyncio.run(latencies(port, request, 1))  # a miss: compiled, then stored
+        _wait_stored(admin_port, int(stored["stored"]) + len(requests))
+    out: dict[str, list[float]] = {k: [] for k in ("single_p50", "single_p99",
+                                                   "cluster_p50", "cluster_p99")}  # fmt: skip
+    for round_no in range(rounds):
+        order = [("single", single), ("cluster", cluster)]
+        for name, (port, admin_port) in order if round_no % 2 == 0 else order[::-1]:
+            hits_before = _hits(admin_port)
+            seconds = asyncio.run(_cycle(port, requests, per_round))
+            if _hits(admin_port) - hits_before != per_round:
+                raise RuntimeError(f"{name}: not every lookup was a hit; the numbers would lie")
+            out[f"{name}_p50"].append(quantile_ms(seconds, 0.5, 3))
+            out[f"{name}_p99"].append(quantile_ms(seconds, 0.99, 3))
+    return out
+
+
+def spread(values: list[float]) -> str:
+    """± half of (max - min), as a share of the median."""
+    return f"±{100 * (max(values) - min(values)) / statistics.median(values) / 2:.0f}%"
 
 
 def build(project: Path, port: int, work: Path) -> float:
@@ -130,6 +201,10 @@ def main() -> int:
         servers = start_servers(work, procs)
         url = f"redis://{HOST}:{redis_port}/0"
         balancer = start_balancer(work, servers, procs, "balancer", ("--cache-redis", url))
+        cluster = RedisClusterNodes(masters=3)
+        on_cluster = start_balancer(
+            work, servers, procs, "balancer-cluster", ("--cache-redis", cluster.url)
+        )
         cold, warm = [], []
         for round_no in range(rounds):
             subprocess.run(
@@ -162,10 +237,25 @@ def main() -> int:
         asyncio.run(throughput(balancer.port, small, 4, 16, 60))  # fill the cache
         rate = asyncio.run(throughput(balancer.port, small, 32, burst, 60))
         cache = get_json(balancer.admin_port, "/status")["cache"]
+        compared = single_vs_cluster(
+            (balancer.port, balancer.admin_port),
+            (on_cluster.port, on_cluster.admin_port),
+            rounds,
+            hits_n,
+        )
+        cluster_cache = get_json(on_cluster.admin_port, "/status")["cache"]
     finally:
         for proc in reversed(procs):
             stop(proc)
+        if "cluster" in locals():
+            cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
+    ratios = {
+        q: statistics.median(
+            c / s for c, s in zip(compared[f"cluster_{q}"], compared[f"single_{q}"], strict=True)
+        )
+        for q in ("p50", "p99")
+    }
     cold_s, warm_s = statistics.median(cold), statistics.median(warm)
     rows = [
         "| measure | value |",
@@ -177,11 +267,22 @@ def main() -> int:
         f"| 100 KB object: cache hit via balancer, p50 ms | {quantile_ms(hits, 0.5, 3):.2f} |",
         f"| 100 KB object: cache hit via balancer, p99 ms | {quantile_ms(hits, 0.99, 3):.2f} |",
         f"| pure hits, 32 concurrent clients, jobs/s | {rate:.0f} |",
+        *(
+            f"| 100 KB hits, {where}, {q} ms (median of {rounds} rounds, spread) | "
+            f"{statistics.median(compared[f'{key}_{q}']):.2f} ({spread(compared[f'{key}_{q}'])}) |"
+            for q in ("p50", "p99")
+            for key, where in (("single", "one Redis node"), ("cluster", "3-master cluster"))
+        ),
+        f"| cluster / one node, hit p50 (median of the rounds' ratios) | {ratios['p50']:.2f} |",
+        f"| cluster / one node, hit p99 (median of the rounds' ratios) | {ratios['p99']:.2f} |",
     ]
     table = "\n".join(rows)
     note = (
         f"{rounds} rounds; builds through the real distcc client; balancer cache stats at "
-        f"the end: {json.dumps(cache)}. Took {time.monotonic() - began:.0f} s."
+        f"the end: {json.dumps(cache)}. Single vs cluster: {hits_n} hits per balancer per "
+        f"round over {CLUSTER_KEYS} keys; the cluster balancer's nodes at the end: "
+        f"{json.dumps(cluster_cache.get('nodes') if isinstance(cluster_cache, dict) else None)}. "
+        f"Took {time.monotonic() - began:.0f} s."
     )
     print(table)
     print(note)
@@ -196,6 +297,9 @@ def main() -> int:
                 "hit_ms": [1000 * x for x in hits],
                 "hits_per_s": rate,
                 "cache": cache,
+                "single_vs_cluster_ms": compared,
+                "cluster_over_single": ratios,
+                "cluster_cache": cluster_cache,
             },
             indent=1,
         )

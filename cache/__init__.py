@@ -6,10 +6,13 @@ Pluggable wherever a job passes: the balancer (shared Redis + memory), the serve
 
 from cache.entry import CachedResult, CorruptEntry, decode_entry, encode_entry
 from cache.keys import CompilerIdentity, cache_key, job_digest, why_not_cacheable
+from cache.redis_store import RedisStore
+from cache.redis_url import BadRedisURL, RedisTarget, parse_redis_url
 from cache.result_cache import CacheStats, ResultCache
-from cache.stores import DiskStore, MemoryStore, RedisStore, Store, StoreUnavailable
+from cache.stores import DiskStore, MemoryStore, Store, StoreUnavailable
 
 __all__ = [
+    "BadRedisURL",
     "CacheStats",
     "CachedResult",
     "CompilerIdentity",
@@ -17,6 +20,7 @@ __all__ = [
     "DiskStore",
     "MemoryStore",
     "RedisStore",
+    "RedisTarget",
     "ResultCache",
     "Store",
     "StoreUnavailable",
@@ -24,5 +28,6 @@ __all__ = [
     "decode_entry",
     "encode_entry",
     "job_digest",
+    "parse_redis_url",
     "why_not_cacheable",
 ]

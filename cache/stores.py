@@ -1,4 +1,5 @@
-"""Where entries live: memory (LRU, bounded bytes), disk (bounded, atomic), Redis (shared).
+"""Where entries live: memory (LRU, bounded bytes), disk (bounded, atomic); Redis
+(shared) is in :mod:`cache.redis_store`.
 
 Stores move bytes only; checksums are checked by :class:`cache.ResultCache`. A
 store that cannot answer raises :class:`StoreUnavailable`, and the cache goes on
@@ -11,15 +12,8 @@ import asyncio
 import contextlib
 import os
 import tempfile
-import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 from typing import Protocol
-
-import redis.asyncio as aioredis
-import redis.exceptions
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 
 class StoreUnavailable(Exception):
@@ -147,88 +141,3 @@ class DiskStore:
 def with_suppressed_unlink(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
-
-
-TRIP_AFTER = 3
-
-
-class RedisStore:
-    """A Redis shared by every balancer: entries expire after ``ttl_s``. A lookup (on
-    the job's path) is bounded by ``timeout_s``; a store (in the background) by
-    ``put_timeout_s``. After a failure the store is skipped for ``retry_s``, so a
-    dead Redis costs one timeout, not one per job."""
-
-    name = "redis"
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        ttl_s: int = 7 * 86400,
-        timeout_s: float = 0.25,
-        put_timeout_s: float = 2.0,
-        retry_s: float = 1.0,
-        max_value_bytes: int = 64 * 1024 * 1024,
-    ) -> None:
-        self.url = url
-        self.ttl_s = ttl_s
-        self.timeout_s = timeout_s
-        self.put_timeout_s = max(put_timeout_s, timeout_s)
-        self.retry_s = retry_s
-        self.max_value_bytes = max_value_bytes
-        self.down_until = 0.0
-        self.failures_in_a_row = 0
-        self._redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=self.put_timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry_on_timeout=False,
-            # A pooled connection that died with a restarted Redis fails its next
-            # command: reconnect and try that command once more at once. Without this,
-            # each dead connection in the pool cost a failure and ``retry_s`` of
-            # bypass, one after another, long after Redis was back.
-            retry=Retry(NoBackoff(), 1),
-            retry_on_error=[redis.exceptions.ConnectionError],
-            health_check_interval=0,
-        )
-
-    @property
-    def available(self) -> bool:
-        return time.monotonic() >= self.down_until
-
-    async def _call(
-        self, what: str, call: Callable[[], Awaitable[object]], timeout_s: float | None = None
-    ) -> object:
-        if not self.available:
-            raise StoreUnavailable(f"redis: skipped after a failure ({what})")
-        try:
-            async with asyncio.timeout(timeout_s or self.timeout_s):
-                result = await call()
-        except (TimeoutError, OSError, redis.exceptions.RedisError) as exc:
-            # A refused or broken connection means down: skip Redis for a while. A slow
-            # answer costs only this call, until it happens TRIP_AFTER times in a row.
-            self.failures_in_a_row += 1
-            slow = isinstance(exc, TimeoutError | redis.exceptions.TimeoutError)
-            if not slow or self.failures_in_a_row >= TRIP_AFTER:
-                self.down_until = time.monotonic() + self.retry_s
-            raise StoreUnavailable(f"redis {what}: {str(exc) or type(exc).__name__}") from exc
-        self.failures_in_a_row = 0
-        return result
-
-    async def get(self, key: str) -> bytes | None:
-        value = await self._call("get", lambda: self._redis.get(key))
-        return value if isinstance(value, bytes) else None
-
-    async def put(self, key: str, value: bytes) -> None:
-        if len(value) > self.max_value_bytes:
-            return
-        # One round trip: the value and its expiry together.
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.set(key, value, ex=self.ttl_s)
-        await self._call("put", pipe.execute, self.put_timeout_s)
-
-    async def delete(self, key: str) -> None:
-        await self._call("delete", lambda: self._redis.delete(key), self.put_timeout_s)
-
-    async def close(self) -> None:
-        await self._redis.aclose()

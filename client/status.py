@@ -35,6 +35,9 @@ class ServerReport:
     change: str = ""
     """What this report says, in short (:func:`change_token`): ask with it to be answered
     only once that has changed enough (distlb servers only)."""
+    sandboxed: bool = False
+    """The server runs every compile in its sandboxes (``--sandbox bwrap``; distlb
+    servers only: distccd never does)."""
 
 
 def compilers_revision(compilers: dict[str, dict[str, str]]) -> str:
@@ -97,6 +100,8 @@ def parse_distlb_status(body: bytes) -> ServerReport:
             compilers={str(k): dict(v) for k, v in compilers.items() if isinstance(v, dict)},
             result_cache=data.get("result_cache") is True,
             change=_token(data.get("change")),
+            sandboxed=isinstance(data.get("sandbox"), dict)
+            and data["sandbox"].get("mode") == "bwrap",
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ReportError(f"bad /status: {exc}") from exc

@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from cache.stores import RedisStore
+from cache import RedisStore
+from tests.support.cache_builds import MODULES, cache_balancer
+from tests.support.cache_builds import build as _build
+from tests.support.cache_builds import cache_of as _cache
+from tests.support.cache_builds import wait_stored as _wait_stored
 from tests.support.distcc import distcc_env, run_make
 from tests.support.projects import assert_identical_to_local, sources, write_c_project
 from tests.support.redis import RedisServer
@@ -18,39 +22,15 @@ from tests.support.servers import BalancerProcess, ServerProcess, wait_until
 
 pytestmark = pytest.mark.integration
 
-MODULES = 23  # + main.c = 24 jobs
 
-
-def _spec(server: ServerProcess) -> str:
-    return f"127.0.0.1:{server.port},status={server.stats_port}"
-
-
-def _build(project: Path, balancer: BalancerProcess) -> None:
-    result = run_make(project, hosts=f"127.0.0.1:{balancer.port}/8,lzo", jobs=8)
-    assert result.returncode == 0, result.stderr
-
-
-def _cache(balancer: BalancerProcess) -> dict[str, int]:
-    return dict(balancer.status()["cache"])
-
-
-def _wait_stored(balancer: BalancerProcess, count: int) -> None:
-    wait_until(lambda: _cache(balancer)["stored"] >= count, 20, f"{count} results stored")
+def _balancer(start_balancer: type[BalancerProcess], servers: list[ServerProcess],
+              redis_server: RedisServer) -> BalancerProcess:  # fmt: skip
+    return cache_balancer(start_balancer, servers, redis_server.url)
 
 
 @pytest.fixture
 def backends(start_server: type[ServerProcess]) -> list[ServerProcess]:
     return [start_server("--jobs", "4") for _ in range(2)]
-
-
-def _balancer(start_balancer: type[BalancerProcess], servers: list[ServerProcess],
-              redis_server: RedisServer) -> BalancerProcess:  # fmt: skip
-    args = [a for s in servers for a in ("--backend", _spec(s))]
-    # A lookup may wait for Redis up to 2 s here: on a loaded test machine a shorter
-    # bound turns hits into (correctly counted) bypasses and the ratios below into noise.
-    balancer = start_balancer(*args, "--cache-redis", redis_server.url, "--cache-timeout", "2")
-    balancer.wait_healthy(len(servers))
-    return balancer
 
 
 def test_bob_reuses_alices_compiles_and_an_edit_misses_only_its_file(

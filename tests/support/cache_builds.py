@@ -1,0 +1,44 @@
+"""Alice's and Bob's builds through balancers that share a result cache: the helpers the
+cache tests share (tests/integration/test_cache*.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.support.distcc import run_make
+from tests.support.servers import BalancerProcess, ServerProcess, wait_until
+
+MODULES = 23  # + main.c = 24 jobs
+
+
+def spec(server: ServerProcess) -> str:
+    return f"127.0.0.1:{server.port},status={server.stats_port}"
+
+
+def build(project: Path, balancer: BalancerProcess) -> None:
+    result = run_make(project, hosts=f"127.0.0.1:{balancer.port}/8,lzo", jobs=8)
+    if result.returncode != 0:
+        failed = [e for e in balancer.events() if e.get("level") in ("warning", "error")
+                  or (e.get("event") == "job_done" and e.get("outcome") != "ok")]  # fmt: skip
+        raise AssertionError(f"{result.stderr}\nthe balancer said: {failed[-10:]}")
+
+
+def cache_of(balancer: BalancerProcess) -> dict[str, Any]:
+    return dict(balancer.status()["cache"])
+
+
+def wait_stored(balancer: BalancerProcess, count: int) -> None:
+    wait_until(lambda: cache_of(balancer)["stored"] >= count, 20, f"{count} results stored")
+
+
+def cache_balancer(
+    start_balancer: type[BalancerProcess], servers: list[ServerProcess], url: str, *extra: str
+) -> BalancerProcess:
+    """A balancer in front of ``servers`` with the shared cache at ``url``."""
+    args = [a for s in servers for a in ("--backend", spec(s))]
+    # A lookup may wait for Redis up to 2 s here: on a loaded test machine a shorter
+    # bound turns hits into (correctly counted) bypasses and the ratios into noise.
+    balancer = start_balancer(*args, "--cache-redis", url, "--cache-timeout", "2", *extra)
+    balancer.wait_healthy(len(servers))
+    return balancer
