@@ -47,6 +47,8 @@ class _Attempts(Protocol):
     def running(self) -> Sequence[_Attempt]: ...
     @property
     def hedges(self) -> int: ...
+    @property
+    def winner(self) -> _Attempt | None: ...
 
 
 @dataclass(eq=False)
@@ -62,7 +64,16 @@ class LiveJob:
     """Set by the job's attempts (balancer/attempts.py) once it goes to backends."""
 
     def describe(self, now: float, wall_now: float) -> dict[str, object]:
-        running = list(self.attempts.running) if self.attempts is not None else []
+        attempts = self.attempts
+        running = list(attempts.running) if attempts is not None else []
+        if attempts is None:
+            phase = "lookup"  # (the cache, or the judge's verdict before it)
+        elif running:
+            phase = "running"
+        elif attempts.winner is not None:
+            phase, running = "replying", [attempts.winner]  # (shown where it came from)
+        else:
+            phase = "queued"
         return {
             "job_id": self.job_id,
             "client": self.client,
@@ -70,8 +81,8 @@ class LiveJob:
             "compiler": self.compiler,
             "started": round(wall_now - (now - self.started), 3),
             "age_s": round(now - self.started, 3),
-            "phase": "running" if running else ("queued" if self.attempts else "lookup"),
-            "hedged": self.attempts is not None and self.attempts.hedges > 0,
+            "phase": phase,
+            "hedged": attempts is not None and attempts.hedges > 0,
             "on": [
                 {"backend": a.backend.name, "kind": a.kind, "age_s": round(now - a.started, 3)}
                 for a in running

@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import aiohttp
 from aiohttp import web
@@ -19,7 +19,8 @@ from balancer.history import merge_exports
 from balancer.live import Viewers
 from balancer.stats import BalancerStats
 from balancer.workers import PEER_TIMEOUT_S, merge_metrics, merge_status
-from daemon.pages import add_assets, page
+from daemon.access import Network
+from daemon.pages import add_assets, allow_only, page
 
 RECENT_S = 12.0
 """Each live update carries the samples of this many seconds back."""
@@ -30,9 +31,11 @@ def make_app(
     serving: Callable[[], bool],
     peers: list[str] | None = None,
     max_viewers: int = 64,
+    allow: Sequence[Network] | None = None,
 ) -> web.Application:
     """``peers``: the admin sockets of the other workers (``--workers``), whose /status
-    and /metrics are merged into this one's."""
+    and /metrics are merged into this one's. ``allow``: who may read it (all but
+    /healthz, keepalived's check); None on a worker's own socket."""
     dashboard = page("balancer", "dashboard.html")
     peers = peers or []
 
@@ -102,7 +105,8 @@ def make_app(
         return web.json_response(await history(since, backend))
 
     viewers = Viewers(update, max_viewers=max_viewers)
-    app = web.Application()
+    middlewares = [allow_only(allow, "--admin-allow", {"/healthz"})] if allow is not None else []
+    app = web.Application(middlewares=middlewares)
     app.on_shutdown.append(viewers.close)
     stats.viewers = lambda: viewers.count
     app.router.add_get("/", index)

@@ -39,6 +39,8 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
     port: int = 3632
     admin_port: int = 3634
     dashboard_viewers: int = 64
+    admin_allow: list[str] | None = None
+    """Who may read the admin port (all but /healthz; default: as --allow)."""
     backend: list[str] = field(default_factory=list)
     allow: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     poll_interval: float = 0.5
@@ -115,6 +117,12 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
         except ValueError as exc:
             raise ConfigError(f"--allow: {exc}") from exc
 
+    def admin_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        try:
+            return parse_networks(self.allow if self.admin_allow is None else self.admin_allow)
+        except ValueError as exc:
+            raise ConfigError(f"--admin-allow: {exc}") from exc
+
     def routing(self) -> CompilerRouting:
         """Which backends each compiler name may go to (balancer/compilers.py)."""
         if self.compiler_identity not in IDENTITY_MODES:
@@ -150,6 +158,7 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
             raise ConfigError("at least one --backend is needed")
         self.backend_specs()
         self.networks()
+        self.admin_networks()
         if self.rise < 1 or self.fall < 1 or self.max_attempts < 1:
             raise ConfigError("--rise, --fall and --max-attempts must be at least 1")
         for name in (

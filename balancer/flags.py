@@ -29,6 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="HTTP: / dashboard, /status, /metrics, /healthz (default {default})",
     )
     p.add_argument(
+        "--admin-allow",
+        action="append",
+        metavar="CIDR",
+        help="who may read the admin port (all but /healthz; repeatable; default: as "
+        "--allow): the dashboard names the files being compiled and who compiles them",
+    )
+    p.add_argument(
         "--dashboard-viewers",
         type=int,
         metavar="N",

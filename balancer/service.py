@@ -108,8 +108,10 @@ class Service:
             server, port = await listen(
                 stack, handler, cfg.listen, cfg.port, sock=place.sock if place else None
             )
+            public = place is None or place.index == 0  # (the others: a Unix socket)
             app = make_app(self.stats, lambda: self._serving, place.peers if place else [],
-                           max_viewers=cfg.dashboard_viewers)  # fmt: skip
+                           max_viewers=cfg.dashboard_viewers,
+                           allow=cfg.admin_networks() if public else None)  # fmt: skip
             if place is None or place.index == 0:
                 admin_port = await serve_http(stack, app, cfg.listen, cfg.admin_port)
             else:

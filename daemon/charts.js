@@ -50,11 +50,28 @@ function chart(id, title, times, series, opts) {
     const top = tops[k];
     if (!n) return;
     const line = top.map((v, i) => `${x(times[i]).toFixed(1)},${y(v).toFixed(1)}`);
+    // A line breaks where a sample has no value (no job ended then), rather than fall to 0.
+    const runs = [];
+    s.values.forEach((v, i) => {
+      if (v === null || v === undefined || Number.isNaN(v)) { runs.push([]); return; }
+      if (!runs.length) runs.push([]);
+      runs[runs.length - 1].push(line[i]);
+    });
     if (opts.stacked || s.area) {
       const base = (opts.stacked ? below : new Array(n).fill(0)).map((v, i) => `${x(times[i]).toFixed(1)},${y(v).toFixed(1)}`).reverse();
       shapes.push(svg("polygon", { points: line.concat(base).join(" "), fill: s.color, "fill-opacity": opts.stacked ? 0.85 : 0.25, stroke: "none" }));
     }
-    if (!opts.stacked) shapes.push(svg("polyline", { points: line.join(" "), fill: "none", stroke: s.color, "stroke-width": 1.5 }));
+    if (!opts.stacked) {
+      for (const run of runs) {
+        if (run.length > 1) shapes.push(svg("polyline", { points: run.join(" "), fill: "none", stroke: s.color, "stroke-width": 1.5 }));
+      }
+    }
+    if (n <= 90) {  // (few points, as after a start: show each)
+      top.forEach((v, i) => {
+        if (s.values[i] === null || s.values[i] === undefined) return;
+        shapes.push(svg("circle", { cx: x(times[i]).toFixed(1), cy: y(v).toFixed(1), r: 1.6, fill: s.color }));
+      });
+    }
     if (opts.stacked) below = top;
   });
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none" });

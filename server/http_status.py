@@ -4,11 +4,10 @@ and a dashboard at /dashboard (its data at /dashboard.json)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from client.status import (
@@ -18,13 +17,12 @@ from client.status import (
     changed_enough,
     compilers_revision,
 )
-from daemon.access import Network, is_allowed
+from daemon.access import Network
 from daemon.changes import Changes
-from daemon.pages import add_assets, page
+from daemon.pages import add_assets, allow_only, page
 from server.stats import ServerStats
 
 log = structlog.get_logger("distlb.server.status")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_HELD_REPORTS = 256
 """Report requests held at once (long polls); more are answered at once."""
 
@@ -35,21 +33,6 @@ def _wait_s(text: str) -> float:
     except ValueError:
         return 0.0
     return min(wait, MAX_REPORT_WAIT_S) if wait > 0 else 0.0  # (NaN is not > 0)
-
-
-def allow_only(networks: Sequence[Network]) -> Middleware:
-    """A middleware that answers 403 to peers outside ``networks``: the pages name
-    compilers, paths and the files being compiled."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        peer = request.remote or "?"
-        if not is_allowed(peer, networks):
-            log.warning("status_refused", client=peer, path=request.path[:200])
-            return web.Response(status=403, text="not allowed (--status-allow)\n")
-        return await handler(request)
-
-    return middleware
 
 
 def make_app(
@@ -110,7 +93,7 @@ def make_app(
             {"status": stats.status(compilers(), version), **stats.activity.snapshot(since)}
         )
 
-    app = web.Application(middlewares=[allow_only(allow)])
+    app = web.Application(middlewares=[allow_only(allow, "--status-allow")])
     app.router.add_get("/", distccd_stats)
     app.router.add_get("/dashboard", dashboard_page)
     app.router.add_get("/dashboard.json", dashboard_json)

@@ -22,7 +22,7 @@ import pytest
 from tests.support.chromium import LivePage
 from tests.support.distcc import distcc_env
 from tests.support.projects import write_c_project
-from tests.support.servers import BalancerProcess, ServerProcess
+from tests.support.servers import BalancerProcess, ServerProcess, wait_until
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 MODULES = 8
@@ -133,6 +133,16 @@ def test_a_running_build_shows_live_on_the_page_and_stays_in_its_history(
             page.evaluate("Number(document.getElementById('chart-jobs').dataset.points)") > points
         )
         page.wait_for(f"Number({who}.cells[1].textContent) === {COMPILES}", 10, "its jobs counted")
+        # A backend's own charts: click its row.
+        first = f"127.0.0.1:{servers[0].port}"
+        page.evaluate(f"document.querySelector('#backends tr[data-backend=\"{first}\"]').click()")
+        page.wait_for(f"document.getElementById('charts').dataset.scope === '{first}'", 10,
+                      "the backend's charts")  # fmt: skip
+        # (its row comes every 10 s, and the page asks again every 5 s)
+        answered = int(balancer.backend(first)["ok"])
+        sent = f"Number(document.getElementById('chart-jobs').dataset.total) * {sample_s * 5}"
+        page.wait_for(f"Math.round({sent}) === {answered}", 30, "the backend's jobs on its chart")
+        assert 0 < answered < COMPILES
         assert page.evaluate("window.sameDocument") is True, "the page was reloaded"
 
         # Nothing reached beyond the balancer, and the page names no other place.
@@ -251,6 +261,7 @@ def test_the_server_dashboard_shows_its_running_job_and_history(
         page.wait_for(f"!{job}", 15, "the job gone")
         total = "Number(document.getElementById('chart-jobs').dataset.total)"
         page.wait_for(f"{total} > 0", 30, "the job in the history")
+        page.screenshot(tmp_path / "server-dashboard.png", height=700)
         assert all(url.startswith(origin + "/") for url in page.requests)
     finally:
         (gate / "gate-cc.open").touch()
@@ -260,3 +271,27 @@ def test_the_server_dashboard_shows_its_running_job_and_history(
     with urllib.request.urlopen(origin + "/", timeout=10) as reply:  # (still distccd's text)
         assert reply.read().decode().startswith("argv /distccd\n<distccstats>\n")
     assert "://" not in urllib.request.urlopen(origin + "/dashboard", timeout=10).read().decode()
+    if os.environ.get("DISTLB_UPDATE_DOCS") == "1":
+        shutil.copy(tmp_path / "server-dashboard.png", DOCS / "server-dashboard.png")
+
+
+def test_the_admin_port_answers_only_admin_allow_but_healthz_to_anyone(
+    start_server: type[ServerProcess], start_balancer: type[BalancerProcess]
+) -> None:
+    server = start_server("--jobs", "1")
+    balancer = start_balancer("--backend", _spec(server), "--admin-allow", "198.18.0.0/15")
+    origin = f"http://127.0.0.1:{balancer.stats_port}"
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(origin + "/healthz", timeout=5) as reply:
+                return bool(reply.status == 200)
+        except urllib.error.HTTPError:
+            return False
+
+    wait_until(healthy, 30, "keepalived's check to pass from loopback")
+    for path in ("/", "/status", "/metrics", "/events", "/dashboard.json", "/history.json"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(origin + path, timeout=10)
+        assert refused.value.code == 403, path
+    assert balancer.logged("status_refused")["client"] == "127.0.0.1"

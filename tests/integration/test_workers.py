@@ -4,6 +4,7 @@ each backend, seen from outside as one balancer (real distlb-server backends).""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from pathlib import Path
@@ -71,6 +72,16 @@ def test_two_workers_never_send_a_backend_more_jobs_than_its_free_slots(
     assert f'distlb_balancer_jobs_total{{outcome="ok"}} {float(jobs)!r}' in balancer.http(
         "/metrics"
     )
+    # The dashboard's data holds both workers' jobs: per client, and in the history
+    # (each worker's samples, lined up by time, once the last sample is taken).
+    activity = json.loads(balancer.http("/dashboard.json"))["activity"]
+    assert [(c["client"], c["jobs"]) for c in activity["clients"]] == [("127.0.0.1", jobs)]
+
+    def sampled() -> bool:
+        rows = json.loads(balancer.http("/history.json"))["rows"]
+        return sum(v or 0 for v in rows["ok"]) == jobs
+
+    wait_until(sampled, 15, "both workers' jobs in the history")
     assert balancer.stop() == 0
 
 
