@@ -8,6 +8,7 @@ carol (not listed), and the balancer's own ``balancer/localhost``.
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import socket
@@ -225,6 +226,9 @@ def test_balancer_allowed_principal_builds_and_servers_obey_only_the_balancer(
     done = _logged(balancer, "job_done", jobs)
     assert len(done) == jobs
     assert all(e["principal"] == kdc.principal("alice") and e["job_id"] for e in done)
+    # The dashboard says who: alice's principal, not her address.
+    clients = json.loads(balancer.http("/dashboard.json"))["activity"]["clients"]
+    assert [(c["client"], c["jobs"]) for c in clients] == [(kdc.principal("alice"), jobs)]
     on_server = _logged(server, "job_done", jobs)  # and the balancer's probes
     assert all(e["principal"] == balancer_identity[0] for e in on_server)
     assert balancer.totals()["rejected_auth"] == 0
