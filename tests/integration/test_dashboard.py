@@ -115,7 +115,6 @@ def test_a_running_build_shows_live_on_the_page_and_stays_in_its_history(
         # ... and the slots chart with every slot in use (a sample is taken every 2 s).
         used = "Math.max(0, ...farm.rows.slots_used.map(v => v || 0))"
         page.wait_for(f"{used} === 4", 15, "4 slots in use on the chart")
-        page.screenshot(tmp_path / "dashboard.png")
 
         (gate / "gate-cc.open").touch()
         _finish(make, project)
@@ -170,8 +169,6 @@ def test_a_running_build_shows_live_on_the_page_and_stays_in_its_history(
     for server in servers:
         per = _json(f"{origin}/history.json?backend=127.0.0.1:{server.port}")["rows"]
         assert isinstance(per, dict) and per["t"], "no history for a backend"
-    if os.environ.get("DISTLB_UPDATE_DOCS") == "1":  # refreshes the README's screenshot
-        shutil.copy(tmp_path / "dashboard.png", DOCS / "dashboard.png")
 
 
 def test_a_backend_killed_during_a_build_shows_as_down_without_a_reload(
