@@ -101,3 +101,17 @@ function chart(id, title, times, series, opts) {
 }
 
 function perSecond(values, seconds) { return values.map((v) => (v === null ? null : v / seconds)); }
+
+// Adds to ``into`` (columns, oldest first) the rows of ``rows`` newer than its last,
+// and drops what is older than an hour.
+function appendRows(into, rows) {
+  const last = into.t.length ? into.t[into.t.length - 1] : 0;
+  rows.t.forEach((t, i) => {
+    if (t <= last) return;
+    for (const name of Object.keys(into)) into[name].push(rows[name] ? rows[name][i] : null);
+  });
+  const cut = into.t.length ? into.t[into.t.length - 1] - HOUR : 0;
+  let drop = 0;
+  while (drop < into.t.length && into.t[drop] <= cut) drop++;
+  if (drop) for (const name of Object.keys(into)) into[name].splice(0, drop);
+}
