@@ -87,8 +87,9 @@ def add_operator_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--check-config",
         metavar="FILE",
-        help="read FILE as --config does (with any other flags), check that the daemon "
-        "could start on it, say so and exit: 0 if it could, 2 if not",
+        help="read FILE as --config does (with any other flags), check every setting as "
+        "the daemon does at start, say so and exit: 0 if they can work, 2 and why not "
+        "(binds and starts nothing; compilers and the sandbox are checked at start)",
     )
     add_version_flag(parser)
 
