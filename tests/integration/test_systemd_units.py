@@ -157,3 +157,15 @@ def test_units_notify_restart_and_reload_as_each_daemon_can() -> None:
     assert balancer["RestrictNamespaces"] == ["yes"]
     assert balancer["DynamicUser"] == ["yes"] and balancer["CapabilityBoundingSet"] == [""]
     assert "%i" in template["ExecStart"][0]
+
+
+def test_the_template_is_the_server_unit_per_instance() -> None:
+    """distlb-server@.service differs from distlb-server.service only by the instance
+    (its config file, cache directory and description), so neither drifts."""
+    single, template = _unit("distlb-server.service"), _unit("distlb-server@.service")
+    per_instance = {
+        key: [v.replace("server-%i.toml", "server.toml").replace("distlb/%i", "distlb")
+              for v in values]
+        for key, values in template.items()
+    }  # fmt: skip
+    assert per_instance == single
