@@ -82,6 +82,8 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
     backend_service: str = "host"
     client_keytab: str | None = None
     client_principal: str | None = None
+    check_config: str | None = None
+    """``--check-config FILE``: check the config and exit (daemon/lifecycle.py)."""
 
     def backend_specs(self) -> list[BackendSpec]:
         try:

@@ -8,7 +8,7 @@ import argparse
 from balancer.compilers import IDENTITY_MODES
 from balancer.config import BalancerConfig
 from daemon.bounds import add_bounds_flags
-from daemon.config import fill_defaults
+from daemon.config import add_operator_flags, fill_defaults
 from daemon.gss import add_acceptor_flags
 from daemon.judge_config import add_judge_flags
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     p.add_argument("--config", metavar="FILE", help="TOML file with the same keys as the flags")
+    add_operator_flags(p)
     p.add_argument("--listen", metavar="ADDR", help="address to listen on (default {default})")
     p.add_argument("--port", type=int, help="distcc port (default {default}; 0 picks one)")
     p.add_argument(

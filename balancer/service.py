@@ -18,6 +18,7 @@ from balancer.stats import BalancerStats
 from balancer.workers import WorkerPlace
 from daemon.bounds import limit_connections
 from daemon.lifecycle import ConnectionTasks, listen, serve_http
+from daemon.notify import notify, start_watchdog
 from wire import Limits
 
 log = structlog.get_logger("distlb.balancer")
@@ -73,15 +74,25 @@ class Service:
     def _refused_connection(self) -> None:
         self.stats.counters.rejected_connections += 1
 
+    @property
+    def _speaks_for_service(self) -> bool:
+        """Whether this process tells systemd the balancer's state (with --workers, the
+        first worker does, for all)."""
+        return self.place is None or self.place.index == 0
+
     def _reload(self) -> None:
+        if self._speaks_for_service:
+            notify("RELOADING=1")
         try:
             fresh = self._reload_config()
             specs = fresh.backend_specs()
         except ConfigError as exc:
             log.error("reload_failed", reason=str(exc))
-            return
-        self.pool.reload(specs)
-        log.info("reloaded", backends=[s.name for s in specs])
+        else:
+            self.pool.reload(specs)
+            log.info("reloaded", backends=[s.name for s in specs])
+        if self._speaks_for_service:
+            notify("READY=1")
 
     async def _sample_loop(self) -> None:
         """The dashboard's history: a sample every few seconds."""
@@ -120,6 +131,8 @@ class Service:
             loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
             loop.add_signal_handler(signal.SIGINT, self._stopping.set)
             loop.add_signal_handler(signal.SIGHUP, self._reload)
+            if place is None:
+                start_watchdog(stack)  # (with --workers, the supervisor restarts workers)
             if place is None or place.index == 0:
                 log.info(
                     "balancer_ready",
@@ -130,11 +143,14 @@ class Service:
                     backend_auth=[s.name for s in cfg.backend_specs() if s.auth is not None],
                     workers=place.count if place is not None else 1,
                 )
+                notify("READY=1", f"STATUS=balancing {len(self.pool.backends)} backends")
             else:
                 log.info("worker_ready", port=port)
             await self._stopping.wait()
             self._serving = False
             server.close()
+            if self._speaks_for_service:
+                notify("STOPPING=1")
             log.info("balancer_draining", in_flight=len(self._jobs), grace_s=cfg.shutdown_grace)
             await self._jobs.drain(
                 cfg.shutdown_grace, lambda n: log.warning("balancer_cancelling_jobs", count=n)

@@ -1,11 +1,31 @@
-"""What the client tools share: the event loop, and a one-shot tool's exit status."""
+"""What the client tools share: the event loop, a one-shot tool's exit status, and
+the version every console script answers ``--version`` with."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Coroutine
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+
+
+def distlb_version() -> str:
+    """The installed distribution's version: pyproject.toml's, the one place it is
+    written ("unknown" when run from a checkout that was never installed)."""
+    try:
+        return version("distlb")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def add_version_flag(parser: argparse.ArgumentParser) -> None:
+    """``--version``: print ``PROG VERSION`` and exit 0."""
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {distlb_version()}",
+        help="print the version and exit",
+    )  # fmt: skip
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:

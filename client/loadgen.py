@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
+from client.cli import add_version_flag
 from client.distcc import ClientError, TurnedAway, compile_remote
 from client.quantiles import quantile
 from wire import Request
@@ -164,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lzo", action="store_true", help="protocol 2 (the ,lzo host option)")
     p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="per job (60)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_version_flag(p)
     return p
 
 

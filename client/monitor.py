@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from client.cli import tool_main
+from client.cli import add_version_flag, tool_main
 from client.discovery import DiscoveryError, Target
 from client.probe_cli import add_discovery_arguments, discover
 from client.prober import probe_one
@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.add_argument("--textfile", metavar="PATH", help="also write Prometheus textfile metrics")
+    add_version_flag(p)
     return p
 
 

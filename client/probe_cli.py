@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from client.cli import tool_main
+from client.cli import add_version_flag, tool_main
 from client.discovery import (
     DEFAULT_PORT,
     DiscoveryError,
@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="host options appended in distcc-hosts output, e.g. lzo",
     )
     p.add_argument("--names", action="store_true", help="print DNS names instead of addresses")
+    add_version_flag(p)
     return p
 
 

@@ -8,6 +8,8 @@ from dataclasses import MISSING, fields
 from types import UnionType
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from client.cli import add_version_flag
+
 T = TypeVar("T")
 
 
@@ -25,8 +27,14 @@ def load_config(config_type: type[T], parser: argparse.ArgumentParser, argv: lis
     flags = vars(parser.parse_args(argv))
     values: dict[str, Any] = {}
     config_file = flags.pop("config", None)
+    check_file = flags.get("check_config")
+    if check_file:
+        if config_file:
+            raise ConfigError("--check-config FILE reads FILE as the config: give no --config")
+        config_file = check_file
     if config_file:
-        values.update(read_toml(config_file, {f.name for f in fields(config_type)}))  # type: ignore[arg-type]
+        known = {f.name for f in fields(config_type)} - {"check_config"}  # type: ignore[arg-type]
+        values.update(read_toml(config_file, known))
     values.update(flags)
     hints = get_type_hints(config_type)
     for name, value in values.items():
@@ -73,6 +81,19 @@ def read_toml(path: str, known: set[str]) -> dict[str, Any]:
     return values
 
 
+def add_operator_flags(parser: argparse.ArgumentParser) -> None:
+    """``--check-config FILE`` (its config dataclass needs a ``check_config`` field:
+    :func:`daemon.lifecycle.service_main` reads it) and ``--version``."""
+    parser.add_argument(
+        "--check-config",
+        metavar="FILE",
+        help="read FILE as --config does (with any other flags), check every setting as "
+        "the daemon does at start, say so and exit: 0 if they can work, 2 and why not "
+        "(binds and starts nothing; compilers and the sandbox are checked at start)",
+    )
+    add_version_flag(parser)
+
+
 DEFAULT = "{default}"
 """Written in a flag's help where its default goes: :func:`fill_defaults` puts the
 config field's default there, so a default is written once, on the dataclass."""
@@ -108,7 +129,7 @@ def fill_defaults(parser: argparse.ArgumentParser, config_type: type) -> None:
     defaults = config_defaults(config_type)
     hints = get_type_hints(config_type)
     for action in parser._actions:  # (argparse has no public list of its actions)
-        if not action.option_strings or action.dest in ("help", "config"):
+        if not action.option_strings or action.dest in ("help", "config", "version"):
             continue
         if action.dest not in defaults:
             raise ConfigError(f"{action.option_strings[0]} sets no field of {config_type.__name__}")

@@ -66,7 +66,8 @@ def service_main(
     supervise: Callable[[Any], int | None] | None = None,
 ) -> int:
     """A daemon's command line: config (exit 2 on errors), logging, the loop;
-    exit 1 when it cannot start (e.g. a port is taken). ``supervise(config)``, when
+    exit 1 when it cannot start (e.g. a port is taken); with ``--check-config`` only
+    the config is read and checked (0, or 2 and why not). ``supervise(config)``, when
     given, may run the daemon itself (as several processes) and return its exit
     status; None: run ``serve`` here."""
     from daemon import logs
@@ -76,6 +77,9 @@ def service_main(
     except ConfigError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
+    if getattr(config, "check_config", None):
+        print(f"{prog}: {config.check_config}: the config is valid")
+        return 0
     logs.configure(config.log_format, config.log_level)
     log = structlog.get_logger(prog)
     if supervise is not None:

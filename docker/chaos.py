@@ -23,6 +23,7 @@ from typing import Any
 
 from toxiproxy import Toxiproxy
 
+from client.cli import add_version_flag
 from client.loadgen import Summary, run_load
 
 STATUS_TIMEOUT_S = 2.0
@@ -136,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=5000, help="most load jobs")
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--size-kb", type=int, default=16)
+    add_version_flag(p)
     args = p.parse_args(argv)
     if not 0 < args.duration <= 3600:
         p.error("--duration must be in (0, 3600]")

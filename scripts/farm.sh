@@ -3,7 +3,7 @@
 # (configs/farm/), in the foreground; Ctrl-C stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh
+scripts/bootstrap.sh farm
 mkdir -p .farm
 pids=()
 cleanup() {

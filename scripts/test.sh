@@ -2,7 +2,7 @@
 # The whole test suite: installs what it needs, checks style and types, runs pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh
+scripts/bootstrap.sh test
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 # cache/ and balancer/ join when they exist.

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from daemon.access import parse_networks
 from daemon.bounds import BoundsConfig, add_bounds_flags
-from daemon.config import ConfigError, fill_defaults, load_config
+from daemon.config import ConfigError, add_operator_flags, fill_defaults, load_config
 from daemon.gss import AcceptorConfig, add_acceptor_flags
 from daemon.judge import FORBIDDEN_COMPILER_NAMES
 from daemon.judge_config import JudgeConfig, add_judge_flags
@@ -55,6 +55,8 @@ class ServerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
     job_open_files: int = 1024
     status_allow: list[str] | None = None
     """Who may read /status, /metrics and the stats page (default: as --allow)."""
+    check_config: str | None = None
+    """``--check-config FILE``: check the config and exit (daemon/lifecycle.py)."""
 
     def status_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         try:
@@ -124,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     p.add_argument("--config", metavar="FILE", help="TOML file with the same keys as the flags")
+    add_operator_flags(p)
     p.add_argument("--listen", metavar="ADDR", help="address to listen on (default {default})")
     p.add_argument("--port", type=int, help="distcc port (default {default}; 0 picks one)")
     p.add_argument(

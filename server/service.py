@@ -11,13 +11,14 @@ import shutil
 import signal
 import stat
 import tempfile
-from importlib.metadata import PackageNotFoundError, version
 
 import structlog
 
 from cache import CompilerIdentity, DiskStore, ResultCache
+from client.cli import distlb_version
 from daemon.bounds import limit_connections
 from daemon.lifecycle import ConnectionTasks, listen, serve_http
+from daemon.notify import notify, start_watchdog
 from server.admission import Slots
 from server.agent import serve_agent
 from server.compilers import compiler_identities, default_compiler_names, resolve_compilers
@@ -42,13 +43,6 @@ from wire import Limits
 log = structlog.get_logger("distlb.server")
 LOAD_SAMPLE_S = 5.0
 VERSION_TIMEOUT_S = 5.0
-
-
-def distlb_version() -> str:
-    try:
-        return version("distlb")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def compile_user(user: str | None) -> CompileUser | None:
@@ -242,6 +236,7 @@ class Service:
                 loop.add_signal_handler(sig, self._stopping.set)
             sampler = asyncio.create_task(self._sample_load())
             stack.callback(sampler.cancel)
+            start_watchdog(stack)
             if self.ctx.warm is not None:
                 self.ctx.warm.fill()
             log.info(
@@ -256,6 +251,7 @@ class Service:
                 job_lifetime_s=cfg.job_lifetime,
                 auth=self.ctx.acceptor is not None,
             )
+            notify("READY=1", f"STATUS=serving {cfg.jobs} slots on port {port}")
             await self._stopping.wait()
             await self._drain(compile_server)
         log.info("server_stopped", counters=self.stats.status({}, "")["counters"])
@@ -265,6 +261,7 @@ class Service:
         cfg = self.config
         self.slots.accepting = False
         compile_server.close()
+        notify("STOPPING=1")
         log.info("server_draining", running=len(self._jobs), grace_s=cfg.shutdown_grace)
         await self._jobs.drain(
             cfg.shutdown_grace, lambda n: log.warning("server_killing_jobs", count=n)

@@ -1,0 +1,126 @@
+"""Issue 19: ``python -m build`` makes an sdist and, from it, a wheel; installed in a
+clean venv, the wheel gives every console script working (``--help``, ``--version``)
+with its package data (the dashboard, the judge's option table) and the example
+configs and systemd units under ``share/distlb/``. The version is pyproject.toml's."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tarfile
+import tomllib
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+VERSION = PYPROJECT["project"]["version"]
+SCRIPTS = sorted(PYPROJECT["project"]["scripts"])
+NOT_SOURCES = shutil.ignore_patterns(
+    ".git", ".venv", ".farm", "build", "dist", "*.egg-info", "__pycache__", ".*_cache",
+    ".hypothesis", "results",
+)  # fmt: skip
+SHARED = [
+    "share/distlb/configs/server.toml",
+    "share/distlb/configs/balancer.toml",
+    "share/distlb/configs/farm/balancer.toml",
+    "share/distlb/systemd/distlb-server.service",
+    "share/distlb/systemd/distlb-server@.service",
+    "share/distlb/systemd/distlb-balancer.service",
+]
+PACKAGE_DATA = ["balancer/dashboard.html", "wire/compiler_options.txt"]
+
+
+def _run(command: list[str], cwd: Path, timeout_s: float = 600) -> str:
+    result = subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, timeout=timeout_s, check=False
+    )
+    assert result.returncode == 0, f"{command}: {result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """dist/ with the sdist and the wheel, built from a copy of the checkout (the build
+    writes egg-info and build/ where it runs)."""
+    work = tmp_path_factory.mktemp("build")
+    source = work / "src"
+    shutil.copytree(ROOT, source, ignore=NOT_SOURCES, symlinks=True)
+    _run([sys.executable, "-m", "build", "--outdir", str(work / "dist"), str(source)], work)
+    yield work / "dist"
+
+
+@pytest.fixture(scope="module")
+def installed(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A clean venv with the wheel installed (and nothing else of ours)."""
+    venv = tmp_path_factory.mktemp("venv") / "v"
+    _run([sys.executable, "-m", "venv", str(venv)], venv.parent)
+    (wheel,) = built.glob("*.whl")
+    _run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], venv.parent)
+    return venv
+
+
+def test_build_makes_an_sdist_and_a_wheel_of_the_projects_version(built: Path) -> None:
+    assert sorted(p.name for p in built.iterdir()) == [
+        f"distlb-{VERSION}-py3-none-any.whl",
+        f"distlb-{VERSION}.tar.gz",
+    ]
+
+
+def test_the_wheel_holds_the_package_data_and_the_shared_files(built: Path) -> None:
+    (wheel,) = built.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert set(PACKAGE_DATA) <= names
+    data = f"distlb-{VERSION}.data/data/"
+    assert {data + path for path in SHARED} <= names
+    assert not any(name.startswith("tests/") for name in names)
+
+
+def test_the_sdist_holds_what_the_wheel_is_built_from(built: Path) -> None:
+    (sdist,) = built.glob("*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    assert {"pyproject.toml", "README.md", *PACKAGE_DATA} <= names
+    assert {"configs/systemd/distlb-server.service", "configs/server.toml"} <= names
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_console_script_of_the_wheel_works(installed: Path, script: str) -> None:
+    binary = installed / "bin" / script
+    assert binary.is_file(), f"the wheel installs no {script}"
+    # (run from the venv's directory: nothing of the checkout is importable there)
+    assert _run([str(binary), "--help"], installed).startswith(f"usage: {script}")
+    assert _run([str(binary), "--version"], installed).strip() == f"{script} {VERSION}"
+
+
+def test_the_installed_package_data_is_found_where_the_code_looks(installed: Path) -> None:
+    code = (
+        "import balancer, wire.args, importlib.resources as r; "
+        "print(balancer.__file__); "
+        "print(r.files('balancer').joinpath('dashboard.html').read_text()[:15]); "
+        "print(wire.args.scan(['-c', '-O2', 'x.c']) is not None)"
+    )
+    lines = _run([str(installed / "bin" / "python"), "-c", code], installed).splitlines()
+    assert lines[0].startswith(str(installed))
+    assert lines[1].lower().startswith("<!doctype html")
+    assert lines[2] == "True"  # (the judge's option table, read from the package)
+
+
+@pytest.mark.parametrize(
+    ("script", "example"),
+    [("distlb-server", "server.toml"), ("distlb-balancer", "balancer.toml")],
+)
+def test_the_installed_example_configs_pass_the_check(
+    installed: Path, script: str, example: str
+) -> None:
+    for path in SHARED:
+        assert (installed / path).is_file(), path
+    config = installed / "share" / "distlb" / "configs" / example
+    out = _run([str(installed / "bin" / script), "--check-config", str(config)], installed)
+    assert "the config is valid" in out
