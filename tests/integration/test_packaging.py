@@ -34,7 +34,10 @@ SHARED = [
     "share/distlb/systemd/distlb-server@.service",
     "share/distlb/systemd/distlb-balancer.service",
 ]
-PACKAGE_DATA = ["balancer/dashboard.html", "wire/compiler_options.txt"]
+PACKAGE_DATA = [
+    "balancer/dashboard.html", "server/dashboard.html", "daemon/charts.js", "daemon/dashboard.css",
+    "wire/compiler_options.txt",
+]  # fmt: skip
 
 
 def _run(command: list[str], cwd: Path, timeout_s: float = 600) -> str:
@@ -104,12 +107,16 @@ def test_the_installed_package_data_is_found_where_the_code_looks(installed: Pat
         "import balancer, wire.args, importlib.resources as r; "
         "print(balancer.__file__); "
         "print(r.files('balancer').joinpath('dashboard.html').read_text()[:15]); "
-        "print(wire.args.scan(['-c', '-O2', 'x.c']) is not None)"
+        "print(wire.args.scan(['-c', '-O2', 'x.c']) is not None); "
+        "import daemon.pages as p; print(p.page('server', 'dashboard.html')[:15]); "
+        "print(all(r.files('daemon').joinpath(n).is_file() for n in p.ASSETS))"
     )
     lines = _run([str(installed / "bin" / "python"), "-c", code], installed).splitlines()
     assert lines[0].startswith(str(installed))
     assert lines[1].lower().startswith("<!doctype html")
     assert lines[2] == "True"  # (the judge's option table, read from the package)
+    assert lines[3].lower().startswith("<!doctype html")  # (the server's dashboard)
+    assert lines[4] == "True"  # (the pages' script and style sheet)
 
 
 @pytest.mark.parametrize(
