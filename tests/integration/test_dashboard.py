@@ -175,7 +175,8 @@ def test_a_backend_killed_during_a_build_shows_as_down_without_a_reload(
     start_server: type[ServerProcess], start_balancer: type[BalancerProcess], gate: Path,
     tmp_path: Path,
 ) -> None:  # fmt: skip
-    servers, balancer = _gated_farm(start_server, start_balancer, gate)
+    # (no sandbox: a SIGKILLed server's sandboxes, run as job uids, would outlive the test)
+    servers, balancer = _gated_farm(start_server, start_balancer, gate, sandbox="none")
     victim = servers[0]
     name = f"127.0.0.1:{victim.port}"
     project = write_c_project(tmp_path / "proj", modules=MODULES)
