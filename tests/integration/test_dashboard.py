@@ -46,11 +46,19 @@ def gate(fake_compilers: tuple[Path, Path]) -> Iterator[Path]:
 
 def _gated_farm(
     start_server: type[ServerProcess], start_balancer: type[BalancerProcess], bin_dir: Path,
-    *extra: str,
+    *extra: str, sandbox: str = "bwrap",
 ) -> tuple[list[ServerProcess], BalancerProcess]:  # fmt: skip
     servers = [
         start_server(
-            "--jobs", "2", "--compiler", "gate-cc", "--compiler", "gcc", path_prepend=str(bin_dir)
+            "--jobs",
+            "2",
+            "--sandbox",
+            sandbox,
+            "--compiler",
+            "gate-cc",
+            "--compiler",
+            "gcc",
+            path_prepend=str(bin_dir),
         )
         for _ in range(2)
     ]
