@@ -192,10 +192,12 @@ class Activity:
         """Per client over the last ``window_s``: jobs, compile seconds, cache hits,
         most jobs first."""
         since = time.time() - window_s
-        rows = []
-        for name, entry in self._clients.items():
-            buckets = [b for b in entry.buckets if b[0] + CLIENT_BUCKET_S > since]
-            if not buckets:
+        in_flight = collections.Counter(job.client for job in self.live.values())
+        rows: list[dict[str, object]] = []
+        for name in [*self._clients, *(c for c in in_flight if c not in self._clients)]:
+            entry = self._clients.get(name)
+            buckets = [b for b in entry.buckets if b[0] + CLIENT_BUCKET_S > since] if entry else []
+            if not buckets and not in_flight[name]:
                 continue
             rows.append(
                 {
@@ -204,17 +206,9 @@ class Activity:
                     "compile_s": round(sum(b[2] for b in buckets), 3),
                     "cache_hits": int(sum(b[3] for b in buckets)),
                     "failed": int(sum(b[4] for b in buckets)),
-                    "in_flight": 0,
+                    "in_flight": in_flight[name],
                 }
             )
-        in_flight = collections.Counter(job.client for job in self.live.values())
-        for row in rows:
-            row["in_flight"] = in_flight.pop(str(row["client"]), 0)
-        rows.extend(
-            {"client": name, "jobs": 0, "compile_s": 0.0, "cache_hits": 0, "failed": 0,
-             "in_flight": count}
-            for name, count in in_flight.items()
-        )  # fmt: skip
         rows.sort(key=lambda r: (-int(str(r["jobs"])) - int(str(r["in_flight"])), str(r["client"])))
         return rows
 

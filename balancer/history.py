@@ -150,7 +150,6 @@ class History:
                     "p95_ms": quantile_ms(per.latencies, 0.95),
                 }
             )  # fmt: skip
-            fresh.ok, fresh.compile_error = 0, 0
 
     def export(self, since: float = 0.0, backend: str | None = None) -> dict[str, object]:
         """The farm's rows (or one backend's) after ``since``, as the dashboard reads them."""
