@@ -117,11 +117,12 @@ async def run_compile(
     limits: RunLimits,
     client_gone: asyncio.Future[None] | asyncio.Task[None],
     warm: WarmPool | None = None,
-) -> CompileResult:
+) -> tuple[CompileResult, asyncio.Task[None]]:
     """Compile ``source`` as ``job`` says, with ``compiler_path``, in a directory of its
-    own under ``jobs_root`` (a sandbox from ``warm`` when one is ready), and return the
-    result (never raises for the compiler's own failures; raises ``OSError`` when the
-    job cannot start)."""
+    own under ``jobs_root`` (a sandbox from ``warm`` when one is ready). Returns the
+    result (never raises for the compiler's own failures; raises ``OSError`` when the job
+    cannot start) and the task that removes the directory and frees its uid: started,
+    so that it runs while the reply is sent rather than before; the caller awaits it."""
     started_at = time.monotonic()
     input_name = "input" + job.source_suffix
     output_name = "output" + job.output_suffix
@@ -148,15 +149,25 @@ async def run_compile(
             if warm is not None:
                 warm.cold += 1
             started = spawn(sandbox, jobs_root, command_for, prepare)
-        return await _run_in(started, output_name, sandbox, limits, client_gone, started_at)
-    finally:
-        if started is not None:
-            # Removed off the loop (a job may leave thousands of files), safe against
-            # symlinks it planted (rmtree walks by file descriptor); then its uid is free.
-            await asyncio.to_thread(shutil.rmtree, started.job_dir, True)
-            sandbox.release_user(started.user)
         if warm is not None:
-            warm.fill()
+            # The next job's sandbox is started while this one compiles (the loop is
+            # idle then), not on its way to the reply.
+            asyncio.get_running_loop().call_soon(warm.fill)
+        result = await _run_in(started, output_name, sandbox, limits, client_gone, started_at)
+    except BaseException:
+        await _clean_up(started, sandbox, warm)
+        raise
+    return result, asyncio.create_task(_clean_up(started, sandbox, warm))
+
+
+async def _clean_up(started: Started | None, sandbox: Sandbox, warm: WarmPool | None) -> None:
+    if started is not None:
+        # Removed off the loop (a job may leave thousands of files), safe against
+        # symlinks it planted (rmtree walks by file descriptor); then its uid is free.
+        await asyncio.to_thread(shutil.rmtree, started.job_dir, True)
+        sandbox.release_user(started.user)
+    if warm is not None:
+        warm.fill()
 
 
 def _discard(started: Started, sandbox: Sandbox) -> None:

@@ -6,25 +6,21 @@ directory (at ``/tmp``, the only writable place, and the working directory);
 in an empty network namespace, its own pid namespace (every process of the
 job dies with it), with no new privileges, in a fresh session. As root, each
 job also runs as a uid of its own, taken from ``--job-uids``; unprivileged,
-jobs are kept apart by their namespaces. Resource limits (``prlimit``) bound
-memory, file size, processes, open files and CPU time, with core dumps off.
+jobs are kept apart by their namespaces. Resource limits bound memory, file
+size, processes, open files and CPU time, with core dumps off.
 
 The launcher is a chain of small programs, each exec'ing the next, because
 Popen asked for a user, a niceness or rlimits would fork the whole server
 instead of vfork (docs/decisions.md): ``setpriv`` (identity, no new
-privileges), ``nice``, ``prlimit``, ``bwrap``, then the compiler.
+privileges), ``nice``, ``bwrap``, then a shell inside that sets the limits
+(``ulimit``) and execs the compiler. With ``--sandbox none``: ``setpriv``,
+``nice``, ``prlimit``, the compiler.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
-import shutil
-import signal
-import subprocess
-import tempfile
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
@@ -41,12 +37,15 @@ DW_AT_comp_dir) is the same on every server, and the same as distccd's."""
 SETPRIV = "/usr/bin/setpriv"
 NICE = "/usr/bin/nice"
 PRLIMIT = "/usr/bin/prlimit"
+SHELL = "/bin/sh"
+_RUN_SENT = 'IFS= read -r line && exec </dev/null && eval "exec $line"'
+"""The rest of a sandbox's shell started ahead of its job: read the command line, then
+become the compiler (its exit status and its signals are the compiler's own)."""
 DEFAULT_JOB_UIDS = (900_000_000, 900_000_999)
 """Where per-job uids come from when the server runs as root: far above the uids
 that people, services and containers get (docs/security.md)."""
 _TOP_LEVEL = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 _ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives")
-_CHECK_TIMEOUT_S = 30.0
 
 
 class SandboxError(Exception):
@@ -72,18 +71,41 @@ class JobLimits:
     open_files: int = 1024
     cpu_s: int | None = None
 
-    def prlimit_args(self, *, nproc: bool = True) -> list[str]:
-        """The limits as ``prlimit`` arguments; ``nproc=False`` leaves out the process
-        bound (set inside the sandbox's user namespace instead: see the launcher)."""
-        args = [f"--fsize={self.file_bytes}"]
-        if nproc:
-            args.append(f"--nproc={self.processes}")
+    def prlimit_args(self) -> list[str]:
+        """The limits as ``prlimit`` arguments (--sandbox none)."""
+        args = [f"--fsize={self.file_bytes}", f"--nproc={self.processes}"]
         args += [f"--nofile={self.open_files}", "--core=0"]
         if self.memory_bytes is not None:
             args.append(f"--as={self.memory_bytes}")
         if self.cpu_s is not None:
             args.append(f"--cpu={self.cpu_s}")
         return args
+
+    def ulimit_script(self) -> str:
+        """The limits as POSIX sh (dash) ``ulimit`` commands, soft and hard: sizes in
+        dash's units (512-byte blocks for files and cores, KiB for memory). The start
+        check reads them back inside the sandbox (a shell with other units fails it)."""
+        limits = [f"-f {-(-self.file_bytes // 512)}", f"-n {self.open_files}", "-c 0"]
+        if self.memory_bytes is not None:
+            limits.append(f"-v {-(-self.memory_bytes // 1024)}")
+        if self.cpu_s is not None:
+            limits.append(f"-t {self.cpu_s}")
+        limits.append(f"-p {self.processes}")
+        return " && ".join(f"ulimit {limit}" for limit in limits)
+
+    def expected(self) -> dict[str, int | None]:
+        """What /proc/PID/limits of a job must say, soft and hard (None: unlimited),
+        by the names that file uses."""
+        return {
+            "Max file size": -(-self.file_bytes // 512) * 512,
+            "Max open files": self.open_files,
+            "Max core file size": 0,
+            "Max address space": (
+                None if self.memory_bytes is None else -(-self.memory_bytes // 1024) * 1024
+            ),
+            "Max cpu time": self.cpu_s,
+            "Max processes": self.processes,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +198,10 @@ class JobIdentities:
                     f"{entry.pw_name!r} ({entry.pw_uid}): choose a range no account uses"
                 )
 
+    @property
+    def free(self) -> int:
+        return len(self._free)
+
     def acquire(self) -> CompileUser:
         if not self._free:
             raise SandboxError("no job uid is free (--job-uids is smaller than --jobs)")
@@ -205,41 +231,49 @@ class Sandbox:
         """Where the job directory is for the compiler: None means where it really is."""
         return JOB_ROOT_INSIDE if self.mode == "bwrap" else None
 
-    def launcher(
-        self, job_dir: str, user: CompileUser | None, nproc_inside: bool = True
-    ) -> list[str]:
-        """The programs a compile is exec'd through, for a job in ``job_dir`` run as
-        ``user`` (None: as the server, which is not root). ``nproc_inside=False``: the
-        command run in the sandbox sets the process bound itself (a waiting shell's
-        ``ulimit -p``: an exec of prlimit fewer, a millisecond of CPU per job)."""
+    def launcher(self, job_dir: str, user: CompileUser | None) -> list[str]:
+        """The programs a job's command is exec'd through, for a job in ``job_dir`` run
+        as ``user`` (None: as the server, which is not root). Under bubblewrap, the
+        command itself is a shell that sets the job's limits (see :meth:`job_argv`)."""
         chain = [SETPRIV, "--no-new-privs"]
         if user is not None:
             chain += [f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups"]
         chain.append("--")
         if self.nice:
             chain += [NICE, "-n", str(self.nice), "--"]
-        bwrap = self.mode == "bwrap"
-        chain += [PRLIMIT, *self.limits.prlimit_args(nproc=not bwrap), "--"]
-        if bwrap:
-            chain += [
-                self.bwrap, "--unshare-all", "--die-with-parent", "--new-session",
-                "--cap-drop", "ALL",
-                # The job's directory first: a toolchain under /tmp (a test's stand-ins)
-                # is then mounted over it rather than hidden by it.
-                "--bind", job_dir, JOB_ROOT_INSIDE,
-                *(arg for mount in self.mounts for arg in mount.args()),
-                "--proc", "/proc", "--dev", "/dev", "--chdir", JOB_ROOT_INSIDE,
-                "--",
-                # The process bound is set inside the job's user namespace: the kernel
-                # counts it there (the job's own processes) and, above, against the
-                # limit its creator had. Set before bwrap, it would cap every process of
-                # the uid, which unprivileged is the server's: all jobs, the server's
-                # threads and the zombies of jobs gone (seen: a job after a fork bomb
-                # failed "Cannot fork").
-            ]  # fmt: skip
-            if nproc_inside:
-                chain += [PRLIMIT, f"--nproc={self.limits.processes}", "--"]
-        return chain
+        if self.mode != "bwrap":
+            return [*chain, PRLIMIT, *self.limits.prlimit_args(), "--"]
+        return [
+            *chain,
+            self.bwrap, "--unshare-all", "--die-with-parent", "--new-session",
+            "--cap-drop", "ALL",
+            # The job's directory first: a toolchain under /tmp (a test's stand-ins)
+            # is then mounted over it rather than hidden by it.
+            "--bind", job_dir, JOB_ROOT_INSIDE,
+            *(arg for mount in self.mounts for arg in mount.args()),
+            "--proc", "/proc", "--dev", "/dev", "--chdir", JOB_ROOT_INSIDE,
+            "--",
+        ]  # fmt: skip
+
+    def job_argv(
+        self, job_dir: str, user: CompileUser | None, command: list[str] | None
+    ) -> list[str]:
+        """The whole command line that starts a job: ``command``, or with None a
+        sandbox that waits for its command (one line on stdin, quoted).
+
+        Under bubblewrap the command is run by a shell that first sets the job's
+        limits with its own ``ulimit`` (not an exec of ``prlimit``: a millisecond of
+        CPU per job). They are set inside the job's user namespace, where the kernel
+        counts the process bound (the job's own processes); set before bwrap, it
+        would cap every process of the uid, which unprivileged is the server's (seen:
+        a job after a fork bomb failed "Cannot fork")."""
+        if self.mode != "bwrap":
+            if command is None:
+                raise SandboxError("--sandbox none starts no sandbox ahead of its job")
+            return [*self.launcher(job_dir, user), *command]
+        then = _RUN_SENT if command is None else 'exec "$@"'
+        script = f"{self.limits.ulimit_script()} && {then}"
+        return [*self.launcher(job_dir, user), SHELL, "-c", script, "sh", *(command or [])]
 
     def acquire_user(self) -> CompileUser | None:
         if self.identities is not None:
@@ -276,95 +310,6 @@ class Sandbox:
                 "core_dumps": False,
             },
         }
-
-
-def check_programs(sandbox: Sandbox) -> None:
-    """Raise :class:`SandboxError` when a program of the launcher chain is missing."""
-    for program in (SETPRIV, NICE, PRLIMIT):
-        if not os.access(program, os.X_OK):
-            raise SandboxError(
-                f"{program} is needed to start compilers (Debian: util-linux, coreutils)"
-            )
-    if sandbox.mode == "bwrap" and not (sandbox.bwrap and os.access(sandbox.bwrap, os.X_OK)):
-        raise SandboxError(
-            "--sandbox bwrap needs bubblewrap (Debian: apt install bubblewrap); "
-            "--sandbox none runs compiles without it (docs/security.md)"
-        )
-
-
-COMPILE_CHECKED = frozenset({"gcc", "g++", "cc", "c++", "clang", "clang++"})
-"""Names whose binaries the start check also compiles with (others, such as a site's
-wrappers, are only asked their version: a compile could take any time)."""
-
-
-def check_compilers(sandbox: Sandbox, compilers: dict[str, str], tmp_root: str) -> dict[str, str]:
-    """Run every allowlisted compiler in the sandbox as a job would be run: ``--version``
-    for each name, and a one-line compile for each distinct binary of the well-known
-    names; all at once. Returns each name's first line of ``--version``. Raises
-    :class:`SandboxError` with the reason when one cannot run there."""
-    compile_with: dict[str, tuple[str, str]] = {}
-    for name, path in sorted(compilers.items()):
-        if name in COMPILE_CHECKED:
-            compile_with.setdefault(os.path.realpath(path), (name, path))
-    runs: list[tuple[str, str, bool, str, CompileUser | None, subprocess.Popen[bytes]]] = []
-    try:
-        for what, (name, path) in [
-            *(("version", item) for item in compilers.items()),
-            *(("compile", item) for item in compile_with.values()),
-        ]:
-            job_dir = tempfile.mkdtemp(prefix="check-", dir=tmp_root)
-            user = sandbox.acquire_user()
-            suffix = ".ii" if "++" in name else ".i"
-            with open(os.path.join(job_dir, "input" + suffix), "w") as source:
-                source.write("int distlb_sandbox_check;\n")
-            if user is not None:
-                os.chown(job_dir, user.uid, user.gid)
-            inside = sandbox.job_root_inside or job_dir
-            args = (
-                ["--version"]
-                if what == "version"
-                else ["-c", f"{inside}/input{suffix}", "-o", f"{inside}/output.o"]
-            )
-            proc = subprocess.Popen(
-                [*sandbox.launcher(job_dir, user), path, *args], cwd=job_dir,
-                env=child_env(inside), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, start_new_session=True,
-            )  # fmt: skip
-            runs.append((name, path, what == "compile", job_dir, user, proc))
-        versions: dict[str, str] = {}
-        deadline = time.monotonic() + _CHECK_TIMEOUT_S
-        for name, path, compiles, job_dir, _, proc in runs:
-            try:
-                out, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired as exc:
-                raise SandboxError(f"{name}: the sandbox check did not finish in time") from exc
-            produced = os.path.isfile(os.path.join(job_dir, "output.o"))
-            if proc.returncode != 0 or (compiles and not produced):
-                reason = err.decode("utf-8", "replace").strip()[-800:]
-                hint = (
-                    "; --sandbox none runs compiles without bubblewrap (docs/security.md)"
-                    if sandbox.mode == "bwrap"
-                    else ""
-                )
-                doing = "compile" if compiles else "run"
-                raise SandboxError(
-                    f"{name} ({path}) does not {doing} in the {sandbox.mode} sandbox "
-                    f"(exit {proc.returncode}): {reason or 'no output file'}{hint}"
-                )
-            if not compiles:
-                lines = out.decode("utf-8", "replace").splitlines()
-                versions[name] = lines[0] if lines else "unknown"
-    finally:
-        for _, _, _, job_dir, user, proc in runs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            sandbox.release_user(user)
-            shutil.rmtree(job_dir, ignore_errors=True)
-    log.info("sandbox_checked", mode=sandbox.mode, compilers=len(compilers),
-             compiled_with=len(compile_with))  # fmt: skip
-    return versions
 
 
 PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LC_MESSAGES", "LC_CTYPE")

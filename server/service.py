@@ -32,10 +32,9 @@ from server.sandbox import (
     JobLimits,
     Sandbox,
     SandboxError,
-    check_compilers,
-    check_programs,
     toolchain_mounts,
 )
+from server.sandbox_check import check_compilers, check_programs
 from server.stats import ServerStats
 from server.warm import WarmPool
 from wire import Limits
@@ -194,6 +193,8 @@ class Service:
             "connections": self.connections.snapshot,
             "inflating": self.ctx.inflate.snapshot,
         }
+        if self.ctx.warm is not None:
+            self.stats.bounds["warm_sandboxes"] = self.ctx.warm.snapshot
         self._jobs = ConnectionTasks()
         self._stopping = asyncio.Event()
 

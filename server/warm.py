@@ -6,7 +6,7 @@ added to a job. So for each slot one sandbox is kept ready, its job directory bo
 and its limits set, running only a shell that waits for one line on its stdin: the
 job's command, quoted. When a job comes, its source is written into the directory
 and the line is sent; the shell execs the compiler, in the sandbox that was waiting.
-After the job, another is started for the next one.
+While the job compiles, another is started for the next one.
 
 A command that holds a newline cannot be sent as one line: such a job starts its
 sandbox the ordinary way, as does any job that finds no sandbox ready.
@@ -30,20 +30,6 @@ import structlog
 from server.sandbox import CompileUser, Sandbox, SandboxError, child_env
 
 log = structlog.get_logger("distlb.server.warm")
-
-WAIT_FOR_COMMAND = 'IFS= read -r line && exec </dev/null && eval "exec $line"'
-"""POSIX sh: read the command line, then become the compiler (its exit status and its
-signals are the compiler's own)."""
-
-
-def waiting_shell(processes: int) -> list[str]:
-    """The shell a sandbox started ahead runs: it sets the job's process bound inside the
-    job's user namespace (dash's ``ulimit -p``, soft and hard; see Sandbox.launcher),
-    then waits for its command."""
-    return [SHELL, "-c", f"ulimit -p {int(processes)} && {WAIT_FOR_COMMAND}"]
-
-
-SHELL = "/bin/sh"
 
 
 @dataclass
@@ -78,10 +64,7 @@ def spawn(
         # Fork/exec on the loop is deliberate: about a millisecond, and Popen is what
         # gives us the session.
         proc = subprocess.Popen(
-            [
-                *sandbox.launcher(job_dir, user, nproc_inside=command is not None),
-                *(command or waiting_shell(sandbox.limits.processes)),
-            ],
+            sandbox.job_argv(job_dir, user, command),
             cwd=job_dir,
             env=child_env(inside),
             stdin=subprocess.DEVNULL if command is not None else subprocess.PIPE,
@@ -125,6 +108,12 @@ class WarmPool:
         self._ready: deque[Started] = deque()
         self.taken = 0
         self.cold = 0
+        self.closed = False
+
+    def snapshot(self) -> dict[str, int]:
+        """What /status shows: sandboxes ready now, jobs that found one, jobs that had
+        to start their own (each of those waited for a sandbox to be set up)."""
+        return {"ready": len(self._ready), "taken": self.taken, "cold": self.cold}
 
     def take(self, command: list[str]) -> Started | None:
         """A ready sandbox for ``command``, or None (start one cold)."""
@@ -140,8 +129,14 @@ class WarmPool:
         return None
 
     def fill(self) -> None:
-        """Start sandboxes until ``size`` wait (as far as uids allow)."""
-        while len(self._ready) < self.size:
+        """Start sandboxes until ``size`` wait, as far as uids allow (a uid still held
+        by a job being cleaned up comes back, and this is called again, after it)."""
+        identities = self.sandbox.identities
+        while (
+            not self.closed
+            and len(self._ready) < self.size
+            and (identities is None or identities.free)
+        ):
             try:
                 self._ready.append(spawn(self.sandbox, self.jobs_root, None))
             except (OSError, SandboxError) as exc:
@@ -154,5 +149,6 @@ class WarmPool:
         self.sandbox.release_user(started.user)
 
     def close(self) -> None:
+        self.closed = True
         while self._ready:
             self.discard(self._ready.popleft())

@@ -334,6 +334,38 @@ def test_status_names_the_sandbox_mounts_and_limits(start_server: type[ServerPro
     assert "distlb_server_sandboxed 1.0" in server.http("/metrics")
 
 
+def test_the_next_jobs_sandbox_is_set_up_while_a_job_compiles(
+    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path]
+) -> None:
+    """A job finds its sandbox ready, and neither it nor its reply waits for the next
+    job's: that one is set up while the job compiles (gate-cc holds the compile until
+    the test has seen the next sandbox waiting)."""
+    bin_dir, _ = fake_compilers
+    server = start_server("--jobs", "1", "--compiler", "gate-cc", "--compiler", "gcc",
+                          path_prepend=str(bin_dir))  # fmt: skip
+    warm = lambda: server.status()["warm_sandboxes"]  # noqa: E731
+    wait_until(lambda: warm()["ready"] == 1, 30, "a sandbox ready before any job")
+    replies: list[object] = []
+    job = threading.Thread(target=lambda: replies.append(
+        compile_on(server, ("gate-cc", "-c", "g.c", "-o", "g.o"), b"int g;\n")
+    ))  # fmt: skip
+    job.start()
+    try:
+        wait_until(lambda: running(bin_dir / "gate-cc"), 30, "the gated compile running")
+        state = wait_until(
+            lambda: (w := warm())["ready"] == 1 and w, 30, "the next sandbox ready meanwhile"
+        )
+        assert state["taken"] == 1 and state["cold"] == 0, state
+        assert _waiting_sandboxes(), "no sandbox waits for the next job"
+    finally:
+        (bin_dir / "gate-cc.open").touch()
+        job.join(60)
+    assert [getattr(reply, "status", None) for reply in replies] == [0]
+    assert compile_on(server, ("gcc", "-c", "x.c", "-o", "x.o"), b"int x;\n").status == 0
+    after = warm()
+    assert (after["taken"], after["cold"]) == (2, 0), after
+
+
 def test_without_the_sandbox_the_stand_in_does_its_harm(
     start_server: type[ServerProcess],
     fake_compilers: tuple[Path, Path],

@@ -1,0 +1,175 @@
+"""The start checks of the sandbox: the programs of the launcher chain are there, every
+allowlisted compiler runs in the sandbox (and the well-known ones compile there), and
+the job limits inside are the ones asked for. The server refuses to start otherwise."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import structlog
+
+from server.sandbox import (
+    NICE,
+    PRLIMIT,
+    SETPRIV,
+    SHELL,
+    CompileUser,
+    Sandbox,
+    SandboxError,
+    child_env,
+)
+
+log = structlog.get_logger("distlb.server.sandbox")
+
+_CHECK_TIMEOUT_S = 30.0
+
+
+def check_programs(sandbox: Sandbox) -> None:
+    """Raise :class:`SandboxError` when a program of the launcher chain is missing."""
+    for program in (SETPRIV, NICE, PRLIMIT):
+        if not os.access(program, os.X_OK):
+            raise SandboxError(
+                f"{program} is needed to start compilers (Debian: util-linux, coreutils)"
+            )
+    if sandbox.mode == "bwrap" and not (sandbox.bwrap and os.access(sandbox.bwrap, os.X_OK)):
+        raise SandboxError(
+            "--sandbox bwrap needs bubblewrap (Debian: apt install bubblewrap); "
+            "--sandbox none runs compiles without it (docs/security.md)"
+        )
+
+
+COMPILE_CHECKED = frozenset({"gcc", "g++", "cc", "c++", "clang", "clang++"})
+"""Names whose binaries the start check also compiles with (others, such as a site's
+wrappers, are only asked their version: a compile could take any time)."""
+
+
+def check_compilers(sandbox: Sandbox, compilers: dict[str, str], tmp_root: str) -> dict[str, str]:
+    """Run every allowlisted compiler in the sandbox as a job would be run: ``--version``
+    for each name, and a one-line compile for each distinct binary of the well-known
+    names; all at once. Returns each name's first line of ``--version``. Raises
+    :class:`SandboxError` with the reason when one cannot run there."""
+    compile_with: dict[str, tuple[str, str]] = {}
+    for name, path in sorted(compilers.items()):
+        if name in COMPILE_CHECKED:
+            compile_with.setdefault(os.path.realpath(path), (name, path))
+    runs: list[tuple[str, str, bool, str, CompileUser | None, subprocess.Popen[bytes]]] = []
+    try:
+        for what, (name, path) in [
+            *(("version", item) for item in compilers.items()),
+            *(("compile", item) for item in compile_with.values()),
+        ]:
+            job_dir = tempfile.mkdtemp(prefix="check-", dir=tmp_root)
+            user = sandbox.acquire_user()
+            suffix = ".ii" if "++" in name else ".i"
+            with open(os.path.join(job_dir, "input" + suffix), "w") as source:
+                source.write("int distlb_sandbox_check;\n")
+            if user is not None:
+                os.chown(job_dir, user.uid, user.gid)
+            inside = sandbox.job_root_inside or job_dir
+            args = (
+                ["--version"]
+                if what == "version"
+                else ["-c", f"{inside}/input{suffix}", "-o", f"{inside}/output.o"]
+            )
+            proc = _start_checked(sandbox, job_dir, user, [path, *args], inside)
+            runs.append((name, path, what == "compile", job_dir, user, proc))
+        versions: dict[str, str] = {}
+        deadline = time.monotonic() + _CHECK_TIMEOUT_S
+        for name, path, compiles, job_dir, _, proc in runs:
+            try:
+                out, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired as exc:
+                raise SandboxError(f"{name}: the sandbox check did not finish in time") from exc
+            produced = os.path.isfile(os.path.join(job_dir, "output.o"))
+            if proc.returncode != 0 or (compiles and not produced):
+                reason = err.decode("utf-8", "replace").strip()[-800:]
+                hint = (
+                    "; --sandbox none runs compiles without bubblewrap (docs/security.md)"
+                    if sandbox.mode == "bwrap"
+                    else ""
+                )
+                doing = "compile" if compiles else "run"
+                raise SandboxError(
+                    f"{name} ({path}) does not {doing} in the {sandbox.mode} sandbox "
+                    f"(exit {proc.returncode}): {reason or 'no output file'}{hint}"
+                )
+            if not compiles:
+                lines = out.decode("utf-8", "replace").splitlines()
+                versions[name] = lines[0] if lines else "unknown"
+    finally:
+        for _, _, _, job_dir, user, proc in runs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            sandbox.release_user(user)
+            shutil.rmtree(job_dir, ignore_errors=True)
+    if sandbox.mode == "bwrap":
+        check_limits(sandbox, tmp_root)
+    log.info("sandbox_checked", mode=sandbox.mode, compilers=len(compilers),
+             compiled_with=len(compile_with))  # fmt: skip
+    return versions
+
+
+def _start_checked(
+    sandbox: Sandbox, job_dir: str, user: CompileUser | None, command: list[str], inside: str
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        sandbox.job_argv(job_dir, user, command), cwd=job_dir, env=child_env(inside),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def check_limits(sandbox: Sandbox, tmp_root: str) -> None:
+    """Read a job's limits back from inside the sandbox (``/proc/self/limits`` of a
+    process the job's shell starts) and raise :class:`SandboxError` unless each is the
+    bound asked for: ``/bin/sh`` sets them, and a shell whose ``ulimit`` counts in
+    other units would bound nothing as meant."""
+    job_dir = tempfile.mkdtemp(prefix="check-", dir=tmp_root)
+    user = sandbox.acquire_user()
+    try:
+        if user is not None:
+            os.chown(job_dir, user.uid, user.gid)
+        inside = sandbox.job_root_inside or job_dir
+        proc = _start_checked(sandbox, job_dir, user, ["cat", "/proc/self/limits"], inside)
+        try:
+            out, err = proc.communicate(timeout=_CHECK_TIMEOUT_S)
+        except subprocess.TimeoutExpired as exc:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise SandboxError("the sandbox's limits check did not finish in time") from exc
+        if proc.returncode != 0:
+            reason = err.decode("utf-8", "replace").strip()[-400:]
+            raise SandboxError(f"the job limits cannot be set in the sandbox: {reason}")
+        found = parse_limits(out.decode("utf-8", "replace"))
+        for name, want in sandbox.limits.expected().items():
+            if found.get(name) != (want, want):
+                raise SandboxError(
+                    f"{SHELL} set the job limit {name!r} to {found.get(name)} (soft, hard), "
+                    f"not {want}: the job limits need a POSIX sh whose ulimit counts as "
+                    f"dash's (512-byte blocks, KiB)"
+                )
+    finally:
+        sandbox.release_user(user)
+        shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def parse_limits(text: str) -> dict[str, tuple[int | None, int | None]]:
+    """``/proc/PID/limits`` as {name: (soft, hard)}, None for unlimited."""
+    parsed: dict[str, tuple[int | None, int | None]] = {}
+    for line in text.splitlines()[1:]:
+        name, _, rest = line.partition("  ")
+        fields = rest.split()
+        if len(fields) < 2:
+            continue
+        soft, hard = (None if v == "unlimited" else int(v) for v in fields[:2])
+        parsed[name.strip()] = (soft, hard)
+    return parsed
