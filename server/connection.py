@@ -25,7 +25,7 @@ from daemon.gss import Acceptor
 from daemon.judge import Job, Judge, Refused
 from daemon.logged import bounded_argv
 from server.admission import SlotHold, admit, turn_away_busy
-from server.runner import CompileResult, RunLimits, run_compile
+from server.runner import RunLimits, run_compile
 from server.sandbox import Sandbox
 from server.stats import ServerStats
 from server.warm import WarmPool
@@ -220,9 +220,10 @@ async def _compile_and_reply(
     slot: SlotHold,
     key: str | None,
 ) -> None:
+    stats = ctx.stats
     gone = asyncio.ensure_future(wait_peer_gone(reader))
     try:
-        result, cleanup = await run_compile(
+        result = await run_compile(
             job,
             ctx.compilers[job.compiler],
             request.source,
@@ -234,23 +235,6 @@ async def _compile_and_reply(
         )
     finally:
         gone.cancel()
-    try:
-        await _reply_with(ctx, request, job, result, writer, started, slot, key)
-    finally:
-        await cleanup
-
-
-async def _reply_with(
-    ctx: ConnectionContext,
-    request: Request,
-    job: Job,
-    result: CompileResult,
-    writer: asyncio.StreamWriter,
-    started: float,
-    slot: SlotHold,
-    key: str | None,
-) -> None:
-    stats = ctx.stats
     held = len(result.obj) + len(result.stderr) + len(result.stdout)
     budgeted = ctx.replies.try_take(held)
     if budgeted:

@@ -117,12 +117,11 @@ async def run_compile(
     limits: RunLimits,
     client_gone: asyncio.Future[None] | asyncio.Task[None],
     warm: WarmPool | None = None,
-) -> tuple[CompileResult, asyncio.Task[None]]:
+) -> CompileResult:
     """Compile ``source`` as ``job`` says, with ``compiler_path``, in a directory of its
-    own under ``jobs_root`` (a sandbox from ``warm`` when one is ready). Returns the
-    result (never raises for the compiler's own failures; raises ``OSError`` when the job
-    cannot start) and the task that removes the directory and frees its uid: started,
-    so that it runs while the reply is sent rather than before; the caller awaits it."""
+    own under ``jobs_root`` (a sandbox from ``warm`` when one is ready), and return the
+    result (never raises for the compiler's own failures; raises ``OSError`` when the
+    job cannot start)."""
     started_at = time.monotonic()
     input_name = "input" + job.source_suffix
     output_name = "output" + job.output_suffix
@@ -138,11 +137,12 @@ async def run_compile(
     started = ready
     try:
         if ready is not None:
-            prepare(ready.job_dir)
             try:
+                prepare(ready.job_dir)
                 send_command(ready, command_for(JOB_ROOT_INSIDE))
             except OSError:
-                # The waiting sandbox has gone: start this job the ordinary way.
+                # The waiting sandbox has gone (or its directory took no source): start
+                # this job the ordinary way.
                 _discard(ready, sandbox)
                 started = None
         if started is None:
@@ -151,23 +151,19 @@ async def run_compile(
             started = spawn(sandbox, jobs_root, command_for, prepare)
         if warm is not None:
             # The next job's sandbox is started while this one compiles (the loop is
-            # idle then), not on its way to the reply.
+            # idle then), not between the compiler's exit and the reply.
             asyncio.get_running_loop().call_soon(warm.fill)
-        result = await _run_in(started, output_name, sandbox, limits, client_gone, started_at)
-    except BaseException:
-        await _clean_up(started, sandbox, warm)
-        raise
-    return result, asyncio.create_task(_clean_up(started, sandbox, warm))
-
-
-async def _clean_up(started: Started | None, sandbox: Sandbox, warm: WarmPool | None) -> None:
-    if started is not None:
-        # Removed off the loop (a job may leave thousands of files), safe against
-        # symlinks it planted (rmtree walks by file descriptor); then its uid is free.
-        await asyncio.to_thread(shutil.rmtree, started.job_dir, True)
-        sandbox.release_user(started.user)
-    if warm is not None:
-        warm.fill()
+        return await _run_in(started, output_name, sandbox, limits, client_gone, started_at)
+    finally:
+        if started is not None:
+            # Removed off the loop (a job may leave thousands of files), safe against
+            # symlinks it planted (rmtree walks by file descriptor); then its uid is free.
+            # Before the reply, while the job holds its slot: the slot bounds the
+            # directories and uids not yet given back.
+            await asyncio.to_thread(shutil.rmtree, started.job_dir, True)
+            sandbox.release_user(started.user)
+        if warm is not None:
+            warm.fill()
 
 
 def _discard(started: Started, sandbox: Sandbox) -> None:

@@ -12,9 +12,9 @@ size, processes, open files and CPU time, with core dumps off.
 The launcher is a chain of small programs, each exec'ing the next, because
 Popen asked for a user, a niceness or rlimits would fork the whole server
 instead of vfork (docs/decisions.md): ``setpriv`` (identity, no new
-privileges), ``nice``, ``bwrap``, then a shell inside that sets the limits
-(``ulimit``) and execs the compiler. With ``--sandbox none``: ``setpriv``,
-``nice``, ``prlimit``, the compiler.
+privileges), ``nice``, ``prlimit``, ``bwrap``, then a shell inside that sets
+the process bound (``ulimit -p``) and execs the compiler. With ``--sandbox
+none``: ``setpriv``, ``nice``, ``prlimit``, the compiler.
 """
 
 from __future__ import annotations
@@ -71,9 +71,12 @@ class JobLimits:
     open_files: int = 1024
     cpu_s: int | None = None
 
-    def prlimit_args(self) -> list[str]:
-        """The limits as ``prlimit`` arguments (--sandbox none)."""
-        args = [f"--fsize={self.file_bytes}", f"--nproc={self.processes}"]
+    def prlimit_args(self, *, nproc: bool = True) -> list[str]:
+        """The limits as ``prlimit`` arguments; ``nproc=False`` leaves out the process
+        bound (set inside the sandbox's user namespace instead: see ``job_argv``)."""
+        args = [f"--fsize={self.file_bytes}"]
+        if nproc:
+            args.append(f"--nproc={self.processes}")
         args += [f"--nofile={self.open_files}", "--core=0"]
         if self.memory_bytes is not None:
             args.append(f"--as={self.memory_bytes}")
@@ -81,28 +84,14 @@ class JobLimits:
             args.append(f"--cpu={self.cpu_s}")
         return args
 
-    def ulimit_script(self) -> str:
-        """The limits as POSIX sh (dash) ``ulimit`` commands, soft and hard: sizes in
-        dash's units (512-byte blocks for files and cores, KiB for memory). The start
-        check reads them back inside the sandbox (a shell with other units fails it)."""
-        limits = [f"-f {-(-self.file_bytes // 512)}", f"-n {self.open_files}", "-c 0"]
-        if self.memory_bytes is not None:
-            limits.append(f"-v {-(-self.memory_bytes // 1024)}")
-        if self.cpu_s is not None:
-            limits.append(f"-t {self.cpu_s}")
-        limits.append(f"-p {self.processes}")
-        return " && ".join(f"ulimit {limit}" for limit in limits)
-
     def expected(self) -> dict[str, int | None]:
         """What /proc/PID/limits of a job must say, soft and hard (None: unlimited),
         by the names that file uses."""
         return {
-            "Max file size": -(-self.file_bytes // 512) * 512,
+            "Max file size": self.file_bytes,
             "Max open files": self.open_files,
             "Max core file size": 0,
-            "Max address space": (
-                None if self.memory_bytes is None else -(-self.memory_bytes // 1024) * 1024
-            ),
+            "Max address space": self.memory_bytes,
             "Max cpu time": self.cpu_s,
             "Max processes": self.processes,
         }
@@ -234,15 +223,19 @@ class Sandbox:
     def launcher(self, job_dir: str, user: CompileUser | None) -> list[str]:
         """The programs a job's command is exec'd through, for a job in ``job_dir`` run
         as ``user`` (None: as the server, which is not root). Under bubblewrap, the
-        command itself is a shell that sets the job's limits (see :meth:`job_argv`)."""
+        command itself is a shell that sets the process bound (see :meth:`job_argv`)."""
         chain = [SETPRIV, "--no-new-privs"]
         if user is not None:
             chain += [f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups"]
         chain.append("--")
         if self.nice:
             chain += [NICE, "-n", str(self.nice), "--"]
-        if self.mode != "bwrap":
-            return [*chain, PRLIMIT, *self.limits.prlimit_args(), "--"]
+        bwrap = self.mode == "bwrap"
+        # Every bound but the process count is set before bwrap, so that every process
+        # of the sandbox has it, bwrap's own init included.
+        chain += [PRLIMIT, *self.limits.prlimit_args(nproc=not bwrap), "--"]
+        if not bwrap:
+            return chain
         return [
             *chain,
             self.bwrap, "--unshare-all", "--die-with-parent", "--new-session",
@@ -261,18 +254,17 @@ class Sandbox:
         """The whole command line that starts a job: ``command``, or with None a
         sandbox that waits for its command (one line on stdin, quoted).
 
-        Under bubblewrap the command is run by a shell that first sets the job's
-        limits with its own ``ulimit`` (not an exec of ``prlimit``: a millisecond of
-        CPU per job). They are set inside the job's user namespace, where the kernel
-        counts the process bound (the job's own processes); set before bwrap, it
-        would cap every process of the uid, which unprivileged is the server's (seen:
-        a job after a fork bomb failed "Cannot fork")."""
+        Under bubblewrap the command is run by a shell that first sets the process
+        bound (``ulimit -p``, soft and hard) inside the job's user namespace, where the
+        kernel counts the job's own processes; set before bwrap, it would cap every
+        process of the uid, which unprivileged is the server's (seen: a job after a
+        fork bomb failed "Cannot fork")."""
         if self.mode != "bwrap":
             if command is None:
                 raise SandboxError("--sandbox none starts no sandbox ahead of its job")
             return [*self.launcher(job_dir, user), *command]
         then = _RUN_SENT if command is None else 'exec "$@"'
-        script = f"{self.limits.ulimit_script()} && {then}"
+        script = f"ulimit -p {int(self.limits.processes)} && {then}"
         return [*self.launcher(job_dir, user), SHELL, "-c", script, "sh", *(command or [])]
 
     def acquire_user(self) -> CompileUser | None:

@@ -128,17 +128,20 @@ def _start_checked(
 
 
 def check_limits(sandbox: Sandbox, tmp_root: str) -> None:
-    """Read a job's limits back from inside the sandbox (``/proc/self/limits`` of a
-    process the job's shell starts) and raise :class:`SandboxError` unless each is the
-    bound asked for: ``/bin/sh`` sets them, and a shell whose ``ulimit`` counts in
-    other units would bound nothing as meant."""
+    """Read the limits back from inside a sandbox, of a process the job's shell starts
+    and of the sandbox's pid 1 (bubblewrap's init, which a subverted compiler of the
+    same uid could take over): raise :class:`SandboxError` unless each is the bound
+    asked for, soft and hard (the process bound, set by the job's shell, is the job's
+    only)."""
     job_dir = tempfile.mkdtemp(prefix="check-", dir=tmp_root)
     user = sandbox.acquire_user()
+    marker = "==init=="
     try:
         if user is not None:
             os.chown(job_dir, user.uid, user.gid)
         inside = sandbox.job_root_inside or job_dir
-        proc = _start_checked(sandbox, job_dir, user, ["cat", "/proc/self/limits"], inside)
+        command = [SHELL, "-c", f"cat /proc/self/limits && echo {marker} && cat /proc/1/limits"]
+        proc = _start_checked(sandbox, job_dir, user, command, inside)
         try:
             out, err = proc.communicate(timeout=_CHECK_TIMEOUT_S)
         except subprocess.TimeoutExpired as exc:
@@ -148,15 +151,18 @@ def check_limits(sandbox: Sandbox, tmp_root: str) -> None:
             raise SandboxError("the sandbox's limits check did not finish in time") from exc
         if proc.returncode != 0:
             reason = err.decode("utf-8", "replace").strip()[-400:]
-            raise SandboxError(f"the job limits cannot be set in the sandbox: {reason}")
-        found = parse_limits(out.decode("utf-8", "replace"))
-        for name, want in sandbox.limits.expected().items():
-            if found.get(name) != (want, want):
-                raise SandboxError(
-                    f"{SHELL} set the job limit {name!r} to {found.get(name)} (soft, hard), "
-                    f"not {want}: the job limits need a POSIX sh whose ulimit counts as "
-                    f"dash's (512-byte blocks, KiB)"
-                )
+            raise SandboxError(f"the job limits cannot be read in the sandbox: {reason}")
+        job_text, _, init_text = out.decode("utf-8", "replace").partition(marker + "\n")
+        for who, text in (("a job's process", job_text), ("the sandbox's init", init_text)):
+            found = parse_limits(text)
+            for name, want in sandbox.limits.expected().items():
+                if who != "a job's process" and name == "Max processes":
+                    continue
+                if found.get(name) != (want, want):
+                    raise SandboxError(
+                        f"in the sandbox, {who} has {name!r} at {found.get(name)} "
+                        f"(soft, hard), not {want}: its job limits do not hold"
+                    )
     finally:
         sandbox.release_user(user)
         shutil.rmtree(job_dir, ignore_errors=True)
