@@ -30,6 +30,7 @@ TEST_PACKAGES=(
     prometheus                         # promtool checks configs/prometheus/ and our /metrics
     systemd                            # systemd-analyze verifies configs/systemd/ (no running systemd needed)
     debootstrap buildah                # the image test: a Debian base from the archive, docker/Dockerfile built on it
+    gdb                                # plays a subverted compiler that takes over its sandbox's init (ptrace)
 )
 
 list_only=

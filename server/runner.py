@@ -107,6 +107,40 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
+def _kill_sandbox_init(monitor: int) -> None:
+    """SIGKILL the init of a job's pid namespace (the child of its bubblewrap monitor,
+    ``monitor``): the kernel then kills every process in the namespace. A subverted
+    compiler runs as the same uid as that init, so it can ptrace it and clear the
+    signal it gets when its monitor dies; then nothing else would end it. The child is
+    signalled through a pidfd opened while it is still the monitor's, so a reused pid
+    is never hit."""
+    try:
+        with open(f"/proc/{monitor}/task/{monitor}/children") as listing:
+            children = [int(pid) for pid in listing.read().split()]
+    except (OSError, ValueError):
+        return  # gone already: its namespace has gone with it
+    for child in children:
+        try:
+            pidfd = os.pidfd_open(child)
+        except OSError:
+            continue
+        try:
+            if _parent_of(child) == monitor:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except OSError:
+            pass
+        finally:
+            os.close(pidfd)
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 async def run_compile(
     job: Job,
     compiler_path: str,
@@ -194,6 +228,7 @@ async def _run_in(
     loop = asyncio.get_running_loop()
     job_dir, proc = started.job_dir, started.proc
     pgid = proc.pid
+    bwrap = sandbox.mode == "bwrap"
     exited: asyncio.Future[None] = loop.create_future()
     pidfd = os.pidfd_open(proc.pid)
     loop.add_reader(pidfd, _set_once, exited)
@@ -210,6 +245,8 @@ async def _run_in(
         if not exited.done():
             outcome = "client_disconnect" if client_gone.done() else "timeout"
             log.warning("compile_killing", reason=outcome, pgid=pgid)
+            if bwrap:
+                _kill_sandbox_init(pgid)
             _signal_group(pgid, signal.SIGTERM)
             await asyncio.wait({exited}, timeout=limits.kill_grace_s)
             if not exited.done():
@@ -217,6 +254,8 @@ async def _run_in(
                 await asyncio.wait({exited}, timeout=_SIGKILL_WAIT_S)
         # Sweep the group while the leader is an unreaped zombie: nothing of the
         # job may outlive it, and its pgid cannot yet belong to anyone else.
+        if bwrap:
+            _kill_sandbox_init(pgid)
         _signal_group(pgid, signal.SIGKILL)
         returncode = proc.wait(timeout=_SIGKILL_WAIT_S)
         await asyncio.wait([c.closed for _, c in captures], timeout=_PIPE_DRAIN_S)
@@ -226,6 +265,8 @@ async def _run_in(
         for pipe_transport, _ in captures:
             pipe_transport.close()
         if proc.returncode is None:
+            if bwrap:
+                _kill_sandbox_init(pgid)
             _signal_group(pgid, signal.SIGKILL)
             proc.wait()
     stdout, stderr = captures[0][1].value(), captures[1][1].value()

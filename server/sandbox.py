@@ -38,6 +38,9 @@ SETPRIV = "/usr/bin/setpriv"
 NICE = "/usr/bin/nice"
 PRLIMIT = "/usr/bin/prlimit"
 SHELL = "/bin/sh"
+SANDBOX_PROCESSES = 3
+"""Processes of a sandbox besides its job's: bubblewrap's monitor and init, and the
+shell that becomes the compiler."""
 _RUN_SENT = 'IFS= read -r line && exec </dev/null && eval "exec $line"'
 """The rest of a sandbox's shell started ahead of its job: read the command line, then
 become the compiler (its exit status and its signals are the compiler's own)."""
@@ -71,12 +74,12 @@ class JobLimits:
     open_files: int = 1024
     cpu_s: int | None = None
 
-    def prlimit_args(self, *, nproc: bool = True) -> list[str]:
-        """The limits as ``prlimit`` arguments; ``nproc=False`` leaves out the process
-        bound (set inside the sandbox's user namespace instead: see ``job_argv``)."""
+    def prlimit_args(self, *, nproc: int | None = -1) -> list[str]:
+        """The limits as ``prlimit`` arguments, with ``nproc`` as the process bound
+        (-1: the job's; None: none, the sandbox's shell sets it: see ``job_argv``)."""
         args = [f"--fsize={self.file_bytes}"]
-        if nproc:
-            args.append(f"--nproc={self.processes}")
+        if nproc is not None:
+            args.append(f"--nproc={self.processes if nproc == -1 else nproc}")
         args += [f"--nofile={self.open_files}", "--core=0"]
         if self.memory_bytes is not None:
             args.append(f"--as={self.memory_bytes}")
@@ -231,9 +234,15 @@ class Sandbox:
         if self.nice:
             chain += [NICE, "-n", str(self.nice), "--"]
         bwrap = self.mode == "bwrap"
-        # Every bound but the process count is set before bwrap, so that every process
-        # of the sandbox has it, bwrap's own init included.
-        chain += [PRLIMIT, *self.limits.prlimit_args(nproc=not bwrap), "--"]
+        # Every bound is set before bwrap, so that every process of the sandbox has it,
+        # bwrap's own init included (a job can ptrace it: same uid). The process bound
+        # counts every process of the uid: as root each job has a uid of its own, so it
+        # counts the job's, the sandbox's own three with them; unprivileged it would
+        # count the server's, so there only the job's shell sets it, inside.
+        nproc = None
+        if bwrap and user is not None and self.identities is not None:
+            nproc = self.limits.processes + SANDBOX_PROCESSES
+        chain += [PRLIMIT, *self.limits.prlimit_args(nproc=nproc if bwrap else -1), "--"]
         if not bwrap:
             return chain
         return [

@@ -17,6 +17,7 @@ import structlog
 from server.sandbox import (
     NICE,
     PRLIMIT,
+    SANDBOX_PROCESSES,
     SETPRIV,
     SHELL,
     CompileUser,
@@ -153,11 +154,16 @@ def check_limits(sandbox: Sandbox, tmp_root: str) -> None:
             reason = err.decode("utf-8", "replace").strip()[-400:]
             raise SandboxError(f"the job limits cannot be read in the sandbox: {reason}")
         job_text, _, init_text = out.decode("utf-8", "replace").partition(marker + "\n")
+        # The init's process bound counts every process of the job's own uid (as root),
+        # or is the server's (unprivileged: only the job's shell bounds the job).
+        init_processes = sandbox.limits.processes + SANDBOX_PROCESSES if user else None
         for who, text in (("a job's process", job_text), ("the sandbox's init", init_text)):
             found = parse_limits(text)
             for name, want in sandbox.limits.expected().items():
                 if who != "a job's process" and name == "Max processes":
-                    continue
+                    if init_processes is None:
+                        continue
+                    want = init_processes
                 if found.get(name) != (want, want):
                     raise SandboxError(
                         f"in the sandbox, {who} has {name!r} at {found.get(name)} "

@@ -6,17 +6,24 @@ stand-in for a subverted compiler (``evil-cc``) where it comes from the compiler
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import shutil
+import signal
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from client import compile_remote
 from tests.support.compilers import alive, running
 from tests.support.sandbox_jobs import compile_on, evil, incbin, read_a_running_jobs_source
 from tests.support.servers import ServerProcess, process_table, wait_until
+from wire import Request
 
 pytestmark = pytest.mark.integration
 
@@ -332,6 +339,57 @@ def test_status_names_the_sandbox_mounts_and_limits(start_server: type[ServerPro
     assert not any(m.startswith(("/home", "/root", "/var")) for m in sandbox["mounts"])
     assert sandbox["limits"]["core_dumps"] is False
     assert "distlb_server_sandboxed 1.0" in server.http("/metrics")
+
+
+def _parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_job_that_took_over_its_sandboxs_init_still_dies_with_it(
+    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path]
+) -> None:
+    """A subverted compiler runs as the same uid as bubblewrap's init in its sandbox,
+    so it can ptrace that init and clear the signal it gets when its monitor dies; it
+    then outlived the job (its uid handed to the next job). The test plays the
+    compiler's part: gdb has the init of a running gate-cc job call
+    prctl(PR_SET_PDEATHSIG, 0); the client goes away; nothing of the job is left."""
+    gdb = shutil.which("gdb")
+    if gdb is None:
+        pytest.fail("gdb is missing: scripts/bootstrap.sh test installs it", pytrace=False)
+    bin_dir, _ = fake_compilers
+    server = start_server("--jobs", "1", "--compiler", "gate-cc", path_prepend=str(bin_dir))
+    init = 0
+
+    async def scenario() -> None:
+        nonlocal init
+        job = asyncio.create_task(compile_remote(
+            "127.0.0.1", server.port, Request(1, ("gate-cc", "-c", "g.c"), b"int g;\n"),
+            timeout_s=60,
+        ))  # fmt: skip
+        pids = await asyncio.to_thread(
+            wait_until, lambda: running(bin_dir / "gate-cc"), 30, "the gated compile running"
+        )
+        gate = min(pids)  # the compiler's shell; its parent is the sandbox's init
+        init = _parent_of(gate)
+        assert b"bwrap" in await asyncio.to_thread(Path(f"/proc/{init}/cmdline").read_bytes)
+        out = await asyncio.to_thread(subprocess.run, [
+            gdb, "-p", str(init), "-batch", "-ex", "call (int)prctl(1, 0)", "-ex", "detach",
+        ], capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert "$1 = 0" in out.stdout, out.stdout + out.stderr
+        job.cancel()  # the client goes away: the server ends the job
+        with contextlib.suppress(asyncio.CancelledError):
+            await job
+
+    try:
+        asyncio.run(scenario())
+        server.logged("compile_killing")
+        wait_until(lambda: not alive([init]), 10, "the sandbox's init gone")
+        wait_until(lambda: _job_uid_processes() == [], 10, "no process of the job left")
+    finally:
+        (bin_dir / "gate-cc.open").touch()
+        if init and alive([init]):
+            os.kill(init, signal.SIGKILL)  # (the job's init, by its pid: not left behind)
 
 
 def test_the_next_jobs_sandbox_is_set_up_while_a_job_compiles(

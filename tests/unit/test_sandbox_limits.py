@@ -26,7 +26,7 @@ LIMITS = [
 
 @pytest.mark.parametrize("limits", LIMITS)
 def test_prlimit_and_the_shell_set_each_limit_as_asked(limits: JobLimits) -> None:
-    command = [PRLIMIT, *limits.prlimit_args(nproc=False), "--", SHELL, "-c",
+    command = [PRLIMIT, *limits.prlimit_args(nproc=None), "--", SHELL, "-c",
                f"ulimit -p {limits.processes} && exec cat /proc/self/limits"]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, timeout=30, check=True)
     found = parse_limits(out.stdout)
