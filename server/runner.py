@@ -28,7 +28,7 @@ from typing import Literal
 import structlog
 
 from daemon.judge import Job
-from server.sandbox import JOB_ROOT_INSIDE, Sandbox
+from server.sandbox import JOB_ROOT_INSIDE, Sandbox, children
 from server.warm import Started, WarmPool, kill, send_command, spawn
 from wire.events import exit_status, signal_status
 
@@ -114,12 +114,7 @@ def _kill_sandbox_init(monitor: int) -> None:
     signal it gets when its monitor dies; then nothing else would end it. The child is
     signalled through a pidfd opened while it is still the monitor's, so a reused pid
     is never hit."""
-    try:
-        with open(f"/proc/{monitor}/task/{monitor}/children") as listing:
-            children = [int(pid) for pid in listing.read().split()]
-    except (OSError, ValueError):
-        return  # gone already: its namespace has gone with it
-    for child in children:
+    for child in children(monitor):  # (none when it has gone: its namespace with it)
         try:
             pidfd = os.pidfd_open(child)
         except OSError:
@@ -173,6 +168,7 @@ async def run_compile(
         if ready is not None:
             try:
                 prepare(ready.job_dir)
+                sandbox.renice_waiting(ready.proc.pid)
                 send_command(ready, command_for(JOB_ROOT_INSIDE))
             except OSError:
                 # The waiting sandbox has gone (or its directory took no source): start

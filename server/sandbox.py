@@ -19,6 +19,7 @@ none``: ``setpriv``, ``nice``, ``prlimit``, the compiler.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 from collections import deque
@@ -223,15 +224,17 @@ class Sandbox:
         """Where the job directory is for the compiler: None means where it really is."""
         return JOB_ROOT_INSIDE if self.mode == "bwrap" else None
 
-    def launcher(self, job_dir: str, user: CompileUser | None) -> list[str]:
+    def launcher(self, job_dir: str, user: CompileUser | None, nice_exec: bool = True) -> list[str]:
         """The programs a job's command is exec'd through, for a job in ``job_dir`` run
         as ``user`` (None: as the server, which is not root). Under bubblewrap, the
-        command itself is a shell that sets the process bound (see :meth:`job_argv`)."""
+        command itself is a shell that sets the process bound (see :meth:`job_argv`).
+        ``nice_exec=False``: no ``nice`` (the server renices the sandbox itself before
+        its job runs: see :meth:`renice_waiting`)."""
         chain = [SETPRIV, "--no-new-privs"]
         if user is not None:
             chain += [f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups"]
         chain.append("--")
-        if self.nice:
+        if self.nice and nice_exec:
             chain += [NICE, "-n", str(self.nice), "--"]
         bwrap = self.mode == "bwrap"
         # Every bound is set before bwrap, so that every process of the sandbox has it,
@@ -274,7 +277,32 @@ class Sandbox:
             return [*self.launcher(job_dir, user), *command]
         then = _RUN_SENT if command is None else 'exec "$@"'
         script = f"ulimit -p {int(self.limits.processes)} && {then}"
-        return [*self.launcher(job_dir, user), SHELL, "-c", script, "sh", *(command or [])]
+        chain = self.launcher(job_dir, user, nice_exec=command is not None)
+        return [*chain, SHELL, "-c", script, "sh", *(command or [])]
+
+    def renice_waiting(self, monitor: int) -> None:
+        """Give a sandbox started ahead (``job_argv`` without a command, ``monitor``
+        its first process) the job's niceness before it gets its command: an exec of
+        ``nice`` fewer per job. Each process of its chain in turn, parent first, so a
+        process forked meanwhile inherits the value and one forked before is found:
+        bubblewrap's monitor, its init, and the waiting shell, which is the leader of
+        the job's session; that session's autogroup too (where the kernel schedules
+        sessions as groups, kernel.sched_autogroup_enabled, a niceness only orders the
+        processes within one: a job alone in its session would not yield to anyone).
+        Best effort for the autogroup (rate-limited without CAP_SYS_ADMIN)."""
+        if not self.nice:
+            return
+        pid: int | None = monitor
+        for _ in range(SANDBOX_PROCESSES):
+            if pid is None:
+                return
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.setpriority(os.PRIO_PROCESS, pid, self.nice)
+            leader = pid
+            found = children(pid)
+            pid = found[0] if len(found) == 1 else None
+        with contextlib.suppress(OSError), open(f"/proc/{leader}/autogroup", "w") as group:
+            group.write(str(self.nice))
 
     def acquire_user(self) -> CompileUser | None:
         if self.identities is not None:
@@ -311,6 +339,15 @@ class Sandbox:
                 "core_dumps": False,
             },
         }
+
+
+def children(pid: int) -> list[int]:
+    """The children of a single-threaded process ``pid`` (none when it has gone)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as listing:
+            return [int(child) for child in listing.read().split()]
+    except (OSError, ValueError):
+        return []
 
 
 PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LC_MESSAGES", "LC_CTYPE")
