@@ -282,14 +282,12 @@ class Sandbox:
 
     def renice_waiting(self, monitor: int) -> None:
         """Give a sandbox started ahead (``job_argv`` without a command, ``monitor``
-        its first process) the job's niceness before it gets its command: an exec of
-        ``nice`` fewer per job. Each process of its chain in turn, parent first, so a
-        process forked meanwhile inherits the value and one forked before is found:
-        bubblewrap's monitor, its init, and the waiting shell, which is the leader of
-        the job's session; that session's autogroup too (where the kernel schedules
-        sessions as groups, kernel.sched_autogroup_enabled, a niceness only orders the
-        processes within one: a job alone in its session would not yield to anyone).
-        Best effort for the autogroup (rate-limited without CAP_SYS_ADMIN)."""
+        its first process) the job's niceness: an exec of ``nice`` fewer per job.
+        Each process of its chain in turn, parent first, so that a process forked
+        meanwhile inherits the value and one forked before is found: bubblewrap's
+        monitor, its init, and the waiting shell. Called when the sandbox is started
+        (its setup runs niced) and again before its command is sent (nothing of the
+        job runs before)."""
         if not self.nice:
             return
         pid: int | None = monitor
@@ -298,11 +296,8 @@ class Sandbox:
                 return
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.setpriority(os.PRIO_PROCESS, pid, self.nice)
-            leader = pid
             found = children(pid)
             pid = found[0] if len(found) == 1 else None
-        with contextlib.suppress(OSError), open(f"/proc/{leader}/autogroup", "w") as group:
-            group.write(str(self.nice))
 
     def acquire_user(self) -> CompileUser | None:
         if self.identities is not None:

@@ -73,6 +73,8 @@ def spawn(
             start_new_session=True,
             close_fds=True,
         )
+        if command is None:
+            sandbox.renice_waiting(proc.pid)
     except BaseException:
         sandbox.release_user(user)
         shutil.rmtree(job_dir, ignore_errors=True)

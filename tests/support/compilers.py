@@ -49,15 +49,13 @@ while [ ! -e "$(dirname "$0")/gate-cc.open" ] && [ $i -lt 2400 ]; do sleep 0.05;
 exec gcc "$@"
 """
 
-# Says who it runs as (uid, groups, niceness, pid, session, the session's autogroup)
-# on stderr, then compiles.
+# Says who it runs as (uid, groups, niceness, pid, session) on stderr, then compiles.
 _WHOAMI = """#!/bin/sh
 for arg in "$@"; do
     case "$arg" in -E|--version) exec gcc "$@";; esac
 done
 nice=$(cut -d' ' -f19 /proc/$$/stat)
-group=$(cat /proc/$$/autogroup 2>/dev/null)
-echo "whoami: $(id -u) | $(id -G) | $nice | $$ | $(ps -o sid= -p $$) | $group" >&2
+echo "whoami: $(id -u) | $(id -G) | $nice | $$ | $(ps -o sid= -p $$)" >&2
 exec gcc "$@"
 """
 
