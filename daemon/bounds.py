@@ -16,7 +16,6 @@ import structlog
 
 from daemon.config import ConfigError
 from wire import lzo
-from wire.errors import LimitExceeded
 
 log = structlog.get_logger("distlb.bounds")
 
@@ -29,10 +28,10 @@ LZO_MAX_RATIO = 256
 """No LZO1X stream inflates more than about 255:1 (a run of zeros: 225:1 with the
 level distcc uses), so a compressed body of N bytes is given N x 256 at most."""
 _SLACK_BYTES = 64 * 1024
-ON_LOOP_INFLATE_BYTES = 2 * 1024 * 1024
-"""A compressed source of at most an eighth of this is inflated on the event loop, into
-at most this much (a few milliseconds of the loop at worst); a larger one, or one that
-would inflate past it, in a thread within the budget."""
+ON_LOOP_INFLATE_BYTES = 256 * 1024
+"""A compressed source of at most a quarter of this is inflated on the event loop, in
+one try into at most this much; a larger one, or one that would inflate past it, in a
+thread within the budget (as are large replies: wire.stream.LOOP_CODEC_BYTES)."""
 _FDS_SPARE = 128
 """File descriptors kept back for listening sockets, logs, pipes and compilers."""
 
@@ -155,15 +154,13 @@ class InflateBudget:
     async def inflate(self, data: bytes, max_size: int) -> bytes:
         """Decompress ``data`` into at most ``max_size`` bytes. Raises what
         :func:`wire.lzo.decompress` raises (a corrupt stream, a limit passed)."""
-        if len(data) <= ON_LOOP_INFLATE_BYTES // 8:
-            # Most sources: inflated here, in about a millisecond, and never past the
-            # cap (the work stops where the output would pass it). A thread's round
-            # trip, and the GIL handed back and forth, cost more.
-            try:
-                return lzo.decompress(data, min(max_size, ON_LOOP_INFLATE_BYTES), "DOTI")
-            except LimitExceeded:
-                if max_size <= ON_LOOP_INFLATE_BYTES:
-                    raise
+        if len(data) <= ON_LOOP_INFLATE_BYTES // 4 and max_size >= ON_LOOP_INFLATE_BYTES:
+            # Most C sources: inflated here, once, into one buffer of the cap (the work
+            # stops where the output would pass it: a quarter of a millisecond at most).
+            # A thread's round trip, and the GIL handed back and forth, cost more.
+            source = lzo.decompress_within(data, ON_LOOP_INFLATE_BYTES, "DOTI")
+            if source is not None:
+                return source
         need = min(max_size, len(data) * LZO_MAX_RATIO + _SLACK_BYTES)
         await self._reserve(need)
         try:

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import functools
+import json
 import os
 import shutil
 import signal
-import stat
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -28,8 +27,9 @@ from typing import Literal
 import structlog
 
 from daemon.judge import Job
+from server.output import NoObject, read_output
 from server.sandbox import JOB_ROOT_INSIDE, Sandbox, children
-from server.warm import Started, WarmPool, kill, send_command, spawn
+from server.warm import Started, WarmPool, close_fds, kill, send_command, spawn
 from wire.events import exit_status, signal_status
 
 log = structlog.get_logger("distlb.server.runner")
@@ -37,6 +37,8 @@ log = structlog.get_logger("distlb.server.runner")
 JobResult = Literal["ok", "compile_error", "timeout", "client_disconnect"]
 _PIPE_DRAIN_S = 2.0
 _SIGKILL_WAIT_S = 5.0
+_PIN_WAIT_S = 10.0
+"""How long a job waits for its sandbox to be set up before it runs unpinned."""
 _NOTE_ROOM = 200
 """Bytes kept free in a capped stderr for the note that says so."""
 
@@ -107,23 +109,62 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def _kill_sandbox_init(monitor: int) -> None:
-    """SIGKILL the init of a job's pid namespace (the child of its bubblewrap monitor,
-    ``monitor``): the kernel then kills every process in the namespace. A subverted
-    compiler runs as the same uid as that init, so it can ptrace it and clear the
-    signal it gets when its monitor dies; then nothing else would end it. The child is
-    signalled through a pidfd opened while it is still the monitor's, so a reused pid
-    is never hit."""
-    for child in children(monitor):  # (none when it has gone: its namespace with it)
+def pin_init(monitor: int, known: int | None = None) -> int | None:
+    """A pidfd for the init of a job's pid namespace (``known``, else found: the child
+    of its bubblewrap monitor, ``monitor``), opened while it is still the monitor's
+    child (so a reused pid is never taken for it); None when there is none. Taken
+    before anything of the job runs, it outlives the monitor: see :func:`_kill_init`."""
+    for child in [known] if known is not None else children(monitor):
         try:
             pidfd = os.pidfd_open(child)
         except OSError:
             continue
+        if _parent_of(child) == monitor:
+            return pidfd
+        os.close(pidfd)
+    return None
+
+
+async def _pin_init(started: Started) -> None:
+    """Pin the init of a waiting sandbox (``started.init``): wait until bubblewrap has
+    said its pid (it has one once the sandbox is set up), then open a pidfd for it while
+    it is still the monitor's child. Without it (bubblewrap gone, or mute past the
+    bound), the job runs unpinned: its sandbox can still be ended while its monitor
+    lives."""
+    if started.info is None or started.init is not None:
+        return
+    loop = asyncio.get_running_loop()
+    said: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(started.info, _set_once, said)
+    try:
+        await asyncio.wait({said}, timeout=_PIN_WAIT_S)
+    finally:
+        loop.remove_reader(started.info)
+    child = None
+    if said.done():
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            child = int(json.loads(os.read(started.info, 4096))["child-pid"])
+    if child is None:
+        log.warning("sandbox_init_unpinned", monitor=started.proc.pid)
+        return
+    started.init = pin_init(started.proc.pid, child)
+
+
+def _kill_init(started: Started) -> None:
+    """SIGKILL the init of the job's pid namespace: the kernel then kills every process
+    in it. The job runs as the same uid as that init, so it can ptrace it and clear the
+    signal it gets when its monitor dies, and the monitor exits as soon as the job's
+    first process does: nothing else would end it. Through the pidfd pinned before the
+    job ran, else (a sandbox started cold) the monitor's child while it has one."""
+    if started.init is not None:
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(started.init, signal.SIGKILL)
+        return
+    pidfd = pin_init(started.proc.pid)
+    if pidfd is not None:
         try:
-            if _parent_of(child) == monitor:
+            with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        except OSError:
-            pass
         finally:
             os.close(pidfd)
 
@@ -163,20 +204,28 @@ async def run_compile(
 
     inside = sandbox.job_root_inside
     ready = warm.take(command_for(inside)) if warm is not None and inside else None
+    if ready is None and warm is not None and inside and warm.can_wait(command_for(inside)):
+        # None ready: one of its own, started the same way (and so reniced and its
+        # init pinned before the job runs); it is set up while the source is written.
+        warm.cold += 1
+        ready = spawn(sandbox, jobs_root, None)
     started = ready
     try:
         if ready is not None:
             try:
                 prepare(ready.job_dir)
+                await _pin_init(ready)  # (before anything of the job runs)
                 sandbox.renice_waiting(ready.proc.pid)
                 send_command(ready, command_for(JOB_ROOT_INSIDE))
-            except OSError:
+            except BaseException as exc:
                 # The waiting sandbox has gone (or its directory took no source): start
-                # this job the ordinary way.
+                # this job the ordinary way. Cancelled: nothing of it is left.
                 _discard(ready, sandbox)
                 started = None
+                if not isinstance(exc, OSError):
+                    raise
         if started is None:
-            if warm is not None:
+            if warm is not None and ready is None:
                 warm.cold += 1
             started = spawn(sandbox, jobs_root, command_for, prepare)
         if warm is not None:
@@ -242,7 +291,7 @@ async def _run_in(
             outcome = "client_disconnect" if client_gone.done() else "timeout"
             log.warning("compile_killing", reason=outcome, pgid=pgid)
             if bwrap:
-                _kill_sandbox_init(pgid)
+                _kill_init(started)
             _signal_group(pgid, signal.SIGTERM)
             await asyncio.wait({exited}, timeout=limits.kill_grace_s)
             if not exited.done():
@@ -251,7 +300,7 @@ async def _run_in(
         # Sweep the group while the leader is an unreaped zombie: nothing of the
         # job may outlive it, and its pgid cannot yet belong to anyone else.
         if bwrap:
-            _kill_sandbox_init(pgid)
+            _kill_init(started)
         _signal_group(pgid, signal.SIGKILL)
         returncode = proc.wait(timeout=_SIGKILL_WAIT_S)
         await asyncio.wait([c.closed for _, c in captures], timeout=_PIPE_DRAIN_S)
@@ -262,9 +311,10 @@ async def _run_in(
             pipe_transport.close()
         if proc.returncode is None:
             if bwrap:
-                _kill_sandbox_init(pgid)
+                _kill_init(started)
             _signal_group(pgid, signal.SIGKILL)
             proc.wait()
+        close_fds(started)
     stdout, stderr = captures[0][1].value(), captures[1][1].value()
     seconds = time.monotonic() - started_at
     if outcome == "timeout":
@@ -290,60 +340,6 @@ async def _run_in(
             "compile_error", exit_status(1), stderr, stdout, b"", pgid, seconds, obj.limit
         )
     return CompileResult("ok", 0, stderr, stdout, obj, pgid, seconds)
-
-
-@dataclass(frozen=True, slots=True)
-class NoObject:
-    """Why a compile that succeeded has no object to send."""
-
-    reason: str
-    limit: str | None = "output"
-    """"output" when the job's output broke a rule (too big, not a regular file)."""
-
-
-def read_output(job_dir: str, name: str, max_bytes: int) -> bytes | NoObject:
-    """The object the compiler left in ``job_dir``, or why there is none to send.
-
-    The job's files are not trusted: the name is opened from the directory's own file
-    descriptor without following a symlink and without blocking on a FIFO, and only a
-    regular file with one name, within ``max_bytes``, is read. Blocking: run it in a
-    thread."""
-    dir_fd = os.open(job_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:
-        try:
-            fd = os.open(
-                name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=dir_fd
-            )
-        except FileNotFoundError:
-            return NoObject("the compiler succeeded but wrote no output file", None)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                return NoObject("the output is a symbolic link, not a regular file: not sent")
-            raise
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                return NoObject("the output is not a regular file: not sent")
-            if info.st_nlink != 1:
-                return NoObject("the output has other names (hard links): not sent")
-            if info.st_size > max_bytes:
-                return NoObject(f"object of {info.st_size} bytes exceeds the limit of {max_bytes}")
-            chunks = []
-            left = max_bytes + 1
-            while left > 0:
-                chunk = os.read(fd, min(left, 1 << 20))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                left -= len(chunk)
-            data = b"".join(chunks)
-            if len(data) > max_bytes:
-                return NoObject(f"object exceeds the limit of {max_bytes} bytes")
-            return data
-        finally:
-            os.close(fd)
-    finally:
-        os.close(dir_fd)
 
 
 # What a compiler says when a bound stops it, most specific first. A compiler that

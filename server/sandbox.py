@@ -224,7 +224,13 @@ class Sandbox:
         """Where the job directory is for the compiler: None means where it really is."""
         return JOB_ROOT_INSIDE if self.mode == "bwrap" else None
 
-    def launcher(self, job_dir: str, user: CompileUser | None, nice_exec: bool = True) -> list[str]:
+    def launcher(
+        self,
+        job_dir: str,
+        user: CompileUser | None,
+        nice_exec: bool = True,
+        info_fd: int | None = None,
+    ) -> list[str]:
         """The programs a job's command is exec'd through, for a job in ``job_dir`` run
         as ``user`` (None: as the server, which is not root). Under bubblewrap, the
         command itself is a shell that sets the process bound (see :meth:`job_argv`).
@@ -252,6 +258,7 @@ class Sandbox:
             *chain,
             self.bwrap, "--unshare-all", "--die-with-parent", "--new-session",
             "--cap-drop", "ALL",
+            *(["--info-fd", str(info_fd)] if info_fd is not None else []),
             # The job's directory first: a toolchain under /tmp (a test's stand-ins)
             # is then mounted over it rather than hidden by it.
             "--bind", job_dir, JOB_ROOT_INSIDE,
@@ -261,7 +268,11 @@ class Sandbox:
         ]  # fmt: skip
 
     def job_argv(
-        self, job_dir: str, user: CompileUser | None, command: list[str] | None
+        self,
+        job_dir: str,
+        user: CompileUser | None,
+        command: list[str] | None,
+        info_fd: int | None = None,
     ) -> list[str]:
         """The whole command line that starts a job: ``command``, or with None a
         sandbox that waits for its command (one line on stdin, quoted).
@@ -277,7 +288,8 @@ class Sandbox:
             return [*self.launcher(job_dir, user), *command]
         then = _RUN_SENT if command is None else 'exec "$@"'
         script = f"ulimit -p {int(self.limits.processes)} && {then}"
-        chain = self.launcher(job_dir, user, nice_exec=command is not None)
+        # (info_fd: bubblewrap writes its init's pid there, as JSON, once it has one)
+        chain = self.launcher(job_dir, user, nice_exec=command is not None, info_fd=info_fd)
         return [*chain, SHELL, "-c", script, "sh", *(command or [])]
 
     def renice_waiting(self, monitor: int) -> None:

@@ -41,6 +41,10 @@ class Started:
     proc: subprocess.Popen[bytes]
     waiting: bool
     """Started ahead, waiting for its command on stdin."""
+    init: int | None = None
+    """A pidfd for the init of its pid namespace, taken before its job runs."""
+    info: int | None = None
+    """Where bubblewrap says its init's pid (started ahead, under bubblewrap)."""
 
 
 def spawn(
@@ -54,6 +58,8 @@ def spawn(
     waiting for a command. Raises ``OSError`` (or SandboxError: no uid left)."""
     job_dir = tempfile.mkdtemp(prefix="job-", dir=jobs_root)
     user = sandbox.acquire_user()
+    info: int | None = None
+    info_w: int | None = None
     try:
         if prepare is not None:
             prepare(job_dir)
@@ -61,25 +67,34 @@ def spawn(
             os.chown(job_dir, user.uid, user.gid)  # the directory stays 0700: its uid's
         inside = sandbox.job_root_inside or job_dir
         command = command_for(inside) if command_for is not None else None
+        if command is None and sandbox.mode == "bwrap":
+            info, info_w = os.pipe()
         # Fork/exec on the loop is deliberate: about a millisecond, and Popen is what
         # gives us the session.
-        proc = subprocess.Popen(
-            sandbox.job_argv(job_dir, user, command),
-            cwd=job_dir,
-            env=child_env(inside),
-            stdin=subprocess.DEVNULL if command is not None else subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            close_fds=True,
-        )
+        try:
+            proc = subprocess.Popen(
+                sandbox.job_argv(job_dir, user, command, info_w),
+                cwd=job_dir,
+                env=child_env(inside),
+                stdin=subprocess.DEVNULL if command is not None else subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=(info_w,) if info_w is not None else (),
+            )
+        finally:
+            if info_w is not None:
+                os.close(info_w)
         if command is None:
             sandbox.renice_waiting(proc.pid)
     except BaseException:
+        if info is not None:
+            os.close(info)
         sandbox.release_user(user)
         shutil.rmtree(job_dir, ignore_errors=True)
         raise
-    return Started(job_dir, user, proc, command is None)
+    return Started(job_dir, user, proc, command is None, info=info)
 
 
 def send_command(started: Started, command: list[str]) -> None:
@@ -89,11 +104,20 @@ def send_command(started: Started, command: list[str]) -> None:
     started.proc.stdin.close()
 
 
+def close_fds(started: Started) -> None:
+    """Close what the server holds of a sandbox besides its pipes."""
+    for fd in (started.init, started.info):
+        if fd is not None:
+            os.close(fd)
+    started.init = started.info = None
+
+
 def kill(started: Started) -> None:
     """End a sandbox that will not be used, and take back its directory and uid."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(started.proc.pid, signal.SIGKILL)
     started.proc.wait()
+    close_fds(started)
     for pipe in (started.proc.stdin, started.proc.stdout, started.proc.stderr):
         if pipe is not None:
             with contextlib.suppress(OSError):
@@ -117,9 +141,14 @@ class WarmPool:
         to start their own (each of those waited for a sandbox to be set up)."""
         return {"ready": len(self._ready), "taken": self.taken, "cold": self.cold}
 
+    @staticmethod
+    def can_wait(command: list[str]) -> bool:
+        """Whether ``command`` can be sent to a waiting sandbox (as one line)."""
+        return not any("\n" in arg for arg in command)
+
     def take(self, command: list[str]) -> Started | None:
         """A ready sandbox for ``command``, or None (start one cold)."""
-        if any("\n" in arg for arg in command):
+        if not self.can_wait(command):
             return None
         while self._ready:
             started = self._ready.popleft()

@@ -42,6 +42,18 @@ def decompress(data: bytes, max_size: int, field: str = "body") -> bytes:
             size = min(max_size, size * 2)
 
 
+def decompress_within(data: bytes, size: int, field: str = "body") -> bytes | None:
+    """Decompress ``data`` into one buffer of ``size`` bytes; None when the output would
+    not fit (the work stops there). Raises :class:`CompressionError` for a corrupt
+    stream."""
+    try:
+        return bytes(_lzo.decompress(data, False, size))
+    except _lzo.error as exc:
+        if _is_overrun(exc):
+            return None
+        raise CompressionError(f"{field}: LZO data is corrupt ({exc})") from exc
+
+
 def _is_overrun(exc: Exception) -> bool:
     # python-lzo reports liblzo's error code only in the message text.
     return _OVERRUN_CODE.search(str(exc)) is not None

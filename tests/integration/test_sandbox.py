@@ -346,29 +346,32 @@ def _parent_of(pid: int) -> int:
         return int(stat.read().rsplit(")", 1)[1].split()[1])
 
 
+@pytest.mark.parametrize("ending", ["client gone", "compiler done"])
 def test_a_job_that_took_over_its_sandboxs_init_still_dies_with_it(
-    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path]
+    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path], ending: str
 ) -> None:
     """A subverted compiler runs as the same uid as bubblewrap's init in its sandbox,
     so it can ptrace that init and clear the signal it gets when its monitor dies; it
     then outlived the job (its uid handed to the next job). The test plays the
-    compiler's part: gdb has the init of a running gate-cc job call
-    prctl(PR_SET_PDEATHSIG, 0); the client goes away; nothing of the job is left."""
+    compiler's part: gdb has the init of a running linger-cc job (which leaves a child
+    behind) call prctl(PR_SET_PDEATHSIG, 0); then the client goes away, or the compile
+    ends as it should (bubblewrap's monitor exits with the job's first process, while
+    the init waits for the child); either way nothing of the job is left."""
     gdb = shutil.which("gdb")
     if gdb is None:
         pytest.fail("gdb is missing: scripts/bootstrap.sh test installs it", pytrace=False)
     bin_dir, _ = fake_compilers
-    server = start_server("--jobs", "1", "--compiler", "gate-cc", path_prepend=str(bin_dir))
+    server = start_server("--jobs", "1", "--compiler", "linger-cc", path_prepend=str(bin_dir))
     init = 0
 
     async def scenario() -> None:
         nonlocal init
         job = asyncio.create_task(compile_remote(
-            "127.0.0.1", server.port, Request(1, ("gate-cc", "-c", "g.c"), b"int g;\n"),
+            "127.0.0.1", server.port, Request(1, ("linger-cc", "-c", "g.c"), b"int g;\n"),
             timeout_s=60,
         ))  # fmt: skip
         pids = await asyncio.to_thread(
-            wait_until, lambda: running(bin_dir / "gate-cc"), 30, "the gated compile running"
+            wait_until, lambda: running(bin_dir / "linger-cc"), 30, "the gated compile running"
         )
         gate = min(pids)  # the compiler's shell; its parent is the sandbox's init
         init = _parent_of(gate)
@@ -377,13 +380,18 @@ def test_a_job_that_took_over_its_sandboxs_init_still_dies_with_it(
             gdb, "-p", str(init), "-batch", "-ex", "call (int)prctl(1, 0)", "-ex", "detach",
         ], capture_output=True, text=True, timeout=120)  # fmt: skip
         assert "$1 = 0" in out.stdout, out.stdout + out.stderr
-        job.cancel()  # the client goes away: the server ends the job
-        with contextlib.suppress(asyncio.CancelledError):
-            await job
+        if ending == "client gone":
+            job.cancel()  # the server ends the job
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
+        else:
+            (bin_dir / "gate-cc.open").touch()
+            assert (await job).status == 0
 
     try:
         asyncio.run(scenario())
-        server.logged("compile_killing")
+        if ending == "client gone":
+            server.logged("compile_killing")
         wait_until(lambda: not alive([init]), 10, "the sandbox's init gone")
         wait_until(lambda: _job_uid_processes() == [], 10, "no process of the job left")
     finally:

@@ -49,6 +49,18 @@ while [ ! -e "$(dirname "$0")/gate-cc.open" ] && [ $i -lt 2400 ]; do sleep 0.05;
 exec gcc "$@"
 """
 
+# gate-cc that leaves a child behind: it waits for the same gate, starts a process that
+# would outlive it, then compiles for real (the sandbox's pid namespace ends the child).
+_LINGER = """#!/bin/sh
+for arg in "$@"; do
+    case "$arg" in -E|--version) exec gcc "$@";; esac
+done
+i=0
+while [ ! -e "$(dirname "$0")/gate-cc.open" ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done
+sleep 3600 </dev/null >/dev/null 2>&1 &
+exec gcc "$@"
+"""
+
 # Says who it runs as (uid, groups, niceness, pid, session) on stderr, then compiles.
 _WHOAMI = """#!/bin/sh
 for arg in "$@"; do
@@ -91,13 +103,14 @@ exec gcc "$@"
 
 
 def write_fake_compilers(bin_dir: Path, markers: Path, slow_seconds: float = 2.0) -> None:
-    """``hang-cc``, ``slow-cc``, ``gate-cc``, ``whoami-cc`` and ``evil-cc`` in ``bin_dir``."""
+    """``hang-cc``, ``slow-cc``, ``gate-cc``, ``linger-cc``, ``whoami-cc`` and ``evil-cc``
+    in ``bin_dir``."""
     bin_dir.mkdir(mode=0o755, exist_ok=True)
     markers.mkdir(exist_ok=True)
     markers.chmod(0o777)
     stand_ins = (
         ("hang-cc", _HANG), ("slow-cc", _SLOW), ("gate-cc", _GATE), ("whoami-cc", _WHOAMI),
-        ("evil-cc", _EVIL),
+        ("evil-cc", _EVIL), ("linger-cc", _LINGER),
     )  # fmt: skip
     for name, template in stand_ins:
         script = bin_dir / name

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from daemon.bounds import ON_LOOP_INFLATE_BYTES, InflateBudget
 from wire import (
     CompressionError,
     LimitExceeded,
@@ -17,7 +20,7 @@ from wire import (
     encode_reply,
     encode_request,
 )
-from wire.lzo import compress, decompress
+from wire.lzo import compress, decompress, decompress_within
 
 MiB = 1024 * 1024
 TEXT = b"static inline int square(int x) { return x * x; }\n" * 200
@@ -120,3 +123,30 @@ def test_explicit_empty_lzo_stream_also_reads_as_empty() -> None:
 
     assert isinstance(event, Reply)
     assert event.stderr == b""
+
+
+def test_decompress_within_one_buffer_returns_none_past_it() -> None:
+    assert decompress_within(compress(TEXT), len(TEXT)) == TEXT
+    assert decompress_within(compress(TEXT), len(TEXT) - 1) is None
+    with pytest.raises(CompressionError, match="DOTI"):
+        decompress_within(b"\xff" * 32, MiB, "DOTI")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [TEXT, b"x" * (ON_LOOP_INFLATE_BYTES + 1), b"\0" * (8 * MiB)],
+    ids=["small: on the loop", "just past the cap: in a thread", "a bomb: in a thread"],
+)
+def test_the_inflate_budget_gives_the_same_source_on_the_loop_or_in_a_thread(
+    source: bytes,
+) -> None:
+    budget = InflateBudget(64 * MiB)
+    assert asyncio.run(budget.inflate(compress(source), 16 * MiB)) == source
+    assert budget.in_use == 0
+
+
+def test_the_inflate_budget_refuses_past_the_source_limit_either_way() -> None:
+    budget = InflateBudget(64 * MiB)
+    for size in (ON_LOOP_INFLATE_BYTES // 2, 4 * MiB):
+        with pytest.raises(LimitExceeded):
+            asyncio.run(budget.inflate(compress(b"\0" * size), size - 1))
