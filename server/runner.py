@@ -16,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -28,8 +28,17 @@ import structlog
 
 from daemon.judge import Job
 from server.output import NoObject, read_output
-from server.sandbox import JOB_ROOT_INSIDE, Sandbox, children
-from server.warm import Started, WarmPool, close_fds, kill, send_command, spawn
+from server.sandbox import JOB_ROOT_INSIDE, Sandbox
+from server.warm import (
+    Started,
+    WarmPool,
+    close_fds,
+    kill,
+    kill_init,
+    pin_waiting,
+    send_command,
+    spawn,
+)
 from wire.events import exit_status, signal_status
 
 log = structlog.get_logger("distlb.server.runner")
@@ -37,8 +46,6 @@ log = structlog.get_logger("distlb.server.runner")
 JobResult = Literal["ok", "compile_error", "timeout", "client_disconnect"]
 _PIPE_DRAIN_S = 2.0
 _SIGKILL_WAIT_S = 5.0
-_PIN_WAIT_S = 10.0
-"""How long a job waits for its sandbox to be set up before it runs unpinned."""
 _NOTE_ROOM = 200
 """Bytes kept free in a capped stderr for the note that says so."""
 
@@ -109,74 +116,6 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def pin_init(monitor: int, known: int | None = None) -> int | None:
-    """A pidfd for the init of a job's pid namespace (``known``, else found: the child
-    of its bubblewrap monitor, ``monitor``), opened while it is still the monitor's
-    child (so a reused pid is never taken for it); None when there is none. Taken
-    before anything of the job runs, it outlives the monitor: see :func:`_kill_init`."""
-    for child in [known] if known is not None else children(monitor):
-        try:
-            pidfd = os.pidfd_open(child)
-        except OSError:
-            continue
-        if _parent_of(child) == monitor:
-            return pidfd
-        os.close(pidfd)
-    return None
-
-
-async def _pin_init(started: Started) -> None:
-    """Pin the init of a waiting sandbox (``started.init``): wait until bubblewrap has
-    said its pid (it has one once the sandbox is set up), then open a pidfd for it while
-    it is still the monitor's child. Without it (bubblewrap gone, or mute past the
-    bound), the job runs unpinned: its sandbox can still be ended while its monitor
-    lives."""
-    if started.info is None or started.init is not None:
-        return
-    loop = asyncio.get_running_loop()
-    said: asyncio.Future[None] = loop.create_future()
-    loop.add_reader(started.info, _set_once, said)
-    try:
-        await asyncio.wait({said}, timeout=_PIN_WAIT_S)
-    finally:
-        loop.remove_reader(started.info)
-    child = None
-    if said.done():
-        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
-            child = int(json.loads(os.read(started.info, 4096))["child-pid"])
-    if child is None:
-        log.warning("sandbox_init_unpinned", monitor=started.proc.pid)
-        return
-    started.init = pin_init(started.proc.pid, child)
-
-
-def _kill_init(started: Started) -> None:
-    """SIGKILL the init of the job's pid namespace: the kernel then kills every process
-    in it. The job runs as the same uid as that init, so it can ptrace it and clear the
-    signal it gets when its monitor dies, and the monitor exits as soon as the job's
-    first process does: nothing else would end it. Through the pidfd pinned before the
-    job ran, else (a sandbox started cold) the monitor's child while it has one."""
-    if started.init is not None:
-        with contextlib.suppress(OSError):
-            signal.pidfd_send_signal(started.init, signal.SIGKILL)
-        return
-    pidfd = pin_init(started.proc.pid)
-    if pidfd is not None:
-        try:
-            with contextlib.suppress(OSError):
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        finally:
-            os.close(pidfd)
-
-
-def _parent_of(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 async def run_compile(
     job: Job,
     compiler_path: str,
@@ -202,32 +141,12 @@ async def run_compile(
     def prepare(job_dir: str) -> None:
         _write_input(job_dir, input_name, source)
 
-    inside = sandbox.job_root_inside
-    ready = warm.take(command_for(inside)) if warm is not None and inside else None
-    if ready is None and warm is not None and inside and warm.can_wait(command_for(inside)):
-        # None ready: one of its own, started the same way (and so reniced and its
-        # init pinned before the job runs); it is set up while the source is written.
-        warm.cold += 1
-        ready = spawn(sandbox, jobs_root, None)
-    started = ready
+    started: Started | None = None
     try:
-        if ready is not None:
-            try:
-                prepare(ready.job_dir)
-                await _pin_init(ready)  # (before anything of the job runs)
-                sandbox.renice_waiting(ready.proc.pid)
-                send_command(ready, command_for(JOB_ROOT_INSIDE))
-            except BaseException as exc:
-                # The waiting sandbox has gone (or its directory took no source): start
-                # this job the ordinary way. Cancelled: nothing of it is left.
-                _discard(ready, sandbox)
-                started = None
-                if not isinstance(exc, OSError):
-                    raise
-        if started is None:
-            if warm is not None and ready is None:
-                warm.cold += 1
+        if warm is None:
             started = spawn(sandbox, jobs_root, command_for, prepare)
+        else:
+            started = await _start_waiting(warm, sandbox, jobs_root, prepare, command_for)
         if warm is not None:
             # The next job's sandbox is started while this one compiles (the loop is
             # idle then), not between the compiler's exit and the reply.
@@ -243,6 +162,36 @@ async def run_compile(
             sandbox.release_user(started.user)
         if warm is not None:
             warm.fill()
+
+
+async def _start_waiting(
+    warm: WarmPool,
+    sandbox: Sandbox,
+    jobs_root: str,
+    prepare: Callable[[str], None],
+    command_for: Callable[[str], list[str]],
+) -> Started:
+    """A sandbox for the job, under bubblewrap: one started ahead, else one of its own
+    started the same way (set up while the source is written); either way its init is
+    pinned and it is reniced before it gets its command, so nothing of the job runs
+    before. A sandbox that has gone is replaced once. Raises ``OSError``."""
+    for attempt in (1, 2):
+        ready = warm.take()
+        if ready is None:
+            warm.cold += 1
+            ready = spawn(sandbox, jobs_root, None)
+        try:
+            prepare(ready.job_dir)
+            await pin_waiting(ready)
+            sandbox.renice_waiting(ready.proc.pid)
+            send_command(ready, command_for(JOB_ROOT_INSIDE))
+            return ready
+        except BaseException as exc:
+            _discard(ready, sandbox)  # (cancelled too: nothing of it is left)
+            if not isinstance(exc, OSError) or attempt == 2:
+                raise
+            log.warning("sandbox_replaced", reason=str(exc))
+    raise AssertionError("unreachable")
 
 
 def _discard(started: Started, sandbox: Sandbox) -> None:
@@ -291,7 +240,7 @@ async def _run_in(
             outcome = "client_disconnect" if client_gone.done() else "timeout"
             log.warning("compile_killing", reason=outcome, pgid=pgid)
             if bwrap:
-                _kill_init(started)
+                kill_init(started)
             _signal_group(pgid, signal.SIGTERM)
             await asyncio.wait({exited}, timeout=limits.kill_grace_s)
             if not exited.done():
@@ -300,7 +249,7 @@ async def _run_in(
         # Sweep the group while the leader is an unreaped zombie: nothing of the
         # job may outlive it, and its pgid cannot yet belong to anyone else.
         if bwrap:
-            _kill_init(started)
+            kill_init(started)
         _signal_group(pgid, signal.SIGKILL)
         returncode = proc.wait(timeout=_SIGKILL_WAIT_S)
         await asyncio.wait([c.closed for _, c in captures], timeout=_PIPE_DRAIN_S)
@@ -311,7 +260,7 @@ async def _run_in(
             pipe_transport.close()
         if proc.returncode is None:
             if bwrap:
-                _kill_init(started)
+                kill_init(started)
             _signal_group(pgid, signal.SIGKILL)
             proc.wait()
         close_fds(started)

@@ -42,8 +42,9 @@ SHELL = "/bin/sh"
 SANDBOX_PROCESSES = 3
 """Processes of a sandbox besides its job's: bubblewrap's monitor and init, and the
 shell that becomes the compiler."""
-_RUN_SENT = 'IFS= read -r line && exec </dev/null && eval "exec $line"'
-"""The rest of a sandbox's shell started ahead of its job: read the command line, then
+_RUN_SENT = "nl='\n' && IFS= read -r line && exec </dev/null && eval \"exec $line\""
+"""The rest of a sandbox's shell started ahead of its job: read the command line (a
+newline in an argument comes as ``"$nl"``: see server/warm.py send_command), then
 become the compiler (its exit status and its signals are the compiler's own)."""
 DEFAULT_JOB_UIDS = (900_000_000, 900_000_999)
 """Where per-job uids come from when the server runs as root: far above the uids

@@ -8,13 +8,16 @@ job's command, quoted. When a job comes, its source is written into the director
 and the line is sent; the shell execs the compiler, in the sandbox that was waiting.
 While the job compiles, another is started for the next one.
 
-A command that holds a newline cannot be sent as one line: such a job starts its
-sandbox the ordinary way, as does any job that finds no sandbox ready.
+A job that finds no sandbox ready starts one of its own the same way. Either way the
+server pins the sandbox's init before the job runs (:func:`pin_waiting`), and kills it
+through that pin when the job ends (:func:`kill_init`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -27,9 +30,13 @@ from dataclasses import dataclass
 
 import structlog
 
-from server.sandbox import CompileUser, Sandbox, SandboxError, child_env
+from server.sandbox import CompileUser, Sandbox, SandboxError, child_env, children
 
 log = structlog.get_logger("distlb.server.warm")
+
+_PIN_WAIT_S = 10.0
+"""How long a job waits for its sandbox to be set up."""
+_INFO_MAX_BYTES = 64 * 1024
 
 
 @dataclass
@@ -98,9 +105,13 @@ def spawn(
 
 
 def send_command(started: Started, command: list[str]) -> None:
-    """Give a waiting sandbox its command. Raises ``OSError`` when it has gone."""
+    """Give a waiting sandbox its command, as one line: each newline in an argument
+    (always inside single quotes there) is sent as ``'"$nl"'``, which the waiting
+    shell, where ``nl`` holds one, reads back as the newline. Raises ``OSError`` when
+    the sandbox has gone."""
     assert started.proc.stdin is not None
-    started.proc.stdin.write((shlex.join(command) + "\n").encode("utf-8", "surrogateescape"))
+    line = shlex.join(command).replace("\n", "'\"$nl\"'")
+    started.proc.stdin.write((line + "\n").encode("utf-8", "surrogateescape"))
     started.proc.stdin.close()
 
 
@@ -141,15 +152,8 @@ class WarmPool:
         to start their own (each of those waited for a sandbox to be set up)."""
         return {"ready": len(self._ready), "taken": self.taken, "cold": self.cold}
 
-    @staticmethod
-    def can_wait(command: list[str]) -> bool:
-        """Whether ``command`` can be sent to a waiting sandbox (as one line)."""
-        return not any("\n" in arg for arg in command)
-
-    def take(self, command: list[str]) -> Started | None:
-        """A ready sandbox for ``command``, or None (start one cold)."""
-        if not self.can_wait(command):
-            return None
+    def take(self) -> Started | None:
+        """A ready sandbox, or None (start one)."""
         while self._ready:
             started = self._ready.popleft()
             if started.proc.poll() is None:
@@ -183,3 +187,85 @@ class WarmPool:
         self.closed = True
         while self._ready:
             self.discard(self._ready.popleft())
+
+
+def pin_init(monitor: int, known: int | None = None) -> int | None:
+    """A pidfd for the init of a job's pid namespace (``known``, else found: the child
+    of its bubblewrap monitor, ``monitor``), opened while it is still the monitor's
+    child (so a reused pid is never taken for it); None when there is none. Taken
+    before anything of the job runs, it outlives the monitor: see :func:`kill_init`."""
+    for child in [known] if known is not None else children(monitor):
+        try:
+            pidfd = os.pidfd_open(child)
+        except OSError:
+            continue
+        if _parent_of(child) == monitor:
+            return pidfd
+        os.close(pidfd)
+    return None
+
+
+async def pin_waiting(started: Started) -> None:
+    """Pin the init of a waiting sandbox (``started.init``): read what bubblewrap says
+    of it on the info pipe, to its end (it writes it in pieces, then closes the pipe
+    once the sandbox is set up), then open a pidfd for that pid while it is still the
+    monitor's child. Raises ``OSError`` when it cannot: the sandbox is then not used."""
+    if started.init is not None:
+        return
+    if started.info is None:
+        raise OSError("the sandbox has no info pipe")
+    loop = asyncio.get_running_loop()
+    said = bytearray()
+    deadline = loop.time() + _PIN_WAIT_S
+    while len(said) <= _INFO_MAX_BYTES:
+        readable: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(started.info, _set_once, readable)
+        try:
+            await asyncio.wait({readable}, timeout=max(0.0, deadline - loop.time()))
+        finally:
+            loop.remove_reader(started.info)
+        if not readable.done():
+            raise OSError(f"bubblewrap said nothing of its sandbox in {_PIN_WAIT_S:.0f} s")
+        chunk = os.read(started.info, 4096)
+        if not chunk:
+            break
+        said += chunk
+    try:
+        child = int(json.loads(bytes(said))["child-pid"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise OSError(f"bubblewrap did not say its sandbox's init: {bytes(said)[:200]!r}") from exc
+    started.init = pin_init(started.proc.pid, child)
+    if started.init is None:
+        raise OSError("the sandbox's init is gone before its job")
+
+
+def kill_init(started: Started) -> None:
+    """SIGKILL the init of the job's pid namespace: the kernel then kills every process
+    in it. The job runs as the same uid as that init, so it can ptrace it and clear the
+    signal it gets when its monitor dies, and the monitor exits as soon as the job's
+    first process does: nothing else would end it. Through the pidfd pinned before the
+    job ran, else (a sandbox started cold) the monitor's child while it has one."""
+    if started.init is not None:
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(started.init, signal.SIGKILL)
+        return
+    pidfd = pin_init(started.proc.pid)
+    if pidfd is not None:
+        try:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        finally:
+            os.close(pidfd)
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -400,6 +400,23 @@ def test_a_job_that_took_over_its_sandboxs_init_still_dies_with_it(
             os.kill(init, signal.SIGKILL)  # (the job's init, by its pid: not left behind)
 
 
+def test_an_argument_with_a_newline_goes_to_a_waiting_sandbox_like_any(
+    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path]
+) -> None:
+    """A waiting sandbox gets its command as one line: a newline in an argument is sent
+    quoted, and reaches the compiler as it came, so such a job, too, starts in a
+    sandbox whose init was pinned first (a cold start of the old way could not be)."""
+    bin_dir, _ = fake_compilers
+    server = start_server("--jobs", "1", "--compiler", "whoami-cc", path_prepend=str(bin_dir))
+    wait_until(lambda: server.status()["warm_sandboxes"]["ready"] == 1, 30, "a sandbox ready")
+    argv = ("whoami-cc", "-DV=1\nnot part of it 'quoted' \"too\"", "-c", "v.c", "-o", "v.o")
+    reply = compile_on(server, argv, b"int v;\n")
+    assert reply.status == 0, reply.stderr
+    assert b"argv: -DV=1\nnot part of it 'quoted' \"too\"|-c|/tmp/input.i|" in reply.stderr
+    warm = server.status()["warm_sandboxes"]
+    assert (warm["taken"], warm["cold"]) == (1, 0), warm
+
+
 def test_the_next_jobs_sandbox_is_set_up_while_a_job_compiles(
     start_server: type[ServerProcess], fake_compilers: tuple[Path, Path]
 ) -> None:

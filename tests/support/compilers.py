@@ -61,13 +61,15 @@ sleep 3600 </dev/null >/dev/null 2>&1 &
 exec gcc "$@"
 """
 
-# Says who it runs as (uid, groups, niceness, pid, session) on stderr, then compiles.
+# Says who it runs as (uid, groups, niceness, pid, session) and its arguments (each
+# followed by "|") on stderr, then compiles.
 _WHOAMI = """#!/bin/sh
 for arg in "$@"; do
     case "$arg" in -E|--version) exec gcc "$@";; esac
 done
 nice=$(cut -d' ' -f19 /proc/$$/stat)
 echo "whoami: $(id -u) | $(id -G) | $nice | $$ | $(ps -o sid= -p $$)" >&2
+printf 'argv: ' >&2; printf '%s|' "$@" >&2; echo >&2
 exec gcc "$@"
 """
 
