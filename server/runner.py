@@ -147,7 +147,6 @@ async def run_compile(
             started = spawn(sandbox, jobs_root, command_for, prepare)
         else:
             started = await _start_waiting(warm, sandbox, jobs_root, prepare, command_for)
-        if warm is not None:
             # The next job's sandbox is started while this one compiles (the loop is
             # idle then), not between the compiler's exit and the reply.
             asyncio.get_running_loop().call_soon(warm.fill)
@@ -222,7 +221,6 @@ async def _run_in(
     loop = asyncio.get_running_loop()
     job_dir, proc = started.job_dir, started.proc
     pgid = proc.pid
-    bwrap = sandbox.mode == "bwrap"
     exited: asyncio.Future[None] = loop.create_future()
     pidfd = os.pidfd_open(proc.pid)
     loop.add_reader(pidfd, _set_once, exited)
@@ -239,8 +237,7 @@ async def _run_in(
         if not exited.done():
             outcome = "client_disconnect" if client_gone.done() else "timeout"
             log.warning("compile_killing", reason=outcome, pgid=pgid)
-            if bwrap:
-                kill_init(started)
+            kill_init(started)
             _signal_group(pgid, signal.SIGTERM)
             await asyncio.wait({exited}, timeout=limits.kill_grace_s)
             if not exited.done():
@@ -248,8 +245,7 @@ async def _run_in(
                 await asyncio.wait({exited}, timeout=_SIGKILL_WAIT_S)
         # Sweep the group while the leader is an unreaped zombie: nothing of the
         # job may outlive it, and its pgid cannot yet belong to anyone else.
-        if bwrap:
-            kill_init(started)
+        kill_init(started)
         _signal_group(pgid, signal.SIGKILL)
         returncode = proc.wait(timeout=_SIGKILL_WAIT_S)
         await asyncio.wait([c.closed for _, c in captures], timeout=_PIPE_DRAIN_S)
@@ -259,8 +255,7 @@ async def _run_in(
         for pipe_transport, _ in captures:
             pipe_transport.close()
         if proc.returncode is None:
-            if bwrap:
-                kill_init(started)
+            kill_init(started)
             _signal_group(pgid, signal.SIGKILL)
             proc.wait()
         close_fds(started)

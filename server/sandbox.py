@@ -76,12 +76,12 @@ class JobLimits:
     open_files: int = 1024
     cpu_s: int | None = None
 
-    def prlimit_args(self, *, nproc: int | None = -1) -> list[str]:
+    def prlimit_args(self, *, nproc: int | None) -> list[str]:
         """The limits as ``prlimit`` arguments, with ``nproc`` as the process bound
-        (-1: the job's; None: none, the sandbox's shell sets it: see ``job_argv``)."""
+        (None: none, the sandbox's shell sets it: see ``job_argv``)."""
         args = [f"--fsize={self.file_bytes}"]
         if nproc is not None:
-            args.append(f"--nproc={self.processes if nproc == -1 else nproc}")
+            args.append(f"--nproc={nproc}")
         args += [f"--nofile={self.open_files}", "--core=0"]
         if self.memory_bytes is not None:
             args.append(f"--as={self.memory_bytes}")
@@ -249,10 +249,10 @@ class Sandbox:
         # counts every process of the uid: as root each job has a uid of its own, so it
         # counts the job's, the sandbox's own three with them; unprivileged it would
         # count the server's, so there only the job's shell sets it, inside.
-        nproc = None
+        nproc = None if bwrap else self.limits.processes
         if bwrap and user is not None and self.identities is not None:
             nproc = self.limits.processes + SANDBOX_PROCESSES
-        chain += [PRLIMIT, *self.limits.prlimit_args(nproc=nproc if bwrap else -1), "--"]
+        chain += [PRLIMIT, *self.limits.prlimit_args(nproc=nproc), "--"]
         if not bwrap:
             return chain
         return [

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from server.sandbox import CompileUser, Sandbox, SandboxError, child_env, children
+from server.sandbox import CompileUser, Sandbox, SandboxError, child_env
 
 log = structlog.get_logger("distlb.server.warm")
 
@@ -189,19 +189,18 @@ class WarmPool:
             self.discard(self._ready.popleft())
 
 
-def pin_init(monitor: int, known: int | None = None) -> int | None:
-    """A pidfd for the init of a job's pid namespace (``known``, else found: the child
-    of its bubblewrap monitor, ``monitor``), opened while it is still the monitor's
-    child (so a reused pid is never taken for it); None when there is none. Taken
-    before anything of the job runs, it outlives the monitor: see :func:`kill_init`."""
-    for child in [known] if known is not None else children(monitor):
-        try:
-            pidfd = os.pidfd_open(child)
-        except OSError:
-            continue
-        if _parent_of(child) == monitor:
-            return pidfd
-        os.close(pidfd)
+def pin_init(monitor: int, init: int) -> int | None:
+    """A pidfd for ``init``, the init of a job's pid namespace, opened while it is still
+    the child of its bubblewrap monitor, ``monitor`` (so a reused pid is never taken
+    for it); None when it is not. Taken before anything of the job runs, it outlives
+    the monitor: see :func:`kill_init`."""
+    try:
+        pidfd = os.pidfd_open(init)
+    except OSError:
+        return None
+    if _parent_of(init) == monitor:
+        return pidfd
+    os.close(pidfd)
     return None
 
 
@@ -240,22 +239,14 @@ async def pin_waiting(started: Started) -> None:
 
 
 def kill_init(started: Started) -> None:
-    """SIGKILL the init of the job's pid namespace: the kernel then kills every process
-    in it. The job runs as the same uid as that init, so it can ptrace it and clear the
-    signal it gets when its monitor dies, and the monitor exits as soon as the job's
-    first process does: nothing else would end it. Through the pidfd pinned before the
-    job ran, else (a sandbox started cold) the monitor's child while it has one."""
+    """SIGKILL the init of the job's pid namespace, through the pidfd pinned before the
+    job ran (none outside bubblewrap): the kernel then kills every process in it. The
+    job runs as the same uid as that init, so it can ptrace it and clear the signal it
+    gets when its monitor dies, and the monitor exits as soon as the job's first
+    process does: nothing else would end it."""
     if started.init is not None:
         with contextlib.suppress(OSError):
             signal.pidfd_send_signal(started.init, signal.SIGKILL)
-        return
-    pidfd = pin_init(started.proc.pid)
-    if pidfd is not None:
-        try:
-            with contextlib.suppress(OSError):
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        finally:
-            os.close(pidfd)
 
 
 def _parent_of(pid: int) -> int | None:

@@ -40,26 +40,18 @@ exec gcc "$@"
 # Holds each compile until the test opens the gate (a file gate-cc.open beside it; the
 # sandbox shows the stand-in's directory, so it sees the file appear), then compiles
 # for real: a build whose jobs are in flight for as long as a test looks at them.
-_GATE = """#!/bin/sh
+_GATE_WAIT = """#!/bin/sh
 for arg in "$@"; do
     case "$arg" in -E|--version) exec gcc "$@";; esac
 done
 i=0
 while [ ! -e "$(dirname "$0")/gate-cc.open" ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done
-exec gcc "$@"
 """
+_GATE = _GATE_WAIT + 'exec gcc "$@"\n'
 
 # gate-cc that leaves a child behind: it waits for the same gate, starts a process that
 # would outlive it, then compiles for real (the sandbox's pid namespace ends the child).
-_LINGER = """#!/bin/sh
-for arg in "$@"; do
-    case "$arg" in -E|--version) exec gcc "$@";; esac
-done
-i=0
-while [ ! -e "$(dirname "$0")/gate-cc.open" ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done
-sleep 3600 </dev/null >/dev/null 2>&1 &
-exec gcc "$@"
-"""
+_LINGER = _GATE_WAIT + 'sleep 3600 </dev/null >/dev/null 2>&1 &\nexec gcc "$@"\n'
 
 # Says who it runs as (uid, groups, niceness, pid, session) and its arguments (each
 # followed by "|") on stderr, then compiles.
