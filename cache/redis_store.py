@@ -98,7 +98,7 @@ class RedisStore:
             self._redis: Any = self._cluster
         elif target.kind == "sentinel":
             timeouts = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
-            self._sentinel = Sentinel(list(target.nodes), sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
+            self._sentinel = Sentinel(list(target.nodes), sentinel_kwargs=timeouts)
             self._redis = self._sentinel.master_for(
                 target.master_name,
                 db=target.db,
