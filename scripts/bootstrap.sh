@@ -80,18 +80,25 @@ PY
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-# The test level's install includes the farm's: either stamp satisfies the farm.
-stamp=.venv/.distlb-installed-$level
-if [ "$level" = farm ] && [ -f .venv/.distlb-installed-test ] && ! [ pyproject.toml -nt .venv/.distlb-installed-test ]; then
-    stamp=.venv/.distlb-installed-test
-fi
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# The Python side is the lock in requirements/ (docs/decisions.md, "The lock"), installed
+# exactly: first pip and the build tools, then the level's lock with every hash checked
+# (the two packages with no Linux wheel are built with those locked tools, not with
+# whatever a build environment would fetch today), then distlb itself without
+# dependencies, then anything the lock does not name is removed.
+# A stamp holds the digest of what was installed; the test level's includes the farm's.
+digest() { cat requirements/build.txt "requirements/$1.txt" pyproject.toml | sha256sum | cut -d' ' -f1; }
+installed() { [ -f ".venv/.distlb-installed-$1" ] && [ "$(cat ".venv/.distlb-installed-$1")" = "$(digest "$1")" ]; }
+if ! installed "$level" && ! { [ "$level" = farm ] && installed test; }; then
     log=.venv/pip-install.log
-    if ! { .venv/bin/python -m pip install -q --upgrade pip \
-           && .venv/bin/python -m pip install -q -e ".$extras"; } >"$log" 2>&1; then
+    pip=(.venv/bin/python -m pip install -q --no-input)
+    if ! { "${pip[@]}" --require-hashes --no-deps -r requirements/build.txt \
+           && "${pip[@]}" --require-hashes --no-deps --no-build-isolation -r "requirements/$level.txt" \
+           && "${pip[@]}" --no-deps --no-build-isolation -e . \
+           && .venv/bin/python scripts/lock.py sync requirements/build.txt "requirements/$level.txt"; } >"$log" 2>&1; then
         cat "$log" >&2
-        echo "bootstrap: pip install failed (log above)" >&2
+        echo "bootstrap: installing the lock failed (log above)" >&2
         exit 1
     fi
-    touch "$stamp"
+    rm -f .venv/.distlb-installed-*
+    digest "$level" >".venv/.distlb-installed-$level"
 fi

@@ -67,3 +67,14 @@ def test_bootstrap_again_installs_nothing(level: str) -> None:
     assert result.returncode == 0, result.stderr
     assert "installing" not in result.stderr
     assert result.stderr == ""
+
+
+def test_the_venv_holds_exactly_the_lock() -> None:
+    """Two machines that run scripts/test.sh install the same versions: what pip sees
+    in .venv is the test level's lock and the build tools' lock, and nothing else."""
+    result = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "scripts" / "lock.py"), "check",
+         str(ROOT / "requirements" / "build.txt"), str(ROOT / "requirements" / "test.txt")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
