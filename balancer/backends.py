@@ -181,6 +181,12 @@ class Backend:
     _probing: int = 0
     sent: int = 0
     ok: int = 0
+    """Jobs it answered with an object: the reply the client got. A hedge's other copy
+    that also compiled is not counted here (so the backends' ``ok`` add up to the
+    balancer's), only in :attr:`good_replies`."""
+    good_replies: int = 0
+    """Every good compile it returned, used or not: evidence of health (stands in
+    for a probe)."""
     failures: int = 0
     turned_away: int = 0
     last_error: str = ""

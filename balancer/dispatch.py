@@ -372,6 +372,8 @@ class Dispatcher:
             job.end(attempt, "closed")  # the losers: closed once the winner is sent
         if winner.kind in ("late", "tail", "rescue"):
             self.hedge_wins += 1
+        if reply.status == 0 and reply.obj:
+            winner.backend.ok += 1
         queued = self.settings.queue_timeout_s - waiting.left_s + waiting.held_s
         return Dispatched(
             reply,

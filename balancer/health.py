@@ -141,21 +141,21 @@ async def poll_loop(pool: Pool, backend: Backend) -> None:
 async def probe_loop(pool: Pool, backend: Backend) -> None:
     request = probe_request(pool.settings.probe_compiler)
     deadline = pool.settings.probe_timeout_s
-    ok_seen = backend.ok
+    ok_seen = backend.good_replies
     proven_at = float("-inf")  # when a probe or a job last showed it compiles
     sent_seen = backend.sent
     while True:
         started = time.monotonic()
-        if backend.healthy and backend.ok > ok_seen:
+        if backend.healthy and backend.good_replies > ok_seen:
             # Jobs finished well since the last check: they are the probe. A compile
             # probe costs the backend a real compile (per balancer, every interval);
             # a backend that hangs or fails stops finishing jobs, and probing resumes.
-            ok_seen, sent_seen = backend.ok, backend.sent
+            ok_seen, sent_seen = backend.good_replies, backend.sent
             proven_at = started
             mark(pool, backend, True)
             await asyncio.sleep(pool.settings.probe_interval_s)
             continue
-        ok_seen = backend.ok
+        ok_seen = backend.good_replies
         if (
             backend.healthy
             and backend.reports_ok

@@ -86,6 +86,6 @@ class Sender:
                 routing.compiled[backend.name].add(request.argv[0])
             # Only a good compile is evidence of health (it stands in for a probe) and
             # a measure of speed: a broken compiler fails fast and would look fastest.
-            backend.ok += 1
+            backend.good_replies += 1
             backend.record_latency(time.monotonic() - started)
         return reply
