@@ -184,7 +184,7 @@ async def _refuse(
 ) -> None:
     """Answer a job the judge refused with its reason (the real client shows it, then
     compiles locally unless DISTCC_FALLBACK=0); no backend sees it."""
-    message = f"distlb-balancer: job refused: {refused.reason}\n".encode("utf-8", "replace")
+    message = refused.message("distlb-balancer").encode("utf-8", "replace")
     reply = Reply(request.protocol, exit_status(refused.exit_code), message, b"", b"")
     with contextlib.suppress(ConnectionError, TimeoutError):
         writer.write(encode_reply(reply))

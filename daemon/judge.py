@@ -101,6 +101,23 @@ class Refused(Exception):
         self.reason = reason
         self.exit_code = exit_code
 
+    def message(self, who: str) -> str:
+        """The reply's stderr: who refused, and why."""
+        return f"{who}: job refused: {self.reason}\n"
+
+
+class CompilerMissing(Refused):
+    """A compiler's name this server does not run. Answered as distccd answers a
+    compiler it cannot exec (exit 110, "failed to exec", which distcc's own test suite
+    expects), not as a refusal: nothing was wrong with the job but where it was sent."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no compiler {name!r} here", EXIT_COMPILER_MISSING)
+        self.name = name
+
+    def message(self, who: str) -> str:
+        return f"{who} ERROR: failed to exec {self.name}: No such file or directory\n"
+
 
 @dataclass(frozen=True, slots=True)
 class Job:
@@ -233,9 +250,7 @@ class Judge:
         if name in FORBIDDEN_COMPILER_NAMES:
             raise Refused(f"{name!r} is not a compiler", EXIT_COMPILER_MISSING)
         if self.compilers is not None and name not in self.compilers:
-            raise Refused(
-                f"compiler {name!r} is not on this server's allowlist", EXIT_COMPILER_MISSING
-            )
+            raise CompilerMissing(name)
         if (
             self.compilers is None
             and name not in self._compiler_names

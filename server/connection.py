@@ -138,7 +138,7 @@ async def _serve_job(
     except Refused as exc:
         stats.job_finished("rejected_policy", "?", request.argv[0], time.monotonic() - started)
         log.warning("job_refused", reason=exc.reason, argv=bounded_argv(request.argv))
-        message = f"distlb-server: job refused: {exc.reason}\n".encode("utf-8", "replace")
+        message = exc.message("distlb-server").encode("utf-8", "replace")
         reply = Reply(request.protocol, exit_status(exc.exit_code), message, b"", b"")
         with contextlib.suppress(ConnectionError, TimeoutError):
             await _send(writer, reply, ctx.io_timeout_s)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support.distcc import run_make
+from tests.support.distcc import run_distcc, run_make
 from tests.support.projects import local_object, sources
 from tests.support.servers import Distccd, ServerProcess
 
@@ -57,8 +58,6 @@ def test_cpp_program_builds_identically(
 def test_compiler_warnings_reach_the_client(
     start_server: type[ServerProcess], tmp_path: Path
 ) -> None:
-    from tests.support.distcc import run_distcc
-
     server = start_server("--jobs", "1")
     (tmp_path / "warn.c").write_text("int f(void) { int unused; return 0; }\n")
     result = run_distcc(
@@ -105,3 +104,25 @@ def test_debug_objects_match_real_distccd_byte_for_byte(
     for stem, data in objects.items():
         assert data == (project / (stem + ".o")).read_bytes(), f"{stem}.o differs from distccd's"
     assert server.counters()["ok"] == len(objects)
+
+
+def test_a_compiler_the_server_lacks_is_answered_as_distccd_answers_it(
+    start_server: type[ServerProcess], tmp_path: Path
+) -> None:
+    """distcc's own MissingCompiler_Case (test/testdistcc.py), against real distccd
+    (as that suite starts it: no compiler whitelist) and against distlb-server."""
+    (tmp_path / "testtmp.i").write_text("int foo;\n")
+    job = ["nosuchcc", "-c", "testtmp.i"]
+    daemon = Distccd(jobs=1, extra_args=("--enable-tcp-insecure",))
+    try:
+        theirs = run_distcc(job, hosts=f"127.0.0.1:{daemon.port}", cwd=tmp_path)
+    finally:
+        daemon.stop()
+    server = start_server("--jobs", "1")
+    ours = run_distcc(job, hosts=f"127.0.0.1:{server.port}", cwd=tmp_path)
+
+    assert theirs.returncode == 110, theirs.stderr
+    assert ours.returncode == 110, ours.stderr
+    assert re.search(r"failed to exec", theirs.stderr), theirs.stderr
+    assert re.search(r"failed to exec", ours.stderr), ours.stderr
+    assert not (tmp_path / "testtmp.o").exists()

@@ -17,6 +17,7 @@ from daemon.judge import (
     EXIT_BAD_ARGUMENTS,
     EXIT_COMPILER_MISSING,
     PREPROCESSED_SUFFIX,
+    CompilerMissing,
     Job,
     Judge,
     Refused,
@@ -246,11 +247,22 @@ def test_compiler_given_as_another_path_is_refused(name: str) -> None:
 
 
 def test_compiler_not_on_the_allowlist_is_answered_as_distccd_does() -> None:
-    with pytest.raises(Refused) as refused:
+    with pytest.raises(CompilerMissing) as refused:
         judge(["tcc", "-c", "x.c"])
 
-    assert "allowlist" in refused.value.reason and "tcc" in refused.value.reason
-    assert refused.value.exit_code == EXIT_COMPILER_MISSING == 110
+    assert refused.value.name == "tcc" and refused.value.exit_code == EXIT_COMPILER_MISSING == 110
+    # distccd's words for a compiler it cannot exec (distcc's MissingCompiler_Case)
+    assert refused.value.message("distlb-server").startswith(
+        "distlb-server ERROR: failed to exec tcc"
+    )
+
+
+def test_a_forbidden_compiler_name_keeps_the_judges_own_words() -> None:
+    with pytest.raises(Refused) as refused:
+        judge(["sh", "-c", "x.c"])
+
+    assert not isinstance(refused.value, CompilerMissing)
+    assert refused.value.message("distlb-server").startswith("distlb-server: job refused: ")
 
 
 @pytest.mark.parametrize(
