@@ -49,7 +49,7 @@ def _assert_satisfied(requirements: list[Requirement], pins: dict[str, str], loc
         )
 
 
-@pytest.mark.parametrize("name", ["build", "farm", "test", "tools"])
+@pytest.mark.parametrize("name", ["build", "farm", "image", "test", "tools"])
 def test_every_pin_of_the_lock_carries_its_hashes(name: str) -> None:
     text = (LOCKS / f"{name}.txt").read_text()
     blocks = re.split(r"\n(?=[A-Za-z0-9])", text)
@@ -71,10 +71,16 @@ def test_the_test_lock_holds_the_dependencies_and_the_test_extra_in_their_ranges
     _assert_satisfied(_requirements(extra="test"), pins, "test")
 
 
-def test_the_farm_level_is_the_test_levels_versions_and_nothing_else() -> None:
-    farm, tests = _pins("farm"), _pins("test")
-    assert set(farm) < set(tests)
-    assert {name: tests[name] for name in farm} == farm
+@pytest.mark.parametrize("level", ["farm", "image"])
+def test_the_farm_and_the_image_take_the_test_levels_versions(level: str) -> None:
+    pins, tests = _pins(level), _pins("test")
+    assert set(pins) < set(tests)
+    assert {name: tests[name] for name in pins} == pins
+
+
+def test_the_image_lock_is_the_farms_and_the_chaos_scripts() -> None:
+    _assert_satisfied(_requirements(extra=None), _pins("image"), "image")
+    _assert_satisfied(_requirements(extra="chaos"), _pins("image"), "image")
 
 
 def test_the_build_tools_agree_with_the_test_lock_and_satisfy_their_inputs() -> None:
