@@ -17,7 +17,7 @@ import pytest
 from client import compile_remote
 from client.prober import probe_request
 from tests.support.redis import RedisServer
-from tests.support.servers import BalancerProcess, ServerProcess
+from tests.support.servers import StartBalancer, StartServer
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ def test_shipped_scrape_config_and_alert_rules_are_valid() -> None:
 
 
 def test_server_balancer_and_monitor_metrics_pass_promtool(
-    start_server: type[ServerProcess], start_balancer: type[BalancerProcess], tmp_path: Path
+    start_server: StartServer, start_balancer: StartBalancer, tmp_path: Path
 ) -> None:
     server = start_server("--jobs", "2")
     balancer = start_balancer("--backend", f"127.0.0.1:{server.port},status={server.stats_port}")
@@ -103,7 +103,7 @@ def _board_queries(board: dict[str, object]) -> list[tuple[str, str]]:
 
 
 def test_the_grafana_board_queries_parse_and_name_only_metrics_we_export(
-    start_server: type[ServerProcess], start_balancer: type[BalancerProcess],
+    start_server: StartServer, start_balancer: StartBalancer,
     redis_server: RedisServer, tmp_path: Path,
 ) -> None:  # fmt: skip
     board = json.loads(GRAFANA.read_text())

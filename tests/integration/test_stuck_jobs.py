@@ -18,7 +18,14 @@ from tests.support.compilers import running, write_fake_compilers
 from tests.support.distcc import CLIENT_TIMEOUT_S, distcc_env
 from tests.support.fault_relay import RelayThread
 from tests.support.projects import assert_identical_to_local, write_c_project
-from tests.support.servers import BalancerProcess, Distccd, ServerProcess, wait_until
+from tests.support.servers import (
+    BalancerProcess,
+    Distccd,
+    ServerProcess,
+    StartBalancer,
+    StartServer,
+    wait_until,
+)
 from wire import Reply, Request
 
 pytestmark = pytest.mark.integration
@@ -83,8 +90,8 @@ def _job(balancer: BalancerProcess, compiler: str = "slow-cc") -> object:
 
 @pytest.mark.parametrize("fault", ["sigstop", "blackhole"])
 def test_a_failed_primary_with_its_hedge_on_a_hung_backend_completes_on_a_third(
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     shared_tmp: Path,
     stopped: list[ServerProcess],
     fault: str,
@@ -139,8 +146,8 @@ def test_a_failed_primary_with_its_hedge_on_a_hung_backend_completes_on_a_third(
 
 
 def test_jobs_on_a_backend_that_hangs_complete_elsewhere_and_none_fails(
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     shared_tmp: Path,
     stopped: list[ServerProcess],
     tmp_path: Path,
@@ -177,7 +184,7 @@ def test_jobs_on_a_backend_that_hangs_complete_elsewhere_and_none_fails(
 
 
 def test_a_backend_that_trickles_its_reply_is_caught_by_the_idle_deadline(
-    start_server: type[ServerProcess], start_balancer: type[BalancerProcess], shared_tmp: Path
+    start_server: StartServer, start_balancer: StartBalancer, shared_tmp: Path
 ) -> None:
     slow_bin = _bin(shared_tmp, "slow", 1)
     trickler = start_server("--jobs", "2", "--compiler", "slow-cc", "--compiler", "gcc",
@@ -229,8 +236,8 @@ def _heavy_source(tmp: Path) -> Path:
 
 @pytest.mark.parametrize("kind", ["distccd", "distlb"])
 def test_a_backend_full_of_long_compiles_stays_in_rotation(
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     distccd_stats: Distccd,
     tmp_path: Path,
     kind: str,

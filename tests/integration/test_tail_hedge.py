@@ -11,7 +11,11 @@ import pytest
 from client import compile_remote
 from client.prober import PROBE_SOURCE
 from tests.support.compilers import alive, running, write_fake_compilers
-from tests.support.servers import BalancerProcess, ServerProcess, wait_until
+from tests.support.servers import (
+    StartBalancer,
+    StartServer,
+    wait_until,
+)
 from wire import Request
 
 pytestmark = pytest.mark.integration
@@ -26,8 +30,8 @@ def _slow_cc_request(name: str) -> Request:
 
 
 def test_a_job_on_a_slow_backend_is_backed_up_when_a_fast_one_frees(
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     shared_tmp: Path,
 ) -> None:
     slow_bin, fast_bin = shared_tmp / "slow" / "bin", shared_tmp / "fast" / "bin"

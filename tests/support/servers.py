@@ -13,7 +13,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 READY_TIMEOUT_S = 30.0
 STAND_INS = ("hang-cc", "slow-cc", "whoami-cc", "evil-cc")
@@ -220,6 +220,15 @@ class ServerProcess:
         return self.proc.returncode
 
 
+class StartServer(Protocol):
+    """The ``start_server`` fixture (tests/conftest.py): starts a :class:`ServerProcess`
+    with ``args`` as its flags, stopped when the test ends."""
+
+    def __call__(
+        self, *args: str, path_prepend: str | None = None, prefix: list[str] | None = None
+    ) -> ServerProcess: ...
+
+
 def process_table() -> list[tuple[int, int, int, str]]:
     """(pid, ppid, pgid, state) of every process."""
     table = []
@@ -361,3 +370,10 @@ class BalancerProcess(ServerProcess):
     def wait_healthy(self, count: int, timeout_s: float = 30) -> None:
         wait_until(lambda: self.totals()["healthy_backends"] >= count, timeout_s,
                    f"{count} healthy backends")  # fmt: skip
+
+
+class StartBalancer(Protocol):
+    """The ``start_balancer`` fixture (tests/conftest.py): starts a
+    :class:`BalancerProcess` with ``args`` as its flags, stopped when the test ends."""
+
+    def __call__(self, *args: str, config_file: Path | None = None) -> BalancerProcess: ...
