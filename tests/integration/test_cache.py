@@ -200,7 +200,9 @@ def test_flipped_bytes_in_redis_are_ignored_and_recompiled(
     keys = client.keys("*")
     assert len(keys) == jobs
     for key in keys:
-        value = bytearray(client.get(key))
+        stored = client.get(key)
+        assert isinstance(stored, bytes), stored
+        value = bytearray(stored)
         value[len(value) // 2] ^= 0x40
         client.set(key, bytes(value))
 

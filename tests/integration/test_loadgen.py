@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.integration
 LOADGEN = Path(sys.executable).with_name("distlb-loadgen")
 
 
-def _loadgen(*args: str) -> tuple[int, dict[str, object]]:
+def _loadgen(*args: str) -> tuple[int, dict[str, Any]]:
     result = subprocess.run(
         [str(LOADGEN), *args, "--json"], capture_output=True, text=True, timeout=120, check=False
     )

@@ -424,7 +424,11 @@ def test_the_next_jobs_sandbox_is_set_up_while_a_job_compiles(
     bin_dir, _ = fake_compilers
     server = start_server("--jobs", "1", "--compiler", "gate-cc", "--compiler", "gcc",
                           path_prepend=str(bin_dir))  # fmt: skip
-    warm = lambda: server.status()["warm_sandboxes"]  # noqa: E731
+
+    def warm() -> dict[str, int]:
+        counts: dict[str, int] = server.status()["warm_sandboxes"]
+        return counts
+
     wait_until(lambda: warm()["ready"] == 1, 30, "a sandbox ready before any job")
     replies: list[object] = []
     job = threading.Thread(target=lambda: replies.append(

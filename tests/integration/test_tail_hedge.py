@@ -54,7 +54,8 @@ def test_a_job_on_a_slow_backend_is_backed_up_when_a_fast_one_frees(
     fast_name = f"127.0.0.1:{fast.port}"
 
     def fast_free() -> int:
-        return next(b["free"] for b in balancer.status()["backends"] if b["name"] == fast_name)
+        free: int = next(b["free"] for b in balancer.status()["backends"] if b["name"] == fast_name)
+        return free
 
     async def scenario() -> bytes:
         # Fill the fast backend directly, so the balancer's job must start on the slow one.

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ def _workers(balancer: BalancerProcess) -> list[int]:
                   if ppid == balancer.proc.pid and state != "Z")  # fmt: skip
 
 
-def _run(port: int, argvs: list[tuple[str, ...]]) -> list[int]:
+def _run(port: int, argvs: Sequence[tuple[str, ...]]) -> list[int]:
     async def jobs() -> list[int]:
         async def one(i: int, argv: tuple[str, ...]) -> int:
             request = Request(1, argv, f"int x{i};\n".encode())

@@ -78,7 +78,7 @@ def as_unprivileged_user(name: str = UNPRIVILEGED) -> list[str]:
     entry = pwd.getpwnam(name)
     checkout = Path(__file__).resolve().parents[2]
     needed = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), str(checkout)}
-    hidden = sorted({_first_closed_ancestor(path) for path in needed} - {None})
+    hidden = sorted({closed for path in needed if (closed := _first_closed_ancestor(path))})
     if len(hidden) > 1:
         raise AssertionError(f"Python and the checkout are behind several closed dirs: {hidden}")
     if not hidden:
@@ -154,7 +154,7 @@ class ServerProcess:
             lambda: self.event(event) or self.proc.poll() is not None, READY_TIMEOUT_S, event
         )
         if ready is True:
-            raise AssertionError(f"{self.proc.args} exited {self.proc.returncode}: {self.lines}")
+            raise AssertionError(f"{self.proc.args!r} exited {self.proc.returncode}: {self.lines}")
         return dict(ready)
 
     def _drain(self) -> None:

@@ -19,7 +19,7 @@ from wire import Limits, Reply, Request
 
 pytestmark = pytest.mark.asyncio
 
-REQUEST = Request(protocol=1, argv=["gcc", "-c", "a.c", "-o", "a.o"], source=b"int a;\n")
+REQUEST = Request(protocol=1, argv=("gcc", "-c", "a.c", "-o", "a.o"), source=b"int a;\n")
 
 
 def _done(reply: Reply) -> asyncio.Future[Reply]:

@@ -14,6 +14,7 @@ from balancer.activity import (
     attach,
     merge_snapshots,
 )
+from balancer.attempts import Attempt
 from balancer.backends import Backend, BackendSpec
 from balancer.history import History, merge_exports
 from daemon.ring import Ring, quantile_ms
@@ -102,9 +103,9 @@ def test_workers_histories_merge_by_sample_time() -> None:
 
 class _Attempts:
     def __init__(self) -> None:
-        self.running: list[object] = []
+        self.running: list[Attempt] = []
         self.hedges = 0
-        self.winner: object | None = None
+        self.winner: Attempt | None = None
 
 
 def test_a_job_in_flight_is_shown_with_its_attempts_and_gone_when_it_ends() -> None:
