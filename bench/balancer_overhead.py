@@ -7,7 +7,7 @@ runs every path at concurrency 1 (latency) and 64 (throughput), in alternating p
 order. Prints a table of medians and ratios and writes it, with the raw per-phase
 numbers, to bench/results/.
 
-    .venv/bin/python bench/balancer_overhead.py [--rounds R] [--quick]
+    .venv/bin/python -m bench.balancer_overhead [--rounds R] [--quick]
 """
 
 from __future__ import annotations
@@ -29,11 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from harness import (  # noqa: E402
+from bench.harness import (
     HOST,
     READY_TIMEOUT_S,
     Proc,
@@ -46,10 +42,10 @@ from harness import (  # noqa: E402
     wait_event,
     wait_ready,
 )
+from client import ClientError, TurnedAway, compile_remote
+from wire import Request
 
-from client import ClientError, TurnedAway, compile_remote  # noqa: E402
-from wire import Request  # noqa: E402
-
+ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
 DISTLB_SERVER = ROOT / ".venv" / "bin" / "distlb-server"
 DISTLB_BALANCER = ROOT / ".venv" / "bin" / "distlb-balancer"
@@ -484,7 +480,9 @@ def _interrupt(signum: int, _frame: object) -> None:
 def main() -> int:
     # SIGTERM unwinds like Ctrl-C, through the finally blocks that stop what we started.
     signal.signal(signal.SIGTERM, _interrupt)
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.balancer_overhead", description=(__doc__ or "").splitlines()[0]
+    )
     parser.add_argument("--rounds", type=int, default=5, help="R: repetitions of every phase")
     parser.add_argument("--jobs-low", type=int, default=200, help=f"jobs per phase at c={LOW}")
     parser.add_argument("--jobs-high", type=int, default=640, help=f"jobs per phase at c={HIGH}")

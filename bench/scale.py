@@ -8,7 +8,7 @@ sends tiny and 100 KB jobs at 64 and 256 at once, directly to one backend, throu
 the balancer and through HAProxy. Prints, per N and path: jobs/s, the proxy's CPU ms
 per job (from /proc), p50/p99 latency added against direct, and the balancer's RSS.
 
-    .venv/bin/python bench/scale.py [--quick] [--sizes 2,50,200,500] [--workers N]
+    .venv/bin/python -m bench.scale [--quick] [--sizes 2,50,200,500] [--workers N]
 
 Profile the hot path with py-spy (``py-spy record -o profile.svg --pid PID``) or run
 the balancer under ``python -m cProfile`` by hand; the numbers below are what
@@ -27,13 +27,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench import harness  # noqa: E402
-from bench.harness import HOST, Proc, free_ports, get_json, start, stop_all, wait_ready  # noqa: E402
+from bench import harness
+from bench.harness import HOST, Proc, free_ports, get_json, start, stop_all, wait_ready
 
 cpu_s = harness.cpu_s
+
+ROOT = Path(__file__).resolve().parent.parent
 
 BIN = ROOT / ".venv" / "bin"
 PYTHON = BIN / "python"
@@ -89,7 +88,7 @@ def start_farm(
     haproxy: bool = True,
 ) -> Farm:
     fakes = start(f"fakes-{count}-{hold_s:g}",
-                  [str(PYTHON), str(ROOT / "bench" / "instant_backends.py"), "--count", str(count),
+                  [str(PYTHON), "-m", "bench.instant_backends", "--count", str(count),
                    "--slots", str(SLOTS), "--hold-s", str(hold_s)],
                   work, procs)  # fmt: skip
     deadline = time.monotonic() + 60
@@ -318,7 +317,9 @@ def ratios(rows: list[dict[str, object]]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.scale", description=(__doc__ or "").splitlines()[0]
+    )
     parser.add_argument("--quick", action="store_true", help="N in 2, 200; tiny jobs at 64")
     parser.add_argument("--sizes", default="2,50,200,500")
     parser.add_argument("--workers", type=int, default=1)

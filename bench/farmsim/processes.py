@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import (
+from bench.harness import (
     HOST,
     READY_TIMEOUT_S,
     Proc,

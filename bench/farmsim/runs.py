@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TypedDict
 
-from harness import HOST, Proc, get_json, log_events, quantile_ms, stop_all
+from bench.harness import HOST, Proc, get_json, log_events, quantile_ms, stop_all
 
 from . import bounds
 from .clients import client_env, run_builds, write_sources
