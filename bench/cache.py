@@ -32,8 +32,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.balancer_overhead import start_balancer, start_servers
-from bench.harness import HOST, Proc, free_ports, get_json, quantile_ms, start, stop, wait_ready
+from bench.balancer_overhead import start_servers
+from bench.harness import (
+    HOST,
+    Proc,
+    free_ports,
+    get_json,
+    quantile_ms,
+    start,
+    start_balancer,
+    stop,
+    wait_ready,
+)
 from client import compile_remote
 from tests.support.projects import write_c_project
 from tests.support.redis_cluster import RedisClusterNodes

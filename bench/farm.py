@@ -31,9 +31,9 @@ from pathlib import Path
 from bench.farmsim import bounds, clients, model, processes, report, runs
 from bench.farmsim.bounds import ideal_earliest_finish, ideal_greedy
 from bench.farmsim.model import FULL, LIGHT, QUICK, STRATEGIES, Farm, Scenario, make_farm
-from bench.farmsim.processes import HAPROXY
 from bench.farmsim.report import table, write_results
 from bench.farmsim.runs import run
+from bench.harness import HAPROXY
 
 __all__ = ["Farm", "Scenario", "ideal_earliest_finish", "ideal_greedy", "main"]
 
