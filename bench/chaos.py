@@ -235,7 +235,7 @@ def _job_times(procs: list[Proc], skip: dict[str, int] | None = None) -> tuple[l
     for proc in procs:
         for event in log_events(proc.log_path)[(skip or {}).get(proc.name, 0) :]:
             if event.get("event") == "job_done" and not event.get("cached"):
-                ms.append(float(event.get("ms", 0)))
+                ms.append(float(str(event.get("ms", 0))))
                 failed += event.get("outcome") in ("failed", "turned_away")
     return ms, failed
 
@@ -290,7 +290,7 @@ def run(quick: bool, seed: int) -> dict[str, object]:
                 {k: e.get(k) for k in ("ms", "backend", "tries", "outcome")}
                 for proc in balancers
                 for e in log_events(proc.log_path)[seen.get(proc.name, 0) :]
-                if e.get("event") == "job_done" and float(e.get("ms", 0)) > bound_ms  # type: ignore[arg-type]
+                if e.get("event") == "job_done" and float(str(e.get("ms", 0))) > bound_ms
             ]
             result.slow_jobs = sum(1 for m in ms if m > bound_ms)
             result.worst_stall_ms = max(ms, default=0.0)

@@ -33,6 +33,12 @@ RESULTS = ROOT / "bench" / "results" / "dashboard.md"
 SERVERS = 3
 
 
+def healthy_backends(admin_port: int) -> int:
+    totals = get_json(admin_port, "/status")["totals"]
+    assert isinstance(totals, dict)
+    return int(totals["healthy_backends"])
+
+
 async def _live(url: str, until: float, counts: list[int]) -> None:
     """One live viewer: read the stream, count its updates."""
     timeout = aiohttp.ClientTimeout(total=None, sock_read=30)
@@ -116,7 +122,7 @@ def main() -> None:
         balancer = start("balancer", command, work, procs)
         wait_ready(balancer, admin)
         deadline = time.monotonic() + 30
-        while get_json(admin, "/status")["totals"]["healthy_backends"] < SERVERS:  # type: ignore[index]
+        while healthy_backends(admin) < SERVERS:
             if time.monotonic() > deadline:
                 raise RuntimeError("backends never healthy")
             time.sleep(0.1)

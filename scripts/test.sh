@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh test
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/mypy wire cache client daemon server balancer tests
+.venv/bin/mypy wire cache client daemon server balancer tests bench scripts/lock.py
 exec .venv/bin/python -m pytest "$@"
