@@ -11,6 +11,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,13 +83,13 @@ FROM_PROMETHEUS = {"up"}
 """Series Prometheus makes itself, not in any /metrics."""
 
 
-def _board_queries(board: dict[str, object]) -> list[tuple[str, str]]:
+def _board_queries(board: dict[str, Any]) -> list[tuple[str, str]]:
     """(where, PromQL) for every panel target and variable query, variables filled in."""
     queries = []
-    for panel in board["panels"]:  # type: ignore[attr-defined]
+    for panel in board["panels"]:
         for target in panel.get("targets", []):
             queries.append((f"{panel['title']} {target['refId']}", target["expr"]))
-    for variable in board["templating"]["list"]:  # type: ignore[index]
+    for variable in board["templating"]["list"]:
         if variable["type"] == "query":
             inner = re.fullmatch(r"label_values\((.*), *\w+\)", variable["query"]["query"])
             assert inner, variable

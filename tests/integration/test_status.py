@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from client.status import ReportError, fetch_report
+from client.status import ReportError, ServerReport, fetch_report
 from tests.support.distcc import run_distcc
 from tests.support.servers import ServerProcess, StartServer
 
@@ -160,7 +160,7 @@ def test_a_report_request_with_a_change_token_is_answered_once_a_slot_is_taken(
     server = start_server("--jobs", "2", "--compiler", "slow-cc", "--compiler", "gcc",
                           path_prepend=str(bin_dir))  # fmt: skip
 
-    async def scenario() -> tuple[object, object, object, object]:
+    async def scenario() -> tuple[ServerReport, ServerReport, ServerReport, ServerReport]:
         first = await fetch_report("127.0.0.1", server.stats_port, "distlb", 10)
         assert first.busy == 0 and first.change
         unchanged = await fetch_report(
@@ -180,9 +180,9 @@ def test_a_report_request_with_a_change_token_is_answered_once_a_slot_is_taken(
         return first, unchanged, answer, bad
 
     first, unchanged, answer, bad = asyncio.run(scenario())
-    assert unchanged.change == first.change  # type: ignore[attr-defined]
-    assert answer.busy == 1 and answer.change != first.change  # type: ignore[attr-defined]
-    assert bad.busy == 1  # type: ignore[attr-defined]
+    assert unchanged.change == first.change
+    assert answer.busy == 1 and answer.change != first.change
+    assert bad.busy == 1
 
 
 def test_report_requests_held_at_once_are_capped(start_server: StartServer) -> None:

@@ -8,8 +8,9 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,12 +67,14 @@ def stopped() -> Iterator[list[ServerProcess]]:
             os.kill(server.proc.pid, signal.SIGCONT)
 
 
-def _in_background(coroutine_factory: object) -> tuple[threading.Thread, list[object]]:
+def _in_background(
+    coroutine_factory: Callable[[], Coroutine[Any, Any, object]],
+) -> tuple[threading.Thread, list[object]]:
     result: list[object] = []
 
     def run() -> None:
         try:
-            result.append(asyncio.run(coroutine_factory()))  # type: ignore[operator]
+            result.append(asyncio.run(coroutine_factory()))
         except Exception as exc:  # handed to the test, which fails with it
             result.append(exc)
 
@@ -80,7 +83,9 @@ def _in_background(coroutine_factory: object) -> tuple[threading.Thread, list[ob
     return thread, result
 
 
-def _job(balancer: BalancerProcess, compiler: str = "slow-cc") -> object:
+def _job(
+    balancer: BalancerProcess, compiler: str = "slow-cc"
+) -> Callable[[], Coroutine[Any, Any, Reply]]:
     async def go() -> Reply:
         request = Request(1, (compiler, "-c", "job.c", "-o", "job.o"), SOURCE)
         return await compile_remote("127.0.0.1", balancer.port, request, timeout_s=90)

@@ -63,6 +63,8 @@ def test_a_sample_counts_the_jobs_since_the_last_and_the_slots_now() -> None:
     assert (row["ok"], row["slots"], row["cache_lookups"], row["cache_hits"]) == (0, 4, 5, 4)
     assert math.isnan(row["p50_ms"])
     exported = history.export()
+    # The exports are the page's JSON (dict[str, object]); the ignores here and below
+    # index into their rows (index) and lists (attr-defined, arg-type).
     assert exported["rows"]["t"] == [102.0, 104.0]  # type: ignore[index]
     assert exported["rows"]["p50_ms"] == [200.0, None]  # type: ignore[index]
 
