@@ -2,7 +2,7 @@
 (balancer/roster.py) against the same choice computed from scratch over every backend
 (balancer/picker.py), in one run, for N caching backends in rotation.
 
-    .venv/bin/python bench/affinity.py [--rounds 3]
+    .venv/bin/python -m bench.affinity [--rounds 3]
 
 Prints per N the median µs per pick of each (and the spread over the rounds).
 """
@@ -14,9 +14,6 @@ import random
 import statistics
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # (before bench/cache.py)
 
 from balancer.backends import Backend, BackendReport, BackendSpec
 from balancer.picker import pick
@@ -59,7 +56,9 @@ def per_pick_us(count: int) -> tuple[float, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.affinity", description=(__doc__ or "").splitlines()[0]
+    )
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     print("| caching backends | roster µs/pick (rounds) | from scratch µs/pick | ratio |")

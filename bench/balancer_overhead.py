@@ -7,7 +7,7 @@ runs every path at concurrency 1 (latency) and 64 (throughput), in alternating p
 order. Prints a table of medians and ratios and writes it, with the raw per-phase
 numbers, to bench/results/.
 
-    .venv/bin/python bench/balancer_overhead.py [--rounds R] [--quick]
+    .venv/bin/python -m bench.balancer_overhead [--rounds R] [--quick]
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import random
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,31 +28,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from harness import (  # noqa: E402
+from bench.harness import (
     HOST,
-    READY_TIMEOUT_S,
+    Balancer,
     Proc,
     free_ports,
     get_json,
     log_events,
     quantile_ms,
     start,
+    start_balancer,
+    start_haproxy,
     stop,
-    wait_event,
     wait_ready,
 )
+from client import ClientError, TurnedAway, compile_remote
+from wire import Request
 
-from client import ClientError, TurnedAway, compile_remote  # noqa: E402
-from wire import Request  # noqa: E402
-
+ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
 DISTLB_SERVER = ROOT / ".venv" / "bin" / "distlb-server"
-DISTLB_BALANCER = ROOT / ".venv" / "bin" / "distlb-balancer"
-HAPROXY = Path("/usr/sbin/haproxy")
 PATHS = ("direct", "balancer", "haproxy")
 SERVERS = 2
 SLOTS = 8  # --jobs of each server, and HAProxy's maxconn per server
@@ -122,51 +116,6 @@ def start_servers(work: Path, procs: list[Proc]) -> list[Server]:
         wait_ready(server.proc, server.port)
         wait_ready(server.proc, server.stats_port)
     return servers
-
-
-def start_haproxy(work: Path, servers: list[Server], procs: list[Proc]) -> int:
-    (port,) = free_ports(1)
-    lines = [f"    server s{i} {HOST}:{s.port} maxconn {SLOTS}" for i, s in enumerate(servers)]
-    cfg = work / "haproxy.cfg"
-    cfg.write_text(HAPROXY_CFG.format(host=HOST, port=port, servers="\n".join(lines)))
-    check = subprocess.run(
-        [str(HAPROXY), "-c", "-f", str(cfg)], capture_output=True, timeout=30, check=False
-    )
-    if check.returncode != 0:
-        output = (check.stdout + check.stderr).decode(errors="replace")
-        raise RuntimeError(f"haproxy -c refused {cfg}:\n{output}")
-    wait_ready(start("haproxy", [str(HAPROXY), "-db", "-f", str(cfg)], work, procs), port)
-    return port
-
-
-@dataclass(frozen=True)
-class Balancer:
-    proc: Proc
-    port: int
-    admin_port: int
-
-
-def start_balancer(
-    work: Path, servers: list[Server], procs: list[Proc], name: str, extra: tuple[str, ...] = ()
-) -> Balancer:
-    """distlb-balancer on port 0 (plus ``extra`` flags); its ports come from its
-    ``balancer_ready`` line. Returns once every backend is in rotation."""
-    command = [str(DISTLB_BALANCER), "--listen", HOST, "--port", "0", "--admin-port", "0"]
-    command += ["--log-format", "json", *extra]
-    for server in servers:
-        command += ["--backend", f"{HOST}:{server.port},status={server.stats_port}"]
-    proc = start(name, command, work, procs)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    ready = wait_event(proc, "balancer_ready")
-    # Listening once it says so; a connect-and-close here would only log a bad_request.
-    balancer = Balancer(proc, int(str(ready["port"])), int(str(ready["admin_port"])))
-    while True:
-        totals = get_json(balancer.admin_port, "/status").get("totals")
-        if isinstance(totals, dict) and totals.get("healthy_backends") == len(servers):
-            return balancer
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{name}: backends not all up after {READY_TIMEOUT_S}s: {totals}")
-        time.sleep(0.05)
 
 
 class Phase(TypedDict):
@@ -313,7 +262,8 @@ def run(rounds: int, jobs_low: int, jobs_high: int, cap_s: float, keep_logs: Pat
     balancer_totals: list[dict[str, object]] = []
     try:
         servers = start_servers(work, procs)
-        haproxy_port = start_haproxy(work, servers, procs)
+        lines = [f"    server s{i} {HOST}:{s.port} maxconn {SLOTS}" for i, s in enumerate(servers)]
+        haproxy_port = start_haproxy(work, procs, "haproxy", HAPROXY_CFG, lines)
         direct = [(HOST, s.port) for s in servers]
         for round_index in range(rounds):
             order = PATHS if round_index % 2 == 0 else PATHS[::-1]
@@ -484,7 +434,9 @@ def _interrupt(signum: int, _frame: object) -> None:
 def main() -> int:
     # SIGTERM unwinds like Ctrl-C, through the finally blocks that stop what we started.
     signal.signal(signal.SIGTERM, _interrupt)
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.balancer_overhead", description=(__doc__ or "").splitlines()[0]
+    )
     parser.add_argument("--rounds", type=int, default=5, help="R: repetitions of every phase")
     parser.add_argument("--jobs-low", type=int, default=200, help=f"jobs per phase at c={LOW}")
     parser.add_argument("--jobs-high", type=int, default=640, help=f"jobs per phase at c={HIGH}")

@@ -16,7 +16,7 @@ medians of the rounds' p50 and p99, each with its spread over the rounds (± hal
 max - min, as a share of the median), and the median of the rounds' cluster/single
 ratios.
 
-    .venv/bin/python bench/cache.py [--rounds R] [--quick]
+    .venv/bin/python -m bench.cache [--rounds R] [--quick]
 """
 
 from __future__ import annotations
@@ -32,17 +32,24 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.balancer_overhead import start_servers
+from bench.harness import (
+    HOST,
+    Proc,
+    free_ports,
+    get_json,
+    quantile_ms,
+    start,
+    start_balancer,
+    stop,
+    wait_ready,
+)
+from client import compile_remote
+from tests.support.projects import write_c_project
+from tests.support.redis_cluster import RedisClusterNodes
+from wire import Request
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [p for p in (str(ROOT), str(ROOT / "bench")) if p not in sys.path]
-
-from balancer_overhead import start_balancer, start_servers  # noqa: E402
-from harness import HOST, Proc, free_ports, get_json, quantile_ms, start, stop, wait_ready  # noqa: E402
-
-from client import compile_remote  # noqa: E402
-from tests.support.projects import write_c_project  # noqa: E402
-from tests.support.redis_cluster import RedisClusterNodes  # noqa: E402
-from wire import Request  # noqa: E402
-
 RESULTS_DIR = ROOT / "bench" / "results"
 BIG_OBJECT_BYTES = 100_000
 
@@ -165,7 +172,7 @@ async def throughput(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.cache", description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--modules", type=int, default=40)
     parser.add_argument("--quick", action="store_true", help="3 rounds, smaller loads")

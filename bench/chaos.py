@@ -9,7 +9,7 @@ run, restarts a balancer once. A real distccd is a backend too. Prints, per run 
 all: builds, failed builds, wrong objects, faults, jobs slower than the fault-free p99
 plus the hedge deadline, and the worst stall.
 
-    .venv/bin/python bench/chaos.py [--quick] [--seed N]
+    .venv/bin/python -m bench.chaos [--quick] [--seed N]
 
 --quick: about a minute and a half. The default run injects well over 50 faults.
 """
@@ -30,14 +30,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.harness import HOST, Proc, free_ports, log_events, start, stop, stop_all, wait_ready
+from client.quantiles import quantile
+from tests.support.fault_relay import RelayThread
+from tests.support.projects import write_c_project
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.harness import HOST, Proc, free_ports, log_events, start, stop, stop_all, wait_ready  # noqa: E402
-from client.quantiles import quantile  # noqa: E402
-from tests.support.fault_relay import RelayThread  # noqa: E402
-from tests.support.projects import write_c_project  # noqa: E402
-
 RESULTS_DIR = ROOT / "bench" / "results"
 BIN = ROOT / ".venv" / "bin"
 MODULES = 23  # + main.c: 24 jobs a build
@@ -237,7 +235,7 @@ def _job_times(procs: list[Proc], skip: dict[str, int] | None = None) -> tuple[l
     for proc in procs:
         for event in log_events(proc.log_path)[(skip or {}).get(proc.name, 0) :]:
             if event.get("event") == "job_done" and not event.get("cached"):
-                ms.append(float(event.get("ms", 0)))
+                ms.append(float(str(event.get("ms", 0))))
                 failed += event.get("outcome") in ("failed", "turned_away")
     return ms, failed
 
@@ -292,7 +290,7 @@ def run(quick: bool, seed: int) -> dict[str, object]:
                 {k: e.get(k) for k in ("ms", "backend", "tries", "outcome")}
                 for proc in balancers
                 for e in log_events(proc.log_path)[seen.get(proc.name, 0) :]
-                if e.get("event") == "job_done" and float(e.get("ms", 0)) > bound_ms  # type: ignore[arg-type]
+                if e.get("event") == "job_done" and float(str(e.get("ms", 0))) > bound_ms
             ]
             result.slow_jobs = sum(1 for m in ms if m > bound_ms)
             result.worst_stall_ms = max(ms, default=0.0)
@@ -364,7 +362,9 @@ def table(report: dict[str, object]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.chaos", description=(__doc__ or "").splitlines()[0]
+    )
     parser.add_argument("--quick", action="store_true", help="fewer builds (about 90 s)")
     parser.add_argument("--seed", type=int, default=20)
     args = parser.parse_args()

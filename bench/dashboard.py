@@ -9,7 +9,7 @@ of the rounds with their spread, and the live viewers' cost against the baseline
 writes the table to bench/results/dashboard.md. Goal: under 5 % of a core with 50 live
 viewers.
 
-    .venv/bin/python bench/dashboard.py [--rounds R] [--viewers N] [--window S] [--quick]
+    .venv/bin/python -m bench.dashboard [--rounds R] [--viewers N] [--window S] [--quick]
 """
 
 from __future__ import annotations
@@ -18,22 +18,25 @@ import argparse
 import asyncio
 import contextlib
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
 
+from bench import harness
+from bench.harness import HOST, Proc, free_ports, get_json, start, stop_all, wait_ready
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench import harness  # noqa: E402
-from bench.harness import HOST, Proc, free_ports, get_json, start, stop_all, wait_ready  # noqa: E402
-
 BIN = ROOT / ".venv" / "bin"
 RESULTS = ROOT / "bench" / "results" / "dashboard.md"
 SERVERS = 3
+
+
+def healthy_backends(admin_port: int) -> int:
+    totals = get_json(admin_port, "/status")["totals"]
+    assert isinstance(totals, dict)
+    return int(totals["healthy_backends"])
 
 
 async def _live(url: str, until: float, counts: list[int]) -> None:
@@ -88,7 +91,9 @@ async def _watch(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.dashboard", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--viewers", type=int, default=50)
     parser.add_argument("--window", type=float, default=20.0, help="seconds measured")
@@ -117,7 +122,7 @@ def main() -> None:
         balancer = start("balancer", command, work, procs)
         wait_ready(balancer, admin)
         deadline = time.monotonic() + 30
-        while get_json(admin, "/status")["totals"]["healthy_backends"] < SERVERS:  # type: ignore[index]
+        while healthy_backends(admin) < SERVERS:
             if time.monotonic() > deadline:
                 raise RuntimeError("backends never healthy")
             time.sleep(0.1)
@@ -144,7 +149,7 @@ def main() -> None:
         f"# Dashboard viewers on an idle farm ({SERVERS} servers, {args.viewers} viewers, "
         f"{args.rounds} rounds of {args.window:.0f} s)",
         "",
-        "`.venv/bin/python bench/dashboard.py" + (" --quick" if args.quick else "") + "`",
+        "`.venv/bin/python -m bench.dashboard" + (" --quick" if args.quick else "") + "`",
         "",
         "| viewers | balancer CPU, % of a core (each round) | median | spread | over idle | "
         "updates/s received |",

@@ -11,7 +11,7 @@ speeds, files, start times and background schedule. Prints a markdown table of
 makespans against a lower bound and writes bench/results/farm.{md,json} and
 bench/results/farm_makespan.png.
 
-    .venv/bin/python bench/farm.py [--quick | --light] [--rounds R] [--strategy S]...
+    .venv/bin/python -m bench.farm [--quick | --light] [--rounds R] [--strategy S]...
                                    [--keep-logs DIR] [--balancer-arg ARG]...
 """
 
@@ -25,19 +25,15 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 # The benchmark is in bench/farmsim/, a module per role (see farmsim/__init__.py). Here:
 # what main needs and what tests/unit/test_farm_references.py uses; any other name this
 # file defined before the split is looked up in farmsim's modules (see __getattr__).
-from farmsim import bounds, clients, model, processes, report, runs  # noqa: E402
-from farmsim.bounds import ideal_earliest_finish, ideal_greedy  # noqa: E402
-from farmsim.model import FULL, LIGHT, QUICK, STRATEGIES, Farm, Scenario, make_farm  # noqa: E402
-from farmsim.processes import HAPROXY  # noqa: E402
-from farmsim.report import table, write_results  # noqa: E402
-from farmsim.runs import run  # noqa: E402
+from bench.farmsim import bounds, clients, model, processes, report, runs
+from bench.farmsim.bounds import ideal_earliest_finish, ideal_greedy
+from bench.farmsim.model import FULL, LIGHT, QUICK, STRATEGIES, Farm, Scenario, make_farm
+from bench.farmsim.report import table, write_results
+from bench.farmsim.runs import run
+from bench.harness import HAPROXY
 
 __all__ = ["Farm", "Scenario", "ideal_earliest_finish", "ideal_greedy", "main"]
 
@@ -58,7 +54,9 @@ def _interrupt(signum: int, _frame: object) -> None:
 def main() -> int:
     # SIGTERM unwinds like Ctrl-C, through the finally blocks that stop what we started.
     signal.signal(signal.SIGTERM, _interrupt)
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.farm", description=(__doc__ or "").splitlines()[0]
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="8 servers x 4, 6 clients x 100")
     mode.add_argument(

@@ -1,6 +1,6 @@
 """What every benchmark here needs: processes started in their own sessions on
 loopback, waited for with deadlines, stopped for sure; JSON from their admin pages
-and logs."""
+and logs; a distlb-balancer or HAProxy in front of servers."""
 
 from __future__ import annotations
 
@@ -11,19 +11,20 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from typing import Protocol
 
 from client.quantiles import quantile
 
+ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"  # all traffic stays on loopback
 READY_TIMEOUT_S = 30.0
+DISTLB_BALANCER = ROOT / ".venv" / "bin" / "distlb-balancer"
+HAPROXY = Path("/usr/sbin/haproxy")
 
 
 @dataclass
@@ -159,3 +160,67 @@ def wait_event(proc: Proc, name: str, timeout_s: float = READY_TIMEOUT_S) -> dic
         if time.monotonic() > deadline:
             raise RuntimeError(f"{proc.name}: no {name} in {timeout_s}s")
         time.sleep(0.05)
+
+
+class Backend(Protocol):
+    """A distlb-server to put a balancer in front of: its distcc and status ports."""
+
+    @property
+    def port(self) -> int: ...
+    @property
+    def stats_port(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Balancer:
+    proc: Proc
+    port: int
+    admin_port: int
+
+
+def start_balancer(
+    work: Path,
+    servers: Sequence[Backend],
+    procs: list[Proc],
+    name: str,
+    extra: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> Balancer:
+    """distlb-balancer on port 0 (plus ``extra`` flags) in front of ``servers``; its ports
+    come from its ``balancer_ready`` line. Returns once every backend is in rotation;
+    raises when it exits or they are not all up within READY_TIMEOUT_S."""
+    command = [str(DISTLB_BALANCER), "--listen", HOST, "--port", "0", "--admin-port", "0"]
+    command += ["--log-format", "json", *extra]
+    for server in servers:
+        command += ["--backend", f"{HOST}:{server.port},status={server.stats_port}"]
+    proc = start(name, command, work, procs, env)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    ready = wait_event(proc, "balancer_ready")
+    # Listening once it says so; a connect-and-close here would only log a bad_request.
+    balancer = Balancer(proc, int(str(ready["port"])), int(str(ready["admin_port"])))
+    while True:
+        totals = get_json(balancer.admin_port, "/status").get("totals")
+        if isinstance(totals, dict) and totals.get("healthy_backends") == len(servers):
+            return balancer
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name}: backends not all up after {READY_TIMEOUT_S}s: {totals}")
+        time.sleep(0.05)
+
+
+def start_haproxy(
+    work: Path, procs: list[Proc], name: str, config: str, server_lines: list[str]
+) -> int:
+    """HAProxy from ``config``, a template of ``{host}``, ``{port}`` (a free port) and
+    ``{servers}`` (the ``server_lines``), written to ``work/name.cfg``; raises when
+    ``haproxy -c`` refuses it. Returns the port once it listens."""
+    (port,) = free_ports(1)
+    cfg = work / f"{name}.cfg"
+    cfg.write_text(config.format(host=HOST, port=port, servers="\n".join(server_lines)))
+    check = subprocess.run(
+        [str(HAPROXY), "-c", "-f", str(cfg)], capture_output=True, timeout=30, check=False
+    )
+    if check.returncode != 0:
+        output = (check.stdout + check.stderr).decode(errors="replace")
+        raise RuntimeError(f"haproxy -c refused {cfg}:\n{output}")
+    wait_ready(start(name, [str(HAPROXY), "-db", "-f", str(cfg)], work, procs), port)
+    return port

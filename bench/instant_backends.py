@@ -8,7 +8,7 @@ and honours distlb-server's long poll (``?since=TOKEN&wait=S``, answered once th
 has changed enough: client/status.py ``changed_enough``), so a balancer's report cost is
 what it is against real servers.
 
-    python bench/instant_backends.py --count 500 --slots 16
+    .venv/bin/python -m bench.instant_backends --count 500 --slots 16
 
 prints one JSON line, ``{"backends": [[port, status_port], ...]}``, once all listen.
 """
@@ -20,9 +20,6 @@ import asyncio
 import json
 import signal
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from client.status import change_token, changed_enough, compilers_revision
 from wire import Reply, encode_reply
@@ -124,7 +121,9 @@ async def main_async(count: int, slots: int, hold_s: float) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.instant_backends", description=(__doc__ or "").splitlines()[0]
+    )
     parser.add_argument("--count", type=int, default=2)
     parser.add_argument("--slots", type=int, default=16)
     parser.add_argument("--hold-s", type=float, default=0.0, help="hold each job this long")

@@ -3,6 +3,8 @@
 python-lzo (the project's choice) against lzallright (pip install lzallright to
 include it). Prints compress/decompress throughput (median of runs), sizes, and
 whether each decompresses the other's output.
+
+    .venv/bin/python -m bench.lzo_bindings
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ sends tiny and 100 KB jobs at 64 and 256 at once, directly to one backend, throu
 the balancer and through HAProxy. Prints, per N and path: jobs/s, the proxy's CPU ms
 per job (from /proc), p50/p99 latency added against direct, and the balancer's RSS.
 
-    .venv/bin/python bench/scale.py [--quick] [--sizes 2,50,200,500] [--workers N]
+    .venv/bin/python -m bench.scale [--quick] [--sizes 2,50,200,500] [--workers N]
 
 Profile the hot path with py-spy (``py-spy record -o profile.svg --pid PID``) or run
 the balancer under ``python -m cProfile`` by hand; the numbers below are what
@@ -26,14 +26,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, TypedDict
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench import harness  # noqa: E402
-from bench.harness import HOST, Proc, free_ports, get_json, start, stop_all, wait_ready  # noqa: E402
+from bench import harness
+from bench.harness import HOST, Proc, free_ports, get_json, start, stop_all, wait_ready
 
 cpu_s = harness.cpu_s
+
+ROOT = Path(__file__).resolve().parent.parent
 
 BIN = ROOT / ".venv" / "bin"
 PYTHON = BIN / "python"
@@ -66,6 +66,36 @@ def rss_mb(pid: int) -> float:
     return int(line.split()[1]) / 1024
 
 
+class LoadSummary(TypedDict):
+    """What ``distlb-loadgen --json`` prints (client/loadgen.py ``Summary.as_dict``),
+    the fields read here."""
+
+    ok: int
+    failed: int
+    turned_away: int
+    seconds: float
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+class Row(TypedDict):
+    """One farm size, job size, concurrency and path: a line of the table."""
+
+    backends: int
+    size: str
+    concurrency: int
+    path: str
+    ok: int
+    failed: int
+    turned_away: int
+    jobs_s: float
+    cpu_ms_job: float | None
+    p50_added_ms: float | None
+    p99_added_ms: float | None
+    rss_mb: float
+    idle_pct_per_100: float | None
+
+
 @dataclass
 class Farm:
     backends: list[tuple[int, int]]
@@ -89,7 +119,7 @@ def start_farm(
     haproxy: bool = True,
 ) -> Farm:
     fakes = start(f"fakes-{count}-{hold_s:g}",
-                  [str(PYTHON), str(ROOT / "bench" / "instant_backends.py"), "--count", str(count),
+                  [str(PYTHON), "-m", "bench.instant_backends", "--count", str(count),
                    "--slots", str(SLOTS), "--hold-s", str(hold_s)],
                   work, procs)  # fmt: skip
     deadline = time.monotonic() + 60
@@ -100,7 +130,7 @@ def start_farm(
         text = fakes.log_path.read_text()
         for line in text.splitlines():
             if line.startswith("{"):
-                backends = [tuple(p) for p in json.loads(line)["backends"]]  # type: ignore[misc]
+                backends = [tuple(p) for p in json.loads(line)["backends"]]
         time.sleep(0.1)
     port, admin, hport = free_ports(3)
     config = work / f"balancer-{count}.toml"
@@ -148,7 +178,7 @@ def _worker_pids(pid: int) -> list[int]:
     return [pid, *children]
 
 
-def load(port: int, jobs: int, concurrency: int, size: str) -> dict[str, object]:
+def load(port: int, jobs: int, concurrency: int, size: str) -> LoadSummary:
     done = subprocess.run(
         [str(BIN / "distlb-loadgen"), f"{HOST}:{port}", "--jobs", str(jobs), "--concurrency",
          str(concurrency), "--duration", str(PHASE_CAP_S), "--size-kb", str(SIZE_KB[size]),
@@ -157,15 +187,13 @@ def load(port: int, jobs: int, concurrency: int, size: str) -> dict[str, object]
     )  # fmt: skip
     if not done.stdout.strip():
         raise RuntimeError(f"loadgen printed nothing: {done.stderr[-500:]}")
-    summary = json.loads(done.stdout)
+    summary: LoadSummary = json.loads(done.stdout)
     assert isinstance(summary, dict)
     return summary
 
 
-def measure(
-    farm: Farm, count: int, sizes: list[str], concurrencies: list[int]
-) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
+def measure(farm: Farm, count: int, sizes: list[str], concurrencies: list[int]) -> list[Row]:
+    rows: list[Row] = []
     assert farm.haproxy is not None
     pids = {"balancer": farm.workers, "haproxy": [farm.haproxy.popen.pid]}
     # Idle: only reports and probes.
@@ -179,8 +207,8 @@ def measure(
                 before = sum(cpu_s(p) for p in pids[path])
                 summary = load(port, JOBS[size], concurrency, size)
                 used = sum(cpu_s(p) for p in pids[path]) - before
-                ok = int(summary["ok"])  # type: ignore[arg-type]
-                seconds = float(summary["seconds"])  # type: ignore[arg-type]
+                ok = int(summary["ok"])
+                seconds = float(summary["seconds"])
                 rows.append({
                     "backends": count, "size": size, "concurrency": concurrency, "path": path,
                     "ok": ok, "failed": summary["failed"], "turned_away": summary["turned_away"],
@@ -252,7 +280,7 @@ def compare_workers(work: Path, workers: int, count: int, rounds: int) -> str:
                 before = sum(cpu_s(p) for p in farm.workers)
                 summary = load(farm.balancer_port, JOBS["tiny"], 64, "tiny")
                 used = sum(cpu_s(p) for p in farm.workers) - before
-                ok, seconds = int(summary["ok"]), float(summary["seconds"])  # type: ignore[arg-type]
+                ok, seconds = int(summary["ok"]), float(summary["seconds"])
                 runs[n].append((used * 1000 / ok, ok / seconds))
             finally:
                 stop_all(procs)
@@ -269,14 +297,16 @@ def compare_workers(work: Path, workers: int, count: int, rounds: int) -> str:
     return "\n".join(lines)
 
 
-def _added(summary: dict[str, object], direct: dict[str, object], key: str) -> float | None:
+def _added(
+    summary: LoadSummary, direct: LoadSummary, key: Literal["p50_ms", "p99_ms"]
+) -> float | None:
     ours, theirs = summary.get(key), direct.get(key)
     if ours is None or theirs is None:
         return None
-    return round(float(ours) - float(theirs), 2)  # type: ignore[arg-type]
+    return round(float(ours) - float(theirs), 2)
 
 
-def table(rows: list[dict[str, object]]) -> str:
+def table(rows: list[Row]) -> str:
     lines = [
         "| backends | size | clients | path | jobs/s | CPU ms/job | p50 added ms | p99 added ms "
         "| RSS MB | idle % core per 100 backends |",
@@ -291,17 +321,17 @@ def table(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def ratios(rows: list[dict[str, object]]) -> str:
+def ratios(rows: list[Row]) -> str:
     """The issue's goals, as ratios from this run."""
 
     def cpu(n: int, path: str, size: str = "tiny", c: int = 64) -> float | None:
         for r in rows:
             if (r["backends"], r["path"], r["size"], r["concurrency"]) == (n, path, size, c):
                 value = r["cpu_ms_job"]
-                return float(value) if value is not None else None  # type: ignore[arg-type]
+                return float(value) if value is not None else None
         return None
 
-    sizes = sorted({int(r["backends"]) for r in rows})  # type: ignore[call-overload]
+    sizes = sorted({int(r["backends"]) for r in rows})
     small, large = sizes[0], sizes[-1]
     out = []
     a, b = cpu(large, "balancer"), cpu(small, "balancer")
@@ -311,14 +341,16 @@ def ratios(rows: list[dict[str, object]]) -> str:
         ours, theirs = cpu(n, "balancer"), cpu(n, "haproxy")
         if ours and theirs:
             out.append(f"- CPU per job vs HAProxy at N={n}: {ours / theirs:.2f} (goal <= 2.5)")
-    idle = [r["idle_pct_per_100"] for r in rows if r["idle_pct_per_100"] is not None]
+    idle = [value for r in rows if (value := r["idle_pct_per_100"]) is not None]
     if idle:
-        out.append(f"- idle: up to {max(idle)} % of a core per 100 backends (goal <= 1)")  # type: ignore[type-var]
+        out.append(f"- idle: up to {max(idle)} % of a core per 100 backends (goal <= 1)")
     return "\n".join(out)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.scale", description=(__doc__ or "").splitlines()[0]
+    )
     parser.add_argument("--quick", action="store_true", help="N in 2, 200; tiny jobs at 64")
     parser.add_argument("--sizes", default="2,50,200,500")
     parser.add_argument("--workers", type=int, default=1)
@@ -342,7 +374,7 @@ def main() -> int:
     concurrencies = [64] if args.quick else [64, 256]
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="distlb-scale-"))
-    rows: list[dict[str, object]] = []
+    rows: list[Row] = []
     for count in counts:
         procs: list[Proc] = []
         try:

@@ -6,7 +6,7 @@ second distlb-server with --sandbox none runs alongside, so the sandbox's own co
 job is measured in the same run; the argument judge's cost is timed in-process. Prints
 a table of ratios and writes it, with the raw numbers, to bench/results/.
 
-    .venv/bin/python bench/server_vs_distccd.py [--jobs N] [--rounds R] [--files F] [--quick]
+    .venv/bin/python -m bench.server_vs_distccd [--jobs N] [--rounds R] [--files F] [--quick]
 """
 
 from __future__ import annotations
@@ -27,11 +27,9 @@ from collections import Counter
 from pathlib import Path
 from typing import TypedDict
 
+from bench.harness import Proc, free_ports, start, stop_all, wait_ready
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.harness import Proc, free_ports, start, stop_all, wait_ready  # noqa: E402
-
 RESULTS_DIR = ROOT / "bench" / "results"
 DISTLB_SERVER = ROOT / ".venv" / "bin" / "distlb-server"
 SERIES = {"plain": "", "lzo": ",lzo"}
@@ -229,7 +227,6 @@ JUDGE_REPEATS = 2000
 
 def judge_cost_us() -> float:
     """The argument judge's time per command line, in microseconds (median of rounds)."""
-    sys.path.insert(0, str(ROOT))
     from daemon.judge import Judge
 
     judge = Judge()
@@ -380,7 +377,9 @@ def write_results(raw: Raw, rows: list[dict[str, str | float]], text: str, took_
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.server_vs_distccd", description=(__doc__ or "").splitlines()[0]
+    )
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="N: slots, -jN")
     parser.add_argument("--rounds", type=int, default=5, help="R: builds per server and series")
     parser.add_argument("--files", type=int, default=24, help="F: C files in the project")

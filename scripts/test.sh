@@ -5,6 +5,5 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh test
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-# cache/ and balancer/ join when they exist.
-.venv/bin/mypy $(for pkg in wire cache client daemon server balancer; do [ -d "$pkg" ] && echo "$pkg"; done)
+.venv/bin/mypy wire cache client daemon server balancer tests bench scripts/lock.py
 exec .venv/bin/python -m pytest "$@"

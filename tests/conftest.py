@@ -14,7 +14,13 @@ import pytest
 from tests.support.compilers import write_fake_compilers
 from tests.support.projects import write_c_project, write_cpp_project
 from tests.support.redis import RedisServer
-from tests.support.servers import BalancerProcess, Distccd, ServerProcess
+from tests.support.servers import (
+    BalancerProcess,
+    Distccd,
+    ServerProcess,
+    StartBalancer,
+    StartServer,
+)
 
 # Python 3.11.7 can fail "AST constructor recursion depth mismatch" when hypothesis's
 # pytest plugin imports hypothesis only at the terminal summary, after tests that ran
@@ -47,7 +53,7 @@ def server_tmp(shared_tmp: Path) -> Path:
 
 
 @pytest.fixture
-def start_server(server_tmp: Path) -> Iterator[type[ServerProcess]]:
+def start_server(server_tmp: Path) -> Iterator[StartServer]:
     started: list[ServerProcess] = []
 
     def start(
@@ -59,7 +65,7 @@ def start_server(server_tmp: Path) -> Iterator[type[ServerProcess]]:
         started.append(proc)
         return proc
 
-    yield start  # type: ignore[misc]
+    yield start
     for proc in started:
         proc.stop()
 
@@ -113,7 +119,7 @@ def fake_compilers(shared_tmp: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def start_balancer() -> Iterator[type[BalancerProcess]]:
+def start_balancer() -> Iterator[StartBalancer]:
     started: list[BalancerProcess] = []
 
     def start(*args: str, config_file: Path | None = None) -> BalancerProcess:
@@ -121,7 +127,7 @@ def start_balancer() -> Iterator[type[BalancerProcess]]:
         started.append(proc)
         return proc
 
-    yield start  # type: ignore[misc]
+    yield start
     for proc in started:
         proc.stop()
 

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
-from harness import HOST
-
+from bench.harness import HOST
 from client import ClientError, TurnedAway, compile_remote
 from tests.support.projects import CFLAGS, local_object, sources, write_c_project
 from wire import Request

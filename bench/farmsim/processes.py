@@ -1,31 +1,20 @@
-"""The farm's processes: sim-cc, distlb-servers, distlb-balancers and HAProxy, started
-with bench/harness.py (each in its own session, logs in the work dir) and waited for."""
+"""The farm's processes: sim-cc, distlb-servers and HAProxy, started with
+bench/harness.py (each in its own session, logs in the work dir) and waited for; the
+balancers are harness.start_balancer's, with daemon_env()."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import (
-    HOST,
-    READY_TIMEOUT_S,
-    Proc,
-    free_ports,
-    get_json,
-    start,
-    wait_event,
-    wait_ready,
-)
+from bench import harness
+from bench.harness import HOST, Proc, free_ports, start, wait_ready
 
 from . import ROOT
 from .model import BYTES_PER_S, Farm, Scenario
 
 DISTLB_SERVER = ROOT / ".venv" / "bin" / "distlb-server"
-DISTLB_BALANCER = ROOT / ".venv" / "bin" / "distlb-balancer"
-HAPROXY = Path("/usr/sbin/haproxy")
 
 
 # sim-cc: distcc runs `sim-cc -E file.c` locally (stdout is the "preprocessed" source)
@@ -148,7 +137,6 @@ def start_servers(
 def start_haproxy(
     work: Path, servers: list[Server], slots: int, agent: bool, procs: list[Proc], tag: str
 ) -> int:
-    (port,) = free_ports(1)
     lines = []
     for i, s in enumerate(servers):
         line = f"    server s{i} {HOST}:{s.port} maxconn {slots}"
@@ -160,35 +148,4 @@ def start_haproxy(
                 " agent-inter 500ms weight 100"
             )
         lines.append(line)
-    cfg = work / f"{tag}-haproxy.cfg"
-    cfg.write_text(HAPROXY_CFG.format(host=HOST, port=port, servers="\n".join(lines)))
-    check = subprocess.run(
-        [str(HAPROXY), "-c", "-f", str(cfg)], capture_output=True, timeout=30, check=False
-    )
-    if check.returncode != 0:
-        output = (check.stdout + check.stderr).decode(errors="replace")
-        raise RuntimeError(f"haproxy -c refused {cfg}:\n{output}")
-    wait_ready(start(f"{tag}-haproxy", [str(HAPROXY), "-db", "-f", str(cfg)], work, procs), port)
-    return port
-
-
-def start_balancer(
-    work: Path, servers: list[Server], procs: list[Proc], name: str, extra: tuple[str, ...] = ()
-) -> tuple[int, int]:
-    """distlb-balancer on port 0; its ports come from its ``balancer_ready`` line. Returns
-    them (distcc, admin) once every backend is in rotation."""
-    command = [str(DISTLB_BALANCER), "--listen", HOST, "--port", "0", "--admin-port", "0"]
-    command += ["--log-format", "json", *extra]
-    for server in servers:
-        command += ["--backend", f"{HOST}:{server.port},status={server.stats_port}"]
-    proc = start(name, command, work, procs, daemon_env())
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    ready = wait_event(proc, "balancer_ready")
-    port, admin_port = int(str(ready["port"])), int(str(ready["admin_port"]))
-    while True:
-        totals = get_json(admin_port, "/status").get("totals")
-        if isinstance(totals, dict) and totals.get("healthy_backends") == len(servers):
-            return port, admin_port
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{name}: backends not all up after {READY_TIMEOUT_S}s: {totals}")
-        time.sleep(0.05)
+    return harness.start_haproxy(work, procs, f"{tag}-haproxy", HAPROXY_CFG, lines)

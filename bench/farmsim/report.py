@@ -143,7 +143,7 @@ def plot(outcomes: list[Outcome], path: Path) -> None:
             zorder=3, label="per client" if x == 0 else None,
         )  # fmt: skip
         ax.hlines(o["lower_bound_s"], x - 0.4, x + 0.4, colors="#c0392b", linewidth=2,
-                  label="lower bound" if x == 0 else None)  # fmt: skip
+                  label="lower bound" if x == 0 else "")  # fmt: skip
         if o["capped"]:  # cut off: at least this long
             ax.text(x, o["makespan_s"], "capped", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(xs, names, rotation=20, fontsize=8)

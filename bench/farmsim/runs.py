@@ -12,12 +12,21 @@ from collections import Counter
 from pathlib import Path
 from typing import TypedDict
 
-from harness import HOST, Proc, get_json, log_events, quantile_ms, stop_all
+from bench.harness import (
+    HOST,
+    Balancer,
+    Proc,
+    get_json,
+    log_events,
+    quantile_ms,
+    start_balancer,
+    stop_all,
+)
 
 from . import bounds
 from .clients import client_env, run_builds, write_sources
 from .model import Farm, Scenario, make_farm
-from .processes import start_balancer, start_haproxy, start_servers, write_sim_cc
+from .processes import daemon_env, start_haproxy, start_servers, write_sim_cc
 
 # What the distlb balancers did, from their /status totals.
 BALANCER_TOTALS = ("turned_away", "retries", "hedges", "tail_hedges", "waited_for_faster")
@@ -60,7 +69,7 @@ def run_strategy(
     """Fresh servers (and balancers or HAProxy) for one strategy; the builds; the numbers."""
     mine: list[Proc] = []
     tag = f"r{round_index}-{strategy}"
-    balancers: list[tuple[int, int]] = []
+    balancers: list[Balancer] = []
     try:
         servers = start_servers(work, scenario, farm, mine, tag)
         slots = scenario.slots
@@ -74,10 +83,12 @@ def run_strategy(
         else:
             count = 2 if strategy == "distlb-x2" else 1
             balancers = [
-                start_balancer(work, servers, mine, f"{tag}-b{i}", scenario.balancer_args)
+                start_balancer(
+                    work, servers, mine, f"{tag}-b{i}", scenario.balancer_args, daemon_env()
+                )
                 for i in range(count)
             ]
-            hosts = [f"{HOST}:{balancers[k % count][0]}/64" for k in range(scenario.clients)]
+            hosts = [f"{HOST}:{balancers[k % count].port}/64" for k in range(scenario.clients)]
         home = work / f"{tag}-home"
         home.mkdir()
         client_bin = work / "client-bin"
@@ -95,8 +106,8 @@ def run_strategy(
             assert isinstance(counters, dict)
             rejected += int(counters["rejected_busy"])
         balancer_totals: Counter[str] = Counter()
-        for _port, admin_port in balancers:
-            totals = get_json(admin_port, "/status")["totals"]
+        for balancer in balancers:
+            totals = get_json(balancer.admin_port, "/status")["totals"]
             assert isinstance(totals, dict)
             for key in BALANCER_TOTALS:
                 balancer_totals[key] += int(totals[key])

@@ -9,13 +9,13 @@ import pytest
 
 from tests.support.distcc import run_distcc
 from tests.support.projects import local_object
-from tests.support.servers import ServerProcess, hold_a_slot, wait_until
+from tests.support.servers import StartServer, hold_a_slot, wait_until
 
 pytestmark = pytest.mark.integration
 
 
 def test_full_server_turns_away_and_real_client_falls_back(
-    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path], tmp_path: Path
+    start_server: StartServer, fake_compilers: tuple[Path, Path], tmp_path: Path
 ) -> None:
     bin_dir, _ = fake_compilers
     server = start_server("--jobs", "1", "--compiler", "hang-cc", "--compiler", "gcc",
@@ -51,7 +51,7 @@ def test_full_server_turns_away_and_real_client_falls_back(
     wait_until(lambda: server.status()["busy"] == 0, 10, "the slot to be freed")
 
 
-def test_address_outside_allow_list_is_turned_away(start_server: type[ServerProcess]) -> None:
+def test_address_outside_allow_list_is_turned_away(start_server: StartServer) -> None:
     server = start_server("--allow", "10.0.0.0/8", "--status-allow", "127.0.0.0/8")
     with socket.create_connection(("127.0.0.1", server.port)) as conn:
         conn.settimeout(10)

@@ -26,7 +26,14 @@ from hypothesis import strategies as st
 from tests.support.distcc import CLIENT_TIMEOUT_S, distcc_env, run_distcc
 from tests.support.kdc import AuthDistccd, Kdc
 from tests.support.projects import assert_identical_to_local, local_object, sources
-from tests.support.servers import BalancerProcess, ServerProcess, free_port, wait_until
+from tests.support.servers import (
+    BalancerProcess,
+    ServerProcess,
+    StartBalancer,
+    StartServer,
+    free_port,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +111,7 @@ def _logged(proc: ServerProcess, name: str, count: int) -> list[dict[str, Any]]:
 
 
 def test_server_allowed_principal_builds_byte_identical(
-    kdc: Kdc, lists: dict[str, Path], start_server: Any, c_project: Path
+    kdc: Kdc, lists: dict[str, Path], start_server: StartServer, c_project: Path
 ) -> None:
     server = start_server("--jobs", "4", "--auth", "--keytab", kdc.keytab,
                           "--allow-principals", str(lists["allow"]),
@@ -142,7 +149,9 @@ def _client_for(case: str, kdc: Kdc, shared_tmp: Path) -> tuple[str, bool]:
     return kdc.ticket(who), True
 
 
-def _refused_both_ways(proc: Any, port: int, case: str, kdc: Kdc, shared_tmp: Path) -> None:
+def _refused_both_ways(
+    proc: ServerProcess, port: int, case: str, kdc: Kdc, shared_tmp: Path
+) -> None:
     """The real client set up for ``case`` against ``port``: with fallback it compiles
     locally, with DISTCC_FALLBACK=0 it fails (default backoff: no retry storm); ``proc``
     logs both refusals, each with the case's reason and a job id, as warnings."""
@@ -163,7 +172,7 @@ def _refused_both_ways(proc: Any, port: int, case: str, kdc: Kdc, shared_tmp: Pa
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_server_refuses_before_any_compile(
-    kdc: Kdc, lists: dict[str, Path], start_server: Any, shared_tmp: Path, case: str
+    kdc: Kdc, lists: dict[str, Path], start_server: StartServer, shared_tmp: Path, case: str
 ) -> None:
     server = start_server("--auth", "--keytab", kdc.keytab,
                           "--allow-principals", str(lists["allow"]),
@@ -182,7 +191,7 @@ def test_server_refuses_before_any_compile(
 
 
 @pytest.fixture
-def guarded_server(kdc: Kdc, lists: dict[str, Path], start_server: Any) -> ServerProcess:
+def guarded_server(kdc: Kdc, lists: dict[str, Path], start_server: StartServer) -> ServerProcess:
     """A server that accepts only the balancer's principal."""
     server: ServerProcess = start_server(
         "--jobs", "4", "--auth", "--keytab", kdc.keytab,
@@ -192,8 +201,8 @@ def guarded_server(kdc: Kdc, lists: dict[str, Path], start_server: Any) -> Serve
 
 
 def _start_auth_balancer(
-    start_balancer: Any, kdc: Kdc, lists: dict[str, Path], client_keytab: str, backend: str,
-    *extra: str,
+    start_balancer: StartBalancer, kdc: Kdc, lists: dict[str, Path], client_keytab: str,
+    backend: str, *extra: str,
 ) -> BalancerProcess:  # fmt: skip
     balancer: BalancerProcess = start_balancer(
         "--backend", backend, "--auth", "--keytab", kdc.keytab,
@@ -208,7 +217,7 @@ def test_balancer_allowed_principal_builds_and_servers_obey_only_the_balancer(
     lists: dict[str, Path],
     balancer_identity: tuple[str, str],
     guarded_server: ServerProcess,
-    start_balancer: Any,
+    start_balancer: StartBalancer,
     c_project: Path,
     shared_tmp: Path,
 ) -> None:
@@ -251,7 +260,7 @@ def test_balancer_refuses_before_any_compile(
     kdc: Kdc,
     lists: dict[str, Path],
     balancer_identity: tuple[str, str],
-    start_balancer: Any,
+    start_balancer: StartBalancer,
     shared_tmp: Path,
     case: str,
 ) -> None:
@@ -272,7 +281,7 @@ def test_balancer_rereads_the_allow_list_when_it_changes(
     lists: dict[str, Path],
     balancer_identity: tuple[str, str],
     guarded_server: ServerProcess,
-    start_balancer: Any,
+    start_balancer: StartBalancer,
     shared_tmp: Path,
 ) -> None:
     server = guarded_server
@@ -437,7 +446,7 @@ def test_refused_client_with_a_one_second_backoff_compiles_locally_after_one_try
     kdc: Kdc,
     lists: dict[str, Path],
     balancer_identity: tuple[str, str],
-    start_balancer: Any,
+    start_balancer: StartBalancer,
     shared_tmp: Path,
 ) -> None:
     # docs/auth.md: with ,auth use DISTCC_BACKOFF_PERIOD=1, not 0. Debian's distcc 3.4
@@ -462,7 +471,7 @@ def test_balancer_authenticates_to_a_real_distccd_with_auth(
     kdc: Kdc,
     lists: dict[str, Path],
     balancer_identity: tuple[str, str],
-    start_balancer: Any,
+    start_balancer: StartBalancer,
     c_project: Path,
 ) -> None:
     daemon = AuthDistccd(kdc, whitelist=[balancer_identity[0]])
@@ -481,7 +490,10 @@ def test_balancer_authenticates_to_a_real_distccd_with_auth(
 
 
 def test_handshakes_beyond_the_limit_are_closed_at_once(
-    kdc: Kdc, lists: dict[str, Path], balancer_identity: tuple[str, str], start_balancer: Any
+    kdc: Kdc,
+    lists: dict[str, Path],
+    balancer_identity: tuple[str, str],
+    start_balancer: StartBalancer,
 ) -> None:
     balancer = _start_auth_balancer(
         start_balancer, kdc, lists, balancer_identity[1], f"127.0.0.1:{free_port()},kind=distccd",
@@ -505,7 +517,10 @@ def test_handshakes_beyond_the_limit_are_closed_at_once(
 
 
 def test_one_address_cannot_take_every_handshake_place(
-    kdc: Kdc, lists: dict[str, Path], balancer_identity: tuple[str, str], start_balancer: Any
+    kdc: Kdc,
+    lists: dict[str, Path],
+    balancer_identity: tuple[str, str],
+    start_balancer: StartBalancer,
 ) -> None:
     balancer = _start_auth_balancer(
         start_balancer, kdc, lists, balancer_identity[1], f"127.0.0.1:{free_port()},kind=distccd",
@@ -536,7 +551,7 @@ def test_one_address_cannot_take_every_handshake_place(
 
 
 def test_server_survives_crafted_handshakes_and_still_serves(
-    kdc: Kdc, lists: dict[str, Path], start_server: Any, shared_tmp: Path
+    kdc: Kdc, lists: dict[str, Path], start_server: StartServer, shared_tmp: Path
 ) -> None:
     server = start_server("--auth", "--keytab", kdc.keytab, "--auth-timeout", "1",
                           "--allow-principals", str(lists["allow"]))  # fmt: skip

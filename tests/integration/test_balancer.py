@@ -15,9 +15,10 @@ import pytest
 from tests.support.distcc import distcc_env, run_distcc, run_make
 from tests.support.projects import assert_identical_to_local, local_object, sources, write_c_project
 from tests.support.servers import (
-    BalancerProcess,
     Distccd,
     ServerProcess,
+    StartBalancer,
+    StartServer,
     hold_a_slot,
     wait_until,
 )
@@ -45,8 +46,8 @@ def big_project(tmp_path: Path) -> Path:
 
 
 def test_build_through_balancer_to_three_backends_splits_by_slots(
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     distccd_stats: Distccd,
     big_project: Path,
 ) -> None:
@@ -77,8 +78,8 @@ def test_build_through_balancer_to_three_backends_splits_by_slots(
 
 @pytest.mark.parametrize("fault", ["sigkill", "sigstop"])
 def test_build_survives_a_backend_killed_or_hung_mid_build(
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     big_project: Path,
     fault: str,
 ) -> None:
@@ -125,8 +126,8 @@ def held_slot() -> Iterator[list[socket.socket]]:
 
 
 def test_all_backends_full_turns_client_away_after_queue_timeout(
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     held_slot: list[socket.socket],
     fake_compilers: tuple[Path, Path],
     tmp_path: Path,
@@ -156,8 +157,8 @@ def test_all_backends_full_turns_client_away_after_queue_timeout(
 
 
 def test_two_balancers_share_backends_without_overfilling_them(
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     tmp_path: Path,
 ) -> None:
     servers = [start_server("--jobs", "2") for _ in range(2)]
@@ -178,7 +179,7 @@ def test_two_balancers_share_backends_without_overfilling_them(
 
 
 def test_malformed_requests_never_reach_a_backend(
-    start_server: type[ServerProcess], start_balancer: type[BalancerProcess]
+    start_server: StartServer, start_balancer: StartBalancer
 ) -> None:
     from tests.integration.test_hostile_input import _crafted, _send
 
@@ -198,8 +199,8 @@ def test_malformed_requests_never_reach_a_backend(
 
 
 def test_client_leaving_closes_the_backend_job_and_its_compile_dies(
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     fake_compilers: tuple[Path, Path],
     tmp_path: Path,
 ) -> None:
@@ -231,8 +232,8 @@ def test_client_leaving_closes_the_backend_job_and_its_compile_dies(
 
 
 def test_jobs_arriving_together_never_overfill_a_backend(
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     fake_compilers: tuple[Path, Path],
 ) -> None:
     """Six jobs at once for two slots: two are sent, four wait for a slot (none is sent

@@ -11,7 +11,12 @@ import pytest
 
 from tests.support.compilers import running
 from tests.support.distcc import start_distcc
-from tests.support.servers import BalancerProcess, ServerProcess, wait_until
+from tests.support.servers import (
+    ServerProcess,
+    StartBalancer,
+    StartServer,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +36,7 @@ def _http_status(url: str) -> int:
 
 
 def test_healthz_follows_backend_health_and_metrics_export_backends(
-    start_server: type[ServerProcess], start_balancer: type[BalancerProcess]
+    start_server: StartServer, start_balancer: StartBalancer
 ) -> None:
     server = start_server("--jobs", "2")
     balancer = start_balancer("--backend", _spec(server))
@@ -48,8 +53,8 @@ def test_healthz_follows_backend_health_and_metrics_export_backends(
 
 
 def test_sighup_reloads_backends_without_dropping_jobs(
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     fake_compilers: tuple[Path, Path],
     tmp_path: Path,
 ) -> None:
@@ -80,8 +85,8 @@ def test_sighup_reloads_backends_without_dropping_jobs(
 
 
 def test_sigterm_drains_jobs_in_flight(
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     fake_compilers: tuple[Path, Path],
     tmp_path: Path,
 ) -> None:

@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 
 from tests.support.distcc import run_distcc
-from tests.support.servers import BalancerProcess, ServerProcess, wait_until
+from tests.support.servers import (
+    BalancerProcess,
+    ServerProcess,
+    StartBalancer,
+    StartServer,
+    wait_until,
+)
 from wire import Request, encode_request, tokens
 
 pytestmark = pytest.mark.integration
@@ -59,7 +65,7 @@ def _hello(tmp: Path) -> None:
 
 
 def test_slow_loris_connections_hold_no_compile_slot(
-    start_server: type[ServerProcess], tmp_path: Path
+    start_server: StartServer, tmp_path: Path
 ) -> None:
     server = start_server("--jobs", "2", "--io-timeout", "60")
     header = tokens.encode(b"DIST", 1) + tokens.encode(b"ARGC", 3)  # ... and then nothing
@@ -84,8 +90,8 @@ def test_slow_loris_connections_hold_no_compile_slot(
 
 @pytest.mark.parametrize("role", ["server", "balancer"])
 def test_a_thousand_idle_connections_leave_real_work_alone(
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     tmp_path: Path,
     enough_fds: None,
     role: str,
@@ -138,7 +144,7 @@ async def _send_bombs(port: int, bomb: bytes, count: int) -> list[asyncio.Stream
 
 @pytest.mark.parametrize("role", ["server", "balancer"])
 def test_lzo_bombs_inflate_off_the_loop_and_leave_the_backends_in_rotation(
-    start_server: type[ServerProcess], start_balancer: type[BalancerProcess], role: str
+    start_server: StartServer, start_balancer: StartBalancer, role: str
 ) -> None:
     """Three at once, with room to inflate one at a time: while they inflate, the status
     page answers, and says so (before, inflating ran on the event loop, and nothing

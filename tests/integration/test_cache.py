@@ -18,23 +18,29 @@ from tests.support.cache_builds import wait_stored as _wait_stored
 from tests.support.distcc import distcc_env, run_make
 from tests.support.projects import assert_identical_to_local, sources, write_c_project
 from tests.support.redis import RedisServer
-from tests.support.servers import BalancerProcess, ServerProcess, wait_until
+from tests.support.servers import (
+    BalancerProcess,
+    ServerProcess,
+    StartBalancer,
+    StartServer,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
 
-def _balancer(start_balancer: type[BalancerProcess], servers: list[ServerProcess],
+def _balancer(start_balancer: StartBalancer, servers: list[ServerProcess],
               redis_server: RedisServer) -> BalancerProcess:  # fmt: skip
     return cache_balancer(start_balancer, servers, redis_server.url)
 
 
 @pytest.fixture
-def backends(start_server: type[ServerProcess]) -> list[ServerProcess]:
+def backends(start_server: StartServer) -> list[ServerProcess]:
     return [start_server("--jobs", "4") for _ in range(2)]
 
 
 def test_bob_reuses_alices_compiles_and_an_edit_misses_only_its_file(
-    start_balancer: type[BalancerProcess],
+    start_balancer: StartBalancer,
     backends: list[ServerProcess],
     redis_server: RedisServer,
     tmp_path: Path,
@@ -65,8 +71,8 @@ def test_bob_reuses_alices_compiles_and_an_edit_misses_only_its_file(
 
 
 def test_a_backend_running_another_compiler_version_never_shares_objects(
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     backends: list[ServerProcess],
     redis_server: RedisServer,
     shared_tmp: Path,
@@ -114,7 +120,7 @@ def test_a_backend_running_another_compiler_version_never_shares_objects(
 
 
 def test_redis_killed_mid_build_costs_nothing_and_hits_resume(
-    start_balancer: type[BalancerProcess],
+    start_balancer: StartBalancer,
     backends: list[ServerProcess],
     redis_server: RedisServer,
     tmp_path: Path,
@@ -181,7 +187,7 @@ def test_redis_store_works_at_once_after_redis_restarts(redis_server: RedisServe
 
 
 def test_flipped_bytes_in_redis_are_ignored_and_recompiled(
-    start_balancer: type[BalancerProcess],
+    start_balancer: StartBalancer,
     backends: list[ServerProcess],
     redis_server: RedisServer,
     tmp_path: Path,
@@ -194,7 +200,9 @@ def test_flipped_bytes_in_redis_are_ignored_and_recompiled(
     keys = client.keys("*")
     assert len(keys) == jobs
     for key in keys:
-        value = bytearray(client.get(key))
+        stored = client.get(key)
+        assert isinstance(stored, bytes), stored
+        value = bytearray(stored)
         value[len(value) // 2] ^= 0x40
         client.set(key, bytes(value))
 
@@ -206,7 +214,7 @@ def test_flipped_bytes_in_redis_are_ignored_and_recompiled(
 
 
 def test_server_disk_cache_hits_and_ignores_flipped_bytes(
-    start_server: type[ServerProcess], shared_tmp: Path, tmp_path: Path
+    start_server: StartServer, shared_tmp: Path, tmp_path: Path
 ) -> None:
     cache_dir = shared_tmp / "server-cache"
     server = start_server("--jobs", "4", "--cache-dir", str(cache_dir), "--cache-size", "64")

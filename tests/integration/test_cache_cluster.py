@@ -19,14 +19,20 @@ from tests.support.distcc import CLIENT_TIMEOUT_S, distcc_env
 from tests.support.projects import assert_identical_to_local, write_c_project
 from tests.support.redis import RedisServer
 from tests.support.redis_cluster import RedisClusterNodes, SentinelGroup
-from tests.support.servers import BalancerProcess, ServerProcess, wait_until
+from tests.support.servers import (
+    BalancerProcess,
+    ServerProcess,
+    StartBalancer,
+    StartServer,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 JOBS = MODULES + 1
 
 
 @pytest.fixture
-def backends(start_server: type[ServerProcess]) -> list[ServerProcess]:
+def backends(start_server: StartServer) -> list[ServerProcess]:
     return [start_server("--jobs", "4") for _ in range(2)]
 
 
@@ -56,7 +62,7 @@ def _nodes(balancer: BalancerProcess) -> dict[str, dict[str, int]]:
 
 
 def test_a_three_master_cluster_serves_bob_what_alice_built(
-    start_balancer: type[BalancerProcess],
+    start_balancer: StartBalancer,
     backends: list[ServerProcess],
     cluster: RedisClusterNodes,
     tmp_path: Path,
@@ -96,7 +102,7 @@ def test_a_three_master_cluster_serves_bob_what_alice_built(
 
 
 def test_a_master_killed_during_bobs_build_costs_bypasses_and_hits_resume_after_failover(
-    start_balancer: type[BalancerProcess],
+    start_balancer: StartBalancer,
     backends: list[ServerProcess],
     replicated_cluster: RedisClusterNodes,
     tmp_path: Path,
@@ -152,7 +158,7 @@ def test_a_master_killed_during_bobs_build_costs_bypasses_and_hits_resume_after_
 
 
 def test_the_cache_follows_the_master_sentinel_promotes(
-    start_balancer: type[BalancerProcess],
+    start_balancer: StartBalancer,
     backends: list[ServerProcess],
     sentinels: SentinelGroup,
     tmp_path: Path,
@@ -174,8 +180,8 @@ def test_the_cache_follows_the_master_sentinel_promotes(
 
 
 def test_only_sandboxed_backends_are_sources_of_shared_entries(
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     redis_server: RedisServer,
     tmp_path: Path,
 ) -> None:

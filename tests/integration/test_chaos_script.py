@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.servers import BalancerProcess, ServerProcess
+from tests.support.servers import StartBalancer, StartServer
 
 pytestmark = pytest.mark.integration
 
@@ -69,8 +69,8 @@ def fake_toxiproxy() -> Iterator[tuple[int, list[tuple[str, str, Any]]]]:
 
 
 def test_chaos_script_adds_latency_stalls_and_resets_and_reports_the_farm(
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     fake_toxiproxy: tuple[int, list[tuple[str, str, Any]]],
 ) -> None:
     api_port, calls = fake_toxiproxy

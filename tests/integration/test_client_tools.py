@@ -196,12 +196,14 @@ def test_monitor_marks_machines_over_the_latency_threshold_slow(farm: Farm) -> N
 
 def test_cron_script_mails_an_alert_naming_the_bad_machines(farm: Farm) -> None:
     from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import Envelope
 
     received: list[str] = []
 
     class Collect:
-        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
-            received.append(envelope.content.decode("utf-8", "replace"))  # type: ignore[attr-defined]
+        async def handle_DATA(self, server: object, session: object, envelope: Envelope) -> str:
+            assert isinstance(envelope.content, bytes), envelope.content
+            received.append(envelope.content.decode("utf-8", "replace"))
             return "250 OK"
 
     smtp_port = free_port()

@@ -29,7 +29,11 @@ from tests.support.corpus import (
     write_trusted_specs,
 )
 from tests.support.distcc import CLIENT_TIMEOUT_S, distcc_env
-from tests.support.servers import BalancerProcess, Distccd, ServerProcess
+from tests.support.servers import (
+    Distccd,
+    StartBalancer,
+    StartServer,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -88,8 +92,8 @@ def _compile_locally(line: CorpusLine) -> bytes:
 def test_corpus_compiles_remotely_on_distlb_whenever_on_distccd_and_objects_match(
     corpus: list[CorpusLine],
     specs_dir: Path,
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     distccd_stats: Distccd,
 ) -> None:
     trusted = ("--trusted-specs-dir", str(specs_dir))
@@ -162,8 +166,8 @@ def test_cache_keys_and_the_judge_agree_on_the_input_of_every_corpus_line(
 
 def test_cmake_ninja_build_with_the_compiler_launcher_compiles_nothing_locally(
     shared_tmp: Path,
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
 ) -> None:
     server = start_server("--jobs", "4")
     balancer = start_balancer("--backend", f"127.0.0.1:{server.port},status={server.stats_port}")

@@ -22,7 +22,13 @@ import pytest
 from tests.support.chromium import LivePage
 from tests.support.distcc import distcc_env
 from tests.support.projects import write_c_project
-from tests.support.servers import BalancerProcess, ServerProcess, wait_until
+from tests.support.servers import (
+    BalancerProcess,
+    ServerProcess,
+    StartBalancer,
+    StartServer,
+    wait_until,
+)
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 MODULES = 8
@@ -45,7 +51,7 @@ def gate(fake_compilers: tuple[Path, Path]) -> Iterator[Path]:
 
 
 def _gated_farm(
-    start_server: type[ServerProcess], start_balancer: type[BalancerProcess], bin_dir: Path,
+    start_server: StartServer, start_balancer: StartBalancer, bin_dir: Path,
     *extra: str, sandbox: str = "bwrap",
 ) -> tuple[list[ServerProcess], BalancerProcess]:  # fmt: skip
     servers = [
@@ -99,7 +105,7 @@ RUNNING = """Array.from(document.querySelectorAll('#timeline .job'))
 
 
 def test_a_running_build_shows_live_on_the_page_and_stays_in_its_history(
-    start_server: type[ServerProcess], start_balancer: type[BalancerProcess], gate: Path,
+    start_server: StartServer, start_balancer: StartBalancer, gate: Path,
     tmp_path: Path,
 ) -> None:  # fmt: skip
     servers, balancer = _gated_farm(start_server, start_balancer, gate)
@@ -180,7 +186,7 @@ def test_a_running_build_shows_live_on_the_page_and_stays_in_its_history(
 
 
 def test_a_backend_killed_during_a_build_shows_as_down_without_a_reload(
-    start_server: type[ServerProcess], start_balancer: type[BalancerProcess], gate: Path,
+    start_server: StartServer, start_balancer: StartBalancer, gate: Path,
     tmp_path: Path,
 ) -> None:  # fmt: skip
     # (no sandbox: a SIGKILLed server's sandboxes, run as job uids, would outlive the test)
@@ -217,7 +223,7 @@ def test_a_backend_killed_during_a_build_shows_as_down_without_a_reload(
 
 
 def test_viewers_over_the_bound_are_refused_and_the_page_polls_instead(
-    start_server: type[ServerProcess], start_balancer: type[BalancerProcess]
+    start_server: StartServer, start_balancer: StartBalancer
 ) -> None:
     server = start_server("--jobs", "1")
     balancer = start_balancer("--backend", _spec(server), "--dashboard-viewers", "1")
@@ -243,7 +249,7 @@ def test_viewers_over_the_bound_are_refused_and_the_page_polls_instead(
 
 
 def test_the_server_dashboard_shows_its_running_job_and_history(
-    start_server: type[ServerProcess], gate: Path, tmp_path: Path
+    start_server: StartServer, gate: Path, tmp_path: Path
 ) -> None:
     server = start_server("--jobs", "2", "--compiler", "gate-cc", "--compiler", "gcc",
                           path_prepend=str(gate))  # fmt: skip
@@ -282,7 +288,7 @@ def test_the_server_dashboard_shows_its_running_job_and_history(
 
 
 def test_the_admin_port_answers_only_admin_allow_but_healthz_to_anyone(
-    start_server: type[ServerProcess], start_balancer: type[BalancerProcess]
+    start_server: StartServer, start_balancer: StartBalancer
 ) -> None:
     server = start_server("--jobs", "1")
     balancer = start_balancer("--backend", _spec(server), "--admin-allow", "198.18.0.0/15")

@@ -11,7 +11,11 @@ import pytest
 from client import compile_remote
 from client.prober import PROBE_SOURCE
 from tests.support.compilers import write_fake_compilers
-from tests.support.servers import BalancerProcess, ServerProcess, wait_until
+from tests.support.servers import (
+    StartBalancer,
+    StartServer,
+    wait_until,
+)
 from wire import Request
 
 pytestmark = pytest.mark.integration
@@ -22,7 +26,7 @@ QUEUE_TIMEOUT_S = 6.0
 
 
 def test_a_waiting_job_takes_a_slot_freed_by_another_client_at_once(
-    start_server: type[ServerProcess], start_balancer: type[BalancerProcess], shared_tmp: Path
+    start_server: StartServer, start_balancer: StartBalancer, shared_tmp: Path
 ) -> None:
     bin_dir = shared_tmp / "bin"
     write_fake_compilers(bin_dir, shared_tmp / "markers", slow_seconds=HOLD_S)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.servers import ServerProcess, live_children, wait_until
+from tests.support.servers import ServerProcess, StartServer, live_children, wait_until
 from wire import Request, encode_request, tokens
 
 pytestmark = pytest.mark.integration
@@ -62,7 +62,7 @@ def _crafted() -> dict[str, bytes]:
 
 
 def test_crafted_bad_requests_are_closed_and_counted(
-    start_server: type[ServerProcess], server_tmp: Path
+    start_server: StartServer, server_tmp: Path
 ) -> None:
     server = start_server("--jobs", "2")
     cases = _crafted()
@@ -80,7 +80,7 @@ def test_crafted_bad_requests_are_closed_and_counted(
 
 
 def test_claimed_4gib_doti_is_refused_without_being_read(
-    start_server: type[ServerProcess], server_tmp: Path
+    start_server: StartServer, server_tmp: Path
 ) -> None:
     server = start_server("--jobs", "1")
     head = VALID[: VALID.index(b"DOTI")]
@@ -108,7 +108,7 @@ _mutation = st.tuples(
 )
 @given(mutations=st.lists(_mutation, min_size=25, max_size=25))
 def test_fuzzed_requests_never_harm_the_server(
-    start_server: type[ServerProcess],
+    start_server: StartServer,
     server_tmp: Path,
     mutations: list[tuple[bytes, int, list[tuple[int, int]]]],
 ) -> None:
@@ -123,7 +123,7 @@ def test_fuzzed_requests_never_harm_the_server(
     server.stop()
 
 
-def test_server_unharmed_after_fuzzing(start_server: type[ServerProcess], server_tmp: Path) -> None:
+def test_server_unharmed_after_fuzzing(start_server: StartServer, server_tmp: Path) -> None:
     server = start_server("--jobs", "2")
     rng = random.Random(2004)
     for _ in range(150):

@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from client import compile_remote
-from tests.support.servers import BalancerProcess, Distccd, ServerProcess, live_children
+from tests.support.servers import (
+    Distccd,
+    StartBalancer,
+    StartServer,
+    live_children,
+)
 from wire import Request
 
 pytestmark = pytest.mark.integration
@@ -133,7 +138,7 @@ def _assert_all_refused(
 
 @pytest.mark.parametrize("protocol", [1, 2])
 def test_exploits_are_refused_by_the_server_and_nothing_runs(
-    start_server: type[ServerProcess],
+    start_server: StartServer,
     attack_setup: tuple[dict[str, Attack], Path, Path],
     protocol: int,
 ) -> None:
@@ -153,8 +158,8 @@ def test_exploits_are_refused_by_the_server_and_nothing_runs(
 
 @pytest.mark.parametrize("backend_kind", ["distlb", "distccd"])
 def test_exploits_are_refused_by_the_balancer_before_any_backend(
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     distccd_stats: Distccd,
     attack_setup: tuple[dict[str, Attack], Path, Path],
     backend_kind: str,
@@ -177,7 +182,7 @@ def test_exploits_are_refused_by_the_balancer_before_any_backend(
 
 
 def test_dash_x_c_is_compiled_as_preprocessed_so_the_source_cannot_include(
-    start_server: type[ServerProcess],
+    start_server: StartServer,
     attack_setup: tuple[dict[str, Attack], Path, Path],
     tmp_path: Path,
 ) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.compilers import alive, running
 from tests.support.distcc import distcc_env
-from tests.support.servers import ServerProcess, wait_until
+from tests.support.servers import StartServer, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,7 @@ def _hello(tmp: Path) -> None:
 
 
 def test_compile_past_its_lifetime_is_killed_and_client_gets_failure(
-    start_server: type[ServerProcess],
+    start_server: StartServer,
     fake_compilers: tuple[Path, Path],
     tmp_path: Path,
     server_tmp: Path,
@@ -53,7 +53,7 @@ def test_compile_past_its_lifetime_is_killed_and_client_gets_failure(
 
 
 def test_client_killed_mid_compile_kills_compiler_group_within_1s(
-    start_server: type[ServerProcess],
+    start_server: StartServer,
     fake_compilers: tuple[Path, Path],
     tmp_path: Path,
     server_tmp: Path,

@@ -6,18 +6,19 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from client.loadgen import Summary, sized_source
-from tests.support.servers import ServerProcess
+from tests.support.servers import StartServer
 
 pytestmark = pytest.mark.integration
 
 LOADGEN = Path(sys.executable).with_name("distlb-loadgen")
 
 
-def _loadgen(*args: str) -> tuple[int, dict[str, object]]:
+def _loadgen(*args: str) -> tuple[int, dict[str, Any]]:
     result = subprocess.run(
         [str(LOADGEN), *args, "--json"], capture_output=True, text=True, timeout=120, check=False
     )
@@ -49,7 +50,7 @@ def test_summary_counts_outcomes_and_quantiles() -> None:
 
 
 def test_loadgen_runs_its_jobs_against_a_server_and_reports_them(
-    start_server: type[ServerProcess],
+    start_server: StartServer,
 ) -> None:
     server = start_server("--jobs", "2")
     rc, data = _loadgen(f"127.0.0.1:{server.port}", "--jobs", "12", "--concurrency", "2",
@@ -60,7 +61,7 @@ def test_loadgen_runs_its_jobs_against_a_server_and_reports_them(
 
 
 def test_loadgen_counts_turn_aways_from_a_full_server_and_stops_at_its_deadline(
-    start_server: type[ServerProcess],
+    start_server: StartServer,
 ) -> None:
     server = start_server("--jobs", "1")
     rc, data = _loadgen(f"127.0.0.1:{server.port}", "--jobs", "100000", "--concurrency", "6",

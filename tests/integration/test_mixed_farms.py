@@ -18,6 +18,8 @@ from tests.support.servers import (
     BalancerProcess,
     Distccd,
     ServerProcess,
+    StartBalancer,
+    StartServer,
     role_command,
     wait_until,
 )
@@ -61,7 +63,7 @@ def _sent(balancer: BalancerProcess, server_port: int) -> int:
 
 
 def test_cxx_jobs_never_reach_a_server_without_gxx(
-    start_server: type[ServerProcess], start_balancer: type[BalancerProcess], tmp_path: Path
+    start_server: StartServer, start_balancer: StartBalancer, tmp_path: Path
 ) -> None:
     gcc_only = start_server("--jobs", "2", "--compiler", "gcc")
     full = start_server("--jobs", "2")
@@ -77,7 +79,7 @@ def test_cxx_jobs_never_reach_a_server_without_gxx(
 
 
 def test_a_job_for_a_compiler_no_backend_runs_is_turned_away_at_once(
-    start_server: type[ServerProcess], start_balancer: type[BalancerProcess]
+    start_server: StartServer, start_balancer: StartBalancer
 ) -> None:
     server = start_server("--jobs", "2", "--compiler", "gcc")
     balancer = start_balancer("--backend", _spec(server))
@@ -113,8 +115,8 @@ def upgraded_gcc(shared_tmp: Path) -> Path:
 
 @pytest.mark.parametrize("mode", ["majority", "pinned", "any"])
 def test_one_identity_per_compiler(
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     upgraded_gcc: Path,
     tmp_path: Path,
     mode: str,
@@ -156,7 +158,7 @@ def test_one_identity_per_compiler(
 
 
 def test_a_distccd_backend_listing_gcc_never_gets_a_cxx_job(
-    start_server: type[ServerProcess], start_balancer: type[BalancerProcess], tmp_path: Path
+    start_server: StartServer, start_balancer: StartBalancer, tmp_path: Path
 ) -> None:
     distccd = Distccd(jobs=2)
     try:
@@ -179,8 +181,8 @@ def test_a_distccd_backend_listing_gcc_never_gets_a_cxx_job(
 
 
 def test_a_backend_that_lacks_the_compiler_after_all_is_left_out_and_the_job_retried(
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     fake_compilers: tuple[Path, Path],
 ) -> None:
     """A distccd that says nothing of its compilers is sent a job for one it lacks: it
@@ -221,7 +223,7 @@ def test_a_backend_that_lacks_the_compiler_after_all_is_left_out_and_the_job_ret
 
 
 def test_the_monitor_flags_a_farm_whose_servers_run_two_versions_of_a_compiler(
-    start_server: type[ServerProcess], upgraded_gcc: Path
+    start_server: StartServer, upgraded_gcc: Path
 ) -> None:
     old = start_server("--jobs", "1", "--compiler", "gcc")
     new = start_server("--jobs", "1", "--compiler", "gcc", path_prepend=str(upgraded_gcc))

@@ -16,7 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import BalancerProcess, ServerProcess, role_command
+from tests.support.servers import (
+    StartBalancer,
+    StartServer,
+    role_command,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -130,7 +134,7 @@ def notify_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[NotifySocket]:
 
 def test_server_says_ready_pings_the_watchdog_and_says_stopping(
     notify_socket: NotifySocket, monkeypatch: pytest.MonkeyPatch,
-    start_server: type[ServerProcess],
+    start_server: StartServer,
 ) -> None:  # fmt: skip
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
     server = start_server("--jobs", "1")
@@ -146,7 +150,7 @@ def test_server_says_ready_pings_the_watchdog_and_says_stopping(
 
 def test_server_without_a_watchdog_sends_no_pings(
     notify_socket: NotifySocket, monkeypatch: pytest.MonkeyPatch,
-    start_server: type[ServerProcess],
+    start_server: StartServer,
 ) -> None:  # fmt: skip
     # A watchdog meant for another process (as a service's child sees it) is not ours.
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
@@ -159,7 +163,7 @@ def test_server_without_a_watchdog_sends_no_pings(
 
 
 def test_balancer_says_ready_reloading_ready_and_stopping(
-    notify_socket: NotifySocket, start_balancer: type[BalancerProcess]
+    notify_socket: NotifySocket, start_balancer: StartBalancer
 ) -> None:
     balancer = start_balancer("--backend", "127.0.0.1:9")
     assert notify_socket.next()[0] == "READY=1"
@@ -173,7 +177,7 @@ def test_balancer_says_ready_reloading_ready_and_stopping(
 
 
 def test_a_balancer_with_workers_says_ready_once_for_all(
-    notify_socket: NotifySocket, start_balancer: type[BalancerProcess]
+    notify_socket: NotifySocket, start_balancer: StartBalancer
 ) -> None:
     balancer = start_balancer("--backend", "127.0.0.1:9", "--workers", "2")
     assert notify_socket.next()[0] == "READY=1"

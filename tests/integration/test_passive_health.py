@@ -13,7 +13,12 @@ import pytest
 
 from client import ClientError, compile_remote
 from client.prober import probe_request
-from tests.support.servers import BalancerProcess, ServerProcess, wait_until
+from tests.support.servers import (
+    ServerProcess,
+    StartBalancer,
+    StartServer,
+    wait_until,
+)
 from wire import Request
 
 pytestmark = pytest.mark.integration
@@ -47,7 +52,7 @@ async def _stream(port: int) -> None:
 
 
 def test_backend_finishing_jobs_is_not_probed_meanwhile(
-    start_server: type[ServerProcess], start_balancer: type[BalancerProcess]
+    start_server: StartServer, start_balancer: StartBalancer
 ) -> None:
     server = start_server("--jobs", "8")
     balancer = start_balancer(
@@ -81,7 +86,7 @@ exec {gcc} "$@"
 
 
 def test_jobs_that_fail_do_not_stand_in_for_probes(
-    start_server: type[ServerProcess], start_balancer: type[BalancerProcess], shared_tmp: Path
+    start_server: StartServer, start_balancer: StartBalancer, shared_tmp: Path
 ) -> None:
     # A server whose compiler breaks under a stream of jobs answers every job, fast,
     # with a failure: those answers must not keep it in rotation.

@@ -7,13 +7,13 @@ import subprocess
 
 import pytest
 
-from tests.support.servers import ServerProcess, role_command
+from tests.support.servers import StartServer, role_command
 
 pytestmark = pytest.mark.integration
 
 
 def test_probe_reads_the_named_status_port_and_keeps_the_options(
-    start_server: type[ServerProcess],
+    start_server: StartServer,
 ) -> None:
     server = start_server("--jobs", "3")
     assert server.stats_port != server.port + 1  # else port+1 would find it anyway

@@ -11,13 +11,14 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from client import compile_remote
 from client.prober import probe_request
 from tests.support.redis import RedisServer
-from tests.support.servers import BalancerProcess, ServerProcess
+from tests.support.servers import StartBalancer, StartServer
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +47,7 @@ def test_shipped_scrape_config_and_alert_rules_are_valid() -> None:
 
 
 def test_server_balancer_and_monitor_metrics_pass_promtool(
-    start_server: type[ServerProcess], start_balancer: type[BalancerProcess], tmp_path: Path
+    start_server: StartServer, start_balancer: StartBalancer, tmp_path: Path
 ) -> None:
     server = start_server("--jobs", "2")
     balancer = start_balancer("--backend", f"127.0.0.1:{server.port},status={server.stats_port}")
@@ -82,13 +83,13 @@ FROM_PROMETHEUS = {"up"}
 """Series Prometheus makes itself, not in any /metrics."""
 
 
-def _board_queries(board: dict[str, object]) -> list[tuple[str, str]]:
+def _board_queries(board: dict[str, Any]) -> list[tuple[str, str]]:
     """(where, PromQL) for every panel target and variable query, variables filled in."""
     queries = []
-    for panel in board["panels"]:  # type: ignore[attr-defined]
+    for panel in board["panels"]:
         for target in panel.get("targets", []):
             queries.append((f"{panel['title']} {target['refId']}", target["expr"]))
-    for variable in board["templating"]["list"]:  # type: ignore[index]
+    for variable in board["templating"]["list"]:
         if variable["type"] == "query":
             inner = re.fullmatch(r"label_values\((.*), *\w+\)", variable["query"]["query"])
             assert inner, variable
@@ -103,7 +104,7 @@ def _board_queries(board: dict[str, object]) -> list[tuple[str, str]]:
 
 
 def test_the_grafana_board_queries_parse_and_name_only_metrics_we_export(
-    start_server: type[ServerProcess], start_balancer: type[BalancerProcess],
+    start_server: StartServer, start_balancer: StartBalancer,
     redis_server: RedisServer, tmp_path: Path,
 ) -> None:  # fmt: skip
     board = json.loads(GRAFANA.read_text())

@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.distcc import run_distcc, run_make
 from tests.support.projects import local_object, sources
-from tests.support.servers import Distccd, ServerProcess
+from tests.support.servers import Distccd, StartServer
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ def _assert_objects_identical(project: Path, compiler: str) -> None:
 
 @pytest.mark.parametrize("spec", ["", ",lzo"], ids=["plain", "lzo"])
 def test_multi_file_c_program_builds_identically(
-    start_server: type[ServerProcess], c_project: Path, spec: str
+    start_server: StartServer, c_project: Path, spec: str
 ) -> None:
     server = start_server("--jobs", "4")
     result = run_make(c_project, hosts=f"127.0.0.1:{server.port}/4{spec}", jobs=8)
@@ -43,7 +43,7 @@ def test_multi_file_c_program_builds_identically(
 
 @pytest.mark.parametrize("spec", ["", ",lzo"], ids=["plain", "lzo"])
 def test_cpp_program_builds_identically(
-    start_server: type[ServerProcess], cpp_project: Path, spec: str
+    start_server: StartServer, cpp_project: Path, spec: str
 ) -> None:
     server = start_server("--jobs", "2")
     result = run_make(cpp_project, hosts=f"127.0.0.1:{server.port}/2{spec}", jobs=2, compiler="g++")
@@ -55,9 +55,7 @@ def test_cpp_program_builds_identically(
     assert server.counters()["ok"] == 2
 
 
-def test_compiler_warnings_reach_the_client(
-    start_server: type[ServerProcess], tmp_path: Path
-) -> None:
+def test_compiler_warnings_reach_the_client(start_server: StartServer, tmp_path: Path) -> None:
     server = start_server("--jobs", "1")
     (tmp_path / "warn.c").write_text("int f(void) { int unused; return 0; }\n")
     result = run_distcc(
@@ -71,7 +69,7 @@ def test_compiler_warnings_reach_the_client(
 
 
 def test_job_temp_dirs_are_removed(
-    start_server: type[ServerProcess], c_project: Path, server_tmp: Path
+    start_server: StartServer, c_project: Path, server_tmp: Path
 ) -> None:
     server = start_server("--jobs", "2")
     result = run_make(c_project, hosts=f"127.0.0.1:{server.port}/2", jobs=4)
@@ -82,7 +80,7 @@ def test_job_temp_dirs_are_removed(
 
 @pytest.mark.parametrize("which", ["c", "cpp"])
 def test_debug_objects_match_real_distccd_byte_for_byte(
-    start_server: type[ServerProcess],
+    start_server: StartServer,
     distccd: Distccd,
     c_project: Path,
     cpp_project: Path,
@@ -107,7 +105,7 @@ def test_debug_objects_match_real_distccd_byte_for_byte(
 
 
 def test_a_compiler_the_server_lacks_is_answered_as_distccd_answers_it(
-    start_server: type[ServerProcess], tmp_path: Path
+    start_server: StartServer, tmp_path: Path
 ) -> None:
     """distcc's own MissingCompiler_Case (test/testdistcc.py), against real distccd
     (as that suite starts it: no compiler whitelist) and against distlb-server."""

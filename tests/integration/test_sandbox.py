@@ -22,7 +22,7 @@ import pytest
 from client import compile_remote
 from tests.support.compilers import alive, running
 from tests.support.sandbox_jobs import compile_on, evil, incbin, read_a_running_jobs_source
-from tests.support.servers import ServerProcess, process_table, wait_until
+from tests.support.servers import ServerProcess, StartServer, process_table, wait_until
 from wire import Request
 
 pytestmark = pytest.mark.integration
@@ -90,7 +90,7 @@ def secret_file(shared_tmp: Path) -> Path:
 
 @pytest.mark.parametrize("compiler", ["gcc", "g++"])
 def test_incbin_of_files_outside_the_job_gets_none_of_their_bytes(
-    start_server: type[ServerProcess], secret_file: Path, compiler: str
+    start_server: StartServer, secret_file: Path, compiler: str
 ) -> None:
     server = start_server("--jobs", "2")
     for path in (str(secret_file), "/etc/passwd"):
@@ -102,7 +102,7 @@ def test_incbin_of_files_outside_the_job_gets_none_of_their_bytes(
 
 
 def test_without_the_sandbox_the_same_source_does_read_the_file(
-    start_server: type[ServerProcess], secret_file: Path
+    start_server: StartServer, secret_file: Path
 ) -> None:
     """The test above can fail: --sandbox none compiles the .incbin, secret and all."""
     server = start_server("--jobs", "1", "--sandbox", "none")
@@ -114,7 +114,7 @@ def test_without_the_sandbox_the_same_source_does_read_the_file(
 
 
 def test_a_job_cannot_read_another_running_jobs_source(
-    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path]
+    start_server: StartServer, fake_compilers: tuple[Path, Path]
 ) -> None:
     bin_dir, _ = fake_compilers
     server = start_server("--jobs", "2", "--compiler", "slow-cc", "--compiler", "gcc",
@@ -126,7 +126,7 @@ def test_a_job_cannot_read_another_running_jobs_source(
 
 @pytest.mark.skipif(not ROOT, reason="per-job uids need root")
 def test_each_job_runs_as_a_uid_of_its_own_niced_without_groups_in_its_own_session(
-    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path]
+    start_server: StartServer, fake_compilers: tuple[Path, Path]
 ) -> None:
     bin_dir, _ = fake_compilers
     server = start_server("--jobs", "2", "--compiler", "whoami-cc", "--nice", "7",
@@ -149,7 +149,7 @@ def test_each_job_runs_as_a_uid_of_its_own_niced_without_groups_in_its_own_sessi
 
 @pytest.mark.skipif(not ROOT, reason="compilers change user only when started as root")
 def test_without_the_sandbox_compiles_run_as_the_compile_user(
-    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path]
+    start_server: StartServer, fake_compilers: tuple[Path, Path]
 ) -> None:
     import pwd
 
@@ -188,9 +188,7 @@ def listener() -> Iterator[tuple[int, list[object]]]:
 
 
 @pytest.fixture
-def evil_server(
-    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path]
-) -> ServerProcess:
+def evil_server(start_server: StartServer, fake_compilers: tuple[Path, Path]) -> ServerProcess:
     bin_dir, _ = fake_compilers
     return start_server("--jobs", "2", "--compiler", "evil-cc", "--compiler", "gcc",
                         "--job-processes", "32", "--job-open-files", "256",
@@ -273,7 +271,7 @@ def test_opening_past_the_file_bound_fails_the_job(evil_server: ServerProcess) -
 @pytest.mark.parametrize("sandbox", ["bwrap", "none"])
 @pytest.mark.parametrize("planted", ["symlink /etc/shadow", "fifo", "hardlink {victim}"])
 def test_an_output_replaced_by_a_link_or_fifo_is_not_sent(
-    start_server: type[ServerProcess],
+    start_server: StartServer,
     fake_compilers: tuple[Path, Path],
     secret_file: Path,
     sandbox: str,
@@ -304,7 +302,7 @@ def test_an_output_replaced_by_a_link_or_fifo_is_not_sent(
 
 
 def test_memory_past_the_bound_fails_the_compile_with_the_reason(
-    start_server: type[ServerProcess],
+    start_server: StartServer,
 ) -> None:
     # (clang alone maps more than 100 MB: the server would refuse to start with it)
     server = start_server("--jobs", "1", "--job-memory-mb", "100", "--compiler", "gcc")
@@ -318,7 +316,7 @@ def test_memory_past_the_bound_fails_the_compile_with_the_reason(
 
 
 def test_a_file_past_the_size_bound_fails_the_compile_and_fills_no_disk(
-    start_server: type[ServerProcess],
+    start_server: StartServer,
 ) -> None:
     server = start_server("--jobs", "1", "--job-file-mb", "1")
     source = b'__asm__(".data\\n.fill 2000000000,1,1\\n.text");\nint x;\n'
@@ -330,7 +328,7 @@ def test_a_file_past_the_size_bound_fails_the_compile_and_fills_no_disk(
     _assert_healthy(server)
 
 
-def test_status_names_the_sandbox_mounts_and_limits(start_server: type[ServerProcess]) -> None:
+def test_status_names_the_sandbox_mounts_and_limits(start_server: StartServer) -> None:
     server = start_server("--jobs", "1")
     sandbox = server.status()["sandbox"]
     assert sandbox["mode"] == "bwrap"
@@ -348,7 +346,7 @@ def _parent_of(pid: int) -> int:
 
 @pytest.mark.parametrize("ending", ["client gone", "compiler done"])
 def test_a_job_that_took_over_its_sandboxs_init_still_dies_with_it(
-    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path], ending: str
+    start_server: StartServer, fake_compilers: tuple[Path, Path], ending: str
 ) -> None:
     """A subverted compiler runs as the same uid as bubblewrap's init in its sandbox,
     so it can ptrace that init and clear the signal it gets when its monitor dies; it
@@ -401,7 +399,7 @@ def test_a_job_that_took_over_its_sandboxs_init_still_dies_with_it(
 
 
 def test_an_argument_with_a_newline_goes_to_a_waiting_sandbox_like_any(
-    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path]
+    start_server: StartServer, fake_compilers: tuple[Path, Path]
 ) -> None:
     """A waiting sandbox gets its command as one line: a newline in an argument is sent
     quoted, and reaches the compiler as it came, so such a job, too, starts in a
@@ -418,7 +416,7 @@ def test_an_argument_with_a_newline_goes_to_a_waiting_sandbox_like_any(
 
 
 def test_the_next_jobs_sandbox_is_set_up_while_a_job_compiles(
-    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path]
+    start_server: StartServer, fake_compilers: tuple[Path, Path]
 ) -> None:
     """A job finds its sandbox ready, and neither it nor its reply waits for the next
     job's: that one is set up while the job compiles (gate-cc holds the compile until
@@ -426,7 +424,11 @@ def test_the_next_jobs_sandbox_is_set_up_while_a_job_compiles(
     bin_dir, _ = fake_compilers
     server = start_server("--jobs", "1", "--compiler", "gate-cc", "--compiler", "gcc",
                           path_prepend=str(bin_dir))  # fmt: skip
-    warm = lambda: server.status()["warm_sandboxes"]  # noqa: E731
+
+    def warm() -> dict[str, int]:
+        counts: dict[str, int] = server.status()["warm_sandboxes"]
+        return counts
+
     wait_until(lambda: warm()["ready"] == 1, 30, "a sandbox ready before any job")
     replies: list[object] = []
     job = threading.Thread(target=lambda: replies.append(
@@ -450,7 +452,7 @@ def test_the_next_jobs_sandbox_is_set_up_while_a_job_compiles(
 
 
 def test_without_the_sandbox_the_stand_in_does_its_harm(
-    start_server: type[ServerProcess],
+    start_server: StartServer,
     fake_compilers: tuple[Path, Path],
     secret_file: Path,
     shared_tmp: Path,

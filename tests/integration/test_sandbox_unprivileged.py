@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -22,6 +22,7 @@ from tests.support.sandbox_jobs import compile_on, evil, incbin, read_a_running_
 from tests.support.servers import (
     UNPRIVILEGED,
     ServerProcess,
+    StartServer,
     as_unprivileged_user,
     server_command,
     wait_until,
@@ -30,11 +31,16 @@ from tests.support.servers import (
 pytestmark = pytest.mark.integration
 
 SECRET = "DISTLB_UNPRIVILEGED_SECRET_51ae"
-Start = Callable[..., ServerProcess]
+
+
+class Start(Protocol):
+    """The ``start_unprivileged`` fixture: ``start_server`` as the unprivileged user."""
+
+    def __call__(self, *args: str, path_prepend: str | None = None) -> ServerProcess: ...
 
 
 @pytest.fixture
-def start_unprivileged(start_server: type[ServerProcess]) -> Start:
+def start_unprivileged(start_server: StartServer) -> Start:
     prefix = as_unprivileged_user()
 
     def start(*args: str, path_prepend: str | None = None) -> ServerProcess:

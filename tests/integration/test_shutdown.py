@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.compilers import alive, running
 from tests.support.distcc import start_distcc
-from tests.support.servers import ServerProcess, wait_until
+from tests.support.servers import StartServer, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ def _start_client(compiler: str, bin_dir: Path, cwd: Path, port: int) -> subproc
 
 
 def test_sigterm_lets_running_job_finish_and_refuses_new_ones(
-    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path], tmp_path: Path
+    start_server: StartServer, fake_compilers: tuple[Path, Path], tmp_path: Path
 ) -> None:
     bin_dir, _ = fake_compilers
     server = start_server("--jobs", "2", "--compiler", "slow-cc", "--shutdown-grace", "60",
@@ -49,7 +49,7 @@ def test_sigterm_lets_running_job_finish_and_refuses_new_ones(
 
 
 def test_sigterm_kills_jobs_still_running_after_the_grace(
-    start_server: type[ServerProcess],
+    start_server: StartServer,
     fake_compilers: tuple[Path, Path],
     tmp_path: Path,
     server_tmp: Path,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from client.status import ReportError, fetch_report
+from client.status import ReportError, ServerReport, fetch_report
 from tests.support.distcc import run_distcc
-from tests.support.servers import ServerProcess
+from tests.support.servers import ServerProcess, StartServer
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ def _compile_one(server: ServerProcess, tmp_path: Path, source: str = "int x = 1
 
 
 def test_status_json_reports_slots_counters_and_compilers(
-    start_server: type[ServerProcess], tmp_path: Path
+    start_server: StartServer, tmp_path: Path
 ) -> None:
     server = start_server("--jobs", "3", "--compiler", "gcc", "--compiler", "x86_64-linux-gnu-gcc")
     _compile_one(server, tmp_path)
@@ -51,9 +51,7 @@ def test_status_json_reports_slots_counters_and_compilers(
     assert status["uptime_s"] > 0 and status["version"]
 
 
-def test_compile_errors_are_replied_and_counted(
-    start_server: type[ServerProcess], tmp_path: Path
-) -> None:
+def test_compile_errors_are_replied_and_counted(start_server: StartServer, tmp_path: Path) -> None:
     server = start_server("--jobs", "1")
     (tmp_path / "bad.c").write_text("int f(void) { return undeclared; }\n")
     result = run_distcc(["gcc", "-c", "bad.c", "-o", "bad.o"], hosts=f"127.0.0.1:{server.port}",
@@ -64,7 +62,7 @@ def test_compile_errors_are_replied_and_counted(
 
 
 def test_distccd_stats_page_has_distccd_fields_in_order(
-    start_server: type[ServerProcess], tmp_path: Path
+    start_server: StartServer, tmp_path: Path
 ) -> None:
     server = start_server("--jobs", "2")
     _compile_one(server, tmp_path)
@@ -81,7 +79,7 @@ def test_distccd_stats_page_has_distccd_fields_in_order(
     assert values["dcc_num_compiles1"] == "1"
 
 
-def test_prometheus_metrics(start_server: type[ServerProcess], tmp_path: Path) -> None:
+def test_prometheus_metrics(start_server: StartServer, tmp_path: Path) -> None:
     server = start_server("--jobs", "2")
     _compile_one(server, tmp_path)
     metrics = server.http("/metrics")
@@ -91,7 +89,7 @@ def test_prometheus_metrics(start_server: type[ServerProcess], tmp_path: Path) -
 
 
 def test_agent_check_reports_free_slots(
-    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path]
+    start_server: StartServer, fake_compilers: tuple[Path, Path]
 ) -> None:
     from tests.support.servers import hold_a_slot
 
@@ -112,7 +110,7 @@ def test_agent_check_reports_free_slots(
             assert conn.makefile("rb").readline() == b"up 75% maxconn:4\n"
 
 
-def test_lsdistcc_compile_probe_lists_server_as_up(start_server: type[ServerProcess]) -> None:
+def test_lsdistcc_compile_probe_lists_server_as_up(start_server: StartServer) -> None:
     server = start_server("--jobs", "1")
     # 127.0.0.2 has nothing on the port: lsdistcc must list only our server.
     result = subprocess.run(
@@ -136,7 +134,7 @@ def test_a_status_port_that_times_out_says_so() -> None:
             raise AssertionError("a silent status port gave a report")
 
 
-def test_status_pages_answer_only_status_allow(start_server: type[ServerProcess]) -> None:
+def test_status_pages_answer_only_status_allow(start_server: StartServer) -> None:
     """They name compilers, paths and the file being compiled."""
     import urllib.error
 
@@ -149,7 +147,7 @@ def test_status_pages_answer_only_status_allow(start_server: type[ServerProcess]
 
 
 def test_a_report_request_with_a_change_token_is_answered_once_a_slot_is_taken(
-    start_server: type[ServerProcess], fake_compilers: tuple[Path, Path]
+    start_server: StartServer, fake_compilers: tuple[Path, Path]
 ) -> None:
     """The long poll: ``/status?since=TOKEN&wait=S`` waits while nothing changed enough
     (one slot of two is enough) and answers when a job takes a slot; a report asked with
@@ -162,7 +160,7 @@ def test_a_report_request_with_a_change_token_is_answered_once_a_slot_is_taken(
     server = start_server("--jobs", "2", "--compiler", "slow-cc", "--compiler", "gcc",
                           path_prepend=str(bin_dir))  # fmt: skip
 
-    async def scenario() -> tuple[object, object, object, object]:
+    async def scenario() -> tuple[ServerReport, ServerReport, ServerReport, ServerReport]:
         first = await fetch_report("127.0.0.1", server.stats_port, "distlb", 10)
         assert first.busy == 0 and first.change
         unchanged = await fetch_report(
@@ -182,12 +180,12 @@ def test_a_report_request_with_a_change_token_is_answered_once_a_slot_is_taken(
         return first, unchanged, answer, bad
 
     first, unchanged, answer, bad = asyncio.run(scenario())
-    assert unchanged.change == first.change  # type: ignore[attr-defined]
-    assert answer.busy == 1 and answer.change != first.change  # type: ignore[attr-defined]
-    assert bad.busy == 1  # type: ignore[attr-defined]
+    assert unchanged.change == first.change
+    assert answer.busy == 1 and answer.change != first.change
+    assert bad.busy == 1
 
 
-def test_report_requests_held_at_once_are_capped(start_server: type[ServerProcess]) -> None:
+def test_report_requests_held_at_once_are_capped(start_server: StartServer) -> None:
     """At most MAX_HELD_REPORTS long polls are held; the rest are answered at once (so
     many idle pollers cannot pin a server's connections). A draining server answers the
     held ones too."""

@@ -8,8 +8,9 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,14 @@ from tests.support.compilers import running, write_fake_compilers
 from tests.support.distcc import CLIENT_TIMEOUT_S, distcc_env
 from tests.support.fault_relay import RelayThread
 from tests.support.projects import assert_identical_to_local, write_c_project
-from tests.support.servers import BalancerProcess, Distccd, ServerProcess, wait_until
+from tests.support.servers import (
+    BalancerProcess,
+    Distccd,
+    ServerProcess,
+    StartBalancer,
+    StartServer,
+    wait_until,
+)
 from wire import Reply, Request
 
 pytestmark = pytest.mark.integration
@@ -59,12 +67,14 @@ def stopped() -> Iterator[list[ServerProcess]]:
             os.kill(server.proc.pid, signal.SIGCONT)
 
 
-def _in_background(coroutine_factory: object) -> tuple[threading.Thread, list[object]]:
+def _in_background(
+    coroutine_factory: Callable[[], Coroutine[Any, Any, object]],
+) -> tuple[threading.Thread, list[object]]:
     result: list[object] = []
 
     def run() -> None:
         try:
-            result.append(asyncio.run(coroutine_factory()))  # type: ignore[operator]
+            result.append(asyncio.run(coroutine_factory()))
         except Exception as exc:  # handed to the test, which fails with it
             result.append(exc)
 
@@ -73,7 +83,9 @@ def _in_background(coroutine_factory: object) -> tuple[threading.Thread, list[ob
     return thread, result
 
 
-def _job(balancer: BalancerProcess, compiler: str = "slow-cc") -> object:
+def _job(
+    balancer: BalancerProcess, compiler: str = "slow-cc"
+) -> Callable[[], Coroutine[Any, Any, Reply]]:
     async def go() -> Reply:
         request = Request(1, (compiler, "-c", "job.c", "-o", "job.o"), SOURCE)
         return await compile_remote("127.0.0.1", balancer.port, request, timeout_s=90)
@@ -83,8 +95,8 @@ def _job(balancer: BalancerProcess, compiler: str = "slow-cc") -> object:
 
 @pytest.mark.parametrize("fault", ["sigstop", "blackhole"])
 def test_a_failed_primary_with_its_hedge_on_a_hung_backend_completes_on_a_third(
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     shared_tmp: Path,
     stopped: list[ServerProcess],
     fault: str,
@@ -139,8 +151,8 @@ def test_a_failed_primary_with_its_hedge_on_a_hung_backend_completes_on_a_third(
 
 
 def test_jobs_on_a_backend_that_hangs_complete_elsewhere_and_none_fails(
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     shared_tmp: Path,
     stopped: list[ServerProcess],
     tmp_path: Path,
@@ -177,7 +189,7 @@ def test_jobs_on_a_backend_that_hangs_complete_elsewhere_and_none_fails(
 
 
 def test_a_backend_that_trickles_its_reply_is_caught_by_the_idle_deadline(
-    start_server: type[ServerProcess], start_balancer: type[BalancerProcess], shared_tmp: Path
+    start_server: StartServer, start_balancer: StartBalancer, shared_tmp: Path
 ) -> None:
     slow_bin = _bin(shared_tmp, "slow", 1)
     trickler = start_server("--jobs", "2", "--compiler", "slow-cc", "--compiler", "gcc",
@@ -229,8 +241,8 @@ def _heavy_source(tmp: Path) -> Path:
 
 @pytest.mark.parametrize("kind", ["distccd", "distlb"])
 def test_a_backend_full_of_long_compiles_stays_in_rotation(
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     distccd_stats: Distccd,
     tmp_path: Path,
     kind: str,

@@ -26,18 +26,26 @@ EXPECTED = {"distlb-server.service", "distlb-server@.service", "distlb-balancer.
 
 def _unit(name: str) -> dict[str, list[str]]:
     """Each key of ``name``'s [Service] section and its values, in order."""
-    parser = configparser.ConfigParser(strict=False, interpolation=None, dict_type=_MultiDict)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser = _UnitParser(strict=False, interpolation=None, dict_type=_MultiDict)
     parser.read_string((UNITS / name).read_text())
     return {key: value.split("\n") for key, value in parser["Service"].items()}
+
+
+class _UnitParser(configparser.ConfigParser):
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr  # a unit's keys keep their case
 
 
 class _MultiDict(dict[str, str]):
     """Keys given twice (ExecReload) keep every value, one a line."""
 
     def __setitem__(self, key: str, value: str) -> None:
-        if key in self and isinstance(value, list):
-            self[key].extend(value)  # type: ignore[attr-defined]
+        # While it reads, configparser holds an option's lines in a list, not the str
+        # its types say: a key given again adds its lines to the first one's.
+        existing: object = self.get(key)
+        lines: object = value
+        if isinstance(existing, list) and isinstance(lines, list):
+            existing.extend(lines)
         else:
             super().__setitem__(key, value)
 

@@ -11,7 +11,11 @@ import pytest
 from client import compile_remote
 from client.prober import PROBE_SOURCE
 from tests.support.compilers import alive, running, write_fake_compilers
-from tests.support.servers import BalancerProcess, ServerProcess, wait_until
+from tests.support.servers import (
+    StartBalancer,
+    StartServer,
+    wait_until,
+)
 from wire import Request
 
 pytestmark = pytest.mark.integration
@@ -26,8 +30,8 @@ def _slow_cc_request(name: str) -> Request:
 
 
 def test_a_job_on_a_slow_backend_is_backed_up_when_a_fast_one_frees(
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     shared_tmp: Path,
 ) -> None:
     slow_bin, fast_bin = shared_tmp / "slow" / "bin", shared_tmp / "fast" / "bin"
@@ -50,7 +54,8 @@ def test_a_job_on_a_slow_backend_is_backed_up_when_a_fast_one_frees(
     fast_name = f"127.0.0.1:{fast.port}"
 
     def fast_free() -> int:
-        return next(b["free"] for b in balancer.status()["backends"] if b["name"] == fast_name)
+        free: int = next(b["free"] for b in balancer.status()["backends"] if b["name"] == fast_name)
+        return free
 
     async def scenario() -> bytes:
         # Fill the fast backend directly, so the balancer's job must start on the slow one.

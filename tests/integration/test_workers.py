@@ -7,12 +7,20 @@ import asyncio
 import json
 import os
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from client import compile_remote
-from tests.support.servers import BalancerProcess, ServerProcess, process_table, wait_until
+from tests.support.servers import (
+    BalancerProcess,
+    ServerProcess,
+    StartBalancer,
+    StartServer,
+    process_table,
+    wait_until,
+)
 from wire import Request
 
 pytestmark = pytest.mark.integration
@@ -27,7 +35,7 @@ def _workers(balancer: BalancerProcess) -> list[int]:
                   if ppid == balancer.proc.pid and state != "Z")  # fmt: skip
 
 
-def _run(port: int, argvs: list[tuple[str, ...]]) -> list[int]:
+def _run(port: int, argvs: Sequence[tuple[str, ...]]) -> list[int]:
     async def jobs() -> list[int]:
         async def one(i: int, argv: tuple[str, ...]) -> int:
             request = Request(1, argv, f"int x{i};\n".encode())
@@ -39,8 +47,8 @@ def _run(port: int, argvs: list[tuple[str, ...]]) -> list[int]:
 
 
 def test_two_workers_never_send_a_backend_more_jobs_than_its_free_slots(
-    start_server: type[ServerProcess],
-    start_balancer: type[BalancerProcess],
+    start_server: StartServer,
+    start_balancer: StartBalancer,
     fake_compilers: tuple[Path, Path],
 ) -> None:
     """Sixteen slow jobs at once over two workers for one backend with two slots: each
@@ -86,7 +94,7 @@ def test_two_workers_never_send_a_backend_more_jobs_than_its_free_slots(
 
 
 def test_a_worker_that_dies_is_started_again_and_jobs_go_on(
-    start_server: type[ServerProcess], start_balancer: type[BalancerProcess]
+    start_server: StartServer, start_balancer: StartBalancer
 ) -> None:
     server = start_server("--jobs", "2")
     balancer = start_balancer("--backend", _spec(server), "--workers", "2")
@@ -105,7 +113,7 @@ def test_a_worker_that_dies_is_started_again_and_jobs_go_on(
 
 
 def test_sighup_reaches_every_worker(
-    start_server: type[ServerProcess], start_balancer: type[BalancerProcess], tmp_path: Path
+    start_server: StartServer, start_balancer: StartBalancer, tmp_path: Path
 ) -> None:
     one, two = start_server("--jobs", "1"), start_server("--jobs", "1")
     config = tmp_path / "balancer.toml"

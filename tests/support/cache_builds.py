@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.distcc import run_make
-from tests.support.servers import BalancerProcess, ServerProcess, wait_until
+from tests.support.servers import BalancerProcess, ServerProcess, StartBalancer, wait_until
 
 MODULES = 23  # + main.c = 24 jobs
 
@@ -33,7 +33,7 @@ def wait_stored(balancer: BalancerProcess, count: int) -> None:
 
 
 def cache_balancer(
-    start_balancer: type[BalancerProcess], servers: list[ServerProcess], url: str, *extra: str
+    start_balancer: StartBalancer, servers: list[ServerProcess], url: str, *extra: str
 ) -> BalancerProcess:
     """A balancer in front of ``servers`` with the shared cache at ``url``."""
     args = [a for s in servers for a in ("--backend", spec(s))]

@@ -107,7 +107,7 @@ class RedisClusterNodes(_Processes):
     def nodes(self) -> list[dict[str, str]]:
         """CLUSTER NODES as one live node sees it: port, flags (master/slave, fail),
         its master's id, and whether it serves slots."""
-        table = _client(self.live_ports()[0]).execute_command("CLUSTER NODES")
+        table = _client(self.live_ports()[0]).cluster("NODES")
         return [
             {"port": address.rsplit(":", 1)[1], "id": node["node_id"], "flags": node["flags"],
              "master": node["master_id"], "slots": "yes" if node["slots"] else ""}
@@ -122,7 +122,7 @@ class RedisClusterNodes(_Processes):
     def ok(self) -> bool:
         """Every live node says cluster_state:ok and every slot is served by a live master."""
         for port in self.live_ports():
-            info = _client(port).execute_command("CLUSTER INFO")
+            info = _client(port).cluster("INFO")
             if info.get("cluster_state") != "ok" or int(info.get("cluster_slots_ok", 0)) != 16384:
                 return False
         return True
@@ -192,6 +192,7 @@ class SentinelGroup(_Processes):
     def _watching(self) -> bool:
         for port in self.sentinel_ports:
             state = _client(port).sentinel_master(MASTER_NAME)
+            assert isinstance(state, dict), state  # one sentinel's own reply, not a bool
             if int(state["num-other-sentinels"]) != 2 or int(state["num-slaves"]) != 1:
                 return False
         replica = _client(self.replica_port).info("replication")
@@ -199,8 +200,8 @@ class SentinelGroup(_Processes):
 
     def master(self) -> int:
         """The master's port, as every live sentinel names it (0 while they disagree)."""
-        named = {int(_client(port).sentinel_get_master_addr_by_name(MASTER_NAME)[1])
-                 for port in self.sentinel_ports if self.procs[port].poll() is None}  # fmt: skip
+        named = {_named_master(port) for port in self.sentinel_ports
+                 if self.procs[port].poll() is None}  # fmt: skip
         return named.pop() if len(named) == 1 else 0
 
     def in_sync(self) -> bool:
@@ -210,3 +211,10 @@ class SentinelGroup(_Processes):
 
     def keys(self, port: int) -> int:
         return int(_client(port).dbsize())
+
+
+def _named_master(sentinel_port: int) -> int:
+    """The master's port, as the sentinel on ``sentinel_port`` names it."""
+    address = _client(sentinel_port).sentinel_get_master_addr_by_name(MASTER_NAME)
+    assert isinstance(address, tuple), address  # one sentinel's own reply, not a bool
+    return int(address[1])

@@ -13,7 +13,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 READY_TIMEOUT_S = 30.0
 STAND_INS = ("hang-cc", "slow-cc", "whoami-cc", "evil-cc")
@@ -78,7 +78,7 @@ def as_unprivileged_user(name: str = UNPRIVILEGED) -> list[str]:
     entry = pwd.getpwnam(name)
     checkout = Path(__file__).resolve().parents[2]
     needed = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), str(checkout)}
-    hidden = sorted({_first_closed_ancestor(path) for path in needed} - {None})
+    hidden = sorted({closed for path in needed if (closed := _first_closed_ancestor(path))})
     if len(hidden) > 1:
         raise AssertionError(f"Python and the checkout are behind several closed dirs: {hidden}")
     if not hidden:
@@ -154,7 +154,7 @@ class ServerProcess:
             lambda: self.event(event) or self.proc.poll() is not None, READY_TIMEOUT_S, event
         )
         if ready is True:
-            raise AssertionError(f"{self.proc.args} exited {self.proc.returncode}: {self.lines}")
+            raise AssertionError(f"{self.proc.args!r} exited {self.proc.returncode}: {self.lines}")
         return dict(ready)
 
     def _drain(self) -> None:
@@ -218,6 +218,15 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+class StartServer(Protocol):
+    """The ``start_server`` fixture (tests/conftest.py): starts a :class:`ServerProcess`
+    with ``args`` as its flags, stopped when the test ends."""
+
+    def __call__(
+        self, *args: str, path_prepend: str | None = None, prefix: list[str] | None = None
+    ) -> ServerProcess: ...
 
 
 def process_table() -> list[tuple[int, int, int, str]]:
@@ -361,3 +370,10 @@ class BalancerProcess(ServerProcess):
     def wait_healthy(self, count: int, timeout_s: float = 30) -> None:
         wait_until(lambda: self.totals()["healthy_backends"] >= count, timeout_s,
                    f"{count} healthy backends")  # fmt: skip
+
+
+class StartBalancer(Protocol):
+    """The ``start_balancer`` fixture (tests/conftest.py): starts a
+    :class:`BalancerProcess` with ``args`` as its flags, stopped when the test ends."""
+
+    def __call__(self, *args: str, config_file: Path | None = None) -> BalancerProcess: ...

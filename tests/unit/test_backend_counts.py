@@ -19,7 +19,7 @@ from wire import Limits, Reply, Request
 
 pytestmark = pytest.mark.asyncio
 
-REQUEST = Request(protocol=1, argv=["gcc", "-c", "a.c", "-o", "a.o"], source=b"int a;\n")
+REQUEST = Request(protocol=1, argv=("gcc", "-c", "a.c", "-o", "a.o"), source=b"int a;\n")
 
 
 def _done(reply: Reply) -> asyncio.Future[Reply]:
@@ -32,6 +32,8 @@ def _attempt(backend: Backend, reply: Reply, kind: str) -> Attempt:
     now = time.monotonic()
     return Attempt(
         backend=backend,
+        # A done Future stands in for the attempt's Task: the dispatcher uses only what
+        # a Future has (done, result, cancel), but the field is typed Task (arg-type).
         task=_done(reply),  # type: ignore[arg-type]
         running=Running(backend.name, now, 1.0),
         kind=kind,

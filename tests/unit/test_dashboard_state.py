@@ -14,6 +14,7 @@ from balancer.activity import (
     attach,
     merge_snapshots,
 )
+from balancer.attempts import Attempt
 from balancer.backends import Backend, BackendSpec
 from balancer.history import History, merge_exports
 from daemon.ring import Ring, quantile_ms
@@ -62,6 +63,8 @@ def test_a_sample_counts_the_jobs_since_the_last_and_the_slots_now() -> None:
     assert (row["ok"], row["slots"], row["cache_lookups"], row["cache_hits"]) == (0, 4, 5, 4)
     assert math.isnan(row["p50_ms"])
     exported = history.export()
+    # The exports are the page's JSON (dict[str, object]); the ignores here and below
+    # index into their rows (index) and lists (attr-defined, arg-type).
     assert exported["rows"]["t"] == [102.0, 104.0]  # type: ignore[index]
     assert exported["rows"]["p50_ms"] == [200.0, None]  # type: ignore[index]
 
@@ -102,9 +105,9 @@ def test_workers_histories_merge_by_sample_time() -> None:
 
 class _Attempts:
     def __init__(self) -> None:
-        self.running: list[object] = []
+        self.running: list[Attempt] = []
         self.hedges = 0
-        self.winner: object | None = None
+        self.winner: Attempt | None = None
 
 
 def test_a_job_in_flight_is_shown_with_its_attempts_and_gone_when_it_ends() -> None:

@@ -8,6 +8,9 @@ from collections import Counter
 from balancer.backends import Backend, BackendReport, BackendSpec
 from balancer.picker import pick
 
+# pick() is None only when no backend can take the job; each pick below has one to
+# choose, hence the ``type: ignore[union-attr]`` where its name is read.
+
 
 def _backend(name: str, slots: int, *, healthy: bool = True, latency_s: float = 0.1,
              weight: float = 1.0) -> Backend:  # fmt: skip

@@ -37,12 +37,12 @@ def test_file_is_reread_when_it_changes_but_looked_at_at_most_once_a_second(
     path, clock = tmp_path / "allow", Clock()
     _write(path, "alice@R\n", 1_000_000_000)
     listed = PrincipalFile(str(path), clock=clock)
-    assert listed.names() == {"alice@R"}
+    assert listed.names() == frozenset({"alice@R"})
     _write(path, "alice@R\nbob@R\n", 2_000_000_000)
     clock.now += 0.5
-    assert listed.names() == {"alice@R"}, "within a second: the cached list"
+    assert listed.names() == frozenset({"alice@R"}), "within a second: the cached list"
     clock.now += 0.6
-    assert listed.names() == {"alice@R", "bob@R"}
+    assert listed.names() == frozenset({"alice@R", "bob@R"})
 
 
 def test_unreadable_list_fails_closed(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -49,26 +50,27 @@ operation = st.one_of(
 )
 
 
-def _apply(op: tuple[object, ...], backends: list[Backend], clock: Clock) -> None:
+def _apply(op: tuple[Any, ...], backends: list[Backend], clock: Clock) -> None:
+    # An operation's shape is told by its kind (``operation`` above): Any, not object.
     kind = op[0]
     if kind == "time":
-        clock.now += float(op[1])  # type: ignore[arg-type]
+        clock.now += float(op[1])
         return
-    backend = backends[int(op[1])]  # type: ignore[call-overload]
+    backend = backends[int(op[1])]
     if kind == "report":
-        backend.on_report(BackendReport(slots=int(op[2]), busy=int(op[3]), accepting=bool(op[4])))  # type: ignore[call-overload]
+        backend.on_report(BackendReport(slots=int(op[2]), busy=int(op[3]), accepting=bool(op[4])))
     elif kind == "job":
-        backend.in_flight = max(0, backend.in_flight + int(op[2]))  # type: ignore[call-overload]
+        backend.in_flight = max(0, backend.in_flight + int(op[2]))
     elif kind == "probe":
-        backend.probing = max(0, backend.probing + int(op[2]))  # type: ignore[call-overload]
+        backend.probing = max(0, backend.probing + int(op[2]))
     elif kind == "latency":
-        backend.record_latency(float(op[2]))  # type: ignore[arg-type]
+        backend.record_latency(float(op[2]))
     elif kind == "ok":
         backend.on_success()
     elif kind == "fail":
         backend.on_failure("test")
     elif kind == "turned_away":
-        backend.on_turned_away(clock.now, float(op[2]))  # type: ignore[arg-type]
+        backend.on_turned_away(clock.now, float(op[2]))
 
 
 def _check(roster: Roster, backends: list[Backend], clock: Clock) -> None:
@@ -98,7 +100,7 @@ def _check(roster: Roster, backends: list[Backend], clock: Clock) -> None:
     st.lists(operation, max_size=60),
 )
 def test_the_index_equals_the_from_scratch_estimates(
-    weights: list[float], ops: list[tuple[object, ...]]
+    weights: list[float], ops: list[tuple[Any, ...]]
 ) -> None:
     roster, backends, clock = _farm(weights)
     for op in ops:
@@ -109,7 +111,7 @@ def test_the_index_equals_the_from_scratch_estimates(
 @settings(max_examples=100, deadline=None)
 @given(st.lists(operation, max_size=40), st.integers(0, 2**32 - 1))
 def test_a_pick_is_always_an_available_backend_not_excluded(
-    ops: list[tuple[object, ...]], seed: int
+    ops: list[tuple[Any, ...]], seed: int
 ) -> None:
     roster, backends, clock = _farm([1.0] * COUNT)
     rng = random.Random(seed)
@@ -134,6 +136,7 @@ def test_draws_follow_free_slots_over_seconds_per_job() -> None:
         for _ in range(5):
             backend.record_latency(latency)
     rng = random.Random(3)
+    # _draw is None only when no backend has room; here one always has (union-attr).
     counts = Counter(roster._draw(rng).name for _ in range(20000))  # type: ignore[union-attr]
     # Weights 80, 20 and 20: the big fast one four times as often as each other.
     assert 3.6 < counts["b0:1"] / counts["b1:1"] < 4.4
@@ -172,7 +175,7 @@ caching_operation = st.one_of(
     st.binary(min_size=1, max_size=8),
 )
 def test_the_affinity_pick_equals_the_from_scratch_ring(
-    weights: list[float], ops: list[tuple[object, ...]], affinity: bytes
+    weights: list[float], ops: list[tuple[Any, ...]], affinity: bytes
 ) -> None:
     """The ring, the caching backends and their load kept by the roster give the pick
     that :func:`balancer.picker.affinity_choice` computes from scratch."""
@@ -183,8 +186,8 @@ def test_the_affinity_pick_equals_the_from_scratch_ring(
         backend.on_success()
     for op in ops:
         if op[0] == "caching":  # a report from a backend that keeps a result cache
-            report = BackendReport(slots=int(op[2]), busy=int(op[3]), result_cache=bool(op[4]))  # type: ignore[call-overload]
-            backends[int(op[1])].on_report(report)  # type: ignore[call-overload]
+            report = BackendReport(slots=int(op[2]), busy=int(op[3]), result_cache=bool(op[4]))
+            backends[int(op[1])].on_report(report)
         else:
             _apply(op, backends, clock)
         now = clock.now
