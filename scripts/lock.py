@@ -5,8 +5,10 @@
     python scripts/lock.py check LOCK...  exit 1, naming each difference, unless the
                                           environment holds exactly the LOCKs' pins
 
-Standard library only: it runs before anything else is installed. The tests read the
-lock through :func:`read_pins` too (tests/unit/test_lock.py).
+The lock is universal (scripts/update-deps resolves it for every Python >= 3.11): a
+pin may carry an environment marker (``async-timeout==5.0.1 ; python_full_version <
+'3.11.3'``), and only the pins whose markers hold here count. The markers are read with
+``packaging``, which the build tools' lock installs first (requirements/build.txt).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)", re.MULTILINE)
+from packaging.markers import Marker
+
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)[ \t]*(?:;([^\\\n]*))?", re.MULTILINE)
 PROJECT = "distlb"
 
 
@@ -26,9 +30,14 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def read_pins(path: Path) -> dict[str, str]:
-    """``{normalized name: version}`` for every ``name==version`` line of a lock."""
-    return {normalize(name): version for name, version in PIN.findall(path.read_text())}
+def read_pins(path: Path, environment: dict[str, str] | None = None) -> dict[str, str]:
+    """``{normalized name: version}`` for every ``name==version`` line of a lock whose
+    marker holds in ``environment`` (default: this interpreter's)."""
+    pins: dict[str, str] = {}
+    for name, version, marker in PIN.findall(path.read_text()):
+        if not marker.strip() or Marker(marker.strip()).evaluate(environment):
+            pins[normalize(name)] = version
+    return pins
 
 
 def installed() -> dict[str, str]:
@@ -58,12 +67,12 @@ def differences(locks: list[Path]) -> list[str]:
         wanted |= read_pins(lock)
     have = installed()
     have.pop(PROJECT, None)
-    found = [f"{name}: locked {version}, installed {have.get(name, 'nothing')}"
-             for name, version in sorted(wanted.items()) if have.get(name) != version]  # fmt: skip
-    found += [
-        f"{name}: installed {have[name]}, not in the lock"
-        for name in sorted(set(have) - set(wanted))
+    found = [
+        f"{name}: locked {version}, installed {have.get(name, 'nothing')}"
+        for name, version in sorted(wanted.items())
+        if have.get(name) != version
     ]
+    found += [f"{name}: installed {have[name]}, not in the lock" for name in sorted(set(have) - set(wanted))]
     return found
 
 
