@@ -93,9 +93,13 @@ class FaultRelayForTests:
             # Upstream refused or is gone: the downstream sees a reset, as it would directly.
             _abort(down_w)
             return
-        await asyncio.gather(self._pipe(down_r, up_w), self._pipe(up_r, down_w, replies=True))
-        for writer in (down_w, up_w):
-            writer.close()
+        try:
+            await asyncio.gather(self._pipe(down_r, up_w), self._pipe(up_r, down_w, replies=True))
+        finally:
+            # Ended, or the relay shut down (a partition's relay dies, and both ends see
+            # their connection go): never leave an end waiting on a socket nobody serves.
+            for writer in (down_w, up_w):
+                _abort(writer)
 
     async def _pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, replies: bool = False
