@@ -72,7 +72,8 @@ def differences(locks: list[Path]) -> list[str]:
         for name, version in sorted(wanted.items())
         if have.get(name) != version
     ]
-    found += [f"{name}: installed {have[name]}, not in the lock" for name in sorted(set(have) - set(wanted))]
+    unlocked = sorted(set(have) - set(wanted))
+    found += [f"{name}: installed {have[name]}, not in the lock" for name in unlocked]
     return found
 
 

@@ -101,7 +101,7 @@ def test_the_build_tools_agree_with_the_test_lock_and_satisfy_their_inputs() -> 
 
 
 def _environment(python: str) -> dict[str, str]:
-    environment: dict[str, str] = dict(default_environment())
+    environment = {key: str(value) for key, value in default_environment().items()}
     environment |= {"python_full_version": python, "python_version": python.rsplit(".", 1)[0]}
     return environment
 
