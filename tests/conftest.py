@@ -144,3 +144,31 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()
     yield server
     server.stop()
+
+
+# With pytest-xdist (scripts/test.sh runs two workers), tests that share something of
+# the machine's run in one worker, one after the other: the system tests' network
+# namespaces have fixed names and addresses, and scripts/farm.sh's farm takes fixed
+# ports. Every other test takes port 0, temp dirs of its own and (tests/support/
+# servers.py) job uids of its worker's own. The longest groups are handed out first,
+# so that no worker is left with one of them at the end.
+SHARED = {
+    "tests/system/test_image.py": "image",
+    "tests/system/test_failover.py": "netns",
+    "tests/system/test_faults.py": "netns",
+    "tests/integration/test_farm.py": "fixed-ports",
+}
+FIRST = ("image", "netns")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = SHARED.get(item.nodeid.split("::")[0])
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+    def order(item: pytest.Item) -> int:
+        group = SHARED.get(item.nodeid.split("::")[0])
+        return FIRST.index(group) if group in FIRST else len(FIRST)
+
+    items.sort(key=order)  # (stable: the rest keep their order)

@@ -22,14 +22,19 @@ import pytest
 from client import compile_remote
 from tests.support.compilers import alive, running
 from tests.support.sandbox_jobs import compile_on, evil, incbin, read_a_running_jobs_source
-from tests.support.servers import ServerProcess, StartServer, process_table, wait_until
+from tests.support.servers import (
+    JOB_UIDS,
+    ServerProcess,
+    StartServer,
+    process_table,
+    wait_until,
+)
 from wire import Request
 
 pytestmark = pytest.mark.integration
 
 SECRET = "DISTLB_SANDBOX_SECRET_7c1d"
 ROOT = os.geteuid() == 0
-JOB_UIDS = (900_000_000, 900_000_999)
 JOB_RANGE = range(JOB_UIDS[0], JOB_UIDS[1] + 1)
 
 

@@ -19,6 +19,19 @@ READY_TIMEOUT_S = 30.0
 STAND_INS = ("hang-cc", "slow-cc", "whoami-cc", "evil-cc")
 
 
+def _job_uids_of_this_worker() -> tuple[int, int]:
+    """The per-job uids the servers of this test process use. With pytest-xdist each
+    worker has its own thousand (past the default range, which the system tests' farm
+    keeps), so a test that looks for processes left by its jobs sees only its own."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) + 1 if worker.startswith("gw") and worker[2:].isdigit() else 0
+    first = 900_000_000 + 1000 * index
+    return first, first + 999
+
+
+JOB_UIDS = _job_uids_of_this_worker()
+
+
 def role_command(role: str) -> list[str]:
     """How to run ``distlb-<role>``: the venv's console script, else ``python -m``."""
     script = Path(sys.executable).with_name(f"distlb-{role}")
@@ -140,6 +153,8 @@ class ServerProcess:
             "--stats-port", "0",
             "--log-format", "json",
             "--tmp-dir", str(tmp_dir),
+            *(() if any(a.startswith("--job-uids") for a in args) else
+              ("--job-uids", f"{JOB_UIDS[0]}-{JOB_UIDS[1]}")),
             *args,
         ]  # fmt: skip
         server = cls(proc=_spawn(cmd, env), tmp_dir=tmp_dir)
