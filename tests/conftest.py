@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import hypothesis  # noqa: F401 (imported at start, never at the summary: see below)
 import pytest
@@ -147,11 +148,15 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 # With pytest-xdist (scripts/test.sh runs two workers), tests that share something of
-# the machine's run in one worker, one after the other: the system tests' network
-# namespaces have fixed names and addresses, and scripts/farm.sh's farm takes fixed
-# ports. Every other test takes port 0, temp dirs of its own and (tests/support/
-# servers.py) job uids of its worker's own. The longest groups are handed out first,
-# so that no worker is left with one of them at the end.
+# the machine run in one worker, one after the other: the system tests' network
+# namespaces have fixed names and addresses ("netns"), scripts/farm.sh's farm takes
+# fixed ports ("fixed-ports"), and the image's two tests share one build ("image").
+# Every other test is a unit of its own: it takes port 0, temp dirs of its own and
+# (tests/support/servers.py) job uids of its worker's own. The longest groups are
+# collected first, so that no worker is left with one of them at the end.
+# (xdist's own ``xdist_group`` mark with ``--dist loadgroup`` grouped nothing here,
+# pytest 9.2 with xdist 3.8: the two tests of one group ran in two workers. A scheduler
+# of our own groups by path instead.)
 SHARED = {
     "tests/system/test_image.py": "image",
     "tests/system/test_failover.py": "netns",
@@ -161,14 +166,23 @@ SHARED = {
 FIRST = ("image", "netns")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        group = SHARED.get(item.nodeid.split("::")[0])
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+def _group(nodeid: str) -> str | None:
+    return SHARED.get(nodeid.split("::")[0])
 
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedGroups(LoadScopeScheduling):  # type: ignore[misc]  # (xdist is untyped)
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(nodeid) or nodeid
+
+    return SharedGroups(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def order(item: pytest.Item) -> int:
-        group = SHARED.get(item.nodeid.split("::")[0])
+        group = _group(item.nodeid)
         return FIRST.index(group) if group in FIRST else len(FIRST)
 
     items.sort(key=order)  # (stable: the rest keep their order)
