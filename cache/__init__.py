@@ -5,7 +5,7 @@ Pluggable wherever a job passes: the balancer (shared Redis + memory), the serve
 """
 
 from cache.entry import CachedResult, CorruptEntry, decode_entry, encode_entry
-from cache.keys import CompilerIdentity, cache_key, job_digest, why_not_cacheable
+from cache.keys import CompilerIdentity, cache_key, job_digest, key_argv, why_not_cacheable
 from cache.redis_store import RedisStore
 from cache.redis_url import BadRedisURL, RedisTarget, parse_redis_url
 from cache.result_cache import CacheStats, ResultCache
@@ -28,6 +28,7 @@ __all__ = [
     "decode_entry",
     "encode_entry",
     "job_digest",
+    "key_argv",
     "parse_redis_url",
     "why_not_cacheable",
 ]

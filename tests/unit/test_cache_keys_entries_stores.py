@@ -20,9 +20,9 @@ from cache import (
     decode_entry,
     encode_entry,
     job_digest,
+    key_argv,
     why_not_cacheable,
 )
-from cache.keys import normalized_args
 from daemon.judge import Judge, Refused
 
 GCC12 = CompilerIdentity("gcc (Debian 12.2.0-14) 12.2.0", "ab" * 32)
@@ -32,7 +32,26 @@ def test_input_and_output_names_do_not_change_the_job() -> None:
     a = job_digest(1, ["gcc", "-O2", "-c", "src/a.c", "-o", "obj/a.o"], b"int a;")
     b = job_digest(1, ["gcc", "-O2", "-c", "/home/bob/b.c", "-oB.o"], b"int a;")
     assert a == b
-    assert normalized_args(["gcc", "-O2", "-c", "x.cc", "-o", "x.o"]) == ["gcc", "-O2", "-c"]
+    assert key_argv(["gcc", "-O2", "-c", "x.cc", "-o", "x.o"]) == ["gcc", "-O2", "-c", "\0input.cc"]
+
+
+SUFFIXES = [".c", ".i", ".cc", ".cpp", ".cxx", ".cp", ".c++", ".C", ".ii", ".m", ".mi", ".mm",
+            ".M", ".mii"]  # fmt: skip
+
+
+def test_the_input_suffix_is_in_the_job_exactly_as_the_compiler_reads_it() -> None:
+    """Without -x the suffix chooses the language (.c is C, .C is C++): each suffix,
+    case and all, is a job of its own, wherever the file lives and whatever its stem."""
+    digests = {job_digest(1, ["gcc", "-c", f"dir.d/x{suffix}"], b"int a;") for suffix in SUFFIXES}
+    assert len(digests) == len(SUFFIXES)
+    assert job_digest(1, ["gcc", "-c", "a.C"], b"") == job_digest(1, ["gcc", "-c", "/b/c.C"], b"")
+    assert key_argv(["gcc", "-c", "dir.x/noext"]) == ["gcc", "-c", "\0input"]
+
+
+def test_language_options_keep_their_place_around_the_input() -> None:
+    before = job_digest(1, ["gcc", "-c", "-x", "c++", "a.c"], b"int a;")
+    after = job_digest(1, ["gcc", "-c", "a.c", "-x", "c++"], b"int a;")
+    assert before != after  # (-x applies to the files after it only)
 
 
 @pytest.mark.parametrize(
