@@ -18,6 +18,7 @@ from daemon.bounds import BoundsConfig
 from daemon.config import ConfigError, load_config, settings_from
 from daemon.gss import AcceptorConfig
 from daemon.judge_config import JudgeConfig
+from daemon.secret_files import CacheSecretConfig
 
 __all__ = ["BalancerConfig", "ConfigError", "load"]
 
@@ -34,7 +35,7 @@ MAX_WORKERS = 64
 
 
 @dataclass
-class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
+class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfig):
     listen: str = "0.0.0.0"  # noqa: S104 (it serves the network; --allow guards it)
     port: int = 3632
     admin_port: int = 3634
@@ -146,6 +147,8 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
         return settings_from(self, DispatchSettings)
 
     def result_cache(self) -> ResultCache | None:
+        """The stores asked for, their entries authenticated with the cache secret (a
+        memory cache alone, which no one else can reach, with a random one)."""
         stores: list[Store] = []
         if self.cache_memory_mb > 0:
             stores.append(MemoryStore(self.cache_memory_mb * 1024 * 1024))
@@ -153,7 +156,10 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
             stores.append(
                 RedisStore(self.cache_redis, ttl_s=self.cache_ttl, timeout_s=self.cache_timeout)
             )
-        return ResultCache(stores) if stores else None
+        if not stores:
+            return None
+        secret = self.cache_secret("--cache-redis", bool(self.cache_redis))
+        return ResultCache(stores, secret or os.urandom(32))
 
     def validate(self) -> None:
         if not self.backend:
@@ -192,6 +198,7 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
                 parse_redis_url(self.cache_redis)
             except BadRedisURL as exc:
                 raise ConfigError(f"--cache-redis {exc}") from exc
+        self.cache_secret("--cache-redis", bool(self.cache_redis))
         if self.cache_timeout <= 0:
             raise ConfigError("--cache-timeout must be positive")
         if not 1 <= self.workers <= MAX_WORKERS:

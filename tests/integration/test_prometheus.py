@@ -18,6 +18,7 @@ import pytest
 from client import compile_remote
 from client.prober import probe_request
 from tests.support.redis import RedisServer
+from tests.support.secrets import farm_secret
 from tests.support.servers import StartBalancer, StartServer
 
 pytestmark = pytest.mark.integration
@@ -127,7 +128,7 @@ def test_the_grafana_board_queries_parse_and_name_only_metrics_we_export(
     server = start_server("--jobs", "2")
     balancer = start_balancer(
         "--backend", f"127.0.0.1:{server.port},status={server.stats_port}",
-        "--cache-redis", redis_server.url,
+        "--cache-redis", redis_server.url, "--cache-secret-file", str(farm_secret()),
     )  # fmt: skip
     balancer.wait_healthy(1)
     for _ in range(2):  # a miss, then a hit

@@ -14,6 +14,7 @@ from balancer.config import load as load_balancer_config
 from balancer.workers import merge_status
 from cache import BadRedisURL, CompilerIdentity, parse_redis_url
 from cache.node_stats import LATENCY_BUCKETS_S, TRIP_AFTER, NodeBook
+from tests.support.secrets import farm_secret
 
 GCC = CompilerIdentity("gcc (Debian 12.2.0-14) 12.2.0", "ab" * 32)
 
@@ -69,7 +70,8 @@ def test_the_balancer_refuses_to_start_with_a_malformed_cache_url() -> None:
         load_balancer_config(["--backend", "127.0.0.1:3632", "--cache-redis",
                               "redis+sentinel://127.0.0.1:26379"])  # fmt: skip
     config = load_balancer_config(["--backend", "127.0.0.1:3632", "--cache-redis",
-                                   "redis+cluster://127.0.0.1:7000,127.0.0.1:7001"])  # fmt: skip
+                                   "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
+                                   "--cache-secret-file", str(farm_secret())])  # fmt: skip
     assert config.cache_redis is not None and not config.cache_trust_unsandboxed
 
 
