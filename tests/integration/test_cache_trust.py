@@ -11,6 +11,7 @@ cache directory on a server, the real distcc client and real gcc:
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from tests.support.cache_builds import spec
 from tests.support.distcc import run_distcc
 from tests.support.forged import old_format_entry
 from tests.support.redis import RedisServer
-from tests.support.secrets import farm_secret
+from tests.support.secrets import farm_secret, write_secret
 from tests.support.servers import ServerProcess, StartBalancer, StartServer, wait_until
 
 pytestmark = pytest.mark.integration
@@ -210,3 +211,52 @@ def test_the_same_text_as_cxx_then_as_c_gives_the_c_client_the_c_object(
     assert _run_program(cxx, "main.c", "value.o").returncode == 1  # ... and in C++
     assert cache.status()["hits"] == 0
     assert len(cache.wait_entries(2)) == 2
+
+
+def test_the_balancer_reaches_redis_as_a_user_whose_password_is_in_a_file(
+    start_server: StartServer, start_balancer: StartBalancer, tmp_path: Path
+) -> None:
+    """Redis as docs/cache.md runs it for a farm: a password, and the balancers as an
+    ACL user that may only GET, SET and DEL; the password from a file, in no URL."""
+    redis_server = RedisServer(password=secrets.token_hex(16))
+    try:
+        admin = redis.Redis.from_url(redis_server.url, password=redis_server.password)
+        password = secrets.token_hex(16)
+        admin.acl_setuser("distlb", enabled=True, passwords=[f"+{password}"], keys=["*"],
+                          reset_channels=True, categories=["-@all"],
+                          commands=["+get", "+set", "+del"])  # fmt: skip
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis.from_url(redis_server.url).set("planted", b"evil")  # (no password)
+        server = start_server("--jobs", "2")
+        url = f"redis://distlb@127.0.0.1:{redis_server.port}/0"
+
+        def balancer(password_file: Path) -> CacheUnderTest:
+            started = start_balancer(
+                "--backend", spec(server), "--cache-redis", url, "--cache-timeout", "2",
+                "--cache-redis-password-file", str(password_file),
+                "--cache-secret-file", str(farm_secret()),
+            )  # fmt: skip
+            started.wait_healthy(1)
+            return CacheUnderTest(
+                hosts=f"127.0.0.1:{started.port}/2,lzo",
+                keys=lambda: [k.decode() for k in admin.keys("*") if isinstance(k, bytes)],
+                plant=lambda key, value: None,
+                status=lambda: dict(started.status()["cache"]),
+                events=started.events,
+            )
+
+        good = balancer(write_secret(tmp_path / "password", password.encode() + b"\n"))
+        for name in ("alice", "bob"):
+            project = _answer_project(tmp_path / name, 42)
+            _remote(good, ["-c", *CFLAGS, "answer.c", "-o", "answer.o"], project)
+            assert _run_program(project, "main.c", "answer.o").stdout == "42\n"
+            good.wait_entries(1)
+        assert (good.status()["hits"], good.status()["bypasses"]) == (1, 0), good.status()
+
+        wrong = balancer(write_secret(tmp_path / "wrong", b"not-the-password"))
+        carol = _answer_project(tmp_path / "carol", 42)
+        _remote(wrong, ["-c", *CFLAGS, "answer.c", "-o", "answer.o"], carol)  # (compiled)
+        assert _run_program(carol, "main.c", "answer.o").stdout == "42\n"
+        assert wrong.status()["hits"] == 0 and wrong.status()["bypasses"] >= 1
+    finally:
+        redis_server.stop()

@@ -35,6 +35,17 @@ def test_a_cluster_url_lists_its_startup_nodes() -> None:
     assert "p@ss" not in target.label and "p@ss" not in repr(target)
 
 
+@pytest.mark.parametrize(
+    "url", ["redis://distlb@h:6379/0", "redis+cluster://distlb@h:7000",
+            "redis+sentinel://distlb@h:26379/cache"],
+)  # fmt: skip
+def test_a_user_alone_in_a_url_is_a_user_as_redis_py_reads_it(url: str) -> None:
+    """(Its password comes from --cache-redis-password-file.)"""
+    target = parse_redis_url(url)
+    assert (target.username, target.password) == ("distlb", None)
+    assert parse_redis_url("redis://:pw@h:6379/0").password == "pw"
+
+
 def test_a_sentinel_url_names_the_sentinels_and_the_master() -> None:
     target = parse_redis_url("redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/cache/3")
     assert target.kind == "sentinel"

@@ -135,3 +135,20 @@ def test_a_memory_cache_alone_needs_no_secret(tmp_path: Path) -> None:
     server = load_server(["--sandbox", "none", "--cache-dir", str(tmp_path / "c"),
                           "--cache-secret-file", secret])  # fmt: skip
     assert server.result_cache() is not None
+
+
+def test_the_redis_password_comes_from_its_file_and_only_from_there(tmp_path: Path) -> None:
+    secret = str(write_secret(tmp_path / "s"))
+    password = str(write_secret(tmp_path / "pw", b"hunter2-but-longer\n"))
+    config = load_balancer([*BALANCER, "--cache-redis", "redis://distlb@h:6379/0",
+                            "--cache-secret-file", secret,
+                            "--cache-redis-password-file", password])  # fmt: skip
+    assert config.redis_password() == "hunter2-but-longer"
+    with pytest.raises(ConfigError, match="keep it in the file only"):
+        load_balancer([*BALANCER, "--cache-redis", "redis://:inline@h:6379/0",
+                       "--cache-secret-file", secret,
+                       "--cache-redis-password-file", password])  # fmt: skip
+    with pytest.raises(ConfigError, match=r"--cache-redis-password-file .*others may read"):
+        load_balancer([*BALANCER, "--cache-redis", "redis://h:6379/0", "--cache-secret-file",
+                       secret, "--cache-redis-password-file",
+                       str(write_secret(tmp_path / "open", b"pw", 0o644))])  # fmt: skip
