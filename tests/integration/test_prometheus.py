@@ -44,7 +44,7 @@ def _get(port: int, path: str) -> str:
 def test_shipped_scrape_config_and_alert_rules_are_valid() -> None:
     result = _promtool("check", "config", str(CONFIGS / "prometheus.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "7 rules found" in result.stdout + result.stderr
+    assert "8 rules found" in result.stdout + result.stderr
 
 
 def test_server_balancer_and_monitor_metrics_pass_promtool(
