@@ -18,6 +18,7 @@ from daemon.bounds import BoundsConfig
 from daemon.config import ConfigError, load_config, settings_from
 from daemon.gss import AcceptorConfig
 from daemon.judge_config import JudgeConfig
+from daemon.secret_files import CacheSecretConfig, read_secret_file
 
 __all__ = ["BalancerConfig", "ConfigError", "load"]
 
@@ -34,7 +35,7 @@ MAX_WORKERS = 64
 
 
 @dataclass
-class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
+class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfig):
     listen: str = "0.0.0.0"  # noqa: S104 (it serves the network; --allow guards it)
     port: int = 3632
     admin_port: int = 3634
@@ -72,6 +73,8 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
     compiler_identity: str = "majority"
     pin_compiler: list[str] = field(default_factory=list)
     cache_redis: str | None = None
+    cache_redis_password_file: str | None = None
+    """Redis's password (requirepass, or an ACL user's), read from a file at start."""
     cache_memory_mb: int = 0
     cache_ttl: int = 7 * 86400
     cache_timeout: float = 0.25
@@ -146,14 +149,41 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
         return settings_from(self, DispatchSettings)
 
     def result_cache(self) -> ResultCache | None:
+        """The stores asked for, their entries authenticated with the cache secret (a
+        memory cache alone, which no one else can reach, with a random one)."""
         stores: list[Store] = []
         if self.cache_memory_mb > 0:
             stores.append(MemoryStore(self.cache_memory_mb * 1024 * 1024))
         if self.cache_redis:
             stores.append(
-                RedisStore(self.cache_redis, ttl_s=self.cache_ttl, timeout_s=self.cache_timeout)
+                RedisStore(
+                    self.cache_redis,
+                    password=self.redis_password(),
+                    ttl_s=self.cache_ttl,
+                    timeout_s=self.cache_timeout,
+                )
             )
-        return ResultCache(stores) if stores else None
+        if not stores:
+            return None
+        secret = self.cache_secret("--cache-redis", bool(self.cache_redis))
+        return ResultCache(stores, secret or os.urandom(32))
+
+    def redis_password(self) -> str | None:
+        """The password in --cache-redis-password-file (None: none given). Raises
+        :class:`ConfigError` for a bad file, or when the URL has a password too."""
+        path = self.cache_redis_password_file
+        if path is None:
+            return None
+        if self.cache_redis and parse_redis_url(self.cache_redis).password is not None:
+            raise ConfigError(
+                "--cache-redis names a password and --cache-redis-password-file gives one: "
+                "keep it in the file only"
+            )
+        secret = read_secret_file(path, "--cache-redis-password-file")
+        try:
+            return secret.decode()
+        except UnicodeDecodeError:
+            raise ConfigError(f"--cache-redis-password-file {path}: not UTF-8 text") from None
 
     def validate(self) -> None:
         if not self.backend:
@@ -192,6 +222,8 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
                 parse_redis_url(self.cache_redis)
             except BadRedisURL as exc:
                 raise ConfigError(f"--cache-redis {exc}") from exc
+        self.cache_secret("--cache-redis", bool(self.cache_redis))
+        self.redis_password()
         if self.cache_timeout <= 0:
             raise ConfigError("--cache-timeout must be positive")
         if not 1 <= self.workers <= MAX_WORKERS:

@@ -11,6 +11,7 @@ from daemon.bounds import add_bounds_flags
 from daemon.config import add_operator_flags, fill_defaults
 from daemon.gss import add_acceptor_flags
 from daemon.judge_config import add_judge_flags
+from daemon.secret_files import add_cache_secret_flag
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
         "redis+cluster://HOST:PORT[,HOST:PORT...], or a master found by Sentinel "
         "redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB] (default: off)",
     )
+    p.add_argument(
+        "--cache-redis-password-file",
+        metavar="FILE",
+        help="Redis's password (requirepass, or the password of the user named in the URL: "
+        "redis://USER@HOST:PORT), read at start from FILE, readable by this user only "
+        "(default: none, or the URL's)",
+    )
+    add_cache_secret_flag(p, "--cache-redis")
     p.add_argument(
         "--cache-memory-mb",
         type=int,

@@ -161,6 +161,7 @@ class BalancerStats:
             "misses": st.misses,
             "bypasses": st.bypasses,
             "corrupt": st.corrupt,
+            "rejected": st.rejected,
             "stored": st.stores,
             "bytes_read": st.bytes_read,
             "bytes_written": st.bytes_written,
@@ -268,6 +269,11 @@ class _Collector(Collector):
             )
             yield CounterMetricFamily(
                 "distlb_cache_corrupt", "Corrupt entries ignored", value=cache.stats.corrupt
+            )
+            yield CounterMetricFamily(
+                "distlb_cache_rejected",
+                "Entries ignored: not made with this farm's cache secret (forged, moved or old)",
+                value=cache.stats.rejected,
             )
             yield CounterMetricFamily(
                 "distlb_cache_read_bytes",

@@ -47,6 +47,7 @@ from bench.harness import (
 from client import compile_remote
 from tests.support.projects import write_c_project
 from tests.support.redis_cluster import RedisClusterNodes
+from tests.support.secrets import write_secret
 from wire import Request
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,10 +208,11 @@ def main() -> int:
         wait_ready(redis_proc, redis_port)
         servers = start_servers(work, procs)
         url = f"redis://{HOST}:{redis_port}/0"
-        balancer = start_balancer(work, servers, procs, "balancer", ("--cache-redis", url))
+        secret = ("--cache-secret-file", str(write_secret(work / "cache-secret")))
+        balancer = start_balancer(work, servers, procs, "balancer", ("--cache-redis", url, *secret))
         cluster = RedisClusterNodes(masters=3)
         on_cluster = start_balancer(
-            work, servers, procs, "balancer-cluster", ("--cache-redis", cluster.url)
+            work, servers, procs, "balancer-cluster", ("--cache-redis", cluster.url, *secret)
         )
         cold, warm = [], []
         for round_no in range(rounds):

@@ -1,17 +1,27 @@
-"""The result cache: keys (what determines a reply), entries (checksummed), stores.
+"""The result cache: keys (what determines a reply), entries (authenticated), stores.
 
 Pluggable wherever a job passes: the balancer (shared Redis + memory), the server
 (local disk), or a client.
 """
 
-from cache.entry import CachedResult, CorruptEntry, decode_entry, encode_entry
-from cache.keys import CompilerIdentity, cache_key, job_digest, why_not_cacheable
+from cache.entry import (
+    MIN_SECRET_BYTES,
+    BadEntry,
+    CachedResult,
+    CorruptEntry,
+    RejectedEntry,
+    decode_entry,
+    encode_entry,
+)
+from cache.keys import CompilerIdentity, cache_key, job_digest, key_argv, why_not_cacheable
 from cache.redis_store import RedisStore
 from cache.redis_url import BadRedisURL, RedisTarget, parse_redis_url
 from cache.result_cache import CacheStats, ResultCache
 from cache.stores import DiskStore, MemoryStore, Store, StoreUnavailable
 
 __all__ = [
+    "MIN_SECRET_BYTES",
+    "BadEntry",
     "BadRedisURL",
     "CacheStats",
     "CachedResult",
@@ -21,6 +31,7 @@ __all__ = [
     "MemoryStore",
     "RedisStore",
     "RedisTarget",
+    "RejectedEntry",
     "ResultCache",
     "Store",
     "StoreUnavailable",
@@ -28,6 +39,7 @@ __all__ = [
     "decode_entry",
     "encode_entry",
     "job_digest",
+    "key_argv",
     "parse_redis_url",
     "why_not_cacheable",
 ]

@@ -1,11 +1,14 @@
 """What determines a compile's reply, as a digest (pure).
 
 A cache key covers the compiler's identity (its ``--version`` line and binary
-digest, as each server publishes them), the arguments with the input and output
-names taken out (they never reach the object: the compiler reads a temp file and
-the file names it records come from the preprocessed source's line markers), the
-protocol, and the preprocessed source. Jobs whose output depends on anything
-else are never cached (see :data:`NEVER_CACHED`).
+digest, as each server publishes them), the protocol, the preprocessed source, and
+the arguments in the one canonical form :func:`key_argv` gives them: every argument
+in order, except that the input's name keeps only its suffix (which, without ``-x``,
+chooses the language) and ``-o NAME`` is left out. A server compiles its own copy of
+the source into its own output file, so neither name reaches the compiler; the names
+an object records come from the source's line markers. docs/cache.md has the audit
+of every argument, and why each is kept or left out. Jobs whose output depends on
+anything else are never cached (see :data:`NEVER_CACHED`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from wire.args import without_input_and_output
+from wire.args import scan
 
 # Output depends on more than the request: files on the build machine (profiles),
 # a random stamp (coverage notes), or code we do not know (plugins, specs).
@@ -44,18 +47,46 @@ def why_not_cacheable(argv: Sequence[str]) -> str | None:
     return None
 
 
-def normalized_args(argv: Sequence[str]) -> list[str]:
-    """argv without the input file name and without ``-o NAME``, found by the one argv
-    scanner the judge also uses (:mod:`wire.args`), so the two never disagree."""
-    return without_input_and_output(argv)
+INPUT_PLACEHOLDER = "\0input"
+"""What an input's name becomes in a key, followed by its suffix. No argument a job may
+carry holds a NUL (the judge refuses one), so it can stand for nothing else."""
+
+
+def input_placeholder(name: str) -> str:
+    """:data:`INPUT_PLACEHOLDER` and the suffix of ``name``'s last component, exactly
+    (``.c``, ``.C``, ``.ii``...: the compiler chooses the language by it, case and all)."""
+    base = name.rsplit("/", 1)[-1]
+    return INPUT_PLACEHOLDER + (base[base.rindex(".") :] if "." in base else "")
+
+
+def key_argv(argv: Sequence[str]) -> list[str]:
+    """The one canonical form of a command line that a key covers: ``argv`` with each
+    input (a positional argument) replaced, in place, by :func:`input_placeholder`, and
+    ``-o NAME`` left out; everything else as it is, in order. Inputs and ``-o`` are
+    found by the scanner the judge also uses (:mod:`wire.args`), so a key and a compile
+    never disagree on which argument is which. Give it the judge's canonical argv (as
+    both daemons do), so that spellings the judge rewrites share a key."""
+    scanned = scan(argv, start=1)
+    inputs = set(scanned.positionals)
+    left_out = {i for output in scanned.outputs() for i in range(output.index, output.end)}
+    return [
+        input_placeholder(arg) if i in inputs else arg
+        for i, arg in enumerate(argv)
+        if i not in left_out
+    ]
 
 
 def job_digest(protocol: int, argv: Sequence[str], source: bytes) -> bytes:
-    """The digest of a job without the compiler's identity (also used to route repeats)."""
+    """The digest of a job without the compiler's identity (also used to route repeats).
+    The arguments are counted and each is framed by its length (a placeholder holds a
+    NUL), so no two command lines hash alike."""
+    args = key_argv(argv)
     h = hashlib.sha256()
-    h.update(b"distlb-job-v1\0%d\0" % protocol)
-    for arg in normalized_args(argv):
-        h.update(arg.encode("utf-8", "surrogateescape") + b"\0")
+    h.update(b"distlb-job-v2\0%d\0" % protocol)
+    h.update(len(args).to_bytes(4, "big"))
+    for arg in args:
+        encoded = arg.encode("utf-8", "surrogateescape")
+        h.update(len(encoded).to_bytes(4, "big") + encoded)
     h.update(b"\0source\0")
     h.update(source)
     return h.digest()

@@ -49,7 +49,8 @@ class RedisStore:
     """A Redis shared by every balancer: entries expire after ``ttl_s``. A lookup (on
     the job's path) is bounded by ``timeout_s``; a store (in the background) by
     ``put_timeout_s``. ``url`` is parsed by :func:`cache.redis_url.parse_redis_url`
-    (raises :class:`cache.redis_url.BadRedisURL`)."""
+    (raises :class:`cache.redis_url.BadRedisURL`); ``password``, when given, is used
+    where the URL names none (read from a file, so that it is in no command line)."""
 
     name = "redis"
 
@@ -57,6 +58,7 @@ class RedisStore:
         self,
         url: str,
         *,
+        password: str | None = None,
         ttl_s: int = 7 * 86400,
         timeout_s: float = 0.25,
         put_timeout_s: float = 2.0,
@@ -84,6 +86,7 @@ class RedisStore:
             "health_check_interval": 0,
         }
         target = self.target
+        password = target.password or password
         self._cluster: RedisCluster | None = None
         self._sentinel: Sentinel | None = None
         if target.kind == "cluster":
@@ -92,7 +95,7 @@ class RedisStore:
                 # One dead master must not make the client refuse the live ones' slots.
                 require_full_coverage=False,
                 username=target.username,
-                password=target.password,
+                password=password,
                 **common,
             )
             self._redis: Any = self._cluster
@@ -103,11 +106,13 @@ class RedisStore:
                 target.master_name,
                 db=target.db,
                 username=target.username,
-                password=target.password,
+                password=password,
                 retry_on_error=[redis.exceptions.ConnectionError],
                 **common,
             )
         else:
+            if password is not None:
+                common["password"] = password  # (one in the URL wins: redis-py's rule)
             self._redis = aioredis.Redis.from_url(
                 url, retry_on_timeout=False, retry_on_error=[redis.exceptions.ConnectionError],
                 **common,

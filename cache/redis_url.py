@@ -101,9 +101,9 @@ def parse_redis_url(url: str) -> RedisTarget:
 
 
 def _credentials(userinfo: str) -> tuple[str | None, str | None]:
-    user, colon, password = userinfo.partition(":")
-    if not colon:
-        return None, unquote(user) or None  # (redis://secret@host, as redis-py reads it)
+    """(user, password) of ``USER:PASSWORD``, ``:PASSWORD`` or ``USER`` (a user alone,
+    as redis-py reads ``redis://USER@HOST``: its password may come from a file)."""
+    user, _, password = userinfo.partition(":")
     return unquote(user) or None, unquote(password) or None
 
 
@@ -115,10 +115,12 @@ def _single(url: str) -> RedisTarget:
         return RedisTarget("single", url)
     rest = url.partition("://")[2]
     netloc, _, path = rest.partition("/")
-    hosts = netloc.rpartition("@")[2]
+    userinfo, at, hosts = netloc.rpartition("@")
+    username, password = _credentials(userinfo) if at else (None, None)
     if "," in hosts:
         raise BadRedisURL(f"{url!r}: several nodes: use redis+cluster:// or redis+sentinel://")
     host_port = hosts if ":" in hosts.lstrip("[").rpartition("]")[2] else f"{hosts}:6379"
     node = _host_port(host_port, url)
     db_text = path.partition("?")[0].strip("/")
-    return RedisTarget("single", url, (node,), db=_db(db_text, url) if db_text else 0)
+    db = _db(db_text, url) if db_text else 0
+    return RedisTarget("single", url, (node,), db=db, username=username, password=password)

@@ -1,4 +1,5 @@
-"""The cache as a job sees it: layered stores, checksums, and the counts a dashboard shows."""
+"""The cache as a job sees it: layered stores, authenticated entries, and the counts a
+dashboard shows."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from cache.entry import CachedResult, CorruptEntry, decode_entry, encode_entry
+from cache.entry import (
+    CachedResult,
+    CorruptEntry,
+    RejectedEntry,
+    check_secret,
+    decode_entry,
+    encode_entry,
+)
 from cache.stores import Store, StoreUnavailable
 
 log = structlog.get_logger("distlb.cache")
@@ -23,6 +31,10 @@ class CacheStats:
     bypasses: int = 0
     """Lookups or stores skipped because a store was down or slow."""
     corrupt: int = 0
+    """Entries damaged in a store (their checksum failed): misses."""
+    rejected: int = 0
+    """Entries not made with this cache's secret for their key (forged, moved, another
+    secret's, or the old format): misses."""
     stores: int = 0
     bytes_read: int = 0
     bytes_written: int = 0
@@ -38,9 +50,13 @@ class CacheStats:
 
 class ResultCache:
     """Looks in each store in order (fastest first); a hit in a later store is copied
-    into the earlier ones. A corrupt entry is deleted and counted as a miss."""
+    into the earlier ones. Entries are authenticated with ``secret`` (at least
+    :data:`cache.entry.MIN_SECRET_BYTES`; ``ValueError`` otherwise): a corrupt or a
+    rejected entry is deleted, logged and counted, and is a miss."""
 
-    def __init__(self, stores: Sequence[Store]) -> None:
+    def __init__(self, stores: Sequence[Store], secret: bytes) -> None:
+        check_secret(secret)
+        self._secret = secret
         self.stores = list(stores)
         self.stats = CacheStats()
         self._background: set[asyncio.Task[None]] = set()
@@ -57,10 +73,15 @@ class ResultCache:
             if data is None:
                 continue
             try:
-                result = decode_entry(data)
+                result = decode_entry(key, data, self._secret)
             except CorruptEntry as exc:
                 self.stats.corrupt += 1
                 log.warning("cache_corrupt_entry", store=store.name, key=key, reason=str(exc))
+                await self._quietly(store.delete(key))
+                continue
+            except RejectedEntry as exc:
+                self.stats.rejected += 1
+                log.warning("cache_rejected_entry", store=store.name, key=key, reason=str(exc))
                 await self._quietly(store.delete(key))
                 continue
             self.stats.record_hit(time.monotonic() - started, len(data))
@@ -71,7 +92,7 @@ class ResultCache:
         return None
 
     async def put(self, key: str, result: CachedResult) -> None:
-        data = encode_entry(result)
+        data = encode_entry(key, result, self._secret)
         for store in self.stores:
             if await self._quietly(store.put(key, data)):
                 self.stats.bytes_written += len(data)

@@ -12,19 +12,21 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 
+from cache import DiskStore, ResultCache
 from daemon.access import parse_networks
 from daemon.bounds import BoundsConfig, add_bounds_flags
 from daemon.config import ConfigError, add_operator_flags, fill_defaults, load_config
 from daemon.gss import AcceptorConfig, add_acceptor_flags
 from daemon.judge import FORBIDDEN_COMPILER_NAMES
 from daemon.judge_config import JudgeConfig, add_judge_flags
+from daemon.secret_files import CacheSecretConfig, add_cache_secret_flag
 from server.sandbox import DEFAULT_JOB_UIDS
 
 __all__ = ["ConfigError", "ServerConfig", "load"]
 
 
 @dataclass
-class ServerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
+class ServerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfig):
     listen: str = "0.0.0.0"  # noqa: S104 (a compile server serves the network; --allow guards it)
     port: int = 3632
     stats_port: int = 3633
@@ -78,6 +80,14 @@ class ServerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
             )
         return first, last
 
+    def result_cache(self) -> ResultCache | None:
+        """The local disk cache (with --cache-dir), its entries authenticated with the
+        cache secret. Raises :class:`ConfigError` for a missing or bad secret."""
+        secret = self.cache_secret("--cache-dir", bool(self.cache_dir))
+        if not self.cache_dir or secret is None:
+            return None
+        return ResultCache([DiskStore(self.cache_dir, self.cache_size * 1024 * 1024)], secret)
+
     def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         try:
             return parse_networks(self.allow)
@@ -113,6 +123,7 @@ class ServerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
         self.networks()
         self.job_uid_range()
         self.status_networks()
+        self.cache_secret("--cache-dir", bool(self.cache_dir))
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError("--log-format must be json, console or auto")
         self.networks()
@@ -202,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cache-size", type=int, metavar="MB", help="bound of the disk cache (default {default})"
     )
+    add_cache_secret_flag(p, "--cache-dir")
     add_acceptor_flags(p, "compile")
     add_judge_flags(p)
     add_bounds_flags(p)

@@ -14,7 +14,7 @@ import tempfile
 
 import structlog
 
-from cache import CompilerIdentity, DiskStore, ResultCache
+from cache import CompilerIdentity
 from client.cli import distlb_version
 from daemon.bounds import limit_connections
 from daemon.lifecycle import ConnectionTasks, listen, serve_http
@@ -153,10 +153,12 @@ class Service:
                 "the network (docs/security.md)",
             )
         self.slots = Slots(config.jobs)
+        cache = config.result_cache()
         self.stats = ServerStats(
             self.slots,
             config.tmp_dir,
-            result_cache=bool(config.cache_dir),
+            result_cache=cache is not None,
+            cache_stats=cache.stats if cache is not None else None,
             sandbox=self.sandbox.describe(),
         )
         self.ctx = ConnectionContext(
@@ -176,11 +178,7 @@ class Service:
             else None,
             io_timeout_s=config.io_timeout,
             request_timeout_s=config.request_timeout,
-            cache=(
-                ResultCache([DiskStore(config.cache_dir, config.cache_size * 1024 * 1024)])
-                if config.cache_dir
-                else None
-            ),
+            cache=cache,
             acceptor=config.acceptor(),
             identities={
                 name: CompilerIdentity(info["version"], info["digest"])

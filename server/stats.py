@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, ge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from cache import CacheStats
 from server.activity import ServerActivity
 from server.admission import Slots
 from server.runner import LIMITS
@@ -63,6 +64,8 @@ class ServerStats:
     started_at: float = field(default_factory=time.time)
     result_cache: bool = False
     """Whether this server keeps a local result cache (balancers route repeats to it)."""
+    cache_stats: CacheStats | None = None
+    """The local cache's counts (with --cache-dir)."""
     sandbox: dict[str, object] = field(default_factory=dict)
     """What the sandbox is (server/sandbox.py ``describe``), for /status."""
     limits_hit: dict[str, int] = field(default_factory=dict)
@@ -126,12 +129,21 @@ class ServerStats:
             "counters": asdict(self.counters),
             "compilers": compilers,
             "result_cache": self.result_cache,
+            "cache": self._cache_status(),
             "sandbox": self.sandbox,
             "limits_hit": dict(self.limits_hit),
             **{name: snapshot() for name, snapshot in self.bounds.items()},
             "uptime_s": round(time.time() - self.started_at, 3),
             "version": version,
         }
+
+    def _cache_status(self) -> dict[str, int] | None:
+        """The local cache's lookups and the entries it refused (None: no cache)."""
+        st = self.cache_stats
+        if st is None:
+            return None
+        return {"hits": st.hits, "misses": st.misses, "corrupt": st.corrupt,
+                "rejected": st.rejected, "stored": st.stores}  # fmt: skip
 
     def prometheus(self) -> bytes:
         return generate_latest(self.registry)
@@ -216,6 +228,16 @@ class _StatsCollector(Collector):
         for limit in sorted(set(LIMITS) | set(s.limits_hit)):  # (each, from 0)
             limits.add_metric([limit], s.limits_hit.get(limit, 0))
         yield limits
+        if s.cache_stats is not None:
+            refused = CounterMetricFamily(
+                "distlb_server_cache_refused_entries",
+                "Cache entries not served: corrupt (damaged) or rejected (not made with "
+                "this server's cache secret)",
+                labels=["reason"],
+            )
+            refused.add_metric(["corrupt"], s.cache_stats.corrupt)
+            refused.add_metric(["rejected"], s.cache_stats.rejected)
+            yield refused
         yield GaugeMetricFamily(
             "distlb_server_sandboxed",
             "1 when compiles run sandboxed (--sandbox bwrap)",

@@ -5,8 +5,8 @@ What the scanner knows of gcc's and clang's options comes from one table,
 ``wire/compiler_options.txt``: each option's spelling, its form (a flag, a
 value joined to it, a value in the next argument) and the kind of value it
 takes. The judge (``daemon/judge.py``) decides from those kinds what may run;
-the result cache (``cache/keys.py``) uses the same scan to leave out the input
-and output names, so a cache key and a compile can never disagree on them.
+the result cache (``cache/keys.py``) uses the same scan to find the input and
+output names it leaves out of a key, so a key and a compile never disagree on them.
 """
 
 from __future__ import annotations
@@ -240,13 +240,3 @@ def is_source_name(name: str) -> bool:
     """True for a file name with a C, C++ or Objective-C source extension."""
     base = name.rsplit("/", 1)[-1]
     return "." in base and base.rsplit(".", 1)[-1] in SOURCE_EXTENSIONS
-
-
-def without_input_and_output(argv: Sequence[str]) -> list[str]:
-    """``argv`` without its positional arguments (the input) and without ``-o`` and its
-    value: what of a command line reaches the compiled object besides the source."""
-    scanned = scan(argv, start=1)
-    dropped = set(scanned.positionals)
-    for option in scanned.outputs():
-        dropped.update(range(option.index, option.end))
-    return [arg for i, arg in enumerate(argv) if i not in dropped]

@@ -18,6 +18,7 @@ from tests.support.cache_builds import wait_stored as _wait_stored
 from tests.support.distcc import distcc_env, run_make
 from tests.support.projects import assert_identical_to_local, sources, write_c_project
 from tests.support.redis import RedisServer
+from tests.support.secrets import farm_secret
 from tests.support.servers import (
     BalancerProcess,
     ServerProcess,
@@ -217,7 +218,8 @@ def test_server_disk_cache_hits_and_ignores_flipped_bytes(
     start_server: StartServer, shared_tmp: Path, tmp_path: Path
 ) -> None:
     cache_dir = shared_tmp / "server-cache"
-    server = start_server("--jobs", "4", "--cache-dir", str(cache_dir), "--cache-size", "64")
+    server = start_server("--jobs", "4", "--cache-dir", str(cache_dir), "--cache-size", "64",
+                          "--cache-secret-file", str(farm_secret()))  # fmt: skip
     hosts = f"127.0.0.1:{server.port}/4,lzo"
     jobs = MODULES + 1
 

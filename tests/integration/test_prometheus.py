@@ -18,6 +18,7 @@ import pytest
 from client import compile_remote
 from client.prober import probe_request
 from tests.support.redis import RedisServer
+from tests.support.secrets import farm_secret
 from tests.support.servers import StartBalancer, StartServer
 
 pytestmark = pytest.mark.integration
@@ -43,7 +44,7 @@ def _get(port: int, path: str) -> str:
 def test_shipped_scrape_config_and_alert_rules_are_valid() -> None:
     result = _promtool("check", "config", str(CONFIGS / "prometheus.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "7 rules found" in result.stdout + result.stderr
+    assert "8 rules found" in result.stdout + result.stderr
 
 
 def test_server_balancer_and_monitor_metrics_pass_promtool(
@@ -127,7 +128,7 @@ def test_the_grafana_board_queries_parse_and_name_only_metrics_we_export(
     server = start_server("--jobs", "2")
     balancer = start_balancer(
         "--backend", f"127.0.0.1:{server.port},status={server.stats_port}",
-        "--cache-redis", redis_server.url,
+        "--cache-redis", redis_server.url, "--cache-secret-file", str(farm_secret()),
     )  # fmt: skip
     balancer.wait_healthy(1)
     for _ in range(2):  # a miss, then a hit

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.distcc import run_make
+from tests.support.secrets import farm_secret
 from tests.support.servers import BalancerProcess, ServerProcess, StartBalancer, wait_until
 
 MODULES = 23  # + main.c = 24 jobs
@@ -35,10 +36,12 @@ def wait_stored(balancer: BalancerProcess, count: int) -> None:
 def cache_balancer(
     start_balancer: StartBalancer, servers: list[ServerProcess], url: str, *extra: str
 ) -> BalancerProcess:
-    """A balancer in front of ``servers`` with the shared cache at ``url``."""
+    """A balancer in front of ``servers`` with the shared cache at ``url`` (and the
+    farm's cache secret: :func:`tests.support.secrets.farm_secret`)."""
     args = [a for s in servers for a in ("--backend", spec(s))]
     # A lookup may wait for Redis up to 2 s here: on a loaded test machine a shorter
     # bound turns hits into (correctly counted) bypasses and the ratios into noise.
-    balancer = start_balancer(*args, "--cache-redis", url, "--cache-timeout", "2", *extra)
+    balancer = start_balancer(*args, "--cache-redis", url, "--cache-timeout", "2",
+                              "--cache-secret-file", str(farm_secret()), *extra)  # fmt: skip
     balancer.wait_healthy(len(servers))
     return balancer

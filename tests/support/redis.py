@@ -14,13 +14,16 @@ def _pong(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
             sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))  # (up, with a password)
     except OSError:
         return False
 
 
 class RedisServer:
-    def __init__(self) -> None:
+    """``password``: the default user's (requirepass); None: none, as Redis ships."""
+
+    def __init__(self, password: str | None = None) -> None:
+        self.password = password
         if shutil.which("redis-server") is None:
             raise AssertionError(
                 "Debian's redis-server is needed (scripts/bootstrap.sh installs it)"
@@ -38,7 +41,8 @@ class RedisServer:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru",
-             "--dir", self.dir, "--daemonize", "no", "--protected-mode", "yes"],
+             "--dir", self.dir, "--daemonize", "no", "--protected-mode", "yes",
+             *(["--requirepass", self.password] if self.password else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         wait_until(lambda: _pong(self.port), 20, "redis-server")

@@ -14,6 +14,7 @@ from balancer.config import load as load_balancer_config
 from balancer.workers import merge_status
 from cache import BadRedisURL, CompilerIdentity, parse_redis_url
 from cache.node_stats import LATENCY_BUCKETS_S, TRIP_AFTER, NodeBook
+from tests.support.secrets import farm_secret
 
 GCC = CompilerIdentity("gcc (Debian 12.2.0-14) 12.2.0", "ab" * 32)
 
@@ -32,6 +33,17 @@ def test_a_cluster_url_lists_its_startup_nodes() -> None:
     assert target.nodes == (("10.0.0.1", 7000), ("10.0.0.2", 7001), ("::1", 7002))
     assert (target.username, target.password) == ("u", "p@ss")
     assert "p@ss" not in target.label and "p@ss" not in repr(target)
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://distlb@h:6379/0", "redis+cluster://distlb@h:7000",
+            "redis+sentinel://distlb@h:26379/cache"],
+)  # fmt: skip
+def test_a_user_alone_in_a_url_is_a_user_as_redis_py_reads_it(url: str) -> None:
+    """(Its password comes from --cache-redis-password-file.)"""
+    target = parse_redis_url(url)
+    assert (target.username, target.password) == ("distlb", None)
+    assert parse_redis_url("redis://:pw@h:6379/0").password == "pw"
 
 
 def test_a_sentinel_url_names_the_sentinels_and_the_master() -> None:
@@ -69,7 +81,8 @@ def test_the_balancer_refuses_to_start_with_a_malformed_cache_url() -> None:
         load_balancer_config(["--backend", "127.0.0.1:3632", "--cache-redis",
                               "redis+sentinel://127.0.0.1:26379"])  # fmt: skip
     config = load_balancer_config(["--backend", "127.0.0.1:3632", "--cache-redis",
-                                   "redis+cluster://127.0.0.1:7000,127.0.0.1:7001"])  # fmt: skip
+                                   "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
+                                   "--cache-secret-file", str(farm_secret())])  # fmt: skip
     assert config.cache_redis is not None and not config.cache_trust_unsandboxed
 
 

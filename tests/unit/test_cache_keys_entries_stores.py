@@ -1,8 +1,9 @@
-"""The cache's pure parts and local stores: keys, checksummed entries, memory and disk."""
+"""The cache's pure parts and local stores: keys, authenticated entries, memory and disk."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,29 +11,53 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from cache import (
+    BadEntry,
     CachedResult,
     CompilerIdentity,
     CorruptEntry,
     DiskStore,
     MemoryStore,
+    RejectedEntry,
     ResultCache,
     cache_key,
     decode_entry,
     encode_entry,
     job_digest,
+    key_argv,
     why_not_cacheable,
 )
-from cache.keys import normalized_args
 from daemon.judge import Judge, Refused
+from tests.support.forged import old_format_entry
 
 GCC12 = CompilerIdentity("gcc (Debian 12.2.0-14) 12.2.0", "ab" * 32)
+SECRET = b"s" * 32
+KEY = "e" * 64
 
 
 def test_input_and_output_names_do_not_change_the_job() -> None:
     a = job_digest(1, ["gcc", "-O2", "-c", "src/a.c", "-o", "obj/a.o"], b"int a;")
     b = job_digest(1, ["gcc", "-O2", "-c", "/home/bob/b.c", "-oB.o"], b"int a;")
     assert a == b
-    assert normalized_args(["gcc", "-O2", "-c", "x.cc", "-o", "x.o"]) == ["gcc", "-O2", "-c"]
+    assert key_argv(["gcc", "-O2", "-c", "x.cc", "-o", "x.o"]) == ["gcc", "-O2", "-c", "\0input.cc"]
+
+
+SUFFIXES = [".c", ".i", ".cc", ".cpp", ".cxx", ".cp", ".c++", ".C", ".ii", ".m", ".mi", ".mm",
+            ".M", ".mii"]  # fmt: skip
+
+
+def test_the_input_suffix_is_in_the_job_exactly_as_the_compiler_reads_it() -> None:
+    """Without -x the suffix chooses the language (.c is C, .C is C++): each suffix,
+    case and all, is a job of its own, wherever the file lives and whatever its stem."""
+    digests = {job_digest(1, ["gcc", "-c", f"dir.d/x{suffix}"], b"int a;") for suffix in SUFFIXES}
+    assert len(digests) == len(SUFFIXES)
+    assert job_digest(1, ["gcc", "-c", "a.C"], b"") == job_digest(1, ["gcc", "-c", "/b/c.C"], b"")
+    assert key_argv(["gcc", "-c", "dir.x/noext"]) == ["gcc", "-c", "\0input"]
+
+
+def test_language_options_keep_their_place_around_the_input() -> None:
+    before = job_digest(1, ["gcc", "-c", "-x", "c++", "a.c"], b"int a;")
+    after = job_digest(1, ["gcc", "-c", "a.c", "-x", "c++"], b"int a;")
+    assert before != after  # (-x applies to the files after it only)
 
 
 @pytest.mark.parametrize(
@@ -108,23 +133,51 @@ def test_ordinary_jobs_are_cacheable() -> None:
 @given(obj=st.binary(max_size=2000), err=st.binary(max_size=200), out=st.binary(max_size=200))
 def test_entries_round_trip(obj: bytes, err: bytes, out: bytes) -> None:
     result = CachedResult(obj=obj, stderr=err, stdout=out)
-    assert decode_entry(encode_entry(result)) == result
+    assert decode_entry(KEY, encode_entry(KEY, result, SECRET), SECRET) == result
+
+
+_MAC_END = 6 + 32
 
 
 @given(data=st.data())
 def test_any_flipped_byte_is_detected(data: st.DataObject) -> None:
-    entry = bytearray(encode_entry(CachedResult(obj=b"\x7fELF" * 50, stderr=b"warning")))
+    entry = bytearray(encode_entry(KEY, CachedResult(obj=b"\x7fELF" * 50, stderr=b"warning"),
+                                   SECRET))  # fmt: skip
     position = data.draw(st.integers(0, len(entry) - 1))
     entry[position] ^= data.draw(st.integers(1, 255))
-    with pytest.raises(CorruptEntry):
-        decode_entry(bytes(entry))
+    # A flip in the MAC leaves an intact entry whose MAC fails; anywhere else the
+    # checksum (or the magic) tells damage.
+    expected = RejectedEntry if 6 <= position < _MAC_END else CorruptEntry
+    with pytest.raises(expected):
+        decode_entry(KEY, bytes(entry), SECRET)
 
 
 def test_truncated_entries_are_detected() -> None:
-    entry = encode_entry(CachedResult(obj=b"x" * 100))
+    entry = encode_entry(KEY, CachedResult(obj=b"x" * 100), SECRET)
     for cut in (0, 5, 40, len(entry) - 1):
         with pytest.raises(CorruptEntry):
-            decode_entry(entry[:cut])
+            decode_entry(KEY, entry[:cut], SECRET)
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        pytest.param(old_format_entry, id="old format, plain sha256"),
+        pytest.param(lambda r: encode_entry(KEY, r, b"w" * 32), id="another secret"),
+        pytest.param(lambda r: encode_entry("f" * 64, r, SECRET), id="moved from another key"),
+    ],
+)
+def test_an_entry_not_made_with_the_secret_for_its_key_is_rejected(
+    forged: Callable[[CachedResult], bytes],
+) -> None:
+    with pytest.raises(RejectedEntry):
+        decode_entry(KEY, forged(CachedResult(obj=b"\x7fELF evil")), SECRET)
+
+
+def test_a_short_secret_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 32 bytes"):
+        ResultCache([MemoryStore(1000)], b"x" * 31)
+    assert issubclass(CorruptEntry, BadEntry) and issubclass(RejectedEntry, BadEntry)
 
 
 def test_memory_store_is_bounded_in_bytes_and_evicts_least_recently_used() -> None:
@@ -162,7 +215,7 @@ def test_disk_store_writes_atomically_and_stays_within_its_bound(tmp_path: Path)
 def test_result_cache_deletes_a_corrupt_entry_and_counts_a_miss(tmp_path: Path) -> None:
     async def scenario() -> None:
         disk = DiskStore(str(tmp_path / "c"), max_bytes=10**6)
-        cache = ResultCache([disk])
+        cache = ResultCache([disk], SECRET)
         key = "f" * 64
         await cache.put(key, CachedResult(obj=b"object"))
         assert (await cache.get(key)) == CachedResult(obj=b"object")
@@ -170,6 +223,25 @@ def test_result_cache_deletes_a_corrupt_entry_and_counts_a_miss(tmp_path: Path) 
         path.write_bytes(path.read_bytes()[:-1] + b"X")
         assert await cache.get(key) is None
         assert (cache.stats.hits, cache.stats.misses, cache.stats.corrupt) == (1, 1, 1)
+        assert cache.stats.rejected == 0
         assert not path.exists()
+
+    asyncio.run(scenario())
+
+
+def test_result_cache_rejects_forged_entries_and_serves_none(tmp_path: Path) -> None:
+    """Whoever can write to a store can put bytes under a job's key, but not make them
+    a hit: the forged entries are misses, counted as rejected, and deleted."""
+
+    async def scenario() -> None:
+        disk = DiskStore(str(tmp_path / "c"), max_bytes=10**6)
+        cache = ResultCache([disk], SECRET)
+        evil = CachedResult(obj=b"\x7fELF answer() returns 666")
+        for forged in (old_format_entry(evil), encode_entry(KEY, evil, b"w" * 32)):
+            await disk.put(KEY, forged)
+            assert await cache.get(KEY) is None
+            assert await disk.get(KEY) is None
+        assert (cache.stats.hits, cache.stats.misses) == (0, 2)
+        assert (cache.stats.rejected, cache.stats.corrupt) == (2, 0)
 
     asyncio.run(scenario())
