@@ -3,8 +3,9 @@
 One judge serves the server (before it runs anything) and the balancer (before
 any backend, a real distccd among them, sees the job). It is an allowlist: every
 argument must be an option that ``wire/compiler_options.txt`` knows to be safe
-for compiling one preprocessed file, and every value is checked by its kind
-(``daemon/judge_values.py``).
+for compiling one preprocessed file, and every value is checked by its kind, in
+one place (``daemon/judge_values.py``: never @FILE, a path only where the table
+says the value is one).
 Options that carry options for another program (``-Wa,``, ``-Xclang``,
 ``-mllvm``, ``-Wp,``) are judged, piece by piece, by that program's part of the
 table. What passes comes back as a :class:`Job` whose ``argv`` is canonical: the
@@ -24,10 +25,11 @@ from daemon.judge_values import (
     NESTED_KINDS,
     PREPROCESSED_LANGUAGE,
     argument_refusal,
+    response_file_refusal,
     value_refusal,
 )
 from daemon.specs import DEFAULT_TRUSTED_SPECS_DIRS, SpecsCheck, path_only_specs_check
-from wire.args import Option, OptionTable, Scan, default_table, is_source_name, scan
+from wire.args import Form, Option, OptionTable, Scan, default_table, is_source_name, scan
 
 EXIT_BAD_ARGUMENTS = 101
 """distcc's exit code for arguments it will not run (``EXIT_BAD_ARGUMENTS``)."""
@@ -254,6 +256,11 @@ class Judge:
         spec, text = option.spec, option.text
         where = "" if context == "driver" else f" (passed to {_NESTED_NAMES[context]})"
         if self._allowed_by_operator(text):
+            # Its value is the operator's to vouch for, but never @FILE.
+            prefix = next((p for p in self._allowed_prefixes if text.startswith(p)), text)
+            reason = response_file_refusal(text[len(prefix) :], text, where)
+            if reason is not None:
+                raise Refused(reason)
             return
         if spec is None:
             raise Refused(
@@ -265,6 +272,11 @@ class Judge:
         shown = text if option.value_index is None else f"{text} {value}"
         if kind == "refuse":
             raise Refused(f"{shown!r}{where} is refused: it {spec.reason}")
+        if spec.form is Form.FAMILY and self._spelled_like_a_separate_option(context, text):
+            raise Refused(
+                f"{text!r}{where} is refused: newer compilers read it as "
+                f"{text.split('=', 1)[0]} with its value joined, which would pass unjudged"
+            )
         if value is None:
             return
         reason = value_refusal(
@@ -276,12 +288,23 @@ class Judge:
         if kind in nested:
             nested[kind] += value.split(",") if option.value_index is None else [value]
 
+    def _spelled_like_a_separate_option(self, context: str, text: str) -> bool:
+        """``-mllvm=X``: a family member named like an option that takes the next
+        argument (clang 16 reads ``-mllvm=X`` as ``-mllvm X``)."""
+        name, equals, _ = text.partition("=")
+        found = self.table.lookup(context, name) if equals else None
+        return found is not None and found[1] is None and found[0].may_take_next
+
     def _judge_nested(self, context: str, nested: dict[str, list[str]]) -> None:
         args = nested[context]
         if not args:
             return
-        scanned: Scan = scan(args, context=context, table=self.table)
         name = _NESTED_NAMES[context]
+        for arg in args:  # each is an argument of that program: @FILE there too
+            reason = argument_refusal(arg)
+            if reason is not None:
+                raise Refused(f"{reason} (passed to {name})")
+        scanned: Scan = scan(args, context=context, table=self.table)
         if scanned.missing_value is not None:
             raise Refused(f"{scanned.missing_value.text!r} (passed to {name}) is missing its value")
         for option in scanned.options:
