@@ -3,7 +3,9 @@
 One judge serves the server (before it runs anything) and the balancer (before
 any backend, a real distccd among them, sees the job). It is an allowlist: every
 argument must be an option that ``wire/compiler_options.txt`` knows to be safe
-for compiling one preprocessed file, and every value is checked by its kind.
+for compiling one preprocessed file, and every value is checked by its kind, in
+one place (``daemon/judge_values.py``: never @FILE, a path only where the table
+says the value is one).
 Options that carry options for another program (``-Wa,``, ``-Xclang``,
 ``-mllvm``, ``-Wp,``) are judged, piece by piece, by that program's part of the
 table. What passes comes back as a :class:`Job` whose ``argv`` is canonical: the
@@ -19,6 +21,13 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from daemon.judge_values import (
+    NESTED_KINDS,
+    PREPROCESSED_LANGUAGE,
+    argument_refusal,
+    response_file_refusal,
+    value_refusal,
+)
 from daemon.specs import DEFAULT_TRUSTED_SPECS_DIRS, SpecsCheck, path_only_specs_check
 from wire.args import Form, Option, OptionTable, Scan, default_table, is_source_name, scan
 
@@ -40,17 +49,6 @@ BARE_NAME_PREFIXES = ("/usr/bin/", "/bin/")
 """A compiler given with one of these is its bare name (as distccd 3.4 does, distcc
 issue #279): CMake's compiler launcher sends ``/usr/bin/cc``."""
 
-_PREPROCESSED_LANGUAGE = {
-    "c": "cpp-output",
-    "cpp-output": "cpp-output",
-    "c++": "c++-cpp-output",
-    "c++-cpp-output": "c++-cpp-output",
-    "objective-c": "objective-c-cpp-output",
-    "objc-cpp-output": "objective-c-cpp-output",
-    "objective-c-cpp-output": "objective-c-cpp-output",
-    "objective-c++": "objective-c++-cpp-output",
-    "objective-c++-cpp-output": "objective-c++-cpp-output",
-}
 _SUFFIX_OF_LANGUAGE = {
     "cpp-output": ".i",
     "c++-cpp-output": ".ii",
@@ -72,15 +70,6 @@ COMPILER_SHAPED = re.compile(
     r"(?:-[0-9][0-9.]*)?(?:-posix|-win32)?"  # a version: gcc-12, clang-14.0
 )
 """What the balancer, which has no allowlist of its own, takes for a compiler's name."""
-_VALUE_PATTERNS = {
-    "int": re.compile(r"[+-]?[0-9]+"),
-    "word": re.compile(r"[A-Za-z0-9_.+-]+"),
-    "list": re.compile(r"[A-Za-z0-9_.+=-]+(?:[,:][A-Za-z0-9_.+=-]*)*"),
-    "cpu": re.compile(r"[A-Za-z0-9_.+-]+"),
-    "warning": re.compile(r"[A-Za-z0-9_.+=-]*"),
-    "target": re.compile(r"[A-Za-z0-9_.,:+=-]*"),
-}
-_NESTED = ("as", "cc1", "llvm", "cpp")
 _NESTED_NAMES = {
     "as": "the assembler",
     "cc1": "clang's front end",
@@ -88,8 +77,6 @@ _NESTED_NAMES = {
     "cpp": "the preprocessor",
 }
 _MODE_OPTIONS = {"-c": ".o", "--compile": ".o", "-S": ".s", "--assemble": ".s"}
-_DASH_VALUES = frozenset({"-Xlinker"})
-"""Separate values that may start with '-' (the linker's options: no link runs)."""
 
 
 class Refused(Exception):
@@ -166,7 +153,7 @@ def _memorable(option: Option) -> bool:
     """Whether an accepted argument's verdict depends on nothing but its text: not a
     specs file (the disk can change) nor a carrier of options for another program."""
     spec = option.spec
-    return spec is not None and spec.kind not in ("specs", *_NESTED)
+    return spec is not None and spec.kind not in ("specs", *NESTED_KINDS)
 
 
 def normalize_compiler(name: str) -> str:
@@ -211,17 +198,14 @@ class Judge:
         if not argv:
             raise Refused("empty command", EXIT_COMPILER_MISSING)
         for arg in argv:
-            if "\0" in arg:
-                raise Refused("an argument holds a NUL byte")
-            if arg.startswith("@"):
-                # gcc and clang expand a response file wherever an argument starts
-                # with @, option values included, and echo its lines in their errors.
-                raise Refused(f"{arg!r} is refused: @FILE reads arguments from the server")
+            reason = argument_refusal(arg)
+            if reason is not None:
+                raise Refused(reason)
         compiler = self._judge_compiler(argv[0])
         scanned = scan(argv, start=1, table=self.table)
         if scanned.missing_value is not None:
             raise Refused(f"{scanned.missing_value.text!r} is missing its value")
-        nested: dict[str, list[str]] = {context: [] for context in _NESTED}
+        nested: dict[str, list[str]] = {context: [] for context in NESTED_KINDS}
         suffix: str | None = None
         accepted = self._accepted
         for option in scanned.options:
@@ -272,6 +256,11 @@ class Judge:
         spec, text = option.spec, option.text
         where = "" if context == "driver" else f" (passed to {_NESTED_NAMES[context]})"
         if self._allowed_by_operator(text):
+            # Its value is the operator's to vouch for, but never @FILE.
+            prefix = next((p for p in self._allowed_prefixes if text.startswith(p)), text)
+            reason = response_file_refusal(text[len(prefix) :], text, where)
+            if reason is not None:
+                raise Refused(reason)
             return
         if spec is None:
             raise Refused(
@@ -283,50 +272,39 @@ class Judge:
         shown = text if option.value_index is None else f"{text} {value}"
         if kind == "refuse":
             raise Refused(f"{shown!r}{where} is refused: it {spec.reason}")
-        if (
-            value is not None
-            and value.startswith("-")
-            and kind not in _NESTED
-            and spec.spelling not in _DASH_VALUES
-            and (option.value_index is not None or spec.form is Form.EITHER)
-        ):
-            # A value that looks like an option: if the scanner and the compiler ever
-            # disagree on where an option ends, this is where an option would hide.
-            raise Refused(f"{shown!r}{where}: a value that starts with '-' is refused")
-        if kind == "-" or kind in ("string", "output", "language"):
-            if kind == "language" and value not in _PREPROCESSED_LANGUAGE and value != "none":
-                raise Refused(f"{shown!r}: only C, C++ and Objective-C are compiled here")
+        if spec.form is Form.FAMILY and self._spelled_like_a_separate_option(context, text):
+            raise Refused(
+                f"{text!r}{where} is refused: newer compilers read it as "
+                f"{text.split('=', 1)[0]} with its value joined, which would pass unjudged"
+            )
+        if value is None:
             return
-        assert value is not None
+        reason = value_refusal(
+            spec, value, shown, separate=option.value_index is not None, where=where,
+            specs_check=self._specs_check,
+        )  # fmt: skip
+        if reason is not None:
+            raise Refused(reason)
         if kind in nested:
             nested[kind] += value.split(",") if option.value_index is None else [value]
-            return
-        if kind == "specs":
-            reason = self._specs_check(value)
-            if reason is not None:
-                raise Refused(f"{shown!r} is refused: {reason}")
-            return
-        if kind.startswith("choice:"):
-            if value not in kind[len("choice:") :].split("|"):
-                raise Refused(f"{shown!r}{where}: {value!r} is not one of {kind[7:]}")
-            return
-        pattern = _VALUE_PATTERNS.get(kind)
-        if pattern is None:
-            raise Refused(f"{shown!r}: the option table has no rule for {kind!r} values")
-        if not pattern.fullmatch(value) or ".." in value:  # ".." would name a parent dir
-            raise Refused(
-                f"{shown!r}{where} is refused: its value must be {_DESCRIBE[kind]}"
-                " (a path or a program is never one)"
-            )
-        if kind == "cpu" and value.lower() == "native":
-            raise Refused(f"{shown!r} would mean the server's CPU, not yours")
+
+    def _spelled_like_a_separate_option(self, context: str, text: str) -> bool:
+        """``-mllvm=X``: a family member named like an option that takes the next
+        argument (clang 16 reads ``-mllvm=X`` as ``-mllvm X``)."""
+        name, equals, _ = text.partition("=")
+        found = self.table.lookup(context, name) if equals else None
+        return found is not None and found[1] is None and found[0].may_take_next
 
     def _judge_nested(self, context: str, nested: dict[str, list[str]]) -> None:
         args = nested[context]
         if not args:
             return
-        scanned: Scan = scan(args, context=context, table=self.table)
         name = _NESTED_NAMES[context]
+        for arg in args:  # each is an argument of that program: @FILE there too
+            reason = argument_refusal(arg)
+            if reason is not None:
+                raise Refused(f"{reason} (passed to {name})")
+        scanned: Scan = scan(args, context=context, table=self.table)
         if scanned.missing_value is not None:
             raise Refused(f"{scanned.missing_value.text!r} (passed to {name}) is missing its value")
         for option in scanned.options:
@@ -376,7 +354,7 @@ class Judge:
             elif option is not None and option.spec is not None and option.spec.kind == "language":
                 if position < input_at:
                     value = option.value or "none"
-                    language = None if value == "none" else _PREPROCESSED_LANGUAGE[value]
+                    language = None if value == "none" else PREPROCESSED_LANGUAGE[value]
                 position = option.end
             elif option is not None and option.spec is not None and option.spec.kind == "output":
                 canonical += ["-o", option.value or ""]
@@ -394,13 +372,3 @@ class Judge:
             _SUFFIX_OF_LANGUAGE[language] if language else PREPROCESSED_SUFFIX[extension]
         )
         return Job(compiler, tuple(canonical), input_index, output_index, source_suffix, suffix)
-
-
-_DESCRIBE = {
-    "int": "a number",
-    "word": "a word (letters, digits, _ . + -)",
-    "list": "words separated by , or :",
-    "cpu": "a CPU name",
-    "warning": "a warning's name",
-    "target": "a target option's value",
-}

@@ -31,6 +31,7 @@ TEST_PACKAGES=(
     systemd                            # systemd-analyze verifies configs/systemd/ (no running systemd needed)
     debootstrap buildah                # the image test: a Debian base from the archive, docker/Dockerfile built on it
     gdb                                # plays a subverted compiler that takes over its sandbox's init (ptrace)
+    strace                             # watches every file and program each option the judge accepts makes the tools touch
 )
 
 list_only=

@@ -41,6 +41,15 @@ def _attacks(evil: Path, marker: Path, secret: Path) -> dict[str, Attack]:
     (evil / "as").chmod(0o755)
     (evil / "args").write_text(f"-wrapper /bin/sh,-c,'{touch}'\n")
     including = f'#include "{secret}"\nint x;\n'.encode()
+    # Response files inside option values (issue 26): GNU as expands @FILE before it
+    # parses its options. A file of KEY=VALUE lines (an env file) comes back line by
+    # line: the first is taken as --defsym's value, the rest as input file names, each
+    # named in an error; a file that holds options makes as write a listing anywhere.
+    env_file = secret.with_name("service.env")
+    env_file.write_text(f"DB_USER=admin\nDB_PASSWORD={SECRET}\n")
+    env_file.chmod(0o644)
+    (evil / "listing-args").write_text(f"X=1\n-alm={marker}\n")
+    at_env = f"@{env_file}"
     return {
         "cve-2004-2687": Attack(("sh", "-c", touch, "#", "-c", "main.c", "-o", "main.o")),
         "absolute-compiler": Attack(("/bin/sh", "-c", touch, "-c", "main.c")),
@@ -75,6 +84,38 @@ def _attacks(evil: Path, marker: Path, secret: Path) -> dict[str, Attack]:
             )
         ),
         "specs-untrusted": Attack(("gcc", f"-specs={evil}/specs", "-c", "main.c", "-o", "m.o")),
+        "defsym-at-file": Attack(
+            ("gcc", "-c", "main.c", "-o", "out.o", f"-Wa,--defsym,{at_env}"), leaks=True
+        ),
+        "defsym-at-file-two-Wa": Attack(
+            ("gcc", "-c", "main.c", "-o", "out.o", "-Wa,--defsym", f"-Wa,{at_env}"), leaks=True
+        ),
+        "defsym-at-file-Xassembler-then-Wa": Attack(
+            ("gcc", "-c", "main.c", "-o", "out.o", "-Xassembler", "--defsym", f"-Wa,{at_env}"),
+            leaks=True,
+        ),
+        "defsym-at-file-Wa-then-Xassembler": Attack(
+            ("gcc", "-c", "main.c", "-o", "out.o", "-Wa,--defsym", "-Xassembler", at_env),
+            leaks=True,
+        ),
+        "include-dir-at-file": Attack(
+            ("gcc", "-c", "main.c", "-o", "out.o", f"-I{at_env}"), leaks=True
+        ),
+        "defsym-stderr-listing": Attack(
+            ("gcc", "-c", "main.c", "-o", "out.o", "-Wa,--defsym,@/proc/self/fd/2"),
+            # The source writes the assembler's options: its own warning, read back from
+            # stderr (a file under distccd), after a line marker that names "X=1".
+            f'# 1 "X=1"\n#pragma GCC warning "-alm={marker}"\nint x;\n'.encode(),
+        ),
+        "defsym-own-source": Attack(
+            # On distlb-server the job's source is /tmp/input.i: its comments would be
+            # read as the assembler's options.
+            ("gcc", "-c", "main.c", "-o", "out.o", "-Wa,--defsym,@/tmp/input.i"),
+            f"//X=1\n// -alm={marker}\nint x;\n".encode(),
+        ),
+        "defsym-at-file-listing": Attack(
+            ("gcc", "-c", "main.c", "-o", "out.o", f"-Wa,--defsym,@{evil}/listing-args")
+        ),
     }
 
 
@@ -98,7 +139,9 @@ def _proved(attack: Attack, stderr: str, marker: Path) -> bool:
 @pytest.mark.parametrize(
     "name",
     ["compare-debug-wrapper", "module-mapper-pipe", "no-preprocessed-include",
-     "directives-only-include", "clang-MJ", "clang-llvm-output-file", "wrapper"],
+     "directives-only-include", "clang-MJ", "clang-llvm-output-file", "wrapper",
+     "defsym-at-file", "defsym-at-file-two-Wa", "defsym-at-file-Xassembler-then-Wa",
+     "defsym-at-file-Wa-then-Xassembler", "include-dir-at-file", "defsym-at-file-listing"],
 )  # fmt: skip
 def test_each_payload_works_where_nothing_judges_it(
     attack_setup: tuple[dict[str, Attack], Path, Path], tmp_path: Path, name: str
@@ -112,6 +155,26 @@ def test_each_payload_works_where_nothing_judges_it(
     argv = [a if not a.startswith("main.") else str(source) for a in attack.argv]
     done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert _proved(attack, done.stderr, marker), (argv, done.stderr)
+
+
+RESPONSE_FILE_ATTACKS = (
+    "defsym-at-file", "defsym-at-file-two-Wa", "defsym-at-file-Xassembler-then-Wa",
+    "defsym-at-file-Wa-then-Xassembler", "include-dir-at-file", "defsym-at-file-listing",
+    "defsym-stderr-listing",
+)  # fmt: skip
+
+
+def test_response_files_in_values_do_their_harm_on_a_bare_distccd(
+    distccd: Distccd, attack_setup: tuple[dict[str, Attack], Path, Path]
+) -> None:
+    """What the review reproduced (issue 26): sent straight to Debian's distccd, each
+    @FILE hidden in a value makes its assembler return the file's lines in stderr or
+    write a listing where the client chose; so the balancer must refuse them."""
+    attacks, marker, _ = attack_setup
+    for name in RESPONSE_FILE_ATTACKS:
+        replies = _send_all(distccd.port, {name: attacks[name]}, 2)
+        assert _proved(attacks[name], replies[name][1], marker), (name, replies[name])
+        marker.unlink(missing_ok=True)
 
 
 def _send_all(port: int, attacks: dict[str, Attack], protocol: int) -> dict[str, tuple[int, str]]:

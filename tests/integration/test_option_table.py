@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,55 +24,12 @@ from pathlib import Path
 import pytest
 
 from daemon.judge import Judge, Refused
+from tests.support.option_samples import as_written, unrecognised
 from wire.args import Form, OptionSpec, default_table
 
 pytestmark = pytest.mark.integration
 
 CANARY = "-fdistlb-canary-not-an-option"
-
-# Values that the compilers accept, for options whose value kind alone does not say.
-SAMPLE_VALUES = {
-    "-std=": "c11", "-finput-charset=": "UTF-8", "-fexec-charset=": "UTF-8",
-    "-fwide-exec-charset=": "UTF-32LE", "-fno-builtin-": "memcpy", "-ffixed-": "rbx",
-    "-fcall-saved-": "rbx", "-fcall-used-": "rbx", "-fstack-limit-register=": "rsp",
-    "-fstack-limit-symbol=": "limit", "-fzero-call-used-regs=": "used",
-    "-fbasic-block-sections=": "labels", "-flto=": "auto", "-flto-partition=": "none",
-    "-fuse-ld=": "bfd", "-rtlib=": "libgcc", "-unwindlib=": "libgcc", "-stdlib=": "libstdc++",
-    "-frandom-seed=": "seed", "-fopt-info-": "missed", "-fasan-shadow-offset=": "0x7fff8000",
-    "-fms-compatibility-version=": "19", "-fgnuc-version=": "4.2.1", "-fobjc-runtime=": "gcc",
-    "-fconstant-string-class=": "NSString", "-target": "x86_64-linux-gnu",
-    "--target=": "x86_64-linux-gnu", "-target-feature": "+sse2", "-march=": "x86-64",
-    "-mtune=": "generic", "-mcpu=": "generic", "-fsanitize=": "address",
-    "-fno-sanitize=": "address", "-fsanitize-recover=": "address",
-    "-fno-sanitize-recover=": "address", "-fsanitize-trap=": "undefined",
-    "-fno-sanitize-trap=": "undefined", "-fsanitize-coverage=": "trace-pc",
-    "-fno-sanitize-coverage=": "trace-pc", "-fdenormal-fp-math=": "ieee",
-    "--param": "max-inline-insns-single=100", "--param=": "max-inline-insns-single=100",
-    "-fdebug-prefix-map=": "/a=/b", "-ffile-prefix-map=": "/a=/b",
-    "-fmacro-prefix-map=": "/a=/b", "-fprofile-prefix-map=": "/a=/b", "-x": "c",
-    "-Wa,": "--noexecstack", "-Xassembler": "--noexecstack", "-Wp,": "-DX",
-    "-Xpreprocessor": "-DX", "-Xclang": "-fno-pch-timestamp", "-mllvm": "-inline-threshold=1",
-    "-ftrivial-auto-var-init-stop-after=": "1",
-    # 0 is "no limit": a limit of 1 would stop the compiler reporting after one error.
-    "-ferror-limit=": "0", "-fmax-errors=": "0", "-fmessage-length=": "0",
-}  # fmt: skip
-KIND_SAMPLES = {"int": "1", "list": "1", "string": "x", "output": "/dev/null", "word": "x"}
-
-
-def _sample(spec: OptionSpec) -> str:
-    if spec.spelling in SAMPLE_VALUES:
-        return SAMPLE_VALUES[spec.spelling]
-    if spec.kind.startswith("choice:"):
-        return spec.kind[len("choice:") :].split("|")[0]
-    return KIND_SAMPLES.get(spec.kind, "x")
-
-
-def _as_written(spec: OptionSpec) -> list[str]:
-    if spec.form is Form.FLAG:
-        return [spec.spelling]
-    if spec.form is Form.SEPARATE:
-        return [spec.spelling, _sample(spec)]
-    return [spec.spelling + _sample(spec)]  # joined (an "either" is tried joined)
 
 
 def _tools() -> dict[str, list[str]]:
@@ -85,35 +41,6 @@ def _tools() -> dict[str, list[str]]:
         "g++": ["g++", "-c", "-x", "c++", "/dev/null", "-o", "/dev/null"],
         "clang": ["clang", "-c", "-x", "c", "/dev/null", "-o", "/dev/null"],
     }
-
-
-_QUOTE = "[\u2018\u2019']"  # gcc quotes with typographic quotes under a UTF-8 locale
-_UNRECOGNISED = [
-    re.compile(r"unrecognized command-line option " + _QUOTE + r"(.+?)" + _QUOTE),
-    re.compile(r"unknown argument:? " + _QUOTE + r"(.+?)" + _QUOTE),
-    re.compile(r"Unknown command line argument " + _QUOTE + r"(.+?)" + _QUOTE),
-    re.compile(r"unrecognized option " + _QUOTE + r"(.+?)" + _QUOTE),
-    re.compile(
-        r"unsupported argument " + _QUOTE + r"(.+?)" + _QUOTE + r" to option " + _QUOTE + "Wa,"
-    ),
-]
-
-
-def _unrecognised(command: list[str], said_by: str | None = None) -> set[str]:
-    """The arguments the tools said they do not know (each reports them all in one run);
-    with ``said_by``, only those that program itself named (``gcc: error: ...``), not a
-    program it ran (``cc1: error: ...``)."""
-    with tempfile.TemporaryDirectory() as scratch:  # where an -o CANARY would be written
-        done = subprocess.run(
-            command, cwd=scratch, capture_output=True, text=True, timeout=120, check=False
-        )
-    found: set[str] = set()
-    for line in done.stderr.splitlines():
-        if said_by is not None and not line.startswith(f"{said_by}:"):
-            continue
-        for pattern in _UNRECOGNISED:
-            found.update(pattern.findall(line))
-    return found
 
 
 def _wrap(context: str, args: Iterable[str]) -> list[str]:
@@ -148,10 +75,10 @@ def _accepted_specs() -> dict[str, list[list[OptionSpec]]]:
 def test_every_accepted_spelling_is_known_to_an_installed_compiler() -> None:
     unknown = []
     for context, groups in _accepted_specs().items():
-        written = {id(spec): _as_written(spec) for group in groups for spec in group}
+        written = {id(spec): as_written(spec) for group in groups for spec in group}
         everything = [arg for args in written.values() for arg in args]
         commands = _commands(context, everything)
-        complaints = {tool: _unrecognised(command) for tool, command in commands.items()}
+        complaints = {tool: unrecognised(command) for tool, command in commands.items()}
         for group in groups:
             known = any(
                 not any(arg in said for arg in written[id(spec)])
@@ -172,12 +99,12 @@ def test_options_that_take_the_next_argument_really_take_it() -> None:
             for spec in group:
                 if spec.form not in (Form.SEPARATE, Form.EITHER):
                     continue
-                alone = _commands(context, _as_written(spec))
+                alone = _commands(context, as_written(spec))
                 with_canary = _commands(context, [spec.spelling, CANARY])
                 for tool, command in with_canary.items():
-                    knows_it = not (set(_as_written(spec)) & _unrecognised(alone[tool]))
+                    knows_it = not (set(as_written(spec)) & unrecognised(alone[tool]))
                     said_by = {"driver": f"{tool}", "cc1": "error"}.get(context)
-                    if knows_it and CANARY in _unrecognised(command, said_by):
+                    if knows_it and CANARY in unrecognised(command, said_by):
                         misread.append(f"{tool}: {context}:{spec.spelling}")
     assert misread == []
 
@@ -243,7 +170,7 @@ def test_no_option_the_judge_takes_alone_makes_a_compiler_take_the_next_argument
         pairs = [arg for pair in zip(chunk, canaries, strict=True) for arg in pair]
         found = []
         for tool in ("gcc", "clang"):
-            unknown = _unrecognised([*tools[tool], *pairs])
+            unknown = unrecognised([*tools[tool], *pairs])
             found += [f"{tool}: {s}" for s, c in zip(chunk, canaries, strict=True)
                       if c not in unknown]  # fmt: skip
         return found
