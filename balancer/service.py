@@ -16,6 +16,7 @@ from balancer.dispatch import Dispatcher
 from balancer.pool import Pool
 from balancer.stats import BalancerStats
 from balancer.workers import WorkerPlace
+from client.cli import distlb_version
 from daemon.bounds import limit_connections
 from daemon.lifecycle import ConnectionTasks, listen, serve_http
 from daemon.notify import notify, start_watchdog
@@ -136,6 +137,7 @@ class Service:
             if place is None or place.index == 0:
                 log.info(
                     "balancer_ready",
+                    version=distlb_version(),
                     port=port,
                     admin_port=admin_port,
                     backends=list(self.pool.backends),

@@ -240,6 +240,7 @@ class Service:
                 self.ctx.warm.fill()
             log.info(
                 "server_ready",
+                version=distlb_version(),
                 port=port,
                 stats_port=stats_port,
                 agent_port=agent_port,

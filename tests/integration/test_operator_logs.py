@@ -1,0 +1,68 @@
+"""Issue 33: logs an operator can trust. Under systemd (``JOURNAL_STREAM`` names the
+stream stderr is) every line starts with its syslog priority, which journald keeps as
+the entry's priority, so ``journalctl -p warning`` shows warnings alone; anywhere else
+the lines are plain JSON. The start line says the version."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import role_command, wait_until
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+def _start_server(tmp: Path, log: Path, journal: bool) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.pop("JOURNAL_STREAM", None)
+    with open(log, "wb") as out:
+        if journal:  # (what systemd sets when it connects stderr to the journal)
+            st = os.fstat(out.fileno())
+            env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+        # --sandbox none logs a warning at start: one line of each priority
+        return subprocess.Popen(
+            [*role_command("server"), "--listen", "127.0.0.1", "--port", "0",
+             "--stats-port", "0", "--tmp-dir", str(tmp), "--sandbox", "none",
+             "--log-format", "json"],
+            stdout=subprocess.DEVNULL, stderr=out, env=env,
+        )  # fmt: skip
+
+
+def _lines_until_ready(proc: subprocess.Popen[bytes], log: Path) -> list[str]:
+    try:
+        wait_until(lambda: b"server_ready" in log.read_bytes() or proc.poll() is not None, 30,
+                   "the server's start line")  # fmt: skip
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return log.read_text().splitlines()
+
+
+def test_under_the_journal_each_line_carries_its_priority(server_tmp: Path) -> None:
+    tmp, log = server_tmp, server_tmp.parent / "journal"
+    lines = _lines_until_ready(_start_server(tmp, log, journal=True), log)
+
+    by_event = {json.loads(line[3:])["event"]: line[:3] for line in lines}
+    assert by_event["sandbox_off"] == "<4>"  # a warning
+    assert by_event["server_ready"] == "<6>"  # info
+    assert all(line[:3] in ("<4>", "<6>", "<3>", "<7>") for line in lines), lines
+
+
+def test_elsewhere_the_lines_are_plain_json_and_the_start_line_has_the_version(
+    server_tmp: Path,
+) -> None:
+    tmp, log = server_tmp, server_tmp.parent / "stderr"
+    lines = _lines_until_ready(_start_server(tmp, log, journal=False), log)
+
+    events = [json.loads(line) for line in lines]  # (a prefix would not parse)
+    ready = next(e for e in events if e["event"] == "server_ready")
+    assert ready["version"] == VERSION
