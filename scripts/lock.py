@@ -4,6 +4,10 @@
                                           bootstrap.sh with the venv's python)
     python scripts/lock.py check LOCK...  exit 1, naming each difference, unless the
                                           environment holds exactly the LOCKs' pins
+    python scripts/lock.py constraints LOCK
+                                          print LOCK's pins (markers kept, hashes not:
+                                          pip takes none in a constraints file) for
+                                          ``pip install -c`` (scripts/update-deps)
 
 The lock is universal (scripts/update-deps resolves it for every Python >= 3.11): a
 pin may carry an environment marker (``async-timeout==5.0.1 ; python_full_version <
@@ -77,11 +81,26 @@ def differences(locks: list[Path]) -> list[str]:
     return found
 
 
+def constraints(lock: Path) -> str:
+    """A pip constraints file of ``lock``'s pins, in its order, with their markers."""
+    lines = [
+        "# The farm lock's versions, for: pip install -c constraints.txt distlb-VERSION.whl",
+        f"# (scripts/update-deps writes it from requirements/{lock.name}; docs/operations.md)",
+    ]
+    for name, version, marker in PIN.findall(lock.read_text()):
+        marker = marker.strip()
+        lines.append(f"{name}=={version}" + (f" ; {marker}" if marker else ""))
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] not in ("sync", "check"):
-        print("usage: lock.py sync|check LOCK...", file=sys.stderr)
+    if len(argv) < 2 or argv[0] not in ("sync", "check", "constraints"):
+        print("usage: lock.py sync|check|constraints LOCK...", file=sys.stderr)
         return 2
     locks = [Path(p) for p in argv[1:]]
+    if argv[0] == "constraints":
+        print(constraints(locks[0]), end="")
+        return 0
     if argv[0] == "check":
         found = differences(locks)
         print("\n".join(found) or "lock: the environment holds exactly the lock")

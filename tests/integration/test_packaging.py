@@ -5,6 +5,8 @@ configs and systemd units under ``share/distlb/``. The version is pyproject.toml
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import shutil
 import subprocess
 import sys
@@ -26,14 +28,18 @@ NOT_SOURCES = shutil.ignore_patterns(
     ".git", ".venv", ".farm", "build", "dist", "*.egg-info", "__pycache__", ".*_cache",
     ".hypothesis", "results",
 )  # fmt: skip
+# Every file of configs/ (the units under systemd/), and the constraints file: found
+# from the tree, so that a config added there and forgotten in pyproject.toml fails.
+CONFIGS = sorted(p.relative_to(ROOT) for p in (ROOT / "configs").rglob("*") if p.is_file())
 SHARED = [
-    "share/distlb/configs/server.toml",
-    "share/distlb/configs/balancer.toml",
-    "share/distlb/configs/farm/balancer.toml",
-    "share/distlb/systemd/distlb-server.service",
-    "share/distlb/systemd/distlb-server@.service",
-    "share/distlb/systemd/distlb-balancer.service",
-]
+    *("share/distlb/" + (f"systemd/{path.name}" if path.parent.name == "systemd" else str(path))
+      for path in CONFIGS),
+    "share/distlb/requirements/constraints.txt",
+]  # fmt: skip
+spec = importlib.util.spec_from_file_location("lock", ROOT / "scripts" / "lock.py")
+assert spec is not None and spec.loader is not None
+lock = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(lock)  # (scripts/ is no package: it runs before any install)
 PACKAGE_DATA = [
     "balancer/dashboard.html", "server/dashboard.html", "daemon/charts.js", "daemon/dashboard.css",
     "wire/compiler_options.txt",
@@ -61,11 +67,14 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def installed(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A clean venv with the wheel installed (and nothing else of ours)."""
+    """A clean venv with the wheel installed as docs/operations.md says (the farm
+    lock's versions as constraints), and nothing else of ours."""
     venv = tmp_path_factory.mktemp("venv") / "v"
     _run([sys.executable, "-m", "venv", str(venv)], venv.parent)
     (wheel,) = built.glob("*.whl")
-    _run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], venv.parent)
+    constraints = ROOT / "requirements" / "constraints.txt"
+    _run([str(venv / "bin" / "pip"), "install", "-q", "-c", str(constraints), str(wheel)],
+         venv.parent)  # fmt: skip
     return venv
 
 
@@ -131,3 +140,16 @@ def test_the_installed_example_configs_pass_the_check(
     config = installed / "share" / "distlb" / "configs" / example
     out = _run([str(installed / "bin" / script), "--check-config", str(config)], installed)
     assert "the config is valid" in out
+
+
+def test_installing_with_the_constraints_gives_the_farm_locks_versions(installed: Path) -> None:
+    result = subprocess.run(
+        [str(installed / "bin" / "python"), "-c",
+         "import json; from importlib import metadata; "
+         "print(json.dumps({d.metadata['Name']: d.version for d in metadata.distributions()}))"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    versions = {lock.normalize(name): v for name, v in json.loads(result.stdout).items()}
+    farm = lock.read_pins(ROOT / "requirements" / "farm.txt")
+    assert {name: versions.get(name) for name in farm} == farm

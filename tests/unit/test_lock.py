@@ -132,3 +132,10 @@ def test_whatever_a_locked_package_needs_is_locked_too(python: str) -> None:
 def test_the_projects_build_backend_is_in_the_build_lock() -> None:
     build_system = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]
     _assert_satisfied([Requirement(r) for r in build_system["requires"]], _pins("build"), "build")
+
+
+def test_the_operators_constraints_file_is_the_farm_lock() -> None:
+    """requirements/constraints.txt (for ``pip install -c`` of the wheel) is what
+    scripts/update-deps writes from the farm lock: never out of date."""
+    written = (LOCKS / "constraints.txt").read_text()
+    assert written == lock.constraints(LOCKS / "farm.txt")
