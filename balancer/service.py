@@ -19,7 +19,7 @@ from balancer.workers import WorkerPlace
 from client.cli import distlb_version
 from daemon.bounds import limit_connections
 from daemon.lifecycle import ConnectionTasks, listen, serve_http
-from daemon.notify import notify, start_watchdog
+from daemon.notify import notify, start_watchdog, stopping
 from wire import Limits
 
 log = structlog.get_logger("distlb.balancer")
@@ -152,7 +152,7 @@ class Service:
             self._serving = False
             server.close()
             if self._speaks_for_service:
-                notify("STOPPING=1")
+                notify(*stopping(cfg.shutdown_grace))
             log.info("balancer_draining", in_flight=len(self._jobs), grace_s=cfg.shutdown_grace)
             await self._jobs.drain(
                 cfg.shutdown_grace, lambda n: log.warning("balancer_cancelling_jobs", count=n)

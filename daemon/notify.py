@@ -2,7 +2,9 @@
 of ``NAME=VALUE`` lines to the Unix socket named by ``NOTIFY_SOCKET``.
 
 A daemon says ``READY=1`` once it listens, ``RELOADING=1`` then ``READY=1`` around a
-reload, ``STOPPING=1`` when it starts to drain, and ``WATCHDOG=1`` every half of
+reload, ``STOPPING=1`` when it starts to drain (with ``EXTEND_TIMEOUT_USEC``: how long
+the drain may take, so that the unit's stop timeout follows ``shutdown-grace``), and
+``WATCHDOG=1`` every half of
 ``WATCHDOG_USEC`` while its event loop runs (a hung loop then stops the pings, and
 systemd restarts the service). Without ``NOTIFY_SOCKET`` (not started by systemd, or
 by a unit that is not ``Type=notify``) every call does nothing.
@@ -20,6 +22,14 @@ import structlog
 log = structlog.get_logger("distlb.notify")
 
 SEND_TIMEOUT_S = 1.0
+STOP_MARGIN_S = 15.0
+"""Past the shutdown grace, the time a drain may still take (the cancelled jobs'
+kills, the final log line) before systemd may SIGKILL."""
+
+
+def stopping(grace_s: float) -> tuple[str, str]:
+    """What a daemon says as it starts to drain for ``grace_s``."""
+    return "STOPPING=1", f"EXTEND_TIMEOUT_USEC={round((grace_s + STOP_MARGIN_S) * 1e6)}"
 
 
 def notify(*states: str) -> bool:

@@ -18,7 +18,7 @@ from cache import CompilerIdentity
 from client.cli import distlb_version
 from daemon.bounds import limit_connections
 from daemon.lifecycle import ConnectionTasks, listen, serve_http
-from daemon.notify import notify, start_watchdog
+from daemon.notify import notify, start_watchdog, stopping
 from server.admission import Slots
 from server.agent import serve_agent
 from server.compilers import compiler_identities, default_compiler_names, resolve_compilers
@@ -261,7 +261,7 @@ class Service:
         cfg = self.config
         self.slots.accepting = False
         compile_server.close()
-        notify("STOPPING=1")
+        notify(*stopping(cfg.shutdown_grace))
         log.info("server_draining", running=len(self._jobs), grace_s=cfg.shutdown_grace)
         await self._jobs.drain(
             cfg.shutdown_grace, lambda n: log.warning("server_killing_jobs", count=n)

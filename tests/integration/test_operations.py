@@ -29,6 +29,8 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 CONSOLE_SCRIPTS = sorted(PYPROJECT["project"]["scripts"])
 VERSION = PYPROJECT["project"]["version"]
 RECEIVE_TIMEOUT_S = 60.0
+# (the default shutdown-grace, 30 s, and 15 s past it: the unit's stop timeout follows)
+STOPPING = ["STOPPING=1", "EXTEND_TIMEOUT_USEC=45000000"]
 
 
 def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
@@ -144,7 +146,7 @@ def test_server_says_ready_pings_the_watchdog_and_says_stopping(
     assert notify_socket.next() == ["WATCHDOG=1"]
     assert notify_socket.next() == ["WATCHDOG=1"]  # (not once: for as long as it runs)
     server.proc.send_signal(signal.SIGTERM)
-    assert notify_socket.next_other_than("WATCHDOG=1") == ["STOPPING=1"]
+    assert notify_socket.next_other_than("WATCHDOG=1") == STOPPING
     assert server.proc.wait(30) == 0
 
 
@@ -158,7 +160,7 @@ def test_server_without_a_watchdog_sends_no_pings(
     server = start_server("--jobs", "1")
     assert notify_socket.next()[0] == "READY=1"
     server.proc.send_signal(signal.SIGTERM)
-    assert notify_socket.next() == ["STOPPING=1"]
+    assert notify_socket.next() == STOPPING
     assert server.proc.wait(30) == 0
 
 
@@ -172,7 +174,7 @@ def test_balancer_says_ready_reloading_ready_and_stopping(
     assert notify_socket.next() == ["READY=1"]
     assert balancer.logged("reloaded")["backends"] == ["127.0.0.1:9"]
     balancer.proc.send_signal(signal.SIGTERM)
-    assert notify_socket.next() == ["STOPPING=1"]
+    assert notify_socket.next() == STOPPING
     assert balancer.proc.wait(30) == 0
 
 
@@ -185,7 +187,7 @@ def test_a_balancer_with_workers_says_ready_once_for_all(
     assert notify_socket.next() == ["RELOADING=1"]
     assert notify_socket.next() == ["READY=1"]
     balancer.proc.send_signal(signal.SIGTERM)
-    assert notify_socket.next() == ["STOPPING=1"]
+    assert notify_socket.next() == STOPPING
     assert balancer.proc.wait(30) == 0
     notify_socket.sock.settimeout(0)
     with pytest.raises(BlockingIOError):
