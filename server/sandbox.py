@@ -28,6 +28,8 @@ from typing import Literal
 
 import structlog
 
+from server.output import JobDirs
+
 log = structlog.get_logger("distlb.server.sandbox")
 
 SandboxMode = Literal["bwrap", "none"]
@@ -219,6 +221,8 @@ class Sandbox:
     """Per-job uids (root, bwrap)."""
     shared_user: CompileUser | None = None
     """The one compile user (root, --sandbox none)."""
+    job_dirs: JobDirs = field(default_factory=JobDirs)
+    """Removes job directories, and counts those it could not."""
 
     @property
     def job_root_inside(self) -> str | None:

@@ -143,7 +143,7 @@ class Service:
         try:
             versions = check_compilers(self.sandbox, self.compilers, self.jobs_root)
         except SandboxError as exc:
-            shutil.rmtree(self.jobs_root, ignore_errors=True)
+            self.sandbox.job_dirs.remove(self.jobs_root)
             raise ConfigError(str(exc)) from exc
         self.compiler_info = compiler_identities(self.compilers, versions)
         if self.sandbox.mode == "none":
@@ -193,6 +193,7 @@ class Service:
             "connections": self.connections.snapshot,
             "inflating": self.ctx.inflate.snapshot,
         }
+        self.stats.bounds["job_dirs"] = self.sandbox.job_dirs.snapshot
         if self.ctx.warm is not None:
             self.stats.bounds["warm_sandboxes"] = self.ctx.warm.snapshot
         self._jobs = ConnectionTasks()
@@ -217,7 +218,7 @@ class Service:
         cfg = self.config
         loop = asyncio.get_running_loop()
         async with contextlib.AsyncExitStack() as stack:
-            stack.callback(shutil.rmtree, self.jobs_root, True)
+            stack.callback(self.sandbox.job_dirs.remove, self.jobs_root)
             if self.ctx.warm is not None:
                 stack.callback(self.ctx.warm.close)
             handler = self._jobs.serve(

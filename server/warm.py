@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -99,7 +98,7 @@ def spawn(
         if info is not None:
             os.close(info)
         sandbox.release_user(user)
-        shutil.rmtree(job_dir, ignore_errors=True)
+        sandbox.job_dirs.remove(job_dir)
         raise
     return Started(job_dir, user, proc, command is None, info=info)
 
@@ -180,7 +179,7 @@ class WarmPool:
 
     def discard(self, started: Started) -> None:
         kill(started)
-        shutil.rmtree(started.job_dir, ignore_errors=True)
+        self.sandbox.job_dirs.remove(started.job_dir)  # (no job ran in it)
         self.sandbox.release_user(started.user)
 
     def close(self) -> None:

@@ -301,6 +301,25 @@ def test_an_output_replaced_by_a_link_or_fifo_is_not_sent(
     _assert_healthy(server)
 
 
+def test_a_job_dir_1500_levels_deep_is_removed_and_its_uid_given_back(
+    start_server: StartServer, fake_compilers: tuple[Path, Path]
+) -> None:
+    """A job that nests directories 1,500 deep: the server removes them all (it walked
+    them recursively, and Python's recursion limit stopped it: the job got no reply, its
+    directory stayed and its uid never came back). Five uids (the start check needs four
+    at once): five such jobs in a row, then one more, need every uid back."""
+    bin_dir, _ = fake_compilers
+    server = start_server("--jobs", "1", "--job-uids", "900000000-900000004",
+                          "--compiler", "evil-cc", "--compiler", "gcc",
+                          path_prepend=str(bin_dir))  # fmt: skip
+    for _ in range(5):
+        reply = evil(server, "deep 1500")
+        assert reply.status == 0 and reply.obj, reply.stderr
+    assert server.status()["job_dirs"]["left"] == 0
+    assert server.events("job_dir_left") == []
+    _assert_healthy(server)
+
+
 def test_memory_past_the_bound_fails_the_compile_with_the_reason(
     start_server: StartServer,
 ) -> None:
