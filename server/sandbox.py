@@ -2,7 +2,8 @@
 
 With ``--sandbox bwrap`` (the default) each compile runs under bubblewrap in
 a mount namespace that holds only the toolchain, read-only, and the job's own
-directory (at ``/tmp``, the only writable place, and the working directory);
+directory (at ``/tmp``, the only writable place, and the working directory: the
+sandbox's own ``/`` and ``/dev`` are read-only);
 in an empty network namespace, its own pid namespace (every process of the
 job dies with it), with no new privileges, in a fresh session. As root, each
 job also runs as a uid of its own, taken from ``--job-uids``; unprivileged,
@@ -268,7 +269,12 @@ class Sandbox:
             # is then mounted over it rather than hidden by it.
             "--bind", job_dir, JOB_ROOT_INSIDE,
             *(arg for mount in self.mounts for arg in mount.args()),
-            "--proc", "/proc", "--dev", "/dev", "--chdir", JOB_ROOT_INSIDE,
+            "--proc", "/proc", "--dev", "/dev",
+            # The sandbox's own / and /dev are tmpfs, in memory and of no size: writable,
+            # a job could fill the machine's RAM there, past every job bound. Nothing of
+            # a compile writes there (its directory is its TMPDIR and HOME): read-only.
+            "--remount-ro", "/dev", "--remount-ro", "/",
+            "--chdir", JOB_ROOT_INSIDE,
             "--",
         ]  # fmt: skip
 

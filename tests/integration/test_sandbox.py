@@ -320,6 +320,19 @@ def test_a_job_dir_1500_levels_deep_is_removed_and_its_uid_given_back(
     _assert_healthy(server)
 
 
+def test_a_job_writes_nothing_into_the_sandboxs_own_root_or_dev(evil_server: ServerProcess) -> None:
+    """The sandbox's own / and /dev are bubblewrap's tmpfs, in memory and without a size:
+    a subverted compiler filled 3 GB of RAM there, past every job bound (they bound
+    address space and any one file). Now both are read-only: the job's directory is its
+    only writable place, as docs/security.md says."""
+    reply = evil(evil_server, "fill")
+    assert reply.status == 0, reply.stderr  # the job itself compiled
+    for path in (b"/fill", b"/dev/fill", b"/dev/shm/fill"):
+        assert b"no room at " + path in reply.stderr, reply.stderr
+    assert b"Read-only file system" in reply.stderr
+    _assert_healthy(evil_server)
+
+
 def test_memory_past_the_bound_fails_the_compile_with_the_reason(
     start_server: StartServer,
 ) -> None:

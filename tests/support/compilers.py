@@ -89,6 +89,9 @@ socket.create_connection(('127.0.0.1', int(sys.argv[1])), 2)" "${{action#connect
     "symlink "*) gcc "$@" && rm -f "$out" && ln -s "${{action#symlink }}" "$out"; exit 0 ;;
     "fifo") gcc "$@" && rm -f "$out" && mkfifo "$out"; exit 0 ;;
     "hardlink "*) gcc "$@" && rm -f "$out" && ln "${{action#hardlink }}" "$out"; exit 0 ;;
+    "fill") for f in /fill /dev/fill /dev/shm/fill; do
+            head -c 16777216 /dev/zero > "$f" || echo "no room at $f" >&2
+        done ;;
     "deep "*) python3 -c "import os, sys
 for _ in range(int(sys.argv[1])):
     os.mkdir('d')
