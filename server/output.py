@@ -42,7 +42,9 @@ def read_output(job_dir: str, name: str, max_bytes: int) -> bytes | NoObject:
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 return NoObject("the output is a symbolic link, not a regular file: not sent")
-            raise
+            if exc.errno == errno.ENXIO:  # (what opening a Unix socket gives)
+                return NoObject("the output is a socket, not a regular file: not sent")
+            return NoObject(f"the output cannot be opened ({exc.strerror}): not sent")
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
