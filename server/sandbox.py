@@ -264,6 +264,10 @@ class Sandbox:
             *chain,
             self.bwrap, "--unshare-all", "--die-with-parent", "--new-session",
             "--cap-drop", "ALL",
+            # No user namespace of the job's own (it would hold every capability over
+            # new mount and network namespaces): bubblewrap >= 0.8; needs --unshare-user
+            # said (it is implied anyway: bubblewrap runs as the job's uid).
+            "--unshare-user", "--disable-userns",
             *(["--info-fd", str(info_fd)] if info_fd is not None else []),
             # The job's directory first: a toolchain under /tmp (a test's stand-ins)
             # is then mounted over it rather than hidden by it.

@@ -232,7 +232,10 @@ class Service:
             agent_port = None
             if cfg.agent_port is not None:
                 _, agent_port = await listen(
-                    stack, lambda r, w: serve_agent(self.slots, r, w), cfg.listen, cfg.agent_port
+                    stack,
+                    lambda r, w: serve_agent(self.slots, self.ctx.allow, r, w),
+                    cfg.listen,
+                    cfg.agent_port,
                 )
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stopping.set)

@@ -322,6 +322,16 @@ def test_a_job_dir_1500_levels_deep_is_removed_and_its_uid_given_back(
     _assert_healthy(server)
 
 
+def test_a_job_cannot_make_a_user_namespace(evil_server: ServerProcess) -> None:
+    """A user namespace of its own would give a job every capability over new mount and
+    network namespaces: kernel code that no compile needs, and the way many kernel
+    exploits begin. The sandbox turns them off (bubblewrap's --disable-userns)."""
+    reply = evil(evil_server, "userns")
+    assert reply.status == 0, reply.stderr  # the job itself compiled
+    assert b"no user namespace" in reply.stderr, reply.stderr
+    _assert_healthy(evil_server)
+
+
 def test_a_job_writes_nothing_into_the_sandboxs_own_root_or_dev(evil_server: ServerProcess) -> None:
     """The sandbox's own / and /dev are bubblewrap's tmpfs, in memory and without a size:
     a subverted compiler filled 3 GB of RAM there, past every job bound (they bound

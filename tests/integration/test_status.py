@@ -110,6 +110,22 @@ def test_agent_check_reports_free_slots(
             assert conn.makefile("rb").readline() == b"up 75% maxconn:4\n"
 
 
+def test_agent_check_answers_only_allowed_addresses(start_server: StartServer) -> None:
+    """The agent port says how busy the server is: only to --allow, as the distcc port
+    (it answered everyone)."""
+    server = start_server("--jobs", "4", "--agent-port", "0", "--allow", "127.0.0.1/32")
+    assert server.agent_port
+    with socket.socket() as outsider:
+        outsider.bind(("127.0.0.2", 0))
+        outsider.settimeout(10)
+        outsider.connect(("127.0.0.1", server.agent_port))
+        assert outsider.makefile("rb").readline() == b""  # closed, unanswered
+    assert server.logged("agent_refused")["client"] == "127.0.0.2"
+    with socket.create_connection(("127.0.0.1", server.agent_port)) as conn:
+        conn.settimeout(10)
+        assert conn.makefile("rb").readline() == b"up 100% maxconn:4\n"
+
+
 def test_lsdistcc_compile_probe_lists_server_as_up(start_server: StartServer) -> None:
     server = start_server("--jobs", "1")
     # 127.0.0.2 has nothing on the port: lsdistcc must list only our server.
