@@ -40,7 +40,8 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
     admin_port: int = 3634
     dashboard_viewers: int = 64
     admin_allow: list[str] | None = None
-    """Who may read the admin port (all but /healthz; default: as --allow)."""
+    """Who may connect to the admin port (and this machine, for /healthz; default: as
+    --allow)."""
     backend: list[str] = field(default_factory=list)
     allow: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     poll_interval: float = 0.5

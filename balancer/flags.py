@@ -33,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin-allow",
         action="append",
         metavar="CIDR",
-        help="who may read the admin port (all but /healthz; repeatable; default: as "
-        "--allow): the dashboard names the files being compiled and who compiles them",
+        help="who may connect to the admin port, checked at accept (and /healthz from "
+        "this machine too; repeatable; default: as --allow): the dashboard names the "
+        "files being compiled and who compiles them",
     )
     p.add_argument(
         "--dashboard-viewers",

@@ -11,6 +11,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -24,6 +25,12 @@ DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 512
 """A developer's ``make -j256`` through one address fits; a flood from one does not
 crowd out the rest."""
 DEFAULT_MAX_INFLATING_MB = 1024
+DEFAULT_MAX_HTTP_CONNECTIONS = 1024
+DEFAULT_MAX_HTTP_CONNECTIONS_PER_ADDRESS = 128
+"""A balancer host polls a server's status port from one address: a long poll per
+balancer process (up to 64 with --workers), each one connection at a time."""
+DEFAULT_HTTP_IDLE_TIMEOUT_S = 30.0
+"""Longer than a dashboard's one-second polls, far shorter than aiohttp's own hour."""
 LZO_MAX_RATIO = 256
 """No LZO1X stream inflates more than about 255:1 (a run of zeros: 225:1 with the
 level distcc uses), so a compressed body of N bytes is given N x 256 at most."""
@@ -51,6 +58,26 @@ def add_bounds_flags(parser: argparse.ArgumentParser) -> None:
         help="client connections open at once from one address (default {default})",
     )
     parser.add_argument(
+        "--max-http-connections",
+        type=int,
+        metavar="N",
+        help="connections open at once to the HTTP port (status, admin); more are closed "
+        "(default {default})",
+    )
+    parser.add_argument(
+        "--max-http-connections-per-address",
+        type=int,
+        metavar="N",
+        help="connections open at once to the HTTP port from one address (default {default})",
+    )
+    parser.add_argument(
+        "--http-idle-timeout",
+        type=float,
+        metavar="S",
+        help="an HTTP connection with no request in progress is closed after this long "
+        "(default {default})",
+    )
+    parser.add_argument(
         "--max-inflating-mb",
         type=int,
         metavar="MB",
@@ -63,21 +90,40 @@ class BoundsConfig:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
     max_inflating_mb: int = DEFAULT_MAX_INFLATING_MB
+    max_http_connections: int = DEFAULT_MAX_HTTP_CONNECTIONS
+    max_http_connections_per_address: int = DEFAULT_MAX_HTTP_CONNECTIONS_PER_ADDRESS
+    http_idle_timeout: float = DEFAULT_HTTP_IDLE_TIMEOUT_S
 
     def connection_limits(self) -> ConnectionLimits:
         """The connection caps, the process's file descriptor limit raised to fit them
-        (as far as its hard limit allows). Raises ConfigError for caps below 1."""
-        if min(self.max_connections, self.max_connections_per_address, self.max_inflating_mb) < 1:
+        and the HTTP port's (as far as its hard limit allows; the HTTP port's first).
+        Raises ConfigError for caps below 1."""
+        caps = (
+            self.max_connections,
+            self.max_connections_per_address,
+            self.max_inflating_mb,
+            self.max_http_connections,
+            self.max_http_connections_per_address,
+        )
+        if min(caps) < 1 or self.http_idle_timeout <= 0:
             raise ConfigError(
-                "--max-connections, --max-connections-per-address and --max-inflating-mb "
-                "must be at least 1"
+                "--max-connections, --max-connections-per-address, --max-inflating-mb, "
+                "--max-http-connections and --max-http-connections-per-address must be at "
+                "least 1, --http-idle-timeout positive"
             )
-        available = raise_open_files_limit(self.max_connections + _FDS_SPARE) - _FDS_SPARE
+        reserved = _FDS_SPARE + self.max_http_connections
+        available = raise_open_files_limit(self.max_connections + reserved) - reserved
         total = max(1, min(self.max_connections, available))
         if total < self.max_connections:
             log.warning("connections_capped", asked=self.max_connections, allowed=total,
                         reason="the file descriptor limit")  # fmt: skip
         return ConnectionLimits(total, min(total, self.max_connections_per_address))
+
+    def http_limits(self) -> ConnectionLimits:
+        """The HTTP port's connection caps (its descriptors are kept by
+        :meth:`connection_limits`)."""
+        total = self.max_http_connections
+        return ConnectionLimits(total, min(total, self.max_http_connections_per_address))
 
     def inflate_budget(self) -> InflateBudget:
         return InflateBudget(self.max_inflating_mb * 1024 * 1024)
@@ -203,14 +249,32 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 REFUSAL_LOG_INTERVAL_S = 1.0
 
 
+class RefusalLog:
+    """Logs refused connections at most once a second, with how many it did not
+    mention since (a flood must not flood the log)."""
+
+    def __init__(self, logger: Any, event: str) -> None:
+        self._log = logger
+        self._event = event
+        self._last = 0.0
+        self._unlogged = 0
+
+    def refused(self, reason: str, address: str) -> None:
+        now = time.monotonic()
+        if now - self._last >= REFUSAL_LOG_INTERVAL_S:
+            self._log.warning(self._event, reason=reason, client=address,
+                              not_logged_since=self._unlogged)  # fmt: skip
+            self._last, self._unlogged = now, 0
+        else:
+            self._unlogged += 1
+
+
 def limit_connections(
     limits: ConnectionLimits, handler: Handler, on_refused: Callable[[], None]
 ) -> Handler:
     """``handler`` for ``asyncio.start_server``, behind ``limits``: a connection over a
-    cap is closed at once and counted (``on_refused``); the log says so at most once a
-    second, with how many it did not mention (a flood must not flood the log)."""
-    last_logged = [0.0]
-    unlogged = [0]
+    cap is closed at once and counted (``on_refused``), and logged (:class:`RefusalLog`)."""
+    refusals = RefusalLog(log, "turned_away")
 
     async def limited(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -218,13 +282,7 @@ def limit_connections(
         refusal = limits.admit(address)
         if refusal is not None:
             on_refused()
-            now = time.monotonic()
-            if now - last_logged[0] >= REFUSAL_LOG_INTERVAL_S:
-                log.warning("turned_away", reason=refusal, client=address,
-                            not_logged_since=unlogged[0])  # fmt: skip
-                last_logged[0], unlogged[0] = now, 0
-            else:
-                unlogged[0] += 1
+            refusals.refused(refusal, address)
             writer.close()
             return
         try:

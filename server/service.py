@@ -17,6 +17,7 @@ import structlog
 from cache import CompilerIdentity, DiskStore, ResultCache
 from client.cli import distlb_version
 from daemon.bounds import limit_connections
+from daemon.http_guard import HttpGuard
 from daemon.lifecycle import ConnectionTasks, listen, serve_http
 from daemon.notify import notify, start_watchdog
 from server.admission import Slots
@@ -189,8 +190,11 @@ class Service:
             },
         )
         self.connections = self.ctx.connections
+        self.http = HttpGuard(config.status_networks(), config.http_limits(),
+                              config.http_idle_timeout)  # fmt: skip
         self.stats.bounds = {
             "connections": self.connections.snapshot,
+            "http_connections": self.http.snapshot,
             "inflating": self.ctx.inflate.snapshot,
         }
         self.stats.bounds["job_dirs"] = self.sandbox.job_dirs.snapshot
@@ -228,7 +232,7 @@ class Service:
             app = make_app(
                 self.stats, lambda: self.compiler_info, distlb_version(), cfg.status_networks()
             )
-            stats_port = await serve_http(stack, app, cfg.listen, cfg.stats_port)
+            stats_port = await serve_http(stack, app, cfg.listen, cfg.stats_port, guard=self.http)
             agent_port = None
             if cfg.agent_port is not None:
                 _, agent_port = await listen(

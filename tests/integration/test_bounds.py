@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from client import compile_remote
 from tests.support.distcc import run_distcc
 from tests.support.servers import (
     BalancerProcess,
@@ -185,3 +186,68 @@ def test_lzo_bombs_inflate_off_the_loop_and_leave_the_backends_in_rotation(
         assert backend["state"] == "up" and backend["failures"] == 0, backend
     counters = target.status()["counters" if role == "server" else "totals"]
     assert counters["rejected_policy"] == 3
+
+
+def _connect_from(source: str, port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.bind((source, 0))
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def _closed_unanswered(sock: socket.socket) -> bool:
+    """Whether the peer closes ``sock`` without a byte (we wait for it, up to the
+    socket's timeout: a connection left open fails the test)."""
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+
+
+@pytest.mark.parametrize("role", ["server", "balancer"])
+def test_the_http_port_refuses_outsiders_at_accept_caps_and_closes_idle_connections(
+    start_server: StartServer, start_balancer: StartBalancer, role: str
+) -> None:
+    """The stats port (server) and the admin port (balancer): aiohttp kept a connection
+    that never sent a request for an hour, also from outside the allowlist (answered
+    403 once it asked), and took any number: 4,300 used every descriptor and the
+    compile port stopped accepting. Now an outsider is closed before anything of it is
+    read, one address holds at most its cap, and idle connections are closed."""
+    bounds = ("--max-http-connections-per-address", "4", "--http-idle-timeout", "5")
+    if role == "server":
+        target = start_server("--jobs", "1", *bounds, "--status-allow", "127.0.0.1/32",
+                              "--status-allow", "127.0.0.3/32")  # fmt: skip
+    else:
+        server = start_server("--jobs", "1")
+        target = start_balancer(
+            "--backend", f"127.0.0.1:{server.port},status={server.stats_port}", *bounds,
+            "--admin-allow", "127.0.0.1/32", "--admin-allow", "127.0.0.3/32",
+        )  # fmt: skip
+        assert isinstance(target, BalancerProcess)
+        target.wait_healthy(1)
+    port = target.stats_port
+    outsider = _connect_from(ATTACKER, port)
+    with contextlib.suppress(ConnectionError):
+        outsider.sendall(b"GET /status HTTP/1.0\r\n\r\n")
+    assert _closed_unanswered(outsider), "an outsider was answered (or kept)"
+    outsider.close()
+    assert target.logged("http_refused")["reason"] == "address not allowed"
+
+    held = [_connect_from("127.0.0.3", port) for _ in range(4)]  # one address's cap
+    try:
+        wait_until(lambda: target.status()["http_connections"]["addresses"] == 2, 10,
+                   "the four held (and a status request) counted")  # fmt: skip
+        fifth = _connect_from("127.0.0.3", port)
+        assert _closed_unanswered(fifth), "a fifth connection from one address was kept"
+        fifth.close()
+        for sock in held:  # idle: closed by the server after --http-idle-timeout
+            assert _closed_unanswered(sock), "an idle connection was kept"
+    finally:
+        for sock in held:
+            sock.close()
+    http = target.status()["http_connections"]
+    assert http["refused"] == 2 and http["max_per_address"] == 4
+    request = Request(1, ("gcc", "-c", "x.c", "-o", "x.o"), b"int x;\n")
+    reply = asyncio.run(compile_remote("127.0.0.1", target.port, request, timeout_s=60))
+    assert reply.status == 0  # the compile port, too, still serves
