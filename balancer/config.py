@@ -68,6 +68,11 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
     io_timeout: float = 60.0
     request_timeout: float = 120.0
     max_source_mb: int = 256
+    max_inflating_mb: int = 2048
+    """(The server's is 1024.) The balancer holds the source of every job in flight, a
+    farm's worth: 500 jobs of 2 MB preprocessed C++ are 1 GB, with room beside them to
+    inflate the next ones (docs/security.md)."""
+    reply_memory_mb: int = 1024
     shutdown_grace: float = 30.0
     workers: int = 1
     compiler_identity: str = "majority"
@@ -195,6 +200,8 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
                 raise ConfigError(f"--cache-redis {exc}") from exc
         if self.cache_timeout <= 0:
             raise ConfigError("--cache-timeout must be positive")
+        if self.reply_memory_mb < 1:
+            raise ConfigError("--reply-memory-mb must be at least 1")
         if not 1 <= self.workers <= MAX_WORKERS:
             raise ConfigError(f"--workers must be 1 to {MAX_WORKERS}")
         if self.log_format not in ("auto", "json", "console"):

@@ -189,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest preprocessed source accepted ({default})",
     )
     p.add_argument(
+        "--reply-memory-mb",
+        type=int,
+        metavar="MB",
+        help="replies held for clients until they have taken them (one that does not read "
+        "holds its reply up to --io-timeout); a reply past it is not sent, and its client "
+        "compiles locally ({default})",
+    )
+    p.add_argument(
         "--shutdown-grace",
         type=float,
         metavar="S",

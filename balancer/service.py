@@ -18,6 +18,7 @@ from balancer.stats import BalancerStats
 from balancer.workers import WorkerPlace
 from daemon.access import parse_networks
 from daemon.bounds import limit_connections
+from daemon.budgets import ByteBudget
 from daemon.http_guard import HttpGuard
 from daemon.lifecycle import ConnectionTasks, listen, serve_http
 from daemon.notify import notify, start_watchdog
@@ -60,6 +61,7 @@ class Service:
             acceptor=config.acceptor(),
             judge=config.judge(None, on_disk=False),
             inflate=config.inflate_budget(),
+            replies=ByteBudget(config.reply_memory_mb * 1024 * 1024, "--reply-memory-mb"),
         )
         self.connections = config.connection_limits()
         # The admin port: --admin-allow, and this machine for keepalived's /healthz (the
@@ -70,6 +72,7 @@ class Service:
             "connections": self.connections.snapshot,
             "http_connections": self.http.snapshot,
             "inflating": self.ctx.inflate.snapshot,
+            "reply_memory": self.ctx.replies.snapshot,
         }
         self._jobs = ConnectionTasks()
         self._serving = False

@@ -1,6 +1,6 @@
 """What a client can exhaust, bounded, in both daemons: open connections (in all and
-per address), the bytes LZO may inflate at once (off the event loop), and the file
-descriptors those need."""
+per address, on the compile port and the HTTP port), the file descriptors those need,
+and the flags of the byte budgets (daemon/budgets.py)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,14 @@ import argparse
 import asyncio
 import resource
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
+from daemon.budgets import InflateBudget
 from daemon.config import ConfigError
-from wire import lzo
 
 log = structlog.get_logger("distlb.bounds")
 
@@ -31,14 +30,6 @@ DEFAULT_MAX_HTTP_CONNECTIONS_PER_ADDRESS = 128
 balancer process (up to 64 with --workers), each one connection at a time."""
 DEFAULT_HTTP_IDLE_TIMEOUT_S = 30.0
 """Longer than a dashboard's one-second polls, far shorter than aiohttp's own hour."""
-LZO_MAX_RATIO = 256
-"""No LZO1X stream inflates more than about 255:1 (a run of zeros: 225:1 with the
-level distcc uses), so a compressed body of N bytes is given N x 256 at most."""
-_SLACK_BYTES = 64 * 1024
-ON_LOOP_INFLATE_BYTES = 256 * 1024
-"""A compressed source of at most a quarter of this is inflated on the event loop, in
-one try into at most this much; a larger one, or one that would inflate past it, in a
-thread within the budget (as are large replies: wire.stream.LOOP_CODEC_BYTES)."""
 _FDS_SPARE = 128
 """File descriptors kept back for listening sockets, logs, pipes and compilers."""
 
@@ -81,7 +72,8 @@ def add_bounds_flags(parser: argparse.ArgumentParser) -> None:
         "--max-inflating-mb",
         type=int,
         metavar="MB",
-        help="bytes LZO sources may inflate to at once; more wait their turn (default {default})",
+        help="bytes LZO sources may inflate to, and hold once inflated until their job "
+        "ends; more wait their turn (default {default})",
     )
 
 
@@ -180,69 +172,6 @@ class ConnectionLimits:
 
     def from_address(self, address: str) -> int:
         return self._by_address.get(address, 0)
-
-
-class InflateBudget:
-    """Bounds the bytes LZO sources may inflate to at once, and inflates them in a
-    thread: a 1.2 MB request that inflates to 256 MiB neither stops the event loop nor,
-    three at once, exhausts memory. Requests wait their turn in arrival order."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.in_use = 0
-        self.waited = 0
-        self._waiters: OrderedDict[object, tuple[int, asyncio.Future[None]]] = OrderedDict()
-
-    def snapshot(self) -> dict[str, int]:
-        """What /status shows: bytes reserved now, requests waiting, requests that waited."""
-        return {"bytes": self.in_use, "waiting": len(self._waiters), "waited": self.waited}
-
-    async def inflate(self, data: bytes, max_size: int) -> bytes:
-        """Decompress ``data`` into at most ``max_size`` bytes. Raises what
-        :func:`wire.lzo.decompress` raises (a corrupt stream, a limit passed)."""
-        if len(data) <= ON_LOOP_INFLATE_BYTES // 4 and max_size >= ON_LOOP_INFLATE_BYTES:
-            # Most C sources: inflated here, once, into one buffer of the cap (the work
-            # stops where the output would pass it: a quarter of a millisecond at most).
-            # A thread's round trip, and the GIL handed back and forth, cost more.
-            source = lzo.decompress_within(data, ON_LOOP_INFLATE_BYTES, "DOTI")
-            if source is not None:
-                return source
-        need = min(max_size, len(data) * LZO_MAX_RATIO + _SLACK_BYTES)
-        await self._reserve(need)
-        try:
-            return await asyncio.to_thread(lzo.decompress, data, need, "DOTI")
-        finally:
-            self.in_use -= need
-            self._wake()
-
-    async def _reserve(self, need: int) -> None:
-        # One request larger than the whole budget may still run, alone.
-        if not self._waiters and (self.in_use + need <= self.max_bytes or self.in_use == 0):
-            self.in_use += need
-            return
-        self.waited += 1
-        token = object()
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters[token] = (need, future)
-        try:
-            await future
-        except BaseException:
-            if self._waiters.pop(token, None) is None and future.done() and not future.cancelled():
-                self.in_use -= need  # reserved for us just as we were cancelled
-                self._wake()
-            raise
-
-    def _wake(self) -> None:
-        while self._waiters:
-            token, (need, future) = next(iter(self._waiters.items()))
-            if future.done():  # cancelled while waiting: its task takes it off the queue
-                del self._waiters[token]
-                continue
-            if self.in_use + need > self.max_bytes and self.in_use > 0:
-                return
-            del self._waiters[token]
-            self.in_use += need
-            future.set_result(None)
 
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ from cache import (
 )
 from daemon.access import Network
 from daemon.admission import connection_scope
-from daemon.bounds import ConnectionLimits, InflateBudget
+from daemon.bounds import ConnectionLimits
+from daemon.budgets import Held, InflateBudget, not_in_time
 from daemon.gss import Acceptor
 from daemon.judge import Job, Judge, Refused
 from daemon.logged import bounded_argv
@@ -93,6 +95,7 @@ async def handle_connection(
 ) -> None:
     """Serve one distcc connection. Never raises: every end is counted and logged."""
     stats = ctx.stats
+    held = Held()  # what the job holds of the byte budgets, until it ends
     async with connection_scope(writer) as address:
         stats.counters.connections += 1
         try:
@@ -100,7 +103,7 @@ async def handle_connection(
             if refused is not None:
                 setattr(stats.counters, refused, getattr(stats.counters, refused) + 1)
                 return
-            await _serve_job(ctx, reader, writer)
+            await _serve_job(ctx, reader, writer, held)
         except asyncio.CancelledError:
             # Only shutdown cancels jobs; run_compile has killed the compiler by now.
             stats.counters.other += 1
@@ -109,10 +112,15 @@ async def handle_connection(
         except Exception:
             stats.counters.other += 1
             log.exception("job_crashed")
+        finally:
+            held.release()
 
 
 async def _serve_job(
-    ctx: ConnectionContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ctx: ConnectionContext,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    held: Held,
 ) -> None:
     started = time.monotonic()
     stats = ctx.stats
@@ -122,7 +130,7 @@ async def _serve_job(
                 reader,
                 ctx.wire_limits,
                 idle_timeout_s=ctx.io_timeout_s,
-                inflate=ctx.inflate.inflate,
+                inflate=functools.partial(ctx.inflate.inflate, held=held),
             )
     except RemoteProtocolError as exc:
         stats.job_finished("bad_request", "?", "?", time.monotonic() - started)
@@ -130,7 +138,7 @@ async def _serve_job(
         return
     except TimeoutError:
         stats.job_finished("bad_request", "?", "?", time.monotonic() - started)
-        log.warning("bad_request", reason="request not received in time")
+        log.warning("bad_request", reason=not_in_time(held))
         return
 
     try:

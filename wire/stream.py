@@ -50,7 +50,7 @@ async def _drive(
 
 Inflate = Callable[[bytes, int], Awaitable[bytes]]
 """Decompresses an LZO body into at most the given number of bytes (and may wait for
-room to): e.g. :meth:`daemon.bounds.InflateBudget.inflate`."""
+room to): e.g. :meth:`daemon.budgets.InflateBudget.inflate`."""
 
 
 async def read_request(

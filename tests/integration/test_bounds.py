@@ -251,3 +251,107 @@ def test_the_http_port_refuses_outsiders_at_accept_caps_and_closes_idle_connecti
     request = Request(1, ("gcc", "-c", "x.c", "-o", "x.o"), b"int x;\n")
     reply = asyncio.run(compile_remote("127.0.0.1", target.port, request, timeout_s=60))
     assert reply.status == 0  # the compile port, too, still serves
+
+
+SOURCE_MB = 6
+BIG_OBJECT_MB = 8
+
+
+def _inflated_sources_are_held_within_the_budget(
+    start_server: StartServer, start_balancer: StartBalancer, bin_dir: Path
+) -> None:
+    """Five LZO requests whose 6 MiB sources inflate within --max-inflating-mb 20: their
+    jobs wait at the backend (gate-cc) while the balancer holds their sources, so three
+    are held and counted, and two wait to inflate (before, a source was counted only
+    while it inflated: eight requests of 1.2 MB grew the balancer by 1.6 GB)."""
+    server = start_server("--jobs", "5", "--compiler", "gate-cc", "--compiler", "gcc",
+                          path_prepend=str(bin_dir))  # fmt: skip
+    balancer = start_balancer(
+        "--backend", f"127.0.0.1:{server.port},status={server.stats_port}",
+        "--allow-compiler", "gate-cc", "--max-inflating-mb", "20", "--max-source-mb", "8",
+        "--queue-timeout", "60",
+    )  # fmt: skip
+    balancer.wait_healthy(1)
+    source = b"/*" + b" " * (SOURCE_MB * 1024 * 1024 - 14) + b"*/ int x;\n"
+    request = Request(2, ("gate-cc", "-c", "big.c", "-o", "big.o"), source)
+
+    async def scenario() -> tuple[dict[str, int], list[int]]:
+        jobs = [
+            asyncio.create_task(compile_remote("127.0.0.1", balancer.port, request, timeout_s=120))
+            for _ in range(5)
+        ]
+        try:
+            await asyncio.to_thread(
+                wait_until, lambda: server.status()["busy"] >= 3, 60, "three jobs at the backend"
+            )
+            held = (await asyncio.to_thread(balancer.status))["inflating"]
+        finally:
+            (bin_dir / "gate-cc.open").touch()
+        return held, [(await job).status for job in jobs]
+
+    held, statuses = asyncio.run(scenario())
+    assert held["waiting"] == 2, held
+    assert 3 * len(source) <= held["bytes"] <= 20 * 1024 * 1024, held
+    assert statuses == [0] * 5
+    wait_until(lambda: balancer.status()["inflating"]["bytes"] == 0, 10, "every source given back")
+
+
+def _unread_replies_are_held_within_the_budget(
+    start_server: StartServer, start_balancer: StartBalancer
+) -> None:
+    """A client that never reads holds its 8 MiB reply within --reply-memory-mb 20; the
+    next such reply does not fit, and its client is closed unanswered (it compiles
+    locally) with the reason logged; once the first goes, replies flow again (before,
+    replies waited for such clients without a bound: six of them grew the balancer by
+    1.9 GB)."""
+    server = start_server("--jobs", "2")
+    balancer = start_balancer(
+        "--backend", f"127.0.0.1:{server.port},status={server.stats_port}",
+        "--reply-memory-mb", "20",
+    )  # fmt: skip
+    balancer.wait_healthy(1)
+    source = b'__asm__(".data\\n.fill %d,1,0\\n.text");\nint x;\n' % (BIG_OBJECT_MB << 20)
+    job = encode_request(Request(1, ("gcc", "-c", "big.c", "-o", "big.o"), source))
+
+    def never_reading() -> socket.socket:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # (before connecting)
+        sock.settimeout(60)
+        sock.connect(("127.0.0.1", balancer.port))
+        sock.sendall(job)
+        return sock
+
+    first = never_reading()
+    try:
+        wait_until(lambda: balancer.status()["reply_memory"]["bytes"] > 0, 60, "a reply held")
+        second = never_reading()
+        with second:
+            assert _closed_unanswered(second), "a reply past the budget was held"
+        refused = balancer.logged("job_done")
+        assert refused["outcome"] == "reply_refused" and "--reply-memory-mb" in refused["reason"]
+        memory = balancer.status()["reply_memory"]
+        assert 0 < memory["bytes"] <= 20 * 1024 * 1024 and memory["refused"] == 1, memory
+    finally:
+        first.close()
+    wait_until(lambda: balancer.status()["reply_memory"]["bytes"] == 0, 60, "the reply dropped")
+    reply = asyncio.run(compile_remote(
+        "127.0.0.1", balancer.port, Request(1, ("gcc", "-c", "big.c", "-o", "big.o"), source),
+        timeout_s=60,
+    ))  # fmt: skip
+    assert reply.status == 0 and len(reply.obj) > BIG_OBJECT_MB << 20
+    assert balancer.totals()["reply_refused"] == 1
+
+
+@pytest.mark.parametrize("held", ["inflated sources", "unread replies"])
+def test_what_the_balancer_holds_for_its_clients_is_budgeted(
+    start_server: StartServer,
+    start_balancer: StartBalancer,
+    fake_compilers: tuple[Path, Path],
+    held: str,
+) -> None:
+    if held == "inflated sources":
+        _inflated_sources_are_held_within_the_budget(
+            start_server, start_balancer, fake_compilers[0]
+        )
+    else:
+        _unread_replies_are_held_within_the_budget(start_server, start_balancer)

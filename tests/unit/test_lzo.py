@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.bounds import ON_LOOP_INFLATE_BYTES, InflateBudget
+from daemon.budgets import ON_LOOP_INFLATE_BYTES, InflateBudget
 from wire import (
     CompressionError,
     LimitExceeded,
