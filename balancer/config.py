@@ -69,9 +69,10 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig):
     request_timeout: float = 120.0
     max_source_mb: int = 256
     max_inflating_mb: int = 2048
-    """(The server's is 1024.) The balancer holds the source of every job in flight, a
+    request_memory_mb: int = 2048
+    """(The server's are 1024.) The balancer holds the source of every job in flight, a
     farm's worth: 500 jobs of 2 MB preprocessed C++ are 1 GB, with room beside them to
-    inflate the next ones (docs/security.md)."""
+    read and inflate the next ones (docs/security.md)."""
     reply_memory_mb: int = 1024
     shutdown_grace: float = 30.0
     workers: int = 1

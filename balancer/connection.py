@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,6 +44,8 @@ class ConnectionContext:
     """Replies held for clients until they have taken them."""
     inflate: InflateBudget = field(default_factory=lambda: InflateBudget(1 << 30))
     """Where LZO sources are inflated: off the loop, within a budget."""
+    requests: ByteBudget = field(default_factory=lambda: ByteBudget(1 << 30, "--request-memory-mb"))
+    """Bytes of requests held as they arrive."""
 
 
 async def handle_connection(
@@ -78,13 +79,15 @@ async def _serve(
     held: Held,
 ) -> None:
     stats = ctx.stats
+    reserve, inflate = held.reading(ctx.requests, ctx.inflate)
     try:
         async with asyncio.timeout(ctx.request_timeout_s):
             request = await read_request(
                 reader,
                 ctx.limits,
                 idle_timeout_s=ctx.io_timeout_s,
-                inflate=functools.partial(ctx.inflate.inflate, held=held),
+                inflate=inflate,
+                reserve=reserve,
             )
     except (RemoteProtocolError, TimeoutError) as exc:
         reason = str(exc) if isinstance(exc, RemoteProtocolError) else not_in_time(held)

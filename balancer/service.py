@@ -61,6 +61,7 @@ class Service:
             acceptor=config.acceptor(),
             judge=config.judge(None, on_disk=False),
             inflate=config.inflate_budget(),
+            requests=config.request_budget(),
             replies=ByteBudget(config.reply_memory_mb * 1024 * 1024, "--reply-memory-mb"),
         )
         self.connections = config.connection_limits()
@@ -72,6 +73,7 @@ class Service:
             "connections": self.connections.snapshot,
             "http_connections": self.http.snapshot,
             "inflating": self.ctx.inflate.snapshot,
+            "request_memory": self.ctx.requests.snapshot,
             "reply_memory": self.ctx.replies.snapshot,
         }
         self._jobs = ConnectionTasks()

@@ -176,6 +176,7 @@ CACHE_NODE_SUMS = ("hits", "misses", "bypasses")
 BOUND_SUMS = {
     "connections": ("open", "addresses"),
     "inflating": ("bytes", "waiting", "waited"),
+    "request_memory": ("bytes", "waiting", "waited"),
     "reply_memory": ("bytes", "refused"),
 }
 """Each worker's own budgets, added up (each has its own bound: per worker, not shared;

@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from daemon.budgets import InflateBudget
+from daemon.budgets import ByteBudget, InflateBudget
 from daemon.config import ConfigError
 
 log = structlog.get_logger("distlb.bounds")
@@ -24,6 +24,7 @@ DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 512
 """A developer's ``make -j256`` through one address fits; a flood from one does not
 crowd out the rest."""
 DEFAULT_MAX_INFLATING_MB = 1024
+DEFAULT_REQUEST_MEMORY_MB = 1024
 DEFAULT_MAX_HTTP_CONNECTIONS = 1024
 DEFAULT_MAX_HTTP_CONNECTIONS_PER_ADDRESS = 128
 """A balancer host polls a server's status port from one address: a long poll per
@@ -69,6 +70,14 @@ def add_bounds_flags(parser: argparse.ArgumentParser) -> None:
         "(default {default})",
     )
     parser.add_argument(
+        "--request-memory-mb",
+        type=int,
+        metavar="MB",
+        help="bytes of requests held at once, as they arrive (plain sources until their "
+        "job ends, LZO ones until inflated); a source waits, unread, for room to be read "
+        "(default {default})",
+    )
+    parser.add_argument(
         "--max-inflating-mb",
         type=int,
         metavar="MB",
@@ -82,6 +91,7 @@ class BoundsConfig:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
     max_inflating_mb: int = DEFAULT_MAX_INFLATING_MB
+    request_memory_mb: int = DEFAULT_REQUEST_MEMORY_MB
     max_http_connections: int = DEFAULT_MAX_HTTP_CONNECTIONS
     max_http_connections_per_address: int = DEFAULT_MAX_HTTP_CONNECTIONS_PER_ADDRESS
     http_idle_timeout: float = DEFAULT_HTTP_IDLE_TIMEOUT_S
@@ -94,14 +104,16 @@ class BoundsConfig:
             self.max_connections,
             self.max_connections_per_address,
             self.max_inflating_mb,
+            self.request_memory_mb,
             self.max_http_connections,
             self.max_http_connections_per_address,
         )
         if min(caps) < 1 or self.http_idle_timeout <= 0:
             raise ConfigError(
                 "--max-connections, --max-connections-per-address, --max-inflating-mb, "
-                "--max-http-connections and --max-http-connections-per-address must be at "
-                "least 1, --http-idle-timeout positive"
+                "--request-memory-mb, --max-http-connections and "
+                "--max-http-connections-per-address must be at least 1, "
+                "--http-idle-timeout positive"
             )
         reserved = _FDS_SPARE + self.max_http_connections
         available = raise_open_files_limit(self.max_connections + reserved) - reserved
@@ -119,6 +131,9 @@ class BoundsConfig:
 
     def inflate_budget(self) -> InflateBudget:
         return InflateBudget(self.max_inflating_mb * 1024 * 1024)
+
+    def request_budget(self) -> ByteBudget:
+        return ByteBudget(self.request_memory_mb * 1024 * 1024, "--request-memory-mb")
 
 
 def raise_open_files_limit(wanted: int) -> int:

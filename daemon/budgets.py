@@ -14,11 +14,15 @@ import asyncio
 from collections import OrderedDict
 
 from wire import lzo
+from wire.stream import Inflate, Reserve
 
 LZO_MAX_RATIO = 256
 """No LZO1X stream inflates more than about 255:1 (a run of zeros: 225:1 with the
 level distcc uses), so a compressed body of N bytes is given N x 256 at most."""
 _SLACK_BYTES = 64 * 1024
+WAIT_FROM_BYTES = 64 * 1024
+"""A request grows its hold by this much or less (a token, an argument) without waiting
+for room; a larger part (its source) waits: never a deadlock of half-held requests."""
 ON_LOOP_INFLATE_BYTES = 256 * 1024
 """A compressed source of at most a quarter of this is inflated on the event loop, in
 one try into at most this much; a larger one, or one that would inflate past it, in a
@@ -116,6 +120,33 @@ class Held:
         size = min(size, self.of(budget))
         self._shares[budget] = self.of(budget) - size
         budget.give_back(size)
+
+    async def grow(self, budget: ByteBudget, total: int) -> None:
+        """Hold ``total`` bytes of ``budget`` in all: what is more than held now is
+        reserved, waiting for room if it is more than :data:`WAIT_FROM_BYTES`."""
+        more = total - self.of(budget)
+        if more > WAIT_FROM_BYTES:
+            await self.reserve(budget, more)
+        elif more > 0:
+            self.take(budget, more)
+
+    def reading(
+        self, requests: ByteBudget, inflate_budget: InflateBudget
+    ) -> tuple[Reserve, Inflate]:
+        """``reserve`` and ``inflate`` for :func:`wire.stream.read_request`: the bytes
+        of the request held against ``requests`` as it is read (a source's claimed
+        length before any byte of it is read), an LZO source inflated within
+        ``inflate_budget``, its compressed bytes given back once it is."""
+
+        async def reserve(total: int) -> None:
+            await self.grow(requests, total)
+
+        async def inflate(data: bytes, max_size: int) -> bytes:
+            source = await inflate_budget.inflate(data, max_size, self)
+            self.give_back(requests, len(data))
+            return source
+
+        return reserve, inflate
 
     def release(self) -> None:
         """Give back everything held (the connection has ended)."""

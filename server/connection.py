@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from cache import (
 from daemon.access import Network
 from daemon.admission import connection_scope
 from daemon.bounds import ConnectionLimits
-from daemon.budgets import Held, InflateBudget, not_in_time
+from daemon.budgets import ByteBudget, Held, InflateBudget, not_in_time
 from daemon.gss import Acceptor
 from daemon.judge import Job, Judge, Refused
 from daemon.logged import bounded_argv
@@ -71,6 +70,8 @@ class ConnectionContext:
     jobs_root: str
     connections: ConnectionLimits
     inflate: InflateBudget
+    requests: ByteBudget
+    """Bytes of requests held as they arrive (--request-memory-mb)."""
     replies: ReplyBudget
     io_timeout_s: float
     request_timeout_s: float
@@ -124,13 +125,15 @@ async def _serve_job(
 ) -> None:
     started = time.monotonic()
     stats = ctx.stats
+    reserve, inflate = held.reading(ctx.requests, ctx.inflate)
     try:
         async with asyncio.timeout(ctx.request_timeout_s):
             request = await read_request(
                 reader,
                 ctx.wire_limits,
                 idle_timeout_s=ctx.io_timeout_s,
-                inflate=functools.partial(ctx.inflate.inflate, held=held),
+                inflate=inflate,
+                reserve=reserve,
             )
     except RemoteProtocolError as exc:
         stats.job_finished("bad_request", "?", "?", time.monotonic() - started)

@@ -171,6 +171,7 @@ class Service:
             jobs_root=self.jobs_root,
             connections=config.connection_limits(),
             inflate=config.inflate_budget(),
+            requests=config.request_budget(),
             replies=ReplyBudget(config.reply_memory_mb * 1024 * 1024),
             warm=WarmPool(self.sandbox, self.jobs_root, config.jobs)
             if self.sandbox.mode == "bwrap"
@@ -196,6 +197,7 @@ class Service:
             "connections": self.connections.snapshot,
             "http_connections": self.http.snapshot,
             "inflating": self.ctx.inflate.snapshot,
+            "request_memory": self.ctx.requests.snapshot,
         }
         self.stats.bounds["job_dirs"] = self.sandbox.job_dirs.snapshot
         if self.ctx.warm is not None:

@@ -33,13 +33,24 @@ async def read_chunk(reader: asyncio.StreamReader, wanted: int, deadline: float 
         return await reader.read(wanted)
 
 
+Reserve = Callable[[int], Awaitable[None]]
+"""Called before each read with the bytes the message will hold once the part being
+read is in (and may wait for room to hold them): e.g. a daemon's request budget."""
+
+
 async def _drive(
-    reader: asyncio.StreamReader, parser: MessageReader, what: str, idle_timeout_s: float
+    reader: asyncio.StreamReader,
+    parser: MessageReader,
+    what: str,
+    idle_timeout_s: float,
+    reserve: Reserve | None = None,
 ) -> object:
     while True:
         event = parser.next_event()
         if event is not NEED_DATA:
             return event
+        if reserve is not None:
+            await reserve(parser.consumed + parser.buffered + parser.wanted)
         # Never read more than the parser asked for: the buffer stays bounded.
         deadline = asyncio.get_running_loop().time() + idle_timeout_s
         data = await read_chunk(reader, parser.wanted, deadline)
@@ -60,18 +71,21 @@ async def read_request(
     idle_timeout_s: float = 60.0,
     parser: RequestReader | None = None,
     inflate: Inflate | None = None,
+    reserve: Reserve | None = None,
 ) -> Request:
     """Read one whole request.
 
     With ``inflate``, a protocol 2 source is decompressed by it (off the event loop,
-    within a budget) rather than by the parser, on the loop. Raises
+    within a budget) rather than by the parser, on the loop. With ``reserve``, room for
+    each part is asked for before it is read (a body's claimed length, before any byte
+    of it is read). Raises
     :class:`wire.RemoteProtocolError` (incl. :class:`ConnectionClosed`) and
     :class:`TimeoutError` when no byte arrives for ``idle_timeout_s``. Callers bound
     the total time with ``asyncio.timeout``.
     """
     limits = limits or Limits()
     parser = parser or RequestReader(limits, defer_decompression=inflate is not None)
-    result = await _drive(reader, parser, "a request", idle_timeout_s)
+    result = await _drive(reader, parser, "a request", idle_timeout_s, reserve)
     if isinstance(result, CompressedRequest):
         assert inflate is not None
         source = await inflate(result.compressed_source, limits.max_source_bytes)

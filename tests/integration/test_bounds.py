@@ -9,6 +9,7 @@ import contextlib
 import os
 import resource
 import socket
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -355,3 +356,49 @@ def test_what_the_balancer_holds_for_its_clients_is_budgeted(
         )
     else:
         _unread_replies_are_held_within_the_budget(start_server, start_balancer)
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(x for x in status if x.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_plain_sources_are_read_within_the_request_memory_budget(
+    start_server: StartServer,
+) -> None:
+    """Three plain requests of 24 MiB whose last byte is held back, with room for one
+    (--request-memory-mb 32): the server reads one and leaves the others unread (it
+    buffered each, up to 256 MiB per connection, with no total bound: +200 MB a
+    connection), then reads each as the one before is done."""
+    server = start_server("--jobs", "2", "--request-memory-mb", "32", "--max-source-mb", "32")
+    body = b"/*" + b" " * (24 * 1024 * 1024 - 14) + b"*/ int x;\n"
+    wire = encode_request(Request(1, ("gcc", "-c", "big.c", "-o", "big.o"), body))
+    before = _rss_mib(server.proc.pid)
+    socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
+    # Each sends all but the last byte, in a thread of its own (the server reads one).
+    senders = [threading.Thread(target=sock.sendall, args=(wire[:-1],)) for sock in socks]
+    try:
+        for sender in senders:
+            sender.start()
+        senders[0].join(60)
+
+        def read_one_left_two() -> dict[str, int] | None:
+            memory: dict[str, int] = server.status()["request_memory"]
+            grown = _rss_mib(server.proc.pid) - before
+            return memory if memory["waiting"] == 2 and grown >= 20 else None
+
+        memory = wait_until(read_one_left_two, 30, "one source read, two waiting")
+        assert len(body) <= memory["bytes"] <= 32 * 1024 * 1024, memory
+        assert _rss_mib(server.proc.pid) - before < 2 * 24, "an unread source was buffered"
+        for sock, sender in zip(socks, senders, strict=True):
+            sender.join(60)  # (once the one before it is done, it is read)
+            sock.sendall(wire[-1:])
+            sock.settimeout(60)
+            assert sock.recv(24).startswith(b"DONE00000001STAT00000000")
+            sock.close()
+    finally:
+        for sock in socks:
+            sock.close()
+    wait_until(lambda: server.status()["request_memory"]["bytes"] == 0, 10, "all given back")
+    assert server.counters()["ok"] == 3
