@@ -185,7 +185,7 @@ async def _start_waiting(
             prepare(ready.job_dir)
             await pin_waiting(ready)
             sandbox.renice_waiting(ready.proc.pid)
-            send_command(ready, command_for(JOB_ROOT_INSIDE))
+            await send_command(ready, command_for(JOB_ROOT_INSIDE))
             return ready
         except BaseException as exc:
             _discard(ready, sandbox)  # (cancelled too: nothing of it is left)

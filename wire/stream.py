@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from wire import lzo
 from wire.auth import DEFAULT_MAX_TOKEN_BYTES, TokenReader
 from wire.errors import ConnectionClosed
-from wire.events import CompressedRequest, Reply, Request
+from wire.events import CompressedReply, CompressedRequest, Reply, Request
 from wire.limits import Limits
 from wire.reader import NEED_DATA, MessageReader, ReplyReader, RequestReader
 from wire.writer import encode_reply, encode_request
@@ -114,6 +115,35 @@ async def encode_request_off_loop(request: Request) -> bytes:
     return await asyncio.to_thread(encode_request, request)
 
 
+async def inflate_off_loop(data: bytes, max_size: int, field: str) -> bytes:
+    """:func:`wire.lzo.decompress`, on the loop when ``data`` is small and inflates
+    within LOOP_CODEC_BYTES (most bodies: a thread's round trip costs more), else in a
+    thread: a 1 MB body may inflate to 256 MiB, a second and more of work."""
+    if len(data) <= LOOP_CODEC_BYTES // 4 and max_size >= LOOP_CODEC_BYTES:
+        plain = lzo.decompress_within(data, LOOP_CODEC_BYTES, field)
+        if plain is not None:
+            return plain
+    return await asyncio.to_thread(lzo.decompress, data, max_size, field)
+
+
+async def inflate_reply(reply: CompressedReply, limits: Limits | None = None) -> Reply:
+    """A reply's bodies inflated (:func:`inflate_off_loop`), each within its limit.
+    Raises what :func:`wire.lzo.decompress` raises."""
+    limits = limits or Limits()
+
+    async def body(data: bytes, max_size: int, field: str) -> bytes:
+        return await inflate_off_loop(data, max_size, field) if data else b""
+
+    out = limits.max_output_bytes
+    return Reply(
+        reply.protocol,
+        reply.status,
+        await body(reply.stderr, out, "SERR"),
+        await body(reply.stdout, out, "SOUT"),
+        await body(reply.obj, limits.max_object_bytes, "DOTO"),
+    )
+
+
 async def read_reply(
     reader: asyncio.StreamReader,
     protocol: int,
@@ -121,9 +151,12 @@ async def read_reply(
     *,
     idle_timeout_s: float = 60.0,
 ) -> Reply:
-    """Read one whole reply to a request sent in ``protocol``; errors as :func:`read_request`."""
-    parser = ReplyReader(protocol, limits)
+    """Read one whole reply to a request sent in ``protocol``, its bodies inflated off
+    the loop (:func:`inflate_reply`); errors as :func:`read_request`."""
+    parser = ReplyReader(protocol, limits, defer_decompression=True)
     result = await _drive(reader, parser, "a reply", idle_timeout_s)
+    if isinstance(result, CompressedReply):
+        return await inflate_reply(result, limits)
     assert isinstance(result, Reply)
     return result
 

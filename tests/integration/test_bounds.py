@@ -25,7 +25,7 @@ from tests.support.servers import (
     StartServer,
     wait_until,
 )
-from wire import Request, encode_request, tokens
+from wire import Reply, Request, encode_request, lzo, tokens
 
 pytestmark = pytest.mark.integration
 
@@ -402,3 +402,47 @@ def test_plain_sources_are_read_within_the_request_memory_budget(
             sock.close()
     wait_until(lambda: server.status()["request_memory"]["bytes"] == 0, 10, "all given back")
     assert server.counters()["ok"] == 3
+
+
+def test_a_large_lzo_reply_is_inflated_off_the_event_loop(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A balancer reads its backends' replies with client.compile_remote, which inflated
+    an LZO reply in its parser, on the event loop: a 1 MB reply inflating to 256 MiB
+    held the balancer's loop 1.3 s (/healthz stalled). Here the inflating of a real
+    server's 32 MiB object is held until the loop has run on a few times: inflated on
+    the loop, it would wait in vain (the loop cannot run while it waits)."""
+    server = start_server("--jobs", "1")
+    real = lzo.decompress
+    ticks = [0]
+    armed: list[int] = []
+    loop_ran = threading.Event()
+    ran_meanwhile: list[bool] = []
+
+    def held(data: bytes, max_size: int, field: str = "body") -> bytes:
+        if field == "DOTO":
+            armed.append(ticks[0])
+            ran_meanwhile.append(loop_ran.wait(30))
+        return real(data, max_size, field)
+
+    monkeypatch.setattr(lzo, "decompress", held)
+    source = b'__asm__(".data\\n.fill %d,1,0\\n.text");\nint z;\n' % (32 << 20)
+    request = Request(2, ("gcc", "-c", "z.c", "-o", "z.o"), source)
+
+    async def scenario() -> Reply:
+        async def count_loop_turns() -> None:
+            while True:
+                if armed and ticks[0] > armed[0] + 3:
+                    loop_ran.set()
+                ticks[0] += 1
+                await asyncio.sleep(0)
+
+        counting = asyncio.create_task(count_loop_turns())
+        try:
+            return await compile_remote("127.0.0.1", server.port, request, timeout_s=120)
+        finally:
+            counting.cancel()
+
+    reply = asyncio.run(scenario())
+    assert ran_meanwhile == [True], "the reply was inflated on the event loop"
+    assert reply.status == 0 and len(reply.obj) > 32 << 20

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
+import termios
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -457,6 +460,65 @@ def test_an_argument_with_a_newline_goes_to_a_waiting_sandbox_like_any(
     assert b"argv: -DV=1\nnot part of it 'quoted' \"too\"|-c|/tmp/input.i|" in reply.stderr
     warm = server.status()["warm_sandboxes"]
     assert (warm["taken"], warm["cold"]) == (1, 0), warm
+
+
+def _waiting_shell(server: ServerProcess) -> int | None:
+    """The shell of the sandbox that ``server`` keeps waiting for its next command (the
+    ``sh`` under bubblewrap's two processes; other servers' are not its descendants),
+    once it is there."""
+    table = {pid: ppid for pid, ppid, _, _ in process_table()}
+    for pid, parent in table.items():
+        ancestors = set()
+        while parent in table and parent not in ancestors:
+            ancestors.add(parent)
+            parent = table[parent]
+        with contextlib.suppress(OSError):
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if server.proc.pid in ancestors and comm == "sh" and b"read -r line" in cmdline:
+                return pid
+    return None
+
+
+def _queued_in_pipe(pid: int) -> int:
+    """Bytes written to ``pid``'s stdin (a pipe) that it has not read."""
+    fd = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        queued: int = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+        return queued
+    finally:
+        os.close(fd)
+
+
+def test_a_long_command_line_goes_to_its_sandbox_without_stopping_the_server(
+    start_server: StartServer,
+) -> None:
+    """A job's command line is written to its waiting sandbox's shell, which reads it a
+    byte at a time: a blocking write of 1 MiB held the server's loop 0.3-0.45 s a job
+    (/status p50 5 ms -> 280 ms). The test stops that shell, so the write cannot end: the
+    status page still answers while the pipe is full, and the job compiles once the
+    shell goes on."""
+    server = start_server("--jobs", "1")
+    shell: int = wait_until(lambda: _waiting_shell(server), 30, "a sandbox waiting")
+    # More than the pipe holds (64 KiB), less than gcc can pass on: it gives cc1 all
+    # its options in one variable, COLLECT_GCC_OPTIONS, and exec takes 128 KiB at most.
+    defines = tuple(f"-DV{i}={'x' * 25_000}" for i in range(4))
+    replies: list[object] = []
+    job = threading.Thread(target=lambda: replies.append(
+        compile_on(server, ("gcc", *defines, "-c", "x.c", "-o", "x.o"), b"int x;\n")
+    ))  # fmt: skip
+    os.kill(shell, signal.SIGSTOP)
+    try:
+        job.start()
+        wait_until(lambda: _queued_in_pipe(shell) >= 60_000, 30, "the pipe to the shell full")
+        status = server.status()  # (the loop was stuck in the write: no answer at all)
+        assert status["busy"] == 1 and _queued_in_pipe(shell) >= 60_000
+    finally:
+        os.kill(shell, signal.SIGCONT)
+        job.join(60)
+    assert [getattr(reply, "status", None) for reply in replies] == [0], [
+        getattr(reply, "stderr", b"")[-300:] for reply in replies
+    ]
 
 
 def test_the_next_jobs_sandbox_is_set_up_while_a_job_compiles(
