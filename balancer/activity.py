@@ -151,7 +151,7 @@ class Activity:
             self.live.pop(live.job_id, None)
             client = live.client
         self.history.job(outcome, seconds, backend=backend, queued_s=queued_s, cached=cached)
-        failed = outcome in ("failed", "no_compiler", "turned_away", "bad_request")
+        failed = outcome in ("failed", "no_compiler", "turned_away", "reply_refused", "bad_request")
         if failed or outcome == "rejected_policy":
             self.failures.append(
                 {

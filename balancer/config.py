@@ -41,7 +41,8 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfi
     admin_port: int = 3634
     dashboard_viewers: int = 64
     admin_allow: list[str] | None = None
-    """Who may read the admin port (all but /healthz; default: as --allow)."""
+    """Who may connect to the admin port (and this machine, for /healthz; default: as
+    --allow)."""
     backend: list[str] = field(default_factory=list)
     allow: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     poll_interval: float = 0.5
@@ -68,6 +69,12 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfi
     io_timeout: float = 60.0
     request_timeout: float = 120.0
     max_source_mb: int = 256
+    max_inflating_mb: int = 2048
+    request_memory_mb: int = 2048
+    """(The server's are 1024.) The balancer holds the source of every job in flight, a
+    farm's worth: 500 jobs of 2 MB preprocessed C++ are 1 GB, with room beside them to
+    read and inflate the next ones (docs/security.md)."""
+    reply_memory_mb: int = 1024
     shutdown_grace: float = 30.0
     workers: int = 1
     compiler_identity: str = "majority"
@@ -226,6 +233,8 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfi
         self.redis_password()
         if self.cache_timeout <= 0:
             raise ConfigError("--cache-timeout must be positive")
+        if self.reply_memory_mb < 1:
+            raise ConfigError("--reply-memory-mb must be at least 1")
         if not 1 <= self.workers <= MAX_WORKERS:
             raise ConfigError(f"--workers must be 1 to {MAX_WORKERS}")
         if self.log_format not in ("auto", "json", "console"):

@@ -17,7 +17,7 @@ from balancer.queue import NoCapacity
 from balancer.stats import BalancerStats
 from daemon.access import Network
 from daemon.admission import connection_scope, refusal
-from daemon.bounds import InflateBudget
+from daemon.budgets import ByteBudget, Held, InflateBudget, not_in_time
 from daemon.gss import Acceptor
 from daemon.judge import Judge, Refused
 from daemon.logged import bounded_argv
@@ -40,14 +40,19 @@ class ConnectionContext:
     """With --auth: the GSSAPI handshake and principal lists, before the request."""
     judge: Judge = field(default_factory=Judge)
     """The argument judge: a refused job never reaches a backend."""
+    replies: ByteBudget = field(default_factory=lambda: ByteBudget(1 << 30, "--reply-memory-mb"))
+    """Replies held for clients until they have taken them."""
     inflate: InflateBudget = field(default_factory=lambda: InflateBudget(1 << 30))
     """Where LZO sources are inflated: off the loop, within a budget."""
+    requests: ByteBudget = field(default_factory=lambda: ByteBudget(1 << 30, "--request-memory-mb"))
+    """Bytes of requests held as they arrive."""
 
 
 async def handle_connection(
     ctx: ConnectionContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
     """Serve one distcc client. Never raises; every end is counted and logged once."""
+    held = Held()  # what the job holds of the byte budgets, until it ends
     async with connection_scope(writer) as address:
         ctx.stats.counters.connections += 1
         started = time.monotonic()
@@ -58,10 +63,11 @@ async def handle_connection(
                 # fails, with DISTCC_FALLBACK=0).
                 setattr(ctx.stats.counters, refused, getattr(ctx.stats.counters, refused) + 1)
                 return
-            await _serve(ctx, reader, writer, started)
+            await _serve(ctx, reader, writer, started, held)
         except Exception:
             log.exception("job_crashed")
         finally:
+            held.release()
             ctx.stats.activity.forget()  # (a job that crashed is not shown running forever)
 
 
@@ -70,17 +76,21 @@ async def _serve(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     started: float,
+    held: Held,
 ) -> None:
     stats = ctx.stats
+    reserve, inflate = held.reading(ctx.requests, ctx.inflate)
     try:
         async with asyncio.timeout(ctx.request_timeout_s):
             request = await read_request(
-                reader, ctx.limits, idle_timeout_s=ctx.io_timeout_s, inflate=ctx.inflate.inflate
+                reader,
+                ctx.limits,
+                idle_timeout_s=ctx.io_timeout_s,
+                inflate=inflate,
+                reserve=reserve,
             )
     except (RemoteProtocolError, TimeoutError) as exc:
-        reason = (
-            str(exc) if isinstance(exc, RemoteProtocolError) else "request not received in time"
-        )
+        reason = str(exc) if isinstance(exc, RemoteProtocolError) else not_in_time(held)
         stats.job_finished("bad_request", time.monotonic() - started, reason=reason)
         log.warning("bad_request", reason=reason, error=type(exc).__name__)
         return
@@ -145,16 +155,35 @@ async def _serve(
             ms=round((time.monotonic() - started) * 1000, 1),
         )
         return
-    data = await encode_reply_off_loop(outcome.reply)
     result = "ok" if outcome.reply.status == 0 else "compile_error"
-    if outcome.cached:
-        stats.counters.cache_hit += 1
+    reply_size = _size(outcome.reply)
+    # Held until the client has taken it (one that does not read holds it up to
+    # --io-timeout): past the budget, the job is not answered, and the client compiles
+    # locally. Not reading the backend's reply instead would hold its slot, and its
+    # transfer deadline would count a healthy backend as failing.
+    room = 2 * reply_size + reply_size // 16 + 1024  # the reply and its encoding
+    if not ctx.replies.try_take(room):
+        reason = (
+            f"no room to hold its reply of {reply_size} bytes: {ctx.replies.in_use >> 20}"
+            f" MB of {ctx.replies.max_bytes >> 20} held for clients (--reply-memory-mb)"
+        )
+        stats.job_finished("reply_refused", time.monotonic() - started, live,
+                           backend=outcome.backend, reason=reason)  # fmt: skip
+        log.warning("job_done", outcome="reply_refused", reason=reason, backend=outcome.backend,
+                    **base, ms=round((time.monotonic() - started) * 1000, 1))  # fmt: skip
+        return
     try:
-        writer.write(data)
-        async with asyncio.timeout(ctx.io_timeout_s):
-            await writer.drain()
-    except (ConnectionError, TimeoutError):
-        result = "client_disconnect"
+        data = await encode_reply_off_loop(outcome.reply)
+        if outcome.cached:
+            stats.counters.cache_hit += 1
+        try:
+            writer.write(data)
+            async with asyncio.timeout(ctx.io_timeout_s):
+                await writer.drain()
+        except (ConnectionError, TimeoutError):
+            result = "client_disconnect"
+    finally:
+        ctx.replies.give_back(room)
     seconds = time.monotonic() - started
     stats.job_finished(
         result, seconds, live, backend=outcome.backend, queued_s=outcome.queued_s,
@@ -173,6 +202,10 @@ async def _serve(
         ms=round(seconds * 1000, 1),
         **base,
     )
+
+
+def _size(reply: Reply) -> int:
+    return len(reply.obj) + len(reply.stderr) + len(reply.stdout)
 
 
 async def _refuse(

@@ -34,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin-allow",
         action="append",
         metavar="CIDR",
-        help="who may read the admin port (all but /healthz; repeatable; default: as "
-        "--allow): the dashboard names the files being compiled and who compiles them",
+        help="who may connect to the admin port, checked at accept (and /healthz from "
+        "this machine too; repeatable; default: as --allow): the dashboard names the "
+        "files being compiled and who compiles them",
     )
     p.add_argument(
         "--dashboard-viewers",
@@ -187,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="MB",
         help="largest preprocessed source accepted ({default})",
+    )
+    p.add_argument(
+        "--reply-memory-mb",
+        type=int,
+        metavar="MB",
+        help="replies held for clients until they have taken them (one that does not read "
+        "holds its reply up to --io-timeout); a reply past it is not sent, and its client "
+        "compiles locally ({default})",
     )
     p.add_argument(
         "--shutdown-grace",

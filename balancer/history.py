@@ -29,6 +29,7 @@ failed also counts no_compiler and bad requests; refused is the argument judge's
 _OUTCOME_OF = {
     "ok": "ok", "compile_error": "compile_error", "failed": "failed",
     "no_compiler": "failed", "bad_request": "failed", "turned_away": "turned_away",
+    "reply_refused": "turned_away",
     "rejected_policy": "refused",
 }  # fmt: skip
 TOTAL_COLUMNS = (

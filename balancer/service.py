@@ -17,12 +17,17 @@ from balancer.pool import Pool
 from balancer.stats import BalancerStats
 from balancer.workers import WorkerPlace
 from client.cli import distlb_version
+from daemon.access import parse_networks
 from daemon.bounds import limit_connections
+from daemon.budgets import ByteBudget
+from daemon.http_guard import HttpGuard
 from daemon.lifecycle import ConnectionTasks, listen, serve_http
 from daemon.notify import notify, start_watchdog, stopping
 from wire import Limits
 
 log = structlog.get_logger("distlb.balancer")
+LOCAL_CHECK = parse_networks(["127.0.0.1/32", "::1/128"])
+"""Where keepalived's check of /healthz comes from (this machine), whatever --admin-allow."""
 
 
 class Service:
@@ -57,11 +62,20 @@ class Service:
             acceptor=config.acceptor(),
             judge=config.judge(None, on_disk=False),
             inflate=config.inflate_budget(),
+            requests=config.request_budget(),
+            replies=ByteBudget(config.reply_memory_mb * 1024 * 1024, "--reply-memory-mb"),
         )
         self.connections = config.connection_limits()
+        # The admin port: --admin-allow, and this machine for keepalived's /healthz (the
+        # pages' own allowlist still answers anything else from there with 403).
+        self.http = HttpGuard([*config.admin_networks(), *LOCAL_CHECK], config.http_limits(),
+                              config.http_idle_timeout)  # fmt: skip
         self.stats.bounds = {
             "connections": self.connections.snapshot,
+            "http_connections": self.http.snapshot,
             "inflating": self.ctx.inflate.snapshot,
+            "request_memory": self.ctx.requests.snapshot,
+            "reply_memory": self.ctx.replies.snapshot,
         }
         self._jobs = ConnectionTasks()
         self._serving = False
@@ -125,7 +139,9 @@ class Service:
                            max_viewers=cfg.dashboard_viewers,
                            allow=cfg.admin_networks() if public else None)  # fmt: skip
             if place is None or place.index == 0:
-                admin_port = await serve_http(stack, app, cfg.listen, cfg.admin_port)
+                admin_port = await serve_http(
+                    stack, app, cfg.listen, cfg.admin_port, guard=self.http
+                )
             else:
                 await serve_http(stack, app, path=place.admin_socket(place.index))
             self._serving = True

@@ -50,6 +50,9 @@ class Counters:
     client compiles locally, at once."""
     failed: int = 0
     """Every attempt failed: the client compiles locally."""
+    reply_refused: int = 0
+    """Compiled, but its reply could not be held for the client within --reply-memory-mb:
+    not answered, the client compiles locally."""
     rejected_connections: int = 0
     """Closed at once: over --max-connections or --max-connections-per-address."""
     rejected_access: int = 0

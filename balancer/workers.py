@@ -173,7 +173,14 @@ BACKEND_SUMS = ("in_flight", "probing", "sent", "ok", "failures", "turned_away")
 CACHE_SUMS = ("hits", "misses", "bypasses", "corrupt", "rejected", "stored", "bytes_read",
               "bytes_written", "not_stored_unsandboxed")  # fmt: skip
 CACHE_NODE_SUMS = ("hits", "misses", "bypasses")
-BOUND_SUMS = {"connections": ("open", "addresses"), "inflating": ("bytes", "waiting", "waited")}
+BOUND_SUMS = {
+    "connections": ("open", "addresses"),
+    "inflating": ("bytes", "waiting", "waited"),
+    "request_memory": ("bytes", "waiting", "waited"),
+    "reply_memory": ("bytes", "refused"),
+}
+"""Each worker's own budgets, added up (each has its own bound: per worker, not shared;
+the admin port's connections are the first worker's)."""
 GAUGES_SUMMED = frozenset(
     {
         "distlb_backend_in_flight", "distlb_balancer_jobs_in_flight",

@@ -14,8 +14,9 @@ from collections.abc import AsyncIterator
 from client.gss import AuthError, initiate
 from client.initiator import Initiator
 from wire import ConnectionClosed, Limits, RemoteProtocolError, Reply, Request
+from wire.events import CompressedReply
 from wire.reader import ReplyReader
-from wire.stream import encode_request_off_loop, read_chunk, read_reply
+from wire.stream import encode_request_off_loop, inflate_reply, read_chunk, read_reply
 
 
 class ClientError(Exception):
@@ -103,9 +104,17 @@ async def compile_remote(
                     return await read_reply(
                         reader, request.protocol, limits, idle_timeout_s=timeout_s
                     )
-                return await _read_reply_bounded(
-                    reader, ReplyReader(request.protocol, limits), idle_timeout_s, f"{host}:{port}"
+                reply = await _read_reply_bounded(
+                    reader,
+                    ReplyReader(request.protocol, limits, defer_decompression=True),
+                    idle_timeout_s,
+                    f"{host}:{port}",
                 )
+                if isinstance(reply, CompressedReply):
+                    # Inflated off the loop: a 1 MB reply may inflate to 256 MiB (a
+                    # balancer's /healthz stalled 1.3 s when it was inflated on it).
+                    return await inflate_reply(reply, limits)
+                return reply
             except ConnectionClosed as exc:
                 if exc.received_bytes == 0:
                     raise TurnedAway(
@@ -139,14 +148,14 @@ async def _transfer_bound(
 
 async def _read_reply_bounded(
     reader: asyncio.StreamReader, parser: ReplyReader, idle_timeout_s: float, peer: str
-) -> Reply:
+) -> Reply | CompressedReply:
     """Read a reply: the first byte whenever it comes (the compile takes its time), the
     rest within ``idle_timeout_s`` plus a second per MiB of what the reply claims."""
     loop = asyncio.get_running_loop()
     first_at: float | None = None
     while True:
         event = parser.next_event()
-        if isinstance(event, Reply):
+        if isinstance(event, Reply | CompressedReply):
             return event
         if first_at is None:
             data = await read_chunk(reader, parser.wanted, None)

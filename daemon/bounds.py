@@ -1,6 +1,6 @@
 """What a client can exhaust, bounded, in both daemons: open connections (in all and
-per address), the bytes LZO may inflate at once (off the event loop), and the file
-descriptors those need."""
+per address, on the compile port and the HTTP port), the file descriptors those need,
+and the flags of the byte budgets (daemon/budgets.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import argparse
 import asyncio
 import resource
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
+from daemon.budgets import ByteBudget, InflateBudget
 from daemon.config import ConfigError
-from wire import lzo
 
 log = structlog.get_logger("distlb.bounds")
 
@@ -24,14 +24,13 @@ DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 512
 """A developer's ``make -j256`` through one address fits; a flood from one does not
 crowd out the rest."""
 DEFAULT_MAX_INFLATING_MB = 1024
-LZO_MAX_RATIO = 256
-"""No LZO1X stream inflates more than about 255:1 (a run of zeros: 225:1 with the
-level distcc uses), so a compressed body of N bytes is given N x 256 at most."""
-_SLACK_BYTES = 64 * 1024
-ON_LOOP_INFLATE_BYTES = 256 * 1024
-"""A compressed source of at most a quarter of this is inflated on the event loop, in
-one try into at most this much; a larger one, or one that would inflate past it, in a
-thread within the budget (as are large replies: wire.stream.LOOP_CODEC_BYTES)."""
+DEFAULT_REQUEST_MEMORY_MB = 1024
+DEFAULT_MAX_HTTP_CONNECTIONS = 1024
+DEFAULT_MAX_HTTP_CONNECTIONS_PER_ADDRESS = 128
+"""A balancer host polls a server's status port from one address: a long poll per
+balancer process (up to 64 with --workers), each one connection at a time."""
+DEFAULT_HTTP_IDLE_TIMEOUT_S = 30.0
+"""Longer than a dashboard's one-second polls, far shorter than aiohttp's own hour."""
 _FDS_SPARE = 128
 """File descriptors kept back for listening sockets, logs, pipes and compilers."""
 
@@ -51,10 +50,39 @@ def add_bounds_flags(parser: argparse.ArgumentParser) -> None:
         help="client connections open at once from one address (default {default})",
     )
     parser.add_argument(
+        "--max-http-connections",
+        type=int,
+        metavar="N",
+        help="connections open at once to the HTTP port (status, admin); more are closed "
+        "(default {default})",
+    )
+    parser.add_argument(
+        "--max-http-connections-per-address",
+        type=int,
+        metavar="N",
+        help="connections open at once to the HTTP port from one address (default {default})",
+    )
+    parser.add_argument(
+        "--http-idle-timeout",
+        type=float,
+        metavar="S",
+        help="an HTTP connection with no request in progress is closed after this long "
+        "(default {default})",
+    )
+    parser.add_argument(
+        "--request-memory-mb",
+        type=int,
+        metavar="MB",
+        help="bytes of requests held at once, as they arrive (plain sources until their "
+        "job ends, LZO ones until inflated); a source waits, unread, for room to be read "
+        "(default {default})",
+    )
+    parser.add_argument(
         "--max-inflating-mb",
         type=int,
         metavar="MB",
-        help="bytes LZO sources may inflate to at once; more wait their turn (default {default})",
+        help="bytes LZO sources may inflate to, and hold once inflated until their job "
+        "ends; more wait their turn (default {default})",
     )
 
 
@@ -63,24 +91,49 @@ class BoundsConfig:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
     max_inflating_mb: int = DEFAULT_MAX_INFLATING_MB
+    request_memory_mb: int = DEFAULT_REQUEST_MEMORY_MB
+    max_http_connections: int = DEFAULT_MAX_HTTP_CONNECTIONS
+    max_http_connections_per_address: int = DEFAULT_MAX_HTTP_CONNECTIONS_PER_ADDRESS
+    http_idle_timeout: float = DEFAULT_HTTP_IDLE_TIMEOUT_S
 
     def connection_limits(self) -> ConnectionLimits:
         """The connection caps, the process's file descriptor limit raised to fit them
-        (as far as its hard limit allows). Raises ConfigError for caps below 1."""
-        if min(self.max_connections, self.max_connections_per_address, self.max_inflating_mb) < 1:
+        and the HTTP port's (as far as its hard limit allows; the HTTP port's first).
+        Raises ConfigError for caps below 1."""
+        caps = (
+            self.max_connections,
+            self.max_connections_per_address,
+            self.max_inflating_mb,
+            self.request_memory_mb,
+            self.max_http_connections,
+            self.max_http_connections_per_address,
+        )
+        if min(caps) < 1 or self.http_idle_timeout <= 0:
             raise ConfigError(
-                "--max-connections, --max-connections-per-address and --max-inflating-mb "
-                "must be at least 1"
+                "--max-connections, --max-connections-per-address, --max-inflating-mb, "
+                "--request-memory-mb, --max-http-connections and "
+                "--max-http-connections-per-address must be at least 1, "
+                "--http-idle-timeout positive"
             )
-        available = raise_open_files_limit(self.max_connections + _FDS_SPARE) - _FDS_SPARE
+        reserved = _FDS_SPARE + self.max_http_connections
+        available = raise_open_files_limit(self.max_connections + reserved) - reserved
         total = max(1, min(self.max_connections, available))
         if total < self.max_connections:
             log.warning("connections_capped", asked=self.max_connections, allowed=total,
                         reason="the file descriptor limit")  # fmt: skip
         return ConnectionLimits(total, min(total, self.max_connections_per_address))
 
+    def http_limits(self) -> ConnectionLimits:
+        """The HTTP port's connection caps (its descriptors are kept by
+        :meth:`connection_limits`)."""
+        total = self.max_http_connections
+        return ConnectionLimits(total, min(total, self.max_http_connections_per_address))
+
     def inflate_budget(self) -> InflateBudget:
         return InflateBudget(self.max_inflating_mb * 1024 * 1024)
+
+    def request_budget(self) -> ByteBudget:
+        return ByteBudget(self.request_memory_mb * 1024 * 1024, "--request-memory-mb")
 
 
 def raise_open_files_limit(wanted: int) -> int:
@@ -136,81 +189,36 @@ class ConnectionLimits:
         return self._by_address.get(address, 0)
 
 
-class InflateBudget:
-    """Bounds the bytes LZO sources may inflate to at once, and inflates them in a
-    thread: a 1.2 MB request that inflates to 256 MiB neither stops the event loop nor,
-    three at once, exhausts memory. Requests wait their turn in arrival order."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.in_use = 0
-        self.waited = 0
-        self._waiters: OrderedDict[object, tuple[int, asyncio.Future[None]]] = OrderedDict()
-
-    def snapshot(self) -> dict[str, int]:
-        """What /status shows: bytes reserved now, requests waiting, requests that waited."""
-        return {"bytes": self.in_use, "waiting": len(self._waiters), "waited": self.waited}
-
-    async def inflate(self, data: bytes, max_size: int) -> bytes:
-        """Decompress ``data`` into at most ``max_size`` bytes. Raises what
-        :func:`wire.lzo.decompress` raises (a corrupt stream, a limit passed)."""
-        if len(data) <= ON_LOOP_INFLATE_BYTES // 4 and max_size >= ON_LOOP_INFLATE_BYTES:
-            # Most C sources: inflated here, once, into one buffer of the cap (the work
-            # stops where the output would pass it: a quarter of a millisecond at most).
-            # A thread's round trip, and the GIL handed back and forth, cost more.
-            source = lzo.decompress_within(data, ON_LOOP_INFLATE_BYTES, "DOTI")
-            if source is not None:
-                return source
-        need = min(max_size, len(data) * LZO_MAX_RATIO + _SLACK_BYTES)
-        await self._reserve(need)
-        try:
-            return await asyncio.to_thread(lzo.decompress, data, need, "DOTI")
-        finally:
-            self.in_use -= need
-            self._wake()
-
-    async def _reserve(self, need: int) -> None:
-        # One request larger than the whole budget may still run, alone.
-        if not self._waiters and (self.in_use + need <= self.max_bytes or self.in_use == 0):
-            self.in_use += need
-            return
-        self.waited += 1
-        token = object()
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters[token] = (need, future)
-        try:
-            await future
-        except BaseException:
-            if self._waiters.pop(token, None) is None and future.done() and not future.cancelled():
-                self.in_use -= need  # reserved for us just as we were cancelled
-                self._wake()
-            raise
-
-    def _wake(self) -> None:
-        while self._waiters:
-            token, (need, future) = next(iter(self._waiters.items()))
-            if future.done():  # cancelled while waiting: its task takes it off the queue
-                del self._waiters[token]
-                continue
-            if self.in_use + need > self.max_bytes and self.in_use > 0:
-                return
-            del self._waiters[token]
-            self.in_use += need
-            future.set_result(None)
-
-
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 REFUSAL_LOG_INTERVAL_S = 1.0
+
+
+class RefusalLog:
+    """Logs refused connections at most once a second, with how many it did not
+    mention since (a flood must not flood the log)."""
+
+    def __init__(self, logger: Any, event: str) -> None:
+        self._log = logger
+        self._event = event
+        self._last = 0.0
+        self._unlogged = 0
+
+    def refused(self, reason: str, address: str) -> None:
+        now = time.monotonic()
+        if now - self._last >= REFUSAL_LOG_INTERVAL_S:
+            self._log.warning(self._event, reason=reason, client=address,
+                              not_logged_since=self._unlogged)  # fmt: skip
+            self._last, self._unlogged = now, 0
+        else:
+            self._unlogged += 1
 
 
 def limit_connections(
     limits: ConnectionLimits, handler: Handler, on_refused: Callable[[], None]
 ) -> Handler:
     """``handler`` for ``asyncio.start_server``, behind ``limits``: a connection over a
-    cap is closed at once and counted (``on_refused``); the log says so at most once a
-    second, with how many it did not mention (a flood must not flood the log)."""
-    last_logged = [0.0]
-    unlogged = [0]
+    cap is closed at once and counted (``on_refused``), and logged (:class:`RefusalLog`)."""
+    refusals = RefusalLog(log, "turned_away")
 
     async def limited(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -218,13 +226,7 @@ def limit_connections(
         refusal = limits.admit(address)
         if refusal is not None:
             on_refused()
-            now = time.monotonic()
-            if now - last_logged[0] >= REFUSAL_LOG_INTERVAL_S:
-                log.warning("turned_away", reason=refusal, client=address,
-                            not_logged_since=unlogged[0])  # fmt: skip
-                last_logged[0], unlogged[0] = now, 0
-            else:
-                unlogged[0] += 1
+            refusals.refused(refusal, address)
             writer.close()
             return
         try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import gssapi
@@ -37,6 +37,10 @@ from wire.auth import (
 from wire.stream import TOKEN_WHAT, read_auth_token, read_byte
 
 log = structlog.get_logger("distlb.auth")
+DEFAULT_MAX_HANDSHAKES_PER_ADDRESS = 8
+"""An eighth of the places: idle connections from one address cannot take them all,
+and a developer's ``make -j64`` still logs in at once (its connections past eight wait
+a few milliseconds each for one of its own handshakes to end)."""
 
 
 @dataclass
@@ -52,14 +56,15 @@ class Acceptor:
     timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S
     max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES
     max_handshakes: int = DEFAULT_MAX_HANDSHAKES
-    max_per_address: int | None = None
-    """Handshakes in progress from one client address; None: as many as
-    ``max_handshakes``. Set lower, one host holding idle connections cannot take every
-    handshake place. Not lower by default: distcc opens a connection, and a handshake,
-    per job, so one developer's `make -j64` starts with up to 64 from one address."""
+    max_per_address: int = DEFAULT_MAX_HANDSHAKES_PER_ADDRESS
+    """Handshakes in progress from one client address: one host holding idle
+    connections cannot take every place. More from that address wait (within the
+    handshake's time) for one of its own to end: distcc opens a connection, and a
+    handshake, per job, so one developer's ``make -j64`` starts with up to 64."""
     in_progress: int = 0
     _creds: gssapi.Credentials | None = None
     _by_address: Counter[str] = field(default_factory=Counter)
+    _waiting: dict[str, deque[asyncio.Future[None]]] = field(default_factory=dict)
 
     def load(self) -> None:
         """Acquire the acceptor credentials now; raises :class:`AuthSetupError`."""
@@ -89,24 +94,14 @@ class Acceptor:
         Returns the client's principal after sending the verdict ``y``. Raises
         :class:`AuthError` (after sending ``n`` when the principal is refused).
         """
-        if self.in_progress >= self.max_handshakes:
-            raise AuthError("too_many_handshakes", f"{self.in_progress} in progress")
         peer = writer.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-        if self._by_address[address] >= (self.max_per_address or self.max_handshakes):
-            raise AuthError(
-                "too_many_handshakes",
-                f"{self._by_address[address]} in progress from {address}",
-            )
-        self.in_progress += 1
-        self._by_address[address] += 1
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        await self._take_place(address, deadline)
         try:
-            principal = await self._handshake(reader, writer)
+            principal = await self._handshake(reader, writer, deadline)
         finally:
-            self.in_progress -= 1
-            self._by_address[address] -= 1
-            if not self._by_address[address]:
-                del self._by_address[address]
+            self._give_back(address)
         refusal = self.policy.refusal(principal)
         try:
             writer.write(verdict(refusal is None))
@@ -117,6 +112,54 @@ class Acceptor:
         if refusal is not None:
             raise AuthError("principal_refused", refusal, principal)
         return principal
+
+    async def _take_place(self, address: str, deadline: float) -> None:
+        """A handshake place for a connection from ``address``: at once, or (its own
+        share taken) once one of its own ends, by ``deadline``. Raises AuthError when
+        every place is taken, or none came in time."""
+        if self.in_progress >= self.max_handshakes:
+            raise AuthError("too_many_handshakes", f"{self.in_progress} in progress")
+        held = self._by_address[address]
+        if held < self.max_per_address:
+            self.in_progress += 1
+            self._by_address[address] = held + 1
+            return
+        # One of the handshakes from this address hands its place over when it ends.
+        place: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue = self._waiting.setdefault(address, deque())
+        queue.append(place)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await place
+        except BaseException as exc:
+            if place.done() and not place.cancelled():
+                self._give_back(address)  # handed over just as we gave up
+            else:
+                place.cancel()  # (_give_back skips it)
+            if isinstance(exc, TimeoutError):
+                raise AuthError(
+                    "timeout",
+                    f"{held} handshakes in progress from {address} did not end within "
+                    f"{self.timeout_s} s (--max-handshakes-per-address)",
+                ) from exc
+            raise
+
+    def _give_back(self, address: str) -> None:
+        """End a handshake from ``address``: its place goes to the next connection from
+        the same address that waits for one, else back to all."""
+        queue = self._waiting.get(address)
+        while queue:
+            place = queue.popleft()
+            if not place.done():
+                place.set_result(None)
+                if not queue:
+                    del self._waiting[address]
+                return
+        self._waiting.pop(address, None)
+        self.in_progress -= 1
+        self._by_address[address] -= 1
+        if not self._by_address[address]:
+            del self._by_address[address]
 
     async def admit(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """One connection's handshake and verdict, as a server and a balancer take it:
@@ -132,10 +175,12 @@ class Acceptor:
         structlog.contextvars.bind_contextvars(principal=principal)
         return True
 
-    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
+    async def _handshake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, deadline: float
+    ) -> str:
         assert self._creds is not None, "Acceptor.load() first"
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout_at(deadline):
                 check_handshake(await read_byte(reader, "the handshake byte", self.timeout_s))
                 writer.write(HANDSHAKE)
                 await writer.drain()
@@ -225,8 +270,8 @@ def add_acceptor_flags(parser: argparse.ArgumentParser, role: str) -> None:
         "--max-handshakes-per-address",
         type=int,
         metavar="N",
-        help="handshakes in progress at once from one client address "
-        "(default: as many as --max-handshakes)",
+        help="handshakes in progress at once from one client address; more from it wait "
+        "for one of its own to end (default {default})",
     )
 
 
@@ -241,7 +286,7 @@ class AcceptorConfig:
     deny_principals: str | None = None
     auth_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT_S
     max_handshakes: int = DEFAULT_MAX_HANDSHAKES
-    max_handshakes_per_address: int | None = None
+    max_handshakes_per_address: int = DEFAULT_MAX_HANDSHAKES_PER_ADDRESS
 
     def acceptor(self) -> Acceptor | None:
         """The GSSAPI acceptor (keytab and lists loaded) with --auth, else None.
@@ -256,11 +301,7 @@ class AcceptorConfig:
                 )
             return None
         per_address = self.max_handshakes_per_address
-        if (
-            self.auth_timeout <= 0
-            or self.max_handshakes < 1
-            or (per_address is not None and per_address < 1)
-        ):
+        if self.auth_timeout <= 0 or self.max_handshakes < 1 or per_address < 1:
             raise ConfigError(
                 "--auth-timeout must be positive, --max-handshakes and "
                 "--max-handshakes-per-address at least 1"

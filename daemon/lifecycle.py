@@ -15,7 +15,9 @@ import structlog
 from aiohttp import web
 
 from client.cli import run_loop
+from daemon.bounds import DEFAULT_HTTP_IDLE_TIMEOUT_S
 from daemon.config import ConfigError
+from daemon.http_guard import HttpGuard
 
 
 class ConnectionTasks:
@@ -129,19 +131,25 @@ async def serve_http(
     host: str | None = None,
     port: int | None = None,
     path: str | None = None,
+    guard: HttpGuard | None = None,
 ) -> int | None:
     """``app`` on ``host:port`` (or the Unix socket ``path``), cleaned up when ``stack``
-    unwinds; returns the TCP port it got (None on a Unix socket)."""
-    runner = web.AppRunner(app, access_log=None)
+    unwinds; returns the TCP port it got (None on a Unix socket). On TCP, ``guard``
+    checks each connection as it is accepted, and idle ones are closed after its
+    timeout (daemon/http_guard.py)."""
+    idle_timeout_s = guard.idle_timeout_s if guard is not None else DEFAULT_HTTP_IDLE_TIMEOUT_S
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=idle_timeout_s)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    site: web.BaseSite
     if path is not None:
-        site = web.UnixSite(runner, path)
-    else:
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
-    if path is not None:
+        await web.UnixSite(runner, path).start()
         return None
-    address = runner.addresses[-1]
-    return int(address[1])
+    if guard is None:
+        raise ValueError("an HTTP port on TCP needs a guard")
+    handlers = runner.server
+    assert handlers is not None  # (set up above)
+    server = await asyncio.get_running_loop().create_server(
+        guard.protocol_factory(handlers), host, port or 0, reuse_address=True, backlog=1024
+    )
+    stack.callback(server.close)  # (before the runner's cleanup: the stack unwinds in reverse)
+    return int(server.sockets[0].getsockname()[1])

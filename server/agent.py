@@ -1,11 +1,18 @@
-"""HAProxy agent-check: one line per connection saying how much room we have."""
+"""HAProxy agent-check: one line per connection saying how much room we have, to the
+addresses --allow lets compile (anyone else is closed unanswered)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 
+import structlog
+
+from daemon.access import Network, is_allowed
 from server.admission import Slots
+
+log = structlog.get_logger("distlb.server.agent")
 
 
 def agent_line(slots: Slots) -> str:
@@ -21,8 +28,17 @@ def agent_line(slots: Slots) -> str:
 
 
 async def serve_agent(
-    slots: Slots, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    slots: Slots,
+    allow: Sequence[Network],
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
 ) -> None:
+    peer = writer.get_extra_info("peername")
+    address = str(peer[0]) if peer else "?"
+    if not is_allowed(address, allow):
+        log.warning("agent_refused", client=address, reason="address not allowed (--allow)")
+        writer.close()
+        return
     with contextlib.suppress(ConnectionError):
         writer.write(agent_line(slots).encode("ascii"))
         async with asyncio.timeout(5.0):

@@ -268,8 +268,9 @@ def add_sandbox_flags(p: argparse.ArgumentParser) -> None:
         "--status-allow",
         action="append",
         metavar="CIDR",
-        help="who may read the stats port (/status, /metrics, the distccd page; "
-        "repeatable; default: as --allow): they name compilers, paths and files",
+        help="who may connect to the stats port (/status, /metrics, the distccd page), "
+        "checked at accept (repeatable; default: as --allow): they name compilers, "
+        "paths and files",
     )
 
 

@@ -20,7 +20,8 @@ from cache import (
 )
 from daemon.access import Network
 from daemon.admission import connection_scope
-from daemon.bounds import ConnectionLimits, InflateBudget
+from daemon.bounds import ConnectionLimits
+from daemon.budgets import ByteBudget, Held, InflateBudget, not_in_time
 from daemon.gss import Acceptor
 from daemon.judge import Job, Judge, Refused
 from daemon.logged import bounded_argv
@@ -69,6 +70,8 @@ class ConnectionContext:
     jobs_root: str
     connections: ConnectionLimits
     inflate: InflateBudget
+    requests: ByteBudget
+    """Bytes of requests held as they arrive (--request-memory-mb)."""
     replies: ReplyBudget
     io_timeout_s: float
     request_timeout_s: float
@@ -93,6 +96,7 @@ async def handle_connection(
 ) -> None:
     """Serve one distcc connection. Never raises: every end is counted and logged."""
     stats = ctx.stats
+    held = Held()  # what the job holds of the byte budgets, until it ends
     async with connection_scope(writer) as address:
         stats.counters.connections += 1
         try:
@@ -100,7 +104,7 @@ async def handle_connection(
             if refused is not None:
                 setattr(stats.counters, refused, getattr(stats.counters, refused) + 1)
                 return
-            await _serve_job(ctx, reader, writer)
+            await _serve_job(ctx, reader, writer, held)
         except asyncio.CancelledError:
             # Only shutdown cancels jobs; run_compile has killed the compiler by now.
             stats.counters.other += 1
@@ -109,20 +113,27 @@ async def handle_connection(
         except Exception:
             stats.counters.other += 1
             log.exception("job_crashed")
+        finally:
+            held.release()
 
 
 async def _serve_job(
-    ctx: ConnectionContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ctx: ConnectionContext,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    held: Held,
 ) -> None:
     started = time.monotonic()
     stats = ctx.stats
+    reserve, inflate = held.reading(ctx.requests, ctx.inflate)
     try:
         async with asyncio.timeout(ctx.request_timeout_s):
             request = await read_request(
                 reader,
                 ctx.wire_limits,
                 idle_timeout_s=ctx.io_timeout_s,
-                inflate=ctx.inflate.inflate,
+                inflate=inflate,
+                reserve=reserve,
             )
     except RemoteProtocolError as exc:
         stats.job_finished("bad_request", "?", "?", time.monotonic() - started)
@@ -130,7 +141,7 @@ async def _serve_job(
         return
     except TimeoutError:
         stats.job_finished("bad_request", "?", "?", time.monotonic() - started)
-        log.warning("bad_request", reason="request not received in time")
+        log.warning("bad_request", reason=not_in_time(held))
         return
 
     try:

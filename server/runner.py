@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import functools
 import os
-import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -154,11 +153,14 @@ async def run_compile(
     finally:
         if started is not None:
             # Removed off the loop (a job may leave thousands of files), safe against
-            # symlinks it planted (rmtree walks by file descriptor); then its uid is free.
-            # Before the reply, while the job holds its slot: the slot bounds the
-            # directories and uids not yet given back.
-            await asyncio.to_thread(shutil.rmtree, started.job_dir, True)
-            sandbox.release_user(started.user)
+            # symlinks it planted (the walk goes by file descriptor), however deep; then
+            # its uid is free, also when the directory could not be removed (logged and
+            # counted). Before the reply, while the job holds its slot: the slot bounds
+            # the directories and uids not yet given back.
+            try:
+                await asyncio.to_thread(sandbox.job_dirs.remove, started.job_dir)
+            finally:
+                sandbox.release_user(started.user)
         if warm is not None:
             warm.fill()
 
@@ -183,7 +185,7 @@ async def _start_waiting(
             prepare(ready.job_dir)
             await pin_waiting(ready)
             sandbox.renice_waiting(ready.proc.pid)
-            send_command(ready, command_for(JOB_ROOT_INSIDE))
+            await send_command(ready, command_for(JOB_ROOT_INSIDE))
             return ready
         except BaseException as exc:
             _discard(ready, sandbox)  # (cancelled too: nothing of it is left)
@@ -195,7 +197,7 @@ async def _start_waiting(
 
 def _discard(started: Started, sandbox: Sandbox) -> None:
     kill(started)
-    shutil.rmtree(started.job_dir, ignore_errors=True)
+    sandbox.job_dirs.remove(started.job_dir)  # (nothing of the job ran: just its source)
     sandbox.release_user(started.user)
 
 

@@ -2,7 +2,8 @@
 
 With ``--sandbox bwrap`` (the default) each compile runs under bubblewrap in
 a mount namespace that holds only the toolchain, read-only, and the job's own
-directory (at ``/tmp``, the only writable place, and the working directory);
+directory (at ``/tmp``, the only writable place, and the working directory: the
+sandbox's own ``/`` and ``/dev`` are read-only);
 in an empty network namespace, its own pid namespace (every process of the
 job dies with it), with no new privileges, in a fresh session. As root, each
 job also runs as a uid of its own, taken from ``--job-uids``; unprivileged,
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import structlog
+
+from server.output import JobDirs
 
 log = structlog.get_logger("distlb.server.sandbox")
 
@@ -219,6 +222,8 @@ class Sandbox:
     """Per-job uids (root, bwrap)."""
     shared_user: CompileUser | None = None
     """The one compile user (root, --sandbox none)."""
+    job_dirs: JobDirs = field(default_factory=JobDirs)
+    """Removes job directories, and counts those it could not."""
 
     @property
     def job_root_inside(self) -> str | None:
@@ -259,12 +264,21 @@ class Sandbox:
             *chain,
             self.bwrap, "--unshare-all", "--die-with-parent", "--new-session",
             "--cap-drop", "ALL",
+            # No user namespace of the job's own (it would hold every capability over
+            # new mount and network namespaces): bubblewrap >= 0.8; needs --unshare-user
+            # said (it is implied anyway: bubblewrap runs as the job's uid).
+            "--unshare-user", "--disable-userns",
             *(["--info-fd", str(info_fd)] if info_fd is not None else []),
             # The job's directory first: a toolchain under /tmp (a test's stand-ins)
             # is then mounted over it rather than hidden by it.
             "--bind", job_dir, JOB_ROOT_INSIDE,
             *(arg for mount in self.mounts for arg in mount.args()),
-            "--proc", "/proc", "--dev", "/dev", "--chdir", JOB_ROOT_INSIDE,
+            "--proc", "/proc", "--dev", "/dev",
+            # The sandbox's own / and /dev are tmpfs, in memory and of no size: writable,
+            # a job could fill the machine's RAM there, past every job bound. Nothing of
+            # a compile writes there (its directory is its TMPDIR and HOME): read-only.
+            "--remount-ro", "/dev", "--remount-ro", "/",
+            "--chdir", JOB_ROOT_INSIDE,
             "--",
         ]  # fmt: skip
 

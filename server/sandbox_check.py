@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -110,7 +109,7 @@ def check_compilers(sandbox: Sandbox, compilers: dict[str, str], tmp_root: str) 
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
             sandbox.release_user(user)
-            shutil.rmtree(job_dir, ignore_errors=True)
+            sandbox.job_dirs.remove(job_dir)
     if sandbox.mode == "bwrap":
         check_limits(sandbox, tmp_root)
     log.info("sandbox_checked", mode=sandbox.mode, compilers=len(compilers),
@@ -171,7 +170,7 @@ def check_limits(sandbox: Sandbox, tmp_root: str) -> None:
                     )
     finally:
         sandbox.release_user(user)
-        shutil.rmtree(job_dir, ignore_errors=True)
+        sandbox.job_dirs.remove(job_dir)
 
 
 def parse_limits(text: str) -> dict[str, tuple[int | None, int | None]]:

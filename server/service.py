@@ -17,6 +17,7 @@ import structlog
 from cache import CompilerIdentity
 from client.cli import distlb_version
 from daemon.bounds import limit_connections
+from daemon.http_guard import HttpGuard
 from daemon.lifecycle import ConnectionTasks, listen, serve_http
 from daemon.notify import notify, start_watchdog, stopping
 from server.admission import Slots
@@ -143,7 +144,7 @@ class Service:
         try:
             versions = check_compilers(self.sandbox, self.compilers, self.jobs_root)
         except SandboxError as exc:
-            shutil.rmtree(self.jobs_root, ignore_errors=True)
+            self.sandbox.job_dirs.remove(self.jobs_root)
             raise ConfigError(str(exc)) from exc
         self.compiler_info = compiler_identities(self.compilers, versions)
         if self.sandbox.mode == "none":
@@ -172,6 +173,7 @@ class Service:
             jobs_root=self.jobs_root,
             connections=config.connection_limits(),
             inflate=config.inflate_budget(),
+            requests=config.request_budget(),
             replies=ReplyBudget(config.reply_memory_mb * 1024 * 1024),
             warm=WarmPool(self.sandbox, self.jobs_root, config.jobs)
             if self.sandbox.mode == "bwrap"
@@ -187,10 +189,15 @@ class Service:
             },
         )
         self.connections = self.ctx.connections
+        self.http = HttpGuard(config.status_networks(), config.http_limits(),
+                              config.http_idle_timeout)  # fmt: skip
         self.stats.bounds = {
             "connections": self.connections.snapshot,
+            "http_connections": self.http.snapshot,
             "inflating": self.ctx.inflate.snapshot,
+            "request_memory": self.ctx.requests.snapshot,
         }
+        self.stats.bounds["job_dirs"] = self.sandbox.job_dirs.snapshot
         if self.ctx.warm is not None:
             self.stats.bounds["warm_sandboxes"] = self.ctx.warm.snapshot
         self._jobs = ConnectionTasks()
@@ -215,7 +222,7 @@ class Service:
         cfg = self.config
         loop = asyncio.get_running_loop()
         async with contextlib.AsyncExitStack() as stack:
-            stack.callback(shutil.rmtree, self.jobs_root, True)
+            stack.callback(self.sandbox.job_dirs.remove, self.jobs_root)
             if self.ctx.warm is not None:
                 stack.callback(self.ctx.warm.close)
             handler = self._jobs.serve(
@@ -225,11 +232,14 @@ class Service:
             app = make_app(
                 self.stats, lambda: self.compiler_info, distlb_version(), cfg.status_networks()
             )
-            stats_port = await serve_http(stack, app, cfg.listen, cfg.stats_port)
+            stats_port = await serve_http(stack, app, cfg.listen, cfg.stats_port, guard=self.http)
             agent_port = None
             if cfg.agent_port is not None:
                 _, agent_port = await listen(
-                    stack, lambda r, w: serve_agent(self.slots, r, w), cfg.listen, cfg.agent_port
+                    stack,
+                    lambda r, w: serve_agent(self.slots, self.ctx.allow, r, w),
+                    cfg.listen,
+                    cfg.agent_port,
                 )
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stopping.set)

@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -37,6 +36,9 @@ log = structlog.get_logger("distlb.server.warm")
 _PIN_WAIT_S = 10.0
 """How long a job waits for its sandbox to be set up."""
 _INFO_MAX_BYTES = 64 * 1024
+_SEND_WAIT_S = 30.0
+"""How long a waiting sandbox may take to read its command line (a megabyte: half a
+second)."""
 
 
 @dataclass
@@ -99,20 +101,42 @@ def spawn(
         if info is not None:
             os.close(info)
         sandbox.release_user(user)
-        shutil.rmtree(job_dir, ignore_errors=True)
+        sandbox.job_dirs.remove(job_dir)
         raise
     return Started(job_dir, user, proc, command is None, info=info)
 
 
-def send_command(started: Started, command: list[str]) -> None:
+async def send_command(started: Started, command: list[str]) -> None:
     """Give a waiting sandbox its command, as one line: each newline in an argument
     (always inside single quotes there) is sent as ``'"$nl"'``, which the waiting
-    shell, where ``nl`` holds one, reads back as the newline. Raises ``OSError`` when
-    the sandbox has gone."""
+    shell, where ``nl`` holds one, reads back as the newline. Written as the pipe takes
+    it, without blocking the loop: the shell reads a line a byte at a time, and a 1 MiB
+    command line kept a blocking write (and everything else) waiting 0.3-0.45 s. Raises
+    ``OSError`` when the sandbox has gone, or has not read it within _SEND_WAIT_S."""
     assert started.proc.stdin is not None
     line = shlex.join(command).replace("\n", "'\"$nl\"'")
-    started.proc.stdin.write((line + "\n").encode("utf-8", "surrogateescape"))
-    started.proc.stdin.close()
+    data = memoryview((line + "\n").encode("utf-8", "surrogateescape"))
+    fd = started.proc.stdin.fileno()
+    os.set_blocking(fd, False)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _SEND_WAIT_S
+    try:
+        while data:
+            try:
+                data = data[os.write(fd, data) :]
+                continue
+            except BlockingIOError:
+                pass
+            writable: asyncio.Future[None] = loop.create_future()
+            loop.add_writer(fd, _set_once, writable)
+            try:
+                await asyncio.wait({writable}, timeout=max(0.0, deadline - loop.time()))
+            finally:
+                loop.remove_writer(fd)
+            if not writable.done():
+                raise OSError(f"the sandbox did not read its command in {_SEND_WAIT_S:.0f} s")
+    finally:
+        started.proc.stdin.close()
 
 
 def close_fds(started: Started) -> None:
@@ -180,7 +204,7 @@ class WarmPool:
 
     def discard(self, started: Started) -> None:
         kill(started)
-        shutil.rmtree(started.job_dir, ignore_errors=True)
+        self.sandbox.job_dirs.remove(started.job_dir)  # (no job ran in it)
         self.sandbox.release_user(started.user)
 
     def close(self) -> None:

@@ -58,6 +58,19 @@ class Reply:
         return self.status == 0
 
 
+@dataclass(frozen=True, slots=True)
+class CompressedReply:
+    """A protocol 2 reply whose bodies are still LZO-compressed (empty ones are empty):
+    what a :class:`wire.ReplyReader` made with ``defer_decompression`` returns, so that
+    its caller can inflate them elsewhere (off an event loop)."""
+
+    protocol: int
+    status: int
+    stderr: bytes = field(repr=False)
+    stdout: bytes = field(repr=False)
+    obj: bytes = field(repr=False)
+
+
 def exit_status(exit_code: int) -> int:
     """The wait status of a process that exited with ``exit_code``."""
     return (exit_code & 0xFF) << 8

@@ -17,6 +17,7 @@ from wire.events import (
     PROTOCOL_LZO,
     PROTOCOL_PUMP,
     SERVED_PROTOCOLS,
+    CompressedReply,
     CompressedRequest,
     Reply,
     Request,
@@ -110,21 +111,26 @@ def _request_steps(
     return Request(protocol=protocol, argv=tuple(argv), source=source)
 
 
-def _reply_steps(protocol: int, limits: Limits) -> Generator[int, bytes, Reply]:
+def _reply_steps(
+    protocol: int, limits: Limits, defer: bool = False
+) -> Generator[int, bytes, Reply | CompressedReply]:
     version = yield from _token(b"DONE")
     if version != protocol:
         raise RemoteProtocolError(f"reply is protocol {version}, request was {protocol}")
     status = yield from _token(b"STAT")
     compressed = protocol == PROTOCOL_LZO
+    inflate = not (defer and compressed)
 
     def raw(plain: int) -> int:
         return _wire_limit(plain) if compressed else plain
 
     out_limit = limits.max_output_bytes
-    stderr = yield from _blob(b"SERR", protocol, raw(out_limit), out_limit)
-    stdout = yield from _blob(b"SOUT", protocol, raw(out_limit), out_limit)
+    stderr = yield from _blob(b"SERR", protocol, raw(out_limit), out_limit, inflate)
+    stdout = yield from _blob(b"SOUT", protocol, raw(out_limit), out_limit, inflate)
     obj_limit = limits.max_object_bytes
-    obj = yield from _blob(b"DOTO", protocol, raw(obj_limit), obj_limit)
+    obj = yield from _blob(b"DOTO", protocol, raw(obj_limit), obj_limit, inflate)
+    if not inflate:
+        return CompressedReply(protocol, status, stderr, stdout, obj)
     return Reply(protocol=protocol, status=status, stderr=stderr, stdout=stdout, obj=obj)
 
 
@@ -237,15 +243,20 @@ class RequestReader(MessageReader):
 
 
 class ReplyReader(MessageReader):
-    """Parses one reply to a request sent in ``protocol``."""
+    """Parses one reply to a request sent in ``protocol``. With
+    ``defer_decompression``, a protocol 2 reply comes back as a
+    :class:`CompressedReply`, its bodies left for the caller to inflate
+    (:func:`wire.stream.inflate_reply`)."""
 
-    def __init__(self, protocol: int, limits: Limits | None = None) -> None:
+    def __init__(
+        self, protocol: int, limits: Limits | None = None, *, defer_decompression: bool = False
+    ) -> None:
         limits = limits or Limits()
         bodies = 2 * limits.max_output_bytes + limits.max_object_bytes
         largest = TOKEN_HEADER * 8 + _compressed_bound(bodies)
-        super().__init__(_reply_steps(protocol, limits), largest)
+        super().__init__(_reply_steps(protocol, limits, defer_decompression), largest)
 
-    def next_event(self) -> Reply | _NeedData:
+    def next_event(self) -> Reply | CompressedReply | _NeedData:
         result = self._advance()
-        assert isinstance(result, Reply | _NeedData)
+        assert isinstance(result, Reply | CompressedReply | _NeedData)
         return result

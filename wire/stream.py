@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from wire import lzo
 from wire.auth import DEFAULT_MAX_TOKEN_BYTES, TokenReader
 from wire.errors import ConnectionClosed
-from wire.events import CompressedRequest, Reply, Request
+from wire.events import CompressedReply, CompressedRequest, Reply, Request
 from wire.limits import Limits
 from wire.reader import NEED_DATA, MessageReader, ReplyReader, RequestReader
 from wire.writer import encode_reply, encode_request
@@ -33,13 +34,24 @@ async def read_chunk(reader: asyncio.StreamReader, wanted: int, deadline: float 
         return await reader.read(wanted)
 
 
+Reserve = Callable[[int], Awaitable[None]]
+"""Called before each read with the bytes the message will hold once the part being
+read is in (and may wait for room to hold them): e.g. a daemon's request budget."""
+
+
 async def _drive(
-    reader: asyncio.StreamReader, parser: MessageReader, what: str, idle_timeout_s: float
+    reader: asyncio.StreamReader,
+    parser: MessageReader,
+    what: str,
+    idle_timeout_s: float,
+    reserve: Reserve | None = None,
 ) -> object:
     while True:
         event = parser.next_event()
         if event is not NEED_DATA:
             return event
+        if reserve is not None:
+            await reserve(parser.consumed + parser.buffered + parser.wanted)
         # Never read more than the parser asked for: the buffer stays bounded.
         deadline = asyncio.get_running_loop().time() + idle_timeout_s
         data = await read_chunk(reader, parser.wanted, deadline)
@@ -50,7 +62,7 @@ async def _drive(
 
 Inflate = Callable[[bytes, int], Awaitable[bytes]]
 """Decompresses an LZO body into at most the given number of bytes (and may wait for
-room to): e.g. :meth:`daemon.bounds.InflateBudget.inflate`."""
+room to): e.g. :meth:`daemon.budgets.InflateBudget.inflate`."""
 
 
 async def read_request(
@@ -60,18 +72,21 @@ async def read_request(
     idle_timeout_s: float = 60.0,
     parser: RequestReader | None = None,
     inflate: Inflate | None = None,
+    reserve: Reserve | None = None,
 ) -> Request:
     """Read one whole request.
 
     With ``inflate``, a protocol 2 source is decompressed by it (off the event loop,
-    within a budget) rather than by the parser, on the loop. Raises
+    within a budget) rather than by the parser, on the loop. With ``reserve``, room for
+    each part is asked for before it is read (a body's claimed length, before any byte
+    of it is read). Raises
     :class:`wire.RemoteProtocolError` (incl. :class:`ConnectionClosed`) and
     :class:`TimeoutError` when no byte arrives for ``idle_timeout_s``. Callers bound
     the total time with ``asyncio.timeout``.
     """
     limits = limits or Limits()
     parser = parser or RequestReader(limits, defer_decompression=inflate is not None)
-    result = await _drive(reader, parser, "a request", idle_timeout_s)
+    result = await _drive(reader, parser, "a request", idle_timeout_s, reserve)
     if isinstance(result, CompressedRequest):
         assert inflate is not None
         source = await inflate(result.compressed_source, limits.max_source_bytes)
@@ -100,6 +115,35 @@ async def encode_request_off_loop(request: Request) -> bytes:
     return await asyncio.to_thread(encode_request, request)
 
 
+async def inflate_off_loop(data: bytes, max_size: int, field: str) -> bytes:
+    """:func:`wire.lzo.decompress`, on the loop when ``data`` is small and inflates
+    within LOOP_CODEC_BYTES (most bodies: a thread's round trip costs more), else in a
+    thread: a 1 MB body may inflate to 256 MiB, a second and more of work."""
+    if len(data) <= LOOP_CODEC_BYTES // 4 and max_size >= LOOP_CODEC_BYTES:
+        plain = lzo.decompress_within(data, LOOP_CODEC_BYTES, field)
+        if plain is not None:
+            return plain
+    return await asyncio.to_thread(lzo.decompress, data, max_size, field)
+
+
+async def inflate_reply(reply: CompressedReply, limits: Limits | None = None) -> Reply:
+    """A reply's bodies inflated (:func:`inflate_off_loop`), each within its limit.
+    Raises what :func:`wire.lzo.decompress` raises."""
+    limits = limits or Limits()
+
+    async def body(data: bytes, max_size: int, field: str) -> bytes:
+        return await inflate_off_loop(data, max_size, field) if data else b""
+
+    out = limits.max_output_bytes
+    return Reply(
+        reply.protocol,
+        reply.status,
+        await body(reply.stderr, out, "SERR"),
+        await body(reply.stdout, out, "SOUT"),
+        await body(reply.obj, limits.max_object_bytes, "DOTO"),
+    )
+
+
 async def read_reply(
     reader: asyncio.StreamReader,
     protocol: int,
@@ -107,9 +151,12 @@ async def read_reply(
     *,
     idle_timeout_s: float = 60.0,
 ) -> Reply:
-    """Read one whole reply to a request sent in ``protocol``; errors as :func:`read_request`."""
-    parser = ReplyReader(protocol, limits)
+    """Read one whole reply to a request sent in ``protocol``, its bodies inflated off
+    the loop (:func:`inflate_reply`); errors as :func:`read_request`."""
+    parser = ReplyReader(protocol, limits, defer_decompression=True)
     result = await _drive(reader, parser, "a reply", idle_timeout_s)
+    if isinstance(result, CompressedReply):
+        return await inflate_reply(result, limits)
     assert isinstance(result, Reply)
     return result
 

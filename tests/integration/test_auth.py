@@ -127,6 +127,34 @@ def test_server_allowed_principal_builds_byte_identical(
     assert all(e["principal"] == kdc.principal("alice") and e["job_id"] for e in done)
 
 
+def test_idle_connections_from_one_address_leave_handshakes_to_the_others(
+    kdc: Kdc, lists: dict[str, Path], start_server: StartServer, c_project: Path
+) -> None:
+    """64 connections from one address that never send a credential took every
+    handshake place (--max-handshakes, 64) for --auth-timeout at a time: nobody else
+    could log in. One address now has a share of them (--max-handshakes-per-address,
+    8); its other connections wait for one of its own to end."""
+    server = start_server("--jobs", "4", "--auth", "--keytab", kdc.keytab,
+                          "--allow-principals", str(lists["allow"]),
+                          "--auth-timeout", "60")  # fmt: skip
+    idle = []
+    try:
+        for _ in range(64):
+            sock = socket.socket()
+            idle.append(sock)
+            sock.bind(("127.0.0.2", 0))  # (loopback too: all of 127/8 is local)
+            sock.connect(("127.0.0.1", server.port))
+        # Each connection's handshake has begun (or waits) once the server counts it.
+        wait_until(lambda: server.status()["connections"]["open"] == 64, 20, "the idle ones in")
+        result = _make(c_project, f"127.0.0.1:{server.port}/4,auth", kdc.ticket("alice"))
+        assert result.returncode == 0, result.stderr  # (no fallback: compiled remotely)
+        assert server.counters()["ok"] == len(sources(c_project))
+        assert server.counters()["rejected_auth"] == 0
+    finally:
+        for sock in idle:
+            sock.close()
+
+
 CASES = {
     # case: (how the client is set up, expected reason in the auth_refused event)
     "not_listed": ("carol", "principal_refused"),
@@ -538,13 +566,22 @@ def test_one_address_cannot_take_every_handshake_place(
     try:
         for _ in range(2):  # 127.0.0.1 holds two handshakes open: its share
             assert hold("127.0.0.1").recv(1) == b"*"
-        third = hold("127.0.0.1")
-        assert third.recv(1) == b""  # closed, no handshake byte back
-        event = wait_until(lambda: _refusals(balancer), 10, "the refusal")[-1]
-        assert event["reason"] == "too_many_handshakes"
-        assert "from 127.0.0.1" in event["detail"]
+        third = hold("127.0.0.1")  # past its share: it waits for one of its own to end
         # Another host still gets a place: the whole limit (4) is not reached.
         assert hold("127.0.0.2").recv(1) == b"*"
+        third.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            third.recv(1)  # no handshake byte back, and not closed: waiting
+        third.settimeout(10)
+        holders[0].close()  # one of 127.0.0.1's own ends: its place goes to the third
+        assert third.recv(1) == b"*"
+        assert hold("127.0.0.3").recv(1) == b"*"  # the fourth place
+        assert hold("127.0.0.4").recv(1) == b""  # all four taken: closed at once
+        full = wait_until(
+            lambda: [e for e in _refusals(balancer) if e["reason"] == "too_many_handshakes"],
+            10, "the refusal",
+        )  # fmt: skip
+        assert [e["detail"] for e in full] == ["4 in progress"]
     finally:
         for conn in holders:
             conn.close()

@@ -9,12 +9,14 @@ import contextlib
 import os
 import resource
 import socket
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from client import compile_remote
 from tests.support.distcc import run_distcc
 from tests.support.servers import (
     BalancerProcess,
@@ -23,7 +25,7 @@ from tests.support.servers import (
     StartServer,
     wait_until,
 )
-from wire import Request, encode_request, tokens
+from wire import Reply, Request, encode_request, lzo, tokens
 
 pytestmark = pytest.mark.integration
 
@@ -185,3 +187,262 @@ def test_lzo_bombs_inflate_off_the_loop_and_leave_the_backends_in_rotation(
         assert backend["state"] == "up" and backend["failures"] == 0, backend
     counters = target.status()["counters" if role == "server" else "totals"]
     assert counters["rejected_policy"] == 3
+
+
+def _connect_from(source: str, port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.bind((source, 0))
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def _closed_unanswered(sock: socket.socket) -> bool:
+    """Whether the peer closes ``sock`` without a byte (we wait for it, up to the
+    socket's timeout: a connection left open fails the test)."""
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+
+
+@pytest.mark.parametrize("role", ["server", "balancer"])
+def test_the_http_port_refuses_outsiders_at_accept_caps_and_closes_idle_connections(
+    start_server: StartServer, start_balancer: StartBalancer, role: str
+) -> None:
+    """The stats port (server) and the admin port (balancer): aiohttp kept a connection
+    that never sent a request for an hour, also from outside the allowlist (answered
+    403 once it asked), and took any number: 4,300 used every descriptor and the
+    compile port stopped accepting. Now an outsider is closed before anything of it is
+    read, one address holds at most its cap, and idle connections are closed."""
+    bounds = ("--max-http-connections-per-address", "4", "--http-idle-timeout", "5")
+    if role == "server":
+        target = start_server("--jobs", "1", *bounds, "--status-allow", "127.0.0.1/32",
+                              "--status-allow", "127.0.0.3/32")  # fmt: skip
+    else:
+        server = start_server("--jobs", "1")
+        target = start_balancer(
+            "--backend", f"127.0.0.1:{server.port},status={server.stats_port}", *bounds,
+            "--admin-allow", "127.0.0.1/32", "--admin-allow", "127.0.0.3/32",
+        )  # fmt: skip
+        assert isinstance(target, BalancerProcess)
+        target.wait_healthy(1)
+    port = target.stats_port
+    outsider = _connect_from(ATTACKER, port)
+    with contextlib.suppress(ConnectionError):
+        outsider.sendall(b"GET /status HTTP/1.0\r\n\r\n")
+    assert _closed_unanswered(outsider), "an outsider was answered (or kept)"
+    outsider.close()
+    assert target.logged("http_refused")["reason"] == "address not allowed"
+
+    held = [_connect_from("127.0.0.3", port) for _ in range(4)]  # one address's cap
+    try:
+        wait_until(lambda: target.status()["http_connections"]["addresses"] == 2, 10,
+                   "the four held (and a status request) counted")  # fmt: skip
+        fifth = _connect_from("127.0.0.3", port)
+        assert _closed_unanswered(fifth), "a fifth connection from one address was kept"
+        fifth.close()
+        for sock in held:  # idle: closed by the server after --http-idle-timeout
+            assert _closed_unanswered(sock), "an idle connection was kept"
+    finally:
+        for sock in held:
+            sock.close()
+    http = target.status()["http_connections"]
+    assert http["refused"] == 2 and http["max_per_address"] == 4
+    request = Request(1, ("gcc", "-c", "x.c", "-o", "x.o"), b"int x;\n")
+    reply = asyncio.run(compile_remote("127.0.0.1", target.port, request, timeout_s=60))
+    assert reply.status == 0  # the compile port, too, still serves
+
+
+SOURCE_MB = 6
+BIG_OBJECT_MB = 8
+
+
+def _inflated_sources_are_held_within_the_budget(
+    start_server: StartServer, start_balancer: StartBalancer, bin_dir: Path
+) -> None:
+    """Five LZO requests whose 6 MiB sources inflate within --max-inflating-mb 20: their
+    jobs wait at the backend (gate-cc) while the balancer holds their sources, so three
+    are held and counted, and two wait to inflate (before, a source was counted only
+    while it inflated: eight requests of 1.2 MB grew the balancer by 1.6 GB)."""
+    server = start_server("--jobs", "5", "--compiler", "gate-cc", "--compiler", "gcc",
+                          path_prepend=str(bin_dir))  # fmt: skip
+    balancer = start_balancer(
+        "--backend", f"127.0.0.1:{server.port},status={server.stats_port}",
+        "--allow-compiler", "gate-cc", "--max-inflating-mb", "20", "--max-source-mb", "8",
+        "--queue-timeout", "60",
+    )  # fmt: skip
+    balancer.wait_healthy(1)
+    source = b"/*" + b" " * (SOURCE_MB * 1024 * 1024 - 14) + b"*/ int x;\n"
+    request = Request(2, ("gate-cc", "-c", "big.c", "-o", "big.o"), source)
+
+    async def scenario() -> tuple[dict[str, int], list[int]]:
+        jobs = [
+            asyncio.create_task(compile_remote("127.0.0.1", balancer.port, request, timeout_s=120))
+            for _ in range(5)
+        ]
+        try:
+            await asyncio.to_thread(
+                wait_until, lambda: server.status()["busy"] >= 3, 60, "three jobs at the backend"
+            )
+            held = (await asyncio.to_thread(balancer.status))["inflating"]
+        finally:
+            (bin_dir / "gate-cc.open").touch()
+        return held, [(await job).status for job in jobs]
+
+    held, statuses = asyncio.run(scenario())
+    assert held["waiting"] == 2, held
+    assert 3 * len(source) <= held["bytes"] <= 20 * 1024 * 1024, held
+    assert statuses == [0] * 5
+    wait_until(lambda: balancer.status()["inflating"]["bytes"] == 0, 10, "every source given back")
+
+
+def _unread_replies_are_held_within_the_budget(
+    start_server: StartServer, start_balancer: StartBalancer
+) -> None:
+    """A client that never reads holds its 8 MiB reply within --reply-memory-mb 20; the
+    next such reply does not fit, and its client is closed unanswered (it compiles
+    locally) with the reason logged; once the first goes, replies flow again (before,
+    replies waited for such clients without a bound: six of them grew the balancer by
+    1.9 GB)."""
+    server = start_server("--jobs", "2")
+    balancer = start_balancer(
+        "--backend", f"127.0.0.1:{server.port},status={server.stats_port}",
+        "--reply-memory-mb", "20",
+    )  # fmt: skip
+    balancer.wait_healthy(1)
+    source = b'__asm__(".data\\n.fill %d,1,0\\n.text");\nint x;\n' % (BIG_OBJECT_MB << 20)
+    job = encode_request(Request(1, ("gcc", "-c", "big.c", "-o", "big.o"), source))
+
+    def never_reading() -> socket.socket:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # (before connecting)
+        sock.settimeout(60)
+        sock.connect(("127.0.0.1", balancer.port))
+        sock.sendall(job)
+        return sock
+
+    first = never_reading()
+    try:
+        wait_until(lambda: balancer.status()["reply_memory"]["bytes"] > 0, 60, "a reply held")
+        second = never_reading()
+        with second:
+            assert _closed_unanswered(second), "a reply past the budget was held"
+        refused = balancer.logged("job_done")
+        assert refused["outcome"] == "reply_refused" and "--reply-memory-mb" in refused["reason"]
+        memory = balancer.status()["reply_memory"]
+        assert 0 < memory["bytes"] <= 20 * 1024 * 1024 and memory["refused"] == 1, memory
+    finally:
+        first.close()
+    wait_until(lambda: balancer.status()["reply_memory"]["bytes"] == 0, 60, "the reply dropped")
+    reply = asyncio.run(compile_remote(
+        "127.0.0.1", balancer.port, Request(1, ("gcc", "-c", "big.c", "-o", "big.o"), source),
+        timeout_s=60,
+    ))  # fmt: skip
+    assert reply.status == 0 and len(reply.obj) > BIG_OBJECT_MB << 20
+    assert balancer.totals()["reply_refused"] == 1
+
+
+@pytest.mark.parametrize("held", ["inflated sources", "unread replies"])
+def test_what_the_balancer_holds_for_its_clients_is_budgeted(
+    start_server: StartServer,
+    start_balancer: StartBalancer,
+    fake_compilers: tuple[Path, Path],
+    held: str,
+) -> None:
+    if held == "inflated sources":
+        _inflated_sources_are_held_within_the_budget(
+            start_server, start_balancer, fake_compilers[0]
+        )
+    else:
+        _unread_replies_are_held_within_the_budget(start_server, start_balancer)
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(x for x in status if x.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_plain_sources_are_read_within_the_request_memory_budget(
+    start_server: StartServer,
+) -> None:
+    """Three plain requests of 24 MiB whose last byte is held back, with room for one
+    (--request-memory-mb 32): the server reads one and leaves the others unread (it
+    buffered each, up to 256 MiB per connection, with no total bound: +200 MB a
+    connection), then reads each as the one before is done."""
+    server = start_server("--jobs", "2", "--request-memory-mb", "32", "--max-source-mb", "32")
+    body = b"/*" + b" " * (24 * 1024 * 1024 - 14) + b"*/ int x;\n"
+    wire = encode_request(Request(1, ("gcc", "-c", "big.c", "-o", "big.o"), body))
+    before = _rss_mib(server.proc.pid)
+    socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
+    # Each sends all but the last byte, in a thread of its own (the server reads one).
+    senders = [threading.Thread(target=sock.sendall, args=(wire[:-1],)) for sock in socks]
+    try:
+        for sender in senders:
+            sender.start()
+        senders[0].join(60)
+
+        def read_one_left_two() -> dict[str, int] | None:
+            memory: dict[str, int] = server.status()["request_memory"]
+            grown = _rss_mib(server.proc.pid) - before
+            return memory if memory["waiting"] == 2 and grown >= 20 else None
+
+        memory = wait_until(read_one_left_two, 30, "one source read, two waiting")
+        assert len(body) <= memory["bytes"] <= 32 * 1024 * 1024, memory
+        assert _rss_mib(server.proc.pid) - before < 2 * 24, "an unread source was buffered"
+        for sock, sender in zip(socks, senders, strict=True):
+            sender.join(60)  # (once the one before it is done, it is read)
+            sock.sendall(wire[-1:])
+            sock.settimeout(60)
+            assert sock.recv(24).startswith(b"DONE00000001STAT00000000")
+            sock.close()
+    finally:
+        for sock in socks:
+            sock.close()
+    wait_until(lambda: server.status()["request_memory"]["bytes"] == 0, 10, "all given back")
+    assert server.counters()["ok"] == 3
+
+
+def test_a_large_lzo_reply_is_inflated_off_the_event_loop(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A balancer reads its backends' replies with client.compile_remote, which inflated
+    an LZO reply in its parser, on the event loop: a 1 MB reply inflating to 256 MiB
+    held the balancer's loop 1.3 s (/healthz stalled). Here the inflating of a real
+    server's 32 MiB object is held until the loop has run on a few times: inflated on
+    the loop, it would wait in vain (the loop cannot run while it waits)."""
+    server = start_server("--jobs", "1")
+    real = lzo.decompress
+    ticks = [0]
+    armed: list[int] = []
+    loop_ran = threading.Event()
+    ran_meanwhile: list[bool] = []
+
+    def held(data: bytes, max_size: int, field: str = "body") -> bytes:
+        if field == "DOTO":
+            armed.append(ticks[0])
+            ran_meanwhile.append(loop_ran.wait(30))
+        return real(data, max_size, field)
+
+    monkeypatch.setattr(lzo, "decompress", held)
+    source = b'__asm__(".data\\n.fill %d,1,0\\n.text");\nint z;\n' % (32 << 20)
+    request = Request(2, ("gcc", "-c", "z.c", "-o", "z.o"), source)
+
+    async def scenario() -> Reply:
+        async def count_loop_turns() -> None:
+            while True:
+                if armed and ticks[0] > armed[0] + 3:
+                    loop_ran.set()
+                ticks[0] += 1
+                await asyncio.sleep(0)
+
+        counting = asyncio.create_task(count_loop_turns())
+        try:
+            return await compile_remote("127.0.0.1", server.port, request, timeout_s=120)
+        finally:
+            counting.cancel()
+
+    reply = asyncio.run(scenario())
+    assert ran_meanwhile == [True], "the reply was inflated on the event loop"
+    assert reply.status == 0 and len(reply.obj) > 32 << 20

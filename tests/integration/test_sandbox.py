@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
+import termios
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -274,7 +277,7 @@ def test_opening_past_the_file_bound_fails_the_job(evil_server: ServerProcess) -
 
 
 @pytest.mark.parametrize("sandbox", ["bwrap", "none"])
-@pytest.mark.parametrize("planted", ["symlink /etc/shadow", "fifo", "hardlink {victim}"])
+@pytest.mark.parametrize("planted", ["symlink /etc/shadow", "fifo", "socket", "hardlink {victim}"])
 def test_an_output_replaced_by_a_link_or_fifo_is_not_sent(
     start_server: StartServer,
     fake_compilers: tuple[Path, Path],
@@ -282,7 +285,9 @@ def test_an_output_replaced_by_a_link_or_fifo_is_not_sent(
     sandbox: str,
     planted: str,
 ) -> None:
-    """The server's own check, with and without the sandbox around the job."""
+    """The server's own check, with and without the sandbox around the job. (A Unix
+    socket could not even be opened: the job's handler crashed, and the client got no
+    reply.)"""
     bin_dir, _ = fake_compilers
     server = start_server("--jobs", "1", "--sandbox", sandbox, "--compiler", "evil-cc",
                           "--compiler", "gcc", path_prepend=str(bin_dir))  # fmt: skip
@@ -304,6 +309,48 @@ def test_an_output_replaced_by_a_link_or_fifo_is_not_sent(
         assert server.status()["limits_hit"].get("output") == 1, reply.stderr
     assert server.status()["counters"]["ok"] == 0  # the status page answers, at once
     _assert_healthy(server)
+
+
+def test_a_job_dir_1500_levels_deep_is_removed_and_its_uid_given_back(
+    start_server: StartServer, fake_compilers: tuple[Path, Path]
+) -> None:
+    """A job that nests directories 1,500 deep: the server removes them all (it walked
+    them recursively, and Python's recursion limit stopped it: the job got no reply, its
+    directory stayed and its uid never came back). Five uids (the start check needs four
+    at once): five such jobs in a row, then one more, need every uid back."""
+    bin_dir, _ = fake_compilers
+    server = start_server("--jobs", "1", "--job-uids", "900000000-900000004",
+                          "--compiler", "evil-cc", "--compiler", "gcc",
+                          path_prepend=str(bin_dir))  # fmt: skip
+    for _ in range(5):
+        reply = evil(server, "deep 1500")
+        assert reply.status == 0 and reply.obj, reply.stderr
+    assert server.status()["job_dirs"]["left"] == 0
+    assert server.events("job_dir_left") == []
+    _assert_healthy(server)
+
+
+def test_a_job_cannot_make_a_user_namespace(evil_server: ServerProcess) -> None:
+    """A user namespace of its own would give a job every capability over new mount and
+    network namespaces: kernel code that no compile needs, and the way many kernel
+    exploits begin. The sandbox turns them off (bubblewrap's --disable-userns)."""
+    reply = evil(evil_server, "userns")
+    assert reply.status == 0, reply.stderr  # the job itself compiled
+    assert b"no user namespace" in reply.stderr, reply.stderr
+    _assert_healthy(evil_server)
+
+
+def test_a_job_writes_nothing_into_the_sandboxs_own_root_or_dev(evil_server: ServerProcess) -> None:
+    """The sandbox's own / and /dev are bubblewrap's tmpfs, in memory and without a size:
+    a subverted compiler filled 3 GB of RAM there, past every job bound (they bound
+    address space and any one file). Now both are read-only: the job's directory is its
+    only writable place, as docs/security.md says."""
+    reply = evil(evil_server, "fill")
+    assert reply.status == 0, reply.stderr  # the job itself compiled
+    for path in (b"/fill", b"/dev/fill", b"/dev/shm/fill"):
+        assert b"no room at " + path in reply.stderr, reply.stderr
+    assert b"Read-only file system" in reply.stderr
+    _assert_healthy(evil_server)
 
 
 def test_memory_past_the_bound_fails_the_compile_with_the_reason(
@@ -418,6 +465,65 @@ def test_an_argument_with_a_newline_goes_to_a_waiting_sandbox_like_any(
     assert b"argv: -DV=1\nnot part of it 'quoted' \"too\"|-c|/tmp/input.i|" in reply.stderr
     warm = server.status()["warm_sandboxes"]
     assert (warm["taken"], warm["cold"]) == (1, 0), warm
+
+
+def _waiting_shell(server: ServerProcess) -> int | None:
+    """The shell of the sandbox that ``server`` keeps waiting for its next command (the
+    ``sh`` under bubblewrap's two processes; other servers' are not its descendants),
+    once it is there."""
+    table = {pid: ppid for pid, ppid, _, _ in process_table()}
+    for pid, parent in table.items():
+        ancestors = set()
+        while parent in table and parent not in ancestors:
+            ancestors.add(parent)
+            parent = table[parent]
+        with contextlib.suppress(OSError):
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if server.proc.pid in ancestors and comm == "sh" and b"read -r line" in cmdline:
+                return pid
+    return None
+
+
+def _queued_in_pipe(pid: int) -> int:
+    """Bytes written to ``pid``'s stdin (a pipe) that it has not read."""
+    fd = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        queued: int = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+        return queued
+    finally:
+        os.close(fd)
+
+
+def test_a_long_command_line_goes_to_its_sandbox_without_stopping_the_server(
+    start_server: StartServer,
+) -> None:
+    """A job's command line is written to its waiting sandbox's shell, which reads it a
+    byte at a time: a blocking write of 1 MiB held the server's loop 0.3-0.45 s a job
+    (/status p50 5 ms -> 280 ms). The test stops that shell, so the write cannot end: the
+    status page still answers while the pipe is full, and the job compiles once the
+    shell goes on."""
+    server = start_server("--jobs", "1")
+    shell: int = wait_until(lambda: _waiting_shell(server), 30, "a sandbox waiting")
+    # More than the pipe holds (64 KiB), less than gcc can pass on: it gives cc1 all
+    # its options in one variable, COLLECT_GCC_OPTIONS, and exec takes 128 KiB at most.
+    defines = tuple(f"-DV{i}={'x' * 25_000}" for i in range(4))
+    replies: list[object] = []
+    job = threading.Thread(target=lambda: replies.append(
+        compile_on(server, ("gcc", *defines, "-c", "x.c", "-o", "x.o"), b"int x;\n")
+    ))  # fmt: skip
+    os.kill(shell, signal.SIGSTOP)
+    try:
+        job.start()
+        wait_until(lambda: _queued_in_pipe(shell) >= 60_000, 30, "the pipe to the shell full")
+        status = server.status()  # (the loop was stuck in the write: no answer at all)
+        assert status["busy"] == 1 and _queued_in_pipe(shell) >= 60_000
+    finally:
+        os.kill(shell, signal.SIGCONT)
+        job.join(60)
+    assert [getattr(reply, "status", None) for reply in replies] == [0], [
+        getattr(reply, "stderr", b"")[-300:] for reply in replies
+    ]
 
 
 def test_the_next_jobs_sandbox_is_set_up_while_a_job_compiles(

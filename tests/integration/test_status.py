@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import subprocess
 from pathlib import Path
@@ -110,6 +111,22 @@ def test_agent_check_reports_free_slots(
             assert conn.makefile("rb").readline() == b"up 75% maxconn:4\n"
 
 
+def test_agent_check_answers_only_allowed_addresses(start_server: StartServer) -> None:
+    """The agent port says how busy the server is: only to --allow, as the distcc port
+    (it answered everyone)."""
+    server = start_server("--jobs", "4", "--agent-port", "0", "--allow", "127.0.0.1/32")
+    assert server.agent_port
+    with socket.socket() as outsider:
+        outsider.bind(("127.0.0.2", 0))
+        outsider.settimeout(10)
+        outsider.connect(("127.0.0.1", server.agent_port))
+        assert outsider.makefile("rb").readline() == b""  # closed, unanswered
+    assert server.logged("agent_refused")["client"] == "127.0.0.2"
+    with socket.create_connection(("127.0.0.1", server.agent_port)) as conn:
+        conn.settimeout(10)
+        assert conn.makefile("rb").readline() == b"up 100% maxconn:4\n"
+
+
 def test_lsdistcc_compile_probe_lists_server_as_up(start_server: StartServer) -> None:
     server = start_server("--jobs", "1")
     # 127.0.0.2 has nothing on the port: lsdistcc must list only our server.
@@ -135,15 +152,22 @@ def test_a_status_port_that_times_out_says_so() -> None:
 
 
 def test_status_pages_answer_only_status_allow(start_server: StartServer) -> None:
-    """They name compilers, paths and the file being compiled."""
-    import urllib.error
-
+    """They name compilers, paths and the file being compiled: anyone else is closed as
+    soon as the connection is accepted, unanswered and unread."""
     server = start_server("--status-allow", "10.0.0.0/8")
     for path in ("/status", "/metrics", "/"):
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            server.http(path)
-        assert refused.value.code == 403
-    assert server.logged("status_refused")["client"] == "127.0.0.1"
+        with socket.create_connection(("127.0.0.1", server.stats_port)) as conn:
+            conn.settimeout(10)
+            with contextlib.suppress(ConnectionError):  # (a reset: our bytes went unread)
+                conn.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+            try:
+                answer = conn.recv(1024)
+            except ConnectionResetError:
+                answer = b""
+            assert answer == b"", path
+    refused = server.logged("http_refused")
+    assert refused["client"] == "127.0.0.1" and refused["reason"] == "address not allowed"
+    assert not server.events("status_refused")  # (the page's own check never saw them)
 
 
 def test_a_report_request_with_a_change_token_is_answered_once_a_slot_is_taken(
@@ -191,7 +215,8 @@ def test_report_requests_held_at_once_are_capped(start_server: StartServer) -> N
     held ones too."""
     from server.http_status import MAX_HELD_REPORTS
 
-    server = start_server("--jobs", "2")
+    # (all from one address: its own cap, --max-http-connections-per-address, is lifted)
+    server = start_server("--jobs", "2", "--max-http-connections-per-address", "1024")
     extra = 12
 
     async def scenario() -> tuple[int, int]:

@@ -88,7 +88,18 @@ socket.create_connection(('127.0.0.1', int(sys.argv[1])), 2)" "${{action#connect
     "files") python3 -c "import sys; files = [open('/dev/null') for _ in range(100000)]" ;;
     "symlink "*) gcc "$@" && rm -f "$out" && ln -s "${{action#symlink }}" "$out"; exit 0 ;;
     "fifo") gcc "$@" && rm -f "$out" && mkfifo "$out"; exit 0 ;;
+    "socket") gcc "$@" && rm -f "$out" && python3 -c "import socket, sys
+socket.socket(socket.AF_UNIX).bind(sys.argv[1])" "$out"; exit 0 ;;
     "hardlink "*) gcc "$@" && rm -f "$out" && ln "${{action#hardlink }}" "$out"; exit 0 ;;
+    "userns") unshare --user true || echo "no user namespace" >&2 ;;
+    "fill") for f in /fill /dev/fill /dev/shm/fill; do
+            head -c 16777216 /dev/zero > "$f" || echo "no room at $f" >&2
+        done ;;
+    "deep "*) python3 -c "import os, sys
+for _ in range(int(sys.argv[1])):
+    os.mkdir('d')
+    os.chdir('d')
+open('leaf', 'w').close()" "${{action#deep }}" ;;
 esac
 status=$?
 [ $status -ne 0 ] && exit $status

@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.bounds import ON_LOOP_INFLATE_BYTES, InflateBudget
+from daemon.budgets import ON_LOOP_INFLATE_BYTES, Held, InflateBudget
 from wire import (
     CompressionError,
     LimitExceeded,
+    Limits,
     RemoteProtocolError,
     Reply,
     ReplyReader,
@@ -20,7 +21,9 @@ from wire import (
     encode_reply,
     encode_request,
 )
+from wire.events import CompressedReply
 from wire.lzo import compress, decompress, decompress_within
+from wire.stream import inflate_reply
 
 MiB = 1024 * 1024
 TEXT = b"static inline int square(int x) { return x * x; }\n" * 200
@@ -150,3 +153,27 @@ def test_the_inflate_budget_refuses_past_the_source_limit_either_way() -> None:
     for size in (ON_LOOP_INFLATE_BYTES // 2, 4 * MiB):
         with pytest.raises(LimitExceeded):
             asyncio.run(budget.inflate(compress(b"\0" * size), size - 1))
+
+
+@pytest.mark.parametrize(
+    "obj", [TEXT, b"\0" * (8 * MiB)], ids=["small: on the loop", "a bomb: in a thread"]
+)
+def test_a_deferred_reply_inflates_to_the_reply_and_within_its_limits(obj: bytes) -> None:
+    reply = Reply(2, 0, b"warning: x\n", b"", obj)
+    parser = ReplyReader(2, defer_decompression=True)
+    parser.feed(encode_reply(reply))
+    compressed = parser.next_event()
+    assert isinstance(compressed, CompressedReply) and compressed.obj == compress(obj)
+    assert asyncio.run(inflate_reply(compressed)) == reply
+    with pytest.raises(LimitExceeded):
+        asyncio.run(inflate_reply(compressed, Limits(max_object_bytes=len(obj) - 1)))
+
+
+def test_the_inflate_budget_keeps_a_source_counted_for_its_holder() -> None:
+    budget = InflateBudget(64 * MiB)
+    held = Held()
+    source = b"\0" * (4 * MiB)
+    assert asyncio.run(budget.inflate(compress(source), 16 * MiB, held)) == source
+    assert budget.in_use == held.of(budget) == len(source)
+    held.release()
+    assert budget.in_use == 0
