@@ -15,7 +15,7 @@ from cache import BadRedisURL, MemoryStore, RedisStore, ResultCache, Store, pars
 from client.initiator import Initiator
 from daemon.access import parse_networks
 from daemon.bounds import BoundsConfig
-from daemon.config import ConfigError, load_config, settings_from
+from daemon.config import ConfigError, check_common, load_config, settings_from
 from daemon.gss import AcceptorConfig
 from daemon.judge_config import JudgeConfig
 from daemon.secret_files import CacheSecretConfig, read_secret_file
@@ -237,8 +237,7 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfi
             raise ConfigError("--reply-memory-mb must be at least 1")
         if not 1 <= self.workers <= MAX_WORKERS:
             raise ConfigError(f"--workers must be 1 to {MAX_WORKERS}")
-        if self.log_format not in ("auto", "json", "console"):
-            raise ConfigError("--log-format must be json, console or auto")
+        check_common(self, {"--port": self.port, "--admin-port": self.admin_port})
         if self.client_keytab and not os.access(self.client_keytab, os.R_OK):
             raise ConfigError(f"--client-keytab {self.client_keytab}: not readable")
 

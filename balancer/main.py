@@ -34,7 +34,15 @@ def main(argv: list[str] | None = None) -> int:
 
         return supervise(config.listen, config.port, config.workers, worker)
 
-    return service_main("distlb-balancer", load, serve, argv, workers)
+    async def check(config: BalancerConfig) -> None:
+        # (--check-config: everything a start checks but the listening: the backends,
+        # the judge's options, keytabs and principal lists read, the cache secret and
+        # Redis's password, the budgets)
+        service = Service(config, lambda: load(argv))
+        if service.cache is not None:
+            await service.cache.close()
+
+    return service_main("distlb-balancer", load, serve, argv, workers, check=check)
 
 
 if __name__ == "__main__":

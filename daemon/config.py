@@ -17,6 +17,39 @@ class ConfigError(Exception):
     """The configuration cannot work; the message says which setting and why."""
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("auto", "json", "console")
+
+
+def check_common(config: Any, ports: dict[str, int | None]) -> None:
+    """What both daemons check alike: the listen address, the ports (each in range,
+    no two the same but 0, which picks a free one), the log format and level.
+    Raises :class:`ConfigError`."""
+    import ipaddress
+    import socket
+
+    try:
+        ipaddress.ip_address(config.listen)
+    except ValueError:
+        try:
+            socket.getaddrinfo(config.listen, None, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise ConfigError(f"--listen {config.listen!r}: not an address ({exc})") from None
+    for flag, port in ports.items():
+        if port is not None and not 0 <= port <= 65535:
+            raise ConfigError(f"{flag} {port}: a port is 0 to 65535 (0 picks a free one)")
+    taken: dict[int, str] = {}
+    for flag, port in ports.items():
+        if port:
+            if port in taken:
+                raise ConfigError(f"{flag} {port} is also {taken[port]}: give each its own")
+            taken[port] = flag
+    if config.log_format not in LOG_FORMATS:
+        raise ConfigError(f"--log-format must be one of {', '.join(LOG_FORMATS)}")
+    if config.log_level not in LOG_LEVELS:
+        raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+
+
 def load_config(config_type: type[T], parser: argparse.ArgumentParser, argv: list[str] | None) -> T:
     """Build ``config_type`` (a dataclass) from its defaults, then ``--config FILE``
     (TOML, keys spelled like the flags: ``job-lifetime`` or ``job_lifetime``), then flags.

@@ -66,12 +66,14 @@ def service_main(
     serve: Callable[[Any], Coroutine[Any, Any, None]],
     argv: list[str] | None,
     supervise: Callable[[Any], int | None] | None = None,
+    check: Callable[[Any], Coroutine[Any, Any, None]] | None = None,
 ) -> int:
     """A daemon's command line: config (exit 2 on errors), logging, the loop;
-    exit 1 when it cannot start (e.g. a port is taken); with ``--check-config`` only
-    the config is read and checked (0, or 2 and why not). ``supervise(config)``, when
-    given, may run the daemon itself (as several processes) and return its exit
-    status; None: run ``serve`` here."""
+    exit 1 when it cannot start (e.g. a port is taken). With ``--check-config`` the
+    config is read and ``check(config)`` runs the daemon's own start-up checks, all
+    but the listening (0, or 2 and why not: the verdict a start would give).
+    ``supervise(config)``, when given, may run the daemon itself (as several
+    processes) and return its exit status; None: run ``serve`` here."""
     from daemon import logs
 
     try:
@@ -80,6 +82,15 @@ def service_main(
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     if getattr(config, "check_config", None):
+        # (what the checks log goes to stderr, warnings and worse only: stdout says
+        # the verdict)
+        logs.configure(config.log_format, "warning")
+        try:
+            if check is not None:
+                run_loop(check(config))
+        except ConfigError as exc:
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return 2
         print(f"{prog}: {config.check_config}: the config is valid")
         return 0
     logs.configure(config.log_format, config.log_level)

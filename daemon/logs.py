@@ -17,7 +17,6 @@ from typing import Any, Literal, TextIO
 import structlog
 
 LogFormat = Literal["json", "console", "auto"]
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 SYSLOG_PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
 """sd-daemon(3)'s prefixes: ``<N>`` at the start of a line is its priority."""

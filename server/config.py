@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from cache import DiskStore, ResultCache
 from daemon.access import parse_networks
 from daemon.bounds import BoundsConfig, add_bounds_flags
-from daemon.config import ConfigError, add_operator_flags, fill_defaults, load_config
+from daemon.config import (
+    LOG_LEVELS,
+    ConfigError,
+    add_operator_flags,
+    check_common,
+    fill_defaults,
+    load_config,
+)
 from daemon.gss import AcceptorConfig, add_acceptor_flags
 from daemon.judge import FORBIDDEN_COMPILER_NAMES
 from daemon.judge_config import JudgeConfig, add_judge_flags
@@ -124,9 +131,10 @@ class ServerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfig)
         self.job_uid_range()
         self.status_networks()
         self.cache_secret("--cache-dir", bool(self.cache_dir))
-        if self.log_format not in ("auto", "json", "console"):
-            raise ConfigError("--log-format must be json, console or auto")
-        self.networks()
+        check_common(
+            self,
+            {"--port": self.port, "--stats-port": self.stats_port, "--agent-port": self.agent_port},
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["json", "console", "auto"],
         help="json, console, or auto (console on a terminal; default)",
     )
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", choices=LOG_LEVELS)
     p.add_argument("--tmp-dir", metavar="DIR", help="where job temp dirs go (default $TMPDIR)")
     p.add_argument("--nice", type=int, help="niceness added to compilers (default {default})")
     p.add_argument(

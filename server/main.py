@@ -10,11 +10,17 @@ from server.service import Service
 
 
 def main(argv: list[str] | None = None) -> int:
-    return service_main("distlb-server", load, _serve, argv)
+    return service_main("distlb-server", load, _serve, argv, check=_check)
 
 
 async def _serve(config: ServerConfig) -> None:
     await Service(config).run()
+
+
+async def _check(config: ServerConfig) -> None:
+    """``--check-config``: everything a start checks (compilers found, each run in the
+    sandbox, the job uids, --tmp-dir reachable, the cache secret, ...), but the listening."""
+    Service(config).close()
 
 
 if __name__ == "__main__":

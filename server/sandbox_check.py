@@ -49,6 +49,25 @@ COMPILE_CHECKED = frozenset({"gcc", "g++", "cc", "c++", "clang", "clang++"})
 wrappers, are only asked their version: a compile could take any time)."""
 
 
+USERNS_REFUSED = ("No permissions to create new namespace", "user namespace")
+"""What bubblewrap says when the kernel (a sysctl, an AppArmor restriction) refuses the
+unprivileged user namespaces it makes every sandbox in."""
+
+
+def sandbox_hint(reason: str) -> str:
+    """What to do about a sandbox that does not work, from what bwrap said."""
+    hint = ""
+    if any(words in reason for words in USERNS_REFUSED):
+        hint = (
+            "; the sandbox needs unprivileged user namespaces (bwrap runs as each job's "
+            "uid): check `sysctl user.max_user_namespaces` (> 0), "
+            "`kernel.unprivileged_userns_clone` (1, on Debian kernels) and "
+            "`kernel.apparmor_restrict_unprivileged_userns` (0, or an AppArmor profile for "
+            "bwrap): docs/operations.md"
+        )
+    return hint + "; --sandbox none runs compiles without bubblewrap (docs/security.md)"
+
+
 def check_compilers(sandbox: Sandbox, compilers: dict[str, str], tmp_root: str) -> dict[str, str]:
     """Run every allowlisted compiler in the sandbox as a job would be run: ``--version``
     for each name, and a one-line compile for each distinct binary of the well-known
@@ -89,11 +108,7 @@ def check_compilers(sandbox: Sandbox, compilers: dict[str, str], tmp_root: str) 
             produced = os.path.isfile(os.path.join(job_dir, "output.o"))
             if proc.returncode != 0 or (compiles and not produced):
                 reason = err.decode("utf-8", "replace").strip()[-800:]
-                hint = (
-                    "; --sandbox none runs compiles without bubblewrap (docs/security.md)"
-                    if sandbox.mode == "bwrap"
-                    else ""
-                )
+                hint = sandbox_hint(reason) if sandbox.mode == "bwrap" else ""
                 doing = "compile" if compiles else "run"
                 raise SandboxError(
                     f"{name} ({path}) does not {doing} in the {sandbox.mode} sandbox "
@@ -112,6 +127,7 @@ def check_compilers(sandbox: Sandbox, compilers: dict[str, str], tmp_root: str) 
             sandbox.job_dirs.remove(job_dir)
     if sandbox.mode == "bwrap":
         check_limits(sandbox, tmp_root)
+        check_renice(sandbox)
     log.info("sandbox_checked", mode=sandbox.mode, compilers=len(compilers),
              compiled_with=len(compile_with))  # fmt: skip
     return versions
@@ -184,3 +200,47 @@ def parse_limits(text: str) -> dict[str, tuple[int | None, int | None]]:
         soft, hard = (None if v == "unlimited" else int(v) for v in fields[:2])
         parsed[name.strip()] = (soft, hard)
     return parsed
+
+
+def check_renice(sandbox: Sandbox) -> None:
+    """With ``--nice`` and job uids of their own (as root), the server renices each
+    sandbox started ahead, whose processes are another uid's: the kernel allows that
+    only with CAP_SYS_NICE (a unit's CapabilityBoundingSet may have taken it). Try it
+    on a process of a job uid; raise :class:`SandboxError` if it is refused (the jobs
+    would run at the server's own niceness)."""
+    if not sandbox.nice:
+        return
+    user = sandbox.acquire_user()
+    if user is None:  # (unprivileged: the jobs are our own uid's; no capability needed)
+        return
+    proc = subprocess.Popen(
+        [SETPRIV, f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups",
+         SHELL, "-c", "read -r line"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + _CHECK_TIMEOUT_S
+        while _uid(proc.pid) != user.uid:  # (until setpriv has become the job's uid)
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SandboxError("the renice check's process did not start as a job uid")
+            time.sleep(0.005)
+        try:
+            os.setpriority(os.PRIO_PROCESS, proc.pid, sandbox.nice)
+        except PermissionError as exc:
+            raise SandboxError(
+                f"--nice {sandbox.nice}: renicing a job's processes was refused ({exc}): the "
+                "server needs CAP_SYS_NICE for it (add it to a unit's CapabilityBoundingSet), "
+                "or give --nice 0"
+            ) from exc
+    finally:
+        proc.kill()
+        proc.wait()
+        sandbox.release_user(user)
+
+
+def _uid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return int(next(line for line in status if line.startswith("Uid:")).split()[2])
+    except (OSError, StopIteration, ValueError):
+        return None

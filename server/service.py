@@ -10,7 +10,6 @@ import pwd
 import shutil
 import signal
 import stat
-import tempfile
 
 import structlog
 
@@ -26,6 +25,7 @@ from server.compilers import compiler_identities, default_compiler_names, resolv
 from server.config import ConfigError, ServerConfig
 from server.connection import ConnectionContext, ReplyBudget, handle_connection
 from server.http_status import make_app
+from server.jobs_root import make_jobs_root, sweep_stale
 from server.runner import RunLimits
 from server.sandbox import (
     CompileUser,
@@ -137,10 +137,12 @@ class Service:
                 f"--tmp-dir {config.tmp_dir}: compilers run as {reaching.name}, "
                 "who cannot reach it (it needs search permission on it and its parents)"
             )
-        # Job directories live in one of our own, which others may pass through but not
+        # What a server killed in this --tmp-dir left (server/jobs_root.py). Job
+        # directories live in one of our own, which others may pass through but not
         # list; each job's is its uid's alone (0700).
-        self.jobs_root = tempfile.mkdtemp(prefix="distlb-jobs-", dir=config.tmp_dir)
-        os.chmod(self.jobs_root, 0o711)  # noqa: S103 (passable by job uids, not listable)
+        for stale in sweep_stale(config.tmp_dir, self.sandbox.job_dirs.remove):
+            log.warning("stale_jobs_removed", path=stale, reason="its server is gone")
+        self.jobs_root = make_jobs_root(config.tmp_dir)
         try:
             versions = check_compilers(self.sandbox, self.compilers, self.jobs_root)
         except SandboxError as exc:
@@ -203,6 +205,12 @@ class Service:
         self._jobs = ConnectionTasks()
         self._stopping = asyncio.Event()
 
+    def close(self) -> None:
+        """Give back what the start made (the jobs directory, sandboxes started ahead)."""
+        if self.ctx.warm is not None:
+            self.ctx.warm.close()
+        self.sandbox.job_dirs.remove(self.jobs_root)
+
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -222,9 +230,7 @@ class Service:
         cfg = self.config
         loop = asyncio.get_running_loop()
         async with contextlib.AsyncExitStack() as stack:
-            stack.callback(self.sandbox.job_dirs.remove, self.jobs_root)
-            if self.ctx.warm is not None:
-                stack.callback(self.ctx.warm.close)
+            stack.callback(self.close)
             handler = self._jobs.serve(
                 limit_connections(self.connections, self._on_connection, self._refused_connection)
             )

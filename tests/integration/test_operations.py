@@ -82,7 +82,7 @@ def test_check_config_does_not_start_the_daemon(tmp_path: Path) -> None:
     # Port 1 needs root to bind and is never free for a test: a daemon that went on
     # to start would fail there, or, as root, keep running past the timeout.
     config = tmp_path / "balancer.toml"
-    config.write_text('port = 1\nadmin-port = 1\nbackend = ["127.0.0.1:9"]\n')
+    config.write_text('port = 1\nadmin-port = 2\nbackend = ["127.0.0.1:9"]\n')
     result = _run([*role_command("balancer"), "--check-config", str(config)])
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""

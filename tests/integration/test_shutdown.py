@@ -71,3 +71,32 @@ def test_sigterm_kills_jobs_still_running_after_the_grace(
         if client.poll() is None:
             os.kill(client.pid, signal.SIGKILL)
             client.wait()
+
+
+def test_a_killed_servers_job_directories_are_removed_when_the_next_one_starts(
+    start_server: StartServer, server_tmp: Path
+) -> None:
+    """A SIGKILLed server cannot clean up: the next server in the same --tmp-dir removes
+    what it left (its jobs directory says whose it was), and leaves alone the one of a
+    server that still runs there."""
+
+    def roots() -> set[Path]:
+        return set(server_tmp.glob("distlb-jobs-*"))
+
+    # (no sandbox: a SIGKILLed server's sandboxes started ahead would be left as job uids)
+    running_one = start_server("--jobs", "1", "--sandbox", "none")
+    (running_root,) = roots()
+    killed = start_server("--jobs", "1", "--sandbox", "none")
+    (killed_root,) = roots() - {running_root}
+    (killed_root / "job-left-behind").mkdir()
+    (killed_root / "job-left-behind" / "input.i").write_text("int left;\n")
+    killed.proc.kill()
+    killed.proc.wait()
+    assert killed_root.exists()
+
+    nxt = start_server("--jobs", "1", "--sandbox", "none")
+
+    assert not killed_root.exists()
+    assert running_root.exists() and len(roots()) == 2
+    assert nxt.event("stale_jobs_removed") is not None
+    assert running_one.proc.poll() is None

@@ -52,3 +52,16 @@ def test_a_setting_the_unit_leaves_out_would_break_the_sandbox(
     settings = service_settings(UNIT) | {setting: "yes"}
     with pytest.raises(AssertionError, match=r"exited 2.*mount proc on /newroot/proc"):
         start_server("--jobs", "1", prefix=hardened_prefix(settings, [server_tmp]))
+
+
+def test_without_cap_sys_nice_the_server_refuses_to_start_and_says_why(
+    start_server: StartServer, server_tmp: Path
+) -> None:
+    """Renicing a job's processes (another uid's) needs CAP_SYS_NICE: without it the
+    jobs would silently run at the server's own niceness, so the start check refuses."""
+    settings = service_settings(UNIT)
+    kept = [cap for cap in settings["CapabilityBoundingSet"].split() if cap != "CAP_SYS_NICE"]
+    settings["CapabilityBoundingSet"] = " ".join(kept)
+    with pytest.raises(AssertionError, match=r"exited 2.*CAP_SYS_NICE"):
+        start_server("--jobs", "1", prefix=hardened_prefix(settings, [server_tmp]))
+    start_server("--jobs", "1", "--nice", "0", prefix=hardened_prefix(settings, [server_tmp]))

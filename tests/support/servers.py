@@ -180,12 +180,13 @@ class ServerProcess:
     def job_dirs(self) -> list[Path]:
         """The directories of jobs the server has now (in its one ``distlb-jobs-*``):
         those with a job's source in them. (The sandboxes it keeps ready for the next
-        jobs have directories too, without one.)"""
+        jobs have directories too, without one; and the server's ``owner`` file says
+        whose the directory is: server/jobs_root.py.)"""
         return [
             entry
             for root in self.tmp_dir.glob("distlb-jobs-*")
             for entry in root.iterdir()
-            if not entry.is_dir() or any(entry.glob("input.*"))
+            if (not entry.is_dir() and entry.name != "owner") or any(entry.glob("input.*"))
         ]
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:

@@ -42,3 +42,16 @@ def test_limits_are_parsed_by_name_with_unlimited_as_none() -> None:
     )
     assert parse_limits(text) == {"Max cpu time": (None, None),
                                   "Max file size": (1048576, 2097152)}  # fmt: skip
+
+
+def test_a_refused_user_namespace_is_named_with_what_to_check() -> None:
+    from server.sandbox_check import sandbox_hint
+
+    bwrap_said = (
+        "bwrap: No permissions to create new namespace, likely because the kernel does not "
+        "allow non-privileged user namespaces."
+    )
+    hint = sandbox_hint(bwrap_said)
+    assert "unprivileged user namespaces" in hint and "user.max_user_namespaces" in hint
+    assert "--sandbox none" in hint
+    assert "user namespaces" not in sandbox_hint("bwrap: Can't mount proc on /newroot/proc")
