@@ -6,6 +6,7 @@ a report loop and a probe loop (balancer/health.py).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -95,6 +96,13 @@ class Pool:
             asyncio.get_running_loop().add_reader(self.shared.changes_fd, self._others_changed)
         self.reload(self._specs)
 
+    def _watchers(self, backend: Backend) -> list[asyncio.Task[None]]:
+        """A backend's probe loop, and its report loop where it has a status port."""
+        tasks = [asyncio.create_task(self._probe_loop(backend))]
+        if backend.spec.status_port is not None:
+            tasks.append(asyncio.create_task(self._poll_loop(backend)))
+        return tasks
+
     def _others_changed(self) -> None:
         """Other workers took or gave back slots: refresh those backends, wake the queue."""
         assert self.shared is not None
@@ -104,9 +112,20 @@ class Pool:
                 backend.refresh()
         self.notify()
 
+    def apply_settings(self, settings: PoolSettings) -> None:
+        """A reload's settings: the watchers read them at their next step; each backend
+        takes the new rise and fall."""
+        self.settings = settings
+        for backend in self._backends.values():
+            backend.rise, backend.fall = settings.rise, settings.fall
+        self.notify()
+
     def reload(self, specs: Iterable[BackendSpec]) -> None:
         """Adopt a new backend list: new ones start unknown, kept ones keep their state,
-        removed ones stop being picked (their jobs in flight finish normally)."""
+        removed ones stop being picked (their jobs in flight finish normally). A kept
+        backend whose options changed (weight, slots, compilers, status port, auth)
+        takes them in place, with its history: its watchers start again only when what
+        they watch changed (the status port, the kind, authentication)."""
         wanted = {spec.name: spec for spec in specs}
         backends = dict(self._backends)
         for name in list(backends):
@@ -121,17 +140,22 @@ class Pool:
             if backend is not None and backend.spec == spec:
                 continue
             if backend is not None:
-                backend.on_change = None
+                old, backend.spec = backend.spec, spec
+                log.info("backend_updated", backend=name, options=_changed_options(old, spec))
+                if backend.on_change is not None:
+                    backend.on_change(backend)  # (weight, slots: the index reads them again)
+                watched = ("status_port", "kind", "auth")
+                if all(getattr(old, key) == getattr(spec, key) for key in watched):
+                    continue
                 for task in self._tasks.pop(name, []):
                     task.cancel()
+                self._tasks[name] = self._watchers(backend)
+                continue
             backend = Backend(spec, rise=self.settings.rise, fall=self.settings.fall)
             if self.shared is not None:
                 backend.shared = self.shared.slot(name)
             backends[name] = backend
-            tasks = [asyncio.create_task(self._probe_loop(backend))]
-            if spec.status_port is not None:
-                tasks.append(asyncio.create_task(self._poll_loop(backend)))
-            self._tasks[name] = tasks
+            self._tasks[name] = self._watchers(backend)
             log.info("backend_added", backend=name, kind=spec.kind, status_port=spec.status_port)
             self.tell_state(name, "added", "configured")
         self.backends = backends
@@ -226,3 +250,8 @@ class Pool:
 
     async def _probe_loop(self, backend: Backend) -> None:
         await health.probe_loop(self, backend)
+
+
+def _changed_options(old: BackendSpec, new: BackendSpec) -> list[str]:
+    """The options of one backend that a reload changed, by name."""
+    return [f.name for f in dataclasses.fields(old) if getattr(old, f.name) != getattr(new, f.name)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 from collections.abc import Callable
 
@@ -23,9 +24,21 @@ from daemon.budgets import ByteBudget
 from daemon.http_guard import HttpGuard
 from daemon.lifecycle import ConnectionTasks, listen, serve_http
 from daemon.notify import notify, start_watchdog, stopping
+from daemon.reload import check_reloadable, flag
 from wire import Limits
 
 log = structlog.get_logger("distlb.balancer")
+NEEDS_RESTART = frozenset({"listen", "port", "admin_port", "workers", "log_format", "log_level",
+                           "dashboard_viewers"})  # fmt: skip
+"""What only a restart applies: where it listens, its processes, and its logging (its
+loggers are made once, for speed)."""
+AUTH_SETTINGS = frozenset({
+    "auth", "principal", "keytab", "allow_principals", "deny_principals", "auth_timeout",
+    "max_handshakes", "max_handshakes_per_address",
+})  # fmt: skip
+CACHE_SETTINGS = frozenset({"cache_redis", "cache_redis_password_file", "cache_memory_mb",
+                            "cache_ttl", "cache_timeout", "cache_secret_file"})  # fmt: skip
+CACHE_CLOSE_DELAY_S = 30.0
 LOCAL_CHECK = parse_networks(["127.0.0.1/32", "::1/128"])
 """Where keepalived's check of /healthz comes from (this machine), whatever --admin-allow."""
 
@@ -77,6 +90,8 @@ class Service:
             "request_memory": self.ctx.requests.snapshot,
             "reply_memory": self.ctx.replies.snapshot,
         }
+        self._admin_allow = config.admin_networks()
+        """Who may read the admin port (a reload changes it in place)."""
         self._jobs = ConnectionTasks()
         self._serving = False
         self._stopping = asyncio.Event()
@@ -96,18 +111,70 @@ class Service:
         return self.place is None or self.place.index == 0
 
     def _reload(self) -> None:
+        """SIGHUP: read the config again and apply it (:meth:`apply`), or keep the one
+        in force and say why not."""
         if self._speaks_for_service:
             notify("RELOADING=1")
+        serving = f"balancing {len(self.pool.backends)} backends"
         try:
-            fresh = self._reload_config()
-            specs = fresh.backend_specs()
+            changed = self.apply(self._reload_config())
         except ConfigError as exc:
             log.error("reload_failed", reason=str(exc))
+            status = f"STATUS=reload failed ({exc}); {serving}"
         else:
-            self.pool.reload(specs)
-            log.info("reloaded", backends=[s.name for s in specs])
+            log.info("reloaded", changed=[flag(name) for name in changed],
+                     backends=list(self.pool.backends))  # fmt: skip
+            what = ", ".join(flag(name) for name in changed) or "nothing"
+            status = f"STATUS=reloaded (changed: {what}); {serving}"
         if self._speaks_for_service:
-            notify("READY=1")
+            notify("READY=1", status)
+
+    def apply(self, fresh: BalancerConfig) -> list[str]:
+        """Take every setting of ``fresh`` that can change while the balancer runs, all
+        at once (nothing is changed when any part of it cannot work); returns what
+        changed. Raises :class:`ConfigError` (:class:`ReloadRefused` for a setting
+        only a restart applies). Jobs running keep what they hold; the next job, probe
+        or connection sees the new settings."""
+        changed = check_reloadable(self.config, fresh, NEEDS_RESTART)
+        if not changed:
+            return changed
+        # Everything built first (any of it may raise), then swapped in one go.
+        specs = fresh.backend_specs()
+        routing = fresh.routing()
+        judge = fresh.judge(None, on_disk=False)
+        acceptor = fresh.acceptor() if set(changed) & AUTH_SETTINGS else self.ctx.acceptor
+        allow, admin_allow = fresh.networks(), fresh.admin_networks()
+        cache = self.cache
+        if set(changed) & CACHE_SETTINGS:
+            cache = fresh.result_cache()
+        connections, http = fresh.connection_limits(), fresh.http_limits()
+        # (a job's steps and this run on one event loop: nothing sees half of it; a new
+        # connection takes the new context, one open keeps the context it began with)
+        ctx = self.ctx = dataclasses.replace(
+            self.ctx, allow=allow, judge=judge, acceptor=acceptor,
+            limits=Limits(max_source_bytes=fresh.max_source_mb * 1024 * 1024),
+            io_timeout_s=fresh.io_timeout, request_timeout_s=fresh.request_timeout,
+        )  # fmt: skip
+        ctx.inflate.resize(fresh.max_inflating_mb * 1024 * 1024)
+        ctx.requests.resize(fresh.request_memory_mb * 1024 * 1024)
+        ctx.replies.resize(fresh.reply_memory_mb * 1024 * 1024)
+        self.connections.adopt(connections)
+        self.http.limits.adopt(http)
+        self.http.networks = [*admin_allow, *LOCAL_CHECK]
+        self.http.idle_timeout_s = fresh.http_idle_timeout
+        self._admin_allow[:] = admin_allow
+        self.pool.routing.mode, self.pool.routing.pins = routing.mode, routing.pins
+        self.pool.apply_settings(fresh.pool_settings())
+        self.pool.reload(specs)
+        self.dispatcher.apply(fresh.dispatch_settings(), cache)
+        if cache is not self.cache:
+            old, self.cache = self.cache, cache
+            if old is not None:  # (lookups in flight end within --cache-timeout)
+                asyncio.get_running_loop().call_later(
+                    CACHE_CLOSE_DELAY_S, lambda: asyncio.create_task(old.close())
+                )
+        self.config = fresh
+        return changed
 
     async def _sample_loop(self) -> None:
         """The dashboard's history: a sample every few seconds."""
@@ -137,7 +204,7 @@ class Service:
             public = place is None or place.index == 0  # (the others: a Unix socket)
             app = make_app(self.stats, lambda: self._serving, place.peers if place else [],
                            max_viewers=cfg.dashboard_viewers,
-                           allow=cfg.admin_networks() if public else None)  # fmt: skip
+                           allow=self._admin_allow if public else None)  # fmt: skip
             if place is None or place.index == 0:
                 admin_port = await serve_http(
                     stack, app, cfg.listen, cfg.admin_port, guard=self.http

@@ -9,7 +9,11 @@ each backend. Worker 0 serves the admin port; the others serve theirs on a Unix
 socket in a directory only this user may enter, and worker 0 merges their /status and
 /metrics into its own, so the dashboard, scrapers and keepalived see one balancer.
 
-The supervisor forwards SIGTERM, SIGINT and SIGHUP to every worker; a worker that dies
+The supervisor forwards SIGTERM, SIGINT and SIGHUP to every worker. On SIGHUP it first
+reads the config itself and writes what the workers are to apply, the config in force
+and whether the reload was refused, to one snapshot (``config.json`` beside the admin
+sockets); every worker reloads from that snapshot, so all apply the same config, or
+all refuse it; a worker started again later starts from it too. A worker that dies
 is started again on the same socket (connections queued there wait for it), unless
 it exited with an error within :data:`EARLY_EXIT_S` of its start, which ends the
 balancer (a worker that cannot start will not start the next time either).
@@ -36,6 +40,8 @@ from balancer.shared import SharedCounts
 log = structlog.get_logger("distlb.balancer.workers")
 
 EARLY_EXIT_S = 5.0
+SNAPSHOT = "config.json"
+"""The config the workers reload from (in their directory)."""
 PEER_TIMEOUT_S = 2.0
 """How long worker 0 waits for another worker's /status or /metrics."""
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -51,6 +57,11 @@ class WorkerPlace:
     """Its listening socket (one of the SO_REUSEPORT group)."""
     shared: SharedCounts
     peers_dir: str
+
+    @property
+    def snapshot(self) -> str:
+        """Where the supervisor writes the config the workers reload from."""
+        return os.path.join(self.peers_dir, SNAPSHOT)
 
     def admin_socket(self, index: int) -> str:
         return os.path.join(self.peers_dir, f"worker-{index}.sock")
@@ -84,9 +95,16 @@ def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     return sockets
 
 
-def supervise(host: str, port: int, count: int, run_worker: Callable[[WorkerPlace], int]) -> int:
+def supervise(
+    host: str,
+    port: int,
+    count: int,
+    run_worker: Callable[[WorkerPlace], int],
+    reload: Callable[[str], None] | None = None,
+) -> int:
     """Start ``count`` workers, each ``run_worker(place)`` in a forked process (its
-    return value is the worker's exit status); return the balancer's exit status."""
+    return value is the worker's exit status); return the balancer's exit status.
+    ``reload(snapshot_path)`` runs on SIGHUP, before the workers hear of it."""
     try:
         sockets = listening_sockets(host, port, count)
     except OSError as exc:
@@ -125,6 +143,8 @@ def supervise(host: str, port: int, count: int, run_worker: Callable[[WorkerPlac
 
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopping
+        if signum == signal.SIGHUP and reload is not None and not stopping:
+            reload(os.path.join(peers_dir, SNAPSHOT))
         if signum != signal.SIGHUP and not stopping:
             stopping = True
             for sock in sockets:  # new connections are refused, not queued for nobody

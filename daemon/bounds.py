@@ -188,6 +188,10 @@ class ConnectionLimits:
     def from_address(self, address: str) -> int:
         return self._by_address.get(address, 0)
 
+    def adopt(self, fresh: ConnectionLimits) -> None:
+        """A reload's caps (``fresh``'s): open connections stay; new ones meet the caps."""
+        self.total, self.per_address = fresh.total, fresh.per_address
+
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 REFUSAL_LOG_INTERVAL_S = 1.0

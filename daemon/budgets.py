@@ -64,6 +64,11 @@ class ByteBudget:
                 self.give_back(need)  # reserved for us just as we were cancelled
             raise
 
+    def resize(self, max_bytes: int) -> None:
+        """A reload's bound: what is held stays held; waiters that fit now go on."""
+        self.max_bytes = max_bytes
+        self._wake()
+
     def take(self, size: int) -> None:
         """Count ``size`` bytes held already, room or not (a few, held anyway)."""
         self.in_use += size

@@ -10,11 +10,12 @@ from server.service import Service
 
 
 def main(argv: list[str] | None = None) -> int:
-    return service_main("distlb-server", load, _serve, argv, check=_check)
+    return service_main("distlb-server", load, lambda c: _serve(c, argv), argv, check=_check)
 
 
-async def _serve(config: ServerConfig) -> None:
-    await Service(config).run()
+async def _serve(config: ServerConfig, argv: list[str] | None) -> None:
+    # SIGHUP re-reads the same file and flags
+    await Service(config, lambda: load(argv)).run()
 
 
 async def _check(config: ServerConfig) -> None:

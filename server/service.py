@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-import os
-import pwd
-import shutil
 import signal
-import stat
+from collections.abc import Callable
 
 import structlog
 
@@ -19,6 +15,7 @@ from daemon.bounds import limit_connections
 from daemon.http_guard import HttpGuard
 from daemon.lifecycle import ConnectionTasks, listen, serve_http
 from daemon.notify import notify, start_watchdog, stopping
+from daemon.reload import flag
 from server.admission import Slots
 from server.agent import serve_agent
 from server.compilers import compiler_identities, default_compiler_names, resolve_compilers
@@ -26,16 +23,14 @@ from server.config import ConfigError, ServerConfig
 from server.connection import ConnectionContext, ReplyBudget, handle_connection
 from server.http_status import make_app
 from server.jobs_root import make_jobs_root, sweep_stale
+from server.reloading import apply_config
 from server.runner import RunLimits
 from server.sandbox import (
     CompileUser,
-    JobIdentities,
-    JobLimits,
-    Sandbox,
     SandboxError,
-    toolchain_mounts,
 )
-from server.sandbox_check import check_compilers, check_programs
+from server.sandbox_check import check_compilers
+from server.sandbox_setup import make_sandbox, searchable_by
 from server.stats import ServerStats
 from server.warm import WarmPool
 from wire import Limits
@@ -45,83 +40,14 @@ LOAD_SAMPLE_S = 5.0
 VERSION_TIMEOUT_S = 5.0
 
 
-def compile_user(user: str | None) -> CompileUser | None:
-    """Who compilers run as: when we are root, ``user`` or the first unprivileged
-    default that exists (as distccd does); otherwise ourselves (None)."""
-    if os.geteuid() != 0:
-        return None
-    candidates = [user] if user else list(UNPRIVILEGED)
-    for name in candidates:
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            continue
-        if entry.pw_uid == 0:
-            raise ConfigError(f"--user {name!r} is root; compilers must not run as root")
-        return CompileUser(name, entry.pw_uid, entry.pw_gid)
-    raise ConfigError(f"--user: no such user among {candidates}")
-
-
-UNPRIVILEGED = ("distcc", "distccd", "nobody")
-
-
-def searchable_by(path: str, user: CompileUser) -> bool:
-    """True when ``user`` can reach into ``path`` (search permission on it and every parent).
-
-    Job dirs are created by us and handed to the compile user; it needs only that.
-    """
-    current = os.path.abspath(path)
-    while True:
-        st = os.stat(current)
-        if st.st_uid == user.uid:
-            bit = stat.S_IXUSR
-        elif st.st_gid == user.gid:
-            bit = stat.S_IXGRP
-        else:
-            bit = stat.S_IXOTH
-        if not st.st_mode & bit:
-            return False
-        parent = os.path.dirname(current)
-        if parent == current:
-            return True
-        current = parent
-
-
-def make_sandbox(config: ServerConfig, compilers: dict[str, str]) -> Sandbox:
-    """The sandbox the config asks for, checked to work here. Raises ConfigError."""
-    root = os.geteuid() == 0
-    limits = JobLimits(
-        memory_bytes=config.job_memory_mb * 1024 * 1024 if config.job_memory_mb else None,
-        file_bytes=config.job_file_mb * 1024 * 1024,
-        processes=config.job_processes,
-        open_files=config.job_open_files,
-        cpu_s=math.ceil(config.job_lifetime) + 1,  # the lifetime kill comes first
-    )
-    sandbox = Sandbox(mode="none", limits=limits, nice=config.nice)
-    if config.sandbox == "bwrap":
-        identities = JobIdentities(*config.job_uid_range()) if root else None
-        sandbox = Sandbox(
-            mode="bwrap",
-            limits=limits,
-            nice=config.nice,
-            bwrap=shutil.which("bwrap") or "",
-            mounts=toolchain_mounts(list(compilers.values()), config.trusted_specs_dir),
-            identities=identities,
-        )
-    else:
-        sandbox.shared_user = compile_user(config.user)
-    try:
-        check_programs(sandbox)
-        if sandbox.identities is not None:
-            sandbox.identities.check_unused()
-    except SandboxError as exc:
-        raise ConfigError(str(exc)) from exc
-    return sandbox
-
-
 class Service:
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(
+        self, config: ServerConfig, reload_config: Callable[[], ServerConfig] | None = None
+    ) -> None:
         self.config = config
+        self._reload_config = reload_config
+        """SIGHUP reads the config again with this (None: SIGHUP is ignored)."""
+        self._reloading = asyncio.Lock()
         explicit = bool(config.compiler)
         self.compilers = resolve_compilers(config.compiler or default_compiler_names(), explicit)
         self.sandbox = make_sandbox(config, self.compilers)
@@ -191,7 +117,9 @@ class Service:
             },
         )
         self.connections = self.ctx.connections
-        self.http = HttpGuard(config.status_networks(), config.http_limits(),
+        self.status_allow = config.status_networks()
+        """Who may read the status port (a reload changes it in place)."""
+        self.http = HttpGuard(list(self.status_allow), config.http_limits(),
                               config.http_idle_timeout)  # fmt: skip
         self.stats.bounds = {
             "connections": self.connections.snapshot,
@@ -236,7 +164,7 @@ class Service:
             )
             compile_server, port = await listen(stack, handler, cfg.listen, cfg.port)
             app = make_app(
-                self.stats, lambda: self.compiler_info, distlb_version(), cfg.status_networks()
+                self.stats, lambda: self.compiler_info, distlb_version(), self.status_allow
             )
             stats_port = await serve_http(stack, app, cfg.listen, cfg.stats_port, guard=self.http)
             agent_port = None
@@ -249,6 +177,15 @@ class Service:
                 )
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stopping.set)
+            reloads: set[asyncio.Task[None]] = set()
+
+            def reload() -> None:
+                task = asyncio.create_task(self.reload())
+                reloads.add(task)
+                task.add_done_callback(reloads.discard)
+
+            # (never the default action, which would end the server)
+            loop.add_signal_handler(signal.SIGHUP, reload)
             sampler = asyncio.create_task(self._sample_load())
             stack.callback(sampler.cancel)
             start_watchdog(stack)
@@ -271,6 +208,25 @@ class Service:
             await self._stopping.wait()
             await self._drain(compile_server)
         log.info("server_stopped", counters=self.stats.status({}, "")["counters"])
+
+    async def reload(self) -> None:
+        """SIGHUP: read the config again and apply it (server/reloading.py), or keep
+        the one in force and say why not. One reload at a time."""
+        if self._reload_config is None:
+            return
+        async with self._reloading:
+            notify("RELOADING=1")
+            try:
+                changed = await apply_config(self, self._reload_config())
+            except ConfigError as exc:
+                log.error("reload_failed", reason=str(exc))
+                status = f"STATUS=reload failed ({exc}); serving {self.config.jobs} slots"
+            else:
+                log.info("reloaded", changed=[flag(name) for name in changed],
+                         compilers=sorted(self.compilers))  # fmt: skip
+                what = ", ".join(flag(name) for name in changed) or "nothing"
+                status = f"STATUS=reloaded (changed: {what}); serving {self.config.jobs} slots"
+            notify("READY=1", status)
 
     async def _drain(self, compile_server: asyncio.Server) -> None:
         """Stop taking jobs; let those running finish for the grace, then kill them."""

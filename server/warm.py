@@ -202,6 +202,14 @@ class WarmPool:
                 log.warning("warm_sandbox_failed", reason=str(exc))
                 return
 
+    def renew(self, sandbox: Sandbox) -> None:
+        """After a reload: end the sandboxes started with the old settings (limits,
+        mounts, niceness) and start new ones."""
+        while self._ready:
+            self.discard(self._ready.popleft())
+        self.sandbox = sandbox
+        self.fill()
+
     def discard(self, started: Started) -> None:
         kill(started)
         self.sandbox.job_dirs.remove(started.job_dir)  # (no job ran in it)

@@ -171,7 +171,10 @@ def test_balancer_says_ready_reloading_ready_and_stopping(
     assert notify_socket.next()[0] == "READY=1"
     balancer.proc.send_signal(signal.SIGHUP)
     assert notify_socket.next() == ["RELOADING=1"]
-    assert notify_socket.next() == ["READY=1"]
+    assert notify_socket.next() == [
+        "READY=1",
+        "STATUS=reloaded (changed: nothing); balancing 1 backends",
+    ]
     assert balancer.logged("reloaded")["backends"] == ["127.0.0.1:9"]
     balancer.proc.send_signal(signal.SIGTERM)
     assert notify_socket.next() == STOPPING
@@ -185,7 +188,10 @@ def test_a_balancer_with_workers_says_ready_once_for_all(
     assert notify_socket.next()[0] == "READY=1"
     balancer.proc.send_signal(signal.SIGHUP)  # (the supervisor forwards it to each worker)
     assert notify_socket.next() == ["RELOADING=1"]
-    assert notify_socket.next() == ["READY=1"]
+    assert notify_socket.next() == [
+        "READY=1",
+        "STATUS=reloaded (changed: nothing); balancing 1 backends",
+    ]
     balancer.proc.send_signal(signal.SIGTERM)
     assert notify_socket.next() == STOPPING
     assert balancer.proc.wait(30) == 0

@@ -156,9 +156,10 @@ def test_units_notify_restart_and_reload_as_each_daemon_can() -> None:
         assert service["Type"] == ["notify"]
         assert service["Restart"] == ["on-failure"]
         assert service["KillMode"] == ["mixed"]  # (the daemons drain, then end their jobs)
-    # The server does not reload on SIGHUP (it would end it): no ExecReload.
-    assert "ExecReload" not in server and "ExecReload" not in template
-    assert balancer["ExecReload"][-1] == "/bin/kill -HUP $MAINPID"
+    # Both reload on SIGHUP, after the config passes the check.
+    for service in (server, template, balancer):
+        assert service["ExecReload"][-1] == "/bin/kill -HUP $MAINPID"
+        assert "--check-config" in service["ExecReload"][0]
     assert server["WatchdogSec"] == ["30s"]
     # The sandbox needs user namespaces; the balancer needs none and no capability.
     assert "user" in server["RestrictNamespaces"][0].split()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -355,11 +356,15 @@ class BalancerProcess(ServerProcess):
 
     @classmethod
     def start_balancer(cls, args: list[str], config_file: Path | None = None) -> BalancerProcess:
+        # Port 0 (a free one) for each port the config file does not name: flags win
+        # over the file, and a test that reloads a port must have it in the file.
+        named = set(tomllib.loads(config_file.read_text())) if config_file else set()
+        ports = [arg for key in ("port", "admin-port") if key not in named
+                 for arg in (f"--{key}", "0")]  # fmt: skip
         cmd = [
             *role_command("balancer"),
             "--listen", "127.0.0.1",
-            "--port", "0",
-            "--admin-port", "0",
+            *ports,
             "--log-format", "json",
             *(["--config", str(config_file)] if config_file else []),
             # Patient defaults for a loaded 2-core test machine (a test's own flags,

@@ -1,0 +1,116 @@
+"""SIGHUP on the server: what a running server can take from a config read again.
+
+Live: the allow lists (jobs, status page, agent port), Kerberos settings and principal
+lists, the judge's options, the compilers (found again and each run in the sandbox
+again, as at start), the jobs' limits and niceness (the sandboxes started ahead are
+replaced, so no job runs with the old ones), timeouts, the bounds, the result cache's
+secret and size. Only a restart applies :data:`NEEDS_RESTART`. A reload is checked
+whole before anything changes: a new compiler that does not run in the sandbox, a
+keytab that cannot be read, leave the server as it was, and say why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any, Protocol
+
+from cache import CompilerIdentity
+from daemon.access import Network
+from daemon.config import ConfigError
+from daemon.http_guard import HttpGuard
+from daemon.reload import check_reloadable
+from server.compilers import compiler_identities, default_compiler_names, resolve_compilers
+from server.config import ServerConfig
+from server.connection import ConnectionContext
+from server.runner import RunLimits
+from server.sandbox import Sandbox, SandboxError
+from server.sandbox_check import check_compilers
+from server.sandbox_setup import make_sandbox
+from wire import Limits
+
+
+class Service(Protocol):
+    """What a reload changes of the running server (server/service.py's ``Service``)."""
+
+    config: ServerConfig
+    ctx: ConnectionContext
+    sandbox: Sandbox
+    jobs_root: str
+    http: HttpGuard
+    status_allow: list[Network]
+    compilers: dict[str, str]
+    compiler_info: dict[str, dict[str, Any]]
+
+
+NEEDS_RESTART = frozenset({
+    "listen", "port", "stats_port", "agent_port", "jobs", "job_uids", "sandbox", "tmp_dir",
+    "user", "cache_dir", "log_format", "log_level",
+})  # fmt: skip
+"""Where it listens, how many slots and uids it has, how it sandboxes, where its files
+are, and its logging (its loggers are made once, for speed)."""
+AUTH_SETTINGS = frozenset({
+    "auth", "principal", "keytab", "allow_principals", "deny_principals", "auth_timeout",
+    "max_handshakes", "max_handshakes_per_address",
+})  # fmt: skip
+CACHE_SETTINGS = frozenset({"cache_secret_file", "cache_size"})
+
+
+def _checked_sandbox(
+    service: Service, fresh: ServerConfig, compilers: dict[str, str]
+) -> tuple[Sandbox, dict[str, str]]:
+    """The sandbox ``fresh`` asks for, sharing the running one's job uids and job
+    directories, with each compiler checked in it as at start (blocking: a thread)."""
+    sandbox = make_sandbox(fresh, compilers, service.sandbox.identities)
+    sandbox.job_dirs = service.sandbox.job_dirs
+    try:
+        versions = check_compilers(sandbox, compilers, service.jobs_root)
+    except SandboxError as exc:
+        raise ConfigError(str(exc)) from exc
+    return sandbox, versions
+
+
+async def apply_config(service: Service, fresh: ServerConfig) -> list[str]:
+    """Take every setting of ``fresh`` that can change while the server runs, or none
+    (raises :class:`ConfigError`, :class:`daemon.reload.ReloadRefused` for a setting
+    only a restart applies); returns the settings that changed. Jobs running keep
+    what they began with."""
+    changed = check_reloadable(service.config, fresh, NEEDS_RESTART)
+    if not changed:
+        return changed
+    compilers = resolve_compilers(fresh.compiler or default_compiler_names(), bool(fresh.compiler))
+    sandbox, versions = await asyncio.to_thread(_checked_sandbox, service, fresh, compilers)
+    ctx = service.ctx
+    judge = fresh.judge(compilers, on_disk=True)
+    acceptor = fresh.acceptor() if set(changed) & AUTH_SETTINGS else ctx.acceptor
+    cache = fresh.result_cache() if set(changed) & CACHE_SETTINGS else ctx.cache
+    allow, status_allow = fresh.networks(), fresh.status_networks()
+    connections, http = fresh.connection_limits(), fresh.http_limits()
+    info = compiler_identities(compilers, versions)
+    # Swapped at once (one event loop: no job sees half of it). A new connection takes
+    # the new context; one open keeps the context it began with.
+    service.ctx = dataclasses.replace(
+        ctx, compilers=compilers, judge=judge, allow=allow, sandbox=sandbox, cache=cache,
+        acceptor=acceptor,
+        wire_limits=Limits(max_source_bytes=fresh.max_source_mb * 1024 * 1024),
+        run_limits=RunLimits(lifetime_s=fresh.job_lifetime, kill_grace_s=fresh.kill_grace),
+        io_timeout_s=fresh.io_timeout, request_timeout_s=fresh.request_timeout,
+        identities={
+            name: CompilerIdentity(entry["version"], entry["digest"])
+            for name, entry in info.items()
+            if entry["digest"] != "unknown"
+        },
+    )  # fmt: skip
+    ctx.inflate.resize(fresh.max_inflating_mb * 1024 * 1024)
+    ctx.requests.resize(fresh.request_memory_mb * 1024 * 1024)
+    ctx.replies.max_bytes = fresh.reply_memory_mb * 1024 * 1024
+    ctx.connections.adopt(connections)
+    service.http.limits.adopt(http)
+    service.http.networks = status_allow
+    service.http.idle_timeout_s = fresh.http_idle_timeout
+    service.status_allow[:] = status_allow
+    service.sandbox, service.compilers, service.compiler_info = sandbox, compilers, info
+    if ctx.warm is not None:
+        ctx.warm.renew(sandbox)  # (no job starts in a sandbox made with the old limits)
+    service.config = fresh
+    return changed
