@@ -82,18 +82,12 @@ class Dispatcher:
     def apply(self, settings: DispatchSettings, cache: ResultCache | None) -> None:
         """A reload's settings and result cache, for the jobs that start from now on
         (those running keep the objects they hold)."""
-        self.settings = settings
-        self.sender.settings = settings
-        self.slots.settings = settings
+        self.settings = self.sender.settings = self.slots.settings = settings
         self.tail.speedup = settings.tail_hedge
         if cache is not self.cache:
             self.cache = cache
-            self.caching = (
-                CacheFront(cache, self.pool, settings.cache_trust_unsandboxed)
-                if cache is not None
-                else None
-            )
-        elif self.caching is not None:
+            self.caching = CacheFront(cache, self.pool, False) if cache is not None else None
+        if self.caching is not None:
             self.caching.trust_unsandboxed = settings.cache_trust_unsandboxed
 
     def size_hints(self, source_bytes: int) -> tuple[bool, float]:
