@@ -60,7 +60,8 @@ def test_two_workers_never_send_a_backend_more_jobs_than_its_free_slots(
     balancer = start_balancer("--backend", _spec(server), "--workers", "2",
                               "--allow-compiler", "slow-cc", "--queue-timeout", "120",
                               "--tail-hedge", "0", "--hedge-min", "300")  # fmt: skip
-    assert len(_workers(balancer)) == 2
+    # (worker 0 says the balancer is ready; worker 1 may still be starting)
+    wait_until(lambda: len(_workers(balancer)) == 2, 30, "two workers")
     balancer.wait_healthy(1)
     wait_until(lambda: balancer.status()["workers"] == {"count": 2, "answered": 2}, 30,
                "both workers answering")  # fmt: skip
@@ -70,6 +71,9 @@ def test_two_workers_never_send_a_backend_more_jobs_than_its_free_slots(
     counters = server.status()["counters"]
     assert counters["rejected_busy"] == 0, counters
     assert server.status()["busy_max"] == 2
+    # A job's line and its counts come after its reply: wait for the last ones to land.
+    wait_until(lambda: len(balancer.events("job_done")) >= jobs, 30, "every job's line")
+    wait_until(lambda: balancer.totals()["ok"] >= jobs, 30, "every job counted")
     served = [e.get("worker") for e in balancer.events("job_done")]
     assert len(served) == jobs and set(served) == {0, 1}, "both workers took jobs"
     status = balancer.status()
@@ -99,8 +103,8 @@ def test_a_worker_that_dies_is_started_again_and_jobs_go_on(
     server = start_server("--jobs", "2")
     balancer = start_balancer("--backend", _spec(server), "--workers", "2")
     balancer.wait_healthy(1)
+    wait_until(lambda: len(_workers(balancer)) == 2, 30, "two workers")
     first = _workers(balancer)
-    assert len(first) == 2
     os.kill(first[1], signal.SIGKILL)
     wait_until(lambda: len(_workers(balancer)) == 2 and _workers(balancer) != first, 30,
                "the worker started again")  # fmt: skip
