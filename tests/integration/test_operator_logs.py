@@ -1,19 +1,27 @@
 """Issue 33: logs an operator can trust. Under systemd (``JOURNAL_STREAM`` names the
 stream stderr is) every line starts with its syslog priority, which journald keeps as
 the entry's priority, so ``journalctl -p warning`` shows warnings alone; anywhere else
-the lines are plain JSON. The start line says the version."""
+the lines are plain JSON. The start line says the version. A balancer's job names its
+file and the connection that joins it to the server's job."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from tests.support.servers import role_command, wait_until
+from tests.support.distcc import run_distcc
+from tests.support.servers import (
+    StartBalancer,
+    StartServer,
+    role_command,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -66,3 +74,30 @@ def test_elsewhere_the_lines_are_plain_json_and_the_start_line_has_the_version(
     events = [json.loads(line) for line in lines]  # (a prefix would not parse)
     ready = next(e for e in events if e["event"] == "server_ready")
     assert ready["version"] == VERSION
+
+
+def test_a_balancer_job_names_its_file_and_its_connection_joins_it_to_the_servers_job(
+    start_server: StartServer, start_balancer: StartBalancer, tmp_path: Path
+) -> None:
+    server = start_server("--jobs", "2")
+    balancer = start_balancer("--backend", f"127.0.0.1:{server.port},status={server.stats_port}")
+    balancer.wait_healthy(1)
+    (tmp_path / "joined.c").write_text("int joined(void) { return 7; }\n")
+
+    result = run_distcc(["gcc", "-c", "joined.c", "-o", "joined.o"],
+                        hosts=f"127.0.0.1:{balancer.port}", cwd=tmp_path)  # fmt: skip
+
+    assert result.returncode == 0, result.stderr  # (fallback off: compiled remotely)
+    done = balancer.logged("job_done")
+    assert (done["outcome"], done["input"]) == ("ok", "joined.c")
+    conn = done["backend_conn"]
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", conn), conn
+    assert [t["backend_conn"] for t in done["tries"]] == [conn]
+    # The server's job on that connection: the same file, every line of it with the peer
+    theirs = wait_until(
+        lambda: [e for e in server.events("job_done") if e.get("peer") == conn], 10,
+        "the server's job_done for the balancer's connection",
+    )  # fmt: skip
+    assert len(theirs) == 1 and theirs[0]["input"] == "joined.c"
+    lines = [e for e in server.events() if e.get("job_id") == theirs[0]["job_id"]]
+    assert lines and all(e["peer"] == conn for e in lines)
