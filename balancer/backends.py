@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from balancer.rotation_log import RotationLog
 from cache.keys import CompilerIdentity
 from client.initiator import Initiator
 
@@ -200,6 +201,8 @@ class Backend:
     turn-away): the pool's index (:class:`balancer.roster.Roster`) keeps up from it."""
     shared: Shared | None = field(default=None, repr=False, compare=False)
     """With ``--workers``: what the other workers hold on it (counted in :attr:`ours`)."""
+    rotation_log: RotationLog = field(default_factory=RotationLog, repr=False, compare=False)
+    """What the log has said of its state (balancer/health.py)."""
 
     def __post_init__(self) -> None:
         # Unknown at start: the first good probe brings a backend into rotation.

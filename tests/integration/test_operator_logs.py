@@ -2,7 +2,8 @@
 stream stderr is) every line starts with its syslog priority, which journald keeps as
 the entry's priority, so ``journalctl -p warning`` shows warnings alone; anywhere else
 the lines are plain JSON. The start line says the version. A balancer's job names its
-file and the connection that joins it to the server's job."""
+file and the connection that joins it to the server's job; a backend that never
+comes up says why, once."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tests.support.distcc import run_distcc
 from tests.support.servers import (
     StartBalancer,
     StartServer,
+    free_port,
     role_command,
     wait_until,
 )
@@ -101,3 +103,19 @@ def test_a_balancer_job_names_its_file_and_its_connection_joins_it_to_the_server
     assert len(theirs) == 1 and theirs[0]["input"] == "joined.c"
     lines = [e for e in server.events() if e.get("job_id") == theirs[0]["job_id"]]
     assert lines and all(e["peer"] == conn for e in lines)
+
+
+def test_a_backend_that_never_comes_up_is_logged_down_with_its_reason_once(
+    start_balancer: StartBalancer,
+) -> None:
+    name = f"127.0.0.1:{free_port()}"  # nothing listens there
+    balancer = start_balancer("--backend", f"{name},kind=distccd", "--probe-interval", "0.05")
+    wait_until(lambda: balancer.backend(name)["failures"] >= 20, 30, "twenty failed probes")
+    balancer.stop()
+    wait_until(lambda: balancer.event("balancer_stopped"), 10, "the balancer's last line read")
+
+    states = [e for e in balancer.events("backend_state") if e["backend"] == name]
+    assert len(states) == 1, states
+    (down,) = states
+    assert (down["state"], down["was"], down["level"]) == ("down", "unknown", "warning")
+    assert down["reason"].startswith(f"probe: {name}: ") and "refused" in down["reason"]
