@@ -190,6 +190,8 @@ class Backend:
     for a probe)."""
     failures: int = 0
     turned_away: int = 0
+    probes: int = 0
+    """Health probe compiles we sent it (not jobs: :attr:`sent` counts those)."""
     last_error: str = ""
     reports_ok: bool = False
     """Its latest report was read (a long poll answered or ran out in time)."""
@@ -358,6 +360,7 @@ class Backend:
             "probing": self.probing,
             "reported_busy": self.report.busy if self.report else None,
             "sent": self.sent,
+            "probes": self.probes,
             "ok": self.ok,
             "failures": self.failures,
             "turned_away": self.turned_away,

@@ -182,6 +182,7 @@ async def probe_loop(pool: Pool, backend: Backend) -> None:
         # A probe takes a slot on the backend like any job: count it, or jobs
         # sent meanwhile find the backend fuller than we think and are turned away.
         backend.probing += 1
+        backend.probes += 1
         try:
             async with asyncio.timeout(deadline):  # the whole probe, connect included
                 reply = await compile_remote(

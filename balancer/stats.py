@@ -222,6 +222,9 @@ class _Collector(Collector):
             ),
         }
         sent = CounterMetricFamily("distlb_backend_sent", "Jobs sent", labels=["backend"])
+        probes = CounterMetricFamily(
+            "distlb_backend_probes", "Health probe compiles sent (not jobs)", labels=["backend"]
+        )
         failures = CounterMetricFamily(
             "distlb_backend_failures", "Failed probes, polls and jobs", labels=["backend"]
         )
@@ -239,6 +242,7 @@ class _Collector(Collector):
             per_backend["free"].add_metric([b.name], b.free)
             per_backend["in_flight"].add_metric([b.name], b.in_flight)
             sent.add_metric([b.name], b.sent)
+            probes.add_metric([b.name], b.probes)
             failures.add_metric([b.name], b.failures)
             turned_away.add_metric([b.name], b.turned_away)
             for q, stat in ((0.5, "p50"), (0.95, "p95")):
@@ -288,6 +292,7 @@ class _Collector(Collector):
             )
             yield from node_families(cache)
         yield sent
+        yield probes
         yield failures
         yield turned_away
         yield latency

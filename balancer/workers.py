@@ -169,7 +169,7 @@ def supervise(host: str, port: int, count: int, run_worker: Callable[[WorkerPlac
 
 TOTALS_AS_SEEN = frozenset({"slots", "free", "healthy_backends"})
 """Totals every worker sees alike (from the backends' reports and the shared counts)."""
-BACKEND_SUMS = ("in_flight", "probing", "sent", "ok", "failures", "turned_away")
+BACKEND_SUMS = ("in_flight", "probing", "probes", "sent", "ok", "failures", "turned_away")
 CACHE_SUMS = ("hits", "misses", "bypasses", "corrupt", "rejected", "stored", "bytes_read",
               "bytes_written", "not_stored_unsandboxed")  # fmt: skip
 CACHE_NODE_SUMS = ("hits", "misses", "bypasses")

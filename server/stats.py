@@ -21,6 +21,9 @@ from server.runner import LIMITS
 
 JOB_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1200)
 _MINUTE_BUCKETS = 15
+PROBE_OUTCOMES = ("ok", "compile_error", "rejected_busy", "rejected_policy", "timeout",
+                  "client_disconnect")  # fmt: skip
+"""How a health probe's compile can end (each exported from 0)."""
 
 
 @dataclass
@@ -75,6 +78,8 @@ class ServerStats:
     busy_avg: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     activity: ServerActivity = field(default_factory=ServerActivity)
     """The running jobs and the last hour, for /dashboard."""
+    probes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROBE_OUTCOMES, 0))
+    """Health probes' compiles (client/prober.py's request) by outcome: not jobs."""
     # Completed compiles per minute, newest last, for dcc_num_compiles1/2/3.
     _per_minute: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=16))
 
@@ -90,8 +95,14 @@ class ServerStats:
         )
         ProcessCollector(registry=self.registry)
 
-    def job_finished(self, outcome: str, name: str, compiler: str, seconds: float) -> None:
-        """Count one admitted job's end. ``outcome`` names a field of :class:`Counters`."""
+    def job_finished(
+        self, outcome: str, name: str, compiler: str, seconds: float, *, probe: bool = False
+    ) -> None:
+        """Count one admitted job's end. ``outcome`` names a field of :class:`Counters`.
+        A ``probe`` is counted apart, in :attr:`probes`, and nowhere else."""
+        if probe:
+            self.probes[outcome] = self.probes.get(outcome, 0) + 1
+            return
         setattr(self.counters, outcome, getattr(self.counters, outcome) + 1)
         self.job_seconds.labels(outcome).observe(seconds)
         self.activity.job(outcome, seconds)
@@ -127,6 +138,7 @@ class ServerStats:
             "free": self.slots.free,
             "accepting": self.slots.accepting,
             "counters": asdict(self.counters),
+            "probes": dict(self.probes),
             "compilers": compilers,
             "result_cache": self.result_cache,
             "cache": self._cache_status(),
@@ -213,12 +225,18 @@ class _StatsCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         s = self._stats
         jobs = CounterMetricFamily(
-            "distlb_server_jobs", "Connections by how they ended", labels=["outcome"]
+            "distlb_server_jobs", "Connections by how they ended (not probes)", labels=["outcome"]
         )
         for name, value in asdict(s.counters).items():
             if name not in ("connections", "cache_hit"):
                 jobs.add_metric([name], value)
         yield jobs
+        probes = CounterMetricFamily(
+            "distlb_server_probes", "Health probes' compiles by how they ended", labels=["outcome"]
+        )
+        for name, value in s.probes.items():
+            probes.add_metric([name], value)
+        yield probes
         yield CounterMetricFamily(
             "distlb_server_connections", "TCP connections accepted", value=s.counters.connections
         )

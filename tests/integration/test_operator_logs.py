@@ -2,11 +2,12 @@
 stream stderr is) every line starts with its syslog priority, which journald keeps as
 the entry's priority, so ``journalctl -p warning`` shows warnings alone; anywhere else
 the lines are plain JSON. The start line says the version. A balancer's job names its
-file and the connection that joins it to the server's job; a backend that never
-comes up says why, once."""
+file and the connection that joins it to the server's job; health probes log at
+debug; a backend that never comes up says why, once."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from client import compile_remote
+from client.prober import probe_request
 from tests.support.distcc import run_distcc
 from tests.support.servers import (
     StartBalancer,
@@ -24,6 +27,7 @@ from tests.support.servers import (
     role_command,
     wait_until,
 )
+from wire import Request
 
 pytestmark = pytest.mark.integration
 
@@ -103,6 +107,31 @@ def test_a_balancer_job_names_its_file_and_its_connection_joins_it_to_the_server
     assert len(theirs) == 1 and theirs[0]["input"] == "joined.c"
     lines = [e for e in server.events() if e.get("job_id") == theirs[0]["job_id"]]
     assert lines and all(e["peer"] == conn for e in lines)
+
+
+def test_a_probe_logs_at_debug_and_is_counted_as_a_probe_not_a_job(
+    start_server: StartServer,
+) -> None:
+    server = start_server("--jobs", "2", "--log-level", "debug")
+    job = Request(1, ("gcc", "-c", "job.c", "-o", "job.o"), b"int job(void) { return 1; }\n")
+
+    async def probe_then_job() -> None:
+        for request in (probe_request("gcc"), job):
+            reply = await compile_remote("127.0.0.1", server.port, request, timeout_s=60)
+            assert reply.status == 0 and reply.obj
+
+    asyncio.run(probe_then_job())
+
+    wait_until(lambda: len(server.events("job_done")) == 2, 10, "both job_done lines")
+    probe, real = server.events("job_done")
+    assert (probe["input"], probe["level"], probe["probe"]) == ("distlb-probe.c", "debug", True)
+    assert (real["input"], real["level"], real["probe"]) == ("job.c", "info", False)
+    status = server.status()
+    assert status["probes"]["ok"] == 1
+    assert status["counters"]["ok"] == status["counters"]["accepted"] == 1
+    metrics = server.http("/metrics")
+    assert 'distlb_server_probes_total{outcome="ok"} 1.0' in metrics
+    assert 'distlb_server_jobs_total{outcome="ok"} 1.0' in metrics
 
 
 def test_a_backend_that_never_comes_up_is_logged_down_with_its_reason_once(

@@ -273,3 +273,20 @@ def test_status_reports_slots_counters_and_compilers(stats: ServerStats) -> None
     counters = status["counters"]
     assert isinstance(counters, dict)
     assert counters["ok"] == 1
+
+
+def test_a_probe_is_counted_as_a_probe_and_not_as_a_job(stats: ServerStats) -> None:
+    stats.job_finished("ok", "distlb-probe.c", "gcc", 0.1, probe=True)
+    stats.job_finished("ok", "distlb-probe.c", "gcc", 0.1, probe=True)
+    stats.job_finished("rejected_policy", "?", "cc", 0.0, probe=True)
+
+    text = stats.prometheus().decode()
+
+    assert 'distlb_server_probes_total{outcome="ok"} 2.0' in text
+    assert 'distlb_server_probes_total{outcome="rejected_policy"} 1.0' in text
+    assert 'distlb_server_probes_total{outcome="timeout"} 0.0' in text
+    assert 'distlb_server_jobs_total{outcome="ok"} 0.0' in text
+    assert 'distlb_server_job_seconds_count{outcome="ok"}' not in text
+    assert fields(stats)["dcc_longest_job"] == "none"
+    assert stats.compiles_in_last(15) == 0
+    assert stats.status({}, "1")["probes"] == {**stats.probes, "ok": 2}
