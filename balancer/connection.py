@@ -108,6 +108,7 @@ async def _serve(
     # The input file's name as the judge found it, on every line from here (the
     # server's lines name it alike).
     structlog.contextvars.bind_contextvars(input=accepted.input_name)
+    stats.counters.accepted += 1
     context = structlog.contextvars.get_contextvars()
     live = stats.activity.start(
         str(context.get("job_id", "")),

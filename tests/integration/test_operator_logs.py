@@ -132,6 +132,7 @@ def test_a_probe_logs_at_debug_and_is_counted_as_a_probe_not_a_job(
     metrics = server.http("/metrics")
     assert 'distlb_server_probes_total{outcome="ok"} 1.0' in metrics
     assert 'distlb_server_jobs_total{outcome="ok"} 1.0' in metrics
+    assert "distlb_server_jobs_accepted_total 1.0" in metrics
 
 
 def test_a_backend_that_never_comes_up_is_logged_down_with_its_reason_once(
