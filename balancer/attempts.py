@@ -64,7 +64,21 @@ class Dispatched:
     queued_s: float = 0.0
     """Time spent waiting for a backend with a free slot."""
     history: list[dict[str, object]] = field(default_factory=list)
-    """Every attempt: backend, kind, result."""
+    """Every attempt: backend, kind, result, backend_conn."""
+    backend_conn: str = ""
+    """The local ``IP:PORT`` of the answering attempt's connection to its backend: the
+    ``peer`` a distlb server logs for the same job ("" from the cache)."""
+
+
+@dataclass
+class BackendConn:
+    """An attempt's connection to its backend, as both ends log it."""
+
+    local: str = ""
+    """Our ``IP:PORT`` on it ("" until connected, or when it never was)."""
+
+    def made(self, local: str) -> None:
+        self.local = local
 
 
 @dataclass(eq=False)
@@ -80,6 +94,7 @@ class Attempt:
     late_at: float
     deadline: float
     result: str = ""
+    conn: BackendConn = field(default_factory=BackendConn)
 
 
 @dataclass(eq=False)
@@ -115,8 +130,10 @@ class JobAttempts:
         attempt.result = attempt.result or result
 
     def describe(self) -> list[dict[str, object]]:
-        """Every attempt, for the job_done line: backend, why it was sent, how it ended."""
+        """Every attempt, for the job_done line: backend, why it was sent, how it ended,
+        and our end of its connection (the backend's ``peer``; "" if none was made)."""
         return [
-            {"backend": a.backend.name, "kind": a.kind, "result": a.result or "running"}
+            {"backend": a.backend.name, "kind": a.kind, "result": a.result or "running",
+             "backend_conn": a.conn.local}
             for a in self.history
-        ]
+        ]  # fmt: skip

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from balancer.rotation_log import RotationLog
 from cache.keys import CompilerIdentity
 from client.initiator import Initiator
 
@@ -189,6 +190,8 @@ class Backend:
     for a probe)."""
     failures: int = 0
     turned_away: int = 0
+    probes: int = 0
+    """Health probe compiles we sent it (not jobs: :attr:`sent` counts those)."""
     last_error: str = ""
     reports_ok: bool = False
     """Its latest report was read (a long poll answered or ran out in time)."""
@@ -200,6 +203,8 @@ class Backend:
     turn-away): the pool's index (:class:`balancer.roster.Roster`) keeps up from it."""
     shared: Shared | None = field(default=None, repr=False, compare=False)
     """With ``--workers``: what the other workers hold on it (counted in :attr:`ours`)."""
+    rotation_log: RotationLog = field(default_factory=RotationLog, repr=False, compare=False)
+    """What the log has said of its state (balancer/health.py)."""
 
     def __post_init__(self) -> None:
         # Unknown at start: the first good probe brings a backend into rotation.
@@ -355,6 +360,7 @@ class Backend:
             "probing": self.probing,
             "reported_busy": self.report.busy if self.report else None,
             "sent": self.sent,
+            "probes": self.probes,
             "ok": self.ok,
             "failures": self.failures,
             "turned_away": self.turned_away,

@@ -69,6 +69,7 @@ async def handle_connection(
         finally:
             held.release()
             ctx.stats.activity.forget()  # (a job that crashed is not shown running forever)
+            structlog.contextvars.unbind_contextvars("input")
 
 
 async def _serve(
@@ -104,6 +105,10 @@ async def _serve(
     # Backends get the canonical command line the judge accepted (bare compiler name,
     # -x rewritten to the preprocessed language), the same for distlb and distccd.
     request = Request(request.protocol, accepted.argv, request.source)
+    # The input file's name as the judge found it, on every line from here (the
+    # server's lines name it alike).
+    structlog.contextvars.bind_contextvars(input=accepted.input_name)
+    stats.counters.accepted += 1
     context = structlog.contextvars.get_contextvars()
     live = stats.activity.start(
         str(context.get("job_id", "")),
@@ -170,6 +175,7 @@ async def _serve(
         stats.job_finished("reply_refused", time.monotonic() - started, live,
                            backend=outcome.backend, reason=reason)  # fmt: skip
         log.warning("job_done", outcome="reply_refused", reason=reason, backend=outcome.backend,
+                    backend_conn=outcome.backend_conn, tries=outcome.history,
                     **base, ms=round((time.monotonic() - started) * 1000, 1))  # fmt: skip
         return
     try:
@@ -193,6 +199,7 @@ async def _serve(
         "job_done",
         outcome=result,
         backend=outcome.backend,
+        backend_conn=outcome.backend_conn,
         attempts=outcome.attempts,
         hedged=outcome.hedged,
         tries=outcome.history,

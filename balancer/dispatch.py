@@ -22,6 +22,7 @@ from balancer.attempts import (
     MAX_TURNED_AWAY,
     AllFailed,
     Attempt,
+    BackendConn,
     Dispatched,
     DispatchSettings,
     JobAttempts,
@@ -297,9 +298,11 @@ class Dispatcher:
                 log.info("job_hedged", reason=kind, hedge_backend=backend.name,
                          running_on=[a.backend.name for a in job.running])  # fmt: skip
         running = Running(backend.name, now, job.factor)
+        conn = BackendConn()
         attempt = Attempt(
             backend=backend,
-            task=self.sender.start(backend, job.request),
+            task=self.sender.start(backend, job.request, conn.made),
+            conn=conn,
             running=running,
             kind=kind,
             started=now,
@@ -394,4 +397,5 @@ class Dispatcher:
             [a.backend.name for a in job.history],
             queued_s=queued,
             history=job.describe(),
+            backend_conn=winner.conn.local,
         )

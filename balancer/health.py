@@ -64,22 +64,24 @@ async def fetch_backend_report(
 
 
 def mark(pool: Pool, backend: Backend, ok: bool, reason: str = "") -> None:
-    """A check's result: rise and fall; a change of state is logged, tells the
-    down listeners (a backend left rotation) and wakes waiting jobs."""
+    """A check's result: rise and fall; a change of state tells the down listeners (a
+    backend left rotation) and wakes waiting jobs. Logged as ``backend_state``: each
+    change of state, and a backend out of rotation (or never up) once per reason it
+    fails for (balancer/rotation_log.py)."""
     was = backend.healthy
     if ok:
         backend.on_success()
     else:
         backend.on_failure(reason)
+    line = backend.rotation_log.check(
+        backend.healthy, ok, backend.consecutive_fail, backend.fall, reason
+    )
+    if line is not None:
+        emit = log.info if line.state == "up" else log.warning
+        emit("backend_state", backend=backend.name, state=line.state, was=line.was,
+             reason=reason or "probes ok")  # fmt: skip
     if backend.healthy != was:
         pool.routing.changed()  # (the majority identity counts slots in rotation)
-        emit = log.info if backend.healthy else log.warning
-        emit(
-            "backend_state",
-            backend=backend.name,
-            state="up" if backend.healthy else "down",
-            reason=reason or "probes ok",
-        )
         pool.tell_state(backend.name, "up" if backend.healthy else "down", reason or "probes ok")
         if not backend.healthy:
             for listener in pool._down_listeners:
@@ -180,6 +182,7 @@ async def probe_loop(pool: Pool, backend: Backend) -> None:
         # A probe takes a slot on the backend like any job: count it, or jobs
         # sent meanwhile find the backend fuller than we think and are turned away.
         backend.probing += 1
+        backend.probes += 1
         try:
             async with asyncio.timeout(deadline):  # the whole probe, connect included
                 reply = await compile_remote(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from balancer.attempts import DispatchSettings
 from balancer.backends import Backend
@@ -24,13 +25,18 @@ class Sender:
         self.settings = settings
         self.limits = limits
 
-    def start(self, backend: Backend, request: Request) -> asyncio.Task[Reply]:
+    def start(
+        self,
+        backend: Backend,
+        request: Request,
+        on_connected: Callable[[str], None] | None = None,
+    ) -> asyncio.Task[Reply]:
         """Send ``request`` to ``backend`` in a task, on the slot reserved for it
         (:meth:`Backend.reserve`, before any await: jobs woken together must see each
         other's choices), given back when the task ends however it ends, even
-        cancelled before it ran."""
+        cancelled before it ran. ``on_connected``: as :func:`client.compile_remote`'s."""
         backend.sent += 1
-        task = asyncio.create_task(self.send(backend, request))
+        task = asyncio.create_task(self.send(backend, request, on_connected))
         task.add_done_callback(lambda _: self.release(backend))
         return task
 
@@ -38,7 +44,12 @@ class Sender:
         backend.in_flight -= 1
         self.pool.notify()
 
-    async def send(self, backend: Backend, request: Request) -> Reply:
+    async def send(
+        self,
+        backend: Backend,
+        request: Request,
+        on_connected: Callable[[str], None] | None = None,
+    ) -> Reply:
         """One attempt on a backend; keeps its health and latency books."""
         started = time.monotonic()
         routing = self.pool.routing
@@ -52,6 +63,7 @@ class Sender:
                 idle_timeout_s=self.settings.backend_idle_timeout_s,
                 limits=self.limits,
                 auth=backend.spec.auth,
+                on_connected=on_connected,
             )
         except TurnedAway as exc:
             compiler = request.argv[0]

@@ -16,7 +16,9 @@ from balancer.activity import Activity, LiveJob
 from balancer.cache_metrics import node_families, nodes_status
 from balancer.dispatch import Dispatcher
 from balancer.pool import Pool
+from client.cli import distlb_version
 from client.quantiles import quantile
+from daemon.self_report import ReloadStatus, self_families
 
 JOB_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1200)
 
@@ -38,9 +40,16 @@ DISPATCHER_TOTALS = (
 """The dispatcher's counters in /status totals."""
 
 
+NOT_OUTCOMES = ("connections", "accepted", "cache_hit")
+"""Counters that are not how a job ended (each is exported on its own)."""
+
+
 @dataclass
 class Counters:
     connections: int = 0
+    accepted: int = 0
+    """Jobs the judge accepted and that went on to a backend or the cache (not an
+    outcome: each then ends as one of those below)."""
     ok: int = 0
     compile_error: int = 0
     turned_away: int = 0
@@ -78,6 +87,9 @@ class BalancerStats:
     """The dashboard's jobs in flight, history, clients and state changes."""
     viewers: Callable[[], int] = field(default=lambda: 0)
     """Live dashboard viewers now (set by the admin app)."""
+    version: str = field(default_factory=distlb_version)
+    reload: ReloadStatus = field(default_factory=ReloadStatus)
+    """How the config's last load went (the start counts as one)."""
 
     def __post_init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -119,6 +131,15 @@ class BalancerStats:
             reason=reason, client=client,
         )  # fmt: skip
 
+    def reload_succeeded(self) -> None:
+        """The config was reloaded (the reload code calls this)."""
+        self.reload.succeeded()
+
+    def reload_failed(self, reason: str) -> None:
+        """A reload failed, for ``reason``: the config in use stays (the reload code
+        calls this)."""
+        self.reload.failed(reason)
+
     def sample(self) -> None:
         """Close one sample of the history (every ``history.sample_s``)."""
         cache = self.dispatcher.cache
@@ -146,6 +167,8 @@ class BalancerStats:
             "cache": self.cache_status(),
             **{name: snapshot() for name, snapshot in self.bounds.items()},
             "uptime_s": round(time.time() - self.started_at, 3),
+            "version": self.version,
+            "reload": self.reload.status(),
         }
 
     def cache_status(self) -> dict[str, object] | None:
@@ -190,12 +213,18 @@ class _Collector(Collector):
             "distlb_balancer_jobs", "Jobs by how they ended", labels=["outcome"]
         )
         for name, value in asdict(s.counters).items():
-            if name not in ("connections", "cache_hit"):
+            if name not in NOT_OUTCOMES:
                 jobs.add_metric([name], value)
         yield jobs
         yield CounterMetricFamily(
+            "distlb_balancer_jobs_accepted",
+            "Jobs the judge accepted, sent on to a backend or the cache (each ends in an outcome)",
+            value=s.counters.accepted,
+        )
+        yield CounterMetricFamily(
             "distlb_balancer_connections", "Client connections", value=s.counters.connections
         )
+        yield from self_families("balancer", s.version, s.reload)
         yield CounterMetricFamily(
             "distlb_balancer_cache_hits", "Jobs answered from the result cache",
             value=s.counters.cache_hit,
@@ -222,6 +251,9 @@ class _Collector(Collector):
             ),
         }
         sent = CounterMetricFamily("distlb_backend_sent", "Jobs sent", labels=["backend"])
+        probes = CounterMetricFamily(
+            "distlb_backend_probes", "Health probe compiles sent (not jobs)", labels=["backend"]
+        )
         failures = CounterMetricFamily(
             "distlb_backend_failures", "Failed probes, polls and jobs", labels=["backend"]
         )
@@ -239,6 +271,7 @@ class _Collector(Collector):
             per_backend["free"].add_metric([b.name], b.free)
             per_backend["in_flight"].add_metric([b.name], b.in_flight)
             sent.add_metric([b.name], b.sent)
+            probes.add_metric([b.name], b.probes)
             failures.add_metric([b.name], b.failures)
             turned_away.add_metric([b.name], b.turned_away)
             for q, stat in ((0.5, "p50"), (0.95, "p95")):
@@ -288,6 +321,7 @@ class _Collector(Collector):
             )
             yield from node_families(cache)
         yield sent
+        yield probes
         yield failures
         yield turned_away
         yield latency

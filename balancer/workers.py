@@ -189,7 +189,7 @@ def supervise(
 
 TOTALS_AS_SEEN = frozenset({"slots", "free", "healthy_backends"})
 """Totals every worker sees alike (from the backends' reports and the shared counts)."""
-BACKEND_SUMS = ("in_flight", "probing", "sent", "ok", "failures", "turned_away")
+BACKEND_SUMS = ("in_flight", "probing", "probes", "sent", "ok", "failures", "turned_away")
 CACHE_SUMS = ("hits", "misses", "bypasses", "corrupt", "rejected", "stored", "bytes_read",
               "bytes_written", "not_stored_unsandboxed")  # fmt: skip
 CACHE_NODE_SUMS = ("hits", "misses", "bypasses")
@@ -208,6 +208,11 @@ GAUGES_SUMMED = frozenset(
     }
 )  # fmt: skip
 """Gauges that count each worker's own (the others are alike in every worker)."""
+GAUGES_LOWEST = frozenset(
+    {"distlb_config_last_reload_successful", "distlb_config_last_reload_success_timestamp_seconds"}
+)
+"""Gauges where the balancer is as good as its worst worker: each reloads on its own, so
+one whose reload failed makes it 0, and the oldest success is the config's age."""
 
 
 def _add(into: dict[str, Any], other: dict[str, Any], keys: Iterable[str]) -> None:
@@ -249,6 +254,9 @@ def merge_status(mine: dict[str, Any], others: list[dict[str, Any] | None]) -> d
         for name, keys in BOUND_SUMS.items():
             if name in bounds and isinstance(other.get(name), dict):
                 _add(bounds[name], other[name], keys)
+        reload = other.get("reload")
+        if isinstance(reload, dict) and reload.get("successful") is False:
+            merged["reload"] = reload  # (a worker whose reload failed speaks for all)
     merged.update(totals=totals, backends=list(backends.values()), cache=cache, **bounds)
     merged["workers"] = {
         "count": 1 + len(others),
@@ -259,7 +267,8 @@ def merge_status(mine: dict[str, Any], others: list[dict[str, Any] | None]) -> d
 
 def merge_metrics(mine: str, others: list[str]) -> str:
     """Worker 0's Prometheus text with the other workers' counters, histograms and
-    own-count gauges added, sample by sample."""
+    own-count gauges added, sample by sample, and the lowest of the reload gauges;
+    the other gauges (build info, backends' state) are worker 0's."""
     families: dict[str, Any] = {}
     values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
     for number, text in enumerate([mine, *others]):
@@ -271,6 +280,8 @@ def merge_metrics(mine: str, others: list[str]) -> str:
                 key = (sample.name, tuple(sorted(sample.labels.items())))
                 if number == 0:
                     samples[key] = sample.value
+                elif key in samples and family.name in GAUGES_LOWEST:
+                    samples[key] = min(samples[key], sample.value)
                 elif key in samples and summed and not sample.name.endswith("_created"):
                     samples[key] += sample.value
     lines = []

@@ -7,6 +7,7 @@ from client.distcc import (
     Stalled,
     TimedOut,
     TurnedAway,
+    address_text,
     compile_remote,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "Stalled",
     "TimedOut",
     "TurnedAway",
+    "address_text",
     "compile_remote",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from client.gss import AuthError, initiate
 from client.initiator import Initiator
@@ -55,6 +55,15 @@ class AuthFailed(ClientError):
         self.reason = reason
 
 
+def address_text(address: object) -> str:
+    """A socket address as both daemons log a connection's ends: ``IP:PORT``
+    (``[IP]:PORT`` for IPv6), from the tuple asyncio gives (``?`` when there is none)."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return "?"
+
+
 async def compile_remote(
     host: str,
     port: int,
@@ -65,6 +74,7 @@ async def compile_remote(
     limits: Limits | None = None,
     auth: Initiator | None = None,
     idle_timeout_s: float | None = None,
+    on_connected: Callable[[str], None] | None = None,
 ) -> Reply:
     """Send ``request`` to a distcc server and return its reply.
 
@@ -73,8 +83,11 @@ async def compile_remote(
     each take that long plus a second per MiB (:data:`MIN_RATE_BYTES_S`): a server that
     hangs or trickles mid-transfer is given up on. (While it compiles, a server sends
     nothing: that wait is bounded by ``timeout_s`` only.) With ``auth``, the GSSAPI
-    handshake (distcc's ``,auth``) comes first. Raises :class:`ConnectFailed`,
-    :class:`AuthFailed`, :class:`TurnedAway`, :class:`TimedOut` or :class:`BadReply`.
+    handshake (distcc's ``,auth``) comes first. ``on_connected`` is called with the
+    connection's local ``IP:PORT`` (:func:`address_text`) once it is made: a distlb
+    server logs that as the job's ``peer``, so the caller can log the same connection.
+    Raises :class:`ConnectFailed`, :class:`AuthFailed`, :class:`TurnedAway`,
+    :class:`TimedOut` or :class:`BadReply`.
     """
     try:
         # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancel that
@@ -85,6 +98,8 @@ async def compile_remote(
     except (OSError, TimeoutError) as exc:
         raise ConnectFailed(f"{host}:{port}: {str(exc) or type(exc).__name__}") from exc
     try:
+        if on_connected is not None:
+            on_connected(address_text(writer.get_extra_info("sockname")))
         async with asyncio.timeout(timeout_s):
             if auth is not None:
                 try:

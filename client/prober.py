@@ -12,12 +12,19 @@ from client.status import ReportError, fetch_report
 from wire import Request
 
 PROBE_SOURCE = b"int distlb_probe(void) { return 42; }\n"
+PROBE_ARGS = ("-c", "distlb-probe.c", "-o", "distlb-probe.o")
+"""A probe's command line after the compiler's name."""
 
 
 def probe_request(compiler: str, protocol: int = 1) -> Request:
     """The trivial compile every probe asks for."""
-    argv = (compiler, "-c", "distlb-probe.c", "-o", "distlb-probe.o")
-    return Request(protocol, argv, PROBE_SOURCE)
+    return Request(protocol, (compiler, *PROBE_ARGS), PROBE_SOURCE)
+
+
+def is_probe(request: Request) -> bool:
+    """Whether ``request`` (as it came, its source inflated) is exactly a probe's:
+    :func:`probe_request`'s command line and source, for any compiler and protocol."""
+    return request.argv[1:] == PROBE_ARGS and request.source == PROBE_SOURCE
 
 
 @dataclass

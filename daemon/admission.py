@@ -1,7 +1,8 @@
-"""The start and end every connection of either daemon shares: a job id and the
-client's address on every log line, the address allowlist, then (with ``--auth``) the
-GSSAPI handshake before anything of the job is read; and, however the connection
-ends, the socket closed (waiting at most a second) and the log context dropped."""
+"""The start and end every connection of either daemon shares: a job id, the
+client's address and the connection's ``peer`` (``IP:PORT``) on every log line, the
+address allowlist, then (with ``--auth``) the GSSAPI handshake before anything of the
+job is read; and, however the connection ends, the socket closed (waiting at most a
+second) and the log context dropped."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import structlog
 
+from client import address_text
 from daemon.access import Network, is_allowed
 from daemon.gss import Acceptor
 
@@ -20,9 +22,13 @@ log = structlog.get_logger("distlb.admission")
 
 @contextlib.asynccontextmanager
 async def connection_scope(writer: asyncio.StreamWriter) -> AsyncIterator[str]:
-    """Around serving one connection: yields the client's address."""
+    """Around serving one connection: yields the client's address. Every line of the
+    job carries ``peer``, the client's ``IP:PORT``: a balancer logs the same pair as the
+    attempt's ``backend_conn``, which joins its job to the server's (docs/operations.md)."""
     peer = writer.get_extra_info("peername") or ("?", 0)
-    structlog.contextvars.bind_contextvars(job_id=secrets.token_hex(6), client=peer[0])
+    structlog.contextvars.bind_contextvars(
+        job_id=secrets.token_hex(6), client=peer[0], peer=address_text(peer)
+    )
     try:
         yield str(peer[0])
     finally:
@@ -30,7 +36,7 @@ async def connection_scope(writer: asyncio.StreamWriter) -> AsyncIterator[str]:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1.0):
                 await writer.wait_closed()
-        structlog.contextvars.unbind_contextvars("job_id", "client", "principal")
+        structlog.contextvars.unbind_contextvars("job_id", "client", "peer", "principal")
 
 
 async def refusal(

@@ -18,6 +18,7 @@ from cache import (
     job_digest,
     why_not_cacheable,
 )
+from client.prober import is_probe
 from daemon.access import Network
 from daemon.admission import connection_scope
 from daemon.bounds import ConnectionLimits
@@ -144,10 +145,19 @@ async def _serve_job(
         log.warning("bad_request", reason=not_in_time(held))
         return
 
+    # A health probe (client/prober.py's exact request: command line and source) is
+    # counted apart from jobs and logs its job_done at debug: balancers probe every
+    # server every few seconds. Any client may send that request, and that is safe: it
+    # changes only the level of its job_done line and the counter that counts it (and,
+    # as for any probe, the cache is skipped: a real compile). It is judged, sandboxed
+    # and bounded like any job and counted as a connection, and being the probe's exact
+    # source it compiles nothing but the probe: no real work can hide in it.
+    probe = is_probe(request)
     try:
         job = ctx.judge.judge(request.argv)
     except Refused as exc:
-        stats.job_finished("rejected_policy", "?", request.argv[0], time.monotonic() - started)
+        stats.job_finished("rejected_policy", "?", request.argv[0], time.monotonic() - started,
+                           probe=probe)  # fmt: skip
         log.warning("job_refused", reason=exc.reason, argv=bounded_argv(request.argv))
         message = exc.message("distlb-server").encode("utf-8", "replace")
         reply = Reply(request.protocol, exit_status(exc.exit_code), message, b"", b"")
@@ -157,13 +167,17 @@ async def _serve_job(
 
     structlog.contextvars.bind_contextvars(compiler=job.compiler, input=job.input_name)
     request = Request(request.protocol, job.argv, request.source)
-    key = _cache_key(ctx, request, job)
+    # (A probe must show that the compiler runs: never answered from the cache.)
+    key = None if probe else _cache_key(ctx, request, job)
     try:
         if key is not None and await _reply_from_cache(ctx, request, key, writer, started):
             return
         if not stats.slots.try_acquire():
-            stats.counters.rejected_busy += 1
-            stats.activity.turned_away()
+            if probe:
+                stats.probes["rejected_busy"] += 1
+            else:
+                stats.counters.rejected_busy += 1
+                stats.activity.turned_away()
             turn_away_busy(ctx)
             return
         slot = SlotHold(stats.slots)
@@ -172,8 +186,9 @@ async def _serve_job(
         client = str(context.get("principal") or context.get("client") or "")
         stats.activity.started(job_id, job.input_name, job.compiler, client)
         try:
-            stats.counters.accepted += 1
-            await _compile_and_reply(ctx, request, job, reader, writer, started, slot, key)
+            if not probe:
+                stats.counters.accepted += 1
+            await _compile_and_reply(ctx, request, job, reader, writer, started, slot, key, probe)
         finally:
             slot.release()
             stats.activity.ended(job_id)
@@ -230,6 +245,7 @@ async def _compile_and_reply(
     started: float,
     slot: SlotHold,
     key: str | None,
+    probe: bool,
 ) -> None:
     stats = ctx.stats
     gone = asyncio.ensure_future(wait_peer_gone(reader))
@@ -270,10 +286,12 @@ async def _compile_and_reply(
         ctx.replies.give_back(held)
     slot.release()
     seconds = time.monotonic() - started
-    stats.job_finished(outcome, job.input_name, job.compiler, seconds)
-    log.info(
+    stats.job_finished(outcome, job.input_name, job.compiler, seconds, probe=probe)
+    emit = log.debug if probe else log.info
+    emit(
         "job_done",
         outcome=outcome,
+        probe=probe,
         status=result.status,
         ms=round(seconds * 1000, 1),
         compile_ms=round(result.seconds * 1000, 1),

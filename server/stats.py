@@ -15,12 +15,19 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from cache import CacheStats
+from client.cli import distlb_version
+from daemon.self_report import ReloadStatus, self_families
 from server.activity import ServerActivity
 from server.admission import Slots
 from server.runner import LIMITS
 
 JOB_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1200)
 _MINUTE_BUCKETS = 15
+NOT_OUTCOMES = ("connections", "accepted", "cache_hit")
+"""Counters that are not how a job ended (each is exported on its own)."""
+PROBE_OUTCOMES = ("ok", "compile_error", "rejected_busy", "rejected_policy", "timeout",
+                  "client_disconnect")  # fmt: skip
+"""How a health probe's compile can end (each exported from 0)."""
 
 
 @dataclass
@@ -29,6 +36,7 @@ class Counters:
 
     connections: int = 0
     accepted: int = 0
+    """Jobs that got a slot (not an outcome: each then ends as one of those below)."""
     ok: int = 0
     compile_error: int = 0
     rejected_busy: int = 0
@@ -75,6 +83,11 @@ class ServerStats:
     busy_avg: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     activity: ServerActivity = field(default_factory=ServerActivity)
     """The running jobs and the last hour, for /dashboard."""
+    probes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROBE_OUTCOMES, 0))
+    """Health probes' compiles (client/prober.py's request) by outcome: not jobs."""
+    version: str = field(default_factory=distlb_version)
+    reload: ReloadStatus = field(default_factory=ReloadStatus)
+    """How the config's last load went (the start counts as one)."""
     # Completed compiles per minute, newest last, for dcc_num_compiles1/2/3.
     _per_minute: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=16))
 
@@ -90,8 +103,14 @@ class ServerStats:
         )
         ProcessCollector(registry=self.registry)
 
-    def job_finished(self, outcome: str, name: str, compiler: str, seconds: float) -> None:
-        """Count one admitted job's end. ``outcome`` names a field of :class:`Counters`."""
+    def job_finished(
+        self, outcome: str, name: str, compiler: str, seconds: float, *, probe: bool = False
+    ) -> None:
+        """Count one admitted job's end. ``outcome`` names a field of :class:`Counters`.
+        A ``probe`` is counted apart, in :attr:`probes`, and nowhere else."""
+        if probe:
+            self.probes[outcome] = self.probes.get(outcome, 0) + 1
+            return
         setattr(self.counters, outcome, getattr(self.counters, outcome) + 1)
         self.job_seconds.labels(outcome).observe(seconds)
         self.activity.job(outcome, seconds)
@@ -104,6 +123,15 @@ class ServerStats:
         ms = int(seconds * 1000)
         if ms > self.longest.ms and outcome == "ok":
             self.longest = LongestJob(name=name, compiler=compiler, ms=ms)
+
+    def reload_succeeded(self) -> None:
+        """The config was reloaded (the reload code calls this)."""
+        self.reload.succeeded()
+
+    def reload_failed(self, reason: str) -> None:
+        """A reload failed, for ``reason``: the config in use stays (the reload code
+        calls this)."""
+        self.reload.failed(reason)
 
     def limit_hit(self, limit: str) -> None:
         self.limits_hit[limit] = self.limits_hit.get(limit, 0) + 1
@@ -127,6 +155,7 @@ class ServerStats:
             "free": self.slots.free,
             "accepting": self.slots.accepting,
             "counters": asdict(self.counters),
+            "probes": dict(self.probes),
             "compilers": compilers,
             "result_cache": self.result_cache,
             "cache": self._cache_status(),
@@ -135,6 +164,7 @@ class ServerStats:
             **{name: snapshot() for name, snapshot in self.bounds.items()},
             "uptime_s": round(time.time() - self.started_at, 3),
             "version": version,
+            "reload": self.reload.status(),
         }
 
     def _cache_status(self) -> dict[str, int] | None:
@@ -213,15 +243,26 @@ class _StatsCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         s = self._stats
         jobs = CounterMetricFamily(
-            "distlb_server_jobs", "Connections by how they ended", labels=["outcome"]
+            "distlb_server_jobs", "Connections by how they ended (not probes)", labels=["outcome"]
         )
         for name, value in asdict(s.counters).items():
-            if name not in ("connections", "cache_hit"):
+            if name not in NOT_OUTCOMES:
                 jobs.add_metric([name], value)
         yield jobs
         yield CounterMetricFamily(
+            "distlb_server_jobs_accepted", "Jobs that got a slot (each ends in an outcome)",
+            value=s.counters.accepted,
+        )  # fmt: skip
+        probes = CounterMetricFamily(
+            "distlb_server_probes", "Health probes' compiles by how they ended", labels=["outcome"]
+        )
+        for name, value in s.probes.items():
+            probes.add_metric([name], value)
+        yield probes
+        yield CounterMetricFamily(
             "distlb_server_connections", "TCP connections accepted", value=s.counters.connections
         )
+        yield from self_families("server", s.version, s.reload)
         limits = CounterMetricFamily(
             "distlb_server_job_limits", "Jobs stopped by a resource bound", labels=["limit"]
         )
@@ -229,15 +270,7 @@ class _StatsCollector(Collector):
             limits.add_metric([limit], s.limits_hit.get(limit, 0))
         yield limits
         if s.cache_stats is not None:
-            refused = CounterMetricFamily(
-                "distlb_server_cache_refused_entries",
-                "Cache entries not served: corrupt (damaged) or rejected (not made with "
-                "this server's cache secret)",
-                labels=["reason"],
-            )
-            refused.add_metric(["corrupt"], s.cache_stats.corrupt)
-            refused.add_metric(["rejected"], s.cache_stats.rejected)
-            yield refused
+            yield from _cache_families(s.cache_stats)
         yield GaugeMetricFamily(
             "distlb_server_sandboxed",
             "1 when compiles run sandboxed (--sandbox bwrap)",
@@ -251,3 +284,18 @@ class _StatsCollector(Collector):
             "1 while the server takes new jobs",
             value=int(s.slots.accepting),
         )
+
+
+SERVER_CACHE_COUNTS = {
+    "hits": "Lookups in the disk cache that found the result (jobs answered without a compile)",
+    "misses": "Lookups in the disk cache that found nothing usable",
+    "corrupt": "Entries not served: damaged (a miss)",
+    "rejected": "Entries not served: not made with this server's cache secret (a miss)",
+    "stores": "Results stored",
+}
+"""The disk cache's counts (--cache-dir), as distlb_server_cache_NAME_total."""
+
+
+def _cache_families(stats: CacheStats) -> Iterator[CounterMetricFamily]:
+    for name, what in SERVER_CACHE_COUNTS.items():
+        yield CounterMetricFamily(f"distlb_server_cache_{name}", what, value=getattr(stats, name))

@@ -107,7 +107,7 @@ def _server_with_cache_dir(start_server: StartServer, directory: Path) -> CacheU
         status=lambda: dict(server.status()["cache"]),
         events=server.events,
         metrics=lambda: server.http("/metrics"),
-        rejected_metric='distlb_server_cache_refused_entries_total{reason="rejected"}',
+        rejected_metric="distlb_server_cache_rejected_total",
     )
 
 

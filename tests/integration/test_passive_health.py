@@ -29,7 +29,8 @@ CONCURRENCY = 4
 
 
 def _probes(server: ServerProcess) -> list[float]:
-    """When each compile probe ended on the server (from its job_done events)."""
+    """When each compile probe ended on the server (from its job_done events, logged at
+    debug: the server must run with ``--log-level debug``)."""
     return [
         datetime.fromisoformat(e["timestamp"]).timestamp()
         for e in server.events("job_done")
@@ -54,7 +55,7 @@ async def _stream(port: int) -> None:
 def test_backend_finishing_jobs_is_not_probed_meanwhile(
     start_server: StartServer, start_balancer: StartBalancer
 ) -> None:
-    server = start_server("--jobs", "8")
+    server = start_server("--jobs", "8", "--log-level", "debug")
     balancer = start_balancer(
         "--backend", f"127.0.0.1:{server.port},status={server.stats_port}",
         "--probe-interval", str(PROBE_INTERVAL_S), "--idle-probe-interval", "1",

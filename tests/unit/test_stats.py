@@ -273,3 +273,86 @@ def test_status_reports_slots_counters_and_compilers(stats: ServerStats) -> None
     counters = status["counters"]
     assert isinstance(counters, dict)
     assert counters["ok"] == 1
+
+
+def test_accepted_is_counted_apart_from_the_outcomes(stats: ServerStats) -> None:
+    stats.counters.accepted = 2
+    stats.job_finished("ok", "a.c", "gcc", 0.1)
+    stats.job_finished("compile_error", "b.c", "gcc", 0.1)
+
+    text = stats.prometheus().decode()
+
+    assert 'outcome="accepted"' not in text
+    assert "distlb_server_jobs_accepted_total 2.0" in text
+
+
+def test_a_probe_is_counted_as_a_probe_and_not_as_a_job(stats: ServerStats) -> None:
+    stats.job_finished("ok", "distlb-probe.c", "gcc", 0.1, probe=True)
+    stats.job_finished("ok", "distlb-probe.c", "gcc", 0.1, probe=True)
+    stats.job_finished("rejected_policy", "?", "cc", 0.0, probe=True)
+
+    text = stats.prometheus().decode()
+
+    assert 'distlb_server_probes_total{outcome="ok"} 2.0' in text
+    assert 'distlb_server_probes_total{outcome="rejected_policy"} 1.0' in text
+    assert 'distlb_server_probes_total{outcome="timeout"} 0.0' in text
+    assert 'distlb_server_jobs_total{outcome="ok"} 0.0' in text
+    assert 'distlb_server_job_seconds_count{outcome="ok"}' not in text
+    assert fields(stats)["dcc_longest_job"] == "none"
+    assert stats.compiles_in_last(15) == 0
+    assert stats.status({}, "1")["probes"] == {**stats.probes, "ok": 2}
+
+
+def test_the_disk_caches_counts_are_exported_when_there_is_one(tmp_path: Path) -> None:
+    from cache import CacheStats
+
+    cache = CacheStats(hits=5, misses=3, corrupt=1, rejected=2, stores=3)
+    stats = ServerStats(slots=Slots(1), tmp_dir=str(tmp_path), cache_stats=cache)
+
+    text = stats.prometheus().decode()
+
+    for line in ("distlb_server_cache_hits_total 5.0", "distlb_server_cache_misses_total 3.0",
+                 "distlb_server_cache_corrupt_total 1.0", "distlb_server_cache_rejected_total 2.0",
+                 "distlb_server_cache_stores_total 3.0"):  # fmt: skip
+        assert line in text
+    assert "distlb_server_cache_" not in ServerStats(Slots(1), str(tmp_path)).prometheus().decode()
+
+
+def test_build_info_names_the_version_and_the_role(stats: ServerStats) -> None:
+    stats.version = "9.8.7"
+
+    text = stats.prometheus().decode()
+
+    assert 'distlb_build_info{role="server",version="9.8.7"} 1.0' in text
+
+
+def _sample(text: str, name: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = [s.value for f in text_string_to_metric_families(text) for s in f.samples
+              if s.name == name]  # fmt: skip
+    assert len(values) == 1, (name, values)
+    return float(values[0])
+
+
+def test_the_start_is_a_successful_load_and_reloads_are_reported(stats: ServerStats) -> None:
+    text = stats.prometheus().decode()
+    assert "distlb_config_last_reload_successful 1.0" in text
+    started = stats.reload.last_success_at
+    stamp = "distlb_config_last_reload_success_timestamp_seconds"
+    assert _sample(text, stamp) == pytest.approx(started) and started > 1e9
+
+    stats.reload_failed("line 3: unknown key 'jbos'")
+
+    text = stats.prometheus().decode()
+    assert "distlb_config_last_reload_successful 0.0" in text
+    assert _sample(text, stamp) == pytest.approx(started)
+    reload = stats.status({}, "1")["reload"]
+    assert isinstance(reload, dict)
+    assert reload["successful"] is False and reload["reason"] == "line 3: unknown key 'jbos'"
+    assert reload["last_attempt_at"] >= reload["last_success_at"]
+
+    stats.reload_succeeded()
+
+    assert "distlb_config_last_reload_successful 1.0" in stats.prometheus().decode()
+    assert stats.reload.last_success_at >= started and stats.reload.reason == ""

@@ -91,3 +91,35 @@ def test_merged_metrics_add_counters_and_histograms_but_not_shared_gauges() -> N
     assert 'distlb_backend_free{backend="h:1"} 2.0' in merged
     assert 'distlb_backend_in_flight{backend="h:1"} 2.0' in merged
     assert 't_bucket{le="+Inf"} 6.0' in merged and "t_sum 3.0" in merged
+
+
+def test_merged_metrics_keep_one_build_info_and_the_worst_reload_of_any_worker() -> None:
+    def text(successful: int, success_at: float) -> str:
+        return (
+            "# HELP distlb_build_info Build\n# TYPE distlb_build_info gauge\n"
+            'distlb_build_info{role="balancer",version="1.2.3"} 1\n'
+            "# HELP distlb_config_last_reload_successful Ok\n"
+            "# TYPE distlb_config_last_reload_successful gauge\n"
+            f"distlb_config_last_reload_successful {successful}\n"
+            "# HELP distlb_config_last_reload_success_timestamp_seconds At\n"
+            "# TYPE distlb_config_last_reload_success_timestamp_seconds gauge\n"
+            f"distlb_config_last_reload_success_timestamp_seconds {success_at}\n"
+        )
+
+    merged = merge_metrics(text(1, 2000.0), [text(0, 1000.0), text(1, 3000.0)])
+
+    assert 'distlb_build_info{role="balancer",version="1.2.3"} 1.0' in merged
+    assert "distlb_config_last_reload_successful 0.0" in merged
+    assert "distlb_config_last_reload_success_timestamp_seconds 1000.0" in merged
+
+
+def test_merged_status_shows_a_workers_failed_reload() -> None:
+    def status(reload: dict[str, object]) -> dict[str, object]:
+        return {"backends": [], "totals": {}, "cache": None, "reload": reload}
+
+    ok = {"successful": True, "last_success_at": 2.0, "last_attempt_at": 2.0, "reason": ""}
+    failed = {"successful": False, "last_success_at": 1.0, "last_attempt_at": 2.0,
+              "reason": "bad backend"}  # fmt: skip
+
+    assert merge_status(status(ok), [status(ok), None])["reload"] == ok
+    assert merge_status(status(ok), [status(failed)])["reload"] == failed
