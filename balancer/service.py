@@ -120,8 +120,10 @@ class Service:
             changed = self.apply(self._reload_config())
         except ConfigError as exc:
             log.error("reload_failed", reason=str(exc))
+            self.stats.reload_failed(str(exc))
             status = f"STATUS=reload failed ({exc}); {serving}"
         else:
+            self.stats.reload_succeeded()
             log.info("reloaded", changed=[flag(name) for name in changed],
                      backends=list(self.pool.backends))  # fmt: skip
             what = ", ".join(flag(name) for name in changed) or "nothing"

@@ -220,8 +220,10 @@ class Service:
                 changed = await apply_config(self, self._reload_config())
             except ConfigError as exc:
                 log.error("reload_failed", reason=str(exc))
+                self.stats.reload_failed(str(exc))
                 status = f"STATUS=reload failed ({exc}); serving {self.config.jobs} slots"
             else:
+                self.stats.reload_succeeded()
                 log.info("reloaded", changed=[flag(name) for name in changed],
                          compilers=sorted(self.compilers))  # fmt: skip
                 what = ", ".join(flag(name) for name in changed) or "nothing"

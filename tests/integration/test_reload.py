@@ -102,6 +102,7 @@ def test_a_reload_that_changes_the_listen_port_fails_names_it_and_keeps_the_old_
 
     assert "--port" in str(failed["reason"]) and "restart" in str(failed["reason"])
     assert _compiles_from(OUTSIDER, balancer.port)  # (its allow list was not taken either)
+    assert "distlb_config_last_reload_successful 0.0" in balancer.http("/metrics")
     assert balancer.proc.poll() is None
 
 
@@ -170,6 +171,7 @@ def test_the_server_survives_sighup_and_applies_a_new_allow_list(
 
     assert set(done["changed"]) == {"--allow", "--job-lifetime"}
     assert server.proc.poll() is None
+    assert "distlb_config_last_reload_successful 1.0" in server.http("/metrics")
     assert not _compiles_from(OUTSIDER, server.port)
     assert server.counters()["rejected_access"] >= 1
     assert _compiles_from("127.0.0.1", server.port)
@@ -187,6 +189,7 @@ def test_a_server_reload_that_changes_its_port_fails_and_the_server_goes_on(
 
     assert "--jobs" in str(failed["reason"])
     assert server.proc.poll() is None
+    assert "distlb_config_last_reload_successful 0.0" in server.http("/metrics")
     assert _compiles_from(OUTSIDER, server.port)
 
 
