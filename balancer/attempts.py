@@ -137,3 +137,14 @@ class JobAttempts:
              "backend_conn": a.conn.local}
             for a in self.history
         ]  # fmt: skip
+
+
+def attempt_deadline(settings: DispatchSettings, backend: Backend, factor: float) -> float:
+    """How long an attempt may go without its reply: the absolute bound, or much less
+    for a backend whose own history says its replies come fast (``factor``: the job's
+    size over the median's)."""
+    p99 = backend.latency_quantile(0.99)
+    if p99 is None:
+        return settings.attempt_timeout_s
+    derived = max(settings.attempt_deadline_min_s, settings.attempt_deadline_factor * p99 * factor)
+    return min(settings.attempt_timeout_s, derived)

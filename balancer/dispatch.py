@@ -26,6 +26,7 @@ from balancer.attempts import (
     Dispatched,
     DispatchSettings,
     JobAttempts,
+    attempt_deadline,
 )
 from balancer.backends import Backend
 from balancer.caching import CacheFront
@@ -308,24 +309,12 @@ class Dispatcher:
             started=now,
             late_at=now
             + hedge_delay(backend, self.settings.hedge_after_s, self.settings.hedge_min_s),
-            deadline=now + self._attempt_deadline(backend, job.factor),
+            deadline=now + attempt_deadline(self.settings, backend, job.factor),
         )
         job.running.append(attempt)
         job.history.append(attempt)
         self._running.add(running)
         return True
-
-    def _attempt_deadline(self, backend: Backend, factor: float) -> float:
-        """How long an attempt may go without its reply: the absolute bound, or much
-        less for a backend whose own history says its replies come fast."""
-        settings = self.settings
-        p99 = backend.latency_quantile(0.99)
-        if p99 is None:
-            return settings.attempt_timeout_s
-        derived = max(
-            settings.attempt_deadline_min_s, settings.attempt_deadline_factor * p99 * factor
-        )
-        return min(settings.attempt_timeout_s, derived)
 
     def _harvest(self, job: JobAttempts) -> Reply | None:
         """Take in the attempts that ended: a reply wins; a failure or a turn-away is
