@@ -16,7 +16,13 @@ from client.initiator import Initiator
 from wire import ConnectionClosed, Limits, RemoteProtocolError, Reply, Request
 from wire.events import CompressedReply
 from wire.reader import ReplyReader
-from wire.stream import encode_request_off_loop, inflate_reply, read_chunk, read_reply
+from wire.stream import (
+    encode_request_off_loop,
+    inflate_reply,
+    read_chunk,
+    read_reply,
+    to_read,
+)
 
 
 class ClientError(Exception):
@@ -173,13 +179,13 @@ async def _read_reply_bounded(
         if isinstance(event, Reply | CompressedReply):
             return event
         if first_at is None:
-            data = await read_chunk(reader, parser.wanted, None)
+            data = await read_chunk(reader, to_read(reader, parser), None)
             first_at = loop.time()
         else:
             claimed = parser.consumed + parser.buffered + parser.wanted
             deadline = first_at + idle_timeout_s + claimed / MIN_RATE_BYTES_S
             try:
-                data = await read_chunk(reader, parser.wanted, deadline)
+                data = await read_chunk(reader, to_read(reader, parser), deadline)
             except TimeoutError as exc:
                 raise Stalled(
                     f"{peer}: reply stalled at {parser.consumed + parser.buffered} bytes, "

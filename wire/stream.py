@@ -34,6 +34,16 @@ async def read_chunk(reader: asyncio.StreamReader, wanted: int, deadline: float 
         return await reader.read(wanted)
 
 
+def to_read(reader: asyncio.StreamReader, parser: MessageReader) -> int:
+    """How much to read for ``parser`` next: what it wants, or, where more is buffered
+    already, all of that (within the parser's bound): one read takes a small message
+    whole, rather than one read a token, and holds no byte more (the stream holds them
+    either way). Only for a message that ends its connection's side: bytes past its end
+    are never another message's."""
+    room = parser.max_buffer - parser.buffered
+    return max(parser.wanted, min(buffered(reader), CHUNK_BYTES, room))
+
+
 Reserve = Callable[[int], Awaitable[None]]
 """Called before each read with the bytes the message will hold once the part being
 read is in (and may wait for room to hold them): e.g. a daemon's request budget."""
@@ -45,16 +55,26 @@ async def _drive(
     what: str,
     idle_timeout_s: float,
     reserve: Reserve | None = None,
+    *,
+    whole: bool = False,
 ) -> object:
+    """Feed ``parser`` from ``reader`` until it has its message. ``whole``: the message
+    is the last its peer sends (a request, a reply): reads may take all that is
+    buffered (:func:`to_read`); else exactly what the parser asks for (a token that
+    other bytes follow)."""
     while True:
         event = parser.next_event()
         if event is not NEED_DATA:
             return event
         if reserve is not None:
             await reserve(parser.consumed + parser.buffered + parser.wanted)
-        # Never read more than the parser asked for: the buffer stays bounded.
-        deadline = asyncio.get_running_loop().time() + idle_timeout_s
-        data = await read_chunk(reader, parser.wanted, deadline)
+        # Never more than the parser's bound, nor than is wanted or already buffered.
+        wanted = to_read(reader, parser) if whole else parser.wanted
+        if buffered(reader):
+            data = await reader.read(min(wanted, CHUNK_BYTES))  # (no timer: it is there)
+        else:
+            deadline = asyncio.get_running_loop().time() + idle_timeout_s
+            data = await read_chunk(reader, wanted, deadline)
         if not data:
             raise ConnectionClosed(parser.consumed + parser.buffered, what)
         parser.feed(data)
@@ -86,7 +106,7 @@ async def read_request(
     """
     limits = limits or Limits()
     parser = parser or RequestReader(limits, defer_decompression=inflate is not None)
-    result = await _drive(reader, parser, "a request", idle_timeout_s, reserve)
+    result = await _drive(reader, parser, "a request", idle_timeout_s, reserve, whole=True)
     if isinstance(result, CompressedRequest):
         assert inflate is not None
         source = await inflate(result.compressed_source, limits.max_source_bytes)
@@ -154,7 +174,7 @@ async def read_reply(
     """Read one whole reply to a request sent in ``protocol``, its bodies inflated off
     the loop (:func:`inflate_reply`); errors as :func:`read_request`."""
     parser = ReplyReader(protocol, limits, defer_decompression=True)
-    result = await _drive(reader, parser, "a reply", idle_timeout_s)
+    result = await _drive(reader, parser, "a reply", idle_timeout_s, whole=True)
     if isinstance(result, CompressedReply):
         return await inflate_reply(result, limits)
     assert isinstance(result, Reply)
