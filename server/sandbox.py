@@ -42,6 +42,19 @@ SETPRIV = "/usr/bin/setpriv"
 NICE = "/usr/bin/nice"
 PRLIMIT = "/usr/bin/prlimit"
 SHELL = "/bin/sh"
+DEVICES = ("null", "zero", "full", "random", "urandom")
+DEV_ARGS = (
+    "--tmpfs", "/dev",
+    *(arg for name in DEVICES for arg in ("--dev-bind", f"/dev/{name}", f"/dev/{name}")),
+    "--symlink", "/proc/self/fd", "/dev/fd",
+    *(arg for fd, name in enumerate(("stdin", "stdout", "stderr"))
+      for arg in ("--symlink", f"/proc/self/fd/{fd}", f"/dev/{name}")),
+)  # fmt: skip
+"""A job's /dev: the device nodes a compile may use, and no more. Not bwrap's ``--dev``,
+which adds a devpts instance (/dev/pts, /dev/ptmx): opening /dev/ptmx from a source's
+line marker (a diagnostic quoting line 1 of it) blocks a compile until its lifetime
+ends, and each pty a job opens counts against the host's kernel.pty.max; nor /dev/tty
+or /dev/shm, which no compile needs."""
 SANDBOX_PROCESSES = 3
 """Processes of a sandbox besides its job's: bubblewrap's monitor and init, and the
 shell that becomes the compiler."""
@@ -273,7 +286,7 @@ class Sandbox:
             # is then mounted over it rather than hidden by it.
             "--bind", job_dir, JOB_ROOT_INSIDE,
             *(arg for mount in self.mounts for arg in mount.args()),
-            "--proc", "/proc", "--dev", "/dev",
+            "--proc", "/proc", *DEV_ARGS,
             # The sandbox's own / and /dev are tmpfs, in memory and of no size: writable,
             # a job could fill the machine's RAM there, past every job bound. Nothing of
             # a compile writes there (its directory is its TMPDIR and HOME): read-only.

@@ -340,6 +340,28 @@ def test_a_job_cannot_make_a_user_namespace(evil_server: ServerProcess) -> None:
     _assert_healthy(evil_server)
 
 
+def test_a_job_opens_no_pseudo_terminal(evil_server: ServerProcess) -> None:
+    """Each pty a job opened counted against the host's kernel.pty.max (bubblewrap's
+    --dev brings a devpts instance): the sandbox's /dev has no /dev/ptmx or /dev/pts."""
+    reply = evil(evil_server, "pty")
+    assert reply.status == 0, reply.stderr
+    assert b"no pty" in reply.stderr and b"pty opened" not in reply.stderr, reply.stderr
+
+
+def test_a_source_that_names_dev_ptmx_fails_at_once_instead_of_holding_its_slot(
+    start_server: StartServer,
+) -> None:
+    """A line marker naming /dev/ptmx, then an error: gcc's diagnostic quotes line 1 of
+    that file, and reading a pty master blocks (it held a slot for the job's whole
+    lifetime). In the sandbox there is no /dev/ptmx: the compile fails with its error."""
+    server = start_server("--jobs", "1", "--job-lifetime", "30")
+    reply = compile_on(server, ("gcc", "-c", "p.c", "-o", "p.o"), b'# 1 "/dev/ptmx"\nint x = ;\n')
+    assert reply.status != 0
+    assert b"error: expected expression" in reply.stderr, reply.stderr
+    assert server.status()["limits_hit"] == {}  # (not ended by its lifetime)
+    assert server.events("compile_killing") == []
+
+
 def test_a_job_writes_nothing_into_the_sandboxs_own_root_or_dev(evil_server: ServerProcess) -> None:
     """The sandbox's own / and /dev are bubblewrap's tmpfs, in memory and without a size:
     a subverted compiler filled 3 GB of RAM there, past every job bound (they bound
