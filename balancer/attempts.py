@@ -129,6 +129,27 @@ class JobAttempts:
     def end(self, attempt: Attempt, result: str) -> None:
         attempt.result = attempt.result or result
 
+    def missed_deadline(self, attempt: Attempt, settings: DispatchSettings) -> str | None:
+        """``attempt`` got no reply by its deadline (it is ended). Returns the reason to
+        charge its backend with; None when the backend compiled probes or other jobs
+        well meanwhile: then this job, not the backend, outlived its deadline (a source
+        can make a compile hang), and it is neither charged to the backend nor sent on
+        to hang another backend's slot: it ends, and its client compiles it."""
+        seconds = round(attempt.deadline - attempt.started, 1)
+        backend = attempt.backend
+        self.end(attempt, "deadline")
+        if backend.proven_at > attempt.started:
+            self.failures = max(self.failures + 1, settings.max_attempts)
+            self.hedges = settings.max_hedges
+            self.last_error = (f"{backend.name}: no reply within {seconds} s (its deadline), "
+                               "while the backend compiled others")  # fmt: skip
+            return None
+        reason = f"job: no reply within {seconds} s (its deadline)"
+        self.failures += 1
+        self.failed.add(backend.name)
+        self.last_error = f"{backend.name}: {reason}"
+        return reason
+
     def describe(self) -> list[dict[str, object]]:
         """Every attempt, for the job_done line: backend, why it was sent, how it ended,
         and our end of its connection (the backend's ``peer``; "" if none was made)."""

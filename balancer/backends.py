@@ -195,6 +195,9 @@ class Backend:
     last_error: str = ""
     reports_ok: bool = False
     """Its latest report was read (a long poll answered or ran out in time)."""
+    proven_at: float = float("-inf")
+    """When it last compiled well: a good probe, or jobs that finished well (monotonic
+    clock; a report proves its server answers, not that its compiles do)."""
     busy_until: float = 0.0
     """After the backend turned a job away, treat it as full until its next report."""
     _latencies: SortedWindow = field(default_factory=lambda: SortedWindow(LATENCY_WINDOW))
@@ -315,6 +318,7 @@ class Backend:
 
     def on_success(self) -> None:
         """A good probe or job."""
+        self.proven_at = time.monotonic()
         self.consecutive_fail = 0
         self.consecutive_ok += 1
         if not self.healthy and self.consecutive_ok >= self.rise:

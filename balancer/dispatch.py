@@ -241,6 +241,8 @@ class Dispatcher:
             lambda: self.slots.pick(exclude, big=True),  # the fastest free one
             time.monotonic(),
         )
+        if kind == "late" and self.pool.queue.waiting_for_slot:
+            return None, True  # (a late job's copy takes no slot a waiting job would get)
         if backend is not None:
             # (another worker may have taken its slot meanwhile: wait for a change)
             return None, not self._launch(job, backend, kind)
@@ -358,15 +360,12 @@ class Dispatcher:
             attempt.task.cancel()
             job.running.remove(attempt)
             self._running.discard(attempt.running)
-            seconds = round(attempt.deadline - attempt.started, 1)
-            reason = f"job: no reply within {seconds} s (its deadline)"
-            self.pool.mark_failure(attempt.backend, reason)
-            job.failures += 1
-            job.failed.add(attempt.backend.name)
-            job.last_error = f"{attempt.backend.name}: {reason}"
-            job.end(attempt, "deadline")
             self.deadlines += 1
-            log.warning("attempt_deadline", backend=attempt.backend.name, after_s=seconds)
+            charged = job.missed_deadline(attempt, self.settings)
+            if charged is not None:
+                self.pool.mark_failure(attempt.backend, charged)
+            log.warning("attempt_deadline", backend=attempt.backend.name,
+                        backend_charged=charged is not None, reason=job.last_error)  # fmt: skip
 
     def _won(self, job: JobAttempts, reply: Reply, waiting: Waiting) -> Dispatched:
         assert job.winner is not None

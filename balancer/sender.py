@@ -17,6 +17,7 @@ from wire import ConnectionClosed, Limits, Reply, Request
 from wire.events import exit_status
 
 MISSING_COMPILER_STATUS = exit_status(EXIT_COMPILER_MISSING)
+DEADLINE_MARGIN_S = 5.0
 
 
 class Sender:
@@ -59,7 +60,9 @@ class Sender:
                 backend.spec.port,
                 request,
                 connect_timeout_s=self.settings.connect_timeout_s,
-                timeout_s=self.settings.attempt_timeout_s,
+                # (past the dispatcher's deadline for the attempt, which comes first
+                # and decides who is at fault: the job or the backend)
+                timeout_s=self.settings.attempt_timeout_s + DEADLINE_MARGIN_S,
                 idle_timeout_s=self.settings.backend_idle_timeout_s,
                 limits=self.limits,
                 auth=backend.spec.auth,

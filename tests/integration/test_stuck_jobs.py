@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from client import Stalled, compile_remote
+from client import Stalled, TurnedAway, compile_remote
 from tests.support.compilers import running, write_fake_compilers
 from tests.support.distcc import CLIENT_TIMEOUT_S, distcc_env
 from tests.support.fault_relay import RelayThread
@@ -277,3 +277,39 @@ def test_a_backend_full_of_long_compiles_stays_in_rotation(
     totals = balancer.totals()
     assert totals["ok"] == 3 and totals["turned_away"] == 0, totals
     assert all((tmp_path / f"heavy{i}.o").exists() for i in range(3))
+
+
+def test_a_job_that_hangs_on_a_backend_that_compiles_others_ends_without_charging_it(
+    start_balancer: StartBalancer,
+) -> None:
+    """A source can make a compile hang (a line marker naming /dev/ptmx: gcc's diagnostic
+    then reads a pty master) on a real distccd, which has no sandbox. The job misses its
+    deadline, but the backend compiled its probes meanwhile: the job ends (its client
+    compiles it), the backend is not charged, and the job is not sent on to hang another
+    backend's slot (a review took every backend out of rotation so)."""
+    daemon = Distccd(jobs=2, stats=True)
+    try:
+        name = f"127.0.0.1:{daemon.port}"
+        balancer = start_balancer(
+            "--backend", f"{name},status={daemon.stats_port},kind=distccd", *QUICK_HEALTH,
+            "--attempt-deadline-min", "3", "--hedge-min", "120", "--tail-hedge", "0",
+        )  # fmt: skip
+        balancer.wait_healthy(1)
+        good = Request(1, ("gcc", "-c", "g.c", "-o", "g.o"), SOURCE)
+        # (a job that finished: the backend's latency history, whence its deadline of
+        # --attempt-deadline-min, 3 s, rather than --attempt-timeout)
+        reply = asyncio.run(compile_remote("127.0.0.1", balancer.port, good, timeout_s=60))
+        assert reply.status == 0
+        hanging = Request(1, ("gcc", "-c", "h.c", "-o", "h.o"), b'# 1 "/dev/ptmx"\nint x = ;\n')
+        with pytest.raises(TurnedAway):  # (closed unanswered: the client compiles it)
+            asyncio.run(compile_remote("127.0.0.1", balancer.port, hanging, timeout_s=60))
+        done = balancer.logged("job_done")
+        assert done["outcome"] == "failed", done
+        assert [t["result"] for t in done["tries"]] == ["deadline"]  # not sent on
+        assert "while the backend compiled others" in done["reason"]
+        backend = balancer.backend(name)
+        assert backend["failures"] == 0 and backend["state"] == "up", backend
+        reply = asyncio.run(compile_remote("127.0.0.1", balancer.port, good, timeout_s=60))
+        assert reply.status == 0 and reply.obj.startswith(b"\x7fELF")
+    finally:
+        daemon.stop()
