@@ -105,6 +105,8 @@ class JobAttempts:
     big: bool
     factor: float
     affinity: bytes | None
+    encoded: bytes | None = None
+    """The request's bytes, made once for every attempt (retries and hedges)."""
     running: list[Attempt] = field(default_factory=list)
     history: list[Attempt] = field(default_factory=list)
     failed: set[str] = field(default_factory=set)

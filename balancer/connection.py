@@ -117,7 +117,11 @@ async def _serve(
         accepted.compiler,
     )
     gone = asyncio.create_task(wait_peer_gone(reader))
-    job = asyncio.create_task(ctx.dispatcher.dispatch(request))
+    # The bytes every attempt sends (retries and hedges share one copy: a review saw
+    # each hold its own, outside the budget) are counted with the request's.
+    job = asyncio.create_task(
+        ctx.dispatcher.dispatch(request, lambda size: held.take(ctx.requests, size))
+    )
     try:
         await asyncio.wait({gone, job}, return_when=asyncio.FIRST_COMPLETED)
     finally:

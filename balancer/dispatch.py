@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 
 import structlog
 
@@ -36,9 +37,10 @@ from balancer.pool import Pool
 from balancer.queue import NoCapacity, Waiting
 from balancer.sender import Sender
 from balancer.tail import Running, SizeHints
-from cache import ResultCache, job_digest, why_not_cacheable
+from cache import ResultCache, digest_off_loop, why_not_cacheable
 from client import TurnedAway
 from wire import Limits, Reply, Request
+from wire.stream import encode_request_off_loop
 
 log = structlog.get_logger("distlb.balancer.dispatch")
 
@@ -113,25 +115,30 @@ class Dispatcher:
             if any(a.running is running for a in job.running):
                 job.wake.set()
 
-    async def dispatch(self, request: Request) -> Dispatched:
-        """Get ``request`` compiled (or from the cache). Raises :class:`NoCapacity` or
-        :class:`AllFailed`."""
+    async def dispatch(
+        self, request: Request, held: Callable[[int], None] | None = None
+    ) -> Dispatched:
+        """Get ``request`` compiled (or from the cache). Its bytes are made once for all
+        its attempts, and ``held`` is told their size (a budget counts them). Raises
+        :class:`NoCapacity` or :class:`AllFailed`."""
         # The job's digest keys the cache and is its affinity to a caching backend:
         # without either, hashing every source is work for nothing.
         wanted = self.caching is not None or self.pool.roster.any_caching
         job = None
         if wanted and why_not_cacheable(request.argv) is None:
-            job = job_digest(request.protocol, request.argv, request.source)
+            job = await digest_off_loop(request)
         if job is not None and self.caching is not None:
             hit = await self.caching.lookup(job, request)
             if hit is not None:
                 return hit
-        outcome = await self._compile(request, job)
+        outcome = await self._compile(request, job, held)
         if job is not None and self.caching is not None:
             self.caching.store(job, request, outcome)  # (only from trusted sources)
         return outcome
 
-    async def _compile(self, request: Request, affinity: bytes | None) -> Dispatched:
+    async def _compile(
+        self, request: Request, affinity: bytes | None, held: Callable[[int], None] | None
+    ) -> Dispatched:
         """The attempt loop: one attempt at first; a retry when one fails (within
         ``max_attempts`` failures); a hedge when the reply is late or a much faster
         backend comes free; a rescue at once when every running attempt is on a
@@ -139,7 +146,10 @@ class Dispatcher:
         reply wins and the others are closed."""
         waiting = self.pool.queue.waiting(self.settings.queue_timeout_s)
         big, factor = self.size_hints(len(request.source))
-        job = JobAttempts(request, big, factor, affinity)
+        encoded = await encode_request_off_loop(request)
+        if held is not None:
+            held(len(encoded))
+        job = JobAttempts(request, big, factor, affinity, encoded)
         self.slots.nowhere(job)  # (raises at once when no backend runs its compiler)
         # Attempts that a backend failed or that were hedges are bounded by count; a
         # busy backend's turn-away is not a failure but a wait, bounded by the queue
@@ -304,7 +314,7 @@ class Dispatcher:
         conn = BackendConn()
         attempt = Attempt(
             backend=backend,
-            task=self.sender.start(backend, job.request, conn.made),
+            task=self.sender.start(backend, job.request, conn.made, job.encoded),
             conn=conn,
             running=running,
             kind=kind,

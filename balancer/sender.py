@@ -31,13 +31,14 @@ class Sender:
         backend: Backend,
         request: Request,
         on_connected: Callable[[str], None] | None = None,
+        encoded: bytes | None = None,
     ) -> asyncio.Task[Reply]:
         """Send ``request`` to ``backend`` in a task, on the slot reserved for it
         (:meth:`Backend.reserve`, before any await: jobs woken together must see each
         other's choices), given back when the task ends however it ends, even
         cancelled before it ran. ``on_connected``: as :func:`client.compile_remote`'s."""
         backend.sent += 1
-        task = asyncio.create_task(self.send(backend, request, on_connected))
+        task = asyncio.create_task(self.send(backend, request, on_connected, encoded))
         task.add_done_callback(lambda _: self.release(backend))
         return task
 
@@ -50,8 +51,10 @@ class Sender:
         backend: Backend,
         request: Request,
         on_connected: Callable[[str], None] | None = None,
+        encoded: bytes | None = None,
     ) -> Reply:
-        """One attempt on a backend; keeps its health and latency books."""
+        """One attempt on a backend; keeps its health and latency books. ``encoded``:
+        the request's bytes, shared by the job's attempts."""
         started = time.monotonic()
         routing = self.pool.routing
         try:
@@ -67,6 +70,7 @@ class Sender:
                 limits=self.limits,
                 auth=backend.spec.auth,
                 on_connected=on_connected,
+                encoded=encoded,
             )
         except TurnedAway as exc:
             compiler = request.argv[0]

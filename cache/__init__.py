@@ -4,6 +4,7 @@ Pluggable wherever a job passes: the balancer (shared Redis + memory), the serve
 (local disk), or a client.
 """
 
+from cache.digest import digest_off_loop
 from cache.entry import (
     MIN_SECRET_BYTES,
     BadEntry,
@@ -37,6 +38,7 @@ __all__ = [
     "StoreUnavailable",
     "cache_key",
     "decode_entry",
+    "digest_off_loop",
     "encode_entry",
     "job_digest",
     "key_argv",

@@ -81,6 +81,7 @@ async def compile_remote(
     auth: Initiator | None = None,
     idle_timeout_s: float | None = None,
     on_connected: Callable[[str], None] | None = None,
+    encoded: bytes | None = None,
 ) -> Reply:
     """Send ``request`` to a distcc server and return its reply.
 
@@ -92,6 +93,8 @@ async def compile_remote(
     handshake (distcc's ``,auth``) comes first. ``on_connected`` is called with the
     connection's local ``IP:PORT`` (:func:`address_text`) once it is made: a distlb
     server logs that as the job's ``peer``, so the caller can log the same connection.
+    ``encoded``: ``request``'s bytes, made once by a caller that sends it more than once
+    (a balancer's retries and hedges share one copy).
     Raises :class:`ConnectFailed`, :class:`AuthFailed`, :class:`TurnedAway`,
     :class:`TimedOut` or :class:`BadReply`.
     """
@@ -112,7 +115,7 @@ async def compile_remote(
                     await initiate(reader, writer, auth)
                 except AuthError as exc:
                     raise AuthFailed(f"{host}:{port}: authentication: {exc}", exc.reason) from exc
-            data = await encode_request_off_loop(request)
+            data = encoded if encoded is not None else await encode_request_off_loop(request)
             try:
                 async with _transfer_bound(idle_timeout_s, len(data), f"{host}:{port}", "send"):
                     writer.write(data)

@@ -15,7 +15,7 @@ from cache import (
     CompilerIdentity,
     ResultCache,
     cache_key,
-    job_digest,
+    digest_off_loop,
     why_not_cacheable,
 )
 from client.prober import is_probe
@@ -168,7 +168,7 @@ async def _serve_job(
     structlog.contextvars.bind_contextvars(compiler=job.compiler, input=job.input_name)
     request = Request(request.protocol, job.argv, request.source)
     # (A probe must show that the compiler runs: never answered from the cache.)
-    key = None if probe else _cache_key(ctx, request, job)
+    key = None if probe else await _cache_key(ctx, request, job)
     try:
         if key is not None and await _reply_from_cache(ctx, request, key, writer, started):
             return
@@ -196,11 +196,11 @@ async def _serve_job(
         structlog.contextvars.unbind_contextvars("compiler", "input")
 
 
-def _cache_key(ctx: ConnectionContext, request: Request, job: Job) -> str | None:
+async def _cache_key(ctx: ConnectionContext, request: Request, job: Job) -> str | None:
     identity = ctx.identities.get(job.compiler)
     if ctx.cache is None or identity is None or why_not_cacheable(request.argv) is not None:
         return None
-    return cache_key(job_digest(request.protocol, request.argv, request.source), identity)
+    return cache_key(await digest_off_loop(request), identity)
 
 
 async def _reply_from_cache(

@@ -39,6 +39,7 @@ from server.warm import (
     spawn,
 )
 from wire.events import exit_status, signal_status
+from wire.stream import LOOP_CODEC_BYTES
 
 log = structlog.get_logger("distlb.server.runner")
 
@@ -142,10 +143,16 @@ async def run_compile(
 
     started: Started | None = None
     try:
+        # (a big source is written in a thread: 256 MiB on the loop stalled /status)
+        big = len(source) > LOOP_CODEC_BYTES
         if warm is None:
-            started = spawn(sandbox, jobs_root, command_for, prepare)
+            started = (
+                await asyncio.to_thread(spawn, sandbox, jobs_root, command_for, prepare)
+                if big
+                else spawn(sandbox, jobs_root, command_for, prepare)
+            )
         else:
-            started = await _start_waiting(warm, sandbox, jobs_root, prepare, command_for)
+            started = await _start_waiting(warm, sandbox, jobs_root, prepare, command_for, big)
             # The next job's sandbox is started while this one compiles (the loop is
             # idle then), not between the compiler's exit and the reply.
             asyncio.get_running_loop().call_soon(warm.fill)
@@ -171,6 +178,7 @@ async def _start_waiting(
     jobs_root: str,
     prepare: Callable[[str], None],
     command_for: Callable[[str], list[str]],
+    big: bool,
 ) -> Started:
     """A sandbox for the job, under bubblewrap: one started ahead, else one of its own
     started the same way (set up while the source is written); either way its init is
@@ -182,7 +190,10 @@ async def _start_waiting(
             warm.cold += 1
             ready = spawn(sandbox, jobs_root, None)
         try:
-            prepare(ready.job_dir)
+            if big:
+                await asyncio.to_thread(prepare, ready.job_dir)  # (a big write: off the loop)
+            else:
+                prepare(ready.job_dir)
             await pin_waiting(ready)
             sandbox.renice_waiting(ready.proc.pid)
             await send_command(ready, command_for(JOB_ROOT_INSIDE))

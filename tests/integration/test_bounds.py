@@ -446,3 +446,31 @@ def test_a_large_lzo_reply_is_inflated_off_the_event_loop(
     reply = asyncio.run(scenario())
     assert ran_meanwhile == [True], "the reply was inflated on the event loop"
     assert reply.status == 0 and len(reply.obj) > 32 << 20
+
+
+def test_the_bytes_a_balancers_attempts_send_are_one_copy_counted_in_the_budget(
+    start_server: StartServer,
+    start_balancer: StartBalancer,
+    fake_compilers: tuple[Path, Path],
+) -> None:
+    """Every attempt of a job (the first, a late hedge) sends the same encoded request:
+    one copy, held in --request-memory-mb with the request it was made from (a review
+    saw each attempt hold a copy of its own, outside the budget: 4x what it counted)."""
+    bin_dir, _ = fake_compilers
+    servers = [start_server("--jobs", "1", "--compiler", "hang-cc", "--compiler", "gcc",
+                            path_prepend=str(bin_dir))
+               for _ in range(2)]  # fmt: skip
+    balancer = start_balancer(
+        *(a for s in servers for a in ("--backend", f"127.0.0.1:{s.port},status={s.stats_port}")),
+        "--hedge-after", "0.5", "--tail-hedge", "0", "--max-hedges", "1",
+    )  # fmt: skip
+    balancer.wait_healthy(2)
+    size = 8 << 20
+    source = b"/*" + b"x" * size + b"*/\nint h;\n"
+    sock = socket.create_connection(("127.0.0.1", balancer.port), timeout=60)
+    with sock:
+        sock.sendall(encode_request(Request(1, ("hang-cc", "-c", "h.c", "-o", "h.o"), source)))
+        wait_until(lambda: balancer.totals()["hedges"] >= 1, 60, "the job hedged")
+        held = balancer.status()["request_memory"]["bytes"]
+        # the request as read and its encoding: two copies of the source, not three
+        assert 2 * size <= held < 3 * size, held
