@@ -36,6 +36,8 @@ class ConnectionContext:
     limits: Limits
     io_timeout_s: float
     request_timeout_s: float
+    first_byte_timeout_s: float = 10.0
+    """A connection that sends nothing this long after it is accepted is closed."""
     acceptor: Acceptor | None = None
     """With --auth: the GSSAPI handshake and principal lists, before the request."""
     judge: Judge = field(default_factory=Judge)
@@ -89,6 +91,7 @@ async def _serve(
                 idle_timeout_s=ctx.io_timeout_s,
                 inflate=inflate,
                 reserve=reserve,
+                first_byte_timeout_s=ctx.first_byte_timeout_s,
             )
     except (RemoteProtocolError, TimeoutError) as exc:
         reason = str(exc) if isinstance(exc, RemoteProtocolError) else not_in_time(held)

@@ -72,6 +72,7 @@ class Service:
             limits=limits,
             io_timeout_s=config.io_timeout,
             request_timeout_s=config.request_timeout,
+            first_byte_timeout_s=config.first_byte_timeout,
             acceptor=config.acceptor(),
             judge=config.judge(None, on_disk=False),
             inflate=config.inflate_budget(),
@@ -156,6 +157,7 @@ class Service:
             self.ctx, allow=allow, judge=judge, acceptor=acceptor,
             limits=Limits(max_source_bytes=fresh.max_source_mb * 1024 * 1024),
             io_timeout_s=fresh.io_timeout, request_timeout_s=fresh.request_timeout,
+            first_byte_timeout_s=fresh.first_byte_timeout,
         )  # fmt: skip
         ctx.inflate.resize(fresh.max_inflating_mb * 1024 * 1024)
         ctx.requests.resize(fresh.request_memory_mb * 1024 * 1024)

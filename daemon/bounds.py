@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import resource
 import time
 from collections.abc import Awaitable, Callable
@@ -70,6 +71,14 @@ def add_bounds_flags(parser: argparse.ArgumentParser) -> None:
         "(default {default})",
     )
     parser.add_argument(
+        "--first-byte-timeout",
+        type=float,
+        metavar="S",
+        help="a client connection that sends nothing for this long after it is accepted "
+        "is closed (distcc's client sends its command line at once; its source may come "
+        "later, within --io-timeout) (default {default})",
+    )
+    parser.add_argument(
         "--request-memory-mb",
         type=int,
         metavar="MB",
@@ -95,6 +104,7 @@ class BoundsConfig:
     max_http_connections: int = DEFAULT_MAX_HTTP_CONNECTIONS
     max_http_connections_per_address: int = DEFAULT_MAX_HTTP_CONNECTIONS_PER_ADDRESS
     http_idle_timeout: float = DEFAULT_HTTP_IDLE_TIMEOUT_S
+    first_byte_timeout: float = 10.0
 
     def connection_limits(self) -> ConnectionLimits:
         """The connection caps, the process's file descriptor limit raised to fit them
@@ -108,12 +118,12 @@ class BoundsConfig:
             self.max_http_connections,
             self.max_http_connections_per_address,
         )
-        if min(caps) < 1 or self.http_idle_timeout <= 0:
+        if min(caps) < 1 or min(self.http_idle_timeout, self.first_byte_timeout) <= 0:
             raise ConfigError(
                 "--max-connections, --max-connections-per-address, --max-inflating-mb, "
                 "--request-memory-mb, --max-http-connections and "
                 "--max-http-connections-per-address must be at least 1, "
-                "--http-idle-timeout positive"
+                "--http-idle-timeout and --first-byte-timeout positive"
             )
         reserved = _FDS_SPARE + self.max_http_connections
         available = raise_open_files_limit(self.max_connections + reserved) - reserved
@@ -217,6 +227,20 @@ class RefusalLog:
             self._unlogged += 1
 
 
+def connection_holder(address: str) -> str:
+    """Who a connection's place is counted against: its IPv4 address, or the /64 of an
+    IPv6 one (one host holds a whole /64, and could spread over it)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return address
+
+
 def limit_connections(
     limits: ConnectionLimits, handler: Handler, on_refused: Callable[[], None]
 ) -> Handler:
@@ -227,7 +251,8 @@ def limit_connections(
     async def limited(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         address = str(peer[0]) if peer else "?"
-        refusal = limits.admit(address)
+        holder = connection_holder(address)
+        refusal = limits.admit(holder)
         if refusal is not None:
             on_refused()
             refusals.refused(refusal, address)
@@ -236,6 +261,6 @@ def limit_connections(
         try:
             await handler(reader, writer)
         finally:
-            limits.release(address)
+            limits.release(holder)
 
     return limited

@@ -76,6 +76,8 @@ class ConnectionContext:
     replies: ReplyBudget
     io_timeout_s: float
     request_timeout_s: float
+    first_byte_timeout_s: float = 10.0
+    """A connection that sends nothing this long after it is accepted is closed."""
     cache: ResultCache | None = None
     identities: Mapping[str, CompilerIdentity] = field(default_factory=dict)
     acceptor: Acceptor | None = None
@@ -135,6 +137,7 @@ async def _serve_job(
                 idle_timeout_s=ctx.io_timeout_s,
                 inflate=inflate,
                 reserve=reserve,
+                first_byte_timeout_s=ctx.first_byte_timeout_s,
             )
     except RemoteProtocolError as exc:
         stats.job_finished("bad_request", "?", "?", time.monotonic() - started)

@@ -95,6 +95,7 @@ async def apply_config(service: Service, fresh: ServerConfig) -> list[str]:
         wire_limits=Limits(max_source_bytes=fresh.max_source_mb * 1024 * 1024),
         run_limits=RunLimits(lifetime_s=fresh.job_lifetime, kill_grace_s=fresh.kill_grace),
         io_timeout_s=fresh.io_timeout, request_timeout_s=fresh.request_timeout,
+        first_byte_timeout_s=fresh.first_byte_timeout,
         identities={
             name: CompilerIdentity(entry["version"], entry["digest"])
             for name, entry in info.items()

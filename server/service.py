@@ -108,6 +108,7 @@ class Service:
             else None,
             io_timeout_s=config.io_timeout,
             request_timeout_s=config.request_timeout,
+            first_byte_timeout_s=config.first_byte_timeout,
             cache=cache,
             acceptor=config.acceptor(),
             identities={

@@ -57,11 +57,12 @@ async def _drive(
     reserve: Reserve | None = None,
     *,
     whole: bool = False,
+    first_byte_timeout_s: float | None = None,
 ) -> object:
     """Feed ``parser`` from ``reader`` until it has its message. ``whole``: the message
     is the last its peer sends (a request, a reply): reads may take all that is
     buffered (:func:`to_read`); else exactly what the parser asks for (a token that
-    other bytes follow)."""
+    other bytes follow). ``first_byte_timeout_s``: a shorter wait for the first byte."""
     while True:
         event = parser.next_event()
         if event is not NEED_DATA:
@@ -73,7 +74,10 @@ async def _drive(
         if buffered(reader):
             data = await reader.read(min(wanted, CHUNK_BYTES))  # (no timer: it is there)
         else:
-            deadline = asyncio.get_running_loop().time() + idle_timeout_s
+            wait_s = idle_timeout_s
+            if first_byte_timeout_s is not None and parser.consumed + parser.buffered == 0:
+                wait_s = min(idle_timeout_s, first_byte_timeout_s)
+            deadline = asyncio.get_running_loop().time() + wait_s
             data = await read_chunk(reader, wanted, deadline)
         if not data:
             raise ConnectionClosed(parser.consumed + parser.buffered, what)
@@ -93,6 +97,7 @@ async def read_request(
     parser: RequestReader | None = None,
     inflate: Inflate | None = None,
     reserve: Reserve | None = None,
+    first_byte_timeout_s: float | None = None,
 ) -> Request:
     """Read one whole request.
 
@@ -106,7 +111,8 @@ async def read_request(
     """
     limits = limits or Limits()
     parser = parser or RequestReader(limits, defer_decompression=inflate is not None)
-    result = await _drive(reader, parser, "a request", idle_timeout_s, reserve, whole=True)
+    result = await _drive(reader, parser, "a request", idle_timeout_s, reserve, whole=True,
+                          first_byte_timeout_s=first_byte_timeout_s)  # fmt: skip
     if isinstance(result, CompressedRequest):
         assert inflate is not None
         source = await inflate(result.compressed_source, limits.max_source_bytes)

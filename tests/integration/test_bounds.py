@@ -474,3 +474,19 @@ def test_the_bytes_a_balancers_attempts_send_are_one_copy_counted_in_the_budget(
         held = balancer.status()["request_memory"]["bytes"]
         # the request as read and its encoding: two copies of the source, not three
         assert 2 * size <= held < 3 * size, held
+
+
+@pytest.mark.parametrize("daemon", ["server", "balancer"])
+def test_a_connection_that_sends_nothing_is_closed_after_the_first_byte_timeout(
+    start_server: StartServer, start_balancer: StartBalancer, daemon: str
+) -> None:
+    """Idle connections held every connection place for --io-timeout (60 s); one that
+    sends nothing is closed after --first-byte-timeout, with its reason logged."""
+    server = start_server("--jobs", "1", "--first-byte-timeout", "1", "--io-timeout", "300")
+    target: ServerProcess = server
+    if daemon == "balancer":
+        target = start_balancer("--backend", f"127.0.0.1:{server.port}",
+                                "--first-byte-timeout", "1", "--io-timeout", "300")  # fmt: skip
+    with socket.create_connection(("127.0.0.1", target.port), timeout=60) as idle:
+        assert idle.recv(1) == b""  # closed by the daemon (the socket's own 60 s are far)
+    assert target.logged("bad_request")["reason"] == "request not received in time"

@@ -87,3 +87,16 @@ def test_busy_never_exceeds_capacity_over_many_attempts() -> None:
 
     assert admitted == 5
     assert slots.busy == slots.capacity
+
+
+def test_connection_places_are_counted_per_ipv4_address_and_per_ipv6_64() -> None:
+    """One host holds a whole IPv6 /64: it could spread idle connections over it, past
+    any per-address cap, so a /64 is one holder (an IPv4-mapped address is its IPv4)."""
+    from daemon.bounds import connection_holder
+
+    assert connection_holder("10.1.2.3") == "10.1.2.3"
+    assert connection_holder("2001:db8:1:2::5") == connection_holder("2001:db8:1:2:ffff::9")
+    assert connection_holder("2001:db8:1:2::5") == "2001:db8:1:2::/64"
+    assert connection_holder("2001:db8:1:3::5") != connection_holder("2001:db8:1:2::5")
+    assert connection_holder("::ffff:10.1.2.3") == "10.1.2.3"
+    assert connection_holder("?") == "?"
