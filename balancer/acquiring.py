@@ -54,21 +54,19 @@ class SlotTaker:
             return False  # (a farm all down is "no backend in rotation", not this)
         raise NoCompiler(job.request.argv[0])
 
-    async def acquire(
+    def how(
         self,
         exclude: set[str],
-        waiting: Waiting,
         affinity: bytes | None,
         big: bool,
         factor: float = 1.0,
         barred: Callable[[], set[str]] | None = None,
         nowhere: Callable[[], bool] | None = None,
-    ) -> Backend:
-        """A backend with a free slot, waiting for one at most ``waiting.left_s`` in all
-        (balancer/queue.py). A big job may also hold back, within what it gains, for a
-        faster backend to come free (:func:`balancer.tail.wait_choice`); that does not
-        spend the budget. ``barred``: the backends it must never go to, read again at
-        every pick (where its compiler is may change while it waits); ``nowhere``:
+    ) -> Acquire[Backend]:
+        """How a job takes a slot (balancer/queue.py): its picks (``barred``: the
+        backends it must never go to, read again at every pick, since where its
+        compiler is may change while it waits), holding back for a faster backend (a big
+        job, within what it gains: :func:`balancer.tail.wait_choice`), and ``nowhere``:
         whether no backend is left that could ever take it (it raises, or says so)."""
 
         def never() -> set[str]:
@@ -95,7 +93,7 @@ class SlotTaker:
             self.waited_for_faster += 1
             log.debug("waiting_for_faster", backend=target.name, instead_of=instead_of.name)
 
-        how = Acquire(
+        return Acquire(
             pick=pick,
             all_down=nothing_to_wait_for,
             queue_timeout_s=self.settings.queue_timeout_s,
@@ -106,7 +104,22 @@ class SlotTaker:
             # only once its loop runs again, and jobs woken meanwhile must see it taken.
             reserve=Backend.reserve,
         )
-        return await acquire(self.pool.queue, how, waiting)
+
+    async def acquire(
+        self,
+        exclude: set[str],
+        waiting: Waiting,
+        affinity: bytes | None,
+        big: bool,
+        factor: float = 1.0,
+        barred: Callable[[], set[str]] | None = None,
+        nowhere: Callable[[], bool] | None = None,
+    ) -> Backend:
+        """A backend with a free slot, waiting for one at most ``waiting.left_s`` in all
+        (balancer/queue.py); see :meth:`how`. A hold does not spend the budget."""
+        return await acquire(
+            self.pool.queue, self.how(exclude, affinity, big, factor, barred, nowhere), waiting
+        )
 
     def faster_soon(
         self, chosen: Backend, big: bool, factor: float, exclude: set[str], token: object

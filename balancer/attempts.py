@@ -6,10 +6,16 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+import structlog
+
 from balancer.activity import attach
 from balancer.backends import Backend
+from balancer.compilers import CompilerMissing
 from balancer.tail import Running
+from client import TurnedAway
 from wire import Reply, Request
+
+log = structlog.get_logger("distlb.balancer.dispatch")
 
 MAX_TURNED_AWAY = 64
 """Turn-aways one job may meet (each is a wait, bounded by the queue timeout too)."""
@@ -97,6 +103,31 @@ class Attempt:
     conn: BackendConn = field(default_factory=BackendConn)
 
 
+class Wake:
+    """An event a job's loop waits on, as a plain future (no task per wait): set when
+    something the job may act on changed; cleared after each wait."""
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._set = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    def future(self) -> asyncio.Future[None]:
+        """A future done when (or once) this is set."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._set:
+            waiter.set_result(None)
+        self._waiter = waiter
+        return waiter
+
+
 @dataclass(eq=False)
 class JobAttempts:
     """Everything one job has tried, and what it is waiting on."""
@@ -116,7 +147,7 @@ class JobAttempts:
     hedges: int = 0
     last_error: str = "no attempt made"
     winner: Attempt | None = None
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: Wake = field(default_factory=lambda: Wake())
     """Set when something the job may act on changed: a backend it runs on left
     rotation, or a faster backend came free for a tail hedge."""
 
@@ -130,6 +161,39 @@ class JobAttempts:
 
     def end(self, attempt: Attempt, result: str) -> None:
         attempt.result = attempt.result or result
+
+    def record(self, attempt: Attempt) -> Reply | None:
+        """Write down how ``attempt`` (its task done, out of :attr:`running`) ended:
+        its reply, when it won; else None, with why it did not (cancelled; the backend
+        lacks the compiler after all, which is not the job's failure: where its
+        compiler is has changed; turned away, which spends no failure, nor a hedge for
+        a copy that never ran; or failed)."""
+        if attempt.task.cancelled():
+            self.end(attempt, "cancelled")
+            return None
+        exc = attempt.task.exception()
+        if exc is None:
+            self.winner = attempt
+            self.end(attempt, "ok")
+            return attempt.task.result()
+        name = attempt.backend.name
+        self.last_error = f"{name}: {exc}"
+        if isinstance(exc, CompilerMissing):
+            self.refused.add(name)
+            self.end(attempt, "no_compiler")
+            log.info("attempt_no_compiler", backend=name, compiler=self.request.argv[0])
+        elif isinstance(exc, TurnedAway):
+            self.end(attempt, "turned_away")
+            if attempt.kind in ("late", "tail"):
+                self.hedges -= 1
+            log.debug("attempt_turned_away", backend=name, attempt=len(self.history))
+        else:
+            self.failures += 1
+            self.failed.add(name)
+            self.end(attempt, f"failed: {type(exc).__name__}")
+            log.info("attempt_failed", backend=name, attempt=len(self.history),
+                     error=type(exc).__name__, reason=str(exc))  # fmt: skip
+        return None
 
     def missed_deadline(self, attempt: Attempt, settings: DispatchSettings) -> str | None:
         """``attempt`` got no reply by its deadline (it is ended). Returns the reason to

@@ -119,27 +119,32 @@ async def _serve(
         accepted.input_name,
         accepted.compiler,
     )
-    gone = asyncio.create_task(wait_peer_gone(reader))
-    # The bytes every attempt sends (retries and hedges share one copy: a review saw
-    # each hold its own, outside the budget) are counted with the request's.
-    job = asyncio.create_task(
-        ctx.dispatcher.dispatch(request, lambda size: held.take(ctx.requests, size))
-    )
-    try:
-        await asyncio.wait({gone, job}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not job.done():
-            job.cancel()  # the client left (or we are shutting down): drop the backend call
-        gone.cancel()
-        with contextlib.suppress(BaseException):
-            await job
     base = {
         "bytes_in": len(request.source),
         "protocol": request.protocol,
         "compiler": request.argv[0],
         "read_ms": read_ms,  # from accept to the whole request (the client's cpp runs meanwhile)
     }
-    if job.cancelled():
+    # The job is dispatched in this task; a client that leaves meanwhile cancels it
+    # (which drops the backend call). One task watches the client, none more per job.
+    me = asyncio.current_task()
+    assert me is not None
+    dispatching = True
+
+    def left(watch: asyncio.Task[None]) -> None:
+        if dispatching and not watch.cancelled():
+            me.cancel()
+
+    gone = asyncio.create_task(wait_peer_gone(reader))
+    gone.add_done_callback(left)
+    try:
+        # The bytes every attempt sends (retries and hedges share one copy: a review
+        # saw each hold its own, outside the budget) are counted with the request's.
+        outcome = await ctx.dispatcher.dispatch(request, lambda size: held.take(ctx.requests, size))
+    except asyncio.CancelledError:
+        if not gone.done() or gone.cancelled():
+            raise  # (not the client: we are being shut down)
+        me.uncancel()
         stats.job_finished("client_disconnect", time.monotonic() - started, live)
         log.info(
             "job_done",
@@ -148,8 +153,6 @@ async def _serve(
             ms=round((time.monotonic() - started) * 1000, 1),
         )
         return
-    try:
-        outcome = job.result()
     except (NoCapacity, AllFailed, NoCompiler) as exc:
         # Closing without a reply makes the real client compile locally.
         name = (
@@ -167,6 +170,9 @@ async def _serve(
             ms=round((time.monotonic() - started) * 1000, 1),
         )
         return
+    finally:
+        dispatching = False
+        gone.cancel()
     result = "ok" if outcome.reply.status == 0 else "compile_error"
     reply_size = _size(outcome.reply)
     # Held until the client has taken it (one that does not read holds it up to

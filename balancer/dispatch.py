@@ -31,14 +31,13 @@ from balancer.attempts import (
 )
 from balancer.backends import Backend
 from balancer.caching import CacheFront
-from balancer.compilers import CompilerMissing, NoCompiler
+from balancer.compilers import NoCompiler
 from balancer.hedge import TailWatcher, hedge_delay, next_hedge
 from balancer.pool import Pool
-from balancer.queue import NoCapacity, Waiting
+from balancer.queue import NoCapacity, Waiting, take_now
 from balancer.sender import Sender
 from balancer.tail import Running, SizeHints
 from cache import ResultCache, digest_off_loop, why_not_cacheable
-from client import TurnedAway
 from wire import Limits, Reply, Request
 from wire.stream import encode_request_off_loop
 
@@ -151,6 +150,13 @@ class Dispatcher:
             held(len(encoded))
         job = JobAttempts(request, big, factor, affinity, encoded)
         self.slots.nowhere(job)  # (raises at once when no backend runs its compiler)
+        if not self.pool.queue.waiting_for_slot:
+            # Most jobs find a free slot at once: taken here, with no task to acquire
+            # one (none is taken ahead of jobs that wait).
+            how = self.slots.how(set(), affinity, big, factor, lambda: self.slots.barred(job))
+            backend = take_now(how)
+            if backend is not None:
+                self._launch(job, backend, "first", reserved=True)
         # Attempts that a backend failed or that were hedges are bounded by count; a
         # busy backend's turn-away is not a failure but a wait, bounded by the queue
         # timeout, and by a generous count for safety.
@@ -267,7 +273,7 @@ class Dispatcher:
         waits: set[asyncio.Future[object]] = {a.task for a in job.running}  # type: ignore[misc]
         if acquiring is not None:
             waits.add(acquiring)  # type: ignore[arg-type]
-        woken = asyncio.ensure_future(job.wake.wait())
+        woken = job.wake.future()
         waits.add(woken)  # type: ignore[arg-type]
         changed = None
         if wants_change:
@@ -329,39 +335,15 @@ class Dispatcher:
         return True
 
     def _harvest(self, job: JobAttempts) -> Reply | None:
-        """Take in the attempts that ended: a reply wins; a failure or a turn-away is
-        written down (the loop then decides what to start instead)."""
+        """Take in the attempts that ended (:meth:`JobAttempts.record`): a reply wins;
+        a failure or a turn-away is written down (the loop then decides what to start
+        instead)."""
         for attempt in [a for a in job.running if a.task.done()]:
             job.running.remove(attempt)
             self._running.discard(attempt.running)
-            if attempt.task.cancelled():
-                job.end(attempt, "cancelled")
-                continue
-            exc = attempt.task.exception()
-            if exc is None:
-                job.winner = attempt
-                job.end(attempt, "ok")
-                return attempt.task.result()
-            name = attempt.backend.name
-            job.last_error = f"{name}: {exc}"
-            if isinstance(exc, CompilerMissing):
-                # Not the job's failure: where its compiler is has changed (another
-                # identity may be the chosen one now)
-                job.refused.add(name)
-                job.end(attempt, "no_compiler")
-                log.info("attempt_no_compiler", backend=name, compiler=job.request.argv[0])
-                continue
-            if isinstance(exc, TurnedAway):
-                job.end(attempt, "turned_away")
-                if attempt.kind in ("late", "tail"):
-                    job.hedges -= 1  # a copy that never ran spends no hedge
-                log.debug("attempt_turned_away", backend=name, attempt=len(job.history))
-                continue
-            job.failures += 1
-            job.failed.add(name)
-            job.end(attempt, f"failed: {type(exc).__name__}")
-            log.info("attempt_failed", backend=name, attempt=len(job.history),
-                     error=type(exc).__name__, reason=str(exc))  # fmt: skip
+            reply = job.record(attempt)
+            if reply is not None:
+                return reply
         return None
 
     def _enforce_deadlines(self, job: JobAttempts) -> None:

@@ -155,6 +155,21 @@ class Acquire(Generic[B]):
     taken meanwhile (by another worker), so wait for the next change."""
 
 
+def take_now(how: Acquire[B], token: object | None = None) -> B | None:
+    """A backend with a free slot, taken now, when one is free and the job would not
+    hold back for a faster one; else None (then :func:`acquire` waits for one). The
+    first step of :func:`acquire`, without a task or a wait: most jobs find a free
+    slot at once."""
+    backend = how.pick()
+    if backend is None:
+        return None
+    if how.hold is not None and how.hold(backend, token if token is not None else object()):
+        return None
+    if how.reserve is None or how.reserve(backend):
+        return backend
+    return None
+
+
 async def acquire(queue: SlotQueue, how: Acquire[B], waiting: Waiting) -> B:
     """A backend with a free slot, waiting at most ``waiting.left_s`` in all (and
     holding back while it pays). Raises :class:`NoCapacity`."""
