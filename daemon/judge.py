@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from daemon.languages import PREPROCESSED_LANGUAGE, PREPROCESSED_SUFFIX, SUFFIX_OF_LANGUAGE
 from daemon.specs import DEFAULT_TRUSTED_SPECS_DIRS, SpecsCheck, path_only_specs_check
 from wire.args import Form, Option, OptionTable, Scan, default_table, is_source_name, scan
 
@@ -39,31 +40,6 @@ FORBIDDEN_COMPILER_NAMES = frozenset(
 BARE_NAME_PREFIXES = ("/usr/bin/", "/bin/")
 """A compiler given with one of these is its bare name (as distccd 3.4 does, distcc
 issue #279): CMake's compiler launcher sends ``/usr/bin/cc``."""
-
-_PREPROCESSED_LANGUAGE = {
-    "c": "cpp-output",
-    "cpp-output": "cpp-output",
-    "c++": "c++-cpp-output",
-    "c++-cpp-output": "c++-cpp-output",
-    "objective-c": "objective-c-cpp-output",
-    "objc-cpp-output": "objective-c-cpp-output",
-    "objective-c-cpp-output": "objective-c-cpp-output",
-    "objective-c++": "objective-c++-cpp-output",
-    "objective-c++-cpp-output": "objective-c++-cpp-output",
-}
-_SUFFIX_OF_LANGUAGE = {
-    "cpp-output": ".i",
-    "c++-cpp-output": ".ii",
-    "objective-c-cpp-output": ".mi",
-    "objective-c++-cpp-output": ".mii",
-}
-PREPROCESSED_SUFFIX = {
-    "c": ".i", "i": ".i",
-    "cc": ".ii", "cpp": ".ii", "cxx": ".ii", "cp": ".ii", "c++": ".ii", "C": ".ii", "ii": ".ii",
-    "m": ".mi", "mi": ".mi",
-    "mm": ".mii", "M": ".mii", "mii": ".mii",
-}  # fmt: skip
-"""A source's extension -> the suffix of its preprocessed file (distcc's ``dcc_preproc_exten``)."""
 
 _COMPILER_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
 COMPILER_SHAPED = re.compile(
@@ -294,7 +270,7 @@ class Judge:
             # disagree on where an option ends, this is where an option would hide.
             raise Refused(f"{shown!r}{where}: a value that starts with '-' is refused")
         if kind == "-" or kind in ("string", "output", "language"):
-            if kind == "language" and value not in _PREPROCESSED_LANGUAGE and value != "none":
+            if kind == "language" and value not in PREPROCESSED_LANGUAGE and value != "none":
                 raise Refused(f"{shown!r}: only C, C++ and Objective-C are compiled here")
             return
         assert value is not None
@@ -376,7 +352,7 @@ class Judge:
             elif option is not None and option.spec is not None and option.spec.kind == "language":
                 if position < input_at:
                     value = option.value or "none"
-                    language = None if value == "none" else _PREPROCESSED_LANGUAGE[value]
+                    language = None if value == "none" else PREPROCESSED_LANGUAGE[value]
                 position = option.end
             elif option is not None and option.spec is not None and option.spec.kind == "output":
                 canonical += ["-o", option.value or ""]
@@ -390,9 +366,7 @@ class Judge:
                 position += 1
         if output_index is not None and not canonical[output_index]:
             raise Refused("-o names no file")
-        source_suffix = (
-            _SUFFIX_OF_LANGUAGE[language] if language else PREPROCESSED_SUFFIX[extension]
-        )
+        source_suffix = SUFFIX_OF_LANGUAGE[language] if language else PREPROCESSED_SUFFIX[extension]
         return Job(compiler, tuple(canonical), input_index, output_index, source_suffix, suffix)
 
 
