@@ -108,12 +108,13 @@ class Dispatcher:
         wanted = self.caching is not None or self.pool.roster.any_caching
         job = None
         if wanted and why_not_cacheable(request.argv) is None:
-            job = job_digest(request.protocol, request.argv, request.source)
+            job = job_digest(request.protocol, request.argv, request.source,
+                             self.settings.cache_share_across_dirs)  # fmt: skip
         if job is not None and self.caching is not None:
             hit = await self.caching.lookup(job, request)
             if hit is not None:
                 return hit
-        outcome = await self._compile(request, job)
+        outcome = await self._compile(request, job.route if job is not None else None)
         if job is not None and self.caching is not None:
             self.caching.store(job, request, outcome)  # (only from trusted sources)
         return outcome

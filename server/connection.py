@@ -13,8 +13,8 @@ import structlog
 from cache import (
     CachedResult,
     CompilerIdentity,
+    JobDigest,
     ResultCache,
-    cache_key,
     job_digest,
     why_not_cacheable,
 )
@@ -74,6 +74,8 @@ class ConnectionContext:
     request_timeout_s: float
     cache: ResultCache | None = None
     identities: Mapping[str, CompilerIdentity] = field(default_factory=dict)
+    share_across_dirs: bool = False
+    """--cache-share-across-dirs: debug builds without prefix maps share across checkouts."""
     acceptor: Acceptor | None = None
     """With --auth: the GSSAPI handshake and principal lists, before admission."""
     warm: WarmPool | None = None
@@ -146,9 +148,9 @@ async def _serve_job(
 
     structlog.contextvars.bind_contextvars(compiler=job.compiler, input=job.input_name)
     request = Request(request.protocol, job.argv, request.source)
-    key = _cache_key(ctx, request, job)
+    cached = _cache_job(ctx, request, job)
     try:
-        if key is not None and await _reply_from_cache(ctx, request, key, writer, started):
+        if cached is not None and await _reply_from_cache(ctx, request, cached, writer, started):
             return
         if not stats.slots.try_acquire():
             stats.counters.rejected_busy += 1
@@ -162,7 +164,7 @@ async def _serve_job(
         stats.activity.started(job_id, job.input_name, job.compiler, client)
         try:
             stats.counters.accepted += 1
-            await _compile_and_reply(ctx, request, job, reader, writer, started, slot, key)
+            await _compile_and_reply(ctx, request, job, reader, writer, started, slot, cached)
         finally:
             slot.release()
             stats.activity.ended(job_id)
@@ -170,24 +172,29 @@ async def _serve_job(
         structlog.contextvars.unbind_contextvars("compiler", "input")
 
 
-def _cache_key(ctx: ConnectionContext, request: Request, job: Job) -> str | None:
+def _cache_job(
+    ctx: ConnectionContext, request: Request, job: Job
+) -> tuple[JobDigest, CompilerIdentity] | None:
+    """The job's digests and the identity its result is kept under (None: not cached)."""
     identity = ctx.identities.get(job.compiler)
     if ctx.cache is None or identity is None or why_not_cacheable(request.argv) is not None:
         return None
-    return cache_key(job_digest(request.protocol, request.argv, request.source), identity)
+    digest = job_digest(request.protocol, request.argv, request.source, ctx.share_across_dirs)
+    return digest, identity
 
 
 async def _reply_from_cache(
     ctx: ConnectionContext,
     request: Request,
-    key: str,
+    cached: tuple[JobDigest, CompilerIdentity],
     writer: asyncio.StreamWriter,
     started: float,
 ) -> bool:
     """Answer from the local cache (no slot needed); False on a miss."""
     assert ctx.cache is not None
-    result = await ctx.cache.get(key)
+    result = await ctx.cache.lookup(*cached)
     if result is None:
+        await ctx.cache.count_path_miss(cached[0], [cached[1]])
         return False
     reply = Reply(request.protocol, 0, result.stderr, result.stdout, result.obj)
     try:
@@ -218,7 +225,7 @@ async def _compile_and_reply(
     writer: asyncio.StreamWriter,
     started: float,
     slot: SlotHold,
-    key: str | None,
+    cached: tuple[JobDigest, CompilerIdentity] | None,
 ) -> None:
     stats = ctx.stats
     gone = asyncio.ensure_future(wait_peer_gone(reader))
@@ -243,8 +250,8 @@ async def _compile_and_reply(
     if result.limit is not None:
         stats.limit_hit(result.limit)
         log.warning("job_limit", limit=result.limit, status=result.status)
-    if key is not None and ctx.cache is not None and outcome == "ok":
-        ctx.cache.put_later(key, CachedResult(result.obj, result.stderr, result.stdout))
+    if cached is not None and ctx.cache is not None and outcome == "ok":
+        ctx.cache.store(*cached, CachedResult(result.obj, result.stderr, result.stdout))
     sent = 0
     if outcome != "client_disconnect":
         reply = Reply(request.protocol, result.status, result.stderr, result.stdout, result.obj)

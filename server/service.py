@@ -179,6 +179,7 @@ class Service:
             io_timeout_s=config.io_timeout,
             request_timeout_s=config.request_timeout,
             cache=cache,
+            share_across_dirs=config.cache_share_across_dirs,
             acceptor=config.acceptor(),
             identities={
                 name: CompilerIdentity(info["version"], info["digest"])

@@ -142,8 +142,9 @@ class ServerStats:
         st = self.cache_stats
         if st is None:
             return None
-        return {"hits": st.hits, "misses": st.misses, "corrupt": st.corrupt,
-                "rejected": st.rejected, "stored": st.stores}  # fmt: skip
+        return {"hits": st.hits, "misses": st.misses, "path_misses": st.path_misses,
+                "unmappable": st.unmappable, "corrupt": st.corrupt, "rejected": st.rejected,
+                "stored": st.stores}  # fmt: skip
 
     def prometheus(self) -> bytes:
         return generate_latest(self.registry)
@@ -238,6 +239,22 @@ class _StatsCollector(Collector):
             refused.add_metric(["corrupt"], s.cache_stats.corrupt)
             refused.add_metric(["rejected"], s.cache_stats.rejected)
             yield refused
+            lookups = CounterMetricFamily(
+                "distlb_server_cache_lookups", "Local cache lookups", labels=["result"]
+            )
+            lookups.add_metric(["hit"], s.cache_stats.hits)
+            lookups.add_metric(["miss"], s.cache_stats.misses)
+            yield lookups
+            yield CounterMetricFamily(
+                "distlb_server_cache_path_misses",
+                "Misses whose job differs from a stored entry's only by the paths it names",
+                value=s.cache_stats.path_misses,
+            )
+            yield CounterMetricFamily(
+                "distlb_server_cache_unmappable",
+                "Entries found but not served: their warnings could not name the requester's files",
+                value=s.cache_stats.unmappable,
+            )
         yield GaugeMetricFamily(
             "distlb_server_sandboxed",
             "1 when compiles run sandboxed (--sandbox bwrap)",

@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from cache import job_digest
+from cache import CompilerIdentity, cache_key, job_digest
 from daemon.judge import Job, Judge, Refused
 
 SUFFIXES = (".c", ".i", ".cc", ".cpp", ".cxx", ".cp", ".c++", ".C", ".ii", ".m", ".mi", ".mm",
@@ -94,10 +94,15 @@ def accepted(request: Request) -> Job:
         raise  # (unreachable: assume raises)
 
 
-def key(request: Request, job: Job) -> bytes:
+GCC12 = CompilerIdentity("gcc (Debian 12.2.0-14+deb12u1) 12.2.0", "ab" * 32)
+CLANG14 = CompilerIdentity("Debian clang version 14.0.6", "cd" * 32)
+
+
+def key(request: Request, job: Job, identity: CompilerIdentity = GCC12) -> str:
     """As both daemons key a job: the judge's canonical argv (server/connection.py,
-    balancer/dispatch.py)."""
-    return job_digest(request.protocol, job.argv, request.text)
+    balancer/dispatch.py), under a compiler's identity (its family decides what of the
+    paths may be left out)."""
+    return cache_key(job_digest(request.protocol, job.argv, request.text), identity)
 
 
 def compiled(request: Request, job: Job) -> tuple[tuple[str, ...], bytes]:
