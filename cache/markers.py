@@ -15,7 +15,8 @@ something other than the markers say: it does not start with a marker; it names
 ``__builtin_source_location`` (clang expands macros in a preprocessed file, and both
 compilers evaluate the builtins from the markers: the object then holds the path);
 it could spell one of those across a line splice or a trigraph, or build one with a
-``#define`` (a ``%:`` digraph, a comment after ``#``, ``#include`` are refused with it);
+``#define`` (a ``%:`` digraph, a comment after ``#``, ``#include``, ``__has_include``, whose
+answer clang would look up from the server, are refused with it);
 it has a carriage return (a line end the scanner does not split on); a path holds a
 backslash (an escape: two spellings of one name); or a line starts like a marker that
 the scanner cannot read.
@@ -51,7 +52,7 @@ _OBSTACLES = (
     re.compile(rb"%:"),  # the digraph of #
     re.compile(rb"\?\?/"),  # the trigraph of a backslash
 )
-_SEQUENCES = (b"__builtin_source_location", b"\r")
+_SEQUENCES = (b"__builtin_source_location", b"__has_include", b"__has_embed", b"\r")
 _SPACE_HASH = re.compile(rb"#(?<=[ \t\f\v]#)")
 _INDENTED = re.compile(rb"\n" + _WS + rb"+#")
 """A directive after blanks (a marker the scan would miss): looked for only where a
