@@ -23,7 +23,14 @@ from tests.support.checkouts import DEBUG_SECTIONS, differing_sections
 from tests.support.distcc import run_make
 from tests.support.projects import tree_object, tree_sources, write_tree_project
 from tests.support.redis import RedisServer
-from tests.support.servers import BalancerProcess, ServerProcess, StartBalancer, StartServer
+from tests.support.secrets import farm_secret
+from tests.support.servers import (
+    BalancerProcess,
+    ServerProcess,
+    StartBalancer,
+    StartServer,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -152,3 +159,44 @@ def test_debug_builds_without_maps_share_only_when_the_operator_says_so(
         ), info[:1500]
         recorded_alice += 1
     assert recorded_alice >= 0.95 * jobs
+
+
+def test_a_servers_disk_cache_follows_the_same_rules(
+    start_server: StartServer, shared_tmp: Path, tmp_path: Path
+) -> None:
+    """The server's --cache-dir keys jobs as the balancer does (one implementation in
+    cache/): Bob's build without -g is answered from Alice's, his -g build is not (each
+    miss counted in /status as a path miss), and with --cache-share-across-dirs it is."""
+    secret = ("--cache-secret-file", str(farm_secret()))
+    server = start_server("--jobs", "4", "--cache-dir", str(shared_tmp / "c1"), *secret)
+    hosts = f"127.0.0.1:{server.port}/4,lzo"
+    alice, bob = (write_tree_project(tmp_path / user) for user in USERS[:2])
+    jobs = len(tree_sources(alice))
+
+    def build(project: Path, cflags: str, where: str = hosts) -> None:
+        shutil.rmtree(project / "obj", ignore_errors=True)
+        result = run_make(project, hosts=where, jobs=4, cflags=cflags)
+        assert result.returncode == 0, result.stderr
+
+    def stored(target: ServerProcess, count: int) -> None:
+        wait_until(lambda: target.status()["cache"]["stored"] >= count, 20, "entries stored")
+
+    build(alice, PLAIN)
+    stored(server, jobs)
+    build(bob, PLAIN)
+    _assert_own_objects(bob, PLAIN, two_step=False)
+    assert server.status()["cache"]["hits"] == jobs
+    build(alice, DEBUG)
+    stored(server, 2 * jobs)
+    build(bob, DEBUG)
+    cache = server.status()["cache"]
+    assert (cache["hits"], cache["path_misses"]) == (jobs, jobs), cache
+    _assert_own_objects(bob, DEBUG, two_step=True)
+
+    sharing = start_server("--jobs", "4", "--cache-dir", str(shared_tmp / "c2"), *secret,
+                           "--cache-share-across-dirs")  # fmt: skip
+    where = f"127.0.0.1:{sharing.port}/4,lzo"
+    build(alice, DEBUG, where)
+    stored(sharing, jobs)
+    build(bob, DEBUG, where)
+    assert sharing.status()["cache"]["hits"] == jobs
