@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from cache import cache_key, job_digest
+from cache.stderr_paths import rewrite
 from tests.support.checkouts import (
     DEBUG_SECTIONS,
     JUDGE,
@@ -254,3 +255,30 @@ def test_system_header_flags_stay_in_the_key(tmp_path: Path) -> None:
                                   cwd=tmp_path, capture_output=True, check=False)  # fmt: skip
         results.append(compiled.returncode)
     assert results[0] != 0 and results[1] == 0
+
+
+WARNING_TREE = {
+    "src/main.c": '#include <string.h>\n#include "util.h"\n'
+    'void copy(char *d) { char b[4]; strcpy(b, "far too long"); memcpy(d, b, 4); }\n'
+    "char g[4];\nvoid f(void) { fill(g, 8); }\nint main(void) { int y; return scaled(g[1]); }\n",
+    "include/util.h": '#include "deep.h"\n'
+    "static inline int scaled(int x) { int unused; return x * 2; }\n"
+    "static inline void fill(char *d, int n) { __builtin_memset(d, 1, n); }\n",
+    "include/deep.h": "static int never_used(void) { return 1; }\n",
+}
+
+
+@pytest.mark.parametrize("color", [False, True], ids=["plain", "color"])
+@pytest.mark.parametrize("compiler", ["gcc", "clang"])
+def test_a_hits_warnings_are_what_the_requester_would_have_read(
+    tmp_path: Path, compiler: str, color: bool
+) -> None:
+    """Alice's warnings (include chains, a header's function, inlined-from, colour),
+    rewritten with the two jobs' markers, are byte for byte what Carol's own compile
+    prints."""
+    flags = ["-O2", "-Wall", "-Wextra"] + (["-fdiagnostics-color=always"] if color else [])
+    a, b, _ = _pair(tmp_path, compiler, flags, tree=WARNING_TREE, main="src/main.c")
+    assert a.key == b.key and b"warning" in a.stderr and a.stderr != b.stderr
+    if compiler == "gcc":
+        assert b"inlined from" in a.stderr and b"In file included from" in a.stderr
+    assert rewrite(a.stderr, a.paths, b.paths) == b.stderr
