@@ -53,8 +53,7 @@ class CacheFront:
             if result is not None:
                 reply = Reply(request.protocol, 0, result.stderr, result.stdout, result.obj)
                 return Dispatched(reply, "cache", 0, False, [], cached=True)
-        if identities:
-            await self.cache.count_path_miss(job, identities)
+        self.cache.note_miss(job, identities)
         return None
 
     def store(self, job: JobDigest, request: Request, outcome: Dispatched) -> None:

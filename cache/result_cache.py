@@ -36,6 +36,7 @@ from cache.stores import Store, StoreUnavailable
 
 log = structlog.get_logger("distlb.cache")
 _LATENCY_WINDOW = 1000
+MAX_UNANSWERED = 1024
 MAX_PENDING = 64
 """Stores (and markers) waiting in the background at most; more are bypassed."""
 MARKER_PREFIX = "m"
@@ -88,10 +89,13 @@ class ResultCache:
         self.stores = list(stores)
         self.stats = CacheStats()
         self._background: set[asyncio.Task[None]] = set()
+        self._checks: set[asyncio.Task[bool]] = set()
+        self._unanswered: set[bytes] = set()
+        """Jobs whose last lookup no store answered (their miss says nothing of paths)."""
 
     async def get(self, key: str) -> CachedResult | None:
         started = time.monotonic()
-        found = await self._find(key)
+        found, _ = await self._find(key)
         if found is None:
             self.stats.misses += 1
             return None
@@ -99,9 +103,11 @@ class ResultCache:
         self.stats.record_hit(time.monotonic() - started, size)
         return result
 
-    async def _find(self, key: str) -> tuple[CachedResult, int] | None:
-        """The entry under ``key`` and its size (a hit in a later store is copied into the
-        earlier ones; bypasses, corrupt and rejected entries are counted here)."""
+    async def _find(self, key: str) -> tuple[tuple[CachedResult, int] | None, bool]:
+        """The entry under ``key`` and its size, and whether any store answered (a hit in
+        a later store is copied into the earlier ones; bypasses, corrupt and rejected
+        entries are counted here)."""
+        answered = False
         for index, store in enumerate(self.stores):
             try:
                 data = await store.get(key)
@@ -109,6 +115,7 @@ class ResultCache:
                 self.stats.bypasses += 1
                 log.debug("cache_bypass", store=store.name, reason=str(exc))
                 continue
+            answered = True
             if data is None:
                 continue
             try:
@@ -125,8 +132,8 @@ class ResultCache:
                 continue
             for earlier in self.stores[:index]:
                 await self._quietly(earlier.put(key, data))
-            return result, len(data)
-        return None
+            return (result, len(data)), True
+        return None, answered
 
     async def lookup(self, job: JobDigest, identity: CompilerIdentity) -> CachedResult | None:
         """The result of ``job`` as ``identity``'s compiler made it, its warnings naming
@@ -134,9 +141,13 @@ class ResultCache:
         not served: counted as unmappable, and as a miss)."""
         started = time.monotonic()
         key = cache_key(job, identity)
-        found = await self._find(key)
+        found, answered = await self._find(key)
         if found is None:
             self.stats.misses += 1
+            if not answered:  # (no marker is looked up for it: the stores are not answering)
+                if len(self._unanswered) >= MAX_UNANSWERED:
+                    self._unanswered.clear()
+                self._unanswered.add(job.exact)
             return None
         result, size = found
         if _left_paths_out(job, identity) and result.stderr:
@@ -169,6 +180,20 @@ class ResultCache:
         if marker_key is not None:
             await self._put_marker(MARKER_PREFIX + marker_key, job.exact)
         await self.put(key, result)
+
+    def note_miss(self, job: JobDigest, identities: Sequence[CompilerIdentity]) -> None:
+        """After ``job`` missed under each of ``identities``: count it as a path miss, in
+        the background (a job never waits for it; at most :data:`MAX_PENDING` at once,
+        beyond which misses go uncounted: ``path_misses`` is a lower bound). Not when
+        no store answered its lookup: a failing Redis node gets no more work."""
+        if job.exact in self._unanswered:
+            self._unanswered.discard(job.exact)
+            return
+        if job.anywhere is None or not identities or len(self._checks) >= MAX_PENDING:
+            return
+        task = asyncio.create_task(self.count_path_miss(job, identities))
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
 
     async def count_path_miss(self, job: JobDigest, identities: Iterable[CompilerIdentity]) -> bool:
         """After ``job`` missed under each of ``identities``: whether an entry of a job
@@ -237,7 +262,7 @@ class ResultCache:
         return True
 
     async def close(self) -> None:
-        for task in list(self._background):
+        for task in [*self._background, *self._checks]:
             task.cancel()
         for store in self.stores:
             closer = getattr(store, "close", None)

@@ -194,7 +194,7 @@ async def _reply_from_cache(
     assert ctx.cache is not None
     result = await ctx.cache.lookup(*cached)
     if result is None:
-        await ctx.cache.count_path_miss(cached[0], [cached[1]])
+        ctx.cache.note_miss(cached[0], [cached[1]])
         return False
     reply = Reply(request.protocol, 0, result.stderr, result.stdout, result.obj)
     try:

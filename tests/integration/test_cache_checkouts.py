@@ -128,6 +128,9 @@ def test_debug_builds_without_maps_share_only_when_the_operator_says_so(
 
     before = cache_of(apart)
     _build(bob, apart, DEBUG)
+    # (each miss is checked for a path miss in the background, just after its lookup)
+    wait_until(lambda: cache_of(apart)["path_misses"] - before["path_misses"] >= jobs, 20,
+               "every miss counted")  # fmt: skip
     after = cache_of(apart)
     assert after["hits"] == before["hits"], after  # nobody else's directory in Bob's objects
     assert after["path_misses"] - before["path_misses"] == jobs, after  # what sharing would gain
@@ -189,6 +192,7 @@ def test_a_servers_disk_cache_follows_the_same_rules(
     build(alice, DEBUG)
     stored(server, 2 * jobs)
     build(bob, DEBUG)
+    wait_until(lambda: server.status()["cache"]["path_misses"] >= jobs, 20, "misses counted")
     cache = server.status()["cache"]
     assert (cache["hits"], cache["path_misses"]) == (jobs, jobs), cache
     _assert_own_objects(bob, DEBUG, two_step=True)

@@ -220,5 +220,8 @@ def test_a_miss_that_differs_only_by_paths_is_counted() -> None:
         assert await cache.count_path_miss(alice, [GCC]) is False  # (the same job: evicted)
         assert await cache.count_path_miss(carol, [CLANG]) is False  # (another compiler)
         assert cache.stats.path_misses == 1
+        cache.note_miss(carol, [GCC])  # (as the daemons count: in the background)
+        await asyncio.gather(*cache._checks)
+        assert cache.stats.path_misses == 2
 
     asyncio.run(scenario())
