@@ -282,3 +282,41 @@ def test_a_hits_warnings_are_what_the_requester_would_have_read(
     if compiler == "gcc":
         assert b"inlined from" in a.stderr and b"In file included from" in a.stderr
     assert rewrite(a.stderr, a.paths, b.paths) == b.stderr
+
+
+MAP_CASES = {
+    # (Alice's maps, Carol's maps): {root} is each one's checkout
+    "trailing slash": (["-ffile-prefix-map={root}/=/src/"], ["-ffile-prefix-map={root}/=/src/"]),
+    "only the sources": (
+        ["-fdebug-prefix-map={root}/src=/s"],
+        ["-fdebug-prefix-map={root}/src=/s"],
+    ),
+    "overlapping, in order": (
+        ["-fdebug-prefix-map={root}=/a", "-fdebug-prefix-map={root}/include=/inc"],
+        ["-fdebug-prefix-map={root}=/a", "-fdebug-prefix-map={root}/include=/inc"],
+    ),
+    "overlapping, other order": (
+        ["-fdebug-prefix-map={root}=/a", "-fdebug-prefix-map={root}/include=/inc"],
+        ["-fdebug-prefix-map={root}/include=/inc", "-fdebug-prefix-map={root}=/a"],
+    ),
+    "to different places": (["-ffile-prefix-map={root}=/x"], ["-ffile-prefix-map={root}=/y"]),
+    "one maps, one does not": (["-ffile-prefix-map={root}=."], []),
+}
+
+
+@pytest.mark.parametrize("case", list(MAP_CASES))
+@pytest.mark.parametrize("compiler", ["gcc", "g++"])
+def test_prefix_maps_that_do_not_send_both_checkouts_alike_keep_them_apart(
+    tmp_path: Path, compiler: str, case: str
+) -> None:
+    """gcc's map rules (last match wins, plain prefixes, DIR// mapped as DIR) as the key
+    models them: wherever the keys agree the objects do, and maps that leave a path of
+    the checkout alone, or send the two apart, keep the keys apart."""
+    alice_maps, carol_maps = MAP_CASES[case]
+
+    def maps(root: Path) -> list[str]:
+        chosen = alice_maps if "alice" in str(root) else carol_maps
+        return [m.format(root=root) for m in chosen]
+
+    a, b, _ = _pair(tmp_path, compiler, ["-g"], flags_for=maps)  # (one key: one object)
+    assert (a.key == b.key) == (case == "overlapping, in order"), case
