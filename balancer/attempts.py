@@ -49,6 +49,9 @@ class DispatchSettings:
     bounded by the attempts instead)."""
     cache_trust_unsandboxed: bool = False
     """Also store results of backends that compile without a sandbox (balancer/caching.py)."""
+    cache_share_across_dirs: bool = False
+    """Key debug builds without prefix maps apart from their checkout's directory too
+    (cache/path_rules.py)."""
 
 
 class AllFailed(Exception):

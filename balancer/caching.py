@@ -14,7 +14,7 @@ from __future__ import annotations
 from balancer.attempts import Dispatched
 from balancer.backends import Backend
 from balancer.pool import Pool
-from cache import CachedResult, CompilerIdentity, ResultCache, cache_key
+from cache import CachedResult, CompilerIdentity, JobDigest, ResultCache
 from wire import Reply, Request
 
 
@@ -41,18 +41,22 @@ class CacheFront:
         self.not_stored_unsandboxed = 0
         """Good replies not stored because their backend compiles without a sandbox."""
 
-    async def lookup(self, job: bytes, request: Request) -> Dispatched | None:
-        """A cached result from any compiler identity a healthy backend would run."""
+    async def lookup(self, job: JobDigest, request: Request) -> Dispatched | None:
+        """A cached result from any compiler identity a healthy backend would run (its
+        warnings naming this job's files). A miss whose job differs from a stored one
+        only by paths is counted as such (``path_misses``)."""
         compiler = request.argv[0]
-        identities = {b.identity(compiler) for b in self.pool.backends.values() if b.healthy}
-        for identity in sorted((i for i in identities if i is not None), key=lambda i: i.token):
-            result = await self.cache.get(cache_key(job, identity))
+        found = {b.identity(compiler) for b in self.pool.backends.values() if b.healthy}
+        identities = sorted((i for i in found if i is not None), key=lambda i: i.token)
+        for identity in identities:
+            result = await self.cache.lookup(job, identity)
             if result is not None:
                 reply = Reply(request.protocol, 0, result.stderr, result.stdout, result.obj)
                 return Dispatched(reply, "cache", 0, False, [], cached=True)
+        self.cache.note_miss(job, identities)
         return None
 
-    def store(self, job: bytes, request: Request, outcome: Dispatched) -> None:
+    def store(self, job: JobDigest, request: Request, outcome: Dispatched) -> None:
         """Store a good reply in the background, if its backend may be a source."""
         if outcome.reply.status != 0:
             return
@@ -64,4 +68,4 @@ class CacheFront:
             return
         reply = outcome.reply
         result = CachedResult(obj=reply.obj, stderr=reply.stderr, stdout=reply.stdout)
-        self.cache.put_later(cache_key(job, identity), result)
+        self.cache.store(job, identity, result)

@@ -86,6 +86,7 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfi
     cache_ttl: int = 7 * 86400
     cache_timeout: float = 0.25
     cache_trust_unsandboxed: bool = False
+    cache_share_across_dirs: bool = False
     log_format: str = "auto"
     log_level: str = "info"
     backend_auth: bool = False

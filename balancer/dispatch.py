@@ -125,12 +125,12 @@ class Dispatcher:
         wanted = self.caching is not None or self.pool.roster.any_caching
         job = None
         if wanted and why_not_cacheable(request.argv) is None:
-            job = await digest_off_loop(request)
+            job = await digest_off_loop(request, self.settings.cache_share_across_dirs)
         if job is not None and self.caching is not None:
             hit = await self.caching.lookup(job, request)
             if hit is not None:
                 return hit
-        outcome = await self._compile(request, job, held)
+        outcome = await self._compile(request, job.route if job is not None else None, held)
         if job is not None and self.caching is not None:
             self.caching.store(job, request, outcome)  # (only from trusted sources)
         return outcome

@@ -8,7 +8,7 @@ import argparse
 from balancer.compilers import IDENTITY_MODES
 from balancer.config import BalancerConfig
 from daemon.bounds import add_bounds_flags
-from daemon.config import LOG_LEVELS, add_operator_flags, fill_defaults
+from daemon.config import LOG_LEVELS, add_cache_share_flag, add_operator_flags, fill_defaults
 from daemon.gss import add_acceptor_flags
 from daemon.judge_config import add_judge_flags
 from daemon.secret_files import add_cache_secret_flag
@@ -243,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also store results of backends that compile without a sandbox (a distlb "
         "server with --sandbox none); by default only sandboxed backends' results are shared",
     )
+    add_cache_share_flag(p)
     p.add_argument("--log-format", choices=["json", "console", "auto"])
     p.add_argument("--log-level", choices=LOG_LEVELS)
     add_acceptor_flags(p, "use the balancer")

@@ -185,6 +185,8 @@ class BalancerStats:
             "stores": [store.name for store in cache.stores],
             "hits": st.hits,
             "misses": st.misses,
+            "path_misses": st.path_misses,
+            "unmappable": st.unmappable,
             "bypasses": st.bypasses,
             "corrupt": st.corrupt,
             "rejected": st.rejected,
@@ -302,6 +304,18 @@ class _Collector(Collector):
                 "distlb_cache_bypasses",
                 "Cache operations skipped: a store was down or slow",
                 value=cache.stats.bypasses,
+            )
+            yield CounterMetricFamily(
+                "distlb_cache_path_misses",
+                "Misses whose job differs from a stored entry's only by the paths it names "
+                "(what sharing across checkouts would gain)",
+                value=cache.stats.path_misses,
+            )
+            yield CounterMetricFamily(
+                "distlb_cache_unmappable",
+                "Entries found but not served: their warnings could not be made to name the "
+                "requester's files",
+                value=cache.stats.unmappable,
             )
             yield CounterMetricFamily(
                 "distlb_cache_corrupt", "Corrupt entries ignored", value=cache.stats.corrupt

@@ -14,7 +14,16 @@ from cache.entry import (
     decode_entry,
     encode_entry,
 )
-from cache.keys import CompilerIdentity, cache_key, job_digest, key_argv, why_not_cacheable
+from cache.keys import (
+    CompilerIdentity,
+    JobDigest,
+    anywhere_key,
+    cache_key,
+    job_digest,
+    key_argv,
+    why_not_cacheable,
+)
+from cache.path_rules import compiler_family
 from cache.redis_store import RedisStore
 from cache.redis_url import BadRedisURL, RedisTarget, parse_redis_url
 from cache.result_cache import CacheStats, ResultCache
@@ -29,6 +38,7 @@ __all__ = [
     "CompilerIdentity",
     "CorruptEntry",
     "DiskStore",
+    "JobDigest",
     "MemoryStore",
     "RedisStore",
     "RedisTarget",
@@ -36,7 +46,9 @@ __all__ = [
     "ResultCache",
     "Store",
     "StoreUnavailable",
+    "anywhere_key",
     "cache_key",
+    "compiler_family",
     "decode_entry",
     "digest_off_loop",
     "encode_entry",

@@ -1,16 +1,22 @@
 """A cached result's bytes (pure): authenticated with a secret only the daemons hold.
 
     MAGIC (6) | MAC (32) | CRC-32 of the payload (4) | payload
-    payload = lengths of stderr, stdout, object (3 x 4) | stderr | stdout | object
-    MAC     = HMAC-SHA256(secret, "distlb-cache-entry-v2" NUL len(key) key CRC payload)
+    payload = lengths of stderr, stdout, object, paths (4 x 4) | stderr | stdout | object
+              | paths
+    paths   = count (4) | each: length (4) | path
+    MAC     = HMAC-SHA256(secret, "distlb-cache-entry-v3" NUL len(key) key CRC payload)
+
+The paths are the line-marker paths of the job that stored the entry, kept when its key
+left them out and its stderr is not empty: a hit's warnings are rewritten with them to
+name the requester's files (cache/stderr_paths.py).
 
 Whoever can write to a store (Redis, a cache directory) can put bytes under any key,
 but without the secret cannot make a MAC that verifies: an entry made elsewhere is
 rejected (:class:`RejectedEntry`), and so is a good entry moved under another job's
 key (the key is in the MAC). The CRC only tells damage (a flipped byte:
 :class:`CorruptEntry`) from an entry made without the secret; both are misses. An
-entry of another format (the old ``DLBC1``, a plain sha256 anyone could compute) is
-rejected too.
+entry of another format (the old ``DLBC1``, a plain sha256 anyone could compute, or
+``DLBC2``, without paths) is rejected too.
 """
 
 from __future__ import annotations
@@ -21,13 +27,14 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-MAGIC = b"DLBC2\n"
-OLD_MAGIC = b"DLBC1\n"
+MAGIC = b"DLBC3\n"
+OLD_MAGICS = (b"DLBC1\n", b"DLBC2\n")
 MIN_SECRET_BYTES = 32
 """A cache secret shorter than this is refused (HMAC-SHA256 keys up to 64 bytes are
 used as they are)."""
-_CONTEXT = b"distlb-cache-entry-v2\0"
-_HEADER = struct.Struct(">III")  # stderr, stdout, object lengths
+_CONTEXT = b"distlb-cache-entry-v3\0"
+_HEADER = struct.Struct(">IIII")  # stderr, stdout, object, paths lengths
+_COUNT = struct.Struct(">I")
 _CRC = struct.Struct(">I")
 _MAC_BYTES = 32
 _FIXED = len(MAGIC) + _MAC_BYTES + _CRC.size + _HEADER.size
@@ -53,6 +60,8 @@ class CachedResult:
     obj: bytes = field(repr=False)
     stderr: bytes = field(repr=False, default=b"")
     stdout: bytes = field(repr=False, default=b"")
+    paths: tuple[bytes, ...] = field(repr=False, default=())
+    """The storing job's line-marker paths, when its stderr needs them to be rewritten."""
 
 
 def check_secret(secret: bytes) -> None:
@@ -71,12 +80,11 @@ def _mac(secret: bytes, key: str, body: memoryview | bytes) -> bytes:
 
 def encode_entry(key: str, result: CachedResult, secret: bytes) -> bytes:
     """The bytes to store ``result`` under ``key``, authenticated with ``secret``."""
-    payload = (
-        _HEADER.pack(len(result.stderr), len(result.stdout), len(result.obj))
-        + result.stderr
-        + result.stdout
-        + result.obj
-    )
+    paths = _encode_paths(result.paths)
+    payload = b"".join((
+        _HEADER.pack(len(result.stderr), len(result.stdout), len(result.obj), len(paths)),
+        result.stderr, result.stdout, result.obj, paths,
+    ))  # fmt: skip
     body = _CRC.pack(zlib.crc32(payload)) + payload
     return MAGIC + _mac(secret, key, body) + body
 
@@ -84,8 +92,8 @@ def encode_entry(key: str, result: CachedResult, secret: bytes) -> bytes:
 def decode_entry(key: str, data: bytes, secret: bytes) -> CachedResult:
     """The result stored in ``data`` under ``key``. Raises :class:`CorruptEntry` for
     damage, :class:`RejectedEntry` for an entry this secret did not make for this key."""
-    if data.startswith(OLD_MAGIC):
-        raise RejectedEntry("an entry of the old format (a plain checksum, no MAC)")
+    if data.startswith(OLD_MAGICS):
+        raise RejectedEntry(f"an entry of an old format ({data[:5].decode()})")
     if not data.startswith(MAGIC) or len(data) < _FIXED:
         raise CorruptEntry("bad magic or short entry")
     view = memoryview(data)
@@ -97,10 +105,38 @@ def decode_entry(key: str, data: bytes, secret: bytes) -> CachedResult:
         raise CorruptEntry("checksum mismatch")
     if not hmac.compare_digest(_mac(secret, key, body), mac):
         raise RejectedEntry("its MAC does not verify: not made with this cache's secret")
-    n_err, n_out, n_obj = _HEADER.unpack_from(payload)
+    n_err, n_out, n_obj, n_paths = _HEADER.unpack_from(payload)
     rest = bytes(payload[_HEADER.size :])
-    if len(rest) != n_err + n_out + n_obj:
+    if len(rest) != n_err + n_out + n_obj + n_paths:
         raise CorruptEntry("lengths do not add up")
+    obj_end = n_err + n_out + n_obj
     return CachedResult(
-        obj=rest[n_err + n_out :], stderr=rest[:n_err], stdout=rest[n_err : n_err + n_out]
+        obj=rest[n_err + n_out : obj_end],
+        stderr=rest[:n_err],
+        stdout=rest[n_err : n_err + n_out],
+        paths=_decode_paths(rest[obj_end:]),
     )
+
+
+def _encode_paths(paths: tuple[bytes, ...]) -> bytes:
+    if not paths:
+        return b""
+    return _COUNT.pack(len(paths)) + b"".join(_COUNT.pack(len(p)) + p for p in paths)
+
+
+def _decode_paths(data: bytes) -> tuple[bytes, ...]:
+    """(A MAC that verifies made these bytes: a bad framing is damage or a bug.)"""
+    if not data:
+        return ()
+    (count,) = _COUNT.unpack_from(data)
+    paths, position = [], _COUNT.size
+    for _ in range(count):
+        if position + _COUNT.size > len(data):
+            raise CorruptEntry("paths cut short")
+        (size,) = _COUNT.unpack_from(data, position)
+        position += _COUNT.size
+        paths.append(data[position : position + size])
+        position += size
+    if position != len(data):
+        raise CorruptEntry("paths do not add up")
+    return tuple(paths)

@@ -6,18 +6,38 @@ the arguments in the one canonical form :func:`key_argv` gives them: every argum
 in order, except that the input's name keeps only its suffix (which, without ``-x``,
 chooses the language) and ``-o NAME`` is left out. A server compiles its own copy of
 the source into its own output file, so neither name reaches the compiler; the names
-an object records come from the source's line markers. docs/cache.md has the audit
-of every argument, and why each is kept or left out. Jobs whose output depends on
-anything else are never cached (see :data:`NEVER_CACHED`).
+an object records come from the source's line markers, and of those only what can
+reach the object stays in the key (:func:`job_digest`; the rules are in
+cache/path_rules.py, the markers in cache/markers.py), so that a tree checked out
+anywhere finds the results of the same tree checked out elsewhere. docs/cache.md has
+the audit of every argument and path, and why each is kept or left out. Jobs whose
+output depends on anything else are never cached (see :data:`NEVER_CACHED`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from wire.args import scan
+from cache.markers import MarkedText, PathRule, normalised_paths, scan, working_directory
+from cache.path_rules import (
+    CLANG,
+    DEBUG_MAP_OPTIONS,
+    GCC,
+    basename_rule,
+    compiler_family,
+    emits_debug_info,
+    mapped_rule,
+    maps_keep_basenames,
+    paths_reach_object,
+    prefix_maps,
+    records_switches,
+    relative_rule,
+    without_map_values,
+)
+from wire import args as wire_args
 
 # Output depends on more than the request: files on the build machine (profiles),
 # a random stamp (coverage notes), or code we do not know (plugins, specs).
@@ -66,7 +86,7 @@ def key_argv(argv: Sequence[str]) -> list[str]:
     found by the scanner the judge also uses (:mod:`wire.args`), so a key and a compile
     never disagree on which argument is which. Give it the judge's canonical argv (as
     both daemons do), so that spellings the judge rewrites share a key."""
-    scanned = scan(argv, start=1)
+    scanned = wire_args.scan(argv, start=1)
     inputs = set(scanned.positionals)
     left_out = {i for output in scanned.outputs() for i in range(output.index, output.end)}
     return [
@@ -76,20 +96,108 @@ def key_argv(argv: Sequence[str]) -> list[str]:
     ]
 
 
-def job_digest(protocol: int, argv: Sequence[str], source: bytes) -> bytes:
-    """The digest of a job without the compiler's identity (also used to route repeats).
-    The arguments are counted and each is framed by its length (a placeholder holds a
-    NUL), so no two command lines hash alike."""
-    args = key_argv(argv)
-    h = hashlib.sha256()
-    h.update(b"distlb-job-v2\0%d\0" % protocol)
+SHARED_FAMILIES = frozenset({GCC, CLANG})
+"""The compilers whose objects the experiments behind the path rules were made with."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobDigest:
+    """What determines a job's reply, as digests: :attr:`exact` over the text as sent,
+    and, when the rules allow (cache/path_rules.py), :attr:`portable`, over the text with
+    what cannot reach the object left out of its paths, for the compilers in
+    :attr:`families`. :attr:`anywhere` leaves the paths out entirely: two jobs that
+    differ only by paths share it (the cache counts misses it would have found)."""
+
+    exact: bytes
+    portable: bytes | None = None
+    families: frozenset[str] = frozenset()
+    anywhere: bytes | None = None
+    paths: tuple[bytes, ...] = ()
+    """The text's distinct line-marker paths (a hit's warnings are rewritten with them)."""
+    rule: str = "exact"
+    """Which rule made :attr:`portable` (``no-debug``, ``prefix-maps``, ``any-dir``), or
+    why there is none."""
+
+    @property
+    def route(self) -> bytes:
+        """The digest to route by (repeats to the backend that holds them)."""
+        return self.portable if self.portable is not None else self.exact
+
+    def digest_for(self, identity: CompilerIdentity) -> bytes:
+        if self.portable is not None and compiler_family(identity.version) in self.families:
+            return self.portable
+        return self.exact
+
+
+def _argv_digest(h: Any, protocol: int, args: Sequence[str]) -> None:
+    h.update(b"\0%d\0" % protocol)
     h.update(len(args).to_bytes(4, "big"))
     for arg in args:
         encoded = arg.encode("utf-8", "surrogateescape")
         h.update(len(encoded).to_bytes(4, "big") + encoded)
-    h.update(b"\0source\0")
-    h.update(source)
+
+
+def _digest(kind: bytes, protocol: int, args: Sequence[str], segments: bytes,
+            marked: MarkedText, paths: bytes) -> bytes:  # fmt: skip
+    h = hashlib.sha256(b"distlb-job-v3\0" + kind)
+    _argv_digest(h, protocol, args)
+    h.update(segments)
+    h.update(len(marked.occurrences).to_bytes(4, "big") + marked.occurrences.tobytes())
+    h.update(paths)
     return h.digest()
+
+
+def job_digest(
+    protocol: int, argv: Sequence[str], source: bytes, share_across_dirs: bool = False
+) -> JobDigest:
+    """The digests of a job (the text's markers are found in one pass, and it is hashed
+    once). The arguments are counted and each is framed by its length (a placeholder
+    holds a NUL), so no two command lines hash alike; the text is its stretches between
+    paths, framed, the paths, and which marker names which path."""
+    marked = scan(source)
+    args = key_argv(argv)
+    segments = marked.segments(source)
+    exact = _digest(b"exact", protocol, args, segments, marked,
+                    normalised_paths(marked.paths, lambda p: p))  # fmt: skip
+    if not marked.paths:
+        return JobDigest(exact, rule="no line markers")
+    mapless = without_map_values(args)
+    anywhere = _digest(b"anywhere", protocol, mapless, segments, marked, b"")
+    choice = _portable_rule(argv, marked, share_across_dirs)
+    if isinstance(choice, str):
+        return JobDigest(exact, anywhere=anywhere, paths=marked.paths, rule=choice)
+    name, rule, families, key_args = choice
+    portable = _digest(name.encode(), protocol, key_args(args), segments, marked,
+                       normalised_paths(marked.paths, rule))  # fmt: skip
+    return JobDigest(exact, portable, families, anywhere, marked.paths, name)
+
+
+def _portable_rule(
+    argv: Sequence[str], marked: MarkedText, share_across_dirs: bool
+) -> str | tuple[str, PathRule, frozenset[str], Callable[[Sequence[str]], list[str]]]:
+    """The rule a job's paths are normalised by (its name, the rule, the compilers it
+    holds for, and what becomes of the arguments), or why they are not."""
+    if marked.obstacle is not None:
+        return marked.obstacle
+    hard = paths_reach_object(argv)
+    if hard is not None:
+        return hard
+    maps = prefix_maps(argv)
+    if not emits_debug_info(argv):
+        if not maps_keep_basenames(maps, marked.paths):
+            return "a prefix map could change a basename"
+        return "no-debug", basename_rule, SHARED_FAMILIES, without_map_values
+    cwd = working_directory(marked)
+    if cwd is None:
+        return "debug info, and no working-directory marker"
+    debug_maps = prefix_maps(argv, DEBUG_MAP_OPTIONS)
+    if debug_maps and not records_switches(argv):
+        return "prefix-maps", mapped_rule(debug_maps, cwd), frozenset({GCC}), without_map_values
+    if share_across_dirs:
+        assert marked.working_directory is not None
+        marker = marked.paths[marked.working_directory]
+        return "any-dir", relative_rule(cwd, marker), SHARED_FAMILIES, list
+    return "debug info without prefix maps"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +212,19 @@ class CompilerIdentity:
         return hashlib.sha256(f"{self.version}\0{self.digest}".encode()).hexdigest()[:32]
 
 
-def cache_key(job: bytes, identity: CompilerIdentity) -> str:
-    """The key under which a job's result is stored: the job and the compiler that ran it."""
-    h = hashlib.sha256(job)
+def cache_key(job: JobDigest, identity: CompilerIdentity) -> str:
+    """The key under which a job's result is stored: the job, as ``identity``'s compiler
+    family allows it to be normalised, and the compiler that ran it."""
+    h = hashlib.sha256(job.digest_for(identity))
+    h.update(identity.token.encode())
+    return h.hexdigest()
+
+
+def anywhere_key(job: JobDigest, identity: CompilerIdentity) -> str | None:
+    """The key of the marker that says some entry's job differed from this one only by
+    paths (None: the job names no paths)."""
+    if job.anywhere is None:
+        return None
+    h = hashlib.sha256(b"distlb-anywhere-v1\0" + job.anywhere)
     h.update(identity.token.encode())
     return h.hexdigest()

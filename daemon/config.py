@@ -127,6 +127,18 @@ def add_operator_flags(parser: argparse.ArgumentParser) -> None:
     add_version_flag(parser)
 
 
+def add_cache_share_flag(parser: argparse.ArgumentParser) -> None:
+    """``--cache-share-across-dirs`` (both daemons: the field ``cache_share_across_dirs``)."""
+    parser.add_argument(
+        "--cache-share-across-dirs",
+        action="store_const",
+        const=True,
+        help="share results of debug builds (-g) across checkout directories even without "
+        "prefix maps: the objects then record the directory of whoever built them first "
+        "(docs/cache.md); by default such builds share only within one directory",
+    )
+
+
 DEFAULT = "{default}"
 """Written in a flag's help where its default goes: :func:`fill_defaults` puts the
 config field's default there, so a default is written once, on the dataclass."""

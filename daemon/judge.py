@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 from daemon.judge_values import (
     NESTED_KINDS,
-    PREPROCESSED_LANGUAGE,
     argument_refusal,
     response_file_refusal,
     value_refusal,
 )
+from daemon.languages import PREPROCESSED_LANGUAGE, PREPROCESSED_SUFFIX, SUFFIX_OF_LANGUAGE
 from daemon.specs import DEFAULT_TRUSTED_SPECS_DIRS, SpecsCheck, path_only_specs_check
 from wire.args import Form, Option, OptionTable, Scan, default_table, is_source_name, scan
 
@@ -48,20 +48,6 @@ FORBIDDEN_COMPILER_NAMES = frozenset(
 BARE_NAME_PREFIXES = ("/usr/bin/", "/bin/")
 """A compiler given with one of these is its bare name (as distccd 3.4 does, distcc
 issue #279): CMake's compiler launcher sends ``/usr/bin/cc``."""
-
-_SUFFIX_OF_LANGUAGE = {
-    "cpp-output": ".i",
-    "c++-cpp-output": ".ii",
-    "objective-c-cpp-output": ".mi",
-    "objective-c++-cpp-output": ".mii",
-}
-PREPROCESSED_SUFFIX = {
-    "c": ".i", "i": ".i",
-    "cc": ".ii", "cpp": ".ii", "cxx": ".ii", "cp": ".ii", "c++": ".ii", "C": ".ii", "ii": ".ii",
-    "m": ".mi", "mi": ".mi",
-    "mm": ".mii", "M": ".mii", "mii": ".mii",
-}  # fmt: skip
-"""A source's extension -> the suffix of its preprocessed file (distcc's ``dcc_preproc_exten``)."""
 
 _COMPILER_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
 COMPILER_SHAPED = re.compile(
@@ -368,7 +354,5 @@ class Judge:
                 position += 1
         if output_index is not None and not canonical[output_index]:
             raise Refused("-o names no file")
-        source_suffix = (
-            _SUFFIX_OF_LANGUAGE[language] if language else PREPROCESSED_SUFFIX[extension]
-        )
+        source_suffix = SUFFIX_OF_LANGUAGE[language] if language else PREPROCESSED_SUFFIX[extension]
         return Job(compiler, tuple(canonical), input_index, output_index, source_suffix, suffix)

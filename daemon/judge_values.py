@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from daemon.languages import PREPROCESSED_LANGUAGE
 from wire.args import Form, OptionSpec
 
 NESTED_KINDS = ("as", "cc1", "llvm", "cpp")
@@ -32,18 +33,6 @@ NESTED_KINDS = ("as", "cc1", "llvm", "cpp")
 PATH_KINDS = frozenset({"path", "output", "specs"})
 """Kinds whose value may be a path: the table says so, and the kind says how it is safe."""
 
-PREPROCESSED_LANGUAGE = {
-    "c": "cpp-output",
-    "cpp-output": "cpp-output",
-    "c++": "c++-cpp-output",
-    "c++-cpp-output": "c++-cpp-output",
-    "objective-c": "objective-c-cpp-output",
-    "objc-cpp-output": "objective-c-cpp-output",
-    "objective-c-cpp-output": "objective-c-cpp-output",
-    "objective-c++": "objective-c++-cpp-output",
-    "objective-c++-cpp-output": "objective-c++-cpp-output",
-}
-"""A ``-x`` language -> the preprocessed language that is really compiled."""
 
 _WORD_PATTERNS = {
     "int": re.compile(r"[+-]?[0-9]+"),

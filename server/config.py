@@ -18,6 +18,7 @@ from daemon.bounds import BoundsConfig, add_bounds_flags
 from daemon.config import (
     LOG_LEVELS,
     ConfigError,
+    add_cache_share_flag,
     add_operator_flags,
     check_common,
     fill_defaults,
@@ -55,6 +56,7 @@ class ServerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfig)
     cache_dir: str | None = None
     cache_size: int = 1024
     """MB of the local disk cache (with --cache-dir)."""
+    cache_share_across_dirs: bool = False
     reply_memory_mb: int = 1024
     sandbox: str = "bwrap"
     job_uids: str = f"{DEFAULT_JOB_UIDS[0]}-{DEFAULT_JOB_UIDS[1]}"
@@ -222,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-size", type=int, metavar="MB", help="bound of the disk cache (default {default})"
     )
     add_cache_secret_flag(p, "--cache-dir")
+    add_cache_share_flag(p)
     add_acceptor_flags(p, "compile")
     add_judge_flags(p)
     add_bounds_flags(p)

@@ -13,8 +13,8 @@ import structlog
 from cache import (
     CachedResult,
     CompilerIdentity,
+    JobDigest,
     ResultCache,
-    cache_key,
     digest_off_loop,
     why_not_cacheable,
 )
@@ -80,6 +80,8 @@ class ConnectionContext:
     """A connection that sends nothing this long after it is accepted is closed."""
     cache: ResultCache | None = None
     identities: Mapping[str, CompilerIdentity] = field(default_factory=dict)
+    share_across_dirs: bool = False
+    """--cache-share-across-dirs: debug builds without prefix maps share across checkouts."""
     acceptor: Acceptor | None = None
     """With --auth: the GSSAPI handshake and principal lists, before admission."""
     warm: WarmPool | None = None
@@ -171,9 +173,9 @@ async def _serve_job(
     structlog.contextvars.bind_contextvars(compiler=job.compiler, input=job.input_name)
     request = Request(request.protocol, job.argv, request.source)
     # (A probe must show that the compiler runs: never answered from the cache.)
-    key = None if probe else await _cache_key(ctx, request, job)
+    cached = None if probe else await _cache_job(ctx, request, job)
     try:
-        if key is not None and await _reply_from_cache(ctx, request, key, writer, started):
+        if cached is not None and await _reply_from_cache(ctx, request, cached, writer, started):
             return
         if not stats.slots.try_acquire():
             if probe:
@@ -191,7 +193,9 @@ async def _serve_job(
         try:
             if not probe:
                 stats.counters.accepted += 1
-            await _compile_and_reply(ctx, request, job, reader, writer, started, slot, key, probe)
+            await _compile_and_reply(
+                ctx, request, job, reader, writer, started, slot, cached, probe
+            )
         finally:
             slot.release()
             stats.activity.ended(job_id)
@@ -199,24 +203,29 @@ async def _serve_job(
         structlog.contextvars.unbind_contextvars("compiler", "input")
 
 
-async def _cache_key(ctx: ConnectionContext, request: Request, job: Job) -> str | None:
+async def _cache_job(
+    ctx: ConnectionContext, request: Request, job: Job
+) -> tuple[JobDigest, CompilerIdentity] | None:
+    """The job's digests (off the loop for a big source) and the identity its result is
+    kept under (None: not cached)."""
     identity = ctx.identities.get(job.compiler)
     if ctx.cache is None or identity is None or why_not_cacheable(request.argv) is not None:
         return None
-    return cache_key(await digest_off_loop(request), identity)
+    return await digest_off_loop(request, ctx.share_across_dirs), identity
 
 
 async def _reply_from_cache(
     ctx: ConnectionContext,
     request: Request,
-    key: str,
+    cached: tuple[JobDigest, CompilerIdentity],
     writer: asyncio.StreamWriter,
     started: float,
 ) -> bool:
     """Answer from the local cache (no slot needed); False on a miss."""
     assert ctx.cache is not None
-    result = await ctx.cache.get(key)
+    result = await ctx.cache.lookup(*cached)
     if result is None:
+        ctx.cache.note_miss(cached[0], [cached[1]])
         return False
     reply = Reply(request.protocol, 0, result.stderr, result.stdout, result.obj)
     try:
@@ -247,7 +256,7 @@ async def _compile_and_reply(
     writer: asyncio.StreamWriter,
     started: float,
     slot: SlotHold,
-    key: str | None,
+    cached: tuple[JobDigest, CompilerIdentity] | None,
     probe: bool,
 ) -> None:
     stats = ctx.stats
@@ -273,8 +282,8 @@ async def _compile_and_reply(
     if result.limit is not None:
         stats.limit_hit(result.limit)
         log.warning("job_limit", limit=result.limit, status=result.status)
-    if key is not None and ctx.cache is not None and outcome == "ok":
-        ctx.cache.put_later(key, CachedResult(result.obj, result.stderr, result.stdout))
+    if cached is not None and ctx.cache is not None and outcome == "ok":
+        ctx.cache.store(*cached, CachedResult(result.obj, result.stderr, result.stdout))
     sent = 0
     if outcome != "client_disconnect":
         reply = Reply(request.protocol, result.status, result.stderr, result.stdout, result.obj)

@@ -110,6 +110,7 @@ class Service:
             request_timeout_s=config.request_timeout,
             first_byte_timeout_s=config.first_byte_timeout,
             cache=cache,
+            share_across_dirs=config.cache_share_across_dirs,
             acceptor=config.acceptor(),
             identities={
                 name: CompilerIdentity(info["version"], info["digest"])

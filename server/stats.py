@@ -172,8 +172,9 @@ class ServerStats:
         st = self.cache_stats
         if st is None:
             return None
-        return {"hits": st.hits, "misses": st.misses, "corrupt": st.corrupt,
-                "rejected": st.rejected, "stored": st.stores}  # fmt: skip
+        return {"hits": st.hits, "misses": st.misses, "path_misses": st.path_misses,
+                "unmappable": st.unmappable, "corrupt": st.corrupt, "rejected": st.rejected,
+                "stored": st.stores}  # fmt: skip
 
     def prometheus(self) -> bytes:
         return generate_latest(self.registry)
@@ -292,6 +293,9 @@ SERVER_CACHE_COUNTS = {
     "corrupt": "Entries not served: damaged (a miss)",
     "rejected": "Entries not served: not made with this server's cache secret (a miss)",
     "stores": "Results stored",
+    "path_misses": "Misses whose job differs from a stored entry's only by the paths it names",
+    "unmappable": "Entries found but not served: their warnings could not name the "
+    "requester's files",
 }
 """The disk cache's counts (--cache-dir), as distlb_server_cache_NAME_total."""
 

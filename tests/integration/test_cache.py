@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from cache import RedisStore
-from tests.support.cache_builds import MODULES, cache_balancer
+from tests.support.cache_builds import MODULES, cache_balancer, entry_keys, is_entry_key
 from tests.support.cache_builds import build as _build
 from tests.support.cache_builds import cache_of as _cache
 from tests.support.cache_builds import wait_stored as _wait_stored
@@ -114,7 +114,9 @@ def test_a_backend_running_another_compiler_version_never_shares_objects(
     # the original compiler, found its own: every miss here is a lookup that Redis
     # was too slow to answer on this 2-core machine (counted as a bypass), not a
     # result it could not find.
-    assert redis.Redis.from_url(redis_server.url).dbsize() == 2 * jobs
+    stored_keys = redis.Redis.from_url(redis_server.url)
+    assert len(entry_keys(stored_keys)) == 2 * jobs  # (and a marker beside each)
+    assert stored_keys.dbsize() == 4 * jobs
     assert cache["hits"] + cache["misses"] == jobs  # one lookup per job
     assert cache["misses"] <= cache["bypasses"], cache
     assert cache["hits"] >= 0.75 * jobs, cache
@@ -157,9 +159,9 @@ def test_redis_killed_mid_build_costs_nothing_and_hits_resume(
     stored_keys = redis.Redis.from_url(redis_server.url)
     for attempt in range(5):
         _build(write_c_project(tmp_path / f"refill{attempt}", modules=MODULES), balancer)
-        if stored_keys.dbsize() >= MODULES + 1:
+        if len(entry_keys(stored_keys)) >= MODULES + 1:
             break
-    assert stored_keys.dbsize() >= MODULES + 1, _cache(balancer)
+    assert len(entry_keys(stored_keys)) >= MODULES + 1, _cache(balancer)
     before = _cache(balancer)["hits"]
     third = write_c_project(tmp_path / "p3", modules=MODULES)
     _build(third, balancer)
@@ -198,7 +200,7 @@ def test_flipped_bytes_in_redis_are_ignored_and_recompiled(
     _build(write_c_project(tmp_path / "a", modules=MODULES), balancer)
     _wait_stored(balancer, jobs)
     client = redis.Redis.from_url(redis_server.url)
-    keys = client.keys("*")
+    keys = entry_keys(client)
     assert len(keys) == jobs
     for key in keys:
         stored = client.get(key)
@@ -225,9 +227,12 @@ def test_server_disk_cache_hits_and_ignores_flipped_bytes(
 
     first = write_c_project(tmp_path / "a", modules=MODULES)
     assert run_make(first, hosts=hosts, jobs=4).returncode == 0
-    files = wait_until(lambda: [p for p in cache_dir.rglob("*") if p.is_file()]
-                       if len([p for p in cache_dir.rglob("*") if p.is_file()]) >= jobs else None,
-                       20, "entries on disk")  # fmt: skip
+
+    def entries() -> list[Path]:
+        return [p for p in cache_dir.rglob("*") if p.is_file() and is_entry_key(p.name)]
+
+    files = wait_until(lambda: entries() if len(entries()) >= jobs else None, 20,
+                       "entries on disk")  # fmt: skip
     second = write_c_project(tmp_path / "b", modules=MODULES)
     assert run_make(second, hosts=hosts, jobs=4).returncode == 0
     assert_identical_to_local(second)

@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from cache import CachedResult, encode_entry
-from tests.support.cache_builds import spec
+from tests.support.cache_builds import entry_keys, is_entry_key, spec
 from tests.support.distcc import run_distcc
 from tests.support.forged import old_format_entry
 from tests.support.redis import RedisServer
@@ -73,7 +73,7 @@ def _balancer_with_redis(
     client = redis.Redis.from_url(redis_server.url, decode_responses=False)
 
     def keys() -> list[str]:
-        return sorted(k.decode() if isinstance(k, bytes) else k for k in client.keys("*"))
+        return sorted(k.decode() if isinstance(k, bytes) else k for k in entry_keys(client))
 
     def plant(key: str, value: bytes) -> None:
         assert client.set(key, value)
@@ -95,7 +95,7 @@ def _server_with_cache_dir(start_server: StartServer, directory: Path) -> CacheU
 
     def keys() -> list[str]:
         return sorted(p.name for p in directory.rglob("*") if p.is_file()
-                      and not p.name.startswith(".tmp-"))  # fmt: skip
+                      and not p.name.startswith(".tmp-") and is_entry_key(p.name))  # fmt: skip
 
     def plant(key: str, value: bytes) -> None:
         (directory / key[:2] / key).write_bytes(value)
@@ -239,7 +239,7 @@ def test_the_balancer_reaches_redis_as_a_user_whose_password_is_in_a_file(
             started.wait_healthy(1)
             return CacheUnderTest(
                 hosts=f"127.0.0.1:{started.port}/2,lzo",
-                keys=lambda: [k.decode() for k in admin.keys("*") if isinstance(k, bytes)],
+                keys=lambda: [k.decode() for k in entry_keys(admin) if isinstance(k, bytes)],
                 plant=lambda key, value: None,
                 status=lambda: dict(started.status()["cache"]),
                 events=started.events,

@@ -11,6 +11,19 @@ from tests.support.secrets import farm_secret
 from tests.support.servers import BalancerProcess, ServerProcess, StartBalancer, wait_until
 
 MODULES = 23  # + main.c = 24 jobs
+MARKER_PREFIX = "m"
+"""Keys of the markers beside the entries (cache/result_cache.py): ``m`` + hex."""
+
+
+def is_entry_key(key: str | bytes) -> bool:
+    """Whether a store's key is an entry's (a sha256 in hex), not a marker's."""
+    text = key.decode() if isinstance(key, bytes) else key
+    return not text.startswith(MARKER_PREFIX)
+
+
+def entry_keys(client: Any) -> list[bytes]:
+    """The entries' keys in a Redis (markers apart)."""
+    return [k for k in client.keys("*") if is_entry_key(k)]
 
 
 def spec(server: ServerProcess) -> str:

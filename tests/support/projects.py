@@ -136,3 +136,64 @@ def assert_identical_to_local(project: Path, compiler: str = "gcc") -> None:
     for source in sources(project):
         remote = (project / (source.stem + ".o")).read_bytes()
         assert remote == local_object(project, source, compiler), f"{source.name} differs"
+
+
+TREE_MAKEFILE = """\
+ROOT := $(CURDIR)
+CC ?= gcc
+CFLAGS ?= -O2 -Wall
+SRCS := $(sort $(wildcard $(ROOT)/src/*.c $(ROOT)/lib/*/*.c))
+OBJS := $(patsubst $(ROOT)/%.c,obj/%.o,$(SRCS))
+prog: $(OBJS)
+\t$(CC) -o $@ $(OBJS)
+obj/%.o: $(ROOT)/%.c
+\t@mkdir -p $(dir $@)
+\t$(CC) $(CFLAGS) -I$(ROOT)/include -c $< -o $@
+"""
+"""As CMake builds: every file named by its absolute path, objects in a directory of
+their own; ``CFLAGS`` may name ``$(ROOT)``, the checkout (``-ffile-prefix-map=$(ROOT)=.``)."""
+
+
+def write_tree_project(root: Path, libraries: int = 3, modules: int = 6) -> Path:
+    """A program in src/ over ``libraries`` libraries (lib/NAME/, ``modules`` files each)
+    and shared headers in include/, one of which warns under -Wall in every file that
+    includes it (the warnings a hit replays name the builder's own files)."""
+    (root / "include").mkdir(parents=True)
+    (root / "src").mkdir()
+    (root / "include" / "common.h").write_text(
+        "#pragma once\n#include <stddef.h>\n"
+        "static inline long scaled(long x) { int unused_here; return x * 3; }\n"
+    )
+    calls, declarations = [], []
+    for lib in range(libraries):
+        directory = root / "lib" / f"part{lib}"
+        directory.mkdir(parents=True)
+        for module in range(modules):
+            name = f"p{lib}_m{module}"
+            declarations.append(f"long {name}(long seed);")
+            (directory / f"{name}.c").write_text(
+                f'#include <string.h>\n#include "common.h"\n#include "parts.h"\n'
+                f"long {name}(long seed) {{\n"
+                f'    char label[24] = "{name}";\n'
+                f"    long total = scaled(seed) + (long)strlen(label);\n"
+                f"    for (long k = 0; k < {module + 3}; k++) total += (total >> {lib + 1}) ^ k;\n"
+                f"    return total;\n}}\n"
+            )
+            calls.append(f"    total += {name}({lib * modules + module + 1});")
+    (root / "include" / "parts.h").write_text("#pragma once\n" + "\n".join(declarations) + "\n")
+    (root / "src" / "main.c").write_text(
+        '#include <stdio.h>\n#include "common.h"\n#include "parts.h"\n'
+        "int main(void) {\n    long total = 0;\n"
+        + "\n".join(calls)
+        + '\n    printf("total=%ld\\n", total);\n    return 0;\n}\n'
+    )
+    (root / "Makefile").write_text(TREE_MAKEFILE)
+    return root
+
+
+def tree_sources(project: Path) -> list[Path]:
+    return sorted([*(project / "src").glob("*.c"), *(project / "lib").glob("*/*.c")])
+
+
+def tree_object(project: Path, source: Path) -> Path:
+    return project / "obj" / source.relative_to(project).with_suffix(".o")

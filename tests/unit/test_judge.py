@@ -16,12 +16,12 @@ import pytest
 from daemon.judge import (
     EXIT_BAD_ARGUMENTS,
     EXIT_COMPILER_MISSING,
-    PREPROCESSED_SUFFIX,
     CompilerMissing,
     Job,
     Judge,
     Refused,
 )
+from daemon.languages import PREPROCESSED_SUFFIX
 from daemon.logged import bounded_argv
 from daemon.specs import on_disk_specs_check, path_only_specs_check
 from wire.args import SOURCE_EXTENSIONS

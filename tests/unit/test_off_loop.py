@@ -10,7 +10,7 @@ import threading
 import pytest
 
 import cache.digest
-from cache import job_digest
+from cache import JobDigest, job_digest
 from cache.digest import ON_LOOP_BYTES, digest_off_loop
 from wire import Request
 
@@ -24,11 +24,11 @@ async def test_a_big_sources_digest_leaves_the_loop_running(
     loop_thread = threading.get_ident()
     threads: list[int] = []
 
-    def held_digest(protocol: int, argv: tuple[str, ...], source: bytes) -> bytes:
+    def held_digest(protocol: int, argv: tuple[str, ...], source: bytes, share: bool) -> JobDigest:
         threads.append(threading.get_ident())
         entered.set()
         release.wait(30)  # (held until the loop has shown it still runs)
-        return job_digest(protocol, argv, source)
+        return job_digest(protocol, argv, source, share)
 
     monkeypatch.setattr(cache.digest, "job_digest", held_digest)
     big = Request(1, ("gcc", "-c", "b.c", "-o", "b.o"), b"x" * (ON_LOOP_BYTES + 1))
@@ -49,9 +49,9 @@ async def test_a_small_sources_digest_is_taken_on_the_loop(
 ) -> None:
     threads: list[int] = []
 
-    def recorded(protocol: int, argv: tuple[str, ...], source: bytes) -> bytes:
+    def recorded(protocol: int, argv: tuple[str, ...], source: bytes, share: bool) -> JobDigest:
         threads.append(threading.get_ident())
-        return job_digest(protocol, argv, source)
+        return job_digest(protocol, argv, source, share)
 
     monkeypatch.setattr(cache.digest, "job_digest", recorded)
     small = Request(1, ("gcc", "-c", "s.c", "-o", "s.o"), b"int s;\n")

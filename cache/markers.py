@@ -1,0 +1,174 @@
+"""Where a preprocessed text names files: its line markers (pure).
+
+A text names the files it came from only in its line markers, ``# 12 "/home/alice/p/a.c"
+1 3`` (gcc and clang both read ``#line 12 "..."`` too), and with gcc's ``-g`` (or
+``-fworking-directory``) the second line is one more, ``# 1 "/home/alice/p//"``: the
+working directory, which gcc records as the object's ``DW_AT_comp_dir``. :func:`scan`
+finds them in one pass and says whether a key may leave their paths out (docs/cache.md,
+"Keys that do not depend on the checkout", has the rules and the experiments behind
+them). What a key makes of each path is :func:`normalised_paths`: the hook pump mode,
+which sends file names instead of a text, is to reuse.
+
+A text keeps its paths in its key (an *obstacle*) when the compiler could turn them into
+something other than the markers say: it does not start with a marker; it names
+``__FILE__``, ``__BASE_FILE__``, ``__FILE_NAME__``, ``__builtin_FILE`` or
+``__builtin_source_location`` (clang expands macros in a preprocessed file, and both
+compilers evaluate the builtins from the markers: the object then holds the path);
+it could spell one of those across a line splice or a trigraph, or build one with a
+``#define`` (a ``%:`` digraph, a comment after ``#``, ``#include``, ``__has_include``, whose
+answer clang would look up from the server, are refused with it);
+it has a carriage return (a line end the scanner does not split on); a path holds a
+backslash (an escape: two spellings of one name); or a line starts like a marker that
+the scanner cannot read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+_WS = rb"[ \t\f\v]"
+_BODY = (
+    _WS
+    + rb"*(?:line"
+    + _WS
+    + rb"+)?[0-9]+"
+    + _WS
+    + (rb'+"((?:[^"\\\n]|\\[^\n])*)"[ \t\f\v0-9]*(?=\n|\Z)')
+)
+_FIRST = re.compile(rb"#" + _BODY)
+_LINES = re.compile(rb"\n#(?:" + _BODY + rb"|(" + _WS + rb"*(?:line\b|[0-9])))")
+"""A marker (group 1: its path), or a line that starts like one but is not (group 2).
+Each pattern here starts with a literal, which the regex engine finds fast (patterns
+that start with a choice of characters are several times slower, measured)."""
+_OBSTACLES = (
+    # __FILE__, __FILE_NAME__, __BASE_FILE__, __builtin_FILE (found by FILE, which is rare)
+    re.compile(rb"FILE(?:(?<=__FILE)(?:__|_NAME__)|(?<=__BASE_FILE)__|(?<=__builtin_FILE))"),
+    re.compile(rb"\\" + _WS + rb"*\n"),  # a line splice
+    re.compile(rb"#" + _WS + rb"*(?:define|include|import|embed|/\*)"),
+    re.compile(rb"%:"),  # the digraph of #
+    re.compile(rb"\?\?/"),  # the trigraph of a backslash
+)
+_SEQUENCES = (b"__builtin_source_location", b"__has_include", b"__has_embed", b"\r")
+_SPACE_HASH = re.compile(rb"#(?<=[ \t\f\v]#)")
+_INDENTED = re.compile(rb"\n" + _WS + rb"+#")
+"""A directive after blanks (a marker the scan would miss): looked for only where a
+blank precedes a ``#`` at all (rare), as that is slower."""
+WORKING_DIRECTORY_SUFFIX = b"//"
+
+
+@dataclass(frozen=True, slots=True)
+class MarkedText:
+    """A text's line markers: where each one's path is, and which path it is."""
+
+    spans: tuple[tuple[int, int], ...]
+    """Start and end of each marker's path (between its quotes), in order."""
+    occurrences: array[int]
+    """For each marker, the index of its path in :attr:`paths`."""
+    paths: tuple[bytes, ...]
+    """The distinct paths, in the order they first appear."""
+    working_directory: int | None
+    """The index in :attr:`paths` of gcc's working-directory marker (``DIR//`` on the
+    second line), if the text has one."""
+    obstacle: str | None
+    """Why the paths must stay in the text's key as they are (None: they need not)."""
+
+    def segments(self, text: bytes) -> bytes:
+        """sha256 over everything but the paths: each stretch between two paths framed
+        by its length, so that the text is the stretches and the paths interleaved and
+        nothing else (one pass over the text, no copy)."""
+        h = hashlib.sha256(b"distlb-text-segments-v1\0")
+        view = memoryview(text)
+        position = 0
+        for start, end in self.spans:
+            h.update((start - position).to_bytes(8, "big"))
+            h.update(view[position:start])
+            position = end
+        h.update((len(text) - position).to_bytes(8, "big"))
+        h.update(view[position:])
+        return h.digest()
+
+
+def scan(text: bytes) -> MarkedText:
+    """The markers of ``text`` and whether its key may normalise their paths (one pass
+    for the markers, one for the obstacles; both in C)."""
+    spans: list[tuple[int, int]] = []
+    obstacle = None
+    first = _FIRST.match(text)
+    if first is None:
+        obstacle = "the text does not start with a line marker"
+    else:
+        spans.append(first.span(1))
+    working_directory_at = first.end() if first is not None else -1
+    second_is_directory = False
+    for found in _LINES.finditer(text):
+        if found.group(2) is not None:
+            obstacle = obstacle or "a line that starts like a line marker but is not one"
+            continue
+        spans.append(found.span(1))
+        if found.start() == working_directory_at:
+            second_is_directory = found.group(1).endswith(WORKING_DIRECTORY_SUFFIX)
+    index: dict[bytes, int] = {}
+    occurrences = array("I")
+    for start, end in spans:
+        occurrences.append(index.setdefault(text[start:end], len(index)))
+    paths = tuple(index)
+    if obstacle is None:
+        obstacle = _obstacle(text, paths)
+    return MarkedText(
+        spans=tuple(spans),
+        occurrences=occurrences,
+        paths=paths,
+        working_directory=occurrences[1] if second_is_directory else None,
+        obstacle=obstacle,
+    )
+
+
+def _obstacle(text: bytes, paths: tuple[bytes, ...]) -> str | None:
+    for pattern in _OBSTACLES:
+        found = pattern.search(text)
+        if found is not None:
+            return f"the text holds {found.group()!r}"
+    for sequence in _SEQUENCES:
+        if sequence in text:
+            return f"the text holds {sequence!r}"
+    if _SPACE_HASH.search(text) is not None and (indented := _INDENTED.search(text)):
+        return f"the text holds {indented.group()!r}"
+    if any(b"\\" in path for path in paths):
+        return "a line marker's path holds an escape"
+    return None
+
+
+def basename(path: bytes) -> bytes:
+    return path.rsplit(b"/", 1)[-1]
+
+
+def directory(path: bytes) -> bytes:
+    """A path's directory part, without the slash (``b""`` for a bare name)."""
+    return path.rsplit(b"/", 1)[0] if b"/" in path else b""
+
+
+def working_directory(marked: MarkedText) -> bytes | None:
+    """The directory gcc's working-directory marker names (``DIR//`` is ``DIR``)."""
+    if marked.working_directory is None:
+        return None
+    return marked.paths[marked.working_directory].rstrip(b"/") or b"/"
+
+
+PathRule = Callable[[bytes], bytes]
+"""What a key keeps of one path (cache/path_rules.py makes them)."""
+
+
+def normalised_paths(paths: Sequence[bytes], rule: PathRule) -> bytes:
+    """What a key covers of ``paths`` under ``rule``: each path's normal form, framed
+    by its length. Two jobs whose paths normalise alike share this (with the paths'
+    equality structure, which the caller hashes too). The hook for pump mode: its file
+    names go through the same rules."""
+    out = bytearray()
+    for path in paths:
+        form = rule(path)
+        out += len(form).to_bytes(4, "big") + form
+    return bytes(out)

@@ -1,0 +1,227 @@
+"""The pure parts of checkout-independent keys: the line-marker scan and its obstacles,
+the path rules, the stderr rewrite, entries that keep paths, and the cache's lookup,
+store and path-miss count (with a memory store)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from cache import CachedResult, CompilerIdentity, MemoryStore, ResultCache, job_digest
+from cache.entry import decode_entry, encode_entry
+from cache.markers import scan
+from cache.path_rules import compiler_family, gcc_remap, prefix_maps
+from cache.stderr_paths import MAX_WORK_BYTES, Unmappable, rewrite
+
+GCC = CompilerIdentity("gcc (Debian 12.2.0-14+deb12u1) 12.2.0", "ab" * 32)
+CLANG = CompilerIdentity("Debian clang version 14.0.6", "cd" * 32)
+ICC = CompilerIdentity("icc (ICC) 2021.1 20201112", "ef" * 32)
+SECRET = b"s" * 32
+
+
+def text(root: str, body: bytes = b"int x;\n", debug: bool = False) -> bytes:
+    cwd = f'# 1 "{root}//"\n'.encode() if debug else b""
+    return (f'# 0 "{root}/src/a.c"\n'.encode() + cwd + b'# 0 "<built-in>"\n'
+            + f'# 1 "{root}/src/a.c"\n# 1 "{root}/include/h.h" 1\n'.encode()
+            + b"static int h;\n" + f'# 2 "{root}/src/a.c" 2\n'.encode() + body)  # fmt: skip
+
+
+def test_the_scan_finds_every_marker_its_path_and_the_working_directory() -> None:
+    marked = scan(text("/home/alice/p", debug=True))
+    assert marked.paths == (b"/home/alice/p/src/a.c", b"/home/alice/p//", b"<built-in>",
+                            b"/home/alice/p/include/h.h")  # fmt: skip
+    assert list(marked.occurrences) == [0, 1, 2, 0, 3, 0]
+    assert marked.working_directory == 1 and marked.obstacle is None
+    assert scan(text("/a")).working_directory is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"const char *f = __FILE__;\n", b"x = __BASE_FILE__;\n", b"__FILE_NAME__\n",
+     b"f(__builtin_FILE());\n", b"__builtin_source_location()\n", b"#define X 1\n",
+     b"# define X\n", b"#/**/define X\n", b"%:define X\n", b"__builtin_FI\\\nLE()\n",
+     b"a ??/\nb\n", b"x\r\n", b"  # 5 \"/x/y.c\"\n", b"# 7\n", b"#line 3 \"q.c\" junk\n",
+     b"#include <stdio.h>\n", b"#if __has_include(<x.h>)\n"],
+    ids=repr,
+)  # fmt: skip
+def test_what_could_turn_a_path_into_code_keeps_the_paths(body: bytes) -> None:
+    marked = scan(text("/a") + body)
+    assert marked.obstacle is not None
+    digest = job_digest(1, ["gcc", "-c", "a.c"], text("/a") + body)
+    assert digest.portable is None and digest.rule == marked.obstacle
+
+
+def test_common_texts_have_no_obstacle() -> None:
+    body = (b'int printf(const char *, ...);\nint main(void) { printf("%d # %s", 1, '
+            b'"x"); return 0 ? 1 : 2; }\ntypedef struct _IO_FILE __FILE;\nFILE *f;\n'
+            b"#pragma GCC diagnostic push\n#line 9 \"/a/src/a.c\"\n")  # fmt: skip
+    assert scan(text("/a") + body).obstacle is None
+    assert scan(b"int x;\n").obstacle == "the text does not start with a line marker"
+    assert scan(b'# 1 "a\\\\b.c"\n').obstacle == "a line marker's path holds an escape"
+
+
+def test_compiler_families_from_the_version_line() -> None:
+    assert compiler_family(GCC.version) == "gcc"
+    assert compiler_family("x86_64-linux-gnu-gcc-12 (Debian 12.2.0-14) 12.2.0") == "gcc"
+    assert compiler_family("c++ (GCC) 13.2.1 20231011 (Red Hat 13.2.1-4)") == "gcc"
+    assert compiler_family(CLANG.version) == "clang"
+    assert compiler_family("Apple clang version 15.0.0 (clang-1500.0.40.1)") == "clang"
+    assert compiler_family(ICC.version) is None
+    assert compiler_family("unknown") is None
+
+
+def test_gcc_remaps_with_the_last_matching_map() -> None:
+    """As measured with gcc 12 (-fdebug-prefix-map and -ffile-prefix-map in one list)."""
+    maps = prefix_maps(["gcc", "-fdebug-prefix-map=/a=X", "-ffile-prefix-map=/a/b=Y"])
+    assert gcc_remap(maps, b"/a/b/c.c") == b"Y/c.c"
+    assert gcc_remap(maps[::-1], b"/a/b/c.c") == b"X/b/c.c"
+    assert gcc_remap(maps, b"/q/c.c") == b"/q/c.c"
+
+
+def _keys(argv_a: list[str], a: bytes, argv_b: list[str], b: bytes, share: bool = False,
+          identity: CompilerIdentity = GCC) -> tuple[bytes, bytes]:  # fmt: skip
+    one, two = job_digest(1, argv_a, a, share), job_digest(1, argv_b, b, share)
+    return one.digest_for(identity), two.digest_for(identity)
+
+
+def test_the_rules_in_short() -> None:
+    alice, carol = "/home/alice/p", "/home/carol/w/q"
+    plain = ["gcc", "-O2", "-c", "a.c"]
+    one, two = _keys(plain, text(alice), plain, text(carol))
+    assert one == two  # no debug info: directories left out
+    for identity in (CLANG, ICC):  # clang as gcc; a compiler nobody measured: paths kept
+        one, two = _keys(plain, text(alice), plain, text(carol), identity=identity)
+        assert (one == two) == (identity is CLANG)
+    one, two = _keys(plain, text(alice), plain, text(alice).replace(b"/src/a.c", b"/src/b.c"))
+    assert one != two  # the basename is in the object
+    debug = ["gcc", "-g", "-c", "a.c"]
+    one, two = _keys(debug, text(alice, debug=True), debug, text(carol, debug=True))
+    assert one != two
+    one, two = _keys(debug, text(alice, debug=True), debug, text(carol, debug=True), share=True)
+    assert one == two
+    mapped_a = ["gcc", "-g", f"-ffile-prefix-map={alice}=.", "-c", "a.c"]
+    mapped_c = ["gcc", "-g", f"-ffile-prefix-map={carol}=.", "-c", "a.c"]
+    one, two = _keys(mapped_a, text(alice, debug=True), mapped_c, text(carol, debug=True))
+    assert one == two
+    one, two = _keys(mapped_a, text(alice, debug=True), mapped_c, text(carol, debug=True),
+                     identity=CLANG)  # fmt: skip
+    assert one != two  # (clang records its own directory, not the text's)
+    half = ["gcc", "-g", f"-ffile-prefix-map={alice}/src=.", "-c", "a.c"]
+    one, two = _keys(half, text(alice, debug=True), mapped_c, text(carol, debug=True))
+    assert one != two
+
+
+def test_stderr_names_the_requesters_files_gcc_and_clang_forms() -> None:
+    alice = (b"/home/alice/p/src/a.c", b"/home/alice/p/include/h.h", b"<built-in>")
+    carol = (b"/c/src/a.c", b"/c/include/h.h", b"<built-in>")
+    stored = (
+        b"In file included from /home/alice/p/src/a.c:2:\n"
+        b"/home/alice/p/include/h.h: In function \xe2\x80\x98h\xe2\x80\x99:\n"
+        b"/home/alice/p/include/h.h:1:34: warning: unused variable [-Wunused-variable]\n"
+        b"In file included from /home/alice/p/include/h.h:3,\n"
+        b"                 from /home/alice/p/src/a.c:2:\n"
+        b"In function 'f',\n    inlined from 'g' at /home/alice/p/src/a.c:4:30:\n"
+        b"\x1b[01m\x1b[K/home/alice/p/src/a.c:3:5:\x1b[m\x1b[K warning: x\n"
+        b"<built-in>: note: y\n1 warning generated.\n"
+    )
+    wanted = stored.replace(b"/home/alice/p", b"/c")
+    assert rewrite(stored, alice, carol) == wanted
+    assert rewrite(stored, alice, alice) == stored
+    assert rewrite(b"", alice, carol) == b""
+
+
+@pytest.mark.parametrize(
+    "stderr",
+    [b"warning: quoting /home/alice/p/src/a.c here\n",  # not a location
+     b'{"file": "/home/alice/p/src/a.c", "line": 3}\n',  # JSON diagnostics
+     b"/home/alice/p/src/a.c(3,5): warning: x\n"],  # (msvc form)
+    ids=["quoted", "json", "msvc"],
+)  # fmt: skip
+def test_a_stored_path_outside_a_location_makes_the_hit_unmappable(stderr: bytes) -> None:
+    with pytest.raises(Unmappable):
+        rewrite(stderr, (b"/home/alice/p/src/a.c",), (b"/c/src/a.c",))
+    with pytest.raises(Unmappable):
+        rewrite(b"x\n", (b"/a.c", b"/b.c"), (b"/c.c",))
+
+
+def test_the_rewrite_is_linear_and_bounded() -> None:
+    """A 16 MB stderr of colon-heavy lines: each line looked at from a few places, so the
+    rewrite takes about as long as reading it (a quadratic one would take hours)."""
+    line = b"/home/alice/p/src/a.c:3:5: warning: " + b"std::a::b::c " * 300 + b"\n"
+    stderr = line * (16 * 1024 * 1024 // len(line))
+    started = time.monotonic()
+    out = rewrite(stderr, (b"/home/alice/p/src/a.c",), (b"/c/src/a.c",))
+    assert time.monotonic() - started < 30
+    assert out.count(b"/c/src/a.c:3:5") == stderr.count(b"\n")
+    many = tuple(b"/home/alice%d/f.c" % i for i in range(80))  # (80 directories changed)
+    moved = tuple(b"/home/carol%d/f.c" % i for i in range(80))
+    with pytest.raises(Unmappable, match="too much"):
+        rewrite(b"x" * (MAX_WORK_BYTES // 40), many, moved)
+
+
+def test_entries_keep_the_storing_jobs_paths() -> None:
+    result = CachedResult(b"obj", b"err", b"out", (b"/a/x.c", b"", b"/b\0weird"))
+    assert decode_entry("k", encode_entry("k", result, SECRET), SECRET) == result
+    plain = CachedResult(b"obj")
+    assert decode_entry("k", encode_entry("k", plain, SECRET), SECRET) == plain
+
+
+def _cache() -> ResultCache:
+    return ResultCache([MemoryStore(1 << 20)], SECRET)
+
+
+def test_a_hit_from_another_checkout_replays_warnings_naming_the_requesters_files() -> None:
+    async def scenario() -> None:
+        cache = _cache()
+        argv = ["gcc", "-Wall", "-c", "a.c"]
+        alice = job_digest(1, argv, text("/home/alice/p"))
+        carol = job_digest(1, argv, text("/c"))
+        warning = b"/home/alice/p/include/h.h:1:12: warning: 'h' defined but not used\n"
+        cache.store(alice, GCC, CachedResult(b"OBJ", warning))
+        await asyncio.gather(*cache._background)
+        got = await cache.lookup(carol, GCC)
+        assert got is not None and got.obj == b"OBJ"
+        assert got.stderr == b"/c/include/h.h:1:12: warning: 'h' defined but not used\n"
+        assert got.paths == ()
+        assert (cache.stats.hits, cache.stats.misses) == (1, 0)
+
+    asyncio.run(scenario())
+
+
+def test_unmappable_warnings_are_a_miss_and_counted() -> None:
+    async def scenario() -> None:
+        cache = _cache()
+        argv = ["gcc", "-Wall", "-c", "a.c"]
+        alice, carol = job_digest(1, argv, text("/home/alice/p")), job_digest(1, argv, text("/c"))
+        cache.store(alice, GCC, CachedResult(b"OBJ", b"note: see /home/alice/p/src/a.c\n"))
+        await asyncio.gather(*cache._background)
+        assert await cache.lookup(carol, GCC) is None
+        assert (cache.stats.unmappable, cache.stats.misses, cache.stats.hits) == (1, 1, 0)
+        assert await cache.lookup(alice, GCC) is not None  # (Alice's own job: as stored)
+
+    asyncio.run(scenario())
+
+
+def test_a_miss_that_differs_only_by_paths_is_counted() -> None:
+    async def scenario() -> None:
+        cache = _cache()
+        debug = ["gcc", "-g", "-c", "a.c"]
+        alice = job_digest(1, debug, text("/home/alice/p", debug=True))
+        carol = job_digest(1, debug, text("/c", debug=True))
+        other = job_digest(1, debug, text("/c", b"int y;\n", debug=True))
+        cache.store(alice, GCC, CachedResult(b"OBJ"))
+        await asyncio.gather(*cache._background)
+        assert await cache.lookup(carol, GCC) is None
+        assert await cache.count_path_miss(carol, [GCC]) is True
+        assert await cache.lookup(other, GCC) is None
+        assert await cache.count_path_miss(other, [GCC]) is False  # (another text)
+        assert await cache.count_path_miss(alice, [GCC]) is False  # (the same job: evicted)
+        assert await cache.count_path_miss(carol, [CLANG]) is False  # (another compiler)
+        assert cache.stats.path_misses == 1
+        cache.note_miss(carol, [GCC])  # (as the daemons count: in the background)
+        await asyncio.gather(*cache._checks)
+        assert cache.stats.path_misses == 2
+
+    asyncio.run(scenario())
