@@ -42,11 +42,17 @@ class CacheFront:
         """Good replies not stored because their backend compiles without a sandbox."""
 
     async def lookup(self, job: JobDigest, request: Request) -> Dispatched | None:
-        """A cached result from any compiler identity a healthy backend would run (its
-        warnings naming this job's files). A miss whose job differs from a stored one
-        only by paths is counted as such (``path_misses``)."""
+        """A cached result from a compiler identity the job could be sent to now: one a
+        healthy backend runs, and, with ``--compiler-identity`` majority or pinned, the
+        chosen one (a result of another version must not join the build; a review saw
+        a mismatched backend's object served). Its warnings name this job's files. A miss
+        whose job differs from a stored one only by paths is counted (``path_misses``)."""
         compiler = request.argv[0]
-        found = {b.identity(compiler) for b in self.pool.backends.values() if b.healthy}
+        backends = self.pool.backends
+        excluded = self.pool.routing.route(backends.values(), compiler).exclude
+        found = {
+            b.identity(compiler) for b in backends.values() if b.healthy and b.name not in excluded
+        }
         identities = sorted((i for i in found if i is not None), key=lambda i: i.token)
         for identity in identities:
             result = await self.cache.lookup(job, identity)

@@ -247,3 +247,35 @@ def test_server_disk_cache_hits_and_ignores_flipped_bytes(
     assert_identical_to_local(third)
     assert server.counters()["cache_hit"] == jobs  # no new hits: every entry was corrupt
     assert len(server.events("cache_corrupt_entry")) == jobs
+
+
+def test_a_farm_whose_chosen_gcc_is_another_is_never_served_the_mismatched_ones_objects(
+    start_server: StartServer,
+    start_balancer: StartBalancer,
+    redis_server: RedisServer,
+    shared_tmp: Path,
+    tmp_path: Path,
+) -> None:
+    """A result stored from a backend whose gcc is now a mismatch (the farm's chosen
+    identity is another's: --compiler-identity majority) is not served: one build never
+    mixes compiler versions, from the cache either (a review saw such objects served)."""
+    fake = shared_tmp / "fakegcc"
+    fake.mkdir(mode=0o755)
+    for name in ("gcc", "x86_64-linux-gnu-gcc"):
+        script = fake / name
+        script.write_text(  # (another identity: its binary's digest differs)
+            '#!/bin/sh\nexec /usr/bin/gcc-12 -fno-ident "$@"\n'
+        )
+        script.chmod(0o755)
+    other = start_server("--jobs", "1", path_prepend=str(fake))
+    majority = start_server("--jobs", "3")
+    alone = _balancer(start_balancer, [other], redis_server)
+    project = write_c_project(tmp_path / "a", modules=MODULES)
+    _build(project, alone)
+    _wait_stored(alone, MODULES + 1)
+    farm = _balancer(start_balancer, [majority, other], redis_server)
+    farm.wait_healthy(2)
+    again = write_c_project(tmp_path / "b", modules=MODULES)
+    _build(again, farm)
+    assert_identical_to_local(again)  # (the local gcc writes .comment, as the majority)
+    assert _cache(farm)["hits"] == 0
