@@ -207,8 +207,17 @@ class RedisStore:
             pass  # (the next failure tries again; the operations say why they failed)
 
     async def get(self, key: str) -> bytes | None:
-        value = await self._call("get", key, lambda: self._redis.get(key), self.timeout_s, True)
-        return value if isinstance(value, bytes) else None
+        """The value under ``key``, or None; a value past ``max_value_bytes`` (which no
+        daemon stores: someone else wrote it) is a miss, and is read no further than
+        that bound plus a byte (GETRANGE: a planted 300 MB value held a balancer's
+        memory while it was read whole)."""
+        last = self.max_value_bytes  # (GETRANGE's end is inclusive: one byte past the bound)
+        value = await self._call(
+            "get", key, lambda: self._redis.getrange(key, 0, last), self.timeout_s, True
+        )
+        if not isinstance(value, bytes) or not value or len(value) > self.max_value_bytes:
+            return None  # (GETRANGE of a missing key is empty: as GET's nothing)
+        return value
 
     async def put(self, key: str, value: bytes) -> None:
         if len(value) > self.max_value_bytes:

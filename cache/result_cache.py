@@ -34,6 +34,9 @@ from cache.keys import CompilerIdentity, JobDigest, anywhere_key, cache_key
 from cache.stderr_paths import Unmappable, rewrite
 from cache.stores import Store, StoreUnavailable
 
+ON_LOOP_BYTES = 256 * 1024
+"""Entries up to this size are made and checked on the event loop (a MAC and a checksum
+over a few hundred KiB take well under a millisecond); bigger ones in a thread."""
 log = structlog.get_logger("distlb.cache")
 _LATENCY_WINDOW = 1000
 MAX_UNANSWERED = 1024
@@ -119,7 +122,11 @@ class ResultCache:
             if data is None:
                 continue
             try:
-                result = decode_entry(key, data, self._secret)
+                result = (
+                    decode_entry(key, data, self._secret)
+                    if len(data) <= ON_LOOP_BYTES
+                    else await asyncio.to_thread(decode_entry, key, data, self._secret)
+                )  # (its MAC and checksum run over the whole entry: a big one off the loop)
             except CorruptEntry as exc:
                 self.stats.corrupt += 1
                 log.warning("cache_corrupt_entry", store=store.name, key=key, reason=str(exc))
@@ -233,7 +240,12 @@ class ResultCache:
         return None
 
     async def put(self, key: str, result: CachedResult) -> None:
-        data = encode_entry(key, result, self._secret)
+        size = len(result.obj) + len(result.stderr) + len(result.stdout)
+        data = (
+            encode_entry(key, result, self._secret)
+            if size <= ON_LOOP_BYTES
+            else await asyncio.to_thread(encode_entry, key, result, self._secret)
+        )
         for store in self.stores:
             if await self._quietly(store.put(key, data)):
                 self.stats.bytes_written += len(data)

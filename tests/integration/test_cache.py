@@ -189,6 +189,34 @@ def test_redis_store_works_at_once_after_redis_restarts(redis_server: RedisServe
     assert asyncio.run(scenario()) == [None] * pooled  # served: the restarted Redis is empty
 
 
+def test_a_value_past_the_entry_bound_is_a_miss_read_no_further_than_the_bound(
+    redis_server: RedisServer,
+) -> None:
+    """No daemon stores a value past --cache's entry bound: one in Redis was planted. It
+    is a miss, and only the bound's worth of it is read (a review's planted 300 MB value
+    held a balancer's memory while it was read whole)."""
+    bound = 4096
+
+    async def scenario() -> tuple[bytes | None, bytes | None, int]:
+        store = RedisStore(redis_server.url, timeout_s=5.0, max_value_bytes=bound)
+        planted = redis.Redis.from_url(redis_server.url)
+        try:
+            planted.set("fits", b"x" * bound)
+            planted.set("planted", b"y" * (bound * 256))
+            before = planted.info("stats")["total_net_output_bytes"]
+            big = await store.get("planted")
+            sent = planted.info("stats")["total_net_output_bytes"] - before
+            return await store.get("fits"), big, sent
+        finally:
+            await store.close()
+            planted.close()
+
+    fits, big, sent = asyncio.run(scenario())
+    assert fits == b"x" * bound
+    assert big is None
+    assert sent < 4 * bound  # (Redis sent the bound's worth, not the 1 MiB it held)
+
+
 def test_flipped_bytes_in_redis_are_ignored_and_recompiled(
     start_balancer: StartBalancer,
     backends: list[ServerProcess],
