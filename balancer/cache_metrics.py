@@ -29,6 +29,18 @@ def nodes_status(cache: ResultCache) -> list[dict[str, object]]:
     return [node.snapshot() for node in cache_nodes(cache)]
 
 
+def cluster_masters(cache: ResultCache) -> list[str] | None:
+    """/status ``cache.masters``: a Redis Cluster's masters as the balancer's client
+    knows them now (it follows a failover by itself); None without a cluster."""
+    for store in cache.stores:
+        masters = getattr(store, "masters", None)
+        if callable(masters):
+            found = masters()
+            if found is not None:
+                return list(found)
+    return None
+
+
 def node_families(cache: ResultCache) -> Iterator[Metric]:
     lookups = CounterMetricFamily(
         "distlb_cache_node_lookups",

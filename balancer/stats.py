@@ -13,7 +13,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from balancer.activity import Activity, LiveJob
-from balancer.cache_metrics import node_families, nodes_status
+from balancer.cache_metrics import cluster_masters, node_families, nodes_status
 from balancer.dispatch import Dispatcher
 from balancer.pool import Pool
 from client.cli import distlb_version
@@ -199,6 +199,7 @@ class BalancerStats:
                 self.dispatcher.caching.not_stored_unsandboxed if self.dispatcher.caching else 0
             ),
             "nodes": nodes_status(cache),
+            "masters": cluster_masters(cache),
         }
 
     def prometheus(self) -> bytes:

@@ -118,5 +118,9 @@ class NodeBook:
             found = self.nodes[name] = NodeStats(name)
         return found
 
+    def failing(self) -> set[str]:
+        """The nodes whose latest operation failed (none answered since)."""
+        return {name for name, node in self.nodes.items() if node.failures_in_a_row}
+
     def snapshot(self) -> list[dict[str, object]]:
         return [self.nodes[name].snapshot() for name in sorted(self.nodes)]

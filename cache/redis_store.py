@@ -33,6 +33,8 @@ from cache.stores import StoreUnavailable
 log = structlog.get_logger("distlb.cache.redis")
 REFRESH_EVERY_S = 0.25
 """A cluster's slot map is re-read at most this often while a node fails."""
+REFRESH_WHILE_DOWN_S = 1.0
+"""And this often in the background while the map names a master that failed."""
 _FAILURES = (
     TimeoutError,
     OSError,
@@ -188,9 +190,12 @@ class RedisStore:
                 await self._cluster.initialize()
 
     def _refresh_later(self) -> None:
-        """In a cluster, re-read the slot map in the background (once at a time): a
-        timed-out command does not make the client do so, and a failover must be seen
-        even while the old master's keys are being skipped."""
+        """In a cluster, re-read the slot map in the background (once at a time), and
+        again every :data:`REFRESH_WHILE_DOWN_S` while the map names a master whose last
+        operation failed: a timed-out command does not make the client do so, and a
+        failover must be seen even while the old master's keys are being skipped, and
+        before a job has to skip one (the first jobs after a failover missed while the
+        map was stale: the cluster takes seconds to promote a replica)."""
         if self._cluster is None or (self._refreshing and not self._refreshing.done()):
             return
         now = time.monotonic()
@@ -200,11 +205,24 @@ class RedisStore:
         self._refreshing = asyncio.create_task(self._refresh(self._cluster))
 
     async def _refresh(self, cluster: RedisCluster) -> None:
-        try:
-            async with asyncio.timeout(self.put_timeout_s):
-                await cluster.nodes_manager.initialize()
-        except _FAILURES:
-            pass  # (the next failure tries again; the operations say why they failed)
+        while True:
+            try:
+                async with asyncio.timeout(self.put_timeout_s):
+                    await cluster.nodes_manager.initialize()
+            except _FAILURES:
+                pass  # (tried again below while a node is down; operations say why)
+            self._refreshed_at = time.monotonic()
+            if not self.nodes.failing() & set(self.masters() or ()):
+                return  # (replaced in the map, or answering again)
+            await asyncio.sleep(REFRESH_WHILE_DOWN_S)
+
+    def masters(self) -> list[str] | None:
+        """A cluster's masters as this client knows them now (None: not a cluster)."""
+        if self._cluster is None:
+            return None
+        with contextlib.suppress(*_FAILURES, AttributeError):
+            return sorted(node_name(n.host, int(n.port)) for n in self._cluster.get_primaries())
+        return []
 
     async def get(self, key: str) -> bytes | None:
         """The value under ``key``, or None; a value past ``max_value_bytes`` (which no

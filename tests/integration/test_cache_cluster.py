@@ -156,6 +156,10 @@ def test_a_master_killed_during_bobs_build_costs_bypasses_and_hits_resume_after_
         return replaced.pop()
 
     promoted = wait_until(promoted_replica, 30, "the failover")
+    # ... and the balancer's client follows it by itself, with no job to make it look:
+    # it re-reads the slot map while a node counts as down.
+    wait_until(lambda: f"127.0.0.1:{promoted}" in (cache_of(balancer_b)["masters"] or []), 30,
+               "the balancer's client seeing the promoted replica")  # fmt: skip
     before = cache_of(balancer_b)["hits"]
     carol = write_c_project(tmp_path / "carol", modules=MODULES)
     build(carol, balancer_b)
