@@ -8,28 +8,29 @@ one place (``daemon/judge_values.py``: never @FILE, a path only where the table
 says the value is one).
 Options that carry options for another program (``-Wa,``, ``-Xclang``,
 ``-mllvm``, ``-Wp,``) are judged, piece by piece, by that program's part of the
-table. What passes comes back as a :class:`Job` whose ``argv`` is canonical: the
-compiler by its bare name, ``-o`` in its separate form, and ``-x`` rewritten to
-the preprocessed language, so that any gcc-compatible server compiles it the same.
+table. What passes comes back as a :class:`Job` whose ``argv`` is canonical
+(daemon/canonical.py): the compiler by its bare name, a fixed ``-o`` and the input
+first, ``-x`` rewritten to the preprocessed language, the linker's options left out,
+so that every server, a real distccd included, compiles it the same.
 The reasoning for each rule is in docs/policy.md.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
+from daemon.canonical import PREPROCESSED_SUFFIX, Job, NotCanonical, canonical_job
 from daemon.judge_values import (
     NESTED_KINDS,
-    PREPROCESSED_LANGUAGE,
     argument_refusal,
     response_file_refusal,
     value_refusal,
 )
 from daemon.specs import DEFAULT_TRUSTED_SPECS_DIRS, SpecsCheck, path_only_specs_check
-from wire.args import Form, Option, OptionTable, Scan, default_table, is_source_name, scan
+from wire.args import Form, Option, OptionTable, Scan, default_table, scan
+
+__all__ = ["PREPROCESSED_SUFFIX", "CompilerMissing", "Job", "Judge", "Refused"]
 
 EXIT_BAD_ARGUMENTS = 101
 """distcc's exit code for arguments it will not run (``EXIT_BAD_ARGUMENTS``)."""
@@ -48,20 +49,6 @@ FORBIDDEN_COMPILER_NAMES = frozenset(
 BARE_NAME_PREFIXES = ("/usr/bin/", "/bin/")
 """A compiler given with one of these is its bare name (as distccd 3.4 does, distcc
 issue #279): CMake's compiler launcher sends ``/usr/bin/cc``."""
-
-_SUFFIX_OF_LANGUAGE = {
-    "cpp-output": ".i",
-    "c++-cpp-output": ".ii",
-    "objective-c-cpp-output": ".mi",
-    "objective-c++-cpp-output": ".mii",
-}
-PREPROCESSED_SUFFIX = {
-    "c": ".i", "i": ".i",
-    "cc": ".ii", "cpp": ".ii", "cxx": ".ii", "cp": ".ii", "c++": ".ii", "C": ".ii", "ii": ".ii",
-    "m": ".mi", "mi": ".mi",
-    "mm": ".mii", "M": ".mii", "mii": ".mii",
-}  # fmt: skip
-"""A source's extension -> the suffix of its preprocessed file (distcc's ``dcc_preproc_exten``)."""
 
 _COMPILER_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
 COMPILER_SHAPED = re.compile(
@@ -104,45 +91,6 @@ class CompilerMissing(Refused):
 
     def message(self, who: str) -> str:
         return f"{who} ERROR: failed to exec {self.name}: No such file or directory\n"
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """An accepted compile job."""
-
-    compiler: str
-    """The compiler's bare name."""
-    argv: tuple[str, ...]
-    """The canonical command line: what a backend is sent and a server runs."""
-    input_index: int
-    output_index: int | None
-    """Where the value of ``-o`` is in ``argv`` (None: the client gave none)."""
-    source_suffix: str
-    """The preprocessed source's suffix: ``.i``, ``.ii``, ``.mi`` or ``.mii``."""
-    output_suffix: str
-    """``.o``, or ``.s`` for ``-S``."""
-
-    @property
-    def input_name(self) -> str:
-        return self.argv[self.input_index]
-
-    @property
-    def output_name(self) -> str:
-        if self.output_index is not None:
-            return self.argv[self.output_index]
-        stem = os.path.splitext(os.path.basename(self.input_name))[0]
-        return stem + self.output_suffix
-
-    def command(self, compiler_path: str, input_path: str, output_path: str) -> list[str]:
-        """The command that compiles this job's files: the input and output replaced."""
-        command = list(self.argv)
-        command[0] = compiler_path
-        command[self.input_index] = input_path
-        if self.output_index is not None:
-            command[self.output_index] = output_path
-        else:
-            command += ["-o", output_path]
-        return command
 
 
 MEMORY = 16384
@@ -222,7 +170,10 @@ class Judge:
             self._judge_nested(context, nested)
         if suffix is None:
             raise Refused("only compile jobs (-c or -S) run here")
-        return self._job(compiler, argv, scanned, suffix)
+        try:
+            return canonical_job(compiler, argv, scanned, suffix)
+        except NotCanonical as exc:
+            raise Refused(exc.reason) from None
 
     def _judge_compiler(self, given: str) -> str:
         name = normalize_compiler(given)
@@ -313,62 +264,3 @@ class Judge:
             if not args[index]:
                 continue  # -Wa,a,,b: an empty piece
             raise Refused(f"{args[index]!r} passed to {name} is not an option")
-
-    def _job(self, compiler: str, argv: Sequence[str], scanned: Scan, suffix: str) -> Job:
-        if len(scanned.positionals) != 1:
-            found = [argv[i] for i in scanned.positionals]
-            raise Refused(f"a job compiles exactly one source file, got {found!r}")
-        input_at = scanned.positionals[0]
-        input_name = argv[input_at]
-        if input_name == "-":
-            raise Refused("'-' (the source on standard input) is not a job distcc sends")
-        if not is_source_name(input_name):
-            raise Refused(f"{input_name!r} is not a C, C++ or Objective-C source file")
-        outputs = scanned.outputs()
-        if len(outputs) > 1:
-            raise Refused("more than one -o")
-        rewrite = compiler != argv[0] or any(
-            o.spec is not None
-            and (o.spec.kind == "language" or (o.spec.kind == "output" and o.value_index is None))
-            for o in scanned.options
-        )
-        extension = input_name.rsplit(".", 1)[-1]
-        if not rewrite:  # already canonical, as nearly every job is
-            given = outputs[0].value_index if outputs else None
-            return Job(compiler, tuple(argv), input_at, given,
-                       PREPROCESSED_SUFFIX[extension], suffix)  # fmt: skip
-        language: str | None = None
-        canonical: list[str] = [compiler]
-        output_index: int | None = None
-        input_index = -1
-        position = 1
-        options = {o.index: o for o in scanned.options}
-        while position < len(argv):
-            option = options.get(position)
-            if position == input_at:
-                if language is not None:
-                    canonical += ["-x", language]
-                input_index = len(canonical)
-                canonical.append(input_name)
-                position += 1
-            elif option is not None and option.spec is not None and option.spec.kind == "language":
-                if position < input_at:
-                    value = option.value or "none"
-                    language = None if value == "none" else PREPROCESSED_LANGUAGE[value]
-                position = option.end
-            elif option is not None and option.spec is not None and option.spec.kind == "output":
-                canonical += ["-o", option.value or ""]
-                output_index = len(canonical) - 1
-                position = option.end
-            elif option is not None:
-                canonical += argv[option.index : option.end]
-                position = option.end
-            else:  # pragma: no cover (every argument is an option or a positional)
-                canonical.append(argv[position])
-                position += 1
-        if output_index is not None and not canonical[output_index]:
-            raise Refused("-o names no file")
-        source_suffix = (
-            _SUFFIX_OF_LANGUAGE[language] if language else PREPROCESSED_SUFFIX[extension]
-        )
-        return Job(compiler, tuple(canonical), input_index, output_index, source_suffix, suffix)

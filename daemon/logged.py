@@ -15,3 +15,9 @@ def bounded_argv(argv: Sequence[str]) -> list[str]:
     if len(shown) > LOGGED_ARGS:
         shown = [*shown[:LOGGED_ARGS], f"… {len(argv) - LOGGED_ARGS} more"]
     return shown
+
+
+def quoted(arg: str) -> str:
+    """An untrusted argument as a reason quotes it: its ``repr``, cut at
+    :data:`LOGGED_ARG_CHARS` characters (a reason goes to the log and the client)."""
+    return repr(arg if len(arg) <= LOGGED_ARG_CHARS else arg[:LOGGED_ARG_CHARS] + "…")
