@@ -28,9 +28,9 @@ from daemon.judge_values import (
     value_refusal,
 )
 from daemon.specs import DEFAULT_TRUSTED_SPECS_DIRS, SpecsCheck, path_only_specs_check
-from wire.args import Form, Option, OptionTable, Scan, default_table, scan
+from wire.args import REMEMBERED_CHARS, Form, Option, OptionTable, Scan, default_table, scan
 
-__all__ = ["PREPROCESSED_SUFFIX", "CompilerMissing", "Job", "Judge", "Refused"]
+__all__ = ["MEMORY", "PREPROCESSED_SUFFIX", "CompilerMissing", "Job", "Judge", "Refused"]
 
 EXIT_BAD_ARGUMENTS = 101
 """distcc's exit code for arguments it will not run (``EXIT_BAD_ARGUMENTS``)."""
@@ -97,11 +97,16 @@ MEMORY = 16384
 """Accepted arguments remembered (the memory is dropped whole when full)."""
 
 
-def _memorable(option: Option) -> bool:
-    """Whether an accepted argument's verdict depends on nothing but its text: not a
-    specs file (the disk can change) nor a carrier of options for another program."""
+def _memorable(option: Option, text: str) -> bool:
+    """Whether an accepted argument's verdict depends on nothing but its text (not a
+    specs file, whose disk can change, nor a carrier of options for another program),
+    and it is short: the memory is bounded in bytes (wire.args.REMEMBERED_CHARS)."""
     spec = option.spec
-    return spec is not None and spec.kind not in ("specs", *NESTED_KINDS)
+    return (
+        len(text) <= REMEMBERED_CHARS
+        and spec is not None
+        and spec.kind not in ("specs", *NESTED_KINDS)
+    )
 
 
 def normalize_compiler(name: str) -> str:
@@ -160,7 +165,7 @@ class Judge:
             text = option.text
             if text not in accepted or option.value_index is not None:
                 self._judge_option(option, "driver", nested)
-                if option.value_index is None and _memorable(option):
+                if option.value_index is None and _memorable(option, text):
                     if len(accepted) >= MEMORY:
                         accepted.clear()
                     accepted.add(text)
@@ -174,6 +179,10 @@ class Judge:
             return canonical_job(compiler, argv, scanned, suffix)
         except NotCanonical as exc:
             raise Refused(exc.reason) from None
+
+    def remembered_chars(self) -> int:
+        """The characters of argument text this judge remembers, its table's included."""
+        return sum(map(len, self._accepted)) + self.table.remembered_chars()
 
     def _judge_compiler(self, given: str) -> str:
         name = normalize_compiler(given)

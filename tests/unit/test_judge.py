@@ -16,6 +16,7 @@ import pytest
 from daemon.judge import (
     EXIT_BAD_ARGUMENTS,
     EXIT_COMPILER_MISSING,
+    MEMORY,
     PREPROCESSED_SUFFIX,
     CompilerMissing,
     Job,
@@ -24,7 +25,13 @@ from daemon.judge import (
 )
 from daemon.logged import bounded_argv
 from daemon.specs import on_disk_specs_check, path_only_specs_check
-from wire.args import SOURCE_EXTENSIONS
+from wire.args import (
+    LOOKUPS_REMEMBERED,
+    REMEMBERED_CHARS,
+    SOURCE_EXTENSIONS,
+    OptionTable,
+    default_table,
+)
 
 COMPILERS = {
     "gcc": "/usr/bin/gcc",
@@ -552,6 +559,25 @@ def test_specs_on_disk_must_be_roots_and_writable_by_nobody_else(tmp_path: Path)
 
 
 # --- logging ---------------------------------------------------------------------------
+
+
+def test_what_the_judge_remembers_of_arguments_is_bounded_in_bytes() -> None:
+    """The trust review (finding 2) grew a balancer by 2 GB, held after the requests
+    ended: the lookup memory and the judge's kept every argument, each up to 64 KiB,
+    those of refused requests too (the scan looks each up before the judge refuses)."""
+    judge_ = Judge(compilers=COMPILERS, table=OptionTable(default_table().specs))
+    judge_.judge(["gcc", "-O2", "-c", "x.c", "-Wall"])
+    short = judge_.remembered_chars()
+    assert short > 0  # what builds repeat is remembered
+
+    for request in range(40):
+        long = ["a" * 65536 + f"{request:03d}{k:02d}" for k in range(15)]
+        judge_.judge(["gcc", "-c", "x.c", *(f"-Wno-{text}" for text in long)])
+        with pytest.raises(Refused):
+            judge_.judge(["gcc", "-c", "x.c", *(f"-Zunknown{text}" for text in long)])
+
+    assert judge_.remembered_chars() == short
+    assert (LOOKUPS_REMEMBERED + MEMORY) * REMEMBERED_CHARS <= 4 * 1024 * 1024
 
 
 def test_logged_argv_is_bounded() -> None:
