@@ -27,6 +27,7 @@ from daemon.judge_values import (
     response_file_refusal,
     value_refusal,
 )
+from daemon.logged import LOGGED_ARG_CHARS, cut, quoted
 from daemon.specs import DEFAULT_TRUSTED_SPECS_DIRS, SpecsCheck, path_only_specs_check
 from wire.args import REMEMBERED_CHARS, Form, Option, OptionTable, Scan, default_table, scan
 
@@ -36,6 +37,9 @@ EXIT_BAD_ARGUMENTS = 101
 """distcc's exit code for arguments it will not run (``EXIT_BAD_ARGUMENTS``)."""
 EXIT_COMPILER_MISSING = 110
 """distcc's exit code for a compiler it does not have (``EXIT_COMPILER_MISSING``)."""
+REASON_CHARS = 2048
+"""A reason is cut here, whatever it quotes: it goes to the log, the reply's stderr and
+the balancer's dashboard."""
 
 FORBIDDEN_COMPILER_NAMES = frozenset(
     {
@@ -71,6 +75,8 @@ class Refused(Exception):
     ``exit_code`` is distcc's code for it (the status of the reply)."""
 
     def __init__(self, reason: str, exit_code: int = EXIT_BAD_ARGUMENTS) -> None:
+        if len(reason) > REASON_CHARS:  # (each argument it quotes is cut already)
+            reason = reason[:REASON_CHARS] + "…"
         super().__init__(reason)
         self.reason = reason
         self.exit_code = exit_code
@@ -86,11 +92,11 @@ class CompilerMissing(Refused):
     expects), not as a refusal: nothing was wrong with the job but where it was sent."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(f"no compiler {name!r} here", EXIT_COMPILER_MISSING)
+        super().__init__(f"no compiler {quoted(name)} here", EXIT_COMPILER_MISSING)
         self.name = name
 
     def message(self, who: str) -> str:
-        return f"{who} ERROR: failed to exec {self.name}: No such file or directory\n"
+        return f"{who} ERROR: failed to exec {cut(self.name)}: No such file or directory\n"
 
 
 MEMORY = 16384
@@ -157,7 +163,7 @@ class Judge:
         compiler = self._judge_compiler(argv[0])
         scanned = scan(argv, start=1, table=self.table)
         if scanned.missing_value is not None:
-            raise Refused(f"{scanned.missing_value.text!r} is missing its value")
+            raise Refused(f"{quoted(scanned.missing_value.text)} is missing its value")
         nested: dict[str, list[str]] = {context: [] for context in NESTED_KINDS}
         suffix: str | None = None
         accepted = self._accepted
@@ -188,11 +194,11 @@ class Judge:
         name = normalize_compiler(given)
         if not _COMPILER_NAME.fullmatch(name):
             raise Refused(
-                f"compiler {given!r}: give a bare name (or one in /usr/bin or /bin)",
+                f"compiler {quoted(given)}: give a bare name (or one in /usr/bin or /bin)",
                 EXIT_COMPILER_MISSING,
             )
         if name in FORBIDDEN_COMPILER_NAMES:
-            raise Refused(f"{name!r} is not a compiler", EXIT_COMPILER_MISSING)
+            raise Refused(f"{quoted(name)} is not a compiler", EXIT_COMPILER_MISSING)
         if self.compilers is not None and name not in self.compilers:
             raise CompilerMissing(name)
         if (
@@ -203,7 +209,7 @@ class Judge:
             # (perl -c runs a file's BEGIN blocks: a backend without an allowlist of its
             # own must never see a name that is not a compiler's)
             raise Refused(
-                f"{name!r} is not the name of a C, C++ or Objective-C compiler "
+                f"{quoted(name)} is not the name of a C, C++ or Objective-C compiler "
                 "(a balancer takes others with --allow-compiler)",
                 EXIT_COMPILER_MISSING,
             )
@@ -223,19 +229,21 @@ class Judge:
                 raise Refused(reason)
             return
         if spec is None:
+            allow = f"={text}" if text.isprintable() and len(text) <= LOGGED_ARG_CHARS else ""
             raise Refused(
-                f"{text!r}{where} is not on distlb's list of options known to be safe; an "
-                f"operator who has checked it can allow it with --allow-option={text} "
+                f"{quoted(text)}{where} is not on distlb's list of options known to be safe; "
+                f"an operator who has checked it can allow it with --allow-option{allow} "
                 "(docs/policy.md)"
             )
         kind, value = spec.kind, option.value
         shown = text if option.value_index is None else f"{text} {value}"
         if kind == "refuse":
-            raise Refused(f"{shown!r}{where} is refused: it {spec.reason}")
+            raise Refused(f"{quoted(shown)}{where} is refused: it {spec.reason}")
         if spec.form is Form.FAMILY and self._spelled_like_a_separate_option(context, text):
             raise Refused(
-                f"{text!r}{where} is refused: newer compilers read it as "
-                f"{text.split('=', 1)[0]} with its value joined, which would pass unjudged"
+                f"{quoted(text)}{where} is refused: newer compilers read it as "
+                f"{quoted(text.split('=', 1)[0])} with its value joined, which would pass "
+                "unjudged"
             )
         if value is None:
             return
@@ -266,10 +274,12 @@ class Judge:
                 raise Refused(f"{reason} (passed to {name})")
         scanned: Scan = scan(args, context=context, table=self.table)
         if scanned.missing_value is not None:
-            raise Refused(f"{scanned.missing_value.text!r} (passed to {name}) is missing its value")
+            raise Refused(
+                f"{quoted(scanned.missing_value.text)} (passed to {name}) is missing its value"
+            )
         for option in scanned.options:
             self._judge_option(option, context, nested)
         for index in scanned.positionals:
             if not args[index]:
                 continue  # -Wa,a,,b: an empty piece
-            raise Refused(f"{args[index]!r} passed to {name} is not an option")
+            raise Refused(f"{quoted(args[index])} passed to {name} is not an option")

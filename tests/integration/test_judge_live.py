@@ -311,3 +311,25 @@ def test_distccd_compiles_the_sent_source_not_a_file_the_client_names(
 
     assert SECRET not in stderr
     assert status == 0, stderr
+
+
+@pytest.mark.parametrize("who", ["distlb-server", "distlb-balancer"])
+def test_a_refusal_quotes_a_long_argument_cut_short(
+    start_server: StartServer, start_balancer: StartBalancer, who: str
+) -> None:
+    """The trust review (finding 3): a 64 KiB argument of control bytes, quoted whole
+    twice in the reason, made a 722 KB job_refused line and a 328 KB reply. What is
+    quoted of an argument is cut as the logged command line is (200 characters)."""
+    server = start_server("--jobs", "1")
+    daemon = server
+    if who == "distlb-balancer":
+        daemon = start_balancer("--backend", f"127.0.0.1:{server.port},status={server.stats_port}")
+    argv = ("gcc", "-c", "x.c", "-" + "\x01" * 65535)
+
+    reply = asyncio.run(compile_remote("127.0.0.1", daemon.port, Request(1, argv, SOURCE)))
+
+    assert reply.status != 0 and f"{who}: job refused" in reply.stderr.decode()
+    assert len(reply.stderr) < 4096, len(reply.stderr)
+    daemon.logged("job_refused")
+    [line] = [line for line in daemon.lines if "job_refused" in line]
+    assert len(line) < 16384, len(line)

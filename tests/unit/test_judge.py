@@ -580,6 +580,51 @@ def test_what_the_judge_remembers_of_arguments_is_bounded_in_bytes() -> None:
     assert (LOOKUPS_REMEMBERED + MEMORY) * REMEMBERED_CHARS <= 4 * 1024 * 1024
 
 
+LONG = "\x01" * 65535
+"""An argument the trust review sent (finding 3): 64 KiB that repr writes 4 times as long."""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["gcc", "-c", "x.c", "-" + LONG],
+        ["gcc", "-c", "x.c", "-std=" + LONG],
+        ["gcc", "-c", "x.c", "-fplugin=" + LONG],
+        ["gcc", "-c", "x.c", "-march=" + LONG],
+        ["gcc", "-c", "x.c", "-fdiagnostics-color=" + LONG],
+        ["gcc", "-c", "x.c", "-D", LONG],
+        ["gcc", "-c", "x.c", "-I", "@" + LONG],
+        ["gcc", "-c", "x.c", "-Wl,@" + LONG],
+        ["gcc", "-c", "x.c", "-D", "-" + LONG],
+        ["gcc", "-c", "x.c", "-mllvm=" + LONG],
+        ["gcc", "-c", "x.c", "-x", LONG],
+        ["gcc", "-c", "x.c", "-Wa," + LONG],
+        ["gcc", "-c", "x.c", "-Wa,--defsym," + LONG],
+        ["gcc", "-c", "x.c", "-Xclang", "-" + LONG],
+        ["gcc", "-c", "x.c", "-Wa,--defsym"],
+        ["gcc", "-c", "x.c", "-specs=/usr/share/dpkg/" + LONG],
+        ["gcc", "-c", "x.c", "-I", LONG + ".c"],
+        ["gcc", "-c", "x.c", LONG + ".c"],
+        ["gcc", "-c", LONG],
+        [LONG, "-c", "x.c"],
+        ["/" + LONG, "-c", "x.c"],
+        ["gcc", "-c", "x.c", "@" + LONG],
+    ],
+)
+def test_a_refusal_quotes_each_argument_cut_short(argv: list[str]) -> None:
+    """A reason goes to the log, the reply and the balancer's dashboard: each argument
+    it quotes is cut at 200 characters, as the logged command line is."""
+    on_disk = Judge(specs_check=on_disk_specs_check(["/usr/share/dpkg"]))
+    # (a path under a trusted directory passes a balancer's check: the file is the
+    # server's to check)
+    judges = [on_disk] if argv[-1].startswith("-specs=") else [JUDGE, Judge(), on_disk]
+    for judge_ in judges:
+        reason = refusal(argv, judge_)
+
+        assert "\\x01" * 201 not in reason, len(reason)
+        assert len(reason) < 2 * 4 * 210 + 400, len(reason)
+
+
 def test_logged_argv_is_bounded() -> None:
     shown = bounded_argv(["gcc", "x" * 100_000, *["-c"] * 5000])
 
