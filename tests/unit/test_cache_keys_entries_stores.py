@@ -29,6 +29,7 @@ from cache import (
 )
 from daemon.judge import Judge, Refused
 from tests.support.forged import old_format_entry
+from wire.args import Form, default_table
 
 GCC12 = CompilerIdentity("gcc (Debian 12.2.0-14) 12.2.0", "ab" * 32)
 SECRET = b"s" * 32
@@ -139,6 +140,19 @@ def test_another_compiler_identity_is_another_key() -> None:
 def test_jobs_whose_output_depends_on_more_are_never_cached(flag: str) -> None:
     reason = why_not_cacheable(["gcc", "-c", "a.c", flag])
     assert reason is not None and flag.split("=")[0] in reason
+
+
+def test_a_specs_file_keeps_a_job_out_of_the_cache_however_it_is_spelled() -> None:
+    """A specs file is not part of the request (the trust review, finding 4: the list
+    matched -specs only, and --specs= jobs were cached)."""
+    specs = [spec for spec in default_table().specs if spec.kind == "specs"]
+    assert {spec.spelling for spec in specs} == {"-specs=", "--specs="}
+    for spec in specs:
+        assert spec.form is Form.JOINED
+        job = Judge().judge(
+            ["gcc", f"{spec.spelling}/usr/share/dpkg/pie-compile.specs", "-c", "a.c"]
+        )
+        assert why_not_cacheable(job.argv) is not None, job.argv
 
 
 def test_ordinary_jobs_are_cacheable() -> None:
