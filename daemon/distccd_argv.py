@@ -63,36 +63,34 @@ def is_distccd_source(arg: str) -> bool:
 
 def reading(argv: Sequence[str]) -> DistccdReading:
     """What distccd 3.4 takes for the input and the output of ``argv`` (the compiler's
-    name first, as it is sent), and which arguments it replaces."""
+    name first, as it is sent), and which arguments it replaces. (One pass: the judge
+    asks this of every job.)"""
     inputs: list[int] = []
     outputs: list[int] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg in SKIPS_NEXT:
-            i += 2
-            continue
-        if arg == "-o":
-            outputs += [i + 1] if i + 1 < len(argv) else []
-            i += 2
-            continue
-        if arg.startswith("-o"):
-            outputs.append(i)
-        elif not arg.startswith("-"):
-            if is_distccd_source(arg):
-                inputs.append(i)
-            elif arg.endswith(".o"):
-                outputs.append(i)
-        i += 1
-    replaced_input = next((i for i, arg in enumerate(argv) if is_distccd_source(arg)), None)
-    replaced_output = None
+    replaced_input: int | None = None
+    replaced_output: int | None = None
+    last = len(argv) - 1
+    passed_over = False  # dcc_scan_args does not look at this argument
     for i, arg in enumerate(argv):
-        if arg == "-o" and i + 1 < len(argv):
-            replaced_output = i + 1
-            break
-        if arg.startswith("-o"):
-            replaced_output = i
-            break
+        dash = arg[:1] == "-"
+        if replaced_input is None and is_distccd_source(arg):
+            replaced_input = i
+        if replaced_output is None and dash and arg.startswith("-o"):
+            replaced_output = i + 1 if arg == "-o" and i < last else i
+        if passed_over:
+            passed_over = False
+        elif dash:
+            if arg in SKIPS_NEXT:
+                passed_over = True
+            elif arg == "-o":
+                outputs += [i + 1] if i < last else []
+                passed_over = True
+            elif arg.startswith("-o"):
+                outputs.append(i)
+        elif is_distccd_source(arg):
+            inputs.append(i)
+        elif arg.endswith(".o"):
+            outputs.append(i)
     return DistccdReading(tuple(inputs), tuple(outputs), replaced_input, replaced_output)
 
 
