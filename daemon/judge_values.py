@@ -14,8 +14,9 @@ here and nowhere else, by two rules that hold for every kind, then by its kind:
   file under a trusted directory), ``path`` (a name no tool opens when compiling a
   preprocessed file: tests/integration/test_judge_differential.py gives each one a
   path outside the job and watches every tool with strace). A ``define`` is a name
-  (a C or assembler identifier) and text; a ``linker`` value goes to a linker that
-  never runs under ``-c``. Every other kind is a word: no ``/``, no ``..``, no ``~``.
+  (a C or assembler identifier) and text; a ``linker`` option is never sent on (no
+  link runs under ``-c``: daemon/canonical.py). Every other kind is a word: no ``/``,
+  no ``..``, no ``~``.
 
 The functions answer with the reason a value is refused, or None: the judge raises.
 """
