@@ -52,6 +52,7 @@ NEVER_CACHED: tuple[tuple[str, str], ...] = (
     ("-fauto-profile", "reads profile files that are not part of the request"),
     ("-fplugin", "plugins are code the key cannot see"),
     ("-specs", "specs files are not part of the request"),
+    ("--specs", "specs files are not part of the request"),
     ("-gsplit-dwarf", "the .dwo file is not returned, and its name is in the object"),
     ("-fdump-", "dump files are not returned"),
     ("-save-temps", "temporary files are not returned"),

@@ -8,33 +8,39 @@ one place (``daemon/judge_values.py``: never @FILE, a path only where the table
 says the value is one).
 Options that carry options for another program (``-Wa,``, ``-Xclang``,
 ``-mllvm``, ``-Wp,``) are judged, piece by piece, by that program's part of the
-table. What passes comes back as a :class:`Job` whose ``argv`` is canonical: the
-compiler by its bare name, ``-o`` in its separate form, and ``-x`` rewritten to
-the preprocessed language, so that any gcc-compatible server compiles it the same.
+table. What passes comes back as a :class:`Job` whose ``argv`` is canonical
+(daemon/canonical.py): the compiler by its bare name, a fixed ``-o`` and the input
+first, ``-x`` rewritten to the preprocessed language, the linker's options left out,
+so that every server, a real distccd included, compiles it the same.
 The reasoning for each rule is in docs/policy.md.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
+from daemon.canonical import Job, NotCanonical, canonical_job
 from daemon.judge_values import (
     NESTED_KINDS,
     argument_refusal,
     response_file_refusal,
     value_refusal,
 )
-from daemon.languages import PREPROCESSED_LANGUAGE, PREPROCESSED_SUFFIX, SUFFIX_OF_LANGUAGE
+from daemon.languages import PREPROCESSED_SUFFIX
+from daemon.logged import LOGGED_ARG_CHARS, cut, quoted
 from daemon.specs import DEFAULT_TRUSTED_SPECS_DIRS, SpecsCheck, path_only_specs_check
-from wire.args import Form, Option, OptionTable, Scan, default_table, is_source_name, scan
+from wire.args import REMEMBERED_CHARS, Form, Option, OptionTable, Scan, default_table, scan
+
+__all__ = ["MEMORY", "PREPROCESSED_SUFFIX", "CompilerMissing", "Job", "Judge", "Refused"]
 
 EXIT_BAD_ARGUMENTS = 101
 """distcc's exit code for arguments it will not run (``EXIT_BAD_ARGUMENTS``)."""
 EXIT_COMPILER_MISSING = 110
 """distcc's exit code for a compiler it does not have (``EXIT_COMPILER_MISSING``)."""
+REASON_CHARS = 2048
+"""A reason is cut here, whatever it quotes: it goes to the log, the reply's stderr and
+the balancer's dashboard."""
 
 FORBIDDEN_COMPILER_NAMES = frozenset(
     {
@@ -70,6 +76,8 @@ class Refused(Exception):
     ``exit_code`` is distcc's code for it (the status of the reply)."""
 
     def __init__(self, reason: str, exit_code: int = EXIT_BAD_ARGUMENTS) -> None:
+        if len(reason) > REASON_CHARS:  # (each argument it quotes is cut already)
+            reason = reason[:REASON_CHARS] + "…"
         super().__init__(reason)
         self.reason = reason
         self.exit_code = exit_code
@@ -85,61 +93,27 @@ class CompilerMissing(Refused):
     expects), not as a refusal: nothing was wrong with the job but where it was sent."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(f"no compiler {name!r} here", EXIT_COMPILER_MISSING)
+        super().__init__(f"no compiler {quoted(name)} here", EXIT_COMPILER_MISSING)
         self.name = name
 
     def message(self, who: str) -> str:
-        return f"{who} ERROR: failed to exec {self.name}: No such file or directory\n"
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """An accepted compile job."""
-
-    compiler: str
-    """The compiler's bare name."""
-    argv: tuple[str, ...]
-    """The canonical command line: what a backend is sent and a server runs."""
-    input_index: int
-    output_index: int | None
-    """Where the value of ``-o`` is in ``argv`` (None: the client gave none)."""
-    source_suffix: str
-    """The preprocessed source's suffix: ``.i``, ``.ii``, ``.mi`` or ``.mii``."""
-    output_suffix: str
-    """``.o``, or ``.s`` for ``-S``."""
-
-    @property
-    def input_name(self) -> str:
-        return self.argv[self.input_index]
-
-    @property
-    def output_name(self) -> str:
-        if self.output_index is not None:
-            return self.argv[self.output_index]
-        stem = os.path.splitext(os.path.basename(self.input_name))[0]
-        return stem + self.output_suffix
-
-    def command(self, compiler_path: str, input_path: str, output_path: str) -> list[str]:
-        """The command that compiles this job's files: the input and output replaced."""
-        command = list(self.argv)
-        command[0] = compiler_path
-        command[self.input_index] = input_path
-        if self.output_index is not None:
-            command[self.output_index] = output_path
-        else:
-            command += ["-o", output_path]
-        return command
+        return f"{who} ERROR: failed to exec {cut(self.name)}: No such file or directory\n"
 
 
 MEMORY = 16384
 """Accepted arguments remembered (the memory is dropped whole when full)."""
 
 
-def _memorable(option: Option) -> bool:
-    """Whether an accepted argument's verdict depends on nothing but its text: not a
-    specs file (the disk can change) nor a carrier of options for another program."""
+def _memorable(option: Option, text: str) -> bool:
+    """Whether an accepted argument's verdict depends on nothing but its text (not a
+    specs file, whose disk can change, nor a carrier of options for another program),
+    and it is short: the memory is bounded in bytes (wire.args.REMEMBERED_CHARS)."""
     spec = option.spec
-    return spec is not None and spec.kind not in ("specs", *NESTED_KINDS)
+    return (
+        len(text) <= REMEMBERED_CHARS
+        and spec is not None
+        and spec.kind not in ("specs", *NESTED_KINDS)
+    )
 
 
 def normalize_compiler(name: str) -> str:
@@ -190,7 +164,7 @@ class Judge:
         compiler = self._judge_compiler(argv[0])
         scanned = scan(argv, start=1, table=self.table)
         if scanned.missing_value is not None:
-            raise Refused(f"{scanned.missing_value.text!r} is missing its value")
+            raise Refused(f"{quoted(scanned.missing_value.text)} is missing its value")
         nested: dict[str, list[str]] = {context: [] for context in NESTED_KINDS}
         suffix: str | None = None
         accepted = self._accepted
@@ -198,7 +172,7 @@ class Judge:
             text = option.text
             if text not in accepted or option.value_index is not None:
                 self._judge_option(option, "driver", nested)
-                if option.value_index is None and _memorable(option):
+                if option.value_index is None and _memorable(option, text):
                     if len(accepted) >= MEMORY:
                         accepted.clear()
                     accepted.add(text)
@@ -208,17 +182,24 @@ class Judge:
             self._judge_nested(context, nested)
         if suffix is None:
             raise Refused("only compile jobs (-c or -S) run here")
-        return self._job(compiler, argv, scanned, suffix)
+        try:
+            return canonical_job(compiler, argv, scanned, suffix)
+        except NotCanonical as exc:
+            raise Refused(exc.reason) from None
+
+    def remembered_chars(self) -> int:
+        """The characters of argument text this judge remembers, its table's included."""
+        return sum(map(len, self._accepted)) + self.table.remembered_chars()
 
     def _judge_compiler(self, given: str) -> str:
         name = normalize_compiler(given)
         if not _COMPILER_NAME.fullmatch(name):
             raise Refused(
-                f"compiler {given!r}: give a bare name (or one in /usr/bin or /bin)",
+                f"compiler {quoted(given)}: give a bare name (or one in /usr/bin or /bin)",
                 EXIT_COMPILER_MISSING,
             )
         if name in FORBIDDEN_COMPILER_NAMES:
-            raise Refused(f"{name!r} is not a compiler", EXIT_COMPILER_MISSING)
+            raise Refused(f"{quoted(name)} is not a compiler", EXIT_COMPILER_MISSING)
         if self.compilers is not None and name not in self.compilers:
             raise CompilerMissing(name)
         if (
@@ -229,7 +210,7 @@ class Judge:
             # (perl -c runs a file's BEGIN blocks: a backend without an allowlist of its
             # own must never see a name that is not a compiler's)
             raise Refused(
-                f"{name!r} is not the name of a C, C++ or Objective-C compiler "
+                f"{quoted(name)} is not the name of a C, C++ or Objective-C compiler "
                 "(a balancer takes others with --allow-compiler)",
                 EXIT_COMPILER_MISSING,
             )
@@ -249,19 +230,21 @@ class Judge:
                 raise Refused(reason)
             return
         if spec is None:
+            allow = f"={text}" if text.isprintable() and len(text) <= LOGGED_ARG_CHARS else ""
             raise Refused(
-                f"{text!r}{where} is not on distlb's list of options known to be safe; an "
-                f"operator who has checked it can allow it with --allow-option={text} "
+                f"{quoted(text)}{where} is not on distlb's list of options known to be safe; "
+                f"an operator who has checked it can allow it with --allow-option{allow} "
                 "(docs/policy.md)"
             )
         kind, value = spec.kind, option.value
         shown = text if option.value_index is None else f"{text} {value}"
         if kind == "refuse":
-            raise Refused(f"{shown!r}{where} is refused: it {spec.reason}")
+            raise Refused(f"{quoted(shown)}{where} is refused: it {spec.reason}")
         if spec.form is Form.FAMILY and self._spelled_like_a_separate_option(context, text):
             raise Refused(
-                f"{text!r}{where} is refused: newer compilers read it as "
-                f"{text.split('=', 1)[0]} with its value joined, which would pass unjudged"
+                f"{quoted(text)}{where} is refused: newer compilers read it as "
+                f"{quoted(text.split('=', 1)[0])} with its value joined, which would pass "
+                "unjudged"
             )
         if value is None:
             return
@@ -292,67 +275,12 @@ class Judge:
                 raise Refused(f"{reason} (passed to {name})")
         scanned: Scan = scan(args, context=context, table=self.table)
         if scanned.missing_value is not None:
-            raise Refused(f"{scanned.missing_value.text!r} (passed to {name}) is missing its value")
+            raise Refused(
+                f"{quoted(scanned.missing_value.text)} (passed to {name}) is missing its value"
+            )
         for option in scanned.options:
             self._judge_option(option, context, nested)
         for index in scanned.positionals:
             if not args[index]:
                 continue  # -Wa,a,,b: an empty piece
-            raise Refused(f"{args[index]!r} passed to {name} is not an option")
-
-    def _job(self, compiler: str, argv: Sequence[str], scanned: Scan, suffix: str) -> Job:
-        if len(scanned.positionals) != 1:
-            found = [argv[i] for i in scanned.positionals]
-            raise Refused(f"a job compiles exactly one source file, got {found!r}")
-        input_at = scanned.positionals[0]
-        input_name = argv[input_at]
-        if input_name == "-":
-            raise Refused("'-' (the source on standard input) is not a job distcc sends")
-        if not is_source_name(input_name):
-            raise Refused(f"{input_name!r} is not a C, C++ or Objective-C source file")
-        outputs = scanned.outputs()
-        if len(outputs) > 1:
-            raise Refused("more than one -o")
-        rewrite = compiler != argv[0] or any(
-            o.spec is not None
-            and (o.spec.kind == "language" or (o.spec.kind == "output" and o.value_index is None))
-            for o in scanned.options
-        )
-        extension = input_name.rsplit(".", 1)[-1]
-        if not rewrite:  # already canonical, as nearly every job is
-            given = outputs[0].value_index if outputs else None
-            return Job(compiler, tuple(argv), input_at, given,
-                       PREPROCESSED_SUFFIX[extension], suffix)  # fmt: skip
-        language: str | None = None
-        canonical: list[str] = [compiler]
-        output_index: int | None = None
-        input_index = -1
-        position = 1
-        options = {o.index: o for o in scanned.options}
-        while position < len(argv):
-            option = options.get(position)
-            if position == input_at:
-                if language is not None:
-                    canonical += ["-x", language]
-                input_index = len(canonical)
-                canonical.append(input_name)
-                position += 1
-            elif option is not None and option.spec is not None and option.spec.kind == "language":
-                if position < input_at:
-                    value = option.value or "none"
-                    language = None if value == "none" else PREPROCESSED_LANGUAGE[value]
-                position = option.end
-            elif option is not None and option.spec is not None and option.spec.kind == "output":
-                canonical += ["-o", option.value or ""]
-                output_index = len(canonical) - 1
-                position = option.end
-            elif option is not None:
-                canonical += argv[option.index : option.end]
-                position = option.end
-            else:  # pragma: no cover (every argument is an option or a positional)
-                canonical.append(argv[position])
-                position += 1
-        if output_index is not None and not canonical[output_index]:
-            raise Refused("-o names no file")
-        source_suffix = SUFFIX_OF_LANGUAGE[language] if language else PREPROCESSED_SUFFIX[extension]
-        return Job(compiler, tuple(canonical), input_index, output_index, source_suffix, suffix)
+            raise Refused(f"{quoted(args[index])} passed to {name} is not an option")

@@ -14,8 +14,9 @@ here and nowhere else, by two rules that hold for every kind, then by its kind:
   file under a trusted directory), ``path`` (a name no tool opens when compiling a
   preprocessed file: tests/integration/test_judge_differential.py gives each one a
   path outside the job and watches every tool with strace). A ``define`` is a name
-  (a C or assembler identifier) and text; a ``linker`` value goes to a linker that
-  never runs under ``-c``. Every other kind is a word: no ``/``, no ``..``, no ``~``.
+  (a C or assembler identifier) and text; a ``linker`` option is never sent on (no
+  link runs under ``-c``: daemon/canonical.py). Every other kind is a word: no ``/``,
+  no ``..``, no ``~``.
 
 The functions answer with the reason a value is refused, or None: the judge raises.
 """
@@ -26,6 +27,7 @@ import re
 from collections.abc import Callable
 
 from daemon.languages import PREPROCESSED_LANGUAGE
+from daemon.logged import quoted
 from wire.args import Form, OptionSpec
 
 NESTED_KINDS = ("as", "cc1", "llvm", "cpp")
@@ -66,14 +68,14 @@ def argument_refusal(arg: str) -> str | None:
     if "\0" in arg:
         return "an argument holds a NUL byte"
     if arg.startswith("@"):
-        return f"{arg!r} is refused: {RESPONSE_FILE}"
+        return f"{quoted(arg)} is refused: {RESPONSE_FILE}"
     return None
 
 
 def response_file_refusal(value: str, shown: str, where: str = "") -> str | None:
     """Why a value (of any option: a piece of ``-Wl,`` too) is refused as @FILE, or None."""
     if any(piece.startswith("@") for piece in value.split(",")):
-        return f"{shown!r}{where}: a value that starts with '@' is refused ({RESPONSE_FILE})"
+        return f"{quoted(shown)}{where}: a value that starts with '@' is refused ({RESPONSE_FILE})"
     return None
 
 
@@ -109,33 +111,33 @@ def value_refusal(
     ):
         # A value that looks like an option: if the scanner and the compiler ever
         # disagree on where an option ends, this is where an option would hide.
-        return f"{shown!r}{where}: a value that starts with '-' is refused"
+        return f"{quoted(shown)}{where}: a value that starts with '-' is refused"
     if kind in NESTED_KINDS or kind in ("path", "output", "linker"):
         return None  # (nested: each piece is then judged as that program's argument)
     if kind == "specs":
         reason = specs_check(value) if specs_check is not None else "no specs file is trusted"
-        return None if reason is None else f"{shown!r} is refused: {reason}"
+        return None if reason is None else f"{quoted(shown)} is refused: {reason}"
     if kind == "define":
         if not _DEFINE.fullmatch(value):
-            return f"{shown!r}{where}: its value must be a NAME or NAME=VALUE (a definition)"
+            return f"{quoted(shown)}{where}: its value must be a NAME or NAME=VALUE (a definition)"
         return None
     if kind == "language":
         if value not in PREPROCESSED_LANGUAGE and value != "none":
-            return f"{shown!r}: only C, C++ and Objective-C are compiled here"
+            return f"{quoted(shown)}: only C, C++ and Objective-C are compiled here"
         return None
     if kind.startswith("choice:"):
         choices = kind[len("choice:") :]
         if value not in choices.split("|"):
-            return f"{shown!r}{where}: {value!r} is not one of {choices}"
+            return f"{quoted(shown)}{where}: {quoted(value)} is not one of {choices}"
         return None
     pattern = _WORD_PATTERNS.get(kind)
     if pattern is None:
-        return f"{shown!r}: the option table has no rule for {kind!r} values"
+        return f"{quoted(shown)}: the option table has no rule for {kind!r} values"
     if not pattern.fullmatch(value) or names_a_path(value):
         return (
-            f"{shown!r}{where} is refused: its value must be {_DESCRIBE[kind]}"
+            f"{quoted(shown)}{where} is refused: its value must be {_DESCRIBE[kind]}"
             " (a path or a program is never one)"
         )
     if kind == "cpu" and value.lower() == "native":
-        return f"{shown!r} would mean the server's CPU, not yours"
+        return f"{quoted(shown)} would mean the server's CPU, not yours"
     return None

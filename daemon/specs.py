@@ -7,6 +7,8 @@ import os
 import stat
 from collections.abc import Callable, Sequence
 
+from daemon.logged import quoted
+
 DEFAULT_TRUSTED_SPECS_DIRS = ("/usr/lib/rpm/redhat", "/usr/share/dpkg")
 
 # The language a -x names -> the preprocessed language that is really sent.
@@ -52,13 +54,13 @@ def on_disk_specs_check(trusted_dirs: Sequence[str]) -> SpecsCheck:
             try:
                 info = os.lstat(current)
             except OSError:
-                return f"{current} does not exist on this server"
+                return f"{quoted(current)} does not exist on this server"
             if stat.S_ISLNK(info.st_mode):
-                return f"{current} is a symbolic link"
+                return f"{quoted(current)} is a symbolic link"
             if info.st_uid != 0 or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-                return f"{current} is not owned by root or is writable by others"
+                return f"{quoted(current)} is not owned by root or is writable by others"
         if not stat.S_ISREG(info.st_mode):
-            return f"{current} is not a regular file"
+            return f"{quoted(current)} is not a regular file"
         return None
 
     return check

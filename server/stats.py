@@ -196,8 +196,8 @@ class ServerStats:
             f"dcc_compile_timeout {c.timeout}",
             f"dcc_cli_disconnect {c.client_disconnect}",
             f"dcc_other {c.other}",
-            f"dcc_longest_job {self.longest.name}",
-            f"dcc_longest_job_compiler {self.longest.compiler}",
+            f"dcc_longest_job {page_text(self.longest.name)}",
+            f"dcc_longest_job_compiler {page_text(self.longest.compiler)}",
             f"dcc_longest_job_time_msecs {self.longest.ms}",
             f"dcc_max_kids {self.slots.capacity}",
             *(f"dcc_avg_kids{i + 1} {round(v)}" for i, v in enumerate(self.busy_avg)),
@@ -215,6 +215,28 @@ class ServerStats:
             "</distccstats>",
         ]
         return "\n".join(lines) + "\n"
+
+
+PAGE_TEXT_CHARS = 1024
+"""How much of a name the distccd page shows (distccd's own ``MAX_FILENAME_LEN``)."""
+
+
+def page_text(name: str) -> str:
+    """A client's name as the distccd page shows it: on one line, whatever it holds.
+    What is not printable (a newline would forge lines of the page's own), a byte that
+    was not UTF-8 (argv is decoded with surrogateescape, and such a name could not be
+    encoded: the page answered 500) and a backslash are written ``\\xNN`` (``\\uNNNN``
+    above 0xff); the name is cut at :data:`PAGE_TEXT_CHARS` characters."""
+    shown = []
+    for char in name[:PAGE_TEXT_CHARS]:
+        code = ord(char)
+        if char.isprintable() and char != "\\":
+            shown.append(char)
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte surrogateescape kept
+            shown.append(f"\\x{code - 0xDC00:02x}")
+        else:
+            shown.append(f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}")
+    return "".join(shown)
 
 
 def _free_space_mb(path: str) -> int:

@@ -30,6 +30,11 @@ SOURCE_EXTENSIONS = frozenset(
 _NEGATABLE = "[no-]"
 LOOKUPS_REMEMBERED = 16384
 """Arguments whose lookup is remembered; the memory is dropped whole when full."""
+REMEMBERED_CHARS = 128
+"""Only arguments this short are remembered, so the memory is bounded in bytes too:
+scan() looks up every argument of every request, refused ones included, and a request
+may carry thousands of arguments of 64 KiB (a review held 2 GB of them in a balancer).
+Builds repeat short arguments; a long one is looked up again, which costs microseconds."""
 _CONTEXT_PREFIX = re.compile(r"^(as|cc1|llvm|cpp):")
 
 
@@ -160,17 +165,24 @@ class OptionTable:
     def lookup(self, context: str, arg: str) -> tuple[OptionSpec, str | None] | None:
         """The table's entry for ``arg`` and its joined value (None: no joined value;
         a SEPARATE or EITHER entry then wants the next argument). None when unknown.
-        Builds repeat the same few hundred arguments: answers are remembered (bounded)."""
+        Builds repeat the same few hundred arguments: answers for short ones are
+        remembered (bounded in number and in bytes)."""
         key = (context, arg)
         try:
             return self._seen[key]
         except KeyError:
             pass
         found = self._lookup(context, arg)
-        if len(self._seen) >= LOOKUPS_REMEMBERED:
-            self._seen.clear()
-        self._seen[key] = found
+        if len(arg) <= REMEMBERED_CHARS:
+            if len(self._seen) >= LOOKUPS_REMEMBERED:
+                self._seen.clear()
+            self._seen[key] = found
         return found
+
+    def remembered_chars(self) -> int:
+        """The characters of argument text the lookup memory holds (at most
+        :data:`LOOKUPS_REMEMBERED` times :data:`REMEMBERED_CHARS`)."""
+        return sum(len(arg) for _, arg in self._seen)
 
     def _lookup(self, context: str, arg: str) -> tuple[OptionSpec, str | None] | None:
         if context == "llvm" and arg.startswith("--"):

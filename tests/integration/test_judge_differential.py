@@ -31,23 +31,23 @@ from pathlib import Path
 
 import pytest
 
-from daemon.judge import Judge, Refused
+from daemon.judge import Judge
 from daemon.specs import DEFAULT_TRUSTED_SPECS_DIRS
 from server.sandbox import child_env
 from tests.support.option_samples import sample, unrecognised_in
+from tests.support.table_cases import Case, accepted_cases
 from tests.support.tool_trace import Traced, outside_the_job, traced_run
-from wire.args import Form, OptionSpec, OptionTable, default_table
+from wire.args import OptionSpec, OptionTable, default_table
 
 pytestmark = pytest.mark.integration
 
 SOURCE = "int distlb_value = 42;\nint distlb_twice(int x) { return 2 * x + distlb_value; }\n"
 BATCH = 120
 """Options per run: a run costs about as much with 120 as with one."""
-SPECS_FILE = "/usr/share/dpkg/no-pie-compile.specs"
-"""A specs file in a default trusted directory, as Debian ships it."""
-FAMILY_MEMBERS = {"driver:-W": "all", "driver:-m": "no-red-zone", "as:-m": "relax-relocations=yes"}
 ALONE = frozenset({"-S", "--assemble"})
 """Options that stop a compile before the assembler: each runs on its own."""
+SPECS_FILE = "/usr/share/dpkg/no-pie-compile.specs"
+"""A specs file in a default trusted directory, as Debian ships it."""
 NEEDS = {
     "-fasan-shadow-offset=": ("-fsanitize=kernel-address",),
     "-ftrivial-auto-var-init-stop-after=": ("-ftrivial-auto-var-init=pattern",),
@@ -73,26 +73,6 @@ TOOLS = (
 )
 
 
-@dataclass(frozen=True)
-class Case:
-    """One table line written one way, as it stands on the driver's command line."""
-
-    spec: OptionSpec
-    args: tuple[str, ...]
-
-    @property
-    def name(self) -> str:
-        return f"line {self.spec.line} {' '.join(self.args)}"
-
-    def words(self) -> set[str]:
-        """Everything a tool could name when it does not know the option."""
-        found = set(self.args)
-        for arg in self.args:
-            if arg.startswith(("-Wa,", "-Wp,")):
-                found.update(arg[4:].split(","))
-        return found
-
-
 def _values(spec: OptionSpec, outside: Path) -> list[str]:
     """The sample value of ``spec`` (a path outside the job for a path kind), then what
     an attacker would try: @FILE and, unless the sample is one, a path outside the job."""
@@ -112,59 +92,6 @@ def _values(spec: OptionSpec, outside: Path) -> list[str]:
     if str(outside) in first:
         hostile.remove(f"{outside}/file")
     return [first, *hostile]
-
-
-def _written(spec: OptionSpec, value: str) -> list[list[str]]:
-    """``spec`` with ``value`` in each form it can be written in (one or two arguments)."""
-    if spec.form is Form.FLAG:
-        return [[spec.spelling]]
-    if spec.form is Form.FAMILY:
-        return [[spec.spelling + FAMILY_MEMBERS[f"{spec.context}:{spec.spelling}"]]]
-    joined, separate = [spec.spelling + value], [spec.spelling, value]
-    return {Form.JOINED: [joined], Form.SEPARATE: [separate], Form.EITHER: [joined, separate]}[
-        spec.form
-    ]
-
-
-def _carried(context: str, args: list[str]) -> list[list[str]]:
-    """``args`` for another program, in each carrier the drivers take them in."""
-    if context == "driver":
-        return [args]
-    if context == "cc1":
-        return [[a for arg in args for a in ("-Xclang", arg)]]
-    if context == "llvm":
-        return [
-            [a for arg in args for a in ("-mllvm", arg)],
-            [a for arg in args for a in ("-Xclang", "-mllvm", "-Xclang", arg)],
-        ]
-    joined, separate = {"as": ("-Wa,", "-Xassembler"), "cpp": ("-Wp,", "-Xpreprocessor")}[context]
-    forms = [[a for arg in args for a in (separate, arg)]]
-    if not any("," in arg for arg in args):
-        forms.append([joined + ",".join(args)])
-        if len(args) == 2:  # an option and its value in two different carriers
-            forms.append([joined + args[0], separate, args[1]])
-    return forms
-
-
-def accepted_cases(judge: Judge, table: OptionTable, outside: Path) -> list[Case]:
-    """Every way of writing every accepting line of ``table`` that ``judge`` accepts."""
-    cases = []
-    for spec in table.specs:
-        if spec.kind in ("refuse", "output"):  # (every run has an -o: the job's own)
-            continue
-        seen = set()
-        for value in _values(spec, outside):
-            for args in _written(spec, value):
-                for carried in _carried(spec.context, args):
-                    if tuple(carried) in seen:
-                        continue
-                    seen.add(tuple(carried))
-                    try:
-                        judge.judge(["clang", "-c", "x.c", *carried])
-                    except Refused:
-                        continue
-                    cases.append(Case(spec, (*NEEDS.get(spec.spelling, ()), *carried)))
-    return cases
 
 
 @dataclass
@@ -261,7 +188,11 @@ def check_table(
     outside = scratch / "outside"
     outside.mkdir()
     (outside / "args").write_text("")
-    cases = [case for case in accepted_cases(judge, table, outside) if lines(case.spec)]
+    cases = [
+        case
+        for case in accepted_cases(judge, table, lambda spec: _values(spec, outside), NEEDS)
+        if lines(case.spec)
+    ]
     differential = Differential(judge, scratch)
     work: list[tuple[Tool, list[Case]]] = []
     for tool in TOOLS:

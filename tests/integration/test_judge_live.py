@@ -259,3 +259,77 @@ def test_dash_x_c_is_compiled_as_preprocessed_so_the_source_cannot_include(
     ))  # fmt: skip
     assert SECRET not in reply.stderr.decode()
     assert reply.status != 0  # an #include line is a syntax error in a preprocessed file
+
+
+def _through_balancer_to_distccd(
+    start_balancer: StartBalancer, distccd: Distccd, argv: tuple[str, ...], source: bytes
+) -> tuple[int, str]:
+    balancer = start_balancer(
+        "--backend", f"127.0.0.1:{distccd.port},kind=distccd,slots=2,compilers=gcc"
+    )
+    balancer.wait_healthy(1)
+    reply = asyncio.run(
+        compile_remote("127.0.0.1", balancer.port, Request(2, argv, source), timeout_s=60)
+    )
+    return reply.status, reply.stderr.decode("utf-8", "replace")
+
+
+def test_a_linker_value_cannot_become_distccds_output_and_free_an_option(
+    start_balancer: StartBalancer,
+    distccd: Distccd,
+    attack_setup: tuple[dict[str, Attack], Path, Path],
+) -> None:
+    """The review's command on a real distccd (finding 1): distccd replaces the argument
+    after the first literal -o with its temp object, so '-Xlinker -o -Xlinker X' freed X,
+    a value the judge had left to a linker that never runs, as an option of its own:
+    here -fcompare-debug=, which runs a command. Linker options are left out of what a
+    backend is sent: the job compiles, and nothing runs."""
+    _, marker, _ = attack_setup
+    no_space = f'touch${{IFS}}{marker};exec${{IFS}}"$0"${{IFS}}"$@"'
+    payload = f"-fcompare-debug=-wrapper /bin/sh,-c,{no_space}"
+    argv = ("gcc", "-c", "-Xlinker", "-o", "-Xlinker", payload, "in.c")
+
+    status, stderr = _through_balancer_to_distccd(start_balancer, distccd, argv, b"int x;\n")
+
+    assert not marker.exists(), "distccd ran the command"
+    assert status == 0, stderr
+
+
+def test_distccd_compiles_the_sent_source_not_a_file_the_client_names(
+    start_balancer: StartBalancer, distccd: Distccd, shared_tmp: Path
+) -> None:
+    """The review's variant (finding 1): with '-o x.c', distccd put its temp source in
+    place of x.c (the first argument that looks like a source) and compiled the input the
+    client named, a file of distccd's machine, whose lines came back in stderr. The
+    output is now always a fixed name, after the compiler, and the input follows it."""
+    server_file = shared_tmp / "server_side.c"
+    server_file.write_text(f"#error {SECRET}\n")
+    server_file.chmod(0o644)
+    argv = ("gcc", "-c", "-o", "x.c", str(server_file))
+
+    status, stderr = _through_balancer_to_distccd(start_balancer, distccd, argv, b"int harmless;\n")
+
+    assert SECRET not in stderr
+    assert status == 0, stderr
+
+
+@pytest.mark.parametrize("who", ["distlb-server", "distlb-balancer"])
+def test_a_refusal_quotes_a_long_argument_cut_short(
+    start_server: StartServer, start_balancer: StartBalancer, who: str
+) -> None:
+    """The trust review (finding 3): a 64 KiB argument of control bytes, quoted whole
+    twice in the reason, made a 722 KB job_refused line and a 328 KB reply. What is
+    quoted of an argument is cut as the logged command line is (200 characters)."""
+    server = start_server("--jobs", "1")
+    daemon = server
+    if who == "distlb-balancer":
+        daemon = start_balancer("--backend", f"127.0.0.1:{server.port},status={server.stats_port}")
+    argv = ("gcc", "-c", "x.c", "-" + "\x01" * 65535)
+
+    reply = asyncio.run(compile_remote("127.0.0.1", daemon.port, Request(1, argv, SOURCE)))
+
+    assert reply.status != 0 and f"{who}: job refused" in reply.stderr.decode()
+    assert len(reply.stderr) < 4096, len(reply.stderr)
+    daemon.logged("job_refused")
+    [line] = [line for line in daemon.lines if "job_refused" in line]
+    assert len(line) < 16384, len(line)

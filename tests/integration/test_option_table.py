@@ -179,3 +179,44 @@ def test_no_option_the_judge_takes_alone_makes_a_compiler_take_the_next_argument
         for found in pool.map(run, chunks, [n * 1000 for n in range(len(chunks))]):
             taking += found
     assert taking == []
+
+
+LINKER_CANARY = "distlb_linker_canary"
+
+
+@pytest.mark.parametrize("compiler", ["gcc", "g++", "clang"])
+@pytest.mark.parametrize("mode", ["-c", "-S"])
+def test_the_linkers_options_reach_no_program_under_c_or_s(
+    compiler: str, mode: str, tmp_path: Path
+) -> None:
+    """The judge leaves the table's linker options out of what it sends on
+    (daemon/canonical.py). That changes nothing: under -c and -S the drivers hand them
+    to no program (-### shows every command they would run), and the output is byte for
+    byte the same without them."""
+    linker = [spec for spec in default_table().specs if spec.kind == "linker"]
+    assert {spec.spelling for spec in linker} >= {"-Wl,", "-Xlinker", "-l", "-L", "-z", "-u"}
+    options = [
+        arg
+        for spec in linker
+        for arg in ([spec.spelling + LINKER_CANARY] if spec.form is Form.JOINED else [])
+        + ([spec.spelling, LINKER_CANARY] if spec.may_take_next else [])
+    ]
+    source = tmp_path / "x.i"
+    source.write_text("int distlb_linked(int x) { return 3 * x; }\n")
+
+    def compile_(*extra: str, output: str = "out") -> subprocess.CompletedProcess[str]:
+        command = [compiler, "-g", "-O2", mode, str(source), "-o", str(tmp_path / output)]
+        return subprocess.run(
+            [*command, *extra], capture_output=True, text=True, timeout=60, check=True
+        )
+
+    shown = compile_("-###", *options).stderr.splitlines()
+    # The commands -### shows start with a space. (gcc also puts -z, -L and -u in the
+    # environment of cc1 and as, COLLECT_GCC_OPTIONS, which only collect2 and
+    # lto-wrapper read, and neither runs: the outputs below are the same.)
+    commands = [line for line in shown if line.startswith(" ")]
+    assert len(commands) >= 1
+    assert [line for line in commands if LINKER_CANARY in line] == []
+    compile_()
+    compile_(*options, output="with-linker-options")
+    assert (tmp_path / "out").read_bytes() == (tmp_path / "with-linker-options").read_bytes()

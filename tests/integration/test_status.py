@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from client import compile_remote
 from client.status import ReportError, ServerReport, fetch_report
 from tests.support.distcc import run_distcc
 from tests.support.servers import ServerProcess, StartServer
+from wire import Request
 
 pytestmark = pytest.mark.integration
 
@@ -78,6 +80,24 @@ def test_distccd_stats_page_has_distccd_fields_in_order(
     assert values["dcc_compile_ok"] == "1"
     assert values["dcc_tcp_accept"] == "1"
     assert values["dcc_num_compiles1"] == "1"
+
+
+def test_a_job_name_neither_forges_nor_breaks_the_distccd_page(start_server: StartServer) -> None:
+    """The trust review (finding 5): the input's name went verbatim into
+    dcc_longest_job, so a newline forged lines, and a byte that is not UTF-8 made the
+    page answer 500 until a longer job came. (The first job to end well is the longest
+    so far, whatever its time.)"""
+    server = start_server("--jobs", "1")
+    name = b"x\ndcc_max_kids 9999\n\xff.c".decode("utf-8", "surrogateescape")
+    request = Request(1, ("gcc", "-c", name, "-o", "x.o"), b"int x;\n")
+
+    reply = asyncio.run(compile_remote("127.0.0.1", server.port, request))
+    assert reply.status == 0, reply.stderr
+
+    lines = server.http("/").splitlines()
+    assert [line.split(" ", 1)[0] for line in lines[2:-1]] == DISTCCD_FIELDS
+    assert r"dcc_longest_job x\x0adcc_max_kids 9999\x0a\xff.c" in lines
+    assert "dcc_max_kids 1" in lines
 
 
 def test_prometheus_metrics(start_server: StartServer, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 from daemon.judge import (
     EXIT_BAD_ARGUMENTS,
     EXIT_COMPILER_MISSING,
+    MEMORY,
     CompilerMissing,
     Job,
     Judge,
@@ -24,7 +25,13 @@ from daemon.judge import (
 from daemon.languages import PREPROCESSED_SUFFIX
 from daemon.logged import bounded_argv
 from daemon.specs import on_disk_specs_check, path_only_specs_check
-from wire.args import SOURCE_EXTENSIONS
+from wire.args import (
+    LOOKUPS_REMEMBERED,
+    REMEMBERED_CHARS,
+    SOURCE_EXTENSIONS,
+    OptionTable,
+    default_table,
+)
 
 COMPILERS = {
     "gcc": "/usr/bin/gcc",
@@ -67,42 +74,57 @@ def test_typical_gcc_compile_becomes_a_job() -> None:
 
     assert job == Job(
         compiler="gcc",
-        argv=("gcc", "-O2", "-g", "-c", "hello.c", "-o", "hello.o"),
-        input_index=4,
-        output_index=6,
+        argv=("gcc", "-o", "distlb.o", "hello.c", "-O2", "-g", "-c"),
+        input_index=3,
+        output_index=2,
         source_suffix=".i",
         output_suffix=".o",
     )
     assert job.input_name == "hello.c"
-    assert job.output_name == "hello.o"
+    assert job.output_name == "distlb.o"
 
 
 def test_command_replaces_the_compiler_input_and_output_in_place() -> None:
     job = judge(["g++", "-std=c++17", "-c", "a.cc", "-o", "a.o", "-Wall"])
 
     assert job.command("/usr/bin/g++", "/job/in.ii", "/job/out.o") == [
-        "/usr/bin/g++", "-std=c++17", "-c", "/job/in.ii", "-o", "/job/out.o", "-Wall",
+        "/usr/bin/g++", "-o", "/job/out.o", "/job/in.ii", "-std=c++17", "-c", "-Wall",
     ]  # fmt: skip
 
 
-def test_command_adds_an_output_when_the_client_gave_none() -> None:
-    job = judge(["gcc", "-c", "src/x.c"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["gcc", "-c", "src/x.c"],
+        ["gcc", "-c", "src/x.c", "-o", "build/x.o"],
+        ["gcc", "-c", "src/x.c", "-obuild/x.o"],
+        ["gcc", "-o", "x.c", "-c", "src/x.c"],
+    ],
+)
+def test_the_output_is_always_a_fixed_name_right_after_the_compiler(argv: list[str]) -> None:
+    # Every server puts a file of its own there: the client's name never reaches a
+    # compiler, and nothing a client writes can come before it (distccd replaces the
+    # argument after the first -o it sees).
+    job = judge(argv)
 
-    assert job.output_name == "x.o"
-    assert job.command("/usr/bin/gcc", "/j/i.i", "/j/o.o")[-2:] == ["-o", "/j/o.o"]
+    assert job.argv[:4] == ("gcc", "-o", "distlb.o", "src/x.c")
+    assert (job.output_index, job.input_index) == (2, 3)
 
 
-def test_joined_dash_o_becomes_the_separate_form() -> None:
-    job = judge(["g++", "-c", "src/a.cc", "-obuild/a.o"])
-
-    assert job.argv == ("g++", "-c", "src/a.cc", "-o", "build/a.o")
-    assert job.output_name == "build/a.o"
-
-
-def test_output_defaults_to_dot_s_with_dash_capital_s() -> None:
+def test_output_is_dot_s_with_dash_capital_s() -> None:
     job = judge(["clang", "-S", "src/widget.c"])
-    assert (job.output_name, job.output_suffix) == ("widget.s", ".s")
+    assert (job.output_name, job.output_suffix) == ("distlb.s", ".s")
     assert judge(["clang", "-c", "-S", "w.c"]).output_suffix == ".s"  # -S wins, as in gcc
+
+
+def test_a_canonical_command_line_is_its_own_canonical_form() -> None:
+    # A balancer sends a distlb-server the canonical form, which judges it again.
+    for argv in (
+        ["g++", "-x", "c++", "-O2", "-c", "a.c", "-Wl,-z,relro", "-o", "a.o"],
+        ["gcc", "-S", "-Dx=1", "w.c", "-I", "inc"],
+    ):
+        job = judge(argv)
+        assert judge(list(job.argv)) == job
 
 
 @pytest.mark.parametrize(
@@ -127,7 +149,6 @@ def test_extension_is_taken_from_the_file_name_not_the_directory() -> None:
     job = judge(["gcc", "-c", "lib.v2/parser.cc"])
 
     assert job.source_suffix == ".ii"
-    assert job.output_name == "parser.o"
 
 
 @pytest.mark.parametrize(
@@ -167,15 +188,21 @@ def test_extension_is_taken_from_the_file_name_not_the_directory() -> None:
 def test_ordinary_compile_jobs_are_accepted(argv: list[str]) -> None:
     job = judge(argv)
 
+    # Sent on as it came, but for the fixed output and the input in front of the
+    # options, and the linker's options left out.
+    source = next(a for a in argv[1:] if a.endswith((".c", ".cpp")) and not a.startswith("-"))
+    given = [a for i, a in enumerate(argv) if a != source and "-o" not in argv[i - 1 : i + 1]]
+    linker = {"-Wl,-z,relro"}
     assert job.compiler == argv[0]
-    assert job.argv == tuple(argv)  # already canonical: sent on as it came
+    assert job.argv == (argv[0], "-o", "distlb.o", source,
+                        *(a for a in given[1:] if a not in linker))  # fmt: skip
 
 
 def test_option_values_are_not_taken_for_the_input() -> None:
-    job = judge(["gcc", "-D", "main.c", "-I", "dir.c", "-c", "real.c"])
+    job = judge(["gcc", "-D", "MAIN", "-I", "dir", "-c", "real.c"])
 
     assert job.input_name == "real.c"
-    assert job.argv == ("gcc", "-D", "main.c", "-I", "dir.c", "-c", "real.c")
+    assert job.argv == ("gcc", "-o", "distlb.o", "real.c", "-D", "MAIN", "-I", "dir", "-c")
 
 
 # --- distccd's compatibility, where it is safe -----------------------------------------
@@ -203,13 +230,15 @@ def test_dash_x_is_rewritten_to_the_preprocessed_language(language: str, suffix:
         if language.endswith("cpp-output")
         else ({"c": "cpp-output"}.get(language, f"{language}-cpp-output"))
     )
-    assert job.argv == ("g++", "-O2", "-c", "-x", preprocessed, "a.c", "-o", "a.o")
+    assert job.argv == ("g++", "-o", "distlb.o", "-x", preprocessed, "a.c", "-O2", "-c")
     assert job.source_suffix == suffix
     assert job.argv[job.input_index] == "a.c"
 
 
 def test_dash_x_none_and_dash_x_after_the_input_do_not_apply() -> None:
-    assert judge(["gcc", "-xc++", "-x", "none", "-c", "a.c"]).argv == ("gcc", "-c", "a.c")
+    assert judge(["gcc", "-xc++", "-x", "none", "-c", "a.c"]).argv == (
+        "gcc", "-o", "distlb.o", "a.c", "-c",
+    )  # fmt: skip
     assert judge(["gcc", "-c", "a.c", "-x", "c++"]).source_suffix == ".i"
 
 
@@ -530,6 +559,70 @@ def test_specs_on_disk_must_be_roots_and_writable_by_nobody_else(tmp_path: Path)
 
 
 # --- logging ---------------------------------------------------------------------------
+
+
+def test_what_the_judge_remembers_of_arguments_is_bounded_in_bytes() -> None:
+    """The trust review (finding 2) grew a balancer by 2 GB, held after the requests
+    ended: the lookup memory and the judge's kept every argument, each up to 64 KiB,
+    those of refused requests too (the scan looks each up before the judge refuses)."""
+    judge_ = Judge(compilers=COMPILERS, table=OptionTable(default_table().specs))
+    judge_.judge(["gcc", "-O2", "-c", "x.c", "-Wall"])
+    short = judge_.remembered_chars()
+    assert short > 0  # what builds repeat is remembered
+
+    for request in range(40):
+        long = ["a" * 65536 + f"{request:03d}{k:02d}" for k in range(15)]
+        judge_.judge(["gcc", "-c", "x.c", *(f"-Wno-{text}" for text in long)])
+        with pytest.raises(Refused):
+            judge_.judge(["gcc", "-c", "x.c", *(f"-Zunknown{text}" for text in long)])
+
+    assert judge_.remembered_chars() == short
+    assert (LOOKUPS_REMEMBERED + MEMORY) * REMEMBERED_CHARS <= 4 * 1024 * 1024
+
+
+LONG = "\x01" * 65535
+"""An argument the trust review sent (finding 3): 64 KiB that repr writes 4 times as long."""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["gcc", "-c", "x.c", "-" + LONG],
+        ["gcc", "-c", "x.c", "-std=" + LONG],
+        ["gcc", "-c", "x.c", "-fplugin=" + LONG],
+        ["gcc", "-c", "x.c", "-march=" + LONG],
+        ["gcc", "-c", "x.c", "-fdiagnostics-color=" + LONG],
+        ["gcc", "-c", "x.c", "-D", LONG],
+        ["gcc", "-c", "x.c", "-I", "@" + LONG],
+        ["gcc", "-c", "x.c", "-Wl,@" + LONG],
+        ["gcc", "-c", "x.c", "-D", "-" + LONG],
+        ["gcc", "-c", "x.c", "-mllvm=" + LONG],
+        ["gcc", "-c", "x.c", "-x", LONG],
+        ["gcc", "-c", "x.c", "-Wa," + LONG],
+        ["gcc", "-c", "x.c", "-Wa,--defsym," + LONG],
+        ["gcc", "-c", "x.c", "-Xclang", "-" + LONG],
+        ["gcc", "-c", "x.c", "-Wa,--defsym"],
+        ["gcc", "-c", "x.c", "-specs=/usr/share/dpkg/" + LONG],
+        ["gcc", "-c", "x.c", "-I", LONG + ".c"],
+        ["gcc", "-c", "x.c", LONG + ".c"],
+        ["gcc", "-c", LONG],
+        [LONG, "-c", "x.c"],
+        ["/" + LONG, "-c", "x.c"],
+        ["gcc", "-c", "x.c", "@" + LONG],
+    ],
+)
+def test_a_refusal_quotes_each_argument_cut_short(argv: list[str]) -> None:
+    """A reason goes to the log, the reply and the balancer's dashboard: each argument
+    it quotes is cut at 200 characters, as the logged command line is."""
+    on_disk = Judge(specs_check=on_disk_specs_check(["/usr/share/dpkg"]))
+    # (a path under a trusted directory passes a balancer's check: the file is the
+    # server's to check)
+    judges = [on_disk] if argv[-1].startswith("-specs=") else [JUDGE, Judge(), on_disk]
+    for judge_ in judges:
+        reason = refusal(argv, judge_)
+
+        assert "\\x01" * 201 not in reason, len(reason)
+        assert len(reason) < 2 * 4 * 210 + 400, len(reason)
 
 
 def test_logged_argv_is_bounded() -> None:

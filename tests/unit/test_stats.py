@@ -173,6 +173,34 @@ def test_failed_jobs_never_become_the_longest_job(stats: ServerStats) -> None:
     assert fields(stats)["dcc_longest_job"] == "fine.c"
 
 
+def test_a_job_name_cannot_forge_lines_of_the_distccd_page(stats: ServerStats) -> None:
+    """The input's name is the client's (the trust review, finding 5): a newline in it
+    wrote lines of the page's own."""
+    stats.job_finished("ok", "x\ndcc_max_kids 9999\r\ndcc_current_load 0\n.c", "gcc", 9.0)
+
+    assert field_names(stats) == DISTCCD_FIELDS
+    escaped = r"x\x0adcc_max_kids 9999\x0d\x0adcc_current_load 0\x0a.c"
+    assert fields(stats)["dcc_longest_job"] == escaped
+    assert fields(stats)["dcc_max_kids"] == "4"
+
+
+def test_a_job_name_that_is_not_utf8_keeps_the_distccd_page_up(stats: ServerStats) -> None:
+    """A name's bytes that are not UTF-8 come as surrogates (argv is decoded with
+    surrogateescape): the page could not be encoded, and answered 500 until a longer
+    job came (the trust review, finding 5)."""
+    name = b"caf\xe9-\xff\\x.c".decode("utf-8", "surrogateescape")
+    stats.job_finished("ok", name, "gcc", 9.0)
+
+    page = stats.distccd_text().encode("utf-8")  # (what the HTTP face sends)
+    assert b"dcc_longest_job caf\\xe9-\\xff\\x5cx.c\n" in page
+
+
+def test_a_long_job_name_is_cut_on_the_distccd_page(stats: ServerStats) -> None:
+    stats.job_finished("ok", "a" * 100_000 + ".c", "gcc", 9.0)
+
+    assert len(fields(stats)["dcc_longest_job"]) <= 1024
+
+
 def test_compiles_count_finished_compiles_but_not_timeouts(stats: ServerStats) -> None:
     stats.job_finished("ok", "a.c", "gcc", 0.1)
     stats.job_finished("compile_error", "b.c", "gcc", 0.1)
