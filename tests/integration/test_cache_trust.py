@@ -217,14 +217,14 @@ def test_the_balancer_reaches_redis_as_a_user_whose_password_is_in_a_file(
     start_server: StartServer, start_balancer: StartBalancer, tmp_path: Path
 ) -> None:
     """Redis as docs/cache.md runs it for a farm: a password, and the balancers as an
-    ACL user that may only GET, SET and DEL; the password from a file, in no URL."""
+    ACL user that may only GETRANGE (the bounded read), SET and DEL; the password from a file, in no URL."""
     redis_server = RedisServer(password=secrets.token_hex(16))
     try:
         admin = redis.Redis.from_url(redis_server.url, password=redis_server.password)
         password = secrets.token_hex(16)
         admin.acl_setuser("distlb", enabled=True, passwords=[f"+{password}"], keys=["*"],
                           reset_channels=True, categories=["-@all"],
-                          commands=["+get", "+set", "+del"])  # fmt: skip
+                          commands=["+getrange", "+set", "+del"])  # fmt: skip
         with pytest.raises(redis.exceptions.AuthenticationError):
             redis.Redis.from_url(redis_server.url).set("planted", b"evil")  # (no password)
         server = start_server("--jobs", "2")

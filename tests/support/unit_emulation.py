@@ -37,6 +37,7 @@ EMULATED = {
     "ProtectProc", "ProtectKernelTunables", "ProtectKernelLogs", "NoNewPrivileges",
     "CapabilityBoundingSet",
 }  # fmt: skip
+CHECKOUT = Path(__file__).resolve().parents[2]
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
@@ -64,7 +65,14 @@ def hardened_prefix(settings: dict[str, str], writable: list[Path]) -> list[str]
         str(Path(sys.executable).resolve()).startswith(top) for top in ("/root/", "/home/")
     )
     script = ["set -e", "mount --make-rprivate /"]
-    keep = " ".join(shlex.quote(str(path)) for path in writable)
+    # the program itself (the checkout and its venv) is installed outside /tmp on a host;
+    # when a test's checkout is under /tmp (a clean clone) it is carried in, read-only
+    under_tmp = {path for path in (CHECKOUT, Path(sys.prefix).resolve())
+                 if path.is_relative_to("/tmp")}  # fmt: skip
+    program = {str(path) for path in under_tmp
+               if not any(path != top and path.is_relative_to(top)
+                          for top in under_tmp)}  # fmt: skip
+    keep = " ".join(shlex.quote(str(path)) for path in [*writable, *sorted(program)])
     if "PrivateTmp" in on:
         # the writable dirs under /tmp are carried into the fresh tmpfs at their paths
         script += [
@@ -74,6 +82,7 @@ def hardened_prefix(settings: dict[str, str], writable: list[Path]) -> list[str]
             "mount -t tmpfs -o mode=1777 private-tmp /tmp",
             f'for dir in {keep}; do case $dir in /tmp/*) mkdir -p "$dir";'
             ' mount --move "$stash$dir" "$dir";; esac; done',
+            *(f"mount -o remount,bind,ro {shlex.quote(path)}" for path in sorted(program)),
         ]
     if "ProtectHome" in on:
         home = "ro" if interpreter_home else "hidden"

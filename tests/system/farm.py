@@ -211,6 +211,15 @@ class NetFarm:
             stderr=subprocess.PIPE, text=True, start_new_session=True,
         )  # fmt: skip
 
+    def compile_one(self, project: Path, source: str) -> subprocess.CompletedProcess[str]:
+        """One ``distcc gcc -c`` through the VIP, with a DISTCC_DIR of its own (no
+        backoff remembered from an earlier build) and fallback on."""
+        return subprocess.run(
+            ["ip", "netns", "exec", self.topo.ns("cl"), "timeout", str(CLIENT_TIMEOUT_S),
+             "distcc", "gcc", "-c", source, "-o", f"{source}.after.o"],
+            cwd=project, env=self.client_env(), capture_output=True, text=True,
+        )  # fmt: skip
+
     def finish_build(self, build: subprocess.Popen[str]) -> tuple[int, str, str, float]:
         start = time.monotonic()
         try:
