@@ -217,7 +217,8 @@ def test_the_balancer_reaches_redis_as_a_user_whose_password_is_in_a_file(
     start_server: StartServer, start_balancer: StartBalancer, tmp_path: Path
 ) -> None:
     """Redis as docs/cache.md runs it for a farm: a password, and the balancers as an
-    ACL user that may only GETRANGE (the bounded read), SET and DEL; the password from a file, in no URL."""
+    ACL user that may only GETRANGE (the bounded read), SET and DEL; the password from
+    a file, in no URL."""
     redis_server = RedisServer(password=secrets.token_hex(16))
     try:
         admin = redis.Redis.from_url(redis_server.url, password=redis_server.password)
