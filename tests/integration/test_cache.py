@@ -274,6 +274,8 @@ def test_server_disk_cache_hits_and_ignores_flipped_bytes(
     assert run_make(third, hosts=hosts, jobs=4).returncode == 0
     assert_identical_to_local(third)
     assert server.counters()["cache_hit"] == jobs  # no new hits: every entry was corrupt
+    # (the log is read by a thread: the last lines may come after the build)
+    wait_until(lambda: len(server.events("cache_corrupt_entry")) >= jobs, 10, "corruption logged")
     assert len(server.events("cache_corrupt_entry")) == jobs
 
 

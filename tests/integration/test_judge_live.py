@@ -16,6 +16,7 @@ from tests.support.servers import (
     StartBalancer,
     StartServer,
     live_children,
+    wait_until,
 )
 from wire import Request
 
@@ -213,6 +214,8 @@ def test_exploits_are_refused_by_the_server_and_nothing_runs(
     counters = server.counters()
     assert counters["rejected_policy"] == len(attacks)
     assert counters["ok"] == 0
+    # (the log is read by a thread: the last lines may come after the replies)
+    wait_until(lambda: len(server.events("job_refused")) >= len(attacks), 10, "the refusals logged")
     refused = server.events("job_refused")
     assert len(refused) == len(attacks)
     assert all(event["reason"] for event in refused)
@@ -241,6 +244,8 @@ def test_exploits_are_refused_by_the_balancer_before_any_backend(
                         "distlb-balancer")  # fmt: skip
     assert balancer.totals()["rejected_policy"] == len(attacks)
     assert balancer.status()["backends"][0]["sent"] == sent_before, "a refused job was sent"
+    wait_until(lambda: len(balancer.events("job_refused")) >= len(attacks), 10,
+               "the refusals logged")  # fmt: skip
     assert len(balancer.events("job_refused")) == len(attacks)
 
 

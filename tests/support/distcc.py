@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -10,11 +13,19 @@ from pathlib import Path
 CLIENT_TIMEOUT_S = 120
 
 
+@functools.cache
+def _distcc_dirs() -> Path:
+    """Where this test process's client state directories live; removed when it ends."""
+    path = Path(tempfile.mkdtemp(prefix="distlb-distcc-dirs-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 def distcc_env(
     hosts: str, *, fallback: bool, extra: dict[str, str] | None = None
 ) -> dict[str, str]:
     env = dict(os.environ)
-    env["DISTCC_DIR"] = tempfile.mkdtemp(prefix="distcc-dir-")
+    env["DISTCC_DIR"] = tempfile.mkdtemp(prefix="distcc-dir-", dir=_distcc_dirs())
     env["DISTCC_HOSTS"] = hosts
     env["DISTCC_FALLBACK"] = "1" if fallback else "0"
     # Never together with DISTCC_FALLBACK=0: see DEVELOPERS.md.
