@@ -13,6 +13,7 @@ bench/results/farm_makespan.png.
 
     .venv/bin/python -m bench.farm [--quick | --light] [--rounds R] [--strategy S]...
                                    [--keep-logs DIR] [--balancer-arg ARG]...
+                                   [--server-arg ARG]...
 """
 
 from __future__ import annotations
@@ -80,12 +81,22 @@ def main() -> int:
         help="pass ARG to every distlb-balancer, for experiments (repeatable; "
         "--balancer-arg=--tail-hedge --balancer-arg=0)",
     )
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="pass ARG to every distlb-server, for experiments (repeatable; "
+        "--server-arg=--sandbox --server-arg=none)",
+    )
     args = parser.parse_args()
     scenario = QUICK if args.quick else LIGHT if args.light else FULL
     if args.seed is not None:
         scenario = Scenario(**{**asdict(scenario), "seed": args.seed})
     if args.balancer_arg:
         scenario = Scenario(**{**asdict(scenario), "balancer_args": tuple(args.balancer_arg)})
+    if args.server_arg:
+        scenario = Scenario(**{**asdict(scenario), "server_args": tuple(args.server_arg)})
     strategies = tuple(args.strategy) if args.strategy else STRATEGIES
     rounds = args.rounds if args.rounds is not None else (1 if args.quick or args.light else 3)
     if rounds < 1:

@@ -53,9 +53,35 @@ def server_tmp(shared_tmp: Path) -> Path:
     return path
 
 
+LOG_LINES_ON_FAILURE = 60
+
+
+def _logged_processes(request: pytest.FixtureRequest) -> list[ServerProcess]:
+    """The daemons a test started, whose last lines a failure report shows."""
+    node: Any = request.node
+    if not hasattr(node, "distlb_processes"):
+        node.distlb_processes = []
+    found: list[ServerProcess] = node.distlb_processes
+    return found
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test's report ends with the last lines each of its daemons logged (a
+    flaky failure in CI is then explained by the run that met it)."""
+    report = yield
+    if report.failed and call.when == "call":
+        for proc in getattr(item, "distlb_processes", []):
+            lines = [line[:400] for line in list(proc.lines)[-LOG_LINES_ON_FAILURE:]]
+            report.sections.append((f"Captured log of {proc.proc.args[0]} pid {proc.proc.pid}",
+                                    "\n".join(lines)))  # fmt: skip
+    return report
+
+
 @pytest.fixture
-def start_server(server_tmp: Path) -> Iterator[StartServer]:
+def start_server(server_tmp: Path, request: pytest.FixtureRequest) -> Iterator[StartServer]:
     started: list[ServerProcess] = []
+    logged = _logged_processes(request)
 
     def start(
         *args: str, path_prepend: str | None = None, prefix: list[str] | None = None
@@ -64,6 +90,7 @@ def start_server(server_tmp: Path) -> Iterator[StartServer]:
             list(args), tmp_dir=server_tmp, path_prepend=path_prepend, prefix=prefix
         )
         started.append(proc)
+        logged.append(proc)
         return proc
 
     yield start
@@ -120,12 +147,14 @@ def fake_compilers(shared_tmp: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def start_balancer() -> Iterator[StartBalancer]:
+def start_balancer(request: pytest.FixtureRequest) -> Iterator[StartBalancer]:
     started: list[BalancerProcess] = []
+    logged = _logged_processes(request)
 
     def start(*args: str, config_file: Path | None = None) -> BalancerProcess:
         proc = BalancerProcess.start_balancer(list(args), config_file)
         started.append(proc)
+        logged.append(proc)
         return proc
 
     yield start

@@ -28,6 +28,7 @@ class Scenario:
     cap_s: float  # a strategy's builds are cut off after this long
     seed: int
     balancer_args: tuple[str, ...] = ()  # extra flags for every distlb-balancer
+    server_args: tuple[str, ...] = ()  # extra flags for every distlb-server
     work_scale: float = 1.0  # every job's work times this (fewer jobs a second, same shape)
 
 

@@ -293,11 +293,15 @@ def test_a_job_that_hangs_on_a_backend_that_compiles_others_ends_without_chargin
         balancer = start_balancer(
             "--backend", f"{name},status={daemon.stats_port},kind=distccd", *QUICK_HEALTH,
             "--attempt-deadline-min", "3", "--hedge-min", "120", "--tail-hedge", "0",
+            # The deadline is 3 s, or at most 5 however slowly the first job compiled on
+            # a loaded machine (--attempt-deadline-factor times its latency: that once
+            # came to past the client's minute); probes get 3 s to prove the backend.
+            "--attempt-timeout", "5", "--probe-timeout", "3",
         )  # fmt: skip
         balancer.wait_healthy(1)
         good = Request(1, ("gcc", "-c", "g.c", "-o", "g.o"), SOURCE)
-        # (a job that finished: the backend's latency history, whence its deadline of
-        # --attempt-deadline-min, 3 s, rather than --attempt-timeout)
+        # (a job that finished: the backend's latency history, whence a deadline
+        # between --attempt-deadline-min and --attempt-timeout)
         reply = asyncio.run(compile_remote("127.0.0.1", balancer.port, good, timeout_s=60))
         assert reply.status == 0
         hanging = Request(1, ("gcc", "-c", "h.c", "-o", "h.o"), b'# 1 "/dev/ptmx"\nint x = ;\n')
