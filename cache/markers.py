@@ -17,6 +17,8 @@ compilers evaluate the builtins from the markers: the object then holds the path
 it could spell one of those across a line splice or a trigraph, or build one with a
 ``#define`` (a ``%:`` digraph, a comment after ``#``, ``#include``, ``__has_include``, whose
 answer clang would look up from the server, are refused with it);
+it holds a raw string literal (``R"(...)"`` may hold a line that looks like a marker but
+is the string's text, which the object holds whole);
 it has a carriage return (a line end the scanner does not split on); a path holds a
 backslash (an escape: two spellings of one name); or a line starts like a marker that
 the scanner cannot read.
@@ -51,6 +53,16 @@ _OBSTACLES = (
     re.compile(rb"#" + _WS + rb"*(?:define|include|import|embed|/\*)"),
     re.compile(rb"%:"),  # the digraph of #
     re.compile(rb"\?\?/"),  # the trigraph of a backslash
+    # A raw string literal (R"...", u8R, uR, UR, LR; C++11, and C with GNU extensions):
+    # the only token that spans lines, so a line in it that looks like a marker is the
+    # string's text, which the object holds whole (found by a review). Not after an
+    # identifier's character ("ERROR" ends in one; an identifier's is not raw), and
+    # with its delimiter and "(" (gcc and clang refuse delimiters over 16 characters;
+    # up to 64 are taken here: the string "R" in <regex> is not one).
+    re.compile(
+        rb'R"(?:(?<![A-Za-z0-9_$]R")|(?<=[^A-Za-z0-9_$][uUL]R")|(?<=[^A-Za-z0-9_$]u8R"))'
+        rb"[^ ()\\\t\v\f\n]{0,64}\("
+    ),
 )
 _SEQUENCES = (b"__builtin_source_location", b"__has_include", b"__has_embed", b"\r")
 _SPACE_HASH = re.compile(rb"#(?<=[ \t\f\v]#)")

@@ -320,3 +320,26 @@ def test_prefix_maps_that_do_not_send_both_checkouts_alike_keep_them_apart(
 
     a, b, _ = _pair(tmp_path, compiler, ["-g"], flags_for=maps)  # (one key: one object)
     assert (a.key == b.key) == (case == "overlapping, in order"), case
+
+
+@pytest.mark.parametrize(("compiler", "main", "flags"),
+                         [("g++", "src/main.cc", []), ("g++", "src/main.cc", ["-O2"]),
+                          ("gcc", "src/main.c", [])])  # fmt: skip
+def test_a_line_like_a_marker_inside_a_raw_string_keeps_the_paths(
+    tmp_path: Path, compiler: str, main: str, flags: list[str]
+) -> None:
+    """A raw string literal spans lines (C++, and C with GNU extensions): a line in it
+    that looks like a line marker is the string's text, which the object holds whole.
+    Two sources apart only in the directory such a line names are two jobs (a review
+    had Bob's object name Alice's URL)."""
+    body = 'const char *s = R"zz(\n# 1 "{where}/payload.sh"\n)zz";\n'
+    compiled = []
+    for who, where in (("alice", "https://good.example"), ("bob", "https://bad.example")):
+        root = place(tmp_path / who / "proj", {main: body.format(where=where)})
+        compiled.append(compile_as_distcc(compiler, flags, root, main, tmp_path / "server",
+                                          absolute=False))  # fmt: skip
+    a, b = compiled
+    assert a.status == 0 and b.status == 0, (a.stderr, b.stderr)
+    assert b"https://good.example/payload.sh" in a.obj
+    assert b"https://bad.example/payload.sh" in b.obj
+    assert a.key != b.key

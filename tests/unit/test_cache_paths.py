@@ -43,7 +43,9 @@ def test_the_scan_finds_every_marker_its_path_and_the_working_directory() -> Non
      b"f(__builtin_FILE());\n", b"__builtin_source_location()\n", b"#define X 1\n",
      b"# define X\n", b"#/**/define X\n", b"%:define X\n", b"__builtin_FI\\\nLE()\n",
      b"a ??/\nb\n", b"x\r\n", b"  # 5 \"/x/y.c\"\n", b"# 7\n", b"#line 3 \"q.c\" junk\n",
-     b"#include <stdio.h>\n", b"#if __has_include(<x.h>)\n"],
+     b"#include <stdio.h>\n", b"#if __has_include(<x.h>)\n",
+     b's = R"zz(\n# 1 "/x/y.c"\n)zz";\n', b'f(u8R"(a)");\n', b'x=uR"(a)";\n', b'x=UR"(a)";\n',
+     b'x=LR"(a)";\n', b'R""(a)"";\n'],
     ids=repr,
 )  # fmt: skip
 def test_what_could_turn_a_path_into_code_keeps_the_paths(body: bytes) -> None:
@@ -56,7 +58,8 @@ def test_what_could_turn_a_path_into_code_keeps_the_paths(body: bytes) -> None:
 def test_common_texts_have_no_obstacle() -> None:
     body = (b'int printf(const char *, ...);\nint main(void) { printf("%d # %s", 1, '
             b'"x"); return 0 ? 1 : 2; }\ntypedef struct _IO_FILE __FILE;\nFILE *f;\n'
-            b"#pragma GCC diagnostic push\n#line 9 \"/a/src/a.c\"\n")  # fmt: skip
+            b"#pragma GCC diagnostic push\n#line 9 \"/a/src/a.c\"\n"
+            b'puts("ERROR"); x = FOOR"a"; y = "R"; z = uR"a b(c)"; f("R", "(");\n')  # fmt: skip
     assert scan(text("/a") + body).obstacle is None
     assert scan(b"int x;\n").obstacle == "the text does not start with a line marker"
     assert scan(b'# 1 "a\\\\b.c"\n').obstacle == "a line marker's path holds an escape"
