@@ -19,7 +19,7 @@ from daemon.access import Network
 from daemon.admission import connection_scope, refusal
 from daemon.budgets import ByteBudget, Held, InflateBudget, not_in_time
 from daemon.gss import Acceptor
-from daemon.judge import Judge, Refused
+from daemon.judge import Judge, Refused, judge_off_loop
 from daemon.logged import bounded_argv
 from wire import Limits, RemoteProtocolError, Reply, Request, encode_reply
 from wire.events import exit_status
@@ -101,7 +101,7 @@ async def _serve(
 
     read_ms = round((time.monotonic() - started) * 1000, 1)
     try:
-        accepted = ctx.judge.judge(request.argv)
+        accepted = await judge_off_loop(ctx.judge, request.argv)
     except Refused as exc:
         await _refuse(ctx, writer, request, exc, started)
         return

@@ -17,6 +17,7 @@ The reasoning for each rule is in docs/policy.md.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -102,6 +103,21 @@ class CompilerMissing(Refused):
 
 MEMORY = 16384
 """Accepted arguments remembered (the memory is dropped whole when full)."""
+MAX_PIECES = 256
+"""Arguments a command line may pass to other programs in all (``-Wa,`` ``-Wp,``
+``-Xclang``, ...: real builds pass a few; each costs microseconds to judge, and a
+megabyte of ``-Wa,-m,-m,...`` held a daemon's loop for most of a second)."""
+LOOP_ARGS = 128
+LOOP_ARG_BYTES = 16 * 1024
+"""A command line longer than this is judged in a thread: over a millisecond of work
+(a few microseconds an argument the judge has not met before)."""
+
+
+async def judge_off_loop(judge: Judge, argv: Sequence[str]) -> Job:
+    """``judge.judge(argv)``; a long command line in a thread, not on the event loop."""
+    if len(argv) > LOOP_ARGS or sum(map(len, argv)) > LOOP_ARG_BYTES:
+        return await asyncio.to_thread(judge.judge, argv)
+    return judge.judge(argv)
 
 
 def _memorable(option: Option, text: str) -> bool:
@@ -178,6 +194,10 @@ class Judge:
                     accepted.add(text)
             if text in _MODE_OPTIONS and suffix != ".s":
                 suffix = _MODE_OPTIONS[text]
+        pieces = sum(map(len, nested.values()))
+        if pieces > MAX_PIECES:
+            raise Refused(f"{pieces} arguments passed to other programs (-Wa, -Wp, -Xclang, "
+                          f"...): at most {MAX_PIECES} are taken")  # fmt: skip
         for context in ("cc1", "as", "cpp", "llvm"):  # cc1 adds to llvm: judge it last
             self._judge_nested(context, nested)
         if suffix is None:

@@ -24,7 +24,7 @@ from daemon.admission import connection_scope
 from daemon.bounds import ConnectionLimits
 from daemon.budgets import ByteBudget, Held, InflateBudget, not_in_time
 from daemon.gss import Acceptor
-from daemon.judge import Job, Judge, Refused
+from daemon.judge import Job, Judge, Refused, judge_off_loop
 from daemon.logged import bounded_argv
 from server.admission import SlotHold, admit, turn_away_busy
 from server.runner import RunLimits, run_compile
@@ -159,7 +159,7 @@ async def _serve_job(
     # source it compiles nothing but the probe: no real work can hide in it.
     probe = is_probe(request)
     try:
-        job = ctx.judge.judge(request.argv)
+        job = await judge_off_loop(ctx.judge, request.argv)
     except Refused as exc:
         stats.job_finished("rejected_policy", "?", request.argv[0], time.monotonic() - started,
                            probe=probe)  # fmt: skip

@@ -8,7 +8,10 @@ outside the job is refused with a reason a user can act on and distcc's exit cod
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -16,11 +19,15 @@ import pytest
 from daemon.judge import (
     EXIT_BAD_ARGUMENTS,
     EXIT_COMPILER_MISSING,
+    LOOP_ARG_BYTES,
+    LOOP_ARGS,
+    MAX_PIECES,
     MEMORY,
     CompilerMissing,
     Job,
     Judge,
     Refused,
+    judge_off_loop,
 )
 from daemon.languages import PREPROCESSED_SUFFIX
 from daemon.logged import bounded_argv
@@ -657,3 +664,39 @@ def test_a_trusted_specs_dir_under_a_directory_others_may_write_is_refused(
         JudgeConfig(trusted_specs_dir=[str(trusted)]).judge(None, on_disk=True)
     open_dir.chmod(0o1777)  # sticky, as /tmp: others cannot replace root's entries
     assert JudgeConfig(trusted_specs_dir=[str(trusted)]).judge(None, on_disk=True)
+
+
+def test_arguments_passed_to_other_programs_are_bounded_in_all() -> None:
+    """A megabyte of -Wa,-m,-m,... took most of a second to judge (a review held a
+    balancer's loop so); real builds pass a few such arguments."""
+    half = MAX_PIECES // 2
+    argv = ["gcc", "-c", "a.c", "-Wa," + ",".join(["--noexecstack"] * half),
+            "-Wp," + ",".join(["-DX"] * (MAX_PIECES - half))]  # fmt: skip
+    judge(argv)
+    reason = refusal([*argv, "-Wa,--noexecstack"])
+    assert f"{MAX_PIECES + 1} arguments passed to other programs" in reason
+    assert "at most" in refusal(["gcc", "a.c", "-Wa," + ",".join(["-m"] * 21000)])
+
+
+class ThreadRecordingJudgeForTests(Judge):
+    """Notes the thread each command line is judged in."""
+
+    def __init__(self) -> None:
+        super().__init__(compilers=COMPILERS)
+        self.threads: list[threading.Thread] = []
+
+    def judge(self, argv: Sequence[str]) -> Job:
+        self.threads.append(threading.current_thread())
+        return super().judge(argv)
+
+
+@pytest.mark.parametrize(
+    ("extra", "on_loop"),
+    [([], True), (["-DX"] * LOOP_ARGS, False), (["-DX=" + "v" * LOOP_ARG_BYTES], False)],
+    ids=["short", "many", "long"],
+)
+def test_a_long_command_line_is_judged_off_the_event_loop(extra: list[str], on_loop: bool) -> None:
+    recording = ThreadRecordingJudgeForTests()
+    job = asyncio.run(judge_off_loop(recording, ["gcc", "-c", "a.c", *extra]))
+    assert job.input_name == "a.c"
+    assert (recording.threads == [threading.main_thread()]) == on_loop
