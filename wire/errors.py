@@ -36,6 +36,10 @@ class CompressionError(RemoteProtocolError):
     """An LZO body that does not decompress, or decompresses past its limit."""
 
 
+class TooSlow(RemoteProtocolError):
+    """The peer sent a body slower than the rate that earns the room held for it."""
+
+
 class ConnectionClosed(RemoteProtocolError):
     """The peer closed the connection before a complete message."""
 

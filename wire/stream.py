@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from wire import lzo
 from wire.auth import DEFAULT_MAX_TOKEN_BYTES, TokenReader
-from wire.errors import ConnectionClosed
+from wire.errors import ConnectionClosed, TooSlow
 from wire.events import CompressedReply, CompressedRequest, Reply, Request
 from wire.limits import Limits
 from wire.reader import NEED_DATA, MessageReader, ReplyReader, RequestReader
@@ -48,6 +48,17 @@ Reserve = Callable[[int], Awaitable[None]]
 """Called before each read with the bytes the message will hold once the part being
 read is in (and may wait for room to hold them): e.g. a daemon's request budget."""
 
+EARN_FROM_BYTES = 1024 * 1024
+EARN_RATE_BYTES_S = 1024 * 1024
+EARN_GRACE_S = 5.0
+"""Room reserved for a body more than EARN_FROM_BYTES ahead of what has arrived must be
+earned: from the first wait with that much ahead, the body arrives at EARN_RATE_BYTES_S
+on average after EARN_GRACE_S, or the message is given up (:class:`wire.TooSlow`). The
+room is reserved whole before the body (two half-read requests never wait for each
+other's room), so without this a peer that claims 256 MiB and trickles a byte a
+minute held that room until the request timeout (a review took a balancer's budget
+with nine such connections of 80 bytes each)."""
+
 
 async def _drive(
     reader: asyncio.StreamReader,
@@ -63,6 +74,7 @@ async def _drive(
     is the last its peer sends (a request, a reply): reads may take all that is
     buffered (:func:`to_read`); else exactly what the parser asks for (a token that
     other bytes follow). ``first_byte_timeout_s``: a shorter wait for the first byte."""
+    earning: tuple[float, int] | None = None  # (since, bytes in then): see EARN_FROM_BYTES
     while True:
         event = parser.next_event()
         if event is not NEED_DATA:
@@ -77,8 +89,24 @@ async def _drive(
             wait_s = idle_timeout_s
             if first_byte_timeout_s is not None and parser.consumed + parser.buffered == 0:
                 wait_s = min(idle_timeout_s, first_byte_timeout_s)
-            deadline = asyncio.get_running_loop().time() + wait_s
-            data = await read_chunk(reader, wanted, deadline)
+            now = asyncio.get_running_loop().time()
+            deadline = now + wait_s
+            earned_by = None
+            if reserve is not None and parser.wanted > EARN_FROM_BYTES:
+                received = parser.consumed + parser.buffered
+                if earning is None:
+                    earning = (now, received)
+                earned_by = earning[0] + EARN_GRACE_S + (received - earning[1]) / EARN_RATE_BYTES_S
+                deadline = min(deadline, max(now, earned_by))
+            try:
+                data = await read_chunk(reader, wanted, deadline)
+            except TimeoutError:
+                if earned_by is not None and deadline == max(now, earned_by):
+                    raise TooSlow(
+                        f"{what} came slower than {EARN_RATE_BYTES_S >> 20} MiB/s while the "
+                        f"room for its {parser.wanted} more bytes was held"
+                    ) from None
+                raise
         if not data:
             raise ConnectionClosed(parser.consumed + parser.buffered, what)
         parser.feed(data)

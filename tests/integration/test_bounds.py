@@ -490,3 +490,45 @@ def test_a_connection_that_sends_nothing_is_closed_after_the_first_byte_timeout(
     with socket.create_connection(("127.0.0.1", target.port), timeout=60) as idle:
         assert idle.recv(1) == b""  # closed by the daemon (the socket's own 60 s are far)
     assert target.logged("bad_request")["reason"] == "request not received in time"
+
+
+@pytest.mark.parametrize("daemon", ["server", "balancer"])
+def test_room_held_for_a_claimed_source_must_be_earned_by_its_bytes(
+    start_server: StartServer, start_balancer: StartBalancer, daemon: str
+) -> None:
+    """A request that claims a 20 MiB source and then trickles holds the room reserved
+    for it only while its bytes come at the earning rate (wire.stream.EARN_RATE_BYTES_S,
+    after a grace): then it is given up, and a real request that needed that room is
+    read and compiled. (A review's nine connections of 80 bytes each, a byte every 20 s,
+    held a balancer's request budget until the request timeout.)"""
+    server = start_server("--jobs", "2", "--request-memory-mb", "32", "--max-source-mb", "32")
+    target: ServerProcess = server
+    if daemon == "balancer":
+        target = start_balancer("--backend", f"127.0.0.1:{server.port},status={server.stats_port}",
+                                "--request-memory-mb", "32", "--max-source-mb", "32")  # fmt: skip
+        target.wait_healthy(1)
+    claimed = encode_request(Request(1, ("gcc", "-c", "a.c", "-o", "a.o"), b" " * (20 << 20)))
+    trickle = claimed[: claimed.index(b"DOTI") + 12 + 1]  # the header and one byte
+    body = b"/*" + b" " * (16 * 1024 * 1024) + b"*/ int x;\n"
+    real = encode_request(Request(1, ("gcc", "-c", "big.c", "-o", "big.o"), body))
+    with socket.create_connection(("127.0.0.1", target.port)) as attacker:
+        attacker.sendall(trickle)
+        wait_until(lambda: target.status()["request_memory"]["bytes"] >= 20 << 20, 10,
+                   "the claimed room held")  # fmt: skip
+        with socket.create_connection(("127.0.0.1", target.port)) as sock:
+            sock.settimeout(60)
+            sender = threading.Thread(target=sock.sendall, args=(real,))
+            sender.start()
+            # (waits for room: the claim holds 20 of 32 MiB)
+            wait_until(lambda: target.status()["request_memory"]["waiting"] == 1, 10,
+                       "the real request waiting for room")  # fmt: skip
+            slow = wait_until(
+                lambda: [e for e in target.events("bad_request") if "slower than" in e["reason"]],
+                30, "the trickling request given up",
+            )  # fmt: skip
+            assert "MiB/s" in slow[0]["reason"]
+            attacker.settimeout(10)
+            assert attacker.recv(1) == b"", "the trickling connection is closed"
+            sender.join(60)
+            assert sock.recv(24).startswith(b"DONE00000001STAT00000000")
+    wait_until(lambda: target.status()["request_memory"]["bytes"] == 0, 10, "all given back")
