@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -263,6 +264,23 @@ def process_table() -> list[tuple[int, int, int, str]]:
     return table
 
 
+def live_session_members(sid: int) -> list[int]:
+    """Processes of session ``sid`` that are not zombies."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                raw = stat.read()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        if int(fields[3]) == sid and fields[0] != "Z":
+            members.append(int(entry))
+    return members
+
+
 def live_group_members(pgid: int) -> list[int]:
     """Processes of process group ``pgid`` that are not zombies."""
     return [pid for pid, _, group, state in process_table() if group == pgid and state != "Z"]
@@ -332,10 +350,13 @@ class Distccd:
             cmd += ["--user", "distccd"]
         if self.stats_port:
             cmd += ["--stats", "--stats-port", str(self.stats_port)]
-        # Its log is not read: a pipe nobody drains would stall it once full.
+        # Its log is not read: a pipe nobody drains would stall it once full. A session
+        # of its own: its compilers (each in a process group of its own) are found by it
+        # when it stops, also one that outlives it (a compile that hangs).
         self.proc = subprocess.Popen(
-            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
         wait_until(lambda: port_open(self.port) or self.proc.poll() is not None, 30, "distccd")
         if self.proc.poll() is not None:
             raise AssertionError(f"distccd {' '.join(extra_args)} exited {self.proc.returncode}")
@@ -348,6 +369,11 @@ class Distccd:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        # What it started and left running (distccd does not stop a hanging compile):
+        # the processes of the session made for it, by their ids.
+        for pid in live_session_members(self.proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @dataclass
