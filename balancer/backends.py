@@ -192,6 +192,8 @@ class Backend:
     turned_away: int = 0
     probes: int = 0
     """Health probe compiles we sent it (not jobs: :attr:`sent` counts those)."""
+    reports: int = 0
+    """Reports read from it."""
     last_error: str = ""
     reports_ok: bool = False
     """Its latest report was read (a long poll answered or ran out in time)."""
@@ -312,6 +314,7 @@ class Backend:
 
     def on_report(self, report: BackendReport) -> None:
         self.report = report
+        self.reports += 1
         self.ours_at_report = self.ours
         self.busy_until = 0.0
         self._changed()
@@ -365,6 +368,7 @@ class Backend:
             "reported_busy": self.report.busy if self.report else None,
             "sent": self.sent,
             "probes": self.probes,
+            "reports": self.reports,
             "ok": self.ok,
             "failures": self.failures,
             "turned_away": self.turned_away,

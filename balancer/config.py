@@ -47,6 +47,7 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfi
     allow: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     poll_interval: float = 0.5
     fast_poll_interval: float = 0.1
+    idle_poll_interval: float = 5.0
     probe_interval: float = 1.0
     idle_probe_interval: float = 30.0
     report_wait: float = 5.0
@@ -204,6 +205,7 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfi
         for name in (
             "poll_interval",
             "fast_poll_interval",
+            "idle_poll_interval",
             "probe_interval",
             "idle_probe_interval",
             "report_wait",

@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="report polling while jobs wait for a slot ({default})",
     )
+    p.add_argument(
+        "--idle-poll-interval",
+        type=float,
+        metavar="S",
+        help="plain report polls of a backend no job of ours runs on while none waits "
+        "({default}; backends without the long poll)",
+    )
     p.add_argument("--probe-interval", type=float, metavar="S", help="health probes ({default})")
     p.add_argument(
         "--idle-probe-interval",

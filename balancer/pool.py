@@ -38,6 +38,11 @@ class PoolSettings:
     report_wait_s: float = 5.0
     """How long a distlb server may hold a report request until its state changes
     enough (a long poll); 0: ask every poll interval."""
+    idle_poll_interval_s: float = 5.0
+    """Plain report polls (a backend without the long poll: distccd, or ``report_wait_s``
+    0) while no job or probe of ours is on it and none waits for a slot: this often
+    instead of every ``poll_interval_s`` (HAProxy's ``inter`` against ``fastinter`` in
+    spirit); a job sent there, or one that waits, brings the pace back at once."""
     idle_probe_interval_s: float = 30.0
     """Compile probes of a healthy backend whose reports keep coming: this often
     instead of every ``probe_interval_s`` (jobs that finish well count as probes)."""
@@ -65,6 +70,8 @@ class Pool:
         self.state_listeners: list[Callable[[str, str, str], None]] = []
         self._demand_until = 0.0
         self._stale: dict[str, Changes] = {}
+        self._idle_polls: dict[str, asyncio.Future[None]] = {}
+        """Report loops polling at the idle pace, by backend: woken when a job goes there."""
         """Per backend, notified when its latest report is known to be wrong (a turn-away)."""
         self.demand_began = Changes()
         """Notified when jobs begin to wait for a slot: poll loops in a long sleep wake."""
@@ -86,7 +93,7 @@ class Pool:
         self._backends = backends
         self._by_entry = {}
         for backend in backends.values():
-            backend.on_change = self.roster.changed
+            backend.on_change = self._backend_changed
             if backend.shared is not None:
                 self._by_entry[backend.shared.index] = backend
         self.roster.rebuild(backends.values())
@@ -193,6 +200,25 @@ class Pool:
         the other workers tell this one of each slot they give back, for ``for_s``."""
         if self.shared is not None:
             self.shared.want_changes(time.monotonic() + for_s)
+
+    def _backend_changed(self, backend: Backend) -> None:
+        self.roster.changed(backend)
+        if self._idle_polls and backend.name in self._idle_polls and backend.ours:
+            waker = self._idle_polls.pop(backend.name)
+            if not waker.done():
+                waker.set_result(None)
+
+    def idle_poll_waker(self, backend: Backend) -> asyncio.Future[None]:
+        """Done once a job or probe of ours goes to ``backend`` (its report loop polls
+        at the idle pace meanwhile)."""
+        waker = asyncio.get_running_loop().create_future()
+        self._idle_polls[backend.name] = waker
+        return waker
+
+    def idle_poll_over(self, backend: Backend) -> None:
+        waker = self._idle_polls.pop(backend.name, None)
+        if waker is not None:
+            waker.cancel()
 
     def stale_future(self, backend: Backend) -> asyncio.Future[None]:
         """Done once :meth:`report_stale` is called for ``backend``."""

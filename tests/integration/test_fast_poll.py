@@ -4,6 +4,7 @@ freed by someone else's job is used within a fraction of the normal poll interva
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,36 @@ def test_a_waiting_job_takes_a_slot_freed_by_another_client_at_once(
     done = wait_until(lambda: balancer.event("job_done"), 10, "the job's summary line")
     assert done["outcome"] == "ok" and done["backend"] == name, done
     assert done["queue_ms"] < QUEUE_TIMEOUT_S * 1000
+
+
+IDLE_POLL_S = 600.0  # far beyond the test: only a job sent there can end the idle pace
+OBSERVE_S = 2.0
+
+
+def test_plain_polls_of_an_idle_backend_slow_down_and_a_job_sent_there_speeds_them_up(
+    start_server: StartServer, start_balancer: StartBalancer
+) -> None:
+    """A backend without the long poll (here: --report-wait 0) that no job of ours runs
+    on, while none waits, is polled at --idle-poll-interval, not every --poll-interval
+    (200 such backends cost 4 % of a core); a job sent there brings its reports back at
+    once."""
+    server = start_server("--jobs", "2")
+    balancer = start_balancer(
+        "--backend", f"127.0.0.1:{server.port},status={server.stats_port}",
+        "--report-wait", "0", "--poll-interval", "0.05",
+        "--idle-poll-interval", str(IDLE_POLL_S), "--idle-probe-interval", str(IDLE_POLL_S),
+    )  # fmt: skip
+    balancer.wait_healthy(1)
+    name = f"127.0.0.1:{server.port}"
+    # (healthy: proven by its probes, then idle; at the normal pace this window would
+    # hold some 40 reports)
+    wait_until(lambda: balancer.backend(name)["probing"] == 0, 10, "the probes over")
+    before = balancer.backend(name)["reports"]
+    time.sleep(OBSERVE_S)  # an observation window, not a synchronisation
+    idle = balancer.backend(name)["reports"]
+    assert idle - before <= 1
+    job = Request(1, ("gcc", "-c", "job.c", "-o", "job.o"), PROBE_SOURCE)
+    reply = asyncio.run(compile_remote("127.0.0.1", balancer.port, job, timeout_s=30))
+    assert reply.status == 0
+    wait_until(lambda: balancer.backend(name)["reports"] > idle, 10,
+               "reports read again once a job went there")  # fmt: skip
