@@ -187,7 +187,9 @@ def _portable_rule(
     if not emits_debug_info(argv):
         if not maps_keep_basenames(maps, marked.paths):
             return "a prefix map could change a basename"
-        return "no-debug", basename_rule, SHARED_FAMILIES, without_map_values
+        # (clang names a lambda by its path in __PRETTY_FUNCTION__: gcc does not)
+        families = frozenset({GCC}) if marked.names_types else SHARED_FAMILIES
+        return "no-debug", basename_rule, families, without_map_values
     cwd = working_directory(marked)
     if cwd is None:
         return "debug info, and no working-directory marker"

@@ -65,6 +65,11 @@ _OBSTACLES = (
     ),
 )
 _SEQUENCES = (b"__builtin_source_location", b"__has_include", b"__has_embed", b"\r")
+_TYPE_NAMES = (b"__PRETTY_FUNCTION__", b"__FUNCSIG__", b"__builtin_dump_struct",
+               b"__builtin_FUNCSIG")  # fmt: skip
+"""What makes clang write a type's name into the object as text: a lambda's or an
+unnamed type's name is ``(lambda at PATH:LINE:COL)``, PATH as a marker gives it (gcc
+writes ``<lambda()>``). Found by a review: assert() in a template of a lambda."""
 _SPACE_HASH = re.compile(rb"#(?<=[ \t\f\v]#)")
 _INDENTED = re.compile(rb"\n" + _WS + rb"+#")
 """A directive after blanks (a marker the scan would miss): looked for only where a
@@ -87,6 +92,9 @@ class MarkedText:
     second line), if the text has one."""
     obstacle: str | None
     """Why the paths must stay in the text's key as they are (None: they need not)."""
+    names_types: bool = False
+    """The text may have clang write type names, with the paths of lambdas and unnamed
+    types, into the object (:data:`_TYPE_NAMES`): paths reach clang's objects."""
 
     def segments(self, text: bytes) -> bytes:
         """sha256 over everything but the paths: each stretch between two paths framed
@@ -136,6 +144,7 @@ def scan(text: bytes) -> MarkedText:
         paths=paths,
         working_directory=occurrences[1] if second_is_directory else None,
         obstacle=obstacle,
+        names_types=obstacle is None and any(name in text for name in _TYPE_NAMES),
     )
 
 

@@ -62,6 +62,8 @@ _HARD: tuple[tuple[str, str], ...] = (
     ("--coverage", "coverage notes name the source files"),
     ("-finstrument-functions-exclude-file-list=", "the instrumented functions depend on paths"),
     ("-Xclang", "clang front-end options are not modelled"),
+    ("-gctf", "CTF records the main file's path, the prefix maps unapplied"),
+    ("-gbtf", "BTF records the main file's path, the prefix maps unapplied"),
 )
 """Options (by prefix) with which the text's paths reach the object in ways no
 normalisation follows."""

@@ -343,3 +343,34 @@ def test_a_line_like_a_marker_inside_a_raw_string_keeps_the_paths(
     assert b"https://good.example/payload.sh" in a.obj
     assert b"https://bad.example/payload.sh" in b.obj
     assert a.key != b.key
+
+
+TYPE_NAME_TREE = {
+    "src/main.cc": "#include <cstdio>\n"
+    "template <class T> const char *type_name() { return __PRETTY_FUNCTION__; }\n"
+    "auto cb = [] {};\nstruct { int x; } anon;\n"
+    "int main() { std::puts(type_name<decltype(cb)>()); std::puts(type_name<decltype(anon)>()); }\n"
+}
+
+
+@pytest.mark.parametrize("compiler", ["clang++", "g++"])
+def test_type_names_keep_clangs_paths_and_gccs_basenames(tmp_path: Path, compiler: str) -> None:
+    """clang names a lambda and an unnamed type by where they are, ``(lambda at
+    /home/alice/proj/src/main.cc:3:11)``, in __PRETTY_FUNCTION__: its objects from two
+    checkouts differ, and so do their keys (a review had Bob's object from clang name
+    Alice's path). gcc writes ``<lambda()>``: its keys still share."""
+    a, b, _ = _pair(tmp_path, compiler, ["-O2"], tree=TYPE_NAME_TREE, main="src/main.cc")
+    if compiler == "clang++":
+        assert a.obj != b.obj and a.key != b.key
+    else:
+        assert a.obj == b.obj and a.key == b.key
+
+
+@pytest.mark.parametrize("option", ["-gctf", "-gbtf"])
+def test_ctf_and_btf_keep_the_paths_even_with_prefix_maps(tmp_path: Path, option: str) -> None:
+    """gcc's CTF and BTF record the main file's path without applying the prefix maps
+    (a review had two checkouts that each map their own root share a key)."""
+    a, b, _ = _pair(
+        tmp_path, "gcc", [option], flags_for=lambda root: [f"-ffile-prefix-map={root}=."]
+    )
+    assert a.key != b.key

@@ -5,11 +5,12 @@ store and path-miss count (with a memory store)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
 
-from cache import CachedResult, CompilerIdentity, MemoryStore, ResultCache, job_digest
+from cache import CachedResult, CompilerIdentity, MemoryStore, ResultCache, job_digest, result_cache
 from cache.entry import decode_entry, encode_entry
 from cache.markers import scan
 from cache.path_rules import compiler_family, gcc_remap, prefix_maps
@@ -193,6 +194,35 @@ def test_a_hit_from_another_checkout_replays_warnings_naming_the_requesters_file
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("copies", [1, 2000], ids=["small", "big"])
+def test_a_big_hits_warnings_are_renamed_off_the_event_loop(
+    copies: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Renaming 16 MiB of warnings takes most of a second: a review held a server's
+    loop 0.7 s a hit. Big ones are renamed in a thread, small ones on the loop."""
+    threads: list[threading.Thread] = []
+
+    def recording(stderr: bytes, stored: tuple[bytes, ...], mine: tuple[bytes, ...]) -> bytes:
+        threads.append(threading.current_thread())
+        return rewrite(stderr, stored, mine)
+
+    monkeypatch.setattr(result_cache, "rewrite", recording)
+
+    async def scenario() -> None:
+        cache = _cache()
+        argv = ["gcc", "-Wall", "-c", "a.c"]
+        alice = job_digest(1, argv, text("/home/alice/p"))
+        carol = job_digest(1, argv, text("/c"))
+        warning = b"/home/alice/p/include/h.h:1:12: warning: 'h' defined but not used\n"
+        cache.store(alice, GCC, CachedResult(b"OBJ", warning * copies))
+        await asyncio.gather(*cache._background)
+        got = await cache.lookup(carol, GCC)
+        assert got is not None and got.stderr.count(b"/c/include/h.h:1:12") == copies
+
+    asyncio.run(scenario())
+    assert (threads == [threading.main_thread()]) == (copies == 1)
+
+
 def test_unmappable_warnings_are_a_miss_and_counted() -> None:
     async def scenario() -> None:
         cache = _cache()
@@ -228,3 +258,16 @@ def test_a_miss_that_differs_only_by_paths_is_counted() -> None:
         assert cache.stats.path_misses == 2
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "body", [b"f(__PRETTY_FUNCTION__);\n", b"g(__FUNCSIG__);\n", b"__builtin_dump_struct(&s, p);\n"]
+)
+def test_type_names_keep_the_paths_for_clang_only(body: bytes) -> None:
+    """clang writes a lambda's or an unnamed type's path into the object through these;
+    gcc does not."""
+    marked = scan(text("/a") + body)
+    assert marked.obstacle is None and marked.names_types
+    digest = job_digest(1, ["clang++", "-c", "a.cc"], text("/a") + body)
+    assert digest.rule == "no-debug" and digest.families == frozenset({"gcc"})
+    assert not scan(text("/a") + b"int x;\n").names_types
