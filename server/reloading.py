@@ -91,7 +91,7 @@ async def apply_config(service: Service, fresh: ServerConfig) -> list[str]:
     # the new context; one open keeps the context it began with.
     service.ctx = dataclasses.replace(
         ctx, compilers=compilers, judge=judge, allow=allow, sandbox=sandbox, cache=cache,
-        acceptor=acceptor,
+        acceptor=acceptor, share_across_dirs=fresh.cache_share_across_dirs,
         wire_limits=Limits(max_source_bytes=fresh.max_source_mb * 1024 * 1024),
         run_limits=RunLimits(lifetime_s=fresh.job_lifetime, kill_grace_s=fresh.kill_grace),
         io_timeout_s=fresh.io_timeout, request_timeout_s=fresh.request_timeout,

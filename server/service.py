@@ -128,6 +128,7 @@ class Service:
             "http_connections": self.http.snapshot,
             "inflating": self.ctx.inflate.snapshot,
             "request_memory": self.ctx.requests.snapshot,
+            "reply_memory": self.ctx.replies.snapshot,
         }
         self.stats.bounds["job_dirs"] = self.sandbox.job_dirs.snapshot
         if self.ctx.warm is not None:

@@ -18,6 +18,7 @@ import pytest
 
 from client import compile_remote
 from tests.support.distcc import run_distcc
+from tests.support.secrets import farm_secret
 from tests.support.servers import (
     BalancerProcess,
     ServerProcess,
@@ -532,3 +533,38 @@ def test_room_held_for_a_claimed_source_must_be_earned_by_its_bytes(
             sender.join(60)
             assert sock.recv(24).startswith(b"DONE00000001STAT00000000")
     wait_until(lambda: target.status()["request_memory"]["bytes"] == 0, 10, "all given back")
+
+
+def test_a_servers_cached_replies_are_held_within_the_reply_budget(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """Replies from a server's --cache-dir wait for slow readers within
+    --reply-memory-mb like compiled ones: a hit that does not fit is compiled instead,
+    in a slot (a review's 12 connections that never read a cached 40 MB object held
+    800 MB, counted nowhere)."""
+    cache_dir = tmp_path / "cache"
+    server = start_server("--jobs", "1", "--reply-memory-mb", "20", "--cache-dir", str(cache_dir),
+                          "--cache-secret-file", str(farm_secret()))  # fmt: skip
+    source = b'__asm__(".data\\n.fill %d,1,0\\n.text");\nint x;\n' % (BIG_OBJECT_MB << 20)
+    request = Request(1, ("gcc", "-c", "big.c", "-o", "big.o"), source)
+    reply = asyncio.run(compile_remote("127.0.0.1", server.port, request, timeout_s=60))
+    assert reply.status == 0  # (compiled, and stored)
+    wait_until(lambda: server.status()["cache"]["stored"] == 1, 30, "the entry stored")
+    readers = []
+    try:
+        for _ in range(3):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # (before connecting)
+            sock.connect(("127.0.0.1", server.port))
+            sock.sendall(encode_request(request))
+            readers.append(sock)
+        # Two hits of 8 MiB fit in 20 MiB; the third is compiled in the one slot, whose
+        # reply waits in it.
+        wait_until(lambda: server.status()["reply_memory"]["bytes"] >= 2 * (8 << 20),
+                   60, "two cached replies held")  # fmt: skip
+        wait_until(lambda: server.events("cache_hit_not_held"), 60, "the third hit not held")
+        assert server.status()["reply_memory"]["bytes"] <= 20 << 20
+    finally:
+        for sock in readers:
+            sock.close()
+    wait_until(lambda: server.status()["reply_memory"]["bytes"] == 0, 60, "all dropped")

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from client import compile_remote
+from tests.support.secrets import farm_secret
 from tests.support.servers import (
     ServerProcess,
     StartBalancer,
@@ -209,3 +211,36 @@ def test_a_reload_with_a_compiler_that_does_not_run_in_the_sandbox_changes_nothi
     assert "no-such-cc" in str(failed["reason"])
     assert _compiles_from(OUTSIDER, server.port)
     assert server.status()["compilers"].keys() >= {"gcc"}
+
+
+def _debug_job(home: str) -> Request:
+    """A -g job preprocessed in ``home`` (gcc's working-directory marker second)."""
+    text = (f'# 0 "{home}/src/a.c"\n# 0 "{home}//"\n# 0 "<built-in>"\n# 0 "<command-line>"\n'
+            f'# 1 "{home}/src/a.c"\nint shared(void) {{ return 7; }}\n').encode()  # fmt: skip
+    return Request(1, ("gcc", "-g", "-c", "a.c", "-o", "a.o"), text)
+
+
+def test_a_server_reload_applies_cache_share_across_dirs(
+    start_server: StartServer, shared_tmp: Path
+) -> None:
+    """Turning --cache-share-across-dirs off by a reload stops sharing debug objects
+    between checkouts at once (a review's reload said it changed and kept sharing)."""
+    config = shared_tmp / "server.toml"
+    cache = (f'cache-dir = "{shared_tmp / "cache"}"\ncache-secret-file = "{farm_secret()}"\n'
+             "cache-share-across-dirs = {}\n")  # fmt: skip
+    config.write_text(_server_config("127.0.0.0/8", cache.format("true")))
+    server = start_server("--config", str(config))
+
+    def hits_after(home: str) -> int:
+        reply = asyncio.run(compile_remote("127.0.0.1", server.port, _debug_job(home),
+                                           timeout_s=60))  # fmt: skip
+        assert reply.status == 0
+        return int(server.status()["cache"]["hits"])
+
+    assert hits_after("/home/alice/p") == 0
+    wait_until(lambda: server.status()["cache"]["stored"] == 1, 30, "Alice's entry stored")
+    assert hits_after("/home/carol/p") == 1  # (shared across checkouts, as configured)
+    done = _reload(server, config, _server_config("127.0.0.0/8", cache.format("false")),
+                   "reloaded")  # fmt: skip
+    assert done["changed"] == ["--cache-share-across-dirs"]
+    assert hits_after("/home/dave/p") == 1  # no more sharing: Dave's job is compiled
