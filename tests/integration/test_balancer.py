@@ -67,13 +67,12 @@ def test_build_through_balancer_to_three_backends_splits_by_slots(
     assert totals["ok"] == jobs and totals["failed"] == totals["turned_away"] == 0
     done = {b["name"]: b["ok"] for b in balancer.status()["backends"]}
     assert sum(done.values()) == jobs
-    # Stated tolerance (2 cores run every backend here, so per-job latency differs by
-    # load, and picking weighs latency too): the 4-slot server does between 1.1x and
-    # 5x the 2-slot server's jobs, and every backend does at least 5% of the build.
-    n_four, n_two = done[f"127.0.0.1:{four.port}"], done[f"127.0.0.1:{two.port}"]
-    assert 1.1 <= n_four / max(1, n_two) <= 5.0, done
+    # What the slots decide: each server is filled to its slots, never past them, and
+    # every backend does part of the build. (How many jobs each does depends on load:
+    # 2 cores run every backend here, so a server's per-job latency grows with its
+    # jobs, and picking weighs latency; a ratio of the counts failed 1 run in 10.)
     assert min(done.values()) >= 0.05 * jobs, done
-    assert four.status()["busy_max"] <= 4 and two.status()["busy_max"] <= 2
+    assert four.status()["busy_max"] == 4 and two.status()["busy_max"] == 2, done
 
 
 @pytest.mark.parametrize("fault", ["sigkill", "sigstop"])
