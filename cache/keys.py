@@ -199,7 +199,8 @@ def _portable_rule(
     if share_across_dirs:
         assert marked.working_directory is not None
         marker = marked.paths[marked.working_directory]
-        return "any-dir", relative_rule(cwd, marker), SHARED_FAMILIES, list
+        families = frozenset({GCC}) if marked.names_types else SHARED_FAMILIES
+        return "any-dir", relative_rule(cwd, marker), families, list
     return "debug info without prefix maps"
 
 

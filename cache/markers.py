@@ -64,7 +64,10 @@ _OBSTACLES = (
         rb"[^ ()\\\t\v\f\n]{0,64}\("
     ),
 )
-_SEQUENCES = (b"__builtin_source_location", b"__has_include", b"__has_embed", b"\r")
+_SEQUENCES = (b"__builtin_source_location", b"__has_include", b"__has_embed", b"\r",
+              b".incbin", b".include")  # fmt: skip
+"""(``.incbin`` and ``.include`` in an ``asm``: the assembler can read the job's own
+text, markers and all, into the object: a third review's ``.incbin "input.i"``.)"""
 _TYPE_NAMES = (b"__PRETTY_FUNCTION__", b"__FUNCSIG__", b"__builtin_dump_struct",
                b"__builtin_FUNCSIG")  # fmt: skip
 """What makes clang write a type's name into the object as text: a lambda's or an

@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
+import subprocess
 
 from daemon.config import ConfigError
 
@@ -75,16 +77,59 @@ def compiler_identities(
     compilers: dict[str, str], versions: dict[str, str]
 ) -> dict[str, dict[str, str]]:
     """Each compiler's path, first line of ``--version`` (as the sandbox check read it)
-    and the digest of the binary it runs (its identity for the result cache)."""
+    and the digest of its toolchain (:func:`toolchain_digest`: its identity for the
+    result cache). Reads every file of each toolchain: call it off the event loop."""
     digests: dict[str, str] = {}
     found = {}
     for name, path in compilers.items():
         real = os.path.realpath(path)
         if real not in digests:
-            digests[real] = file_digest(real)
+            digests[real] = toolchain_digest(real)
         found[name] = {"path": path, "version": versions.get(name, "unknown"),
                        "digest": digests[real]}  # fmt: skip
     return found
+
+
+HELPERS = ("cc1", "cc1plus", "cc1obj", "cc1objplus", "as")
+"""The programs a driver runs to compile and assemble (``-print-prog-name=``)."""
+_LIBRARY = re.compile(r"=>\s*(/\S+)")
+LDD = shutil.which("ldd") or "/usr/bin/ldd"
+
+
+def toolchain_files(driver: str) -> list[str]:
+    """The files whose bytes make a compiler's objects: its driver, the programs it runs
+    to compile and assemble, and the shared libraries each of them loads (binutils'
+    as, gcc's cc1 and its isl, clang's libLLVM are upgraded apart from the driver: a
+    second review had two servers that differ in them share entries)."""
+    files = {os.path.realpath(driver)}
+    for helper in HELPERS:
+        try:
+            named = subprocess.run([driver, f"-print-prog-name={helper}"], capture_output=True,
+                                   text=True, timeout=30, check=False).stdout.strip()  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            continue
+        found = named if "/" in named else (shutil.which(named) if named else None)
+        if found and os.path.isfile(found):
+            files.add(os.path.realpath(found))
+    for program in sorted(files):
+        try:
+            linked = subprocess.run([LDD, program], capture_output=True, text=True,
+                                    timeout=30, check=False).stdout  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            continue
+        files.update(os.path.realpath(m) for m in _LIBRARY.findall(linked) if os.path.isfile(m))
+    return sorted(files)
+
+
+def toolchain_digest(driver: str) -> str:
+    """sha256 over the names and digests of :func:`toolchain_files` ("unknown" when the
+    driver cannot be read)."""
+    if file_digest(driver) == "unknown":
+        return "unknown"
+    h = hashlib.sha256(b"distlb-toolchain-v1\0")
+    for path in toolchain_files(driver):
+        h.update(f"{path}\0{file_digest(path)}\n".encode())
+    return h.hexdigest()
 
 
 def file_digest(path: str) -> str:

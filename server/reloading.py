@@ -86,7 +86,7 @@ async def apply_config(service: Service, fresh: ServerConfig) -> list[str]:
     cache = fresh.result_cache() if set(changed) & CACHE_SETTINGS else ctx.cache
     allow, status_allow = fresh.networks(), fresh.status_networks()
     connections, http = fresh.connection_limits(), fresh.http_limits()
-    info = compiler_identities(compilers, versions)
+    info = await asyncio.to_thread(compiler_identities, compilers, versions)
     # Swapped at once (one event loop: no job sees half of it). A new connection takes
     # the new context; one open keeps the context it began with.
     service.ctx = dataclasses.replace(

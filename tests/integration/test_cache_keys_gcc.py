@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from daemon.judge import Job
+from server.compilers import toolchain_digest, toolchain_files
 from tests.support.cache_requests import FIELDS, TEXTS, Request, accepted, key, vary
 
 pytestmark = pytest.mark.integration
@@ -92,3 +93,23 @@ def test_the_suffix_the_key_keeps_does_change_the_object(tmp_path: Path) -> None
     job_c, job_cxx = accepted(as_c), accepted(as_cxx)
     assert gcc_object(as_c, job_c, tmp_path) != gcc_object(as_cxx, job_cxx, tmp_path)
     assert key(as_c, job_c) != key(as_cxx, job_cxx)
+
+
+def test_a_compilers_identity_covers_the_programs_and_libraries_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """binutils' as, gcc's cc1 and clang's libLLVM are upgraded apart from the driver:
+    a server's identity for a compiler covers them (a review had two servers that
+    differ only in them share entries). Another `as` first on PATH: another identity."""
+    gcc = {os.path.basename(f) for f in toolchain_files("/usr/bin/gcc")}
+    assert {"cc1", "cc1plus"} <= gcc and any(f.endswith("as") for f in gcc), gcc
+    assert any(f.startswith("libisl") for f in gcc), gcc
+    clang = {os.path.basename(f) for f in toolchain_files("/usr/bin/clang")}
+    assert any(f.startswith("libLLVM") for f in clang), clang
+    before = toolchain_digest("/usr/bin/gcc")
+    assembler = tmp_path / "bin" / "as"
+    assembler.parent.mkdir()
+    assembler.write_text('#!/bin/sh\nexec /usr/bin/as "$@"\n')
+    assembler.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{assembler.parent}:{os.environ['PATH']}")
+    assert toolchain_digest("/usr/bin/gcc") != before

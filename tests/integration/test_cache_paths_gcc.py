@@ -374,3 +374,12 @@ def test_ctf_and_btf_keep_the_paths_even_with_prefix_maps(tmp_path: Path, option
         tmp_path, "gcc", [option], flags_for=lambda root: [f"-ffile-prefix-map={root}=."]
     )
     assert a.key != b.key
+
+
+@pytest.mark.parametrize("compiler", ["gcc", "clang"])
+def test_an_asm_that_reads_the_jobs_own_text_keeps_the_paths(tmp_path: Path, compiler: str) -> None:
+    """`.incbin` of the job's own file puts its text, markers and all, in the object
+    (a third review): two checkouts are two jobs."""
+    tree = {"src/main.c": 'int x;\n__asm__(".section .rodata\\n.incbin \\"input.i\\"\\n.text");\n'}
+    a, b, _ = _pair(tmp_path, compiler, ["-O2"], tree=tree, main="src/main.c")
+    assert a.key != b.key

@@ -271,3 +271,5 @@ def test_type_names_keep_the_paths_for_clang_only(body: bytes) -> None:
     digest = job_digest(1, ["clang++", "-c", "a.cc"], text("/a") + body)
     assert digest.rule == "no-debug" and digest.families == frozenset({"gcc"})
     assert not scan(text("/a") + b"int x;\n").names_types
+    shared = job_digest(1, ["clang++", "-g", "-c", "a.cc"], text("/a", body, debug=True), True)
+    assert shared.rule == "any-dir" and shared.families == frozenset({"gcc"})
