@@ -10,6 +10,7 @@ import structlog
 from balancer.config import BalancerConfig, ConfigError, load
 from balancer.service import NEEDS_RESTART, Service
 from balancer.workers import WorkerPlace, supervise
+from client.cli import run_loop
 from daemon.lifecycle import run_service, service_main
 from daemon.reload import check_reloadable, flag, read_snapshot, write_snapshot
 
@@ -36,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 fresh = load(argv)
                 changed = check_reloadable(in_force, fresh, NEEDS_RESTART)
+                # The start's own checks, as --check-config runs them (keytabs,
+                # principal lists, the cache secret): a config the workers would refuse
+                # is never written down for a worker that starts again later (a review).
+                run_loop(check(fresh))
             except ConfigError as exc:
                 write_snapshot(snapshot, in_force, generation, str(exc))
                 log.error("reload_failed", reason=str(exc))

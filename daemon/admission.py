@@ -15,9 +15,11 @@ import structlog
 
 from client import address_text
 from daemon.access import Network, is_allowed
+from daemon.bounds import RefusalLog
 from daemon.gss import Acceptor
 
 log = structlog.get_logger("distlb.admission")
+_NOT_ALLOWED = RefusalLog(log, "turned_away")
 
 
 @contextlib.asynccontextmanager
@@ -50,7 +52,7 @@ async def refusal(
     to count it under), or None. Authentication comes before any slot is taken: a peer
     that cannot authenticate holds none (handshakes are bounded in time and number)."""
     if not is_allowed(address, allow):
-        log.warning("turned_away", reason="address not allowed")
+        _NOT_ALLOWED.refused("address not allowed", address)
         return "rejected_access"
     if acceptor is not None and not await acceptor.admit(reader, writer):
         return "rejected_auth"

@@ -207,22 +207,31 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 REFUSAL_LOG_INTERVAL_S = 1.0
 
 
+REFUSAL_LOG_BURST = 20
+
+
 class RefusalLog:
-    """Logs refused connections at most once a second, with how many it did not
-    mention since (a flood must not flood the log)."""
+    """Logs refusals of one kind: a burst of REFUSAL_LOG_BURST, then at most one every
+    REFUSAL_LOG_INTERVAL_S, each line with how many it did not mention since (a flood
+    must not flood the log: a review's connect-and-close loop wrote 0.45 MB/s)."""
 
     def __init__(self, logger: Any, event: str) -> None:
         self._log = logger
         self._event = event
-        self._last = 0.0
+        self._tokens = float(REFUSAL_LOG_BURST)
+        self._at = time.monotonic()
         self._unlogged = 0
 
-    def refused(self, reason: str, address: str) -> None:
+    def refused(self, reason: str, address: str, **fields: Any) -> None:
         now = time.monotonic()
-        if now - self._last >= REFUSAL_LOG_INTERVAL_S:
+        self._tokens = min(float(REFUSAL_LOG_BURST),
+                           self._tokens + (now - self._at) / REFUSAL_LOG_INTERVAL_S)  # fmt: skip
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
             self._log.warning(self._event, reason=reason, client=address,
-                              not_logged_since=self._unlogged)  # fmt: skip
-            self._last, self._unlogged = now, 0
+                              not_logged_since=self._unlogged, **fields)  # fmt: skip
+            self._unlogged = 0
         else:
             self._unlogged += 1
 

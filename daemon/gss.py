@@ -23,6 +23,7 @@ from client.gss import (
     _missing_flags,
 )
 from client.initiator import DEFAULT_HANDSHAKE_TIMEOUT_S
+from daemon.bounds import RefusalLog, connection_holder
 from daemon.config import ConfigError
 from daemon.principals import ListUnreadable, PrincipalFile, PrincipalPolicy
 from wire import ConnectionClosed, RemoteProtocolError
@@ -65,6 +66,7 @@ class Acceptor:
     _creds: gssapi.Credentials | None = None
     _by_address: Counter[str] = field(default_factory=Counter)
     _waiting: dict[str, deque[asyncio.Future[None]]] = field(default_factory=dict)
+    _refusals: RefusalLog = field(default_factory=lambda: RefusalLog(log, "auth_refused"))
 
     def load(self) -> None:
         """Acquire the acceptor credentials now; raises :class:`AuthSetupError`."""
@@ -116,7 +118,9 @@ class Acceptor:
     async def _take_place(self, address: str, deadline: float) -> None:
         """A handshake place for a connection from ``address``: at once, or (its own
         share taken) once one of its own ends, by ``deadline``. Raises AuthError when
-        every place is taken, or none came in time."""
+        every place is taken, or none came in time. Counted per host: an IPv6 /64 is
+        one, as the connection caps count it (a review took every place from one)."""
+        address = connection_holder(address)
         if self.in_progress >= self.max_handshakes:
             raise AuthError("too_many_handshakes", f"{self.in_progress} in progress")
         held = self._by_address[address]
@@ -147,6 +151,7 @@ class Acceptor:
     def _give_back(self, address: str) -> None:
         """End a handshake from ``address``: its place goes to the next connection from
         the same address that waits for one, else back to all."""
+        address = connection_holder(address)
         queue = self._waiting.get(address)
         while queue:
             place = queue.popleft()
@@ -168,9 +173,9 @@ class Acceptor:
         try:
             principal = await self.accept(reader, writer)
         except AuthError as exc:
-            log.warning(
-                "auth_refused", reason=exc.reason, detail=exc.detail, principal=exc.principal
-            )
+            peer = writer.get_extra_info("peername")
+            self._refusals.refused(exc.reason, str(peer[0]) if peer else "?",
+                                   detail=exc.detail, principal=exc.principal)  # fmt: skip
             return False
         structlog.contextvars.bind_contextvars(principal=principal)
         return True

@@ -10,9 +10,11 @@ from collections.abc import Sequence
 import structlog
 
 from daemon.access import Network, is_allowed
+from daemon.bounds import RefusalLog
 from server.admission import Slots
 
 log = structlog.get_logger("distlb.server.agent")
+_REFUSALS = RefusalLog(log, "agent_refused")
 
 
 def agent_line(slots: Slots) -> str:
@@ -36,7 +38,7 @@ async def serve_agent(
     peer = writer.get_extra_info("peername")
     address = str(peer[0]) if peer else "?"
     if not is_allowed(address, allow):
-        log.warning("agent_refused", client=address, reason="address not allowed (--allow)")
+        _REFUSALS.refused("address not allowed (--allow)", address)
         writer.close()
         return
     with contextlib.suppress(ConnectionError):

@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from client import compile_remote
 from client.status import ReportError, ServerReport, fetch_report
+from daemon.bounds import REFUSAL_LOG_BURST
 from tests.support.distcc import run_distcc
 from tests.support.servers import ServerProcess, StartServer
 from wire import Request
@@ -260,3 +262,34 @@ def test_report_requests_held_at_once_are_capped(start_server: StartServer) -> N
     early, ok = asyncio.run(scenario())
     assert early == extra
     assert ok == MAX_HELD_REPORTS + extra
+
+
+FLOOD = 300
+
+
+@pytest.mark.parametrize("port", ["agent", "compile"])
+def test_a_flood_of_refused_connections_is_logged_within_the_refusal_budget(
+    start_server: StartServer, port: str
+) -> None:
+    """Refusals of addresses outside --allow are logged a burst at a time and then once
+    a second, each line saying how many it left out (a review's connect-and-close loop
+    from an outsider wrote 0.45 MB of log a second, a line a connection)."""
+    server = start_server("--jobs", "2", "--agent-port", "0", "--allow", "127.0.0.1/32")
+    target = server.agent_port if port == "agent" else server.port
+    event = "agent_refused" if port == "agent" else "turned_away"
+    started = time.monotonic()
+    for _ in range(FLOOD):
+        with socket.socket() as outsider:
+            outsider.bind(("127.0.0.2", 0))
+            outsider.settimeout(10)
+            outsider.connect(("127.0.0.1", target))
+            outsider.recv(1)  # (closed, unanswered)
+    elapsed = time.monotonic() - started
+    # Each refusal was made (the connection closed) before the next connect; a job's
+    # line comes after all of their lines: once it is read, so are they.
+    job = Request(1, ("gcc", "-c", "f.c", "-o", "f.o"), b"int f;\n")
+    assert asyncio.run(compile_remote("127.0.0.1", server.port, job, timeout_s=60)).status == 0
+    server.logged("job_done")
+    lines = server.events(event)
+    assert len(lines) <= REFUSAL_LOG_BURST + elapsed + 12, len(lines)
+    assert all(e["client"] == "127.0.0.2" for e in lines)
