@@ -5,12 +5,14 @@ binary, and each one's identity (its ``--version`` line and the digest of the bi
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import re
 import shutil
 import subprocess
 
+from cache.path_rules import CLANG, compiler_family
 from daemon.config import ConfigError
 
 MASQUERADE_DIR = "/usr/lib/distcc"
@@ -84,51 +86,65 @@ def compiler_identities(
     for name, path in compilers.items():
         real = os.path.realpath(path)
         if real not in digests:
-            digests[real] = toolchain_digest(real)
+            digests[real] = toolchain_digest(real, versions.get(name, ""))
         found[name] = {"path": path, "version": versions.get(name, "unknown"),
                        "digest": digests[real]}  # fmt: skip
     return found
 
 
 HELPERS = ("cc1", "cc1plus", "cc1obj", "cc1objplus", "as")
-"""The programs a driver runs to compile and assemble (``-print-prog-name=``)."""
+"""The programs a gcc driver runs to compile and assemble (``-print-prog-name=``; clang
+compiles in its own process, and runs ``as`` from PATH when asked to)."""
 _LIBRARY = re.compile(r"=>\s*(/\S+)")
-LDD = shutil.which("ldd") or "/usr/bin/ldd"
+LOADER = next(iter(sorted(glob.glob("/lib64/ld-linux*.so*") + glob.glob("/lib/ld-linux*.so*"))),
+              None)  # fmt: skip
+"""The dynamic loader: ``LOADER --list FILE`` is what ldd runs, without its shell."""
 
 
-def toolchain_files(driver: str) -> list[str]:
+def toolchain_files(driver: str, version: str = "") -> list[str]:
     """The files whose bytes make a compiler's objects: its driver, the programs it runs
     to compile and assemble, and the shared libraries each of them loads (binutils'
     as, gcc's cc1 and its isl, clang's libLLVM are upgraded apart from the driver: a
-    second review had two servers that differ in them share entries)."""
+    second review had two servers that differ in them share entries). ``version``: its
+    first ``--version`` line, which says whether it is clang."""
     files = {os.path.realpath(driver)}
-    for helper in HELPERS:
-        try:
-            named = subprocess.run([driver, f"-print-prog-name={helper}"], capture_output=True,
-                                   text=True, timeout=30, check=False).stdout.strip()  # fmt: skip
-        except (OSError, subprocess.SubprocessError):
-            continue
+    clang = compiler_family(version) == CLANG
+    for helper in ("as",) if clang else HELPERS:
+        named = helper
+        if not clang:
+            try:
+                named = subprocess.run([driver, f"-print-prog-name={helper}"],
+                                       capture_output=True, text=True, timeout=30,
+                                       check=False).stdout.strip()  # fmt: skip
+            except (OSError, subprocess.SubprocessError):
+                continue
         found = named if "/" in named else (shutil.which(named) if named else None)
         if found and os.path.isfile(found):
             files.add(os.path.realpath(found))
     for program in sorted(files):
+        command = [LOADER, "--list", program] if LOADER else ["ldd", program]
         try:
-            linked = subprocess.run([LDD, program], capture_output=True, text=True,
-                                    timeout=30, check=False).stdout  # fmt: skip
+            linked = subprocess.run(command, capture_output=True, text=True, timeout=30,
+                                    check=False).stdout  # fmt: skip
         except (OSError, subprocess.SubprocessError):
             continue
         files.update(os.path.realpath(m) for m in _LIBRARY.findall(linked) if os.path.isfile(m))
     return sorted(files)
 
 
-def toolchain_digest(driver: str) -> str:
-    """sha256 over the names and digests of :func:`toolchain_files` ("unknown" when the
-    driver cannot be read)."""
-    if file_digest(driver) == "unknown":
+def toolchain_digest(driver: str, version: str = "") -> str:
+    """sha256 over the driver's bytes and, for each other file of
+    :func:`toolchain_files`, its path, size and modification time (a package upgrade
+    changes them; hashing 300 MB of libraries took most of a second at every start)
+    ("unknown" when the driver cannot be read)."""
+    driver_digest = file_digest(driver)
+    if driver_digest == "unknown":
         return "unknown"
-    h = hashlib.sha256(b"distlb-toolchain-v1\0")
-    for path in toolchain_files(driver):
-        h.update(f"{path}\0{file_digest(path)}\n".encode())
+    h = hashlib.sha256(b"distlb-toolchain-v1\0" + driver_digest.encode())
+    for path in toolchain_files(driver, version):
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
