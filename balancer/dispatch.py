@@ -126,12 +126,12 @@ class Dispatcher:
         job = None
         if wanted and why_not_cacheable(request.argv) is None:
             job = await digest_off_loop(request, self.settings.cache_share_across_dirs)
-        if job is not None and self.caching is not None:
+        if job is not None and job.uncacheable is None and self.caching is not None:
             hit = await self.caching.lookup(job, request)
             if hit is not None:
                 return hit
         outcome = await self._compile(request, job.route if job is not None else None, held)
-        if job is not None and self.caching is not None:
+        if job is not None and job.uncacheable is None and self.caching is not None:
             self.caching.store(job, request, outcome)  # (only from trusted sources)
         return outcome
 

@@ -59,6 +59,12 @@ NEVER_CACHED: tuple[tuple[str, str], ...] = (
 )
 
 
+TIME_MACROS = (b"__DATE__", b"__TIME__", b"__TIMESTAMP__")
+"""clang expands these in a preprocessed text too (a client's preprocessor has expanded
+them already; a text made by hand need not have): the object then holds the time of
+its compile, and no hit may hand out an older one (a fifth review)."""
+
+
 def why_not_cacheable(argv: Sequence[str]) -> str | None:
     """None when a job may be cached, else the reason it may not."""
     for arg in argv[1:]:
@@ -118,6 +124,8 @@ class JobDigest:
     rule: str = "exact"
     """Which rule made :attr:`portable` (``no-debug``, ``prefix-maps``, ``any-dir``), or
     why there is none."""
+    uncacheable: str | None = None
+    """Why the text's result may never be cached (None: it may)."""
 
     @property
     def route(self) -> bytes:
@@ -156,21 +164,24 @@ def job_digest(
     holds a NUL), so no two command lines hash alike; the text is its stretches between
     paths, framed, the paths, and which marker names which path."""
     marked = scan(source)
+    timed = next((m.decode() for m in TIME_MACROS if m in source), None)
+    uncacheable = f"the text names {timed}: its object holds its compile's time" if timed else None
     args = key_argv(argv)
     segments = marked.segments(source)
     exact = _digest(b"exact", protocol, args, segments, marked,
                     normalised_paths(marked.paths, lambda p: p))  # fmt: skip
     if not marked.paths:
-        return JobDigest(exact, rule="no line markers")
+        return JobDigest(exact, rule="no line markers", uncacheable=uncacheable)
     mapless = without_map_values(args)
     anywhere = _digest(b"anywhere", protocol, mapless, segments, marked, b"")
     choice = _portable_rule(argv, marked, share_across_dirs)
     if isinstance(choice, str):
-        return JobDigest(exact, anywhere=anywhere, paths=marked.paths, rule=choice)
+        return JobDigest(exact, anywhere=anywhere, paths=marked.paths, rule=choice,
+                         uncacheable=uncacheable)  # fmt: skip
     name, rule, families, key_args = choice
     portable = _digest(name.encode(), protocol, key_args(args), segments, marked,
                        normalised_paths(marked.paths, rule))  # fmt: skip
-    return JobDigest(exact, portable, families, anywhere, marked.paths, name)
+    return JobDigest(exact, portable, families, anywhere, marked.paths, name, uncacheable)
 
 
 def _portable_rule(

@@ -217,7 +217,8 @@ async def _cache_job(
     identity = ctx.identities.get(job.compiler)
     if ctx.cache is None or identity is None or why_not_cacheable(request.argv) is not None:
         return None
-    return await digest_off_loop(request, ctx.share_across_dirs), identity
+    digest = await digest_off_loop(request, ctx.share_across_dirs)
+    return (digest, identity) if digest.uncacheable is None else None
 
 
 async def _reply_from_cache(

@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from cache import RedisStore
+from client import compile_remote
 from tests.support.cache_builds import MODULES, cache_balancer, entry_keys, is_entry_key
 from tests.support.cache_builds import build as _build
 from tests.support.cache_builds import cache_of as _cache
@@ -26,6 +27,7 @@ from tests.support.servers import (
     StartServer,
     wait_until,
 )
+from wire import Request
 
 pytestmark = pytest.mark.integration
 
@@ -309,3 +311,20 @@ def test_a_farm_whose_chosen_gcc_is_another_is_never_served_the_mismatched_ones_
     _build(again, farm)
     assert_identical_to_local(again)  # (the local gcc writes .comment, as the majority)
     assert _cache(farm)["hits"] == 0
+
+
+def test_a_text_that_names_the_time_is_compiled_every_time(
+    start_server: StartServer, shared_tmp: Path
+) -> None:
+    """clang expands __TIME__ in a preprocessed text: such a job is never stored, so no
+    hit hands out an object with another compile's time."""
+    server = start_server("--jobs", "2", "--cache-dir", str(shared_tmp / "cache"),
+                          "--cache-secret-file", str(farm_secret()))  # fmt: skip
+    text = b'# 0 "a.c"\nconst char *when = __TIME__;\n'
+    request = Request(1, ("clang", "-c", "a.c", "-o", "a.o"), text)
+    for _ in range(2):
+        reply = asyncio.run(compile_remote("127.0.0.1", server.port, request, timeout_s=60))
+        assert reply.status == 0, reply.stderr
+    wait_until(lambda: server.counters()["ok"] == 2, 10, "both compiled")
+    cache = server.status()["cache"]
+    assert cache["stored"] == 0 and cache["hits"] == 0, cache

@@ -273,3 +273,14 @@ def test_type_names_keep_the_paths_for_clang_only(body: bytes) -> None:
     assert not scan(text("/a") + b"int x;\n").names_types
     shared = job_digest(1, ["clang++", "-g", "-c", "a.cc"], text("/a", body, debug=True), True)
     assert shared.rule == "any-dir" and shared.families == frozenset({"gcc"})
+
+
+@pytest.mark.parametrize("macro", [b"__DATE__", b"__TIME__", b"__TIMESTAMP__"])
+def test_a_text_that_names_the_time_is_never_cached(macro: bytes) -> None:
+    """clang expands the time macros in a preprocessed text: its object holds the time
+    of its compile (a fifth review: a hit handed out an older one)."""
+    digest = job_digest(
+        1, ["clang", "-c", "a.c"], text("/a") + b"const char *t = " + macro + b";\n"
+    )
+    assert digest.uncacheable is not None and macro.decode() in digest.uncacheable
+    assert job_digest(1, ["clang", "-c", "a.c"], text("/a")).uncacheable is None
