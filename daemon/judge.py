@@ -184,8 +184,11 @@ class Judge:
         nested: dict[str, list[str]] = {context: [] for context in NESTED_KINDS}
         suffix: str | None = None
         accepted = self._accepted
+        target = external_as = False
         for option in scanned.options:
             text = option.text
+            target = target or text == "-target" or text.startswith("--target=")
+            external_as = external_as or text == "-fno-integrated-as"
             if text not in accepted or option.value_index is not None:
                 self._judge_option(option, "driver", nested)
                 if option.value_index is None and _memorable(option, text):
@@ -194,6 +197,11 @@ class Judge:
                     accepted.add(text)
             if text in _MODE_OPTIONS and suffix != ".s":
                 suffix = _MODE_OPTIONS[text]
+        if target and external_as:
+            # clang then runs the target's own assembler, found on PATH by a name the
+            # target chooses (orbis-as for PS4), outside the toolchain (a fifth review)
+            raise Refused("-fno-integrated-as is refused with --target: clang would run the "
+                          "target's assembler from PATH, not the toolchain's")  # fmt: skip
         pieces = sum(map(len, nested.values()))
         if pieces > MAX_PIECES:
             raise Refused(f"{pieces} arguments passed to other programs (-Wa, -Wp, -Xclang, "

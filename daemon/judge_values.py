@@ -47,6 +47,8 @@ _WORD_PATTERNS = {
     # toolchain only, with -fno-integrated-as too (clang 14 -###): for xcore clang runs
     # xcc, for ve nas, from PATH (a second review). Vendor, system and ABI: words.
     "triple": re.compile(
+        # (no Sony system word: clang's PS4 and PS5 toolchains run orbis-as and the like)
+        r"(?!(?:[^-]*-)*(?:scei|sie|ps4|ps5|orbis|prospero)(?:-|$))"
         r"(?:x86_64|amd64|i[3-6]86|aarch64(?:_be)?|arm64|arm[a-z0-9]*|thumb[a-z0-9]*"
         r"|riscv(?:32|64)|powerpc(?:64)?(?:le)?|ppc(?:64)?(?:le)?|s390x|mips[a-z0-9]*"
         r"|wasm(?:32|64)|bpf(?:el|eb)?|sparc(?:v9|el|64)?|loongarch(?:32|64)|m68k|avr"
