@@ -17,6 +17,7 @@ from balancer.queue import NoCapacity
 from balancer.stats import BalancerStats
 from daemon.access import Network
 from daemon.admission import connection_scope, refusal
+from daemon.bounds import JOB_REFUSAL_LOG_BURST, RefusalLog
 from daemon.budgets import ByteBudget, Held, InflateBudget, not_in_time
 from daemon.gss import Acceptor
 from daemon.judge import Judge, Refused, judge_off_loop
@@ -26,6 +27,7 @@ from wire.events import exit_status
 from wire.stream import encode_reply_off_loop, read_request, wait_peer_gone
 
 log = structlog.get_logger("distlb.balancer.job")
+_JOB_REFUSALS = RefusalLog(log, "job_refused", JOB_REFUSAL_LOG_BURST)
 
 
 @dataclass(frozen=True)
@@ -244,4 +246,5 @@ async def _refuse(
         async with asyncio.timeout(ctx.io_timeout_s):
             await writer.drain()
     ctx.stats.job_finished("rejected_policy", time.monotonic() - started, reason=refused.reason)
-    log.warning("job_refused", reason=refused.reason, argv=bounded_argv(request.argv))
+    client = str(structlog.contextvars.get_contextvars().get("client", "?"))
+    _JOB_REFUSALS.refused(refused.reason, client, argv=bounded_argv(request.argv))

@@ -208,6 +208,9 @@ REFUSAL_LOG_INTERVAL_S = 1.0
 
 
 REFUSAL_LOG_BURST = 20
+JOB_REFUSAL_LOG_BURST = 64
+"""Refused jobs (the judge's): a build's worth of lines, each with its reason, before
+the budget (a fifth review's refused requests wrote 90 MB of log a second)."""
 
 
 class RefusalLog:
@@ -215,17 +218,17 @@ class RefusalLog:
     REFUSAL_LOG_INTERVAL_S, each line with how many it did not mention since (a flood
     must not flood the log: a review's connect-and-close loop wrote 0.45 MB/s)."""
 
-    def __init__(self, logger: Any, event: str) -> None:
+    def __init__(self, logger: Any, event: str, burst: int = REFUSAL_LOG_BURST) -> None:
         self._log = logger
         self._event = event
-        self._tokens = float(REFUSAL_LOG_BURST)
+        self._burst = float(burst)
+        self._tokens = self._burst
         self._at = time.monotonic()
         self._unlogged = 0
 
     def refused(self, reason: str, address: str, **fields: Any) -> None:
         now = time.monotonic()
-        self._tokens = min(float(REFUSAL_LOG_BURST),
-                           self._tokens + (now - self._at) / REFUSAL_LOG_INTERVAL_S)  # fmt: skip
+        self._tokens = min(self._burst, self._tokens + (now - self._at) / REFUSAL_LOG_INTERVAL_S)
         self._at = now
         if self._tokens >= 1.0:
             self._tokens -= 1.0

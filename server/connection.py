@@ -21,7 +21,7 @@ from cache import (
 from client.prober import is_probe
 from daemon.access import Network
 from daemon.admission import connection_scope
-from daemon.bounds import ConnectionLimits
+from daemon.bounds import JOB_REFUSAL_LOG_BURST, ConnectionLimits, RefusalLog
 from daemon.budgets import ByteBudget, Held, InflateBudget, not_in_time
 from daemon.gss import Acceptor
 from daemon.judge import Job, Judge, Refused, judge_off_loop
@@ -36,6 +36,7 @@ from wire.events import exit_status
 from wire.stream import encode_reply_off_loop, read_request, wait_peer_gone
 
 log = structlog.get_logger("distlb.server.job")
+_JOB_REFUSALS = RefusalLog(log, "job_refused", JOB_REFUSAL_LOG_BURST)
 
 
 class ReplyBudget:
@@ -169,7 +170,8 @@ async def _serve_job(
     except Refused as exc:
         stats.job_finished("rejected_policy", "?", request.argv[0], time.monotonic() - started,
                            probe=probe)  # fmt: skip
-        log.warning("job_refused", reason=exc.reason, argv=bounded_argv(request.argv))
+        client = str(structlog.contextvars.get_contextvars().get("client", "?"))
+        _JOB_REFUSALS.refused(exc.reason, client, argv=bounded_argv(request.argv))
         message = exc.message("distlb-server").encode("utf-8", "replace")
         reply = Reply(request.protocol, exit_status(exc.exit_code), message, b"", b"")
         with contextlib.suppress(ConnectionError, TimeoutError):

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from client import compile_remote
+from daemon.bounds import JOB_REFUSAL_LOG_BURST
 from tests.support.servers import (
     Distccd,
     StartBalancer,
@@ -338,3 +340,29 @@ def test_a_refusal_quotes_a_long_argument_cut_short(
     daemon.logged("job_refused")
     [line] = [line for line in daemon.lines if "job_refused" in line]
     assert len(line) < 16384, len(line)
+
+
+def test_a_flood_of_refused_jobs_is_logged_within_the_refusal_budget(
+    start_server: StartServer,
+) -> None:
+    """Refused jobs are logged a build's worth at a time (64), then once a second, each
+    line with how many it left out (a review's refused requests wrote 90 MB of log a
+    second)."""
+    server = start_server("--jobs", "2")
+    refused = Request(1, ("gcc", "-c", "a.c", "-fplugin=x.so"), b"int x;\n")
+    started = time.monotonic()
+
+    async def flood() -> None:
+        for _ in range(200):
+            reply = await compile_remote("127.0.0.1", server.port, refused, timeout_s=30)
+            assert reply.status != 0
+
+    asyncio.run(flood())
+    elapsed = time.monotonic() - started
+    # A job's line comes after every refusal's: once it is read, so are they.
+    job = Request(1, ("gcc", "-c", "f.c", "-o", "f.o"), b"int f;\n")
+    assert asyncio.run(compile_remote("127.0.0.1", server.port, job, timeout_s=60)).status == 0
+    server.logged("job_done")
+    lines = server.events("job_refused")
+    assert 64 <= len(lines) <= JOB_REFUSAL_LOG_BURST + elapsed + 12, len(lines)
+    assert server.counters()["rejected_policy"] == 200
