@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 
-from cache.path_rules import CLANG, compiler_family
+from cache.path_rules import CLANG, GCC, compiler_family
 from daemon.config import ConfigError
 
 MASQUERADE_DIR = "/usr/lib/distcc"
@@ -108,13 +108,19 @@ def toolchain_files(driver: str, version: str = "") -> list[str]:
     second review had two servers that differ in them share entries). ``version``: its
     first ``--version`` line, which says whether it is clang."""
     files = {os.path.realpath(driver)}
-    clang = compiler_family(version) == CLANG
-    for helper in ("as",) if clang else HELPERS:
+    family = compiler_family(version)
+    # Asked only of a gcc driver itself, an ELF binary that says it is gcc: a wrapper
+    # script may do anything with an option it does not expect (a test's hang-cc,
+    # which passes --version on, hangs); its own bytes are what is hashed then.
+    if family == GCC and not _is_elf(driver):
+        family = None
+    helpers = HELPERS if family == GCC else ("as",) if family == CLANG else ()
+    for helper in helpers:
         named = helper
-        if not clang:
+        if family == GCC:
             try:
                 named = subprocess.run([driver, f"-print-prog-name={helper}"],
-                                       capture_output=True, text=True, timeout=30,
+                                       capture_output=True, text=True, timeout=10,
                                        check=False).stdout.strip()  # fmt: skip
             except (OSError, subprocess.SubprocessError):
                 continue
@@ -124,12 +130,20 @@ def toolchain_files(driver: str, version: str = "") -> list[str]:
     for program in sorted(files):
         command = [LOADER, "--list", program] if LOADER else ["ldd", program]
         try:
-            linked = subprocess.run(command, capture_output=True, text=True, timeout=30,
+            linked = subprocess.run(command, capture_output=True, text=True, timeout=10,
                                     check=False).stdout  # fmt: skip
         except (OSError, subprocess.SubprocessError):
             continue
         files.update(os.path.realpath(m) for m in _LIBRARY.findall(linked) if os.path.isfile(m))
     return sorted(files)
+
+
+def _is_elf(path: str) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"\x7fELF"
+    except OSError:
+        return False
 
 
 def toolchain_digest(driver: str, version: str = "") -> str:

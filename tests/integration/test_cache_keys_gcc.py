@@ -101,15 +101,22 @@ def test_a_compilers_identity_covers_the_programs_and_libraries_it_runs(
     """binutils' as, gcc's cc1 and clang's libLLVM are upgraded apart from the driver:
     a server's identity for a compiler covers them (a review had two servers that
     differ only in them share entries). Another `as` first on PATH: another identity."""
-    gcc = {os.path.basename(f) for f in toolchain_files("/usr/bin/gcc")}
+    gcc_version, clang_version = _version_line("gcc"), _version_line("clang")
+    gcc = {os.path.basename(f) for f in toolchain_files("/usr/bin/gcc", gcc_version)}
     assert {"cc1", "cc1plus"} <= gcc and any(f.endswith("as") for f in gcc), gcc
     assert any(f.startswith("libisl") for f in gcc), gcc
-    clang = {os.path.basename(f) for f in toolchain_files("/usr/bin/clang")}
+    clang = {os.path.basename(f) for f in toolchain_files("/usr/bin/clang", clang_version)}
     assert any(f.startswith("libLLVM") for f in clang), clang
-    before = toolchain_digest("/usr/bin/gcc")
+    assert "as" in {f.rsplit("-", 1)[-1] for f in clang}, clang
+    before = toolchain_digest("/usr/bin/gcc", gcc_version)
     assembler = tmp_path / "bin" / "as"
     assembler.parent.mkdir()
     assembler.write_text('#!/bin/sh\nexec /usr/bin/as "$@"\n')
     assembler.chmod(0o755)
     monkeypatch.setenv("PATH", f"{assembler.parent}:{os.environ['PATH']}")
-    assert toolchain_digest("/usr/bin/gcc") != before
+    assert toolchain_digest("/usr/bin/gcc", gcc_version) != before
+
+
+def _version_line(compiler: str) -> str:
+    shown = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True)
+    return shown.stdout.splitlines()[0]
