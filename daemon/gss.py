@@ -65,6 +65,8 @@ class Acceptor:
     in_progress: int = 0
     _creds: gssapi.Credentials | None = None
     _by_address: Counter[str] = field(default_factory=Counter)
+    _by_net: Counter[str] = field(default_factory=Counter)
+    """Places held per host as the connection caps count hosts (an IPv6 /64 is one)."""
     _waiting: dict[str, deque[asyncio.Future[None]]] = field(default_factory=dict)
     _refusals: RefusalLog = field(default_factory=lambda: RefusalLog(log, "auth_refused"))
 
@@ -118,15 +120,23 @@ class Acceptor:
     async def _take_place(self, address: str, deadline: float) -> None:
         """A handshake place for a connection from ``address``: at once, or (its own
         share taken) once one of its own ends, by ``deadline``. Raises AuthError when
-        every place is taken, or none came in time. Counted per host: an IPv6 /64 is
-        one, as the connection caps count it (a review took every place from one)."""
-        address = connection_holder(address)
+        every place is taken, or none came in time. An IPv6 /64 (one host may hold a
+        whole one and spread over it: a review) holds at most half of all places, and
+        each of its addresses its own share, so the other hosts of a LAN, one /64 too,
+        still log in (another review)."""
         if self.in_progress >= self.max_handshakes:
             raise AuthError("too_many_handshakes", f"{self.in_progress} in progress")
         held = self._by_address[address]
         if held < self.max_per_address:
+            net = connection_holder(address)
+            if net != address and self._by_net[net] >= max(
+                self.max_per_address, self.max_handshakes // 2
+            ):
+                raise AuthError("too_many_handshakes",
+                                f"{self._by_net[net]} in progress from {net}")  # fmt: skip
             self.in_progress += 1
             self._by_address[address] = held + 1
+            self._by_net[net] += 1
             return
         # One of the handshakes from this address hands its place over when it ends.
         place: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -151,7 +161,6 @@ class Acceptor:
     def _give_back(self, address: str) -> None:
         """End a handshake from ``address``: its place goes to the next connection from
         the same address that waits for one, else back to all."""
-        address = connection_holder(address)
         queue = self._waiting.get(address)
         while queue:
             place = queue.popleft()
@@ -165,6 +174,10 @@ class Acceptor:
         self._by_address[address] -= 1
         if not self._by_address[address]:
             del self._by_address[address]
+        net = connection_holder(address)
+        self._by_net[net] -= 1
+        if not self._by_net[net]:
+            del self._by_net[net]
 
     async def admit(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """One connection's handshake and verdict, as a server and a balancer take it:
