@@ -155,7 +155,10 @@ def toolchain_digest(driver: str, version: str = "") -> str:
     if driver_digest == "unknown":
         return "unknown"
     h = hashlib.sha256(b"distlb-toolchain-v1\0" + driver_digest.encode())
+    real = os.path.realpath(driver)
     for path in toolchain_files(driver, version):
+        if path == real:
+            continue  # (by its bytes above: the same binary elsewhere is the same compiler)
         with contextlib.suppress(OSError):
             st = os.stat(path)
             h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())

@@ -287,27 +287,30 @@ def test_a_job_that_hangs_on_a_backend_that_compiles_others_ends_without_chargin
     deadline, but the backend compiled its probes meanwhile: the job ends (its client
     compiles it), the backend is not charged, and the job is not sent on to hang another
     backend's slot (a review took every backend out of rotation so)."""
-    daemon = Distccd(jobs=2, stats=True)
+    daemon = Distccd(jobs=4, stats=True)  # (room for probes beside the hanging job)
     try:
         name = f"127.0.0.1:{daemon.port}"
         balancer = start_balancer(
             "--backend", f"{name},status={daemon.stats_port},kind=distccd", *QUICK_HEALTH,
             "--attempt-deadline-min", "3", "--hedge-min", "120", "--tail-hedge", "0",
-            # The deadline is 3 s, or at most 5 however slowly the first job compiled on
-            # a loaded machine (--attempt-deadline-factor times its latency: that once
-            # came to past the client's minute); probes get 3 s to prove the backend.
-            "--attempt-timeout", "5", "--probe-timeout", "3",
+            # The deadline is 3 s, or the first job's latency if that was longer on a
+            # loaded machine (--attempt-deadline-factor times it: at the default 20 that
+            # once came to past the client's minute); probes get 3 s to prove the backend.
+            "--attempt-deadline-factor", "1", "--probe-timeout", "3",
         )  # fmt: skip
         balancer.wait_healthy(1)
         good = Request(1, ("gcc", "-c", "g.c", "-o", "g.o"), SOURCE)
-        # (a job that finished: the backend's latency history, whence a deadline
-        # between --attempt-deadline-min and --attempt-timeout)
+        # (a job that finished: the backend's latency history, whence a deadline of
+        # --attempt-deadline-min, or that job's latency)
         reply = asyncio.run(compile_remote("127.0.0.1", balancer.port, good, timeout_s=60))
         assert reply.status == 0
         hanging = Request(1, ("gcc", "-c", "h.c", "-o", "h.o"), b'# 1 "/dev/ptmx"\nint x = ;\n')
         with pytest.raises(TurnedAway):  # (closed unanswered: the client compiles it)
             asyncio.run(compile_remote("127.0.0.1", balancer.port, hanging, timeout_s=60))
-        done = balancer.logged("job_done")
+        # (its line, not the first job's: the log is read by a thread)
+        lines = wait_until(lambda: [e for e in balancer.events("job_done")
+                                    if e.get("input") == "h.c"], 10, "its line")  # fmt: skip
+        done = lines[-1]
         assert done["outcome"] == "failed", done
         assert [t["result"] for t in done["tries"]] == ["deadline"]  # not sent on
         assert "while the backend compiled others" in done["reason"]
