@@ -28,6 +28,7 @@ from wire.stream import encode_reply_off_loop, read_request, wait_peer_gone
 
 log = structlog.get_logger("distlb.balancer.job")
 _JOB_REFUSALS = RefusalLog(log, "job_refused", JOB_REFUSAL_LOG_BURST)
+_BAD_REQUESTS = RefusalLog(log, "bad_request")
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,8 @@ async def _serve(
     except (RemoteProtocolError, TimeoutError) as exc:
         reason = str(exc) if isinstance(exc, RemoteProtocolError) else not_in_time(held)
         stats.job_finished("bad_request", time.monotonic() - started, reason=reason)
-        log.warning("bad_request", reason=reason, error=type(exc).__name__)
+        client = str(structlog.contextvars.get_contextvars().get("client", "?"))
+        _BAD_REQUESTS.refused(reason, client, error=type(exc).__name__)
         return
 
     read_ms = round((time.monotonic() - started) * 1000, 1)

@@ -21,7 +21,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cache.markers import MarkedText, PathRule, normalised_paths, scan, working_directory
+from cache.markers import (
+    NO_LEADING_MARKER,
+    MarkedText,
+    PathRule,
+    normalised_paths,
+    scan,
+    working_directory,
+)
 from cache.path_rules import (
     CLANG,
     DEBUG_MAP_OPTIONS,
@@ -166,6 +173,10 @@ def job_digest(
     marked = scan(source)
     timed = next((m.decode() for m in TIME_MACROS if m in source), None)
     uncacheable = f"the text names {timed}: its object holds its compile's time" if timed else None
+    if marked.obstacle == NO_LEADING_MARKER:
+        # (the compiler names the main file after the server's own file for the text,
+        # a name of the job's own: server/runner.py)
+        uncacheable = f"{NO_LEADING_MARKER}: its object names the server's file"
     args = key_argv(argv)
     segments = marked.segments(source)
     exact = _digest(b"exact", protocol, args, segments, marked,

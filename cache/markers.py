@@ -52,7 +52,9 @@ _OBSTACLES = (
     re.compile(rb"\\" + _WS + rb"*\n"),  # a line splice
     re.compile(rb"#" + _WS + rb"*(?:define|include|import|embed|/\*)"),
     re.compile(rb"%:"),  # the digraph of #
-    re.compile(rb"\?\?/"),  # the trigraph of a backslash
+    # any trigraph (??= is #, ??/ a backslash: with -trigraphs or a strict -std, clang
+    # reads ??=define in a preprocessed text, a sixth review)
+    re.compile(rb"\?\?[=/'()!<>-]"),
     # A raw string literal (R"...", u8R, uR, UR, LR; C++11, and C with GNU extensions):
     # the only token that spans lines, so a line in it that looks like a marker is the
     # string's text, which the object holds whole (found by a review). Not after an
@@ -65,7 +67,7 @@ _OBSTACLES = (
     ),
 )
 _SEQUENCES = (b"__builtin_source_location", b"__has_include", b"__has_embed", b"\r",
-              b".incbin", b".include")  # fmt: skip
+              b".incbin", b".include", b"\0")  # fmt: skip
 """(``.incbin`` and ``.include`` in an ``asm``: the assembler can read the job's own
 text, markers and all, into the object: a third review's ``.incbin "input.i"``.)"""
 _TYPE_NAMES = (b"__PRETTY_FUNCTION__", b"__FUNCSIG__", b"__builtin_dump_struct",
@@ -78,6 +80,8 @@ _INDENTED = re.compile(rb"\n" + _WS + rb"+#")
 """A directive after blanks (a marker the scan would miss): looked for only where a
 blank precedes a ``#`` at all (rare), as that is slower."""
 WORKING_DIRECTORY_SUFFIX = b"//"
+NO_LEADING_MARKER = "the text does not start with a line marker"
+"""(Then the object names the file the server wrote the text to, whose name is its own.)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +126,7 @@ def scan(text: bytes) -> MarkedText:
     obstacle = None
     first = _FIRST.match(text)
     if first is None:
-        obstacle = "the text does not start with a line marker"
+        obstacle = NO_LEADING_MARKER
     else:
         spans.append(first.span(1))
     working_directory_at = first.end() if first is not None else -1

@@ -43,17 +43,6 @@ _WORD_PATTERNS = {
     "cpu": re.compile(r"[A-Za-z0-9_.+-]+"),
     "warning": re.compile(r"[A-Za-z0-9_.+=-]*"),
     "target": re.compile(r"[A-Za-z0-9_.,:+=-]*"),
-    # The architectures whose compiles run the compiler and an assembler of the
-    # toolchain only, with -fno-integrated-as too (clang 14 -###): for xcore clang runs
-    # xcc, for ve nas, from PATH (a second review). Vendor, system and ABI: words.
-    "triple": re.compile(
-        # (no Sony system word: clang's PS4 and PS5 toolchains run orbis-as and the like)
-        r"(?!(?:[^-]*-)*(?:scei|sie|ps4|ps5|orbis|prospero)(?:-|$))"
-        r"(?:x86_64|amd64|i[3-6]86|aarch64(?:_be)?|arm64|arm[a-z0-9]*|thumb[a-z0-9]*"
-        r"|riscv(?:32|64)|powerpc(?:64)?(?:le)?|ppc(?:64)?(?:le)?|s390x|mips[a-z0-9]*"
-        r"|wasm(?:32|64)|bpf(?:el|eb)?|sparc(?:v9|el|64)?|loongarch(?:32|64)|m68k|avr"
-        r"|msp430|lanai|nvptx(?:64)?|amdgcn|r600|hexagon)(?:-[A-Za-z0-9_.]+){0,3}"
-    ),
 }
 _DESCRIBE = {
     "int": "a number",
@@ -62,8 +51,6 @@ _DESCRIBE = {
     "cpu": "a CPU name",
     "warning": "a warning's name",
     "target": "a target option's value",
-    "triple": "a target triple of an architecture whose compiles run only the compiler "
-    "and the assembler (clang runs other programs for some: xcc for xcore, nas for ve)",
 }
 _DEFINE = re.compile(r"[A-Za-z_$][A-Za-z0-9_$.]*(?:\([A-Za-z0-9_, .]*\))?(?:=.*)?")
 """NAME, NAME=TEXT or NAME(ARGS)=TEXT: a macro (``-D``) or an assembler symbol

@@ -37,6 +37,11 @@ from wire.stream import encode_reply_off_loop, read_request, wait_peer_gone
 
 log = structlog.get_logger("distlb.server.job")
 _JOB_REFUSALS = RefusalLog(log, "job_refused", JOB_REFUSAL_LOG_BURST)
+_BAD_REQUESTS = RefusalLog(log, "bad_request")
+
+
+def _client() -> str:
+    return str(structlog.contextvars.get_contextvars().get("client", "?"))
 
 
 class ReplyBudget:
@@ -150,11 +155,11 @@ async def _serve_job(
             )
     except RemoteProtocolError as exc:
         stats.job_finished("bad_request", "?", "?", time.monotonic() - started)
-        log.warning("bad_request", reason=str(exc), error=type(exc).__name__)
+        _BAD_REQUESTS.refused(str(exc), _client(), error=type(exc).__name__)
         return
     except TimeoutError:
         stats.job_finished("bad_request", "?", "?", time.monotonic() - started)
-        log.warning("bad_request", reason=not_in_time(held))
+        _BAD_REQUESTS.refused(not_in_time(held), _client())
         return
 
     # A health probe (client/prober.py's exact request: command line and source) is

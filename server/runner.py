@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import secrets
 import signal
 import time
 from collections.abc import Callable
@@ -132,7 +133,11 @@ async def run_compile(
     result (never raises for the compiler's own failures; raises ``OSError`` when the
     job cannot start)."""
     started_at = time.monotonic()
-    input_name = "input" + job.source_suffix
+    # A name the source cannot know: an assembler's .incbin or .include of the job's
+    # own text (the paths of its markers and all) put them into a cached object, under
+    # any spelling a text scan could miss (octal escapes, concatenated strings, upper
+    # case: a sixth review).
+    input_name = f"input-{secrets.token_hex(8)}{job.source_suffix}"
     output_name = "output" + job.output_suffix
 
     def command_for(inside: str) -> list[str]:

@@ -328,3 +328,19 @@ def test_a_text_that_names_the_time_is_compiled_every_time(
     wait_until(lambda: server.counters()["ok"] == 2, 10, "both compiled")
     cache = server.status()["cache"]
     assert cache["stored"] == 0 and cache["hits"] == 0, cache
+
+
+@pytest.mark.parametrize("name", ["input.i", "/tmp/input.i", "input.c"])
+def test_a_source_cannot_name_its_own_file_on_the_server(
+    start_server: StartServer, name: str
+) -> None:
+    """The server writes a job's text under a name the source cannot know: an .incbin
+    of it (which would copy the markers' full paths into a cached object, a review's
+    way past the key's scan) finds nothing."""
+    server = start_server("--jobs", "2")
+    text = (b'# 0 "/home/alice/p/a.c"\nint x;\n__asm__(".section .rodata\\n.incbin \\"'
+            + name.encode() + b'\\"\\n.text");\n')  # fmt: skip
+    reply = asyncio.run(compile_remote("127.0.0.1", server.port,
+                                       Request(1, ("gcc", "-c", "a.c", "-o", "a.o"), text),
+                                       timeout_s=60))  # fmt: skip
+    assert reply.status != 0 and b"/home/alice" not in reply.obj, reply.stderr

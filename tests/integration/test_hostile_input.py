@@ -3,14 +3,18 @@ and a claimed 4 GiB DOTI is refused without being read."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
+import time
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from client import compile_remote
+from daemon.bounds import REFUSAL_LOG_BURST
 from tests.support.servers import ServerProcess, StartServer, live_children, wait_until
 from wire import Request, encode_request, tokens
 
@@ -146,3 +150,21 @@ def _assert_unharmed(server: ServerProcess, server_tmp: Path) -> None:
     # (without a half-close: like distccd, EOF from the client means it has gone)
     reply = _send(server.port, VALID, half_close=False)
     assert reply.startswith(b"DONE00000001STAT00000000"), reply[:40]
+
+
+def test_a_flood_of_bad_requests_is_logged_within_the_refusal_budget(
+    start_server: StartServer,
+) -> None:
+    """Bad requests are logged a burst at a time, then once a second, each line with how
+    many it left out (a review's 280 garbage connections wrote a 240-byte line each)."""
+    server = start_server("--jobs", "2")
+    started = time.monotonic()
+    for _ in range(300):
+        assert _send(server.port, b"GARBAGE!" * 4) == b""
+    elapsed = time.monotonic() - started
+    wait_until(lambda: server.counters()["bad_request"] == 300, 30, "every one counted")
+    # A job's line comes after every refusal's: once it is read, so are they.
+    job = Request(1, ("gcc", "-c", "f.c", "-o", "f.o"), b"int f;\n")
+    assert asyncio.run(compile_remote("127.0.0.1", server.port, job, timeout_s=60)).status == 0
+    server.logged("job_done")
+    assert len(server.events("bad_request")) <= REFUSAL_LOG_BURST + elapsed + 12

@@ -188,7 +188,7 @@ class ServerProcess:
             entry
             for root in self.tmp_dir.glob("distlb-jobs-*")
             for entry in root.iterdir()
-            if (not entry.is_dir() and entry.name != "owner") or any(entry.glob("input.*"))
+            if (not entry.is_dir() and entry.name != "owner") or any(entry.glob("input*"))
         ]
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:

@@ -69,7 +69,7 @@ def test_what_the_review_sent_is_made_unambiguous(argv: list[str]) -> None:
     [
         (["-I", "dir.c"], "'dir.c'"),
         (["-D", "NAME=v.cc"], "'NAME=v.cc'"),
-        (["-target", "x86_64-linux.i"], "'x86_64-linux.i'"),
+        (["--param", "x86.i"], "'x86.i'"),
         (["-Xassembler", "--defsym", "-Xassembler", "X=a.o"], "'X=a.o'"),
         (["-I", "lib.o"], "'lib.o'"),
     ],
