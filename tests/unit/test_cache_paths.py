@@ -46,7 +46,8 @@ def test_the_scan_finds_every_marker_its_path_and_the_working_directory() -> Non
      b"a ??/\nb\n", b"x\r\n", b"  # 5 \"/x/y.c\"\n", b"# 7\n", b"#line 3 \"q.c\" junk\n",
      b"#include <stdio.h>\n", b"#if __has_include(<x.h>)\n",
      b's = R"zz(\n# 1 "/x/y.c"\n)zz";\n', b'f(u8R"(a)");\n', b'x=uR"(a)";\n', b'x=UR"(a)";\n',
-     b'x=LR"(a)";\n', b'R""(a)"";\n'],
+     b'x=LR"(a)";\n', b'R""(a)"";\n', b"??=define X 1\n", b"a ??( 1 ??)\n",
+     b'# 1 "/a/x\0/b.c"\nint y;\n'],
     ids=repr,
 )  # fmt: skip
 def test_what_could_turn_a_path_into_code_keeps_the_paths(body: bytes) -> None:
