@@ -30,6 +30,7 @@ from cache.markers import (
     working_directory,
 )
 from cache.path_rules import (
+    ASSEMBLER_DEBUG,
     CLANG,
     DEBUG_MAP_OPTIONS,
     GCC,
@@ -63,6 +64,18 @@ NEVER_CACHED: tuple[tuple[str, str], ...] = (
     ("-gsplit-dwarf", "the .dwo file is not returned, and its name is in the object"),
     ("-fdump-", "dump files are not returned"),
     ("-save-temps", "temporary files are not returned"),
+    # (seventh review)
+    (
+        "-finput-charset",
+        "the text is decoded from another charset: the key's scan reads "
+        "its bytes, and UTF-7 hides a marker or __FILE__ from it",
+    ),
+    ("-frecord-gcc-switches", "the recorded command line names the server's own files"),
+    ("-frecord-command-line", "the recorded command line names the server's own files"),
+    ("-grecord-gcc-switches", "the recorded command line names the server's own files"),
+    ("-grecord-command-line", "the recorded command line names the server's own files"),
+    ("-fdiagnostics-format=j", "warnings in JSON escape the paths a hit's replay renames"),
+    ("-fdiagnostics-format=s", "warnings in SARIF escape the paths a hit's replay renames"),
 )
 
 
@@ -74,10 +87,16 @@ its compile, and no hit may hand out an older one (a fifth review)."""
 
 def why_not_cacheable(argv: Sequence[str]) -> str | None:
     """None when a job may be cached, else the reason it may not."""
-    for arg in argv[1:]:
+    args = list(argv[1:])
+    for i, arg in enumerate(args):
         for prefix, reason in NEVER_CACHED:
             if arg.startswith(prefix):
                 return f"{arg}: {reason}"
+        pieces = arg[4:].split(",") if arg.startswith("-Wa,") else []
+        if arg == "-Xassembler" and i + 1 < len(args):
+            pieces = [args[i + 1]]
+        if any(piece.startswith(ASSEMBLER_DEBUG) for piece in pieces):
+            return f"{arg}: the assembler's debug info names the server's temporary file"
     return None
 
 

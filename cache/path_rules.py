@@ -86,7 +86,7 @@ def paths_reach_object(argv: Sequence[str]) -> str | None:
     return None
 
 
-_ASSEMBLER_DEBUG = ("-g", "--gdwarf", "--gen-debug", "--debug")
+ASSEMBLER_DEBUG = ("-g", "--gdwarf", "--gen-debug", "--debug")
 
 
 def emits_debug_info(argv: Sequence[str]) -> bool:
@@ -103,7 +103,7 @@ def emits_debug_info(argv: Sequence[str]) -> bool:
         parts = arg[4:].split(",") if arg.startswith("-Wa,") else []
         if arg == "-Xassembler" and i + 1 < len(args):
             parts = [args[i + 1]]
-        if any(part.startswith(_ASSEMBLER_DEBUG) for part in parts):
+        if any(part.startswith(ASSEMBLER_DEBUG) for part in parts):
             return True
     return False
 

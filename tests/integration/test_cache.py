@@ -344,3 +344,23 @@ def test_a_source_cannot_name_its_own_file_on_the_server(
                                        Request(1, ("gcc", "-c", "a.c", "-o", "a.o"), text),
                                        timeout_s=60))  # fmt: skip
     assert reply.status != 0 and b"/home/alice" not in reply.obj, reply.stderr
+
+
+def test_a_text_in_another_charset_is_never_served_from_the_cache(
+    start_server: StartServer, shared_tmp: Path
+) -> None:
+    """gcc decodes a text from -finput-charset before it reads it; the key's scan reads
+    its bytes. In UTF-7, `__builtin_+AEY-ILE()` is `__builtin_FILE()`, which the scan
+    did not see: Bob got Alice's object naming her path (a seventh review)."""
+    server = start_server("--jobs", "2", "--cache-dir", str(shared_tmp / "cache"),
+                          "--cache-secret-file", str(farm_secret()))  # fmt: skip
+    objects = []
+    for who in ("alice", "bob"):
+        text = f'# 1 "/home/{who}/p/a.c"\nconst char *p = __builtin_+AEY-ILE();\n'.encode()
+        argv = ("gcc", "-finput-charset=UTF-7", "-c", "a.c", "-o", "a.o")
+        reply = asyncio.run(compile_remote("127.0.0.1", server.port, Request(1, argv, text),
+                                           timeout_s=60))  # fmt: skip
+        assert reply.status == 0, reply.stderr
+        objects.append(reply.obj)
+    assert b"/home/alice/p/a.c" in objects[0] and b"/home/bob/p/a.c" in objects[1]
+    assert server.status()["cache"]["hits"] == 0

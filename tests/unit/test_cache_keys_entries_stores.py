@@ -135,7 +135,8 @@ def test_another_compiler_identity_is_another_key() -> None:
 
 @pytest.mark.parametrize(
     "flag", ["--coverage", "-fprofile-arcs", "-fprofile-use=x", "-fprofile-generate",
-             "-gsplit-dwarf", "-fplugin=x.so", "-save-temps"],
+             "-gsplit-dwarf", "-fplugin=x.so", "-save-temps", "-finput-charset=UTF-7",
+             "-frecord-gcc-switches", "-fdiagnostics-format=json", "-Wa,--gdwarf-5"],
 )  # fmt: skip
 def test_jobs_whose_output_depends_on_more_are_never_cached(flag: str) -> None:
     reason = why_not_cacheable(["gcc", "-c", "a.c", flag])
