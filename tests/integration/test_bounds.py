@@ -545,7 +545,9 @@ def test_a_servers_cached_replies_are_held_within_the_reply_budget(
     cache_dir = tmp_path / "cache"
     server = start_server("--jobs", "1", "--reply-memory-mb", "20", "--cache-dir", str(cache_dir),
                           "--cache-secret-file", str(farm_secret()))  # fmt: skip
-    source = b'__asm__(".data\\n.fill %d,1,0\\n.text");\nint x;\n' % (BIG_OBJECT_MB << 20)
+    # (a leading marker: a text without one is never cached)
+    big = b'__asm__(".data\\n.fill %d,1,0\\n.text");\nint x;\n' % (BIG_OBJECT_MB << 20)
+    source = b'# 0 "big.c"\n' + big
     request = Request(1, ("gcc", "-c", "big.c", "-o", "big.o"), source)
     reply = asyncio.run(compile_remote("127.0.0.1", server.port, request, timeout_s=60))
     assert reply.status == 0  # (compiled, and stored)

@@ -136,7 +136,7 @@ def test_the_grafana_board_queries_parse_and_name_only_metrics_we_export(
         "--cache-redis", redis_server.url, "--cache-secret-file", str(farm_secret()),
     )  # fmt: skip
     balancer.wait_healthy(1)
-    job = Request(1, ("gcc", "-c", "g.c", "-o", "g.o"), b"int g(void) { return 2; }\n")
+    job = Request(1, ("gcc", "-c", "g.c", "-o", "g.o"), b'# 0 "g.c"\nint g(void) { return 2; }\n')
     for _ in range(2):  # a miss, then a hit (not a probe: the server counts those apart)
         reply = asyncio.run(compile_remote("127.0.0.1", balancer.port, job))
         assert reply.status == 0
@@ -173,12 +173,15 @@ def test_jobs_probes_cache_build_and_reload_series_on_both_daemons(
     backend = f"127.0.0.1:{server.port}"
     balancer = start_balancer("--backend", f"{backend},status={server.stats_port}")
     balancer.wait_healthy(1)  # (by a probe the server counts as one)
-    job = Request(1, ("gcc", "-c", "m.c", "-o", "m.o"), b"int m(void) { return 3; }\n")
+    job = Request(1, ("gcc", "-c", "m.c", "-o", "m.o"), b'# 0 "m.c"\nint m(void) { return 3; }\n')
 
     async def jobs_and_a_probe() -> None:
         for _ in range(2):  # compiled, then from the server's disk cache
             reply = await compile_remote("127.0.0.1", balancer.port, job, timeout_s=60)
             assert reply.status == 0 and reply.obj
+            # (stored in the background: the second job must find it there)
+            await asyncio.to_thread(wait_until, lambda: server.status()["cache"]["stored"] == 1,
+                                    10, "the entry stored")  # fmt: skip
         reply = await compile_remote("127.0.0.1", server.port, probe_request("gcc"))
         assert reply.status == 0 and reply.obj
 
