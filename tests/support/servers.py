@@ -167,9 +167,13 @@ class ServerProcess:
 
     def _wait_ready(self, event: str) -> dict[str, Any]:
         threading.Thread(target=self._drain, daemon=True).start()
-        ready = wait_until(
-            lambda: self.event(event) or self.proc.poll() is not None, READY_TIMEOUT_S, event
-        )
+        try:
+            ready = wait_until(
+                lambda: self.event(event) or self.proc.poll() is not None, READY_TIMEOUT_S, event
+            )
+        except AssertionError:
+            self.stop()  # (never ready: not left running after the test)
+            raise
         if ready is True:
             raise AssertionError(f"{self.proc.args!r} exited {self.proc.returncode}: {self.lines}")
         return dict(ready)
