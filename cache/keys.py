@@ -79,6 +79,9 @@ NEVER_CACHED: tuple[tuple[str, str], ...] = (
 )
 
 
+MAX_MAPS = 32
+"""Prefix maps a key models; with more, the paths stay as they are (real builds give a
+few)."""
 TIME_MACROS = (b"__DATE__", b"__TIME__", b"__TIMESTAMP__")
 """clang expands these in a preprocessed text too (a client's preprocessor has expanded
 them already; a text made by hand need not have): the object then holds the time of
@@ -192,6 +195,8 @@ def job_digest(
     marked = scan(source)
     timed = next((m.decode() for m in TIME_MACROS if m in source), None)
     uncacheable = f"the text names {timed}: its object holds its compile's time" if timed else None
+    if marked.hand_made is not None:
+        uncacheable = f"{marked.hand_made}, which no client's preprocessor writes"
     if marked.obstacle == NO_LEADING_MARKER:
         # (the compiler names the main file after the server's own file for the text,
         # a name of the job's own: server/runner.py)
@@ -225,6 +230,10 @@ def _portable_rule(
     if hard is not None:
         return hard
     maps = prefix_maps(argv)
+    if len(maps) > MAX_MAPS:
+        # (each path is checked against each map: 4,000 maps and 20,000 markers took
+        # 14 s of a thread holding the GIL, an eighth review)
+        return f"more than {MAX_MAPS} prefix maps"
     if not emits_debug_info(argv):
         if not maps_keep_basenames(maps, marked.paths):
             return "a prefix map could change a basename"

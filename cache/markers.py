@@ -52,6 +52,9 @@ _OBSTACLES = (
     re.compile(rb"\\" + _WS + rb"*\n"),  # a line splice
     re.compile(rb"#" + _WS + rb"*(?:define|include|import|embed|/\*)"),
     re.compile(rb"%:"),  # the digraph of #
+    # .incbin and .include in an asm, any case: the assembler reads a file into the
+    # object (the job's own text has a name the source cannot know: server/runner.py)
+    re.compile(rb"(?i:\.inc(?:bin|lude))"),
     # any trigraph (??= is #, ??/ a backslash: with -trigraphs or a strict -std, clang
     # reads ??=define in a preprocessed text, a sixth review)
     re.compile(rb"\?\?[=/'()!<>-]"),
@@ -66,10 +69,20 @@ _OBSTACLES = (
         rb"[^ ()\\\t\v\f\n]{0,64}\("
     ),
 )
-_SEQUENCES = (b"__builtin_source_location", b"__has_include", b"__has_embed", b"\r",
-              b".incbin", b".include", b"\0")  # fmt: skip
-"""(``.incbin`` and ``.include`` in an ``asm``: the assembler can read the job's own
-text, markers and all, into the object: a third review's ``.incbin "input.i"``.)"""
+_SEQUENCES = (b"__builtin_source_location", b"__has_include", b"__has_embed", b"\r", b"\0")
+_HAND_MADE = (
+    re.compile(rb"\\" + _WS + rb"*\n"),
+    re.compile(rb"#" + _WS + rb"*(?:define|include|import|embed|/\*)"),
+    re.compile(rb"%:"),
+    re.compile(rb"\?\?[=/'()!<>-]"),
+    re.compile(rb"(?i:\.inc(?:bin|lude))"),
+    re.compile(rb"\0"),
+)
+"""What no client's preprocessor writes, and makes a text's result depend on more than
+the text: clang runs directives and splices in a preprocessed text (it built
+``__TIME__`` from ``__TI`` and ``ME__``, and read a server file by ``#include``: an
+eighth review), and an assembler's ``.incbin``/``.include`` (any case) read the server's
+files. Such a text is never cached (cache/keys.py), its paths kept in any case."""
 _TYPE_NAMES = (b"__PRETTY_FUNCTION__", b"__FUNCSIG__", b"__builtin_dump_struct",
                b"__builtin_FUNCSIG")  # fmt: skip
 """What makes clang write a type's name into the object as text: a lambda's or an
@@ -99,6 +112,9 @@ class MarkedText:
     second line), if the text has one."""
     obstacle: str | None
     """Why the paths must stay in the text's key as they are (None: they need not)."""
+    hand_made: str | None = None
+    """Why no client's preprocessor wrote the text, and its result must not be cached
+    (:data:`_HAND_MADE`; None: it may be)."""
     names_types: bool = False
     """The text may have clang write type names, with the paths of lambdas and unnamed
     types, into the object (:data:`_TYPE_NAMES`): paths reach clang's objects."""
@@ -145,6 +161,13 @@ def scan(text: bytes) -> MarkedText:
     paths = tuple(index)
     if obstacle is None:
         obstacle = _obstacle(text, paths)
+    hand_made = None
+    if obstacle is not None:
+        for pattern in _HAND_MADE:
+            made = pattern.search(text)
+            if made is not None:
+                hand_made = f"the text holds {made.group()!r}"
+                break
     return MarkedText(
         spans=tuple(spans),
         occurrences=occurrences,
@@ -152,6 +175,7 @@ def scan(text: bytes) -> MarkedText:
         working_directory=occurrences[1] if second_is_directory else None,
         obstacle=obstacle,
         names_types=obstacle is None and any(name in text for name in _TYPE_NAMES),
+        hand_made=hand_made,
     )
 
 

@@ -122,12 +122,16 @@ class PrefixMap:
 
 def prefix_maps(argv: Sequence[str], options: tuple[str, ...] = MAP_OPTIONS) -> list[PrefixMap]:
     """The prefix maps of ``argv`` in order (a value without ``=`` maps to nothing: the
-    compiler refuses it, and a failed compile is never cached)."""
+    compiler refuses it, and a failed compile is never cached). gcc splits OLD=NEW at
+    the last ``=`` (checked: ``-ffile-prefix-map=/p=/zz/a=Y`` makes ``/p=/zz/a.c`` Y.c;
+    split at the first, the key modelled another map: an eighth review)."""
     maps = []
     for arg in argv[1:]:
         for option in options:
             if arg.startswith(option):
-                old, _, new = arg[len(option) :].partition("=")
+                old, sep, new = arg[len(option) :].rpartition("=")
+                if not sep:
+                    old, new = new, ""
                 maps.append(PrefixMap(option, _raw(old), _raw(new)))
     return maps
 

@@ -383,3 +383,25 @@ def test_an_asm_that_reads_the_jobs_own_text_keeps_the_paths(tmp_path: Path, com
     tree = {"src/main.c": 'int x;\n__asm__(".section .rodata\\n.incbin \\"input.i\\"\\n.text");\n'}
     a, b, _ = _pair(tmp_path, compiler, ["-O2"], tree=tree, main="src/main.c")
     assert a.key != b.key
+
+
+def test_a_prefix_map_is_split_where_gcc_splits_it(tmp_path: Path) -> None:
+    """gcc splits -ffile-prefix-map=OLD=NEW at the last '=': with /p=/zz/a=Y the file
+    /p=/zz/a.c becomes Y.c, and /q/a.c stays a.c; the two jobs are two keys (an eighth
+    review had them share one, so a victim got an object naming the attacker's file)."""
+    argv = ["gcc", "-O2", "-ffile-prefix-map=/p=/zz/a=Y", "-c", "a.c"]
+    job = JUDGE.judge(argv)
+    texts = {"/p=/zz/a.c": b'# 1 "/p=/zz/a.c"\nint x;\n', "/q/a.c": b'# 1 "/q/a.c"\nint x;\n'}
+    names = {}
+    for path, text in texts.items():
+        source = tmp_path / "input-0123456789abcdef.i"
+        source.write_bytes(text)
+        out = tmp_path / "out.o"
+        subprocess.run(job.command("gcc", str(source), str(out)), cwd=tmp_path, check=True,
+                       capture_output=True, timeout=60)  # fmt: skip
+        symbols = subprocess.run(["readelf", "-s", str(out)], capture_output=True, text=True,
+                                 check=True).stdout  # fmt: skip
+        names[path] = next(line.split()[-1] for line in symbols.splitlines() if " FILE " in line)
+    assert names == {"/p=/zz/a.c": "Y.c", "/q/a.c": "a.c"}
+    keys = {cache_key(job_digest(1, job.argv, t), identity("gcc")) for t in texts.values()}
+    assert len(keys) == 2

@@ -29,7 +29,7 @@ from tests.support.cache_requests import (
 )
 
 
-@settings(max_examples=600)
+@settings(max_examples=600, deadline=None)
 @given(pairs())
 @example((Request(suffix=".ii"), Request(suffix=".i")))  # the review's C++ object for C
 @example((Request(suffix=".C"), Request(suffix=".c")))
@@ -42,7 +42,7 @@ def test_jobs_that_share_a_key_compile_alike(pair: tuple[Request, Request]) -> N
         assert compiled(a, job_a) == compiled(b, job_b)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(pairs())
 @example((Request(directory="src/", stem="a", output=("-o", "a.o")),
           Request(directory="/home/bob/proj/", stem="main", output=())))  # fmt: skip
@@ -61,7 +61,7 @@ def test_jobs_that_compile_alike_from_the_same_suffix_share_a_key(
         assert key(a, job_a) == key(b, job_b)
 
 
-@settings(max_examples=800)
+@settings(max_examples=800, deadline=None)
 @given(checkout_pairs())
 @example((Checkout(), Checkout(root="/srv/b")))  # no debug info: one key, one object
 @example((Checkout(name="a.c"), Checkout(root="/srv/b", name="b.c")))  # basenames
@@ -86,7 +86,7 @@ def test_jobs_from_two_checkouts_share_a_key_only_when_their_objects_are_one(
         assert a.object_records(True) == b.object_records(True), (a, b)
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(checkout_pairs())
 def test_checkouts_whose_objects_cannot_differ_share_a_key(pair: tuple[Checkout, Checkout]) -> None:
     """Sharing: without debug info and without an option that records paths, two

@@ -285,3 +285,31 @@ def test_a_text_that_names_the_time_is_never_cached(macro: bytes) -> None:
     )
     assert digest.uncacheable is not None and macro.decode() in digest.uncacheable
     assert job_digest(1, ["clang", "-c", "a.c"], text("/a")).uncacheable is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"const char *t = __TI\\\nME__;\n", b"#define P(a,b) a##b\nconst char *t = P(__TI,ME__);\n",
+     b'asm(".INCBIN \\"/etc/hostname\\"");\n', b'int p =\n#include "/sys/x"\n;\n',
+     b"%:define X 1\n", b"??=define X 1\n"],
+    ids=repr,
+)  # fmt: skip
+def test_a_text_no_preprocessor_writes_is_never_cached(body: bytes) -> None:
+    """clang runs directives and splices in a preprocessed text (it built __TIME__ from
+    two halves, and read a server file by #include), and an assembler reads what .incbin
+    names, in any case: an eighth review. A client's preprocessor writes none of them."""
+    digest = job_digest(1, ["clang", "-c", "a.c"], text("/a") + body)
+    assert digest.uncacheable is not None and "no client's preprocessor" in digest.uncacheable
+
+
+def test_prefix_maps_split_at_the_last_equals_sign_and_are_bounded() -> None:
+    """gcc splits OLD=NEW at the last '=' (-ffile-prefix-map=/p=/zz/a=Y makes /p=/zz/a.c
+    Y.c: checked with gcc 12); a key that split at the first modelled another map (an
+    eighth review). Past 32 maps a key keeps the paths (each path was checked against
+    each map: 4,000 of them took seconds)."""
+    (found,) = prefix_maps(["gcc", "-ffile-prefix-map=/p=/zz/a=Y"])
+    assert (found.old, found.new) == (b"/p=/zz/a", b"Y")
+    (plain,) = prefix_maps(["gcc", "-ffile-prefix-map=/p"])
+    assert (plain.old, plain.new) == (b"/p", b"")
+    many = ["gcc", "-c", "a.c", *(f"-ffile-prefix-map=/x{i}=/y" for i in range(33))]
+    assert job_digest(1, many, text("/a")).rule == "more than 32 prefix maps"
