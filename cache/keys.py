@@ -30,10 +30,10 @@ from cache.markers import (
     working_directory,
 )
 from cache.path_rules import (
-    ASSEMBLER_DEBUG,
     CLANG,
     DEBUG_MAP_OPTIONS,
     GCC,
+    assembler_debug,
     basename_rule,
     compiler_family,
     emits_debug_info,
@@ -95,10 +95,7 @@ def why_not_cacheable(argv: Sequence[str]) -> str | None:
         for prefix, reason in NEVER_CACHED:
             if arg.startswith(prefix):
                 return f"{arg}: {reason}"
-        pieces = arg[4:].split(",") if arg.startswith("-Wa,") else []
-        if arg == "-Xassembler" and i + 1 < len(args):
-            pieces = [args[i + 1]]
-        if any(piece.startswith(ASSEMBLER_DEBUG) for piece in pieces):
+        if assembler_debug(args, i):
             return f"{arg}: the assembler's debug info names the server's temporary file"
     return None
 

@@ -86,7 +86,7 @@ def paths_reach_object(argv: Sequence[str]) -> str | None:
     return None
 
 
-ASSEMBLER_DEBUG = ("-g", "--gdwarf", "--gen-debug", "--debug")
+_ASSEMBLER_DEBUG = ("-g", "--gdwarf", "--gen-debug", "--debug")
 
 
 def emits_debug_info(argv: Sequence[str]) -> bool:
@@ -100,12 +100,19 @@ def emits_debug_info(argv: Sequence[str]) -> bool:
             return True
         if arg in ("-frecord-gcc-switches", "-frecord-command-line"):
             return True
-        parts = arg[4:].split(",") if arg.startswith("-Wa,") else []
-        if arg == "-Xassembler" and i + 1 < len(args):
-            parts = [args[i + 1]]
-        if any(part.startswith(ASSEMBLER_DEBUG) for part in parts):
+        if assembler_debug(args, i):
             return True
     return False
+
+
+def assembler_debug(args: Sequence[str], i: int) -> bool:
+    """Whether ``args[i]`` asks the assembler for debug info of its own (``-Wa,-g``,
+    ``-Wa,--gdwarf-5``, ``-Xassembler -g``...), which names the file it assembles."""
+    arg = args[i]
+    parts = arg[4:].split(",") if arg.startswith("-Wa,") else []
+    if arg == "-Xassembler" and i + 1 < len(args):
+        parts = [args[i + 1]]
+    return any(part.startswith(_ASSEMBLER_DEBUG) for part in parts)
 
 
 def records_switches(argv: Sequence[str]) -> bool:

@@ -251,9 +251,10 @@ class StartServer(Protocol):
     ) -> ServerProcess: ...
 
 
-def process_table() -> list[tuple[int, int, int, str]]:
-    """(pid, ppid, pgid, state) of every process."""
-    table = []
+def _stat_fields() -> list[tuple[int, list[str]]]:
+    """Each process's pid and the fields of its /proc stat after the command name
+    (state, ppid, pgrp, session, ...)."""
+    found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -263,26 +264,18 @@ def process_table() -> list[tuple[int, int, int, str]]:
         except OSError:
             continue
         # The command name may hold spaces and parentheses: split after the last ')'.
-        fields = raw[raw.rindex(")") + 2 :].split()
-        table.append((int(entry), int(fields[1]), int(fields[2]), fields[0]))
-    return table
+        found.append((int(entry), raw[raw.rindex(")") + 2 :].split()))
+    return found
+
+
+def process_table() -> list[tuple[int, int, int, str]]:
+    """(pid, ppid, pgid, state) of every process."""
+    return [(pid, int(f[1]), int(f[2]), f[0]) for pid, f in _stat_fields()]
 
 
 def live_session_members(sid: int) -> list[int]:
     """Processes of session ``sid`` that are not zombies."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                raw = stat.read()
-        except OSError:
-            continue
-        fields = raw[raw.rindex(")") + 2 :].split()
-        if int(fields[3]) == sid and fields[0] != "Z":
-            members.append(int(entry))
-    return members
+    return [pid for pid, f in _stat_fields() if int(f[3]) == sid and f[0] != "Z"]
 
 
 def live_group_members(pgid: int) -> list[int]:
