@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from balancer.own_connections import OwnConnections
 from balancer.rotation_log import RotationLog
 from cache.keys import CompilerIdentity
 from client.initiator import Initiator
@@ -166,6 +167,8 @@ class BackendReport:
     sandboxed: bool = False
     """Its report says it runs every compile sandboxed (a distlb server's ``--sandbox
     bwrap``): only such a backend's results go into the shared cache, by default."""
+    holders: tuple[str, ...] | None = None
+    """The connections holding its slots (distlb servers): which of ours count."""
 
 
 @dataclass
@@ -210,6 +213,9 @@ class Backend:
     """With ``--workers``: what the other workers hold on it (counted in :attr:`ours`)."""
     rotation_log: RotationLog = field(default_factory=RotationLog, repr=False, compare=False)
     """What the log has said of its state (balancer/health.py)."""
+    connections: OwnConnections = field(default_factory=OwnConnections, repr=False,
+                                        compare=False)  # fmt: skip
+    """Our job and probe connections to it, by local address (for reports' holders)."""
 
     def __post_init__(self) -> None:
         # Unknown at start: the first good probe brings a backend into rotation.
@@ -316,6 +322,13 @@ class Backend:
         self.report = report
         self.reports += 1
         self.ours_at_report = self.ours
+        if report.holders is not None:
+            # The server names the connections that hold its slots: ours among them are
+            # exact (ours in transit either way are not), once they are seen to match.
+            listed = self.connections.ours_among(report.holders)
+            if self.connections.matched:
+                elsewhere = self.shared.elsewhere() if self.shared is not None else 0
+                self.ours_at_report = listed + elsewhere
         self.busy_until = 0.0
         self._changed()
 

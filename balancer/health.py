@@ -19,6 +19,7 @@ import structlog
 
 from balancer.backends import Backend, BackendReport, BackendSpec
 from balancer.compilers import version_in_object
+from balancer.own_connections import OpenedOn
 from cache.keys import CompilerIdentity
 from client import ClientError, TurnedAway, compile_remote
 from client.prober import probe_request
@@ -59,7 +60,7 @@ async def fetch_backend_report(
     }
     return BackendReport(
         report.slots, report.busy, report.accepting, identities, report.result_cache,
-        report.change, compilers, sandboxed=report.sandboxed,
+        report.change, compilers, sandboxed=report.sandboxed, holders=report.holders,
     )  # fmt: skip
 
 
@@ -203,6 +204,7 @@ async def probe_loop(pool: Pool, backend: Backend) -> None:
         # sent meanwhile find the backend fuller than we think and are turned away.
         backend.probing += 1
         backend.probes += 1
+        opened = OpenedOn(backend.connections)
         try:
             async with asyncio.timeout(deadline):  # the whole probe, connect included
                 reply = await compile_remote(
@@ -212,6 +214,7 @@ async def probe_loop(pool: Pool, backend: Backend) -> None:
                     connect_timeout_s=deadline,
                     timeout_s=deadline,
                     auth=backend.spec.auth,  # probes authenticate like jobs
+                    on_connected=opened,
                 )
         except TimeoutError:
             if full_at_start or backend.free == 0:
@@ -236,6 +239,7 @@ async def probe_loop(pool: Pool, backend: Backend) -> None:
             else:
                 mark(pool, backend, False, f"probe compile failed: {reply.stderr[:200]!r}")
         finally:
+            opened.close()
             backend.probing -= 1
             pool.notify()
         elapsed = time.monotonic() - started

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from balancer.attempts import DispatchSettings
 from balancer.backends import Backend
 from balancer.compilers import CompilerMissing
+from balancer.own_connections import OpenedOn
 from balancer.pool import Pool
 from client import ClientError, TurnedAway, compile_remote
 from daemon.judge import EXIT_COMPILER_MISSING
@@ -57,6 +58,7 @@ class Sender:
         the request's bytes, shared by the job's attempts."""
         started = time.monotonic()
         routing = self.pool.routing
+        opened = OpenedOn(backend.connections, on_connected)
         try:
             reply = await compile_remote(
                 backend.spec.host,
@@ -69,7 +71,7 @@ class Sender:
                 idle_timeout_s=self.settings.backend_idle_timeout_s,
                 limits=self.limits,
                 auth=backend.spec.auth,
-                on_connected=on_connected,
+                on_connected=opened,
                 encoded=encoded,
             )
         except TurnedAway as exc:
@@ -96,6 +98,8 @@ class Sender:
         except ClientError as exc:
             self.pool.mark_failure(backend, f"job: {exc}")
             raise
+        finally:
+            opened.close()
         if reply.status == MISSING_COMPILER_STATUS:
             # distcc's "no such compiler": it lacks the job's compiler after all
             self.pool.routing.refused(backend.name, request.argv[0])

@@ -38,6 +38,9 @@ class ServerReport:
     sandboxed: bool = False
     """The server runs every compile in its sandboxes (``--sandbox bwrap``; distlb
     servers only: distccd never does)."""
+    holders: tuple[str, ...] | None = None
+    """Each busy slot's connection, as the client's ``IP:PORT`` (distlb servers only;
+    None: not said)."""
 
 
 def compilers_revision(compilers: dict[str, dict[str, str]]) -> str:
@@ -102,9 +105,23 @@ def parse_distlb_status(body: bytes) -> ServerReport:
             change=_token(data.get("change")),
             sandboxed=isinstance(data.get("sandbox"), dict)
             and data["sandbox"].get("mode") == "bwrap",
+            holders=_holders(data.get("holders"), int(data["slots"])),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ReportError(f"bad /status: {exc}") from exc
+
+
+MAX_ADDRESS_CHARS = 64
+"""Longer than any ``IP:PORT`` (an IPv6 address with a zone, in brackets, and a port)."""
+
+
+def _holders(value: object, slots: int) -> tuple[str, ...] | None:
+    """A report's slot holders: a list of at most ``slots`` addresses, else None."""
+    if not isinstance(value, list) or len(value) > max(0, slots):
+        return None
+    if not all(isinstance(item, str) and len(item) <= MAX_ADDRESS_CHARS for item in value):
+        return None
+    return tuple(value)
 
 
 def _token(value: object) -> str:

@@ -7,6 +7,7 @@ is read (server/connection.py)."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -52,6 +53,7 @@ class Slots:
         self.busy = 0
         self.busy_max = 0
         """The most slots ever busy at once (proof that a balancer never overfilled us)."""
+        self._holders: Counter[str] = Counter()
         self._accepting = True
         self.on_change: Callable[[], None] | None = None
         """Called after every change of ``busy`` or ``accepting`` (the status long poll)."""
@@ -73,19 +75,31 @@ class Slots:
     def free(self) -> int:
         return self.capacity - self.busy if self.accepting else 0
 
-    def try_acquire(self) -> bool:
-        """Take a slot if one is free and we are accepting work."""
+    @property
+    def holders(self) -> list[str]:
+        """Each busy slot's connection, by its client's ``IP:PORT`` (a balancer tells
+        its own jobs from others' by these: in flight either way, a job it counts may
+        not hold a slot yet, or no longer)."""
+        return sorted(self._holders.elements())
+
+    def try_acquire(self, holder: str = "?") -> bool:
+        """Take a slot for the connection from ``holder`` if one is free and we are
+        accepting work."""
         if not self.accepting or self.busy >= self.capacity:
             return False
         self.busy += 1
+        self._holders[holder] += 1
         self.busy_max = max(self.busy_max, self.busy)
         self._changed()
         return True
 
-    def release(self) -> None:
-        if self.busy <= 0:
-            raise RuntimeError("released a slot that was not taken")
+    def release(self, holder: str = "?") -> None:
+        if self.busy <= 0 or self._holders[holder] <= 0:
+            raise RuntimeError(f"released a slot not taken by {holder}")
         self.busy -= 1
+        self._holders[holder] -= 1
+        if not self._holders[holder]:
+            del self._holders[holder]
         self._changed()
 
 
@@ -94,10 +108,11 @@ class SlotHold:
     reply fits the reply budget (sending needs no slot, and a balancer may already send
     the next job), else once the reply is sent."""
 
-    def __init__(self, slots: Slots) -> None:
+    def __init__(self, slots: Slots, holder: str) -> None:
         self._slots: Slots | None = slots
+        self._holder = holder
 
     def release(self) -> None:
         if self._slots is not None:
-            self._slots.release()
+            self._slots.release(self._holder)
             self._slots = None

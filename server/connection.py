@@ -18,6 +18,7 @@ from cache import (
     digest_off_loop,
     why_not_cacheable,
 )
+from client import address_text
 from client.prober import is_probe
 from daemon.access import Network
 from daemon.admission import connection_scope
@@ -190,7 +191,8 @@ async def _serve_job(
     try:
         if cached is not None and await _reply_from_cache(ctx, request, cached, writer, started):
             return
-        if not stats.slots.try_acquire():
+        holder = address_text(writer.get_extra_info("peername"))
+        if not stats.slots.try_acquire(holder):
             if probe:
                 stats.probes["rejected_busy"] += 1
             else:
@@ -198,7 +200,7 @@ async def _serve_job(
                 stats.activity.turned_away()
             turn_away_busy(ctx)
             return
-        slot = SlotHold(stats.slots)
+        slot = SlotHold(stats.slots, holder)
         context = structlog.contextvars.get_contextvars()
         job_id = str(context.get("job_id", ""))
         client = str(context.get("principal") or context.get("client") or "")

@@ -152,6 +152,7 @@ class ServerStats:
             "slots": self.slots.capacity,
             "busy": self.slots.busy,
             "busy_max": self.slots.busy_max,
+            "holders": self.slots.holders,
             "free": self.slots.free,
             "accepting": self.slots.accepting,
             "counters": asdict(self.counters),

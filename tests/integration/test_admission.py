@@ -24,7 +24,11 @@ def test_full_server_turns_away_and_real_client_falls_back(
     holder = hold_a_slot(server.port)
     try:
         wait_until(lambda: server.status()["busy"] == 1, 10, "the slot to be taken")
-        assert server.status()["free"] == 0
+        status = server.status()
+        assert status["free"] == 0
+        # The report names the connection that holds the slot as its client knows it (a
+        # balancer tells its own jobs from others' by it).
+        assert status["holders"] == [f"127.0.0.1:{holder.getsockname()[1]}"]
 
         with socket.create_connection(("127.0.0.1", server.port)) as refused:
             refused.settimeout(10)
@@ -49,6 +53,7 @@ def test_full_server_turns_away_and_real_client_falls_back(
     finally:
         holder.close()
     wait_until(lambda: server.status()["busy"] == 0, 10, "the slot to be freed")
+    assert server.status()["holders"] == []
 
 
 def test_address_outside_allow_list_is_turned_away(start_server: StartServer) -> None:

@@ -100,3 +100,26 @@ def test_connection_places_are_counted_per_ipv4_address_and_per_ipv6_64() -> Non
     assert connection_holder("2001:db8:1:3::5") != connection_holder("2001:db8:1:2::5")
     assert connection_holder("::ffff:10.1.2.3") == "10.1.2.3"
     assert connection_holder("?") == "?"
+
+
+def test_each_busy_slot_names_the_connection_that_holds_it() -> None:
+    slots = Slots(4)
+    assert slots.try_acquire("127.0.0.1:4001")
+    assert slots.try_acquire("[::1]:4002")
+    assert slots.try_acquire("127.0.0.1:4001")  # (a client may reuse a port later)
+
+    slots.release("127.0.0.1:4001")
+
+    assert slots.holders == ["127.0.0.1:4001", "[::1]:4002"]
+    slots.release("[::1]:4002")
+    slots.release("127.0.0.1:4001")
+    assert (slots.holders, slots.busy) == ([], 0)
+
+
+def test_a_slot_is_given_back_only_by_its_holder() -> None:
+    slots = Slots(2)
+    assert slots.try_acquire("127.0.0.1:4001")
+
+    with pytest.raises(RuntimeError, match=r"not taken by 127\.0\.0\.1:4002"):
+        slots.release("127.0.0.1:4002")
+    assert (slots.busy, slots.holders) == (1, ["127.0.0.1:4001"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from balancer.backends import Backend, BackendReport, BackendSpec, SpecError
+from balancer.own_connections import OpenedOn
 from client.quantiles import quantile
 
 
@@ -50,6 +51,51 @@ def test_free_slots_count_others_from_the_report_and_ours_now() -> None:
     assert backend.free == 2
     backend.in_flight = 3
     assert backend.free == 0
+
+
+def _job(backend: Backend, address: str) -> OpenedOn:
+    """One of our jobs on ``backend``: its slot reserved, its connection open."""
+    backend.in_flight += 1
+    opened = OpenedOn(backend.connections)
+    opened(address)
+    return opened
+
+
+def test_a_report_listing_slot_holders_counts_ours_in_transit_exactly() -> None:
+    backend = _backend(4)
+    first = _job(backend, "127.0.0.1:5001")  # its slot given back before its reply
+    _job(backend, "127.0.0.1:5002")  # holds a slot
+    _job(backend, "127.0.0.1:5003")  # request still on its way: no slot yet
+    # The server: our 5002 and another balancer's job; 5001's compile is over.
+    report = BackendReport(slots=4, busy=2, holders=("127.0.0.1:5002", "10.0.0.9:7000"))
+    backend.on_report(report)
+
+    assert backend.others == 1
+    assert backend.free == 4 - 1 - 3  # (counting ours at the report: 4 - max(0, 2 - 3) - 3 = 1)
+    first.close()
+    backend.in_flight -= 1  # its reply read
+    assert backend.free == 1
+
+
+def test_holders_count_only_once_one_is_seen_to_be_ours() -> None:
+    # Behind address translation the server sees other addresses than ours: it must not
+    # take all of ours for others' (the count at the report is used instead).
+    backend = _backend(4)
+    _job(backend, "127.0.0.1:5001")
+    backend.on_report(BackendReport(slots=4, busy=1, holders=("192.0.2.1:9999",)))
+
+    assert (backend.connections.matched, backend.others, backend.free) == (False, 0, 3)
+
+
+def test_a_connection_just_closed_is_still_known_as_ours() -> None:
+    backend = _backend(4)
+    job = _job(backend, "127.0.0.1:5001")
+    _job(backend, "127.0.0.1:5002")
+    job.close()
+    backend.in_flight -= 1  # its reply read before the report that still lists it
+    backend.on_report(BackendReport(slots=4, busy=2, holders=("127.0.0.1:5001", "127.0.0.1:5002")))
+
+    assert (backend.others, backend.free) == (0, 3)
 
 
 def test_a_server_that_stopped_accepting_has_no_free_slot() -> None:

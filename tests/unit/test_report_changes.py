@@ -3,6 +3,8 @@ which change tokens a report may carry back into a request line."""
 
 from __future__ import annotations
 
+import json
+
 from client.status import change_token, changed_enough, parse_distlb_status
 
 
@@ -56,3 +58,18 @@ def test_a_report_that_is_not_an_object_is_a_report_error() -> None:
     for body in (b"[1, 2]", b'"x"', b"7"):
         with pytest.raises(ReportError):
             parse_distlb_status(body)
+
+
+def test_a_report_names_its_slot_holders_within_bounds() -> None:
+    def holders(value: object, slots: int = 2) -> object:
+        body = json.dumps({"slots": slots, "busy": 1, "holders": value}).encode()
+        return parse_distlb_status(body).holders
+
+    assert holders(["127.0.0.1:4001", "[::1]:4002"]) == ("127.0.0.1:4001", "[::1]:4002")
+    assert holders([]) == ()
+    # More holders than slots, a non-string or an address too long: not said at all.
+    assert holders(["a:1", "b:2", "c:3"]) is None
+    assert holders([4001]) is None
+    assert holders(["x" * 65]) is None
+    assert holders("127.0.0.1:4001") is None
+    assert parse_distlb_status(b'{"slots": 2, "busy": 0}').holders is None
