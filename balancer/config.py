@@ -7,10 +7,10 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 
-from balancer.attempts import DispatchSettings
-from balancer.backends import BackendSpec, SpecError
-from balancer.compilers import IDENTITY_MODES, CompilerRouting
-from balancer.pool import PoolSettings
+from balancer.dispatch.attempts import DispatchSettings
+from balancer.pool.pool import PoolSettings
+from balancer.routing.backend import BackendSpec, SpecError
+from balancer.routing.compilers import IDENTITY_MODES, CompilerRouting
 from cache import BadRedisURL, MemoryStore, RedisStore, ResultCache, Store, parse_redis_url
 from client.initiator import Initiator
 from daemon.access import parse_networks
@@ -138,7 +138,7 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfi
             raise ConfigError(f"--admin-allow: {exc}") from exc
 
     def routing(self) -> CompilerRouting:
-        """Which backends each compiler name may go to (balancer/compilers.py)."""
+        """Which backends each compiler name may go to (balancer/routing/compilers.py)."""
         if self.compiler_identity not in IDENTITY_MODES:
             raise ConfigError(f"--compiler-identity must be one of {', '.join(IDENTITY_MODES)}")
         pins: dict[str, str] = {}
@@ -247,7 +247,7 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfi
 
 def load(argv: list[str] | None = None) -> BalancerConfig:
     """Defaults, then the TOML file, then flags. Raises :class:`ConfigError`."""
-    from balancer.flags import build_parser  # (the flags name the config's fields)
+    from balancer.cli import build_parser  # (the flags name the config's fields)
 
     config = load_config(BalancerConfig, build_parser(), argv)
     config.validate()

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from balancer.attempts import AllFailed
-from balancer.compilers import NoCompiler
-from balancer.dispatch import Dispatcher
-from balancer.queue import NoCapacity
-from balancer.stats import BalancerStats
+from balancer.dispatch.attempts import AllFailed
+from balancer.dispatch.dispatcher import Dispatcher
+from balancer.observe.stats import BalancerStats
+from balancer.routing.compilers import NoCompiler
+from balancer.routing.queue import NoCapacity
 from daemon.access import Network
 from daemon.admission import connection_scope, refusal
 from daemon.bounds import JOB_REFUSAL_LOG_BURST, RefusalLog

@@ -9,7 +9,7 @@ import structlog
 
 from balancer.config import BalancerConfig, ConfigError, load
 from balancer.service import NEEDS_RESTART, Service
-from balancer.workers import WorkerPlace, supervise
+from balancer.workers.supervisor import WorkerPlace, supervise
 from client.cli import run_loop
 from daemon.lifecycle import run_service, service_main
 from daemon.reload import check_reloadable, flag, read_snapshot, write_snapshot

@@ -10,13 +10,13 @@ from collections.abc import Callable
 
 import structlog
 
-from balancer.admin import make_app
 from balancer.config import BalancerConfig, ConfigError
 from balancer.connection import ConnectionContext, handle_connection
-from balancer.dispatch import Dispatcher
-from balancer.pool import Pool
-from balancer.stats import BalancerStats
-from balancer.workers import WorkerPlace
+from balancer.dispatch.dispatcher import Dispatcher
+from balancer.observe.admin import make_app
+from balancer.observe.stats import BalancerStats
+from balancer.pool.pool import Pool
+from balancer.workers.supervisor import WorkerPlace
 from client.cli import distlb_version
 from daemon.access import parse_networks
 from daemon.bounds import limit_connections

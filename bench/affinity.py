@@ -1,6 +1,6 @@
 """The affinity pick's cost against the farm's size: the roster's ring
-(balancer/roster.py) against the same choice computed from scratch over every backend
-(balancer/picker.py), in one run, for N caching backends in rotation.
+(balancer/routing/roster.py) against the same choice computed from scratch over every backend
+(balancer/routing/picker.py), in one run, for N caching backends in rotation.
 
     .venv/bin/python -m bench.affinity [--rounds 3]
 
@@ -15,9 +15,9 @@ import statistics
 import sys
 import time
 
-from balancer.backends import Backend, BackendReport, BackendSpec
-from balancer.picker import pick
-from balancer.roster import Roster
+from balancer.routing.backend import Backend, BackendReport, BackendSpec
+from balancer.routing.picker import pick
+from balancer.routing.roster import Roster
 
 SIZES = (2, 50, 500)
 PICKS = 20000

@@ -28,7 +28,7 @@ from daemon.gss import AcceptorConfig, add_acceptor_flags
 from daemon.judge import FORBIDDEN_COMPILER_NAMES
 from daemon.judge_config import JudgeConfig, add_judge_flags
 from daemon.secret_files import CacheSecretConfig, add_cache_secret_flag
-from server.sandbox import DEFAULT_JOB_UIDS
+from server.sandbox.launcher import DEFAULT_JOB_UIDS
 
 __all__ = ["ConfigError", "ServerConfig", "load"]
 

@@ -29,9 +29,9 @@ from daemon.judge import Job, Judge, Refused, judge_off_loop
 from daemon.logged import bounded_argv
 from server.admission import SlotHold, admit, turn_away_busy
 from server.runner import RunLimits, run_compile
-from server.sandbox import Sandbox
+from server.sandbox.launcher import Sandbox
+from server.sandbox.warm import WarmPool
 from server.stats import ServerStats
-from server.warm import WarmPool
 from wire import Limits, RemoteProtocolError, Reply, Request
 from wire.events import exit_status
 from wire.stream import encode_reply_off_loop, read_request, wait_peer_gone

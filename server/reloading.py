@@ -24,9 +24,9 @@ from server.compilers import compiler_identities, default_compiler_names, resolv
 from server.config import ServerConfig
 from server.connection import ConnectionContext
 from server.runner import RunLimits
-from server.sandbox import Sandbox, SandboxError
-from server.sandbox_check import check_compilers
-from server.sandbox_setup import make_sandbox
+from server.sandbox.check import check_compilers
+from server.sandbox.launcher import Sandbox, SandboxError
+from server.sandbox.setup import make_sandbox
 from wire import Limits
 
 

@@ -1,6 +1,6 @@
 """Run one compile: its own directory, its sandbox, a lifetime, and a kill.
 
-The compiler runs through the sandbox's launcher (server/sandbox.py), with no
+The compiler runs through the sandbox's launcher (server/sandbox/launcher.py), with no
 stdin, its output captured up to a bound, in a new session (so its process
 group is ours to kill whole; under bubblewrap its pid namespace takes every
 other process of the job with it). We stop it when its lifetime passes or when
@@ -28,8 +28,8 @@ import structlog
 
 from daemon.judge import Job
 from server.output import NoObject, read_output
-from server.sandbox import JOB_ROOT_INSIDE, Sandbox
-from server.warm import (
+from server.sandbox.launcher import JOB_ROOT_INSIDE, Sandbox
+from server.sandbox.warm import (
     Started,
     WarmPool,
     close_fds,

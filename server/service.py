@@ -22,17 +22,17 @@ from server.compilers import compiler_identities, default_compiler_names, resolv
 from server.config import ConfigError, ServerConfig
 from server.connection import ConnectionContext, ReplyBudget, handle_connection
 from server.http_status import make_app
-from server.jobs_root import make_jobs_root, sweep_stale
 from server.reloading import apply_config
 from server.runner import RunLimits
-from server.sandbox import (
+from server.sandbox.check import check_compilers
+from server.sandbox.jobs_root import make_jobs_root, sweep_stale
+from server.sandbox.launcher import (
     CompileUser,
     SandboxError,
 )
-from server.sandbox_check import check_compilers
-from server.sandbox_setup import make_sandbox, searchable_by
+from server.sandbox.setup import make_sandbox, searchable_by
+from server.sandbox.warm import WarmPool
 from server.stats import ServerStats
-from server.warm import WarmPool
 from wire import Limits
 
 log = structlog.get_logger("distlb.server")
@@ -63,7 +63,7 @@ class Service:
                 f"--tmp-dir {config.tmp_dir}: compilers run as {reaching.name}, "
                 "who cannot reach it (it needs search permission on it and its parents)"
             )
-        # What a server killed in this --tmp-dir left (server/jobs_root.py). Job
+        # What a server killed in this --tmp-dir left (server/sandbox/jobs_root.py). Job
         # directories live in one of our own, which others may pass through but not
         # list; each job's is its uid's alone (0700).
         for stale in sweep_stale(config.tmp_dir, self.sandbox.job_dirs.remove):

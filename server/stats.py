@@ -75,7 +75,7 @@ class ServerStats:
     cache_stats: CacheStats | None = None
     """The local cache's counts (with --cache-dir)."""
     sandbox: dict[str, object] = field(default_factory=dict)
-    """What the sandbox is (server/sandbox.py ``describe``), for /status."""
+    """What the sandbox is (server/sandbox/launcher.py ``describe``), for /status."""
     limits_hit: dict[str, int] = field(default_factory=dict)
     bounds: dict[str, Callable[[], dict[str, int]]] = field(default_factory=dict)
     """What /status reports of the connection caps and the inflate budget."""

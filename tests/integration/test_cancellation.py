@@ -14,8 +14,8 @@ import socket
 
 import pytest
 
-from balancer.backends import BackendSpec
-from balancer.pool import Pool, PoolSettings
+from balancer.pool.pool import Pool, PoolSettings
+from balancer.routing.backend import BackendSpec
 from client import ClientError, compile_remote
 from client.prober import probe_request
 

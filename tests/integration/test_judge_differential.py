@@ -33,7 +33,7 @@ import pytest
 
 from daemon.judge import Judge
 from daemon.specs import DEFAULT_TRUSTED_SPECS_DIRS
-from server.sandbox import child_env
+from server.sandbox.launcher import child_env
 from tests.support.option_samples import sample, unrecognised_in
 from tests.support.table_cases import Case, accepted_cases
 from tests.support.tool_trace import Traced, outside_the_job, traced_run

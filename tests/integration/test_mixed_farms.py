@@ -1,5 +1,5 @@
 """Mixed farms: each job goes only where its compiler is, and one build never mixes two
-compiler versions (balancer/compilers.py). Real distlb-servers, real distccd, the real
+compiler versions (balancer/routing/compilers.py). Real distlb-servers, real distccd, the real
 distcc client with fallback off; a wrapper standing in for an upgraded gcc."""
 
 from __future__ import annotations

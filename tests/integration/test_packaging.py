@@ -41,8 +41,8 @@ assert spec is not None and spec.loader is not None
 lock = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(lock)  # (scripts/ is no package: it runs before any install)
 PACKAGE_DATA = [
-    "balancer/dashboard.html", "server/dashboard.html", "daemon/charts.js", "daemon/dashboard.css",
-    "wire/compiler_options.txt",
+    "balancer/observe/dashboard.html", "server/dashboard.html",
+    "daemon/charts.js", "daemon/dashboard.css", "wire/compiler_options.txt",
 ]  # fmt: skip
 
 
@@ -115,7 +115,7 @@ def test_the_installed_package_data_is_found_where_the_code_looks(installed: Pat
     code = (
         "import balancer, wire.args, importlib.resources as r; "
         "print(balancer.__file__); "
-        "print(r.files('balancer').joinpath('dashboard.html').read_text()[:15]); "
+        "print(r.files('balancer.observe').joinpath('dashboard.html').read_text()[:15]); "
         "print(wire.args.scan(['-c', '-O2', 'x.c']) is not None); "
         "import daemon.pages as p; print(p.page('server', 'dashboard.html')[:15]); "
         "print(all(r.files('daemon').joinpath(n).is_file() for n in p.ASSETS))"

@@ -43,7 +43,7 @@ JOB_RANGE = range(JOB_UIDS[0], JOB_UIDS[1] + 1)
 
 def _waiting_sandboxes() -> set[int]:
     """Processes of the sandboxes a server keeps ready for its next jobs: each waiting
-    shell (server/warm.py) and the bubblewrap processes above it."""
+    shell (server/sandbox/warm.py) and the bubblewrap processes above it."""
     table = {pid: ppid for pid, ppid, _, _ in process_table()}
     waiting = set()
     for pid in table:

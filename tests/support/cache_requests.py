@@ -100,7 +100,7 @@ CLANG14 = CompilerIdentity("Debian clang version 14.0.6", "cd" * 32)
 
 def key(request: Request, job: Job, identity: CompilerIdentity = GCC12) -> str:
     """As both daemons key a job: the judge's canonical argv (server/connection.py,
-    balancer/dispatch.py), under a compiler's identity (its family decides what of the
+    balancer/dispatch/dispatcher.py), under a compiler's identity (its family decides what of the
     paths may be left out)."""
     return cache_key(job_digest(request.protocol, job.argv, request.text), identity)
 

@@ -187,7 +187,7 @@ class ServerProcess:
         """The directories of jobs the server has now (in its one ``distlb-jobs-*``):
         those with a job's source in them. (The sandboxes it keeps ready for the next
         jobs have directories too, without one; and the server's ``owner`` file says
-        whose the directory is: server/jobs_root.py.)"""
+        whose the directory is: server/sandbox/jobs_root.py.)"""
         return [
             entry
             for root in self.tmp_dir.glob("distlb-jobs-*")
@@ -285,7 +285,7 @@ def live_group_members(pgid: int) -> list[int]:
 
 def live_children(pid: int) -> list[int]:
     """Live children of ``pid``, but for the sandboxes a server keeps ready for its next
-    jobs (server/warm.py: each waits in a shell reading its command line)."""
+    jobs (server/sandbox/warm.py: each waits in a shell reading its command line)."""
     return [
         p
         for p, ppid, _, state in process_table()

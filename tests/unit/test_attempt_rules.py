@@ -1,4 +1,4 @@
-"""The attempt record's rules (balancer/attempts.py): who is at fault when an attempt
+"""The attempt record's rules (balancer/dispatch/attempts.py): who is at fault when an attempt
 gets no reply by its deadline. A backend that compiled probes or other jobs well
 meanwhile is not (a source can make a compile hang): the job ends, is not sent on, and
 the backend is not charged; one that compiled nothing since is charged, and the job may
@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from balancer.attempts import Attempt, DispatchSettings, JobAttempts
-from balancer.backends import Backend, BackendSpec
-from balancer.tail import Running
+from balancer.dispatch.attempts import Attempt, DispatchSettings, JobAttempts
+from balancer.routing.backend import Backend, BackendSpec
+from balancer.routing.estimates import Running
 from wire import Request
 
 pytestmark = pytest.mark.asyncio

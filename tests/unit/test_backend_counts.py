@@ -1,7 +1,7 @@
-"""What a backend's ``ok`` counts (balancer/dispatch.py, balancer/backends.py): the jobs
-it answered, so that the backends' counts add up to the balancer's. A hedged job whose
-two copies both compile is one job: the copy that lost still proves the backend
-healthy (``good_replies``), but is not a second ``ok``."""
+"""What a backend's ``ok`` counts (balancer/dispatch/dispatcher.py,
+balancer/routing/backend.py): the jobs it answered, so that the backends' counts add up
+to the balancer's. A hedged job whose two copies both compile is one job: the copy that
+lost still proves the backend healthy (``good_replies``), but is not a second ``ok``."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from balancer.attempts import Attempt, DispatchSettings, JobAttempts
-from balancer.backends import Backend, BackendSpec
-from balancer.dispatch import Dispatcher
-from balancer.pool import Pool, PoolSettings
-from balancer.tail import Running
+from balancer.dispatch.attempts import Attempt, DispatchSettings, JobAttempts
+from balancer.dispatch.dispatcher import Dispatcher
+from balancer.pool.pool import Pool, PoolSettings
+from balancer.routing.backend import Backend, BackendSpec
+from balancer.routing.estimates import Running
 from wire import Limits, Reply, Request
 
 pytestmark = pytest.mark.asyncio

@@ -1,11 +1,11 @@
-"""Backend SPECs, the free-slot estimate and rise/fall health (balancer/backends.py)."""
+"""Backend SPECs, the free-slot estimate and rise/fall health (balancer/routing/backend.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from balancer.backends import Backend, BackendReport, BackendSpec, SpecError
-from balancer.own_connections import OpenedOn
+from balancer.routing.backend import Backend, BackendReport, BackendSpec, SpecError
+from balancer.routing.own_connections import OpenedOn
 from client.quantiles import quantile
 
 

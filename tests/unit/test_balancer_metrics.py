@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from balancer.attempts import DispatchSettings
-from balancer.backends import Backend, BackendSpec
-from balancer.dispatch import Dispatcher
-from balancer.pool import Pool, PoolSettings
-from balancer.stats import BalancerStats
+from balancer.dispatch.attempts import DispatchSettings
+from balancer.dispatch.dispatcher import Dispatcher
+from balancer.observe.stats import BalancerStats
+from balancer.pool.pool import Pool, PoolSettings
+from balancer.routing.backend import Backend, BackendSpec
 from wire import Limits
 
 pytestmark = pytest.mark.asyncio

@@ -1,9 +1,9 @@
-"""balancer/compilers.py: which backends a job's compiler may go to (pure, fake clock)."""
+"""balancer/routing/compilers.py: which backends a job's compiler may go to (pure, fake clock)."""
 
 from __future__ import annotations
 
-from balancer.backends import Backend, BackendReport, BackendSpec
-from balancer.compilers import (
+from balancer.routing.backend import Backend, BackendReport, BackendSpec
+from balancer.routing.compilers import (
     MISSING_HOLD_S,
     CompilerRouting,
     NoCompiler,
@@ -126,9 +126,9 @@ def test_a_farm_all_down_is_no_capacity_not_no_compiler() -> None:
 
     import pytest
 
-    from balancer.acquiring import SlotTaker
-    from balancer.attempts import DispatchSettings, JobAttempts
-    from balancer.pool import Pool, PoolSettings
+    from balancer.dispatch.acquire import SlotTaker
+    from balancer.dispatch.attempts import DispatchSettings, JobAttempts
+    from balancer.pool.pool import Pool, PoolSettings
     from wire import Request
 
     pool = Pool([], PoolSettings())  # never started

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import math
 
-from balancer.activity import (
+from balancer.dispatch.attempts import Attempt
+from balancer.observe.activity import (
     CURRENT,
     MAX_CLIENTS,
     MAX_FAILURES,
@@ -14,9 +15,8 @@ from balancer.activity import (
     attach,
     merge_snapshots,
 )
-from balancer.attempts import Attempt
-from balancer.backends import Backend, BackendSpec
-from balancer.history import History, merge_exports
+from balancer.observe.history import History, merge_exports
+from balancer.routing.backend import Backend, BackendSpec
 from daemon.ring import Ring, quantile_ms
 
 
@@ -116,7 +116,7 @@ def test_a_job_in_flight_is_shown_with_its_attempts_and_gone_when_it_ends() -> N
     async def job() -> None:
         live = activity.start("j1", "alice@EXAMPLE", "foo.c", "gcc")
         attempts = _Attempts()
-        attach(attempts)  # (what each job's attempt record does, balancer/attempts.py)
+        attach(attempts)  # (what each job's attempt record does, balancer/dispatch/attempts.py)
         assert live.attempts is attempts
         shown = activity.jobs()
         assert [(j["job_id"], j["client"], j["file"], j["phase"]) for j in shown] == [

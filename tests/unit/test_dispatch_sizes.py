@@ -3,10 +3,10 @@ much larger."""
 
 from __future__ import annotations
 
-from balancer.attempts import DispatchSettings
-from balancer.dispatch import Dispatcher
-from balancer.pool import Pool, PoolSettings
-from balancer.tail import MIN_SIZES_FOR_BIG
+from balancer.dispatch.attempts import DispatchSettings
+from balancer.dispatch.dispatcher import Dispatcher
+from balancer.pool.pool import Pool, PoolSettings
+from balancer.routing.estimates import MIN_SIZES_FOR_BIG
 from wire import Limits
 
 

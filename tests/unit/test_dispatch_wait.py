@@ -1,4 +1,4 @@
-"""The dispatcher's waiting (balancer/dispatch.py). For a faster backend: a big
+"""The dispatcher's waiting (balancer/dispatch/dispatcher.py). For a faster backend: a big
 job holds back while one of our jobs on a much faster backend is about to end, takes
 that backend when it does, and gives up waiting once waiting no longer pays. For a
 free slot: not at all when no backend is in rotation."""
@@ -10,12 +10,12 @@ import time
 
 import pytest
 
-from balancer.attempts import DispatchSettings
-from balancer.backends import Backend, BackendReport, BackendSpec
-from balancer.dispatch import Dispatcher
-from balancer.pool import Pool, PoolSettings
-from balancer.queue import NoCapacity, Waiting
-from balancer.tail import Running
+from balancer.dispatch.attempts import DispatchSettings
+from balancer.dispatch.dispatcher import Dispatcher
+from balancer.pool.pool import Pool, PoolSettings
+from balancer.routing.backend import Backend, BackendReport, BackendSpec
+from balancer.routing.estimates import Running
+from balancer.routing.queue import NoCapacity, Waiting
 from wire import Limits
 
 pytestmark = pytest.mark.asyncio

@@ -1,12 +1,12 @@
-"""Picking a backend: healthy, free, two random choices (balancer/picker.py)."""
+"""Picking a backend: healthy, free, two random choices (balancer/routing/picker.py)."""
 
 from __future__ import annotations
 
 import random
 from collections import Counter
 
-from balancer.backends import Backend, BackendReport, BackendSpec
-from balancer.picker import pick
+from balancer.routing.backend import Backend, BackendReport, BackendSpec
+from balancer.routing.picker import pick
 
 # pick() is None only when no backend can take the job; each pick below has one to
 # choose, hence the ``type: ignore[union-attr]`` where its name is read.

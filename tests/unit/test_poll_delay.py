@@ -1,8 +1,8 @@
-"""How soon a balancer reads a backend's report again (balancer/pool.py)."""
+"""How soon a balancer reads a backend's report again (balancer/pool/pool.py)."""
 
 from __future__ import annotations
 
-from balancer.pool import PoolSettings, poll_delay
+from balancer.pool.pool import PoolSettings, poll_delay
 
 
 def test_reports_are_read_at_the_normal_pace_without_demand() -> None:

@@ -1,4 +1,4 @@
-"""Jobs waiting for a slot are woken longest-waiting first (balancer/pool.py), so a job
+"""Jobs waiting for a slot are woken longest-waiting first (balancer/pool/pool.py), so a job
 that a full backend turned away, and that waits again, keeps its place in the queue."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from balancer.pool import Pool, PoolSettings
+from balancer.pool.pool import Pool, PoolSettings
 
 pytestmark = pytest.mark.asyncio
 

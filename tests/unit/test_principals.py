@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from balancer.backends import BackendSpec, SpecError
 from balancer.config import BalancerConfig
+from balancer.routing.backend import BackendSpec, SpecError
 from daemon.principals import ListUnreadable, PrincipalFile, PrincipalPolicy, parse_principals
 
 

@@ -1,4 +1,4 @@
-"""Waiting for a slot (balancer/queue.py) on a fake clock, without sockets or real time:
+"""Waiting for a slot (balancer/routing/queue.py) on a fake clock, without sockets or real time:
 the wake order, the queue timeout over several waits, failing fast when nothing is in
 rotation, and holding back for a faster backend (which does not spend the timeout and
 ends once it no longer pays)."""
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from balancer.queue import Acquire, NoCapacity, SlotQueue, acquire
+from balancer.routing.queue import Acquire, NoCapacity, SlotQueue, acquire
 
 pytestmark = pytest.mark.asyncio
 

@@ -1,5 +1,5 @@
-"""The roster (balancer/roster.py) keeps, incrementally, what a pick from scratch
-(balancer/picker.py) would compute: after any sequence of reports, jobs, probes,
+"""The roster (balancer/routing/roster.py) keeps, incrementally, what a pick from scratch
+(balancer/routing/picker.py) would compute: after any sequence of reports, jobs, probes,
 latencies, health changes, turn-aways and time passing, each backend's seconds per
 job, pick weight and the fastest free backend are the from-scratch ones."""
 
@@ -12,9 +12,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from balancer.backends import Backend, BackendReport, BackendSpec
-from balancer.picker import AffinityRing, affinity_choice, seconds_per_job
-from balancer.roster import Roster
+from balancer.routing.backend import Backend, BackendReport, BackendSpec
+from balancer.routing.picker import AffinityRing, affinity_choice, seconds_per_job
+from balancer.routing.roster import Roster
 
 COUNT = 6
 
@@ -178,7 +178,7 @@ def test_the_affinity_pick_equals_the_from_scratch_ring(
     weights: list[float], ops: list[tuple[Any, ...]], affinity: bytes
 ) -> None:
     """The ring, the caching backends and their load kept by the roster give the pick
-    that :func:`balancer.picker.affinity_choice` computes from scratch."""
+    that :func:`balancer.routing.picker.affinity_choice` computes from scratch."""
     roster, backends, clock = _farm(weights)
     for i, backend in enumerate(backends):  # all caching and in rotation, loaded unevenly
         backend.on_report(BackendReport(slots=4, busy=i % 4, result_cache=True))

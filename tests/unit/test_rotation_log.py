@@ -1,10 +1,10 @@
-"""What the balancer logs of a backend's checks (balancer/rotation_log.py): each change
+"""What the balancer logs of a backend's checks (balancer/routing/rotation_log.py): each change
 of state, and while a backend is out of rotation, or has never come in, each reason it
 fails for once, never a line per probe."""
 
 from __future__ import annotations
 
-from balancer.rotation_log import MAX_REASONS, RotationLog, StateLine
+from balancer.routing.rotation_log import MAX_REASONS, RotationLog, StateLine
 
 FALL = 2
 REFUSED = "probe: 127.0.0.1:1: [Errno 111] Connect call failed"

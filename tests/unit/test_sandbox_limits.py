@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from server.sandbox import PRLIMIT, SHELL, JobLimits
-from server.sandbox_check import parse_limits
+from server.sandbox.check import parse_limits
+from server.sandbox.launcher import PRLIMIT, SHELL, JobLimits
 
 LIMITS = [
     JobLimits(),
@@ -45,7 +45,7 @@ def test_limits_are_parsed_by_name_with_unlimited_as_none() -> None:
 
 
 def test_a_refused_user_namespace_is_named_with_what_to_check() -> None:
-    from server.sandbox_check import sandbox_hint
+    from server.sandbox.check import sandbox_hint
 
     bwrap_said = (
         "bwrap: No permissions to create new namespace, likely because the kernel does not "

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from balancer.attempts import DispatchSettings
+from balancer.cli import build_parser as balancer_parser
 from balancer.config import BalancerConfig
-from balancer.flags import build_parser as balancer_parser
-from balancer.pool import PoolSettings
+from balancer.dispatch.attempts import DispatchSettings
+from balancer.pool.pool import PoolSettings
 from daemon.config import config_defaults, setting_source, shown_default
 from server.config import ServerConfig
 from server.config import build_parser as server_parser

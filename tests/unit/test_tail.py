@@ -1,11 +1,12 @@
-"""Tail hedging: which running job a faster free backend should back up (balancer/tail.py)."""
+"""Tail hedging: which running job a faster free backend should back up
+(balancer/routing/estimates.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from balancer.backends import Backend, BackendReport, BackendSpec
-from balancer.tail import Running, backup_choice, size_factor, wait_choice
+from balancer.routing.backend import Backend, BackendReport, BackendSpec
+from balancer.routing.estimates import Running, backup_choice, size_factor, wait_choice
 
 
 def _backend(name: str, latency_s: float, slots: int = 2, busy: int = 0) -> Backend:

@@ -1,13 +1,13 @@
-"""balancer/shared.py and the merging in balancer/workers.py, without processes: one
-SharedCounts seen as each worker in turn."""
+"""balancer/workers/shared.py and the merging in balancer/workers/supervisor.py, without
+processes: one SharedCounts seen as each worker in turn."""
 
 from __future__ import annotations
 
 import time
 
-from balancer.backends import Backend, BackendReport, BackendSpec
-from balancer.shared import SharedCounts
-from balancer.workers import merge_metrics, merge_status
+from balancer.routing.backend import Backend, BackendReport, BackendSpec
+from balancer.workers.shared import SharedCounts
+from balancer.workers.supervisor import merge_metrics, merge_status
 
 
 def test_each_worker_sees_what_the_others_hold_and_is_told_of_changes() -> None:

@@ -1,0 +1,242 @@
+"""What one job tries, and how it ends: the dispatcher's settings and records
+(balancer/dispatch/dispatcher.py runs the attempt loop over them)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import structlog
+
+from balancer.observe.activity import attach
+from balancer.routing.backend import Backend
+from balancer.routing.compilers import CompilerMissing
+from balancer.routing.estimates import Running
+from client import TurnedAway
+from wire import Reply, Request
+
+log = structlog.get_logger("distlb.balancer.dispatch.dispatcher")
+
+MAX_TURNED_AWAY = 64
+"""Turn-aways one job may meet (each is a wait, bounded by the queue timeout too)."""
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    queue_timeout_s: float = 10.0
+    max_attempts: int = 3
+    hedge_after_s: float | None = None
+    """Fixed hedge delay; None: the larger of ``hedge_min_s`` and 3 x the backend's p95."""
+    hedge_min_s: float = 5.0
+    tail_hedge: float = 2.0
+    """Back up a running job on a free backend that would finish it this many times
+    sooner, while no job waits for a slot (balancer/routing/estimates.py); 0 turns it off."""
+    wait_for_faster: float = 1.25
+    """A big job waits for a faster backend to come free instead of taking a slower
+    free one, when it would finish this many times sooner (balancer/routing/estimates.py);
+    0: off."""
+    connect_timeout_s: float = 1.0
+    attempt_timeout_s: float = 1500.0
+    """Longest wait for one backend's reply (beyond a server's 1200 s job lifetime)."""
+    attempt_deadline_factor: float = 20.0
+    """An attempt on a backend with a latency history gives up after this many times
+    its p99 (scaled by the job's size), but never before ``attempt_deadline_min_s``."""
+    attempt_deadline_min_s: float = 60.0
+    backend_idle_timeout_s: float = 10.0
+    """Sending a request, or receiving a reply once it has begun, may pause this long
+    (plus a second per MiB): a backend that hangs or trickles mid-transfer is caught."""
+    max_hedges: int = 2
+    """Late and tail hedges per job (rescues from a backend that left rotation are
+    bounded by the attempts instead)."""
+    cache_trust_unsandboxed: bool = False
+    """Also store results of backends that compile without a sandbox
+    (balancer/dispatch/caching.py)."""
+    cache_share_across_dirs: bool = False
+    """Key debug builds without prefix maps apart from their checkout's directory too
+    (cache/path_rules.py)."""
+
+
+class AllFailed(Exception):
+    """Every attempt failed; the last reason is the message."""
+
+    history: list[dict[str, object]] = []
+
+
+@dataclass
+class Dispatched:
+    """How a job was answered: the reply, and where it came from."""
+
+    reply: Reply
+    backend: str
+    attempts: int
+    hedged: bool
+    tried: list[str] = field(default_factory=list)
+    cached: bool = False
+    queued_s: float = 0.0
+    """Time spent waiting for a backend with a free slot."""
+    history: list[dict[str, object]] = field(default_factory=list)
+    """Every attempt: backend, kind, result, backend_conn."""
+    backend_conn: str = ""
+    """The local ``IP:PORT`` of the answering attempt's connection to its backend: the
+    ``peer`` a distlb server logs for the same job ("" from the cache)."""
+
+
+@dataclass
+class BackendConn:
+    """An attempt's connection to its backend, as both ends log it."""
+
+    local: str = ""
+    """Our ``IP:PORT`` on it ("" until connected, or when it never was)."""
+
+    def made(self, local: str) -> None:
+        self.local = local
+
+
+@dataclass(eq=False)
+class Attempt:
+    """One sending of a job to one backend."""
+
+    backend: Backend
+    task: asyncio.Task[Reply]
+    running: Running
+    kind: str
+    """first, retry (after a failure or turn-away), late or tail (hedges), rescue."""
+    started: float
+    late_at: float
+    deadline: float
+    result: str = ""
+    conn: BackendConn = field(default_factory=BackendConn)
+
+
+class Wake:
+    """An event a job's loop waits on, as a plain future (no task per wait): set when
+    something the job may act on changed; cleared after each wait."""
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._set = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    def future(self) -> asyncio.Future[None]:
+        """A future done when (or once) this is set."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._set:
+            waiter.set_result(None)
+        self._waiter = waiter
+        return waiter
+
+
+@dataclass(eq=False)
+class JobAttempts:
+    """Everything one job has tried, and what it is waiting on."""
+
+    request: Request
+    big: bool
+    factor: float
+    affinity: bytes | None
+    encoded: bytes | None = None
+    """The request's bytes, made once for every attempt (retries and hedges)."""
+    running: list[Attempt] = field(default_factory=list)
+    history: list[Attempt] = field(default_factory=list)
+    failed: set[str] = field(default_factory=set)
+    refused: set[str] = field(default_factory=set)
+    """Backends that answered it "no such compiler" (balancer/routing/compilers.py)."""
+    failures: int = 0
+    hedges: int = 0
+    last_error: str = "no attempt made"
+    winner: Attempt | None = None
+    wake: Wake = field(default_factory=lambda: Wake())
+    """Set when something the job may act on changed: a backend it runs on left
+    rotation, or a faster backend came free for a tail hedge."""
+
+    def __post_init__(self) -> None:
+        attach(self)  # (the dashboard's view of the job sees its attempts)
+
+    @property
+    def sends(self) -> int:
+        """Attempts that were not turned away."""
+        return sum(1 for a in self.history if a.result != "turned_away")
+
+    def end(self, attempt: Attempt, result: str) -> None:
+        attempt.result = attempt.result or result
+
+    def record(self, attempt: Attempt) -> Reply | None:
+        """Write down how ``attempt`` (its task done, out of :attr:`running`) ended:
+        its reply, when it won; else None, with why it did not (cancelled; the backend
+        lacks the compiler after all, which is not the job's failure: where its
+        compiler is has changed; turned away, which spends no failure, nor a hedge for
+        a copy that never ran; or failed)."""
+        if attempt.task.cancelled():
+            self.end(attempt, "cancelled")
+            return None
+        exc = attempt.task.exception()
+        if exc is None:
+            self.winner = attempt
+            self.end(attempt, "ok")
+            return attempt.task.result()
+        name = attempt.backend.name
+        self.last_error = f"{name}: {exc}"
+        if isinstance(exc, CompilerMissing):
+            self.refused.add(name)
+            self.end(attempt, "no_compiler")
+            log.info("attempt_no_compiler", backend=name, compiler=self.request.argv[0])
+        elif isinstance(exc, TurnedAway):
+            self.end(attempt, "turned_away")
+            if attempt.kind in ("late", "tail"):
+                self.hedges -= 1
+            log.debug("attempt_turned_away", backend=name, attempt=len(self.history))
+        else:
+            self.failures += 1
+            self.failed.add(name)
+            self.end(attempt, f"failed: {type(exc).__name__}")
+            log.info("attempt_failed", backend=name, attempt=len(self.history),
+                     error=type(exc).__name__, reason=str(exc))  # fmt: skip
+        return None
+
+    def missed_deadline(self, attempt: Attempt, settings: DispatchSettings) -> str | None:
+        """``attempt`` got no reply by its deadline (it is ended). Returns the reason to
+        charge its backend with; None when the backend compiled probes or other jobs
+        well meanwhile: then this job, not the backend, outlived its deadline (a source
+        can make a compile hang), and it is neither charged to the backend nor sent on
+        to hang another backend's slot: it ends, and its client compiles it."""
+        seconds = round(attempt.deadline - attempt.started, 1)
+        backend = attempt.backend
+        self.end(attempt, "deadline")
+        if backend.proven_at > attempt.started:
+            self.failures = max(self.failures + 1, settings.max_attempts)
+            self.hedges = settings.max_hedges
+            self.last_error = (f"{backend.name}: no reply within {seconds} s (its deadline), "
+                               "while the backend compiled others")  # fmt: skip
+            return None
+        reason = f"job: no reply within {seconds} s (its deadline)"
+        self.failures += 1
+        self.failed.add(backend.name)
+        self.last_error = f"{backend.name}: {reason}"
+        return reason
+
+    def describe(self) -> list[dict[str, object]]:
+        """Every attempt, for the job_done line: backend, why it was sent, how it ended,
+        and our end of its connection (the backend's ``peer``; "" if none was made)."""
+        return [
+            {"backend": a.backend.name, "kind": a.kind, "result": a.result or "running",
+             "backend_conn": a.conn.local}
+            for a in self.history
+        ]  # fmt: skip
+
+
+def attempt_deadline(settings: DispatchSettings, backend: Backend, factor: float) -> float:
+    """How long an attempt may go without its reply: the absolute bound, or much less
+    for a backend whose own history says its replies come fast (``factor``: the job's
+    size over the median's)."""
+    p99 = backend.latency_quantile(0.99)
+    if p99 is None:
+        return settings.attempt_timeout_s
+    derived = max(settings.attempt_deadline_min_s, settings.attempt_deadline_factor * p99 * factor)
+    return min(settings.attempt_timeout_s, derived)

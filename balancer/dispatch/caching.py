@@ -1,0 +1,77 @@
+"""The shared result cache on a job's path: look a job up before it is sent, store a good
+reply after, and decide whose replies may be stored at all.
+
+A reply is stored only when the backend that compiled it says which compiler it ran
+(its identity: version line and binary digest, from a distlb server's report) and runs
+its compiles sandboxed (``--sandbox bwrap`` in its report), unless the operator trusts
+unsandboxed backends (``--cache-trust-unsandboxed``). A shared entry is served to every
+developer: one from a server whose compiles could read or write what they like is a
+way for one job to poison other people's builds. distccd backends say neither.
+"""
+
+from __future__ import annotations
+
+from balancer.dispatch.attempts import Dispatched
+from balancer.pool.pool import Pool
+from balancer.routing.backend import Backend
+from cache import CachedResult, CompilerIdentity, JobDigest, ResultCache
+from wire import Reply, Request
+
+
+def source_identity(
+    backend: Backend | None, compiler: str, trust_unsandboxed: bool
+) -> CompilerIdentity | None:
+    """The identity to store ``backend``'s result of a ``compiler`` job under, or None
+    when its results must not be shared (no identity, or no sandbox and no trust)."""
+    if backend is None:
+        return None
+    identity = backend.identity(compiler)
+    if identity is None or not (backend.sandboxed or trust_unsandboxed):
+        return None
+    return identity
+
+
+class CacheFront:
+    """Lookups and stores for one dispatcher."""
+
+    def __init__(self, cache: ResultCache, pool: Pool, trust_unsandboxed: bool) -> None:
+        self.cache = cache
+        self.pool = pool
+        self.trust_unsandboxed = trust_unsandboxed
+        self.not_stored_unsandboxed = 0
+        """Good replies not stored because their backend compiles without a sandbox."""
+
+    async def lookup(self, job: JobDigest, request: Request) -> Dispatched | None:
+        """A cached result from a compiler identity the job could be sent to now: one a
+        healthy backend runs, and, with ``--compiler-identity`` majority or pinned, the
+        chosen one (a result of another version must not join the build; a review saw
+        a mismatched backend's object served). Its warnings name this job's files. A miss
+        whose job differs from a stored one only by paths is counted (``path_misses``)."""
+        compiler = request.argv[0]
+        backends = self.pool.backends
+        excluded = self.pool.routing.route(backends.values(), compiler).exclude
+        found = {
+            b.identity(compiler) for b in backends.values() if b.healthy and b.name not in excluded
+        }
+        identities = sorted((i for i in found if i is not None), key=lambda i: i.token)
+        for identity in identities:
+            result = await self.cache.lookup(job, identity)
+            if result is not None:
+                reply = Reply(request.protocol, 0, result.stderr, result.stdout, result.obj)
+                return Dispatched(reply, "cache", 0, False, [], cached=True)
+        self.cache.note_miss(job, identities)
+        return None
+
+    def store(self, job: JobDigest, request: Request, outcome: Dispatched) -> None:
+        """Store a good reply in the background, if its backend may be a source."""
+        if outcome.reply.status != 0:
+            return
+        backend = self.pool.backends.get(outcome.backend)
+        identity = source_identity(backend, request.argv[0], self.trust_unsandboxed)
+        if identity is None:
+            if backend is not None and backend.identity(request.argv[0]) is not None:
+                self.not_stored_unsandboxed += 1
+            return
+        reply = outcome.reply
+        result = CachedResult(obj=reply.obj, stderr=reply.stderr, stdout=reply.stdout)
+        self.cache.store(job, identity, result)

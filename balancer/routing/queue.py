@@ -1,0 +1,223 @@
+"""Waiting for a free slot: who waits, who is woken first, how long one may wait, when
+waiting is pointless, and holding back for a faster backend (no sockets; the clock is
+injected, so all of it runs in tests without real time).
+
+- Jobs that find no backend with a free slot wait for a change (a job ends, a report
+  comes, a backend's health changes). A change wakes every waiting job, the longest
+  waiting first: they look again, and pick, in that order; a job that a full backend
+  turned away keeps its place, since it keeps the time it first began to wait.
+- A job waits at most the queue timeout in all, over all its waits (``Waiting``); then
+  :class:`NoCapacity`, and the client compiles locally.
+- Fail fast: when no backend is in rotation and each failed its latest check, there is
+  nothing to wait for, and the job gives up at once rather than after the timeout.
+- A big job may hold back for a faster backend to come free instead of taking a slower
+  free one (balancer/routing/estimates.py says when that pays); holding does not spend the queue
+  timeout, and stops once it no longer pays. Jobs holding back for the same backend
+  queue in the order they began to, so the first to hold is the first it frees for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    def time(self) -> float: ...
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer: ...
+
+
+class LoopClock:
+    """Real time: ``time.monotonic`` and the running loop's timers."""
+
+    def time(self) -> float:
+        return time.monotonic()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        return asyncio.get_running_loop().call_later(delay, callback)
+
+
+class NoCapacity(Exception):
+    """No healthy backend had a free slot within the queue timeout."""
+
+    history: list[dict[str, object]] = []
+
+
+@dataclass
+class Waiting:
+    """One job's waiting for a backend, over all its attempts."""
+
+    left_s: float
+    """What is left of the queue timeout."""
+    held_s: float = 0.0
+    """Time spent holding back for a faster backend (not taken from ``left_s``)."""
+    since: float = field(default_factory=time.monotonic)
+    """When the job first asked: the longest waiting are woken first."""
+
+
+class SlotQueue:
+    """The jobs waiting for a change, and the jobs holding back for a backend."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or LoopClock()
+        self._waiters: dict[int, tuple[float, asyncio.Future[None]]] = {}
+        self._order = itertools.count()
+        self.waiting_for_slot = 0
+        """Jobs waiting because no backend has a free slot (not those holding back)."""
+        self.holds: dict[str, list[object]] = {}
+        """Per backend, the jobs holding back for it, in the order they began to."""
+
+    def waiting(self, queue_timeout_s: float) -> Waiting:
+        return Waiting(queue_timeout_s, since=self.clock.time())
+
+    def notify(self) -> None:
+        """Wake every waiting job, those waiting longest first (ties: who asked first)."""
+        waiters, self._waiters = self._waiters, {}
+        for _, (_, future) in sorted(waiters.items(), key=lambda item: (item[1][0], item[0])):
+            if not future.done():
+                future.set_result(None)
+
+    async def wait(self, timeout_s: float, since: float | None = None) -> None:
+        """Until the next :meth:`notify` or ``timeout_s``; ``since``: when the caller
+        began to wait (default now), its place in the wake order."""
+        order = next(self._order)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[order] = (self.clock.time() if since is None else since, future)
+
+        def expire() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        timer = self.clock.call_later(max(0.0, timeout_s), expire)
+        try:
+            await future
+        finally:
+            timer.cancel()
+            self._waiters.pop(order, None)
+            if not future.done():
+                future.cancel()
+
+    def ahead(self, token: object) -> dict[str, int]:
+        """Per backend, how many jobs hold back for it ahead of ``token``'s job."""
+        return {
+            name: queue.index(token) if token in queue else len(queue)
+            for name, queue in self.holds.items()
+        }
+
+    def _hold(self, backend: str, token: object) -> None:
+        self.holds.setdefault(backend, []).append(token)
+
+    def _leave(self, backend: str | None, token: object) -> None:
+        if backend is not None:
+            queue = self.holds[backend]
+            queue.remove(token)
+            if not queue:
+                del self.holds[backend]
+
+
+class Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+B = TypeVar("B", bound=Named)
+
+
+@dataclass
+class Acquire(Generic[B]):
+    """How one job waits: its picks, whether to hold back, when to give up."""
+
+    pick: Callable[[], B | None]
+    """A backend with a free slot now, or None."""
+    all_down: Callable[[], bool]
+    """Nothing is in rotation and every backend failed its latest check."""
+    queue_timeout_s: float
+    hold: Callable[[B, object], tuple[B, float, float] | None] | None = None
+    """For a backend about to be taken: (faster backend to hold back for, expected
+    wait, how long holding still pays), or None. Called with the job's hold token."""
+    on_wait: Callable[[], None] | None = None
+    """Called each time the job begins to wait for a slot (e.g. to poll faster)."""
+    on_hold: Callable[[B, B], None] | None = None
+    """Called once, when the job first holds back: (for, instead of)."""
+    reserve: Callable[[B], bool] | None = None
+    """Take the slot of the backend picked, in the same step as the pick; False: it was
+    taken meanwhile (by another worker), so wait for the next change."""
+
+
+def take_now(how: Acquire[B], token: object | None = None) -> B | None:
+    """A backend with a free slot, taken now, when one is free and the job would not
+    hold back for a faster one; else None (then :func:`acquire` waits for one). The
+    first step of :func:`acquire`, without a task or a wait: most jobs find a free
+    slot at once."""
+    backend = how.pick()
+    if backend is None:
+        return None
+    if how.hold is not None and how.hold(backend, token if token is not None else object()):
+        return None
+    if how.reserve is None or how.reserve(backend):
+        return backend
+    return None
+
+
+async def acquire(queue: SlotQueue, how: Acquire[B], waiting: Waiting) -> B:
+    """A backend with a free slot, waiting at most ``waiting.left_s`` in all (and
+    holding back while it pays). Raises :class:`NoCapacity`."""
+    clock = queue.clock
+    give_up_holding_at: float | None = None
+    held: str | None = None  # the backend whose queue we hold back in
+    token = object()
+    try:
+        while True:
+            backend = how.pick()
+            if backend is not None:
+                now = clock.time()
+                faster = None
+                if how.hold is not None and (
+                    give_up_holding_at is None or now < give_up_holding_at
+                ):
+                    faster = how.hold(backend, token)
+                if faster is None:
+                    if how.reserve is None or how.reserve(backend):
+                        return backend
+                else:
+                    target, _wait_s, worth_s = faster
+                    if give_up_holding_at is None:
+                        give_up_holding_at = now + worth_s
+                        if how.on_hold is not None:
+                            how.on_hold(target, backend)
+                    if held != target.name:  # a first hold, or for another backend now
+                        queue._leave(held, token)
+                        queue._hold(target.name, token)
+                        held = target.name
+                    # Woken by any change (our job there ending is one); waiting longer than
+                    # expected is fine until it stops being worth it.
+                    await queue.wait(give_up_holding_at - now, waiting.since)
+                    waiting.held_s += clock.time() - now
+                    continue
+            if waiting.left_s <= 0:
+                raise NoCapacity(f"no backend had a free slot within {how.queue_timeout_s} s")
+            if how.all_down():
+                # Nothing to wait for: the client compiles locally now, not in 10 s.
+                raise NoCapacity("no backend is in rotation")
+            started = clock.time()
+            if how.on_wait is not None:
+                how.on_wait()
+            queue.waiting_for_slot += 1
+            try:
+                await queue.wait(waiting.left_s, waiting.since)
+            finally:
+                queue.waiting_for_slot -= 1
+            waiting.left_s -= clock.time() - started
+    finally:
+        queue._leave(held, token)

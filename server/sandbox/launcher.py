@@ -1,0 +1,397 @@
+"""Every compile in a sandbox of its own: what a job can see, reach and use.
+
+With ``--sandbox bwrap`` (the default) each compile runs under bubblewrap in
+a mount namespace that holds only the toolchain, read-only, and the job's own
+directory (at ``/tmp``, the only writable place, and the working directory: the
+sandbox's own ``/`` and ``/dev`` are read-only);
+in an empty network namespace, its own pid namespace (every process of the
+job dies with it), with no new privileges, in a fresh session. As root, each
+job also runs as a uid of its own, taken from ``--job-uids``; unprivileged,
+jobs are kept apart by their namespaces. Resource limits bound memory, file
+size, processes, open files and CPU time, with core dumps off.
+
+The launcher is a chain of small programs, each exec'ing the next, because
+Popen asked for a user, a niceness or rlimits would fork the whole server
+instead of vfork (docs/decisions.md): ``setpriv`` (identity, no new
+privileges), ``nice``, ``prlimit``, ``bwrap``, then a shell inside that sets
+the process bound (``ulimit -p``) and execs the compiler. With ``--sandbox
+none``: ``setpriv``, ``nice``, ``prlimit``, the compiler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+import structlog
+
+from server.output import JobDirs
+
+log = structlog.get_logger("distlb.server.sandbox.launcher")
+
+SandboxMode = Literal["bwrap", "none"]
+JOB_ROOT_INSIDE = "/tmp"
+"""Where a job's directory is inside the sandbox: its working directory and its /tmp.
+A fixed path, so that what a compiler records of its directory (clang's
+DW_AT_comp_dir) is the same on every server, and the same as distccd's."""
+SETPRIV = "/usr/bin/setpriv"
+NICE = "/usr/bin/nice"
+PRLIMIT = "/usr/bin/prlimit"
+SHELL = "/bin/sh"
+DEVICES = ("null", "zero", "full", "random", "urandom")
+DEV_ARGS = (
+    "--tmpfs", "/dev",
+    *(arg for name in DEVICES for arg in ("--dev-bind", f"/dev/{name}", f"/dev/{name}")),
+    "--symlink", "/proc/self/fd", "/dev/fd",
+    *(arg for fd, name in enumerate(("stdin", "stdout", "stderr"))
+      for arg in ("--symlink", f"/proc/self/fd/{fd}", f"/dev/{name}")),
+)  # fmt: skip
+"""A job's /dev: the device nodes a compile may use, and no more. Not bwrap's ``--dev``,
+which adds a devpts instance (/dev/pts, /dev/ptmx): opening /dev/ptmx from a source's
+line marker (a diagnostic quoting line 1 of it) blocks a compile until its lifetime
+ends, and each pty a job opens counts against the host's kernel.pty.max; nor /dev/tty
+or /dev/shm, which no compile needs."""
+SANDBOX_PROCESSES = 3
+"""Processes of a sandbox besides its job's: bubblewrap's monitor and init, and the
+shell that becomes the compiler."""
+_RUN_SENT = "nl='\n' && IFS= read -r line && exec </dev/null && eval \"exec $line\""
+"""The rest of a sandbox's shell started ahead of its job: read the command line (a
+newline in an argument comes as ``"$nl"``: see server/sandbox/warm.py send_command), then
+become the compiler (its exit status and its signals are the compiler's own)."""
+DEFAULT_JOB_UIDS = (900_000_000, 900_000_999)
+"""Where per-job uids come from when the server runs as root: far above the uids
+that people, services and containers get (docs/security.md)."""
+_TOP_LEVEL = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+_ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives")
+
+
+class SandboxError(Exception):
+    """The sandbox cannot work here; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompileUser:
+    """Who a compile runs as, outside any namespace."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobLimits:
+    """Per-job resource bounds (``prlimit``); None leaves a resource unbounded."""
+
+    memory_bytes: int | None = 4096 * 1024 * 1024
+    file_bytes: int = 1024 * 1024 * 1024
+    processes: int = 64
+    open_files: int = 1024
+    cpu_s: int | None = None
+
+    def prlimit_args(self, *, nproc: int | None) -> list[str]:
+        """The limits as ``prlimit`` arguments, with ``nproc`` as the process bound
+        (None: none, the sandbox's shell sets it: see ``job_argv``)."""
+        args = [f"--fsize={self.file_bytes}"]
+        if nproc is not None:
+            args.append(f"--nproc={nproc}")
+        args += [f"--nofile={self.open_files}", "--core=0"]
+        if self.memory_bytes is not None:
+            args.append(f"--as={self.memory_bytes}")
+        if self.cpu_s is not None:
+            args.append(f"--cpu={self.cpu_s}")
+        return args
+
+    def expected(self) -> dict[str, int | None]:
+        """What /proc/PID/limits of a job must say, soft and hard (None: unlimited),
+        by the names that file uses."""
+        return {
+            "Max file size": self.file_bytes,
+            "Max open files": self.open_files,
+            "Max core file size": 0,
+            "Max address space": self.memory_bytes,
+            "Max cpu time": self.cpu_s,
+            "Max processes": self.processes,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """One thing a sandbox holds: a read-only bind, or a symlink."""
+
+    kind: Literal["ro-bind", "symlink"]
+    source: str
+    target: str
+
+    def args(self) -> list[str]:
+        return [f"--{self.kind}", self.source, self.target]
+
+    def describe(self) -> str:
+        return self.target if self.kind == "ro-bind" else f"{self.target} -> {self.source}"
+
+
+def toolchain_mounts(compiler_paths: list[str], extra_dirs: list[str]) -> list[Mount]:
+    """What a sandbox must hold for these compilers to run, found on this machine:
+    /usr, the top-level links into it (merged /usr) or the directories themselves, the
+    dynamic loader's files in /etc, every directory a compiler's symlink chain passes
+    through (``/etc/alternatives`` for ``cc``), the install tree of a compiler outside
+    /usr, and ``extra_dirs`` (the trusted specs directories) that exist."""
+    mounts: dict[str, Mount] = {"/usr": Mount("ro-bind", "/usr", "/usr")}
+    for name in _TOP_LEVEL:
+        path = "/" + name
+        if os.path.islink(path):
+            mounts[path] = Mount("symlink", os.readlink(path), path)
+        elif os.path.isdir(path):
+            mounts[path] = Mount("ro-bind", path, path)
+    for name in _ETC_FILES:
+        path = "/etc/" + name
+        if os.path.exists(path):
+            mounts[path] = Mount("ro-bind", path, path)
+    for compiler in compiler_paths:
+        for directory in _link_chain_dirs(compiler):
+            if not _covered(directory, mounts):
+                mounts[directory] = Mount("ro-bind", directory, directory)
+        real = os.path.realpath(compiler)
+        if not _covered(real, mounts):
+            prefix = os.path.dirname(os.path.dirname(real))  # .../bin/gcc -> the install
+            mounts[prefix] = Mount("ro-bind", prefix, prefix)
+    for directory in extra_dirs:
+        if os.path.isdir(directory) and not _covered(directory, mounts):
+            mounts[directory] = Mount("ro-bind", directory, directory)
+    return list(mounts.values())
+
+
+def _link_chain_dirs(path: str) -> list[str]:
+    """The directories of every link a path resolves through (bounded, as the kernel is)."""
+    dirs = []
+    current = os.path.abspath(path)
+    for _ in range(40):
+        if not os.path.islink(current):
+            break
+        dirs.append(os.path.dirname(current))
+        current = os.path.normpath(os.path.join(os.path.dirname(current), os.readlink(current)))
+    return dirs
+
+
+def _covered(path: str, mounts: dict[str, Mount]) -> bool:
+    return any(
+        m.kind == "ro-bind" and (path == m.target or path.startswith(m.target + os.sep))
+        for m in mounts.values()
+    ) or any(m.kind == "symlink" and path.startswith(m.target + os.sep) for m in mounts.values())
+
+
+class JobIdentities:
+    """Per-job uids from a range, handed out so that no two running jobs share one.
+
+    A uid comes back only after its job's sandbox is gone (its pid namespace takes
+    every process of the job with it), and is reused least recently first."""
+
+    def __init__(self, first: int, last: int) -> None:
+        if first <= 0 or last < first:
+            raise SandboxError(f"--job-uids {first}-{last} is not a range of non-root uids")
+        self.first, self.last = first, last
+        self._free: deque[int] = deque(range(first, last + 1))
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+    def check_unused(self) -> None:
+        """Refuse a range that overlaps accounts of this machine."""
+        for entry in pwd.getpwall():
+            if self.first <= entry.pw_uid <= self.last:
+                raise SandboxError(
+                    f"--job-uids {self.first}-{self.last} holds the account "
+                    f"{entry.pw_name!r} ({entry.pw_uid}): choose a range no account uses"
+                )
+
+    @property
+    def free(self) -> int:
+        return len(self._free)
+
+    def acquire(self) -> CompileUser:
+        if not self._free:
+            raise SandboxError("no job uid is free (--job-uids is smaller than --jobs)")
+        uid = self._free.popleft()
+        return CompileUser(f"job-{uid}", uid, uid)
+
+    def release(self, user: CompileUser) -> None:
+        self._free.append(user.uid)
+
+
+@dataclass
+class Sandbox:
+    """How this server runs compiles: the launcher chain and the job directory layout."""
+
+    mode: SandboxMode
+    limits: JobLimits
+    nice: int = 5
+    bwrap: str = ""
+    mounts: list[Mount] = field(default_factory=list)
+    identities: JobIdentities | None = None
+    """Per-job uids (root, bwrap)."""
+    shared_user: CompileUser | None = None
+    """The one compile user (root, --sandbox none)."""
+    job_dirs: JobDirs = field(default_factory=JobDirs)
+    """Removes job directories, and counts those it could not."""
+
+    @property
+    def job_root_inside(self) -> str | None:
+        """Where the job directory is for the compiler: None means where it really is."""
+        return JOB_ROOT_INSIDE if self.mode == "bwrap" else None
+
+    def launcher(
+        self,
+        job_dir: str,
+        user: CompileUser | None,
+        nice_exec: bool = True,
+        info_fd: int | None = None,
+    ) -> list[str]:
+        """The programs a job's command is exec'd through, for a job in ``job_dir`` run
+        as ``user`` (None: as the server, which is not root). Under bubblewrap, the
+        command itself is a shell that sets the process bound (see :meth:`job_argv`).
+        ``nice_exec=False``: no ``nice`` (the server renices the sandbox itself before
+        its job runs: see :meth:`renice_waiting`)."""
+        chain = [SETPRIV, "--no-new-privs"]
+        if user is not None:
+            chain += [f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups"]
+        chain.append("--")
+        if self.nice and nice_exec:
+            chain += [NICE, "-n", str(self.nice), "--"]
+        bwrap = self.mode == "bwrap"
+        # Every bound is set before bwrap, so that every process of the sandbox has it,
+        # bwrap's own init included (a job can ptrace it: same uid). The process bound
+        # counts every process of the uid: as root each job has a uid of its own, so it
+        # counts the job's, the sandbox's own three with them; unprivileged it would
+        # count the server's, so there only the job's shell sets it, inside.
+        nproc = None if bwrap else self.limits.processes
+        if bwrap and user is not None and self.identities is not None:
+            nproc = self.limits.processes + SANDBOX_PROCESSES
+        chain += [PRLIMIT, *self.limits.prlimit_args(nproc=nproc), "--"]
+        if not bwrap:
+            return chain
+        return [
+            *chain,
+            self.bwrap, "--unshare-all", "--die-with-parent", "--new-session",
+            "--cap-drop", "ALL",
+            # No user namespace of the job's own (it would hold every capability over
+            # new mount and network namespaces): bubblewrap >= 0.8; needs --unshare-user
+            # said (it is implied anyway: bubblewrap runs as the job's uid).
+            "--unshare-user", "--disable-userns",
+            *(["--info-fd", str(info_fd)] if info_fd is not None else []),
+            # The job's directory first: a toolchain under /tmp (a test's stand-ins)
+            # is then mounted over it rather than hidden by it.
+            "--bind", job_dir, JOB_ROOT_INSIDE,
+            *(arg for mount in self.mounts for arg in mount.args()),
+            "--proc", "/proc", *DEV_ARGS,
+            # The sandbox's own / and /dev are tmpfs, in memory and of no size: writable,
+            # a job could fill the machine's RAM there, past every job bound. Nothing of
+            # a compile writes there (its directory is its TMPDIR and HOME): read-only.
+            "--remount-ro", "/dev", "--remount-ro", "/",
+            "--chdir", JOB_ROOT_INSIDE,
+            "--",
+        ]  # fmt: skip
+
+    def job_argv(
+        self,
+        job_dir: str,
+        user: CompileUser | None,
+        command: list[str] | None,
+        info_fd: int | None = None,
+    ) -> list[str]:
+        """The whole command line that starts a job: ``command``, or with None a
+        sandbox that waits for its command (one line on stdin, quoted).
+
+        Under bubblewrap the command is run by a shell that first sets the process
+        bound (``ulimit -p``, soft and hard) inside the job's user namespace, where the
+        kernel counts the job's own processes; set before bwrap, it would cap every
+        process of the uid, which unprivileged is the server's (seen: a job after a
+        fork bomb failed "Cannot fork")."""
+        if self.mode != "bwrap":
+            if command is None:
+                raise SandboxError("--sandbox none starts no sandbox ahead of its job")
+            return [*self.launcher(job_dir, user), *command]
+        then = _RUN_SENT if command is None else 'exec "$@"'
+        script = f"ulimit -p {int(self.limits.processes)} && {then}"
+        # (info_fd: bubblewrap writes its init's pid there, as JSON, once it has one)
+        chain = self.launcher(job_dir, user, nice_exec=command is not None, info_fd=info_fd)
+        return [*chain, SHELL, "-c", script, "sh", *(command or [])]
+
+    def renice_waiting(self, monitor: int) -> None:
+        """Give a sandbox started ahead (``job_argv`` without a command, ``monitor``
+        its first process) the job's niceness: an exec of ``nice`` fewer per job.
+        Each process of its chain in turn, parent first, so that a process forked
+        meanwhile inherits the value and one forked before is found: bubblewrap's
+        monitor, its init, and the waiting shell. Called when the sandbox is started
+        (its setup runs niced) and again before its command is sent (nothing of the
+        job runs before)."""
+        if not self.nice:
+            return
+        pid: int | None = monitor
+        for _ in range(SANDBOX_PROCESSES):
+            if pid is None:
+                return
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.setpriority(os.PRIO_PROCESS, pid, self.nice)
+            found = children(pid)
+            pid = found[0] if len(found) == 1 else None
+
+    def acquire_user(self) -> CompileUser | None:
+        if self.identities is not None:
+            return self.identities.acquire()
+        return self.shared_user
+
+    def release_user(self, user: CompileUser | None) -> None:
+        if self.identities is not None and user is not None:
+            self.identities.release(user)
+
+    def _who(self) -> str:
+        if self.identities is not None:
+            return f"{self.identities.first}-{self.identities.last}"
+        if self.shared_user is not None:
+            return self.shared_user.name
+        if self.mode == "bwrap":
+            return "the server's own, each job in a user namespace of its own"
+        return "the server's own"
+
+    def describe(self) -> dict[str, object]:
+        """What /status says of the sandbox."""
+        limits = self.limits
+        return {
+            "mode": self.mode,
+            "mounts": [m.describe() for m in self.mounts] if self.mode == "bwrap" else [],
+            "network": "none" if self.mode == "bwrap" else "host",
+            "job_uids": self._who(),
+            "limits": {
+                "memory_mb": None if limits.memory_bytes is None else limits.memory_bytes >> 20,
+                "file_mb": limits.file_bytes >> 20,
+                "processes": limits.processes,
+                "open_files": limits.open_files,
+                "cpu_s": limits.cpu_s,
+                "core_dumps": False,
+            },
+        }
+
+
+def children(pid: int) -> list[int]:
+    """The children of a single-threaded process ``pid`` (none when it has gone)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as listing:
+            return [int(child) for child in listing.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LC_MESSAGES", "LC_CTYPE")
+
+
+def child_env(job_dir: str) -> dict[str, str]:
+    """The compiler's environment: PATH and locale from the server's, the job dir as
+    HOME and TMPDIR, nothing else (no GCC_EXEC_PREFIX, COMPILER_PATH, ...)."""
+    env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
+    env.setdefault("PATH", os.defpath)
+    env["HOME"] = env["TMPDIR"] = job_dir
+    return env
