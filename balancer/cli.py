@@ -1,5 +1,9 @@
-"""distlb-balancer's flags: what each says; defaults and types come from
-:class:`balancer.config.BalancerConfig` (daemon/config.py ``fill_defaults``)."""
+"""distlb-balancer's command line (floor 4): its flags, what each says (defaults and
+types come from :class:`balancer.config.BalancerConfig`, daemon/config.py
+``fill_defaults``), and :func:`load`, the config from defaults, file and flags.
+
+What lives here: the parser and loading. What must not: a default or a check of a value
+(``config.py``), or starting anything (``main.py``)."""
 
 from __future__ import annotations
 
@@ -8,7 +12,13 @@ import argparse
 from balancer.config import BalancerConfig
 from balancer.routing.compilers import IDENTITY_MODES
 from daemon.bounds import add_bounds_flags
-from daemon.config import LOG_LEVELS, add_cache_share_flag, add_operator_flags, fill_defaults
+from daemon.config import (
+    LOG_LEVELS,
+    add_cache_share_flag,
+    add_operator_flags,
+    fill_defaults,
+    load_config,
+)
 from daemon.gss import add_acceptor_flags
 from daemon.judge_config import add_judge_flags
 from daemon.secret_files import add_cache_secret_flag
@@ -280,3 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fill_defaults(p, BalancerConfig)
     return p
+
+
+def load(argv: list[str] | None = None) -> BalancerConfig:
+    """Defaults, then the TOML file, then flags. Raises :class:`ConfigError`."""
+    config = load_config(BalancerConfig, build_parser(), argv)
+    config.validate()
+    return config

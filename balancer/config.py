@@ -7,20 +7,19 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 
-from balancer.dispatch.attempts import DispatchSettings
-from balancer.pool.pool import PoolSettings
 from balancer.routing.backend import BackendSpec, SpecError
 from balancer.routing.compilers import IDENTITY_MODES, CompilerRouting
+from balancer.settings import DispatchSettings, PoolSettings
 from cache import BadRedisURL, MemoryStore, RedisStore, ResultCache, Store, parse_redis_url
 from client.initiator import Initiator
 from daemon.access import parse_networks
 from daemon.bounds import BoundsConfig
-from daemon.config import ConfigError, check_common, load_config, settings_from
+from daemon.config import ConfigError, check_common, settings_from
 from daemon.gss import AcceptorConfig
 from daemon.judge_config import JudgeConfig
 from daemon.secret_files import CacheSecretConfig, read_secret_file
 
-__all__ = ["BalancerConfig", "ConfigError", "load"]
+__all__ = ["BalancerConfig", "ConfigError"]
 
 
 def _is_address(host: str) -> bool:
@@ -243,12 +242,3 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfi
         check_common(self, {"--port": self.port, "--admin-port": self.admin_port})
         if self.client_keytab and not os.access(self.client_keytab, os.R_OK):
             raise ConfigError(f"--client-keytab {self.client_keytab}: not readable")
-
-
-def load(argv: list[str] | None = None) -> BalancerConfig:
-    """Defaults, then the TOML file, then flags. Raises :class:`ConfigError`."""
-    from balancer.cli import build_parser  # (the flags name the config's fields)
-
-    config = load_config(BalancerConfig, build_parser(), argv)
-    config.validate()
-    return config

@@ -10,11 +10,9 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from balancer.dispatch.attempts import AllFailed
 from balancer.dispatch.dispatcher import Dispatcher
+from balancer.errors import NoCapacity, NoCompiler, NotDispatched
 from balancer.observe.stats import BalancerStats
-from balancer.routing.compilers import NoCompiler
-from balancer.routing.queue import NoCapacity
 from daemon.access import Network
 from daemon.admission import connection_scope, refusal
 from daemon.bounds import JOB_REFUSAL_LOG_BURST, RefusalLog
@@ -144,7 +142,9 @@ async def _serve(
     try:
         # The bytes every attempt sends (retries and hedges share one copy: a review
         # saw each hold its own, outside the budget) are counted with the request's.
-        outcome = await ctx.dispatcher.dispatch(request, lambda size: held.take(ctx.requests, size))
+        outcome = await ctx.dispatcher.dispatch(
+            request, lambda size: held.take(ctx.requests, size), live.watch
+        )
     except asyncio.CancelledError:
         if not gone.done() or gone.cancelled():
             raise  # (not the client: we are being shut down)
@@ -157,7 +157,7 @@ async def _serve(
             ms=round((time.monotonic() - started) * 1000, 1),
         )
         return
-    except (NoCapacity, AllFailed, NoCompiler) as exc:
+    except NotDispatched as exc:
         # Closing without a reply makes the real client compile locally.
         name = (
             "turned_away" if isinstance(exc, NoCapacity)

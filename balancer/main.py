@@ -7,7 +7,8 @@ import sys
 
 import structlog
 
-from balancer.config import BalancerConfig, ConfigError, load
+from balancer.cli import load
+from balancer.config import BalancerConfig, ConfigError
 from balancer.service import NEEDS_RESTART, Service
 from balancer.workers.supervisor import WorkerPlace, supervise
 from client.cli import run_loop

@@ -11,7 +11,7 @@ import structlog
 
 from daemon.access import Network, is_allowed
 from daemon.bounds import RefusalLog
-from server.admission import Slots
+from server.slots import Slots
 
 log = structlog.get_logger("distlb.server.agent")
 _REFUSALS = RefusalLog(log, "agent_refused")

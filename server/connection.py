@@ -27,10 +27,11 @@ from daemon.budgets import ByteBudget, Held, InflateBudget, not_in_time
 from daemon.gss import Acceptor
 from daemon.judge import Job, Judge, Refused, judge_off_loop
 from daemon.logged import bounded_argv
-from server.admission import SlotHold, admit, turn_away_busy
+from server.admission import admit, turn_away_busy
 from server.runner import RunLimits, run_compile
 from server.sandbox.launcher import Sandbox
 from server.sandbox.warm import WarmPool
+from server.slots import SlotHold
 from server.stats import ServerStats
 from wire import Limits, RemoteProtocolError, Reply, Request
 from wire.events import exit_status
@@ -118,7 +119,7 @@ async def handle_connection(
     async with connection_scope(writer) as address:
         stats.counters.connections += 1
         try:
-            refused = await admit(ctx, address, reader, writer)
+            refused = await admit(address, ctx.allow, ctx.acceptor, stats.slots, reader, writer)
             if refused is not None:
                 setattr(stats.counters, refused, getattr(stats.counters, refused) + 1)
                 return
@@ -198,7 +199,7 @@ async def _serve_job(
             else:
                 stats.counters.rejected_busy += 1
                 stats.activity.turned_away()
-            turn_away_busy(ctx)
+            turn_away_busy(stats.slots)
             return
         slot = SlotHold(stats.slots, holder)
         context = structlog.contextvars.get_contextvars()

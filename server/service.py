@@ -16,7 +16,6 @@ from daemon.http_guard import HttpGuard
 from daemon.lifecycle import ConnectionTasks, listen, serve_http
 from daemon.notify import notify, start_watchdog, stopping
 from daemon.reload import flag
-from server.admission import Slots
 from server.agent import serve_agent
 from server.compilers import compiler_identities, default_compiler_names, resolve_compilers
 from server.config import ConfigError, ServerConfig
@@ -32,6 +31,7 @@ from server.sandbox.launcher import (
 )
 from server.sandbox.setup import make_sandbox, searchable_by
 from server.sandbox.warm import WarmPool
+from server.slots import Slots
 from server.stats import ServerStats
 from wire import Limits
 

@@ -18,8 +18,8 @@ from cache import CacheStats
 from client.cli import distlb_version
 from daemon.self_report import ReloadStatus, self_families
 from server.activity import ServerActivity
-from server.admission import Slots
 from server.runner import LIMITS
+from server.slots import Slots
 
 JOB_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1200)
 _MINUTE_BUCKETS = 15

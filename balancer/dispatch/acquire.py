@@ -10,14 +10,15 @@ from collections.abc import Callable
 
 import structlog
 
-from balancer.dispatch.attempts import DispatchSettings, JobAttempts
+from balancer.dispatch.attempts import JobAttempts
+from balancer.errors import NoCompiler
 from balancer.pool.pool import Pool
 from balancer.routing.backend import Backend
-from balancer.routing.compilers import NoCompiler
 from balancer.routing.estimates import Running, wait_choice
 from balancer.routing.queue import Acquire, Waiting, acquire
+from balancer.settings import DispatchSettings
 
-log = structlog.get_logger("distlb.balancer.dispatch.dispatcher")
+log = structlog.get_logger("distlb.balancer.dispatch")
 
 HOLD_WANTS_CHANGES_S = 30.0
 """A job that holds back for a faster backend hears of the other workers' freed slots

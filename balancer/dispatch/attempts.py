@@ -8,58 +8,17 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from balancer.observe.activity import attach
 from balancer.routing.backend import Backend
 from balancer.routing.compilers import CompilerMissing
 from balancer.routing.estimates import Running
+from balancer.settings import DispatchSettings
 from client import TurnedAway
 from wire import Reply, Request
 
-log = structlog.get_logger("distlb.balancer.dispatch.dispatcher")
+log = structlog.get_logger("distlb.balancer.dispatch")
 
 MAX_TURNED_AWAY = 64
 """Turn-aways one job may meet (each is a wait, bounded by the queue timeout too)."""
-
-
-@dataclass(frozen=True)
-class DispatchSettings:
-    queue_timeout_s: float = 10.0
-    max_attempts: int = 3
-    hedge_after_s: float | None = None
-    """Fixed hedge delay; None: the larger of ``hedge_min_s`` and 3 x the backend's p95."""
-    hedge_min_s: float = 5.0
-    tail_hedge: float = 2.0
-    """Back up a running job on a free backend that would finish it this many times
-    sooner, while no job waits for a slot (balancer/routing/estimates.py); 0 turns it off."""
-    wait_for_faster: float = 1.25
-    """A big job waits for a faster backend to come free instead of taking a slower
-    free one, when it would finish this many times sooner (balancer/routing/estimates.py);
-    0: off."""
-    connect_timeout_s: float = 1.0
-    attempt_timeout_s: float = 1500.0
-    """Longest wait for one backend's reply (beyond a server's 1200 s job lifetime)."""
-    attempt_deadline_factor: float = 20.0
-    """An attempt on a backend with a latency history gives up after this many times
-    its p99 (scaled by the job's size), but never before ``attempt_deadline_min_s``."""
-    attempt_deadline_min_s: float = 60.0
-    backend_idle_timeout_s: float = 10.0
-    """Sending a request, or receiving a reply once it has begun, may pause this long
-    (plus a second per MiB): a backend that hangs or trickles mid-transfer is caught."""
-    max_hedges: int = 2
-    """Late and tail hedges per job (rescues from a backend that left rotation are
-    bounded by the attempts instead)."""
-    cache_trust_unsandboxed: bool = False
-    """Also store results of backends that compile without a sandbox
-    (balancer/dispatch/caching.py)."""
-    cache_share_across_dirs: bool = False
-    """Key debug builds without prefix maps apart from their checkout's directory too
-    (cache/path_rules.py)."""
-
-
-class AllFailed(Exception):
-    """Every attempt failed; the last reason is the message."""
-
-    history: list[dict[str, object]] = []
 
 
 @dataclass
@@ -155,9 +114,6 @@ class JobAttempts:
     wake: Wake = field(default_factory=lambda: Wake())
     """Set when something the job may act on changed: a backend it runs on left
     rotation, or a faster backend came free for a tail hedge."""
-
-    def __post_init__(self) -> None:
-        attach(self)  # (the dashboard's view of the job sees its attempts)
 
     @property
     def sends(self) -> int:

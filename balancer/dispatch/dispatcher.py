@@ -21,27 +21,26 @@ import structlog
 from balancer.dispatch.acquire import SlotTaker
 from balancer.dispatch.attempts import (
     MAX_TURNED_AWAY,
-    AllFailed,
     Attempt,
     BackendConn,
     Dispatched,
-    DispatchSettings,
     JobAttempts,
     attempt_deadline,
 )
 from balancer.dispatch.caching import CacheFront
 from balancer.dispatch.hedge import TailWatcher, hedge_delay, next_hedge
 from balancer.dispatch.sender import Sender
+from balancer.errors import AllFailed, NoCapacity, NotDispatched
 from balancer.pool.pool import Pool
 from balancer.routing.backend import Backend
-from balancer.routing.compilers import NoCompiler
 from balancer.routing.estimates import Running, SizeHints
-from balancer.routing.queue import NoCapacity, Waiting, take_now
+from balancer.routing.queue import Waiting, take_now
+from balancer.settings import DispatchSettings
 from cache import ResultCache, digest_off_loop, why_not_cacheable
 from wire import Limits, Reply, Request
 from wire.stream import encode_request_off_loop
 
-log = structlog.get_logger("distlb.balancer.dispatch.dispatcher")
+log = structlog.get_logger("distlb.balancer.dispatch")
 
 
 class Dispatcher:
@@ -116,11 +115,15 @@ class Dispatcher:
                 job.wake.set()
 
     async def dispatch(
-        self, request: Request, held: Callable[[int], None] | None = None
+        self,
+        request: Request,
+        held: Callable[[int], None] | None = None,
+        watch: Callable[[JobAttempts], None] | None = None,
     ) -> Dispatched:
         """Get ``request`` compiled (or from the cache). Its bytes are made once for all
-        its attempts, and ``held`` is told their size (a budget counts them). Raises
-        :class:`NoCapacity` or :class:`AllFailed`."""
+        its attempts, and ``held`` is told their size (a budget counts them); ``watch``
+        is given the job's attempt record as it is made (the dashboard shows it). Raises
+        a :class:`balancer.errors.NotDispatched`."""
         # The job's digest keys the cache and is its affinity to a caching backend:
         # without either, hashing every source is work for nothing.
         wanted = self.caching is not None or self.pool.roster.any_caching
@@ -131,13 +134,18 @@ class Dispatcher:
             hit = await self.caching.lookup(job, request)
             if hit is not None:
                 return hit
-        outcome = await self._compile(request, job.route if job is not None else None, held)
+        affinity = job.route if job is not None else None
+        outcome = await self._compile(request, affinity, held, watch)
         if job is not None and job.uncacheable is None and self.caching is not None:
             self.caching.store(job, request, outcome)  # (only from trusted sources)
         return outcome
 
     async def _compile(
-        self, request: Request, affinity: bytes | None, held: Callable[[int], None] | None
+        self,
+        request: Request,
+        affinity: bytes | None,
+        held: Callable[[int], None] | None,
+        watch: Callable[[JobAttempts], None] | None,
     ) -> Dispatched:
         """The attempt loop: one attempt at first; a retry when one fails (within
         ``max_attempts`` failures); a hedge when the reply is late or a much faster
@@ -150,6 +158,8 @@ class Dispatcher:
         if held is not None:
             held(len(encoded))
         job = JobAttempts(request, big, factor, affinity, encoded)
+        if watch is not None:
+            watch(job)
         self.slots.nowhere(job)  # (raises at once when no backend runs its compiler)
         if not self.pool.queue.waiting_for_slot:
             # Most jobs find a free slot at once: taken here, with no task to acquire
@@ -196,7 +206,7 @@ class Dispatcher:
                 if acquiring is None:
                     acquiring, wants_change = self._next_move(job, waiting, max_sends)
                 await self._wait(job, acquiring, wants_change)
-        except (NoCapacity, AllFailed, NoCompiler) as exc:
+        except NotDispatched as exc:
             exc.history = job.describe()
             raise
         finally:

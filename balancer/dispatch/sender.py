@@ -7,11 +7,11 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from balancer.dispatch.attempts import DispatchSettings
 from balancer.pool.pool import Pool
 from balancer.routing.backend import Backend
 from balancer.routing.compilers import CompilerMissing
 from balancer.routing.own_connections import OpenedOn
+from balancer.settings import DispatchSettings
 from client import ClientError, TurnedAway, compile_remote
 from daemon.judge import EXIT_COMPILER_MISSING
 from wire import ConnectionClosed, Limits, Reply, Request

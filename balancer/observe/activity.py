@@ -3,9 +3,9 @@ flight (with the backends each runs on), the recent failures, backends leaving a
 joining rotation, and per client the last hour's jobs. Everything here is bounded in
 count; nothing is kept past an hour.
 
-A job is registered by its connection (:meth:`Activity.start`); its attempts attach
-themselves through :data:`CURRENT` (a context variable the dispatch task inherits), so
-the dispatcher needs no reference to this."""
+A job is registered by its connection (:meth:`Activity.start`), which hands the
+dispatcher :meth:`LiveJob.watch` for the job's attempt record: the dispatcher needs no
+reference to this."""
 
 from __future__ import annotations
 
@@ -61,7 +61,11 @@ class LiveJob:
     started: float
     """monotonic"""
     attempts: _Attempts | None = None
-    """Set by the job's attempts (balancer/dispatch/attempts.py) once it goes to backends."""
+    """The job's attempt record (balancer/dispatch/attempts.py) once it goes to backends."""
+
+    def watch(self, attempts: _Attempts) -> None:
+        """Show ``attempts`` as this job's (the dispatcher calls this as it makes them)."""
+        self.attempts = attempts
 
     def describe(self, now: float, wall_now: float) -> dict[str, object]:
         attempts = self.attempts
@@ -92,13 +96,6 @@ class LiveJob:
 
 CURRENT: ContextVar[LiveJob | None] = ContextVar("distlb_live_job", default=None)
 """The job the running task serves (set by the connection before dispatching)."""
-
-
-def attach(attempts: _Attempts) -> None:
-    """Called by each job's attempt record when it is made."""
-    live = CURRENT.get()
-    if live is not None:
-        live.attempts = attempts
 
 
 @dataclass

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-log = structlog.get_logger("distlb.balancer.observe.live")
+log = structlog.get_logger("distlb.balancer.live")
 
 QUEUE = 4
 

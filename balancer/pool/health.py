@@ -13,22 +13,53 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import structlog
 
 from balancer.routing.backend import Backend, BackendReport, BackendSpec
-from balancer.routing.compilers import version_in_object
+from balancer.routing.compilers import CompilerRouting, version_in_object
 from balancer.routing.own_connections import OpenedOn
+from balancer.settings import PoolSettings
 from cache.keys import CompilerIdentity
 from client import ClientError, TurnedAway, compile_remote
 from client.prober import probe_request
 from client.status import ReportError, expecting, fetch_report
+from daemon.changes import Changes
 
-if TYPE_CHECKING:
-    from balancer.pool.pool import Pool, PoolSettings
+log = structlog.get_logger("distlb.balancer.health")
 
-log = structlog.get_logger("distlb.balancer.pool.health")
+
+class Watched(Protocol):
+    """What the checks need of the pool that runs them (balancer/pool/pool.py): its
+    settings and compiler routing, and these calls; nothing else of it."""
+
+    settings: PoolSettings
+    routing: CompilerRouting
+    demand_began: Changes
+    """Notified when jobs begin to wait for a slot."""
+
+    @property
+    def demand_until(self) -> float:
+        """Until when (monotonic) reports are read at the fast pace: jobs wait."""
+        ...
+
+    def notify(self) -> None:
+        """Something changed that may free capacity."""
+
+    def tell_state(self, backend: str, state: str, reason: str) -> None:
+        """A backend left or rejoined rotation."""
+
+    def went_down(self, backend: Backend) -> None:
+        """``backend`` left rotation (its jobs are rescued)."""
+
+    def stale_future(self, backend: Backend) -> asyncio.Future[None]: ...
+
+    def report_stale(self, backend: Backend) -> None: ...
+
+    def idle_poll_waker(self, backend: Backend) -> asyncio.Future[None]: ...
+
+    def idle_poll_over(self, backend: Backend) -> None: ...
 
 
 def poll_delay(settings: PoolSettings, now: float, demand_until: float) -> float:
@@ -64,7 +95,7 @@ async def fetch_backend_report(
     )  # fmt: skip
 
 
-def mark(pool: Pool, backend: Backend, ok: bool, reason: str = "") -> None:
+def mark(pool: Watched, backend: Backend, ok: bool, reason: str = "") -> None:
     """A check's result: rise and fall; a change of state tells the down listeners (a
     backend left rotation) and wakes waiting jobs. Logged as ``backend_state``: each
     change of state, and a backend out of rotation (or never up) once per reason it
@@ -85,12 +116,11 @@ def mark(pool: Pool, backend: Backend, ok: bool, reason: str = "") -> None:
         pool.routing.changed()  # (the majority identity counts slots in rotation)
         pool.tell_state(backend.name, "up" if backend.healthy else "down", reason or "probes ok")
         if not backend.healthy:
-            for listener in pool._down_listeners:
-                listener(backend)
+            pool.went_down(backend)
         pool.notify()
 
 
-async def poll_loop(pool: Pool, backend: Backend) -> None:
+async def poll_loop(pool: Watched, backend: Backend) -> None:
     """Read the backend's report, again and again. A distlb server holds each request
     until its state has changed enough (or ``report_wait_s``), so an idle farm
     costs a request per backend every few seconds, and a change comes at once;
@@ -144,7 +174,7 @@ async def poll_loop(pool: Pool, backend: Backend) -> None:
             not long_polls
             and backend.healthy
             and not backend.ours
-            and now >= pool._demand_until
+            and now >= pool.demand_until
             and settings.idle_poll_interval_s > settings.poll_interval_s
         ):
             # Plain polls of a backend we send nothing to, while nothing waits: at the
@@ -157,11 +187,11 @@ async def poll_loop(pool: Pool, backend: Backend) -> None:
             finally:
                 pool.idle_poll_over(backend)
             continue
-        delay = poll_delay(settings, now, pool._demand_until)
+        delay = poll_delay(settings, now, pool.demand_until)
         await asyncio.wait((pool.demand_began.next(),), timeout=delay)
 
 
-async def probe_loop(pool: Pool, backend: Backend) -> None:
+async def probe_loop(pool: Watched, backend: Backend) -> None:
     request = probe_request(pool.settings.probe_compiler)
     deadline = pool.settings.probe_timeout_s
     ok_seen = backend.good_replies

@@ -9,7 +9,6 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import structlog
 
@@ -19,36 +18,14 @@ from balancer.routing.backend import Backend, BackendSpec
 from balancer.routing.compilers import CompilerRouting
 from balancer.routing.queue import SlotQueue
 from balancer.routing.roster import Roster
+from balancer.settings import PoolSettings
 from balancer.workers.shared import SharedCounts
 from daemon.changes import Changes
 
-log = structlog.get_logger("distlb.balancer.pool.pool")
+log = structlog.get_logger("distlb.balancer.pool")
 
 
-@dataclass(frozen=True)
-class PoolSettings:
-    poll_interval_s: float = 0.5
-    probe_interval_s: float = 1.0
-    probe_timeout_s: float = 1.0
-    rise: int = 2
-    fall: int = 2
-    probe_compiler: str = "gcc"
-    fast_poll_interval_s: float = 0.1
-    """Report polling while jobs wait for a slot (HAProxy's ``fastinter`` in spirit)."""
-    report_wait_s: float = 5.0
-    """How long a distlb server may hold a report request until its state changes
-    enough (a long poll); 0: ask every poll interval."""
-    idle_poll_interval_s: float = 5.0
-    """Plain report polls (a backend without the long poll: distccd, or ``report_wait_s``
-    0) while no job or probe of ours is on it and none waits for a slot: this often
-    instead of every ``poll_interval_s`` (HAProxy's ``inter`` against ``fastinter`` in
-    spirit); a job sent there, or one that waits, brings the pace back at once."""
-    idle_probe_interval_s: float = 30.0
-    """Compile probes of a healthy backend whose reports keep coming: this often
-    instead of every ``probe_interval_s`` (jobs that finish well count as probes)."""
-
-
-__all__ = ["DEMAND_HOLD_S", "Pool", "PoolSettings", "fetch_backend_report", "poll_delay"]
+__all__ = ["DEMAND_HOLD_S", "Pool", "fetch_backend_report", "poll_delay"]
 
 DEMAND_HOLD_S = 1.0
 """Fast polling lasts this long after the last job that had to wait for a slot."""
@@ -248,6 +225,15 @@ class Pool:
     def add_down_listener(self, listener: Callable[[Backend], None]) -> None:
         """Call ``listener(backend)`` (synchronously) when a backend leaves rotation."""
         self._down_listeners.append(listener)
+
+    def went_down(self, backend: Backend) -> None:
+        for listener in self._down_listeners:
+            listener(backend)
+
+    @property
+    def demand_until(self) -> float:
+        """Until when (monotonic) jobs wait for a slot (reports are read fast)."""
+        return self._demand_until
 
     async def wait_for_change(self, timeout_s: float, since: float | None = None) -> None:
         """Until the next :meth:`notify` or ``timeout_s``. ``since``: when the caller

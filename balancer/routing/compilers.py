@@ -61,17 +61,6 @@ def version_in_object(obj: bytes) -> str | None:
     return match.group(1).decode("utf-8", "replace") if match else None
 
 
-class NoCompiler(Exception):
-    """No backend in rotation offers the job's compiler (in the chosen identity): the
-    client compiles locally, at once."""
-
-    history: list[dict[str, object]] = []
-
-    def __init__(self, compiler: str) -> None:
-        super().__init__(f"no backend in rotation runs {compiler!r} (in the chosen identity)")
-        self.compiler = compiler
-
-
 class CompilerMissing(Exception):
     """A backend answered a job with distcc's "no such compiler" (exit 110): its report
     was stale, or it is a distccd that lacks it. The job goes elsewhere."""

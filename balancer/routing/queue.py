@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+from balancer.errors import NoCapacity
+
 T = TypeVar("T")
 
 
@@ -46,12 +48,6 @@ class LoopClock:
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         return asyncio.get_running_loop().call_later(delay, callback)
-
-
-class NoCapacity(Exception):
-    """No healthy backend had a free slot within the queue timeout."""
-
-    history: list[dict[str, object]] = []
 
 
 @dataclass

@@ -37,7 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from balancer.workers.shared import SharedCounts
 
-log = structlog.get_logger("distlb.balancer.workers.supervisor")
+log = structlog.get_logger("distlb.balancer.workers")
 
 EARLY_EXIT_S = 5.0
 SNAPSHOT = "config.json"

@@ -25,7 +25,7 @@ from server.sandbox.launcher import (
     child_env,
 )
 
-log = structlog.get_logger("distlb.server.sandbox.launcher")
+log = structlog.get_logger("distlb.server.sandbox")
 
 _CHECK_TIMEOUT_S = 30.0
 

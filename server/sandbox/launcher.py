@@ -31,7 +31,7 @@ import structlog
 
 from server.output import JobDirs
 
-log = structlog.get_logger("distlb.server.sandbox.launcher")
+log = structlog.get_logger("distlb.server.sandbox")
 
 SandboxMode = Literal["bwrap", "none"]
 JOB_ROOT_INSIDE = "/tmp"

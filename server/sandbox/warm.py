@@ -31,7 +31,7 @@ import structlog
 
 from server.sandbox.launcher import CompileUser, Sandbox, SandboxError, child_env
 
-log = structlog.get_logger("distlb.server.sandbox.warm")
+log = structlog.get_logger("distlb.server.warm")
 
 _PIN_WAIT_S = 10.0
 """How long a job waits for its sandbox to be set up."""

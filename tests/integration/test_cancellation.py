@@ -14,8 +14,9 @@ import socket
 
 import pytest
 
-from balancer.pool.pool import Pool, PoolSettings
+from balancer.pool.pool import Pool
 from balancer.routing.backend import BackendSpec
+from balancer.settings import PoolSettings
 from client import ClientError, compile_remote
 from client.prober import probe_request
 

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -28,7 +28,7 @@ PROXIES = ("server1", "server1-status", "server2", "server2-status", "server3",
 
 
 class FakeToxiproxyAPI(BaseHTTPRequestHandler):
-    calls: list[tuple[str, str, Any]] = []
+    calls: ClassVar[list[tuple[str, str, Any]]] = []
 
     def _reply(self, code: int, body: object | None = None) -> None:
         data = json.dumps(body).encode() if body is not None else b""

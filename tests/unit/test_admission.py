@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.admission import Slots
+from server.slots import Slots
 
 
 def test_new_server_has_every_slot_free() -> None:

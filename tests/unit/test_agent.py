@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from server.admission import Slots
 from server.agent import agent_line
+from server.slots import Slots
 
 
 def busy_slots(capacity: int, busy: int) -> Slots:

@@ -11,9 +11,10 @@ import time
 
 import pytest
 
-from balancer.dispatch.attempts import Attempt, DispatchSettings, JobAttempts
+from balancer.dispatch.attempts import Attempt, JobAttempts
 from balancer.routing.backend import Backend, BackendSpec
 from balancer.routing.estimates import Running
+from balancer.settings import DispatchSettings
 from wire import Request
 
 pytestmark = pytest.mark.asyncio

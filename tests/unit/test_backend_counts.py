@@ -10,11 +10,12 @@ import time
 
 import pytest
 
-from balancer.dispatch.attempts import Attempt, DispatchSettings, JobAttempts
+from balancer.dispatch.attempts import Attempt, JobAttempts
 from balancer.dispatch.dispatcher import Dispatcher
-from balancer.pool.pool import Pool, PoolSettings
+from balancer.pool.pool import Pool
 from balancer.routing.backend import Backend, BackendSpec
 from balancer.routing.estimates import Running
+from balancer.settings import DispatchSettings, PoolSettings
 from wire import Limits, Reply, Request
 
 pytestmark = pytest.mark.asyncio

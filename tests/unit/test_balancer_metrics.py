@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from balancer.dispatch.attempts import DispatchSettings
 from balancer.dispatch.dispatcher import Dispatcher
 from balancer.observe.stats import BalancerStats
-from balancer.pool.pool import Pool, PoolSettings
+from balancer.pool.pool import Pool
 from balancer.routing.backend import Backend, BackendSpec
+from balancer.settings import DispatchSettings, PoolSettings
 from wire import Limits
 
 pytestmark = pytest.mark.asyncio

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
+from balancer.cli import load as load_balancer_config
 from balancer.config import ConfigError
-from balancer.config import load as load_balancer_config
 from balancer.dispatch.caching import source_identity
 from balancer.routing.backend import Backend, BackendReport, BackendSpec
 from balancer.workers.supervisor import merge_status

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from balancer.errors import NoCompiler
 from balancer.routing.backend import Backend, BackendReport, BackendSpec
 from balancer.routing.compilers import (
     MISSING_HOLD_S,
     CompilerRouting,
-    NoCompiler,
     base_name,
     listed_offers,
     version_in_object,
@@ -127,8 +127,9 @@ def test_a_farm_all_down_is_no_capacity_not_no_compiler() -> None:
     import pytest
 
     from balancer.dispatch.acquire import SlotTaker
-    from balancer.dispatch.attempts import DispatchSettings, JobAttempts
-    from balancer.pool.pool import Pool, PoolSettings
+    from balancer.dispatch.attempts import JobAttempts
+    from balancer.pool.pool import Pool
+    from balancer.settings import DispatchSettings, PoolSettings
     from wire import Request
 
     pool = Pool([], PoolSettings())  # never started

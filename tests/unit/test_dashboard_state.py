@@ -12,7 +12,6 @@ from balancer.observe.activity import (
     MAX_CLIENTS,
     MAX_FAILURES,
     Activity,
-    attach,
     merge_snapshots,
 )
 from balancer.observe.history import History, merge_exports
@@ -116,7 +115,7 @@ def test_a_job_in_flight_is_shown_with_its_attempts_and_gone_when_it_ends() -> N
     async def job() -> None:
         live = activity.start("j1", "alice@EXAMPLE", "foo.c", "gcc")
         attempts = _Attempts()
-        attach(attempts)  # (what each job's attempt record does, balancer/dispatch/attempts.py)
+        live.watch(attempts)  # (what the dispatcher does with a job's attempt record)
         assert live.attempts is attempts
         shown = activity.jobs()
         assert [(j["job_id"], j["client"], j["file"], j["phase"]) for j in shown] == [

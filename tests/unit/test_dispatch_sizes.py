@@ -3,10 +3,10 @@ much larger."""
 
 from __future__ import annotations
 
-from balancer.dispatch.attempts import DispatchSettings
 from balancer.dispatch.dispatcher import Dispatcher
-from balancer.pool.pool import Pool, PoolSettings
+from balancer.pool.pool import Pool
 from balancer.routing.estimates import MIN_SIZES_FOR_BIG
+from balancer.settings import DispatchSettings, PoolSettings
 from wire import Limits
 
 

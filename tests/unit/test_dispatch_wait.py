@@ -10,12 +10,13 @@ import time
 
 import pytest
 
-from balancer.dispatch.attempts import DispatchSettings
 from balancer.dispatch.dispatcher import Dispatcher
-from balancer.pool.pool import Pool, PoolSettings
+from balancer.errors import NoCapacity
+from balancer.pool.pool import Pool
 from balancer.routing.backend import Backend, BackendReport, BackendSpec
 from balancer.routing.estimates import Running
-from balancer.routing.queue import NoCapacity, Waiting
+from balancer.routing.queue import Waiting
+from balancer.settings import DispatchSettings, PoolSettings
 from wire import Limits
 
 pytestmark = pytest.mark.asyncio

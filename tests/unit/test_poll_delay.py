@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from balancer.pool.pool import PoolSettings, poll_delay
+from balancer.pool.pool import poll_delay
+from balancer.settings import PoolSettings
 
 
 def test_reports_are_read_at_the_normal_pace_without_demand() -> None:

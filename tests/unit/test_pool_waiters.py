@@ -7,7 +7,8 @@ import asyncio
 
 import pytest
 
-from balancer.pool.pool import Pool, PoolSettings
+from balancer.pool.pool import Pool
+from balancer.settings import PoolSettings
 
 pytestmark = pytest.mark.asyncio
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from balancer.routing.queue import Acquire, NoCapacity, SlotQueue, acquire
+from balancer.errors import NoCapacity
+from balancer.routing.queue import Acquire, SlotQueue, acquire
 
 pytestmark = pytest.mark.asyncio
 

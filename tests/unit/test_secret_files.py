@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from balancer.cli import load as load_balancer
 from balancer.config import ConfigError
-from balancer.config import load as load_balancer
 from daemon.secret_files import acl_exposure, read_secret_file
 from server.config import load as load_server
 from tests.support.secrets import write_secret

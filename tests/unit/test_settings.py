@@ -12,8 +12,7 @@ import pytest
 
 from balancer.cli import build_parser as balancer_parser
 from balancer.config import BalancerConfig
-from balancer.dispatch.attempts import DispatchSettings
-from balancer.pool.pool import PoolSettings
+from balancer.settings import DispatchSettings, PoolSettings
 from daemon.config import config_defaults, setting_source, shown_default
 from server.config import ServerConfig
 from server.config import build_parser as server_parser

@@ -33,7 +33,7 @@ def test_farm_servers_use_distinct_ports() -> None:
     "path", [CONFIGS / "balancer.toml", CONFIGS / "farm" / "balancer.toml"], ids=str
 )
 def test_shipped_balancer_config_loads(path: Path) -> None:
-    from balancer.config import load as load_balancer
+    from balancer.cli import load as load_balancer
 
     config = load_balancer(["--config", str(path)])
     assert config.backend_specs()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.admission import Slots
+from server.slots import Slots
 from server.stats import ServerStats
 
 DISTCCD_FIELDS = [

@@ -1,0 +1,86 @@
+"""A server's job slots: how many are busy, and by whose connection (the status long
+poll is told of each change).
+
+What lives here: the counts, on the event loop. What must not: deciding who gets one
+(``admission.py``, ``connection.py``) or reporting them (``stats.py``, ``http_status.py``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+
+class Slots:
+    """Counts busy job slots. Not thread-safe; lives on the event loop."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"a server needs at least one slot, got {capacity}")
+        self.capacity = capacity
+        self.busy = 0
+        self.busy_max = 0
+        """The most slots ever busy at once (proof that a balancer never overfilled us)."""
+        self._holders: Counter[str] = Counter()
+        self._accepting = True
+        self.on_change: Callable[[], None] | None = None
+        """Called after every change of ``busy`` or ``accepting`` (the status long poll)."""
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    @accepting.setter
+    def accepting(self, value: bool) -> None:
+        self._accepting = value
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self.busy if self.accepting else 0
+
+    @property
+    def holders(self) -> list[str]:
+        """Each busy slot's connection, by its client's ``IP:PORT`` (a balancer tells
+        its own jobs from others' by these: in flight either way, a job it counts may
+        not hold a slot yet, or no longer)."""
+        return sorted(self._holders.elements())
+
+    def try_acquire(self, holder: str = "?") -> bool:
+        """Take a slot for the connection from ``holder`` if one is free and we are
+        accepting work."""
+        if not self.accepting or self.busy >= self.capacity:
+            return False
+        self.busy += 1
+        self._holders[holder] += 1
+        self.busy_max = max(self.busy_max, self.busy)
+        self._changed()
+        return True
+
+    def release(self, holder: str = "?") -> None:
+        if self.busy <= 0 or self._holders[holder] <= 0:
+            raise RuntimeError(f"released a slot not taken by {holder}")
+        self.busy -= 1
+        self._holders[holder] -= 1
+        if not self._holders[holder]:
+            del self._holders[holder]
+        self._changed()
+
+
+class SlotHold:
+    """One admitted job's slot; released once, as soon as the compile is over when its
+    reply fits the reply budget (sending needs no slot, and a balancer may already send
+    the next job), else once the reply is sent."""
+
+    def __init__(self, slots: Slots, holder: str) -> None:
+        self._slots: Slots | None = slots
+        self._holder = holder
+
+    def release(self) -> None:
+        if self._slots is not None:
+            self._slots.release(self._holder)
+            self._slots = None
