@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 from dataclasses import dataclass, field
 
 import structlog
@@ -19,6 +20,23 @@ log = structlog.get_logger("distlb.balancer.dispatch")
 
 MAX_TURNED_AWAY = 64
 """Turn-aways one job may meet (each is a wait, bounded by the queue timeout too)."""
+
+
+class Step(enum.Enum):
+    """What a job does next (:meth:`JobAttempts.next_step`)."""
+
+    GIVE_UP_FAILED = "give_up_failed"
+    """Its failures reached ``max_attempts``: the client compiles it."""
+    GIVE_UP_SENDS = "give_up_sends"
+    """Nothing runs, and it was sent (or turned away) as often as a job may be."""
+    ACQUIRE = "acquire"
+    """Nothing runs: wait for a slot, for its first attempt or a retry."""
+    RESCUE = "rescue"
+    """Every attempt runs on a backend out of rotation: send a copy elsewhere now."""
+    HEDGE = "hedge"
+    """It may be backed up, if it is late or a much faster backend is free."""
+    WAIT = "wait"
+    """Wait for what runs (no more copies: its sends or hedges are spent)."""
 
 
 @dataclass
@@ -119,6 +137,27 @@ class JobAttempts:
     def sends(self) -> int:
         """Attempts that were not turned away."""
         return sum(1 for a in self.history if a.result != "turned_away")
+
+    def next_step(self, settings: DispatchSettings, max_sends: int) -> Step:
+        """The retry rules, after :meth:`record` took in what ended: give up once its
+        failures reach ``max_attempts`` (a turn-away is no failure, nor a copy
+        cancelled) or, with nothing running, once it was sent ``max_sends`` times or
+        turned away :data:`MAX_TURNED_AWAY` times beyond that; with nothing running,
+        acquire a slot; a copy elsewhere at once when every attempt sits on a backend
+        out of rotation; a hedge while fewer than ``max_hedges`` ran; else wait."""
+        if not self.running:
+            if self.failures >= settings.max_attempts:
+                return Step.GIVE_UP_FAILED
+            if self.sends >= max_sends or len(self.history) >= MAX_TURNED_AWAY + max_sends:
+                return Step.GIVE_UP_SENDS
+            return Step.ACQUIRE
+        if self.sends >= max_sends:
+            return Step.WAIT
+        if not any(a.backend.healthy for a in self.running):
+            return Step.RESCUE
+        if self.hedges >= settings.max_hedges:
+            return Step.WAIT
+        return Step.HEDGE
 
     def end(self, attempt: Attempt, result: str) -> None:
         attempt.result = attempt.result or result

@@ -20,11 +20,11 @@ import structlog
 
 from balancer.dispatch.acquire import SlotTaker
 from balancer.dispatch.attempts import (
-    MAX_TURNED_AWAY,
     Attempt,
     BackendConn,
     Dispatched,
     JobAttempts,
+    Step,
     attempt_deadline,
 )
 from balancer.dispatch.caching import CacheFront
@@ -194,17 +194,16 @@ class Dispatcher:
                         )
                     acquiring = None
                     continue
-                if not job.running and job.failures >= self.settings.max_attempts:
+                step = job.next_step(self.settings, max_sends)
+                if step is Step.GIVE_UP_FAILED:
                     raise AllFailed(job.last_error)
                 if not job.running:
                     self.slots.nowhere(job)
-                if not job.running and (
-                    job.sends >= max_sends or len(job.history) >= MAX_TURNED_AWAY + max_sends
-                ):
+                if step is Step.GIVE_UP_SENDS:
                     raise AllFailed(f"{len(job.history)} attempts: {job.last_error}")
                 wants_change = False
                 if acquiring is None:
-                    acquiring, wants_change = self._next_move(job, waiting, max_sends)
+                    acquiring, wants_change = self._next_move(job, step, waiting)
                 await self._wait(job, acquiring, wants_change)
         except NotDispatched as exc:
             exc.history = job.describe()
@@ -237,29 +236,26 @@ class Dispatcher:
             self.sender.release(acquiring.result())
 
     def _next_move(
-        self, job: JobAttempts, waiting: Waiting, max_sends: int
+        self, job: JobAttempts, step: Step, waiting: Waiting
     ) -> tuple[asyncio.Task[Backend] | None, bool]:
-        """Start what the job needs now; returns a task acquiring a backend (when it
-        must wait for one) and whether it waits for the pool to change (a hedge that
-        found no free backend yet)."""
+        """Start what ``step`` (:meth:`JobAttempts.next_step`) says; returns a task
+        acquiring a backend (when it must wait for one) and whether it waits for the
+        pool to change (a hedge that found no free backend yet)."""
         running = {a.backend.name for a in job.running}
         exclude = job.failed | self.slots.barred(job) | running
         barred, nowhere = (lambda: self.slots.barred(job)), (lambda: self.slots.nowhere(job))
-        if not job.running:
+        if step is Step.ACQUIRE:
             return asyncio.create_task(self.slots.acquire(
                 job.failed, waiting, job.affinity, job.big, job.factor, barred, nowhere
             )), False  # fmt: skip
-        if job.sends >= max_sends:
-            return None, False
-        if not any(a.backend.healthy for a in job.running):
-            # Every attempt sits on a backend out of rotation: send it elsewhere now.
+        if step is Step.RESCUE:
             backend = self.slots.pick(exclude, big=True)
             if backend is not None:
                 return None, not self._launch(job, backend, "rescue")
             return asyncio.create_task(self.slots.acquire(
                 job.failed | running, waiting, None, True, job.factor, barred, nowhere
             )), False  # fmt: skip
-        if job.hedges >= self.settings.max_hedges:
+        if step is not Step.HEDGE:
             return None, False
         kind, backend = next_hedge(
             job.running,
