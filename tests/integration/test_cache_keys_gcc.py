@@ -1,5 +1,5 @@
 """The real compiler agrees with the key: for pairs of C and C++ jobs the key treats as
-one (tests/unit/test_cache_key_properties.py has the pairs), gcc makes byte-identical
+one (tests/unit/cache/test_key_properties.py has the pairs), gcc makes byte-identical
 objects, even when it is given the names the key leaves out.
 
 A server (and distccd) compiles the preprocessed source from a file of its own whose

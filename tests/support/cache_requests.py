@@ -1,4 +1,4 @@
-"""Compile requests for the cache key's property tests (tests/unit/test_cache_key_properties.py,
+"""Compile requests for the cache key's property tests (tests/unit/cache/test_key_properties.py,
 tests/integration/test_cache_keys_gcc.py): a request's parts, strategies for each, and
 what the key and a server make of an accepted one."""
 

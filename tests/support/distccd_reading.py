@@ -1,6 +1,6 @@
 """A real distccd whose compiler records the command line it is given, what Debian's
 distccd 3.4 refuses to run, and generated command lines that try to make distccd read a
-job otherwise than the judge (tests/unit/test_distccd_argv.py,
+job otherwise than the judge (tests/unit/daemon/test_distccd_argv.py,
 tests/integration/test_distccd_reading.py).
 
 The refusals below are written for these tests from distcc's src/arg.c

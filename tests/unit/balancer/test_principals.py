@@ -133,7 +133,7 @@ def test_a_backend_given_by_name_is_authenticated_as_that_name() -> None:
 
 
 def test_committers_script_builds_a_list_the_servers_read(tmp_path: Path) -> None:
-    script = Path(__file__).resolve().parents[2] / "configs/auth/principals-from-committers.sh"
+    script = Path(__file__).resolve().parents[3] / "configs/auth/principals-from-committers.sh"
     names = "alice\nBob\n# a comment\nevil@OTHER.REALM\nx y\n\n"
     result = subprocess.run(
         ["sh", str(script), "-r", "EXAMPLE.COM", "-b", "distlb-balancer/vip@EXAMPLE.COM"],

@@ -92,4 +92,3 @@ def test_a_good_check_between_failures_starts_the_fall_again() -> None:
         mark(pool, backend, ok, "" if ok else "probe: timeout")
 
     assert backend.healthy and pool.down == []
-
