@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
 
 import structlog
 
-from balancer.dispatch.attempts import JobAttempts
 from balancer.errors import NoCompiler
 from balancer.pool.pool import Pool
 from balancer.routing.backend import Backend
 from balancer.routing.estimates import Running, wait_choice
-from balancer.routing.queue import Acquire, Waiting, acquire
+from balancer.routing.queue import Waiting, acquire
 from balancer.settings import DispatchSettings
 
 log = structlog.get_logger("distlb.balancer.dispatch")
@@ -41,19 +39,20 @@ class SlotTaker:
     ) -> Backend | None:
         return self.pool.roster.pick(self.rng, time.monotonic(), exclude, affinity, big=big)
 
-    def barred(self, job: JobAttempts) -> set[str]:
-        """Backends ``job`` must never go to: without its compiler or outside the
-        identity chosen for it (kept per compiler name), and those that refused it."""
-        route = self.pool.routing.route(self.pool.backends.values(), job.request.argv[0])
-        return set(route.exclude) | job.refused
+    def barred(self, compiler: str, refused: set[str]) -> set[str]:
+        """Backends a job for ``compiler`` must never go to: without its compiler or
+        outside the identity chosen for it (kept per compiler name), and those that
+        ``refused`` it."""
+        route = self.pool.routing.route(self.pool.backends.values(), compiler)
+        return set(route.exclude) | refused
 
-    def nowhere(self, job: JobAttempts) -> bool:
-        """Raises :class:`NoCompiler` when no backend runs the job's compiler, in rotation
-        or not yet checked (the client then compiles locally, at once); else False."""
-        route = self.pool.routing.route(self.pool.backends.values(), job.request.argv[0])
+    def nowhere(self, compiler: str) -> bool:
+        """Raises :class:`NoCompiler` when no backend runs ``compiler``, in rotation or
+        not yet checked (the client then compiles locally, at once); else False."""
+        route = self.pool.routing.route(self.pool.backends.values(), compiler)
         if route.offered or route.pending or self.pool.healthy_count() == 0:
             return False  # (a farm all down is "no backend in rotation", not this)
-        raise NoCompiler(job.request.argv[0])
+        raise NoCompiler(compiler)
 
     def how(
         self,
@@ -61,50 +60,13 @@ class SlotTaker:
         affinity: bytes | None,
         big: bool,
         factor: float = 1.0,
-        barred: Callable[[], set[str]] | None = None,
-        nowhere: Callable[[], bool] | None = None,
-    ) -> Acquire[Backend]:
-        """How a job takes a slot (balancer/routing/queue.py): its picks (``barred``: the
-        backends it must never go to, read again at every pick, since where its
-        compiler is may change while it waits), holding back for a faster backend (a big
-        job, within what it gains: :func:`balancer.routing.estimates.wait_choice`), and ``nowhere``:
-        whether no backend is left that could ever take it (it raises, or says so)."""
-
-        def never() -> set[str]:
-            return barred() if barred is not None else set()
-
-        def pick() -> Backend | None:
-            kept_out = never()
-            backend = self.pick(set(exclude) | kept_out, affinity, big)
-            if backend is None and exclude:
-                # Everything else is full or down: a backend that failed this job
-                # once may still be the only one that can take it (never one that
-                # lacks its compiler).
-                backend = self.pick(kept_out, affinity, big)
-            return backend
-
-        def hold(chosen: Backend, token: object) -> tuple[Backend, float, float] | None:
-            return self.faster_soon(chosen, big, factor, set(exclude) | never(), token)
-
-        def nothing_to_wait_for() -> bool:
-            return (nowhere is not None and nowhere()) or self.pool.all_down()
-
-        def on_hold(target: Backend, instead_of: Backend) -> None:
-            self.pool.want_changes(HOLD_WANTS_CHANGES_S)
-            self.waited_for_faster += 1
-            log.debug("waiting_for_faster", backend=target.name, instead_of=instead_of.name)
-
-        return Acquire(
-            pick=pick,
-            all_down=nothing_to_wait_for,
-            queue_timeout_s=self.settings.queue_timeout_s,
-            hold=hold,
-            on_wait=self.pool.demand,
-            on_hold=on_hold,
-            # The slot is taken in the same step as the pick: the job launches on it
-            # only once its loop runs again, and jobs woken meanwhile must see it taken.
-            reserve=Backend.reserve,
-        )
+        compiler: str | None = None,
+        refused: set[str] | None = None,
+    ) -> JobSlots:
+        """How a job takes a slot (balancer/routing/queue.py): see :class:`JobSlots`.
+        Without ``compiler``, no backend is barred and there is always one to wait for
+        (but when all are down)."""
+        return JobSlots(self, exclude, affinity, big, factor, compiler, refused)
 
     async def acquire(
         self,
@@ -113,14 +75,13 @@ class SlotTaker:
         affinity: bytes | None,
         big: bool,
         factor: float = 1.0,
-        barred: Callable[[], set[str]] | None = None,
-        nowhere: Callable[[], bool] | None = None,
+        compiler: str | None = None,
+        refused: set[str] | None = None,
     ) -> Backend:
         """A backend with a free slot, waiting for one at most ``waiting.left_s`` in all
         (balancer/routing/queue.py); see :meth:`how`. A hold does not spend the budget."""
-        return await acquire(
-            self.pool.queue, self.how(exclude, affinity, big, factor, barred, nowhere), waiting
-        )
+        how = self.how(exclude, affinity, big, factor, compiler, refused)
+        return await acquire(self.pool.queue, how, waiting)
 
     def faster_soon(
         self, chosen: Backend, big: bool, factor: float, exclude: set[str], token: object
@@ -146,3 +107,70 @@ class SlotTaker:
             self.settings.wait_for_faster,
             self.pool.roster.costs,
         )
+
+
+class JobSlots:
+    """One job's way to a slot (a :class:`balancer.routing.queue.SlotSource`): its picks
+    (never a backend it is barred from, read again at every pick: where its compiler is
+    may change while it waits, and ``refused`` grows when a backend says it lacks it),
+    holding back for a faster backend (a big job, within what it gains:
+    :func:`balancer.routing.estimates.wait_choice`), and whether no backend is left that
+    could ever take it (it raises :class:`NoCompiler`, or says so)."""
+
+    def __init__(
+        self,
+        taker: SlotTaker,
+        exclude: set[str],
+        affinity: bytes | None,
+        big: bool,
+        factor: float,
+        compiler: str | None,
+        refused: set[str] | None,
+    ) -> None:
+        self.taker = taker
+        self.exclude = exclude
+        self.affinity = affinity
+        self.big = big
+        self.factor = factor
+        self.compiler = compiler
+        self.refused = refused if refused is not None else set()
+
+    @property
+    def queue_timeout_s(self) -> float:
+        return self.taker.settings.queue_timeout_s
+
+    def _never(self) -> set[str]:
+        if self.compiler is None:
+            return set(self.refused)
+        return self.taker.barred(self.compiler, self.refused)
+
+    def pick(self) -> Backend | None:
+        kept_out = self._never()
+        backend = self.taker.pick(set(self.exclude) | kept_out, self.affinity, self.big)
+        if backend is None and self.exclude:
+            # Everything else is full or down: a backend that failed this job once may
+            # still be the only one that can take it (never one that lacks its compiler).
+            backend = self.taker.pick(kept_out, self.affinity, self.big)
+        return backend
+
+    def nothing_to_wait_for(self) -> bool:
+        if self.compiler is not None and self.taker.nowhere(self.compiler):
+            return True
+        return self.taker.pool.all_down()
+
+    def hold(self, chosen: Backend, token: object) -> tuple[Backend, float, float] | None:
+        exclude = set(self.exclude) | self._never()
+        return self.taker.faster_soon(chosen, self.big, self.factor, exclude, token)
+
+    def waiting(self) -> None:
+        self.taker.pool.demand()
+
+    def holding(self, target: Backend, instead_of: Backend) -> None:
+        self.taker.pool.want_changes(HOLD_WANTS_CHANGES_S)
+        self.taker.waited_for_faster += 1
+        log.debug("waiting_for_faster", backend=target.name, instead_of=instead_of.name)
+
+    def reserve(self, backend: Backend) -> bool:
+        # The slot is taken in the same step as the pick: the job launches on it only
+        # once its loop runs again, and jobs woken meanwhile must see it taken.
+        return backend.reserve()

@@ -134,6 +134,10 @@ class JobAttempts:
     rotation, or a faster backend came free for a tail hedge."""
 
     @property
+    def compiler(self) -> str:
+        return self.request.argv[0]
+
+    @property
     def sends(self) -> int:
         """Attempts that were not turned away."""
         return sum(1 for a in self.history if a.result != "turned_away")

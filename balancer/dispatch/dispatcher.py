@@ -160,11 +160,11 @@ class Dispatcher:
         job = JobAttempts(request, big, factor, affinity, encoded)
         if watch is not None:
             watch(job)
-        self.slots.nowhere(job)  # (raises at once when no backend runs its compiler)
+        self.slots.nowhere(job.compiler)  # (raises at once when no backend runs its compiler)
         if not self.pool.queue.waiting_for_slot:
             # Most jobs find a free slot at once: taken here, with no task to acquire
             # one (none is taken ahead of jobs that wait).
-            how = self.slots.how(set(), affinity, big, factor, lambda: self.slots.barred(job))
+            how = self.slots.how(set(), affinity, big, factor, job.compiler, job.refused)
             backend = take_now(how)
             if backend is not None:
                 self._launch(job, backend, "first", reserved=True)
@@ -198,7 +198,7 @@ class Dispatcher:
                 if step is Step.GIVE_UP_FAILED:
                     raise AllFailed(job.last_error)
                 if not job.running:
-                    self.slots.nowhere(job)
+                    self.slots.nowhere(job.compiler)
                 if step is Step.GIVE_UP_SENDS:
                     raise AllFailed(f"{len(job.history)} attempts: {job.last_error}")
                 wants_change = False
@@ -242,18 +242,17 @@ class Dispatcher:
         acquiring a backend (when it must wait for one) and whether it waits for the
         pool to change (a hedge that found no free backend yet)."""
         running = {a.backend.name for a in job.running}
-        exclude = job.failed | self.slots.barred(job) | running
-        barred, nowhere = (lambda: self.slots.barred(job)), (lambda: self.slots.nowhere(job))
+        exclude = job.failed | self.slots.barred(job.compiler, job.refused) | running
         if step is Step.ACQUIRE:
             return asyncio.create_task(self.slots.acquire(
-                job.failed, waiting, job.affinity, job.big, job.factor, barred, nowhere
+                job.failed, waiting, job.affinity, job.big, job.factor, job.compiler, job.refused
             )), False  # fmt: skip
         if step is Step.RESCUE:
             backend = self.slots.pick(exclude, big=True)
             if backend is not None:
                 return None, not self._launch(job, backend, "rescue")
             return asyncio.create_task(self.slots.acquire(
-                job.failed | running, waiting, None, True, job.factor, barred, nowhere
+                job.failed | running, waiting, None, True, job.factor, job.compiler, job.refused
             )), False  # fmt: skip
         if step is not Step.HEDGE:
             return None, False

@@ -23,7 +23,7 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from balancer.errors import NoCapacity
 
@@ -130,28 +130,38 @@ class Named(Protocol):
 B = TypeVar("B", bound=Named)
 
 
-@dataclass
-class Acquire(Generic[B]):
-    """How one job waits: its picks, whether to hold back, when to give up."""
+class SlotSource(Protocol[B]):
+    """How one job takes a slot (:func:`acquire`): its picks, whether to hold back, when
+    to give up (balancer/dispatch/acquire.py makes one per job; tests, their own)."""
 
-    pick: Callable[[], B | None]
-    """A backend with a free slot now, or None."""
-    all_down: Callable[[], bool]
-    """Nothing is in rotation and every backend failed its latest check."""
-    queue_timeout_s: float
-    hold: Callable[[B, object], tuple[B, float, float] | None] | None = None
-    """For a backend about to be taken: (faster backend to hold back for, expected
-    wait, how long holding still pays), or None. Called with the job's hold token."""
-    on_wait: Callable[[], None] | None = None
-    """Called each time the job begins to wait for a slot (e.g. to poll faster)."""
-    on_hold: Callable[[B, B], None] | None = None
-    """Called once, when the job first holds back: (for, instead of)."""
-    reserve: Callable[[B], bool] | None = None
-    """Take the slot of the backend picked, in the same step as the pick; False: it was
-    taken meanwhile (by another worker), so wait for the next change."""
+    @property
+    def queue_timeout_s(self) -> float:
+        """The job's whole wait for a slot (for the message when it runs out)."""
+        ...
+
+    def pick(self) -> B | None:
+        """A backend with a free slot now, or None."""
+
+    def nothing_to_wait_for(self) -> bool:
+        """No backend could ever take it: nothing is in rotation and every backend
+        failed its latest check (or it may raise: no backend runs its compiler)."""
+
+    def hold(self, chosen: B, token: object) -> tuple[B, float, float] | None:
+        """For a backend about to be taken: (faster backend to hold back for, expected
+        wait, how long holding still pays), or None. ``token``: the job's hold token."""
+
+    def waiting(self) -> None:
+        """The job begins to wait for a slot (e.g. to poll faster)."""
+
+    def holding(self, target: B, instead_of: B) -> None:
+        """The job first holds back: for ``target``, instead of ``instead_of``."""
+
+    def reserve(self, backend: B) -> bool:
+        """Take the slot of the backend picked, in the same step as the pick; False: it
+        was taken meanwhile (by another worker), so wait for the next change."""
 
 
-def take_now(how: Acquire[B], token: object | None = None) -> B | None:
+def take_now(how: SlotSource[B], token: object | None = None) -> B | None:
     """A backend with a free slot, taken now, when one is free and the job would not
     hold back for a faster one; else None (then :func:`acquire` waits for one). The
     first step of :func:`acquire`, without a task or a wait: most jobs find a free
@@ -159,14 +169,14 @@ def take_now(how: Acquire[B], token: object | None = None) -> B | None:
     backend = how.pick()
     if backend is None:
         return None
-    if how.hold is not None and how.hold(backend, token if token is not None else object()):
+    if how.hold(backend, token if token is not None else object()):
         return None
-    if how.reserve is None or how.reserve(backend):
+    if how.reserve(backend):
         return backend
     return None
 
 
-async def acquire(queue: SlotQueue, how: Acquire[B], waiting: Waiting) -> B:
+async def acquire(queue: SlotQueue, how: SlotSource[B], waiting: Waiting) -> B:
     """A backend with a free slot, waiting at most ``waiting.left_s`` in all (and
     holding back while it pays). Raises :class:`NoCapacity`."""
     clock = queue.clock
@@ -179,19 +189,16 @@ async def acquire(queue: SlotQueue, how: Acquire[B], waiting: Waiting) -> B:
             if backend is not None:
                 now = clock.time()
                 faster = None
-                if how.hold is not None and (
-                    give_up_holding_at is None or now < give_up_holding_at
-                ):
+                if give_up_holding_at is None or now < give_up_holding_at:
                     faster = how.hold(backend, token)
                 if faster is None:
-                    if how.reserve is None or how.reserve(backend):
+                    if how.reserve(backend):
                         return backend
                 else:
                     target, _wait_s, worth_s = faster
                     if give_up_holding_at is None:
                         give_up_holding_at = now + worth_s
-                        if how.on_hold is not None:
-                            how.on_hold(target, backend)
+                        how.holding(target, backend)
                     if held != target.name:  # a first hold, or for another backend now
                         queue._leave(held, token)
                         queue._hold(target.name, token)
@@ -203,12 +210,11 @@ async def acquire(queue: SlotQueue, how: Acquire[B], waiting: Waiting) -> B:
                     continue
             if waiting.left_s <= 0:
                 raise NoCapacity(f"no backend had a free slot within {how.queue_timeout_s} s")
-            if how.all_down():
+            if how.nothing_to_wait_for():
                 # Nothing to wait for: the client compiles locally now, not in 10 s.
                 raise NoCapacity("no backend is in rotation")
             started = clock.time()
-            if how.on_wait is not None:
-                how.on_wait()
+            how.waiting()
             queue.waiting_for_slot += 1
             try:
                 await queue.wait(waiting.left_s, waiting.since)

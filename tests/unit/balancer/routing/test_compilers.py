@@ -127,10 +127,8 @@ def test_a_farm_all_down_is_no_capacity_not_no_compiler() -> None:
     import pytest
 
     from balancer.dispatch.acquire import SlotTaker
-    from balancer.dispatch.attempts import JobAttempts
     from balancer.pool.pool import Pool
     from balancer.settings import DispatchSettings, PoolSettings
-    from wire import Request
 
     pool = Pool([], PoolSettings())  # never started
     down = _backend("a", 4, {"gcc": OLD})
@@ -138,10 +136,9 @@ def test_a_farm_all_down_is_no_capacity_not_no_compiler() -> None:
     down.consecutive_fail = 2
     clang_only = _backend("b", 4, {"clang": OLD})
     taker = SlotTaker(pool, DispatchSettings(), set(), random.Random(1))
-    job = JobAttempts(Request(1, ("gcc", "-c", "x.c"), b""), False, 1.0, None)
     pool.backends = {down.name: down}
-    assert taker.nowhere(job) is False  # (the wait for a slot says "none in rotation")
+    assert taker.nowhere("gcc") is False  # (the wait for a slot says "none in rotation")
     pool.backends = {down.name: down, clang_only.name: clang_only}
     pool.routing.changed()
     with pytest.raises(NoCompiler):
-        taker.nowhere(job)
+        taker.nowhere("gcc")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from balancer.errors import NoCapacity
-from balancer.routing.queue import Acquire, SlotQueue, acquire
+from balancer.routing.queue import SlotQueue, acquire
 
 pytestmark = pytest.mark.asyncio
 
@@ -69,6 +69,40 @@ class B:
 SLOW, FAST = B("slow"), B("fast")
 
 
+class SlotSourceForTests:
+    """A job's way to a slot (balancer/routing/queue.py ``SlotSource``), from callables."""
+
+    def __init__(
+        self,
+        pick: Callable[[], B | None],
+        all_down: Callable[[], bool],
+        queue_timeout_s: float,
+        hold: Callable[[B, object], tuple[B, float, float] | None] | None = None,
+        on_wait: Callable[[], None] | None = None,
+    ) -> None:
+        self._pick, self._all_down, self._hold, self._on_wait = pick, all_down, hold, on_wait
+        self.queue_timeout_s = queue_timeout_s
+
+    def pick(self) -> B | None:
+        return self._pick()
+
+    def nothing_to_wait_for(self) -> bool:
+        return self._all_down()
+
+    def hold(self, chosen: B, token: object) -> tuple[B, float, float] | None:
+        return self._hold(chosen, token) if self._hold is not None else None
+
+    def waiting(self) -> None:
+        if self._on_wait is not None:
+            self._on_wait()
+
+    def holding(self, target: B, instead_of: B) -> None:
+        pass
+
+    def reserve(self, backend: B) -> bool:
+        return True
+
+
 async def test_a_change_wakes_the_longest_waiting_first() -> None:
     queue = SlotQueue(FakeClock())
     woken: list[str] = []
@@ -91,7 +125,7 @@ async def test_the_queue_timeout_counts_every_wait_of_a_job() -> None:
     clock = FakeClock()
     queue = SlotQueue(clock)
     waits: list[float] = []
-    how: Acquire[B] = Acquire(
+    how = SlotSourceForTests(
         pick=lambda: None,
         all_down=lambda: False,
         queue_timeout_s=10.0,
@@ -118,7 +152,7 @@ async def test_a_free_slot_ends_the_wait() -> None:
     clock = FakeClock()
     queue = SlotQueue(clock)
     free: list[B] = []
-    how: Acquire[B] = Acquire(
+    how = SlotSourceForTests(
         pick=lambda: free[0] if free else None, all_down=lambda: False, queue_timeout_s=10.0
     )
     waiting = queue.waiting(10.0)
@@ -134,17 +168,17 @@ async def test_a_free_slot_ends_the_wait() -> None:
 async def test_nothing_in_rotation_fails_at_once() -> None:
     clock = FakeClock()
     queue = SlotQueue(clock)
-    how: Acquire[B] = Acquire(pick=lambda: None, all_down=lambda: True, queue_timeout_s=600.0)
+    how = SlotSourceForTests(pick=lambda: None, all_down=lambda: True, queue_timeout_s=600.0)
     with pytest.raises(NoCapacity, match="no backend is in rotation"):
         await acquire(queue, how, queue.waiting(600.0))
     assert clock.pending() == 0  # it never waited
 
 
-def _holding(fast_free: list[bool], worth_s: float) -> Acquire[B]:
+def _holding(fast_free: list[bool], worth_s: float) -> SlotSourceForTests:
     def hold(chosen: B, token: object) -> tuple[B, float, float] | None:
         return None if chosen is FAST else (FAST, 1.0, worth_s)
 
-    return Acquire(
+    return SlotSourceForTests(
         pick=lambda: FAST if fast_free else SLOW,
         all_down=lambda: False,
         queue_timeout_s=10.0,
@@ -191,12 +225,14 @@ async def test_jobs_holding_back_for_one_backend_queue_in_order() -> None:
     queue = SlotQueue(clock)
     seen: dict[str, dict[str, int]] = {}
 
-    def how(name: str) -> Acquire[B]:
+    def how(name: str) -> SlotSourceForTests:
         def hold(chosen: B, token: object) -> tuple[B, float, float] | None:
             seen[name] = queue.ahead(token)
             return (FAST, 1.0, 5.0)
 
-        return Acquire(pick=lambda: SLOW, all_down=lambda: False, queue_timeout_s=10, hold=hold)
+        return SlotSourceForTests(
+            pick=lambda: SLOW, all_down=lambda: False, queue_timeout_s=10, hold=hold
+        )
 
     first = asyncio.ensure_future(acquire(queue, how("first"), queue.waiting(10)))
     await settle()
