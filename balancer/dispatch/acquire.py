@@ -13,7 +13,7 @@ from balancer.errors import NoCompiler
 from balancer.pool.pool import Pool
 from balancer.routing.backend import Backend
 from balancer.routing.estimates import Running, wait_choice
-from balancer.routing.queue import Waiting, acquire
+from balancer.routing.queue import SlotQueue, Waiting, acquire
 from balancer.settings import DispatchSettings
 
 log = structlog.get_logger("distlb.balancer.dispatch")
@@ -25,9 +25,15 @@ this long (holding back pays for a few seconds at most: balancer/routing/estimat
 
 class SlotTaker:
     def __init__(
-        self, pool: Pool, settings: DispatchSettings, running: set[Running], rng: random.Random
+        self,
+        pool: Pool,
+        queue: SlotQueue,
+        settings: DispatchSettings,
+        running: set[Running],
+        rng: random.Random,
     ) -> None:
         self.pool = pool
+        self.queue = queue
         self.settings = settings
         self.running = running
         """The dispatcher's jobs running now (what a big job may hold back for)."""
@@ -81,7 +87,7 @@ class SlotTaker:
         """A backend with a free slot, waiting for one at most ``waiting.left_s`` in all
         (balancer/routing/queue.py); see :meth:`how`. A hold does not spend the budget."""
         how = self.how(exclude, affinity, big, factor, compiler, refused)
-        return await acquire(self.pool.queue, how, waiting)
+        return await acquire(self.queue, how, waiting)
 
     def faster_soon(
         self, chosen: Backend, big: bool, factor: float, exclude: set[str], token: object
@@ -92,7 +98,7 @@ class SlotTaker:
         before this one are ahead of it in that backend's queue."""
         if not big or self.settings.wait_for_faster <= 0 or chosen.caches_results:
             return None  # (a backend that caches results may be the job's affinity choice)
-        ahead = self.pool.queue.ahead(token)
+        ahead = self.queue.ahead(token)
         # Only a backend that runs one of our jobs can be waited for.
         backends = self.pool.backends
         ours = {r.backend for r in self.running} - exclude

@@ -34,7 +34,7 @@ from balancer.errors import AllFailed, NoCapacity, NotDispatched
 from balancer.pool.pool import Pool
 from balancer.routing.backend import Backend
 from balancer.routing.estimates import Running, SizeHints
-from balancer.routing.queue import Waiting, take_now
+from balancer.routing.queue import SlotQueue, Waiting, take_now
 from balancer.settings import DispatchSettings
 from cache import ResultCache, digest_off_loop, why_not_cacheable
 from wire import Limits, Reply, Request
@@ -69,13 +69,17 @@ class Dispatcher:
         )
         self._sizes = SizeHints()
         self._running: set[Running] = set()
-        self.slots = SlotTaker(pool, settings, self._running, self.rng)
+        self.queue = SlotQueue()
+        """The jobs waiting for a slot or holding back for a faster backend; woken by
+        every change of the pool (balancer/routing/queue.py)."""
+        pool.add_listener(self.queue.notify)
+        self.slots = SlotTaker(pool, self.queue, settings, self._running, self.rng)
         self._jobs: set[JobAttempts] = set()
         self.tail = TailWatcher(
             pool.roster,
             self._running,
             settings.tail_hedge,
-            lambda: self.pool.queue.waiting_for_slot,  # while jobs wait, no slot is spare
+            lambda: self.queue.waiting_for_slot,  # while jobs wait, no slot is spare
             self._wake_backed_up,
         )
         pool.add_listener(self.tail.changed)
@@ -152,7 +156,7 @@ class Dispatcher:
         backend comes free; a rescue at once when every running attempt is on a
         backend that has left rotation; and a deadline on every attempt. The first good
         reply wins and the others are closed."""
-        waiting = self.pool.queue.waiting(self.settings.queue_timeout_s)
+        waiting = self.queue.waiting(self.settings.queue_timeout_s)
         big, factor = self.size_hints(len(request.source))
         encoded = await encode_request_off_loop(request)
         if held is not None:
@@ -161,7 +165,7 @@ class Dispatcher:
         if watch is not None:
             watch(job)
         self.slots.nowhere(job.compiler)  # (raises at once when no backend runs its compiler)
-        if not self.pool.queue.waiting_for_slot:
+        if not self.queue.waiting_for_slot:
             # Most jobs find a free slot at once: taken here, with no task to acquire
             # one (none is taken ahead of jobs that wait).
             how = self.slots.how(set(), affinity, big, factor, job.compiler, job.refused)
@@ -226,7 +230,7 @@ class Dispatcher:
             for attempt in job.running:
                 job.end(attempt, "closed")
             self._running.difference_update(a.running for a in job.history)
-            if self.pool.queue.holds:
+            if self.queue.holds:
                 # Jobs holding back may have counted on this one's end: let them
                 # look again now that it is not running any more.
                 self.pool.notify()
@@ -263,7 +267,7 @@ class Dispatcher:
             lambda: self.slots.pick(exclude, big=True),  # the fastest free one
             time.monotonic(),
         )
-        if kind == "late" and self.pool.queue.waiting_for_slot:
+        if kind == "late" and self.queue.waiting_for_slot:
             return None, True  # (a late job's copy takes no slot a waiting job would get)
         if backend is not None:
             # (another worker may have taken its slot meanwhile: wait for a change)
@@ -283,7 +287,7 @@ class Dispatcher:
         waits.add(woken)  # type: ignore[arg-type]
         changed = None
         if wants_change:
-            changed = asyncio.ensure_future(self.pool.wait_for_change(1.0))
+            changed = asyncio.ensure_future(self.queue.wait(1.0))
             waits.add(changed)  # type: ignore[arg-type]
         times = [a.deadline for a in job.running]
         if job.running and job.hedges < self.settings.max_hedges:

@@ -1,6 +1,7 @@
 """The backend pool: the backends (reloaded on SIGHUP), their index for picking
-(balancer/routing/roster.py), the jobs waiting for a slot (balancer/routing/queue.py), and
-per backend a report loop and a probe loop (balancer/pool/health.py).
+(balancer/routing/roster.py), and per backend a report loop and a probe loop
+(balancer/pool/health.py). It tells its listeners of every change that may free
+capacity; the jobs that wait for a slot are the dispatcher's (balancer/routing/queue.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from balancer.pool import health
 from balancer.pool.health import fetch_backend_report, poll_delay
 from balancer.routing.backend import Backend, BackendSpec
 from balancer.routing.compilers import CompilerRouting
-from balancer.routing.queue import SlotQueue
 from balancer.routing.roster import Roster
 from balancer.settings import PoolSettings
 from balancer.workers.shared import SharedCounts
@@ -40,8 +40,6 @@ class Pool:
         """The backends indexed for picking, kept up through each one's ``on_change``."""
         self._backends: dict[str, Backend] = {}
         self._tasks: dict[str, list[asyncio.Task[None]]] = {}
-        self.queue = SlotQueue()
-        """The jobs waiting for a change (balancer/routing/queue.py)."""
         self._listeners: list[Callable[[], None]] = []
         self._down_listeners: list[Callable[[Backend], None]] = []
         self.state_listeners: list[Callable[[str, str, str], None]] = []
@@ -88,7 +86,8 @@ class Pool:
         return tasks
 
     def _others_changed(self) -> None:
-        """Other workers took or gave back slots: refresh those backends, wake the queue."""
+        """Other workers took or gave back slots: refresh those backends, wake the
+        waiting jobs (through the listeners)."""
         assert self.shared is not None
         for entry in self.shared.read_changes():
             backend = self._by_entry.get(entry)
@@ -156,10 +155,8 @@ class Pool:
         self._tasks.clear()
 
     def notify(self) -> None:
-        """Something changed that may free capacity: wake every waiting job, those
-        waiting longest first (they run, and pick, in that order), and tell the
-        listeners."""
-        self.queue.notify()
+        """Something changed that may free capacity: tell the listeners (the dispatcher's
+        queue wakes its waiting jobs, longest waiting first)."""
         for listener in self._listeners:
             listener()
 
@@ -234,12 +231,6 @@ class Pool:
     def demand_until(self) -> float:
         """Until when (monotonic) jobs wait for a slot (reports are read fast)."""
         return self._demand_until
-
-    async def wait_for_change(self, timeout_s: float, since: float | None = None) -> None:
-        """Until the next :meth:`notify` or ``timeout_s``. ``since``: when the caller
-        began to wait for a slot (default now); the longest waiting are woken first, so
-        a job that a full backend turned away keeps its place in the queue."""
-        await self.queue.wait(timeout_s, since)
 
     def all_down(self) -> bool:
         """No backend is in rotation and each failed its latest check: nothing to wait

@@ -57,7 +57,7 @@ async def test_a_hedged_job_whose_two_copies_both_compiled_counts_once() -> None
 
     reply = dispatcher._harvest(job)
     assert reply is good
-    dispatched = dispatcher._won(job, reply, pool.queue.waiting(10))
+    dispatched = dispatcher._won(job, reply, dispatcher.queue.waiting(10))
 
     assert first.ok + hedge.ok == 1
     assert dispatched.backend == first.name and first.ok == 1
@@ -76,5 +76,5 @@ async def test_a_compile_error_is_no_backends_ok() -> None:
 
     reply = dispatcher._harvest(job)
     assert reply is failed
-    dispatcher._won(job, reply, pool.queue.waiting(10))
+    dispatcher._won(job, reply, dispatcher.queue.waiting(10))
     assert backend.ok == 0

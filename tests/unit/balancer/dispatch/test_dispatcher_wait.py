@@ -55,13 +55,13 @@ async def test_a_big_job_waits_and_takes_the_fast_backend_when_our_job_there_end
     await asyncio.sleep(0)  # let it look
     assert not acquiring.done()  # the slow one is free, but it holds back
     assert dispatcher.waited_for_faster == 1
-    assert [len(queue) for queue in dispatcher.pool.queue.holds.values()] == [1]
-    assert fast.name in dispatcher.pool.queue.holds
+    assert [len(queue) for queue in dispatcher.queue.holds.values()] == [1]
+    assert fast.name in dispatcher.queue.holds
     fast.in_flight -= 1  # our job on the fast one ends
     dispatcher._running.discard(ours)
     dispatcher.pool.notify()
     assert await asyncio.wait_for(acquiring, 5) is fast
-    assert dispatcher.pool.queue.holds == {} and dispatcher.pool.queue.waiting_for_slot == 0
+    assert dispatcher.queue.holds == {} and dispatcher.queue.waiting_for_slot == 0
 
 
 async def test_it_gives_up_waiting_when_waiting_no_longer_pays() -> None:

@@ -128,6 +128,7 @@ def test_a_farm_all_down_is_no_capacity_not_no_compiler() -> None:
 
     from balancer.dispatch.acquire import SlotTaker
     from balancer.pool.pool import Pool
+    from balancer.routing.queue import SlotQueue
     from balancer.settings import DispatchSettings, PoolSettings
 
     pool = Pool([], PoolSettings())  # never started
@@ -135,7 +136,7 @@ def test_a_farm_all_down_is_no_capacity_not_no_compiler() -> None:
     down.healthy = False
     down.consecutive_fail = 2
     clang_only = _backend("b", 4, {"clang": OLD})
-    taker = SlotTaker(pool, DispatchSettings(), set(), random.Random(1))
+    taker = SlotTaker(pool, SlotQueue(), DispatchSettings(), set(), random.Random(1))
     pool.backends = {down.name: down}
     assert taker.nowhere("gcc") is False  # (the wait for a slot says "none in rotation")
     pool.backends = {down.name: down, clang_only.name: clang_only}
