@@ -29,9 +29,8 @@ import structlog
 from daemon.judge import Job
 from server.output import NoObject, read_output
 from server.sandbox.launcher import JOB_ROOT_INSIDE, Sandbox
-from server.sandbox.warm import (
+from server.sandbox.spawn import (
     Started,
-    WarmPool,
     close_fds,
     kill,
     kill_init,
@@ -39,6 +38,7 @@ from server.sandbox.warm import (
     send_command,
     spawn,
 )
+from server.sandbox.warm import WarmPool
 from wire.events import exit_status, signal_status
 from wire.stream import LOOP_CODEC_BYTES
 

@@ -18,7 +18,8 @@ from balancer.observe.activity import merge_snapshots
 from balancer.observe.history import merge_exports
 from balancer.observe.live import Viewers
 from balancer.observe.stats import BalancerStats
-from balancer.workers.supervisor import PEER_TIMEOUT_S, merge_metrics, merge_status
+from balancer.workers.merge import merge_metrics, merge_status
+from balancer.workers.supervisor import PEER_TIMEOUT_S
 from daemon.access import Network
 from daemon.pages import add_assets, allow_only, page
 

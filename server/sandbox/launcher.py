@@ -60,7 +60,7 @@ SANDBOX_PROCESSES = 3
 shell that becomes the compiler."""
 _RUN_SENT = "nl='\n' && IFS= read -r line && exec </dev/null && eval \"exec $line\""
 """The rest of a sandbox's shell started ahead of its job: read the command line (a
-newline in an argument comes as ``"$nl"``: see server/sandbox/warm.py send_command), then
+newline in an argument comes as ``"$nl"``: see server/sandbox/spawn.py send_command), then
 become the compiler (its exit status and its signals are the compiler's own)."""
 DEFAULT_JOB_UIDS = (900_000_000, 900_000_999)
 """Where per-job uids come from when the server runs as root: far above the uids

@@ -11,7 +11,7 @@ from balancer.cli import load as load_balancer_config
 from balancer.config import ConfigError
 from balancer.dispatch.caching import source_identity
 from balancer.routing.backend import Backend, BackendReport, BackendSpec
-from balancer.workers.supervisor import merge_status
+from balancer.workers.merge import merge_status
 from cache import BadRedisURL, CompilerIdentity, parse_redis_url
 from cache.node_stats import LATENCY_BUCKETS_S, TRIP_AFTER, NodeBook
 from tests.support.secrets import farm_secret

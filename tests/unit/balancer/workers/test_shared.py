@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 from balancer.routing.backend import Backend, BackendReport, BackendSpec
+from balancer.workers.merge import merge_metrics, merge_status
 from balancer.workers.shared import SharedCounts
-from balancer.workers.supervisor import merge_metrics, merge_status
 
 
 def test_each_worker_sees_what_the_others_hold_and_is_told_of_changes() -> None:
