@@ -97,7 +97,21 @@ def why_not_cacheable(argv: Sequence[str]) -> str | None:
                 return f"{arg}: {reason}"
         if assembler_debug(args, i):
             return f"{arg}: the assembler's debug info names the server's temporary file"
+    if "clang" not in argv[0] and _lto_without_seed(args):  # (cc may be gcc)
+        return "-flto without -frandom-seed: gcc names its LTO sections by a random seed"
     return None
+
+
+def _lto_without_seed(args: Sequence[str]) -> bool:
+    """gcc's last -flto/-fno-lto says LTO, and no -frandom-seed fixes the sections' names
+    (two compiles of one text then differ: a tenth review; clang's do not)."""
+    lto = False
+    for arg in args:
+        if arg == "-flto" or arg.startswith("-flto="):
+            lto = True
+        elif arg == "-fno-lto":
+            lto = False
+    return lto and not any(arg.startswith("-frandom-seed") for arg in args)
 
 
 INPUT_PLACEHOLDER = "\0input"
@@ -192,6 +206,8 @@ def job_digest(
     marked = scan(source)
     timed = next((m.decode() for m in TIME_MACROS if m in source), None)
     uncacheable = f"the text names {timed}: its object holds its compile's time" if timed else None
+    if marked.assembler_reads is not None:
+        uncacheable = f"{marked.assembler_reads}: the object may hold a server's file"
     if marked.hand_made is not None:
         uncacheable = f"{marked.hand_made}, which no client's preprocessor writes"
     if marked.obstacle == NO_LEADING_MARKER:

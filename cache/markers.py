@@ -46,11 +46,37 @@ _LINES = re.compile(rb"\n#(?:" + _BODY + rb"|(" + _WS + rb"*(?:line\b|[0-9])))")
 """A marker (group 1: its path), or a line that starts like one but is not (group 2).
 Each pattern here starts with a literal, which the regex engine finds fast (patterns
 that start with a choice of characters are several times slower, measured)."""
+
+
+class _AtLineStart:
+    """A pattern that counts only at the start of a line (blanks before it): searched
+    from its literal ``#``, fast, and checked where it is found."""
+
+    def __init__(self, pattern: re.Pattern[bytes]) -> None:
+        self.pattern = pattern
+
+    def search(self, text: bytes) -> re.Match[bytes] | None:
+        for found in self.pattern.finditer(text):
+            line = text.rfind(b"\n", 0, found.start()) + 1
+            if not text[line : found.start()].strip(b" \t\f\v"):
+                return found
+        return None
+
+
+_CONDITIONAL = _AtLineStart(
+    re.compile(
+        rb"#" + _WS
+        + rb"*(?:if|ifdef|ifndef|elif|elifdef|elifndef|else|endif|undef|assert|unassert)\b"
+    )
+)  # fmt: skip
+"""A conditional directive: clang evaluates it in a preprocessed text, and with
+``__has_include`` it asks the server's file system (a tenth review)."""
 _OBSTACLES = (
     # __FILE__, __FILE_NAME__, __BASE_FILE__, __builtin_FILE (found by FILE, which is rare)
     re.compile(rb"FILE(?:(?<=__FILE)(?:__|_NAME__)|(?<=__BASE_FILE)__|(?<=__builtin_FILE))"),
     re.compile(rb"\\" + _WS + rb"*\n"),  # a line splice
     re.compile(rb"#" + _WS + rb"*(?:define|include|import|embed|/\*)"),
+    _CONDITIONAL,
     re.compile(rb"%:"),  # the digraph of #
     # .incbin and .include in an asm, any case: the assembler reads a file into the
     # object (the job's own text has a name the source cannot know: server/runner.py)
@@ -73,6 +99,8 @@ _SEQUENCES = (b"__builtin_source_location", b"__has_include", b"__has_embed", b"
 _HAND_MADE = (
     re.compile(rb"\\" + _WS + rb"*\n"),
     re.compile(rb"#" + _WS + rb"*(?:define|include|import|embed|/\*)"),
+    _CONDITIONAL,
+    re.compile(rb"__has_(?:include|embed)"),
     re.compile(rb"%:"),
     re.compile(rb"\?\?[=/'()!<>-]"),
     re.compile(rb"(?i:\.inc(?:bin|lude))"),
@@ -83,6 +111,34 @@ the text: clang runs directives and splices in a preprocessed text (it built
 ``__TIME__`` from ``__TI`` and ``ME__``, and read a server file by ``#include``: an
 eighth review), and an assembler's ``.incbin``/``.include`` (any case) read the server's
 files. Such a text is never cached (cache/keys.py), its paths kept in any case."""
+_MARKER_LINE = re.compile(rb"\n#" + _WS + rb"*(?:line" + _WS + rb"+)?[0-9][^\n]*")
+_ADJACENT = re.compile(rb'"(?:[ \t\n\f\v]|/\*(?:[^*]|\*(?!/))*\*/)*(?:u8|[uUL])?"')
+"""Where two string literals meet (blanks or comments between; line markers are taken
+out first): the compiler joins them before an assembler sees the string."""
+_DIRECTIVE = re.compile(rb"\.(?i:inc(?:bin|lude)|macro|irpc?|rept|altmacro)\b")
+"""The directives that read a file (``.incbin``, ``.include``, any case), and those that
+can build a directive's name as the assembler runs (``.incb\\()in`` in a macro)."""
+_MEMBER_BEFORE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$)]")
+"""What may come before ``.`` where it is no directive (a member: ``opts.include``)."""
+_NUMERIC_ESCAPE = re.compile(rb"\\(?:[0-7]{1,3}|x[0-9A-Fa-f]+|u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8})")
+_SPELLED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz.%")
+"""A letter, a dot or ``%`` given by its number: how a directive's name (or an asm
+operand) hides from a scan of the bytes."""
+_SEAM = rb"(?:\n#[^\n]*|[ \t\n\f\v]|/\*(?:[^*]|\*(?!/))*\*/)*"
+_ASM_TEMPLATE = re.compile(
+    rb"(?:\n#[^\n]*|[ \t\n]|volatile\b|__volatile__\b|__volatile\b|goto\b|inline\b"
+    rb"|__inline__\b|__inline\b)*\(" + _SEAM
+    + rb'((?:(?:u8|[uUL])?"(?:[^"\\\n]|\\.)*"' + _SEAM + rb")+)"
+)  # fmt: skip
+"""What follows ``asm``: its template, every string literal that meets."""
+_TEMPLATE_SEAM = re.compile(rb'"' + _SEAM + rb'(?:u8|[uUL])?"')
+_ESCAPED = re.compile(rb"\\.", re.S)
+_GLUED_OPERAND = re.compile(
+    rb"[A-Za-z0-9_.$]%[A-Za-z]{0,2}(?:[0-9]|\[)"
+    rb"|%[A-Za-z]{0,2}(?:[0-9]+|\[[A-Za-z0-9_]*\])[A-Za-z_.$]"
+)
+"""An asm operand glued to a name in its template (``.%c0``, ``%c0%c1``): the operand
+prints a symbol's name, which can complete a directive's."""
 _TYPE_NAMES = (b"__PRETTY_FUNCTION__", b"__FUNCSIG__", b"__builtin_dump_struct",
                b"__builtin_FUNCSIG")  # fmt: skip
 """What makes clang write a type's name into the object as text: a lambda's or an
@@ -115,6 +171,9 @@ class MarkedText:
     hand_made: str | None = None
     """Why no client's preprocessor wrote the text, and its result must not be cached
     (:data:`_HAND_MADE`; None: it may be)."""
+    assembler_reads: str | None = None
+    """Why an assembler could read a file into the object (:func:`assembler_reads`;
+    None: it cannot): its result must not be cached."""
     names_types: bool = False
     """The text may have clang write type names, with the paths of lambdas and unnamed
     types, into the object (:data:`_TYPE_NAMES`): paths reach clang's objects."""
@@ -176,7 +235,42 @@ def scan(text: bytes) -> MarkedText:
         obstacle=obstacle,
         names_types=obstacle is None and any(name in text for name in _TYPE_NAMES),
         hand_made=hand_made,
+        assembler_reads=assembler_reads(text),
     )
+
+
+def assembler_reads(text: bytes) -> str | None:
+    """Why an assembler could read a file into this text's object (None: it cannot):
+    ``.incbin`` or ``.include`` (any case) however the compiler puts together the string
+    that reaches the assembler (an asm template or label, a section's or an alias's
+    name, a pragma: literals joined across blanks, comments and line markers; a letter,
+    a dot or ``%`` by its number), an assembler macro (which can build one as it runs),
+    or an asm operand glued to a name in a template (a symbol's name completes a
+    directive's). The object would hold a file of the server's (``/usr/lib/os-release``:
+    a tenth review), which no key covers. Such a text is never cached."""
+    joined = _ADJACENT.sub(b"", _MARKER_LINE.sub(b"", text))
+    for found in _DIRECTIVE.finditer(joined):
+        at = found.start()
+        escaped = joined[at - 2 : at - 1] == b"\\"  # (after \n or \t: a line's start)
+        if at == 0 or escaped or joined[at - 1] not in _MEMBER_BEFORE:
+            return f"an assembler would read {found.group()!r} (a file, or a macro)"
+    for escape in _NUMERIC_ESCAPE.finditer(text):
+        body = escape.group()[1:]
+        value = int(body, 8) if body[:1].isdigit() else int(body[1:], 16)
+        if value in _SPELLED:
+            return f"the text spells {chr(value)!r} by its number ({escape.group()!r})"
+    at = text.find(b"asm")
+    while at >= 0:
+        template = _ASM_TEMPLATE.match(text, at + 3 + 2 * text.startswith(b"__", at + 3))
+        at = text.find(b"asm", at + 3)
+        if template is not None:
+            # (an escape is no name: \t%0 is a tab and an operand; a letter, a dot or %
+            # by its number was found above)
+            joined_template = _ESCAPED.sub(b" ", _TEMPLATE_SEAM.sub(b"", template.group(1)))
+            glued = _GLUED_OPERAND.search(joined_template.replace(b"%%", b"  "))
+            if glued is not None:
+                return f"an asm template glues an operand to a name ({glued.group()!r})"
+    return None
 
 
 def _obstacle(text: bytes, paths: tuple[bytes, ...]) -> str | None:

@@ -51,7 +51,12 @@ _WORD_PATTERNS = {
     "triple": re.compile(
         r"(?:x86_64|i[3-6]86|aarch64(?:_be)?|arm[a-z0-9]*|thumb[a-z0-9]*|riscv(?:32|64)"
         r"|powerpc(?:64)?(?:le)?|ppc(?:64)?(?:le)?|s390x|mips[a-z0-9]*|m68k)"
-        r"(?:-(?!scei|sie)[A-Za-z0-9_]+)?-linux(?:-[A-Za-z0-9_]+)?"
+        r"(?:-(?!scei|sie)[A-Za-z0-9_]+)?-linux"
+        # The environments of Linux (an object format there, -linux-macho, made clang 14
+        # crash, run llvm-symbolizer and leave its reproducer in TMPDIR, or plan an
+        # assembler from PATH: a tenth review)
+        r"(?:-(?:gnu(?:abin32|abi64|eabi|eabihf|x32|ilp32)?|musl(?:eabi|eabihf)?"
+        r"|android(?:eabi)?[0-9]*|eabi(?:hf)?))?"
     ),
 }
 _DESCRIBE = {
@@ -62,7 +67,8 @@ _DESCRIBE = {
     "warning": "a warning's name",
     "target": "a target option's value",
     "triple": "a Linux target of an architecture clang assembles itself "
-    "(ARCH[-VENDOR]-linux[-ABI]: others make clang run an assembler from PATH)",
+    "(ARCH[-VENDOR]-linux[-gnu*|-musl*|-android*|-eabi*]: others make clang run an "
+    "assembler from PATH)",
 }
 _DEFINE = re.compile(r"[A-Za-z_$][A-Za-z0-9_$.]*(?:\([A-Za-z0-9_, .]*\))?(?:=.*)?")
 """NAME, NAME=TEXT or NAME(ARGS)=TEXT: a macro (``-D``) or an assembler symbol

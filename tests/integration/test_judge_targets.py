@@ -26,8 +26,10 @@ ARCHS = ["x86_64", "i386", "i686", "aarch64", "aarch64_be", "arm", "armv7a", "ar
          "powerpc64le", "ppc64le", "s390x", "mips", "mipsel", "mips64", "mips64el", "m68k",
          "sparc64", "loongarch64", "xcore", "ve", "hexagon", "wasm32"]  # fmt: skip
 SYSTEMS = ["-linux-gnu", "-pc-linux-gnu", "-unknown-linux-gnueabihf", "-evil-linux-musl",
-           "-linux-android", "-ibm-aix", "-unknown-nacl", "-scei-ps4", "-pc-windows-msvc",
-           "-apple-darwin", ""]  # fmt: skip
+           "-linux-android", "-linux-android21", "-linux-gnuabi64", "-linux-musleabihf",
+           "-linux-eabi", "-ibm-aix", "-unknown-nacl", "-scei-ps4", "-pc-windows-msvc",
+           "-apple-darwin", "-linux-macho", "-unknown-linux-coff", "-linux-xcoff",
+           "-linux-wasm", "-linux-goff", ""]  # fmt: skip
 
 
 def _programs(target: str, extra: list[str], tmp_path: Path) -> list[str]:
@@ -69,7 +71,10 @@ def test_every_target_the_judge_takes_is_assembled_by_clang_itself(tmp_path: Pat
                           ("x86_64-scei-ps4", EXTERNAL, "orbis-as"),
                           ("x86_64-linux-gnu", EXTERNAL, "x86_64-linux-gnu-as"),
                           ("sparc64-linux-gnu", [], "as"), ("loongarch64-linux-gnu", [], "as"),
-                          ("x86_64-evil-aix", [], "as")])  # fmt: skip
+                          ("x86_64-evil-aix", [], "as"),
+                          # an object format for the environment (a tenth review)
+                          ("riscv64-linux-macho", [], "as"),
+                          ("s390x-unknown-linux-macho", [], "as")])  # fmt: skip
 def test_targets_that_run_an_assembler_from_path_are_refused(
     target: str, extra: list[str], program: str, tmp_path: Path
 ) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from cache import CachedResult, CompilerIdentity, MemoryStore, ResultCache, job_digest, result_cache
 from cache.entry import decode_entry, encode_entry
+from cache.keys import why_not_cacheable
 from cache.markers import scan
 from cache.path_rules import compiler_family, gcc_remap, prefix_maps
 from cache.stderr_paths import MAX_WORK_BYTES, Unmappable, rewrite
@@ -313,3 +314,84 @@ def test_prefix_maps_split_at_the_last_equals_sign_and_are_bounded() -> None:
     assert (plain.old, plain.new) == (b"/p", b"")
     many = ["gcc", "-c", "a.c", *(f"-ffile-prefix-map=/x{i}=/y" for i in range(33))]
     assert job_digest(1, many, text("/a")).rule == "more than 32 prefix maps"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'asm(".section .rodata\\n.inc" "bin \\"/usr/lib/os-release\\"\\n.text");\n',
+        b'asm(".section .rodata\\n.inc"\n# 7 "/home/a/a.c"\n"bin \\"/x\\"\\n.text");\n',
+        b'asm(".inc" /* */ "bin \\"/x\\"");\n',
+        b'asm(".section .rodata\\n\\056incbin \\"/etc/ld.so.cache\\"\\n.text");\n',
+        b'asm("\\x0000002eincbin \\"/x\\"");\n',
+        b'asm("\\151ncbin");\n',
+        b'asm(".macro m\\n.incb\\\\()in \\"/x\\"\\n.endm\\nm");\n',
+        b'asm(".IRP x,bin\\n.inc\\\\x \\"/x\\"\\n.endr");\n',
+        b'void f(void) { __asm__ __volatile__(".%c0 \\"/x\\"" :: "i"(incbin)); }\n',
+        b'void f(void) { asm volatile goto ("%c0%c1 \\"/x\\"" :: "i"(a), "i"(b) :: out); }\n',
+        b'extern char v[] __asm__("x\\n.incbin \\"/x\\"\\n");\n',
+        b'__attribute__((section(".data\\n.Include \\"/x\\"\\n#"))) int y = 1;\n',
+        b'__attribute__((symver("f@V\\n.incbin \\"/x\\""))) int f(void);\n',
+        b'#pragma clang section data=".data\\n.incbin"\n',
+    ],
+    ids=repr,
+)
+def test_a_text_whose_assembler_could_read_a_file_is_never_cached(body: bytes) -> None:
+    """An assembler's .incbin or .include puts a server file into the object (none of
+    which a key covers): a tenth review got /usr/lib/os-release cached through joined
+    literals, a dot by its number and a macro's splice. Every way the string that
+    reaches the assembler can be put together counts (the real compilers' reading of
+    each: tests/integration/test_cache_assembler_reads.py)."""
+    digest = job_digest(1, ["gcc", "-c", "a.c"], text("/a") + body)
+    assert digest.uncacheable is not None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'extern int fscanf (void *__s, const char *__f, ...) __asm__ ("" "__isoc99_fscanf");\n',
+        b'void f(int *p) { __asm__ __volatile__ ("lock; xaddl %0, %1\\n\\t%X2" : "+r"(*p)'
+        b' : "m"(*p), "m"(*p)); }\n',
+        b'void g(void) { __asm__ ("movl %%fs:%P1, %0" : "=r"(x) : "i"(8)); }\n',
+        b'__attribute__((section(".text.hot"))) void h(void) {}\n',
+        b'const char *s = "include, incbin and macro in a message"; int includes;\n',
+        b"struct o { int rept, macro; } v; int *p = &v.rept; int q = v.macro;\n",
+        b'const char *d = "\\0\\033[1m\\x1b\\n"; char fmt[] = "%02d%02d";\n',
+    ],
+    ids=repr,
+)
+def test_ordinary_asm_and_strings_stay_cacheable(body: bytes) -> None:
+    """What real headers and programs hold: glibc's asm names, inline asm with operands
+    apart from names, sections, strings that mention directives, members named so."""
+    assert job_digest(1, ["gcc", "-c", "a.c"], text("/a") + body).uncacheable is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'#if __has_include("/usr/include/stdio.h")\nint have = 1;\n#else\nint have = 2;\n#endif\n',
+     b"  #  ifdef X\nint y;\n#endif\n", b"#undef X\n", b"int x = __has_include_next(<a.h>);\n"],
+    ids=repr,
+)  # fmt: skip
+def test_a_conditional_directive_is_never_cached(body: bytes) -> None:
+    """clang evaluates #if in a preprocessed text, and __has_include asks the server's
+    file system: the same key gave two objects on servers with and without a header (a
+    tenth review). No client's preprocessor leaves a conditional in its output."""
+    digest = job_digest(1, ["clang", "-c", "a.c"], text("/a") + body)
+    assert digest.uncacheable is not None and "no client's preprocessor" in digest.uncacheable
+
+
+def test_a_conditional_in_a_string_is_no_directive() -> None:
+    assert (
+        job_digest(1, ["clang", "-c", "a.c"], text("/a") + b'char s[] = "#if";\n').uncacheable
+        is None
+    )
+
+
+def test_gcc_lto_without_a_seed_is_never_cached() -> None:
+    """gcc names its LTO sections by a random seed: two compiles of one text differ
+    (clang's do not; tests/integration/test_cache_assembler_reads.py)."""
+    assert why_not_cacheable(["gcc", "-c", "-flto", "a.c"]) is not None
+    assert why_not_cacheable(["cc", "-c", "-flto=auto", "a.c"]) is not None
+    assert why_not_cacheable(["gcc", "-c", "-flto", "-frandom-seed=a.c", "a.c"]) is None
+    assert why_not_cacheable(["gcc", "-c", "-flto", "-fno-lto", "a.c"]) is None
+    assert why_not_cacheable(["clang", "-c", "-flto", "a.c"]) is None
