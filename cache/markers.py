@@ -111,34 +111,45 @@ the text: clang runs directives and splices in a preprocessed text (it built
 ``__TIME__`` from ``__TI`` and ``ME__``, and read a server file by ``#include``: an
 eighth review), and an assembler's ``.incbin``/``.include`` (any case) read the server's
 files. Such a text is never cached (cache/keys.py), its paths kept in any case."""
-_MARKER_LINE = re.compile(rb"\n#" + _WS + rb"*(?:line" + _WS + rb"+)?[0-9][^\n]*")
-_ADJACENT = re.compile(rb'"(?:[ \t\n\f\v]|/\*(?:[^*]|\*(?!/))*\*/)*(?:u8|[uUL])?"')
-"""Where two string literals meet (blanks or comments between; line markers are taken
-out first): the compiler joins them before an assembler sees the string."""
-_DIRECTIVE = re.compile(rb"\.(?i:inc(?:bin|lude)|macro|irpc?|rept|altmacro)\b")
-"""The directives that read a file (``.incbin``, ``.include``, any case), and those that
-can build a directive's name as the assembler runs (``.incb\\()in`` in a macro)."""
-_MEMBER_BEFORE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$)]")
-"""What may come before ``.`` where it is no directive (a member: ``opts.include``)."""
-_NUMERIC_ESCAPE = re.compile(rb"\\(?:[0-7]{1,3}|x[0-9A-Fa-f]+|u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8})")
-_SPELLED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz.%")
-"""A letter, a dot or ``%`` given by its number: how a directive's name (or an asm
-operand) hides from a scan of the bytes."""
-_SEAM = rb"(?:\n#[^\n]*|[ \t\n\f\v]|/\*(?:[^*]|\*(?!/))*\*/)*"
-_ASM_TEMPLATE = re.compile(
-    rb"(?:\n#[^\n]*|[ \t\n]|volatile\b|__volatile__\b|__volatile\b|goto\b|inline\b"
-    rb"|__inline__\b|__inline\b)*\(" + _SEAM
-    + rb'((?:(?:u8|[uUL])?"(?:[^"\\\n]|\\.)*"' + _SEAM + rb")+)"
+_SEP = rb"[ \t\n]*"
+_SAFE_TEMPLATE = rb'"(?:[A-Za-z0-9_ ,;%$()\[\]:*+=!<>{}|&~^@#?\'-]|\\[nt])*"'
+"""A literal an asm statement may give the assembler in a cached job: no dot (no
+directive can start), no escape but ``\n`` and ``\t``, no quote."""
+_ASM_FORM = re.compile(
+    rb"(?:" + _SEP + rb"(?:volatile|__volatile__|__volatile|goto|inline|__inline__|__inline)\b)*"
+    + _SEP + rb"\(" + _SEP + _SAFE_TEMPLATE + rb"(?:" + _SEP + _SAFE_TEMPLATE + rb")*" + _SEP
+    + rb"[:)]"
 )  # fmt: skip
-"""What follows ``asm``: its template, every string literal that meets."""
-_TEMPLATE_SEAM = re.compile(rb'"' + _SEAM + rb'(?:u8|[uUL])?"')
-_ESCAPED = re.compile(rb"\\.", re.S)
-_GLUED_OPERAND = re.compile(
-    rb"[A-Za-z0-9_.$]%[A-Za-z]{0,2}(?:[0-9]|\[)"
-    rb"|%[A-Za-z]{0,2}(?:[0-9]+|\[[A-Za-z0-9_]*\])[A-Za-z_.$]"
+"""``asm`` as a cached job may use it: a label (``__asm__ ("" "__isoc99_fscanf")``) or
+a template of safe literals, then its operands (``:``) or its end."""
+_WORD_IN_PARENS = re.compile(rb"\(" + _SEP + rb'[A-Za-z_][A-Za-z0-9_]*(?!["A-Za-z0-9_])')
+"""``(`` then a word that is no string's prefix (``R"``, ``u8"``, ``L"``)."""
+_ASM_WORDS = re.compile(
+    rb"(?:" + _SEP + rb"(?:volatile|__volatile__|__volatile|goto|inline|__inline__|__inline)\b)*"
+    + _SEP
+)  # fmt: skip
+_NAMED_FORM = re.compile(_SEP + rb"\(" + _SEP + rb'"[A-Za-z0-9_.$@]*"' + _SEP + rb"[,)]")
+"""A section's, an alias's or a symbol version's name as a cached job may give it: one
+plain literal of a name's characters (no blank, newline, ``;``, ``#`` or escape: nothing
+that starts another statement for the assembler)."""
+_CARRIER_WORDS = (b"asm", b"section", b"alias", b"weakref", b"ifunc", b"symver")
+"""Words whose strings reach the assembler as written (each also between ``__``)."""
+_NAME = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$")
+_ODD = frozenset(
+    [b"#", b"\f", b"\v", b"\r", b"\\", *(bytes([byte]) for byte in range(0x80, 0x100))]
 )
-"""An asm operand glued to a name in its template (``.%c0``, ``%c0%c1``): the operand
-prints a symbol's name, which can complete a directive's."""
+"""What may stand between ``asm`` and its ``(`` only in a text written to hide one (a
+``#`` line, another blank, a Unicode one, a splice)."""
+_PRAGMA = re.compile(rb"\n" + _WS + rb"*#" + _WS + rb"*(pragma|ident|sccs)\b([^\n]*)")
+_HARMLESS_PRAGMA = re.compile(
+    rb"[ \t]*(?:GCC[ \t]+(?:push_options|pop_options|target|optimize|diagnostic|visibility"
+    rb"|ivdep|unroll|poison)|clang[ \t]+(?:diagnostic|loop)|pack|omp|STDC|once|weak"
+    rb"|redefine_extname)\b"
+)
+"""Pragmas that give the assembler no string (their words set options, diagnostics,
+visibility, packing, loops; ``weak`` and ``redefine_extname`` take identifiers)."""
+
+
 _TYPE_NAMES = (b"__PRETTY_FUNCTION__", b"__FUNCSIG__", b"__builtin_dump_struct",
                b"__builtin_FUNCSIG")  # fmt: skip
 """What makes clang write a type's name into the object as text: a lambda's or an
@@ -240,36 +251,51 @@ def scan(text: bytes) -> MarkedText:
 
 
 def assembler_reads(text: bytes) -> str | None:
-    """Why an assembler could read a file into this text's object (None: it cannot):
-    ``.incbin`` or ``.include`` (any case) however the compiler puts together the string
-    that reaches the assembler (an asm template or label, a section's or an alias's
-    name, a pragma: literals joined across blanks, comments and line markers; a letter,
-    a dot or ``%`` by its number), an assembler macro (which can build one as it runs),
-    or an asm operand glued to a name in a template (a symbol's name completes a
-    directive's). The object would hold a file of the server's (``/usr/lib/os-release``:
-    a tenth review), which no key covers. Such a text is never cached."""
-    joined = _ADJACENT.sub(b"", _MARKER_LINE.sub(b"", text))
-    for found in _DIRECTIVE.finditer(joined):
-        at = found.start()
-        escaped = joined[at - 2 : at - 1] == b"\\"  # (after \n or \t: a line's start)
-        if at == 0 or escaped or joined[at - 1] not in _MEMBER_BEFORE:
-            return f"an assembler would read {found.group()!r} (a file, or a macro)"
-    for escape in _NUMERIC_ESCAPE.finditer(text):
-        body = escape.group()[1:]
-        value = int(body, 8) if body[:1].isdigit() else int(body[1:], 16)
-        if value in _SPELLED:
-            return f"the text spells {chr(value)!r} by its number ({escape.group()!r})"
-    at = text.find(b"asm")
-    while at >= 0:
-        template = _ASM_TEMPLATE.match(text, at + 3 + 2 * text.startswith(b"__", at + 3))
-        at = text.find(b"asm", at + 3)
-        if template is not None:
-            # (an escape is no name: \t%0 is a tab and an operand; a letter, a dot or %
-            # by its number was found above)
-            joined_template = _ESCAPED.sub(b" ", _TEMPLATE_SEAM.sub(b"", template.group(1)))
-            glued = _GLUED_OPERAND.search(joined_template.replace(b"%%", b"  "))
-            if glued is not None:
-                return f"an asm template glues an operand to a name ({glued.group()!r})"
+    """Why an assembler could be given something other than plain code and names by
+    this text (None: it cannot), and its object then hold a file of the server's: an
+    ``.incbin`` spelled past any scan of the bytes (a tenth and an eleventh review
+    joined literals across comments, ``#`` lines, pragmas and Unicode blanks, gave a dot
+    by its number, built a name with a gas macro or a glued asm operand, used raw
+    strings). So a cached job's text is held to shapes, not searched for spellings:
+    every ``asm`` is a label or a template of literals without a dot or an escape but
+    ``\n`` and ``\t`` (no directive can start), every ``section``, ``alias``,
+    ``weakref``, ``ifunc`` and ``symver`` with a string names one plain name, every
+    pragma is one that gives the assembler nothing, and nothing else (a comment, a
+    ``#`` line, another blank) stands where the shape wants its parts. Real headers
+    keep to these (glibc's and libstdc++'s, preprocessed by gcc and clang: tested)."""
+    for word in _CARRIER_WORDS:
+        at = text.find(word)
+        while at >= 0:
+            start, end = at, at + len(word)
+            at = text.find(word, at + 1)
+            if start >= 2 and text.startswith(b"__", start - 2):
+                start -= 2
+            if text.startswith(b"__", end):
+                end += 2
+            if (start and text[start - 1] in _NAME) or (end < len(text) and text[end] in _NAME):
+                continue  # (part of a longer name: wasm, asmlinkage, sections)
+            if word == b"asm":
+                after = _ASM_WORDS.match(text, end)
+                rest = text[after.end() if after else end :][:2]
+                if not (rest[:1] == b"(" or rest in (b"//", b"/*") or rest[:1] in _ODD):
+                    continue  # (the word, not a statement: asm/socket.h, "inline asm is")
+                if rest[:1] == b"(" and _WORD_IN_PARENS.match(text, after.end() if after else end):
+                    continue  # ("asm (as written)": a statement's "(" holds a string first)
+                if _ASM_FORM.match(text, end) is None:
+                    return f"an asm statement of another shape at byte {start}"
+            else:
+                rest = text[end : end + 64].lstrip(b" \t\n")
+                if not rest.startswith(b"(") or rest[1:].lstrip(b" \t\n")[:1].isalnum():
+                    continue  # (a word or a call, not a name for the assembler)
+                if _NAMED_FORM.match(text, end) is None:
+                    return f"{word.decode()}(...) gives the assembler more than a name"
+    for pragma in _PRAGMA.finditer(b"\n" + text if text.startswith(b"#") else text):
+        if pragma.group(1) != b"pragma":  # (#ident, #sccs: a string for the assembler)
+            return f"the text holds {pragma.group().strip()[:60]!r}"
+        if _HARMLESS_PRAGMA.match(pragma.group(2)) is None:
+            return f"a pragma that may reach the assembler: {pragma.group().strip()[:60]!r}"
+    if b"_Pragma" in text:
+        return "the text holds _Pragma (a preprocessor writes #pragma lines)"
     return None
 
 

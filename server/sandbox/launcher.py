@@ -390,8 +390,11 @@ PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LC_MESSAGES", "LC_CTYPE")
 
 def child_env(job_dir: str) -> dict[str, str]:
     """The compiler's environment: PATH and locale from the server's, the job dir as
-    HOME and TMPDIR, nothing else (no GCC_EXEC_PREFIX, COMPILER_PATH, ...)."""
+    HOME and TMPDIR, nothing else (no GCC_EXEC_PREFIX, COMPILER_PATH, ...); and clang
+    told not to run llvm-symbolizer when it crashes (a source can crash it: ``#pragma
+    clang __debug crash``; an eleventh review)."""
     env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
     env.setdefault("PATH", os.defpath)
     env["HOME"] = env["TMPDIR"] = job_dir
+    env["LLVM_DISABLE_SYMBOLIZATION"] = "1"
     return env

@@ -23,7 +23,8 @@ MARKER = '# 1 "/home/alice/p/a.c"\n'
 
 def _spellings(path: str) -> dict[str, str]:
     """Ways a text gets ``.incbin "path"`` to gcc's assembler (a tenth review's three
-    first; then the other routes a string takes to the assembler as written)."""
+    first; then the other routes a string takes to the assembler as written, and an
+    eleventh review's ways past the scan that mended the first)."""
     q = f'\\"{path}\\"'
     return {
         "joined literals": f'asm(".section .rodata\\n.inc" "bin {q}\\n.text");\n',
@@ -38,6 +39,11 @@ def _spellings(path: str) -> dict[str, str]:
         "an asm label": f'extern char v[] __asm__("x\\n.section .rodata\\n.incbin {q}\\n'
         f'.text\\n");\nchar *p = v;\n',
         "a section's name": f'__attribute__((section(".data\\n.incbin {q}\\n#"))) int y = 1;\n',
+        # an eleventh review's, past the scan that mended the first
+        "a comment between": f'asm(".section .rodata\\n.inc" // split\n "bin {q}\\n.text");\n',
+        "a # line between": f'asm(".section .rodata\\n.inc"\n#\n"bin {q}\\n.text");\n',
+        "an escape out of range": f'asm(".section .rodata\\n\\456incbin {q}\\n.text");\n',
+        "gas's .irep": f'asm(".section .rodata\\n.irep x,bin\\n.inc\\\\x {q}\\n.endr\\n.text");\n',
     }
 
 

@@ -25,6 +25,8 @@ ARCHS = ["x86_64", "i386", "i686", "aarch64", "aarch64_be", "arm", "armv7a", "ar
          "armv6", "armeb", "thumbv7", "riscv32", "riscv64", "powerpc", "powerpc64",
          "powerpc64le", "ppc64le", "s390x", "mips", "mipsel", "mips64", "mips64el", "m68k",
          "sparc64", "loongarch64", "xcore", "ve", "hexagon", "wasm32"]  # fmt: skip
+CRASHING = ["m68k-linux-gnu", "m68k-unknown-linux-gnu"]
+"""Targets where clang 14 crashed on a plain _Thread_local (and ran llvm-symbolizer)."""
 SYSTEMS = ["-linux-gnu", "-pc-linux-gnu", "-unknown-linux-gnueabihf", "-evil-linux-musl",
            "-linux-android", "-linux-android21", "-linux-gnuabi64", "-linux-musleabihf",
            "-linux-eabi", "-ibm-aix", "-unknown-nacl", "-scei-ps4", "-pc-windows-msvc",
@@ -84,3 +86,15 @@ def test_targets_that_run_an_assembler_from_path_are_refused(
                  ["clang", "-target", target, *extra, "-c", "t.c"]):  # fmt: skip
         with pytest.raises(Refused, match=r"target|-fno-integrated-as"):
             JUDGE.judge(argv)
+
+
+def test_a_target_clang_crashes_on_is_refused(tmp_path: Path) -> None:
+    """clang 14 for m68k crashed on `_Thread_local int t;` and ran llvm-symbolizer, which
+    on a real distccd is a program the client chose to run (an eleventh review)."""
+    (tmp_path / "t.i").write_text('# 1 "a.c"\n_Thread_local int t;\nint *f(void) { return &t; }\n')
+    crashed = subprocess.run(["clang", f"--target={CRASHING[0]}", "-fno-crash-diagnostics",
+                              "-c", str(tmp_path / "t.i"), "-o", str(tmp_path / "t.o")],
+                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert "Stack dump" in crashed.stderr or crashed.returncode not in (0, 1)
+    for target in CRASHING:
+        assert not _taken(["clang", f"--target={target}", "-c", "t.c"])

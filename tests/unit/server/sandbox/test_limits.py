@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from server.sandbox.check import parse_limits
-from server.sandbox.launcher import PRLIMIT, SHELL, JobLimits
+from server.sandbox.launcher import PRLIMIT, SHELL, JobLimits, child_env
 
 LIMITS = [
     JobLimits(),
@@ -55,3 +55,12 @@ def test_a_refused_user_namespace_is_named_with_what_to_check() -> None:
     assert "unprivileged user namespaces" in hint and "user.max_user_namespaces" in hint
     assert "--sandbox none" in hint
     assert "user namespaces" not in sandbox_hint("bwrap: Can't mount proc on /newroot/proc")
+
+
+def test_the_compilers_environment_keeps_clang_from_running_its_symbolizer() -> None:
+    """A source can crash clang (``#pragma clang __debug crash``), which then runs
+    llvm-symbolizer unless told not to (an eleventh review): one more program a job
+    would run."""
+    env = child_env("/job")
+    assert env["LLVM_DISABLE_SYMBOLIZATION"] == "1"
+    assert env["HOME"] == env["TMPDIR"] == "/job"
