@@ -53,9 +53,9 @@ _WORD_PATTERNS = {
         r"|powerpc(?:64)?(?:le)?|ppc(?:64)?(?:le)?|s390x|mips[a-z0-9]*)"
         r"(?:-(?!scei|sie)[A-Za-z0-9_]+)?-linux"
         # (m68k is not taken: clang 14 crashed on a plain _Thread_local there and ran
-        # llvm-symbolizer, an eleventh review.) The environments of Linux (an object format there, -linux-macho, made clang 14
-        # crash, run llvm-symbolizer and leave its reproducer in TMPDIR, or plan an
-        # assembler from PATH: a tenth review)
+        # llvm-symbolizer, an eleventh review.) The environments of Linux (an object
+        # format there, -linux-macho, made clang 14 crash, run llvm-symbolizer and leave
+        # its reproducer in TMPDIR, or plan an assembler from PATH: a tenth review)
         r"(?:-(?:gnu(?:abin32|abi64|eabi|eabihf|x32|ilp32)?|musl(?:eabi|eabihf)?"
         r"|android(?:eabi)?[0-9]*|eabi(?:hf)?))?"
     ),
