@@ -50,6 +50,9 @@ from wire import args as wire_args
 # Output depends on more than the request: files on the build machine (profiles),
 # a random stamp (coverage notes), or code we do not know (plugins, specs).
 NEVER_CACHED: tuple[tuple[str, str], ...] = (
+    ("-fexec-charset", "string literals are converted by the server's conversion modules"),
+    ("-fwide-exec-charset", "string literals are converted by the server's conversion modules"),
+    ("-fpascal-strings", "a \\p length byte may be any character, a dot or a line end"),
     ("-fprofile-arcs", "coverage counters carry a per-compile stamp"),
     ("-ftest-coverage", "coverage notes carry a per-compile stamp"),
     ("--coverage", "coverage notes carry a per-compile stamp"),

@@ -75,7 +75,7 @@ _OBSTACLES = (
     # __FILE__, __FILE_NAME__, __BASE_FILE__, __builtin_FILE (found by FILE, which is rare)
     re.compile(rb"FILE(?:(?<=__FILE)(?:__|_NAME__)|(?<=__BASE_FILE)__|(?<=__builtin_FILE))"),
     re.compile(rb"\\" + _WS + rb"*\n"),  # a line splice
-    re.compile(rb"#" + _WS + rb"*(?:define|include|import|embed|/\*)"),
+    re.compile(rb"#" + _WS + rb"*(?:define|_*include|import|embed|/\*)"),
     _CONDITIONAL,
     re.compile(rb"%:"),  # the digraph of #
     # .incbin and .include in an asm, any case: the assembler reads a file into the
@@ -97,8 +97,9 @@ _OBSTACLES = (
 )
 _SEQUENCES = (b"__builtin_source_location", b"__has_include", b"__has_embed", b"\r", b"\0")
 _HAND_MADE = (
+    re.compile(rb"\r"),  # (a line end gcc and clang read, that a scan of lines misses)
     re.compile(rb"\\" + _WS + rb"*\n"),
-    re.compile(rb"#" + _WS + rb"*(?:define|include|import|embed|/\*)"),
+    re.compile(rb"#" + _WS + rb"*(?:define|_*include|import|embed|/\*)"),
     _CONDITIONAL,
     re.compile(rb"__has_(?:include|embed)"),
     re.compile(rb"%:"),
@@ -111,43 +112,42 @@ the text: clang runs directives and splices in a preprocessed text (it built
 ``__TIME__`` from ``__TI`` and ``ME__``, and read a server file by ``#include``: an
 eighth review), and an assembler's ``.incbin``/``.include`` (any case) read the server's
 files. Such a text is never cached (cache/keys.py), its paths kept in any case."""
-_SEP = rb"[ \t\n]*"
-_SAFE_TEMPLATE = rb'"(?:[A-Za-z0-9_ ,;%$()\[\]:*+=!<>{}|&~^@#?\'-]|\\[nt])*"'
-"""A literal an asm statement may give the assembler in a cached job: no dot (no
-directive can start), no escape but ``\n`` and ``\t``, no quote."""
-_ASM_FORM = re.compile(
-    rb"(?:" + _SEP + rb"(?:volatile|__volatile__|__volatile|goto|inline|__inline__|__inline)\b)*"
-    + _SEP + rb"\(" + _SEP + _SAFE_TEMPLATE + rb"(?:" + _SEP + _SAFE_TEMPLATE + rb")*" + _SEP
-    + rb"[:)]"
-)  # fmt: skip
-"""``asm`` as a cached job may use it: a label (``__asm__ ("" "__isoc99_fscanf")``) or
-a template of safe literals, then its operands (``:``) or its end."""
-_WORD_IN_PARENS = re.compile(rb"\(" + _SEP + rb'[A-Za-z_][A-Za-z0-9_]*(?!["A-Za-z0-9_])')
-"""``(`` then a word that is no string's prefix (``R"``, ``u8"``, ``L"``)."""
-_ASM_WORDS = re.compile(
-    rb"(?:" + _SEP + rb"(?:volatile|__volatile__|__volatile|goto|inline|__inline__|__inline)\b)*"
-    + _SEP
-)  # fmt: skip
-_NAMED_FORM = re.compile(_SEP + rb"\(" + _SEP + rb'"[A-Za-z0-9_.$@]*"' + _SEP + rb"[,)]")
-"""A section's, an alias's or a symbol version's name as a cached job may give it: one
-plain literal of a name's characters (no blank, newline, ``;``, ``#`` or escape: nothing
-that starts another statement for the assembler)."""
-_CARRIER_WORDS = (b"asm", b"section", b"alias", b"weakref", b"ifunc", b"symver")
-"""Words whose strings reach the assembler as written (each also between ``__``)."""
-_NAME = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$")
-_ODD = frozenset(
-    [b"#", b"\f", b"\v", b"\r", b"\\", *(bytes([byte]) for byte in range(0x80, 0x100))]
+_DIRECTIVE = re.compile(
+    rb"\.(?i:inc(?:bin|lude)|macro|irpc?|irepc?|rept|altmacro|purgem|exitm|endm)"
 )
-"""What may stand between ``asm`` and its ``(`` only in a text written to hide one (a
-``#`` line, another blank, a Unicode one, a splice)."""
+"""The assembler's directives that read a file, and those that build text as it runs
+(macros and loops: ``.incb\\()in``), in any case."""
+_BEFORE_MEMBER = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$)]")
+_NUMERIC_ESCAPE = re.compile(
+    rb"\\(?:([0-7]{1,3})|x([0-9A-Fa-f]+)|u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})|([xouN])\{)"
+)
+_SPELLED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz.%")
+"""A letter, a dot or ``%`` by its number (gcc keeps the low byte of one out of range):
+how a directive's name, or an asm operand glued to one, hides from the bytes."""
+_OPEN_END = re.compile(
+    rb'\.[A-Za-z]{0,8}(?:\)[^ ()\\\t\v\f\n"]{0,16})?"'
+    rb'(?=[ \t\n\v\f]*(?:["/#\\uULR]|[\x80-\xff]))'
+)
+"""A literal (a raw one too) that ends in a dot and up to eight letters, with another
+literal possibly after it (a quote, a comment, a ``#`` line, a prefix, a splice, a
+Unicode blank): the compiler joins them, and ``".inc" "bin"`` is ``.incbin``."""
+BACKSLASH = 0x5C
+_GLUED_DOT = re.compile(rb"\.%")
+"""A dot before an asm operand: ``.%c0`` prints a symbol's name after it."""
+_GLUED_NAME = re.compile(
+    rb"%[cPpa](?:[0-9]+|\[[A-Za-z0-9_]*\])(?=[%A-Za-z_.$])|(?<=[A-Za-z0-9_$])%[cPpa][0-9\[]"
+)
+"""An asm operand that prints a symbol's bare name (``%c``, ``%P``, ``%p``, ``%a``) glued
+to another or to letters: ``%c0%c1`` or ``%c0bin`` with the label ``".inc"``."""
 _PRAGMA = re.compile(rb"\n" + _WS + rb"*#" + _WS + rb"*(pragma|ident|sccs)\b([^\n]*)")
 _HARMLESS_PRAGMA = re.compile(
     rb"[ \t]*(?:GCC[ \t]+(?:push_options|pop_options|target|optimize|diagnostic|visibility"
     rb"|ivdep|unroll|poison)|clang[ \t]+(?:diagnostic|loop)|pack|omp|STDC|once|weak"
     rb"|redefine_extname)\b"
 )
-"""Pragmas that give the assembler no string (their words set options, diagnostics,
-visibility, packing, loops; ``weak`` and ``redefine_extname`` take identifiers)."""
+"""Pragmas that read no file and give the assembler no string (options, diagnostics,
+target, visibility, packing, loops; ``weak`` and ``redefine_extname`` take names)."""
+_COMMENT_BEFORE_DIRECTIVE = re.compile(rb"\*/" + _WS + rb"*#")
 
 
 _TYPE_NAMES = (b"__PRETTY_FUNCTION__", b"__FUNCSIG__", b"__builtin_dump_struct",
@@ -250,52 +250,54 @@ def scan(text: bytes) -> MarkedText:
     )
 
 
+def _is_member(text: bytes, dot: int) -> bool:
+    """The dot at ``dot`` follows a name (``opts.macro``, ``a[1].rept``), not an escape
+    (``\\n.macro``, ``\\x0a.irp``, ``\\012.irp``): the run of a name's characters
+    before it does not start right after a backslash."""
+    start = dot
+    while start > 0 and text[start - 1] in _BEFORE_MEMBER:
+        start -= 1
+    return start < dot and not (start > 0 and text[start - 1] == BACKSLASH)
+
+
 def assembler_reads(text: bytes) -> str | None:
-    """Why an assembler could be given something other than plain code and names by
-    this text (None: it cannot), and its object then hold a file of the server's: an
-    ``.incbin`` spelled past any scan of the bytes (a tenth and an eleventh review
-    joined literals across comments, ``#`` lines, pragmas and Unicode blanks, gave a dot
-    by its number, built a name with a gas macro or a glued asm operand, used raw
-    strings). So a cached job's text is held to shapes, not searched for spellings:
-    every ``asm`` is a label or a template of literals without a dot or an escape but
-    ``\n`` and ``\t`` (no directive can start), every ``section``, ``alias``,
-    ``weakref``, ``ifunc`` and ``symver`` with a string names one plain name, every
-    pragma is one that gives the assembler nothing, and nothing else (a comment, a
-    ``#`` line, another blank) stands where the shape wants its parts. Real headers
-    keep to these (glibc's and libstdc++'s, preprocessed by gcc and clang: tested)."""
-    for word in _CARRIER_WORDS:
-        at = text.find(word)
-        while at >= 0:
-            start, end = at, at + len(word)
-            at = text.find(word, at + 1)
-            if start >= 2 and text.startswith(b"__", start - 2):
-                start -= 2
-            if text.startswith(b"__", end):
-                end += 2
-            if (start and text[start - 1] in _NAME) or (end < len(text) and text[end] in _NAME):
-                continue  # (part of a longer name: wasm, asmlinkage, sections)
-            if word == b"asm":
-                after = _ASM_WORDS.match(text, end)
-                rest = text[after.end() if after else end :][:2]
-                if not (rest[:1] == b"(" or rest in (b"//", b"/*") or rest[:1] in _ODD):
-                    continue  # (the word, not a statement: asm/socket.h, "inline asm is")
-                if rest[:1] == b"(" and _WORD_IN_PARENS.match(text, after.end() if after else end):
-                    continue  # ("asm (as written)": a statement's "(" holds a string first)
-                if _ASM_FORM.match(text, end) is None:
-                    return f"an asm statement of another shape at byte {start}"
-            else:
-                rest = text[end : end + 64].lstrip(b" \t\n")
-                if not rest.startswith(b"(") or rest[1:].lstrip(b" \t\n")[:1].isalnum():
-                    continue  # (a word or a call, not a name for the assembler)
-                if _NAMED_FORM.match(text, end) is None:
-                    return f"{word.decode()}(...) gives the assembler more than a name"
+    """Why the assembler could be made to read a file, or build text as it runs, from
+    this text (None: it cannot): the object would hold a file of the server's
+    (``/usr/lib/os-release``), which no key covers. Three reviews spelled ``.incbin``
+    past a search for it (joined literals across comments, ``#`` lines and Unicode
+    blanks, a dot by its number, gas macros, glued asm operands, raw strings, ``\r``
+    line ends, section names, ``fentry_name``, MS ``_asm``), so this asks not where a
+    string goes (any may reach the assembler) but whether a directive's name can be
+    spelled at all: written out (not as a member, ``opts.macro``); a letter, dot or
+    ``%`` given by its number; a literal that ends in a dot and letters with another
+    possibly joined to it; a dot glued to an asm operand. And pragmas are only those
+    that read nothing (a comment before ``#``, which could hide one, is refused here;
+    a ``\r`` line end is hand-made)."""
+    for found in _DIRECTIVE.finditer(text):
+        if not _is_member(text, found.start()):
+            return f"the text spells {found.group()!r} (an assembler's file or macro)"
+    for escape in _NUMERIC_ESCAPE.finditer(text):
+        octal, hexadecimal, short, long, delimited = escape.groups()
+        if delimited is not None:
+            return f"the text holds a delimited escape ({escape.group()!r})"
+        value = int(octal, 8) if octal else int(hexadecimal or short or long, 16)
+        if value & 0xFF in _SPELLED:
+            return f"the text spells {chr(value & 0xFF)!r} by its number ({escape.group()!r})"
+    for end in _OPEN_END.finditer(text):
+        if not _is_member(text, end.start()):
+            return f"a literal ends in {end.group()[:-1]!r} and may be joined to the next"
+    glued = _GLUED_DOT.search(text) or _GLUED_NAME.search(text)
+    if glued is not None:
+        return f"an asm operand glued to a name ({glued.group()!r})"
     for pragma in _PRAGMA.finditer(b"\n" + text if text.startswith(b"#") else text):
         if pragma.group(1) != b"pragma":  # (#ident, #sccs: a string for the assembler)
             return f"the text holds {pragma.group().strip()[:60]!r}"
         if _HARMLESS_PRAGMA.match(pragma.group(2)) is None:
-            return f"a pragma that may reach the assembler: {pragma.group().strip()[:60]!r}"
+            return f"a pragma that may read a file: {pragma.group().strip()[:60]!r}"
     if b"_Pragma" in text:
         return "the text holds _Pragma (a preprocessor writes #pragma lines)"
+    if _COMMENT_BEFORE_DIRECTIVE.search(text) is not None:
+        return "a directive after a comment (clang runs it; no preprocessor writes one)"
     return None
 
 

@@ -44,6 +44,12 @@ def _spellings(path: str) -> dict[str, str]:
         "a # line between": f'asm(".section .rodata\\n.inc"\n#\n"bin {q}\\n.text");\n',
         "an escape out of range": f'asm(".section .rodata\\n\\456incbin {q}\\n.text");\n',
         "gas's .irep": f'asm(".section .rodata\\n.irep x,bin\\n.inc\\\\x {q}\\n.endr\\n.text");\n',
+        # a twelfth review's, past the shapes that mended the eleventh's
+        "a section name with a prefix": 'int v __attribute__((section(u8"x\\n\\056incbin '
+        + q
+        + '\\n#"))) = 1;\n',
+        "a label glued to letters": 'extern char a[] asm(".section .rodata\\n.inc");\n'
+        'void f(void) { asm("%c0bin ' + q + '\\n.text" :: "i"(a)); }\n',
     }
 
 

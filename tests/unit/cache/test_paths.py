@@ -350,6 +350,19 @@ def test_prefix_maps_split_at_the_last_equals_sign_and_are_bounded() -> None:
         b'#ident "x"\n',
         b'#pragma GCC pch_preprocess "/x.gch"\n',
         b'_Pragma("GCC diagnostic push") int y;\n',
+        # A twelfth review's: a section or weakref name with a prefix or a comment before
+        # its "(", fentry_name under -pg, MS _asm (each with a dot by its number); a
+        # label ".inc" printed by an operand glued to letters; a \r line end before
+        # #ident; clang's #__include_macros; a separator by its number before .irp.
+        b'int v __attribute__((section(u8"x\\n\\056incbin \\"/x\\"\\n#"))) = 1;\n',
+        b'int v __attribute__((section/**/(".data\\n.incbin \\"/x\\"\\n#"))) = 1;\n',
+        b'__attribute__((fentry_name("x\\n\\t\\056incbin \\"/x\\"\\n#"))) void f(void) {}\n',
+        b'_asm("\\t\\056incbin \\"/x\\"\\n");\n',
+        b'extern char a[] asm(".inc");\nvoid f(void) { asm("%c0bin \\"/x\\"" :: "i"(a)); }\n',
+        b'int a;\r#ident "x"\nint b;\n',
+        b'#__include_macros "/usr/include/features.h"\n',
+        b'asm("\\x0a.irp y,bin\\n.inc\\\\y \\"/x\\"\\n.endr\\n");\n',
+        b'asm(R"(\n.inc)" R"(bin "/x")");\n',
     ],
     ids=repr,
 )
@@ -418,3 +431,12 @@ def test_gcc_lto_without_a_seed_is_never_cached() -> None:
     assert why_not_cacheable(["gcc", "-c", "-flto", "-frandom-seed=a.c", "a.c"]) is None
     assert why_not_cacheable(["gcc", "-c", "-flto", "-fno-lto", "a.c"]) is None
     assert why_not_cacheable(["clang", "-c", "-flto", "a.c"]) is None
+
+
+@pytest.mark.parametrize("option", ["-fexec-charset=IBM1047", "-fwide-exec-charset=UTF-16",
+                                    "-fpascal-strings"])  # fmt: skip
+def test_options_that_turn_a_literal_into_other_bytes_are_never_cached(option: str) -> None:
+    """A literal converted by the server's conversion modules (glibc's gconv, no part of a
+    compiler's identity), or given a length byte by \\p, can be any bytes the text does
+    not show: a dot, a line end (a twelfth review)."""
+    assert why_not_cacheable(["gcc", "-c", option, "a.c"]) is not None
