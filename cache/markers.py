@@ -75,6 +75,7 @@ _OBSTACLES = (
     # __FILE__, __FILE_NAME__, __BASE_FILE__, __builtin_FILE (found by FILE, which is rare)
     re.compile(rb"FILE(?:(?<=__FILE)(?:__|_NAME__)|(?<=__BASE_FILE)__|(?<=__builtin_FILE))"),
     re.compile(rb"\\" + _WS + rb"*\n"),  # a line splice
+    re.compile(rb"/\*"),  # a comment (hand-made: below)
     re.compile(rb"#" + _WS + rb"*(?:define|_*include|import|embed|/\*)"),
     _CONDITIONAL,
     re.compile(rb"%:"),  # the digraph of #
@@ -98,6 +99,10 @@ _OBSTACLES = (
 _SEQUENCES = (b"__builtin_source_location", b"__has_include", b"__has_embed", b"\r", b"\0")
 _HAND_MADE = (
     re.compile(rb"\r"),  # (a line end gcc and clang read, that a scan of lines misses)
+    # (a preprocessor expands these; clang expands them in a preprocessed text, with the
+    # path of a marker the text chose: a thirteenth review built .incbin so)
+    re.compile(rb"__(?:FILE|FILE_NAME|BASE_FILE)__"),
+    re.compile(rb"/\*"),  # (a comment: none in cpp's output; gas deletes .inc/**/bin's)
     re.compile(rb"\\" + _WS + rb"*\n"),
     re.compile(rb"#" + _WS + rb"*(?:define|_*include|import|embed|/\*)"),
     _CONDITIONAL,
@@ -113,11 +118,11 @@ the text: clang runs directives and splices in a preprocessed text (it built
 eighth review), and an assembler's ``.incbin``/``.include`` (any case) read the server's
 files. Such a text is never cached (cache/keys.py), its paths kept in any case."""
 _DIRECTIVE = re.compile(
-    rb"\.(?i:inc(?:bin|lude)|macro|irpc?|irepc?|rept|altmacro|purgem|exitm|endm)"
+    rb"\.(?i:inc(?:bin|lude)|macro|irpc?|irepc?|rep|altmacro|purgem|exitm|endm)"
 )
 """The assembler's directives that read a file, and those that build text as it runs
-(macros and loops: ``.incb\\()in``), in any case."""
-_BEFORE_MEMBER = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$)]")
+(macros and loops: ``.incb\\()in``; ``.rep`` is clang's ``.rept``), in any case."""
+_BEFORE_MEMBER = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$")
 _NUMERIC_ESCAPE = re.compile(
     rb"\\(?:([0-7]{1,3})|x([0-9A-Fa-f]+)|u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})|([xouN])\{)"
 )
@@ -126,16 +131,21 @@ _SPELLED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz.%")
 how a directive's name, or an asm operand glued to one, hides from the bytes."""
 _OPEN_END = re.compile(
     rb'\.[A-Za-z]{0,8}(?:\)[^ ()\\\t\v\f\n"]{0,16})?"'
-    rb'(?=[ \t\n\v\f]*(?:["/#\\uULR]|[\x80-\xff]))'
+    rb'(?=[ \t\n\v\f]*(?:["/#\\uULR_]|[\x80-\xff]))'
 )
 """A literal (a raw one too) that ends in a dot and up to eight letters, with another
 literal possibly after it (a quote, a comment, a ``#`` line, a prefix, a splice, a
-Unicode blank): the compiler joins them, and ``".inc" "bin"`` is ``.incbin``."""
-BACKSLASH = 0x5C
-_GLUED_DOT = re.compile(rb"\.%")
-"""A dot before an asm operand: ``.%c0`` prints a symbol's name after it."""
-_GLUED_NAME = re.compile(
-    rb"%[cPpa](?:[0-9]+|\[[A-Za-z0-9_]*\])(?=[%A-Za-z_.$])|(?<=[A-Za-z0-9_$])%[cPpa][0-9\[]"
+Unicode blank, a name: clang joins ``__FUNCTION__`` in MS mode): the compiler joins
+them, and ``".inc" "bin"`` is ``.incbin``."""
+DOT = 0x2E
+_NOT_A_NAME_AFTER = frozenset(b"\\%[")
+_GLUED_DOT = re.compile(rb"\.[A-Za-z]{0,8}[%{|}]")
+"""A dot (and letters) before an asm operand or a dialect brace: ``.%c0`` prints a
+symbol's name after it, gcc's ``%~`` prints ``i`` (``.incb%~n``), and ``{}`` and
+``{a|b}`` vanish or choose before gas reads ``.inc{}bin`` (a thirteenth review)."""
+_NAME_OPERAND = re.compile(rb"%[cPpa](?:[0-9]+|\[[A-Za-z0-9_]*\])")
+_GLUED_AFTER_ONE = frozenset(
+    bytes([byte]) for byte in b"%ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_.${|}"
 )
 """An asm operand that prints a symbol's bare name (``%c``, ``%P``, ``%p``, ``%a``) glued
 to another or to letters: ``%c0%c1`` or ``%c0bin`` with the label ``".inc"``."""
@@ -251,13 +261,16 @@ def scan(text: bytes) -> MarkedText:
 
 
 def _is_member(text: bytes, dot: int) -> bool:
-    """The dot at ``dot`` follows a name (``opts.macro``, ``a[1].rept``), not an escape
-    (``\\n.macro``, ``\\x0a.irp``, ``\\012.irp``): the run of a name's characters
-    before it does not start right after a backslash."""
+    """The dot at ``dot`` is no directive's: it follows a name or a number (``opts.macro``,
+    ``1.e``) or another dot (``args...}``), not an escape (``\\n.macro``, ``\\x0a.irp``)
+    nor an asm operand (``%0.inc``, ``%[x].irp``: it prints a symbol's name, which may
+    end its statement)."""
     start = dot
     while start > 0 and text[start - 1] in _BEFORE_MEMBER:
         start -= 1
-    return start < dot and not (start > 0 and text[start - 1] == BACKSLASH)
+    if start == dot:
+        return dot > 0 and text[dot - 1] == DOT
+    return not (start > 0 and text[start - 1] in _NOT_A_NAME_AFTER)
 
 
 def assembler_reads(text: bytes) -> str | None:
@@ -286,16 +299,20 @@ def assembler_reads(text: bytes) -> str | None:
     for end in _OPEN_END.finditer(text):
         if not _is_member(text, end.start()):
             return f"a literal ends in {end.group()[:-1]!r} and may be joined to the next"
-    glued = _GLUED_DOT.search(text) or _GLUED_NAME.search(text)
-    if glued is not None:
-        return f"an asm operand glued to a name ({glued.group()!r})"
+    for glued in _GLUED_DOT.finditer(text):
+        if not _is_member(text, glued.start()):  # (not pair.second})
+            return f"an asm operand or dialect brace glued to a name ({glued.group()!r})"
+    for operand in _NAME_OPERAND.finditer(text):
+        at, after = operand.start(), operand.end()
+        if (at and text[at - 1] in _BEFORE_MEMBER) or text[after : after + 1] in _GLUED_AFTER_ONE:
+            return f"an asm operand glued to a name ({operand.group()!r})"
     for pragma in _PRAGMA.finditer(b"\n" + text if text.startswith(b"#") else text):
         if pragma.group(1) != b"pragma":  # (#ident, #sccs: a string for the assembler)
             return f"the text holds {pragma.group().strip()[:60]!r}"
         if _HARMLESS_PRAGMA.match(pragma.group(2)) is None:
             return f"a pragma that may read a file: {pragma.group().strip()[:60]!r}"
-    if b"_Pragma" in text:
-        return "the text holds _Pragma (a preprocessor writes #pragma lines)"
+    if b"_Pragma" in text or b"__pragma" in text:
+        return "the text holds _Pragma or __pragma (a preprocessor writes #pragma lines)"
     if _COMMENT_BEFORE_DIRECTIVE.search(text) is not None:
         return "a directive after a comment (clang runs it; no preprocessor writes one)"
     return None

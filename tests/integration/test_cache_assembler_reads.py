@@ -50,6 +50,13 @@ def _spellings(path: str) -> dict[str, str]:
         + '\\n#"))) = 1;\n',
         "a label glued to letters": 'extern char a[] asm(".section .rodata\\n.inc");\n'
         'void f(void) { asm("%c0bin ' + q + '\\n.text" :: "i"(a)); }\n',
+        # a thirteenth review's, past the spelling rule that mended the twelfth's
+        "dialect braces": 'void f(void) { __asm__ volatile(".section .rodata\\n.inc{}bin '
+        + q
+        + '\\n.text" ::); }\n',
+        "a comment gas deletes": '__asm__(".section .rodata\\n.inc/**/bin ' + q + '\\n.text");\n',
+        "an operand before a dot": 'extern char z[] __asm__("z\\n");\nvoid f(void) { __asm__ '
+        'volatile("push %0.inc" "bin ' + q + '" :: "i"(z)); }\n',
     }
 
 

@@ -363,6 +363,22 @@ def test_prefix_maps_split_at_the_last_equals_sign_and_are_bounded() -> None:
         b'#__include_macros "/usr/include/features.h"\n',
         b'asm("\\x0a.irp y,bin\\n.inc\\\\y \\"/x\\"\\n.endr\\n");\n',
         b'asm(R"(\n.inc)" R"(bin "/x")");\n',
+        # A thirteenth review's: dialect braces gcc and clang drop ({}, {a|b}); gcc's
+        # %~ (an "i" under -mavx2); a comment gas deletes; clang's .rep; __FILE__ and
+        # __FILE_NAME__, which clang expands with a marker's path; an operand before a
+        # dot (it prints a label ending in a newline); MS __pragma.
+        b'void f(void) { __asm__ volatile(".inc{}bin \\"/x\\"" ::); }\n',
+        b'__asm__(".inc{bin|x} \\"/x\\"");\n',
+        b'void f(void) { __asm__ volatile(".incb%~n \\"/x\\"" ::); }\n',
+        b'__asm__(".inc/**/bin \\"/x\\"");\n',
+        b'__asm__(".rep 1\\n.incb\\\\()in \\"/x\\"\\n.endr");\n',
+        b'# 1 "bin"\n__asm__(".inc" __FILE__ " \\"/x\\"");\n',
+        b'# 1 "/home/x/bin"\n__asm__(".inc" __FILE_NAME__ " \\"/x\\"");\n',
+        b'extern char z[] __asm__("z\\n");\n'
+        b'void f(void) { __asm__("push %0.inc" "bin" :: "i"(z)); }\n',
+        b'void f(void) { __asm__("push %[x].irp v,bin" :: [x] "i"(z)); }\n',
+        b'void bin(void) { __asm__("." __FUNCTION__); }\n',
+        b'__pragma(GCC dependency "/x")\n',
     ],
     ids=repr,
 )
@@ -390,6 +406,8 @@ def test_a_text_whose_assembler_could_read_a_file_is_never_cached(body: bytes) -
         b'const char *d = "\\0\\033[1m\\x1b\\n"; char fmt[] = "%02d%02d";\n',
         b'# 1 "/usr/include/x86_64-linux-gnu/asm/socket.h" 1 3 4\nint wasm, asm_ptr;\n',
         b'const char *why = "inline asm (as written) is not portable";\n',
+        b"int f(pair p) { return {p.first, p.second}; }\ntemplate <class... A> void g(A... a)"
+        b" { h({a...}); }\ndouble d = {1.};\n",
         b'__asm__ volatile ("ldtilecfg\\t%X0" :: "m" (*((const void **)p)));\n',
         b'#pragma GCC diagnostic ignored "-Wunused"\n#pragma GCC target("avx2")\n'
         b"#pragma GCC visibility push(default)\n#pragma pack(push, 1)\n",
