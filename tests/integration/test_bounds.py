@@ -372,7 +372,10 @@ def test_plain_sources_are_read_within_the_request_memory_budget(
     (--request-memory-mb 32): the server reads one and leaves the others unread (it
     buffered each, up to 256 MiB per connection, with no total bound: +200 MB a
     connection), then reads each as the one before is done."""
-    server = start_server("--jobs", "2", "--request-memory-mb", "32", "--max-source-mb", "32")
+    # (generous timeouts: the two held back wait on the first, which a loaded machine
+    # once took a minute to read and compile; the test is about memory, not time)
+    server = start_server("--jobs", "2", "--request-memory-mb", "32", "--max-source-mb", "32",
+                          "--io-timeout", "600", "--request-timeout", "900")  # fmt: skip
     body = b"/*" + b" " * (24 * 1024 * 1024 - 14) + b"*/ int x;\n"
     wire = encode_request(Request(1, ("gcc", "-c", "big.c", "-o", "big.o"), body))
     before = _rss_mib(server.proc.pid)
