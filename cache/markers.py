@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import re
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 _WS = rb"[ \t\f\v]"
@@ -55,12 +55,14 @@ class _AtLineStart:
     def __init__(self, pattern: re.Pattern[bytes]) -> None:
         self.pattern = pattern
 
-    def search(self, text: bytes) -> re.Match[bytes] | None:
+    def finditer(self, text: bytes) -> Iterator[re.Match[bytes]]:
         for found in self.pattern.finditer(text):
             line = text.rfind(b"\n", 0, found.start()) + 1
             if not text[line : found.start()].strip(b" \t\f\v"):
-                return found
-        return None
+                yield found
+
+    def search(self, text: bytes) -> re.Match[bytes] | None:
+        return next(self.finditer(text), None)
 
 
 _CONDITIONAL = _AtLineStart(
@@ -71,20 +73,26 @@ _CONDITIONAL = _AtLineStart(
 )  # fmt: skip
 """A conditional directive: clang evaluates it in a preprocessed text, and with
 ``__has_include`` it asks the server's file system (a tenth review)."""
+_SPLICE = re.compile(rb"\\" + _WS + rb"*\n")
+_COMMENT = re.compile(rb"/\*")
+_DIRECTIVE_WORD = re.compile(rb"#" + _WS + rb"*(?:define|_*include|import|embed|/\*)")
+_DIGRAPH = re.compile(rb"%:")  # the digraph of #
+_ASM_READ = re.compile(rb"(?i:\.inc(?:bin|lude))")
+"""``.incbin`` and ``.include`` in an asm, any case: the assembler reads a file into the
+object (the job's own text has a name the source cannot know: server/runner.py)."""
+_TRIGRAPH = re.compile(rb"\?\?[=/'()!<>-]")
+"""Any trigraph (??= is #, ??/ a backslash: with -trigraphs or a strict -std, clang
+reads ??=define in a preprocessed text, a sixth review)."""
 _OBSTACLES = (
     # __FILE__, __FILE_NAME__, __BASE_FILE__, __builtin_FILE (found by FILE, which is rare)
     re.compile(rb"FILE(?:(?<=__FILE)(?:__|_NAME__)|(?<=__BASE_FILE)__|(?<=__builtin_FILE))"),
-    re.compile(rb"\\" + _WS + rb"*\n"),  # a line splice
-    re.compile(rb"/\*"),  # a comment (hand-made: below)
-    re.compile(rb"#" + _WS + rb"*(?:define|_*include|import|embed|/\*)"),
+    _SPLICE,
+    _COMMENT,  # (hand-made: below)
+    _DIRECTIVE_WORD,
     _CONDITIONAL,
-    re.compile(rb"%:"),  # the digraph of #
-    # .incbin and .include in an asm, any case: the assembler reads a file into the
-    # object (the job's own text has a name the source cannot know: server/runner.py)
-    re.compile(rb"(?i:\.inc(?:bin|lude))"),
-    # any trigraph (??= is #, ??/ a backslash: with -trigraphs or a strict -std, clang
-    # reads ??=define in a preprocessed text, a sixth review)
-    re.compile(rb"\?\?[=/'()!<>-]"),
+    _DIGRAPH,
+    _ASM_READ,
+    _TRIGRAPH,
     # A raw string literal (R"...", u8R, uR, UR, LR; C++11, and C with GNU extensions):
     # the only token that spans lines, so a line in it that looks like a marker is the
     # string's text, which the object holds whole (found by a review). Not after an
@@ -102,14 +110,14 @@ _HAND_MADE = (
     # (a preprocessor expands these; clang expands them in a preprocessed text, with the
     # path of a marker the text chose: a thirteenth review built .incbin so)
     re.compile(rb"__(?:FILE|FILE_NAME|BASE_FILE)__"),
-    re.compile(rb"/\*"),  # (a comment: none in cpp's output; gas deletes .inc/**/bin's)
-    re.compile(rb"\\" + _WS + rb"*\n"),
-    re.compile(rb"#" + _WS + rb"*(?:define|_*include|import|embed|/\*)"),
+    _COMMENT,  # (none in cpp's output; gas deletes the one in .inc/**/bin)
+    _SPLICE,
+    _DIRECTIVE_WORD,
     _CONDITIONAL,
     re.compile(rb"__has_(?:include|embed)"),
-    re.compile(rb"%:"),
-    re.compile(rb"\?\?[=/'()!<>-]"),
-    re.compile(rb"(?i:\.inc(?:bin|lude))"),
+    _DIGRAPH,
+    _TRIGRAPH,
+    _ASM_READ,
     re.compile(rb"\0"),
 )
 """What no client's preprocessor writes, and makes a text's result depend on more than
@@ -137,7 +145,7 @@ _OPEN_END = re.compile(
 literal possibly after it (a quote, a comment, a ``#`` line, a prefix, a splice, a
 Unicode blank, a name: clang joins ``__FUNCTION__`` in MS mode): the compiler joins
 them, and ``".inc" "bin"`` is ``.incbin``."""
-DOT = 0x2E
+_DOT = 0x2E
 _NOT_A_NAME_AFTER = frozenset(b"\\%[")
 _GLUED_DOT = re.compile(rb"\.[A-Za-z]{0,8}[%{|}]")
 """A dot (and letters) before an asm operand or a dialect brace: ``.%c0`` prints a
@@ -149,7 +157,7 @@ _GLUED_AFTER_ONE = frozenset(
 )
 """An asm operand that prints a symbol's bare name (``%c``, ``%P``, ``%p``, ``%a``) glued
 to another or to letters: ``%c0%c1`` or ``%c0bin`` with the label ``".inc"``."""
-_PRAGMA = re.compile(rb"\n" + _WS + rb"*#" + _WS + rb"*(pragma|ident|sccs)\b([^\n]*)")
+_PRAGMA = _AtLineStart(re.compile(rb"#" + _WS + rb"*(pragma|ident|sccs)\b([^\n]*)"))
 _HARMLESS_PRAGMA = re.compile(
     rb"[ \t]*(?:GCC[ \t]+(?:push_options|pop_options|target|optimize|diagnostic|visibility"
     rb"|ivdep|unroll|poison)|clang[ \t]+(?:diagnostic|loop)|pack|omp|STDC|once|weak"
@@ -269,7 +277,7 @@ def _is_member(text: bytes, dot: int) -> bool:
     while start > 0 and text[start - 1] in _BEFORE_MEMBER:
         start -= 1
     if start == dot:
-        return dot > 0 and text[dot - 1] == DOT
+        return dot > 0 and text[dot - 1] == _DOT
     return not (start > 0 and text[start - 1] in _NOT_A_NAME_AFTER)
 
 
@@ -306,7 +314,7 @@ def assembler_reads(text: bytes) -> str | None:
         at, after = operand.start(), operand.end()
         if (at and text[at - 1] in _BEFORE_MEMBER) or text[after : after + 1] in _GLUED_AFTER_ONE:
             return f"an asm operand glued to a name ({operand.group()!r})"
-    for pragma in _PRAGMA.finditer(b"\n" + text if text.startswith(b"#") else text):
+    for pragma in _PRAGMA.finditer(text):
         if pragma.group(1) != b"pragma":  # (#ident, #sccs: a string for the assembler)
             return f"the text holds {pragma.group().strip()[:60]!r}"
         if _HARMLESS_PRAGMA.match(pragma.group(2)) is None:

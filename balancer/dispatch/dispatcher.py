@@ -245,12 +245,14 @@ class Dispatcher:
         """Start what ``step`` (:meth:`JobAttempts.next_step`) says; returns a task
         acquiring a backend (when it must wait for one) and whether it waits for the
         pool to change (a hedge that found no free backend yet)."""
-        running = {a.backend.name for a in job.running}
-        exclude = job.failed | self.slots.barred(job.compiler, job.refused) | running
         if step is Step.ACQUIRE:
             return asyncio.create_task(self.slots.acquire(
                 job.failed, waiting, job.affinity, job.big, job.factor, job.compiler, job.refused
             )), False  # fmt: skip
+        if step not in (Step.RESCUE, Step.HEDGE):
+            return None, False
+        running = {a.backend.name for a in job.running}
+        exclude = job.failed | self.slots.barred(job.compiler, job.refused) | running
         if step is Step.RESCUE:
             backend = self.slots.pick(exclude, big=True)
             if backend is not None:
@@ -258,8 +260,6 @@ class Dispatcher:
             return asyncio.create_task(self.slots.acquire(
                 job.failed | running, waiting, None, True, job.factor, job.compiler, job.refused
             )), False  # fmt: skip
-        if step is not Step.HEDGE:
-            return None, False
         kind, backend = next_hedge(
             job.running,
             self.pool.backends,

@@ -33,7 +33,7 @@ class OwnConnections:
 
     def closed(self, address: str) -> None:
         if self._open[address] <= 1:
-            del self._open[address]
+            self._open.pop(address, None)
         else:
             self._open[address] -= 1
         self._closed[address] = None
