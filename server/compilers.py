@@ -11,7 +11,10 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Collection
+from dataclasses import dataclass
 
+from cache import CompilerIdentity
 from cache.path_rules import CLANG, GCC, compiler_family
 from daemon.config import ConfigError
 
@@ -96,37 +99,60 @@ HELPERS = ("cc1", "cc1plus", "cc1obj", "cc1objplus", "as")
 """The programs a gcc driver runs to compile and assemble (``-print-prog-name=``; clang
 compiles in its own process, and runs ``as`` from PATH when asked to)."""
 _LIBRARY = re.compile(r"=>\s*(/\S+)")
+_LOADED = re.compile(r"^\s*(/\S+)\s+\(0x", re.MULTILINE)
+"""A line of ``LOADER --list`` that names a file with no ``=>``: the loader itself."""
 LOADER = next(iter(sorted(glob.glob("/lib64/ld-linux*.so*") + glob.glob("/lib/ld-linux*.so*"))),
               None)  # fmt: skip
 """The dynamic loader: ``LOADER --list FILE`` is what ldd runs, without its shell."""
+SANDBOX_SHELL = "/bin/sh"
+"""The shell a bubblewrap sandbox waits in before it execs its compiler (and that stays
+readable there): part of what a sealed job can read (server/sandbox/sealed.py)."""
 
 
-def toolchain_files(driver: str, version: str = "") -> list[str]:
+@dataclass(frozen=True, slots=True)
+class Toolchain:
+    """Everything a compiler's job can read in its sealed sandbox, and so everything
+    its identity covers: ``files`` and the files under ``dirs`` (real paths), and
+    ``names``, the paths the programs find each other by (``/usr/bin/gcc``, ``as`` on
+    PATH, a library by its soname, the loader), each a chain of links to a real path."""
+
+    files: tuple[str, ...]
+    dirs: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+
+
+def toolchain(driver: str, version: str = "") -> Toolchain:
     """The files whose bytes make a compiler's objects: its driver, the programs it runs
     to compile and assemble, and the shared libraries each of them loads (binutils'
     as, gcc's cc1 and its isl, clang's libLLVM are upgraded apart from the driver: a
-    second review had two servers that differ in them share entries). ``version``: its
-    first ``--version`` line, which says whether it is clang."""
+    second review had two servers that differ in them share entries); the dynamic
+    loader and the sandbox's shell (:data:`SANDBOX_SHELL`), which every sandboxed job
+    can read; clang's resource directory (its runtime lists, read under
+    ``-fsanitize=``) and, for gcc, glibc's iconv modules. ``version``: its first
+    ``--version`` line, which says whether it is clang."""
     files = {os.path.realpath(driver)}
+    names = {os.path.abspath(driver), SANDBOX_SHELL}
+    dirs: set[str] = set()
     family = compiler_family(version)
-    # Asked only of a gcc driver itself, an ELF binary that says it is gcc: a wrapper
-    # script may do anything with an option it does not expect (a test's hang-cc,
-    # which passes --version on, hangs); its own bytes are what is hashed then.
-    if family == GCC and not _is_elf(driver):
+    # Asked only of a gcc or clang driver itself, an ELF binary that says it is one: a
+    # wrapper script may do anything with an option it does not expect (a test's
+    # hang-cc, which passes --version on, hangs); its own bytes are what is hashed then.
+    if not _is_elf(driver):
         family = None
     helpers = HELPERS if family == GCC else ("as",) if family == CLANG else ()
     for helper in helpers:
-        named = helper
-        if family == GCC:
-            try:
-                named = subprocess.run([driver, f"-print-prog-name={helper}"],
-                                       capture_output=True, text=True, timeout=10,
-                                       check=False).stdout.strip()  # fmt: skip
-            except (OSError, subprocess.SubprocessError):
-                continue
+        named = _ask(driver, f"-print-prog-name={helper}") if family == GCC else helper
         found = named if "/" in named else (shutil.which(named) if named else None)
         if found and os.path.isfile(found):
             files.add(os.path.realpath(found))
+            names.add(os.path.abspath(found))
+    if family == CLANG:
+        resource = _ask(driver, "-print-resource-dir")
+        if resource.startswith("/") and os.path.isdir(resource):
+            dirs.add(os.path.realpath(resource))
+    files.add(os.path.realpath(SANDBOX_SHELL))
+    if LOADER:
+        names.add(LOADER)
     for program in sorted(files):
         command = [LOADER, "--list", program] if LOADER else ["ldd", program]
         try:
@@ -134,8 +160,32 @@ def toolchain_files(driver: str, version: str = "") -> list[str]:
                                     check=False).stdout  # fmt: skip
         except (OSError, subprocess.SubprocessError):
             continue
-        files.update(os.path.realpath(m) for m in _LIBRARY.findall(linked) if os.path.isfile(m))
-    return sorted(files)
+        for found in _LIBRARY.findall(linked) + _LOADED.findall(linked):
+            if os.path.isfile(found):
+                files.add(os.path.realpath(found))
+                names.add(found)
+    if family == GCC:
+        # glibc's iconv modules, beside the C library: gcc converts a text from
+        # -finput-charset, and its literals to -fexec-charset, with them.
+        for library in sorted(files):
+            gconv = os.path.join(os.path.dirname(library), "gconv")
+            if os.path.basename(library).startswith("libc.so") and os.path.isdir(gconv):
+                dirs.add(os.path.realpath(gconv))
+    return Toolchain(tuple(sorted(files)), tuple(sorted(dirs)), tuple(sorted(names)))
+
+
+def toolchain_files(driver: str, version: str = "") -> list[str]:
+    """The files of :func:`toolchain` (not those under its directories)."""
+    return list(toolchain(driver, version).files)
+
+
+def _ask(driver: str, option: str) -> str:
+    """What a compiler driver prints for a ``-print-...`` option ("" when it cannot)."""
+    try:
+        return subprocess.run([driver, option], capture_output=True, text=True, timeout=10,
+                              check=False).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def _is_elf(path: str) -> bool:
@@ -147,16 +197,23 @@ def _is_elf(path: str) -> bool:
 
 
 def toolchain_digest(driver: str, version: str = "") -> str:
-    """sha256 over the driver's bytes and, for each other file of
-    :func:`toolchain_files`, its path, size and modification time (a package upgrade
-    changes them; hashing 300 MB of libraries took most of a second at every start)
-    ("unknown" when the driver cannot be read)."""
+    """sha256 over the driver's bytes and, for each other file of :func:`toolchain`
+    (those under its directories too), its path, size and modification time (a package
+    upgrade changes them; hashing 300 MB of libraries took most of a second at every
+    start) ("unknown" when the driver cannot be read)."""
     driver_digest = file_digest(driver)
     if driver_digest == "unknown":
         return "unknown"
-    h = hashlib.sha256(b"distlb-toolchain-v1\0" + driver_digest.encode())
+    h = hashlib.sha256(b"distlb-toolchain-v2\0" + driver_digest.encode())
     real = os.path.realpath(driver)
-    for path in toolchain_files(driver, version):
+    found = toolchain(driver, version)
+    under = sorted(
+        os.path.join(top, name)
+        for directory in found.dirs
+        for top, _, names in os.walk(directory)
+        for name in names
+    )
+    for path in [*found.files, *under]:
         if path == real:
             continue  # (by its bytes above: the same binary elsewhere is the same compiler)
         with contextlib.suppress(OSError):
@@ -172,3 +229,29 @@ def file_digest(path: str) -> str:
             return hashlib.file_digest(fh, "sha256").hexdigest()
     except OSError:
         return "unknown"
+
+
+def mark_sandboxes(
+    info: dict[str, dict[str, str]], mode: str, sealed: Collection[str]
+) -> dict[str, dict[str, str]]:
+    """Say in each compiler's entry (:func:`compiler_identities`) which sandbox its jobs
+    run in: ``sealed`` (its toolchain only: server/sandbox/sealed.py), ``shared`` (the
+    sandbox of every job), or ``none`` (``--sandbox none``). Balancers share the results
+    of ``sealed`` compilers only (or trusted unsandboxed ones)."""
+    for entry in info.values():
+        entry["sandbox"] = (
+            "none" if mode == "none" else "sealed" if entry["path"] in sealed else "shared"
+        )
+    return info
+
+
+def cache_identities(info: dict[str, dict[str, str]]) -> dict[str, CompilerIdentity]:
+    """The identities whose results the server's own cache keeps: each compiler whose
+    identity is known and whose jobs run sealed or (``--sandbox none``: the operator's
+    choice) unsandboxed; never a compiler whose compiles could read what its key
+    leaves out."""
+    return {
+        name: CompilerIdentity(entry["version"], entry["digest"])
+        for name, entry in info.items()
+        if entry["digest"] != "unknown" and entry.get("sandbox") != "shared"
+    }

@@ -30,6 +30,7 @@ from daemon.logged import bounded_argv
 from server.admission import admit, turn_away_busy
 from server.runner import RunLimits, run_compile
 from server.sandbox.launcher import Sandbox
+from server.sandbox.sealed import sealed_kind
 from server.sandbox.warm import WarmPool
 from server.slots import SlotHold
 from server.stats import ServerStats
@@ -287,17 +288,20 @@ async def _compile_and_reply(
     probe: bool,
 ) -> None:
     stats = ctx.stats
+    compiler_path = ctx.compilers[job.compiler]
+    sealed = sealed_kind(ctx.sandbox.sealed_kinds, compiler_path, job.argv)
     gone = asyncio.ensure_future(wait_peer_gone(reader))
     try:
         result = await run_compile(
             job,
-            ctx.compilers[job.compiler],
+            compiler_path,
             request.source,
             jobs_root=ctx.jobs_root,
             sandbox=ctx.sandbox,
             limits=ctx.run_limits,
             client_gone=gone,
             warm=ctx.warm,
+            sealed=sealed,
         )
     finally:
         gone.cancel()
@@ -309,7 +313,10 @@ async def _compile_and_reply(
     if result.limit is not None:
         stats.limit_hit(result.limit)
         log.warning("job_limit", limit=result.limit, status=result.status)
-    if cached is not None and ctx.cache is not None and outcome == "ok":
+    # Stored only from a sealed sandbox (with --sandbox bwrap): there the compile could
+    # read nothing its key leaves out (server/sandbox/sealed.py).
+    storable = sealed is not None or ctx.sandbox.mode != "bwrap"
+    if cached is not None and ctx.cache is not None and outcome == "ok" and storable:
         ctx.cache.store(*cached, CachedResult(result.obj, result.stderr, result.stdout))
     sent = 0
     if outcome != "client_disconnect":

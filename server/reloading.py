@@ -15,16 +15,21 @@ import asyncio
 import dataclasses
 from typing import Any, Protocol
 
-from cache import CompilerIdentity
 from daemon.access import Network
 from daemon.config import ConfigError
 from daemon.http_guard import HttpGuard
 from daemon.reload import check_reloadable
-from server.compilers import compiler_identities, default_compiler_names, resolve_compilers
+from server.compilers import (
+    cache_identities,
+    compiler_identities,
+    default_compiler_names,
+    mark_sandboxes,
+    resolve_compilers,
+)
 from server.config import ServerConfig
 from server.connection import ConnectionContext
 from server.runner import RunLimits
-from server.sandbox.check import check_compilers
+from server.sandbox.check import check_compilers, check_sealed
 from server.sandbox.launcher import Sandbox, SandboxError
 from server.sandbox.setup import make_sandbox
 from wire import Limits
@@ -67,6 +72,9 @@ def _checked_sandbox(
         versions = check_compilers(sandbox, compilers, service.jobs_root)
     except SandboxError as exc:
         raise ConfigError(str(exc)) from exc
+    sandbox.sealed, sandbox.sealed_kinds = check_sealed(
+        sandbox, compilers, versions, service.jobs_root
+    )
     return sandbox, versions
 
 
@@ -86,7 +94,11 @@ async def apply_config(service: Service, fresh: ServerConfig) -> list[str]:
     cache = fresh.result_cache() if set(changed) & CACHE_SETTINGS else ctx.cache
     allow, status_allow = fresh.networks(), fresh.status_networks()
     connections, http = fresh.connection_limits(), fresh.http_limits()
-    info = await asyncio.to_thread(compiler_identities, compilers, versions)
+    info = mark_sandboxes(
+        await asyncio.to_thread(compiler_identities, compilers, versions),
+        sandbox.mode,
+        sandbox.sealed_kinds,
+    )
     # Swapped at once (one event loop: no job sees half of it). A new connection takes
     # the new context; one open keeps the context it began with.
     service.ctx = dataclasses.replace(
@@ -96,11 +108,7 @@ async def apply_config(service: Service, fresh: ServerConfig) -> list[str]:
         run_limits=RunLimits(lifetime_s=fresh.job_lifetime, kill_grace_s=fresh.kill_grace),
         io_timeout_s=fresh.io_timeout, request_timeout_s=fresh.request_timeout,
         first_byte_timeout_s=fresh.first_byte_timeout,
-        identities={
-            name: CompilerIdentity(entry["version"], entry["digest"])
-            for name, entry in info.items()
-            if entry["digest"] != "unknown"
-        },
+        identities=cache_identities(info),
     )  # fmt: skip
     ctx.inflate.resize(fresh.max_inflating_mb * 1024 * 1024)
     ctx.requests.resize(fresh.request_memory_mb * 1024 * 1024)

@@ -127,11 +127,13 @@ async def run_compile(
     limits: RunLimits,
     client_gone: asyncio.Future[None] | asyncio.Task[None],
     warm: WarmPool | None = None,
+    sealed: str | None = None,
 ) -> CompileResult:
     """Compile ``source`` as ``job`` says, with ``compiler_path``, in a directory of its
-    own under ``jobs_root`` (a sandbox from ``warm`` when one is ready), and return the
-    result (never raises for the compiler's own failures; raises ``OSError`` when the
-    job cannot start)."""
+    own under ``jobs_root`` (a sandbox from ``warm`` when one is ready; ``sealed``: the
+    kind of sealed sandbox it runs in, server/sandbox/sealed.py), and return the result (never
+    raises for the compiler's own failures; raises ``OSError`` when the job cannot
+    start)."""
     started_at = time.monotonic()
     # A name the source cannot know: an assembler's .incbin or .include of the job's
     # own text (the paths of its markers and all) put them into a cached object, under
@@ -152,12 +154,14 @@ async def run_compile(
         big = len(source) > LOOP_CODEC_BYTES
         if warm is None:
             started = (
-                await asyncio.to_thread(spawn, sandbox, jobs_root, command_for, prepare)
+                await asyncio.to_thread(spawn, sandbox, jobs_root, command_for, prepare, sealed)
                 if big
-                else spawn(sandbox, jobs_root, command_for, prepare)
+                else spawn(sandbox, jobs_root, command_for, prepare, sealed)
             )
         else:
-            started = await _start_waiting(warm, sandbox, jobs_root, prepare, command_for, big)
+            started = await _start_waiting(
+                warm, sandbox, jobs_root, prepare, command_for, big, sealed
+            )
             # The next job's sandbox is started while this one compiles (the loop is
             # idle then), not between the compiler's exit and the reply.
             asyncio.get_running_loop().call_soon(warm.fill)
@@ -184,16 +188,17 @@ async def _start_waiting(
     prepare: Callable[[str], None],
     command_for: Callable[[str], list[str]],
     big: bool,
+    kind: str | None,
 ) -> Started:
     """A sandbox for the job, under bubblewrap: one started ahead, else one of its own
     started the same way (set up while the source is written); either way its init is
     pinned and it is reniced before it gets its command, so nothing of the job runs
     before. A sandbox that has gone is replaced once. Raises ``OSError``."""
     for attempt in (1, 2):
-        ready = warm.take()
+        ready = warm.take(kind)
         if ready is None:
             warm.cold += 1
-            ready = spawn(sandbox, jobs_root, None)
+            ready = spawn(sandbox, jobs_root, None, sealed=kind)
         try:
             if big:
                 await asyncio.to_thread(prepare, ready.job_dir)  # (a big write: off the loop)

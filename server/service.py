@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 import structlog
 
-from cache import CompilerIdentity
 from client.cli import distlb_version
 from daemon.bounds import limit_connections
 from daemon.http_guard import HttpGuard
@@ -17,20 +16,26 @@ from daemon.lifecycle import ConnectionTasks, listen, serve_http
 from daemon.notify import notify, start_watchdog, stopping
 from daemon.reload import flag
 from server.agent import serve_agent
-from server.compilers import compiler_identities, default_compiler_names, resolve_compilers
+from server.compilers import (
+    cache_identities,
+    compiler_identities,
+    default_compiler_names,
+    mark_sandboxes,
+    resolve_compilers,
+)
 from server.config import ConfigError, ServerConfig
 from server.connection import ConnectionContext, ReplyBudget, handle_connection
 from server.http_status import make_app
 from server.reloading import apply_config
 from server.runner import RunLimits
-from server.sandbox.check import check_compilers
+from server.sandbox.check import check_compilers, check_sealed
 from server.sandbox.jobs_root import make_jobs_root, sweep_stale
 from server.sandbox.launcher import (
     CompileUser,
     SandboxError,
 )
 from server.sandbox.setup import make_sandbox, searchable_by
-from server.sandbox.warm import WarmPool
+from server.sandbox.warm import WarmPool, first_kind
 from server.slots import Slots
 from server.stats import ServerStats
 from wire import Limits
@@ -74,7 +79,14 @@ class Service:
         except SandboxError as exc:
             self.sandbox.job_dirs.remove(self.jobs_root)
             raise ConfigError(str(exc)) from exc
-        self.compiler_info = compiler_identities(self.compilers, versions)
+        self.sandbox.sealed, self.sandbox.sealed_kinds = check_sealed(
+            self.sandbox, self.compilers, versions, self.jobs_root
+        )
+        self.compiler_info = mark_sandboxes(
+            compiler_identities(self.compilers, versions),
+            self.sandbox.mode,
+            self.sandbox.sealed_kinds,
+        )
         if self.sandbox.mode == "none":
             log.warning(
                 "sandbox_off",
@@ -103,7 +115,7 @@ class Service:
             inflate=config.inflate_budget(),
             requests=config.request_budget(),
             replies=ReplyBudget(config.reply_memory_mb * 1024 * 1024),
-            warm=WarmPool(self.sandbox, self.jobs_root, config.jobs)
+            warm=WarmPool(self.sandbox, self.jobs_root, config.jobs, first_kind(self.sandbox))
             if self.sandbox.mode == "bwrap"
             else None,
             io_timeout_s=config.io_timeout,
@@ -112,11 +124,7 @@ class Service:
             cache=cache,
             share_across_dirs=config.cache_share_across_dirs,
             acceptor=config.acceptor(),
-            identities={
-                name: CompilerIdentity(info["version"], info["digest"])
-                for name, info in self.compiler_info.items()
-                if info["digest"] != "unknown"
-            },
+            identities=cache_identities(self.compiler_info),
         )
         self.connections = self.ctx.connections
         self.status_allow = config.status_networks()

@@ -3,10 +3,13 @@ reply after, and decide whose replies may be stored at all.
 
 A reply is stored only when the backend that compiled it says which compiler it ran
 (its identity: version line and binary digest, from a distlb server's report) and runs
-its compiles sandboxed (``--sandbox bwrap`` in its report), unless the operator trusts
+that compiler's jobs sealed (``"sandbox": "sealed"`` in its report: a sandbox that holds
+its toolchain and nothing else, server/sandbox/sealed.py), unless the operator trusts
 unsandboxed backends (``--cache-trust-unsandboxed``). A shared entry is served to every
 developer: one from a server whose compiles could read or write what they like is a
-way for one job to poison other people's builds. distccd backends say neither.
+way for one job to poison other people's builds, and one whose compile could read a
+file its key leaves out (an ``.incbin`` of a server's file) is a wrong object for the
+next server's client. distccd backends say neither.
 """
 
 from __future__ import annotations
@@ -22,11 +25,11 @@ def source_identity(
     backend: Backend | None, compiler: str, trust_unsandboxed: bool
 ) -> CompilerIdentity | None:
     """The identity to store ``backend``'s result of a ``compiler`` job under, or None
-    when its results must not be shared (no identity, or no sandbox and no trust)."""
+    when its results must not be shared (no identity, or not sealed and no trust)."""
     if backend is None:
         return None
     identity = backend.identity(compiler)
-    if identity is None or not (backend.sandboxed or trust_unsandboxed):
+    if identity is None or not (backend.seals(compiler) or trust_unsandboxed):
         return None
     return identity
 

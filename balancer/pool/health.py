@@ -92,6 +92,8 @@ async def fetch_backend_report(
     return BackendReport(
         report.slots, report.busy, report.accepting, identities, report.result_cache,
         report.change, compilers, sandboxed=report.sandboxed, holders=report.holders,
+        sealed=frozenset(n for n, info in report.compilers.items()
+                         if info.get("sandbox") == "sealed"),
     )  # fmt: skip
 
 

@@ -166,7 +166,10 @@ class BackendReport:
     """Every compiler name it runs: (its version line, the binary's digest or "")."""
     sandboxed: bool = False
     """Its report says it runs every compile sandboxed (a distlb server's ``--sandbox
-    bwrap``): only such a backend's results go into the shared cache, by default."""
+    bwrap``)."""
+    sealed: frozenset[str] = frozenset()
+    """The compiler names whose jobs it runs in a sealed sandbox (their toolchain only:
+    server/sandbox/sealed.py): only those results go into the shared cache, by default."""
     holders: tuple[str, ...] | None = None
     """The connections holding its slots (distlb servers): which of ours count."""
 
@@ -310,6 +313,10 @@ class Backend:
     @property
     def sandboxed(self) -> bool:
         return self.report is not None and self.report.sandboxed
+
+    def seals(self, compiler: str) -> bool:
+        """Whether its ``compiler`` jobs run sealed, so their results may be shared."""
+        return self.report is not None and compiler in self.report.sealed
 
     @property
     def caches_results(self) -> bool:

@@ -5,6 +5,7 @@ the job limits inside are the ones asked for. The server refuses to start otherw
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -13,17 +14,21 @@ import time
 
 import structlog
 
+from server.compilers import Toolchain, toolchain
 from server.sandbox.launcher import (
+    JOB_ROOT_INSIDE,
     NICE,
     PRLIMIT,
     SANDBOX_PROCESSES,
     SETPRIV,
     SHELL,
     CompileUser,
+    Mount,
     Sandbox,
     SandboxError,
     child_env,
 )
+from server.sandbox.sealed import sealed_mounts
 
 log = structlog.get_logger("distlb.server.sandbox")
 
@@ -244,3 +249,87 @@ def _uid(pid: int) -> int | None:
             return int(next(line for line in status if line.startswith("Uid:")).split()[2])
     except (OSError, StopIteration, ValueError):
         return None
+
+
+def check_sealed(
+    sandbox: Sandbox, compilers: dict[str, str], versions: dict[str, str], tmp_root: str
+) -> tuple[dict[str, list[Mount]], dict[str, str]]:
+    """Each compiler binary's sealed sandbox (server/sandbox/sealed.py) that works: a
+    one-line compile there, for every distinct binary at once (its names, ``cc`` and
+    ``gcc``, share one sandbox), must make its object. Returns the mounts of each kind
+    that works (by the binary's real path) and each compiler path's kind; a binary whose
+    sealed sandbox does not work (a wrapper script that runs other programs, a
+    toolchain whose libraries the loader finds only through ld.so.cache) is logged, and
+    its jobs run in the other sandbox and are not cached."""
+    if sandbox.mode != "bwrap":
+        return {}, {}
+    found: dict[str, list[Toolchain]] = {}
+    for name, path in sorted(compilers.items()):
+        found.setdefault(os.path.realpath(path), []).append(toolchain(path, versions.get(name, "")))
+    candidates: dict[str, list[Mount]] = {}
+    named: dict[str, str] = {}  # (a kind: a compiler path to run its check with)
+    for kind, parts in found.items():
+        whole = Toolchain(
+            tuple(sorted({f for t in parts for f in t.files})),
+            tuple(sorted({d for t in parts for d in t.dirs})),
+            tuple(sorted({n for t in parts for n in t.names})),
+        )
+        try:
+            candidates[kind] = sealed_mounts(whole)
+        except OSError as exc:
+            log.warning("sealed_sandbox_unavailable", compiler=kind, reason=str(exc))
+            continue
+        named[kind] = next(p for p in sorted(compilers.values()) if os.path.realpath(p) == kind)
+    trial = dataclasses.replace(sandbox, sealed=candidates)
+    runs: list[tuple[str, str, CompileUser | None, subprocess.Popen[bytes]]] = []
+    working: dict[str, list[Mount]] = {}
+    try:
+        for kind in candidates:
+            job_dir = tempfile.mkdtemp(prefix="check-", dir=tmp_root)
+            user = sandbox.acquire_user()
+            proc = _start_sealed(trial, job_dir, user, named[kind], kind)
+            runs.append((kind, job_dir, user, proc))
+        deadline = time.monotonic() + _CHECK_TIMEOUT_S
+        for kind, job_dir, _, proc in runs:
+            try:
+                _, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                err = b"did not finish in time"
+            if proc.returncode == 0 and os.path.isfile(os.path.join(job_dir, "output.o")):
+                working[kind] = candidates[kind]
+            else:
+                reason = err.decode("utf-8", "replace").strip()[-400:] or "no object"
+                log.warning(
+                    "sealed_sandbox_unavailable", compiler=kind, reason=reason,
+                    effect="its jobs run in the shared sandbox, and are not cached",
+                )  # fmt: skip
+    finally:
+        for _, job_dir, user, proc in runs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            sandbox.release_user(user)
+            sandbox.job_dirs.remove(job_dir)
+    kinds = {path: os.path.realpath(path) for path in compilers.values()}
+    kinds = {path: kind for path, kind in kinds.items() if kind in working}
+    log.info("sealed_sandbox_checked", sealed=sorted(kinds), kinds=len(working))
+    return working, kinds
+
+
+def _start_sealed(
+    sandbox: Sandbox, job_dir: str, user: CompileUser | None, path: str, kind: str
+) -> subprocess.Popen[bytes]:
+    """A one-line compile in ``path``'s sealed sandbox (a C or C++ compiler alike
+    compiles the text)."""
+    with open(os.path.join(job_dir, "input.i"), "w") as source:
+        source.write("int distlb_sealed_check;\n")
+    if user is not None:
+        os.chown(job_dir, user.uid, user.gid)
+    inside = JOB_ROOT_INSIDE
+    command = [path, "-c", f"{inside}/input.i", "-o", f"{inside}/output.o"]
+    return subprocess.Popen(
+        sandbox.job_argv(job_dir, user, command, sealed=kind), cwd=job_dir,
+        env=child_env(inside, sealed=True), stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip

@@ -233,6 +233,12 @@ class Sandbox:
     mounts: list[Mount] = field(default_factory=list)
     identities: JobIdentities | None = None
     """Per-job uids (root, bwrap)."""
+    sealed: dict[str, list[Mount]] = field(default_factory=dict)
+    """Per kind of sealed sandbox (a compiler binary's real path), its mounts
+    (server/sandbox/sealed.py): only those that passed their start check (bwrap)."""
+    sealed_kinds: dict[str, str] = field(default_factory=dict)
+    """Per compiler path, the kind of sealed sandbox its jobs run in (``cc`` and ``gcc``
+    share one: the same binary)."""
     shared_user: CompileUser | None = None
     """The one compile user (root, --sandbox none)."""
     job_dirs: JobDirs = field(default_factory=JobDirs)
@@ -249,12 +255,14 @@ class Sandbox:
         user: CompileUser | None,
         nice_exec: bool = True,
         info_fd: int | None = None,
+        sealed: str | None = None,
     ) -> list[str]:
         """The programs a job's command is exec'd through, for a job in ``job_dir`` run
         as ``user`` (None: as the server, which is not root). Under bubblewrap, the
         command itself is a shell that sets the process bound (see :meth:`job_argv`).
         ``nice_exec=False``: no ``nice`` (the server renices the sandbox itself before
-        its job runs: see :meth:`renice_waiting`)."""
+        its job runs: see :meth:`renice_waiting`). ``sealed``: a kind of
+        :attr:`sealed`, whose sealed sandbox this is (its toolchain only, no /proc)."""
         chain = [SETPRIV, "--no-new-privs"]
         if user is not None:
             chain += [f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups"]
@@ -273,6 +281,7 @@ class Sandbox:
         chain += [PRLIMIT, *self.limits.prlimit_args(nproc=nproc), "--"]
         if not bwrap:
             return chain
+        mounts = self.mounts if sealed is None else self.sealed[sealed]
         return [
             *chain,
             self.bwrap, "--unshare-all", "--die-with-parent", "--new-session",
@@ -285,8 +294,8 @@ class Sandbox:
             # The job's directory first: a toolchain under /tmp (a test's stand-ins)
             # is then mounted over it rather than hidden by it.
             "--bind", job_dir, JOB_ROOT_INSIDE,
-            *(arg for mount in self.mounts for arg in mount.args()),
-            "--proc", "/proc", *DEV_ARGS,
+            *(arg for mount in mounts for arg in mount.args()),
+            *(() if sealed else ("--proc", "/proc")), *DEV_ARGS,
             # The sandbox's own / and /dev are tmpfs, in memory and of no size: writable,
             # a job could fill the machine's RAM there, past every job bound. Nothing of
             # a compile writes there (its directory is its TMPDIR and HOME): read-only.
@@ -301,6 +310,7 @@ class Sandbox:
         user: CompileUser | None,
         command: list[str] | None,
         info_fd: int | None = None,
+        sealed: str | None = None,
     ) -> list[str]:
         """The whole command line that starts a job: ``command``, or with None a
         sandbox that waits for its command (one line on stdin, quoted).
@@ -317,7 +327,9 @@ class Sandbox:
         then = _RUN_SENT if command is None else 'exec "$@"'
         script = f"ulimit -p {int(self.limits.processes)} && {then}"
         # (info_fd: bubblewrap writes its init's pid there, as JSON, once it has one)
-        chain = self.launcher(job_dir, user, nice_exec=command is not None, info_fd=info_fd)
+        chain = self.launcher(
+            job_dir, user, nice_exec=command is not None, info_fd=info_fd, sealed=sealed
+        )
         return [*chain, SHELL, "-c", script, "sh", *(command or [])]
 
     def renice_waiting(self, monitor: int) -> None:
@@ -363,6 +375,7 @@ class Sandbox:
         return {
             "mode": self.mode,
             "mounts": [m.describe() for m in self.mounts] if self.mode == "bwrap" else [],
+            "sealed": sorted(self.sealed_kinds),
             "network": "none" if self.mode == "bwrap" else "host",
             "job_uids": self._who(),
             "limits": {
@@ -388,12 +401,14 @@ def children(pid: int) -> list[int]:
 PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LC_MESSAGES", "LC_CTYPE")
 
 
-def child_env(job_dir: str) -> dict[str, str]:
+def child_env(job_dir: str, sealed: bool = False) -> dict[str, str]:
     """The compiler's environment: PATH and locale from the server's, the job dir as
     HOME and TMPDIR, nothing else (no GCC_EXEC_PREFIX, COMPILER_PATH, ...); and clang
     told not to run llvm-symbolizer when it crashes (a source can crash it: ``#pragma
-    clang __debug crash``; an eleventh review)."""
-    env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
+    clang __debug crash``; an eleventh review). ``sealed``: no locale (a sealed sandbox
+    has no locale files; the C locale is the same on every server)."""
+    passed = ("PATH",) if sealed else PASSED_ENV
+    env = {name: os.environ[name] for name in passed if name in os.environ}
     env.setdefault("PATH", os.defpath)
     env["HOME"] = env["TMPDIR"] = job_dir
     env["LLVM_DISABLE_SYMBOLIZATION"] = "1"

@@ -52,6 +52,8 @@ class Started:
     """A pidfd for the init of its pid namespace, taken before its job runs."""
     info: int | None = None
     """Where bubblewrap says its init's pid (started ahead, under bubblewrap)."""
+    sealed: str | None = None
+    """The compiler whose sealed sandbox this is (None: the sandbox of every job)."""
 
 
 def spawn(
@@ -59,10 +61,12 @@ def spawn(
     jobs_root: str,
     command_for: Callable[[str], list[str]] | None,
     prepare: Callable[[str], None] | None = None,
+    sealed: str | None = None,
 ) -> Started:
-    """A job directory of its own (``prepare`` fills it first) and a sandbox around it,
-    running ``command_for(the directory as the compiler sees it)``, or, with None,
-    waiting for a command. Raises ``OSError`` (or SandboxError: no uid left)."""
+    """A job directory of its own (``prepare`` fills it first) and a sandbox around it
+    (``sealed``: that compiler's sealed sandbox), running ``command_for(the directory as
+    the compiler sees it)``, or, with None, waiting for a command. Raises ``OSError``
+    (or SandboxError: no uid left)."""
     job_dir = tempfile.mkdtemp(prefix="job-", dir=jobs_root)
     user = sandbox.acquire_user()
     info: int | None = None
@@ -80,9 +84,9 @@ def spawn(
         # gives us the session.
         try:
             proc = subprocess.Popen(
-                sandbox.job_argv(job_dir, user, command, info_w),
+                sandbox.job_argv(job_dir, user, command, info_w, sealed),
                 cwd=job_dir,
-                env=child_env(inside),
+                env=child_env(inside, sealed is not None),
                 stdin=subprocess.DEVNULL if command is not None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -101,7 +105,7 @@ def spawn(
         sandbox.release_user(user)
         sandbox.job_dirs.remove(job_dir)
         raise
-    return Started(job_dir, user, proc, command is None, info=info)
+    return Started(job_dir, user, proc, command is None, info=info, sealed=sealed)
 
 
 async def send_command(started: Started, command: list[str]) -> None:

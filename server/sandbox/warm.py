@@ -10,11 +10,17 @@ While the job compiles, another is started for the next one.
 
 A job that finds no sandbox ready starts one of its own the same way (``spawn.py``
 starts, feeds, pins and kills every job's process; this module only keeps some ready).
+
+A sandbox is of a kind: the sealed sandbox of one compiler (server/sandbox/sealed.py),
+or the sandbox every other job runs in (None). The pool keeps the kinds of the last
+``size`` jobs ready, as many of each as those jobs asked for: a farm that compiles with
+one compiler finds its sandbox ready every time; a new mix takes over as jobs come.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import os
+from collections import Counter, deque
 
 import structlog
 
@@ -27,11 +33,16 @@ log = structlog.get_logger("distlb.server.warm")
 class WarmPool:
     """Up to ``size`` sandboxes kept ready (one per slot)."""
 
-    def __init__(self, sandbox: Sandbox, jobs_root: str, size: int) -> None:
+    def __init__(
+        self, sandbox: Sandbox, jobs_root: str, size: int, first: str | None = None
+    ) -> None:
+        """``first``: the kind to keep ready before any job has come."""
         self.sandbox = sandbox
         self.jobs_root = jobs_root
         self.size = size
         self._ready: deque[Started] = deque()
+        self._wanted: deque[str | None] = deque([first] * size, maxlen=max(1, size))
+        """The kinds the last ``size`` jobs asked for."""
         self.taken = 0
         self.cold = 0
         self.closed = False
@@ -41,10 +52,12 @@ class WarmPool:
         to start their own (each of those waited for a sandbox to be set up)."""
         return {"ready": len(self._ready), "taken": self.taken, "cold": self.cold}
 
-    def take(self) -> Started | None:
-        """A ready sandbox, or None (start one)."""
-        while self._ready:
-            started = self._ready.popleft()
+    def take(self, sealed: str | None = None) -> Started | None:
+        """A ready sandbox of the kind (``sealed``: that compiler's sealed sandbox), or
+        None (start one)."""
+        self._wanted.append(sealed)
+        for started in [s for s in self._ready if s.sealed == sealed]:
+            self._ready.remove(started)
             if started.proc.poll() is None:
                 self.taken += 1
                 return started
@@ -53,19 +66,30 @@ class WarmPool:
         return None
 
     def fill(self) -> None:
-        """Start sandboxes until ``size`` wait, as far as uids allow (a uid still held
-        by a job being cleaned up comes back, and this is called again, after it)."""
+        """Start sandboxes until ``size`` wait, of the kinds the last jobs asked for, as
+        far as uids allow (a uid still held by a job being cleaned up comes back, and
+        this is called again, after it); a ready one of a kind asked for less often
+        makes room for one asked for more."""
         identities = self.sandbox.identities
-        while (
-            not self.closed
-            and len(self._ready) < self.size
-            and (identities is None or identities.free)
-        ):
+        target = Counter(k for k in self._wanted if k is None or k in self.sandbox.sealed)
+        have = Counter(s.sealed for s in self._ready)
+        lacking = [kind for kind, n in target.items() for _ in range(n - have[kind])]
+        for kind in lacking:
+            if self.closed or (identities is not None and not identities.free):
+                return
+            if len(self._ready) >= self.size:
+                spare = next((s for s in self._ready if have[s.sealed] > target[s.sealed]), None)
+                if spare is None:
+                    return
+                self._ready.remove(spare)
+                have[spare.sealed] -= 1
+                self.discard(spare)
             try:
-                self._ready.append(spawn(self.sandbox, self.jobs_root, None))
+                self._ready.append(spawn(self.sandbox, self.jobs_root, None, sealed=kind))
             except (OSError, SandboxError) as exc:
                 log.warning("warm_sandbox_failed", reason=str(exc))
                 return
+            have[kind] += 1
 
     def renew(self, sandbox: Sandbox) -> None:
         """After a reload: end the sandboxes started with the old settings (limits,
@@ -84,3 +108,13 @@ class WarmPool:
         self.closed = True
         while self._ready:
             self.discard(self._ready.popleft())
+
+
+def first_kind(sandbox: Sandbox) -> str | None:
+    """The kind of sandbox to keep ready before any job: the sealed one of ``cc``'s
+    binary or else of a sealed compiler (a farm's usual compiler), else None."""
+    kinds = sandbox.sealed_kinds
+    for path in sorted(kinds):
+        if os.path.basename(path) in ("cc", "gcc"):
+            return kinds[path]
+    return min(kinds.values()) if kinds else None

@@ -16,6 +16,7 @@ from tests.support.cache_builds import MODULES, cache_balancer, entry_keys, is_e
 from tests.support.cache_builds import build as _build
 from tests.support.cache_builds import cache_of as _cache
 from tests.support.cache_builds import wait_stored as _wait_stored
+from tests.support.compilers import write_gcc_of_another_identity
 from tests.support.distcc import distcc_env, run_make
 from tests.support.projects import assert_identical_to_local, sources, write_c_project
 from tests.support.redis import RedisServer
@@ -81,18 +82,11 @@ def test_a_backend_running_another_compiler_version_never_shares_objects(
     shared_tmp: Path,
     tmp_path: Path,
 ) -> None:
-    fake = shared_tmp / "fakegcc"
-    fake.mkdir(mode=0o755)
-    for name in ("gcc", "x86_64-linux-gnu-gcc"):
-        script = fake / name
-        script.write_text(
-            "#!/bin/sh\n"
-            'case "$1" in --version) echo "gcc (Fake Debian 99.0) 99.0.0"; exit 0;; esac\n'
-            'exec /usr/bin/gcc "$@"\n'
-        )
-        script.chmod(0o755)
+    fake = write_gcc_of_another_identity(shared_tmp / "fakegcc")
     other = start_server("--jobs", "4", path_prepend=str(fake))
-    assert "99.0" in other.status()["compilers"]["x86_64-linux-gnu-gcc"]["version"]
+    theirs = other.status()["compilers"]["x86_64-linux-gnu-gcc"]
+    ours = backends[0].status()["compilers"]["x86_64-linux-gnu-gcc"]
+    assert theirs["digest"] != ours["digest"] and theirs["sandbox"] == "sealed", theirs
     balancer_new = _balancer(start_balancer, [other], redis_server)
     balancer_old = _balancer(start_balancer, backends, redis_server)
     jobs = MODULES + 1
@@ -291,14 +285,7 @@ def test_a_farm_whose_chosen_gcc_is_another_is_never_served_the_mismatched_ones_
     """A result stored from a backend whose gcc is now a mismatch (the farm's chosen
     identity is another's: --compiler-identity majority) is not served: one build never
     mixes compiler versions, from the cache either (a review saw such objects served)."""
-    fake = shared_tmp / "fakegcc"
-    fake.mkdir(mode=0o755)
-    for name in ("gcc", "x86_64-linux-gnu-gcc"):
-        script = fake / name
-        script.write_text(  # (another identity: its binary's digest differs)
-            '#!/bin/sh\nexec /usr/bin/gcc-12 -fno-ident "$@"\n'
-        )
-        script.chmod(0o755)
+    fake = write_gcc_of_another_identity(shared_tmp / "fakegcc")  # (its digest differs)
     other = start_server("--jobs", "1", path_prepend=str(fake))
     majority = start_server("--jobs", "3")
     alone = _balancer(start_balancer, [other], redis_server)

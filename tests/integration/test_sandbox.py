@@ -559,8 +559,7 @@ def test_the_next_jobs_sandbox_is_set_up_while_a_job_compiles(
     job's: that one is set up while the job compiles (gate-cc holds the compile until
     the test has seen the next sandbox waiting)."""
     bin_dir, _ = fake_compilers
-    server = start_server("--jobs", "1", "--compiler", "gate-cc", "--compiler", "gcc",
-                          path_prepend=str(bin_dir))  # fmt: skip
+    server = start_server("--jobs", "1", "--compiler", "gate-cc", path_prepend=str(bin_dir))
 
     def warm() -> dict[str, int]:
         counts: dict[str, int] = server.status()["warm_sandboxes"]
@@ -583,9 +582,31 @@ def test_the_next_jobs_sandbox_is_set_up_while_a_job_compiles(
         (bin_dir / "gate-cc.open").touch()
         job.join(60)
     assert [getattr(reply, "status", None) for reply in replies] == [0]
-    assert compile_on(server, ("gcc", "-c", "x.c", "-o", "x.o"), b"int x;\n").status == 0
+    assert compile_on(server, ("gate-cc", "-c", "x.c", "-o", "x.o"), b"int x;\n").status == 0
     after = warm()
     assert (after["taken"], after["cold"]) == (2, 0), after
+
+
+def test_the_sandboxes_kept_ready_follow_the_compilers_jobs_use(
+    start_server: StartServer,
+) -> None:
+    """Each compiler's jobs run in a sealed sandbox of its own (its toolchain only): the
+    sandbox kept ready is of the kind the last jobs asked for. gcc's is ready before any
+    job (cc's binary); a clang job after it starts its own, and the next clang job finds
+    clang's ready."""
+    server = start_server("--jobs", "1", "--compiler", "gcc", "--compiler", "clang")
+
+    def warm() -> tuple[int, int, int]:
+        w = server.status()["warm_sandboxes"]
+        return w["ready"], w["taken"], w["cold"]
+
+    wait_until(lambda: warm() == (1, 0, 0), 30, "a sandbox ready before any job")
+    for compiler, seen in (("gcc", (1, 0)), ("clang", (1, 1)), ("clang", (2, 1))):
+        reply = compile_on(server, (compiler, "-c", "x.c", "-o", "x.o"), b"int x;\n")
+        assert reply.status == 0, reply.stderr
+        wait_until(lambda seen=seen: warm() == (1, *seen), 30, f"{seen} after {compiler}")
+    kinds = {name: c["sandbox"] for name, c in server.status()["compilers"].items()}
+    assert set(kinds.values()) == {"sealed"} and {"gcc", "clang"} <= set(kinds), kinds
 
 
 def test_without_the_sandbox_the_stand_in_does_its_harm(

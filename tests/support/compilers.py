@@ -161,3 +161,21 @@ def read_pid(path: Path) -> int | None:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return None
+
+
+def write_gcc_of_another_identity(directory: Path) -> Path:
+    """``gcc`` and ``x86_64-linux-gnu-gcc`` in ``directory``/bin (returned): copies of the
+    real gcc driver with one byte appended, so another binary digest, another compiler
+    identity, with the same version line, compiling the same. A real ELF driver, it runs
+    in its sealed sandbox as gcc does (a wrapper script would not, and its results would
+    not be cached at all); it finds cc1 beside it, through ``directory``/lib/gcc."""
+    real = Path(os.path.realpath("/usr/bin/gcc")).read_bytes()
+    bin_dir = directory / "bin"
+    bin_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    (directory / "lib").mkdir(mode=0o755, exist_ok=True)
+    (directory / "lib" / "gcc").symlink_to("/usr/lib/gcc")
+    for name in ("gcc", "x86_64-linux-gnu-gcc"):
+        copy = bin_dir / name
+        copy.write_bytes(real + b"\0")
+        copy.chmod(0o755)
+    return bin_dir

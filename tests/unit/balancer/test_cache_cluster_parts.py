@@ -122,17 +122,28 @@ def test_a_nodes_counts_quantiles_and_histogram() -> None:
     assert node.seconds_sum == pytest.approx(0.210)
 
 
-def _backend(sandboxed: bool, identity: CompilerIdentity | None) -> Backend:
+def _backend(
+    sandboxed: bool, identity: CompilerIdentity | None, sealed: frozenset[str] | None = None
+) -> Backend:
     backend = Backend(BackendSpec.parse("10.0.0.1:3632"))
     identities = {"gcc": identity} if identity is not None else {}
-    backend.on_report(BackendReport(4, 0, identities=identities, sandboxed=sandboxed))
+    if sealed is None:
+        sealed = frozenset(identities) if sandboxed else frozenset()
+    backend.on_report(
+        BackendReport(4, 0, identities=identities, sandboxed=sandboxed, sealed=sealed)
+    )
     return backend
 
 
-def test_only_sandboxed_backends_with_an_identity_are_sources() -> None:
+def test_only_sealed_backends_with_an_identity_are_sources() -> None:
     assert source_identity(_backend(True, GCC), "gcc", trust_unsandboxed=False) == GCC
     assert source_identity(_backend(False, GCC), "gcc", trust_unsandboxed=False) is None
     assert source_identity(_backend(False, GCC), "gcc", trust_unsandboxed=True) == GCC
+    # Sandboxed, but this compiler's jobs do not run sealed (its sealed sandbox failed
+    # its start check): its compiles could read server files its key leaves out.
+    unsealed = _backend(True, GCC, sealed=frozenset({"clang"}))
+    assert source_identity(unsealed, "gcc", trust_unsandboxed=False) is None
+    assert source_identity(unsealed, "gcc", trust_unsandboxed=True) == GCC
     # No identity (a distccd): never, trusted or not.
     assert source_identity(_backend(True, None), "gcc", trust_unsandboxed=True) is None
     distccd = Backend(BackendSpec.parse("10.0.0.2:3632,kind=distccd"))
