@@ -257,8 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-trust-unsandboxed",
         action="store_const",
         const=True,
-        help="also store results of backends that compile without a sandbox (a distlb "
-        "server with --sandbox none); by default only sandboxed backends' results are shared",
+        help="also store results of backends that compile without a sealed sandbox (a "
+        "distlb server with --sandbox none, or a compiler whose jobs run in its shared "
+        "sandbox); by default only sealed compilers' results are shared",
     )
     add_cache_share_flag(p)
     p.add_argument("--log-format", choices=["json", "console", "auto"])

@@ -133,12 +133,10 @@ def toolchain(driver: str, version: str = "") -> Toolchain:
     files = {os.path.realpath(driver)}
     names = {os.path.abspath(driver), SANDBOX_SHELL}
     dirs: set[str] = set()
-    family = compiler_family(version)
     # Asked only of a gcc or clang driver itself, an ELF binary that says it is one: a
     # wrapper script may do anything with an option it does not expect (a test's
     # hang-cc, which passes --version on, hangs); its own bytes are what is hashed then.
-    if not _is_elf(driver):
-        family = None
+    family = compiler_family(version) if known_driver(driver, version) else None
     helpers = HELPERS if family == GCC else ("as",) if family == CLANG else ()
     for helper in helpers:
         named = _ask(driver, f"-print-prog-name={helper}") if family == GCC else helper
@@ -172,6 +170,12 @@ def toolchain(driver: str, version: str = "") -> Toolchain:
             if os.path.basename(library).startswith("libc.so") and os.path.isdir(gconv):
                 dirs.add(os.path.realpath(gconv))
     return Toolchain(tuple(sorted(files)), tuple(sorted(dirs)), tuple(sorted(names)))
+
+
+def known_driver(driver: str, version: str) -> bool:
+    """Whether ``driver`` is a gcc or clang driver itself: an ELF binary whose version
+    line says which (not a wrapper script, which may run anything and take any time)."""
+    return compiler_family(version) in (GCC, CLANG) and _is_elf(driver)
 
 
 def toolchain_files(driver: str, version: str = "") -> list[str]:

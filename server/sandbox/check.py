@@ -14,7 +14,7 @@ import time
 
 import structlog
 
-from server.compilers import Toolchain, toolchain
+from server.compilers import Toolchain, known_driver, toolchain
 from server.sandbox.launcher import (
     JOB_ROOT_INSIDE,
     NICE,
@@ -260,26 +260,28 @@ def check_sealed(
     that works (by the binary's real path) and each compiler path's kind; a binary whose
     sealed sandbox does not work (a wrapper script that runs other programs, a
     toolchain whose libraries the loader finds only through ld.so.cache) is logged, and
-    its jobs run in the other sandbox and are not cached."""
+    its jobs run in the other sandbox and are not cached. Only gcc and clang drivers
+    themselves are tried (:func:`known_driver`): a wrapper script's jobs run in the
+    shared sandbox without a try (one that loops when a program it runs is missing took
+    the check's whole timeout)."""
     if sandbox.mode != "bwrap":
         return {}, {}
-    found: dict[str, list[Toolchain]] = {}
+    found: dict[str, tuple[str, Toolchain]] = {}  # (a kind: a path to check it by, its files)
     for name, path in sorted(compilers.items()):
-        found.setdefault(os.path.realpath(path), []).append(toolchain(path, versions.get(name, "")))
+        if not known_driver(path, versions.get(name, "")):
+            continue  # (a wrapper may run anything, and take any time: the shared sandbox)
+        kind = os.path.realpath(path)
+        if kind not in found:  # (one binary's names differ only in the links to it)
+            found[kind] = (path, toolchain(path, versions.get(name, "")))
+        first, files = found[kind]
+        names = tuple(sorted({*files.names, os.path.abspath(path)}))
+        found[kind] = (first, Toolchain(files.files, files.dirs, names))
     candidates: dict[str, list[Mount]] = {}
-    named: dict[str, str] = {}  # (a kind: a compiler path to run its check with)
-    for kind, parts in found.items():
-        whole = Toolchain(
-            tuple(sorted({f for t in parts for f in t.files})),
-            tuple(sorted({d for t in parts for d in t.dirs})),
-            tuple(sorted({n for t in parts for n in t.names})),
-        )
+    for kind, (_, files) in found.items():
         try:
-            candidates[kind] = sealed_mounts(whole)
+            candidates[kind] = sealed_mounts(files)
         except OSError as exc:
             log.warning("sealed_sandbox_unavailable", compiler=kind, reason=str(exc))
-            continue
-        named[kind] = next(p for p in sorted(compilers.values()) if os.path.realpath(p) == kind)
     trial = dataclasses.replace(sandbox, sealed=candidates)
     runs: list[tuple[str, str, CompileUser | None, subprocess.Popen[bytes]]] = []
     working: dict[str, list[Mount]] = {}
@@ -287,7 +289,7 @@ def check_sealed(
         for kind in candidates:
             job_dir = tempfile.mkdtemp(prefix="check-", dir=tmp_root)
             user = sandbox.acquire_user()
-            proc = _start_sealed(trial, job_dir, user, named[kind], kind)
+            proc = _start_sealed(trial, job_dir, user, found[kind][0], kind)
             runs.append((kind, job_dir, user, proc))
         deadline = time.monotonic() + _CHECK_TIMEOUT_S
         for kind, job_dir, _, proc in runs:
