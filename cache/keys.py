@@ -79,6 +79,10 @@ NEVER_CACHED: tuple[tuple[str, str], ...] = (
     ("-grecord-command-line", "the recorded command line names the server's own files"),
     ("-fdiagnostics-format=j", "warnings in JSON escape the paths a hit's replay renames"),
     ("-fdiagnostics-format=s", "warnings in SARIF escape the paths a hit's replay renames"),
+    # (fourteenth review: a hit replays the first compile's report)
+    ("-ftime-report", "its report is of the compile that ran: a hit would replay another's"),
+    ("-fmem-report", "its report is of the compile that ran: a hit would replay another's"),
+    ("-fstats", "its report is of the compile that ran: a hit would replay another's"),
 )
 
 

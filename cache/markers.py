@@ -179,6 +179,14 @@ _INDENTED = re.compile(rb"\n" + _WS + rb"+#")
 blank precedes a ``#`` at all (rare), as that is slower."""
 WORKING_DIRECTORY_SUFFIX = b"//"
 NO_LEADING_MARKER = "the text does not start with a line marker"
+MAX_MARKERS = 1 << 19
+"""Line markers a text's key follows at most (a preprocessed translation unit of a
+large C++ project has some tens of thousands). Past it, or past :data:`MAX_PATHS`
+files, the text is compiled but never cached, and its scan keeps nothing: a review's
+48 MB of markers alone made the key's bookkeeping take 1.3 GB, before any slot."""
+_DEVICES = (b"/dev/", b"/proc/", b"/sys/")
+MAX_PATHS = 1 << 16
+"""Distinct files a text's markers may name for its key to follow them."""
 """(Then the object names the file the server wrote the text to, whose name is its own.)"""
 
 
@@ -239,6 +247,8 @@ def scan(text: bytes) -> MarkedText:
         if found.group(2) is not None:
             obstacle = obstacle or "a line that starts like a line marker but is not one"
             continue
+        if len(spans) >= MAX_MARKERS:
+            return _too_many(text)
         spans.append(found.span(1))
         if found.start() == working_directory_at:
             second_is_directory = found.group(1).endswith(WORKING_DIRECTORY_SUFFIX)
@@ -246,6 +256,8 @@ def scan(text: bytes) -> MarkedText:
     occurrences = array("I")
     for start, end in spans:
         occurrences.append(index.setdefault(text[start:end], len(index)))
+        if len(index) > MAX_PATHS:
+            return _too_many(text)
     paths = tuple(index)
     if obstacle is None:
         obstacle = _obstacle(text, paths)
@@ -256,6 +268,10 @@ def scan(text: bytes) -> MarkedText:
             if made is not None:
                 hand_made = f"the text holds {made.group()!r}"
                 break
+    if hand_made is None and any(p.startswith(_DEVICES) for p in paths):
+        # (a diagnostic quotes a line of the file a marker names: of /dev/urandom, other
+        # bytes each compile, which a hit would replay; a fourteenth review)
+        hand_made = "a line marker names a device or a process's file"
     return MarkedText(
         spans=tuple(spans),
         occurrences=occurrences,
@@ -266,6 +282,16 @@ def scan(text: bytes) -> MarkedText:
         hand_made=hand_made,
         assembler_reads=assembler_reads(text),
     )
+
+
+def _too_many(text: bytes) -> MarkedText:
+    """A text with more markers or files than a key follows: hashed whole, never cached."""
+    return MarkedText(
+        spans=(), occurrences=array("I"), paths=(), working_directory=None,
+        obstacle=f"more than {MAX_MARKERS:,} line markers or {MAX_PATHS:,} files",
+        hand_made=f"more than {MAX_MARKERS:,} line markers or {MAX_PATHS:,} files named",
+        assembler_reads=assembler_reads(text),
+    )  # fmt: skip
 
 
 def _is_member(text: bytes, dot: int) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -72,6 +72,10 @@ class ReplyBudget:
         self.in_use -= size
 
 
+def _nothing() -> None:
+    pass
+
+
 @dataclass(frozen=True)
 class ConnectionContext:
     """What every job needs from the server; built once at startup."""
@@ -101,6 +105,8 @@ class ConnectionContext:
     """With --auth: the GSSAPI handshake and principal lists, before admission."""
     warm: WarmPool | None = None
     """Sandboxes started ahead of their jobs (with --sandbox bwrap)."""
+    on_upgrade: Callable[[], None] = _nothing
+    """Called when a compiler's files are found upgraded: identify them again."""
 
 
 async def _send(writer: asyncio.StreamWriter, reply: Reply, timeout_s: float) -> int:
@@ -193,6 +199,14 @@ async def _serve_job(
     try:
         if cached is not None and await _reply_from_cache(ctx, request, cached, writer, started):
             return
+        sealed = sealed_kind(ctx.sandbox.sealed_kinds, ctx.compilers[job.compiler], job.argv)
+        if sealed is not None and ctx.sandbox.upgraded(sealed):
+            # Its files are not those identified (a package upgrade): turned away, as
+            # when busy, while the server identifies them again (a balancer retries).
+            log.warning("turned_away", reason="compiler upgraded, identifying it again")
+            stats.counters.rejected_busy += 1
+            ctx.on_upgrade()
+            return
         holder = address_text(writer.get_extra_info("peername"))
         if not stats.slots.try_acquire(holder):
             if probe:
@@ -211,7 +225,7 @@ async def _serve_job(
             if not probe:
                 stats.counters.accepted += 1
             await _compile_and_reply(
-                ctx, request, job, reader, writer, started, slot, cached, probe
+                ctx, request, job, reader, writer, started, slot, cached, probe, sealed
             )
         finally:
             slot.release()
@@ -286,10 +300,10 @@ async def _compile_and_reply(
     slot: SlotHold,
     cached: tuple[JobDigest, CompilerIdentity] | None,
     probe: bool,
+    sealed: str | None,
 ) -> None:
     stats = ctx.stats
     compiler_path = ctx.compilers[job.compiler]
-    sealed = sealed_kind(ctx.sandbox.sealed_kinds, compiler_path, job.argv)
     gone = asyncio.ensure_future(wait_peer_gone(reader))
     try:
         result = await run_compile(
@@ -305,6 +319,14 @@ async def _compile_and_reply(
         )
     finally:
         gone.cancel()
+    if sealed is not None and ctx.sandbox.upgraded(sealed):
+        # Upgraded while it ran: its object may be the new compiler's, and no one may
+        # take it for the identified one's (a balancer would store it under that).
+        # Dropped unanswered, as a turn-away: the client compiles it again.
+        log.warning("job_dropped", reason="its compiler was upgraded while it ran")
+        stats.job_finished("other", job.input_name, job.compiler, time.monotonic() - started)
+        ctx.on_upgrade()
+        return
     held = len(result.obj) + len(result.stderr) + len(result.stdout)
     budgeted = ctx.replies.try_take(held)
     if budgeted:

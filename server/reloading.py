@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from typing import Any, Protocol
+
+import structlog
 
 from daemon.access import Network
 from daemon.config import ConfigError
@@ -31,6 +34,7 @@ from server.connection import ConnectionContext
 from server.runner import RunLimits
 from server.sandbox.check import check_compilers, check_sealed
 from server.sandbox.launcher import Sandbox, SandboxError
+from server.sandbox.sealed import changed_since_pinned, check_pinned, release_when_unused
 from server.sandbox.setup import make_sandbox
 from wire import Limits
 
@@ -48,6 +52,8 @@ class Service(Protocol):
     compiler_info: dict[str, dict[str, Any]]
 
 
+log = structlog.get_logger("distlb.server")
+
 NEEDS_RESTART = frozenset({
     "listen", "port", "stats_port", "agent_port", "jobs", "job_uids", "sandbox", "tmp_dir",
     "user", "cache_dir", "log_format", "log_level",
@@ -59,6 +65,10 @@ AUTH_SETTINGS = frozenset({
     "max_handshakes", "max_handshakes_per_address",
 })  # fmt: skip
 CACHE_SETTINGS = frozenset({"cache_secret_file", "cache_size"})
+UPGRADE_SETTLE_S = 2.0
+"""After an upgrade's compilers are identified again, how long their sealed jobs are
+still turned away: a balancer learns a new identity from its next report (a long poll
+answers at once), and must not store a new compiler's object under the old one."""
 
 
 def _checked_sandbox(
@@ -72,20 +82,30 @@ def _checked_sandbox(
         versions = check_compilers(sandbox, compilers, service.jobs_root)
     except SandboxError as exc:
         raise ConfigError(str(exc)) from exc
-    sandbox.sealed, sandbox.sealed_kinds = check_sealed(
+    sandbox.sealed, sandbox.sealed_kinds, sandbox.held = check_sealed(
         sandbox, compilers, versions, service.jobs_root
     )
+    release_when_unused(sandbox)  # (its pinned files: once no context holds it)
     return sandbox, versions
 
 
 async def apply_config(service: Service, fresh: ServerConfig) -> list[str]:
     """Take every setting of ``fresh`` that can change while the server runs, or none
     (raises :class:`ConfigError`, :class:`daemon.reload.ReloadRefused` for a setting
-    only a restart applies); returns the settings that changed. Jobs running keep
-    what they began with."""
+    only a restart applies), and identify the compilers again when their files changed
+    (an upgrade); returns the settings that changed. Jobs running keep what they began
+    with."""
     changed = check_reloadable(service.config, fresh, NEEDS_RESTART)
-    if not changed:
+    sandbox_settles = False
+    # A package upgrade renamed new files over the compilers' (sealed jobs still run the
+    # files held open: server/sandbox/sealed.py pin): identify them again, config or not.
+    upgraded = [p for mounts in service.sandbox.held.values() for p in changed_since_pinned(mounts)]
+    if not changed and not upgraded:
         return changed
+    if upgraded:
+        sandbox_settles = True
+        log.info("toolchain_changed", files=upgraded[:10], count=len(upgraded),
+                 effect="compilers identified again; their jobs run the new files")  # fmt: skip
     compilers = resolve_compilers(fresh.compiler or default_compiler_names(), bool(fresh.compiler))
     sandbox, versions = await asyncio.to_thread(_checked_sandbox, service, fresh, compilers)
     ctx = service.ctx
@@ -99,6 +119,10 @@ async def apply_config(service: Service, fresh: ServerConfig) -> list[str]:
         sandbox.mode,
         sandbox.sealed_kinds,
     )
+    try:
+        check_pinned(sandbox.held)
+    except SandboxError as exc:
+        raise ConfigError(str(exc)) from exc
     # Swapped at once (one event loop: no job sees half of it). A new connection takes
     # the new context; one open keeps the context it began with.
     service.ctx = dataclasses.replace(
@@ -118,6 +142,8 @@ async def apply_config(service: Service, fresh: ServerConfig) -> list[str]:
     service.http.networks = status_allow
     service.http.idle_timeout_s = fresh.http_idle_timeout
     service.status_allow[:] = status_allow
+    if sandbox_settles:  # (balancers learn the new identities from their next report)
+        sandbox.settling_until = time.monotonic() + UPGRADE_SETTLE_S
     service.sandbox, service.compilers, service.compiler_info = sandbox, compilers, info
     if ctx.warm is not None:
         ctx.warm.renew(sandbox)  # (no job starts in a sandbox made with the old limits)

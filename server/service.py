@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Callable
 
 import structlog
@@ -34,6 +35,7 @@ from server.sandbox.launcher import (
     CompileUser,
     SandboxError,
 )
+from server.sandbox.sealed import check_pinned, release_when_unused
 from server.sandbox.setup import make_sandbox, searchable_by
 from server.sandbox.warm import WarmPool, first_kind
 from server.slots import Slots
@@ -53,6 +55,8 @@ class Service:
         self._reload_config = reload_config
         """SIGHUP reads the config again with this (None: SIGHUP is ignored)."""
         self._reloading = asyncio.Lock()
+        self._identifying: asyncio.Task[None] | None = None
+        self._identified_at = 0.0
         explicit = bool(config.compiler)
         self.compilers = resolve_compilers(config.compiler or default_compiler_names(), explicit)
         self.sandbox = make_sandbox(config, self.compilers)
@@ -79,14 +83,20 @@ class Service:
         except SandboxError as exc:
             self.sandbox.job_dirs.remove(self.jobs_root)
             raise ConfigError(str(exc)) from exc
-        self.sandbox.sealed, self.sandbox.sealed_kinds = check_sealed(
+        self.sandbox.sealed, self.sandbox.sealed_kinds, self.sandbox.held = check_sealed(
             self.sandbox, self.compilers, versions, self.jobs_root
         )
+        release_when_unused(self.sandbox)
         self.compiler_info = mark_sandboxes(
             compiler_identities(self.compilers, versions),
             self.sandbox.mode,
             self.sandbox.sealed_kinds,
         )
+        try:
+            check_pinned(self.sandbox.held)
+        except SandboxError as exc:
+            self.sandbox.job_dirs.remove(self.jobs_root)
+            raise ConfigError(str(exc)) from exc
         if self.sandbox.mode == "none":
             log.warning(
                 "sandbox_off",
@@ -125,6 +135,7 @@ class Service:
             share_across_dirs=config.cache_share_across_dirs,
             acceptor=config.acceptor(),
             identities=cache_identities(self.compiler_info),
+            on_upgrade=self.upgraded,
         )
         self.connections = self.ctx.connections
         self.status_allow = config.status_networks()
@@ -219,6 +230,25 @@ class Service:
             await self._stopping.wait()
             await self._drain(compile_server)
         log.info("server_stopped", counters=self.stats.status({}, "")["counters"])
+
+    def upgraded(self) -> None:
+        """A job found a compiler's files upgraded: identify them again (one at a time,
+        at most once a second while they stay broken, as during an upgrade's unpacking)."""
+        now = time.monotonic()
+        if self._identifying is not None and not self._identifying.done():
+            return
+        if now - self._identified_at < 1.0:
+            return
+        self._identifying = asyncio.ensure_future(self._identify_again())
+
+    async def _identify_again(self) -> None:
+        async with self._reloading:
+            try:
+                await apply_config(self, self.config)
+            except ConfigError as exc:
+                log.error("identify_again_failed", reason=str(exc))
+            finally:
+                self._identified_at = time.monotonic()
 
     async def reload(self) -> None:
         """SIGHUP: read the config again and apply it (server/reloading.py), or keep

@@ -28,7 +28,7 @@ from server.sandbox.launcher import (
     SandboxError,
     child_env,
 )
-from server.sandbox.sealed import sealed_mounts
+from server.sandbox.sealed import pin, sealed_mounts, unpin
 
 log = structlog.get_logger("distlb.server.sandbox")
 
@@ -253,11 +253,13 @@ def _uid(pid: int) -> int | None:
 
 def check_sealed(
     sandbox: Sandbox, compilers: dict[str, str], versions: dict[str, str], tmp_root: str
-) -> tuple[dict[str, list[Mount]], dict[str, str]]:
+) -> tuple[dict[str, list[Mount]], dict[str, str], dict[str, list[Mount]]]:
     """Each compiler binary's sealed sandbox (server/sandbox/sealed.py) that works: a
     one-line compile there, for every distinct binary at once (its names, ``cc`` and
     ``gcc``, share one sandbox), must make its object. Returns the mounts of each kind
-    that works (by the binary's real path) and each compiler path's kind; a binary whose
+    that works (by the binary's real path), each compiler path's kind, and each kind's
+    files held open (sealed.py :func:`pin`: :func:`unpin` them when the sandbox is let
+    go); a binary whose
     sealed sandbox does not work (a wrapper script that runs other programs, a
     toolchain whose libraries the loader finds only through ld.so.cache) is logged, and
     its jobs run in the other sandbox and are not cached. Only gcc and clang drivers
@@ -265,7 +267,7 @@ def check_sealed(
     shared sandbox without a try (one that loops when a program it runs is missing took
     the check's whole timeout)."""
     if sandbox.mode != "bwrap":
-        return {}, {}
+        return {}, {}, {}
     found: dict[str, tuple[str, Toolchain]] = {}  # (a kind: a path to check it by, its files)
     for name, path in sorted(compilers.items()):
         if not known_driver(path, versions.get(name, "")):
@@ -316,7 +318,15 @@ def check_sealed(
     kinds = {path: os.path.realpath(path) for path in compilers.values()}
     kinds = {path: kind for path, kind in kinds.items() if kind in working}
     log.info("sealed_sandbox_checked", sealed=sorted(kinds), kinds=len(working))
-    return working, kinds
+    held: dict[str, list[Mount]] = {}
+    try:
+        for kind, mounts in working.items():
+            held[kind] = pin(mounts)
+    except OSError as exc:
+        for mounts in held.values():
+            unpin(mounts)
+        raise SandboxError(f"the toolchain cannot be held open: {exc}") from exc
+    return working, kinds, held
 
 
 def _start_sealed(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
@@ -120,9 +121,11 @@ class JobLimits:
 
 @dataclass(frozen=True, slots=True)
 class Mount:
-    """One thing a sandbox holds: a read-only bind, or a symlink."""
+    """One thing a sandbox holds: a read-only bind, or a symlink; or (``ro-bind-fd``,
+    never given to bubblewrap: it cannot bind a file renamed over) a file as it was
+    identified, held open, ``source`` the descriptor's number."""
 
-    kind: Literal["ro-bind", "symlink"]
+    kind: Literal["ro-bind", "ro-bind-fd", "symlink"]
     source: str
     target: str
 
@@ -130,7 +133,7 @@ class Mount:
         return [f"--{self.kind}", self.source, self.target]
 
     def describe(self) -> str:
-        return self.target if self.kind == "ro-bind" else f"{self.target} -> {self.source}"
+        return self.target if self.kind != "symlink" else f"{self.target} -> {self.source}"
 
 
 def toolchain_mounts(compiler_paths: list[str], extra_dirs: list[str]) -> list[Mount]:
@@ -236,6 +239,12 @@ class Sandbox:
     sealed: dict[str, list[Mount]] = field(default_factory=dict)
     """Per kind of sealed sandbox (a compiler binary's real path), its mounts
     (server/sandbox/sealed.py): only those that passed their start check (bwrap)."""
+    held: dict[str, list[Mount]] = field(default_factory=dict)
+    """Per kind of sealed sandbox, its files as they were identified, held open
+    (server/sandbox/sealed.py :func:`pin`): what tells a package upgrade."""
+    settling_until: float = 0.0
+    """After an upgrade's new identities (monotonic time): until then sealed jobs are
+    turned away, while balancers learn them from the next report."""
     sealed_kinds: dict[str, str] = field(default_factory=dict)
     """Per compiler path, the kind of sealed sandbox its jobs run in (``cc`` and ``gcc``
     share one: the same binary)."""
@@ -303,6 +312,14 @@ class Sandbox:
             "--chdir", JOB_ROOT_INSIDE,
             "--",
         ]  # fmt: skip
+
+    def upgraded(self, sealed: str) -> bool:
+        """Whether a file of that kind of sealed sandbox is not the one identified any
+        more (a package upgrade: server/sandbox/sealed.py :func:`pin`), or the kind was
+        identified again moments ago (:attr:`settling_until`)."""
+        if time.monotonic() < self.settling_until:
+            return True
+        return any(held_changed(mount) for mount in self.held.get(sealed, ()))
 
     def job_argv(
         self,
@@ -387,6 +404,19 @@ class Sandbox:
                 "core_dumps": False,
             },
         }
+
+
+def held_changed(mount: Mount) -> bool:
+    """Whether the path of a file held open (a ``ro-bind-fd`` record) now names another
+    file, or none."""
+    try:
+        now = os.stat(mount.target)
+        was = os.fstat(int(mount.source))
+    except OSError:
+        return True
+    return (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) != (
+        was.st_dev, was.st_ino, was.st_size, was.st_mtime_ns
+    )  # fmt: skip
 
 
 def children(pid: int) -> list[int]:

@@ -14,11 +14,13 @@ cached object never depends on anything its key leaves out (docs/decisions.md,
 
 from __future__ import annotations
 
+import contextlib
 import os
+import weakref
 from collections.abc import Sequence
 
 from server.compilers import Toolchain
-from server.sandbox.launcher import Mount
+from server.sandbox.launcher import Mount, Sandbox, SandboxError, held_changed
 
 _MAX_LINKS = 40
 """How many links a path may pass through (the kernel's own bound)."""
@@ -77,3 +79,59 @@ def sealed_kind(kinds: dict[str, str], compiler_path: str, argv: Sequence[str]) 
     if kind is None or any(a.startswith(_SPECS) for a in argv[1:]):
         return None
     return kind
+
+
+def pin(mounts: list[Mount]) -> list[Mount]:
+    """Each file a sealed sandbox binds, held open (``O_PATH``) as it was when the
+    compiler was identified: a ``ro-bind-fd`` record of it (:func:`changed_since_pinned`
+    compares its path with it). A package upgrade renames new files over the old ones
+    while the server runs, and a sandbox started after it binds the new ones: the held
+    files tell that the identity no longer names what a job would run (a fourteenth
+    review: the new compiler's objects were stored under the old identity). (bubblewrap
+    cannot bind the held file itself once it is renamed over.) Raises ``OSError`` (none
+    left open then)."""
+    pinned: list[Mount] = []
+    try:
+        for mount in mounts:
+            if mount.kind == "ro-bind":
+                fd = os.open(mount.source, os.O_PATH | os.O_CLOEXEC)
+                pinned.append(Mount("ro-bind-fd", str(fd), mount.target))
+    except OSError:
+        unpin(pinned)
+        raise
+    return pinned
+
+
+def unpin(mounts: list[Mount]) -> None:
+    """Close what :func:`pin` opened."""
+    for mount in mounts:
+        if mount.kind == "ro-bind-fd":
+            with contextlib.suppress(OSError):
+                os.close(int(mount.source))
+
+
+def changed_since_pinned(mounts: list[Mount]) -> list[str]:
+    """The held files whose path now names another file (or none) than the one held
+    open: checked after the identity is made from the paths (so that it is of the files
+    held), and by a reload (an upgrade since)."""
+    return [mount.target for mount in mounts if held_changed(mount)]
+
+
+def release_when_unused(sandbox: Sandbox) -> None:
+    """Close ``sandbox``'s pinned files once nothing uses it any more: a reload swaps in
+    a new sandbox, but a connection keeps the context it began with, whose jobs may
+    still start sealed sandboxes from these descriptors (closed early, a number could
+    be reused for another file, and bound in its place)."""
+    mounts = [m for kind in sandbox.held.values() for m in kind]
+    weakref.finalize(sandbox, unpin, mounts)
+
+
+def check_pinned(held: dict[str, list[Mount]]) -> None:
+    """Raise ``SandboxError`` when a pinned file's path names another file now (after
+    the identities were made from the paths: they would not be of what jobs run)."""
+    changed = [path for mounts in held.values() for path in changed_since_pinned(mounts)]
+    if changed:
+        raise SandboxError(
+            f"the toolchain changed while the server identified it (an upgrade?): "
+            f"{', '.join(changed[:5])}; start or reload again"
+        )

@@ -13,13 +13,16 @@ from pathlib import Path
 import pytest
 import redis
 
+from client.distcc import ClientError
 from server.compilers import toolchain
 from tests.integration.test_cache_assembler_reads import _spellings
 from tests.support.cache_builds import build, cache_balancer, cache_of
+from tests.support.compilers import write_gcc_of_another_identity
 from tests.support.projects import assert_identical_to_local, write_c_project
 from tests.support.redis import RedisServer
 from tests.support.sandbox_jobs import compile_on, incbin
 from tests.support.servers import ServerProcess, StartBalancer, StartServer, wait_until
+from wire import Reply
 
 pytestmark = pytest.mark.integration
 
@@ -193,3 +196,62 @@ def test_a_balancer_stores_only_what_sealed_jobs_compiled(
     other = cache_balancer(start_balancer, [sealed], redis_server.url)
     build(write_c_project(tmp_path / "b", modules=modules), other)
     wait_until(lambda: cache_of(other)["stored"] >= modules + 1, 20, "every reply stored")
+
+
+def _upgraded(driver: bytes) -> bytes:
+    """gcc's driver as a rebuilt package might ship it: its configured default -march
+    another (x86-64 -> znver2, a string of the same length), so a loop it vectorizes
+    comes out in AVX2 (ymm registers)."""
+    at = driver.index(b"\0x86-64\0")
+    return driver[: at + 1] + b"znver2" + driver[at + 7 :]
+
+
+def _ymm(obj: bytes, where: Path) -> int:
+    (where / "o.o").write_bytes(obj)
+    listing = subprocess.run(["objdump", "-d", str(where / "o.o")], capture_output=True,
+                             text=True, check=True).stdout  # fmt: skip
+    return listing.count("ymm")
+
+
+def test_an_upgraded_compiler_is_identified_again_before_its_objects_are_shared(
+    start_server: StartServer, shared_tmp: Path, tmp_path: Path
+) -> None:
+    """A package upgrade renames new files over a compiler's while the server runs (a
+    fourteenth review: the identity named the old compiler while new sandboxes ran the
+    new one, whose objects were stored under the old identity). The server holds the
+    files it identified: the next job finds them changed and is turned away (a balancer
+    retries it elsewhere), the server identifies the new files, and after a moment for
+    balancers to read the new identity, the new compiler's objects come under it."""
+    fake = write_gcc_of_another_identity(shared_tmp / "upgraded")
+    server = start_server("--jobs", "2", "--compiler", "gcc", path_prepend=str(fake))
+    before = server.status()["compilers"]["gcc"]
+    assert before["sandbox"] == "sealed", before
+    argv = ("gcc", "-O3", "-c", "s.c", "-o", "s.o")
+
+    def text(n: int) -> bytes:
+        return (f'# 1 "/home/alice/p/s{n}.c"\nvoid f(float *restrict a, const float '
+                f"*restrict b, int n) {{ for (int i = 0; i < n; i++) a[i] += b[i] * {n}.0f; "
+                "}\n").encode()  # fmt: skip
+
+    first = compile_on(server, argv, text(1))
+    assert first.status == 0 and _ymm(first.obj, tmp_path) == 0, first.stderr
+    new = fake / ".gcc.dpkg-new"
+    new.write_bytes(_upgraded((fake / "gcc").read_bytes()))
+    new.chmod(0o755)
+    new.rename(fake / "gcc")  # (as dpkg installs a file)
+    with pytest.raises(ClientError):
+        compile_on(server, argv, text(2))  # turned away: closed without a reply
+    wait_until(lambda: server.status()["compilers"]["gcc"]["digest"] != before["digest"], 60,
+               "the new files identified")  # fmt: skip
+    assert server.events("toolchain_changed"), "no line says why"
+    after = wait_until(lambda: _compiled_or_none(server, argv, text(3)), 30,
+                       "a job taken again after the settling moment")  # fmt: skip
+    assert after.status == 0 and _ymm(after.obj, tmp_path) > 0  # the new compiler's AVX2
+    assert server.status()["compilers"]["gcc"]["sandbox"] == "sealed"
+
+
+def _compiled_or_none(server: ServerProcess, argv: tuple[str, ...], text: bytes) -> Reply | None:
+    try:
+        return compile_on(server, argv, text)
+    except ClientError:
+        return None

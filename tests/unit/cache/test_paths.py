@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import tracemalloc
 
 import pytest
 
 from cache import CachedResult, CompilerIdentity, MemoryStore, ResultCache, job_digest, result_cache
 from cache.entry import decode_entry, encode_entry
 from cache.keys import why_not_cacheable
-from cache.markers import scan
+from cache.markers import MAX_MARKERS, MAX_PATHS, scan
 from cache.path_rules import compiler_family, gcc_remap, prefix_maps
 from cache.stderr_paths import MAX_WORK_BYTES, Unmappable, rewrite
 
@@ -458,3 +459,41 @@ def test_options_that_turn_a_literal_into_other_bytes_are_never_cached(option: s
     compiler's identity), or given a length byte by \\p, can be any bytes the text does
     not show: a dot, a line end (a twelfth review)."""
     assert why_not_cacheable(["gcc", "-c", option, "a.c"]) is not None
+
+
+def test_a_text_of_markers_alone_is_hashed_whole_within_a_bounded_memory() -> None:
+    """A review's text of nothing but line markers naming distinct files made the key's
+    bookkeeping take 26 times its size (1.3 GB for 48 MB), before any slot and outside
+    every budget. Past MAX_MARKERS markers or MAX_PATHS files the scan keeps nothing;
+    such a text is never cached."""
+    many = b'# 1 "a.c"\n' + b"".join(b'#1 "%07d"\n' % i for i in range(MAX_MARKERS + 10))
+    files = b'# 1 "a.c"\n' + b"".join(b'#1 "%07d"\n' % i for i in range(MAX_PATHS + 10))
+    for text in (many, files):
+        tracemalloc.start()
+        try:
+            digest = job_digest(1, ["gcc", "-c", "a.c", "-o", "a.o"], text)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert digest.uncacheable is not None and "line markers" in digest.uncacheable
+        assert peak < len(text) + 64 * 1024 * 1024, peak
+    # (below the bounds, a text's markers are followed: the same text, fewer of them)
+    few = b'# 1 "a.c"\n' + b"".join(b'#1 "%07d"\n' % i for i in range(1000))
+    assert job_digest(1, ["gcc", "-c", "a.c", "-o", "a.o"], few).uncacheable is None
+
+
+@pytest.mark.parametrize("option", ["-ftime-report", "-ftime-report-details", "-fmem-report",
+                                    "-fmem-report-wpa", "-fstats"])  # fmt: skip
+def test_a_compile_that_reports_on_itself_is_never_cached(option: str) -> None:
+    """A hit replays the stored stderr: the first compile's timings (a fourteenth review)."""
+    assert why_not_cacheable(["gcc", option, "-c", "a.c", "-o", "a.o"]) is not None
+
+
+@pytest.mark.parametrize("path", [b"/dev/urandom", b"/proc/self/stat", b"/sys/kernel/x"])
+def test_a_text_whose_marker_names_a_device_is_never_cached(path: bytes) -> None:
+    """A warning quotes a line of the marker's file: of /dev/urandom, other bytes each
+    compile, which a hit would replay to everyone (a fourteenth review)."""
+    text = b'# 1 "/home/a/a.c"\n# 1 "' + path + b'"\nint x = 1 << 40;\n'
+    assert job_digest(1, ["gcc", "-c", "a.c", "-o", "a.o"], text).uncacheable is not None
+    ordinary = text.replace(path, b"/home/a/b.h")
+    assert job_digest(1, ["gcc", "-c", "a.c", "-o", "a.o"], ordinary).uncacheable is None
