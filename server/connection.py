@@ -194,18 +194,20 @@ async def _serve_job(
 
     structlog.contextvars.bind_contextvars(compiler=job.compiler, input=job.input_name)
     request = Request(request.protocol, job.argv, request.source)
+    sealed = sealed_kind(ctx.sandbox.sealed_kinds, ctx.compilers[job.compiler], job.argv)
+    if sealed is not None and ctx.sandbox.upgraded(sealed):
+        # Its files are not those identified (a package upgrade): turned away, as when
+        # busy, neither compiled nor answered from the cache, while the server
+        # identifies them again (a balancer sends it elsewhere).
+        log.warning("turned_away", reason="compiler upgraded, identifying it again")
+        stats.counters.rejected_busy += 1
+        structlog.contextvars.unbind_contextvars("compiler", "input")
+        ctx.on_upgrade()
+        return
     # (A probe must show that the compiler runs: never answered from the cache.)
     cached = None if probe else await _cache_job(ctx, request, job)
     try:
         if cached is not None and await _reply_from_cache(ctx, request, cached, writer, started):
-            return
-        sealed = sealed_kind(ctx.sandbox.sealed_kinds, ctx.compilers[job.compiler], job.argv)
-        if sealed is not None and ctx.sandbox.upgraded(sealed):
-            # Its files are not those identified (a package upgrade): turned away, as
-            # when busy, while the server identifies them again (a balancer retries).
-            log.warning("turned_away", reason="compiler upgraded, identifying it again")
-            stats.counters.rejected_busy += 1
-            ctx.on_upgrade()
             return
         holder = address_text(writer.get_extra_info("peername"))
         if not stats.slots.try_acquire(holder):

@@ -1,7 +1,8 @@
 """The sealed sandbox: a job that holds only its compiler's toolchain.
 
-A job whose result may be cached runs in a sandbox of its compiler's own
-(:func:`sealed_mounts`): its root holds the files and directories of
+Every job of a gcc or clang driver runs in a sandbox of its compiler's own
+(:func:`sealed_mounts`; but one that names a specs file: :func:`sealed_kind`): its root
+holds the files and directories of
 :func:`server.compilers.toolchain` (read-only, at their real paths), the links the
 programs find them by (``/usr/bin/gcc``, ``/bin`` into ``/usr``, a library's soname),
 its job directory and a few devices, and nothing else: no ``/etc``, no ``/proc``, no
@@ -118,10 +119,10 @@ def changed_since_pinned(mounts: list[Mount]) -> list[str]:
 
 
 def release_when_unused(sandbox: Sandbox) -> None:
-    """Close ``sandbox``'s pinned files once nothing uses it any more: a reload swaps in
-    a new sandbox, but a connection keeps the context it began with, whose jobs may
-    still start sealed sandboxes from these descriptors (closed early, a number could
-    be reused for another file, and bound in its place)."""
+    """Close ``sandbox``'s held files once nothing uses it any more: a reload swaps in
+    a new sandbox, but a connection keeps the context it began with, whose jobs still
+    compare with these descriptors (closed early, a number could be reused for another
+    file: a job would be turned away for nothing)."""
     mounts = [m for kind in sandbox.held.values() for m in kind]
     weakref.finalize(sandbox, unpin, mounts)
 
