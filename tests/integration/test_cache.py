@@ -351,3 +351,30 @@ def test_a_text_in_another_charset_is_never_served_from_the_cache(
         objects.append(reply.obj)
     assert b"/home/alice/p/a.c" in objects[0] and b"/home/bob/p/a.c" in objects[1]
     assert server.status()["cache"]["hits"] == 0
+
+
+@pytest.mark.parametrize("compiler", ["gcc", "clang"])
+def test_a_fixit_never_hands_out_another_clients_directory_in_octal(
+    start_server: StartServer, shared_tmp: Path, compiler: str
+) -> None:
+    """gcc and clang write a fix-it's path with each byte outside printable ASCII in
+    octal; a hit's replay renames the paths it finds, and did not find Alice's
+    ``/home/al\\303\\257ce/p``: Bob got it (a fifteenth review). Such a path keeps the
+    paths in the key: Bob's job is compiled."""
+    server = start_server("--jobs", "2", "--cache-dir", str(shared_tmp / "cache"),
+                          "--cache-secret-file", str(farm_secret()))  # fmt: skip
+    body = (b"int f(int x) { if (x = 1) return 2; return 0; }\n" if compiler == "clang"
+            else b'int main(void) { printf("x"); return 0; }\n')  # fmt: skip
+    argv = (compiler, "-fdiagnostics-parseable-fixits", "-c", "a.c", "-o", "a.o")
+    replies = []
+    for directory in (b"/home/al\xc3\xafce/p", b"/home/bob/p"):
+        text = b'# 1 "' + directory + b'/a.c"\n' + body
+        reply = asyncio.run(compile_remote("127.0.0.1", server.port, Request(1, argv, text),
+                                           timeout_s=60))  # fmt: skip
+        assert reply.status == 0 and b"fix-it:" in reply.stderr, reply.stderr
+        replies.append(reply)
+        wait_until(lambda: server.counters()["ok"] == len(replies), 10, "compiled")
+        wait_until(lambda: server.status()["cache"]["stored"] == len(replies), 10, "stored")
+    assert b"al\\303\\257ce" in replies[0].stderr  # (how the compiler writes it)
+    assert b"/home/al" not in replies[1].stderr, replies[1].stderr
+    assert server.status()["cache"]["hits"] == 0

@@ -497,3 +497,15 @@ def test_a_text_whose_marker_names_a_device_is_never_cached(path: bytes) -> None
     assert job_digest(1, ["gcc", "-c", "a.c", "-o", "a.o"], text).uncacheable is not None
     ordinary = text.replace(path, b"/home/a/b.h")
     assert job_digest(1, ["gcc", "-c", "a.c", "-o", "a.o"], ordinary).uncacheable is None
+
+
+@pytest.mark.parametrize("path", [b"/home/al\xc3\xafce/p/a.c", b"/home/a\tb/p/a.c",
+                                  b"/home/a\x7fb/a.c"])  # fmt: skip
+def test_a_path_outside_printable_ascii_keeps_the_paths_in_the_key(path: bytes) -> None:
+    """Compilers write such a byte in octal in a fix-it's path, which a hit's replay
+    cannot rename (a fifteenth review): no key shares it across directories."""
+    argv = ["gcc", "-c", "a.c", "-o", "a.o"]
+    digest = job_digest(1, argv, b'# 1 "' + path + b'"\nint x;\n')
+    assert digest.portable is None and "printable ASCII" in digest.rule, digest.rule
+    plain = job_digest(1, argv, b'# 1 "/home/alice/p/a.c"\nint x;\n')
+    assert plain.portable is not None
