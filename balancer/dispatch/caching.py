@@ -43,6 +43,8 @@ class CacheFront:
         self.trust_unsandboxed = trust_unsandboxed
         self.not_stored_unsandboxed = 0
         """Good replies not stored because their backend compiles without a sandbox."""
+        self.not_stored_changed = 0
+        """Good replies not stored because their backend's identity changed meanwhile."""
 
     async def lookup(self, job: JobDigest, request: Request) -> Dispatched | None:
         """A cached result from a compiler identity the job could be sent to now: one a
@@ -65,8 +67,22 @@ class CacheFront:
         self.cache.note_miss(job, identities)
         return None
 
-    def store(self, job: JobDigest, request: Request, outcome: Dispatched) -> None:
-        """Store a good reply in the background, if its backend may be a source."""
+    def identities_now(self, compiler: str) -> dict[str, CompilerIdentity | None]:
+        """What each backend says it runs for ``compiler`` now: taken when a job is
+        sent, for :meth:`store` to compare with when its reply comes."""
+        return {name: b.identity(compiler) for name, b in self.pool.backends.items()}
+
+    def store(
+        self,
+        job: JobDigest,
+        request: Request,
+        outcome: Dispatched,
+        when_sent: dict[str, CompilerIdentity | None],
+    ) -> None:
+        """Store a good reply in the background, if its backend may be a source and
+        said the same identity when the job was sent (:meth:`identities_now`): one
+        upgraded while the reply was on its way would otherwise have the old
+        compiler's object stored under the new identity (a fifteenth review)."""
         if outcome.reply.status != 0:
             return
         backend = self.pool.backends.get(outcome.backend)
@@ -74,6 +90,9 @@ class CacheFront:
         if identity is None:
             if backend is not None and backend.identity(request.argv[0]) is not None:
                 self.not_stored_unsandboxed += 1
+            return
+        if when_sent.get(outcome.backend) != identity:
+            self.not_stored_changed += 1
             return
         reply = outcome.reply
         result = CachedResult(obj=reply.obj, stderr=reply.stderr, stdout=reply.stdout)

@@ -139,9 +139,15 @@ class Dispatcher:
             if hit is not None:
                 return hit
         affinity = job.route if job is not None else None
+        storing = job is not None and job.uncacheable is None and self.caching is not None
+        when_sent = (
+            self.caching.identities_now(request.argv[0])
+            if storing and self.caching is not None
+            else {}
+        )
         outcome = await self._compile(request, affinity, held, watch)
-        if job is not None and job.uncacheable is None and self.caching is not None:
-            self.caching.store(job, request, outcome)  # (only from trusted sources)
+        if storing and job is not None and self.caching is not None:
+            self.caching.store(job, request, outcome, when_sent)  # (only from trusted sources)
         return outcome
 
     async def _compile(

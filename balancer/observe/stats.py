@@ -198,6 +198,9 @@ class BalancerStats:
             "not_stored_unsandboxed": (
                 self.dispatcher.caching.not_stored_unsandboxed if self.dispatcher.caching else 0
             ),
+            "not_stored_changed": (
+                self.dispatcher.caching.not_stored_changed if self.dispatcher.caching else 0
+            ),
             "nodes": nodes_status(cache),
             "masters": cluster_masters(cache),
         }

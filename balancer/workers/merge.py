@@ -17,7 +17,8 @@ TOTALS_AS_SEEN = frozenset({"slots", "free", "healthy_backends"})
 """Totals every worker sees alike (from the backends' reports and the shared counts)."""
 BACKEND_SUMS = ("in_flight", "probing", "probes", "sent", "ok", "failures", "turned_away")
 CACHE_SUMS = ("hits", "misses", "path_misses", "unmappable", "bypasses", "corrupt", "rejected",
-              "stored", "bytes_read", "bytes_written", "not_stored_unsandboxed")  # fmt: skip
+              "stored", "bytes_read", "bytes_written", "not_stored_unsandboxed",
+              "not_stored_changed")  # fmt: skip
 CACHE_NODE_SUMS = ("hits", "misses", "bypasses")
 BOUND_SUMS = {
     "connections": ("open", "addresses"),

@@ -9,12 +9,25 @@ import pytest
 
 from balancer.cli import load as load_balancer_config
 from balancer.config import ConfigError
-from balancer.dispatch.caching import source_identity
+from balancer.dispatch.attempts import Dispatched
+from balancer.dispatch.caching import CacheFront, source_identity
+from balancer.pool.pool import Pool
 from balancer.routing.backend import Backend, BackendReport, BackendSpec
+from balancer.settings import PoolSettings
 from balancer.workers.merge import merge_status
-from cache import BadRedisURL, CompilerIdentity, parse_redis_url
+from cache import (
+    BadRedisURL,
+    CachedResult,
+    CompilerIdentity,
+    JobDigest,
+    MemoryStore,
+    ResultCache,
+    job_digest,
+    parse_redis_url,
+)
 from cache.node_stats import LATENCY_BUCKETS_S, TRIP_AFTER, NodeBook
 from tests.support.secrets import farm_secret
+from wire import Reply, Request
 
 GCC = CompilerIdentity("gcc (Debian 12.2.0-14) 12.2.0", "ab" * 32)
 
@@ -162,3 +175,38 @@ def test_workers_add_their_counts_per_node() -> None:
     nodes = {n["node"]: n for n in merged["cache"]["nodes"]}
     assert (nodes["a:1"]["hits"], nodes["a:1"]["bypasses"], nodes["a:1"]["p50_ms"]) == (7, 2, 0.3)
     assert nodes["b:2"] == b
+
+
+class RecordingCacheForTests(ResultCache):
+    """Records what would be stored (no store, no loop)."""
+
+    def __init__(self) -> None:
+        super().__init__([MemoryStore(1 << 20)], b"k" * 32)
+        self.stored: list[CompilerIdentity] = []
+
+    def store(self, job: JobDigest, identity: CompilerIdentity, result: CachedResult) -> None:
+        self.stored.append(identity)
+
+
+def test_a_reply_is_stored_only_under_the_identity_its_backend_said_when_the_job_was_sent() -> None:
+    """A backend upgraded while a reply was on its way reports the new identity by the
+    time the reply comes: the old compiler's object must not go under it (a fifteenth
+    review)."""
+    pool = Pool([], PoolSettings())  # never started
+    backend = _backend(True, GCC)
+    pool.backends = {backend.name: backend}
+    cache = RecordingCacheForTests()
+    front = CacheFront(cache, pool, trust_unsandboxed=False)
+    job = job_digest(1, ["gcc", "-c", "a.c", "-o", "a.o"], b'# 1 "/p/a.c"\nint x;\n')
+    request = Request(1, ("gcc", "-c", "a.c", "-o", "a.o"), b"")
+    outcome = Dispatched(Reply(1, 0, b"", b"", b"\x7fELF"), backend.name, 1, False)
+    when_sent = front.identities_now("gcc")
+    front.store(job, request, outcome, when_sent)
+    assert cache.stored == [GCC]
+    newer = CompilerIdentity(GCC.version, "b" * 64)
+    backend.on_report(BackendReport(4, 0, identities={"gcc": newer}, sandboxed=True,
+                                    sealed=frozenset({"gcc"})))  # fmt: skip
+    front.store(job, request, outcome, when_sent)  # (sent before the new report)
+    assert cache.stored == [GCC] and front.not_stored_changed == 1
+    front.store(job, request, outcome, front.identities_now("gcc"))
+    assert cache.stored == [GCC, newer]
