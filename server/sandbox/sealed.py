@@ -92,11 +92,15 @@ def pin(mounts: list[Mount]) -> list[Mount]:
     cannot bind the held file itself once it is renamed over.) Raises ``OSError`` (none
     left open then)."""
     pinned: list[Mount] = []
+    paths = [m.source for m in mounts if m.kind == "ro-bind"]
+    # (a directory's every subdirectory too: a file renamed into one changes its own
+    # modification time, not its parent's; a fifteenth review)
+    paths += [os.path.join(top, d) for p in paths if os.path.isdir(p)
+              for top, subdirs, _ in os.walk(p) for d in subdirs]  # fmt: skip
     try:
-        for mount in mounts:
-            if mount.kind == "ro-bind":
-                fd = os.open(mount.source, os.O_PATH | os.O_CLOEXEC)
-                pinned.append(Mount("ro-bind-fd", str(fd), mount.target))
+        for path in paths:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            pinned.append(Mount("ro-bind-fd", str(fd), path))
     except OSError:
         unpin(pinned)
         raise
