@@ -21,24 +21,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cache.markers import (
-    NO_LEADING_MARKER,
-    MarkedText,
-    PathRule,
-    normalised_paths,
-    scan,
-    working_directory,
-)
+from cache.markers import NO_LEADING_MARKER, MarkedText, scan, working_directory
 from cache.path_rules import (
     CLANG,
     DEBUG_MAP_OPTIONS,
     GCC,
+    PathRule,
     assembler_debug,
     basename_rule,
     compiler_family,
     emits_debug_info,
     mapped_rule,
     maps_keep_basenames,
+    normalised_paths,
     paths_reach_object,
     prefix_maps,
     records_switches,

@@ -6,8 +6,8 @@ A text names the files it came from only in its line markers, ``# 12 "/home/alic
 working directory, which gcc records as the object's ``DW_AT_comp_dir``. :func:`scan`
 finds them in one pass and says whether a key may leave their paths out (docs/cache.md,
 "Keys that do not depend on the checkout", has the rules and the experiments behind
-them). What a key makes of each path is :func:`normalised_paths`: the hook pump mode,
-which sends file names instead of a text, is to reuse.
+them). What a key makes of each path is :func:`cache.path_rules.normalised_paths`:
+the hook pump mode, which sends file names instead of a text, is to reuse.
 
 A text keeps its paths in its key (an *obstacle*) when the compiler could turn them into
 something other than the markers say: it does not start with a marker; it names
@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import re
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 _WS = rb"[ \t\f\v]"
@@ -375,33 +375,8 @@ def _obstacle(text: bytes, paths: tuple[bytes, ...]) -> str | None:
     return None
 
 
-def basename(path: bytes) -> bytes:
-    return path.rsplit(b"/", 1)[-1]
-
-
-def directory(path: bytes) -> bytes:
-    """A path's directory part, without the slash (``b""`` for a bare name)."""
-    return path.rsplit(b"/", 1)[0] if b"/" in path else b""
-
-
 def working_directory(marked: MarkedText) -> bytes | None:
     """The directory gcc's working-directory marker names (``DIR//`` is ``DIR``)."""
     if marked.working_directory is None:
         return None
     return marked.paths[marked.working_directory].rstrip(b"/") or b"/"
-
-
-PathRule = Callable[[bytes], bytes]
-"""What a key keeps of one path (cache/path_rules.py makes them)."""
-
-
-def normalised_paths(paths: Sequence[bytes], rule: PathRule) -> bytes:
-    """What a key covers of ``paths`` under ``rule``: each path's normal form, framed
-    by its length. Two jobs whose paths normalise alike share this (with the paths'
-    equality structure, which the caller hashes too). The hook for pump mode: its file
-    names go through the same rules."""
-    out = bytearray()
-    for path in paths:
-        form = rule(path)
-        out += len(form).to_bytes(4, "big") + form
-    return bytes(out)

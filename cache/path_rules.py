@@ -25,10 +25,33 @@ two directories and comparing the objects byte for byte
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from cache.markers import PathRule, basename, directory
+PathRule = Callable[[bytes], bytes]
+"""What a key keeps of one path (cache/path_rules.py makes them)."""
+
+
+def normalised_paths(paths: Sequence[bytes], rule: PathRule) -> bytes:
+    """What a key covers of ``paths`` under ``rule``: each path's normal form, framed
+    by its length. Two jobs whose paths normalise alike share this (with the paths'
+    equality structure, which the caller hashes too). The hook for pump mode: its file
+    names go through the same rules."""
+    out = bytearray()
+    for path in paths:
+        form = rule(path)
+        out += len(form).to_bytes(4, "big") + form
+    return bytes(out)
+
+
+def basename(path: bytes) -> bytes:
+    return path.rsplit(b"/", 1)[-1]
+
+
+def directory(path: bytes) -> bytes:
+    """A path's directory part, without the slash (``b""`` for a bare name)."""
+    return path.rsplit(b"/", 1)[0] if b"/" in path else b""
+
 
 MAP_OPTIONS = ("-fdebug-prefix-map=", "-ffile-prefix-map=", "-fmacro-prefix-map=",
                "-fprofile-prefix-map=")  # fmt: skip

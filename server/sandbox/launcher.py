@@ -66,8 +66,6 @@ become the compiler (its exit status and its signals are the compiler's own)."""
 DEFAULT_JOB_UIDS = (900_000_000, 900_000_999)
 """Where per-job uids come from when the server runs as root: far above the uids
 that people, services and containers get (docs/security.md)."""
-_TOP_LEVEL = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
-_ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives")
 
 
 class SandboxError(Exception):
@@ -134,56 +132,6 @@ class Mount:
 
     def describe(self) -> str:
         return self.target if self.kind != "symlink" else f"{self.target} -> {self.source}"
-
-
-def toolchain_mounts(compiler_paths: list[str], extra_dirs: list[str]) -> list[Mount]:
-    """What a sandbox must hold for these compilers to run, found on this machine:
-    /usr, the top-level links into it (merged /usr) or the directories themselves, the
-    dynamic loader's files in /etc, every directory a compiler's symlink chain passes
-    through (``/etc/alternatives`` for ``cc``), the install tree of a compiler outside
-    /usr, and ``extra_dirs`` (the trusted specs directories) that exist."""
-    mounts: dict[str, Mount] = {"/usr": Mount("ro-bind", "/usr", "/usr")}
-    for name in _TOP_LEVEL:
-        path = "/" + name
-        if os.path.islink(path):
-            mounts[path] = Mount("symlink", os.readlink(path), path)
-        elif os.path.isdir(path):
-            mounts[path] = Mount("ro-bind", path, path)
-    for name in _ETC_FILES:
-        path = "/etc/" + name
-        if os.path.exists(path):
-            mounts[path] = Mount("ro-bind", path, path)
-    for compiler in compiler_paths:
-        for directory in _link_chain_dirs(compiler):
-            if not _covered(directory, mounts):
-                mounts[directory] = Mount("ro-bind", directory, directory)
-        real = os.path.realpath(compiler)
-        if not _covered(real, mounts):
-            prefix = os.path.dirname(os.path.dirname(real))  # .../bin/gcc -> the install
-            mounts[prefix] = Mount("ro-bind", prefix, prefix)
-    for directory in extra_dirs:
-        if os.path.isdir(directory) and not _covered(directory, mounts):
-            mounts[directory] = Mount("ro-bind", directory, directory)
-    return list(mounts.values())
-
-
-def _link_chain_dirs(path: str) -> list[str]:
-    """The directories of every link a path resolves through (bounded, as the kernel is)."""
-    dirs = []
-    current = os.path.abspath(path)
-    for _ in range(40):
-        if not os.path.islink(current):
-            break
-        dirs.append(os.path.dirname(current))
-        current = os.path.normpath(os.path.join(os.path.dirname(current), os.readlink(current)))
-    return dirs
-
-
-def _covered(path: str, mounts: dict[str, Mount]) -> bool:
-    return any(
-        m.kind == "ro-bind" and (path == m.target or path.startswith(m.target + os.sep))
-        for m in mounts.values()
-    ) or any(m.kind == "symlink" and path.startswith(m.target + os.sep) for m in mounts.values())
 
 
 class JobIdentities:
