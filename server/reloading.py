@@ -97,8 +97,9 @@ async def apply_config(service: Service, fresh: ServerConfig) -> list[str]:
     with."""
     changed = check_reloadable(service.config, fresh, NEEDS_RESTART)
     sandbox_settles = False
-    # A package upgrade renamed new files over the compilers' (sealed jobs still run the
-    # files held open: server/sandbox/sealed.py pin): identify them again, config or not.
+    # A package upgrade renamed new files over the compilers' (the files held open since
+    # they were identified tell: server/sandbox/sealed.py pin): identify them again,
+    # config or not.
     upgraded = [p for mounts in service.sandbox.held.values() for p in changed_since_pinned(mounts)]
     if not changed and not upgraded:
         return changed

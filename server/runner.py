@@ -131,9 +131,9 @@ async def run_compile(
 ) -> CompileResult:
     """Compile ``source`` as ``job`` says, with ``compiler_path``, in a directory of its
     own under ``jobs_root`` (a sandbox from ``warm`` when one is ready; ``sealed``: the
-    kind of sealed sandbox it runs in, server/sandbox/sealed.py), and return the result (never
-    raises for the compiler's own failures; raises ``OSError`` when the job cannot
-    start)."""
+    kind of sealed sandbox it runs in, server/sandbox/sealed.py), and return the
+    result (never raises for the compiler's own failures; raises ``OSError`` when the
+    job cannot start)."""
     started_at = time.monotonic()
     # A name the source cannot know: an assembler's .incbin or .include of the job's
     # own text (the paths of its markers and all) put them into a cached object, under

@@ -245,8 +245,9 @@ class Service:
         async with self._reloading:
             try:
                 await apply_config(self, self.config)
-            except ConfigError as exc:
-                log.error("identify_again_failed", reason=str(exc))
+            except Exception as exc:  # (a task of its own: nothing else would say it)
+                log.error("identify_again_failed", reason=str(exc) or type(exc).__name__,
+                          effect="the upgraded compiler's jobs are turned away")  # fmt: skip
             finally:
                 self._identified_at = time.monotonic()
 

@@ -259,10 +259,9 @@ def check_sealed(
     ``gcc``, share one sandbox), must make its object. Returns the mounts of each kind
     that works (by the binary's real path), each compiler path's kind, and each kind's
     files held open (sealed.py :func:`pin`: :func:`unpin` them when the sandbox is let
-    go); a binary whose
-    sealed sandbox does not work (a wrapper script that runs other programs, a
-    toolchain whose libraries the loader finds only through ld.so.cache) is logged, and
-    its jobs run in the other sandbox and are not cached. Only gcc and clang drivers
+    go). A binary whose sealed sandbox does not work (a toolchain whose libraries the
+    loader finds only through ld.so.cache) is logged, and its jobs run in the other
+    sandbox and are not cached. Only gcc and clang drivers
     themselves are tried (:func:`known_driver`): a wrapper script's jobs run in the
     shared sandbox without a try (one that loops when a program it runs is missing took
     the check's whole timeout)."""
