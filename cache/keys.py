@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cache.markers import NO_LEADING_MARKER, MarkedText, scan, working_directory
+from cache.markers import NO_LEADING_MARKER, MarkedText, scan
 from cache.path_rules import (
     CLANG,
     DEBUG_MAP_OPTIONS,
@@ -90,6 +90,13 @@ them already; a text made by hand need not have): the object then holds the time
 its compile, and no hit may hand out an older one (a fifth review)."""
 
 
+def working_directory(marked: MarkedText) -> bytes | None:
+    """The directory gcc's working-directory marker names (``DIR//`` is ``DIR``)."""
+    if marked.working_directory is None:
+        return None
+    return marked.paths[marked.working_directory].rstrip(b"/") or b"/"
+
+
 def why_not_cacheable(argv: Sequence[str]) -> str | None:
     """None when a job may be cached, else the reason it may not."""
     args = list(argv[1:])
@@ -101,7 +108,28 @@ def why_not_cacheable(argv: Sequence[str]) -> str | None:
             return f"{arg}: the assembler's debug info names the server's temporary file"
     if "clang" not in argv[0] and _lto_without_seed(args):  # (cc may be gcc)
         return "-flto without -frandom-seed: gcc names its LTO sections by a random seed"
+    if _objective_c(args):
+        return "Objective-C: clang's object names the server's own file for the text"
     return None
+
+
+_OBJECTIVE_C_SUFFIXES = (".m", ".mm", ".M", ".mi", ".mii")
+
+
+def _objective_c(args: Sequence[str]) -> bool:
+    """Whether the job compiles Objective-C or Objective-C++: by ``-x`` or by its input's
+    suffix (clang's GNU runtime records the name of the file it compiled, the server's
+    own name for the text, in the object: a sixteenth review). Never cached."""
+    for i, arg in enumerate(args):
+        language = arg[2:] if arg.startswith("-x") and len(arg) > 2 else None
+        if arg == "-x" and i + 1 < len(args):
+            language = args[i + 1]
+        if language is not None and language.startswith("objective-c"):
+            return True
+        previous = args[i - 1] if i else ""
+        if arg.endswith(_OBJECTIVE_C_SUFFIXES) and previous != "-o" and not arg.startswith("-"):
+            return True
+    return False
 
 
 def _lto_without_seed(args: Sequence[str]) -> bool:

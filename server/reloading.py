@@ -146,6 +146,12 @@ async def apply_config(service: Service, fresh: ServerConfig) -> list[str]:
     if sandbox_settles:  # (balancers learn the new identities from their next report)
         sandbox.settling_until = time.monotonic() + UPGRADE_SETTLE_S
     service.sandbox, service.compilers, service.compiler_info = sandbox, compilers, info
+    # Balancers holding a report request hear of the compilers now, not at its end (a
+    # new identity after an upgrade must reach them within the settling time: a
+    # sixteenth review).
+    wake = ctx.stats.slots.on_change
+    if wake is not None:
+        wake()
     if ctx.warm is not None:
         ctx.warm.renew(sandbox)  # (no job starts in a sandbox made with the old limits)
     service.config = fresh

@@ -509,3 +509,39 @@ def test_a_path_outside_printable_ascii_keeps_the_paths_in_the_key(path: bytes) 
     assert digest.portable is None and "printable ASCII" in digest.rule, digest.rule
     plain = job_digest(1, argv, b'# 1 "/home/alice/p/a.c"\nint x;\n')
     assert plain.portable is not None
+
+
+def test_only_a_lines_first_hash_can_start_a_directive_and_each_line_is_read_once() -> None:
+    """A line of ``#if #if ...`` was read back to its start for every match (quadratic:
+    1.8 MB took 22 s of CPU before any slot; a sixteenth review). Now the first ``#`` of
+    a line decides, and the scan of the same shape at 4 MB is as cheap as any text's."""
+    argv = ["clang", "-c", "a.c", "-o", "a.o"]
+    one_line = b'# 1 "/home/a/a.c"\nint x; ' + b"#if " * 1_000_000 + b"\n"
+    assert job_digest(1, argv, one_line).uncacheable is None  # (no # starts that line)
+    leading = b'# 1 "/home/a/a.c"\n  #if 1 #if\nint x;\n#endif\n'
+    assert job_digest(1, argv, leading).uncacheable is not None
+
+
+@pytest.mark.parametrize("path", [b"../dev/urandom", b"//dev/urandom", b"/tmp/../dev/urandom",
+                                  b"/usr/lib64/../../proc/self/stat"])  # fmt: skip
+def test_a_device_named_by_any_spelling_is_never_cached(path: bytes) -> None:
+    """(a sixteenth review: ``../dev/urandom`` from the job's directory passed a prefix
+    test, and its random bytes were replayed)"""
+    text = b'# 1 "/home/a/a.c"\n# 1 "' + path + b'"\nint x = 1 << 40;\n'
+    assert job_digest(1, ["gcc", "-c", "a.c", "-o", "a.o"], text).uncacheable is not None
+
+
+OBJECTIVE_C = [
+    ["clang", "-c", "a.m", "-o", "a.o"],
+    ["clang++", "-c", "a.mm", "-o", "a.o"],
+    ["clang", "-x", "objective-c", "-c", "a.c", "-o", "a.o"],
+    ["gcc", "-xobjective-c++-cpp-output", "-c", "a.c", "-o", "a.o"],
+]
+
+
+@pytest.mark.parametrize("argv", OBJECTIVE_C)
+def test_objective_c_is_never_cached(argv: list[str]) -> None:
+    """clang's GNU runtime records the file it compiled, the server's own name for the
+    text, in the object (a sixteenth review)."""
+    assert why_not_cacheable(argv) is not None
+    assert why_not_cacheable(["clang", "-c", "a.c", "-o", "a.m.o"]) is None
