@@ -545,3 +545,12 @@ def test_objective_c_is_never_cached(argv: list[str]) -> None:
     text, in the object (a sixteenth review)."""
     assert why_not_cacheable(argv) is not None
     assert why_not_cacheable(["clang", "-c", "a.c", "-o", "a.m.o"]) is None
+
+
+def test_wrapped_warnings_are_never_cached() -> None:
+    """gcc breaks a warning at a space in a path under -fmessage-length: the replay
+    could not find Alice's path to rename (a seventeenth review)."""
+    argv = ["gcc", "-fmessage-length=40", "-c", "a.c", "-o", "a.o"]
+    assert why_not_cacheable(argv) is not None
+    assert why_not_cacheable([*argv[:1], "-fmessage-length=0", *argv[2:]]) is None
+    assert why_not_cacheable([*argv[:2], "-fmessage-length=0", *argv[2:]]) is None
