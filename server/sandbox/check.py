@@ -124,18 +124,26 @@ def check_compilers(sandbox: Sandbox, compilers: dict[str, str], tmp_root: str) 
                 versions[name] = lines[0] if lines else "unknown"
     finally:
         for _, _, _, job_dir, user, proc in runs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            sandbox.release_user(user)
-            sandbox.job_dirs.remove(job_dir)
+            _end_run(sandbox, job_dir, user, proc)
     if sandbox.mode == "bwrap":
         check_limits(sandbox, tmp_root)
         check_renice(sandbox)
     log.info("sandbox_checked", mode=sandbox.mode, compilers=len(compilers),
              compiled_with=len(compile_with))  # fmt: skip
     return versions
+
+
+def _end_run(
+    sandbox: Sandbox, job_dir: str, user: CompileUser | None, proc: subprocess.Popen[bytes]
+) -> None:
+    """End a check's run (its whole group, when it is still going), and give back its
+    uid and directory."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    sandbox.release_user(user)
+    sandbox.job_dirs.remove(job_dir)
 
 
 def _start_checked(
@@ -308,12 +316,7 @@ def check_sealed(
                 )  # fmt: skip
     finally:
         for _, job_dir, user, proc in runs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            sandbox.release_user(user)
-            sandbox.job_dirs.remove(job_dir)
+            _end_run(sandbox, job_dir, user, proc)
     kinds = {path: os.path.realpath(path) for path in compilers.values()}
     kinds = {path: kind for path, kind in kinds.items() if kind in working}
     log.info("sealed_sandbox_checked", sealed=sorted(kinds), kinds=len(working))
