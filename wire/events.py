@@ -9,8 +9,10 @@ PROTOCOL_PLAIN = 1
 PROTOCOL_LZO = 2
 """Protocol 2: every non-empty body LZO1X-1 compressed, both ways."""
 PROTOCOL_PUMP = 3
-"""Protocol 3 (pump mode): recognised, refused."""
+"""Protocol 3 (pump mode): the client's sources and headers instead of preprocessed text,
+every body LZO1X-1 compressed, a dependency file in the reply (:class:`PumpRequest`)."""
 SERVED_PROTOCOLS = (PROTOCOL_PLAIN, PROTOCOL_LZO)
+COMPRESSED_PROTOCOLS = (PROTOCOL_LZO, PROTOCOL_PUMP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,29 @@ class CompressedRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class PumpEntry:
+    """One ``NAME`` of a pump request: a file (``link`` None, ``body`` its content) or a
+    symbolic link to ``link``. Names are the client's absolute paths, as sent."""
+
+    name: str
+    link: str | None = None
+    body: bytes = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PumpRequest:
+    """A protocol 3 request: the client's working directory, its command line as typed
+    (not preprocessed) and the files the include server found it needs (wire.pump checks
+    them). ``compressed``: the bodies are still LZO (a reader that defers inflating)."""
+
+    protocol: int
+    cwd: str
+    argv: tuple[str, ...]
+    entries: tuple[PumpEntry, ...] = field(repr=False)
+    compressed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """A compile result.
 
@@ -52,6 +77,8 @@ class Reply:
     stderr: bytes = field(repr=False)
     stdout: bytes = field(repr=False)
     obj: bytes = field(repr=False)
+    deps: bytes = field(default=b"", repr=False)
+    """Protocol 3: the dependency file (``DOTD``), sent with a successful reply."""
 
     @property
     def ok(self) -> bool:
@@ -69,6 +96,7 @@ class CompressedReply:
     stderr: bytes = field(repr=False)
     stdout: bytes = field(repr=False)
     obj: bytes = field(repr=False)
+    deps: bytes = field(default=b"", repr=False)
 
 
 def exit_status(exit_code: int) -> int:

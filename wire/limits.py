@@ -24,6 +24,13 @@ class Limits:
     max_object_bytes: int = 256 * MiB
     max_output_bytes: int = 16 * MiB
     """Each of the compiler's stderr and stdout in a reply."""
+    max_files: int = 20_000
+    """Pump mode: ``NFIL``, the files and links of one request (a large C++ translation
+    unit reads a few thousand headers)."""
+    max_pump_bytes: int = 512 * MiB
+    """Pump mode: all of one request's files together, inflated."""
+    max_path_bytes: int = 4096
+    """Pump mode: a ``CDIR``, ``NAME`` or ``LINK`` (Linux's PATH_MAX)."""
 
     def __post_init__(self) -> None:
         for name in self.__slots__:

@@ -14,11 +14,14 @@ from typing import Final
 from wire import lzo, tokens
 from wire.errors import LimitExceeded, RemoteProtocolError, UnsupportedProtocol, WireError
 from wire.events import (
+    COMPRESSED_PROTOCOLS,
     PROTOCOL_LZO,
     PROTOCOL_PUMP,
     SERVED_PROTOCOLS,
     CompressedReply,
     CompressedRequest,
+    PumpEntry,
+    PumpRequest,
     Reply,
     Request,
 )
@@ -63,7 +66,7 @@ def _blob(
     if length > raw_limit:
         raise LimitExceeded(field, length, raw_limit)
     data = yield from _body(name, length)
-    if protocol == PROTOCOL_LZO and data and inflate:
+    if protocol in COMPRESSED_PROTOCOLS and data and inflate:
         return lzo.decompress(data, plain_limit, field)
     return data
 
@@ -75,12 +78,26 @@ def _wire_limit(plain_limit: int) -> int:
 
 def _request_steps(
     limits: Limits, defer: bool = False
-) -> Generator[int, bytes, Request | CompressedRequest]:
+) -> Generator[int, bytes, Request | CompressedRequest | PumpRequest]:
     protocol = yield from _token(b"DIST")
     if protocol == PROTOCOL_PUMP:
-        raise UnsupportedProtocol(protocol, "pump mode (cpp on the server) is not served")
+        return (yield from _pump_steps(limits, defer))
     if protocol not in SERVED_PROTOCOLS:
         raise UnsupportedProtocol(protocol, "unknown version")
+    argv = yield from _argv_steps(limits)
+    raw_limit = (
+        _wire_limit(limits.max_source_bytes)
+        if protocol == PROTOCOL_LZO
+        else limits.max_source_bytes
+    )
+    inflate = not (defer and protocol == PROTOCOL_LZO)
+    source = yield from _blob(b"DOTI", protocol, raw_limit, limits.max_source_bytes, inflate)
+    if not inflate:
+        return CompressedRequest(protocol=protocol, argv=argv, compressed_source=source)
+    return Request(protocol=protocol, argv=argv, source=source)
+
+
+def _argv_steps(limits: Limits) -> Generator[int, bytes, tuple[str, ...]]:
     argc = yield from _token(b"ARGC")
     if argc == 0:
         raise RemoteProtocolError("ARGC is 0: a request needs at least the compiler's name")
@@ -99,16 +116,58 @@ def _request_steps(
         if b"\0" in raw:
             raise RemoteProtocolError(f"ARGV {len(argv)} contains a NUL byte")
         argv.append(raw.decode("utf-8", "surrogateescape"))
-    raw_limit = (
-        _wire_limit(limits.max_source_bytes)
-        if protocol == PROTOCOL_LZO
-        else limits.max_source_bytes
-    )
-    inflate = not (defer and protocol == PROTOCOL_LZO)
-    source = yield from _blob(b"DOTI", protocol, raw_limit, limits.max_source_bytes, inflate)
-    if not inflate:
-        return CompressedRequest(protocol=protocol, argv=tuple(argv), compressed_source=source)
-    return Request(protocol=protocol, argv=tuple(argv), source=source)
+    return tuple(argv)
+
+
+def _path(name: bytes, limit: int) -> Generator[int, bytes, str]:
+    """A ``CDIR``, ``NAME`` or ``LINK`` string: bounded, without NUL (checked as paths in
+    wire.pump)."""
+    length = yield from _token(name)
+    return (yield from _path_body(name, length, limit))
+
+
+def _path_body(name: bytes, length: int, limit: int) -> Generator[int, bytes, str]:
+    if length > limit:
+        raise LimitExceeded(name.decode(), length, limit)
+    raw = yield from _body(name, length)
+    if b"\0" in raw:
+        raise RemoteProtocolError(f"{name.decode()} contains a NUL byte")
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _pump_steps(limits: Limits, defer: bool) -> Generator[int, bytes, PumpRequest]:
+    """Protocol 3, as distcc's client sends it: ``CDIR``, the command line, ``NFIL`` and
+    each file's ``NAME`` then its ``FILE`` body (LZO) or ``LINK`` target. Every count and
+    length is bounded before its body is read; all files together inflate to at most
+    ``limits.max_pump_bytes`` (checked here, or by wire.pump.inflate_entries when the
+    bodies are left compressed)."""
+    cwd = yield from _path(b"CDIR", limits.max_path_bytes)
+    argv = yield from _argv_steps(limits)
+    count = yield from _token(b"NFIL")
+    if count > limits.max_files:
+        raise LimitExceeded("NFIL", count, limits.max_files)
+    entries: list[PumpEntry] = []
+    left = limits.max_pump_bytes  # inflated bytes still allowed (raw ones when deferred)
+    raw_left = _wire_limit(limits.max_pump_bytes)
+    for _ in range(count):
+        name = yield from _path(b"NAME", limits.max_path_bytes)
+        header = yield tokens.TOKEN_SIZE
+        if header[:4] == b"LINK":
+            length = tokens.decode(header, b"LINK")
+            target = yield from _path_body(b"LINK", length, limits.max_path_bytes)
+            entries.append(PumpEntry(name, link=target))
+            continue
+        length = tokens.decode(header, b"FILE")
+        most = min(_wire_limit(min(left, limits.max_source_bytes)), raw_left)
+        if length > most:
+            raise LimitExceeded("FILE", length, most)
+        body = yield from _body(b"FILE", length)
+        raw_left -= length
+        if body and not defer:
+            body = lzo.decompress(body, min(left, limits.max_source_bytes), "FILE")
+            left -= len(body)
+        entries.append(PumpEntry(name, body=body))
+    return PumpRequest(PROTOCOL_PUMP, cwd, argv, tuple(entries), compressed=defer)
 
 
 def _reply_steps(
@@ -118,7 +177,7 @@ def _reply_steps(
     if version != protocol:
         raise RemoteProtocolError(f"reply is protocol {version}, request was {protocol}")
     status = yield from _token(b"STAT")
-    compressed = protocol == PROTOCOL_LZO
+    compressed = protocol in COMPRESSED_PROTOCOLS
     inflate = not (defer and compressed)
 
     def raw(plain: int) -> int:
@@ -129,9 +188,12 @@ def _reply_steps(
     stdout = yield from _blob(b"SOUT", protocol, raw(out_limit), out_limit, inflate)
     obj_limit = limits.max_object_bytes
     obj = yield from _blob(b"DOTO", protocol, raw(obj_limit), obj_limit, inflate)
+    deps = b""
+    if protocol == PROTOCOL_PUMP and status == 0:
+        deps = yield from _blob(b"DOTD", protocol, raw(out_limit), out_limit, inflate)
     if not inflate:
-        return CompressedReply(protocol, status, stderr, stdout, obj)
-    return Reply(protocol=protocol, status=status, stderr=stderr, stdout=stdout, obj=obj)
+        return CompressedReply(protocol, status, stderr, stdout, obj, deps)
+    return Reply(protocol, status, stderr, stdout, obj, deps)
 
 
 TOKEN_HEADER = 12
@@ -236,9 +298,9 @@ class RequestReader(MessageReader):
         )
         super().__init__(_request_steps(limits, defer_decompression), largest)
 
-    def next_event(self) -> Request | CompressedRequest | _NeedData:
+    def next_event(self) -> Request | CompressedRequest | PumpRequest | _NeedData:
         result = self._advance()
-        assert isinstance(result, Request | CompressedRequest | _NeedData)
+        assert isinstance(result, Request | CompressedRequest | PumpRequest | _NeedData)
         return result
 
 
@@ -252,7 +314,7 @@ class ReplyReader(MessageReader):
         self, protocol: int, limits: Limits | None = None, *, defer_decompression: bool = False
     ) -> None:
         limits = limits or Limits()
-        bodies = 2 * limits.max_output_bytes + limits.max_object_bytes
+        bodies = 3 * limits.max_output_bytes + limits.max_object_bytes
         largest = TOKEN_HEADER * 8 + _compressed_bound(bodies)
         super().__init__(_reply_steps(protocol, limits, defer_decompression), largest)
 

@@ -7,8 +7,15 @@ from collections.abc import Awaitable, Callable
 
 from wire import lzo
 from wire.auth import DEFAULT_MAX_TOKEN_BYTES, TokenReader
-from wire.errors import ConnectionClosed, TooSlow
-from wire.events import CompressedReply, CompressedRequest, Reply, Request
+from wire.errors import ConnectionClosed, LimitExceeded, TooSlow
+from wire.events import (
+    CompressedReply,
+    CompressedRequest,
+    PumpEntry,
+    PumpRequest,
+    Reply,
+    Request,
+)
 from wire.limits import Limits
 from wire.reader import NEED_DATA, MessageReader, ReplyReader, RequestReader
 from wire.writer import encode_reply, encode_request
@@ -126,8 +133,8 @@ async def read_request(
     inflate: Inflate | None = None,
     reserve: Reserve | None = None,
     first_byte_timeout_s: float | None = None,
-) -> Request:
-    """Read one whole request.
+) -> Request | PumpRequest:
+    """Read one whole request (a :class:`PumpRequest` in protocol 3, its files inflated).
 
     With ``inflate``, a protocol 2 source is decompressed by it (off the event loop,
     within a budget) rather than by the parser, on the loop. With ``reserve``, room for
@@ -145,12 +152,42 @@ async def read_request(
         assert inflate is not None
         source = await inflate(result.compressed_source, limits.max_source_bytes)
         return Request(result.protocol, result.argv, source)
-    assert isinstance(result, Request)
+    if isinstance(result, PumpRequest) and result.compressed:
+        assert inflate is not None
+        return await inflate_pump(result, limits, inflate)
+    assert isinstance(result, Request | PumpRequest)
     return result
+
+
+async def inflate_pump(request: PumpRequest, limits: Limits, inflate: Inflate) -> PumpRequest:
+    """``request`` (read with its bodies left compressed) with each file inflated by
+    ``inflate``, all of them together within ``limits.max_pump_bytes``. Raises
+    :class:`wire.LimitExceeded` or :class:`wire.CompressionError`."""
+    left = limits.max_pump_bytes
+    entries = []
+    for entry in request.entries:
+        if entry.link is None and entry.body:
+            if left <= 0:
+                raise LimitExceeded("FILE total (decompressed)", left + 1, limits.max_pump_bytes)
+            body = await inflate(entry.body, min(left, limits.max_source_bytes))
+            left -= len(body)
+            entry = PumpEntry(entry.name, body=body)
+        entries.append(entry)
+    return PumpRequest(request.protocol, request.cwd, request.argv, tuple(entries))
 
 
 LOOP_CODEC_BYTES = 256 * 1024
 """Bodies up to this size are (de)compressed on the event loop; larger ones in a thread."""
+
+
+async def write_reply(writer: asyncio.StreamWriter, reply: Reply, timeout_s: float) -> int:
+    """Send ``reply`` (encoded off the loop when large), waiting at most ``timeout_s``
+    for the peer to take it; the bytes sent. Raises ``ConnectionError``, ``TimeoutError``."""
+    data = await encode_reply_off_loop(reply)
+    writer.write(data)
+    async with asyncio.timeout(timeout_s):
+        await writer.drain()
+    return len(data)
 
 
 async def encode_reply_off_loop(reply: Reply) -> bytes:

@@ -409,16 +409,6 @@ def test_compressed_object_longer_than_lzo_worst_case_is_refused_before_reading_
     assert max(asked) == TOKEN_SIZE
 
 
-def test_protocol_3_is_refused_as_unsupported() -> None:
-    parser = RequestReader()
-    parser.feed(b"DIST00000003")
-
-    with pytest.raises(UnsupportedProtocol, match="pump") as refused:
-        parser.next_event()
-
-    assert refused.value.version == 3
-
-
 @pytest.mark.parametrize("version", [0, 4, 0xFFFFFFFF])
 def test_unknown_protocol_versions_are_refused_as_unsupported(version: int) -> None:
     parser = RequestReader()
@@ -485,7 +475,7 @@ def test_request_in_an_unserved_protocol_cannot_be_encoded(protocol: int) -> Non
         encode_request(Request(protocol=protocol, argv=("gcc",), source=b""))
 
 
-@pytest.mark.parametrize("protocol", [0, 3])
+@pytest.mark.parametrize("protocol", [0, 4])
 def test_reply_in_an_unserved_protocol_cannot_be_encoded(protocol: int) -> None:
     with pytest.raises(LocalProtocolError, match="protocol"):
         encode_reply(Reply(protocol=protocol, status=0, stderr=b"", stdout=b"", obj=b""))
