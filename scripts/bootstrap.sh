@@ -32,6 +32,7 @@ TEST_PACKAGES=(
     debootstrap buildah                # the image test: a Debian base from the archive, docker/Dockerfile built on it
     gdb                                # plays a subverted compiler that takes over its sandbox's init (ptrace)
     strace                             # watches every file and program each option the judge accepts makes the tools touch
+    autoconf automake                  # distcc's source has no configure: scripts/build-pump-client.sh runs its autogen.sh
 )
 
 list_only=
@@ -102,4 +103,9 @@ if ! installed "$level" && ! { [ "$level" = farm ] && installed test; }; then
     fi
     rm -f .venv/.distlb-installed-*
     digest "$level" >".venv/.distlb-installed-$level"
+fi
+# A distcc pump client that works on this Python (Debian's distcc-pump does not), built
+# from Debian's distcc source into a test-only prefix; quiet when already built.
+if [ "$level" = test ]; then
+    scripts/build-pump-client.sh
 fi
