@@ -21,7 +21,7 @@ from daemon.gss import Acceptor
 from daemon.judge import Judge, Refused, judge_off_loop
 from daemon.logged import bounded_argv
 from wire import Limits, RemoteProtocolError, Reply, Request, encode_reply
-from wire.events import exit_status
+from wire.events import PumpRequest, exit_status
 from wire.stream import encode_reply_off_loop, read_request, wait_peer_gone
 
 log = structlog.get_logger("distlb.balancer.job")
@@ -101,6 +101,13 @@ async def _serve(
         _BAD_REQUESTS.refused(reason, client, error=type(exc).__name__)
         return
 
+    if isinstance(request, PumpRequest):
+        # Read whole (bounded as any request) and answered in its own protocol, so the
+        # client compiles that file itself and goes on.
+        why = Refused("pump mode (protocol 3) is not routed by distlb-balancer yet: the "
+                      "client preprocesses and compiles this file itself")  # fmt: skip
+        await _refuse(ctx, writer, request, why, started)
+        return
     read_ms = round((time.monotonic() - started) * 1000, 1)
     try:
         accepted = await judge_off_loop(ctx.judge, request.argv)
@@ -235,7 +242,7 @@ def _size(reply: Reply) -> int:
 async def _refuse(
     ctx: ConnectionContext,
     writer: asyncio.StreamWriter,
-    request: Request,
+    request: Request | PumpRequest,
     refused: Refused,
     started: float,
 ) -> None:

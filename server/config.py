@@ -29,6 +29,7 @@ from daemon.judge import FORBIDDEN_COMPILER_NAMES
 from daemon.judge_config import JudgeConfig, add_judge_flags
 from daemon.secret_files import CacheSecretConfig, add_cache_secret_flag
 from server.sandbox.launcher import DEFAULT_JOB_UIDS
+from wire import Limits
 
 __all__ = ["ConfigError", "ServerConfig", "load"]
 
@@ -57,6 +58,9 @@ class ServerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfig)
     cache_size: int = 1024
     """MB of the local disk cache (with --cache-dir)."""
     cache_share_across_dirs: bool = False
+    pump: str = "on"
+    pump_max_files: int = 20_000
+    pump_max_mb: int = 512
     reply_memory_mb: int = 1024
     sandbox: str = "bwrap"
     job_uids: str = f"{DEFAULT_JOB_UIDS[0]}-{DEFAULT_JOB_UIDS[1]}"
@@ -97,6 +101,14 @@ class ServerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfig)
             return None
         return ResultCache([DiskStore(self.cache_dir, self.cache_size * 1024 * 1024)], secret)
 
+    def wire_limits(self) -> Limits:
+        """What one request may claim (pump mode's files included)."""
+        return Limits(
+            max_source_bytes=self.max_source_mb * 1024 * 1024,
+            max_files=self.pump_max_files,
+            max_pump_bytes=self.pump_max_mb * 1024 * 1024,
+        )
+
     def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         try:
             return parse_networks(self.allow)
@@ -113,6 +125,10 @@ class ServerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfig)
                 raise ConfigError(f"--compiler {name!r}: a compiler is a bare name, not a shell")
         if self.sandbox not in ("bwrap", "none"):
             raise ConfigError("--sandbox must be bwrap or none")
+        if self.pump not in ("on", "off"):
+            raise ConfigError("--pump must be on or off")
+        if self.pump_max_files < 1 or self.pump_max_mb < 1:
+            raise ConfigError("--pump-max-files and --pump-max-mb must be at least 1")
         if min(self.job_memory_mb, self.job_file_mb, self.job_processes, self.job_open_files) < 0:
             raise ConfigError("--job-memory-mb, --job-file-mb, --job-processes, --job-open-files"
                               " must not be negative")  # fmt: skip
@@ -229,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_judge_flags(p)
     add_bounds_flags(p)
     add_sandbox_flags(p)
+    add_pump_flags(p)
     p.add_argument(
         "--reply-memory-mb",
         type=int,
@@ -238,6 +255,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fill_defaults(p, ServerConfig)
     return p
+
+
+def add_pump_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--pump",
+        choices=["on", "off"],
+        help="serve distcc's pump mode (protocol 3: the client's sources and headers, "
+        "preprocessed here, in the sandbox at their own paths; needs --sandbox bwrap). "
+        "off: such a request is answered with why, and its client compiles that file "
+        "itself (default {default})",
+    )
+    p.add_argument(
+        "--pump-max-files",
+        type=int,
+        metavar="N",
+        help="files and links one pump request may send (default {default})",
+    )
+    p.add_argument(
+        "--pump-max-mb",
+        type=int,
+        metavar="MB",
+        help="bytes all files of one pump request may hold, inflated (default {default})",
+    )
 
 
 def add_sandbox_flags(p: argparse.ArgumentParser) -> None:

@@ -28,6 +28,7 @@ from daemon.gss import Acceptor
 from daemon.judge import Job, Judge, Refused, judge_off_loop
 from daemon.logged import bounded_argv
 from server.admission import admit, turn_away_busy
+from server.pump import serve_pump
 from server.runner import RunLimits, run_compile
 from server.sandbox.launcher import Sandbox
 from server.sandbox.sealed import sealed_kind
@@ -35,8 +36,8 @@ from server.sandbox.warm import WarmPool
 from server.slots import SlotHold
 from server.stats import ServerStats
 from wire import Limits, RemoteProtocolError, Reply, Request
-from wire.events import exit_status
-from wire.stream import encode_reply_off_loop, read_request, wait_peer_gone
+from wire.events import PumpRequest, exit_status
+from wire.stream import read_request, wait_peer_gone, write_reply
 
 log = structlog.get_logger("distlb.server.job")
 _JOB_REFUSALS = RefusalLog(log, "job_refused", JOB_REFUSAL_LOG_BURST)
@@ -107,14 +108,8 @@ class ConnectionContext:
     """Sandboxes started ahead of their jobs (with --sandbox bwrap)."""
     on_upgrade: Callable[[], None] = _nothing
     """Called when a compiler's files are found upgraded: identify them again."""
-
-
-async def _send(writer: asyncio.StreamWriter, reply: Reply, timeout_s: float) -> int:
-    data = await encode_reply_off_loop(reply)
-    writer.write(data)
-    async with asyncio.timeout(timeout_s):
-        await writer.drain()
-    return len(data)
+    pump: bool = True
+    """--pump: serve protocol 3 (server/pump.py); off, it is answered with why."""
 
 
 async def handle_connection(
@@ -170,6 +165,9 @@ async def _serve_job(
         stats.job_finished("bad_request", "?", "?", time.monotonic() - started)
         _BAD_REQUESTS.refused(not_in_time(held), _client())
         return
+    if isinstance(request, PumpRequest):
+        await serve_pump(ctx, request, reader, writer, started)
+        return
 
     # A health probe (client/prober.py's exact request: command line and source) is
     # counted apart from jobs and logs its job_done at debug: balancers probe every
@@ -189,7 +187,7 @@ async def _serve_job(
         message = exc.message("distlb-server").encode("utf-8", "replace")
         reply = Reply(request.protocol, exit_status(exc.exit_code), message, b"", b"")
         with contextlib.suppress(ConnectionError, TimeoutError):
-            await _send(writer, reply, ctx.io_timeout_s)
+            await write_reply(writer, reply, ctx.io_timeout_s)
         return
 
     structlog.contextvars.bind_contextvars(compiler=job.compiler, input=job.input_name)
@@ -271,7 +269,7 @@ async def _reply_from_cache(
         return False
     reply = Reply(request.protocol, 0, result.stderr, result.stdout, result.obj)
     try:
-        sent = await _send(writer, reply, ctx.io_timeout_s)
+        sent = await write_reply(writer, reply, ctx.io_timeout_s)
         outcome = "ok"
     except (ConnectionError, TimeoutError):
         sent, outcome = 0, "client_disconnect"
@@ -346,7 +344,7 @@ async def _compile_and_reply(
     if outcome != "client_disconnect":
         reply = Reply(request.protocol, result.status, result.stderr, result.stdout, result.obj)
         try:
-            sent = await _send(writer, reply, ctx.io_timeout_s)
+            sent = await write_reply(writer, reply, ctx.io_timeout_s)
         except (ConnectionError, TimeoutError):
             outcome = "client_disconnect"
         finally:

@@ -27,15 +27,24 @@ class NoObject:
 def read_output(job_dir: str, name: str, max_bytes: int) -> bytes | NoObject:
     """The object the compiler left in ``job_dir``, or why there is none to send.
 
-    The job's files are not trusted: the name is opened from the directory's own file
-    descriptor without following a symlink and without blocking on a FIFO, and only a
-    regular file with one name, within ``max_bytes``, is read. Blocking: run it in a
-    thread."""
+    The job's files are not trusted: the name (which may go down directories: ``a/b.o``)
+    is opened from the directory's own file descriptor, each directory on the way
+    without following a symlink, the file itself neither following one nor blocking on
+    a FIFO, and only a regular file with one name, within ``max_bytes``, is read.
+    Blocking: run it in a thread."""
     dir_fd = os.open(job_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
+        *directories, last = name.split("/")
+        for directory in directories:
+            try:
+                down = os.open(directory, _DIR_FLAGS, dir_fd=dir_fd)
+            except OSError as exc:
+                return NoObject(f"the output's directory cannot be opened ({exc.strerror})")
+            os.close(dir_fd)
+            dir_fd = down
         try:
             fd = os.open(
-                name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=dir_fd
+                last, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=dir_fd
             )
         except FileNotFoundError:
             return NoObject("the compiler succeeded but wrote no output file", None)

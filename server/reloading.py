@@ -33,10 +33,10 @@ from server.config import ServerConfig
 from server.connection import ConnectionContext
 from server.runner import RunLimits
 from server.sandbox.check import check_compilers, check_sealed
-from server.sandbox.launcher import Sandbox, SandboxError
+from server.sandbox.identities import SandboxError
+from server.sandbox.launcher import Sandbox
 from server.sandbox.sealed import changed_since_pinned, check_pinned, release_when_unused
 from server.sandbox.setup import make_sandbox
-from wire import Limits
 
 
 class Service(Protocol):
@@ -129,7 +129,7 @@ async def apply_config(service: Service, fresh: ServerConfig) -> list[str]:
     service.ctx = dataclasses.replace(
         ctx, compilers=compilers, judge=judge, allow=allow, sandbox=sandbox, cache=cache,
         acceptor=acceptor, share_across_dirs=fresh.cache_share_across_dirs,
-        wire_limits=Limits(max_source_bytes=fresh.max_source_mb * 1024 * 1024),
+        wire_limits=fresh.wire_limits(), pump=fresh.pump == "on",
         run_limits=RunLimits(lifetime_s=fresh.job_lifetime, kill_grace_s=fresh.kill_grace),
         io_timeout_s=fresh.io_timeout, request_timeout_s=fresh.request_timeout,
         first_byte_timeout_s=fresh.first_byte_timeout,

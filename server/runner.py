@@ -165,7 +165,7 @@ async def run_compile(
             # The next job's sandbox is started while this one compiles (the loop is
             # idle then), not between the compiler's exit and the reply.
             asyncio.get_running_loop().call_soon(warm.fill)
-        return await _run_in(started, output_name, sandbox, limits, client_gone, started_at)
+        return await run_started(started, output_name, sandbox, limits, client_gone, started_at)
     finally:
         if started is not None:
             # Removed off the loop (a job may leave thousands of files), safe against
@@ -233,7 +233,7 @@ def _write_input(job_dir: str, input_name: str, source: bytes) -> None:
         source_file.write(source)
 
 
-async def _run_in(
+async def run_started(
     started: Started,
     output_name: str,
     sandbox: Sandbox,

@@ -30,17 +30,13 @@ from server.http_status import make_app
 from server.reloading import apply_config
 from server.runner import RunLimits
 from server.sandbox.check import check_compilers, check_sealed
+from server.sandbox.identities import CompileUser, SandboxError
 from server.sandbox.jobs_root import make_jobs_root, sweep_stale
-from server.sandbox.launcher import (
-    CompileUser,
-    SandboxError,
-)
 from server.sandbox.sealed import check_pinned, release_when_unused
 from server.sandbox.setup import make_sandbox, searchable_by
 from server.sandbox.warm import WarmPool, first_kind
 from server.slots import Slots
 from server.stats import ServerStats
-from wire import Limits
 
 log = structlog.get_logger("distlb.server")
 LOAD_SAMPLE_S = 5.0
@@ -117,9 +113,10 @@ class Service:
             compilers=self.compilers,
             judge=config.judge(self.compilers, on_disk=True),
             allow=config.networks(),
-            wire_limits=Limits(max_source_bytes=config.max_source_mb * 1024 * 1024),
+            wire_limits=config.wire_limits(),
             run_limits=RunLimits(lifetime_s=config.job_lifetime, kill_grace_s=config.kill_grace),
             sandbox=self.sandbox,
+            pump=config.pump == "on",
             jobs_root=self.jobs_root,
             connections=config.connection_limits(),
             inflate=config.inflate_budget(),

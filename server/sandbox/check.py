@@ -15,6 +15,7 @@ import time
 import structlog
 
 from server.compilers import Toolchain, known_driver, toolchain
+from server.sandbox.identities import CompileUser, SandboxError
 from server.sandbox.launcher import (
     JOB_ROOT_INSIDE,
     NICE,
@@ -22,10 +23,8 @@ from server.sandbox.launcher import (
     SANDBOX_PROCESSES,
     SETPRIV,
     SHELL,
-    CompileUser,
     Mount,
     Sandbox,
-    SandboxError,
     child_env,
 )
 from server.sandbox.sealed import pin, sealed_mounts, unpin

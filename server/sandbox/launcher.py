@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
 import structlog
 
 from server.output import JobDirs
+from server.sandbox.identities import CompileUser, JobIdentities, SandboxError
 
 log = structlog.get_logger("distlb.server.sandbox")
 
@@ -66,19 +65,6 @@ become the compiler (its exit status and its signals are the compiler's own)."""
 DEFAULT_JOB_UIDS = (900_000_000, 900_000_999)
 """Where per-job uids come from when the server runs as root: far above the uids
 that people, services and containers get (docs/security.md)."""
-
-
-class SandboxError(Exception):
-    """The sandbox cannot work here; the message says why and what to do."""
-
-
-@dataclass(frozen=True, slots=True)
-class CompileUser:
-    """Who a compile runs as, outside any namespace."""
-
-    name: str
-    uid: int
-    gid: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +104,16 @@ class JobLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class Layout:
+    """A pump job's view (server/pump.py): the directories of its own tree bound at
+    the client's own top-level names (``/home``, ``/tmp``, ...), and where it runs."""
+
+    binds: tuple[tuple[str, str], ...]
+    """(directory on the server, where the job sees it), each writable by the job."""
+    chdir: str
+
+
+@dataclass(frozen=True, slots=True)
 class Mount:
     """One thing a sandbox holds: a read-only bind, or a symlink; or (``ro-bind-fd``,
     never given to bubblewrap: it cannot bind a file renamed over) a file as it was
@@ -132,45 +128,6 @@ class Mount:
 
     def describe(self) -> str:
         return self.target if self.kind != "symlink" else f"{self.target} -> {self.source}"
-
-
-class JobIdentities:
-    """Per-job uids from a range, handed out so that no two running jobs share one.
-
-    A uid comes back only after its job's sandbox is gone (its pid namespace takes
-    every process of the job with it), and is reused least recently first."""
-
-    def __init__(self, first: int, last: int) -> None:
-        if first <= 0 or last < first:
-            raise SandboxError(f"--job-uids {first}-{last} is not a range of non-root uids")
-        self.first, self.last = first, last
-        self._free: deque[int] = deque(range(first, last + 1))
-
-    @property
-    def size(self) -> int:
-        return self.last - self.first + 1
-
-    def check_unused(self) -> None:
-        """Refuse a range that overlaps accounts of this machine."""
-        for entry in pwd.getpwall():
-            if self.first <= entry.pw_uid <= self.last:
-                raise SandboxError(
-                    f"--job-uids {self.first}-{self.last} holds the account "
-                    f"{entry.pw_name!r} ({entry.pw_uid}): choose a range no account uses"
-                )
-
-    @property
-    def free(self) -> int:
-        return len(self._free)
-
-    def acquire(self) -> CompileUser:
-        if not self._free:
-            raise SandboxError("no job uid is free (--job-uids is smaller than --jobs)")
-        uid = self._free.popleft()
-        return CompileUser(f"job-{uid}", uid, uid)
-
-    def release(self, user: CompileUser) -> None:
-        self._free.append(user.uid)
 
 
 @dataclass
@@ -213,13 +170,16 @@ class Sandbox:
         nice_exec: bool = True,
         info_fd: int | None = None,
         sealed: str | None = None,
+        layout: Layout | None = None,
     ) -> list[str]:
         """The programs a job's command is exec'd through, for a job in ``job_dir`` run
         as ``user`` (None: as the server, which is not root). Under bubblewrap, the
         command itself is a shell that sets the process bound (see :meth:`job_argv`).
         ``nice_exec=False``: no ``nice`` (the server renices the sandbox itself before
         its job runs: see :meth:`renice_waiting`). ``sealed``: a kind of
-        :attr:`sealed`, whose sealed sandbox this is (its toolchain only, no /proc)."""
+        :attr:`sealed`, whose sealed sandbox this is (its toolchain only, no /proc).
+        ``layout``: a pump job's binds and working directory instead of ``job_dir`` at
+        /tmp."""
         chain = [SETPRIV, "--no-new-privs"]
         if user is not None:
             chain += [f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups"]
@@ -239,6 +199,9 @@ class Sandbox:
         if not bwrap:
             return chain
         mounts = self.mounts if sealed is None else self.sealed[sealed]
+        own = ["--bind", job_dir, JOB_ROOT_INSIDE]
+        if layout is not None:
+            own = [arg for bind in layout.binds for arg in ("--bind", *bind)]
         return [
             *chain,
             self.bwrap, "--unshare-all", "--die-with-parent", "--new-session",
@@ -250,14 +213,14 @@ class Sandbox:
             *(["--info-fd", str(info_fd)] if info_fd is not None else []),
             # The job's directory first: a toolchain under /tmp (a test's stand-ins)
             # is then mounted over it rather than hidden by it.
-            "--bind", job_dir, JOB_ROOT_INSIDE,
+            *own,
             *(arg for mount in mounts for arg in mount.args()),
             *(() if sealed else ("--proc", "/proc")), *DEV_ARGS,
             # The sandbox's own / and /dev are tmpfs, in memory and of no size: writable,
             # a job could fill the machine's RAM there, past every job bound. Nothing of
             # a compile writes there (its directory is its TMPDIR and HOME): read-only.
             "--remount-ro", "/dev", "--remount-ro", "/",
-            "--chdir", JOB_ROOT_INSIDE,
+            "--chdir", JOB_ROOT_INSIDE if layout is None else layout.chdir,
             "--",
         ]  # fmt: skip
 
@@ -276,6 +239,7 @@ class Sandbox:
         command: list[str] | None,
         info_fd: int | None = None,
         sealed: str | None = None,
+        layout: Layout | None = None,
     ) -> list[str]:
         """The whole command line that starts a job: ``command``, or with None a
         sandbox that waits for its command (one line on stdin, quoted).
@@ -292,9 +256,7 @@ class Sandbox:
         then = _RUN_SENT if command is None else 'exec "$@"'
         script = f"ulimit -p {int(self.limits.processes)} && {then}"
         # (info_fd: bubblewrap writes its init's pid there, as JSON, once it has one)
-        chain = self.launcher(
-            job_dir, user, nice_exec=command is not None, info_fd=info_fd, sealed=sealed
-        )
+        chain = self.launcher(job_dir, user, command is not None, info_fd, sealed, layout)
         return [*chain, SHELL, "-c", script, "sh", *(command or [])]
 
     def renice_waiting(self, monitor: int) -> None:

@@ -21,7 +21,8 @@ import weakref
 from collections.abc import Sequence
 
 from server.compilers import Toolchain
-from server.sandbox.launcher import Mount, Sandbox, SandboxError, held_changed
+from server.sandbox.identities import SandboxError
+from server.sandbox.launcher import Mount, Sandbox, held_changed
 
 _MAX_LINKS = 40
 """How many links a path may pass through (the kernel's own bound)."""

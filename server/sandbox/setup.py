@@ -13,14 +13,8 @@ import stat
 
 from server.config import ConfigError, ServerConfig
 from server.sandbox.check import check_programs
-from server.sandbox.launcher import (
-    CompileUser,
-    JobIdentities,
-    JobLimits,
-    Mount,
-    Sandbox,
-    SandboxError,
-)
+from server.sandbox.identities import CompileUser, JobIdentities, SandboxError
+from server.sandbox.launcher import JobLimits, Mount, Sandbox
 
 _TOP_LEVEL = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 _ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives")

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from server.sandbox.launcher import CompileUser, Sandbox, child_env
+from server.sandbox.identities import CompileUser
+from server.sandbox.launcher import Layout, Sandbox, child_env
 
 log = structlog.get_logger("distlb.server.warm")  # (the name operators know)
 
@@ -62,9 +63,11 @@ def spawn(
     command_for: Callable[[str], list[str]] | None,
     prepare: Callable[[str], None] | None = None,
     sealed: str | None = None,
+    layout: Callable[[str], Layout] | None = None,
 ) -> Started:
     """A job directory of its own (``prepare`` fills it first) and a sandbox around it
-    (``sealed``: that compiler's sealed sandbox), running ``command_for(the directory as
+    (``sealed``: that compiler's sealed sandbox; ``layout``: a pump job's, from the
+    job's directory), running ``command_for(the directory as
     the compiler sees it)``, or, with None, waiting for a command. Raises ``OSError``
     (or SandboxError: no uid left)."""
     job_dir = tempfile.mkdtemp(prefix="job-", dir=jobs_root)
@@ -84,7 +87,9 @@ def spawn(
         # gives us the session.
         try:
             proc = subprocess.Popen(
-                sandbox.job_argv(job_dir, user, command, info_w, sealed),
+                sandbox.job_argv(
+                    job_dir, user, command, info_w, sealed, layout and layout(job_dir)
+                ),
                 cwd=job_dir,
                 env=child_env(inside, sealed is not None),
                 stdin=subprocess.DEVNULL if command is not None else subprocess.PIPE,

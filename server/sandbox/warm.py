@@ -24,7 +24,8 @@ from collections import Counter, deque
 
 import structlog
 
-from server.sandbox.launcher import Sandbox, SandboxError
+from server.sandbox.identities import SandboxError
+from server.sandbox.launcher import Sandbox
 from server.sandbox.spawn import Started, kill, spawn
 
 log = structlog.get_logger("distlb.server.warm")

@@ -1,0 +1,262 @@
+"""Pump mode (protocol 3) served: the client's sources and headers at their own paths.
+
+A pump request carries the command line as typed and the files the client's include
+server found it needs. Its tree is checked whole before anything is written
+(wire.pump.check_tree: clean absolute names, links only inside the tree or the include
+server's "use the server's own system directory", which must be one this server's
+compiler searches), its command line judged (daemon/pump_judge.py), then the tree is
+written under the job's directory and bound, in the job's bubblewrap sandbox, at the
+client's own top-level names (``/home``, ...; ``/tmp`` always, the job's temporary
+directory), over a root that holds the toolchain and system headers read-only
+(``--sandbox bwrap`` only). The compile runs in the client's working directory, so the
+object, its debug info and the dependency file are what the client's own machine
+would make: nothing is rewritten. The object and the dependency file are read back
+without trusting the job's files (server/output.py).
+
+Results are not cached on the server (a pump job's key is the whole tree: not yet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Mapping
+from typing import Protocol
+
+import structlog
+
+from client import address_text
+from daemon.bounds import JOB_REFUSAL_LOG_BURST, RefusalLog
+from daemon.judge import CompilerMissing, Judge, Refused, normalize_compiler
+from daemon.logged import bounded_argv
+from daemon.pump_judge import PumpJob, judge_pump
+from server.admission import turn_away_busy
+from server.output import NoObject, read_output
+from server.runner import CompileResult, RunLimits, run_started
+from server.sandbox.launcher import Layout, Sandbox
+from server.sandbox.spawn import Started, kill, pin_waiting, send_command, spawn
+from server.stats import ServerStats
+from wire.events import PumpRequest, Reply, exit_status
+from wire.pump import Tree, TreeRefused, check_tree
+from wire.stream import wait_peer_gone, write_reply
+
+
+class PumpContext(Protocol):
+    """What a pump job needs of the server (server/connection.py's ConnectionContext)."""
+
+    @property
+    def pump(self) -> bool: ...
+    @property
+    def sandbox(self) -> Sandbox: ...
+    @property
+    def compilers(self) -> Mapping[str, str]: ...
+    @property
+    def judge(self) -> Judge: ...
+    @property
+    def stats(self) -> ServerStats: ...
+    @property
+    def jobs_root(self) -> str: ...
+    @property
+    def run_limits(self) -> RunLimits: ...
+    @property
+    def io_timeout_s(self) -> float: ...
+
+
+log = structlog.get_logger("distlb.server.job")
+_REFUSALS = RefusalLog(log, "job_refused", JOB_REFUSAL_LOG_BURST)
+_SEARCH_START = "#include <...> search starts here:"
+_SEARCH_END = "End of search list."
+_ASK_TIMEOUT_S = 30.0
+ALWAYS_RESERVED = ("dev", "proc", "sys", "etc", "usr")
+"""Top-level names no request may use, besides those of the toolchain's mounts."""
+
+
+async def default_include_dirs(compiler_path: str) -> tuple[str, ...]:
+    """The directories ``compiler_path`` searches by default for C and C++, as real
+    paths (what distcc's include server sends links for). Asked once per binary."""
+    info = os.stat(compiler_path)
+    return await asyncio.to_thread(ask_include_dirs, compiler_path, info.st_ino, info.st_mtime_ns)
+
+
+@functools.cache
+def ask_include_dirs(compiler_path: str, _inode: int, _mtime_ns: int) -> tuple[str, ...]:
+    found: list[str] = []
+    for language in ("c", "c++"):
+        done = subprocess.run(
+            [compiler_path, "-x", language, "-E", "-v", "-"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
+            timeout=_ASK_TIMEOUT_S, env={"PATH": os.defpath, "LC_ALL": "C"},
+        )  # fmt: skip
+        lines = done.stderr.splitlines()
+        if _SEARCH_START not in lines or _SEARCH_END not in lines:
+            continue
+        start, end = lines.index(_SEARCH_START), lines.index(_SEARCH_END)
+        for line in lines[start + 1 : end]:
+            path = line.strip().removesuffix(" (framework directory)")
+            if path.startswith("/"):
+                found.append(os.path.realpath(path))
+    return tuple(dict.fromkeys(found))
+
+
+def reserved_tops(sandbox: Sandbox) -> frozenset[str]:
+    """The top-level names the job's sandbox holds itself (the toolchain's mounts)."""
+    return frozenset(ALWAYS_RESERVED) | {m.target.split("/")[1] for m in sandbox.mounts}
+
+
+def write_tree(job_dir: str, tree: Tree) -> None:
+    """Make ``tree`` under ``job_dir``/root (its /tmp too), before the sandbox starts:
+    directories the job may write in (its object, its temporary files), files it may
+    only read. Blocking: run it in a thread for a large tree."""
+    root = os.path.join(job_dir, "root")
+    os.mkdir(root, 0o755)
+    for directory in sorted({"/tmp", *tree.directories}, key=lambda d: (d.count("/"), d)):
+        os.mkdir(root + directory)
+        # (for the job's uid: no other job's reaches into job_dir, which is 0700)
+        os.chmod(root + directory, 0o777)  # noqa: S103
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for name, body in tree.files:
+        fd = os.open(root + name, flags, 0o444)
+        with os.fdopen(fd, "wb") as out:
+            out.write(body)
+    for name, target in tree.links:
+        os.symlink(target, root + name)
+
+
+def layout_for(job_dir: str, tree: Tree) -> Layout:
+    tops = sorted({"tmp", *tree.tops})
+    return Layout(tuple((f"{job_dir}/root/{top}", f"/{top}") for top in tops), tree.cwd)
+
+
+async def run_pump(
+    job: PumpJob,
+    compiler_path: str,
+    tree: Tree,
+    *,
+    jobs_root: str,
+    sandbox: Sandbox,
+    limits: RunLimits,
+    client_gone: asyncio.Future[None] | asyncio.Task[None],
+) -> tuple[CompileResult, bytes]:
+    """Compile ``job`` in a sandbox holding ``tree``: the result and the dependency
+    file. Its init is pinned before its command is sent, as for every job."""
+    started_at = time.monotonic()
+    deps = f"/tmp/distlb-deps-{secrets.token_hex(8)}.d"
+    ready: Started | None = None
+    try:
+        prepare = functools.partial(write_tree, tree=tree)
+        layout = functools.partial(layout_for, tree=tree)
+        ready = await asyncio.to_thread(spawn, sandbox, jobs_root, None, prepare, None, layout)
+        try:
+            await pin_waiting(ready)
+            sandbox.renice_waiting(ready.proc.pid)
+            await send_command(ready, job.command(compiler_path, deps))
+        except BaseException:
+            kill(ready)  # (nothing of the job ran; its directory goes below)
+            raise
+        result = await run_started(
+            ready, "root" + job.output_path, sandbox, limits, client_gone, started_at
+        )
+        if result.outcome != "ok":
+            return result, b""
+        read = await asyncio.to_thread(
+            read_output, ready.job_dir, "root" + deps, limits.max_output_bytes
+        )
+        if isinstance(read, NoObject):
+            result.outcome, result.status, result.obj = "compile_error", exit_status(1), b""
+            result.stderr += f"distlb-server: the dependency file: {read.reason}\n".encode()
+            return result, b""
+        return result, read
+    finally:
+        if ready is not None:
+            try:
+                await asyncio.to_thread(sandbox.job_dirs.remove, ready.job_dir)
+            finally:
+                sandbox.release_user(ready.user)
+
+
+async def serve_pump(
+    ctx: PumpContext,
+    request: PumpRequest,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    started: float,
+) -> None:
+    """Judge, compile and answer one pump request (or answer why not, in protocol 3)."""
+    stats = ctx.stats
+    try:
+        job, tree, compiler_path = await _accept(ctx, request)
+    except Refused as exc:
+        stats.job_finished("rejected_policy", "?", request.argv[0] if request.argv else "?",
+                           time.monotonic() - started)  # fmt: skip
+        client = str(structlog.contextvars.get_contextvars().get("client", "?"))
+        _REFUSALS.refused(exc.reason, client, argv=bounded_argv(request.argv), pump=True)
+        message = exc.message("distlb-server").encode("utf-8", "replace")
+        reply = Reply(request.protocol, exit_status(exc.exit_code), message, b"", b"")
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            await write_reply(writer, reply, ctx.io_timeout_s)
+        return
+    holder = address_text(writer.get_extra_info("peername"))
+    if not stats.slots.try_acquire(holder):
+        stats.counters.rejected_busy += 1
+        stats.activity.turned_away()
+        turn_away_busy(stats.slots)
+        return
+    context = structlog.contextvars.get_contextvars()
+    job_id = str(context.get("job_id", ""))
+    client = str(context.get("principal") or context.get("client") or "")
+    stats.activity.started(job_id, job.input_path, job.compiler, client)
+    stats.counters.accepted += 1
+    gone = asyncio.ensure_future(wait_peer_gone(reader))
+    try:
+        result, deps = await run_pump(
+            job, compiler_path, tree, jobs_root=ctx.jobs_root, sandbox=ctx.sandbox,
+            limits=ctx.run_limits, client_gone=gone,
+        )  # fmt: skip
+        outcome, sent = result.outcome, 0
+        if result.limit is not None:
+            stats.limit_hit(result.limit)
+        if outcome != "client_disconnect":
+            reply = Reply(request.protocol, result.status, result.stderr, result.stdout,
+                          result.obj, deps)  # fmt: skip
+            try:
+                sent = await write_reply(writer, reply, ctx.io_timeout_s)
+            except (ConnectionError, TimeoutError):
+                outcome = "client_disconnect"
+    finally:
+        gone.cancel()
+        stats.slots.release(holder)
+        stats.activity.ended(job_id)
+    seconds = time.monotonic() - started
+    stats.job_finished(outcome, job.input_path, job.compiler, seconds)
+    log.info(
+        "job_done", outcome=outcome, pump=True, status=result.status,
+        ms=round(seconds * 1000, 1), compile_ms=round(result.seconds * 1000, 1),
+        protocol=request.protocol, files=len(tree.files), bytes_out=sent,
+    )  # fmt: skip
+
+
+async def _accept(ctx: PumpContext, request: PumpRequest) -> tuple[PumpJob, Tree, str]:
+    """The job, its tree and its compiler's path, or :class:`Refused`."""
+    if not ctx.pump:
+        raise Refused("pump mode is off on this server (--pump off): the client "
+                      "preprocesses and compiles this file itself")  # fmt: skip
+    if ctx.sandbox.mode != "bwrap":
+        raise Refused("pump mode is served only in a sandbox (--sandbox bwrap): the "
+                      "client's files are written at their own paths there")  # fmt: skip
+    if not request.argv:
+        raise Refused("empty command")
+    name = normalize_compiler(request.argv[0])
+    compiler_path = ctx.compilers.get(name)
+    if compiler_path is None:
+        raise CompilerMissing(name)
+    system = await default_include_dirs(compiler_path)
+    try:
+        tree = check_tree(request, system_dirs=system, reserved_tops=reserved_tops(ctx.sandbox))
+    except TreeRefused as exc:
+        raise Refused(str(exc)) from None
+    return judge_pump(ctx.judge, request.argv, tree), tree, compiler_path

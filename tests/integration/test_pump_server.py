@@ -1,0 +1,273 @@
+"""Issue 29: pump mode (protocol 3) served by a real distlb-server with real gcc.
+
+Requests are made here the way distcc's client makes them (wire.writer's encoder:
+``CDIR``, the command line as typed, the files with their absolute names, and the
+include server's links to the server's own system directories, found the way the
+include server finds them: ``gcc -E -v``). A good request's object and dependency
+file must equal a local build's in the same directory, byte for byte (with -g: the
+compile ran at the client's own paths). Every hostile request gets a protocol 3 failure
+that says why, and nothing of it is written outside the job: each test looks for what
+it tried to make.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from server.pump import ask_include_dirs
+from tests.support.servers import ServerProcess, StartServer
+from wire import Reply, ReplyReader
+from wire.events import PumpEntry, PumpRequest
+from wire.pump import MARKER
+from wire.tokens import encode
+from wire.writer import encode_pump_request
+
+pytestmark = pytest.mark.integration
+
+GCC = "/usr/bin/gcc"
+UPS = "../" * 24
+MAIN = '#include <stdio.h>\n#include "util.h"\nint main(void) { printf("%d\\n", util(2)); }\n'
+UTIL_H = "#pragma once\n#define TWICE(x) ((x) * 2)\nint util(int);\nstatic int unused_%s;\n"
+
+
+def system_links() -> tuple[PumpEntry, ...]:
+    info = os.stat(GCC)
+    dirs = ask_include_dirs(GCC, info.st_ino, info.st_mtime_ns)
+    assert "/usr/include" in dirs
+    return tuple(PumpEntry(d, link=UPS + d[1:]) for d in dirs)
+
+
+def project(root: Path) -> Path:
+    (root / "src").mkdir(parents=True)
+    (root / "include").mkdir()
+    (root / "build").mkdir()
+    (root / "src" / "main.c").write_text(MAIN)
+    (root / "include" / "util.h").write_text(UTIL_H % "x")
+    return root / "build"
+
+
+ARGV = ("gcc", "-g", "-O1", "-I../include", "-DGREETING=1", "-MD", "-c", "../src/main.c",
+        "-o", "main.o", "-MT", "main.o")  # fmt: skip
+
+
+def request_for(build: Path, argv: tuple[str, ...] = ARGV, *extra: PumpEntry) -> PumpRequest:
+    root = build.parent
+    files = [root / "src" / "main.c", root / "include" / "util.h"]
+    entries = [PumpEntry(str(f), body=f.read_bytes()) for f in files]
+    entries.append(PumpEntry(f"{build}/{MARKER}"))
+    return PumpRequest(3, str(build), argv, (*entries, *system_links(), *extra))
+
+
+def send(port: int, data: bytes) -> Reply | None:
+    """The reply to ``data``, or None when the server closed without one."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
+        conn.sendall(data)
+        reader = ReplyReader(3)
+        while True:
+            chunk = conn.recv(1 << 16)
+            if not chunk:
+                return None
+            reader.feed(chunk)
+            event = reader.next_event()
+            if isinstance(event, Reply):
+                return event
+
+
+def local_build(build: Path, argv: tuple[str, ...]) -> tuple[bytes, bytes]:
+    """The object and .d gcc makes here, then removed (the tree stays as sent)."""
+    subprocess.run([GCC, *argv[1:]], cwd=build, check=True, timeout=60)
+    obj, deps = (build / "main.o").read_bytes(), (build / "main.d").read_bytes()
+    (build / "main.o").unlink()
+    (build / "main.d").unlink()
+    return obj, deps
+
+
+@pytest.fixture
+def server(start_server: StartServer) -> ServerProcess:
+    return start_server("--compiler", "gcc", "--jobs", "2")
+
+
+def test_a_pump_job_makes_the_same_object_and_dependency_file_as_a_local_build(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    build = project(tmp_path / "proj")
+    obj, deps = local_build(build, ARGV)
+
+    reply = send(server.port, encode_pump_request(request_for(build)))
+
+    assert reply is not None and reply.status == 0, reply and reply.stderr
+    assert reply.obj == obj  # (with -g: DW_AT_comp_dir and the file names are the client's)
+    assert reply.deps == deps
+    assert b"../include/util.h" in deps and b"/usr/include/stdio.h" in deps
+    assert str(build).encode() in reply.obj  # (the compile ran in the client's own directory)
+    done = server.logged("job_done")
+    assert done["pump"] is True and done["outcome"] == "ok" and done["files"] == 2
+    assert not list(build.glob("main.*"))  # (nothing came back here but the reply)
+
+
+def test_without_an_explicit_output_the_default_object_is_sent(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    build = project(tmp_path / "proj")
+    argv = ("gcc", "-I../include", "-c", "../src/main.c")
+
+    reply = send(server.port, encode_pump_request(request_for(build, argv)))
+
+    assert reply is not None and reply.status == 0, reply and reply.stderr
+    subprocess.run([GCC, *argv[1:]], cwd=build, check=True, timeout=60)
+    assert reply.obj == (build / "main.o").read_bytes()
+
+
+def test_a_compile_error_is_the_compilers_own(server: ServerProcess, tmp_path: Path) -> None:
+    build = project(tmp_path / "proj")
+    (build.parent / "src" / "main.c").write_text('#include "util.h"\nint main(void) { nope(); }\n')
+    argv = ("gcc", "-Werror", "-I../include", "-c", "../src/main.c", "-o", "main.o")
+
+    reply = send(server.port, encode_pump_request(request_for(build, argv)))
+
+    assert reply is not None and reply.status != 0 and reply.obj == b"" and reply.deps == b""
+    assert b"main.c:2" in reply.stderr and b"nope" in reply.stderr
+
+
+def hostile(build: Path, victim: Path) -> dict[str, PumpRequest]:
+    """Requests that try to reach ``victim`` (outside the tree), each its own way."""
+    root = build.parent
+    base = request_for(build)
+    out = str(victim)
+    climb = "../" * (str(root).count("/") + 1)
+
+    def with_(*entries: PumpEntry, argv: tuple[str, ...] = ARGV) -> PumpRequest:
+        return PumpRequest(3, base.cwd, argv, (*base.entries, *entries))
+
+    return {
+        "dot-dot in a name": with_(PumpEntry(f"{root}/{climb}{out[1:]}", body=b"owned\n")),
+        "absolute link out": with_(PumpEntry(f"{root}/include/evil.h", link=out)),
+        "relative link out": with_(PumpEntry(f"{root}/include/evil.h", link=climb + out[1:])),
+        "link chain": with_(
+            PumpEntry(f"{root}/include/a.h", link="util.h"),
+            PumpEntry(f"{root}/include/b.h", link="a.h"),
+        ),
+        "a system header's name": with_(PumpEntry("/usr/include/stdio.h", body=b"#error x\n")),
+        "system shape, not searched": with_(PumpEntry("/etc/ssl", link=UPS + "etc/ssl")),
+        "-I outside the tree": with_(argv=("gcc", "-I/etc", "-c", "../src/main.c", "-o", "m.o")),
+        "-include outside the tree": with_(
+            argv=("gcc", "-include", out, "-c", "../src/main.c", "-o", "m.o")
+        ),
+        "-I of the sysroot": with_(argv=("gcc", "-I=/etc", "-c", "../src/main.c", "-o", "m.o")),
+        "output outside the tree": with_(
+            argv=("gcc", "-I../include", "-c", "../src/main.c", "-o", "/etc/evil.o")
+        ),
+        "a source not sent": with_(argv=("gcc", "-c", "/etc/passwd.c", "-o", "m.o")),
+        "-Wp, carrying an include": with_(
+            argv=("gcc", f"-Wp,-include,{out}", "-c", "../src/main.c", "-o", "m.o")
+        ),
+    }
+
+
+HOSTILE = ("dot-dot in a name", "absolute link out", "relative link out", "link chain",
+           "a system header's name", "system shape, not searched", "-I outside the tree",
+           "-include outside the tree", "-I of the sysroot", "output outside the tree",
+           "a source not sent", "-Wp, carrying an include")  # fmt: skip
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_a_hostile_pump_request_is_answered_with_why_and_touches_nothing(
+    case: str, server: ServerProcess, tmp_path: Path
+) -> None:
+    build = project(tmp_path / "proj")
+    victim = tmp_path / "victim.h"  # (outside the tree: the request never sends it)
+    victim.write_text("#define SECRET 42\n")
+    requests = hostile(build, victim)
+    assert tuple(requests) == HOSTILE
+    request = requests[case]
+
+    reply = send(server.port, encode_pump_request(request))
+
+    assert reply is not None, "closed without a reply"
+    assert reply.status != 0 and reply.obj == b"" and b"job refused" in reply.stderr
+    assert victim.read_text() == "#define SECRET 42\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["proj", "victim.h"]
+    assert server.logged("job_refused")["pump"] is True
+    assert server.job_dirs() == []
+
+
+@pytest.mark.parametrize("case", ["a million files", "an LZO bomb"])
+def test_an_oversized_pump_request_is_closed_from_its_claims(
+    case: str, server: ServerProcess, tmp_path: Path
+) -> None:
+    build = project(tmp_path / "proj")
+    if case == "a million files":
+        head = encode_pump_request(PumpRequest(3, str(build), ARGV, ()))
+        data = head[: -len(encode(b"NFIL", 0))] + encode(b"NFIL", 1_000_000)
+    else:
+        bomb = PumpEntry(f"{build}/bomb.h", body=b"\0" * (600 << 20))  # (inflates past 512 MiB)
+        data = encode_pump_request(PumpRequest(3, str(build), ARGV, (bomb,)))
+        assert len(data) < (4 << 20)
+
+    assert send(server.port, data) is None
+
+    assert "NFIL" in str(server.logged("bad_request")) or "decompressed" in str(
+        server.logged("bad_request")
+    )
+    reply = send(server.port, encode_pump_request(request_for(build)))  # (and it goes on)
+    assert reply is not None and reply.status == 0
+
+
+def test_with_pump_off_the_request_is_answered_with_why(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    server = start_server("--compiler", "gcc", "--pump", "off")
+    build = project(tmp_path / "proj")
+
+    reply = send(server.port, encode_pump_request(request_for(build)))
+
+    assert reply is not None and reply.status != 0
+    assert b"pump mode is off on this server (--pump off)" in reply.stderr
+
+
+def test_the_job_sees_only_its_tree_and_the_toolchain(
+    start_server: StartServer, fake_compilers: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A subverted compiler (a stand-in that reports what it can reach) in a pump job:
+    the client's tree at its own paths and the system headers; not the server's other
+    files, nor what the client did not send. The project is outside /tmp: the tests'
+    stand-ins live there, and a toolchain's place is not a client's."""
+    tools = fake_compilers[0]
+    spy = tools / "gcc"
+    victim = tmp_path / "victim.h"
+    victim.write_text("secret\n")
+    work = Path(tempfile.mkdtemp(prefix="distlb-pump-", dir="/var/tmp"))
+    try:
+        build = project(work / "proj")
+        seen = ["/home", "/root", "/srv", "/opt", "/etc/passwd", "/etc/hostname", str(victim),
+                f"{work}/proj/src/main.c", "/usr/include/stdio.h"]  # fmt: skip
+        spy.write_text(
+            "#!/bin/sh\n"
+            f"for p in {' '.join(seen)}; do\n"
+            '  if [ -e "$p" ]; then echo "seen $p" >&2; else echo "absent $p" >&2; fi\n'
+            "done\n"
+            'echo "cwd $(pwd)" >&2\n'
+            'exec /usr/bin/gcc "$@"\n'  # (then compiles: the start check needs an object)
+        )
+        spy.chmod(0o755)
+        server = start_server("--compiler", "gcc", path_prepend=str(tools))
+        (work / "proj").chmod(0o755)
+
+        reply = send(server.port, encode_pump_request(request_for(build)))
+
+        assert reply is not None
+        said = reply.stderr.decode()
+        assert f"seen {work}/proj/src/main.c" in said and f"cwd {build}" in said, said
+        assert "seen /usr/include/stdio.h" in said
+        for hidden in ("/home", "/root", "/srv", "/opt", "/etc/passwd", "/etc/hostname"):
+            assert f"absent {hidden}" in said, said
+        assert f"absent {victim}" in said
+    finally:
+        shutil.rmtree(work)
