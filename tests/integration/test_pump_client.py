@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.projects import CFLAGS
 from tests.support.pump import protocol_versions_sent, run_pump_make
-from tests.support.servers import Distccd, StartServer
+from tests.support.servers import Distccd, StartBalancer, StartServer
 
 pytestmark = pytest.mark.integration
 
@@ -140,3 +140,55 @@ def test_pump_make_through_distlb_server_equals_a_local_build(
         assert (project / name).read_bytes() == local[name], name
     done = [e for e in server.events("job_done") if e.get("pump")]
     assert [e["outcome"] for e in done] == ["ok"] * 3
+
+
+@pytest.mark.parametrize("where", ["server with --pump off", "balancer"])
+def test_where_pump_is_not_served_each_file_is_answered_and_compiled_locally(
+    where: str, start_server: StartServer, start_balancer: StartBalancer, tmp_path: Path
+) -> None:
+    """A pump request that is not served is read whole and answered in protocol 3 with
+    why (it used to be closed unread: distcc 3.4 then retried the same host, forever
+    with DISTCC_BACKOFF_PERIOD=0). The real client compiles that file itself, notes the
+    discrepancy and goes on in plain mode: the next files are preprocessed locally and
+    compiled on the farm. The build equals a local one."""
+    if where == "balancer":
+        backend = start_server("--compiler", "gcc")
+        target = start_balancer(
+            "--backend", f"127.0.0.1:{backend.port},status={backend.stats_port}"
+        )
+        target.wait_healthy(1)
+    else:
+        target = start_server("--compiler", "gcc", "--pump", "off")
+    project = _write_pump_project(tmp_path / "project")
+    subprocess.run(["make", "-s"], cwd=project, check=True, capture_output=True, timeout=120)
+    local = {name: (project / name).read_bytes() for name in OUTPUTS}
+    subprocess.run(["make", "-s", "clean"], cwd=project, check=True, timeout=60)
+    client_log = tmp_path / "distcc-client.log"
+
+    result = run_pump_make(
+        project,
+        f"127.0.0.1:{target.port}/2,cpp,lzo",
+        fallback=True,
+        # (no backoff: the next file tries the farm at once, as with the backoff spent)
+        extra_env={
+            "DISTCC_VERBOSE": "1",
+            "DISTCC_LOG": str(client_log),
+            "DISTCC_BACKOFF_PERIOD": "0",
+        },
+    )
+
+    log = client_log.read_text() if client_log.exists() else ""
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{log[-4000:]}"
+    assert log.count("send DIST00000003") == 1 and log.count("got DONE00000003") == 1, log
+    assert log.count("running locally instead") == 1, log[-4000:]
+    assert "now using plain distcc" in log, log[-4000:]
+    assert log.count("send DIST00000002") == 2, log[-4000:]
+    assert len(re.findall(rf"compile \S+ on 127.0.0.1:{target.port}\S* completed ok", log)) == 2
+    # The file compiled here (the plain-mode ones, with -g, differ from a local
+    # compile's: preprocessed text, tests/support/projects.py; and distcc 3.4's local
+    # cpp writes their .d beside the source's name, not -o's).
+    for name in ("build/main.o", "build/main.d"):
+        assert (project / name).read_bytes() == local[name], name
+    assert all((project / name).exists() for name in OUTPUTS if name.endswith(".o"))
+    refusals = target.events("job_refused")
+    assert len(refusals) == 1 and "pump" in refusals[0]["reason"], refusals
