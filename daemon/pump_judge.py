@@ -105,4 +105,8 @@ def judge_pump(judge: Judge, argv: Sequence[str], tree: Tree) -> PumpJob:
     parts = target.split("/")
     if len(parts) < 3 or parts[1] not in tree.tops:
         raise Refused(f"the output {quoted(target)} is not inside the files sent")
+    names = tree.names
+    for end in range(2, len(parts)):  # (its directories are made: none may be a file)
+        if "/".join(parts[:end]) in names:
+            raise Refused(f"the output {quoted(target)} is under a file or link sent")
     return PumpJob(job.compiler, tuple(argv), source, target, output is not None)

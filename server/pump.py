@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import posixpath
 import secrets
 import subprocess
 import time
@@ -108,13 +109,15 @@ def reserved_tops(sandbox: Sandbox) -> frozenset[str]:
     return frozenset(ALWAYS_RESERVED) | {m.target.split("/")[1] for m in sandbox.mounts}
 
 
-def write_tree(job_dir: str, tree: Tree) -> None:
-    """Make ``tree`` under ``job_dir``/root (its /tmp too), before the sandbox starts:
-    directories the job may write in (its object, its temporary files), files it may
-    only read. Blocking: run it in a thread for a large tree."""
+def write_tree(job_dir: str, tree: Tree, output_dir: str = "/tmp") -> None:
+    """Make ``tree`` under ``job_dir``/root (its /tmp and the object's directory
+    ``output_dir`` too, as a build system's compile expects them), before the sandbox
+    starts: directories the job may write in (its object, its temporary files), files
+    it may only read. Blocking: run it in a thread for a large tree."""
     root = os.path.join(job_dir, "root")
     os.mkdir(root, 0o755)
-    for directory in sorted({"/tmp", *tree.directories}, key=lambda d: (d.count("/"), d)):
+    wanted = {"/tmp", *tree.directories, *_ancestors(output_dir)}
+    for directory in sorted(wanted, key=lambda d: (d.count("/"), d)):
         os.mkdir(root + directory)
         # (for the job's uid: no other job's reaches into job_dir, which is 0700)
         os.chmod(root + directory, 0o777)  # noqa: S103
@@ -125,6 +128,12 @@ def write_tree(job_dir: str, tree: Tree) -> None:
             out.write(body)
     for name, target in tree.links:
         os.symlink(target, root + name)
+
+
+def _ancestors(path: str) -> list[str]:
+    """``path`` (absolute, clean) and the directories above it, but ``/``."""
+    parts = path.split("/")[1:]
+    return ["/" + "/".join(parts[:end]) for end in range(1, len(parts) + 1)]
 
 
 def layout_for(job_dir: str, tree: Tree) -> Layout:
@@ -148,7 +157,9 @@ async def run_pump(
     deps = f"/tmp/distlb-deps-{secrets.token_hex(8)}.d"
     ready: Started | None = None
     try:
-        prepare = functools.partial(write_tree, tree=tree)
+        prepare = functools.partial(
+            write_tree, tree=tree, output_dir=posixpath.dirname(job.output_path)
+        )
         layout = functools.partial(layout_for, tree=tree)
         ready = await asyncio.to_thread(spawn, sandbox, jobs_root, None, prepare, None, layout)
         try:

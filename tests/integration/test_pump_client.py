@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.projects import CFLAGS
-from tests.support.pump import protocol_versions_sent, run_pump_make
+from tests.support.pump import protocol_versions_sent, pump_env, pump_prefix, run_pump_make
 from tests.support.servers import Distccd, StartBalancer, StartServer
 
 pytestmark = pytest.mark.integration
@@ -192,3 +192,81 @@ def test_where_pump_is_not_served_each_file_is_answered_and_compiled_locally(
     assert all((project / name).exists() for name in OUTPUTS if name.endswith(".o"))
     refusals = target.events("job_refused")
     assert len(refusals) == 1 and "pump" in refusals[0]["reason"], refusals
+
+
+_CMAKE = """\
+cmake_minimum_required(VERSION 3.18)
+project(pumped C)
+configure_file(config.h.in gen/config.h)
+add_library(parts STATIC lib/part.c lib/more/extra.c)
+target_include_directories(parts PUBLIC include include/api ${CMAKE_CURRENT_BINARY_DIR}/gen)
+add_executable(app src/app.c)
+target_link_libraries(app parts)
+target_compile_options(parts PRIVATE -g -O1)
+target_compile_options(app PRIVATE -g -O2 -DAPP=1)
+"""
+
+
+def _write_cmake_project(root: Path) -> Path:
+    """A CMake project: sources in three directories, headers in two include
+    directories and one header CMake generates in the build tree."""
+    for directory in ("src", "lib/more", "include/api"):
+        (root / directory).mkdir(parents=True)
+    (root / "CMakeLists.txt").write_text(_CMAKE)
+    (root / "config.h.in").write_text("#define PARTS 3\n")
+    (root / "include" / "parts.h").write_text(
+        '#pragma once\n#include "api/api.h"\n#include "config.h"\nint part(int);\nint extra(int);\n'
+    )
+    (root / "include" / "api" / "api.h").write_text("#pragma once\n#define API_LEVEL 4\n")
+    (root / "lib" / "part.c").write_text(
+        '#include <stdlib.h>\n#include "parts.h"\nint part(int x) { return abs(x) * PARTS; }\n'
+    )
+    (root / "lib" / "more" / "extra.c").write_text(
+        '#include "parts.h"\nint extra(int x) { return x + API_LEVEL; }\n'
+    )
+    (root / "src" / "app.c").write_text(
+        '#include <stdio.h>\n#include "parts.h"\n'
+        'int main(void) { printf("%d\\n", part(-2) + extra(APP)); return 0; }\n'
+    )
+    return root
+
+
+def test_pump_cmake_ninja_build_through_distlb_server_equals_a_local_build(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """CMake's compiler launcher and Ninja, pump mode: -I to several directories, a
+    generated header in the build tree, -MD/-MF depfiles; each object (-g) equals the
+    local build's in the same build directory, and every compile went in protocol 3."""
+    server = start_server("--compiler", "gcc", "--jobs", "2")
+    source = _write_cmake_project(tmp_path / "project")
+    build = tmp_path / "build"
+    subprocess.run(
+        ["cmake", "-G", "Ninja", "-S", str(source), "-B", str(build),
+         "-DCMAKE_C_COMPILER=gcc", "-DCMAKE_C_COMPILER_LAUNCHER=distcc"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    local_env = {**pump_env("localhost"), "DISTCC_HOSTS": "localhost"}
+    subprocess.run(["ninja"], cwd=build, env=local_env, check=True, capture_output=True,
+                   timeout=120)  # fmt: skip
+    objects = sorted(build.rglob("*.o"))
+    assert len(objects) == 3
+    local = {path: path.read_bytes() for path in objects}
+    subprocess.run(["ninja", "-t", "clean"], cwd=build, check=True, capture_output=True)
+    client_log = tmp_path / "distcc-client.log"
+    env = pump_env(
+        f"127.0.0.1:{server.port}/2,cpp,lzo",
+        extra={"DISTCC_VERBOSE": "1", "DISTCC_LOG": str(client_log)},
+    )
+
+    result = subprocess.run(
+        ["timeout", "120", str(pump_prefix() / "bin" / "pump"), "ninja"],
+        cwd=build, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+    log = client_log.read_text() if client_log.exists() else ""
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{log[-4000:]}"
+    assert protocol_versions_sent(log) == {3}, log[-4000:]
+    assert log.count("got DONE00000003") == 3 and "running locally" not in log, log[-4000:]
+    for path, data in local.items():
+        assert path.read_bytes() == data, path
+    assert (build / "app").exists()

@@ -164,6 +164,9 @@ def hostile(build: Path, victim: Path) -> dict[str, PumpRequest]:
         "output outside the tree": with_(
             argv=("gcc", "-I../include", "-c", "../src/main.c", "-o", "/etc/evil.o")
         ),
+        "output under a file sent": with_(
+            argv=("gcc", "-I../include", "-c", "../src/main.c", "-o", "../src/main.c/x.o")
+        ),
         "a source not sent": with_(argv=("gcc", "-c", "/etc/passwd.c", "-o", "m.o")),
         "-Wp, carrying an include": with_(
             argv=("gcc", f"-Wp,-include,{out}", "-c", "../src/main.c", "-o", "m.o")
@@ -174,7 +177,8 @@ def hostile(build: Path, victim: Path) -> dict[str, PumpRequest]:
 HOSTILE = ("dot-dot in a name", "absolute link out", "relative link out", "link chain",
            "a system header's name", "system shape, not searched", "-I outside the tree",
            "-include outside the tree", "-I of the sysroot", "output outside the tree",
-           "a source not sent", "-Wp, carrying an include")  # fmt: skip
+           "output under a file sent", "a source not sent",
+           "-Wp, carrying an include")  # fmt: skip
 
 
 @pytest.mark.parametrize("case", HOSTILE)
