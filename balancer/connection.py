@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from balancer.dispatch.dispatcher import Dispatcher
+from balancer.dispatch.pump import PumpRoute, route_pump
 from balancer.errors import NoCapacity, NoCompiler, NotDispatched
 from balancer.observe.stats import BalancerStats
 from daemon.access import Network
@@ -101,35 +102,38 @@ async def _serve(
         _BAD_REQUESTS.refused(reason, client, error=type(exc).__name__)
         return
 
-    if isinstance(request, PumpRequest):
-        # Read whole (bounded as any request) and answered in its own protocol, so the
-        # client compiles that file itself and goes on.
-        why = Refused("pump mode (protocol 3) is not routed by distlb-balancer yet: the "
-                      "client preprocesses and compiles this file itself")  # fmt: skip
-        await _refuse(ctx, writer, request, why, started)
-        return
     read_ms = round((time.monotonic() - started) * 1000, 1)
+    pump: PumpRoute | None = None
     try:
-        accepted = await judge_off_loop(ctx.judge, request.argv)
+        if isinstance(request, PumpRequest):
+            # Judged and checked here as a server would (a refused one never reaches a
+            # backend), then sent only where pump is served with its system headers.
+            request, pump = await route_pump(
+                list(ctx.dispatcher.pool.backends.values()), ctx.judge, request
+            )
+            input_name, compiler = pump.input_name, pump.compiler
+        else:
+            accepted = await judge_off_loop(ctx.judge, request.argv)
+            # Backends get the canonical command line the judge accepted (bare compiler
+            # name, -x rewritten to the preprocessed language), for distlb and distccd.
+            request = Request(request.protocol, accepted.argv, request.source)
+            input_name, compiler = accepted.input_name, accepted.compiler
     except Refused as exc:
         await _refuse(ctx, writer, request, exc, started)
         return
-    # Backends get the canonical command line the judge accepted (bare compiler name,
-    # -x rewritten to the preprocessed language), the same for distlb and distccd.
-    request = Request(request.protocol, accepted.argv, request.source)
     # The input file's name as the judge found it, on every line from here (the
     # server's lines name it alike).
-    structlog.contextvars.bind_contextvars(input=accepted.input_name)
+    structlog.contextvars.bind_contextvars(input=input_name)
     stats.counters.accepted += 1
     context = structlog.contextvars.get_contextvars()
     live = stats.activity.start(
         str(context.get("job_id", "")),
         str(context.get("principal") or context.get("client") or ""),
-        accepted.input_name,
-        accepted.compiler,
+        input_name,
+        compiler,
     )
     base = {
-        "bytes_in": len(request.source),
+        "bytes_in": len(request.source) if pump is None else len(pump.encoded),
         "protocol": request.protocol,
         "compiler": request.argv[0],
         "read_ms": read_ms,  # from accept to the whole request (the client's cpp runs meanwhile)
@@ -150,7 +154,7 @@ async def _serve(
         # The bytes every attempt sends (retries and hedges share one copy: a review
         # saw each hold its own, outside the budget) are counted with the request's.
         outcome = await ctx.dispatcher.dispatch(
-            request, lambda size: held.take(ctx.requests, size), live.watch
+            request, lambda size: held.take(ctx.requests, size), live.watch, pump
         )
     except asyncio.CancelledError:
         if not gone.done() or gone.cancelled():
@@ -236,7 +240,7 @@ async def _serve(
 
 
 def _size(reply: Reply) -> int:
-    return len(reply.obj) + len(reply.stderr) + len(reply.stdout)
+    return len(reply.obj) + len(reply.stderr) + len(reply.stdout) + len(reply.deps)
 
 
 async def _refuse(

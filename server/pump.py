@@ -37,13 +37,14 @@ from daemon.judge import CompilerMissing, Judge, Refused, normalize_compiler
 from daemon.logged import bounded_argv
 from daemon.pump_judge import PumpJob, judge_pump
 from server.admission import turn_away_busy
+from server.compilers import known_driver
 from server.output import NoObject, read_output
 from server.runner import CompileResult, RunLimits, run_started
 from server.sandbox.launcher import Layout, Sandbox
 from server.sandbox.spawn import Started, kill, pin_waiting, send_command, spawn
 from server.stats import ServerStats
 from wire.events import PumpRequest, Reply, exit_status
-from wire.pump import Tree, TreeRefused, check_tree
+from wire.pump import RESERVED_TOPS, Tree, TreeRefused, check_tree
 from wire.stream import wait_peer_gone, write_reply
 
 
@@ -73,8 +74,6 @@ _REFUSALS = RefusalLog(log, "job_refused", JOB_REFUSAL_LOG_BURST)
 _SEARCH_START = "#include <...> search starts here:"
 _SEARCH_END = "End of search list."
 _ASK_TIMEOUT_S = 30.0
-ALWAYS_RESERVED = ("dev", "proc", "sys", "etc", "usr")
-"""Top-level names no request may use, besides those of the toolchain's mounts."""
 
 
 async def default_include_dirs(compiler_path: str) -> tuple[str, ...]:
@@ -104,9 +103,23 @@ def ask_include_dirs(compiler_path: str, _inode: int, _mtime_ns: int) -> tuple[s
     return tuple(dict.fromkeys(found))
 
 
+def mark_pump(info: dict[str, dict[str, str]], served: bool) -> dict[str, dict[str, str]]:
+    """Say in each compiler's entry (server/compilers.py) the system include directories
+    it serves pump jobs with (``pump``: one a line), for a gcc or clang driver when pump
+    is served: what a balancer routes pump jobs by (a client's include server asks for
+    those directories as the server's own). Runs each driver: call it off the loop."""
+    for entry in info.values():
+        entry.pop("pump", None)
+        path = entry["path"]
+        if served and known_driver(path, entry.get("version", "")):
+            stat = os.stat(path)
+            entry["pump"] = "\n".join(ask_include_dirs(path, stat.st_ino, stat.st_mtime_ns))
+    return info
+
+
 def reserved_tops(sandbox: Sandbox) -> frozenset[str]:
     """The top-level names the job's sandbox holds itself (the toolchain's mounts)."""
-    return frozenset(ALWAYS_RESERVED) | {m.target.split("/")[1] for m in sandbox.mounts}
+    return frozenset(RESERVED_TOPS) | {m.target.split("/")[1] for m in sandbox.mounts}
 
 
 def write_tree(job_dir: str, tree: Tree, output_dir: str = "/tmp") -> None:

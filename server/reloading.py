@@ -31,6 +31,7 @@ from server.compilers import (
 )
 from server.config import ServerConfig
 from server.connection import ConnectionContext
+from server.pump import mark_pump
 from server.runner import RunLimits
 from server.sandbox.check import check_compilers, check_sealed
 from server.sandbox.identities import SandboxError
@@ -120,6 +121,7 @@ async def apply_config(service: Service, fresh: ServerConfig) -> list[str]:
         sandbox.mode,
         sandbox.sealed_kinds,
     )
+    info = await asyncio.to_thread(mark_pump, info, fresh.pump == "on" and sandbox.mode == "bwrap")
     try:
         check_pinned(sandbox.held)
     except SandboxError as exc:

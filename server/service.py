@@ -27,6 +27,7 @@ from server.compilers import (
 from server.config import ConfigError, ServerConfig
 from server.connection import ConnectionContext, ReplyBudget, handle_connection
 from server.http_status import make_app
+from server.pump import mark_pump
 from server.reloading import apply_config
 from server.runner import RunLimits
 from server.sandbox.check import check_compilers, check_sealed
@@ -83,10 +84,13 @@ class Service:
             self.sandbox, self.compilers, versions, self.jobs_root
         )
         release_when_unused(self.sandbox)
-        self.compiler_info = mark_sandboxes(
-            compiler_identities(self.compilers, versions),
-            self.sandbox.mode,
-            self.sandbox.sealed_kinds,
+        self.compiler_info = mark_pump(
+            mark_sandboxes(
+                compiler_identities(self.compilers, versions),
+                self.sandbox.mode,
+                self.sandbox.sealed_kinds,
+            ),
+            config.pump == "on" and self.sandbox.mode == "bwrap",
         )
         try:
             check_pinned(self.sandbox.held)

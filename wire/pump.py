@@ -28,6 +28,11 @@ from wire.events import PumpRequest
 
 MARKER = "forcing_technique_271828"
 """The include server's file that only makes its directory."""
+RESERVED_TOPS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "dev",
+                 "proc", "sys")  # fmt: skip
+"""Top-level names a server's sandbox holds itself (its toolchain, system headers, the
+loader's files, devices): nothing of a request is made there (a server adds the tops of
+its own toolchain's mounts)."""
 
 
 class TreeRefused(Exception):

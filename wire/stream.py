@@ -232,6 +232,7 @@ async def inflate_reply(reply: CompressedReply, limits: Limits | None = None) ->
         await body(reply.stderr, out, "SERR"),
         await body(reply.stdout, out, "SOUT"),
         await body(reply.obj, limits.max_object_bytes, "DOTO"),
+        await body(reply.deps, out, "DOTD"),
     )
 
 

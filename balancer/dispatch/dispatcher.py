@@ -29,6 +29,7 @@ from balancer.dispatch.attempts import (
 )
 from balancer.dispatch.caching import CacheFront
 from balancer.dispatch.hedge import TailWatcher, hedge_delay, next_hedge
+from balancer.dispatch.pump import PumpRoute
 from balancer.dispatch.sender import Sender
 from balancer.errors import AllFailed, NoCapacity, NotDispatched
 from balancer.pool.pool import Pool
@@ -123,31 +124,30 @@ class Dispatcher:
         request: Request,
         held: Callable[[int], None] | None = None,
         watch: Callable[[JobAttempts], None] | None = None,
+        pump: PumpRoute | None = None,
     ) -> Dispatched:
         """Get ``request`` compiled (or from the cache). Its bytes are made once for all
-        its attempts, and ``held`` is told their size (a budget counts them); ``watch``
-        is given the job's attempt record as it is made (the dashboard shows it). Raises
-        a :class:`balancer.errors.NotDispatched`."""
+        its attempts, ``held`` told their size (a budget counts them); ``watch`` given
+        the job's attempt record (the dashboard shows it); ``pump``: a pump job's bytes
+        and where it may go (not cached). Raises :class:`balancer.errors.NotDispatched`."""
+        if pump is not None:
+            return await self._compile(request, None, held, watch, pump)
         # The job's digest keys the cache and is its affinity to a caching backend:
         # without either, hashing every source is work for nothing.
         wanted = self.caching is not None or self.pool.roster.any_caching
         job = None
         if wanted and why_not_cacheable(request.argv) is None:
             job = await digest_off_loop(request, self.settings.cache_share_across_dirs)
-        if job is not None and job.uncacheable is None and self.caching is not None:
-            hit = await self.caching.lookup(job, request)
+        caching = self.caching if job is not None and job.uncacheable is None else None
+        if caching is not None and job is not None:
+            hit = await caching.lookup(job, request)
             if hit is not None:
                 return hit
         affinity = job.route if job is not None else None
-        storing = job is not None and job.uncacheable is None and self.caching is not None
-        when_sent = (
-            self.caching.identities_now(request.argv[0])
-            if storing and self.caching is not None
-            else {}
-        )
+        when_sent = caching.identities_now(request.argv[0]) if caching is not None else {}
         outcome = await self._compile(request, affinity, held, watch)
-        if storing and job is not None and self.caching is not None:
-            self.caching.store(job, request, outcome, when_sent)  # (only from trusted sources)
+        if caching is not None and job is not None:
+            caching.store(job, request, outcome, when_sent)  # (only from trusted sources)
         return outcome
 
     async def _compile(
@@ -156,6 +156,7 @@ class Dispatcher:
         affinity: bytes | None,
         held: Callable[[int], None] | None,
         watch: Callable[[JobAttempts], None] | None,
+        pump: PumpRoute | None = None,
     ) -> Dispatched:
         """The attempt loop: one attempt at first; a retry when one fails (within
         ``max_attempts`` failures); a hedge when the reply is late or a much faster
@@ -163,11 +164,13 @@ class Dispatcher:
         backend that has left rotation; and a deadline on every attempt. The first good
         reply wins and the others are closed."""
         waiting = self.queue.waiting(self.settings.queue_timeout_s)
-        big, factor = self.size_hints(len(request.source))
-        encoded = await encode_request_off_loop(request)
+        encoded = pump.encoded if pump is not None else await encode_request_off_loop(request)
+        big, factor = self.size_hints(len(request.source) if pump is None else len(encoded))
         if held is not None:
             held(len(encoded))
         job = JobAttempts(request, big, factor, affinity, encoded)
+        if pump is not None:
+            job.refused |= pump.exclude  # (as if they lacked its compiler)
         if watch is not None:
             watch(job)
         self.slots.nowhere(job.compiler)  # (raises at once when no backend runs its compiler)

@@ -165,13 +165,14 @@ class BackendReport:
     compilers: dict[str, tuple[str, str]] = field(default_factory=dict)
     """Every compiler name it runs: (its version line, the binary's digest or "")."""
     sandboxed: bool = False
-    """Its report says it runs every compile sandboxed (a distlb server's ``--sandbox
-    bwrap``)."""
+    """Its report says it runs every compile sandboxed (a server's ``--sandbox bwrap``)."""
     sealed: frozenset[str] = frozenset()
     """The compiler names whose jobs it runs in a sealed sandbox (their toolchain only:
     server/sandbox/sealed.py): only those results go into the shared cache, by default."""
     holders: tuple[str, ...] | None = None
     """The connections holding its slots (distlb servers): which of ours count."""
+    pump: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Per compiler it serves pump for, with which system include directories."""
 
 
 @dataclass

@@ -12,7 +12,13 @@ import pytest
 
 from tests.support.projects import CFLAGS
 from tests.support.pump import protocol_versions_sent, pump_env, pump_prefix, run_pump_make
-from tests.support.servers import Distccd, StartBalancer, StartServer
+from tests.support.servers import (
+    Distccd,
+    ServerProcess,
+    StartBalancer,
+    StartServer,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -138,11 +144,16 @@ def test_pump_make_through_distlb_server_equals_a_local_build(
     assert "running locally" not in log and "failed" not in log, log[-4000:]
     for name in OUTPUTS:
         assert (project / name).read_bytes() == local[name], name
-    done = [e for e in server.events("job_done") if e.get("pump")]
+
+    # (read by a thread: a line written after its reply may come after the build ends)
+    def pump_jobs() -> list[dict[str, object]]:
+        return [e for e in server.events("job_done") if e.get("pump")]
+
+    done = wait_until(lambda: len(pump_jobs()) >= 3 and pump_jobs(), 10, "every job's line")
     assert [e["outcome"] for e in done] == ["ok"] * 3
 
 
-@pytest.mark.parametrize("where", ["server with --pump off", "balancer"])
+@pytest.mark.parametrize("where", ["server with --pump off", "balancer"])  # (no pump behind)
 def test_where_pump_is_not_served_each_file_is_answered_and_compiled_locally(
     where: str, start_server: StartServer, start_balancer: StartBalancer, tmp_path: Path
 ) -> None:
@@ -151,12 +162,14 @@ def test_where_pump_is_not_served_each_file_is_answered_and_compiled_locally(
     with DISTCC_BACKOFF_PERIOD=0). The real client compiles that file itself, notes the
     discrepancy and goes on in plain mode: the next files are preprocessed locally and
     compiled on the farm. The build equals a local one."""
+    target: ServerProcess
     if where == "balancer":
-        backend = start_server("--compiler", "gcc")
-        target = start_balancer(
+        backend = start_server("--compiler", "gcc", "--pump", "off")
+        balancer = start_balancer(
             "--backend", f"127.0.0.1:{backend.port},status={backend.stats_port}"
         )
-        target.wait_healthy(1)
+        balancer.wait_healthy(1)
+        target = balancer
     else:
         target = start_server("--compiler", "gcc", "--pump", "off")
     project = _write_pump_project(tmp_path / "project")
@@ -190,7 +203,7 @@ def test_where_pump_is_not_served_each_file_is_answered_and_compiled_locally(
     for name in ("build/main.o", "build/main.d"):
         assert (project / name).read_bytes() == local[name], name
     assert all((project / name).exists() for name in OUTPUTS if name.endswith(".o"))
-    refusals = target.events("job_refused")
+    refusals = wait_until(lambda: target.events("job_refused"), 10, "the refusal's line")
     assert len(refusals) == 1 and "pump" in refusals[0]["reason"], refusals
 
 
@@ -270,3 +283,42 @@ def test_pump_cmake_ninja_build_through_distlb_server_equals_a_local_build(
     for path, data in local.items():
         assert path.read_bytes() == data, path
     assert (build / "app").exists()
+
+
+def test_pump_make_through_the_balancer_equals_a_local_build(
+    start_server: StartServer, start_balancer: StartBalancer, tmp_path: Path
+) -> None:
+    """Issue 29's acceptance through the balancer: two distlb servers that serve pump
+    behind it (their reports say with which system directories), a real pump build:
+    every object (-g) and .d equals a local build's, each job in protocol 3, none here."""
+    servers = [start_server("--compiler", "gcc", "--jobs", "2") for _ in range(2)]
+    specs = [f"127.0.0.1:{s.port},status={s.stats_port}" for s in servers]
+    balancer = start_balancer(*(arg for spec in specs for arg in ("--backend", spec)))
+    balancer.wait_healthy(2)
+    project = _write_pump_project(tmp_path / "project")
+    subprocess.run(["make", "-s"], cwd=project, check=True, capture_output=True, timeout=120)
+    local = {name: (project / name).read_bytes() for name in OUTPUTS}
+    subprocess.run(["make", "-s", "clean"], cwd=project, check=True, timeout=60)
+    client_log = tmp_path / "distcc-client.log"
+
+    result = run_pump_make(
+        project,
+        f"127.0.0.1:{balancer.port}/4,cpp,lzo",
+        make_args=("-j3",),
+        extra_env={"DISTCC_VERBOSE": "1", "DISTCC_LOG": str(client_log)},
+    )
+
+    log = client_log.read_text() if client_log.exists() else ""
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{log[-4000:]}"
+    assert protocol_versions_sent(log) == {3}, log[-4000:]
+    assert log.count("got DONE00000003") == 3 and "running locally" not in log, log[-4000:]
+    for name in OUTPUTS:
+        assert (project / name).read_bytes() == local[name], name
+
+    def pump_jobs() -> list[dict[str, object]]:
+        return [e for s in servers for e in s.events("job_done") if e.get("pump")]
+
+    wait_until(lambda: len(pump_jobs()) >= 3 and len(balancer.events("job_done")) >= 3, 10,
+               "every job's line")  # fmt: skip
+    assert sorted(str(e["outcome"]) for e in pump_jobs()) == ["ok"] * 3
+    assert [e["outcome"] for e in balancer.events("job_done")] == ["ok"] * 3

@@ -22,7 +22,13 @@ from pathlib import Path
 import pytest
 
 from server.pump import ask_include_dirs
-from tests.support.servers import ServerProcess, StartServer
+from tests.support.servers import (
+    Distccd,
+    ServerProcess,
+    StartBalancer,
+    StartServer,
+    wait_until,
+)
 from wire import Reply, ReplyReader
 from wire.events import PumpEntry, PumpRequest
 from wire.pump import MARKER
@@ -110,6 +116,8 @@ def test_a_pump_job_makes_the_same_object_and_dependency_file_as_a_local_build(
     done = server.logged("job_done")
     assert done["pump"] is True and done["outcome"] == "ok" and done["files"] == 2
     assert not list(build.glob("main.*"))  # (nothing came back here but the reply)
+    # What a balancer routes pump jobs by: the system directories it serves them with.
+    assert "/usr/include" in server.status()["compilers"]["gcc"]["pump"].split("\n")
 
 
 def test_without_an_explicit_output_the_default_object_is_sent(
@@ -234,6 +242,7 @@ def test_with_pump_off_the_request_is_answered_with_why(
 
     assert reply is not None and reply.status != 0
     assert b"pump mode is off on this server (--pump off)" in reply.stderr
+    assert "pump" not in server.status()["compilers"]["gcc"]  # (no balancer sends it any)
 
 
 def test_the_job_sees_only_its_tree_and_the_toolchain(
@@ -275,3 +284,43 @@ def test_the_job_sees_only_its_tree_and_the_toolchain(
         assert f"absent {victim}" in said
     finally:
         shutil.rmtree(work)
+
+
+def test_hostile_pump_requests_through_the_balancer_never_reach_a_backend(
+    server: ServerProcess, start_balancer: StartBalancer, tmp_path: Path
+) -> None:
+    """The balancer checks and judges a pump request as a server does: each hostile one
+    is answered by the balancer itself, and the backend never hears of it."""
+    balancer = start_balancer("--backend", f"127.0.0.1:{server.port},status={server.stats_port}")
+    balancer.wait_healthy(1)
+    build = project(tmp_path / "proj")
+    victim = tmp_path / "victim.h"
+    victim.write_text("#define SECRET 42\n")
+
+    for case, request in hostile(build, victim).items():
+        reply = send(balancer.port, encode_pump_request(request))
+        assert reply is not None and reply.status != 0, case
+        assert b"distlb-balancer: job refused" in reply.stderr, (case, reply.stderr)
+
+    wait_until(lambda: len(balancer.events("job_refused")) == len(HOSTILE), 10, "every line")
+    assert server.events("job_done") == [] and server.events("job_refused") == []
+    good = send(balancer.port, encode_pump_request(request_for(build)))  # (and one that is fine)
+    assert good is not None and good.status == 0 and good.deps
+    assert server.logged("job_done")["pump"] is True
+
+
+def test_a_balancer_sends_pump_jobs_to_no_distccd(
+    distccd: Distccd, start_balancer: StartBalancer, tmp_path: Path
+) -> None:
+    """distccd's pump support follows a name's .. and a link's target as given: a
+    balancer never sends it a pump job (nor anything of the request), and says why."""
+    balancer = start_balancer("--backend", f"127.0.0.1:{distccd.port},kind=distccd")
+    balancer.wait_healthy(1)
+    build = project(tmp_path / "proj")
+
+    reply = send(balancer.port, encode_pump_request(request_for(build)))
+
+    assert reply is not None and reply.status != 0
+    assert b"no backend serves pump mode" in reply.stderr
+    assert balancer.totals()["in_flight"] == 0
+    assert [b["sent"] for b in balancer.status()["backends"]] == [0]
