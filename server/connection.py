@@ -110,6 +110,8 @@ class ConnectionContext:
     """Called when a compiler's files are found upgraded: identify them again."""
     pump: bool = True
     """--pump: serve protocol 3 (server/pump.py); off, it is answered with why."""
+    pump_dirs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per compiler served in pump mode, its system include directories."""
 
 
 async def handle_connection(

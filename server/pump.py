@@ -67,6 +67,8 @@ class PumpContext(Protocol):
     def run_limits(self) -> RunLimits: ...
     @property
     def io_timeout_s(self) -> float: ...
+    @property
+    def pump_dirs(self) -> Mapping[str, tuple[str, ...]]: ...
 
 
 log = structlog.get_logger("distlb.server.job")
@@ -76,15 +78,9 @@ _SEARCH_END = "End of search list."
 _ASK_TIMEOUT_S = 30.0
 
 
-async def default_include_dirs(compiler_path: str) -> tuple[str, ...]:
+def ask_include_dirs(compiler_path: str) -> tuple[str, ...]:
     """The directories ``compiler_path`` searches by default for C and C++, as real
-    paths (what distcc's include server sends links for). Asked once per binary."""
-    info = os.stat(compiler_path)
-    return await asyncio.to_thread(ask_include_dirs, compiler_path, info.st_ino, info.st_mtime_ns)
-
-
-@functools.cache
-def ask_include_dirs(compiler_path: str, _inode: int, _mtime_ns: int) -> tuple[str, ...]:
+    paths (what distcc's include server sends links for). Runs it: off the loop."""
     found: list[str] = []
     for language in ("c", "c++"):
         done = subprocess.run(
@@ -108,13 +104,21 @@ def mark_pump(info: dict[str, dict[str, str]], served: bool) -> dict[str, dict[s
     it serves pump jobs with (``pump``: one a line), for a gcc or clang driver when pump
     is served: what a balancer routes pump jobs by (a client's include server asks for
     those directories as the server's own). Runs each driver: call it off the loop."""
+    asked: dict[str, tuple[str, ...]] = {}
     for entry in info.values():
         entry.pop("pump", None)
         path = entry["path"]
         if served and known_driver(path, entry.get("version", "")):
-            stat = os.stat(path)
-            entry["pump"] = "\n".join(ask_include_dirs(path, stat.st_ino, stat.st_mtime_ns))
+            real = os.path.realpath(path)
+            if real not in asked:
+                asked[real] = ask_include_dirs(real)
+            entry["pump"] = "\n".join(asked[real])
     return info
+
+
+def pump_dirs(info: dict[str, dict[str, str]]) -> dict[str, tuple[str, ...]]:
+    """Per compiler name served in pump mode (:func:`mark_pump`), its system dirs."""
+    return {name: tuple(e["pump"].split("\n")) for name, e in info.items() if "pump" in e}
 
 
 def reserved_tops(sandbox: Sandbox) -> frozenset[str]:
@@ -278,7 +282,9 @@ async def _accept(ctx: PumpContext, request: PumpRequest) -> tuple[PumpJob, Tree
     compiler_path = ctx.compilers.get(name)
     if compiler_path is None:
         raise CompilerMissing(name)
-    system = await default_include_dirs(compiler_path)
+    system = ctx.pump_dirs.get(name)
+    if system is None:  # (a wrapper script is not run outside its sandbox to ask)
+        raise Refused(f"pump mode is served for gcc and clang drivers only, not {name!r}")
     try:
         tree = check_tree(request, system_dirs=system, reserved_tops=reserved_tops(ctx.sandbox))
     except TreeRefused as exc:

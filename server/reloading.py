@@ -31,7 +31,7 @@ from server.compilers import (
 )
 from server.config import ServerConfig
 from server.connection import ConnectionContext
-from server.pump import mark_pump
+from server.pump import mark_pump, pump_dirs
 from server.runner import RunLimits
 from server.sandbox.check import check_compilers, check_sealed
 from server.sandbox.identities import SandboxError
@@ -131,7 +131,7 @@ async def apply_config(service: Service, fresh: ServerConfig) -> list[str]:
     service.ctx = dataclasses.replace(
         ctx, compilers=compilers, judge=judge, allow=allow, sandbox=sandbox, cache=cache,
         acceptor=acceptor, share_across_dirs=fresh.cache_share_across_dirs,
-        wire_limits=fresh.wire_limits(), pump=fresh.pump == "on",
+        wire_limits=fresh.wire_limits(), pump=fresh.pump == "on", pump_dirs=pump_dirs(info),
         run_limits=RunLimits(lifetime_s=fresh.job_lifetime, kill_grace_s=fresh.kill_grace),
         io_timeout_s=fresh.io_timeout, request_timeout_s=fresh.request_timeout,
         first_byte_timeout_s=fresh.first_byte_timeout,

@@ -27,7 +27,7 @@ from server.compilers import (
 from server.config import ConfigError, ServerConfig
 from server.connection import ConnectionContext, ReplyBudget, handle_connection
 from server.http_status import make_app
-from server.pump import mark_pump
+from server.pump import mark_pump, pump_dirs
 from server.reloading import apply_config
 from server.runner import RunLimits
 from server.sandbox.check import check_compilers, check_sealed
@@ -121,6 +121,7 @@ class Service:
             run_limits=RunLimits(lifetime_s=config.job_lifetime, kill_grace_s=config.kill_grace),
             sandbox=self.sandbox,
             pump=config.pump == "on",
+            pump_dirs=pump_dirs(self.compiler_info),
             jobs_root=self.jobs_root,
             connections=config.connection_limits(),
             inflate=config.inflate_budget(),

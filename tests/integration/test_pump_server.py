@@ -44,8 +44,7 @@ UTIL_H = "#pragma once\n#define TWICE(x) ((x) * 2)\nint util(int);\nstatic int u
 
 
 def system_links() -> tuple[PumpEntry, ...]:
-    info = os.stat(GCC)
-    dirs = ask_include_dirs(GCC, info.st_ino, info.st_mtime_ns)
+    dirs = ask_include_dirs(os.path.realpath(GCC))
     assert "/usr/include" in dirs
     return tuple(PumpEntry(d, link=UPS + d[1:]) for d in dirs)
 
@@ -245,43 +244,58 @@ def test_with_pump_off_the_request_is_answered_with_why(
     assert "pump" not in server.status()["compilers"]["gcc"]  # (no balancer sends it any)
 
 
+SPY = r"""#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    static const char *paths[] = {PATHS};
+    char cwd[4096];
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-c") != 0) continue;
+        for (size_t k = 0; k < sizeof paths / sizeof paths[0]; k++)
+            fprintf(stderr, "%s %s\n", access(paths[k], F_OK) == 0 ? "seen" : "absent", paths[k]);
+        fprintf(stderr, "cwd %s\n", getcwd(cwd, sizeof cwd) ? cwd : "?");
+    }
+    argv[0] = "/usr/bin/gcc";
+    execv(argv[0], argv);
+    return 127;
+}
+"""
+
+
 def test_the_job_sees_only_its_tree_and_the_toolchain(
     start_server: StartServer, fake_compilers: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    """A subverted compiler (a stand-in that reports what it can reach) in a pump job:
-    the client's tree at its own paths and the system headers; not the server's other
-    files, nor what the client did not send. The project is outside /tmp: the tests'
-    stand-ins live there, and a toolchain's place is not a client's."""
-    tools = fake_compilers[0]
-    spy = tools / "gcc"
+    """A subverted compiler in a pump job (a stand-in: a gcc driver binary that reports
+    what it can reach, then runs the real gcc): it sees the client's tree at its own
+    paths and the system headers; not the server's other files, nor what the client did
+    not send. The project is outside /tmp: the tests' stand-ins live there, and a
+    toolchain's place is not a client's."""
     victim = tmp_path / "victim.h"
     victim.write_text("secret\n")
     work = Path(tempfile.mkdtemp(prefix="distlb-pump-", dir="/var/tmp"))
     try:
         build = project(work / "proj")
-        seen = ["/home", "/root", "/srv", "/opt", "/etc/passwd", "/etc/hostname", str(victim),
-                f"{work}/proj/src/main.c", "/usr/include/stdio.h"]  # fmt: skip
-        spy.write_text(
-            "#!/bin/sh\n"
-            f"for p in {' '.join(seen)}; do\n"
-            '  if [ -e "$p" ]; then echo "seen $p" >&2; else echo "absent $p" >&2; fi\n'
-            "done\n"
-            'echo "cwd $(pwd)" >&2\n'
-            'exec /usr/bin/gcc "$@"\n'  # (then compiles: the start check needs an object)
-        )
-        spy.chmod(0o755)
-        server = start_server("--compiler", "gcc", path_prepend=str(tools))
         (work / "proj").chmod(0o755)
+        hidden = ["/home", "/root", "/srv", "/opt", "/etc/passwd", "/etc/hostname", str(victim)]
+        shown = [f"{work}/proj/src/main.c", "/usr/include/stdio.h"]
+        spy_c = tmp_path / "spy.c"
+        spy_c.write_text(SPY.replace("PATHS", ", ".join(f'"{p}"' for p in hidden + shown)))
+        tools = fake_compilers[0]
+        subprocess.run([GCC, "-O1", str(spy_c), "-o", str(tools / "gcc")], check=True,
+                       timeout=60)  # fmt: skip
+        server = start_server("--compiler", "gcc", path_prepend=str(tools))
+        assert server.status()["compilers"]["gcc"]["path"] == str(tools / "gcc")
 
         reply = send(server.port, encode_pump_request(request_for(build)))
 
-        assert reply is not None
+        assert reply is not None and reply.status == 0, reply and reply.stderr
         said = reply.stderr.decode()
-        assert f"seen {work}/proj/src/main.c" in said and f"cwd {build}" in said, said
-        assert "seen /usr/include/stdio.h" in said
-        for hidden in ("/home", "/root", "/srv", "/opt", "/etc/passwd", "/etc/hostname"):
-            assert f"absent {hidden}" in said, said
-        assert f"absent {victim}" in said
+        for path in shown:
+            assert f"seen {path}" in said, said
+        for path in hidden:
+            assert f"absent {path}" in said, said
+        assert f"cwd {build}" in said
     finally:
         shutil.rmtree(work)
 
