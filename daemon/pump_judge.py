@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from daemon.judge import Judge, Refused
 from daemon.logged import quoted
 from wire.args import scan
-from wire.pump import Tree
+from wire.events import PumpRequest
+from wire.pump import Tree, TreeRefused, check_tree
 
 SEARCHED = frozenset({"-I", "-isystem", "-iquote", "-idirafter"})
 """Options whose value is a directory the preprocessor searches: under one of the
@@ -61,6 +62,22 @@ class PumpJob:
         if "-MD" not in command and "-MMD" not in command:
             command.append("-MMD")
         return [*command, DEPENDENCY_FILE, deps_path]
+
+
+def accept_pump(
+    judge: Judge,
+    request: PumpRequest,
+    system_dirs: Sequence[str],
+    reserved_tops: frozenset[str] | Sequence[str],
+) -> tuple[PumpJob, Tree]:
+    """A pump request's tree (wire.pump.check_tree) and its judged job, or
+    :class:`Refused` with why. Linear in the request's size, which may be large: call
+    it off an event loop."""
+    try:
+        tree = check_tree(request, system_dirs=system_dirs, reserved_tops=reserved_tops)
+    except TreeRefused as exc:
+        raise Refused(str(exc)) from None
+    return judge_pump(judge, request.argv, tree), tree
 
 
 def _absolute(cwd: str, value: str) -> str:

@@ -24,6 +24,7 @@ import functools
 import os
 import posixpath
 import secrets
+import stat
 import subprocess
 import time
 from collections.abc import Mapping
@@ -35,7 +36,7 @@ from client import address_text
 from daemon.bounds import JOB_REFUSAL_LOG_BURST, RefusalLog
 from daemon.judge import CompilerMissing, Judge, Refused, normalize_compiler
 from daemon.logged import bounded_argv
-from daemon.pump_judge import PumpJob, judge_pump
+from daemon.pump_judge import PumpJob, accept_pump
 from server.admission import turn_away_busy
 from server.compilers import known_driver
 from server.output import NoObject, read_output
@@ -44,7 +45,7 @@ from server.sandbox.launcher import Layout, Sandbox
 from server.sandbox.spawn import Started, kill, pin_waiting, send_command, spawn
 from server.stats import ServerStats
 from wire.events import PumpRequest, Reply, exit_status
-from wire.pump import RESERVED_TOPS, Tree, TreeRefused, check_tree
+from wire.pump import RESERVED_TOPS, Tree
 from wire.stream import wait_peer_gone, write_reply
 
 
@@ -154,8 +155,15 @@ def _ancestors(path: str) -> list[str]:
 
 
 def layout_for(job_dir: str, tree: Tree) -> Layout:
+    """The binds of the tree's top-level names: each a directory the server made
+    (bubblewrap follows a link in a bind's source, on the server: a review bound the
+    server's /tmp through one; wire.pump makes none there, and this checks)."""
     tops = sorted({"tmp", *tree.tops})
-    return Layout(tuple((f"{job_dir}/root/{top}", f"/{top}") for top in tops), tree.cwd)
+    binds = tuple((f"{job_dir}/root/{top}", f"/{top}") for top in tops)
+    for source, _ in binds:
+        if not stat.S_ISDIR(os.lstat(source).st_mode):
+            raise OSError(f"{source} is not a directory the server made")
+    return Layout(binds, tree.cwd)
 
 
 async def run_pump(
@@ -241,10 +249,16 @@ async def serve_pump(
     stats.counters.accepted += 1
     gone = asyncio.ensure_future(wait_peer_gone(reader))
     try:
-        result, deps = await run_pump(
-            job, compiler_path, tree, jobs_root=ctx.jobs_root, sandbox=ctx.sandbox,
-            limits=ctx.run_limits, client_gone=gone,
-        )  # fmt: skip
+        try:
+            result, deps = await run_pump(
+                job, compiler_path, tree, jobs_root=ctx.jobs_root, sandbox=ctx.sandbox,
+                limits=ctx.run_limits, client_gone=gone,
+            )  # fmt: skip
+        except OSError as exc:  # (its sandbox could not start: answered, not crashed)
+            log.exception("job_not_started", reason=str(exc), pump=True)
+            why = f"distlb-server: the job's sandbox did not start: {exc}\n".encode()
+            result = CompileResult("compile_error", exit_status(1), why, b"", b"", 0, 0.0)
+            deps = b""
         outcome, sent = result.outcome, 0
         if result.limit is not None:
             stats.limit_hit(result.limit)
@@ -285,8 +299,6 @@ async def _accept(ctx: PumpContext, request: PumpRequest) -> tuple[PumpJob, Tree
     system = ctx.pump_dirs.get(name)
     if system is None:  # (a wrapper script is not run outside its sandbox to ask)
         raise Refused(f"pump mode is served for gcc and clang drivers only, not {name!r}")
-    try:
-        tree = check_tree(request, system_dirs=system, reserved_tops=reserved_tops(ctx.sandbox))
-    except TreeRefused as exc:
-        raise Refused(str(exc)) from None
-    return judge_pump(ctx.judge, request.argv, tree), tree, compiler_path
+    reserved = reserved_tops(ctx.sandbox)
+    job, tree = await asyncio.to_thread(accept_pump, ctx.judge, request, system, reserved)
+    return job, tree, compiler_path

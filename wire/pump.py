@@ -20,7 +20,6 @@ Two shapes come from distcc's include server and are not files of the tree:
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
@@ -33,6 +32,19 @@ RESERVED_TOPS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc",
 """Top-level names a server's sandbox holds itself (its toolchain, system headers, the
 loader's files, devices): nothing of a request is made there (a server adds the tops of
 its own toolchain's mounts)."""
+
+
+MAX_DEPTH = 64
+"""Components of one path (a real tree's are a few dozen deep)."""
+MAX_NAME_BYTES = 3072
+"""A path's bytes: Linux's PATH_MAX (4096) less room for the job's own directory."""
+MAX_COMPONENT_BYTES = 255
+"""One component's bytes (NAME_MAX)."""
+MAX_DIRECTORIES = 65_536
+"""Directories one request makes (a large C++ translation unit reads a few thousand
+headers from a few hundred)."""
+MAX_TOPS = 64
+"""Top-level names one request makes: each is a bind of the job's sandbox."""
 
 
 class TreeRefused(Exception):
@@ -52,13 +64,11 @@ class Tree:
     system_links: tuple[str, ...]
     """System directories the client asked for as the server's own (not made)."""
     tops: tuple[str, ...]
-    """The first components of everything made: what a sandbox binds at the root."""
+    """The first components of everything made, each a directory: what a sandbox binds
+    at the root."""
     system_dirs: tuple[str, ...] = ()
-
-    @property
-    def names(self) -> frozenset[str]:
-        """The files and links sent."""
-        return frozenset(name for name, _ in (*self.files, *self.links))
+    names: frozenset[str] = frozenset()
+    """The files and links sent."""
 
     def visible(self, path: str) -> bool:
         """Whether an absolute, normalized ``path`` is under one of the tree's own
@@ -76,12 +86,18 @@ def _shown(path: str) -> str:
 
 
 def _parts(path: str, what: str) -> list[str]:
-    """The components of a clean absolute path; refuses anything else."""
+    """The components of a clean absolute path below the root; refuses anything else."""
     if not path.startswith("/"):
         raise TreeRefused(f"{what} {_shown(path)} is not an absolute path")
+    if len(path.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        raise TreeRefused(f"{what} {_shown(path)} is longer than {MAX_NAME_BYTES} bytes")
     parts = path[1:].split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise TreeRefused(f"{what} {_shown(path)} has an empty, '.' or '..' component")
+    if len(parts) > MAX_DEPTH:
+        raise TreeRefused(f"{what} {_shown(path)} is more than {MAX_DEPTH} components deep")
+    if any(len(p.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES for p in parts):
+        raise TreeRefused(f"{what} {_shown(path)} has a component over {MAX_COMPONENT_BYTES} bytes")
     return parts
 
 
@@ -94,6 +110,104 @@ def system_shaped(name: str, target: str) -> bool:
     return rest == name[1:] and ups >= name.count("/") - 1
 
 
+_DIR, _FILE, _LINK = 0, 1, 2
+
+
+class _Trie:
+    """The request's paths as nodes (node 0 is the root): each path is walked once,
+    component by component, and a link's target is walked the same way, each step
+    O(1): no path string is built per ancestor."""
+
+    def __init__(self, reserved: frozenset[str]) -> None:
+        self.reserved = reserved
+        self.children: list[dict[str, int]] = [{}]
+        self.parent = [0]
+        self.kind = [_DIR]
+        self.directories = 0
+
+    def add(self, path: str, what: str, kind: int) -> int:
+        """The node of ``path``, its directories made; ``kind`` _DIR for a directory
+        (found or made), else a new file or link (refused if the name is taken)."""
+        parts = _parts(path, what)
+        if parts[0] in self.reserved:
+            raise TreeRefused(
+                f"{what} {_shown(path)} is in /{parts[0]}, which holds the server's own "
+                "toolchain and system headers: a request cannot replace them"
+            )
+        if kind != _DIR and len(parts) == 1:
+            # (a sandbox binds each top-level name: only directories the server makes)
+            raise TreeRefused(f"{what} {_shown(path)}: a file or link at the root is not made")
+        node = 0
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            child = self.children[node].get(part)
+            if child is not None:
+                if last and kind != _DIR:
+                    raise TreeRefused(f"{what} {_shown(path)} is sent twice, or is a directory")
+                if self.kind[child] != _DIR:
+                    raise TreeRefused(f"{what} {_shown(path)} is under a file or link sent")
+                node = child
+                continue
+            child = len(self.kind)
+            self.children[node][part] = child
+            self.children.append({})
+            self.parent.append(node)
+            self.kind.append(kind if last else _DIR)
+            if self.kind[child] == _DIR:
+                self.directories += 1
+                if self.directories > MAX_DIRECTORIES:
+                    raise TreeRefused(f"the request makes more than {MAX_DIRECTORIES} directories")
+            node = child
+        return node
+
+    def check_link(self, node: int, name: str, target: str) -> None:
+        """A link must lead, through directories of the request only, to a file or a
+        directory of the request: never to another link (a chain), never out of the
+        tree. Walked as the kernel walks it, which is the walk here because nothing it
+        passes through is a link."""
+        if not target:
+            raise TreeRefused(f"LINK {_shown(name)} has an empty target")
+        at = 0 if target.startswith("/") else self.parent[node]
+        for piece in target.split("/"):
+            if piece in ("", "."):
+                continue
+            if piece == "..":
+                at = self.parent[at]
+                continue
+            found = self.children[at].get(piece)
+            if found is None:
+                raise TreeRefused(
+                    f"LINK {_shown(name)} to {_shown(target)} leads out of what the request sends"
+                )
+            if self.kind[found] == _LINK:
+                raise TreeRefused(f"LINK {_shown(name)} leads to another link")
+            at = found  # (a file has no children: a path on through it leads out)
+        if at == 0:
+            raise TreeRefused(f"LINK {_shown(name)} points to the root")
+
+    def find(self, path: str) -> int | None:
+        """The node of a clean absolute ``path``, if the request makes it."""
+        node: int | None = 0
+        for part in path[1:].split("/"):
+            assert node is not None
+            node = self.children[node].get(part)
+            if node is None:
+                return None
+        return node
+
+    def directory_paths(self) -> list[str]:
+        """Every directory but the root, each after its parent."""
+        found: list[str] = []
+        stack = [(0, "")]
+        while stack:
+            node, path = stack.pop()
+            for part, child in self.children[node].items():
+                if self.kind[child] == _DIR:
+                    found.append(path + "/" + part)
+                    stack.append((child, path + "/" + part))
+        return sorted(found, key=lambda d: (d.count("/"), d))
+
+
 def check_tree(
     request: PumpRequest, *, system_dirs: Collection[str], reserved_tops: Collection[str]
 ) -> Tree:
@@ -102,101 +216,49 @@ def check_tree(
     ``system_dirs``: the directories the server's compiler searches by default.
     ``reserved_tops``: top-level names the sandbox itself holds (``usr``, ``etc``, ...):
     nothing of a request may be made there (a header named /usr/include/stdio.h would
-    stand for the system's)."""
+    stand for the system's). Linear in the request's size."""
     if request.compressed:
         raise ValueError("check_tree needs the bodies inflated (wire.stream.inflate_pump)")
-    reserved = frozenset(reserved_tops)
-    seen: set[str] = set()
-    files: dict[str, bytes] = {}
-    links: dict[str, str] = {}
+    trie = _Trie(frozenset(reserved_tops))
+    files: list[tuple[str, bytes]] = []
+    links: list[tuple[int, str, str]] = []
     system_links: list[str] = []
-    directories: set[str] = set()
-
-    def place(path: str, what: str, parts: list[str]) -> None:
-        if parts[0] in reserved:
-            raise TreeRefused(
-                f"{what} {_shown(path)} is in /{parts[0]}, which holds the server's own "
-                "toolchain and system headers: a request cannot replace them"
-            )
-        for end in range(1, len(parts)):
-            directories.add("/" + "/".join(parts[:end]))
-
     for entry in request.entries:
         name = entry.name
-        parts = _parts(name, "NAME")
-        if name in seen:
-            raise TreeRefused(f"NAME {_shown(name)} is sent twice")
-        seen.add(name)
         if entry.link is not None and system_shaped(name, entry.link):
+            _parts(name, "NAME")
             if name not in system_dirs:
                 raise TreeRefused(
                     f"LINK {_shown(name)} asks for the server's own {_shown(name)}, which is "
                     "not a directory the server's compilers search by default (the client's "
                     "compiler or system headers differ from the server's)"
                 )
+            if name in system_links:
+                raise TreeRefused(f"NAME {_shown(name)} is sent twice")
             system_links.append(name)
-            continue
-        place(name, "NAME", parts)
-        if entry.link is None and parts[-1] == MARKER and not entry.body:
-            directories.add(posixpath.dirname(name))
+        elif entry.link is None and name.endswith("/" + MARKER) and not entry.body:
+            trie.add(name.removesuffix("/" + MARKER) or "/", "NAME", _DIR)
         elif entry.link is None:
-            files[name] = entry.body
+            trie.add(name, "NAME", _FILE)
+            files.append((name, entry.body))
         else:
-            links[name] = entry.link
-    cwd_parts = _parts(request.cwd, "CDIR")
-    place(request.cwd, "CDIR", cwd_parts)
-    directories.add(request.cwd)
-    for leaf in (*files, *links):
-        if leaf in directories:
-            raise TreeRefused(f"NAME {_shown(leaf)} is both a file and a directory")
-        for system in system_links:
-            if leaf.startswith(system + "/"):
-                raise TreeRefused(f"NAME {_shown(leaf)} is inside the system link {system}")
-    for name, target in links.items():
-        _check_link(name, target, files, links, directories)
-    tops = {path.split("/")[1] for path in (*directories, *files, *links)}
+            links.append((trie.add(name, "NAME", _LINK), name, entry.link))
+    trie.add(request.cwd, "CDIR", _DIR)
+    for system in system_links:
+        if trie.find(system) is not None:
+            raise TreeRefused(f"the request makes something at or in the system link {system}")
+    for node, name, target in links:
+        trie.check_link(node, name, target)
+    tops = tuple(sorted(trie.children[0]))
+    if len(tops) > MAX_TOPS:
+        raise TreeRefused(f"the request makes more than {MAX_TOPS} top-level names")
     return Tree(
         cwd=request.cwd,
-        files=tuple(files.items()),
-        links=tuple(links.items()),
-        directories=tuple(sorted(directories, key=lambda d: (d.count("/"), d))),
+        files=tuple(files),
+        links=tuple((name, target) for _, name, target in links),
+        directories=tuple(trie.directory_paths()),
         system_links=tuple(system_links),
-        tops=tuple(sorted(tops)),
+        tops=tops,
         system_dirs=tuple(system_dirs),
+        names=frozenset(name for name, _ in files) | {name for _, name, _ in links},
     )
-
-
-def _check_link(
-    name: str,
-    target: str,
-    files: Collection[str],
-    links: Collection[str],
-    directories: Collection[str],
-) -> None:
-    """A link must lead, through directories of the request only, to a file or a
-    directory of the request: never to another link (a chain), never out of the tree.
-    Walked as the kernel would walk it, which is the lexical walk here because nothing
-    it passes through is a link."""
-    if not target:
-        raise TreeRefused(f"LINK {_shown(name)} has an empty target")
-    current = [] if target.startswith("/") else name.split("/")[1:-1]
-    pieces = [piece for piece in target.split("/") if piece not in ("", ".")]
-    for index, piece in enumerate(pieces):
-        if piece == "..":
-            if current:
-                current.pop()
-        else:
-            current.append(piece)
-        path = "/" + "/".join(current)
-        if path in links:
-            raise TreeRefused(f"LINK {_shown(name)} leads to another link, {_shown(path)}")
-        if index < len(pieces) - 1 and path != "/" and path not in directories:
-            raise TreeRefused(
-                f"LINK {_shown(name)} passes through {_shown(path)}, which is not a "
-                "directory of the request"
-            )
-    final = "/" + "/".join(current)
-    if final not in files and final not in directories:
-        raise TreeRefused(
-            f"LINK {_shown(name)} points to {_shown(final)}, which the request does not send"
-        )

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from balancer.routing.backend import Backend
 from daemon.judge import Judge, Refused, normalize_compiler
-from daemon.pump_judge import judge_pump
+from daemon.pump_judge import accept_pump
 from wire.events import PumpRequest, Request
-from wire.pump import RESERVED_TOPS, TreeRefused, check_tree, system_shaped
+from wire.pump import RESERVED_TOPS, system_shaped
 from wire.stream import LOOP_CODEC_BYTES
 from wire.writer import encode_pump_request
 
@@ -63,11 +63,7 @@ async def route_pump(
             f"no backend serves pump mode for {compiler!r} with the client's system include "
             "directories (a distccd never does here): the client compiles this file itself"
         )
-    try:
-        tree = check_tree(request, system_dirs=asked, reserved_tops=RESERVED_TOPS)
-    except TreeRefused as exc:
-        raise Refused(str(exc)) from None
-    job = judge_pump(judge, request.argv, tree)
+    job, _ = await asyncio.to_thread(accept_pump, judge, request, sorted(asked), RESERVED_TOPS)
     size = sum(len(e.body) for e in request.entries)
     encoded = (
         await asyncio.to_thread(encode_pump_request, request)

@@ -157,6 +157,16 @@ def hostile(build: Path, victim: Path) -> dict[str, PumpRequest]:
         "dot-dot in a name": with_(PumpEntry(f"{root}/{climb}{out[1:]}", body=b"owned\n")),
         "absolute link out": with_(PumpEntry(f"{root}/include/evil.h", link=out)),
         "relative link out": with_(PumpEntry(f"{root}/include/evil.h", link=climb + out[1:])),
+        "a link at the root to the host's dir": with_(  # (review 18: bubblewrap followed it)
+            PumpEntry("/hostdir", link=str(victim.parent)),
+            PumpEntry(f"{victim.parent}/dummy.h", body=b""),
+            PumpEntry(
+                f"{root}/src/evil.c", body=b'#include "/hostdir/victim.h"\nint x = SECRET;\n'
+            ),
+            argv=("gcc", "-c", "../src/evil.c", "-o", "e.o"),
+        ),
+        "65 top-level names": with_(*(PumpEntry(f"/top{i}/x.h", body=b"") for i in range(65))),
+        "a component over NAME_MAX": with_(PumpEntry(f"{root}/{'c' * 300}/h.h", body=b"")),
         "link chain": with_(
             PumpEntry(f"{root}/include/a.h", link="util.h"),
             PumpEntry(f"{root}/include/b.h", link="a.h"),
@@ -181,7 +191,9 @@ def hostile(build: Path, victim: Path) -> dict[str, PumpRequest]:
     }
 
 
-HOSTILE = ("dot-dot in a name", "absolute link out", "relative link out", "link chain",
+HOSTILE = ("dot-dot in a name", "absolute link out", "relative link out",
+           "a link at the root to the host's dir", "65 top-level names",
+           "a component over NAME_MAX", "link chain",
            "a system header's name", "system shape, not searched", "-I outside the tree",
            "-include outside the tree", "-I of the sysroot", "output outside the tree",
            "output under a file sent", "a source not sent",

@@ -22,7 +22,16 @@ from hypothesis import strategies as st
 from wire import LimitExceeded, Limits, RemoteProtocolError, Reply, ReplyReader, RequestReader
 from wire import lzo as wire_lzo
 from wire.events import PumpEntry, PumpRequest
-from wire.pump import MARKER, Tree, TreeRefused, check_tree, system_shaped
+from wire.pump import (
+    MARKER,
+    MAX_DEPTH,
+    MAX_DIRECTORIES,
+    MAX_TOPS,
+    Tree,
+    TreeRefused,
+    check_tree,
+    system_shaped,
+)
 from wire.stream import inflate_pump
 from wire.tokens import encode
 from wire.writer import encode_pump_request, encode_reply
@@ -234,9 +243,30 @@ HOSTILE = {
     "a file under a written link": with_entries(
         PumpEntry("/home/ann/proj/inc", link="."), PumpEntry("/home/ann/proj/inc/y.h", body=b"")
     ),
+    "a link at the root (review 18)": with_entries(
+        PumpEntry("/hosttmp", link="/tmp"), PumpEntry("/tmp/dummy.h", body=b"")
+    ),
+    "a link named /tmp": with_entries(PumpEntry("/tmp", link="home")),
+    "a file at the root": with_entries(PumpEntry("/x.h", body=b"")),
+    "a marker at the root": with_entries(PumpEntry("/" + MARKER, body=b"")),
+    "a component over NAME_MAX": with_entries(PumpEntry("/home/" + "c" * 256 + "/h.h", body=b"")),
+    "a name over 3072 bytes": with_entries(
+        PumpEntry("/home/" + "/".join(["c" * 200] * 16), body=b"")
+    ),
     "working directory in /etc": with_entries(cwd="/etc"),
     "working directory relative": with_entries(cwd="proj"),
 }
+
+
+def test_a_tree_is_bounded_in_depth_directories_and_top_level_names() -> None:
+    deep = "/" + "/".join(["d"] * (MAX_DEPTH + 1))
+    wide = [PumpEntry(f"/home/d{i}/d{j}/x.h", body=b"") for i in range(300) for j in range(220)]
+    tops = [PumpEntry(f"/top{i}/x.h", body=b"") for i in range(MAX_TOPS + 1)]
+    for entries, said in (([PumpEntry(deep, body=b"")], "deep"),
+                          (wide, "directories"), (tops, "top-level")):  # fmt: skip
+        with pytest.raises(TreeRefused, match=said):
+            check(PumpRequest(3, "/home", ("gcc",), tuple(entries)))
+    assert len(wide) * 1 > MAX_DIRECTORIES > 300  # (the wide one makes 66,301)
 
 
 @pytest.mark.parametrize("name", list(HOSTILE))
