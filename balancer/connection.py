@@ -112,6 +112,7 @@ async def _serve(
                 list(ctx.dispatcher.pool.backends.values()), ctx.judge, request
             )
             input_name, compiler = pump.input_name, pump.compiler
+            stats.counters.pump += 1
         else:
             accepted = await judge_off_loop(ctx.judge, request.argv)
             # Backends get the canonical command line the judge accepted (bare compiler

@@ -247,6 +247,7 @@ async def serve_pump(
     client = str(context.get("principal") or context.get("client") or "")
     stats.activity.started(job_id, job.input_path, job.compiler, client)
     stats.counters.accepted += 1
+    stats.counters.pump += 1
     gone = asyncio.ensure_future(wait_peer_gone(reader))
     try:
         try:

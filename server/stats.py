@@ -23,7 +23,7 @@ from server.slots import Slots
 
 JOB_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1200)
 _MINUTE_BUCKETS = 15
-NOT_OUTCOMES = ("connections", "accepted", "cache_hit")
+NOT_OUTCOMES = ("connections", "accepted", "cache_hit", "pump")
 """Counters that are not how a job ended (each is exported on its own)."""
 PROBE_OUTCOMES = ("ok", "compile_error", "rejected_busy", "rejected_policy", "timeout",
                   "client_disconnect")  # fmt: skip
@@ -52,6 +52,8 @@ class Counters:
     other: int = 0
     cache_hit: int = 0
     """Of the ok jobs, those answered from the local disk cache."""
+    pump: int = 0
+    """Of the accepted jobs, those in pump mode (protocol 3: preprocessed here)."""
 
 
 @dataclass
@@ -285,6 +287,9 @@ class _StatsCollector(Collector):
         yield probes
         yield CounterMetricFamily(
             "distlb_server_connections", "TCP connections accepted", value=s.counters.connections
+        )
+        yield CounterMetricFamily(
+            "distlb_server_pump_jobs", "Accepted jobs in pump mode", value=s.counters.pump
         )
         yield from self_families("server", s.version, s.reload)
         limits = CounterMetricFamily(

@@ -40,7 +40,7 @@ DISPATCHER_TOTALS = (
 """The dispatcher's counters in /status totals."""
 
 
-NOT_OUTCOMES = ("connections", "accepted", "cache_hit")
+NOT_OUTCOMES = ("connections", "accepted", "cache_hit", "pump")
 """Counters that are not how a job ended (each is exported on its own)."""
 
 
@@ -72,6 +72,8 @@ class Counters:
     bad_request: int = 0
     client_disconnect: int = 0
     cache_hit: int = 0
+    pump: int = 0
+    """Of the accepted jobs, those in pump mode (protocol 3), sent to servers serving it."""
     """Of the ok jobs, those answered from the result cache."""
 
 
@@ -235,6 +237,9 @@ class _Collector(Collector):
             "distlb_balancer_cache_hits", "Jobs answered from the result cache",
             value=s.counters.cache_hit,
         )  # fmt: skip
+        yield CounterMetricFamily(
+            "distlb_balancer_pump_jobs", "Accepted jobs in pump mode", value=s.counters.pump
+        )
         yield GaugeMetricFamily(
             "distlb_balancer_jobs_in_flight", "Jobs received and not yet answered",
             value=len(s.activity.live),

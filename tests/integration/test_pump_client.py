@@ -322,3 +322,6 @@ def test_pump_make_through_the_balancer_equals_a_local_build(
                "every job's line")  # fmt: skip
     assert sorted(str(e["outcome"]) for e in pump_jobs()) == ["ok"] * 3
     assert [e["outcome"] for e in balancer.events("job_done")] == ["ok"] * 3
+    assert sum(s.counters()["pump"] for s in servers) == 3 == balancer.totals()["pump"]
+    assert "distlb_balancer_pump_jobs_total 3.0" in balancer.http("/metrics")
+    assert "distlb_server_pump_jobs_total" in servers[0].http("/metrics")
