@@ -69,12 +69,18 @@ def accept_pump(
     request: PumpRequest,
     system_dirs: Sequence[str],
     reserved_tops: frozenset[str] | Sequence[str],
+    reserved_paths: Sequence[str] = (),
 ) -> tuple[PumpJob, Tree]:
     """A pump request's tree (wire.pump.check_tree) and its judged job, or
     :class:`Refused` with why. Linear in the request's size, which may be large: call
     it off an event loop."""
     try:
-        tree = check_tree(request, system_dirs=system_dirs, reserved_tops=reserved_tops)
+        tree = check_tree(
+            request,
+            system_dirs=system_dirs,
+            reserved_tops=reserved_tops,
+            reserved_paths=reserved_paths,
+        )
     except TreeRefused as exc:
         raise Refused(str(exc)) from None
     return judge_pump(judge, request.argv, tree), tree

@@ -122,9 +122,12 @@ def pump_dirs(info: dict[str, dict[str, str]]) -> dict[str, tuple[str, ...]]:
     return {name: tuple(e["pump"].split("\n")) for name, e in info.items() if "pump" in e}
 
 
-def reserved_tops(sandbox: Sandbox) -> frozenset[str]:
-    """The top-level names the job's sandbox holds itself (the toolchain's mounts)."""
-    return frozenset(RESERVED_TOPS) | {m.target.split("/")[1] for m in sandbox.mounts}
+def reserved(sandbox: Sandbox) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Where the job's sandbox holds the toolchain itself: top-level names (``usr``, the
+    links into it, ...) and the paths of its other mounts (a compiler's own install
+    tree, a trusted specs directory), which a request may not make or shadow."""
+    tops = {m.target.split("/")[1] for m in sandbox.mounts if m.target.count("/") == 1}
+    return frozenset(RESERVED_TOPS) | tops, tuple(m.target for m in sandbox.mounts)
 
 
 def write_tree(job_dir: str, tree: Tree, output_dir: str = "/tmp") -> None:
@@ -300,6 +303,6 @@ async def _accept(ctx: PumpContext, request: PumpRequest) -> tuple[PumpJob, Tree
     system = ctx.pump_dirs.get(name)
     if system is None:  # (a wrapper script is not run outside its sandbox to ask)
         raise Refused(f"pump mode is served for gcc and clang drivers only, not {name!r}")
-    reserved = reserved_tops(ctx.sandbox)
-    job, tree = await asyncio.to_thread(accept_pump, ctx.judge, request, system, reserved)
+    tops, paths = reserved(ctx.sandbox)
+    job, tree = await asyncio.to_thread(accept_pump, ctx.judge, request, system, tops, paths)
     return job, tree, compiler_path

@@ -209,14 +209,21 @@ class _Trie:
 
 
 def check_tree(
-    request: PumpRequest, *, system_dirs: Collection[str], reserved_tops: Collection[str]
+    request: PumpRequest,
+    *,
+    system_dirs: Collection[str],
+    reserved_tops: Collection[str],
+    reserved_paths: Collection[str] = (),
 ) -> Tree:
     """The tree ``request`` (inflated) makes, or :class:`TreeRefused`.
 
     ``system_dirs``: the directories the server's compiler searches by default.
     ``reserved_tops``: top-level names the sandbox itself holds (``usr``, ``etc``, ...):
     nothing of a request may be made there (a header named /usr/include/stdio.h would
-    stand for the system's). Linear in the request's size."""
+    stand for the system's). ``reserved_paths``: where else the sandbox mounts the
+    toolchain (a compiler's own install tree, a trusted specs directory): nothing is made
+    there or under it (the mount would hide it); above it is fine. Linear in the
+    request's size."""
     if request.compressed:
         raise ValueError("check_tree needs the bodies inflated (wire.stream.inflate_pump)")
     trie = _Trie(frozenset(reserved_tops))
@@ -247,6 +254,9 @@ def check_tree(
     for system in system_links:
         if trie.find(system) is not None:
             raise TreeRefused(f"the request makes something at or in the system link {system}")
+    for path in reserved_paths:
+        if trie.find(path) is not None:
+            raise TreeRefused(f"the request makes something at or in {path}, the server's own")
     for node, name, target in links:
         trie.check_link(node, name, target)
     tops = tuple(sorted(trie.children[0]))

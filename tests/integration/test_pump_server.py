@@ -13,10 +13,8 @@ it tried to make.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -279,37 +277,30 @@ def test_the_job_sees_only_its_tree_and_the_toolchain(
     start_server: StartServer, fake_compilers: tuple[Path, Path], tmp_path: Path
 ) -> None:
     """A subverted compiler in a pump job (a stand-in: a gcc driver binary that reports
-    what it can reach, then runs the real gcc): it sees the client's tree at its own
-    paths and the system headers; not the server's other files, nor what the client did
-    not send. The project is outside /tmp: the tests' stand-ins live there, and a
-    toolchain's place is not a client's."""
+    what it can reach, then runs the real gcc), installed under /tmp as the tests'
+    stand-ins are: it sees the client's tree at its own paths (under /tmp too) and the
+    system headers; not the server's other files, nor what the client did not send."""
     victim = tmp_path / "victim.h"
     victim.write_text("secret\n")
-    work = Path(tempfile.mkdtemp(prefix="distlb-pump-", dir="/var/tmp"))
-    try:
-        build = project(work / "proj")
-        (work / "proj").chmod(0o755)
-        hidden = ["/home", "/root", "/srv", "/opt", "/etc/passwd", "/etc/hostname", str(victim)]
-        shown = [f"{work}/proj/src/main.c", "/usr/include/stdio.h"]
-        spy_c = tmp_path / "spy.c"
-        spy_c.write_text(SPY.replace("PATHS", ", ".join(f'"{p}"' for p in hidden + shown)))
-        tools = fake_compilers[0]
-        subprocess.run([GCC, "-O1", str(spy_c), "-o", str(tools / "gcc")], check=True,
-                       timeout=60)  # fmt: skip
-        server = start_server("--compiler", "gcc", path_prepend=str(tools))
-        assert server.status()["compilers"]["gcc"]["path"] == str(tools / "gcc")
+    build = project(tmp_path / "proj")
+    hidden = ["/home", "/root", "/srv", "/opt", "/etc/passwd", "/etc/hostname", str(victim)]
+    shown = [f"{tmp_path}/proj/src/main.c", "/usr/include/stdio.h"]
+    spy_c = tmp_path / "spy.c"
+    spy_c.write_text(SPY.replace("PATHS", ", ".join(f'"{p}"' for p in hidden + shown)))
+    tools = fake_compilers[0]
+    subprocess.run([GCC, "-O1", str(spy_c), "-o", str(tools / "gcc")], check=True, timeout=60)
+    server = start_server("--compiler", "gcc", path_prepend=str(tools))
+    assert server.status()["compilers"]["gcc"]["path"] == str(tools / "gcc")
 
-        reply = send(server.port, encode_pump_request(request_for(build)))
+    reply = send(server.port, encode_pump_request(request_for(build)))
 
-        assert reply is not None and reply.status == 0, reply and reply.stderr
-        said = reply.stderr.decode()
-        for path in shown:
-            assert f"seen {path}" in said, said
-        for path in hidden:
-            assert f"absent {path}" in said, said
-        assert f"cwd {build}" in said
-    finally:
-        shutil.rmtree(work)
+    assert reply is not None and reply.status == 0, reply and reply.stderr
+    said = reply.stderr.decode()
+    for path in shown:
+        assert f"seen {path}" in said, said
+    for path in hidden:
+        assert f"absent {path}" in said, said
+    assert f"cwd {build}" in said
 
 
 def test_hostile_pump_requests_through_the_balancer_never_reach_a_backend(

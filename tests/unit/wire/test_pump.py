@@ -277,6 +277,18 @@ def test_a_hostile_request_is_refused_with_its_reason(name: str) -> None:
     assert str(refused.value)
 
 
+def test_nothing_is_made_at_or_under_a_toolchain_mount_but_above_it_is_fine() -> None:
+    mounts = ("/opt/gcc-13", "/srv/specs")
+    above = with_entries(PumpEntry("/opt/project/a.h", body=b""), cwd="/srv")
+    tree = check_tree(above, system_dirs=SYSTEM, reserved_tops=RESERVED, reserved_paths=mounts)
+    assert {"opt", "srv"} <= set(tree.tops)
+    for entry in (PumpEntry("/opt/gcc-13/include/x.h", body=b""),
+                  PumpEntry("/srv/specs", link="/home/ann/proj/a.c")):  # fmt: skip
+        with pytest.raises(TreeRefused, match="the server's own"):
+            check_tree(with_entries(entry), system_dirs=SYSTEM, reserved_tops=RESERVED,
+                       reserved_paths=mounts)  # fmt: skip
+
+
 def test_the_system_shape_is_exactly_ups_then_the_same_path() -> None:
     assert system_shaped("/usr/include", UPS + "usr/include")
     assert system_shaped("/usr/include", "../usr/include")
