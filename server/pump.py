@@ -300,9 +300,11 @@ async def _accept(ctx: PumpContext, request: PumpRequest) -> tuple[PumpJob, Tree
     compiler_path = ctx.compilers.get(name)
     if compiler_path is None:
         raise CompilerMissing(name)
-    system = ctx.pump_dirs.get(name)
-    if system is None:  # (a wrapper script is not run outside its sandbox to ask)
+    if name not in ctx.pump_dirs:  # (a wrapper script is not run outside its sandbox to ask)
         raise Refused(f"pump mode is served for gcc and clang drivers only, not {name!r}")
+    # Any compiler's: one include server sends the system links of every compiler its
+    # build has used so far (gcc's with a clang job), each a system directory here too.
+    system = sorted({d for dirs in ctx.pump_dirs.values() for d in dirs})
     tops, paths = reserved(ctx.sandbox)
     job, tree = await asyncio.to_thread(accept_pump, ctx.judge, request, system, tops, paths)
     return job, tree, compiler_path

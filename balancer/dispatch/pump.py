@@ -36,12 +36,13 @@ class PumpRoute:
 
 
 def serving(backends: Iterable[Backend], compiler: str, asked: frozenset[str]) -> list[Backend]:
-    """The backends whose report says they serve pump for ``compiler`` with every
-    directory in ``asked``."""
+    """The backends whose report says they serve pump for ``compiler``, and have every
+    directory in ``asked`` among their pump compilers' system directories (one include
+    server sends the links of every compiler its build has used)."""
     found = []
     for backend in backends:
-        dirs = backend.report.pump.get(compiler) if backend.report is not None else None
-        if dirs is not None and asked <= dirs:
+        pump = backend.report.pump if backend.report is not None else {}
+        if compiler in pump and asked <= frozenset().union(*pump.values()):
             found.append(backend)
     return found
 

@@ -29,6 +29,7 @@ from tests.support.corpus import (
     write_trusted_specs,
 )
 from tests.support.distcc import CLIENT_TIMEOUT_S, distcc_env
+from tests.support.pump import include_server
 from tests.support.servers import (
     Distccd,
     StartBalancer,
@@ -207,3 +208,65 @@ def test_cmake_ninja_build_with_the_compiler_launcher_compiles_nothing_locally(
     assert balancer.totals()["ok"] - ok_before == len(names) + 2  # every file, remotely
     assert balancer.totals()["rejected_policy"] == 0
     assert shutil.which("ninja")
+
+
+def _pump_compile(line: CorpusLine, env: dict[str, str], log: Path) -> tuple[bytes | None, str]:
+    """``line`` through the real client in pump mode; its object (None if none came)
+    and the client's log."""
+    line.output.unlink(missing_ok=True)
+    done = subprocess.run(
+        ["timeout", str(CLIENT_TIMEOUT_S), "distcc", *line.argv()], cwd=line.cwd,
+        env={**env, "DISTCC_VERBOSE": "1", "DISTCC_LOG": str(log)},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    said = log.read_text() if log.exists() else ""
+    if done.returncode != 0 or not line.output.exists():
+        return None, f"{done.stderr[-300:]} {said[-600:]}"
+    return line.output.read_bytes(), said
+
+
+def _objdump(obj: bytes, where: Path) -> str:
+    """What an object says but the MD5 of its sources: code, relocations, debug info and
+    the decoded line table (objdump's view, not the line table's raw header)."""
+    where.write_bytes(obj)
+    done = subprocess.run(
+        ["objdump", "-d", "-r", "--dwarf=info", "--dwarf=decodedline", str(where)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return done.stdout.split("\n", 2)[2]  # (after the line that names the file)
+
+
+def test_corpus_in_pump_mode_on_distlb_server_equals_local_compiles(
+    corpus: list[CorpusLine], specs_dir: Path, start_server: StartServer, tmp_path: Path
+) -> None:
+    """Issue 29: every corpus line distlb takes (not the policy's exceptions) that the
+    real pump client sends (it keeps a few local itself: -march=native, coverage, ...)
+    goes in protocol 3 and is compiled on the server in pump mode (no refusal, no
+    fallback), its object byte-identical to a local compile's; but for clang -g, where
+    the client's include server prepends a #line to the source and clang then records no
+    MD5 of it: there code, debug info and line table equal the local object's (real
+    distccd's pump object differs more: its temporary directory, "/" padded, in paths)."""
+    server = start_server("--jobs", "2", "--trusted-specs-dir", str(specs_dir))
+    taken = [line for line in corpus if line.exception is None]
+    failures, sent, md5_only = [], 0, 0
+    with include_server(f"127.0.0.1:{server.port}/2,cpp,lzo") as env:
+        for line in taken:
+            local = _compile_locally(line)
+            obj, said = _pump_compile(line, env, tmp_path / f"{line.name}.log")
+            if "send DIST" not in said:
+                continue  # (the client compiled it locally without asking: its choice)
+            sent += 1
+            if obj is None or "got DONE00000003" not in said or "locally instead" in said:
+                failures.append(f"{line.name}: {said[-600:]}")
+            elif obj == local or local != _compile_locally(line):
+                continue  # (equal; or not reproducible even locally: LTO's random names)
+            elif (
+                line.argv()[0].startswith("clang")
+                and "-g" in line.argv()
+                and _objdump(obj, tmp_path / "ours.o") == _objdump(local, tmp_path / "local.o")
+            ):
+                md5_only += 1
+            else:
+                failures.append(f"{line.name}: the object differs from a local compile's")
+    assert failures == [], "\n".join(failures)
+    assert server.counters()["pump"] == sent >= 30 and md5_only <= 2

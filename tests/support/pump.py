@@ -8,10 +8,12 @@ their own DISTCC_DIR, always under ``timeout``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.support.distcc import CLIENT_TIMEOUT_S, distcc_env
@@ -87,3 +89,25 @@ def protocol_versions_sent(client_log: str) -> set[int]:
     """The distcc protocol versions a client's DISTCC_VERBOSE=1 log shows it sending
     (``send DIST00000003`` is pump mode)."""
     return {int(hex_value, 16) for hex_value in re.findall(r"send DIST([0-9a-f]{8})", client_log)}
+
+
+@contextlib.contextmanager
+def include_server(hosts: str) -> Iterator[dict[str, str]]:
+    """One include server for many ``distcc`` runs (``pump --startup``, stopped with
+    ``pump --shutdown`` by its own pid): the environment a pump-mode ``distcc`` run
+    needs, with ``hosts`` as DISTCC_HOSTS (which must say ``,cpp``)."""
+    env = pump_env(hosts)
+    pump = str(pump_prefix() / "bin" / "pump")
+    started = subprocess.run(
+        ["timeout", "60", pump, "--startup"], env=env, capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    found = dict(re.findall(r"^export (INCLUDE_SERVER_\w+)='([^']*)'$", started.stdout, re.M))
+    if len(found) != 3:
+        raise RuntimeError(f"pump --startup failed: {started.stdout}{started.stderr}")
+    env.update(found)
+    try:
+        yield env
+    finally:
+        subprocess.run(["timeout", "60", pump, "--shutdown"], env=env, capture_output=True,
+                       check=False)  # fmt: skip
