@@ -21,7 +21,7 @@ from daemon.judge import Judge, Refused
 from daemon.logged import quoted
 from wire.args import scan
 from wire.events import PumpRequest
-from wire.pump import Tree, TreeRefused, check_tree
+from wire.pump import Tree, TreeRefused, check_tree, path_parts
 
 SEARCHED = frozenset({"-I", "-isystem", "-iquote", "-idirafter"})
 """Options whose value is a directory the preprocessor searches: under one of the
@@ -125,7 +125,10 @@ def judge_pump(judge: Judge, argv: Sequence[str], tree: Tree) -> PumpJob:
         target = posixpath.join(tree.cwd, stem + job.output_suffix)
     else:
         target = _absolute(tree.cwd, output)
-    parts = target.split("/")
+    try:
+        parts = ["", *path_parts(target, "the output")]
+    except TreeRefused as exc:  # (as deep and long as a name sent, at most)
+        raise Refused(str(exc)) from None
     if len(parts) < 3 or parts[1] not in tree.tops:
         raise Refused(f"the output {quoted(target)} is not inside the files sent")
     names = tree.names

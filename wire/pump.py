@@ -85,7 +85,7 @@ def _shown(path: str) -> str:
     return repr(path if len(path) <= 200 else path[:200] + "...")
 
 
-def _parts(path: str, what: str) -> list[str]:
+def path_parts(path: str, what: str) -> list[str]:
     """The components of a clean absolute path below the root; refuses anything else."""
     if not path.startswith("/"):
         raise TreeRefused(f"{what} {_shown(path)} is not an absolute path")
@@ -128,7 +128,7 @@ class _Trie:
     def add(self, path: str, what: str, kind: int) -> int:
         """The node of ``path``, its directories made; ``kind`` _DIR for a directory
         (found or made), else a new file or link (refused if the name is taken)."""
-        parts = _parts(path, what)
+        parts = path_parts(path, what)
         if parts[0] in self.reserved:
             raise TreeRefused(
                 f"{what} {_shown(path)} is in /{parts[0]}, which holds the server's own "
@@ -169,6 +169,8 @@ class _Trie:
             raise TreeRefused(f"LINK {_shown(name)} has an empty target")
         at = 0 if target.startswith("/") else self.parent[node]
         for piece in target.split("/"):
+            if self.kind[at] == _FILE:  # (the kernel: ENOTDIR, whatever follows)
+                raise TreeRefused(f"LINK {_shown(name)} passes through a file")
             if piece in ("", "."):
                 continue
             if piece == "..":
@@ -181,7 +183,7 @@ class _Trie:
                 )
             if self.kind[found] == _LINK:
                 raise TreeRefused(f"LINK {_shown(name)} leads to another link")
-            at = found  # (a file has no children: a path on through it leads out)
+            at = found
         if at == 0:
             raise TreeRefused(f"LINK {_shown(name)} points to the root")
 
@@ -233,7 +235,7 @@ def check_tree(
     for entry in request.entries:
         name = entry.name
         if entry.link is not None and system_shaped(name, entry.link):
-            _parts(name, "NAME")
+            path_parts(name, "NAME")
             if name not in system_dirs:
                 raise TreeRefused(
                     f"LINK {_shown(name)} asks for the server's own {_shown(name)}, which is "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 
 import structlog
 
@@ -15,6 +16,10 @@ from balancer.routing.backend import Backend
 from balancer.routing.estimates import Running, wait_choice
 from balancer.routing.queue import SlotQueue, Waiting, acquire
 from balancer.settings import DispatchSettings
+
+Allow = Callable[[Backend], bool]
+"""Whether a job may go to a backend, asked at every pick (a pump job's: whether the
+backend serves pump for it, by its report now)."""
 
 log = structlog.get_logger("distlb.balancer.dispatch")
 
@@ -45,12 +50,16 @@ class SlotTaker:
     ) -> Backend | None:
         return self.pool.roster.pick(self.rng, time.monotonic(), exclude, affinity, big=big)
 
-    def barred(self, compiler: str, refused: set[str]) -> set[str]:
+    def barred(self, compiler: str, refused: set[str], allow: Allow | None = None) -> set[str]:
         """Backends a job for ``compiler`` must never go to: without its compiler or
-        outside the identity chosen for it (kept per compiler name), and those that
-        ``refused`` it."""
+        outside the identity chosen for it (kept per compiler name), those that
+        ``refused`` it, and those ``allow`` (asked at every pick: a reload may add a
+        backend, or change one) says no to."""
         route = self.pool.routing.route(self.pool.backends.values(), compiler)
-        return set(route.exclude) | refused
+        barred = set(route.exclude) | refused
+        if allow is not None:
+            barred |= {name for name, b in self.pool.backends.items() if not allow(b)}
+        return barred
 
     def nowhere(self, compiler: str) -> bool:
         """Raises :class:`NoCompiler` when no backend runs ``compiler``, in rotation or
@@ -68,11 +77,12 @@ class SlotTaker:
         factor: float = 1.0,
         compiler: str | None = None,
         refused: set[str] | None = None,
+        allow: Allow | None = None,
     ) -> JobSlots:
         """How a job takes a slot (balancer/routing/queue.py): see :class:`JobSlots`.
         Without ``compiler``, no backend is barred and there is always one to wait for
         (but when all are down)."""
-        return JobSlots(self, exclude, affinity, big, factor, compiler, refused)
+        return JobSlots(self, exclude, affinity, big, factor, compiler, refused, allow)
 
     async def acquire(
         self,
@@ -83,10 +93,11 @@ class SlotTaker:
         factor: float = 1.0,
         compiler: str | None = None,
         refused: set[str] | None = None,
+        allow: Allow | None = None,
     ) -> Backend:
         """A backend with a free slot, waiting for one at most ``waiting.left_s`` in all
         (balancer/routing/queue.py); see :meth:`how`. A hold does not spend the budget."""
-        how = self.how(exclude, affinity, big, factor, compiler, refused)
+        how = self.how(exclude, affinity, big, factor, compiler, refused, allow)
         return await acquire(self.queue, how, waiting)
 
     def faster_soon(
@@ -132,8 +143,10 @@ class JobSlots:
         factor: float,
         compiler: str | None,
         refused: set[str] | None,
+        allow: Allow | None = None,
     ) -> None:
         self.taker = taker
+        self.allow = allow
         self.exclude = exclude
         self.affinity = affinity
         self.big = big
@@ -148,7 +161,7 @@ class JobSlots:
     def _never(self) -> set[str]:
         if self.compiler is None:
             return set(self.refused)
-        return self.taker.barred(self.compiler, self.refused)
+        return self.taker.barred(self.compiler, self.refused, self.allow)
 
     def pick(self) -> Backend | None:
         kept_out = self._never()

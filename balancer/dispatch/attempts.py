@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from balancer.dispatch.acquire import Allow
 from balancer.routing.backend import Backend
 from balancer.routing.compilers import CompilerMissing
 from balancer.routing.estimates import Running
@@ -125,6 +126,8 @@ class JobAttempts:
     failed: set[str] = field(default_factory=set)
     refused: set[str] = field(default_factory=set)
     """Backends that answered it "no such compiler" (balancer/routing/compilers.py)."""
+    allow: Allow | None = None
+    """Whether it may go to a backend, asked at every pick (a pump job's route)."""
     failures: int = 0
     hedges: int = 0
     last_error: str = "no attempt made"

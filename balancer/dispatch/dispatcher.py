@@ -168,16 +168,16 @@ class Dispatcher:
         big, factor = self.size_hints(len(request.source) if pump is None else len(encoded))
         if held is not None:
             held(len(encoded))
-        job = JobAttempts(request, big, factor, affinity, encoded)
-        if pump is not None:
-            job.refused |= pump.exclude  # (as if they lacked its compiler)
+        job = JobAttempts(
+            request, big, factor, affinity, encoded, allow=pump.allows if pump else None
+        )
         if watch is not None:
             watch(job)
         self.slots.nowhere(job.compiler)  # (raises at once when no backend runs its compiler)
         if not self.queue.waiting_for_slot:
             # Most jobs find a free slot at once: taken here, with no task to acquire
             # one (none is taken ahead of jobs that wait).
-            how = self.slots.how(set(), affinity, big, factor, job.compiler, job.refused)
+            how = self.slots.how(set(), affinity, big, factor, job.compiler, job.refused, job.allow)
             backend = take_now(how)
             if backend is not None:
                 self._launch(job, backend, "first", reserved=True)
@@ -227,7 +227,7 @@ class Dispatcher:
                 # A slot it reserved but never launched on is given back, now or when
                 # the acquiring ends (before any await here: a second cancel must not
                 # skip it).
-                acquiring.add_done_callback(self._release_reserved)
+                acquiring.add_done_callback(self.sender.release_reserved)
                 acquiring.cancel()
             for attempt in job.running:
                 attempt.task.cancel()
@@ -244,10 +244,6 @@ class Dispatcher:
                 # look again now that it is not running any more.
                 self.pool.notify()
 
-    def _release_reserved(self, acquiring: asyncio.Task[Backend]) -> None:
-        if not acquiring.cancelled() and acquiring.exception() is None:
-            self.sender.release(acquiring.result())
-
     def _next_move(
         self, job: JobAttempts, step: Step, waiting: Waiting
     ) -> tuple[asyncio.Task[Backend] | None, bool]:
@@ -256,18 +252,20 @@ class Dispatcher:
         pool to change (a hedge that found no free backend yet)."""
         if step is Step.ACQUIRE:
             return asyncio.create_task(self.slots.acquire(
-                job.failed, waiting, job.affinity, job.big, job.factor, job.compiler, job.refused
+                job.failed, waiting, job.affinity, job.big, job.factor, job.compiler,
+                job.refused, job.allow,
             )), False  # fmt: skip
         if step not in (Step.RESCUE, Step.HEDGE):
             return None, False
         running = {a.backend.name for a in job.running}
-        exclude = job.failed | self.slots.barred(job.compiler, job.refused) | running
+        exclude = job.failed | self.slots.barred(job.compiler, job.refused, job.allow) | running
         if step is Step.RESCUE:
             backend = self.slots.pick(exclude, big=True)
             if backend is not None:
                 return None, not self._launch(job, backend, "rescue")
             return asyncio.create_task(self.slots.acquire(
-                job.failed | running, waiting, None, True, job.factor, job.compiler, job.refused
+                job.failed | running, waiting, None, True, job.factor, job.compiler,
+                job.refused, job.allow,
             )), False  # fmt: skip
         kind, backend = next_hedge(
             job.running,

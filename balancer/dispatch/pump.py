@@ -12,7 +12,7 @@ target and a name's ``..`` as given. Not cached.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from balancer.routing.backend import Backend
@@ -26,11 +26,12 @@ from wire.writer import encode_pump_request
 
 @dataclass(frozen=True)
 class PumpRoute:
-    """A judged pump job: its bytes for every attempt, and where it may not go."""
+    """A judged pump job: its bytes for every attempt, and where it may go."""
 
     encoded: bytes
-    exclude: frozenset[str]
-    """Backends that do not serve it (as if they lacked its compiler)."""
+    allows: Callable[[Backend], bool]
+    """Whether a backend serves it, by its kind and report at the time of each pick
+    (a reload may add a distccd, or make a backend one, while the job waits)."""
     input_name: str
     compiler: str
 
@@ -42,7 +43,8 @@ def serving(backends: Iterable[Backend], compiler: str, asked: frozenset[str]) -
     found = []
     for backend in backends:
         pump = backend.report.pump if backend.report is not None else {}
-        if compiler in pump and asked <= frozenset().union(*pump.values()):
+        distlb = backend.spec.kind == "distlb"
+        if distlb and compiler in pump and asked <= frozenset().union(*pump.values()):
             found.append(backend)
     return found
 
@@ -71,6 +73,9 @@ async def route_pump(
         if size > LOOP_CODEC_BYTES
         else encode_pump_request(request)
     )
-    exclude = frozenset(b.name for b in backends) - {b.name for b in able}
-    route = PumpRoute(encoded, exclude, job.input_path, job.compiler)
+
+    def allows(backend: Backend) -> bool:
+        return bool(serving((backend,), compiler, asked))
+
+    route = PumpRoute(encoded, allows, job.input_path, job.compiler)
     return Request(request.protocol, request.argv, b""), route

@@ -47,6 +47,11 @@ class Sender:
         backend.in_flight -= 1
         self.pool.notify()
 
+    def release_reserved(self, acquiring: asyncio.Task[Backend]) -> None:
+        """Give back the slot a task acquiring a backend reserved, if it got one."""
+        if not acquiring.cancelled() and acquiring.exception() is None:
+            self.release(acquiring.result())
+
     async def send(
         self,
         backend: Backend,

@@ -179,6 +179,9 @@ def hostile(build: Path, victim: Path) -> dict[str, PumpRequest]:
         "output outside the tree": with_(
             argv=("gcc", "-I../include", "-c", "../src/main.c", "-o", "/etc/evil.o")
         ),
+        "an output 30,000 components deep": with_(  # (review 19: quadratic, 1 GB)
+            argv=("gcc", "-I../include", "-c", "../src/main.c", "-o", "a/" * 30_000 + "x.o")
+        ),
         "output under a file sent": with_(
             argv=("gcc", "-I../include", "-c", "../src/main.c", "-o", "../src/main.c/x.o")
         ),
@@ -194,7 +197,7 @@ HOSTILE = ("dot-dot in a name", "absolute link out", "relative link out",
            "a component over NAME_MAX", "link chain",
            "a system header's name", "system shape, not searched", "-I outside the tree",
            "-include outside the tree", "-I of the sysroot", "output outside the tree",
-           "output under a file sent", "a source not sent",
+           "an output 30,000 components deep", "output under a file sent", "a source not sent",
            "-Wp, carrying an include")  # fmt: skip
 
 
