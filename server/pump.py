@@ -40,7 +40,7 @@ from daemon.pump_judge import PumpJob, accept_pump
 from server.admission import turn_away_busy
 from server.compilers import known_driver
 from server.output import NoObject, read_output
-from server.runner import CompileResult, RunLimits, run_started
+from server.runner import CompileResult, RunLimits, give_back, run_started
 from server.sandbox.launcher import Layout, Sandbox
 from server.sandbox.spawn import Started, kill, pin_waiting, send_command, spawn
 from server.stats import ServerStats
@@ -212,10 +212,7 @@ async def run_pump(
         return result, read
     finally:
         if ready is not None:
-            try:
-                await asyncio.to_thread(sandbox.job_dirs.remove, ready.job_dir)
-            finally:
-                sandbox.release_user(ready.user)
+            await give_back(sandbox, ready)
 
 
 async def serve_pump(

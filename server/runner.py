@@ -168,17 +168,21 @@ async def run_compile(
         return await run_started(started, output_name, sandbox, limits, client_gone, started_at)
     finally:
         if started is not None:
-            # Removed off the loop (a job may leave thousands of files), safe against
-            # symlinks it planted (the walk goes by file descriptor), however deep; then
-            # its uid is free, also when the directory could not be removed (logged and
-            # counted). Before the reply, while the job holds its slot: the slot bounds
-            # the directories and uids not yet given back.
-            try:
-                await asyncio.to_thread(sandbox.job_dirs.remove, started.job_dir)
-            finally:
-                sandbox.release_user(started.user)
+            await give_back(sandbox, started)
         if warm is not None:
             warm.fill()
+
+
+async def give_back(sandbox: Sandbox, started: Started) -> None:
+    """A finished job's directory, removed off the loop (a job may leave thousands of
+    files), safe against symlinks it planted (the walk goes by file descriptor), however
+    deep; then its uid, also when the directory could not be removed (logged and
+    counted). Called before the reply, while the job holds its slot: the slot bounds the
+    directories and uids not yet given back."""
+    try:
+        await asyncio.to_thread(sandbox.job_dirs.remove, started.job_dir)
+    finally:
+        sandbox.release_user(started.user)
 
 
 async def _start_waiting(

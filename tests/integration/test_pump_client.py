@@ -118,6 +118,31 @@ OUTPUTS = ("build/main.o", "build/main.d", "build/util.o", "build/util.d",
            "build/lib_helper.o", "build/lib_helper.d")  # fmt: skip
 
 
+def _local_then_pump(
+    tmp_path: Path,
+    hosts: str,
+    *,
+    make_args: tuple[str, ...] = (),
+    fallback: bool = False,
+    **env: str,
+) -> tuple[Path, dict[str, bytes], subprocess.CompletedProcess[str], str]:
+    """The project built locally (its outputs kept), cleaned, then built with ``pump
+    make`` against ``hosts`` (``env`` added to the client's): the project, the local
+    outputs, the pump run and the client's verbose log."""
+    project = _write_pump_project(tmp_path / "project")
+    subprocess.run(["make", "-s"], cwd=project, check=True, capture_output=True, timeout=120)
+    local = {name: (project / name).read_bytes() for name in OUTPUTS}
+    subprocess.run(["make", "-s", "clean"], cwd=project, check=True, timeout=60)
+    client_log = tmp_path / "distcc-client.log"
+    result = run_pump_make(
+        project, hosts, make_args=make_args, fallback=fallback,
+        extra_env={"DISTCC_VERBOSE": "1", "DISTCC_LOG": str(client_log), **env},
+    )  # fmt: skip
+    log = client_log.read_text() if client_log.exists() else ""
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{log[-4000:]}"
+    return project, local, result, log
+
+
 def test_pump_make_through_distlb_server_equals_a_local_build(
     start_server: StartServer, tmp_path: Path
 ) -> None:
@@ -125,20 +150,9 @@ def test_pump_make_through_distlb_server_equals_a_local_build(
     .d file of a real pump build equals a local build's in the same directory; each job
     went in protocol 3, none was preprocessed or compiled here."""
     server = start_server("--compiler", "gcc", "--jobs", "2")
-    project = _write_pump_project(tmp_path / "project")
-    subprocess.run(["make", "-s"], cwd=project, check=True, capture_output=True, timeout=120)
-    local = {name: (project / name).read_bytes() for name in OUTPUTS}
-    subprocess.run(["make", "-s", "clean"], cwd=project, check=True, timeout=60)
-    client_log = tmp_path / "distcc-client.log"
 
-    result = run_pump_make(
-        project,
-        f"127.0.0.1:{server.port}/2,cpp,lzo",
-        extra_env={"DISTCC_VERBOSE": "1", "DISTCC_LOG": str(client_log)},
-    )
+    project, local, _, log = _local_then_pump(tmp_path, f"127.0.0.1:{server.port}/2,cpp,lzo")
 
-    log = client_log.read_text() if client_log.exists() else ""
-    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{log[-4000:]}"
     assert protocol_versions_sent(log) == {3}, log[-4000:]
     assert not re.search(r"forking to execute: .* -E ", log), log[-4000:]
     assert "running locally" not in log and "failed" not in log, log[-4000:]
@@ -172,26 +186,12 @@ def test_where_pump_is_not_served_each_file_is_answered_and_compiled_locally(
         target = balancer
     else:
         target = start_server("--compiler", "gcc", "--pump", "off")
-    project = _write_pump_project(tmp_path / "project")
-    subprocess.run(["make", "-s"], cwd=project, check=True, capture_output=True, timeout=120)
-    local = {name: (project / name).read_bytes() for name in OUTPUTS}
-    subprocess.run(["make", "-s", "clean"], cwd=project, check=True, timeout=60)
-    client_log = tmp_path / "distcc-client.log"
 
-    result = run_pump_make(
-        project,
-        f"127.0.0.1:{target.port}/2,cpp,lzo",
-        fallback=True,
-        # (no backoff: the next file tries the farm at once, as with the backoff spent)
-        extra_env={
-            "DISTCC_VERBOSE": "1",
-            "DISTCC_LOG": str(client_log),
-            "DISTCC_BACKOFF_PERIOD": "0",
-        },
+    # (no backoff: the next file tries the farm at once, as with the backoff spent)
+    project, local, _, log = _local_then_pump(
+        tmp_path, f"127.0.0.1:{target.port}/2,cpp,lzo", fallback=True, DISTCC_BACKOFF_PERIOD="0"
     )
 
-    log = client_log.read_text() if client_log.exists() else ""
-    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{log[-4000:]}"
     assert log.count("send DIST00000003") == 1 and log.count("got DONE00000003") == 1, log
     assert log.count("running locally instead") == 1, log[-4000:]
     assert "now using plain distcc" in log, log[-4000:]
@@ -295,21 +295,10 @@ def test_pump_make_through_the_balancer_equals_a_local_build(
     specs = [f"127.0.0.1:{s.port},status={s.stats_port}" for s in servers]
     balancer = start_balancer(*(arg for spec in specs for arg in ("--backend", spec)))
     balancer.wait_healthy(2)
-    project = _write_pump_project(tmp_path / "project")
-    subprocess.run(["make", "-s"], cwd=project, check=True, capture_output=True, timeout=120)
-    local = {name: (project / name).read_bytes() for name in OUTPUTS}
-    subprocess.run(["make", "-s", "clean"], cwd=project, check=True, timeout=60)
-    client_log = tmp_path / "distcc-client.log"
 
-    result = run_pump_make(
-        project,
-        f"127.0.0.1:{balancer.port}/4,cpp,lzo",
-        make_args=("-j3",),
-        extra_env={"DISTCC_VERBOSE": "1", "DISTCC_LOG": str(client_log)},
-    )
+    hosts = f"127.0.0.1:{balancer.port}/4,cpp,lzo"
+    project, local, _, log = _local_then_pump(tmp_path, hosts, make_args=("-j3",))
 
-    log = client_log.read_text() if client_log.exists() else ""
-    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{log[-4000:]}"
     assert protocol_versions_sent(log) == {3}, log[-4000:]
     assert log.count("got DONE00000003") == 3 and "running locally" not in log, log[-4000:]
     for name in OUTPUTS:
