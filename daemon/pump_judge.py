@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from daemon.judge import Judge, Refused
+from daemon.judge_values import response_file_refusal
 from daemon.logged import quoted
 from wire.args import scan
 from wire.events import PumpRequest
@@ -104,6 +105,12 @@ def judge_pump(judge: Judge, argv: Sequence[str], tree: Tree) -> PumpJob:
         value = option.value
         if value is None or name not in (*OPENED, DEPENDENCY_FILE):
             continue
+        # Taken out of what the plain judge sees, so checked here as it would: an @FILE
+        # value is read as more arguments (gcc -I @F by the driver, -I@F by cc1).
+        shown = option.text if option.value_index is None else f"{option.text} {value}"
+        reason = response_file_refusal(value, shown)
+        if reason is not None:
+            raise Refused(reason)
         if name in OPENED:
             where = _absolute(tree.cwd, value)
             sent = where in tree.names if name in READ else tree.visible(where)

@@ -185,6 +185,14 @@ def hostile(build: Path, victim: Path) -> dict[str, PumpRequest]:
         "output under a file sent": with_(
             argv=("gcc", "-I../include", "-c", "../src/main.c", "-o", "../src/main.c/x.o")
         ),
+        "-I @FILE (the driver reads it as options)": with_(
+            PumpEntry(f"{root}/src/opts", body=b"-fplugin=/x.so\n"),
+            argv=("gcc", "-I", "@opts", "-c", "../src/main.c", "-o", "m.o"),
+        ),
+        "-MF @FILE": with_(argv=("gcc", "-MD", "-MF", "@opts", "-c", "../src/main.c")),
+        "-I@FILE (cc1 reads it as options)": with_(
+            argv=("gcc", "-I@opts", "-c", "../src/main.c", "-o", "m.o")
+        ),
         "a source not sent": with_(argv=("gcc", "-c", "/etc/passwd.c", "-o", "m.o")),
         "-Wp, carrying an include": with_(
             argv=("gcc", f"-Wp,-include,{out}", "-c", "../src/main.c", "-o", "m.o")
@@ -197,7 +205,9 @@ HOSTILE = ("dot-dot in a name", "absolute link out", "relative link out",
            "a component over NAME_MAX", "link chain",
            "a system header's name", "system shape, not searched", "-I outside the tree",
            "-include outside the tree", "-I of the sysroot", "output outside the tree",
-           "an output 30,000 components deep", "output under a file sent", "a source not sent",
+           "an output 30,000 components deep", "output under a file sent",
+           "-I @FILE (the driver reads it as options)", "-MF @FILE",
+           "-I@FILE (cc1 reads it as options)", "a source not sent",
            "-Wp, carrying an include")  # fmt: skip
 
 
