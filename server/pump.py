@@ -157,7 +157,7 @@ def _ancestors(path: str) -> list[str]:
     return ["/" + "/".join(parts[:end]) for end in range(1, len(parts) + 1)]
 
 
-def layout_for(job_dir: str, tree: Tree) -> Layout:
+def layout_for(job_dir: str, tree: Tree, compiler_path: str = "/usr/bin/cc") -> Layout:
     """The binds of the tree's top-level names: each a directory the server made
     (bubblewrap follows a link in a bind's source, on the server: a review bound the
     server's /tmp through one; wire.pump makes none there, and this checks)."""
@@ -166,7 +166,7 @@ def layout_for(job_dir: str, tree: Tree) -> Layout:
     for source, _ in binds:
         if not stat.S_ISDIR(os.lstat(source).st_mode):
             raise OSError(f"{source} is not a directory the server made")
-    return Layout(binds, tree.cwd)
+    return Layout(binds, tree.cwd, f"{os.path.dirname(compiler_path)}:/usr/bin:/bin")
 
 
 async def run_pump(
@@ -188,7 +188,7 @@ async def run_pump(
         prepare = functools.partial(
             write_tree, tree=tree, output_dir=posixpath.dirname(job.output_path)
         )
-        layout = functools.partial(layout_for, tree=tree)
+        layout = functools.partial(layout_for, tree=tree, compiler_path=compiler_path)
         ready = await asyncio.to_thread(spawn, sandbox, jobs_root, None, prepare, None, layout)
         try:
             await pin_waiting(ready)

@@ -111,6 +111,9 @@ class Layout:
     binds: tuple[tuple[str, str], ...]
     """(directory on the server, where the job sees it), each writable by the job."""
     chdir: str
+    path: str = "/usr/bin:/bin"
+    """The job's PATH: not the server's, whose directories a request may make (a
+    review), only the toolchain's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +218,8 @@ class Sandbox:
             # is then mounted over it rather than hidden by it.
             *own,
             *(arg for mount in mounts for arg in mount.args()),
-            *(() if sealed else ("--proc", "/proc")), *DEV_ARGS,
+            # (no /proc for a sealed or pump job: a source read /proc/cmdline back)
+            *(() if sealed or layout else ("--proc", "/proc")), *DEV_ARGS,
             # The sandbox's own / and /dev are tmpfs, in memory and of no size: writable,
             # a job could fill the machine's RAM there, past every job bound. Nothing of
             # a compile writes there (its directory is its TMPDIR and HOME): read-only.
@@ -341,15 +345,18 @@ def children(pid: int) -> list[int]:
 PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LC_MESSAGES", "LC_CTYPE")
 
 
-def child_env(job_dir: str, sealed: bool = False) -> dict[str, str]:
+def child_env(job_dir: str, sealed: bool = False, path: str | None = None) -> dict[str, str]:
     """The compiler's environment: PATH and locale from the server's, the job dir as
     HOME and TMPDIR, nothing else (no GCC_EXEC_PREFIX, COMPILER_PATH, ...); and clang
     told not to run llvm-symbolizer when it crashes (a source can crash it: ``#pragma
     clang __debug crash``; an eleventh review). ``sealed``: no locale (a sealed sandbox
-    has no locale files; the C locale is the same on every server)."""
+    has no locale files; the C locale is the same on every server). ``path``: the PATH
+    instead of the server's."""
     passed = ("PATH",) if sealed else PASSED_ENV
     env = {name: os.environ[name] for name in passed if name in os.environ}
     env.setdefault("PATH", os.defpath)
+    if path is not None:  # (a pump job's: server/pump.py)
+        env["PATH"] = path
     env["HOME"] = env["TMPDIR"] = job_dir
     env["LLVM_DISABLE_SYMBOLIZATION"] = "1"
     return env

@@ -80,6 +80,7 @@ def spawn(
         if user is not None:
             os.chown(job_dir, user.uid, user.gid)  # the directory stays 0700: its uid's
         inside = sandbox.job_root_inside or job_dir
+        view = layout(job_dir) if layout is not None else None
         command = command_for(inside) if command_for is not None else None
         if command is None and sandbox.mode == "bwrap":
             info, info_w = os.pipe()
@@ -87,11 +88,9 @@ def spawn(
         # gives us the session.
         try:
             proc = subprocess.Popen(
-                sandbox.job_argv(
-                    job_dir, user, command, info_w, sealed, layout and layout(job_dir)
-                ),
+                sandbox.job_argv(job_dir, user, command, info_w, sealed, view),
                 cwd=job_dir,
-                env=child_env(inside, sealed is not None),
+                env=child_env(inside, sealed is not None, view.path if view else None),
                 stdin=subprocess.DEVNULL if command is not None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

@@ -269,6 +269,7 @@ def test_with_pump_off_the_request_is_answered_with_why(
 
 SPY = r"""#include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <unistd.h>
 int main(int argc, char **argv) {
     static const char *paths[] = {PATHS};
@@ -278,6 +279,7 @@ int main(int argc, char **argv) {
         for (size_t k = 0; k < sizeof paths / sizeof paths[0]; k++)
             fprintf(stderr, "%s %s\n", access(paths[k], F_OK) == 0 ? "seen" : "absent", paths[k]);
         fprintf(stderr, "cwd %s\n", getcwd(cwd, sizeof cwd) ? cwd : "?");
+        fprintf(stderr, "path %s\n", getenv("PATH"));
     }
     argv[0] = "/usr/bin/gcc";
     execv(argv[0], argv);
@@ -296,7 +298,8 @@ def test_the_job_sees_only_its_tree_and_the_toolchain(
     victim = tmp_path / "victim.h"
     victim.write_text("secret\n")
     build = project(tmp_path / "proj")
-    hidden = ["/home", "/root", "/srv", "/opt", "/etc/passwd", "/etc/hostname", str(victim)]
+    hidden = ["/home", "/root", "/srv", "/opt", "/etc/passwd", "/etc/hostname", str(victim),
+              "/proc/cmdline", "/proc/self/status"]  # fmt: skip
     shown = [f"{tmp_path}/proj/src/main.c", "/usr/include/stdio.h"]
     spy_c = tmp_path / "spy.c"
     spy_c.write_text(SPY.replace("PATHS", ", ".join(f'"{p}"' for p in hidden + shown)))
@@ -314,6 +317,8 @@ def test_the_job_sees_only_its_tree_and_the_toolchain(
     for path in hidden:
         assert f"absent {path}" in said, said
     assert f"cwd {build}" in said
+    # (only the toolchain's directories: a request may make the server's own PATH's)
+    assert f"path {tools}:/usr/bin:/bin\n" in said
 
 
 def test_hostile_pump_requests_through_the_balancer_never_reach_a_backend(
