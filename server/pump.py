@@ -42,6 +42,7 @@ from server.compilers import known_driver
 from server.output import NoObject, read_output
 from server.runner import CompileResult, RunLimits, give_back, run_started
 from server.sandbox.launcher import Layout, Sandbox
+from server.sandbox.sealed import sealed_kind
 from server.sandbox.spawn import Started, kill, pin_waiting, send_command, spawn
 from server.stats import ServerStats
 from wire.events import PumpRequest, Reply, exit_status
@@ -76,12 +77,15 @@ log = structlog.get_logger("distlb.server.job")
 _REFUSALS = RefusalLog(log, "job_refused", JOB_REFUSAL_LOG_BURST)
 _SEARCH_START = "#include <...> search starts here:"
 _SEARCH_END = "End of search list."
+_GCC_INSTALLATION = "Selected GCC installation:"
 _ASK_TIMEOUT_S = 30.0
 
 
 def ask_include_dirs(compiler_path: str) -> tuple[str, ...]:
     """The directories ``compiler_path`` searches by default for C and C++, as real
-    paths (what distcc's include server sends links for). Runs it: off the loop."""
+    paths (what distcc's include server sends links for), and the GCC installation a
+    clang driver selects (it finds libstdc++'s headers through it: a sealed pump job
+    holds it too). Runs it: off the loop."""
     found: list[str] = []
     for language in ("c", "c++"):
         done = subprocess.run(
@@ -90,6 +94,8 @@ def ask_include_dirs(compiler_path: str) -> tuple[str, ...]:
             timeout=_ASK_TIMEOUT_S, env={"PATH": os.defpath, "LC_ALL": "C"},
         )  # fmt: skip
         lines = done.stderr.splitlines()
+        found += [os.path.realpath(line.removeprefix(_GCC_INSTALLATION).strip())
+                  for line in lines if line.startswith(_GCC_INSTALLATION)]  # fmt: skip
         if _SEARCH_START not in lines or _SEARCH_END not in lines:
             continue
         start, end = lines.index(_SEARCH_START), lines.index(_SEARCH_END)
@@ -157,7 +163,9 @@ def _ancestors(path: str) -> list[str]:
     return ["/" + "/".join(parts[:end]) for end in range(1, len(parts) + 1)]
 
 
-def layout_for(job_dir: str, tree: Tree, compiler_path: str = "/usr/bin/cc") -> Layout:
+def layout_for(
+    job_dir: str, tree: Tree, compiler_path: str = "/usr/bin/cc", sealed: bool = False
+) -> Layout:
     """The binds of the tree's top-level names: each a directory the server made
     (bubblewrap follows a link in a bind's source, on the server: a review bound the
     server's /tmp through one; wire.pump makes none there, and this checks)."""
@@ -166,7 +174,9 @@ def layout_for(job_dir: str, tree: Tree, compiler_path: str = "/usr/bin/cc") -> 
     for source, _ in binds:
         if not stat.S_ISDIR(os.lstat(source).st_mode):
             raise OSError(f"{source} is not a directory the server made")
-    return Layout(binds, tree.cwd, f"{os.path.dirname(compiler_path)}:/usr/bin:/bin")
+    path = f"{os.path.dirname(compiler_path)}:/usr/bin:/bin"
+    system = tuple(d for d in tree.system_dirs if os.path.isdir(d)) if sealed else ()
+    return Layout(binds, tree.cwd, path, system)
 
 
 async def run_pump(
@@ -188,8 +198,11 @@ async def run_pump(
         prepare = functools.partial(
             write_tree, tree=tree, output_dir=posixpath.dirname(job.output_path)
         )
-        layout = functools.partial(layout_for, tree=tree, compiler_path=compiler_path)
-        ready = await asyncio.to_thread(spawn, sandbox, jobs_root, None, prepare, None, layout)
+        kind = sealed_kind(sandbox.sealed_kinds, compiler_path, job.argv)
+        layout = functools.partial(
+            layout_for, tree=tree, compiler_path=compiler_path, sealed=kind is not None
+        )
+        ready = await asyncio.to_thread(spawn, sandbox, jobs_root, None, prepare, kind, layout)
         try:
             await pin_waiting(ready)
             sandbox.renice_waiting(ready.proc.pid)

@@ -114,6 +114,9 @@ class Layout:
     path: str = "/usr/bin:/bin"
     """The job's PATH: not the server's, whose directories a request may make (a
     review), only the toolchain's."""
+    read_only: tuple[str, ...] = ()
+    """Directories bound read-only besides the toolchain (a sealed pump job's system
+    include directories)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +221,7 @@ class Sandbox:
             # is then mounted over it rather than hidden by it.
             *own,
             *(arg for mount in mounts for arg in mount.args()),
+            *(a for d in (layout.read_only if layout else ()) for a in ("--ro-bind", d, d)),
             # (no /proc for a sealed or pump job: a source read /proc/cmdline back)
             *(() if sealed or layout else ("--proc", "/proc")), *DEV_ARGS,
             # The sandbox's own / and /dev are tmpfs, in memory and of no size: writable,

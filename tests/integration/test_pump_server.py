@@ -359,3 +359,20 @@ def test_a_balancer_sends_pump_jobs_to_no_distccd(
     assert b"no backend serves pump mode" in reply.stderr
     assert balancer.totals()["in_flight"] == 0
     assert [b["sent"] for b in balancer.status()["backends"]] == [0]
+
+
+def test_a_pump_job_of_a_sealed_compiler_reads_no_other_file_of_usr(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """A compiler whose toolchain the server holds sealed runs its pump jobs with that
+    toolchain and the system include directories only (and the GCC installation clang
+    finds libstdc++ through): a source cannot read the rest of /usr back."""
+    assert server.status()["compilers"]["gcc"]["sandbox"] == "sealed"
+    build = project(tmp_path / "proj")
+    (build.parent / "src" / "main.c").write_text('#include "/usr/share/common-licenses/GPL-3"\n')
+
+    reply = send(server.port, encode_pump_request(request_for(build)))
+
+    assert reply is not None and reply.status != 0
+    assert b"GPL-3: No such file or directory" in reply.stderr, reply.stderr
+    assert b"GNU GENERAL PUBLIC LICENSE" not in reply.stderr
