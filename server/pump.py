@@ -21,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import os
 import posixpath
 import secrets
 import stat
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import structlog
@@ -114,6 +115,7 @@ def mark_pump(info: dict[str, dict[str, str]], served: bool) -> dict[str, dict[s
     asked: dict[str, tuple[str, ...]] = {}
     for entry in info.values():
         entry.pop("pump", None)
+        entry.pop("pump_headers", None)
         path = entry["path"]
         if served and known_driver(path, entry.get("version", "")):
             real = os.path.realpath(path)
@@ -121,6 +123,57 @@ def mark_pump(info: dict[str, dict[str, str]], served: bool) -> dict[str, dict[s
                 asked[real] = ask_include_dirs(real)
             entry["pump"] = "\n".join(asked[real])
     return info
+
+
+def headers_of(info: dict[str, dict[str, str]]) -> dict[str, str]:
+    """Per pump compiler (:func:`mark_pump`), the fingerprint of its system headers,
+    which balancers route pump jobs by (``pump_headers`` in its entry). Reads every
+    header's metadata (about a tenth of a second here): call it off the loop, after the
+    server is ready (its reports say it once it is known)."""
+    walked: dict[str, bytes] = {}
+    dirs = {name: entry["pump"].split("\n") for name, entry in info.items() if "pump" in entry}
+    return {name: headers_fingerprint(found, walked) for name, found in dirs.items()}
+
+
+def headers_fingerprint(dirs: Sequence[str], walked: dict[str, bytes] | None = None) -> str:
+    """A digest of every file under ``dirs`` by path, size and modification time (dpkg
+    keeps each package's times, so servers with the same packages agree; a header edited
+    or upgraded differs) and of every link by its target. ``walked``: each directory's
+    digest, kept between calls (compilers share directories)."""
+    walked = {} if walked is None else walked
+    total = hashlib.sha256()
+    outer = [d for d in sorted(set(dirs)) if not any(d.startswith(o + "/") for o in dirs)]
+    for top in outer:  # (a directory inside another is read with it)
+        if top not in walked:
+            walked[top] = _walk_digest(top)
+        total.update(top.encode() + b"\0" + walked[top])
+    return total.hexdigest()[:24]
+
+
+def _walk_digest(top: str) -> bytes:
+    found = hashlib.sha256()
+    stack = [top]
+    while stack:
+        directory = stack.pop()
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(info.st_mode):
+                    stack.append(entry.path)
+                    continue
+                said = (
+                    f"L{os.readlink(entry.path)}"
+                    if stat.S_ISLNK(info.st_mode)
+                    else f"{info.st_size}:{info.st_mtime_ns // 1_000_000_000}"
+                )
+            except OSError:
+                said = "?"
+            found.update(f"{entry.path}\0{said}\n".encode("utf-8", "surrogateescape"))
+    return found.digest()
 
 
 def pump_dirs(info: dict[str, dict[str, str]]) -> dict[str, tuple[str, ...]]:

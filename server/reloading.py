@@ -31,7 +31,7 @@ from server.compilers import (
 )
 from server.config import ServerConfig
 from server.connection import ConnectionContext
-from server.pump import mark_pump, pump_dirs
+from server.pump import headers_of, mark_pump, pump_dirs
 from server.runner import RunLimits
 from server.sandbox.check import check_compilers, check_sealed
 from server.sandbox.identities import SandboxError
@@ -122,6 +122,8 @@ async def apply_config(service: Service, fresh: ServerConfig) -> list[str]:
         sandbox.sealed_kinds,
     )
     info = await asyncio.to_thread(mark_pump, info, fresh.pump == "on" and sandbox.mode == "bwrap")
+    for name, fingerprint in (await asyncio.to_thread(headers_of, info)).items():
+        info[name]["pump_headers"] = fingerprint
     try:
         check_pinned(sandbox.held)
     except SandboxError as exc:

@@ -27,7 +27,7 @@ from server.compilers import (
 from server.config import ConfigError, ServerConfig
 from server.connection import ConnectionContext, ReplyBudget, handle_connection
 from server.http_status import make_app
-from server.pump import mark_pump, pump_dirs
+from server.pump import headers_of, mark_pump, pump_dirs
 from server.reloading import apply_config
 from server.runner import RunLimits
 from server.sandbox.check import check_compilers, check_sealed
@@ -171,6 +171,17 @@ class Service:
     def _refused_connection(self) -> None:
         self.stats.counters.rejected_connections += 1
 
+    async def _fingerprint_headers(self) -> None:
+        """The pump compilers' system headers' fingerprints (server/pump.py
+        :func:`mark_headers`), read after the server is ready; the reports held for
+        balancers are answered with them."""
+        info = self.compiler_info
+        found = await asyncio.to_thread(headers_of, {n: dict(e) for n, e in info.items()})
+        for name, fingerprint in found.items():  # (on the loop: a report may be read)
+            info[name]["pump_headers"] = fingerprint
+        if self.slots.on_change is not None:
+            self.slots.on_change()
+
     async def _sample_load(self) -> None:
         while True:
             await asyncio.sleep(LOAD_SAMPLE_S)
@@ -212,6 +223,8 @@ class Service:
             loop.add_signal_handler(signal.SIGHUP, reload)
             sampler = asyncio.create_task(self._sample_load())
             stack.callback(sampler.cancel)
+            headers = asyncio.create_task(self._fingerprint_headers())
+            stack.callback(headers.cancel)
             start_watchdog(stack)
             if self.ctx.warm is not None:
                 self.ctx.warm.fill()

@@ -5,8 +5,10 @@ A pump request is checked and judged here the way a distlb server does it (wire.
 here with why and never forwarded. It goes only to backends that serve pump mode for
 its compiler with every system include directory the client's include server asked
 for as the server's own (a distlb server says which in its report:
-``compilers.NAME.pump``); never to a distccd, whose pump support follows a link's
-target and a name's ``..`` as given. Not cached.
+``compilers.NAME.pump``), and only those whose system headers are the farm's choice
+(``compilers.NAME.pump_headers``: the fingerprint of the most slots); never to a
+distccd, whose pump support follows a link's target and a name's ``..`` as given. Not
+cached.
 """
 
 from __future__ import annotations
@@ -36,17 +38,35 @@ class PumpRoute:
     compiler: str
 
 
-def serving(backends: Iterable[Backend], compiler: str, asked: frozenset[str]) -> list[Backend]:
-    """The backends whose report says they serve pump for ``compiler``, and have every
-    directory in ``asked`` among their pump compilers' system directories (one include
-    server sends the links of every compiler its build has used)."""
+def serving(
+    backends: Iterable[Backend], compiler: str, asked: frozenset[str], headers: str | None = None
+) -> list[Backend]:
+    """The backends whose report says they serve pump for ``compiler`` (with ``headers``,
+    its system headers' fingerprint, unless None), and have every directory in ``asked``
+    among their pump compilers' system directories (one include server sends the links
+    of every compiler its build has used)."""
     found = []
     for backend in backends:
         pump = backend.report.pump if backend.report is not None else {}
-        distlb = backend.spec.kind == "distlb"
-        if distlb and compiler in pump and asked <= frozenset().union(*pump.values()):
+        if backend.spec.kind != "distlb" or compiler not in pump:
+            continue
+        dirs = frozenset().union(*(offered for offered, _ in pump.values()))
+        if asked <= dirs and headers in (None, pump[compiler][1]):
             found.append(backend)
     return found
+
+
+def chosen_headers(able: Iterable[Backend], compiler: str) -> str:
+    """The system headers' fingerprint that jobs for ``compiler`` go to: the one of the
+    most slots among ``able`` (ties: the smallest, so every balancer chooses alike), as
+    the compiler identity is chosen (balancer/routing/compilers.py). A server that has
+    not read its headers yet ("") is a group of its own."""
+    slots: dict[str, int] = {}
+    for backend in able:
+        assert backend.report is not None
+        fingerprint = backend.report.pump[compiler][1]
+        slots[fingerprint] = slots.get(fingerprint, 0) + backend.report.slots
+    return min(slots, key=lambda fingerprint: (-slots[fingerprint], fingerprint))
 
 
 async def route_pump(
@@ -74,8 +94,10 @@ async def route_pump(
         else encode_pump_request(request)
     )
 
+    headers = chosen_headers(able, compiler)
+
     def allows(backend: Backend) -> bool:
-        return bool(serving((backend,), compiler, asked))
+        return bool(serving((backend,), compiler, asked, headers))
 
     route = PumpRoute(encoded, allows, job.input_path, job.compiler)
     return Request(request.protocol, request.argv, b""), route

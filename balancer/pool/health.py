@@ -94,7 +94,8 @@ async def fetch_backend_report(
         report.change, compilers, sandboxed=report.sandboxed, holders=report.holders,
         sealed=frozenset(n for n, info in report.compilers.items()
                          if info.get("sandbox") == "sealed"),
-        pump={n: frozenset(d for d in info["pump"].split("\n") if d.startswith("/"))
+        pump={n: (frozenset(d for d in info["pump"].split("\n") if d.startswith("/")),
+                  str(info.get("pump_headers", "")))
               for n, info in report.compilers.items() if isinstance(info.get("pump"), str)},
     )  # fmt: skip
 

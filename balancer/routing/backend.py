@@ -171,8 +171,8 @@ class BackendReport:
     server/sandbox/sealed.py): only those results go into the shared cache, by default."""
     holders: tuple[str, ...] | None = None
     """The connections holding its slots (distlb servers): which of ours count."""
-    pump: dict[str, frozenset[str]] = field(default_factory=dict)
-    """Per compiler it serves pump for, with which system include directories."""
+    pump: dict[str, tuple[frozenset[str], str]] = field(default_factory=dict)
+    """Per compiler it serves pump for: its system include directories, their fingerprint."""
 
 
 @dataclass

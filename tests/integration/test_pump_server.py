@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from server.pump import ask_include_dirs
+from server.pump import ask_include_dirs, headers_fingerprint
 from tests.support.servers import (
     Distccd,
     ServerProcess,
@@ -113,8 +113,14 @@ def test_a_pump_job_makes_the_same_object_and_dependency_file_as_a_local_build(
     done = server.logged("job_done")
     assert done["pump"] is True and done["outcome"] == "ok" and done["files"] == 2
     assert not list(build.glob("main.*"))  # (nothing came back here but the reply)
-    # What a balancer routes pump jobs by: the system directories it serves them with.
-    assert "/usr/include" in server.status()["compilers"]["gcc"]["pump"].split("\n")
+    # What a balancer routes pump jobs by: the system directories it serves them with,
+    # and (read after it is ready) their headers' fingerprint.
+    gcc = wait_until(
+        lambda: server.status()["compilers"]["gcc"].get("pump_headers") and server.status(),
+        10, "the headers' fingerprint",
+    )["compilers"]["gcc"]  # fmt: skip
+    assert "/usr/include" in gcc["pump"].split("\n")
+    assert gcc["pump_headers"] == headers_fingerprint(gcc["pump"].split("\n"))
 
 
 def test_without_an_explicit_output_the_default_object_is_sent(

@@ -29,11 +29,14 @@ REQUEST = PumpRequest(
 )  # fmt: skip
 
 
-def backend(spec: str, pump: dict[str, frozenset[str]] | None) -> Backend:
+def backend(
+    spec: str, pump: dict[str, frozenset[str]] | None, headers: str = "h1", slots: int = 4
+) -> Backend:
     found = Backend(BackendSpec.parse(spec))
     if pump is not None:
         compilers = {name: ("gcc (Debian 12.2.0-14) 12.2.0", "d1") for name in pump}
-        found.report = BackendReport(slots=4, busy=0, compilers=compilers, pump=pump)
+        offers = {name: (dirs, headers) for name, dirs in pump.items()}
+        found.report = BackendReport(slots=slots, busy=0, compilers=compilers, pump=offers)
     return found
 
 
@@ -72,3 +75,17 @@ def test_a_backend_added_or_changed_later_is_judged_when_picked() -> None:
 def test_with_no_backend_that_serves_it_the_job_is_answered_with_why() -> None:
     with pytest.raises(Refused, match="no backend serves pump mode"):
         asyncio.run(route_pump([backend("d1:1,kind=distccd", None)], Judge(), REQUEST))
+
+
+def test_pump_jobs_go_to_the_system_headers_of_the_most_slots() -> None:
+    """Servers whose headers differ (another libc6-dev) never share one build's jobs:
+    the fingerprint of the most slots wins; one not yet read ("") is a group of its own."""
+    many = [backend(f"s{i}:1", {"gcc": DIRS}, headers="new", slots=4) for i in range(2)]
+    other = backend("o1:1", {"gcc": DIRS}, headers="old", slots=6)
+    unread = backend("u1:1", {"gcc": DIRS}, headers="", slots=2)
+
+    _, route = asyncio.run(route_pump([*many, other, unread], Judge(), REQUEST))
+
+    assert [route.allows(b) for b in (*many, other, unread)] == [True, True, False, False]
+    _, alone = asyncio.run(route_pump([other, unread], Judge(), REQUEST))
+    assert alone.allows(other) and not alone.allows(unread)
