@@ -128,8 +128,7 @@ def mark_pump(info: dict[str, dict[str, str]], served: bool) -> dict[str, dict[s
 def headers_of(info: dict[str, dict[str, str]]) -> dict[str, str]:
     """Per pump compiler (:func:`mark_pump`), the fingerprint of its system headers,
     which balancers route pump jobs by (``pump_headers`` in its entry). Reads every
-    header's metadata (about a tenth of a second here): call it off the loop, after the
-    server is ready (its reports say it once it is known)."""
+    header's metadata (about a tenth of a second here, at start and at a reload)."""
     walked: dict[str, bytes] = {}
     dirs = {name: entry["pump"].split("\n") for name, entry in info.items() if "pump" in entry}
     return {name: headers_fingerprint(found, walked) for name, found in dirs.items()}

@@ -92,6 +92,10 @@ class Service:
             ),
             config.pump == "on" and self.sandbox.mode == "bwrap",
         )
+        # (before the first report: a fingerprint that came later would change the
+        # report's token under the balancers' long polls, once, for nothing)
+        for name, fingerprint in headers_of(self.compiler_info).items():
+            self.compiler_info[name]["pump_headers"] = fingerprint
         try:
             check_pinned(self.sandbox.held)
         except SandboxError as exc:
@@ -171,17 +175,6 @@ class Service:
     def _refused_connection(self) -> None:
         self.stats.counters.rejected_connections += 1
 
-    async def _fingerprint_headers(self) -> None:
-        """The pump compilers' system headers' fingerprints (server/pump.py
-        :func:`mark_headers`), read after the server is ready; the reports held for
-        balancers are answered with them."""
-        info = self.compiler_info
-        found = await asyncio.to_thread(headers_of, {n: dict(e) for n, e in info.items()})
-        for name, fingerprint in found.items():  # (on the loop: a report may be read)
-            info[name]["pump_headers"] = fingerprint
-        if self.slots.on_change is not None:
-            self.slots.on_change()
-
     async def _sample_load(self) -> None:
         while True:
             await asyncio.sleep(LOAD_SAMPLE_S)
@@ -223,8 +216,6 @@ class Service:
             loop.add_signal_handler(signal.SIGHUP, reload)
             sampler = asyncio.create_task(self._sample_load())
             stack.callback(sampler.cancel)
-            headers = asyncio.create_task(self._fingerprint_headers())
-            stack.callback(headers.cancel)
             start_watchdog(stack)
             if self.ctx.warm is not None:
                 self.ctx.warm.fill()
