@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,13 +21,13 @@ from client import address_text
 from client.prober import is_probe
 from daemon.access import Network
 from daemon.admission import connection_scope
-from daemon.bounds import JOB_REFUSAL_LOG_BURST, ConnectionLimits, RefusalLog
+from daemon.bounds import ConnectionLimits, RefusalLog
 from daemon.budgets import ByteBudget, Held, InflateBudget, not_in_time
 from daemon.gss import Acceptor
 from daemon.judge import Job, Judge, Refused, judge_off_loop
-from daemon.logged import bounded_argv
 from server.admission import admit, turn_away_busy
 from server.pump import serve_pump
+from server.refusals import answer_refusal
 from server.runner import RunLimits, run_compile
 from server.sandbox.launcher import Sandbox
 from server.sandbox.sealed import sealed_kind
@@ -36,11 +35,10 @@ from server.sandbox.warm import WarmPool
 from server.slots import SlotHold
 from server.stats import ServerStats
 from wire import Limits, RemoteProtocolError, Reply, Request
-from wire.events import PumpRequest, exit_status
+from wire.events import PumpRequest
 from wire.stream import read_request, wait_peer_gone, write_reply
 
 log = structlog.get_logger("distlb.server.job")
-_JOB_REFUSALS = RefusalLog(log, "job_refused", JOB_REFUSAL_LOG_BURST)
 _BAD_REQUESTS = RefusalLog(log, "bad_request")
 
 
@@ -182,14 +180,8 @@ async def _serve_job(
     try:
         job = await judge_off_loop(ctx.judge, request.argv)
     except Refused as exc:
-        stats.job_finished("rejected_policy", "?", request.argv[0], time.monotonic() - started,
-                           probe=probe)  # fmt: skip
-        client = str(structlog.contextvars.get_contextvars().get("client", "?"))
-        _JOB_REFUSALS.refused(exc.reason, client, argv=bounded_argv(request.argv))
-        message = exc.message("distlb-server").encode("utf-8", "replace")
-        reply = Reply(request.protocol, exit_status(exc.exit_code), message, b"", b"")
-        with contextlib.suppress(ConnectionError, TimeoutError):
-            await write_reply(writer, reply, ctx.io_timeout_s)
+        await answer_refusal(stats, writer, request.protocol, request.argv, exc, started,
+                             ctx.io_timeout_s, probe=probe)  # fmt: skip
         return
 
     structlog.contextvars.bind_contextvars(compiler=job.compiler, input=job.input_name)

@@ -19,7 +19,6 @@ Results are not cached on the server (a pump job's key is the whole tree: not ye
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
 import os
@@ -34,13 +33,12 @@ from typing import Protocol
 import structlog
 
 from client import address_text
-from daemon.bounds import JOB_REFUSAL_LOG_BURST, RefusalLog
 from daemon.judge import CompilerMissing, Judge, Refused, normalize_compiler
-from daemon.logged import bounded_argv
 from daemon.pump_judge import PumpJob, accept_pump
 from server.admission import turn_away_busy
 from server.compilers import known_driver
 from server.output import NoObject, read_output
+from server.refusals import answer_refusal
 from server.runner import CompileResult, RunLimits, give_back, run_started
 from server.sandbox.launcher import Layout, Sandbox
 from server.sandbox.sealed import sealed_kind
@@ -75,7 +73,6 @@ class PumpContext(Protocol):
 
 
 log = structlog.get_logger("distlb.server.job")
-_REFUSALS = RefusalLog(log, "job_refused", JOB_REFUSAL_LOG_BURST)
 _SEARCH_START = "#include <...> search starts here:"
 _SEARCH_END = "End of search list."
 _GCC_INSTALLATION = "Selected GCC installation:"
@@ -292,14 +289,8 @@ async def serve_pump(
     try:
         job, tree, compiler_path = await _accept(ctx, request)
     except Refused as exc:
-        stats.job_finished("rejected_policy", "?", request.argv[0] if request.argv else "?",
-                           time.monotonic() - started)  # fmt: skip
-        client = str(structlog.contextvars.get_contextvars().get("client", "?"))
-        _REFUSALS.refused(exc.reason, client, argv=bounded_argv(request.argv), pump=True)
-        message = exc.message("distlb-server").encode("utf-8", "replace")
-        reply = Reply(request.protocol, exit_status(exc.exit_code), message, b"", b"")
-        with contextlib.suppress(ConnectionError, TimeoutError):
-            await write_reply(writer, reply, ctx.io_timeout_s)
+        await answer_refusal(stats, writer, request.protocol, request.argv, exc, started,
+                             ctx.io_timeout_s, pump=True)  # fmt: skip
         return
     holder = address_text(writer.get_extra_info("peername"))
     if not stats.slots.try_acquire(holder):
