@@ -109,8 +109,9 @@ async def _serve(
             # Judged and checked here as a server would (a refused one never reaches a
             # backend), then sent only where pump is served with its system headers.
             request, pump = await route_pump(
-                list(ctx.dispatcher.pool.backends.values()), ctx.judge, request
-            )
+                list(ctx.dispatcher.pool.backends.values()), ctx.judge, request,
+                keyed=ctx.dispatcher.caching is not None,
+            )  # fmt: skip
             input_name, compiler = pump.input_name, pump.compiler
             stats.counters.pump += 1
         else:

@@ -6,6 +6,12 @@
     paths   = count (4) | each: length (4) | path
     MAC     = HMAC-SHA256(secret, "distlb-cache-entry-v3" NUL len(key) key CRC payload)
 
+A pump job's entry (cache/pump_key.py) carries its dependency file too:
+
+    PUMP_MAGIC (6) | MAC | CRC | payload as above, then the dependency file's length
+    (4) and bytes; its MAC's context is "distlb-pump-entry-v1" (so neither kind is taken
+    for the other; balancers that know only the first never look a pump key up).
+
 The paths are the line-marker paths of the job that stored the entry, kept when its key
 left them out and its stderr is not empty: a hit's warnings are rewritten with them to
 name the requester's files (cache/stderr_paths.py).
@@ -28,11 +34,13 @@ import zlib
 from dataclasses import dataclass, field
 
 MAGIC = b"DLBC3\n"
+PUMP_MAGIC = b"DLBP1\n"
 OLD_MAGICS = (b"DLBC1\n", b"DLBC2\n")
 MIN_SECRET_BYTES = 32
 """A cache secret shorter than this is refused (HMAC-SHA256 keys up to 64 bytes are
 used as they are)."""
 _CONTEXT = b"distlb-cache-entry-v3\0"
+_PUMP_CONTEXT = b"distlb-pump-entry-v1\0"
 _HEADER = struct.Struct(">IIII")  # stderr, stdout, object, paths lengths
 _COUNT = struct.Struct(">I")
 _CRC = struct.Struct(">I")
@@ -62,6 +70,8 @@ class CachedResult:
     stdout: bytes = field(repr=False, default=b"")
     paths: tuple[bytes, ...] = field(repr=False, default=())
     """The storing job's line-marker paths, when its stderr needs them to be rewritten."""
+    deps: bytes | None = field(repr=False, default=None)
+    """A pump job's dependency file (None: a job of protocol 1 or 2)."""
 
 
 def check_secret(secret: bytes) -> None:
@@ -70,8 +80,8 @@ def check_secret(secret: bytes) -> None:
         raise ValueError(f"a cache secret needs at least {MIN_SECRET_BYTES} bytes")
 
 
-def _mac(secret: bytes, key: str, body: memoryview | bytes) -> bytes:
-    mac = hmac.new(secret, _CONTEXT, hashlib.sha256)
+def _mac(secret: bytes, key: str, body: memoryview | bytes, pump: bool = False) -> bytes:
+    mac = hmac.new(secret, _PUMP_CONTEXT if pump else _CONTEXT, hashlib.sha256)
     encoded = key.encode()
     mac.update(len(encoded).to_bytes(4, "big") + encoded)
     mac.update(body)
@@ -85,8 +95,11 @@ def encode_entry(key: str, result: CachedResult, secret: bytes) -> bytes:
         _HEADER.pack(len(result.stderr), len(result.stdout), len(result.obj), len(paths)),
         result.stderr, result.stdout, result.obj, paths,
     ))  # fmt: skip
+    pump = result.deps is not None
+    if result.deps is not None:
+        payload += _COUNT.pack(len(result.deps)) + result.deps
     body = _CRC.pack(zlib.crc32(payload)) + payload
-    return MAGIC + _mac(secret, key, body) + body
+    return (PUMP_MAGIC if pump else MAGIC) + _mac(secret, key, body, pump) + body
 
 
 def decode_entry(key: str, data: bytes, secret: bytes) -> CachedResult:
@@ -94,7 +107,8 @@ def decode_entry(key: str, data: bytes, secret: bytes) -> CachedResult:
     damage, :class:`RejectedEntry` for an entry this secret did not make for this key."""
     if data.startswith(OLD_MAGICS):
         raise RejectedEntry(f"an entry of an old format ({data[:5].decode()})")
-    if not data.startswith(MAGIC) or len(data) < _FIXED:
+    pump = data.startswith(PUMP_MAGIC)
+    if not (pump or data.startswith(MAGIC)) or len(data) < _FIXED + (_COUNT.size if pump else 0):
         raise CorruptEntry("bad magic or short entry")
     view = memoryview(data)
     mac = view[len(MAGIC) : len(MAGIC) + _MAC_BYTES]
@@ -103,11 +117,21 @@ def decode_entry(key: str, data: bytes, secret: bytes) -> CachedResult:
     payload = body[_CRC.size :]
     if zlib.crc32(payload) != crc:
         raise CorruptEntry("checksum mismatch")
-    if not hmac.compare_digest(_mac(secret, key, body), mac):
+    if not hmac.compare_digest(_mac(secret, key, body, pump), mac):
         raise RejectedEntry("its MAC does not verify: not made with this cache's secret")
     n_err, n_out, n_obj, n_paths = _HEADER.unpack_from(payload)
     rest = bytes(payload[_HEADER.size :])
-    if len(rest) != n_err + n_out + n_obj + n_paths:
+    paths_end = n_err + n_out + n_obj + n_paths
+    deps = None
+    if pump:
+        if len(rest) < paths_end + _COUNT.size:
+            raise CorruptEntry("lengths do not add up")
+        (n_deps,) = _COUNT.unpack_from(rest, paths_end)
+        deps = rest[paths_end + _COUNT.size :]
+        if len(deps) != n_deps:
+            raise CorruptEntry("lengths do not add up")
+        rest = rest[:paths_end]
+    if len(rest) != paths_end:
         raise CorruptEntry("lengths do not add up")
     obj_end = n_err + n_out + n_obj
     return CachedResult(
@@ -115,6 +139,7 @@ def decode_entry(key: str, data: bytes, secret: bytes) -> CachedResult:
         stderr=rest[:n_err],
         stdout=rest[n_err : n_err + n_out],
         paths=_decode_paths(rest[obj_end:]),
+        deps=deps,
     )
 
 

@@ -27,6 +27,7 @@ from daemon.gss import Acceptor
 from daemon.judge import Job, Judge, Refused, judge_off_loop
 from server.admission import admit, turn_away_busy
 from server.pump import serve_pump
+from server.pump_headers import HeadersWatch
 from server.refusals import answer_refusal
 from server.runner import RunLimits, run_compile
 from server.sandbox.launcher import Sandbox
@@ -110,6 +111,8 @@ class ConnectionContext:
     """--pump: serve protocol 3 (server/pump.py); off, it is answered with why."""
     pump_dirs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Per compiler served in pump mode, its system include directories."""
+    headers_watch: HeadersWatch | None = None
+    """Says when those directories change (server/pump_headers.py)."""
 
 
 async def handle_connection(

@@ -13,21 +13,23 @@ object, its debug info and the dependency file are what the client's own machine
 would make: nothing is rewritten. The object and the dependency file are read back
 without trusting the job's files (server/output.py).
 
-Results are not cached on the server (a pump job's key is the whole tree: not yet).
+A job whose sealed toolchain or system headers changed since the server read them
+(server/pump_headers.py) is turned away, before it starts or, when they changed while
+it ran, instead of its answer: a balancer keys its stored result with what the report
+said. Results are cached by balancers (balancer/dispatch/pump_cache.py), not here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import os
 import posixpath
 import secrets
 import stat
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import structlog
@@ -38,6 +40,7 @@ from daemon.pump_judge import PumpJob, accept_pump
 from server.admission import turn_away_busy
 from server.compilers import known_driver
 from server.output import NoObject, read_output
+from server.pump_headers import HeadersWatch
 from server.refusals import answer_refusal
 from server.runner import CompileResult, RunLimits, give_back, run_started
 from server.sandbox.launcher import Layout, Sandbox
@@ -70,6 +73,10 @@ class PumpContext(Protocol):
     def io_timeout_s(self) -> float: ...
     @property
     def pump_dirs(self) -> Mapping[str, tuple[str, ...]]: ...
+    @property
+    def headers_watch(self) -> HeadersWatch | None: ...
+    @property
+    def on_upgrade(self) -> Callable[[], None]: ...
 
 
 log = structlog.get_logger("distlb.server.job")
@@ -120,56 +127,6 @@ def mark_pump(info: dict[str, dict[str, str]], served: bool) -> dict[str, dict[s
                 asked[real] = ask_include_dirs(real)
             entry["pump"] = "\n".join(asked[real])
     return info
-
-
-def headers_of(info: dict[str, dict[str, str]]) -> dict[str, str]:
-    """Per pump compiler (:func:`mark_pump`), the fingerprint of its system headers,
-    which balancers route pump jobs by (``pump_headers`` in its entry). Reads every
-    header's metadata (about a tenth of a second here, at start and at a reload)."""
-    walked: dict[str, bytes] = {}
-    dirs = {name: entry["pump"].split("\n") for name, entry in info.items() if "pump" in entry}
-    return {name: headers_fingerprint(found, walked) for name, found in dirs.items()}
-
-
-def headers_fingerprint(dirs: Sequence[str], walked: dict[str, bytes] | None = None) -> str:
-    """A digest of every file under ``dirs`` by path, size and modification time (dpkg
-    keeps each package's times, so servers with the same packages agree; a header edited
-    or upgraded differs) and of every link by its target. ``walked``: each directory's
-    digest, kept between calls (compilers share directories)."""
-    walked = {} if walked is None else walked
-    total = hashlib.sha256()
-    outer = [d for d in sorted(set(dirs)) if not any(d.startswith(o + "/") for o in dirs)]
-    for top in outer:  # (a directory inside another is read with it)
-        if top not in walked:
-            walked[top] = _walk_digest(top)
-        total.update(top.encode() + b"\0" + walked[top])
-    return total.hexdigest()[:24]
-
-
-def _walk_digest(top: str) -> bytes:
-    found = hashlib.sha256()
-    stack = [top]
-    while stack:
-        directory = stack.pop()
-        try:
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                info = entry.stat(follow_symlinks=False)
-                if stat.S_ISDIR(info.st_mode):
-                    stack.append(entry.path)
-                    continue
-                said = (
-                    f"L{os.readlink(entry.path)}"
-                    if stat.S_ISLNK(info.st_mode)
-                    else f"{info.st_size}:{info.st_mtime_ns // 1_000_000_000}"
-                )
-            except OSError:
-                said = "?"
-            found.update(f"{entry.path}\0{said}\n".encode("utf-8", "surrogateescape"))
-    return found.digest()
 
 
 def pump_dirs(info: dict[str, dict[str, str]]) -> dict[str, tuple[str, ...]]:
@@ -292,6 +249,14 @@ async def serve_pump(
         await answer_refusal(stats, writer, request.protocol, request.argv, exc, started,
                              ctx.io_timeout_s, pump=True)  # fmt: skip
         return
+    if _changed(ctx, job, compiler_path):
+        # Its compiler or system headers are not those the server reported: turned away
+        # (a balancer sends it elsewhere) while it reads them again.
+        log.warning("turned_away", reason="compiler or system headers changed, reading "
+                    "them again", pump=True)  # fmt: skip
+        stats.counters.rejected_busy += 1
+        ctx.on_upgrade()
+        return
     holder = address_text(writer.get_extra_info("peername"))
     if not stats.slots.try_acquire(holder):
         stats.counters.rejected_busy += 1
@@ -316,10 +281,18 @@ async def serve_pump(
             why = f"distlb-server: the job's sandbox did not start: {exc}\n".encode()
             result = CompileResult("compile_error", exit_status(1), why, b"", b"", 0, 0.0)
             deps = b""
-        outcome, sent = result.outcome, 0
+        outcome: str = result.outcome
+        sent = 0
         if result.limit is not None:
             stats.limit_hit(result.limit)
-        if outcome != "client_disconnect":
+        if outcome != "client_disconnect" and _changed(ctx, job, compiler_path):
+            # Changed while it ran: its object may be of the new files, and a balancer
+            # would store it under the old ones' fingerprint. Dropped, as a turn-away.
+            log.warning("job_dropped", reason="compiler or system headers changed while "
+                        "it ran", pump=True)  # fmt: skip
+            outcome = "other"
+            ctx.on_upgrade()
+        elif outcome != "client_disconnect":
             reply = Reply(request.protocol, result.status, result.stderr, result.stdout,
                           result.obj, deps)  # fmt: skip
             try:
@@ -337,6 +310,14 @@ async def serve_pump(
         ms=round(seconds * 1000, 1), compile_ms=round(result.seconds * 1000, 1),
         protocol=request.protocol, files=len(tree.files), bytes_out=sent,
     )  # fmt: skip
+
+
+def _changed(ctx: PumpContext, job: PumpJob, compiler_path: str) -> bool:
+    """Whether the job's sealed toolchain or any system header changed since the server
+    read them (server/pump_headers.py)."""
+    kind = sealed_kind(ctx.sandbox.sealed_kinds, compiler_path, job.argv)
+    upgraded = kind is not None and ctx.sandbox.upgraded(kind)
+    return upgraded or (ctx.headers_watch is not None and ctx.headers_watch.changed())
 
 
 async def _accept(ctx: PumpContext, request: PumpRequest) -> tuple[PumpJob, Tree, str]:

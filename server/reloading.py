@@ -31,7 +31,8 @@ from server.compilers import (
 )
 from server.config import ServerConfig
 from server.connection import ConnectionContext
-from server.pump import headers_of, mark_pump, pump_dirs
+from server.pump import mark_pump, pump_dirs
+from server.pump_headers import DigestMemo, headers_of
 from server.runner import RunLimits
 from server.sandbox.check import check_compilers, check_sealed
 from server.sandbox.identities import SandboxError
@@ -51,6 +52,7 @@ class Service(Protocol):
     status_allow: list[Network]
     compilers: dict[str, str]
     compiler_info: dict[str, dict[str, Any]]
+    header_memo: DigestMemo
 
 
 log = structlog.get_logger("distlb.server")
@@ -102,7 +104,8 @@ async def apply_config(service: Service, fresh: ServerConfig) -> list[str]:
     # they were identified tell: server/sandbox/sealed.py pin): identify them again,
     # config or not.
     upgraded = [p for mounts in service.sandbox.held.values() for p in changed_since_pinned(mounts)]
-    if not changed and not upgraded:
+    headers_changed = service.ctx.headers_watch is not None and service.ctx.headers_watch.changed()
+    if not changed and not upgraded and not headers_changed:
         return changed
     if upgraded:
         sandbox_settles = True
@@ -122,8 +125,15 @@ async def apply_config(service: Service, fresh: ServerConfig) -> list[str]:
         sandbox.sealed_kinds,
     )
     info = await asyncio.to_thread(mark_pump, info, fresh.pump == "on" and sandbox.mode == "bwrap")
-    for name, fingerprint in (await asyncio.to_thread(headers_of, info)).items():
+    fingerprints, headers_watch = await asyncio.to_thread(headers_of, info, service.header_memo)
+    for name, fingerprint in fingerprints.items():
         info[name]["pump_headers"] = fingerprint
+    before = {n: e.get("pump_headers") for n, e in service.compiler_info.items()}
+    if headers_changed or before != {n: e.get("pump_headers") for n, e in info.items()}:
+        # (balancers must hear of the new fingerprint before a job compiles with them)
+        sandbox_settles = True
+        log.info("pump_headers_changed", effect="system headers read again; pump jobs "
+                 "turned away until balancers have heard")  # fmt: skip
     try:
         check_pinned(sandbox.held)
     except SandboxError as exc:
@@ -134,6 +144,7 @@ async def apply_config(service: Service, fresh: ServerConfig) -> list[str]:
         ctx, compilers=compilers, judge=judge, allow=allow, sandbox=sandbox, cache=cache,
         acceptor=acceptor, share_across_dirs=fresh.cache_share_across_dirs,
         wire_limits=fresh.wire_limits(), pump=fresh.pump == "on", pump_dirs=pump_dirs(info),
+        headers_watch=headers_watch,
         run_limits=RunLimits(lifetime_s=fresh.job_lifetime, kill_grace_s=fresh.kill_grace),
         io_timeout_s=fresh.io_timeout, request_timeout_s=fresh.request_timeout,
         first_byte_timeout_s=fresh.first_byte_timeout,

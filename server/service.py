@@ -27,7 +27,8 @@ from server.compilers import (
 from server.config import ConfigError, ServerConfig
 from server.connection import ConnectionContext, ReplyBudget, handle_connection
 from server.http_status import make_app
-from server.pump import headers_of, mark_pump, pump_dirs
+from server.pump import mark_pump, pump_dirs
+from server.pump_headers import DigestMemo, headers_of, memo_path
 from server.reloading import apply_config
 from server.runner import RunLimits
 from server.sandbox.check import check_compilers, check_sealed
@@ -94,7 +95,9 @@ class Service:
         )
         # (before the first report: a fingerprint that came later would change the
         # report's token under the balancers' long polls, once, for nothing)
-        for name, fingerprint in headers_of(self.compiler_info).items():
+        self.header_memo = DigestMemo(memo_path()).load()
+        fingerprints, headers_watch = headers_of(self.compiler_info, self.header_memo)
+        for name, fingerprint in fingerprints.items():
             self.compiler_info[name]["pump_headers"] = fingerprint
         try:
             check_pinned(self.sandbox.held)
@@ -126,6 +129,7 @@ class Service:
             sandbox=self.sandbox,
             pump=config.pump == "on",
             pump_dirs=pump_dirs(self.compiler_info),
+            headers_watch=headers_watch,
             jobs_root=self.jobs_root,
             connections=config.connection_limits(),
             inflate=config.inflate_budget(),

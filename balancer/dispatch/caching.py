@@ -14,7 +14,10 @@ next server's client. distccd backends say neither.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from balancer.dispatch.attempts import Dispatched
+from balancer.dispatch.pump import PumpRoute
 from balancer.pool.pool import Pool
 from balancer.routing.backend import Backend
 from cache import CachedResult, CompilerIdentity, JobDigest, ResultCache
@@ -97,3 +100,55 @@ class CacheFront:
         reply = outcome.reply
         result = CachedResult(obj=reply.obj, stderr=reply.stderr, stdout=reply.stdout)
         self.cache.store(job, identity, result)
+
+    async def pump_job(
+        self, route: PumpRoute, request: Request, compiled: Callable[[], Awaitable[Dispatched]]
+    ) -> Dispatched:
+        """A pump job with a key (``route.key``): its result from the cache, as a compiler
+        that backends serving it run makes it, or compiled and, when good, stored, if
+        its backend may be a source and said the same identity and system headers
+        (``route.headers``) when the job was sent and when it answered (a server whose
+        headers change turns its jobs away until its report says so:
+        server/pump_headers.py)."""
+        assert route.key is not None
+        compiler, backends = route.compiler, self.pool.backends
+        excluded = self.pool.routing.route(backends.values(), compiler).exclude
+        found = {
+            b.identity(compiler)
+            for b in backends.values()
+            if b.healthy and b.name not in excluded and route.allows(b)
+        }
+        for identity in sorted((i for i in found if i is not None), key=lambda i: i.token):
+            result = await self.cache.lookup(route.key, identity)
+            if result is not None and result.deps is not None:
+                reply = Reply(request.protocol, 0, result.stderr, result.stdout, result.obj,
+                              result.deps)  # fmt: skip
+                return Dispatched(reply, "cache", 0, False, [], cached=True)
+        when_sent = self._pump_sources(compiler)
+        outcome = await compiled()
+        backend = backends.get(outcome.backend)
+        source = source_identity(backend, compiler, self.trust_unsandboxed)
+        if outcome.reply.status != 0 or source is None or outcome.reply.deps is None:
+            if source is None and backend is not None and backend.identity(compiler):
+                self.not_stored_unsandboxed += 1
+            return outcome
+        said = (source, route.headers)
+        now = self._pump_sources(compiler)
+        if when_sent.get(outcome.backend) != said or now.get(outcome.backend) != said:
+            self.not_stored_changed += 1
+            return outcome
+        reply = outcome.reply
+        result = CachedResult(reply.obj, reply.stderr, reply.stdout, deps=reply.deps)
+        self.cache.store(route.key, source, result)
+        return outcome
+
+    def _pump_sources(self, compiler: str) -> dict[str, tuple[CompilerIdentity | None, str]]:
+        """What each backend says it runs for pump jobs of ``compiler``: its identity and
+        its system headers' fingerprint ("" when it serves none)."""
+        return {
+            name: (
+                b.identity(compiler),
+                b.report.pump.get(compiler, ((), ""))[1] if b.report is not None else "",
+            )
+            for name, b in self.pool.backends.items()
+        }

@@ -12,6 +12,7 @@ connection is closed, which makes a distlb server kill that compile.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections.abc import Callable
@@ -65,9 +66,7 @@ class Dispatcher:
         self.rescues = 0
         self.deadlines = 0
         self.cache = cache
-        self.caching = (
-            CacheFront(cache, pool, settings.cache_trust_unsandboxed) if cache is not None else None
-        )
+        self.caching = CacheFront(cache, pool, settings.cache_trust_unsandboxed) if cache else None
         self._sizes = SizeHints()
         self._running: set[Running] = set()
         self.queue = SlotQueue()
@@ -128,10 +127,12 @@ class Dispatcher:
     ) -> Dispatched:
         """Get ``request`` compiled (or from the cache). Its bytes are made once for all
         its attempts, ``held`` told their size (a budget counts them); ``watch`` given
-        the job's attempt record (the dashboard shows it); ``pump``: a pump job's bytes
-        and where it may go (not cached). Raises :class:`balancer.errors.NotDispatched`."""
+        the job's attempt record (the dashboard shows it); ``pump``: a pump job's bytes,
+        where it may go and its cache key. Raises :class:`balancer.errors.NotDispatched`."""
         if pump is not None:
-            return await self._compile(request, None, held, watch, pump)
+            compiled = functools.partial(self._compile, request, None, held, watch, pump)
+            caching = self.caching if pump.key is not None else None
+            return await (caching.pump_job(pump, request, compiled) if caching else compiled())
         # The job's digest keys the cache and is its affinity to a caching backend:
         # without either, hashing every source is work for nothing.
         wanted = self.caching is not None or self.pool.roster.any_caching

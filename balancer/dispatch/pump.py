@@ -7,8 +7,9 @@ its compiler with every system include directory the client's include server ask
 for as the server's own (a distlb server says which in its report:
 ``compilers.NAME.pump``), and only those whose system headers are the farm's choice
 (``compilers.NAME.pump_headers``: the fingerprint of the most slots); never to a
-distccd, whose pump support follows a link's target and a name's ``..`` as given. Not
-cached.
+distccd, whose pump support follows a link's target and a name's ``..`` as given. Its
+result is cached by the compiler, those system headers and the request's every byte
+(cache/pump_key.py, balancer/dispatch/caching.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from balancer.routing.backend import Backend
+from cache.keys import JobDigest
+from cache.pump_key import pump_digest, why_not_cacheable_pump
 from daemon.judge import Judge, Refused, normalize_compiler
 from daemon.pump_judge import accept_pump
 from wire.events import PumpRequest, Request
@@ -36,6 +39,10 @@ class PumpRoute:
     (a reload may add a distccd, or make a backend one, while the job waits)."""
     input_name: str
     compiler: str
+    headers: str = ""
+    """The system headers' fingerprint it goes to (:func:`chosen_headers`)."""
+    key: JobDigest | None = None
+    """Its cache digest (cache/pump_key.py), when it is looked up and stored."""
 
 
 def serving(
@@ -70,10 +77,10 @@ def chosen_headers(able: Iterable[Backend], compiler: str) -> str:
 
 
 async def route_pump(
-    backends: list[Backend], judge: Judge, request: PumpRequest
+    backends: list[Backend], judge: Judge, request: PumpRequest, keyed: bool = False
 ) -> tuple[Request, PumpRoute]:
     """The job to dispatch (its argv; the bytes are the route's) and its route, or
-    :class:`Refused` with why."""
+    :class:`Refused` with why; ``keyed``: with its cache digest, if it may be cached."""
     if not request.argv:
         raise Refused("empty command")
     compiler = normalize_compiler(request.argv[0])
@@ -95,9 +102,16 @@ async def route_pump(
     )
 
     headers = chosen_headers(able, compiler)
+    key = None
+    if keyed and why_not_cacheable_pump(request, headers) is None:
+        key = (
+            await asyncio.to_thread(pump_digest, request, headers)
+            if size > LOOP_CODEC_BYTES
+            else pump_digest(request, headers)
+        )
 
     def allows(backend: Backend) -> bool:
         return bool(serving((backend,), compiler, asked, headers))
 
-    route = PumpRoute(encoded, allows, job.input_path, job.compiler)
+    route = PumpRoute(encoded, allows, job.input_path, job.compiler, headers, key)
     return Request(request.protocol, request.argv, b""), route

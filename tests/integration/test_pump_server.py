@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from server.pump import ask_include_dirs, headers_fingerprint
+from server.pump import ask_include_dirs
+from server.pump_headers import DigestMemo, headers_fingerprint
 from tests.support.servers import (
     Distccd,
     ServerProcess,
@@ -120,7 +121,7 @@ def test_a_pump_job_makes_the_same_object_and_dependency_file_as_a_local_build(
         10, "the headers' fingerprint",
     )["compilers"]["gcc"]  # fmt: skip
     assert "/usr/include" in gcc["pump"].split("\n")
-    assert gcc["pump_headers"] == headers_fingerprint(gcc["pump"].split("\n"))
+    assert gcc["pump_headers"] == headers_fingerprint(gcc["pump"].split("\n"), DigestMemo(None))
 
 
 def test_without_an_explicit_output_the_default_object_is_sent(

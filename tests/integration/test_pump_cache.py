@@ -1,0 +1,169 @@
+"""Issue 29: pump results cached by the balancer, keyed with the servers' system headers.
+
+A warm ``pump make`` through a balancer with a Redis cache is answered from the cache
+(no server compiles, every object and ``.d`` equal to a local build's); a changed file
+of the client's misses. A server whose system headers change (a directory the test
+binds over ``/usr/local/include``, one of gcc's system directories, in the server's own
+mount namespace) reports another fingerprint, by content (same size and time), and
+turns pump jobs away until it has, and drops a job whose headers changed while it ran.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.integration.test_pump_client import OUTPUTS, _local_then_pump
+from tests.integration.test_pump_server import project, request_for, send
+from tests.support.pump import run_pump_make
+from tests.support.redis import RedisServer
+from tests.support.secrets import farm_secret
+from tests.support.servers import ServerProcess, StartBalancer, StartServer, wait_until
+from wire.events import PumpEntry
+from wire.writer import encode_pump_request
+
+pytestmark = pytest.mark.integration
+
+LOCAL_INCLUDE = "/usr/local/include"
+
+
+def test_a_warm_pump_build_through_the_balancer_is_answered_from_the_cache(
+    start_server: StartServer,
+    start_balancer: StartBalancer,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    servers = [start_server("--compiler", "gcc", "--jobs", "2") for _ in range(2)]
+    balancer = start_balancer(
+        *(a for s in servers for a in ("--backend", f"127.0.0.1:{s.port},status={s.stats_port}")),
+        "--cache-redis", redis_server.url, "--cache-timeout", "2",
+        "--cache-secret-file", str(farm_secret()),
+    )  # fmt: skip
+    balancer.wait_healthy(2)
+    hosts = f"127.0.0.1:{balancer.port}/4,cpp,lzo"
+
+    def compiled() -> int:
+        return sum(s.counters()["pump"] for s in servers)
+
+    def cache() -> dict[str, Any]:
+        return dict(balancer.status()["cache"])
+
+    # Cold: compiled by the servers, each result stored (in the background).
+    project_dir, local, _, _ = _local_then_pump(tmp_path, hosts, make_args=("-j3",))
+    for name in OUTPUTS:
+        assert (project_dir / name).read_bytes() == local[name], name
+    wait_until(lambda: cache()["stored"] >= 3, 20, "3 pump results stored")
+    store = redis.Redis.from_url(redis_server.url, decode_responses=False)
+    entries = [store.get(k) for k in store.keys("*")]
+    assert len(entries) == 3 and all(
+        isinstance(e, bytes) and e.startswith(b"DLBP1\n") for e in entries
+    )
+
+    # Warm: from the cache, byte for byte, .d included; no server compiles.
+    before, hits = compiled(), cache()["hits"]
+    subprocess.run(["make", "-s", "clean"], cwd=project_dir, check=True, timeout=60)
+    log = tmp_path / "warm.log"
+    warm = run_pump_make(project_dir, hosts, make_args=("-j3",),
+                         extra_env={"DISTCC_VERBOSE": "1", "DISTCC_LOG": str(log)})  # fmt: skip
+    assert warm.returncode == 0, warm.stderr
+    assert log.read_text().count("got DONE00000003") == 3
+    for name in OUTPUTS:
+        assert (project_dir / name).read_bytes() == local[name], name
+    assert cache()["hits"] == hits + 3
+    assert compiled() == before == 3
+
+    # One source changed: that file misses (and is compiled), the others hit.
+    helper = project_dir / "lib" / "helper.c"
+    helper.write_text(helper.read_text() + "int more(void) { return 2; }\n")
+    subprocess.run(["make", "-s", "clean"], cwd=project_dir, check=True, timeout=60)
+    again = run_pump_make(project_dir, hosts, make_args=("-j3",))
+    assert again.returncode == 0, again.stderr
+    assert compiled() == 4 and cache()["hits"] == hits + 5
+    for name in ("build/main.o", "build/util.o", "build/main.d", "build/util.d"):
+        assert (project_dir / name).read_bytes() == local[name], name
+
+
+def _bound_include(directory: Path) -> list[str]:
+    """A prefix that runs the server in its own mount namespace with ``directory`` over
+    gcc's ``/usr/local/include`` (the machine's own is not touched)."""
+    script = f'mount --bind {shlex.quote(str(directory))} {LOCAL_INCLUDE} && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
+
+
+def _fingerprint(server: ServerProcess) -> str:
+    return str(server.status()["compilers"]["gcc"]["pump_headers"])
+
+
+def _same_stat_edit(header: Path, text: str) -> None:
+    """Replace ``header``'s content with ``text`` of the same size, keeping its times."""
+    before = header.stat()
+    assert len(text) == before.st_size
+    header.write_text(text)
+    os.utime(header, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_a_server_whose_system_headers_change_turns_pump_jobs_away_until_it_reports_them(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    include = tmp_path / "local-include"
+    include.mkdir()
+    (include / "site.h").write_text("#define SITE 1\n")
+    server = start_server("--compiler", "gcc", "--jobs", "2", prefix=_bound_include(include))
+    first = _fingerprint(server)
+    assert first
+    build = project(tmp_path / "proj")
+    site = PumpEntry(
+        str(build.parent / "src" / "site.c"), body=b"#include <site.h>\nint s = SITE;\n"
+    )
+    argv = ("gcc", "-c", "../src/site.c", "-o", "site.o")
+    data = encode_pump_request(request_for(build, argv, site))
+    reply = send(server.port, data)
+    assert reply is not None and reply.status == 0
+
+    _same_stat_edit(include / "site.h", "#define SITE 2\n")  # (content only: same size, times)
+
+    assert send(server.port, data) is None  # (turned away: its headers changed)
+    assert server.logged("turned_away")["pump"] is True
+    second = wait_until(lambda: _fingerprint(server) != first and _fingerprint(server), 20,
+                        "the new headers' fingerprint")  # fmt: skip
+    assert server.logged("pump_headers_changed")
+    # Served again once its report has said so (the settling time after a change).
+    served = wait_until(lambda: send(server.port, data), 20, "a pump job served again")
+    assert served.status == 0 and served.obj != reply.obj  # (SITE is 2 now)
+    assert _fingerprint(server) == second
+
+
+def test_a_pump_job_whose_system_headers_change_while_it_runs_is_dropped(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    include = tmp_path / "local-include"
+    include.mkdir()
+    (include / "site.h").write_text("#define SITE 1\n")
+    server = start_server("--compiler", "g++", "--jobs", "2", prefix=_bound_include(include))
+    build = project(tmp_path / "proj")
+    # A compile of some seconds (a constant evaluated by a long loop), so that the test
+    # sees it running before it changes the header.
+    slow = PumpEntry(str(build.parent / "src" / "slow.cc"), body=(
+        b"#include <site.h>\nconstexpr long spin(long n) { long s = 0; "
+        b"for (long i = 0; i < n; ++i) s += i % 7; return s; }\n"
+        b"constexpr long value = spin(3000000L) + SITE;\nlong get() { return value; }\n"
+    ))  # fmt: skip
+    argv = ("g++", "-std=c++17", "-fconstexpr-loop-limit=2147483647",
+            "-fconstexpr-ops-limit=4294967296", "-c", "../src/slow.cc", "-o", "slow.o")  # fmt: skip
+    data = encode_pump_request(request_for(build, argv, slow))
+    answer: list[object] = []
+    sender = threading.Thread(target=lambda: answer.append(send(server.port, data)))
+    sender.start()
+    wait_until(lambda: server.status()["busy"], 30, "the slow job running")
+    _same_stat_edit(include / "site.h", "#define SITE 2\n")
+    sender.join(120)
+    assert not sender.is_alive()
+    assert answer == [None]  # (dropped unanswered, as a turn-away)
+    assert server.logged("job_dropped")["pump"] is True
