@@ -6,8 +6,10 @@ include server for the whole run, started with ``pump --startup``: the ``pump`` 
 own start and stop, about a second, are not the servers') through: Debian's distccd
 (the reference: its own pump support), distlb-server directly, and distlb-balancer in
 front of that distlb-server; and with plain distcc (``,lzo``: the client preprocesses)
-through the same balancer. Rounds alternate the
-order; every build's objects must equal the first's. Prints medians, the paired
+through the same balancer; and through a second balancer with a Redis cache, each of
+pump and plain cold (Redis emptied) then warm (the same tree again: every file a hit; a
+pump hit needs no preprocessing on the client). Rounds alternate the order; every
+build's objects must equal the first's. Prints medians, the paired
 ratios per round and their spread, and writes them to bench/results/pump.md.
 
 Needs the pump client the test bootstrap builds (scripts/build-pump-client.sh).
@@ -39,6 +41,7 @@ from bench.server_vs_distccd import (
     timed,
     write_project,
 )
+from tests.support.secrets import write_secret
 
 DISTLB_BALANCER = DISTLB_SERVER.with_name("distlb-balancer")
 GOAL_RATIO = 1.10
@@ -56,19 +59,23 @@ def pump_bin() -> Path:
     return prefix / "bin"
 
 
-def start_balancer(work: Path, backend_port: int, stats_port: int, procs: list[Proc]) -> int:
+def start_balancer(
+    work: Path, backend_port: int, stats_port: int, procs: list[Proc], *extra: str
+) -> tuple[int, int]:
+    """A balancer in front of the distlb-server (``extra``: more flags): its port and
+    its admin port."""
     port, admin = free_ports(2)
     command = [str(DISTLB_BALANCER), "--listen", "127.0.0.1", "--port", str(port),
                "--admin-port", str(admin), "--log-format", "json", "--log-level", "warning",
-               "--backend", f"127.0.0.1:{backend_port},status={stats_port}"]  # fmt: skip
-    proc = start("balancer", command, work, procs)
+               "--backend", f"127.0.0.1:{backend_port},status={stats_port}", *extra]  # fmt: skip
+    proc = start(f"balancer{'-cached' if extra else ''}", command, work, procs)
     wait_ready(proc, port)
     wait_ready(proc, admin)
     deadline = time.monotonic() + 60
     while True:
         totals = get_json(admin, "/status")["totals"]
         if isinstance(totals, dict) and totals["healthy_backends"] >= 1:
-            return port
+            return port, admin
         if time.monotonic() > deadline:
             raise RuntimeError("the balancer's backend never became healthy")
         time.sleep(0.2)
@@ -104,12 +111,28 @@ def run(jobs: int, rounds: int, files: int) -> dict[str, list[float]]:
         start_servers(work, jobs, servers)
         args = [str(arg) for arg in servers["distlb"][0].popen.args]  # type: ignore[union-attr]
         stats_port = int(args[args.index("--stats-port") + 1])
-        balancer = start_balancer(work, servers["distlb"][1], stats_port, procs)
+        balancer, _ = start_balancer(work, servers["distlb"][1], stats_port, procs)
+        (redis_port,) = free_ports(1)
+        redis = start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                                "--save", "", "--appendonly", "no", "--dir", str(work)],
+                      work, procs)  # fmt: skip
+        wait_ready(redis, redis_port)
+        cached, cached_admin = start_balancer(
+            work, servers["distlb"][1], stats_port, procs, "--cache-redis",
+            f"redis://127.0.0.1:{redis_port}/0", "--cache-secret-file",
+            str(write_secret(work / "cache-secret")),
+        )  # fmt: skip
         targets = {
             "distccd pump": (servers["distccd"][1], ",cpp,lzo"),
             "distlb pump": (servers["distlb"][1], ",cpp,lzo"),
             "balancer pump": (balancer, ",cpp,lzo"),
             "balancer plain": (balancer, ",lzo"),
+            # Through a balancer with a Redis cache: emptied before each cold build, the
+            # warm one right after it (the same tree, the same object directory).
+            "cached pump cold": (cached, ",cpp,lzo"),
+            "cached pump warm": (cached, ",cpp,lzo"),
+            "cached plain cold": (cached, ",lzo"),
+            "cached plain warm": (cached, ",lzo"),
         }
         reference: dict[str, str] = {}
         base = {k: v for k, v in os.environ.items() if not k.startswith(("DISTCC_", "INCLUDE_"))}
@@ -123,23 +146,35 @@ def run(jobs: int, rounds: int, files: int) -> dict[str, list[float]]:
             env["DISTCC_DIR"] = tempfile.mkdtemp(prefix="distcc-dir-", dir=work)
             env["DISTCC_HOSTS"] = f"127.0.0.1:{port}/{jobs}{spec}"
             env["DISTCC_FALLBACK"] = "0"  # (a failure fails the bench; backoff stays default)
-            out = Path(tempfile.mkdtemp(prefix="out-", dir=project))
+            if name.startswith("cached"):  # (one object directory: the key names it)
+                out = project / "out-cached"
+                out.mkdir()
+                if name.endswith("cold"):
+                    subprocess.run(["redis-cli", "-p", str(redis_port), "FLUSHALL"],
+                                   check=True, capture_output=True, timeout=30)  # fmt: skip
+            else:
+                out = Path(tempfile.mkdtemp(prefix="out-", dir=project))
             command = ["make", "-s", f"-j{jobs}", f"OUT={out.name}",
                        f"CC=timeout {CLIENT_TIMEOUT_S} distcc gcc"]  # fmt: skip
             seconds = timed(command, project, env)
             check_objects(out, stems, reference, name)
             shutil.rmtree(out)
+            if name.endswith("cold"):  # (its results are stored in the background)
+                wait_stored(cached_admin, len(stems))
             return seconds
 
         for name in targets:  # warm-up, not counted
             one_build(name)
         walls: dict[str, list[float]] = {name: [] for name in targets}
         deadline = time.monotonic() + PHASE_LIMIT_S
+        # (a cold build and its warm one stay in that order: the pair is one step)
+        steps = [n for n in targets if not n.endswith("warm")]
         for index in range(rounds):
-            for name in list(targets) if index % 2 == 0 else list(targets)[::-1]:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"builds took longer than {PHASE_LIMIT_S} s")
-                walls[name].append(round(one_build(name), 3))
+            for step in steps if index % 2 == 0 else steps[::-1]:
+                for name in (step, step.replace("cold", "warm")) if "cold" in step else (step,):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"builds took longer than {PHASE_LIMIT_S} s")
+                    walls[name].append(round(one_build(name), 3))
         return walls
     finally:
         for stop in shutdown:
@@ -148,6 +183,23 @@ def run(jobs: int, rounds: int, files: int) -> dict[str, list[float]]:
         stop_all([proc for proc, _ in servers.values()])
         if not os.environ.get("DISTLB_BENCH_KEEP"):
             shutil.rmtree(work, ignore_errors=True)
+
+
+def wait_stored(admin: int, more: int) -> None:
+    """Until the cached balancer has stored ``more`` results since the last call."""
+    deadline = time.monotonic() + 60
+    while True:
+        cache = get_json(admin, "/status")["cache"]
+        stored = int(cache["stored"]) if isinstance(cache, dict) else 0
+        if stored >= _STORED[0] + more:
+            _STORED[0] = stored
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the cached balancer stored {stored - _STORED[0]} of {more}")
+        time.sleep(0.05)
+
+
+_STORED = [0]
 
 
 def ratio_line(walls: dict[str, list[float]], ours: str, theirs: str, goal: str) -> str:
@@ -175,7 +227,10 @@ def main() -> int:
         "",
         ratio_line(walls, "distlb pump", "distccd pump", f"(goal <= {GOAL_RATIO})"),
         ratio_line(walls, "balancer pump", "distlb pump", "(the balancer's hop)"),
-        ratio_line(walls, "balancer pump", "balancer plain", "(pump vs plain, cold)"),
+        ratio_line(walls, "balancer pump", "balancer plain", "(pump vs plain, no cache)"),
+        ratio_line(walls, "cached pump cold", "cached pump warm", "(goal >= 10)"),
+        ratio_line(walls, "cached plain cold", "cached plain warm", "(the plain cache's)"),
+        ratio_line(walls, "cached plain warm", "cached pump warm", "(a hit without cpp)"),
     ]
     text = "\n".join(lines) + "\n"
     print(text)
