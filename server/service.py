@@ -28,7 +28,7 @@ from server.config import ConfigError, ServerConfig
 from server.connection import ConnectionContext, ReplyBudget, handle_connection
 from server.http_status import make_app
 from server.pump import mark_pump, pump_dirs
-from server.pump_headers import DigestMemo, headers_of, memo_path
+from server.pump_headers import DigestMemo, HeadersWatch, headers_of, memo_path
 from server.reloading import apply_config
 from server.runner import RunLimits
 from server.sandbox.check import check_compilers, check_sealed
@@ -55,6 +55,8 @@ class Service:
         self._reloading = asyncio.Lock()
         self._identifying: asyncio.Task[None] | None = None
         self._identified_at = 0.0
+        self._watched: HeadersWatch | None = None
+        """The system headers' watch whose descriptor the event loop reads."""
         explicit = bool(config.compiler)
         self.compilers = resolve_compilers(config.compiler or default_compiler_names(), explicit)
         self.sandbox = make_sandbox(config, self.compilers)
@@ -221,6 +223,7 @@ class Service:
             sampler = asyncio.create_task(self._sample_load())
             stack.callback(sampler.cancel)
             start_watchdog(stack)
+            self._watch_headers()
             if self.ctx.warm is not None:
                 self.ctx.warm.fill()
             log.info(
@@ -249,9 +252,14 @@ class Service:
             return
         if now - self._identified_at < 1.0:
             return
-        self._identifying = asyncio.ensure_future(self._identify_again())
+        self._identify_soon(0.0)
 
-    async def _identify_again(self) -> None:
+    def _identify_soon(self, after_s: float) -> None:
+        self._identifying = asyncio.ensure_future(self._identify_again(after_s))
+        self._identifying.add_done_callback(lambda _: self._watch_headers())
+
+    async def _identify_again(self, after_s: float) -> None:
+        await asyncio.sleep(after_s)
         async with self._reloading:
             try:
                 await apply_config(self, self.config)
@@ -260,6 +268,28 @@ class Service:
                           effect="the upgraded compiler's jobs are turned away")  # fmt: skip
             finally:
                 self._identified_at = time.monotonic()
+
+    def _watch_headers(self) -> None:
+        """Read the system headers again as soon as one changes (server/pump_headers.py),
+        not only when a pump job finds it: until the report says so, balancers answer
+        pump jobs from the cache by the old fingerprint. (At most once a second, as
+        :meth:`upgraded`; a package's unpacking is read again until it is still.)"""
+        loop = asyncio.get_running_loop()
+        if self._watched is not None:
+            loop.remove_reader(self._watched.fd)
+        watch = self._watched = self.ctx.headers_watch
+        if watch is not None and watch.ok:
+            loop.add_reader(watch.fd, self._headers_changed)
+            self._headers_changed()  # (one seen before: not read again yet)
+
+    def _headers_changed(self) -> None:
+        watch = self._watched
+        if watch is None or not watch.changed():
+            return
+        asyncio.get_running_loop().remove_reader(watch.fd)
+        if self._identifying is not None and not self._identifying.done():
+            return  # (when it ends, the context's watch is read again: this one, or new)
+        self._identify_soon(max(0.0, 1.0 - (time.monotonic() - self._identified_at)))
 
     async def reload(self) -> None:
         """SIGHUP: read the config again and apply it (server/reloading.py), or keep
@@ -275,6 +305,7 @@ class Service:
                 self.stats.reload_failed(str(exc))
                 status = f"STATUS=reload failed ({exc}); serving {self.config.jobs} slots"
             else:
+                self._watch_headers()
                 self.stats.reload_succeeded()
                 log.info("reloaded", changed=[flag(name) for name in changed],
                          compilers=sorted(self.compilers))  # fmt: skip
