@@ -14,21 +14,38 @@ renamed, so its object, warnings and dependency file are a function of
 The key is exact: a tree checked out elsewhere is a miss (its paths are in the debug
 info, the dependency file and the warnings). Jobs that :func:`cache.keys.why_not_cacheable`
 refuses are not cached, nor any whose files or ``-D`` values name ``__DATE__``,
-``__TIME__`` or ``__TIMESTAMP__`` (the server's preprocessor expands them: a hit would
-hand out another compile's time), as ccache's direct mode decides; a macro that pastes
+``__TIME__`` or ``__TIMESTAMP__``, line splices taken out (the server's preprocessor
+expands them: a hit would hand out another compile's time), as ccache's direct mode
+decides; a macro that pastes
 one together (``__ ## TIME ## __``) is not seen, as it is not by ccache.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import posixpath
+import re
 from typing import Any
 
 from cache.keys import TIME_MACROS, JobDigest, why_not_cacheable
-from wire.events import PumpRequest
+from wire.events import PumpEntry, PumpRequest
+from wire.pump import MARKER
 
 _CONTEXT = b"distlb-pump-key-v1\0"
+_MARKER_SUFFIX = "/" + MARKER
+_MARKER_BYTES = MARKER.encode()
+_DOTDOT = re.compile(rb"(?<!\.)\.\.(?!\.)")
+"""Two dots, not three (``...`` is C's variadic and C++'s pack)."""
+_COMPUTED = re.compile(
+    rb"(?:#[ \t]*(?:include|include_next|import)|__has_include(?:_next)?[ \t]*\()[ \t]*[^\"< \t]"
+)
+"""An ``#include`` (or ``__has_include``) whose name a macro makes: anything but a
+written ``"name"`` or ``<name>``."""
+_OPTION_PREFIX = re.compile(r"^-[A-Za-z_-]*=?")
+_SPLICE = re.compile(rb"(?:\\|\?\?/)[ \t\f\v]*(?:\r\n|\r|\n)")
+"""A line splice (a backslash or the ``??/`` trigraph, blanks, a line end), which the
+preprocessor removes before it reads a name: ``__TI\\`` and ``ME__`` on the next line are
+``__TIME__`` (a twenty-first review)."""
 
 
 def _field(h: Any, data: bytes) -> None:
@@ -48,20 +65,61 @@ def why_not_cacheable_pump(request: PumpRequest, headers: str) -> str | None:
     why = why_not_cacheable(request.argv)
     if why is not None:
         return why
+    texts = [
+        *(_SPLICE.sub(b"", e.body) for e in request.entries if e.link is None and e.body),
+        *(_text(a) for a in request.argv),
+    ]
     for macro in TIME_MACROS:
-        texts: Iterable[bytes] = (
-            *(e.body for e in request.entries if e.link is None),
-            *(_text(a) for a in request.argv),
-        )
         if any(macro in text for text in texts):
             return f"{macro.decode()}: its value is the time of the compile"
     return None
 
 
+def _is_marker(entry: PumpEntry) -> bool:
+    return entry.link is None and not entry.body and entry.name.endswith(_MARKER_SUFFIX)
+
+
+def _leading_ups_only(arg: str) -> bool:
+    """Whether every ``..`` in ``arg`` leads a relative path (``-I../include``,
+    ``../src/a.c``): from the working directory, up through its ancestors only."""
+    value = _OPTION_PREFIX.sub("", arg, count=1)
+    parts = value.split("/")
+    ups = 0
+    while ups < len(parts) and parts[ups] == "..":
+        ups += 1
+    return ".." not in parts[ups:] and _DOTDOT.search(_text(value.replace("..", "", ups))) is None
+
+
+def markers_matter(request: PumpRequest) -> bool:
+    """Whether the directories the include server's markers make (``NAME/`` +
+    :data:`wire.pump.MARKER`, an empty file: "this directory exists", for an
+    ``#include "foo/../bar"``) can change the compile. An empty directory holds no file
+    to include: it matters only to a path that goes up out of it (``foo/..``), or to a
+    source that asks for the marker itself. The include server sends a marker for every
+    directory it has seen in its run, whatever the job, so the markers differ between
+    two builds of one tree with ``make -j``: left out of the key unless a ``..`` can
+    reach past one (any ``..`` in a file or a computed ``#include``/``__has_include``
+    in one, which a macro could make go up; in an argument, anything but leading
+    ``..`` of a relative path), or a file names the marker, or missing ``-I``
+    directories are warned of."""
+    for arg in request.argv:
+        if arg.startswith("-Wmissing-include-dirs") or (".." in arg and not _leading_ups_only(arg)):
+            return True
+    for entry in request.entries:
+        if entry.link is not None or not entry.body:
+            continue
+        text = _SPLICE.sub(b"", entry.body)
+        if _DOTDOT.search(text) or _COMPUTED.search(text) or _MARKER_BYTES in text:
+            return True
+    return False
+
+
 def pump_digest(request: PumpRequest, headers: str) -> JobDigest:
     """The digest of everything that determines ``request``'s reply with the system
-    headers ``headers`` (the compiler's identity is added by the key). Blocking for a
-    big request (a hash over every body): call it off the loop then."""
+    headers ``headers`` (the compiler's identity is added by the key): the markers
+    only when they can matter (:func:`markers_matter`), and then whether the working
+    directory is one of the tree's. Blocking for a big request (a hash over every
+    body): call it off the loop then."""
     h = hashlib.sha256(_CONTEXT)
     _field(h, b"%d" % request.protocol)
     _field(h, _text(headers))
@@ -70,6 +128,16 @@ def pump_digest(request: PumpRequest, headers: str) -> JobDigest:
     for arg in request.argv:
         _field(h, _text(arg))
     entries = sorted(request.entries, key=lambda e: e.name)  # (names are unique: checked)
+    if not markers_matter(request):
+        made = {e.name.removesuffix(_MARKER_SUFFIX) or "/" for e in entries if _is_marker(e)}
+        shown = {posixpath.dirname(e.name) for e in entries if not _is_marker(e)}
+        cwd_made = request.cwd in made or any(
+            d == request.cwd or d.startswith(request.cwd.rstrip("/") + "/") for d in shown
+        )
+        _field(h, b"markers left out; cwd %d" % cwd_made)
+        entries = [e for e in entries if not _is_marker(e)]
+    else:
+        _field(h, b"markers kept")
     h.update(len(entries).to_bytes(8, "big"))
     for entry in entries:
         _field(h, _text(entry.name))
@@ -78,3 +146,11 @@ def pump_digest(request: PumpRequest, headers: str) -> JobDigest:
         else:
             _field(h, b"F" + hashlib.sha256(entry.body).digest())
     return JobDigest(exact=h.digest(), rule="pump")
+
+
+def cacheable_digest(request: PumpRequest, headers: str) -> JobDigest | None:
+    """:func:`pump_digest`, or None when the job may not be cached
+    (:func:`why_not_cacheable_pump`). Blocking for a big request: off the loop then."""
+    if why_not_cacheable_pump(request, headers) is not None:
+        return None
+    return pump_digest(request, headers)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from daemon.judge import Judge, Refused
 from daemon.judge_values import response_file_refusal
@@ -71,10 +71,14 @@ def accept_pump(
     system_dirs: Sequence[str],
     reserved_tops: frozenset[str] | Sequence[str],
     reserved_paths: Sequence[str] = (),
+    own_dirs: Sequence[str] | None = None,
 ) -> tuple[PumpJob, Tree]:
     """A pump request's tree (wire.pump.check_tree) and its judged job, or
-    :class:`Refused` with why. Linear in the request's size, which may be large: call
-    it off an event loop."""
+    :class:`Refused` with why. Links may lead to any of ``system_dirs``; with
+    ``own_dirs`` (the job's compiler's), only those are the tree's system directories
+    after: what its options may name and its sandbox holds (a gcc job's must hold
+    nothing of clang's, which its key does not cover: a twenty-first review). Linear in
+    the request's size, which may be large: call it off an event loop."""
     try:
         tree = check_tree(
             request,
@@ -84,6 +88,8 @@ def accept_pump(
         )
     except TreeRefused as exc:
         raise Refused(str(exc)) from None
+    if own_dirs is not None:
+        tree = replace(tree, system_dirs=tuple(own_dirs))
     return judge_pump(judge, request.argv, tree), tree
 
 

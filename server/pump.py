@@ -340,5 +340,7 @@ async def _accept(ctx: PumpContext, request: PumpRequest) -> tuple[PumpJob, Tree
     # build has used so far (gcc's with a clang job), each a system directory here too.
     system = sorted({d for dirs in ctx.pump_dirs.values() for d in dirs})
     tops, paths = reserved(ctx.sandbox)
-    job, tree = await asyncio.to_thread(accept_pump, ctx.judge, request, system, tops, paths)
+    job, tree = await asyncio.to_thread(
+        accept_pump, ctx.judge, request, system, tops, paths, ctx.pump_dirs[name]
+    )
     return job, tree, compiler_path

@@ -5,9 +5,10 @@ A pump job reads the server's own system headers (the client sends only its proj
 files), so the farm's servers must have the same ones, and a cached pump object is one
 of these headers as much as of the client's files. The fingerprint is over every file
 under the compiler's system include directories by path and **content** (a sha256 of
-each file; a link by its target): servers with the same packages agree, whatever their
-files' times, and a header edited in place differs even when its size and time are
-kept.
+each file; a link by its target: a sealed pump job's sandbox holds these directories
+and the toolchain only, so a link out of them names nothing there): servers with the
+same packages agree, whatever their files' times, and a header edited in place differs
+even when its size and time are kept.
 
 Reading 140 MB of headers costs half a second of CPU, so each file's digest is
 remembered by its ``stat`` (device, inode, size, modification and change time in
@@ -101,7 +102,7 @@ class DigestMemo:
                     for path, (key, digest) in data["files"].items()
                     if len(key) == 5 and len(digest) == 64
                 }
-            except (ValueError, TypeError, KeyError, AttributeError):
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
                 log.warning("header_memo_ignored", path=self.path, reason="unreadable")
         return self
 
@@ -227,28 +228,21 @@ def headers_fingerprint(
     watch: HeadersWatch | None = None,
 ) -> str:
     """A digest of every file under ``dirs`` by path and content, and of every link by
-    its target (and what it names, when that is outside ``dirs``). ``walked``: each
-    directory's digest, kept between calls (compilers share directories); ``watch``:
-    told of each directory before it is read."""
+    its target. ``walked``: each directory's digest, kept between calls (compilers
+    share directories); ``watch``: told of each directory before it is read."""
     walked = {} if walked is None else walked
     total = hashlib.sha256(b"distlb-pump-headers-v2\0")
     outer = [d for d in sorted(set(dirs)) if not any(d.startswith(o + "/") for o in dirs)]
     for top in outer:  # (a directory inside another is read with it)
         if top not in walked:
-            walked[top] = _walk_digest(top, memo, outer, watch)
+            walked[top] = _walk_digest(top, memo, watch)
         total.update(top.encode("utf-8", "surrogateescape") + b"\0" + walked[top])
     return total.hexdigest()[:32]
 
 
-def _inside(path: str, dirs: Sequence[str]) -> bool:
-    return any(path == d or path.startswith(d + "/") for d in dirs)
-
-
-def _walk_digest(
-    top: str, memo: DigestMemo, outer: Sequence[str], watch: HeadersWatch | None
-) -> bytes:
+def _walk_digest(top: str, memo: DigestMemo, watch: HeadersWatch | None) -> bytes:
     found = hashlib.sha256()
-    stack, seen = [top], {top}
+    stack = [top]
     while stack:
         directory = stack.pop()
         if watch is not None:
@@ -267,15 +261,9 @@ def _walk_digest(
                 elif stat.S_ISREG(info.st_mode):
                     said = f"F{memo.digest(entry.path, info)}"
                 elif stat.S_ISLNK(info.st_mode):
+                    # (by its target: one out of the directories names nothing in a sealed
+                    # pump job's sandbox, which holds only these and the toolchain)
                     said = f"L{os.readlink(entry.path)}"
-                    real = os.path.realpath(entry.path)
-                    if not _inside(real, outer):  # (its content is read nowhere else)
-                        target = os.stat(real)
-                        if stat.S_ISREG(target.st_mode):
-                            said += f"\0F{memo.digest(real, target)}"
-                        elif stat.S_ISDIR(target.st_mode) and real not in seen:
-                            seen.add(real)
-                            stack.append(real)
             except OSError:
                 said = "?"
             found.update(f"{entry.path}\0{said}\n".encode("utf-8", "surrogateescape"))

@@ -14,6 +14,7 @@ next server's client. distccd backends say neither.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
 from balancer.dispatch.attempts import Dispatched
@@ -37,6 +38,22 @@ def source_identity(
     return identity
 
 
+PUMP_REPORT_FRESH_S = 1.0
+"""A pump result is stored only when its backend's report is known to be at most this
+old: a server whose system headers change turns pump jobs away for 2 s after it reports
+the new fingerprint (server/reloading.py ``UPGRADE_SETTLE_S``), so a job it answered
+was compiled with headers its report of 2 s before its start already named. A held
+report request (a long poll) is answered at once on such a change: current while held.
+(A twenty-first review stored new headers' objects under the old fingerprint through a
+balancer that polled every 30 s.)"""
+
+
+def _current(backend: Backend | None) -> bool:
+    if backend is None:
+        return False
+    return backend.long_polling or time.monotonic() - backend.report_at <= PUMP_REPORT_FRESH_S
+
+
 class CacheFront:
     """Lookups and stores for one dispatcher."""
 
@@ -47,7 +64,8 @@ class CacheFront:
         self.not_stored_unsandboxed = 0
         """Good replies not stored because their backend compiles without a sandbox."""
         self.not_stored_changed = 0
-        """Good replies not stored because their backend's identity changed meanwhile."""
+        """Good replies not stored because their backend's identity (or a pump job's
+        system headers) changed meanwhile, or its report is too old to tell."""
 
     async def lookup(self, job: JobDigest, request: Request) -> Dispatched | None:
         """A cached result from a compiler identity the job could be sent to now: one a
@@ -64,7 +82,7 @@ class CacheFront:
         identities = sorted((i for i in found if i is not None), key=lambda i: i.token)
         for identity in identities:
             result = await self.cache.lookup(job, identity)
-            if result is not None:
+            if result is not None and result.deps is None:  # (a pump entry never is one)
                 reply = Reply(request.protocol, 0, result.stderr, result.stdout, result.obj)
                 return Dispatched(reply, "cache", 0, False, [], cached=True)
         self.cache.note_miss(job, identities)
@@ -134,7 +152,11 @@ class CacheFront:
             return outcome
         said = (source, route.headers)
         now = self._pump_sources(compiler)
-        if when_sent.get(outcome.backend) != said or now.get(outcome.backend) != said:
+        if (
+            when_sent.get(outcome.backend) != said
+            or now.get(outcome.backend) != said
+            or not _current(backend)
+        ):
             self.not_stored_changed += 1
             return outcome
         reply = outcome.reply

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from balancer.routing.backend import Backend
 from cache.keys import JobDigest
-from cache.pump_key import pump_digest, why_not_cacheable_pump
+from cache.pump_key import cacheable_digest
 from daemon.judge import Judge, Refused, normalize_compiler
 from daemon.pump_judge import accept_pump
 from wire.events import PumpRequest, Request
@@ -103,11 +103,11 @@ async def route_pump(
 
     headers = chosen_headers(able, compiler)
     key = None
-    if keyed and why_not_cacheable_pump(request, headers) is None:
+    if keyed:  # (a scan and a hash of every body)
         key = (
-            await asyncio.to_thread(pump_digest, request, headers)
+            await asyncio.to_thread(cacheable_digest, request, headers)
             if size > LOOP_CODEC_BYTES
-            else pump_digest(request, headers)
+            else cacheable_digest(request, headers)
         )
 
     def allows(backend: Backend) -> bool:

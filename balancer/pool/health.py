@@ -148,9 +148,11 @@ async def poll_loop(pool: Watched, backend: Backend) -> None:
         # A long poll gives way when a turn-away says the report is wrong; a plain
         # request is answered at once anyway.
         waits = (fetch, pool.stale_future(backend)) if wait_s else (fetch,)
+        backend.long_polling = bool(wait_s)
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            backend.long_polling = False
             if not fetch.done():
                 fetch.cancel()
         if not fetch.done() or fetch.cancelled():
@@ -169,6 +171,7 @@ async def poll_loop(pool: Watched, backend: Backend) -> None:
             backend.reports_ok = True
             before = backend.report
             backend.on_report(report)
+            backend.report_at = time.monotonic()
             if before is None or before.compilers != report.compilers:
                 pool.routing.reported(backend.name)
             pool.notify()

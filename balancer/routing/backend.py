@@ -1,11 +1,10 @@
 """Backends: how they are named (SPEC) and what the balancer believes about each (pure).
 
-A backend's free slots are estimated from its last report plus what this
-balancer has done since: the report's busy count includes the jobs we had in
-flight when it was taken, so ``others = reported_busy - ours_then`` and
-``busy_now = others + ours_now``. Health follows HAProxy: ``fall``
-consecutive failures take a backend out of rotation, ``rise`` consecutive good
-probes bring it back.
+A backend's free slots are estimated from its last report plus what this balancer has
+done since: the report's busy count includes the jobs we had in flight when it was
+taken, so ``others = reported_busy - ours_then`` and ``busy_now = others + ours_now``.
+Health follows HAProxy: ``fall`` consecutive failures take a backend out of rotation,
+``rise`` consecutive good probes bring it back.
 """
 
 from __future__ import annotations
@@ -89,8 +88,7 @@ class BackendSpec:
     compilers: frozenset[str] | None = None
     """The compiler names it runs (``compilers=gcc:g++``), for a backend whose report
     does not say (distccd); None: as its report says, or any for distccd."""
-    name: str = field(init=False, compare=False, repr=False, default="")
-    """``HOST:PORT``."""
+    name: str = field(init=False, compare=False, repr=False, default="")  # (HOST:PORT)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", f"{self.host}:{self.port}")
@@ -204,6 +202,8 @@ class Backend:
     last_error: str = ""
     reports_ok: bool = False
     """Its latest report was read (a long poll answered or ran out in time)."""
+    report_at: float = float("-inf")  # (when its latest report was read: monotonic)
+    long_polling: bool = False  # (a report request held there now: a change answers it)
     proven_at: float = float("-inf")
     """When it last compiled well: a good probe, or jobs that finished well (monotonic
     clock; a report proves its server answers, not that its compiles do)."""

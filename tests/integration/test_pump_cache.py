@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 import redis
 
+from server.pump import ask_include_dirs
 from tests.integration.test_pump_client import OUTPUTS, _local_then_pump
-from tests.integration.test_pump_server import project, request_for, send
+from tests.integration.test_pump_server import project, request_for, send, system_links
 from tests.support.pump import run_pump_make
 from tests.support.redis import RedisServer
 from tests.support.secrets import farm_secret
@@ -169,3 +170,35 @@ def test_a_pump_job_whose_system_headers_change_while_it_runs_is_dropped(
     assert not sender.is_alive()
     assert answer == [None]  # (dropped unanswered, as a turn-away)
     assert server.logged("job_dropped")["pump"] is True
+
+
+OUTSIDE_GCC_KEY = "/usr/lib/gcc/x86_64-linux-gnu/12/libgcc.a"
+"""In clang's system directories (the GCC installation it selects, whole), not in gcc's
+(only its ``include``): what a gcc pump job's key does not cover."""
+PROBE = f'#if __has_include("{OUTSIDE_GCC_KEY}")\n#error sees it\n#endif\nint x;\n'.encode()
+
+
+@pytest.mark.parametrize("compiler", ["gcc", "clang"])
+def test_a_pump_job_sees_only_its_own_compilers_system_directories(
+    start_server: StartServer, tmp_path: Path, compiler: str
+) -> None:
+    """A server serves gcc and clang, and a client's include server sends the links of
+    both; a gcc job's sandbox must still hold none of clang's directories, which gcc's
+    fingerprint (its key) does not cover (a twenty-first review got a wrong object
+    from the cache so). A clang job's holds its own."""
+    server = start_server("--compiler", "gcc", "--compiler", "clang", "--jobs", "2")
+    assert server.status()["compilers"][compiler]["sandbox"] == "sealed"
+    build = project(tmp_path / "proj")
+    probe = PumpEntry(str(build.parent / "src" / "probe.c"), body=PROBE)
+    clang_links = tuple(
+        PumpEntry(d, link="../" * 24 + d[1:])
+        for d in ask_include_dirs(os.path.realpath("/usr/bin/clang"))
+        if d not in {e.name for e in system_links()}
+    )
+    argv = (compiler, "-c", "../src/probe.c", "-o", "probe.o")
+    reply = send(server.port, encode_pump_request(request_for(build, argv, probe, *clang_links)))
+    assert reply is not None
+    if compiler == "gcc":
+        assert reply.status == 0, reply.stderr
+    else:
+        assert reply.status != 0 and b"sees it" in reply.stderr

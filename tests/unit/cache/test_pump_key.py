@@ -94,6 +94,10 @@ def test_the_files_order_does_not_change_the_key_and_each_part_does() -> None:
         (("gcc", "-c", "a.c"), b"const char *d = __DATE__;\n", "h", "__DATE__"),
         (("gcc", "-c", "a.c"), b"const char *s = __TIMESTAMP__;\n", "h", "__TIMESTAMP__"),
         (("gcc", "-DWHEN=__TIME__", "-c", "a.c"), b"", "h", "__TIME__"),
+        # (spliced: the preprocessor joins the lines before it reads the name)
+        (("gcc", "-c", "a.c"), b"const char *t = __TI\\\nME__;\n", "h", "__TIME__"),
+        (("gcc", "-c", "a.c"), b"const char *t = __DA\\ \r\nTE__;\n", "h", "__DATE__"),
+        (("gcc", "-trigraphs", "-c", "a.c"), b"const char *t = __TI??/\nME__;\n", "h", "__TIME__"),
         (("gcc", "--coverage", "-c", "a.c"), b"", "h", "coverage"),
         (("gcc", "-c", "a.c"), b"int a;\n", "", "no system headers' fingerprint"),
     ],
@@ -124,3 +128,44 @@ def test_a_pump_entry_keeps_its_dependency_file_and_is_not_taken_for_another_kin
         decode_entry("k", b"DLBC3\n" + data[6:], SECRET)
     with pytest.raises(RejectedEntry):
         decode_entry("other", data, SECRET)
+
+
+def _marked(body: bytes, *markers: str, argv: tuple[str, ...] = ("gcc", "-I../include", "-c",
+            "../src/a.c")) -> PumpRequest:  # fmt: skip
+    files: dict[str, tuple[str | None, bytes]] = {
+        "/p/src/a.c": (None, body), "/p/include/u.h": (None, b"int u;\n")
+    }  # fmt: skip
+    files |= {f"{d}/forcing_technique_271828": (None, b"") for d in markers}
+    return _request("/p/build", argv, files)
+
+
+def test_the_include_servers_markers_are_left_out_where_no_path_can_go_up_past_one() -> None:
+    """The include server marks every directory it has seen in its run, so two builds
+    of one tree under ``make -j`` send different markers: an empty directory holds
+    nothing to include, and matters only to a ``..`` out of it."""
+    body = b'#include "u.h"\n#include <stdio.h>\nint a(void) { return 0; }\n'
+    one = pump_digest(_marked(body, "/p/build", "/p/lib"), "h").exact
+    assert pump_digest(_marked(body, "/p/build", "/p/lib", "/p/doc"), "h").exact == one
+    # (whether the working directory is made still counts: the compile runs there)
+    assert pump_digest(_marked(body, "/p/lib"), "h").exact != one
+
+
+@pytest.mark.parametrize(
+    ("body", "argv"),
+    [
+        (b'#include "../lib/../include/u.h"\n', None),  # (a path up out of a directory)
+        (b"#define UP ..\n", None),  # (which a macro could put in a name)
+        (b"#include HEADER\n", None),  # (a computed name)
+        (b"#if __has_include( NAME )\n#endif\n", None),
+        (b'#if __has_include("../lib/forcing_technique_271828")\n#endif\n', None),
+        (b"int a;\n", ("gcc", "-I/p/lib/../include", "-c", "../src/a.c")),
+        (b"int a;\n", ("gcc", "-Ilib/..", "-c", "../src/a.c")),
+        (b"int a;\n", ("gcc", "-Wmissing-include-dirs", "-I../lib", "-c", "../src/a.c")),
+    ],
+)
+def test_markers_stay_in_the_key_where_a_path_could_go_up_past_one(
+    body: bytes, argv: tuple[str, ...] | None
+) -> None:
+    args = {"argv": argv} if argv else {}
+    one = pump_digest(_marked(body, "/p/build", "/p/lib", **args), "h").exact
+    assert pump_digest(_marked(body, "/p/build", **args), "h").exact != one
