@@ -5,9 +5,10 @@ server found it needs. Its tree is checked whole before anything is written
 (wire.pump.check_tree: clean absolute names, links only inside the tree or the include
 server's "use the server's own system directory", which must be one this server's
 compiler searches), its command line judged (daemon/pump_judge.py), then the tree is
-made at the client's own paths in the job's bubblewrap sandbox (server/pump_sandbox.py:
-in one started ahead, or bound at its top-level names in one of its own), which holds
-the toolchain and its compiler's system headers read-only (``--sandbox bwrap`` only). The compile runs in the client's working directory, so the
+written under the job's directory and bound, in the job's bubblewrap sandbox, at the
+client's own top-level names (``/home``, ...; ``/tmp`` always, the job's temporary
+directory), over a root that holds the toolchain and system headers read-only
+(``--sandbox bwrap`` only). The compile runs in the client's working directory, so the
 object, its debug info and the dependency file are what the client's own machine
 would make: nothing is rewritten. The object and the dependency file are read back
 without trusting the job's files (server/output.py).
@@ -25,6 +26,7 @@ import functools
 import os
 import posixpath
 import secrets
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -39,16 +41,14 @@ from server.admission import turn_away_busy
 from server.compilers import known_driver
 from server.output import NoObject, read_output
 from server.pump_headers import HeadersWatch
-from server.pump_sandbox import CHANGE_DIRECTORY, layout_for, reserved, take_warm, write_tree
 from server.refusals import answer_refusal
 from server.runner import CompileResult, RunLimits, give_back, run_started
-from server.sandbox.launcher import SHELL, Sandbox
+from server.sandbox.launcher import Layout, Sandbox
 from server.sandbox.sealed import sealed_kind
 from server.sandbox.spawn import Started, kill, pin_waiting, send_command, spawn
-from server.sandbox.warm import WarmPool
 from server.stats import ServerStats
 from wire.events import PumpRequest, Reply, exit_status
-from wire.pump import Tree
+from wire.pump import RESERVED_TOPS, Tree
 from wire.stream import wait_peer_gone, write_reply
 
 
@@ -77,8 +77,6 @@ class PumpContext(Protocol):
     def headers_watch(self) -> HeadersWatch | None: ...
     @property
     def on_upgrade(self) -> Callable[[], None]: ...
-    @property
-    def warm(self) -> WarmPool | None: ...
 
 
 log = structlog.get_logger("distlb.server.job")
@@ -136,6 +134,57 @@ def pump_dirs(info: dict[str, dict[str, str]]) -> dict[str, tuple[str, ...]]:
     return {name: tuple(e["pump"].split("\n")) for name, e in info.items() if "pump" in e}
 
 
+def reserved(sandbox: Sandbox) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Where the job's sandbox holds the toolchain itself: top-level names (``usr``, the
+    links into it, ...) and the paths of its other mounts (a compiler's own install
+    tree, a trusted specs directory), which a request may not make or shadow."""
+    tops = {m.target.split("/")[1] for m in sandbox.mounts if m.target.count("/") == 1}
+    return frozenset(RESERVED_TOPS) | tops, tuple(m.target for m in sandbox.mounts)
+
+
+def write_tree(job_dir: str, tree: Tree, output_dir: str = "/tmp") -> None:
+    """Make ``tree`` under ``job_dir``/root (its /tmp and the object's directory
+    ``output_dir`` too, as a build system's compile expects them), before the sandbox
+    starts: directories the job may write in (its object, its temporary files), files
+    it may only read. Blocking: run it in a thread for a large tree."""
+    root = os.path.join(job_dir, "root")
+    os.mkdir(root, 0o755)
+    wanted = {"/tmp", *tree.directories, *_ancestors(output_dir)}
+    for directory in sorted(wanted, key=lambda d: (d.count("/"), d)):
+        os.mkdir(root + directory)
+        # (for the job's uid: no other job's reaches into job_dir, which is 0700)
+        os.chmod(root + directory, 0o777)  # noqa: S103
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for name, body in tree.files:
+        fd = os.open(root + name, flags, 0o444)
+        with os.fdopen(fd, "wb") as out:
+            out.write(body)
+    for name, target in tree.links:
+        os.symlink(target, root + name)
+
+
+def _ancestors(path: str) -> list[str]:
+    """``path`` (absolute, clean) and the directories above it, but ``/``."""
+    parts = path.split("/")[1:]
+    return ["/" + "/".join(parts[:end]) for end in range(1, len(parts) + 1)]
+
+
+def layout_for(
+    job_dir: str, tree: Tree, compiler_path: str = "/usr/bin/cc", sealed: bool = False
+) -> Layout:
+    """The binds of the tree's top-level names: each a directory the server made
+    (bubblewrap follows a link in a bind's source, on the server: a review bound the
+    server's /tmp through one; wire.pump makes none there, and this checks)."""
+    tops = sorted({"tmp", *tree.tops})
+    binds = tuple((f"{job_dir}/root/{top}", f"/{top}") for top in tops)
+    for source, _ in binds:
+        if not stat.S_ISDIR(os.lstat(source).st_mode):
+            raise OSError(f"{source} is not a directory the server made")
+    path = f"{os.path.dirname(compiler_path)}:/usr/bin:/bin"
+    system = tuple(d for d in tree.system_dirs if os.path.isdir(d)) if sealed else ()
+    return Layout(binds, tree.cwd, path, system)
+
+
 async def run_pump(
     job: PumpJob,
     compiler_path: str,
@@ -145,41 +194,28 @@ async def run_pump(
     sandbox: Sandbox,
     limits: RunLimits,
     client_gone: asyncio.Future[None] | asyncio.Task[None],
-    warm: WarmPool | None = None,
 ) -> tuple[CompileResult, bytes]:
-    """Compile ``job`` in a sandbox holding ``tree`` (one from ``warm`` started ahead for
-    its compiler when one is ready): the result and the dependency file. Its init is
-    pinned before its command is sent, as for every job."""
+    """Compile ``job`` in a sandbox holding ``tree``: the result and the dependency
+    file. Its init is pinned before its command is sent, as for every job."""
     started_at = time.monotonic()
     deps = f"/tmp/distlb-deps-{secrets.token_hex(8)}.d"
     ready: Started | None = None
-    output_dir = posixpath.dirname(job.output_path)
-    kind = sealed_kind(sandbox.sealed_kinds, compiler_path, job.argv)
-    command = job.command(compiler_path, deps)
     try:
-        ready = take_warm(warm, compiler_path, kind, tree.system_dirs, sandbox, jobs_root)
-        if ready is not None:
-            try:
-                await asyncio.to_thread(write_tree, ready.job_dir, tree, output_dir, warm=True)
-            except BaseException:
-                kill(ready)
-                raise
-            command = [SHELL, "-c", CHANGE_DIRECTORY, tree.cwd, *command]
-        else:
-            prepare = functools.partial(write_tree, tree=tree, output_dir=output_dir)
-            layout = functools.partial(
-                layout_for, tree=tree, compiler_path=compiler_path, sealed=kind is not None
-            )
-            ready = await asyncio.to_thread(spawn, sandbox, jobs_root, None, prepare, kind, layout)
+        prepare = functools.partial(
+            write_tree, tree=tree, output_dir=posixpath.dirname(job.output_path)
+        )
+        kind = sealed_kind(sandbox.sealed_kinds, compiler_path, job.argv)
+        layout = functools.partial(
+            layout_for, tree=tree, compiler_path=compiler_path, sealed=kind is not None
+        )
+        ready = await asyncio.to_thread(spawn, sandbox, jobs_root, None, prepare, kind, layout)
         try:
             await pin_waiting(ready)
             sandbox.renice_waiting(ready.proc.pid)
-            await send_command(ready, command)
+            await send_command(ready, job.command(compiler_path, deps))
         except BaseException:
             kill(ready)  # (nothing of the job ran; its directory goes below)
             raise
-        if warm is not None:  # (the next job's is started while this one compiles)
-            asyncio.get_running_loop().call_soon(warm.fill)
         result = await run_started(
             ready, "root" + job.output_path, sandbox, limits, client_gone, started_at
         )
@@ -196,8 +232,6 @@ async def run_pump(
     finally:
         if ready is not None:
             await give_back(sandbox, ready)
-        if warm is not None:
-            warm.fill()
 
 
 async def serve_pump(
@@ -240,7 +274,7 @@ async def serve_pump(
         try:
             result, deps = await run_pump(
                 job, compiler_path, tree, jobs_root=ctx.jobs_root, sandbox=ctx.sandbox,
-                limits=ctx.run_limits, client_gone=gone, warm=ctx.warm,
+                limits=ctx.run_limits, client_gone=gone,
             )  # fmt: skip
         except OSError as exc:  # (its sandbox could not start: answered, not crashed)
             log.exception("job_not_started", reason=str(exc), pump=True)

@@ -117,9 +117,6 @@ class Layout:
     read_only: tuple[str, ...] = ()
     """Directories bound read-only besides the toolchain (a sealed pump job's system
     include directories)."""
-    root: bool = False
-    """The one bind is the sandbox's root, writable (a pump job's sandbox started ahead:
-    its tree is written there once the job comes; its mount points are made there)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +227,7 @@ class Sandbox:
             # The sandbox's own / and /dev are tmpfs, in memory and of no size: writable,
             # a job could fill the machine's RAM there, past every job bound. Nothing of
             # a compile writes there (its directory is its TMPDIR and HOME): read-only.
-            "--remount-ro", "/dev", *(() if layout and layout.root else ("--remount-ro", "/")),
+            "--remount-ro", "/dev", "--remount-ro", "/",
             "--chdir", JOB_ROOT_INSIDE if layout is None else layout.chdir,
             "--",
         ]  # fmt: skip

@@ -55,9 +55,6 @@ class Started:
     """Where bubblewrap says its init's pid (started ahead, under bubblewrap)."""
     sealed: str | None = None
     """The compiler whose sealed sandbox this is (None: the sandbox of every job)."""
-    pool_key: str | None = None
-    """Its kind in the pool of sandboxes started ahead, when not :attr:`sealed` (a pump
-    job's: server/pump.py)."""
 
 
 def spawn(

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 from collections import Counter, deque
-from collections.abc import Callable
 
 import structlog
 
@@ -48,9 +47,6 @@ class WarmPool:
         self.taken = 0
         self.cold = 0
         self.closed = False
-        self.starters: dict[str, Callable[[], Started]] = {}
-        """Kinds started otherwise than as a job's sealed kind, by their key: a pump
-        job's (server/pump.py registers how; a reload forgets them)."""
 
     def snapshot(self) -> dict[str, int]:
         """What /status shows: sandboxes ready now, jobs that found one, jobs that had
@@ -61,7 +57,7 @@ class WarmPool:
         """A ready sandbox of the kind (``sealed``: that compiler's sealed sandbox), or
         None (start one)."""
         self._wanted.append(sealed)
-        for started in [s for s in self._ready if _key(s) == sealed]:
+        for started in [s for s in self._ready if s.sealed == sealed]:
             self._ready.remove(started)
             if started.proc.poll() is None:
                 self.taken += 1
@@ -76,26 +72,21 @@ class WarmPool:
         this is called again, after it); a ready one of a kind asked for less often
         makes room for one asked for more."""
         identities = self.sandbox.identities
-        target = Counter(
-            k for k in self._wanted if k is None or k in self.sandbox.sealed or k in self.starters
-        )
-        have = Counter(_key(s) for s in self._ready)
+        target = Counter(k for k in self._wanted if k is None or k in self.sandbox.sealed)
+        have = Counter(s.sealed for s in self._ready)
         lacking = [kind for kind, n in target.items() for _ in range(n - have[kind])]
         for kind in lacking:
             if self.closed or (identities is not None and not identities.free):
                 return
             if len(self._ready) >= self.size:
-                spare = next((s for s in self._ready if have[_key(s)] > target[_key(s)]), None)
+                spare = next((s for s in self._ready if have[s.sealed] > target[s.sealed]), None)
                 if spare is None:
                     return
                 self._ready.remove(spare)
-                have[_key(spare)] -= 1
+                have[spare.sealed] -= 1
                 self.discard(spare)
-            start = self.starters.get(kind) if kind is not None else None
             try:
-                self._ready.append(
-                    start() if start else spawn(self.sandbox, self.jobs_root, None, sealed=kind)
-                )
+                self._ready.append(spawn(self.sandbox, self.jobs_root, None, sealed=kind))
             except (OSError, SandboxError) as exc:
                 log.warning("warm_sandbox_failed", reason=str(exc))
                 return
@@ -107,7 +98,6 @@ class WarmPool:
         while self._ready:
             self.discard(self._ready.popleft())
         self.sandbox = sandbox
-        self.starters.clear()
         self.fill()
 
     def discard(self, started: Started) -> None:
@@ -119,10 +109,6 @@ class WarmPool:
         self.closed = True
         while self._ready:
             self.discard(self._ready.popleft())
-
-
-def _key(started: Started) -> str | None:
-    return started.pool_key if started.pool_key is not None else started.sealed
 
 
 def first_kind(sandbox: Sandbox) -> str | None:

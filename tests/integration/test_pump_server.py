@@ -295,26 +295,8 @@ int main(int argc, char **argv) {
 """
 
 
-def warm_up(server: ServerProcess, data: bytes) -> int:
-    """One pump job, then until the server's pool is full again: a sandbox started ahead
-    for the next pump job of that compiler waits (the pool keeps the kinds the last jobs
-    asked for). Returns how many jobs have taken one so far."""
-    reply = send(server.port, data)
-    assert reply is not None and reply.status == 0, reply and reply.stderr
-    slots = server.status()["slots"]
-    wait_until(lambda: server.status()["warm_sandboxes"]["ready"] >= slots, 20,
-               "the sandboxes started ahead")  # fmt: skip
-    return int(server.status()["warm_sandboxes"]["taken"])
-
-
-AHEAD = pytest.mark.parametrize("ahead", [False, True], ids=["own", "started-ahead"])
-"""A pump job in a sandbox of its own (its tree bound at its top-level names), or in one
-started ahead (its tree written into the sandbox's root): each is proven alike."""
-
-
-@AHEAD
 def test_the_job_sees_only_its_tree_and_the_toolchain(
-    start_server: StartServer, fake_compilers: tuple[Path, Path], tmp_path: Path, ahead: bool
+    start_server: StartServer, fake_compilers: tuple[Path, Path], tmp_path: Path
 ) -> None:
     """A subverted compiler in a pump job (a stand-in: a gcc driver binary that reports
     what it can reach, then runs the real gcc), installed under /tmp as the tests'
@@ -332,12 +314,10 @@ def test_the_job_sees_only_its_tree_and_the_toolchain(
     subprocess.run([GCC, "-O1", str(spy_c), "-o", str(tools / "gcc")], check=True, timeout=60)
     server = start_server("--compiler", "gcc", path_prepend=str(tools))
     assert server.status()["compilers"]["gcc"]["path"] == str(tools / "gcc")
-    taken = warm_up(server, encode_pump_request(request_for(build))) if ahead else 0
 
     reply = send(server.port, encode_pump_request(request_for(build)))
 
     assert reply is not None and reply.status == 0, reply and reply.stderr
-    assert server.status()["warm_sandboxes"]["taken"] == taken + ahead
     said = reply.stderr.decode()
     for path in shown:
         assert f"seen {path}" in said, said
@@ -388,21 +368,18 @@ def test_a_balancer_sends_pump_jobs_to_no_distccd(
     assert [b["sent"] for b in balancer.status()["backends"]] == [0]
 
 
-@AHEAD
 def test_a_pump_job_of_a_sealed_compiler_reads_no_other_file_of_usr(
-    server: ServerProcess, tmp_path: Path, ahead: bool
+    server: ServerProcess, tmp_path: Path
 ) -> None:
     """A compiler whose toolchain the server holds sealed runs its pump jobs with that
     toolchain and the system include directories only (and the GCC installation clang
     finds libstdc++ through): a source cannot read the rest of /usr back."""
     assert server.status()["compilers"]["gcc"]["sandbox"] == "sealed"
     build = project(tmp_path / "proj")
-    taken = warm_up(server, encode_pump_request(request_for(build))) if ahead else 0
     (build.parent / "src" / "main.c").write_text('#include "/usr/share/common-licenses/GPL-3"\n')
 
     reply = send(server.port, encode_pump_request(request_for(build)))
 
-    assert server.status()["warm_sandboxes"]["taken"] == taken + ahead
     assert reply is not None and reply.status != 0
     assert b"GPL-3: No such file or directory" in reply.stderr, reply.stderr
     assert b"GNU GENERAL PUBLIC LICENSE" not in reply.stderr
