@@ -111,16 +111,24 @@ def _same_stat_edit(header: Path, text: str) -> None:
     os.utime(header, ns=(before.st_atime_ns, before.st_mtime_ns))
 
 
-def test_a_server_whose_system_headers_change_reports_them_at_once_and_turns_pump_jobs_away(
-    start_server: StartServer, tmp_path: Path
-) -> None:
+def _with_site_header(
+    start_server: StartServer, tmp_path: Path, compiler: str
+) -> tuple[ServerProcess, Path, Path]:
+    """A server for ``compiler`` whose /usr/local/include holds ``site.h`` (SITE 1) from
+    a directory of the test's, that directory, and a project's build directory."""
     include = tmp_path / "local-include"
     include.mkdir()
     (include / "site.h").write_text("#define SITE 1\n")
-    server = start_server("--compiler", "gcc", "--jobs", "2", prefix=_bound_include(include))
+    server = start_server("--compiler", compiler, "--jobs", "2", prefix=_bound_include(include))
+    return server, include, project(tmp_path / "proj")
+
+
+def test_a_server_whose_system_headers_change_reports_them_at_once_and_turns_pump_jobs_away(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    server, include, build = _with_site_header(start_server, tmp_path, "gcc")
     first = _fingerprint(server)
     assert first
-    build = project(tmp_path / "proj")
     site = PumpEntry(
         str(build.parent / "src" / "site.c"), body=b"#include <site.h>\nint s = SITE;\n"
     )
@@ -146,11 +154,7 @@ def test_a_server_whose_system_headers_change_reports_them_at_once_and_turns_pum
 def test_a_pump_job_whose_system_headers_change_while_it_runs_is_dropped(
     start_server: StartServer, tmp_path: Path
 ) -> None:
-    include = tmp_path / "local-include"
-    include.mkdir()
-    (include / "site.h").write_text("#define SITE 1\n")
-    server = start_server("--compiler", "g++", "--jobs", "2", prefix=_bound_include(include))
-    build = project(tmp_path / "proj")
+    server, include, build = _with_site_header(start_server, tmp_path, "g++")
     # A compile of some seconds (a constant evaluated by a long loop), so that the test
     # sees it running before it changes the header.
     slow = PumpEntry(str(build.parent / "src" / "slow.cc"), body=(
