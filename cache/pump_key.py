@@ -16,8 +16,9 @@ info, the dependency file and the warnings). Jobs that :func:`cache.keys.why_not
 refuses are not cached, nor any whose files or ``-D`` values name ``__DATE__``,
 ``__TIME__`` or ``__TIMESTAMP__``, line splices taken out (the server's preprocessor
 expands them: a hit would hand out another compile's time), as ccache's direct mode
-decides; a macro that pastes
-one together (``__ ## TIME ## __``) is not seen, as it is not by ccache.
+decides; a macro that pastes one together (``__ ## TIME ## __``) is not seen, as it is
+not by ccache. The include server's directory markers count only where they can
+change the compile (:func:`markers_matter`).
 """
 
 from __future__ import annotations

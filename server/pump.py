@@ -16,7 +16,7 @@ without trusting the job's files (server/output.py).
 A job whose sealed toolchain or system headers changed since the server read them
 (server/pump_headers.py) is turned away, before it starts or, when they changed while
 it ran, instead of its answer: a balancer keys its stored result with what the report
-said. Results are cached by balancers (balancer/dispatch/pump_cache.py), not here.
+said. Results are cached by balancers (balancer/dispatch/caching.py), not here.
 """
 
 from __future__ import annotations

@@ -74,6 +74,9 @@ class DigestMemo:
         self.changed = False
         self.hashed = 0
         """Files read (not found in the memo) since the last :meth:`save`."""
+        self.used: set[str] = set()
+        """Files asked for since the last :meth:`save` (others are kept while they exist:
+        another server of the user may read other directories)."""
 
     def load(self) -> DigestMemo:
         if self.path is None:
@@ -110,6 +113,7 @@ class DigestMemo:
         """The sha256 of the regular file ``path`` whose lstat is ``info`` ("?" if it
         cannot be read)."""
         key = _stat_key(info)
+        self.used.add(path)
         found = self.known.get(path)
         if found is not None and found[0] == key:
             return found[1]
@@ -129,7 +133,11 @@ class DigestMemo:
     def save(self) -> None:
         """Write the memo if it changed (atomically; failures only logged)."""
         self.hashed = 0
-        if self.path is None or not self.changed:
+        gone = [p for p in self.known if p not in self.used and not os.path.lexists(p)]
+        for path in gone:  # (removed since: the memo does not grow with every upgrade)
+            del self.known[path]
+        self.used.clear()
+        if self.path is None or not (self.changed or gone):
             return
         directory = os.path.dirname(self.path)
         try:

@@ -79,6 +79,11 @@ def test_the_memo_reads_a_file_again_only_when_its_stat_changed(
     _same_stat_edit(root / "b.h", "#define B 2\n")  # (its change time moved)
     changed = headers_fingerprint([str(root)], again)
     assert again.hashed == 1 and changed != fingerprints["gcc"]
+    again.save()
+    (root / "sys" / "a.h").unlink()  # (a file gone is forgotten at the next read)
+    headers_fingerprint([str(root)], again)
+    again.save()
+    assert sorted(DigestMemo(str(path)).load().known) == [str(root / "b.h")]
 
 
 def test_a_memo_anyone_else_could_have_written_is_not_used(tmp_path: Path) -> None:
