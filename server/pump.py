@@ -181,7 +181,10 @@ def layout_for(
         if not stat.S_ISDIR(os.lstat(source).st_mode):
             raise OSError(f"{source} is not a directory the server made")
     path = f"{os.path.dirname(compiler_path)}:/usr/bin:/bin"
-    system = tuple(d for d in tree.system_dirs if os.path.isdir(d)) if sealed else ()
+    found = [d for d in tree.system_dirs if os.path.isdir(d)] if sealed else []
+    # (one mount for a directory and those inside it, which it holds: /usr/include holds
+    # /usr/include/c++/12; fewer mounts to make per job)
+    system = tuple(d for d in found if not any(d.startswith(o + "/") for o in found))
     return Layout(binds, tree.cwd, path, system)
 
 
