@@ -49,7 +49,7 @@ from server.sandbox.spawn import Started, kill, pin_waiting, send_command, spawn
 from server.stats import ServerStats
 from wire.events import PumpRequest, Reply, exit_status
 from wire.pump import RESERVED_TOPS, Tree
-from wire.stream import wait_peer_gone, write_reply
+from wire.stream import LOOP_CODEC_BYTES, wait_peer_gone, write_reply
 
 
 class PumpContext(Protocol):
@@ -211,7 +211,11 @@ async def run_pump(
         layout = functools.partial(
             layout_for, tree=tree, compiler_path=compiler_path, sealed=kind is not None
         )
-        ready = await asyncio.to_thread(spawn, sandbox, jobs_root, None, prepare, kind, layout)
+        ready = (
+            spawn(sandbox, jobs_root, None, prepare, kind, layout)
+            if _small(tree)  # (a few files and a fork: about a millisecond, as plain jobs)
+            else await asyncio.to_thread(spawn, sandbox, jobs_root, None, prepare, kind, layout)
+        )
         try:
             await pin_waiting(ready)
             sandbox.renice_waiting(ready.proc.pid)
@@ -343,7 +347,23 @@ async def _accept(ctx: PumpContext, request: PumpRequest) -> tuple[PumpJob, Tree
     # build has used so far (gcc's with a clang job), each a system directory here too.
     system = sorted({d for dirs in ctx.pump_dirs.values() for d in dirs})
     tops, paths = reserved(ctx.sandbox)
-    job, tree = await asyncio.to_thread(
+    accept = functools.partial(
         accept_pump, ctx.judge, request, system, tops, paths, ctx.pump_dirs[name]
     )
+    small = len(request.entries) <= SMALL_FILES and _bytes(request) <= LOOP_CODEC_BYTES
+    job, tree = accept() if small else await asyncio.to_thread(accept)
     return job, tree, compiler_path
+
+
+SMALL_FILES = 64
+"""A pump request of at most this many files (and :data:`wire.stream.LOOP_CODEC_BYTES`)
+is checked, judged and written on the event loop: handing it to a thread and back cost
+more than the work (a thread hop each, under load)."""
+
+
+def _bytes(request: PumpRequest) -> int:
+    return sum(len(e.body) for e in request.entries)
+
+
+def _small(tree: Tree) -> bool:
+    return len(tree.files) <= SMALL_FILES and sum(len(b) for _, b in tree.files) <= LOOP_CODEC_BYTES
