@@ -35,7 +35,14 @@ from typing import Protocol
 import structlog
 
 from client import address_text
-from daemon.judge import CompilerMissing, Judge, Refused, normalize_compiler
+from daemon.judge import (
+    LOOP_ARG_BYTES,
+    LOOP_ARGS,
+    CompilerMissing,
+    Judge,
+    Refused,
+    normalize_compiler,
+)
 from daemon.pump_judge import PumpJob, accept_pump
 from server.admission import turn_away_busy
 from server.compilers import known_driver
@@ -350,14 +357,20 @@ async def _accept(ctx: PumpContext, request: PumpRequest) -> tuple[PumpJob, Tree
     accept = functools.partial(
         accept_pump, ctx.judge, request, system, tops, paths, ctx.pump_dirs[name]
     )
-    small = len(request.entries) <= SMALL_FILES and _bytes(request) <= LOOP_CODEC_BYTES
+    small = (
+        len(request.entries) <= SMALL_FILES
+        and _bytes(request) <= LOOP_CODEC_BYTES
+        and len(request.argv) <= LOOP_ARGS
+        and sum(map(len, request.argv)) <= LOOP_ARG_BYTES
+    )
     job, tree = accept() if small else await asyncio.to_thread(accept)
     return job, tree, compiler_path
 
 
 SMALL_FILES = 64
-"""A pump request of at most this many files (and :data:`wire.stream.LOOP_CODEC_BYTES`)
-is checked, judged and written on the event loop: handing it to a thread and back cost
+"""A pump request of at most this many files (and :data:`wire.stream.LOOP_CODEC_BYTES`,
+and a command line the plain judge would judge on the loop) is checked, judged and
+written on the event loop: handing it to a thread and back cost
 more than the work (a thread hop each, under load)."""
 
 
