@@ -369,9 +369,9 @@ async def _accept(ctx: PumpContext, request: PumpRequest) -> tuple[PumpJob, Tree
 
 SMALL_FILES = 64
 """A pump request of at most this many files (and :data:`wire.stream.LOOP_CODEC_BYTES`,
-and a command line the plain judge would judge on the loop) is checked, judged and
-written on the event loop: handing it to a thread and back cost
-more than the work (a thread hop each, under load)."""
+and a command line the plain judge would judge on the loop) is checked and judged on
+the event loop, and its tree written there when it also makes few directories: handing
+it to a thread and back cost more than the work (a thread hop each, under load)."""
 
 
 def _bytes(request: PumpRequest) -> int:
@@ -379,4 +379,9 @@ def _bytes(request: PumpRequest) -> int:
 
 
 def _small(tree: Tree) -> bool:
-    return len(tree.files) <= SMALL_FILES and sum(len(b) for _, b in tree.files) <= LOOP_CODEC_BYTES
+    """(Directories too: 64 names 64 deep would be 4,096 to make.)"""
+    return (
+        len(tree.files) + len(tree.links) <= SMALL_FILES
+        and len(tree.directories) <= 4 * SMALL_FILES
+        and sum(len(b) for _, b in tree.files) <= LOOP_CODEC_BYTES
+    )
