@@ -114,4 +114,6 @@ async def route_pump(
         return bool(serving((backend,), compiler, asked, headers))
 
     route = PumpRoute(encoded, allows, job.input_path, job.compiler, headers, key)
-    return Request(request.protocol, request.argv, b""), route
+    # (the compiler by its bare name, as a plain job's judged argv has it: routing goes by
+    # it; CMake's launcher sends /usr/bin/gcc. The bytes sent keep it as typed.)
+    return Request(request.protocol, (compiler, *request.argv[1:]), b""), route

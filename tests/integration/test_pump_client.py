@@ -244,13 +244,21 @@ def _write_cmake_project(root: Path) -> Path:
     return root
 
 
-def test_pump_cmake_ninja_build_through_distlb_server_equals_a_local_build(
-    start_server: StartServer, tmp_path: Path
+@pytest.mark.parametrize("through", ["server", "balancer"])
+def test_pump_cmake_ninja_build_equals_a_local_build(
+    start_server: StartServer, start_balancer: StartBalancer, tmp_path: Path, through: str
 ) -> None:
-    """CMake's compiler launcher and Ninja, pump mode: -I to several directories, a
-    generated header in the build tree, -MD/-MF depfiles; each object (-g) equals the
-    local build's in the same build directory, and every compile went in protocol 3."""
+    """CMake's compiler launcher and Ninja, pump mode, to a distlb server and through a
+    balancer to it: -I to several directories, a generated header in the build tree,
+    -MD/-MF depfiles; each object (-g) equals the local build's in the same build
+    directory, and every compile went in protocol 3."""
     server = start_server("--compiler", "gcc", "--jobs", "2")
+    port = server.port
+    if through == "balancer":
+        spec = f"127.0.0.1:{server.port},status={server.stats_port}"
+        balancer = start_balancer("--backend", spec)
+        balancer.wait_healthy(1)
+        port = balancer.port
     source = _write_cmake_project(tmp_path / "project")
     build = tmp_path / "build"
     subprocess.run(
@@ -267,7 +275,7 @@ def test_pump_cmake_ninja_build_through_distlb_server_equals_a_local_build(
     subprocess.run(["ninja", "-t", "clean"], cwd=build, check=True, capture_output=True)
     client_log = tmp_path / "distcc-client.log"
     env = pump_env(
-        f"127.0.0.1:{server.port}/2,cpp,lzo",
+        f"127.0.0.1:{port}/2,cpp,lzo",
         extra={"DISTCC_VERBOSE": "1", "DISTCC_LOG": str(client_log)},
     )
 
@@ -283,6 +291,7 @@ def test_pump_cmake_ninja_build_through_distlb_server_equals_a_local_build(
     for path, data in local.items():
         assert path.read_bytes() == data, path
     assert (build / "app").exists()
+    assert server.counters()["pump"] == 3
 
 
 def test_pump_make_through_the_balancer_equals_a_local_build(
