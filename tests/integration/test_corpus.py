@@ -236,8 +236,14 @@ def _objdump(obj: bytes, where: Path) -> str:
     return done.stdout.split("\n", 2)[2]  # (after the line that names the file)
 
 
-def test_corpus_in_pump_mode_on_distlb_server_equals_local_compiles(
-    corpus: list[CorpusLine], specs_dir: Path, start_server: StartServer, tmp_path: Path
+@pytest.mark.parametrize("through", ["server", "balancer"])
+def test_corpus_in_pump_mode_equals_local_compiles(
+    corpus: list[CorpusLine],
+    specs_dir: Path,
+    start_server: StartServer,
+    start_balancer: StartBalancer,
+    tmp_path: Path,
+    through: str,
 ) -> None:
     """Issue 29: every corpus line distlb takes (not the policy's exceptions) that the
     real pump client sends (it keeps a few local itself: -march=native, coverage, ...)
@@ -246,10 +252,17 @@ def test_corpus_in_pump_mode_on_distlb_server_equals_local_compiles(
     the client's include server prepends a #line to the source and clang then records no
     MD5 of it: there code, debug info and line table equal the local object's (real
     distccd's pump object differs more: its temporary directory, "/" padded, in paths)."""
-    server = start_server("--jobs", "2", "--trusted-specs-dir", str(specs_dir))
+    trusted = ("--trusted-specs-dir", str(specs_dir))
+    server = start_server("--jobs", "2", *trusted)
+    port = server.port
+    if through == "balancer":  # (which checks and judges each as the server does)
+        spec = f"127.0.0.1:{server.port},status={server.stats_port}"
+        balancer = start_balancer("--backend", spec, *trusted)
+        balancer.wait_healthy(1)
+        port = balancer.port
     taken = [line for line in corpus if line.exception is None]
     failures, sent, md5_only = [], 0, 0
-    with include_server(f"127.0.0.1:{server.port}/2,cpp,lzo") as env:
+    with include_server(f"127.0.0.1:{port}/2,cpp,lzo") as env:
         for line in taken:
             local = _compile_locally(line)
             obj, said = _pump_compile(line, env, tmp_path / f"{line.name}.log")
