@@ -72,9 +72,9 @@ class Counters:
     bad_request: int = 0
     client_disconnect: int = 0
     cache_hit: int = 0
+    """Of the ok jobs, those answered from the result cache."""
     pump: int = 0
     """Of the accepted jobs, those in pump mode (protocol 3), sent to servers serving it."""
-    """Of the ok jobs, those answered from the result cache."""
 
 
 @dataclass
