@@ -204,5 +204,12 @@ def test_a_pump_job_sees_only_its_own_compilers_system_directories(
     assert reply is not None
     if compiler == "gcc":
         assert reply.status == 0, reply.stderr
+        # Nor may its options name one of clang's directories (the judge's system
+        # directories are the job's compiler's own).
+        named = (compiler, f"-I{os.path.dirname(OUTSIDE_GCC_KEY)}", *argv[1:])
+        refused = send(server.port, encode_pump_request(
+            request_for(build, named, probe, *clang_links)))  # fmt: skip
+        assert refused is not None and refused.status != 0
+        assert b"neither in the files sent nor a system" in refused.stderr, refused.stderr
     else:
         assert reply.status != 0 and b"sees it" in reply.stderr
