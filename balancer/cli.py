@@ -24,6 +24,12 @@ from daemon.judge_config import add_judge_flags
 from daemon.secret_files import add_cache_secret_flag
 
 
+def _on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError("want on or off")
+    return text == "on"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="distlb-balancer",
@@ -181,6 +187,27 @@ def build_parser() -> argparse.ArgumentParser:
         "scaled by the job's size, and never sooner than --attempt-deadline-min ({default})",
     )
     p.add_argument("--attempt-deadline-min", type=float, metavar="S", help="see above ({default})")
+    p.add_argument(
+        "--fair-share",
+        type=_on_off,
+        metavar="on|off",
+        help="while jobs wait for slots, a freed slot goes to the client (its principal, "
+        "address or --fair-groups group) that used the least compile time recently, over "
+        "its weight; off: to the job waiting longest (default on)",
+    )
+    p.add_argument(
+        "--fair-memory",
+        type=float,
+        metavar="S",
+        help="how long a client's compile time counts for its share: it decays by "
+        "e^(-age/S) ({default})",
+    )
+    p.add_argument(
+        "--fair-groups",
+        metavar="FILE",
+        help="TOML: groups of principals and CIDRs that share as one, with weights "
+        '(docs/operations.md, "Fair share"); re-read within a second of a change',
+    )
     p.add_argument(
         "--max-hedges",
         type=int,

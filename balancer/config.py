@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from balancer.routing.backend import BackendSpec, SpecError
 from balancer.routing.compilers import IDENTITY_MODES, CompilerRouting
+from balancer.routing.groups import GroupsError, GroupsFile
 from balancer.settings import DispatchSettings, PoolSettings
 from cache import BadRedisURL, MemoryStore, RedisStore, ResultCache, Store, parse_redis_url
 from client.initiator import Initiator
@@ -66,6 +67,9 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfi
     attempt_deadline_factor: float = 20.0
     attempt_deadline_min: float = 60.0
     max_hedges: int = 2
+    fair_share: bool = True
+    fair_memory: float = 60.0
+    fair_groups: str | None = None
     io_timeout: float = 60.0
     request_timeout: float = 120.0
     max_source_mb: int = 256
@@ -153,6 +157,17 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfi
     def pool_settings(self) -> PoolSettings:
         return settings_from(self, PoolSettings)
 
+    def fair_groups_file(self) -> GroupsFile | None:
+        """The ``--fair-groups`` file, read (raises :class:`ConfigError` when it cannot be)."""
+        if not self.fair_groups:
+            return None
+        groups = GroupsFile(self.fair_groups)
+        try:
+            groups.load()
+        except GroupsError as exc:
+            raise ConfigError(str(exc)) from exc
+        return groups
+
     def dispatch_settings(self) -> DispatchSettings:
         return settings_from(self, DispatchSettings)
 
@@ -225,6 +240,11 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfi
             raise ConfigError("--tail-hedge must be 0 (off) or at least 1")
         if 0 < self.wait_for_faster < 1 or self.wait_for_faster < 0:
             raise ConfigError("--wait-for-faster must be 0 (off) or at least 1")
+        if not isinstance(self.fair_share, bool):
+            raise ConfigError("fair-share must be true or false (--fair-share on|off)")
+        if not 0 < self.fair_memory <= 86400:
+            raise ConfigError("--fair-memory must be above 0 and at most a day")
+        self.fair_groups_file()
         self.routing()
         if self.cache_redis:
             try:

@@ -155,8 +155,11 @@ async def _serve(
     try:
         # The bytes every attempt sends (retries and hedges share one copy: a review
         # saw each hold its own, outside the budget) are counted with the request's.
+        who = ctx.dispatcher.fair.who(
+            str(context.get("client", "")), str(context.get("principal") or "") or None
+        )
         outcome = await ctx.dispatcher.dispatch(
-            request, lambda size: held.take(ctx.requests, size), live.watch, pump
+            request, lambda size: held.take(ctx.requests, size), live.watch, pump, who
         )
     except asyncio.CancelledError:
         if not gone.done() or gone.cancelled():

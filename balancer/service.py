@@ -63,6 +63,7 @@ class Service:
         self.dispatcher = Dispatcher(
             self.pool, config.dispatch_settings(), limits, cache=self.cache
         )
+        self.dispatcher.fair.groups_file = config.fair_groups_file()
         self.stats = BalancerStats(self.pool, self.dispatcher)
         self.pool.add_state_listener(self.stats.activity.state_changed)
         self.ctx = ConnectionContext(
@@ -151,6 +152,9 @@ class Service:
         if set(changed) & CACHE_SETTINGS:
             cache = fresh.result_cache()
         connections, http = fresh.connection_limits(), fresh.http_limits()
+        groups = self.dispatcher.fair.groups_file
+        if "fair_groups" in changed:
+            groups = fresh.fair_groups_file()
         # (a job's steps and this run on one event loop: nothing sees half of it; a new
         # connection takes the new context, one open keeps the context it began with)
         ctx = self.ctx = dataclasses.replace(
@@ -171,6 +175,7 @@ class Service:
         self.pool.apply_settings(fresh.pool_settings())
         self.pool.reload(specs)
         self.dispatcher.apply(fresh.dispatch_settings(), cache)
+        self.dispatcher.fair.groups_file = groups
         if cache is not self.cache:
             old, self.cache = self.cache, cache
             if old is not None:  # (lookups in flight end within --cache-timeout)

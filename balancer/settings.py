@@ -61,6 +61,11 @@ class DispatchSettings:
     max_hedges: int = 2
     """Late and tail hedges per job (rescues from a backend that left rotation are
     bounded by the attempts instead)."""
+    fair_share: bool = True
+    """While jobs wait, a freed slot goes to the client share that used least compile
+    time recently (balancer/routing/fair.py); off: to the job waiting longest."""
+    fair_memory_s: float = 60.0
+    """How long a share's compile time counts: it decays by e^(-age / this)."""
     cache_trust_unsandboxed: bool = False
     """Also store results of backends that compile without a sandbox
     (balancer/dispatch/caching.py)."""

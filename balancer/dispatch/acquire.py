@@ -14,6 +14,7 @@ from balancer.errors import NoCompiler
 from balancer.pool.pool import Pool
 from balancer.routing.backend import Backend
 from balancer.routing.estimates import Running, wait_choice
+from balancer.routing.fair import FairShare, Share
 from balancer.routing.queue import SlotQueue, Waiting, acquire
 from balancer.settings import DispatchSettings
 
@@ -36,8 +37,11 @@ class SlotTaker:
         settings: DispatchSettings,
         running: set[Running],
         rng: random.Random,
+        fair: FairShare | None = None,
     ) -> None:
         self.pool = pool
+        self.fair = fair or FairShare()
+        """Who gets a freed slot while jobs wait (balancer/routing/fair.py)."""
         self.queue = queue
         self.settings = settings
         self.running = running
@@ -78,11 +82,12 @@ class SlotTaker:
         compiler: str | None = None,
         refused: set[str] | None = None,
         allow: Allow | None = None,
+        share: Share | None = None,
     ) -> JobSlots:
         """How a job takes a slot (balancer/routing/queue.py): see :class:`JobSlots`.
         Without ``compiler``, no backend is barred and there is always one to wait for
-        (but when all are down)."""
-        return JobSlots(self, exclude, affinity, big, factor, compiler, refused, allow)
+        (but when all are down); without ``share``, it never yields a slot."""
+        return JobSlots(self, exclude, affinity, big, factor, compiler, refused, allow, share)
 
     async def acquire(
         self,
@@ -94,10 +99,11 @@ class SlotTaker:
         compiler: str | None = None,
         refused: set[str] | None = None,
         allow: Allow | None = None,
+        share: Share | None = None,
     ) -> Backend:
         """A backend with a free slot, waiting for one at most ``waiting.left_s`` in all
         (balancer/routing/queue.py); see :meth:`how`. A hold does not spend the budget."""
-        how = self.how(exclude, affinity, big, factor, compiler, refused, allow)
+        how = self.how(exclude, affinity, big, factor, compiler, refused, allow, share)
         return await acquire(self.queue, how, waiting)
 
     def faster_soon(
@@ -131,8 +137,9 @@ class JobSlots:
     (never a backend it is barred from, read again at every pick: where its compiler is
     may change while it waits, and ``refused`` grows when a backend says it lacks it),
     holding back for a faster backend (a big job, within what it gains:
-    :func:`balancer.routing.estimates.wait_choice`), and whether no backend is left that
-    could ever take it (it raises :class:`NoCompiler`, or says so)."""
+    :func:`balancer.routing.estimates.wait_choice`), whether no backend is left that
+    could ever take it (it raises :class:`NoCompiler`, or says so), and its share's
+    turn (balancer/routing/fair.py: jobs of one compiler, pump or not, are of one kind)."""
 
     def __init__(
         self,
@@ -144,8 +151,11 @@ class JobSlots:
         compiler: str | None,
         refused: set[str] | None,
         allow: Allow | None = None,
+        share: Share | None = None,
     ) -> None:
         self.taker = taker
+        self.share = share
+        self.kind = f"{compiler or ''}{' pump' if allow is not None else ''}"
         self.allow = allow
         self.exclude = exclude
         self.affinity = affinity
@@ -193,3 +203,18 @@ class JobSlots:
         # The slot is taken in the same step as the pick: the job launches on it only
         # once its loop runs again, and jobs woken meanwhile must see it taken.
         return backend.reserve()
+
+    @property
+    def who(self) -> object:
+        return self.share
+
+    def yields(self) -> bool:
+        return self.share is not None and self.taker.fair.yields(self.share, self.kind)
+
+    def wait_begins(self) -> None:
+        if self.share is not None:
+            self.taker.fair.wait_begins(self.share, self.kind)
+
+    def wait_ends(self) -> None:
+        if self.share is not None:
+            self.taker.fair.wait_ends(self.share, self.kind)

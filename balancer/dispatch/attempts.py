@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
 import structlog
@@ -13,6 +15,7 @@ from balancer.dispatch.acquire import Allow
 from balancer.routing.backend import Backend
 from balancer.routing.compilers import CompilerMissing
 from balancer.routing.estimates import Running
+from balancer.routing.fair import Share
 from balancer.settings import DispatchSettings
 from client import TurnedAway
 from wire import Reply, Request
@@ -128,6 +131,8 @@ class JobAttempts:
     """Backends that answered it "no such compiler" (balancer/routing/compilers.py)."""
     allow: Allow | None = None
     """Whether it may go to a backend, asked at every pick (a pump job's route)."""
+    share: Share | None = None
+    """Its client's share of the farm (balancer/routing/fair.py)."""
     failures: int = 0
     hedges: int = 0
     last_error: str = "no attempt made"
@@ -222,6 +227,38 @@ class JobAttempts:
         self.failed.add(backend.name)
         self.last_error = f"{backend.name}: {reason}"
         return reason
+
+    async def wait_for_next(
+        self,
+        acquiring: asyncio.Task[Backend] | None,
+        change: Coroutine[None, None, None] | None,
+        max_hedges: int,
+    ) -> None:
+        """Until an attempt ends, a backend is acquired, the job is woken (a backend
+        left rotation, a faster one came free), ``change`` ends (the pool changed: a
+        hedge that found no free backend waits for one) or its next deadline comes."""
+        now = time.monotonic()
+        waits: set[asyncio.Future[object]] = {a.task for a in self.running}  # type: ignore[misc]
+        if acquiring is not None:
+            waits.add(acquiring)  # type: ignore[arg-type]
+        woken = self.wake.future()
+        waits.add(woken)  # type: ignore[arg-type]
+        changed = None
+        if change is not None:
+            changed = asyncio.ensure_future(change)
+            waits.add(changed)  # type: ignore[arg-type]
+        times = [a.deadline for a in self.running]
+        if self.running and self.hedges < max_hedges:
+            times.append(max(a.late_at for a in self.running))
+        future = [t for t in times if t > now]
+        timeout = (min(future) - now) if future else (None if times == [] else 0.0)
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            if changed is not None:
+                changed.cancel()
+            self.wake.clear()
 
     def describe(self) -> list[dict[str, object]]:
         """Every attempt, for the job_done line: backend, why it was sent, how it ended,

@@ -36,6 +36,8 @@ from balancer.errors import AllFailed, NoCapacity, NotDispatched
 from balancer.pool.pool import Pool
 from balancer.routing.backend import Backend
 from balancer.routing.estimates import Running, SizeHints
+from balancer.routing.fair import FairShare, Share
+from balancer.routing.groups import Who
 from balancer.routing.queue import SlotQueue, Waiting, take_now
 from balancer.settings import DispatchSettings
 from cache import ResultCache, digest_off_loop, why_not_cacheable
@@ -73,13 +75,16 @@ class Dispatcher:
         """The jobs waiting for a slot or holding back for a faster backend; woken by
         every change of the pool (balancer/routing/queue.py)."""
         pool.add_listener(self.queue.notify)
-        self.slots = SlotTaker(pool, self.queue, settings, self._running, self.rng)
+        shares = pool.shared.shares if pool.shared is not None else None  # (--workers)
+        self.fair = FairShare(shares, settings.fair_memory_s, settings.fair_share)
+        self.queue.ranks = self.fair.order
+        self.slots = SlotTaker(pool, self.queue, settings, self._running, self.rng, self.fair)
         self._jobs: set[JobAttempts] = set()
         self.tail = TailWatcher(
             pool.roster,
             self._running,
             settings.tail_hedge,
-            lambda: self.queue.waiting_for_slot,  # while jobs wait, no slot is spare
+            self._anyone_waits,  # while jobs wait, no slot is spare
             self._wake_backed_up,
         )
         pool.add_listener(self.tail.changed)
@@ -90,6 +95,7 @@ class Dispatcher:
         (those running keep the objects they hold)."""
         self.settings = self.sender.settings = self.slots.settings = settings
         self.tail.speedup = settings.tail_hedge
+        self.fair.enabled, self.fair.memory_s = settings.fair_share, settings.fair_memory_s
         if cache is not self.cache:
             self.cache = cache
             self.caching = CacheFront(cache, self.pool, False) if cache is not None else None
@@ -102,20 +108,30 @@ class Dispatcher:
         return self._sizes.hints(source_bytes)
 
     @property
+    def fair_yields(self) -> int:
+        """Free slots a job left to a waiting job of a lighter share (balancer/routing/fair.py)."""
+        return self.fair.yielded
+
+    @property
     def waited_for_faster(self) -> int:
         """Big jobs that held back for a faster backend (balancer/dispatch/acquire.py)."""
         return self.slots.waited_for_faster
 
+    def _anyone_waits(self) -> bool:
+        """Jobs wait for a slot (here, or in another worker): no slot is spare."""
+        return bool(self.queue.waiting_for_slot) or self.fair.anyone_waits()
+
     def _on_backend_down(self, backend: Backend) -> None:
         """Wake the jobs running on a backend that left rotation (they rescue)."""
-        for job in self._jobs:
-            if any(a.backend is backend for a in job.running):
-                job.wake.set()
+        self._wake(lambda attempt: attempt.backend is backend)
 
     def _wake_backed_up(self, running: Running) -> None:
         """The tail watcher chose ``running`` for a backup: wake its job."""
+        self._wake(lambda attempt: attempt.running is running)
+
+    def _wake(self, which: Callable[[Attempt], bool]) -> None:
         for job in self._jobs:
-            if any(a.running is running for a in job.running):
+            if any(which(a) for a in job.running):
                 job.wake.set()
 
     async def dispatch(
@@ -124,13 +140,16 @@ class Dispatcher:
         held: Callable[[int], None] | None = None,
         watch: Callable[[JobAttempts], None] | None = None,
         pump: PumpRoute | None = None,
+        who: Who | None = None,
     ) -> Dispatched:
         """Get ``request`` compiled (or from the cache). Its bytes are made once for all
         its attempts, ``held`` told their size (a budget counts them); ``watch`` given
         the job's attempt record (the dashboard shows it); ``pump``: a pump job's bytes,
-        where it may go and its cache key. Raises :class:`balancer.errors.NotDispatched`."""
+        where it may go and its cache key; ``who``: its client's share of the farm
+        (balancer/routing/fair.py). Raises :class:`balancer.errors.NotDispatched`."""
+        share = self.fair.share(who) if who is not None else None
         if pump is not None:
-            compiled = functools.partial(self._compile, request, None, held, watch, pump)
+            compiled = functools.partial(self._compile, request, None, held, watch, pump, share)
             caching = self.caching if pump.key is not None else None
             return await (caching.pump_job(pump, request, compiled) if caching else compiled())
         # The job's digest keys the cache and is its affinity to a caching backend:
@@ -146,7 +165,7 @@ class Dispatcher:
                 return hit
         affinity = job.route if job is not None else None
         when_sent = caching.identities_now(request.argv[0]) if caching is not None else {}
-        outcome = await self._compile(request, affinity, held, watch)
+        outcome = await self._compile(request, affinity, held, watch, share=share)
         if caching is not None and job is not None:
             caching.store(job, request, outcome, when_sent)  # (only from trusted sources)
         return outcome
@@ -158,6 +177,7 @@ class Dispatcher:
         held: Callable[[int], None] | None,
         watch: Callable[[JobAttempts], None] | None,
         pump: PumpRoute | None = None,
+        share: Share | None = None,
     ) -> Dispatched:
         """The attempt loop: one attempt at first; a retry when one fails (within
         ``max_attempts`` failures); a hedge when the reply is late or a much faster
@@ -169,16 +189,17 @@ class Dispatcher:
         big, factor = self.size_hints(len(request.source) if pump is None else len(encoded))
         if held is not None:
             held(len(encoded))
-        job = JobAttempts(
-            request, big, factor, affinity, encoded, allow=pump.allows if pump else None
-        )
+        allow = pump.allows if pump else None
+        job = JobAttempts(request, big, factor, affinity, encoded, allow=allow, share=share)
         if watch is not None:
             watch(job)
         self.slots.nowhere(job.compiler)  # (raises at once when no backend runs its compiler)
         if not self.queue.waiting_for_slot:
             # Most jobs find a free slot at once: taken here, with no task to acquire
             # one (none is taken ahead of jobs that wait).
-            how = self.slots.how(set(), affinity, big, factor, job.compiler, job.refused, job.allow)
+            how = self.slots.how(
+                set(), affinity, big, factor, job.compiler, job.refused, job.allow, share
+            )
             backend = take_now(how)
             if backend is not None:
                 self._launch(job, backend, "first", reserved=True)
@@ -218,16 +239,18 @@ class Dispatcher:
                 wants_change = False
                 if acquiring is None:
                     acquiring, wants_change = self._next_move(job, step, waiting)
-                await self._wait(job, acquiring, wants_change)
+                change = self.queue.wait(1.0) if wants_change else None
+                await job.wait_for_next(acquiring, change, self.settings.max_hedges)
         except NotDispatched as exc:
             exc.history = job.describe()
             raise
         finally:
             self._jobs.discard(job)
+            if share is not None:
+                self.fair.waited(share, self.settings.queue_timeout_s - waiting.left_s)
             if acquiring is not None:
-                # A slot it reserved but never launched on is given back, now or when
-                # the acquiring ends (before any await here: a second cancel must not
-                # skip it).
+                # A slot it reserved but never launched on is given back, now or when the
+                # acquiring ends (before any await here: a second cancel must not skip it).
                 acquiring.add_done_callback(self.sender.release_reserved)
                 acquiring.cancel()
             for attempt in job.running:
@@ -254,7 +277,7 @@ class Dispatcher:
         if step is Step.ACQUIRE:
             return asyncio.create_task(self.slots.acquire(
                 job.failed, waiting, job.affinity, job.big, job.factor, job.compiler,
-                job.refused, job.allow,
+                job.refused, job.allow, job.share,
             )), False  # fmt: skip
         if step not in (Step.RESCUE, Step.HEDGE):
             return None, False
@@ -266,7 +289,7 @@ class Dispatcher:
                 return None, not self._launch(job, backend, "rescue")
             return asyncio.create_task(self.slots.acquire(
                 job.failed | running, waiting, None, True, job.factor, job.compiler,
-                job.refused, job.allow,
+                job.refused, job.allow, job.share,
             )), False  # fmt: skip
         kind, backend = next_hedge(
             job.running,
@@ -275,40 +298,12 @@ class Dispatcher:
             lambda: self.slots.pick(exclude, big=True),  # the fastest free one
             time.monotonic(),
         )
-        if kind == "late" and self.queue.waiting_for_slot:
+        if kind == "late" and self._anyone_waits():
             return None, True  # (a late job's copy takes no slot a waiting job would get)
         if backend is not None:
             # (another worker may have taken its slot meanwhile: wait for a change)
             return None, not self._launch(job, backend, kind)
         return None, kind == "late"  # late, but nothing free: wait for a change
-
-    async def _wait(
-        self, job: JobAttempts, acquiring: asyncio.Task[Backend] | None, wants_change: bool
-    ) -> None:
-        """Until an attempt ends, a backend is acquired, the job is woken (a backend
-        left rotation, a faster one came free) or its next deadline comes."""
-        now = time.monotonic()
-        waits: set[asyncio.Future[object]] = {a.task for a in job.running}  # type: ignore[misc]
-        if acquiring is not None:
-            waits.add(acquiring)  # type: ignore[arg-type]
-        woken = job.wake.future()
-        waits.add(woken)  # type: ignore[arg-type]
-        changed = None
-        if wants_change:
-            changed = asyncio.ensure_future(self.queue.wait(1.0))
-            waits.add(changed)  # type: ignore[arg-type]
-        times = [a.deadline for a in job.running]
-        if job.running and job.hedges < self.settings.max_hedges:
-            times.append(max(a.late_at for a in job.running))
-        future = [t for t in times if t > now]
-        timeout = (min(future) - now) if future else (None if times == [] else 0.0)
-        try:
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            woken.cancel()
-            if changed is not None:
-                changed.cancel()
-            job.wake.clear()
 
     def _launch(
         self, job: JobAttempts, backend: Backend, kind: str, reserved: bool = False
@@ -336,9 +331,14 @@ class Dispatcher:
                          running_on=[a.backend.name for a in job.running])  # fmt: skip
         running = Running(backend.name, now, job.factor)
         conn = BackendConn()
+        task = self.sender.start(backend, job.request, conn.made, job.encoded)
+        if job.share is not None:
+            # Its share is charged the slot's time, however the attempt ends.
+            share, began = job.share, self.fair.started(job.share)
+            task.add_done_callback(lambda _: self.fair.ended(share, began))
         attempt = Attempt(
             backend=backend,
-            task=self.sender.start(backend, job.request, conn.made, job.encoded),
+            task=task,
             conn=conn,
             running=running,
             kind=kind,

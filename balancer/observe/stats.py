@@ -32,10 +32,12 @@ DISPATCHER_METRICS = {
     ),
     "rescues": "Jobs sent elsewhere at once because every backend running them left rotation",
     "deadlines": "Attempts given up at their deadline (no reply in time)",
+    "fair_yields": "Free slots a job left to a waiting job of a client that used less recently",
 }
 """The dispatcher's counters that Prometheus gets, with their help texts."""
 DISPATCHER_TOTALS = (
     "retries", "hedges", "hedge_wins", "tail_hedges", "waited_for_faster", "rescues", "deadlines",
+    "fair_yields",
 )  # fmt: skip
 """The dispatcher's counters in /status totals."""
 
@@ -167,6 +169,7 @@ class BalancerStats:
                 "healthy_backends": self.pool.healthy_count(),
             },
             "cache": self.cache_status(),
+            "shares": self.dispatcher.fair.status(),
             **{name: snapshot() for name, snapshot in self.bounds.items()},
             "uptime_s": round(time.time() - self.started_at, 3),
             "version": self.version,
@@ -209,6 +212,42 @@ class BalancerStats:
 
     def prometheus(self) -> bytes:
         return generate_latest(self.registry)
+
+
+SHARE_GAUGES = {
+    "weight": "Its weight (--fair-groups; 1 for a client in no group)",
+    "recent_s": "Its recent compile time (decaying over --fair-memory), running jobs' "
+    "time so far included",
+    "running": "Its jobs holding slots now",
+    "waiting": "Its jobs waiting for a slot now",
+}
+
+
+def _share_families(shares: list[dict[str, object]]) -> Iterator[Metric]:
+    """Per share of the farm (a client, or its group): balancer/routing/fair.py."""
+    gauges = {
+        key: GaugeMetricFamily(
+            f"distlb_balancer_share_{key.replace('_s', '_seconds')}", what, labels=["share"]
+        )
+        for key, what in SHARE_GAUGES.items()
+    }
+    jobs = CounterMetricFamily(
+        "distlb_balancer_share_jobs", "Its jobs sent to backends", labels=["share"]
+    )
+    queued = CounterMetricFamily(
+        "distlb_balancer_share_queued_seconds",
+        "Time its jobs waited for slots, in all (over jobs: the mean queue time)",
+        labels=["share"],
+    )
+    for share in shares:
+        name = str(share["name"])
+        for key, family in gauges.items():
+            family.add_metric([name], float(share[key]))  # type: ignore[arg-type]
+        jobs.add_metric([name], float(share["jobs"]))  # type: ignore[arg-type]
+        queued.add_metric([name], float(share["queued_s"]))  # type: ignore[arg-type]
+    yield from gauges.values()
+    yield jobs
+    yield queued
 
 
 class _Collector(Collector):
@@ -290,6 +329,7 @@ class _Collector(Collector):
                 if value is not None:
                     latency.add_metric([b.name, stat], value)
         yield from per_backend.values()
+        yield from _share_families(s.dispatcher.fair.status())
         offered = GaugeMetricFamily(
             "distlb_backend_compiler",
             "1 for each compiler a backend runs; chosen: jobs for it go there",

@@ -3,9 +3,12 @@ waiting is pointless, and holding back for a faster backend (no sockets; the clo
 injected, so all of it runs in tests without real time).
 
 - Jobs that find no backend with a free slot wait for a change (a job ends, a report
-  comes, a backend's health changes). A change wakes every waiting job, the longest
-  waiting first: they look again, and pick, in that order; a job that a full backend
-  turned away keeps its place, since it keeps the time it first began to wait.
+  comes, a backend's health changes). A change wakes every waiting job, the share of
+  the farm that used least of it recently first and, within a share, the longest
+  waiting first (balancer/routing/fair.py): they look again, and pick, in that order;
+  a job that a full backend turned away keeps its place, since it keeps the time it
+  first began to wait. A job that finds a free slot leaves it to a waiting job of a
+  share of lower rank (it waits on instead).
 - A job waits at most the queue timeout in all, over all its waits (``Waiting``); then
   :class:`NoCapacity`, and the client compiles locally.
 - Fail fast: when no backend is in rotation and each failed its latest check, there is
@@ -67,29 +70,37 @@ class SlotQueue:
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock: Clock = clock or LoopClock()
-        self._waiters: dict[int, tuple[float, asyncio.Future[None]]] = {}
+        self._waiters: dict[int, tuple[float, object, asyncio.Future[None]]] = {}
         self._order = itertools.count()
         self.waiting_for_slot = 0
         """Jobs waiting because no backend has a free slot (not those holding back)."""
         self.holds: dict[str, list[object]] = {}
         """Per backend, the jobs holding back for it, in the order they began to."""
+        self.ranks: Callable[[], Callable[[object], float]] = lambda: _no_rank
+        """For one round of waking: a waiter's rank from its share (lowest first;
+        balancer/routing/fair.py :meth:`FairShare.order`)."""
 
     def waiting(self, queue_timeout_s: float) -> Waiting:
         return Waiting(queue_timeout_s, since=self.clock.time())
 
     def notify(self) -> None:
-        """Wake every waiting job, those waiting longest first (ties: who asked first)."""
+        """Wake every waiting job: the lowest rank first, then those waiting longest
+        (ties: who asked first)."""
+        if not self._waiters:
+            return
         waiters, self._waiters = self._waiters, {}
-        for _, (_, future) in sorted(waiters.items(), key=lambda item: (item[1][0], item[0])):
+        rank = self.ranks()
+        woken = sorted(waiters.items(), key=lambda item: (rank(item[1][1]), item[1][0], item[0]))
+        for _, (_, _, future) in woken:
             if not future.done():
                 future.set_result(None)
 
-    async def wait(self, timeout_s: float, since: float | None = None) -> None:
+    async def wait(self, timeout_s: float, since: float | None = None, who: object = None) -> None:
         """Until the next :meth:`notify` or ``timeout_s``; ``since``: when the caller
-        began to wait (default now), its place in the wake order."""
+        began to wait (default now), and ``who``: its share, its place in the wake order."""
         order = next(self._order)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters[order] = (self.clock.time() if since is None else since, future)
+        self._waiters[order] = (self.clock.time() if since is None else since, who, future)
 
         def expire() -> None:
             if not future.done():
@@ -120,6 +131,10 @@ class SlotQueue:
             queue.remove(token)
             if not queue:
                 del self.holds[backend]
+
+
+def _no_rank(_: object) -> float:
+    return 0.0
 
 
 class Named(Protocol):
@@ -160,6 +175,20 @@ class SlotSource(Protocol[B]):
         """Take the slot of the backend picked, in the same step as the pick; False: it
         was taken meanwhile (by another worker), so wait for the next change."""
 
+    @property
+    def who(self) -> object:
+        """The job's share (its place in the wake order; None: no share)."""
+        ...
+
+    def yields(self) -> bool:
+        """Whether the job must leave a free slot to a waiting job of a share of lower
+        rank (balancer/routing/fair.py)."""
+
+    def wait_begins(self) -> None:
+        """The job waits for a slot (others may yield to it) until :meth:`wait_ends`."""
+
+    def wait_ends(self) -> None: ...
+
 
 def take_now(how: SlotSource[B], token: object | None = None) -> B | None:
     """A backend with a free slot, taken now, when one is free and the job would not
@@ -167,7 +196,7 @@ def take_now(how: SlotSource[B], token: object | None = None) -> B | None:
     first step of :func:`acquire`, without a task or a wait: most jobs find a free
     slot at once."""
     backend = how.pick()
-    if backend is None:
+    if backend is None or how.yields():
         return None
     if how.hold(backend, token if token is not None else object()):
         return None
@@ -183,9 +212,12 @@ async def acquire(queue: SlotQueue, how: SlotSource[B], waiting: Waiting) -> B:
     give_up_holding_at: float | None = None
     held: str | None = None  # the backend whose queue we hold back in
     token = object()
+    registered = False  # counted as waiting (lighter shares' jobs yield to it)
     try:
         while True:
             backend = how.pick()
+            if backend is not None and how.yields():
+                backend = None  # (a lighter share's job waits for it: wait on)
             if backend is not None:
                 now = clock.time()
                 faster = None
@@ -193,8 +225,15 @@ async def acquire(queue: SlotQueue, how: SlotSource[B], waiting: Waiting) -> B:
                     faster = how.hold(backend, token)
                 if faster is None:
                     if how.reserve(backend):
+                        if registered:
+                            how.wait_ends()
+                            registered = False
                         return backend
                 else:
+                    if registered:  # (holding back, it leaves slots to others)
+                        how.wait_ends()
+                        registered = False
+                        queue.notify()
                     target, _wait_s, worth_s = faster
                     if give_up_holding_at is None:
                         give_up_holding_at = now + worth_s
@@ -205,7 +244,7 @@ async def acquire(queue: SlotQueue, how: SlotSource[B], waiting: Waiting) -> B:
                         held = target.name
                     # Woken by any change (our job there ending is one); waiting longer than
                     # expected is fine until it stops being worth it.
-                    await queue.wait(give_up_holding_at - now, waiting.since)
+                    await queue.wait(give_up_holding_at - now, waiting.since, how.who)
                     waiting.held_s += clock.time() - now
                     continue
             if waiting.left_s <= 0:
@@ -215,11 +254,18 @@ async def acquire(queue: SlotQueue, how: SlotSource[B], waiting: Waiting) -> B:
                 raise NoCapacity("no backend is in rotation")
             started = clock.time()
             how.waiting()
+            if not registered:
+                how.wait_begins()
+                registered = True
             queue.waiting_for_slot += 1
             try:
-                await queue.wait(waiting.left_s, waiting.since)
+                await queue.wait(waiting.left_s, waiting.since, how.who)
             finally:
                 queue.waiting_for_slot -= 1
             waiting.left_s -= clock.time() - started
     finally:
         queue._leave(held, token)
+        if registered:
+            how.wait_ends()
+            # It gives up (timeout, cancelled): jobs that left a slot to it may take it.
+            queue.notify()

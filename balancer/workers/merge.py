@@ -20,6 +20,8 @@ CACHE_SUMS = ("hits", "misses", "path_misses", "unmappable", "bypasses", "corrup
               "stored", "bytes_read", "bytes_written", "not_stored_unsandboxed",
               "not_stored_changed")  # fmt: skip
 CACHE_NODE_SUMS = ("hits", "misses", "bypasses")
+SHARE_SUMS = ("jobs", "queued_s")
+"""Per share, the counts each worker keeps (its uses are in the workers' shared memory)."""
 BOUND_SUMS = {
     "connections": ("open", "addresses"),
     "inflating": ("bytes", "waiting", "waited"),
@@ -84,7 +86,14 @@ def merge_status(mine: dict[str, Any], others: list[dict[str, Any] | None]) -> d
         reload = other.get("reload")
         if isinstance(reload, dict) and reload.get("successful") is False:
             merged["reload"] = reload  # (a worker whose reload failed speaks for all)
+    shares = {s["name"]: dict(s) for s in mine.get("shares") or []}
+    for other in others:
+        for share in (other or {}).get("shares") or []:
+            if share.get("name") in shares:  # (the uses are shared; the queue counts not)
+                _add(shares[share["name"]], share, SHARE_SUMS)
     merged.update(totals=totals, backends=list(backends.values()), cache=cache, **bounds)
+    if "shares" in mine:
+        merged["shares"] = list(shares.values())
     merged["workers"] = {
         "count": 1 + len(others),
         "answered": 1 + sum(1 for other in others if other is not None),

@@ -11,6 +11,8 @@ on that backend's entry after the counts are read again (``fcntl`` byte-range lo
 one temp file: the kernel drops a worker's locks when it dies, so a crash cannot leave
 a backend locked). Each slot given back is told to the other workers as the entry's
 index on a pipe of theirs, so their pick index and their waiting jobs keep up.
+
+Fair share's counts (balancer/workers/shares.py) are made with these and live as long.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import struct
 import tempfile
 import time
 from collections.abc import Iterator
+
+from balancer.workers.shares import ShareTable
 
 NAME_BYTES = 120
 DEFAULT_CAPACITY = 4096
@@ -54,6 +58,8 @@ class SharedCounts:
         for read_end, write_end in self._pipes:
             os.set_blocking(read_end, False)
             os.set_blocking(write_end, False)
+        self.shares = ShareTable(workers)
+        """Per client share: the workers' recent compile time, running and waiting jobs."""
         self.me = 0
         """The worker this process is (set by :meth:`become` after the fork)."""
         self.dropped = 0
@@ -64,6 +70,7 @@ class SharedCounts:
     def become(self, worker: int) -> None:
         """Called in worker ``worker`` after the fork."""
         self.me = worker
+        self.shares.become(worker)
 
     def slot(self, name: str) -> SharedSlot:
         """The entry of backend ``name``, claimed if it is new."""
@@ -150,6 +157,7 @@ class SharedCounts:
 
     def forget(self, worker: int) -> None:
         """A worker died: what it held died with it (its connections closed)."""
+        self.shares.forget(worker)
         for index in range(self.capacity):
             offset = self._header + index * self._entry
             if self._map[offset] == 0:

@@ -126,6 +126,10 @@ def test_a_running_build_shows_live_on_the_page_and_stays_in_its_history(
         assert all(client == "127.0.0.1" for _, client, _ in shown)
         who = "document.querySelector('#clients tr[data-client=\"127.0.0.1\"]')"
         page.wait_for(f"{who} && Number({who}.cells[5].textContent) >= 4", 10, "the client")
+        # ... and its share of the farm: every running slot is its.
+        share = "document.querySelector('#shares tr[data-share=\"127.0.0.1\"]')"
+        page.wait_for(f"{share} && {share}.cells[2].textContent.endsWith('(100 %)')", 10,
+                      "the client's share")  # fmt: skip
         # ... and the slots chart with every slot in use (a sample is taken every 2 s).
         used = "Math.max(0, ...farm.rows.slots_used.map(v => v || 0))"
         page.wait_for(f"{used} === 4", 15, "4 slots in use on the chart")

@@ -16,7 +16,10 @@ Run it inside a network namespace as its own process::
     ip netns exec NS python -m tests.support.fault_relay \\
         --listen 198.18.0.21:4632 --to 127.0.0.1:3632 --delay-ms 200
 
-It prints ``relay_ready`` on stdout once every listener is bound.
+It prints ``relay_ready`` on stdout once every listener is bound. In a test's own
+process (:class:`RelayThread`) it can also connect upstream from another loopback
+address (``source``): a second client address for tests of what the balancer does per
+client.
 """
 
 from __future__ import annotations
@@ -45,10 +48,17 @@ def _address(text: str) -> tuple[str, int]:
 class FaultRelayForTests:
     """Forwards TCP connections from ``listen`` to ``upstream``, ``delay_s`` late each way."""
 
-    def __init__(self, listen: tuple[str, int], upstream: tuple[str, int], delay_s: float):
+    def __init__(
+        self,
+        listen: tuple[str, int],
+        upstream: tuple[str, int],
+        delay_s: float,
+        source: str | None = None,
+    ):
         self.listen = listen
         self.upstream = upstream
         self.delay_s = delay_s
+        self.source = source
         self.server: asyncio.Server | None = None
         self.connections = 0
         self._mode = "pass"
@@ -87,7 +97,10 @@ class FaultRelayForTests:
             await self.healed.wait()  # a connection made in a partition waits it out
         try:
             up_r, up_w = await asyncio.wait_for(
-                asyncio.open_connection(*self.upstream), CONNECT_TIMEOUT_S
+                asyncio.open_connection(
+                    *self.upstream, local_addr=(self.source, 0) if self.source else None
+                ),
+                CONNECT_TIMEOUT_S,
             )
         except (OSError, TimeoutError):
             # Upstream refused or is gone: the downstream sees a reset, as it would directly.
@@ -154,8 +167,8 @@ class FaultRelayForTests:
 class RelayThread:
     """A FaultRelayForTests on its own event loop in a thread, for integration tests."""
 
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.relay = FaultRelayForTests(("127.0.0.1", 0), upstream, 0.0)
+    def __init__(self, upstream: tuple[str, int], source: str | None = None) -> None:
+        self.relay = FaultRelayForTests(("127.0.0.1", 0), upstream, 0.0, source)
         self._loop = asyncio.new_event_loop()
         self._closing = False
         # Connections cut off by close() end noisily: nothing to report then.

@@ -40,6 +40,18 @@ def test_shipped_balancer_config_loads(path: Path) -> None:
     assert config.port > 0 and config.admin_port > 0
 
 
+def test_the_shipped_fair_groups_example_loads() -> None:
+    from balancer.cli import load as load_balancer
+
+    path = CONFIGS / "fair-groups.toml"
+    config = load_balancer(["--config", str(CONFIGS / "balancer.toml"), "--fair-groups", str(path)])
+    groups_file = config.fair_groups_file()
+    assert groups_file is not None
+    groups = groups_file.groups()
+    assert groups.who("10.0.9.7", None).weight == 0.25
+    assert groups.who("10.0.1.2", "alice@EXAMPLE.COM").name == "release"
+
+
 ROOT = CONFIGS.parent
 # Runtime dependencies that PyPI has no Linux wheel for build against these headers.
 BUILD_HEADERS = ("liblzo2-dev", "libkrb5-dev")

@@ -79,9 +79,15 @@ class SlotSourceForTests:
         queue_timeout_s: float,
         hold: Callable[[B, object], tuple[B, float, float] | None] | None = None,
         on_wait: Callable[[], None] | None = None,
+        who: object = None,
+        yields: Callable[[], bool] | None = None,
     ) -> None:
         self._pick, self._all_down, self._hold, self._on_wait = pick, all_down, hold, on_wait
         self.queue_timeout_s = queue_timeout_s
+        self.who = who
+        self._yields = yields
+        self.registered = 0
+        """Waits begun and not ended (fair share counts the job as waiting)."""
 
     def pick(self) -> B | None:
         return self._pick()
@@ -101,6 +107,15 @@ class SlotSourceForTests:
 
     def reserve(self, backend: B) -> bool:
         return True
+
+    def yields(self) -> bool:
+        return self._yields is not None and self._yields()
+
+    def wait_begins(self) -> None:
+        self.registered += 1
+
+    def wait_ends(self) -> None:
+        self.registered -= 1
 
 
 async def test_a_change_wakes_the_longest_waiting_first() -> None:

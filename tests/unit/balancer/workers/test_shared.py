@@ -3,6 +3,7 @@ processes: one SharedCounts seen as each worker in turn."""
 
 from __future__ import annotations
 
+import os
 import time
 
 from balancer.routing.backend import Backend, BackendReport, BackendSpec
@@ -71,6 +72,42 @@ def test_merged_status_adds_counts_and_keeps_what_all_see_alike() -> None:
     assert merged["backends"] == [{"name": "h:1", "sent": 11, "in_flight": 2, "free": 1}]
     assert merged["connections"] == {"open": 4, "max": 10}
     assert merged["workers"] == {"count": 3, "answered": 2}
+
+
+def test_merged_status_adds_each_workers_queue_counts_per_share_but_not_the_shared_use() -> None:
+    def status(jobs: int, queued: float) -> dict[str, object]:
+        share = {"name": "ci", "weight": 0.25, "recent_s": 12.0, "running": 3, "waiting": 5,
+                 "jobs": jobs, "queued_s": queued}  # fmt: skip
+        return {"backends": [], "totals": {}, "cache": None, "shares": [share]}
+
+    merged = merge_status(status(2, 1.5), [status(3, 2.0), None])
+    assert merged["shares"] == [
+        {"name": "ci", "weight": 0.25, "recent_s": 12.0, "running": 3, "waiting": 5,
+         "jobs": 5, "queued_s": 3.5}
+    ]  # fmt: skip
+
+
+def test_a_forked_worker_writes_its_share_use_where_the_others_read_it() -> None:
+    shared = SharedCounts(2)
+    index = shared.shares.entry("alice@EXAMPLE.COM")
+    pid = os.fork()
+    if pid == 0:  # worker 1, in its own process
+        code = 1
+        try:
+            shared.become(1)
+            shared.shares.ended(shared.shares.entry("alice@EXAMPLE.COM"), 10.0, 14.0, 60.0)
+            shared.shares.set_waiting(index, 2, 1)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    use = shared.shares.use(index, 14.0, 60.0)
+    assert (use.recent_s, use.waiting, use.kinds) == (4.0, 2, 1)
+    assert shared.shares.waiting_elsewhere() == 2
+    shared.forget(1)
+    assert shared.shares.waiting_elsewhere() == 0
+    assert shared.shares.use(index, 14.0, 60.0).recent_s == 4.0  # (its past use is kept)
 
 
 def test_merged_metrics_add_counters_and_histograms_but_not_shared_gauges() -> None:
