@@ -96,6 +96,7 @@ class Dispatcher:
         self.settings = self.sender.settings = self.slots.settings = settings
         self.tail.speedup = settings.tail_hedge
         self.fair.enabled, self.fair.memory_s = settings.fair_share, settings.fair_memory_s
+        self.queue.notify()  # (jobs that left a slot to another may take it now)
         if cache is not self.cache:
             self.cache = cache
             self.caching = CacheFront(cache, self.pool, False) if cache is not None else None

@@ -9,8 +9,10 @@ over its weight.
 - Waiting jobs are woken lowest rank first (balancer/routing/queue.py), the longest
   waiting first within one share; and a job may not take a free slot while a job of a
   share of lower rank waits for one of the same kind (a compiler, pump or not: a job
-  of another kind might not be able to use that slot). Alone on the farm, a client
-  yields to no one and gets every slot.
+  of another kind might not be able to use that slot), for a short time at most
+  (balancer/routing/queue.py ``YIELD_MAX_S``: the lighter job may yet be unable to use
+  that backend, or have gone). Alone on the farm, a client yields to no one and gets
+  every slot.
 - With ``--workers N`` the uses, the running jobs and the waiting jobs are counted in
   memory the workers share (balancer/workers/shares.py): a worker's job yields to a
   lighter share's job that waits in another worker, which hears of the freed slot too.
@@ -28,6 +30,9 @@ from dataclasses import dataclass
 
 from balancer.routing.groups import Groups, GroupsFile, Who
 from balancer.workers.shares import CAPACITY, OVERFLOW, ShareTable, kind_bit
+
+SHOWN = 256
+"""Shares /status and the metrics show: those of most recent use (of those with any)."""
 
 SNAPSHOT_S = 0.005
 """How long the ranks of the shares that wait are reused by the yield check (each
@@ -59,8 +64,8 @@ class FairShare:
         self.clock = clock
         self.groups_file: GroupsFile | None = None
         """``--fair-groups`` (re-read within a second of a change)."""
-        self._waiting: dict[int, Counter[int]] = {}
-        """Per share index, this worker's waiting jobs per kind bit."""
+        self._waiting: dict[int, Counter[str]] = {}
+        """Per share index, this worker's waiting jobs per kind."""
         self._generation = 0
         self._snapshot: tuple[int, float, list[tuple[float, int, int]]] | None = None
         self.yielded = 0
@@ -77,7 +82,8 @@ class FairShare:
         return self.groups.who(address, principal)
 
     def share(self, who: Who) -> Share:
-        return Share(who, self.table.entry(who.name))
+        # (a share idle for 4 memories has 2 % of its use left: its entry may be reused)
+        return Share(who, self.table.entry(who.name, self.clock(), 4 * self.memory_s))
 
     # -- use ------------------------------------------------------------------
 
@@ -107,19 +113,19 @@ class FairShare:
     # -- waiting ----------------------------------------------------------------
 
     def wait_begins(self, share: Share, kind: str) -> None:
-        self._change(share, kind_bit(kind), +1)
+        self._change(share, kind, +1)
 
     def wait_ends(self, share: Share, kind: str) -> None:
-        self._change(share, kind_bit(kind), -1)
+        self._change(share, kind, -1)
 
-    def _change(self, share: Share, bit: int, delta: int) -> None:
+    def _change(self, share: Share, kind: str, delta: int) -> None:
         kinds = self._waiting.setdefault(share.index, Counter())
-        kinds[bit] += delta
-        if kinds[bit] <= 0:
-            del kinds[bit]
+        kinds[kind] += delta
+        if kinds[kind] <= 0:
+            del kinds[kind]
         mask = 0
         for known in kinds:
-            mask |= known
+            mask |= kind_bit(known)
         self.table.set_waiting(share.index, sum(kinds.values()), mask)
         if not kinds:
             del self._waiting[share.index]
@@ -137,23 +143,29 @@ class FairShare:
         bit = kind_bit(kind)
         waiting = self._waiting_ranks()
         mine = self.rank(share)
-        for rank, index, kinds in waiting:
+        for rank, index, elsewhere in waiting:
             if rank >= mine:
                 break
-            if index != share.index and kinds & bit:
+            if index == share.index:
+                continue
+            # This worker's waiting jobs by their kinds; the others' by the kinds' bits.
+            here = self._waiting.get(index)
+            if (here is not None and kind in here) or elsewhere & bit:
                 self.yielded += 1
                 return True
         return False
 
     def _waiting_ranks(self) -> list[tuple[float, int, int]]:
-        """(rank, index, kinds) of every share with a waiting job, lowest rank first."""
+        """(rank, index, kinds' bits in other workers) of every share with a waiting
+        job, lowest rank first."""
         now = self.clock()
         snap = self._snapshot
         if snap is not None and snap[0] == self._generation and now - snap[1] < SNAPSHOT_S:
             return snap[2]
+        uses = [(i, self.table.use(i, now, self.memory_s)) for i in self.table.waiting_entries()]
         ranked = sorted(
-            (use.recent_s / self.groups.weight(use.name), index, use.kinds)
-            for index, use in self.table.all_used(now, self.memory_s)
+            (use.recent_s / self.groups.weight(use.name), index, use.kinds_elsewhere)
+            for index, use in uses
             if use.waiting
         )
         self._snapshot = (self._generation, now, ranked)
@@ -182,7 +194,10 @@ class FairShare:
         waiting for slots (for /status and the metrics)."""
         now = self.clock()
         shares = []
-        for _, use in self.table.all_used(now, self.memory_s):
+        used = [use for _, use in self.table.all_used(now, self.memory_s)
+                if use.running or use.waiting or use.recent_s >= 0.001]  # fmt: skip
+        used.sort(key=lambda use: use.recent_s, reverse=True)
+        for use in used[:SHOWN]:
             weight = self.groups.weight(use.name)
             jobs, queued = self.queued.get(use.name, (0, 0.0))
             shares.append({

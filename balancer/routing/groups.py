@@ -54,8 +54,9 @@ class Who:
 class Groups:
     principals: dict[str, str] = field(default_factory=dict)
     """Principal -> group."""
-    networks: list[tuple[Network, str]] = field(default_factory=list)
-    """(network, group), longest prefix first."""
+    networks: dict[tuple[int, int], dict[int, str]] = field(default_factory=dict)
+    """(IP version, prefix length) -> the networks' first addresses -> group, longest
+    prefix first (an address is looked up once per prefix length, not per network)."""
     weights: dict[str, float] = field(default_factory=dict)
 
     def who(self, address: str, principal: str | None) -> Who:
@@ -72,9 +73,12 @@ class Groups:
             if ip is not None:
                 if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
                     ip = ip.ipv4_mapped
-                for network, group in self.networks:
-                    if ip in network:
-                        return Who(group, self.weights[group])
+                bits = ip.max_prefixlen
+                for (version, length), firsts in self.networks.items():
+                    if version == ip.version:
+                        group = firsts.get(int(ip) >> (bits - length) << (bits - length))
+                        if group is not None:
+                            return Who(group, self.weights[group])
         return Who(principal or address)
 
     def weight(self, name: str) -> float:
@@ -89,7 +93,7 @@ def parse_groups(text: str, where: str = "--fair-groups") -> Groups:
     except tomllib.TOMLDecodeError as exc:
         raise GroupsError(f"{where}: {exc}") from exc
     principals: dict[str, str] = {}
-    networks: list[tuple[Network, str]] = []
+    networks: dict[Network, str] = {}
     weights: dict[str, float] = {}
     for name, value in data.items():
         if not name or len(name) > MAX_NAME_CHARS or not name.isprintable():
@@ -121,11 +125,15 @@ def parse_groups(text: str, where: str = "--fair-groups") -> Groups:
                     f"{where}: group {name!r}: {member!r} is neither a principal "
                     "(name@REALM) nor an address or CIDR"
                 ) from exc
-            if any(net == network and group != name for net, group in networks):
+            if networks.get(network, name) != name:
                 raise GroupsError(f"{where}: {member!r} is in two groups")
-            networks.append((network, name))
-    networks.sort(key=lambda item: item[0].prefixlen, reverse=True)
-    return Groups(principals, networks, weights)
+            networks[network] = name
+    by_length: dict[tuple[int, int], dict[int, str]] = {}
+    for network, group in sorted(networks.items(), key=lambda i: i[0].prefixlen, reverse=True):
+        by_length.setdefault((network.version, network.prefixlen), {})[
+            int(network.network_address)
+        ] = group
+    return Groups(principals, by_length, weights)
 
 
 def _is_network(text: str) -> bool:

@@ -8,7 +8,9 @@ injected, so all of it runs in tests without real time).
   waiting first (balancer/routing/fair.py): they look again, and pick, in that order;
   a job that a full backend turned away keeps its place, since it keeps the time it
   first began to wait. A job that finds a free slot leaves it to a waiting job of a
-  share of lower rank (it waits on instead).
+  share of lower rank (it waits on instead), for :data:`YIELD_MAX_S` at most: that job
+  takes the slot at once when it can; one that cannot (a backend that refused it, or
+  another worker's job that went away) must not keep the slot idle.
 - A job waits at most the queue timeout in all, over all its waits (``Waiting``); then
   :class:`NoCapacity`, and the client compiles locally.
 - Fail fast: when no backend is in rotation and each failed its latest check, there is
@@ -31,6 +33,10 @@ from typing import Protocol, TypeVar
 from balancer.errors import NoCapacity
 
 T = TypeVar("T")
+
+YIELD_MAX_S = 0.25
+"""How long a job leaves a free slot to a lighter share's waiting job before it takes
+it itself."""
 
 
 class Timer(Protocol):
@@ -213,11 +219,19 @@ async def acquire(queue: SlotQueue, how: SlotSource[B], waiting: Waiting) -> B:
     held: str | None = None  # the backend whose queue we hold back in
     token = object()
     registered = False  # counted as waiting (lighter shares' jobs yield to it)
+    yielding_since: float | None = None  # left a free slot to a lighter share's job since
     try:
         while True:
             backend = how.pick()
-            if backend is not None and how.yields():
-                backend = None  # (a lighter share's job waits for it: wait on)
+            yield_left_s = 0.0
+            if backend is None:
+                yielding_since = None
+            elif how.yields():
+                now = clock.time()
+                yielding_since = now if yielding_since is None else yielding_since
+                yield_left_s = YIELD_MAX_S - (now - yielding_since)
+                if yield_left_s > 0:
+                    backend = None  # (a lighter share's job waits for it: wait on)
             if backend is not None:
                 now = clock.time()
                 faster = None
@@ -259,7 +273,8 @@ async def acquire(queue: SlotQueue, how: SlotSource[B], waiting: Waiting) -> B:
                 registered = True
             queue.waiting_for_slot += 1
             try:
-                await queue.wait(waiting.left_s, waiting.since, how.who)
+                wait_s = min(waiting.left_s, yield_left_s) if yield_left_s > 0 else waiting.left_s
+                await queue.wait(wait_s, waiting.since, how.who)
             finally:
                 queue.waiting_for_slot -= 1
             waiting.left_s -= clock.time() - started

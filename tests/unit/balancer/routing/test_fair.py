@@ -17,8 +17,8 @@ import pytest
 
 from balancer.routing.fair import FairShare, Share
 from balancer.routing.groups import GroupsError, GroupsFile, Who, parse_groups
-from balancer.routing.queue import SlotQueue, acquire, take_now
-from balancer.workers.shares import ShareTable
+from balancer.routing.queue import YIELD_MAX_S, SlotQueue, acquire, take_now
+from balancer.workers.shares import IDLE_S, ShareTable, kind_bit
 from tests.unit.balancer.routing.test_queue import B, FakeClock, SlotSourceForTests, settle
 
 
@@ -223,12 +223,41 @@ def test_workers_see_each_others_waiting_and_use() -> None:
     assert first.rank(heavy) == pytest.approx(20.0)
 
 
-def test_more_shares_than_the_table_holds_share_the_last_entry() -> None:
-    table = ShareTable(capacity=4)
-    indices = [table.entry(f"client-{n}") for n in range(6)]
-    assert indices[:3] == [0, 1, 2] and indices[3:] == [3, 3, 3]
-    assert table.entry("client-0") == 0
-    assert [use.name for _, use in table.all_used(0.0, 60.0)][-1] == "(others)"
+def test_a_full_table_takes_back_idle_shares_and_counts_the_rest_together() -> None:
+    table = ShareTable(capacity=4)  # 3 shares, and the overflow's entry
+    first = [table.entry(f"client-{n}", 0.0) for n in range(3)]
+    assert sorted(first) == [0, 1, 2]
+    assert table.entry("client-0", 0.0) == first[0]
+    table.started(first[0], 0.0)  # client-0's job runs
+    # Full, and nobody idle for an hour: a new share counts in the overflow's entry.
+    assert table.entry("client-3", 10.0) == 3
+    assert table.use(3, 10.0, 60.0).name == "(others)"
+    # An hour on, client-1 and client-2 (nothing running or waiting) are taken back;
+    # client-0, whose job still runs, keeps its entry and its use.
+    later = IDLE_S + 1.0
+    taken = table.entry("client-4", later)
+    assert taken in first[1:]
+    assert table.use(taken, later, 60.0) == table.use(taken, later, 60.0)
+    assert table.use(taken, later, 60.0).name == "client-4"
+    assert table.use(taken, later, 60.0).recent_s == 0.0
+    assert table.entry("client-0", later) == first[0]
+    assert table.use(first[0], later, 60.0).running == 1
+
+
+def test_who_waits_is_found_without_reading_every_share() -> None:
+    table = ShareTable(workers=2, capacity=64)
+    names = [table.entry(f"client-{n}", 0.0) for n in range(40)]
+    table.become(1)
+    table.set_waiting(names[7], 2, 1)
+    table.set_waiting(names[9], 1, 1)
+    table.become(0)
+    table.set_waiting(names[3], 1, 1)
+    assert table.waiting_entries() == {names[3], names[7], names[9]}
+    assert table.waiting_elsewhere() == 3
+    table.become(1)
+    table.set_waiting(names[7], 0, 0)
+    assert table.waiting_entries() == {names[3], names[9]}
+    assert table.waiting_elsewhere() == 1
 
 
 def test_the_groups_file_names_shares_and_weights(tmp_path: Path) -> None:
@@ -273,3 +302,47 @@ def test_the_groups_file_names_shares_and_weights(tmp_path: Path) -> None:
 def test_a_bad_groups_file_says_why(text: str, why: str) -> None:
     with pytest.raises(GroupsError, match=why):
         parse_groups(text)
+
+
+def test_kinds_whose_bits_collide_are_told_apart_in_one_worker() -> None:
+    assert kind_bit("g++") == kind_bit("clang")  # (32 bits: some kinds share one)
+    clock = Clock()
+    fair = _fair(clock)
+    heavy, light = fair.share(Who("heavy")), fair.share(Who("light"))
+    began = fair.started(heavy)
+    clock.now += 30
+    fair.ended(heavy, began)
+    fair.wait_begins(light, "clang")
+    assert not fair.yields(heavy, "g++")
+    assert fair.yields(heavy, "clang")
+
+
+@pytest.mark.asyncio
+async def test_a_job_leaves_a_free_slot_to_a_lighter_job_for_a_short_time_only() -> None:
+    clock = Clock()
+    fair = _fair(clock)
+    heavy, light = fair.share(Who("heavy")), fair.share(Who("light"))
+    began = fair.started(heavy)
+    clock.now += 30
+    fair.ended(heavy, began)
+    # The light share's job waits, but will never take this backend (it refused it,
+    # say, or it waits in a worker that went away).
+    fair.wait_begins(light, "gcc")
+    fake = FakeClock()
+    queue = SlotQueue(fake)
+    free = [B("s1")]
+    how = FairSourceForTests(fair, heavy, lambda: free[0] if free else None)
+    job = asyncio.ensure_future(acquire(queue, how, queue.waiting(10.0)))
+    await settle()
+    assert not job.done()  # it left the slot to the light job ...
+    await fake.advance(YIELD_MAX_S)
+    assert job.done() and job.result() == B("s1")  # ... for a moment, then took it
+
+
+def test_a_big_groups_file_parses_and_finds_the_longest_prefix() -> None:
+    members = [f'"10.{n // 256}.{n % 256}.0/24"' for n in range(20000)]
+    text = f'many = [{", ".join(members)}]\n[wide]\nmembers = ["10.0.0.0/8"]\nweight = 3\n'
+    groups = parse_groups(text)
+    assert groups.who("10.3.7.9", None) == Who("many", 1.0)
+    assert groups.who("10.200.7.9", None) == Who("wide", 3.0)
+    assert groups.who("11.0.0.1", None) == Who("11.0.0.1", 1.0)

@@ -89,13 +89,14 @@ def test_merged_status_adds_each_workers_queue_counts_per_share_but_not_the_shar
 
 def test_a_forked_worker_writes_its_share_use_where_the_others_read_it() -> None:
     shared = SharedCounts(2)
-    index = shared.shares.entry("alice@EXAMPLE.COM")
+    index = shared.shares.entry("alice@EXAMPLE.COM", 0.0)
     pid = os.fork()
     if pid == 0:  # worker 1, in its own process
         code = 1
         try:
             shared.become(1)
-            shared.shares.ended(shared.shares.entry("alice@EXAMPLE.COM"), 10.0, 14.0, 60.0)
+            shared.shares.started(shared.shares.entry("alice@EXAMPLE.COM", 10.0), 10.0)
+            shared.shares.ended(index, 10.0, 14.0, 60.0)
             shared.shares.set_waiting(index, 2, 1)
             code = 0
         finally:
@@ -103,7 +104,7 @@ def test_a_forked_worker_writes_its_share_use_where_the_others_read_it() -> None
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     use = shared.shares.use(index, 14.0, 60.0)
-    assert (use.recent_s, use.waiting, use.kinds) == (4.0, 2, 1)
+    assert (use.recent_s, use.running, use.waiting, use.kinds_elsewhere) == (4.0, 0, 2, 1)
     assert shared.shares.waiting_elsewhere() == 2
     shared.forget(1)
     assert shared.shares.waiting_elsewhere() == 0
