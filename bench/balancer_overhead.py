@@ -109,7 +109,7 @@ def start_servers(work: Path, procs: list[Proc]) -> list[Server]:
         tmp.mkdir()
         tmp.chmod(0o755)  # as root, compilers run unprivileged and must reach job dirs
         command = [str(DISTLB_SERVER), "--listen", HOST, "--port", str(port)]
-        command += ["--stats-port", str(stats_port), "--jobs", str(SLOTS)]
+        command += ["--stats-port", str(stats_port), "--jobs", str(SLOTS), "--offer-by-load", "off"]
         command += ["--log-format", "json", "--log-level", "warning", "--tmp-dir", str(tmp)]
         servers.append(Server(start(f"server{index}", command, work, procs), port, stats_port))
     for server in servers:

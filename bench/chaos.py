@@ -86,7 +86,7 @@ def _server(work: Path, name: str, procs: list[Proc]) -> Backend:
     tmp.chmod(0o755)
     command = [str(BIN / "distlb-server"), "--listen", HOST, "--port", str(port),
                "--stats-port", str(stats), "--jobs", "2", "--log-format", "json",
-               "--tmp-dir", str(tmp)]  # fmt: skip
+               "--tmp-dir", str(tmp), "--offer-by-load", "off"]  # fmt: skip
     backend = Backend(name, port, stats, RelayThread((HOST, port)), RelayThread((HOST, stats)))
     backend.command = command
     backend.proc = start(name, command, work, procs)

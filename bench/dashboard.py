@@ -111,7 +111,8 @@ def main() -> None:
         for i in range(SERVERS):
             port, stats = ports[2 * i], ports[2 * i + 1]
             command = [str(BIN / "distlb-server"), "--listen", HOST, "--port", str(port),
-                       "--stats-port", str(stats), "--jobs", "2"]  # fmt: skip
+                       "--stats-port", str(stats), "--jobs", "2",
+                       "--offer-by-load", "off"]  # fmt: skip
             server = start(f"server{i}", command, work, procs)
             wait_ready(server, stats)
             backends += ["--backend", f"{HOST}:{port},status={stats}"]

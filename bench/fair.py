@@ -3,9 +3,10 @@ fair share and with the order before it (``--fair-share off``: longest waiting f
 in one run, with the real distcc client.
 
 One distlb-server with ``--slots`` slots runs a stand-in compiler, ``vary-cc``, that
-sleeps 0.5 to 1.5 x ``--seconds`` (uniformly, per job), then compiles: the farm's
-capacity is known and the same for every run, and jobs end at varied times as real
-compiles do (with one fixed time, every slot would free at once, and a client whose job
+sleeps 0.5 to 1.5 x ``--seconds`` (drawn from a checksum of the job's source, so a file
+takes the same time in every run and both modes get the same work), then compiles: the
+farm's capacity is known and the same for every run, and jobs end at varied times as
+real compiles do (with one fixed time, every slot would free at once, and a client whose job
 just ended would always find its slot taken by a waiting job before its next one
 arrives). Two balancers in front of it, one with fair share on and one off, are used in
 turn (rounds alternate which first). In each: the small client builds its ``--small``
@@ -54,8 +55,11 @@ for arg in "$@"; do
     case "$arg" in -E|--version) exec gcc "$@";; esac
 done
 base_ms=$(cat "$(dirname "$0")/vary-cc.ms")
-draw=$(od -An -N2 -tu2 /dev/urandom | tr -d ' ')
-ms=$((base_ms / 2 + base_ms * draw / 65535))
+draw=0
+for arg in "$@"; do
+    case "$arg" in *.i) [ -f "$arg" ] && draw=$(cksum < "$arg" | cut -d' ' -f1);; esac
+done
+ms=$((base_ms / 2 + base_ms * (draw % 1001) / 1000))
 sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"
 exec gcc "$@"
 """
@@ -173,11 +177,11 @@ def spread(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--slots", type=int, default=4)
+    parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=0.5, help="one job's compile time")
     parser.add_argument("--small", type=int, default=12, help="files of the small build")
-    parser.add_argument("--flood", type=int, default=96, help="jobs of the flood")
-    parser.add_argument("--flood-jobs", type=int, default=48, help="the flood's -j")
+    parser.add_argument("--flood", type=int, default=192, help="jobs of the flood")
+    parser.add_argument("--flood-jobs", type=int, default=64, help="the flood's -j")
     parser.add_argument(
         "--head-start",
         type=float,
@@ -199,7 +203,8 @@ def main() -> None:
             port, stats_port = free_ports(2)
             command = [str(DISTLB_SERVER), "--listen", "127.0.0.1", "--port", str(port),
                        "--stats-port", str(stats_port), "--jobs", str(args.slots),
-                       "--compiler", "vary-cc", "--compiler", "gcc", "--log-format", "json",
+                       "--compiler", "vary-cc", "--compiler", "gcc", "--offer-by-load", "off",
+                       "--log-format", "json",
                        "--log-level", "warning", "--tmp-dir", str(server_tmp)]  # fmt: skip
             env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
             wait_port(start("server", command, work, procs, env), port)
@@ -239,7 +244,7 @@ def report(rows: dict[str, list[tuple[float, float, float]]], args: argparse.Nam
         "# Fair share (bench/fair.py)",
         "",
         f"{args.rounds} rounds; {args.slots} slots, {args.seconds} s a job on average "
-        "(a stand-in compiler: 0.5-1.5 x that, uniformly); "
+        "(a stand-in compiler: 0.5-1.5 x that, by the source's checksum); "
         f"the small build: {args.small} files at -j4, each from a new address; the flood: "
         f"{args.flood} jobs at -j{args.flood_jobs} from 127.0.0.1, running "
         f"{args.head_start} s before the small build starts.",

@@ -181,7 +181,7 @@ def start_servers(work: Path, jobs: int, servers: Servers) -> None:
     distccd_tmp.chmod(0o1777)
     distlb = [str(DISTLB_SERVER), "--listen", "127.0.0.1", "--port", str(distlb_port)]
     distlb += ["--stats-port", str(stats_port), "--jobs", str(jobs), "--log-format", "json"]
-    distlb += ["--tmp-dir", str(distlb_tmp)]
+    distlb += ["--tmp-dir", str(distlb_tmp), "--offer-by-load", "off"]
     distccd = ["distccd", "--daemon", "--no-detach", "--listen", "127.0.0.1"]
     distccd += ["--port", str(distccd_port), "--jobs", str(jobs), "--allow", "127.0.0.1"]
     distccd += ["--log-stderr", "--log-level=warning"]
@@ -190,7 +190,7 @@ def start_servers(work: Path, jobs: int, servers: Servers) -> None:
         distccd += ["--user", next(u for u in ("distcc", "distccd", "nobody") if u in users)]
     bare = [str(DISTLB_SERVER), "--listen", "127.0.0.1", "--port", str(bare_port)]
     bare += ["--stats-port", str(bare_stats), "--jobs", str(jobs), "--log-format", "json"]
-    bare += ["--tmp-dir", str(bare_tmp), "--sandbox", "none"]
+    bare += ["--tmp-dir", str(bare_tmp), "--sandbox", "none", "--offer-by-load", "off"]
     plan = [("distlb", distlb, distlb_port, distlb_tmp)]
     plan.append((UNSANDBOXED, bare, bare_port, bare_tmp))
     plan.append(("distccd", distccd, distccd_port, distccd_tmp))

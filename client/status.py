@@ -41,6 +41,12 @@ class ServerReport:
     holders: tuple[str, ...] | None = None
     """Each busy slot's connection, as the client's ``IP:PORT`` (distlb servers only;
     None: not said)."""
+    configured_slots: int | None = None
+    """The slots the server is configured with, when it offers fewer now (``slots``) while
+    its machine is busy with other work or short of memory (distlb servers only)."""
+    machine: dict[str, float | int | None] | None = None
+    """What the server's machine has free: ``foreign_load`` (runnable tasks not the
+    server's), ``mem_available_mb``, ``cpus`` (distlb servers only)."""
 
 
 def compilers_revision(compilers: dict[str, dict[str, str]]) -> str:
@@ -96,8 +102,12 @@ def parse_distlb_status(body: bytes) -> ServerReport:
         compilers = data.get("compilers") or {}
         if not isinstance(compilers, dict):
             raise ReportError("bad /status: compilers is not an object")
+        configured = int(data["slots"])
+        offered = data.get("offered")
         return ServerReport(
-            slots=int(data["slots"]),
+            slots=min(configured, int(offered)) if isinstance(offered, int) else configured,
+            configured_slots=configured,
+            machine=_machine(data.get("machine")),
             busy=int(data["busy"]),
             accepting=bool(data.get("accepting", True)),
             compilers={str(k): dict(v) for k, v in compilers.items() if isinstance(v, dict)},
@@ -122,6 +132,18 @@ def _holders(value: object, slots: int) -> tuple[str, ...] | None:
     if not all(isinstance(item, str) and len(item) <= MAX_ADDRESS_CHARS for item in value):
         return None
     return tuple(value)
+
+
+def _machine(value: object) -> dict[str, float | int | None] | None:
+    """A report's machine figures: the known keys, numbers or null, else None."""
+    if not isinstance(value, dict):
+        return None
+    known = ("cpus", "foreign_load", "mem_available_mb", "memory_pressure", "cpu_pressure")
+    return {
+        key: value[key] if isinstance(value.get(key), int | float) else None
+        for key in known
+        if not isinstance(value.get(key), bool)
+    }
 
 
 def _token(value: object) -> str:

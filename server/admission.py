@@ -40,4 +40,7 @@ async def admit(
 
 def turn_away_busy(slots: Slots) -> None:
     """Log a job turned away because every slot is busy (the caller counts it)."""
-    log.info("turned_away", reason="busy", slots=slots.capacity)
+    if slots.refusing is not None:
+        log.info("turned_away", reason=slots.refusing, slots=slots.capacity)
+        return
+    log.info("turned_away", reason="busy", slots=slots.capacity, offered=slots.offered)

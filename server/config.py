@@ -28,6 +28,7 @@ from daemon.gss import AcceptorConfig, add_acceptor_flags
 from daemon.judge import FORBIDDEN_COMPILER_NAMES
 from daemon.judge_config import JudgeConfig, add_judge_flags
 from daemon.secret_files import CacheSecretConfig, add_cache_secret_flag
+from server.machine import OfferRules
 from server.sandbox.launcher import DEFAULT_JOB_UIDS
 from wire import Limits
 
@@ -68,6 +69,11 @@ class ServerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfig)
     job_file_mb: int = 1024
     job_processes: int = 64
     job_open_files: int = 1024
+    offer_by_load: str = "on"
+    foreign_load_slack: float = 0.5
+    memory_per_job_mb: int = 256
+    memory_pressure_limit: float = 10.0
+    load_interval: float = 1.0
     status_allow: list[str] | None = None
     """Who may read /status, /metrics and the stats page (default: as --allow)."""
     check_config: str | None = None
@@ -109,6 +115,15 @@ class ServerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfig)
             max_pump_bytes=self.pump_max_mb * 1024 * 1024,
         )
 
+    def offer_rules(self) -> OfferRules:
+        """How the slots offered follow the machine's load (server/machine.py)."""
+        return OfferRules(
+            enabled=self.offer_by_load == "on",
+            foreign_load_slack=self.foreign_load_slack,
+            memory_per_job_mb=self.memory_per_job_mb,
+            memory_pressure_limit=self.memory_pressure_limit,
+        )
+
     def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         try:
             return parse_networks(self.allow)
@@ -125,6 +140,14 @@ class ServerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfig)
                 raise ConfigError(f"--compiler {name!r}: a compiler is a bare name, not a shell")
         if self.sandbox not in ("bwrap", "none"):
             raise ConfigError("--sandbox must be bwrap or none")
+        if self.offer_by_load not in ("on", "off"):
+            raise ConfigError("--offer-by-load must be on or off")
+        if self.foreign_load_slack < 0 or self.memory_per_job_mb < 0:
+            raise ConfigError("--foreign-load-slack and --memory-per-job-mb must not be negative")
+        if not 0 < self.memory_pressure_limit <= 100:
+            raise ConfigError("--memory-pressure-limit must be above 0 and at most 100 (%)")
+        if not 0.05 <= self.load_interval <= 60:
+            raise ConfigError("--load-interval must be 0.05 to 60 seconds")
         if self.pump not in ("on", "off"):
             raise ConfigError("--pump must be on or off")
         if self.pump_max_files < 1 or self.pump_max_mb < 1:
@@ -293,6 +316,40 @@ def add_sandbox_flags(p: argparse.ArgumentParser) -> None:
         metavar="FIRST-LAST",
         help="when root, each job runs as a uid of its own from this range, which no "
         f"account may use (default {DEFAULT_JOB_UIDS[0]}-{DEFAULT_JOB_UIDS[1]})",
+    )
+    p.add_argument(
+        "--offer-by-load",
+        choices=["on", "off"],
+        help="offer fewer slots while the machine is busy with other work or short of "
+        "memory, and turn a job away when less memory is free than it may need "
+        '(docs/operations.md, "What a server offers"; default {default})',
+    )
+    p.add_argument(
+        "--foreign-load-slack",
+        type=float,
+        metavar="CPUS",
+        help="foreign CPU demand (runnable tasks not the server's) ignored; each CPU's "
+        "worth beyond it takes one slot away ({default})",
+    )
+    p.add_argument(
+        "--memory-per-job-mb",
+        type=int,
+        metavar="MB",
+        help="available memory (MemAvailable) a new job needs: a slot is offered per MB "
+        "free, and a job is turned away when less is free ({default}; 0: off)",
+    )
+    p.add_argument(
+        "--memory-pressure-limit",
+        type=float,
+        metavar="PCT",
+        help="no new job while the kernel's memory pressure (PSI full, 10 s) is at least "
+        "this, in percent ({default})",
+    )
+    p.add_argument(
+        "--load-interval",
+        type=float,
+        metavar="S",
+        help="how often the machine's load and memory are read ({default})",
     )
     p.add_argument(
         "--job-memory-mb",

@@ -49,6 +49,11 @@ def make_app(
     slots.on_change = changes.notify
     held = 0  # report requests held now
 
+    def revision() -> str:
+        """The compilers' revision and the slots offered (a change of either answers a
+        long poll at once: server/machine.py may offer fewer while the machine is busy)."""
+        return compilers_revision(compilers()) + format(slots.offered, "x")
+
     async def status(request: web.Request) -> web.Response:
         """The report; ``?since=TOKEN&wait=S``: once the state has changed enough since
         the report whose ``change`` was TOKEN, or after S seconds (a long poll: a
@@ -56,20 +61,20 @@ def make_app(
         nonlocal held
         since = request.query.get("since", "")
         wait_s = _wait_s(request.query.get("wait", ""))
-        rev = compilers_revision(compilers())
+        rev = revision()
         if wait_s and CHANGE_TOKEN.fullmatch(since) and held < MAX_HELD_REPORTS:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + wait_s
             held += 1
             try:
                 while slots.accepting and not changed_enough(
-                    since, slots.capacity, slots.busy, slots.accepting, rev
+                    since, slots.offered, slots.busy, slots.accepting, rev
                 ):
                     left = deadline - loop.time()
                     if left <= 0:
                         break
                     await asyncio.wait((changes.next(),), timeout=left)
-                    rev = compilers_revision(compilers())
+                    rev = revision()
             finally:
                 held -= 1
         body = stats.status(compilers(), version)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from server.compilers import (
 from server.config import ConfigError, ServerConfig
 from server.connection import ConnectionContext, ReplyBudget, handle_connection
 from server.http_status import make_app
+from server.machine import read_sample
 from server.pump import mark_pump, pump_dirs
 from server.pump_headers import DigestMemo, HeadersWatch, headers_of, memo_path
 from server.reloading import apply_config
@@ -186,6 +188,26 @@ class Service:
             await asyncio.sleep(LOAD_SAMPLE_S)
             self.stats.sample_load(LOAD_SAMPLE_S)
 
+    async def _sample_machine(self) -> None:
+        """The slots offered, by what the machine has free (server/machine.py)."""
+        machine, me = self.stats.machine, os.getpid()
+        while True:
+            interval = self.config.load_interval
+            rules = self.config.offer_rules()
+            try:
+                machine.update(await asyncio.to_thread(read_sample, me), interval)
+            except Exception as exc:  # (a /proc that cannot be read: offer as configured)
+                log.error("machine_sample_failed", reason=str(exc))
+                machine.sample = None
+            self.slots.offered = machine.offered(self.slots.capacity, self.slots.busy, rules)
+            short = machine.memory_short(rules)
+            self.slots.refusing = (
+                f"only {machine.describe()['mem_available_mb']} MB of memory available; a job "
+                f"may need {rules.memory_per_job_mb} MB (--memory-per-job-mb)"
+                if short else None
+            )  # fmt: skip
+            await asyncio.sleep(interval)
+
     async def run(self) -> None:
         """Serve until SIGTERM, then drain. Whatever was started is closed again, also
         when a later step of the start fails (a port taken)."""
@@ -222,6 +244,8 @@ class Service:
             loop.add_signal_handler(signal.SIGHUP, reload)
             sampler = asyncio.create_task(self._sample_load())
             stack.callback(sampler.cancel)
+            machine = asyncio.create_task(self._sample_machine())
+            stack.callback(machine.cancel)
             start_watchdog(stack)
             self._watch_headers()
             if self.ctx.warm is not None:

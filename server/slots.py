@@ -23,6 +23,10 @@ class Slots:
         """The most slots ever busy at once (proof that a balancer never overfilled us)."""
         self._holders: Counter[str] = Counter()
         self._accepting = True
+        self._offered = capacity
+        self.refusing: str | None = None
+        """Why no job may start now whatever the slots (the machine is short of
+        memory: server/machine.py), or None."""
         self.on_change: Callable[[], None] | None = None
         """Called after every change of ``busy`` or ``accepting`` (the status long poll)."""
 
@@ -40,8 +44,21 @@ class Slots:
             self.on_change()
 
     @property
+    def offered(self) -> int:
+        """The slots offered now: the configured ones, or fewer while the machine is
+        busy with other work or short of memory (server/machine.py)."""
+        return self._offered
+
+    @offered.setter
+    def offered(self, value: int) -> None:
+        value = max(0, min(self.capacity, value))
+        if value != self._offered:
+            self._offered = value
+            self._changed()
+
+    @property
     def free(self) -> int:
-        return self.capacity - self.busy if self.accepting else 0
+        return max(0, self._offered - self.busy) if self.accepting else 0
 
     @property
     def holders(self) -> list[str]:
@@ -53,7 +70,7 @@ class Slots:
     def try_acquire(self, holder: str = "?") -> bool:
         """Take a slot for the connection from ``holder`` if one is free and we are
         accepting work."""
-        if not self.accepting or self.busy >= self.capacity:
+        if not self.accepting or self.busy >= self._offered or self.refusing is not None:
             return False
         self.busy += 1
         self._holders[holder] += 1

@@ -18,6 +18,7 @@ from cache import CacheStats
 from client.cli import distlb_version
 from daemon.self_report import ReloadStatus, self_families
 from server.activity import ServerActivity
+from server.machine import MachineLoad
 from server.runner import LIMITS
 from server.slots import Slots
 
@@ -85,6 +86,8 @@ class ServerStats:
     busy_avg: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     activity: ServerActivity = field(default_factory=ServerActivity)
     """The running jobs and the last hour, for /dashboard."""
+    machine: MachineLoad = field(default_factory=MachineLoad)
+    """What the machine has free, as last sampled (server/machine.py)."""
     probes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROBE_OUTCOMES, 0))
     """Health probes' compiles (client/prober.py's request) by outcome: not jobs."""
     version: str = field(default_factory=distlb_version)
@@ -152,6 +155,8 @@ class ServerStats:
     def status(self, compilers: dict[str, dict[str, str]], version: str) -> dict[str, object]:
         return {
             "slots": self.slots.capacity,
+            "offered": self.slots.offered,
+            "machine": self.machine.describe(),
             "busy": self.slots.busy,
             "busy_max": self.slots.busy_max,
             "holders": self.slots.holders,
@@ -308,6 +313,33 @@ class _StatsCollector(Collector):
         yield GaugeMetricFamily("distlb_server_slots", "Job slots", value=s.slots.capacity)
         yield GaugeMetricFamily("distlb_server_slots_busy", "Busy job slots", value=s.slots.busy)
         yield GaugeMetricFamily("distlb_server_slots_free", "Free job slots", value=s.slots.free)
+        yield GaugeMetricFamily(
+            "distlb_server_slots_offered",
+            "Job slots offered now: fewer while the machine is busy with other work or short "
+            "of memory (--offer-by-load)",
+            value=s.slots.offered,
+        )
+        machine = s.machine.describe()
+        yield GaugeMetricFamily(
+            "distlb_server_foreign_load",
+            "The machine's runnable tasks that are not the server's or its jobs', smoothed",
+            value=float(machine["foreign_load"]),  # type: ignore[arg-type]
+        )
+        if machine["mem_available_mb"] is not None:
+            yield GaugeMetricFamily(
+                "distlb_server_memory_available_bytes", "The machine's MemAvailable",
+                value=int(machine["mem_available_mb"]) * 1024 * 1024,  # type: ignore[call-overload]
+            )  # fmt: skip
+        pressure = GaugeMetricFamily(
+            "distlb_server_pressure_percent",
+            "The kernel's pressure stall figures (PSI, avg10): cpu some, memory full",
+            labels=["resource"],
+        )
+        for kind in ("cpu", "memory"):
+            value = machine[f"{kind}_pressure"]
+            if value is not None:
+                pressure.add_metric([kind], float(value))  # type: ignore[arg-type]
+        yield pressure
         yield GaugeMetricFamily(
             "distlb_server_accepting",
             "1 while the server takes new jobs",

@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 from balancer.dispatch.dispatcher import Dispatcher
 from balancer.observe.activity import Activity, LiveJob
 from balancer.observe.cache_metrics import cluster_masters, node_families, nodes_status
+from balancer.observe.farm_metrics import machine_families, machine_of, share_families
 from balancer.pool.pool import Pool
 from client.cli import distlb_version
 from client.quantiles import quantile
@@ -156,8 +157,9 @@ class BalancerStats:
         now = time.monotonic()
         backends = [b.snapshot(now) for b in self.pool.backends.values()]
         compilers = self.pool.routing.describe(list(self.pool.backends.values()))
-        for backend in backends:
+        for backend, b in zip(backends, self.pool.backends.values(), strict=True):
             backend["compilers"] = compilers.get(str(backend["name"]), {})
+            backend.update(machine_of(b))
         return {
             "backends": backends,
             "totals": {
@@ -212,42 +214,6 @@ class BalancerStats:
 
     def prometheus(self) -> bytes:
         return generate_latest(self.registry)
-
-
-SHARE_GAUGES = {
-    "weight": "Its weight (--fair-groups; 1 for a client in no group)",
-    "recent_s": "Its recent compile time (decaying over --fair-memory), running jobs' "
-    "time so far included",
-    "running": "Its jobs holding slots now",
-    "waiting": "Its jobs waiting for a slot now",
-}
-
-
-def _share_families(shares: list[dict[str, object]]) -> Iterator[Metric]:
-    """Per share of the farm (a client, or its group): balancer/routing/fair.py."""
-    gauges = {
-        key: GaugeMetricFamily(
-            f"distlb_balancer_share_{key.replace('_s', '_seconds')}", what, labels=["share"]
-        )
-        for key, what in SHARE_GAUGES.items()
-    }
-    jobs = CounterMetricFamily(
-        "distlb_balancer_share_jobs", "Its jobs sent to backends", labels=["share"]
-    )
-    queued = CounterMetricFamily(
-        "distlb_balancer_share_queued_seconds",
-        "Time its jobs waited for slots, in all (over jobs: the mean queue time)",
-        labels=["share"],
-    )
-    for share in shares:
-        name = str(share["name"])
-        for key, family in gauges.items():
-            family.add_metric([name], float(share[key]))  # type: ignore[arg-type]
-        jobs.add_metric([name], float(share["jobs"]))  # type: ignore[arg-type]
-        queued.add_metric([name], float(share["queued_s"]))  # type: ignore[arg-type]
-    yield from gauges.values()
-    yield jobs
-    yield queued
 
 
 class _Collector(Collector):
@@ -329,7 +295,8 @@ class _Collector(Collector):
                 if value is not None:
                     latency.add_metric([b.name, stat], value)
         yield from per_backend.values()
-        yield from _share_families(s.dispatcher.fair.status())
+        yield from share_families(s.dispatcher.fair.status())
+        yield from machine_families(s.pool.backends.values())
         offered = GaugeMetricFamily(
             "distlb_backend_compiler",
             "1 for each compiler a backend runs; chosen: jobs for it go there",

@@ -92,6 +92,7 @@ async def fetch_backend_report(
     return BackendReport(
         report.slots, report.busy, report.accepting, identities, report.result_cache,
         report.change, compilers, sandboxed=report.sandboxed, holders=report.holders,
+        configured_slots=report.configured_slots, machine=report.machine,
         sealed=frozenset(n for n, info in report.compilers.items()
                          if info.get("sandbox") == "sealed"),
         pump={n: (frozenset(d for d in info["pump"].split("\n") if d.startswith("/")),

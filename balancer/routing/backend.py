@@ -11,57 +11,19 @@ from __future__ import annotations
 
 import re
 import time
-from bisect import bisect_left, insort
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from balancer.routing.own_connections import OwnConnections
 from balancer.routing.rotation_log import RotationLog
+from balancer.routing.window import SortedWindow
 from cache.keys import CompilerIdentity
 from client.initiator import Initiator
 
 BackendKind = Literal["distlb", "distccd"]
 DEFAULT_UNREPORTED_SLOTS = 4
 LATENCY_WINDOW = 200
-
-
-class SortedWindow:
-    """The last ``size`` values, kept sorted too: a quantile is a lookup, and adding a
-    value costs a binary search and a short move (no sort per question)."""
-
-    __slots__ = ("_recent", "_sorted")
-
-    def __init__(self, size: int) -> None:
-        self._recent: deque[float] = deque(maxlen=size)
-        self._sorted: list[float] = []
-
-    def __len__(self) -> int:
-        return len(self._recent)
-
-    def append(self, value: float) -> None:
-        recent = self._recent
-        if recent.maxlen is not None and len(recent) == recent.maxlen:
-            del self._sorted[bisect_left(self._sorted, recent[0])]
-        recent.append(value)
-        insort(self._sorted, value)
-
-    def quantile(self, q: float) -> float | None:
-        """As :func:`client.quantiles.quantile`: the value at rank ``int(q * n)``."""
-        ordered = self._sorted
-        if not ordered:
-            return None
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    def median_low(self) -> float | None:
-        """As :func:`statistics.median_low`."""
-        ordered = self._sorted
-        return ordered[(len(ordered) - 1) // 2] if ordered else None
-
-    def values(self) -> list[float]:
-        """The values in the order they came."""
-        return list(self._recent)
 
 
 _COMPILER_NAME = re.compile(r"[A-Za-z0-9_.+-]{1,100}")
@@ -171,6 +133,11 @@ class BackendReport:
     """The connections holding its slots (distlb servers): which of ours count."""
     pump: dict[str, tuple[frozenset[str], str]] = field(default_factory=dict)
     """Per compiler it serves pump for: its system include directories, their fingerprint."""
+    configured_slots: int | None = None
+    """The slots a distlb server has, when ``slots`` is what it offers now (its machine is
+    busy with other work or short of memory: server/machine.py)."""
+    machine: dict[str, float | int | None] | None = None
+    """What its machine has free, as it reports it (``foreign_load``, ``mem_available_mb``)."""
 
 
 @dataclass

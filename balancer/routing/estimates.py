@@ -28,8 +28,9 @@ import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from balancer.routing.backend import Backend, SortedWindow
+from balancer.routing.backend import Backend
 from balancer.routing.picker import seconds_per_job
+from balancer.routing.window import SortedWindow
 
 SIZE_FACTOR_RANGE = (0.25, 4.0)
 """How far a job's size may stretch or shrink its expected cost."""

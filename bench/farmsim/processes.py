@@ -123,7 +123,8 @@ def start_servers(
         command = [str(DISTLB_SERVER), "--listen", HOST, "--port", str(port)]
         command += ["--stats-port", str(stats_port), "--agent-port", str(agent_port)]
         command += ["--jobs", str(scenario.slots), "--compiler", "sim-cc", "--compiler", "gcc"]
-        command += ["--log-format", "json", "--tmp-dir", str(tmp), *scenario.server_args]
+        command += ["--log-format", "json", "--tmp-dir", str(tmp), "--offer-by-load", "off"]
+        command += scenario.server_args
         env = {**daemon_env(), "PATH": f"{bin_dir}:{os.environ.get('PATH', os.defpath)}"}
         proc = start(f"{tag}-server{index}", command, work, procs, env)
         servers.append(Server(proc, port, stats_port, agent_port, speed))

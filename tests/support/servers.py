@@ -157,6 +157,10 @@ class ServerProcess:
             "--tmp-dir", str(tmp_dir),
             *(() if any(a.startswith("--job-uids") for a in args) else
               ("--job-uids", f"{JOB_UIDS[0]}-{JOB_UIDS[1]}")),
+            # Tests share two cores: the machine's load is the other tests' (a test of
+            # --offer-by-load turns it on).
+            *(() if any(a.startswith("--offer-by-load") for a in args) else
+              ("--offer-by-load", "off")),
             *args,
         ]  # fmt: skip
         server = cls(proc=_spawn(cmd, env), tmp_dir=tmp_dir)

@@ -101,7 +101,7 @@ class NetFarm:
             "--listen", "0.0.0.0", "--port", str(DISTCC_PORT), "--stats-port", str(STATS_PORT),
             "--allow", f"{NETWORK}.0/{PREFIX_LEN}", "--allow", "127.0.0.0/8",
             "--jobs", str(jobs), "--tmp-dir", str(tmp), "--log-format", "json",
-            "--shutdown-grace", "1",
+            "--shutdown-grace", "1", "--offer-by-load", "off",  # (one machine for all)
         ]  # fmt: skip
         proc = self.topo.start(host, f"server-{host}", cmd)
         self.servers[host] = proc
