@@ -53,6 +53,17 @@ def _fair(clock: Clock, enabled: bool = True, table: ShareTable | None = None) -
     return FairShare(table or ShareTable(), memory_s=60.0, enabled=enabled, clock=clock)
 
 
+def _heavy_and_light() -> tuple[FairShare, Share, Share]:
+    """Fair share with two shares: "heavy" used 30 s of compile time just now."""
+    clock = Clock()
+    fair = _fair(clock)
+    heavy, light = fair.share(Who("heavy")), fair.share(Who("light"))
+    began = fair.started(heavy)
+    clock.now += 30
+    fair.ended(heavy, began)
+    return fair, heavy, light
+
+
 def test_rank_is_recent_compile_time_decaying_with_running_time_counted_at_once() -> None:
     clock = Clock()
     fair = _fair(clock)
@@ -72,12 +83,7 @@ def test_rank_is_recent_compile_time_decaying_with_running_time_counted_at_once(
 
 
 def test_a_job_yields_only_to_a_lighter_share_waiting_for_the_same_kind() -> None:
-    clock = Clock()
-    fair = _fair(clock)
-    heavy, light = fair.share(Who("heavy")), fair.share(Who("light"))
-    began = fair.started(heavy)
-    clock.now += 30
-    fair.ended(heavy, began)
+    fair, heavy, light = _heavy_and_light()
     assert not fair.yields(heavy, "gcc")  # nobody waits
     fair.wait_begins(heavy, "gcc")
     assert not fair.yields(heavy, "gcc")  # its own share's jobs are in order already
@@ -96,12 +102,7 @@ def test_a_job_yields_only_to_a_lighter_share_waiting_for_the_same_kind() -> Non
 
 
 def test_the_wake_order_is_by_rank_then_by_how_long_each_waited() -> None:
-    clock = Clock()
-    fair = _fair(clock)
-    heavy, light = fair.share(Who("heavy")), fair.share(Who("light"))
-    began = fair.started(heavy)
-    clock.now += 30
-    fair.ended(heavy, began)
+    fair, heavy, light = _heavy_and_light()
     rank = fair.order()
     assert rank(light) < rank(heavy)
     assert rank(None) == 0.0
@@ -111,12 +112,7 @@ def test_the_wake_order_is_by_rank_then_by_how_long_each_waited() -> None:
 
 @pytest.mark.asyncio
 async def test_a_change_wakes_the_lightest_share_first() -> None:
-    clock = Clock()
-    fair = _fair(clock)
-    heavy, light = fair.share(Who("heavy")), fair.share(Who("light"))
-    began = fair.started(heavy)
-    clock.now += 30
-    fair.ended(heavy, began)
+    fair, heavy, light = _heavy_and_light()
     queue = SlotQueue(FakeClock())
     queue.ranks = fair.order
     woken: list[str] = []
@@ -306,12 +302,7 @@ def test_a_bad_groups_file_says_why(text: str, why: str) -> None:
 
 def test_kinds_whose_bits_collide_are_told_apart_in_one_worker() -> None:
     assert kind_bit("g++") == kind_bit("clang")  # (32 bits: some kinds share one)
-    clock = Clock()
-    fair = _fair(clock)
-    heavy, light = fair.share(Who("heavy")), fair.share(Who("light"))
-    began = fair.started(heavy)
-    clock.now += 30
-    fair.ended(heavy, began)
+    fair, heavy, light = _heavy_and_light()
     fair.wait_begins(light, "clang")
     assert not fair.yields(heavy, "g++")
     assert fair.yields(heavy, "clang")
@@ -319,12 +310,7 @@ def test_kinds_whose_bits_collide_are_told_apart_in_one_worker() -> None:
 
 @pytest.mark.asyncio
 async def test_a_job_leaves_a_free_slot_to_a_lighter_job_for_a_short_time_only() -> None:
-    clock = Clock()
-    fair = _fair(clock)
-    heavy, light = fair.share(Who("heavy")), fair.share(Who("light"))
-    began = fair.started(heavy)
-    clock.now += 30
-    fair.ended(heavy, began)
+    fair, heavy, light = _heavy_and_light()
     # The light share's job waits, but will never take this backend (it refused it,
     # say, or it waits in a worker that went away).
     fair.wait_begins(light, "gcc")
