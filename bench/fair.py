@@ -170,8 +170,8 @@ def one_mode(
     return alone, beside, time.monotonic() - started
 
 
-def spread(values: list[float]) -> str:
-    return f"{min(values):.2f}-{max(values):.2f}"
+def spread(values: list[float], digits: int = 2) -> str:
+    return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
 
 
 def main() -> None:
@@ -254,7 +254,7 @@ def report(rows: dict[str, list[tuple[float, float, float]]], args: argparse.Nam
         f"| small build beside the flood / alone, median (spread) | {fair:.2f} "
         f"({spread(small['on'])}) | {old:.2f} ({spread(small['off'])}) |",
         f"| flood + small build, until both done: fair / before, median (spread) | "
-        f"{flood_ratio:.3f} ({spread(flood)}) | |",
+        f"{flood_ratio:.3f} ({spread(flood, 3)}) | |",
         "",
         f"Goals: small <= {SMALL_GOAL} x with fair share: "
         f"{'met' if fair <= SMALL_GOAL else 'NOT met'}; flood within {FLOOD_GOAL:.0%}: "
