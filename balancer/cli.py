@@ -90,6 +90,33 @@ def build_parser() -> argparse.ArgumentParser:
         "(repeatable; distlb's status port defaults to PORT+1)",
     )
     p.add_argument(
+        "--backends-from",
+        action="append",
+        metavar="SRV-NAME",
+        help="backends from DNS SRV records (_distcc._tcp.NAME, or the full SRV name): each "
+        "target's addresses at its port, its weight; asked again at the records' TTL "
+        "(repeatable; beside --backend)",
+    )
+    p.add_argument(
+        "--backends-from-hosts",
+        action="append",
+        metavar="NAME:PORT[,options]",
+        help="every A/AAAA address of NAME is a backend at PORT, with --backend's options "
+        "(repeatable)",
+    )
+    p.add_argument("--dns-server", metavar="ADDR[:PORT]", help="ask this DNS server "
+                   "(default: the system's resolvers)")  # fmt: skip
+    p.add_argument(
+        "--dns-min-interval",
+        type=float,
+        metavar="S",
+        help="ask DNS again no sooner than this, whatever the TTL ({default}; also after a "
+        "failure, which keeps the last good answer)",
+    )
+    p.add_argument(
+        "--dns-max-interval", type=float, metavar="S", help="and no later than this ({default})"
+    )
+    p.add_argument(
         "--allow",
         action="append",
         metavar="CIDR",

@@ -7,6 +7,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 
+from balancer.pool.discovery import DnsSource
 from balancer.routing.backend import BackendSpec, SpecError
 from balancer.routing.compilers import IDENTITY_MODES, CompilerRouting
 from balancer.routing.groups import GroupsError, GroupsFile
@@ -44,6 +45,11 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfi
     """Who may connect to the admin port (and this machine, for /healthz; default: as
     --allow)."""
     backend: list[str] = field(default_factory=list)
+    backends_from: list[str] = field(default_factory=list)
+    backends_from_hosts: list[str] = field(default_factory=list)
+    dns_server: str | None = None
+    dns_min_interval: float = 5.0
+    dns_max_interval: float = 300.0
     allow: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     poll_interval: float = 0.5
     fast_poll_interval: float = 0.1
@@ -107,9 +113,22 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfi
             raise ConfigError(f"--backend {exc}") from exc
         if len({s.name for s in specs}) != len(specs):
             raise ConfigError("--backend: the same HOST:PORT is listed twice")
-        return [self._with_backend_auth(spec) for spec in specs]
+        return [self.with_backend_auth(spec) for spec in specs]
 
-    def _with_backend_auth(self, spec: BackendSpec) -> BackendSpec:
+    def dns_sources(self) -> list[DnsSource]:
+        """``--backends-from`` and ``--backends-from-hosts`` (balancer/pool/discovery.py)."""
+        try:
+            sources = [DnsSource("srv", name.strip().rstrip(".")) for name in self.backends_from]
+            sources += [DnsSource.hosts(text) for text in self.backends_from_hosts]
+        except SpecError as exc:
+            raise ConfigError(f"--backends-from-hosts {exc}") from exc
+        if any(not s.name or len(s.name) > 253 for s in sources):
+            raise ConfigError("--backends-from: a DNS name of 1 to 253 characters")
+        if len({s.label for s in sources}) != len(sources):
+            raise ConfigError("--backends-from, --backends-from-hosts: a name is listed twice")
+        return sources
+
+    def with_backend_auth(self, spec: BackendSpec) -> BackendSpec:
         """The spec with our initiator settings, when we authenticate to that backend
         (its own ``auth`` option, or --backend-auth for all)."""
         if spec.auth is None and not self.backend_auth:
@@ -209,9 +228,12 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfi
             raise ConfigError(f"--cache-redis-password-file {path}: not UTF-8 text") from None
 
     def validate(self) -> None:
-        if not self.backend:
-            raise ConfigError("at least one --backend is needed")
+        if not (self.backend or self.backends_from or self.backends_from_hosts):
+            raise ConfigError("at least one --backend, --backends-from or --backends-from-hosts")
         self.backend_specs()
+        self.dns_sources()
+        if not 0 < self.dns_min_interval <= self.dns_max_interval <= 86400:
+            raise ConfigError("--dns-min-interval and --dns-max-interval: 0 < min <= max <= a day")
         self.networks()
         self.admin_networks()
         if self.rise < 1 or self.fall < 1 or self.max_attempts < 1:

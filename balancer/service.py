@@ -15,7 +15,9 @@ from balancer.connection import ConnectionContext, handle_connection
 from balancer.dispatch.dispatcher import Dispatcher
 from balancer.observe.admin import make_app
 from balancer.observe.stats import BalancerStats
+from balancer.pool.discovery import Discovery
 from balancer.pool.pool import Pool
+from balancer.routing.backend import BackendSpec
 from balancer.workers.supervisor import WorkerPlace
 from client.cli import distlb_version
 from daemon.access import parse_networks
@@ -54,6 +56,7 @@ class Service:
         self._reload_config = reload_config
         self.place = place
         """With ``--workers``: which worker this is, its socket and what it shares."""
+        self.discovery = self._discovery(config)
         self.pool = Pool(config.backend_specs(), config.pool_settings())
         self.pool.routing = config.routing()
         if place is not None:
@@ -65,6 +68,7 @@ class Service:
         )
         self.dispatcher.fair.groups_file = config.fair_groups_file()
         self.stats = BalancerStats(self.pool, self.dispatcher)
+        self.stats.discovery = lambda: self.discovery.describe()
         self.pool.add_state_listener(self.stats.activity.state_changed)
         self.ctx = ConnectionContext(
             stats=self.stats,
@@ -133,6 +137,26 @@ class Service:
         if self._speaks_for_service:
             notify("READY=1", status)
 
+    def _discovery(self, config: BalancerConfig) -> Discovery:
+        return Discovery(config.dns_sources(), self._discovered, config.dns_server,
+                         config.dns_min_interval, config.dns_max_interval)  # fmt: skip
+
+    def _specs(self, config: BalancerConfig) -> list[BackendSpec]:
+        """The static backends, then those DNS names (a static spec wins for one
+        HOST:PORT; the first source that names one, among the others)."""
+        specs = {spec.name: spec for spec in config.backend_specs()}
+        sources: dict[str, str] = {}
+        for label, found in self.discovery.specs().items():
+            for spec in found:
+                if spec.name not in specs:
+                    specs[spec.name], sources[spec.name] = config.with_backend_auth(spec), label
+        self.pool.sources = sources
+        return list(specs.values())
+
+    def _discovered(self) -> None:
+        """A DNS source's set changed: the pool takes the merged list, as a reload."""
+        self.pool.reload(self._specs(self.config))
+
     def apply(self, fresh: BalancerConfig) -> list[str]:
         """Take every setting of ``fresh`` that can change while the balancer runs, all
         at once (nothing is changed when any part of it cannot work); returns what
@@ -143,7 +167,8 @@ class Service:
         if not changed:
             return changed
         # Everything built first (any of it may raise), then swapped in one go.
-        specs = fresh.backend_specs()
+        fresh.backend_specs()
+        discovery = self._discovery(fresh)
         routing = fresh.routing()
         judge = fresh.judge(None, on_disk=False)
         acceptor = fresh.acceptor() if set(changed) & AUTH_SETTINGS else self.ctx.acceptor
@@ -173,7 +198,8 @@ class Service:
         self._admin_allow[:] = admin_allow
         self.pool.routing.mode, self.pool.routing.pins = routing.mode, routing.pins
         self.pool.apply_settings(fresh.pool_settings())
-        self.pool.reload(specs)
+        self.discovery.adopt(discovery)
+        self.pool.reload(self._specs(fresh))
         self.dispatcher.apply(fresh.dispatch_settings(), cache)
         self.dispatcher.fair.groups_file = groups
         if cache is not self.cache:
@@ -202,6 +228,11 @@ class Service:
                 stack.push_async_callback(self.cache.close)
             self.pool.start()
             stack.push_async_callback(self.pool.stop)
+            if self.discovery.sources:  # (the farm begins with what DNS says now)
+                await self.discovery.first()
+                self._discovered()
+                self.discovery.start()
+                stack.callback(self.discovery.stop)
             sampling = asyncio.create_task(self._sample_loop())
             stack.callback(sampling.cancel)
             handler = self._jobs.serve(

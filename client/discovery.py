@@ -1,7 +1,8 @@
 """Where distcc servers are: DNS name patterns, DNS SRV records, host files, DISTCC_HOSTS.
 
 DNS is asked of a chosen server (``--dns-server``) or the system's resolvers,
-with a bounded number of names and a deadline.
+with a bounded number of names and a deadline. The probe asks once; the balancer asks
+again and again (:func:`srv_records`, :func:`host_records`: with the answers' TTL).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import dns.resolver
 
 DEFAULT_PORT = 3632
 MAX_PATTERN_NAMES = 256
+MAX_RECORDS = 4096
+"""Targets one name may give (SRV records times their addresses): more are dropped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,22 +159,77 @@ async def from_pattern(
 async def from_srv(
     domain: str, *, dns_server: str | None = None, timeout_s: float = 2.0
 ) -> list[Target]:
-    """Servers from ``_distcc._tcp.DOMAIN`` SRV records (each target's A records)."""
+    """Servers from ``_distcc._tcp.DOMAIN`` SRV records (each target's addresses)."""
+    found = await srv_records(domain, dns_server=dns_server, timeout_s=timeout_s)
+    return [Target(host=a, port=port, name=name) for a, port, _, name in found.servers]
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """What a name says now: its servers (address, port, SRV weight) and for how long
+    that holds (the smallest TTL of the answers read; None: no answer had one)."""
+
+    servers: tuple[tuple[str, int, int, str], ...]
+    """(address, port, SRV weight or 0, the name it came from)"""
+    ttl_s: float | None
+
+
+async def _all_addresses(
+    resolver: dns.asyncresolver.Resolver, name: str
+) -> tuple[list[str], float | None]:
+    """Every A and AAAA address of ``name`` and the smaller TTL (NXDOMAIN: none)."""
+    try:
+        ipaddress.ip_address(name)
+        return [name], None
+    except ValueError:
+        pass
+    addresses: list[str] = []
+    ttls: list[float] = []
+    for kind in ("A", "AAAA"):
+        try:
+            answer = await resolver.resolve(name, kind)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            continue
+        except dns.exception.DNSException as exc:
+            raise DiscoveryError(f"{name} {kind}: {exc}") from exc
+        addresses += sorted(rr.address for rr in answer)
+        if answer.rrset is not None:
+            ttls.append(float(answer.rrset.ttl))
+    return addresses, min(ttls, default=None)
+
+
+async def host_records(
+    name: str, port: int, *, dns_server: str | None = None, timeout_s: float = 2.0
+) -> Found:
+    """Every A/AAAA address of ``name``, each a server at ``port``."""
     resolver = _resolver(dns_server, timeout_s)
-    name = domain if domain.startswith("_distcc.") else f"_distcc._tcp.{domain}"
+    addresses, ttl = await _all_addresses(resolver, name)
+    return Found(tuple((a, port, 0, name) for a in addresses[:MAX_RECORDS]), ttl)
+
+
+async def srv_records(name: str, *, dns_server: str | None = None, timeout_s: float = 2.0) -> Found:
+    """The servers of SRV ``name`` (``_distcc._tcp.DOMAIN``, or DOMAIN for that): each
+    record's target's addresses at its port, with its weight, in priority order."""
+    resolver = _resolver(dns_server, timeout_s)
+    name = name if name.startswith("_distcc.") else f"_distcc._tcp.{name}"
     try:
         answer = await resolver.resolve(name, "SRV")
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-        return []
+        return Found((), None)
     except dns.exception.DNSException as exc:
-        raise DiscoveryError(f"{name}: {exc}") from exc
+        raise DiscoveryError(f"{name} SRV: {exc}") from exc
+    ttls = [float(answer.rrset.ttl)] if answer.rrset is not None else []
     records = sorted(answer, key=lambda rr: (rr.priority, -rr.weight, str(rr.target)))
-    targets: list[Target] = []
-    for rr in records:
+    found: list[tuple[str, int, int, str]] = []
+    for rr in records[:MAX_RECORDS]:
         host = str(rr.target).rstrip(".")
-        for address in await _addresses(resolver, host):
-            targets.append(Target(host=address, port=int(rr.port), name=host))
-    return targets
+        addresses, ttl = await _all_addresses(resolver, host)
+        found += [(a, int(rr.port), int(rr.weight), host) for a in addresses]
+        if ttl is not None:
+            ttls.append(ttl)
+        if len(found) >= MAX_RECORDS:
+            break
+    return Found(tuple(found[:MAX_RECORDS]), min(ttls, default=None))
 
 
 def unique(targets: list[Target]) -> list[Target]:

@@ -92,6 +92,8 @@ class BalancerStats:
     """The dashboard's jobs in flight, history, clients and state changes."""
     viewers: Callable[[], int] = field(default=lambda: 0)
     """Live dashboard viewers now (set by the admin app)."""
+    discovery: Callable[[], dict[str, dict[str, object]]] = field(default=lambda: {})
+    """Per DNS source of backends, how asking it went (balancer/pool/discovery.py)."""
     version: str = field(default_factory=distlb_version)
     reload: ReloadStatus = field(default_factory=ReloadStatus)
     """How the config's last load went (the start counts as one)."""
@@ -160,6 +162,7 @@ class BalancerStats:
         for backend, b in zip(backends, self.pool.backends.values(), strict=True):
             backend["compilers"] = compilers.get(str(backend["name"]), {})
             backend.update(machine_of(b))
+            backend["source"] = self.pool.sources.get(b.name, "static")
         return {
             "backends": backends,
             "totals": {
@@ -172,6 +175,7 @@ class BalancerStats:
             },
             "cache": self.cache_status(),
             "shares": self.dispatcher.fair.status(),
+            "discovery": self.discovery(),
             **{name: snapshot() for name, snapshot in self.bounds.items()},
             "uptime_s": round(time.time() - self.started_at, 3),
             "version": self.version,

@@ -52,6 +52,8 @@ class Pool:
         """Notified when jobs begin to wait for a slot: poll loops in a long sleep wake."""
         self._specs = list(specs)
         self.shared: SharedCounts | None = None
+        self.sources: dict[str, str] = {}
+        """Where each backend came from, when not from --backend: a DNS source's label."""
         """With ``--workers``: the counts this worker shares with the others (set
         before :meth:`start`)."""
         self._by_entry: dict[int, Backend] = {}

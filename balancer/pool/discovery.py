@@ -1,0 +1,182 @@
+"""Backends found in DNS (issue 31): ``--backends-from SRV-NAME`` (SRV records: each
+target's addresses at its port, its weight) and ``--backends-from-hosts NAME:PORT[,options]``
+(every A/AAAA address of NAME at PORT, with the options of a ``--backend`` spec), beside
+the static ``--backend`` list.
+
+Each source is asked again when its answer's TTL runs out, but never more often than
+``--dns-min-interval`` nor less often than ``--dns-max-interval``; after a failure, at the
+min interval. A failure or an empty answer keeps the source's last good set (logged,
+counted, shown in /status): DNS trouble never empties the farm. What the sources say is
+merged with the static list (a static spec wins for the same HOST:PORT) and given to the
+pool as a reload would: a new backend is checked (probe, report) before it gets jobs; one
+that is gone gets no new jobs and its jobs in flight finish. The resolution is done by
+client/discovery.py (the probe's code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from balancer.routing.backend import BackendSpec, SpecError
+from client.discovery import DiscoveryError, Found, host_records, srv_records
+
+log = structlog.get_logger("distlb.balancer.discovery")
+
+DNS_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class DnsSource:
+    """One ``--backends-from`` (``srv``) or ``--backends-from-hosts`` (``hosts``)."""
+
+    kind: str
+    name: str
+    port: int = 0
+    options: tuple[str, ...] = ()
+    """Spec options for every backend it finds (``hosts`` only: ``status=``, ``kind=``...)."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.name}" + (f":{self.port}" if self.port else "")
+
+    @classmethod
+    def hosts(cls, text: str) -> DnsSource:
+        """``NAME:PORT[,options]``; raises :class:`SpecError`."""
+        head, *options = [part.strip() for part in text.split(",")]
+        name, sep, port = head.rpartition(":")
+        if not sep or not name or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SpecError(f"{text!r}: expected NAME:PORT[,options]")
+        source = cls("hosts", name, int(port), tuple(o for o in options if o))
+        source.spec("127.0.0.1", source.port, 0)  # (the options must make a spec)
+        return source
+
+    def spec(self, address: str, port: int, weight: int) -> BackendSpec:
+        """The backend at ``address``:``port`` as a ``--backend`` spec would say it."""
+        host = f"[{address}]" if ":" in address else address
+        options = list(self.options)
+        if weight > 0 and not any(o.startswith("weight=") for o in options):
+            options.append(f"weight={weight}")
+        return BackendSpec.parse(",".join([f"{host}:{port}", *options]))
+
+
+@dataclass
+class SourceState:
+    """What one source said last, and how asking it went (for /status)."""
+
+    specs: list[BackendSpec] = field(default_factory=list)
+    resolved_at: float | None = None
+    """When it last answered with servers (``time.time()``)."""
+    failures: int = 0
+    """Asks that failed or found nothing (the last good set was kept)."""
+    last_error: str = ""
+    next_in_s: float = 0.0
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "backends": len(self.specs),
+            "resolved_at": self.resolved_at,
+            "failures": self.failures,
+            "last_error": self.last_error,
+            "next_in_s": round(self.next_in_s, 1),
+        }
+
+
+class Discovery:
+    """Asks each source in turn, for ever; tells ``changed`` when a set changed."""
+
+    def __init__(
+        self,
+        sources: list[DnsSource],
+        changed: Callable[[], None],
+        dns_server: str | None = None,
+        min_interval_s: float = 5.0,
+        max_interval_s: float = 300.0,
+    ) -> None:
+        self.sources = sources
+        self.changed = changed
+        self.dns_server = dns_server
+        self.min_interval_s = min_interval_s
+        self.max_interval_s = max_interval_s
+        self.states = {source.label: SourceState() for source in sources}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def specs(self) -> dict[str, list[BackendSpec]]:
+        """Per source's label, the backends it said last (good answers only)."""
+        return {label: list(state.specs) for label, state in self.states.items()}
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._follow(source)) for source in self.sources]
+
+    def adopt(self, fresh: Discovery) -> None:
+        """A reload's sources and settings: a source kept keeps what it said last (the
+        farm is not emptied while it is asked again); the tasks start again."""
+        running = bool(self._tasks)
+        self.stop()
+        kept = {label: state for label, state in self.states.items() if label in fresh.states}
+        self.sources, self.dns_server = fresh.sources, fresh.dns_server
+        self.min_interval_s, self.max_interval_s = fresh.min_interval_s, fresh.max_interval_s
+        self.states = {label: kept.get(label, state) for label, state in fresh.states.items()}
+        for state in self.states.values():
+            state.next_in_s = 0.0 if state.resolved_at is None else state.next_in_s
+        if running:
+            self.start()
+
+    def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
+
+    async def first(self) -> None:
+        """Ask every source once (at start: the farm begins with what DNS says)."""
+        await asyncio.gather(*(self._ask(source) for source in self.sources))
+
+    async def _follow(self, source: DnsSource) -> None:
+        state = self.states[source.label]
+        while True:
+            await asyncio.sleep(state.next_in_s)
+            if await self._ask(source):
+                self.changed()
+
+    async def _ask(self, source: DnsSource) -> bool:
+        """Ask ``source`` once; whether its set changed."""
+        state = self.states[source.label]
+        try:
+            found = await self._resolve(source)
+            named = {s.name: s for s in (source.spec(a, p, w) for a, p, w, _ in found.servers)}
+            specs = sorted(named.values(), key=lambda s: s.name)
+        except (DiscoveryError, SpecError, OSError) as exc:
+            return self._failed(source, state, str(exc))
+        if not specs:
+            return self._failed(source, state, "no servers in the answer")
+        ttl = found.ttl_s if found.ttl_s is not None else self.max_interval_s
+        state.next_in_s = min(self.max_interval_s, max(self.min_interval_s, ttl))
+        state.resolved_at, state.last_error = time.time(), ""
+        if specs == state.specs:
+            return False
+        log.info("backends_discovered", source=source.label, backends=[s.name for s in specs],
+                 was=len(state.specs), ttl_s=found.ttl_s)  # fmt: skip
+        state.specs = specs
+        return True
+
+    def _failed(self, source: DnsSource, state: SourceState, reason: str) -> bool:
+        state.failures += 1
+        state.last_error = reason
+        state.next_in_s = self.min_interval_s
+        log.warning("discovery_failed", source=source.label, reason=reason,
+                    kept=[s.name for s in state.specs])  # fmt: skip
+        return False
+
+    async def _resolve(self, source: DnsSource) -> Found:
+        if source.kind == "srv":
+            return await srv_records(source.name, dns_server=self.dns_server,
+                                     timeout_s=DNS_TIMEOUT_S)  # fmt: skip
+        return await host_records(source.name, source.port, dns_server=self.dns_server,
+                                  timeout_s=DNS_TIMEOUT_S)  # fmt: skip
+
+    def describe(self) -> dict[str, dict[str, object]]:
+        return {label: state.describe() for label, state in self.states.items()}
