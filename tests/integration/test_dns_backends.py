@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.chromium import LivePage
 from tests.support.distcc import distcc_env
 from tests.support.dns import Dnsmasq
 from tests.support.projects import assert_identical_to_local, write_c_project
@@ -103,6 +104,13 @@ def test_a_build_runs_on_while_servers_come_and_go_in_dns(
     balancer.wait_healthy(2)
     assert set(_backends(balancer)) == {first, second}
     assert {b["source"] for b in _backends(balancer).values()} == {f"srv:{DOMAIN}"}
+    page = LivePage(f"http://127.0.0.1:{balancer.stats_port}/")
+    try:
+        row = f"document.querySelector('#backends tr[data-backend=\"{first}\"]')"
+        page.wait_for(f"{row} && {row}.cells[0].textContent.includes('(srv:{DOMAIN})')", 30,
+                      "the dashboard names the backend's source")  # fmt: skip
+    finally:
+        page.close()
 
     project = write_c_project(tmp_path / "proj", modules=MODULES)
     env = distcc_env(f"127.0.0.1:{balancer.port}/12", fallback=False)
