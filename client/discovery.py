@@ -220,16 +220,32 @@ async def srv_records(name: str, *, dns_server: str | None = None, timeout_s: fl
         raise DiscoveryError(f"{name} SRV: {exc}") from exc
     ttls = [float(answer.rrset.ttl)] if answer.rrset is not None else []
     records = sorted(answer, key=lambda rr: (rr.priority, -rr.weight, str(rr.target)))
+    given = _additional(answer)
     found: list[tuple[str, int, int, str]] = []
     for rr in records[:MAX_RECORDS]:
         host = str(rr.target).rstrip(".")
-        addresses, ttl = await _all_addresses(resolver, host)
+        # The answer's additional records often hold the targets' addresses (dnsmasq,
+        # CoreDNS for a headless Service): one query for the lot, not one per target.
+        addresses, ttl = given.get(host) or await _all_addresses(resolver, host)
         found += [(a, int(rr.port), int(rr.weight), host) for a in addresses]
         if ttl is not None:
             ttls.append(ttl)
         if len(found) >= MAX_RECORDS:
             break
     return Found(tuple(found[:MAX_RECORDS]), min(ttls, default=None))
+
+
+def _additional(answer: dns.resolver.Answer) -> dict[str, tuple[list[str], float | None]]:
+    """The A/AAAA records an answer's additional section holds, per name."""
+    given: dict[str, tuple[list[str], float | None]] = {}
+    for rrset in answer.response.additional:
+        if rrset.rdtype not in (dns.rdatatype.A, dns.rdatatype.AAAA):
+            continue
+        name = str(rrset.name).rstrip(".")
+        addresses, ttl = given.get(name, ([], None))
+        addresses = sorted({*addresses, *(rr.address for rr in rrset)})
+        given[name] = (addresses, min(float(rrset.ttl), ttl if ttl is not None else rrset.ttl))
+    return given
 
 
 def unique(targets: list[Target]) -> list[Target]:

@@ -105,7 +105,9 @@ def parse_distlb_status(body: bytes) -> ServerReport:
         configured = int(data["slots"])
         offered = data.get("offered")
         return ServerReport(
-            slots=min(configured, int(offered)) if isinstance(offered, int) else configured,
+            slots=max(0, min(configured, offered))
+            if isinstance(offered, int) and not isinstance(offered, bool)
+            else configured,
             configured_slots=configured,
             machine=_machine(data.get("machine")),
             busy=int(data["busy"]),

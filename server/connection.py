@@ -205,7 +205,7 @@ async def _serve_job(
         if cached is not None and await _reply_from_cache(ctx, request, cached, writer, started):
             return
         holder = address_text(writer.get_extra_info("peername"))
-        if not stats.slots.try_acquire(holder):
+        if not stats.slots.try_acquire(holder, probe=probe):
             if probe:
                 stats.probes["rejected_busy"] += 1
             else:

@@ -6,9 +6,12 @@ foreign ``make -j32`` makes a "free" slot a slow one, and a machine short of mem
 failing one. Every ``--load-interval`` the server samples:
 
 - **foreign CPU demand**: the machine's runnable tasks (``/proc/loadavg``'s fourth field,
-  taken as it is at that moment) less those of the server's own process tree (its
-  jobs: every process below it, found through ``/proc``), smoothed over a few seconds
-  (an exponential average, time constant :data:`SMOOTHING_S`). Demand, not CPU use: a
+  taken as it is at that moment) less the runnable threads of the server's own process
+  tree (the server's threads and its jobs', every process below it, found through each
+  thread's ``children`` in ``/proc``: the cost follows the tree, not the machine),
+  smoothed over a few seconds (an exponential average, time constant
+  :data:`SMOOTHING_S`, from 0 at the start: the server's own start-up is not foreign).
+  The sampling thread is runnable in both counts, and cancels out. Demand, not CPU use: a
   machine whose two cores run 32 foreign compiles is far busier than "two CPUs". (PSI
   cannot tell the server's own jobs from others': its CPU figure is reported, not used.)
 - **available memory** (``MemAvailable``) and **memory pressure** (PSI
@@ -37,9 +40,9 @@ SMOOTHING_S = 3.0
 @dataclass(frozen=True)
 class MachineSample:
     runnable: int
-    """Tasks runnable on the machine now (``/proc/loadavg``), the sampler not counted."""
+    """Tasks runnable on the machine now (``/proc/loadavg``)."""
     own_runnable: int
-    """Of those, the server's own and its jobs'."""
+    """Of those, the server's own threads and its jobs' (the sampler's thread too)."""
     mem_available_mb: int | None
     memory_pressure: float | None
     """PSI memory "full" avg10, in percent (None: no PSI)."""
@@ -67,7 +70,7 @@ class MachineLoad:
     def update(self, sample: MachineSample, interval_s: float) -> None:
         """Fold a new sample into the smoothed demand."""
         foreign_now = max(0, sample.runnable - sample.own_runnable)
-        alpha = 1.0 - math.exp(-interval_s / SMOOTHING_S) if self.sample is not None else 1.0
+        alpha = 1.0 - math.exp(-interval_s / SMOOTHING_S)
         self.foreign += alpha * (foreign_now - self.foreign)
         self.sample = sample
 
@@ -109,12 +112,13 @@ class MachineLoad:
 
 
 def read_sample(root_pid: int) -> MachineSample:
-    """The machine now (blocking: a scan of ``/proc``; run it off the event loop)."""
+    """The machine now: ``/proc/loadavg``, then the server's tree (its threads and its
+    jobs' processes, through ``/proc``: about a millisecond for a full server)."""
     runnable = _runnable()
     own = _own_runnable(root_pid)
     return MachineSample(
-        runnable=max(0, runnable - 1),  # (the sampler itself runs while it reads)
-        own_runnable=max(0, own - 1),
+        runnable=runnable,
+        own_runnable=own,
         mem_available_mb=_mem_available_mb(),
         memory_pressure=_psi("memory", "full"),
         cpu_pressure=_psi("cpu", "some"),
@@ -129,40 +133,31 @@ def _runnable() -> int:
         return 0
 
 
+MAX_TREE = 65536
+"""Processes of the server's tree looked at, at most (a job may start 64)."""
+
+
 def _own_runnable(root_pid: int) -> int:
-    """Runnable tasks (threads too) of ``root_pid`` and every process below it."""
-    parents: dict[int, int] = {}
-    states: dict[int, str] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            with open(f"/proc/{entry.name}/stat", "rb") as fh:
-                raw = fh.read()
-            fields = raw[raw.rindex(b")") + 2 :].split()
-            pid = int(entry.name)
-            states[pid], parents[pid] = fields[0].decode(), int(fields[1])
-    children: dict[int, list[int]] = {}
-    for pid, parent in parents.items():
-        children.setdefault(parent, []).append(pid)
-    count, todo = 0, [root_pid]
-    while todo:
+    """Runnable threads of ``root_pid`` and of every process below it (each thread's
+    ``children`` names the processes it started)."""
+    count, todo, seen = 0, [root_pid], set[int]()
+    while todo and len(seen) < MAX_TREE:
         pid = todo.pop()
-        if states.get(pid) == "R":
-            count += _runnable_threads(pid) if pid == root_pid else 1
-        todo.extend(children.get(pid, ()))
-    return count
-
-
-def _runnable_threads(pid: int) -> int:
-    count = 0
-    with contextlib.suppress(OSError):
-        for task in os.scandir(f"/proc/{pid}/task"):
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue  # (gone)
+        for tid in tasks:
             with contextlib.suppress(OSError, ValueError, IndexError):
-                with open(f"/proc/{pid}/task/{task.name}/stat", "rb") as fh:
+                with open(f"/proc/{pid}/task/{tid}/stat", "rb") as fh:
                     raw = fh.read()
                 if raw[raw.rindex(b")") + 2 :].split()[0] == b"R":
                     count += 1
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as fh:
+                    todo.extend(int(child) for child in fh.read().split())
     return count
 
 

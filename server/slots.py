@@ -67,10 +67,14 @@ class Slots:
         not hold a slot yet, or no longer)."""
         return sorted(self._holders.elements())
 
-    def try_acquire(self, holder: str = "?") -> bool:
+    def try_acquire(self, holder: str = "?", probe: bool = False) -> bool:
         """Take a slot for the connection from ``holder`` if one is free and we are
-        accepting work."""
-        if not self.accepting or self.busy >= self._offered or self.refusing is not None:
+        accepting work. A health probe (a trivial compile) may take any configured slot
+        free, offered or not: a server that offers none while its machine is busy is
+        still shown to work, and stays in its balancers' rotation."""
+        if probe and self.accepting and self.busy < self.capacity:
+            pass
+        elif not self.accepting or self.busy >= self._offered or self.refusing is not None:
             return False
         self.busy += 1
         self._holders[holder] += 1

@@ -252,6 +252,15 @@ class Backend:
         return self.spec.slots or DEFAULT_UNREPORTED_SLOTS
 
     @property
+    def capacity(self) -> int:
+        """The slots it has, whether it offers them all now or not (a distlb server
+        offers fewer while its machine is busy: the compiler majority counts these)."""
+        report = self.report
+        if report is not None and report.configured_slots is not None:
+            return report.configured_slots
+        return self.slots
+
+    @property
     def free(self) -> int:
         """Estimated free slots now."""
         if self.report is None:

@@ -229,7 +229,7 @@ class CompilerRouting:
         slots: dict[GroupKey, int] = defaultdict(int)
         for backend in offering:
             if said[backend.name][1]:
-                slots[said[backend.name]] += backend.slots
+                slots[said[backend.name]] += backend.capacity
         keys = {}
         for backend in offering:
             version, digest = said[backend.name]
@@ -258,6 +258,6 @@ class CompilerRouting:
         # backends, then the name, so every balancer chooses alike)
         def weight(key: GroupKey) -> tuple[int, int, GroupKey]:
             members = groups[key]
-            return (sum(b.slots for b in members if b.healthy), len(members), key)
+            return (sum(b.capacity for b in members if b.healthy), len(members), key)
 
         return max(groups, key=weight)

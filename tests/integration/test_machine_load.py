@@ -12,16 +12,20 @@ those other tests make (a few runnable tasks), below what the hogs make.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from client import compile_remote
 from tests.support.distcc import run_distcc
 from tests.support.servers import StartBalancer, StartServer, wait_until
+from wire import Request
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +122,48 @@ def test_jobs_go_elsewhere_while_a_server_has_too_little_memory(
         lambda: any("memory" in str(e.get("reason")) for e in short.events("turned_away")),
         10, "a turned_away line that names memory",
     )  # fmt: skip
+
+
+SPIN_CC = """#!/bin/sh
+for arg in "$@"; do
+    case "$arg" in -E|--version) exec gcc "$@";; esac
+done
+end=$(($(date +%s) + 4))
+for i in 1 2 3 4 5 6 7 8; do (while [ $(date +%s) -lt $end ]; do :; done) & done
+wait
+exec gcc "$@"
+"""
+
+
+def test_a_servers_own_busy_jobs_are_not_foreign_load(
+    start_server: StartServer, shared_tmp: Path
+) -> None:
+    bin_dir = shared_tmp / "spin" / "bin"
+    bin_dir.mkdir(parents=True)
+    bin_dir.parent.chmod(0o755)
+    bin_dir.chmod(0o755)
+    (bin_dir / "spin-cc").write_text(SPIN_CC)
+    (bin_dir / "spin-cc").chmod(0o755)
+    server = start_server("--jobs", str(SLOTS), "--offer-by-load", "on", "--load-interval",
+                          "0.2", "--foreign-load-slack", SLACK, "--compiler", "spin-cc",
+                          "--compiler", "gcc", path_prepend=str(bin_dir))  # fmt: skip
+    wait_until(lambda: server.status()["offered"] == SLOTS, 60, "every slot offered at first")
+    request = Request(1, ("spin-cc", "-c", "x.c", "-o", "x.o"), b"int x(void) { return 1; }\n")
+    reply: list[object] = []
+    job = threading.Thread(target=lambda: reply.append(
+        asyncio.run(compile_remote("127.0.0.1", server.port, request, timeout_s=60))
+    ))  # fmt: skip
+    job.start()
+    offered: list[tuple[int, float]] = []
+    try:
+        # Its job's 8 spinning processes (more than the slack) are the server's own.
+        wait_until(lambda: server.status()["busy"] == 1, 30, "the job running")
+        while job.is_alive() and len(offered) < 200:
+            status = server.status()
+            if status["busy"] == 1:
+                offered.append((status["offered"], status["machine"]["foreign_load"]))
+            job.join(0.2)
+    finally:
+        job.join(60)
+    assert len(offered) >= 5 and all(o == SLOTS for o, _ in offered), offered
+    assert reply and getattr(reply[0], "status", None) == 0, reply

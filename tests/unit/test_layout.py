@@ -29,7 +29,7 @@ ALLOWED = {
     "balancer": {"balancer", "daemon", "client", "cache", "wire"},
 }
 OUTSIDE = ("bench", "docker", "scripts", "configs")
-IN_PROCESS_BENCHES = {"bench/affinity.py"}
+IN_PROCESS_BENCHES = {"bench/affinity.py", "bench/dns.py"}
 """Micro-benchmarks that time a balancer part in-process, as a unit test drives it (every
 other bench runs the daemons as processes)."""
 MAX_LINES = 400

@@ -24,12 +24,12 @@ def test_foreign_demand_beyond_the_slack_takes_slots_away() -> None:
     machine = MachineLoad(cpus=8)
     machine.update(_sample(runnable=3, own=3), 1.0)  # all runnable tasks are our jobs
     assert machine.offered(8, 3, rules) == 8
-    machine.update(_sample(runnable=3, own=0), 1.0)  # the first sample is taken whole
     machine = MachineLoad(cpus=8)
-    machine.update(_sample(runnable=5, own=2), 1.0)  # 3 foreign: 3 - 0.5 -> 3 slots off
-    assert machine.foreign == 3.0 and machine.offered(8, 2, rules) == 5
-    machine.update(_sample(runnable=20, own=0), 1.0)
-    assert 3.0 < machine.foreign < 20.0  # smoothed (a few seconds' time constant)
+    machine.update(_sample(runnable=5, own=2), 1.0)  # 3 foreign, smoothed from 0 ...
+    assert 0.0 < machine.foreign < 3.0 and machine.offered(8, 2, rules) == 7
+    for _ in range(30):
+        machine.update(_sample(runnable=5, own=2), 1.0)
+    assert machine.offered(8, 2, rules) == 5  # ... to 3: 3 - 0.5 -> 3 slots off
     for _ in range(30):
         machine.update(_sample(runnable=20, own=0), 1.0)
     assert machine.offered(8, 0, rules) == 0  # a machine full of other work offers none
@@ -70,18 +70,31 @@ def test_slots_take_jobs_only_within_what_is_offered_and_while_not_refusing() ->
     assert slots.free == 2 and not slots.try_acquire("c")
     slots.refusing = None
     assert slots.try_acquire("c")
+    slots.offered = 0
+    assert not slots.try_acquire("d")
+    assert slots.try_acquire("probe", probe=True)  # a probe: any configured slot free
+    assert not slots.try_acquire("probe", probe=True)  # (all 4 busy now)
 
 
 def test_the_sampler_counts_the_servers_own_runnable_tasks_apart() -> None:
-    # Two busy children of this process are its own; the machine sees them too.
-    code = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end: pass\n"
-    children = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(2)]
+    # Two busy children of this process are its own, one with a busy second thread (a
+    # job's threads are its own too); the machine sees them all.
+    code = (
+        "import threading, time\nend = time.monotonic() + 30\n"
+        "def spin():\n    while time.monotonic() < end: pass\n"
+        "threading.Thread(target=spin).start()\nprint('spinning', flush=True)\nspin()\n"
+    )
+    children = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE) for _ in range(2)
+    ]
     try:
+        for child in children:
+            assert child.stdout is not None and child.stdout.readline() == b"spinning\n"
         samples = [read_sample(os.getpid()) for _ in range(20)]
     finally:
         for child in children:
             child.kill()
             child.wait()
-    assert max(s.own_runnable for s in samples) >= 1
+    assert max(s.own_runnable for s in samples) >= 3  # (4 spinning threads, 2 cores)
     assert max(s.runnable for s in samples) >= 1
     assert all(s.mem_available_mb is None or s.mem_available_mb > 0 for s in samples)
