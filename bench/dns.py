@@ -23,7 +23,9 @@ from bench.server_vs_distccd import RESULTS_DIR
 from tests.support.dns import Dnsmasq
 
 GOAL = 0.01
-DOMAIN = "bench.test"
+DOMAIN = "b.t"
+"""Short: dnsmasq 2.89 writes a broken answer (a name compression pointer past 16 KiB)
+for 500 SRV records of a longer domain with their addresses."""
 
 
 def records(count: int, port: int) -> list[str]:

@@ -28,6 +28,8 @@ from client.discovery import DiscoveryError, Found, host_records, srv_records
 log = structlog.get_logger("distlb.balancer.discovery")
 
 DNS_TIMEOUT_S = 2.0
+LOGGED = 20
+"""Backends a discovery line names as added or removed, at most (the count says all)."""
 
 
 @dataclass(frozen=True)
@@ -158,8 +160,10 @@ class Discovery:
         state.resolved_at, state.last_error = time.time(), ""
         if specs == state.specs:
             return False
-        log.info("backends_discovered", source=source.label, backends=[s.name for s in specs],
-                 was=len(state.specs), ttl_s=found.ttl_s)  # fmt: skip
+        now, was = {s.name for s in specs}, {s.name for s in state.specs}
+        log.info("backends_discovered", source=source.label, count=len(specs),
+                 added=sorted(now - was)[:LOGGED], removed=sorted(was - now)[:LOGGED],
+                 ttl_s=found.ttl_s)  # fmt: skip
         state.specs = specs
         return True
 
@@ -168,7 +172,7 @@ class Discovery:
         state.last_error = reason
         state.next_in_s = self.min_interval_s
         log.warning("discovery_failed", source=source.label, reason=reason,
-                    kept=[s.name for s in state.specs])  # fmt: skip
+                    kept=len(state.specs))  # fmt: skip
         return False
 
     async def _resolve(self, source: DnsSource) -> Found:
