@@ -255,11 +255,12 @@ class ShareTable:
         return ShareUse(self._name(index), recent, running, waiting, kinds)
 
     def all_used(self, now: float, memory_s: float) -> list[tuple[int, ShareUse]]:
-        """Every share that is in the table."""
+        """Every share that is in the table (a name's first byte is never 0)."""
+        first, step, names = self._header, self._entry, self._map
         return [
             (index, self.use(index, now, memory_s))
             for index in range(self.capacity)
-            if self._name_bytes(index)
+            if names[first + index * step]
         ]
 
     # -- in the supervisor --------------------------------------------------------
