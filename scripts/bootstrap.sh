@@ -67,6 +67,11 @@ if ((${#missing[@]})); then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# kubectl's kustomize builds deploy/kubernetes/ in a test: Debian's kubernetes-client,
+# unless a kubectl is already here (another package of it would conflict).
+if [ "$level" = test ] && ! command -v kubectl >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+fi
 # The packages' own daemons must not hold the ports our tests and farm use.
 for service in distcc redis-server dnsmasq prometheus; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
