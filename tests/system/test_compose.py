@@ -41,8 +41,8 @@ def _compose(*args: str) -> str:
 
 def test_compose_file_is_valid_and_holds_the_farm() -> None:
     services = set(_compose("config", "--services").split())
-    assert {"lb-a", "lb-b", "server1", "server2", "server3", "redis", "toxiproxy", "loadgen",
-            "chaos"} <= services  # fmt: skip
+    assert {"lb-a", "lb-b", "server1", "server2", "server3", "server", "redis", "toxiproxy",
+            "loadgen", "chaos"} <= services  # fmt: skip
     rendered = _compose("config")
     assert "ghcr.io/shopify/toxiproxy" in rendered
     assert rendered.count("NET_ADMIN") == 2, "both balancers need NET_ADMIN for the VIP"
@@ -110,6 +110,8 @@ def test_redis_is_reachable_by_the_balancers_only_and_with_a_password() -> None:
         command = services[name]["command"]
         flags = dict(arg.removeprefix("--").split("=", 1) for arg in command if "=" in arg)
         assert flags["cache-redis"] == "redis://redis:6379/0"  # (no password in it)
+        # The scalable `server` service, found by Docker's DNS (issue 31).
+        assert flags["backends-from-hosts"] == "server:3632"
         mounts = {v.split(":")[0]: v.split(":")[1] for v in services[name]["volumes"]}
         assert flags["cache-secret-file"].startswith(mounts["cache-secret"] + "/")
         assert flags["cache-redis-password-file"].startswith(mounts["redis-auth"] + "/")
