@@ -231,8 +231,8 @@ class Service:
             if self.discovery.sources:  # (the farm begins with what DNS says now)
                 await self.discovery.first()
                 self._discovered()
-                self.discovery.start()
-                stack.callback(self.discovery.stop)
+            self.discovery.start()  # (a reload may add sources later)
+            stack.callback(self.discovery.close)
             sampling = asyncio.create_task(self._sample_loop())
             stack.callback(sampling.cancel)
             handler = self._jobs.serve(

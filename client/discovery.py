@@ -19,6 +19,7 @@ import dns.resolver
 DEFAULT_PORT = 3632
 MAX_PATTERN_NAMES = 256
 MAX_RECORDS = 4096
+PARALLEL_QUERIES = 16
 """Targets one name may give (SRV records times their addresses): more are dropped."""
 
 
@@ -221,12 +222,19 @@ async def srv_records(name: str, *, dns_server: str | None = None, timeout_s: fl
     ttls = [float(answer.rrset.ttl)] if answer.rrset is not None else []
     records = sorted(answer, key=lambda rr: (rr.priority, -rr.weight, str(rr.target)))
     given = _additional(answer)
+    # The answer's additional records often hold the targets' addresses (dnsmasq,
+    # CoreDNS for a headless Service): one query for the lot. Others are asked for, a
+    # few at a time.
+    hosts = list(dict.fromkeys(str(rr.target).rstrip(".") for rr in records[:MAX_RECORDS]))
+    missing = [host for host in hosts if host not in given]
+    for start in range(0, len(missing), PARALLEL_QUERIES):
+        batch = missing[start : start + PARALLEL_QUERIES]
+        answers = await asyncio.gather(*(_all_addresses(resolver, host) for host in batch))
+        given.update(zip(batch, answers, strict=True))
     found: list[tuple[str, int, int, str]] = []
     for rr in records[:MAX_RECORDS]:
         host = str(rr.target).rstrip(".")
-        # The answer's additional records often hold the targets' addresses (dnsmasq,
-        # CoreDNS for a headless Service): one query for the lot, not one per target.
-        addresses, ttl = given.get(host) or await _all_addresses(resolver, host)
+        addresses, ttl = given[host]
         found += [(a, int(rr.port), int(rr.weight), host) for a in addresses]
         if ttl is not None:
             ttls.append(ttl)

@@ -28,6 +28,10 @@ from client.discovery import DiscoveryError, Found, host_records, srv_records
 log = structlog.get_logger("distlb.balancer.discovery")
 
 DNS_TIMEOUT_S = 2.0
+"""One query's deadline."""
+ASK_TIMEOUT_S = 15.0
+"""One ask's, all its queries together (an SRV set's targets not in its answer are
+asked for, 16 at a time): past it, the ask failed (the last good set stays)."""
 LOGGED = 20
 """Backends a discovery line names as added or removed, at most (the count says all)."""
 
@@ -106,18 +110,20 @@ class Discovery:
         self.max_interval_s = max_interval_s
         self.states = {source.label: SourceState() for source in sources}
         self._tasks: list[asyncio.Task[None]] = []
+        self._live = False
+        """Started (by the service, once its loop runs): a reload's new sources start too."""
 
     def specs(self) -> dict[str, list[BackendSpec]]:
         """Per source's label, the backends it said last (good answers only)."""
         return {label: list(state.specs) for label, state in self.states.items()}
 
     def start(self) -> None:
+        self._live = True
         self._tasks = [asyncio.create_task(self._follow(source)) for source in self.sources]
 
     def adopt(self, fresh: Discovery) -> None:
         """A reload's sources and settings: a source kept keeps what it said last (the
         farm is not emptied while it is asked again); the tasks start again."""
-        running = bool(self._tasks)
         self.stop()
         kept = {label: state for label, state in self.states.items() if label in fresh.states}
         self.sources, self.dns_server = fresh.sources, fresh.dns_server
@@ -125,13 +131,18 @@ class Discovery:
         self.states = {label: kept.get(label, state) for label, state in fresh.states.items()}
         for state in self.states.values():
             state.next_in_s = 0.0 if state.resolved_at is None else state.next_in_s
-        if running:
+        if self._live:
             self.start()
 
     def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         self._tasks = []
+
+    def close(self) -> None:
+        """For good (the service stops)."""
+        self._live = False
+        self.stop()
 
     async def first(self) -> None:
         """Ask every source once (at start: the farm begins with what DNS says)."""
@@ -148,11 +159,14 @@ class Discovery:
         """Ask ``source`` once; whether its set changed."""
         state = self.states[source.label]
         try:
-            found = await self._resolve(source)
+            async with asyncio.timeout(ASK_TIMEOUT_S):
+                found = await self._resolve(source)
             named = {s.name: s for s in (source.spec(a, p, w) for a, p, w, _ in found.servers)}
             specs = sorted(named.values(), key=lambda s: s.name)
         except (DiscoveryError, SpecError, OSError) as exc:
             return self._failed(source, state, str(exc))
+        except TimeoutError:
+            return self._failed(source, state, f"no answer within {ASK_TIMEOUT_S} s")
         if not specs:
             return self._failed(source, state, "no servers in the answer")
         ttl = found.ttl_s if found.ttl_s is not None else self.max_interval_s

@@ -1,0 +1,99 @@
+"""Backends from DNS (balancer/pool/discovery.py), with answers the test gives: the TTL
+bounded by the intervals, a failure or an empty answer keeps the last good set (counted),
+a reload keeps a kept source's set and starts a new source, and a --backends-from-hosts
+spec takes --backend's options or says why not."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from balancer.pool.discovery import Discovery, DnsSource
+from balancer.routing.backend import SpecError
+from client.discovery import DiscoveryError, Found
+
+
+class DiscoveryForTests(Discovery):
+    """Answers from a list the test fills (an exception: the ask fails)."""
+
+    def __init__(self, sources: list[DnsSource], answers: list[Found | Exception]) -> None:
+        self.changes = 0
+        super().__init__(sources, self._changed, None, 5.0, 300.0)
+        self.answers = answers
+
+    def _changed(self) -> None:
+        self.changes += 1
+
+    async def _resolve(self, source: DnsSource) -> Found:
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def _found(*addresses: str, ttl: float | None = 30.0, port: int = 3632) -> Found:
+    return Found(tuple((a, port, 10, "s.farm.test") for a in addresses), ttl)
+
+
+SRV = DnsSource("srv", "farm.test")
+
+
+@pytest.mark.asyncio
+async def test_a_failure_or_an_empty_answer_keeps_the_last_good_set() -> None:
+    discovery = DiscoveryForTests([SRV], [
+        _found("10.0.0.1", "10.0.0.2"), DiscoveryError("timeout"), _found(), _found("10.0.0.2"),
+    ])  # fmt: skip
+    assert await discovery._ask(SRV)
+    names = [s.name for s in discovery.specs()[SRV.label]]
+    assert names == ["10.0.0.1:3632", "10.0.0.2:3632"]
+    assert discovery.specs()[SRV.label][0].weight == 10.0  # (the SRV weight)
+    assert discovery.specs()[SRV.label][0].status_port == 3633  # (--backend's rule)
+    for _ in range(2):  # a failure, then an empty answer: the set stays
+        assert not await discovery._ask(SRV)
+        assert [s.name for s in discovery.specs()[SRV.label]] == names
+    state = discovery.describe()[SRV.label]
+    assert state["failures"] == 2 and state["last_error"] == "no servers in the answer"
+    assert state["next_in_s"] == 5.0  # (after a failure: the min interval)
+    assert await discovery._ask(SRV)  # a good answer that differs: the set changes
+    assert [s.name for s in discovery.specs()[SRV.label]] == ["10.0.0.2:3632"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("ttl", "next_in"), [(0.0, 5.0), (30.0, 30.0), (86400.0, 300.0),
+                                              (None, 300.0)])  # fmt: skip
+async def test_the_next_ask_comes_at_the_ttl_within_the_intervals(
+    ttl: float | None, next_in: float
+) -> None:
+    discovery = DiscoveryForTests([SRV], [_found("10.0.0.1", ttl=ttl)])
+    await discovery._ask(SRV)
+    assert discovery.describe()[SRV.label]["next_in_s"] == next_in
+
+
+@pytest.mark.asyncio
+async def test_a_reload_keeps_a_kept_sources_set_and_starts_a_new_source() -> None:
+    hosts = DnsSource.hosts("distcc.farm.test:3632,kind=distccd")
+    discovery = DiscoveryForTests([SRV], [_found("10.0.0.1")])
+    await discovery.first()
+    discovery.start()
+    fresh = DiscoveryForTests([SRV, hosts], [])
+    discovery.answers = [_found("10.0.0.9", ttl=3600.0, port=3632)]
+    discovery.adopt(fresh)
+    try:
+        assert [s.name for s in discovery.specs()[SRV.label]] == ["10.0.0.1:3632"]
+        for _ in range(100):  # (the new source is asked at once: a few loop turns)
+            if discovery.specs()[hosts.label]:
+                break
+            await asyncio.sleep(0)
+        assert [(s.name, s.kind) for s in discovery.specs()[hosts.label]] == [
+            ("10.0.0.9:3632", "distccd")
+        ]
+    finally:
+        discovery.close()
+
+
+@pytest.mark.parametrize("text", ["distcc.farm.test", "distcc.farm.test:0",
+                                  "distcc.farm.test:3632,bogus=1", ":3632"])  # fmt: skip
+def test_a_hosts_source_takes_a_backend_specs_options_or_says_why_not(text: str) -> None:
+    with pytest.raises(SpecError):
+        DnsSource.hosts(text)
