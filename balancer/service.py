@@ -228,11 +228,6 @@ class Service:
                 stack.push_async_callback(self.cache.close)
             self.pool.start()
             stack.push_async_callback(self.pool.stop)
-            if self.discovery.sources:  # (the farm begins with what DNS says now)
-                await self.discovery.first()
-                self._discovered()
-            self.discovery.start()  # (a reload may add sources later)
-            stack.callback(self.discovery.close)
             sampling = asyncio.create_task(self._sample_loop())
             stack.callback(sampling.cancel)
             handler = self._jobs.serve(
@@ -255,6 +250,10 @@ class Service:
             loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
             loop.add_signal_handler(signal.SIGINT, self._stopping.set)
             loop.add_signal_handler(signal.SIGHUP, self._reload)
+            # DNS sources are asked now, the first answers joining the pool as they come
+            # (the balancer listens and reloads meanwhile; a reload may add sources).
+            self.discovery.start()
+            stack.callback(self.discovery.close)
             if place is None:
                 start_watchdog(stack)  # (with --workers, the supervisor restarts workers)
             if place is None or place.index == 0:

@@ -173,6 +173,8 @@ class Found:
     servers: tuple[tuple[str, int, int, str], ...]
     """(address, port, SRV weight or 0, the name it came from)"""
     ttl_s: float | None
+    failed: tuple[str, ...] = ()
+    """SRV targets whose addresses could not be looked up (their records are left out)."""
 
 
 async def _all_addresses(
@@ -225,22 +227,34 @@ async def srv_records(name: str, *, dns_server: str | None = None, timeout_s: fl
     # The answer's additional records often hold the targets' addresses (dnsmasq,
     # CoreDNS for a headless Service): one query for the lot. Others are asked for, a
     # few at a time.
-    hosts = list(dict.fromkeys(str(rr.target).rstrip(".") for rr in records[:MAX_RECORDS]))
+    records = [rr for rr in records[:MAX_RECORDS] if 0 < int(rr.port) < 65536]
+    hosts = list(dict.fromkeys(str(rr.target).rstrip(".") for rr in records))
     missing = [host for host in hosts if host not in given]
+    failed: list[str] = []
     for start in range(0, len(missing), PARALLEL_QUERIES):
         batch = missing[start : start + PARALLEL_QUERIES]
-        answers = await asyncio.gather(*(_all_addresses(resolver, host) for host in batch))
-        given.update(zip(batch, answers, strict=True))
+        results = await asyncio.gather(
+            *(_all_addresses(resolver, host) for host in batch), return_exceptions=True
+        )
+        for host, result in zip(batch, results, strict=True):
+            if isinstance(result, DiscoveryError):
+                failed.append(host)  # (one target's trouble is not the others')
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                given[host] = result
     found: list[tuple[str, int, int, str]] = []
-    for rr in records[:MAX_RECORDS]:
+    for rr in records:
         host = str(rr.target).rstrip(".")
+        if host not in given:
+            continue
         addresses, ttl = given[host]
         found += [(a, int(rr.port), int(rr.weight), host) for a in addresses]
         if ttl is not None:
             ttls.append(ttl)
         if len(found) >= MAX_RECORDS:
             break
-    return Found(tuple(found[:MAX_RECORDS]), min(ttls, default=None))
+    return Found(tuple(found[:MAX_RECORDS]), min(ttls, default=None), tuple(failed))
 
 
 def _additional(answer: dns.resolver.Answer) -> dict[str, tuple[list[str], float | None]]:

@@ -32,6 +32,11 @@ DNS_TIMEOUT_S = 2.0
 ASK_TIMEOUT_S = 15.0
 """One ask's, all its queries together (an SRV set's targets not in its answer are
 asked for, 16 at a time): past it, the ask failed (the last good set stays)."""
+MAX_DISCOVERED = 1024
+"""Backends one source may add (more: the first by name, and a warning): each is probed
+and polled."""
+ABSENT_ASKS = 2
+"""Answers in a row a backend must be missing from before it is dropped."""
 LOGGED = 20
 """Backends a discovery line names as added or removed, at most (the count says all)."""
 
@@ -75,12 +80,18 @@ class SourceState:
     """What one source said last, and how asking it went (for /status)."""
 
     specs: list[BackendSpec] = field(default_factory=list)
+    servers: tuple[tuple[str, int, int, str], ...] = ()
+    """The servers of its last good answer (a target that cannot be looked up next time
+    keeps these)."""
+    absent: dict[str, int] = field(default_factory=dict)
+    """Backends of the set missing from the last answers: how many in a row."""
     resolved_at: float | None = None
     """When it last answered with servers (``time.time()``)."""
     failures: int = 0
     """Asks that failed or found nothing (the last good set was kept)."""
     last_error: str = ""
-    next_in_s: float = 0.0
+    next_at: float = 0.0
+    """When it is asked next (``time.monotonic()``)."""
 
     def describe(self) -> dict[str, object]:
         return {
@@ -88,7 +99,7 @@ class SourceState:
             "resolved_at": self.resolved_at,
             "failures": self.failures,
             "last_error": self.last_error,
-            "next_in_s": round(self.next_in_s, 1),
+            "next_in_s": round(max(0.0, self.next_at - time.monotonic()), 1),
         }
 
 
@@ -123,14 +134,18 @@ class Discovery:
 
     def adopt(self, fresh: Discovery) -> None:
         """A reload's sources and settings: a source kept keeps what it said last (the
-        farm is not emptied while it is asked again); the tasks start again."""
+        farm is not emptied while it is asked again) and when it is asked next (a reload
+        does not put it off), unless its options changed (asked at once); the tasks
+        start again."""
         self.stop()
+        old = {source.label: source for source in self.sources}
         kept = {label: state for label, state in self.states.items() if label in fresh.states}
         self.sources, self.dns_server = fresh.sources, fresh.dns_server
         self.min_interval_s, self.max_interval_s = fresh.min_interval_s, fresh.max_interval_s
         self.states = {label: kept.get(label, state) for label, state in fresh.states.items()}
-        for state in self.states.values():
-            state.next_in_s = 0.0 if state.resolved_at is None else state.next_in_s
+        for source in self.sources:
+            if old.get(source.label) != source:
+                self.states[source.label].next_at = 0.0
         if self._live:
             self.start()
 
@@ -145,15 +160,21 @@ class Discovery:
         self.stop()
 
     async def first(self) -> None:
-        """Ask every source once (at start: the farm begins with what DNS says)."""
+        """Ask every source once."""
         await asyncio.gather(*(self._ask(source) for source in self.sources))
 
     async def _follow(self, source: DnsSource) -> None:
         state = self.states[source.label]
         while True:
-            await asyncio.sleep(state.next_in_s)
-            if await self._ask(source):
+            await asyncio.sleep(max(0.0, state.next_at - time.monotonic()))
+            if not await self._ask(source):
+                continue
+            try:
                 self.changed()
+            except Exception as exc:  # (the source is asked again all the same)
+                state.failures += 1
+                state.last_error = f"applying the new set: {type(exc).__name__}: {exc}"
+                log.error("discovery_apply_failed", source=source.label, reason=str(exc))
 
     async def _ask(self, source: DnsSource) -> bool:
         """Ask ``source`` once; whether its set changed."""
@@ -161,17 +182,44 @@ class Discovery:
         try:
             async with asyncio.timeout(ASK_TIMEOUT_S):
                 found = await self._resolve(source)
-            named = {s.name: s for s in (source.spec(a, p, w) for a, p, w, _ in found.servers)}
-            specs = sorted(named.values(), key=lambda s: s.name)
-        except (DiscoveryError, SpecError, OSError) as exc:
+        except (DiscoveryError, OSError) as exc:
             return self._failed(source, state, str(exc))
         except TimeoutError:
             return self._failed(source, state, f"no answer within {ASK_TIMEOUT_S} s")
-        if not specs:
-            return self._failed(source, state, "no servers in the answer")
+        # A target that could not be looked up keeps its servers of the last good answer.
+        servers = [*found.servers, *(s for s in state.servers if s[3] in found.failed)]
+        named: dict[str, BackendSpec] = {}
+        for address, port, weight, _ in servers:
+            try:
+                spec = source.spec(address, port, weight)
+            except SpecError as exc:  # (one bad record: not the others)
+                log.warning("discovery_record_skipped", source=source.label, reason=str(exc))
+                continue
+            named.setdefault(spec.name, spec)
+        if not named:
+            why = f"targets not found: {', '.join(found.failed[:5])}" if found.failed else ""
+            return self._failed(source, state, why or "no servers in the answer")
         ttl = found.ttl_s if found.ttl_s is not None else self.max_interval_s
-        state.next_in_s = min(self.max_interval_s, max(self.min_interval_s, ttl))
-        state.resolved_at, state.last_error = time.time(), ""
+        interval = min(self.max_interval_s, max(self.min_interval_s, ttl))
+        state.next_at = time.monotonic() + interval
+        state.resolved_at, state.servers = time.time(), tuple(servers)
+        state.last_error = f"targets not found: {', '.join(found.failed[:5])}" * bool(found.failed)
+        # A backend missing from one answer stays until it is missing from two in a row
+        # (a DNS server that answers with a part of the set each time must not make the
+        # farm flap).
+        present = set(named)
+        for spec in state.specs:
+            if spec.name not in present:
+                missing = state.absent.get(spec.name, 0) + 1
+                if missing < ABSENT_ASKS:
+                    named[spec.name] = spec
+                    state.absent[spec.name] = missing
+        state.absent = {n: c for n, c in state.absent.items() if n not in present and n in named}
+        specs = sorted(named.values(), key=lambda s: s.name)
+        if len(specs) > MAX_DISCOVERED:
+            log.warning("discovery_truncated", source=source.label, found=len(specs),
+                        kept=MAX_DISCOVERED)  # fmt: skip
+            specs = specs[:MAX_DISCOVERED]
         if specs == state.specs:
             return False
         now, was = {s.name for s in specs}, {s.name for s in state.specs}
@@ -184,7 +232,7 @@ class Discovery:
     def _failed(self, source: DnsSource, state: SourceState, reason: str) -> bool:
         state.failures += 1
         state.last_error = reason
-        state.next_in_s = self.min_interval_s
+        state.next_at = time.monotonic() + self.min_interval_s
         log.warning("discovery_failed", source=source.label, reason=reason,
                     kept=len(state.specs))  # fmt: skip
         return False

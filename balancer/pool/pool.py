@@ -19,7 +19,7 @@ from balancer.routing.backend import Backend, BackendSpec
 from balancer.routing.compilers import CompilerRouting
 from balancer.routing.roster import Roster
 from balancer.settings import PoolSettings
-from balancer.workers.shared import SharedCounts
+from balancer.workers.shared import SharedCounts, SharedCountsFull
 from daemon.changes import Changes
 
 log = structlog.get_logger("distlb.balancer.pool")
@@ -85,6 +85,8 @@ class Pool:
         tasks = [asyncio.create_task(self._probe_loop(backend))]
         if backend.spec.status_port is not None:
             tasks.append(asyncio.create_task(self._poll_loop(backend)))
+        for task in tasks:
+            task.add_done_callback(_ended)
         return tasks
 
     def _others_changed(self) -> None:
@@ -138,7 +140,12 @@ class Pool:
                 continue
             backend = Backend(spec, rise=self.settings.rise, fall=self.settings.fall)
             if self.shared is not None:
-                backend.shared = self.shared.slot(name)
+                try:
+                    backend.shared = self.shared.slot(name)
+                except SharedCountsFull as exc:
+                    # (more names in the balancer's life than the table holds: DNS
+                    # churn; this one's slots are counted by this worker alone)
+                    log.warning("backend_not_shared", backend=name, reason=str(exc))
             backends[name] = backend
             self._tasks[name] = self._watchers(backend)
             log.info("backend_added", backend=name, kind=spec.kind, status_port=spec.status_port)
@@ -260,3 +267,10 @@ class Pool:
 def _changed_options(old: BackendSpec, new: BackendSpec) -> list[str]:
     """The options of one backend that a reload changed, by name."""
     return [f.name for f in dataclasses.fields(old) if getattr(old, f.name) != getattr(new, f.name)]
+
+
+def _ended(task: asyncio.Task[None]) -> None:
+    """A watcher ended: cancelled (its backend removed, the pool stopped) or by an error,
+    logged here once rather than as a "never retrieved" traceback."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("backend_watcher_failed", error=type(exc).__name__, reason=str(exc))

@@ -43,6 +43,7 @@ SRV = DnsSource("srv", "farm.test")
 async def test_a_failure_or_an_empty_answer_keeps_the_last_good_set() -> None:
     discovery = DiscoveryForTests([SRV], [
         _found("10.0.0.1", "10.0.0.2"), DiscoveryError("timeout"), _found(), _found("10.0.0.2"),
+        _found("10.0.0.2"),
     ])  # fmt: skip
     assert await discovery._ask(SRV)
     names = [s.name for s in discovery.specs()[SRV.label]]
@@ -55,8 +56,27 @@ async def test_a_failure_or_an_empty_answer_keeps_the_last_good_set() -> None:
     state = discovery.describe()[SRV.label]
     assert state["failures"] == 2 and state["last_error"] == "no servers in the answer"
     assert state["next_in_s"] == 5.0  # (after a failure: the min interval)
-    assert await discovery._ask(SRV)  # a good answer that differs: the set changes
+    # A backend missing from one good answer stays; from two in a row, it goes.
+    assert not await discovery._ask(SRV)
+    assert await discovery._ask(SRV)
     assert [s.name for s in discovery.specs()[SRV.label]] == ["10.0.0.2:3632"]
+
+
+@pytest.mark.asyncio
+async def test_a_target_that_cannot_be_looked_up_keeps_its_servers() -> None:
+    first = Found((("10.0.0.1", 3632, 10, "s1.farm.test"), ("10.0.0.2", 3632, 10, "s2.farm.test"),
+                   ("10.0.0.3", 3632, 10, "s3.farm.test")), 30.0)  # fmt: skip
+    # s2 cannot be looked up now, s3 is gone from the records, s4 is new.
+    later = Found((("10.0.0.1", 3632, 10, "s1.farm.test"), ("10.0.0.4", 3632, 10, "s4.farm.test")),
+                  30.0, failed=("s2.farm.test",))  # fmt: skip
+    discovery = DiscoveryForTests([SRV], [first, later, later])
+    await discovery._ask(SRV)
+    await discovery._ask(SRV)
+    await discovery._ask(SRV)
+    assert [s.name for s in discovery.specs()[SRV.label]] == [
+        "10.0.0.1:3632", "10.0.0.2:3632", "10.0.0.4:3632"
+    ]  # fmt: skip
+    assert "s2.farm.test" in str(discovery.describe()[SRV.label]["last_error"])
 
 
 @pytest.mark.asyncio
@@ -78,9 +98,11 @@ async def test_a_reload_keeps_a_kept_sources_set_and_starts_a_new_source() -> No
     discovery.start()
     fresh = DiscoveryForTests([SRV, hosts], [])
     discovery.answers = [_found("10.0.0.9", ttl=3600.0, port=3632)]
+    asked_next = discovery.states[SRV.label].next_at
     discovery.adopt(fresh)
     try:
         assert [s.name for s in discovery.specs()[SRV.label]] == ["10.0.0.1:3632"]
+        assert discovery.states[SRV.label].next_at == asked_next  # (not put off)
         for _ in range(100):  # (the new source is asked at once: a few loop turns)
             if discovery.specs()[hosts.label]:
                 break
