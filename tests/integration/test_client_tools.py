@@ -20,7 +20,13 @@ import pytest
 
 from tests.support.distcc import run_make
 from tests.support.projects import write_c_project
-from tests.support.servers import ServerProcess, free_port, port_open, role_command, wait_until
+from tests.support.servers import (
+    ServerProcess,
+    free_port,
+    free_port_pair,
+    role_command,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -58,19 +64,10 @@ def _silent_listener(address: str, port: int, stop: threading.Event) -> socket.s
     return sock
 
 
-def _free_pair_on_all() -> int:
-    """A port P such that P and P+1 are free on every test address."""
-    for _ in range(50):
-        port = free_port()
-        if port < 65000 and not any(port_open(p) for p in (port, port + 1)):
-            return port
-    raise AssertionError("no free port pair")
-
-
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
     assert shutil.which("dnsmasq"), "Debian's dnsmasq is needed (scripts/bootstrap.sh installs it)"
-    port = _free_pair_on_all()
+    port = free_port_pair()
     dns_port = free_port()
     records = [f"--host-record=distcc{i}.{DOMAIN},{a}" for i, a in enumerate(ADDRESSES, 1)]
     records += [f"--srv-host=_distcc._tcp.{DOMAIN},distcc{i}.{DOMAIN},{port},0,10"

@@ -28,8 +28,7 @@ from tests.support.servers import (
     BalancerProcess,
     StartBalancer,
     StartServer,
-    free_port,
-    port_open,
+    free_port_pair,
     wait_until,
 )
 
@@ -54,14 +53,6 @@ def gate(fake_compilers: tuple[Path, Path]) -> Iterator[Path]:
     (bin_dir / "gate-cc.open").touch()  # (whatever happened: no compile left waiting)
 
 
-def _port_pair() -> int:
-    for _ in range(50):
-        port = free_port()
-        if port < 65000 and not any(port_open(p) for p in (port, port + 1)):
-            return port
-    raise AssertionError("no free port pair")
-
-
 def _records(port: int, addresses: tuple[str, ...]) -> list[str]:
     """A host record and an SRV record per server (``_distcc._tcp.farm.test``)."""
     records = []
@@ -83,7 +74,7 @@ def test_a_build_runs_on_while_servers_come_and_go_in_dns(
     gate: Path,
     tmp_path: Path,
 ) -> None:
-    port = _port_pair()
+    port = free_port_pair()
     for address in ADDRESSES:
         start_server(
             "--listen", address, "--port", str(port), "--stats-port", str(port + 1),

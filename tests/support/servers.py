@@ -321,6 +321,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_pair() -> int:
+    """A port P such that P and P+1 are free (a server's port and its status port, at
+    one port on several loopback addresses)."""
+    for _ in range(50):
+        port = free_port()
+        if port < 65000 and not any(port_open(p) for p in (port, port + 1)):
+            return port
+    raise AssertionError("no free port pair")
+
+
 def port_open(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
