@@ -36,7 +36,10 @@ MAX_DISCOVERED = 1024
 """Backends one source may add (more: the first by name, and a warning): each is probed
 and polled."""
 ABSENT_ASKS = 2
-"""Answers in a row a backend must be missing from before it is dropped."""
+"""Answers in a row a backend must be missing from before it is dropped ..."""
+ABSENT_INTERVALS = 3
+"""... and for this many min intervals (a DNS server that answers with a part of the set
+each time, as round-robin and multi-value answers do, must not make the farm flap)."""
 LOGGED = 20
 """Backends a discovery line names as added or removed, at most (the count says all)."""
 
@@ -83,8 +86,8 @@ class SourceState:
     servers: tuple[tuple[str, int, int, str], ...] = ()
     """The servers of its last good answer (a target that cannot be looked up next time
     keeps these)."""
-    absent: dict[str, int] = field(default_factory=dict)
-    """Backends of the set missing from the last answers: how many in a row."""
+    absent: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """Backends of the set missing from the last answers: how many in a row, since when."""
     resolved_at: float | None = None
     """When it last answered with servers (``time.time()``)."""
     failures: int = 0
@@ -123,6 +126,8 @@ class Discovery:
         self._tasks: list[asyncio.Task[None]] = []
         self._live = False
         """Started (by the service, once its loop runs): a reload's new sources start too."""
+        self.clock: Callable[[], float] = time.monotonic
+        """How long a backend has been missing from the answers is told by this."""
 
     def specs(self) -> dict[str, list[BackendSpec]]:
         """Per source's label, the backends it said last (good answers only)."""
@@ -204,16 +209,18 @@ class Discovery:
         state.next_at = time.monotonic() + interval
         state.resolved_at, state.servers = time.time(), tuple(servers)
         state.last_error = f"targets not found: {', '.join(found.failed[:5])}" * bool(found.failed)
-        # A backend missing from one answer stays until it is missing from two in a row
-        # (a DNS server that answers with a part of the set each time must not make the
-        # farm flap).
-        present = set(named)
+        # A backend missing from an answer stays until it has been missing from two in a
+        # row for three min intervals (a DNS server that answers with a part of the set
+        # each time must not make the farm flap; one gone for good leaves rotation
+        # sooner anyway, as its checks fail).
+        present, now_s = set(named), self.clock()
         for spec in state.specs:
             if spec.name not in present:
-                missing = state.absent.get(spec.name, 0) + 1
-                if missing < ABSENT_ASKS:
+                count, since = state.absent.get(spec.name, (0, now_s))
+                hold_s = ABSENT_INTERVALS * self.min_interval_s
+                if count + 1 < ABSENT_ASKS or now_s - since < hold_s:
                     named[spec.name] = spec
-                    state.absent[spec.name] = missing
+                    state.absent[spec.name] = (count + 1, since)
         state.absent = {n: c for n, c in state.absent.items() if n not in present and n in named}
         specs = sorted(named.values(), key=lambda s: s.name)
         if len(specs) > MAX_DISCOVERED:

@@ -21,6 +21,8 @@ class DiscoveryForTests(Discovery):
         self.changes = 0
         super().__init__(sources, self._changed, None, 5.0, 300.0)
         self.answers = answers
+        self.now = 1000.0
+        self.clock = lambda: self.now
 
     def _changed(self) -> None:
         self.changes += 1
@@ -56,8 +58,9 @@ async def test_a_failure_or_an_empty_answer_keeps_the_last_good_set() -> None:
     state = discovery.describe()[SRV.label]
     assert state["failures"] == 2 and state["last_error"] == "no servers in the answer"
     assert state["next_in_s"] == 5.0  # (after a failure: the min interval)
-    # A backend missing from one good answer stays; from two in a row, it goes.
+    # A backend missing from one good answer stays; from two in a row over 15 s, it goes.
     assert not await discovery._ask(SRV)
+    discovery.now += 16
     assert await discovery._ask(SRV)
     assert [s.name for s in discovery.specs()[SRV.label]] == ["10.0.0.2:3632"]
 
@@ -69,9 +72,12 @@ async def test_a_target_that_cannot_be_looked_up_keeps_its_servers() -> None:
     # s2 cannot be looked up now, s3 is gone from the records, s4 is new.
     later = Found((("10.0.0.1", 3632, 10, "s1.farm.test"), ("10.0.0.4", 3632, 10, "s4.farm.test")),
                   30.0, failed=("s2.farm.test",))  # fmt: skip
-    discovery = DiscoveryForTests([SRV], [first, later, later])
+    discovery = DiscoveryForTests([SRV], [first, later, later, later])
     await discovery._ask(SRV)
     await discovery._ask(SRV)
+    await discovery._ask(SRV)  # (s3: missing from two answers, but not yet for 15 s)
+    assert "10.0.0.3:3632" in [s.name for s in discovery.specs()[SRV.label]]
+    discovery.now += 16
     await discovery._ask(SRV)
     assert [s.name for s in discovery.specs()[SRV.label]] == [
         "10.0.0.1:3632", "10.0.0.2:3632", "10.0.0.4:3632"
