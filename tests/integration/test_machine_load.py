@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 
 SLOTS = 8
 HOGS = 14
-SLACK = "4"
+SLACK = "6"
 
 
 @pytest.fixture
@@ -128,8 +128,8 @@ SPIN_CC = """#!/bin/sh
 for arg in "$@"; do
     case "$arg" in -E|--version) exec gcc "$@";; esac
 done
-end=$(($(date +%s) + 4))
-for i in 1 2 3 4 5 6 7 8; do (while [ $(date +%s) -lt $end ]; do :; done) & done
+end=$(($(date +%s) + 6))
+for i in $(seq 16); do (while [ $(date +%s) -lt $end ]; do :; done) & done
 wait
 exec gcc "$@"
 """
@@ -145,25 +145,26 @@ def test_a_servers_own_busy_jobs_are_not_foreign_load(
     (bin_dir / "spin-cc").write_text(SPIN_CC)
     (bin_dir / "spin-cc").chmod(0o755)
     server = start_server("--jobs", str(SLOTS), "--offer-by-load", "on", "--load-interval",
-                          "0.2", "--foreign-load-slack", SLACK, "--compiler", "spin-cc",
+                          "0.2", "--foreign-load-slack", "64", "--compiler", "spin-cc",
                           "--compiler", "gcc", path_prepend=str(bin_dir))  # fmt: skip
-    wait_until(lambda: server.status()["offered"] == SLOTS, 60, "every slot offered at first")
     request = Request(1, ("spin-cc", "-c", "x.c", "-o", "x.o"), b"int x(void) { return 1; }\n")
     reply: list[object] = []
     job = threading.Thread(target=lambda: reply.append(
         asyncio.run(compile_remote("127.0.0.1", server.port, request, timeout_s=60))
     ))  # fmt: skip
     job.start()
-    offered: list[tuple[int, float]] = []
+    foreign: list[float] = []
     try:
-        # Its job's 8 spinning processes (more than the slack) are the server's own.
+        # Its job's 16 spinning processes for 6 s are the server's own: counted as
+        # foreign, the load (smoothed over 3 s) would pass 12; the other tests sharing
+        # these cores make a few.
         wait_until(lambda: server.status()["busy"] == 1, 30, "the job running")
-        while job.is_alive() and len(offered) < 200:
+        while job.is_alive() and len(foreign) < 200:
             status = server.status()
             if status["busy"] == 1:
-                offered.append((status["offered"], status["machine"]["foreign_load"]))
+                foreign.append(status["machine"]["foreign_load"])
             job.join(0.2)
     finally:
         job.join(60)
-    assert len(offered) >= 5 and all(o == SLOTS for o, _ in offered), offered
+    assert len(foreign) >= 10 and max(foreign) < 8, foreign
     assert reply and getattr(reply[0], "status", None) == 0, reply
