@@ -106,21 +106,6 @@ def _resolver(dns_server: str | None, timeout_s: float) -> dns.asyncresolver.Res
     return resolver
 
 
-async def _addresses(resolver: dns.asyncresolver.Resolver, name: str) -> list[str]:
-    try:
-        ipaddress.ip_address(name)
-        return [name]
-    except ValueError:
-        pass
-    try:
-        answer = await resolver.resolve(name, "A")
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-        return []
-    except dns.exception.DNSException as exc:
-        raise DiscoveryError(f"{name}: {exc}") from exc
-    return sorted(rr.address for rr in answer)
-
-
 async def from_pattern(
     pattern: str,
     *,
@@ -144,8 +129,8 @@ async def from_pattern(
         names = [
             pattern.replace("%d", str(i)) for i in range(index, min(limit, index + batch - 1) + 1)
         ]
-        results = await asyncio.gather(*(_addresses(resolver, n) for n in names))
-        for name, addresses in zip(names, results, strict=True):
+        results = await asyncio.gather(*(_all_addresses(resolver, n, ("A",)) for n in names))
+        for name, (addresses, _) in zip(names, results, strict=True):
             if missing > gap:
                 break
             if not addresses:
@@ -178,9 +163,10 @@ class Found:
 
 
 async def _all_addresses(
-    resolver: dns.asyncresolver.Resolver, name: str
+    resolver: dns.asyncresolver.Resolver, name: str, kinds: tuple[str, ...] = ("A", "AAAA")
 ) -> tuple[list[str], float | None]:
-    """Every A and AAAA address of ``name`` and the smaller TTL (NXDOMAIN: none)."""
+    """Every address of ``name`` of these ``kinds`` and the smallest TTL (NXDOMAIN:
+    none); a name that is an address is itself."""
     try:
         ipaddress.ip_address(name)
         return [name], None
@@ -188,7 +174,7 @@ async def _all_addresses(
         pass
     addresses: list[str] = []
     ttls: list[float] = []
-    for kind in ("A", "AAAA"):
+    for kind in kinds:
         try:
             answer = await resolver.resolve(name, kind)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):

@@ -119,7 +119,7 @@ def read_sample(root_pid: int) -> MachineSample:
     return MachineSample(
         runnable=runnable,
         own_runnable=own,
-        mem_available_mb=_mem_available_mb(),
+        mem_available_mb=mem_available_mb(),
         memory_pressure=_psi("memory", "full"),
         cpu_pressure=_psi("cpu", "some"),
     )
@@ -161,7 +161,8 @@ def _own_runnable(root_pid: int) -> int:
     return count
 
 
-def _mem_available_mb() -> int | None:
+def mem_available_mb() -> int | None:
+    """The machine's ``MemAvailable`` in MB (None: unreadable)."""
     with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo") as fh:
         for line in fh:
             if line.startswith("MemAvailable:"):

@@ -18,7 +18,7 @@ from cache import CacheStats
 from client.cli import distlb_version
 from daemon.self_report import ReloadStatus, self_families
 from server.activity import ServerActivity
-from server.machine import MachineLoad
+from server.machine import MachineLoad, mem_available_mb
 from server.runner import LIMITS
 from server.slots import Slots
 
@@ -219,7 +219,7 @@ class ServerStats:
             "dcc_max_RSS_name (none)",
             "dcc_io_rate 0",
             f"dcc_free_space {_free_space_mb(self.tmp_dir)} MB",
-            f"dcc_free_mem {_free_mem_mb()} MB",
+            f"dcc_free_mem {mem_available_mb() or 0} MB",
             "</distccstats>",
         ]
         return "\n".join(lines) + "\n"
@@ -252,17 +252,6 @@ def _free_space_mb(path: str) -> int:
         return shutil.disk_usage(path).free // (1024 * 1024)
     except OSError:
         return 0
-
-
-def _free_mem_mb() -> int:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) // 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
 
 
 class _StatsCollector(Collector):

@@ -164,10 +164,6 @@ class Discovery:
         self._live = False
         self.stop()
 
-    async def first(self) -> None:
-        """Ask every source once."""
-        await asyncio.gather(*(self._ask(source) for source in self.sources))
-
     async def _follow(self, source: DnsSource) -> None:
         state = self.states[source.label]
         while True:

@@ -100,7 +100,7 @@ async def test_the_next_ask_comes_at_the_ttl_within_the_intervals(
 async def test_a_reload_keeps_a_kept_sources_set_and_starts_a_new_source() -> None:
     hosts = DnsSource.hosts("distcc.farm.test:3632,kind=distccd")
     discovery = DiscoveryForTests([SRV], [_found("10.0.0.1")])
-    await discovery.first()
+    await discovery._ask(SRV)
     discovery.start()
     fresh = DiscoveryForTests([SRV, hosts], [])
     discovery.answers = [_found("10.0.0.9", ttl=3600.0, port=3632)]
