@@ -166,9 +166,12 @@ async def _serve(
             raise  # (not the client: we are being shut down)
         me.uncancel()
         stats.job_finished("client_disconnect", time.monotonic() - started, live)
+        # (where it was when its client left: every attempt so far, or none)
+        attempts = live.attempts.describe() if live.attempts is not None else []
         log.info(
             "job_done",
             outcome="client_disconnect",
+            tries=attempts,
             **base,
             ms=round((time.monotonic() - started) * 1000, 1),
         )

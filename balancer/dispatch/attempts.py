@@ -247,11 +247,7 @@ class JobAttempts:
         if change is not None:
             changed = asyncio.ensure_future(change)
             waits.add(changed)  # type: ignore[arg-type]
-        times = [a.deadline for a in self.running]
-        if self.running and self.hedges < max_hedges:
-            times.append(max(a.late_at for a in self.running))
-        future = [t for t in times if t > now]
-        timeout = (min(future) - now) if future else (None if times == [] else 0.0)
+        timeout = wake_in(self.running, self.hedges < max_hedges, now)
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -268,6 +264,23 @@ class JobAttempts:
              "backend_conn": a.conn.local}
             for a in self.history
         ]  # fmt: skip
+
+
+def wake_in(running: list[Attempt], may_hedge: bool, now: float) -> float | None:
+    """Seconds until a job with ``running`` attempts must look again: at its earliest
+    deadline, at once when that has passed (even by a microsecond since the loop last
+    looked: a wait that skipped it slept until the hedge time; CI met a job a minute
+    past its 3 s deadline so), or when its copies become late while it ``may_hedge``; a
+    late time already past does not wake it (it is late with nothing free: a change
+    wakes it). None with nothing running (it waits for a slot, which has its own bound)."""
+    if not running:
+        return None
+    wake = max(0.0, min(a.deadline for a in running) - now)
+    if may_hedge:
+        late = max(a.late_at for a in running) - now
+        if late > 0:
+            wake = min(wake, late)
+    return wake
 
 
 def attempt_deadline(settings: DispatchSettings, backend: Backend, factor: float) -> float:

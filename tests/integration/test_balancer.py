@@ -228,6 +228,11 @@ def test_client_leaving_closes_the_backend_job_and_its_compile_dies(
             client.wait()
     wait_until(lambda: balancer.totals()["client_disconnect"] == 1, 5, "counted by the balancer")
     wait_until(lambda: server.counters()["client_disconnect"] == 1, 5, "and by the server")
+    # Its line says where the job was when its client left: on the server (closed as it left).
+    done = balancer.logged("job_done")
+    assert done["outcome"] == "client_disconnect", done
+    tries = [(t["backend"], t["result"]) for t in done["tries"]]
+    assert tries == [(f"127.0.0.1:{server.port}", "closed")], done
 
 
 def test_jobs_arriving_together_never_overfill_a_backend(

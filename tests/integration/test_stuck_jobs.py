@@ -297,9 +297,6 @@ def test_a_job_that_hangs_on_a_backend_that_compiles_others_ends_without_chargin
             # loaded machine (--attempt-deadline-factor times it: at the default 20 that
             # once came to past the client's minute); probes get 3 s to prove the backend.
             "--attempt-deadline-factor", "1", "--probe-timeout", "3",
-            # (at debug: twice on a loaded machine this job got no deadline within the
-            # client's minute, with nothing at info to say where it waited)
-            "--log-level", "debug",
         )  # fmt: skip
         balancer.wait_healthy(1)
         good = Request(1, ("gcc", "-c", "g.c", "-o", "g.o"), SOURCE)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from balancer.dispatch.attempts import MAX_TURNED_AWAY, Attempt, JobAttempts, Step
+from balancer.dispatch.attempts import MAX_TURNED_AWAY, Attempt, JobAttempts, Step, wake_in
 from balancer.routing.backend import Backend, BackendSpec
 from balancer.routing.compilers import CompilerMissing
 from balancer.routing.estimates import Running
@@ -206,3 +206,28 @@ async def test_no_copy_past_the_hedge_or_send_budget() -> None:
     for name in "abcde":
         _send(busy, _healthy(name))
     assert busy.next_step(SETTINGS, MAX_SENDS) is Step.WAIT  # (five sends running)
+
+
+async def test_a_deadline_passed_since_the_loop_looked_wakes_the_job_at_once() -> None:
+    """The loop enforces deadlines, then computes how long to wait: a deadline that
+    passes in between (by microseconds) must still end the wait at once, not be skipped
+    for the copy's far later hedge time (CI met a job a minute past its 3 s deadline)."""
+    backend = Backend(BackendSpec.parse("a:1"))
+    started = 1000.0
+    attempt = _attempt(backend, started)
+    attempt.deadline, attempt.late_at = started + 3, started + 120
+    just_past = attempt.deadline + 1e-6
+    assert wake_in([attempt], may_hedge=True, now=just_past) == 0.0
+    assert wake_in([attempt], may_hedge=False, now=just_past) == 0.0
+    assert wake_in([attempt], may_hedge=True, now=started) == 3.0
+
+
+async def test_a_job_wakes_at_its_copies_late_time_only_while_it_may_hedge_and_before_it() -> None:
+    backend = Backend(BackendSpec.parse("a:1"))
+    started = 1000.0
+    attempt = _attempt(backend, started)  # (late at +5, deadline at +60)
+    assert wake_in([attempt], may_hedge=True, now=started) == 5.0
+    assert wake_in([attempt], may_hedge=False, now=started) == 60.0
+    # Late already (nothing was free for a copy): the deadline, not a busy loop.
+    assert wake_in([attempt], may_hedge=True, now=started + 10) == 50.0
+    assert wake_in([], may_hedge=True, now=started) is None
