@@ -233,11 +233,13 @@ class JobAttempts:
         acquiring: asyncio.Task[Backend] | None,
         change: Coroutine[None, None, None] | None,
         max_hedges: int,
+        looked: float,
     ) -> None:
         """Until an attempt ends, a backend is acquired, the job is woken (a backend
         left rotation, a faster one came free), ``change`` ends (the pool changed: a
-        hedge that found no free backend waits for one) or its next deadline comes."""
-        now = time.monotonic()
+        hedge that found no free backend waits for one) or its next deadline comes
+        (:func:`wake_at`; ``looked``: when the loop last enforced deadlines and
+        decided on hedges)."""
         waits: set[asyncio.Future[object]] = {a.task for a in self.running}  # type: ignore[misc]
         if acquiring is not None:
             waits.add(acquiring)  # type: ignore[arg-type]
@@ -247,7 +249,8 @@ class JobAttempts:
         if change is not None:
             changed = asyncio.ensure_future(change)
             waits.add(changed)  # type: ignore[arg-type]
-        timeout = wake_in(self.running, self.hedges < max_hedges, now)
+        wake = wake_at(self.running, self.hedges < max_hedges, looked)
+        timeout = None if wake is None else max(0.0, wake - time.monotonic())
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -266,20 +269,21 @@ class JobAttempts:
         ]  # fmt: skip
 
 
-def wake_in(running: list[Attempt], may_hedge: bool, now: float) -> float | None:
-    """Seconds until a job with ``running`` attempts must look again: at its earliest
-    deadline, at once when that has passed (even by a microsecond since the loop last
-    looked: a wait that skipped it slept until the hedge time; CI met a job a minute
-    past its 3 s deadline so), or when its copies become late while it ``may_hedge``; a
-    late time already past does not wake it (it is late with nothing free: a change
-    wakes it). None with nothing running (it waits for a slot, which has its own bound)."""
+def wake_at(running: list[Attempt], may_hedge: bool, looked: float) -> float | None:
+    """When a job with ``running`` attempts must look again, after it last looked at
+    ``looked`` (enforced deadlines, decided on hedges): at its earliest deadline, or
+    when its copies become late if it ``may_hedge`` and they were not late yet then. Both
+    are judged at ``looked``, not at the wait's own clock: a time that passed in between
+    (by microseconds) was once skipped, and CI met a job a minute past its 3 s deadline,
+    asleep until its hedge time. A late time already past when it looked does not wake it
+    (late with nothing free, it waits for a change). None with nothing running (it waits
+    for a slot, which has its own bound)."""
     if not running:
         return None
-    wake = max(0.0, min(a.deadline for a in running) - now)
-    if may_hedge:
-        late = max(a.late_at for a in running) - now
-        if late > 0:
-            wake = min(wake, late)
+    wake = min(a.deadline for a in running)
+    late = max(a.late_at for a in running)
+    if may_hedge and late > looked:
+        wake = min(wake, late)
     return wake
 
 

@@ -217,7 +217,8 @@ class Dispatcher:
                 reply = self._harvest(job)
                 if reply is not None:
                     return self._won(job, reply, waiting)
-                self._enforce_deadlines(job)
+                looked = time.monotonic()  # (one clock for this turn's every decision)
+                self._enforce_deadlines(job, looked)
                 if acquiring is not None and acquiring.done():
                     try:
                         backend = acquiring.result()
@@ -239,9 +240,9 @@ class Dispatcher:
                     raise AllFailed(f"{len(job.history)} attempts: {job.last_error}")
                 wants_change = False
                 if acquiring is None:
-                    acquiring, wants_change = self._next_move(job, step, waiting)
+                    acquiring, wants_change = self._next_move(job, step, waiting, looked)
                 change = self.queue.wait(1.0) if wants_change else None
-                await job.wait_for_next(acquiring, change, self.settings.max_hedges)
+                await job.wait_for_next(acquiring, change, self.settings.max_hedges, looked)
         except NotDispatched as exc:
             exc.history = job.describe()
             raise
@@ -270,7 +271,7 @@ class Dispatcher:
                 self.pool.notify()
 
     def _next_move(
-        self, job: JobAttempts, step: Step, waiting: Waiting
+        self, job: JobAttempts, step: Step, waiting: Waiting, now: float
     ) -> tuple[asyncio.Task[Backend] | None, bool]:
         """Start what ``step`` (:meth:`JobAttempts.next_step`) says; returns a task
         acquiring a backend (when it must wait for one) and whether it waits for the
@@ -297,7 +298,7 @@ class Dispatcher:
             self.pool.backends,
             exclude,
             lambda: self.slots.pick(exclude, big=True),  # the fastest free one
-            time.monotonic(),
+            now,
         )
         if kind == "late" and self._anyone_waits():
             return None, True  # (a late job's copy takes no slot a waiting job would get)
@@ -365,8 +366,7 @@ class Dispatcher:
                 return reply
         return None
 
-    def _enforce_deadlines(self, job: JobAttempts) -> None:
-        now = time.monotonic()
+    def _enforce_deadlines(self, job: JobAttempts, now: float) -> None:
         for attempt in [a for a in job.running if now >= a.deadline]:
             attempt.task.cancel()
             job.running.remove(attempt)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from balancer.dispatch.attempts import MAX_TURNED_AWAY, Attempt, JobAttempts, Step, wake_in
+from balancer.dispatch.attempts import MAX_TURNED_AWAY, Attempt, JobAttempts, Step, wake_at
 from balancer.routing.backend import Backend, BackendSpec
 from balancer.routing.compilers import CompilerMissing
 from balancer.routing.estimates import Running
@@ -208,26 +208,28 @@ async def test_no_copy_past_the_hedge_or_send_budget() -> None:
     assert busy.next_step(SETTINGS, MAX_SENDS) is Step.WAIT  # (five sends running)
 
 
-async def test_a_deadline_passed_since_the_loop_looked_wakes_the_job_at_once() -> None:
-    """The loop enforces deadlines, then computes how long to wait: a deadline that
-    passes in between (by microseconds) must still end the wait at once, not be skipped
-    for the copy's far later hedge time (CI met a job a minute past its 3 s deadline)."""
+async def test_a_deadline_or_late_time_passed_since_the_loop_looked_still_wakes_the_job() -> None:
+    """The loop enforces deadlines and decides on hedges, then waits: a deadline or a
+    late time that passes in between (by microseconds) must still end the wait at once,
+    not be skipped for the next time further on (CI met a job a minute past its 3 s
+    deadline, asleep until its hedge time)."""
     backend = Backend(BackendSpec.parse("a:1"))
     started = 1000.0
     attempt = _attempt(backend, started)
     attempt.deadline, attempt.late_at = started + 3, started + 120
-    just_past = attempt.deadline + 1e-6
-    assert wake_in([attempt], may_hedge=True, now=just_past) == 0.0
-    assert wake_in([attempt], may_hedge=False, now=just_past) == 0.0
-    assert wake_in([attempt], may_hedge=True, now=started) == 3.0
+    looked = attempt.deadline - 1e-6  # (the wait's own clock is past it by now)
+    assert wake_at([attempt], may_hedge=True, looked=looked) == attempt.deadline
+    attempt.deadline, attempt.late_at = started + 60, started + 5
+    looked = attempt.late_at - 1e-6
+    assert wake_at([attempt], may_hedge=True, looked=looked) == attempt.late_at
 
 
 async def test_a_job_wakes_at_its_copies_late_time_only_while_it_may_hedge_and_before_it() -> None:
     backend = Backend(BackendSpec.parse("a:1"))
     started = 1000.0
     attempt = _attempt(backend, started)  # (late at +5, deadline at +60)
-    assert wake_in([attempt], may_hedge=True, now=started) == 5.0
-    assert wake_in([attempt], may_hedge=False, now=started) == 60.0
-    # Late already (nothing was free for a copy): the deadline, not a busy loop.
-    assert wake_in([attempt], may_hedge=True, now=started + 10) == 50.0
-    assert wake_in([], may_hedge=True, now=started) is None
+    assert wake_at([attempt], may_hedge=True, looked=started) == started + 5
+    assert wake_at([attempt], may_hedge=False, looked=started) == started + 60
+    # Late when it looked (nothing was free for a copy): the deadline, not a busy loop.
+    assert wake_at([attempt], may_hedge=True, looked=started + 10) == started + 60
+    assert wake_at([], may_hedge=True, looked=started) is None
