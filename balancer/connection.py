@@ -23,7 +23,7 @@ from daemon.judge import Judge, Refused, judge_off_loop
 from daemon.logged import bounded_argv
 from wire import Limits, RemoteProtocolError, Reply, Request, encode_reply
 from wire.events import PumpRequest, exit_status
-from wire.stream import encode_reply_off_loop, read_request, wait_peer_gone
+from wire.stream import drain_within, encode_reply_off_loop, read_request, wait_peer_gone
 
 log = structlog.get_logger("distlb.balancer.job")
 _JOB_REFUSALS = RefusalLog(log, "job_refused", JOB_REFUSAL_LOG_BURST)
@@ -220,8 +220,7 @@ async def _serve(
             stats.counters.cache_hit += 1
         try:
             writer.write(data)
-            async with asyncio.timeout(ctx.io_timeout_s):
-                await writer.drain()
+            await drain_within(writer, ctx.io_timeout_s)
         except (ConnectionError, TimeoutError):
             result = "client_disconnect"
     finally:

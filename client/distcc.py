@@ -21,6 +21,7 @@ from wire.stream import (
     inflate_reply,
     read_chunk,
     read_reply,
+    sent_already,
     to_read,
 )
 
@@ -117,9 +118,10 @@ async def compile_remote(
                     raise AuthFailed(f"{host}:{port}: authentication: {exc}", exc.reason) from exc
             data = encoded if encoded is not None else await encode_request_off_loop(request)
             try:
-                async with _transfer_bound(idle_timeout_s, len(data), f"{host}:{port}", "send"):
-                    writer.write(data)
-                    await writer.drain()
+                writer.write(data)
+                if not sent_already(writer):
+                    async with _transfer_bound(idle_timeout_s, len(data), f"{host}:{port}", "send"):
+                        await writer.drain()
             except ConnectionError:
                 # A server that turns us away may close while we are still sending.
                 pass

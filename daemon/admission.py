@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
 import secrets
 from collections.abc import AsyncIterator, Sequence
 
@@ -22,6 +24,28 @@ log = structlog.get_logger("distlb.admission")
 _NOT_ALLOWED = RefusalLog(log, "turned_away")
 
 
+def _job_ids() -> itertools.count[int]:
+    return itertools.count(int.from_bytes(secrets.token_bytes(6)))
+
+
+_JOB_IDS = _job_ids()
+"""Job ids: a random start per process (drawn again in a forked balancer worker), then
+counted: unique within a process, and across processes but by chance in 2**48 (a random
+draw per job was a system call on every connection)."""
+
+
+def _new_job_ids() -> None:
+    global _JOB_IDS  # (the one counter of this process)
+    _JOB_IDS = _job_ids()
+
+
+os.register_at_fork(after_in_child=_new_job_ids)
+
+
+def next_job_id() -> str:
+    return f"{next(_JOB_IDS) & 0xFFFF_FFFF_FFFF:012x}"
+
+
 @contextlib.asynccontextmanager
 async def connection_scope(writer: asyncio.StreamWriter) -> AsyncIterator[str]:
     """Around serving one connection: yields the client's address. Every line of the
@@ -29,7 +53,7 @@ async def connection_scope(writer: asyncio.StreamWriter) -> AsyncIterator[str]:
     attempt's ``backend_conn``, which joins its job to the server's (docs/operations.md)."""
     peer = writer.get_extra_info("peername") or ("?", 0)
     structlog.contextvars.bind_contextvars(
-        job_id=secrets.token_hex(6), client=peer[0], peer=address_text(peer)
+        job_id=next_job_id(), client=peer[0], peer=address_text(peer)
     )
     try:
         yield str(peer[0])

@@ -180,13 +180,29 @@ LOOP_CODEC_BYTES = 256 * 1024
 """Bodies up to this size are (de)compressed on the event loop; larger ones in a thread."""
 
 
+def sent_already(writer: asyncio.StreamWriter) -> bool:
+    """Whether everything written has gone to the kernel (a small message's write goes
+    out at once): no drain, nor a timer to bound it, is needed then. A transport that is
+    closing may have dropped what was written: its drain must say so."""
+    transport = writer.transport
+    return transport.get_write_buffer_size() == 0 and not transport.is_closing()
+
+
+async def drain_within(writer: asyncio.StreamWriter, timeout_s: float) -> None:
+    """Wait at most ``timeout_s`` for what was written to leave (no timer when it has
+    already: :func:`sent_already`). Raises ``ConnectionError``, ``TimeoutError``."""
+    if sent_already(writer):
+        return
+    async with asyncio.timeout(timeout_s):
+        await writer.drain()
+
+
 async def write_reply(writer: asyncio.StreamWriter, reply: Reply, timeout_s: float) -> int:
     """Send ``reply`` (encoded off the loop when large), waiting at most ``timeout_s``
     for the peer to take it; the bytes sent. Raises ``ConnectionError``, ``TimeoutError``."""
     data = await encode_reply_off_loop(reply)
     writer.write(data)
-    async with asyncio.timeout(timeout_s):
-        await writer.drain()
+    await drain_within(writer, timeout_s)
     return len(data)
 
 
