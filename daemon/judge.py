@@ -31,6 +31,7 @@ from daemon.judge_values import (
 from daemon.languages import PREPROCESSED_SUFFIX
 from daemon.logged import LOGGED_ARG_CHARS, cut, quoted
 from daemon.specs import DEFAULT_TRUSTED_SPECS_DIRS, SpecsCheck, path_only_specs_check
+from daemon.verdicts import Verdict, Verdicts, shape_of
 from wire.args import REMEMBERED_CHARS, Form, Option, OptionTable, Scan, default_table, scan
 
 __all__ = ["MEMORY", "PREPROCESSED_SUFFIX", "CompilerMissing", "Job", "Judge", "Refused"]
@@ -168,9 +169,41 @@ class Judge:
         self.table = table or default_table()
         self._accepted: set[str] = set()
         """Single arguments already judged safe: a build repeats the same few hundred."""
+        self._verdicts = Verdicts()
+        """Whole command lines accepted, by shape (daemon/verdicts.py)."""
 
     def judge(self, argv: Sequence[str]) -> Job:
-        """Accept ``argv`` as a compile job, or raise :class:`Refused`."""
+        """Accept ``argv`` as a compile job, or raise :class:`Refused`. A command line of
+        a shape accepted before (daemon/verdicts.py: the same but for its source and
+        output names) has only its names judged; any doubt is judged anew."""
+        shape = shape_of(argv)
+        if shape is not None:
+            verdict = self._verdicts.get(shape)
+            if verdict is not None:
+                job = self._names_judged(verdict, argv[shape.input_at], argv[shape.output_at])
+                if job is not None:
+                    return job
+        job, scanned = self._judge_anew(argv)
+        if shape is not None and scanned.positionals == (shape.input_at,):
+            outputs = scanned.outputs()
+            if len(outputs) == 1 and outputs[0].value_index == shape.output_at:
+                self._verdicts.remember(shape, Verdict(job, outputs[0]), argv)
+        return job
+
+    def _names_judged(self, verdict: Verdict, input_name: str, output_name: str) -> Job | None:
+        """The job of ``verdict``'s shape with these names, when every rule the full
+        judge applies to them alone passes (the rest of the command line, and the facts
+        of the names the other rules read, are the shape's); None: judge it anew (which
+        refuses it with the full judge's own reason)."""
+        if argument_refusal(input_name) is not None or argument_refusal(output_name) is not None:
+            return None
+        try:
+            self._judge_option(verdict.output_named(output_name), "driver", {})
+        except Refused:
+            return None
+        return verdict.job_for(input_name)
+
+    def _judge_anew(self, argv: Sequence[str]) -> tuple[Job, Scan]:
         if not argv:
             raise Refused("empty command", EXIT_COMPILER_MISSING)
         for arg in argv:
@@ -211,13 +244,15 @@ class Judge:
         if suffix is None:
             raise Refused("only compile jobs (-c or -S) run here")
         try:
-            return canonical_job(compiler, argv, scanned, suffix)
+            return canonical_job(compiler, argv, scanned, suffix), scanned
         except NotCanonical as exc:
             raise Refused(exc.reason) from None
 
     def remembered_chars(self) -> int:
         """The characters of argument text this judge remembers, its table's included."""
-        return sum(map(len, self._accepted)) + self.table.remembered_chars()
+        return (
+            sum(map(len, self._accepted)) + self.table.remembered_chars() + self._verdicts.chars()
+        )
 
     def _judge_compiler(self, given: str) -> str:
         name = normalize_compiler(given)

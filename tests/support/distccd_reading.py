@@ -211,11 +211,16 @@ def _option(draw: st.DrawFn) -> list[str]:
     return draw(st.sampled_from(carried(spec.context, args)))
 
 
+def option_pieces() -> st.SearchStrategy[list[list[str]]]:
+    """Up to six options (of the table, in any form and carrier, with hostile values) or
+    hostile arguments, each as the arguments it takes."""
+    hostile = st.sampled_from(HOSTILE_ARGUMENTS).map(lambda arg: [arg])
+    return st.lists(st.one_of(_option(), hostile), max_size=6)
+
+
 @st.composite
 def command_lines(draw: st.DrawFn) -> list[str]:
-    """A compile command line: -c, an input, and up to six options (of the table, in any
-    form and carrier, with hostile values) or hostile arguments, in any order."""
-    hostile = st.sampled_from(HOSTILE_ARGUMENTS).map(lambda arg: [arg])
-    pieces = draw(st.lists(st.one_of(_option(), hostile), max_size=6))
+    """A compile command line: -c, an input, and :func:`option_pieces`, in any order."""
+    pieces = draw(option_pieces())
     pieces += [["-c"], [draw(st.sampled_from(INPUTS))]]
     return ["gcc", *(arg for piece in draw(st.permutations(pieces)) for arg in piece)]
