@@ -211,6 +211,10 @@ class MessageReader:
     def __init__(self, steps: Generator[int, bytes, object], max_buffer: int) -> None:
         self._steps: Generator[int, bytes, object] = steps
         self._buffer = bytearray()
+        self._pos = 0
+        """Where the unparsed bytes begin in the buffer: parsed bytes are dropped once
+        a step waits for more (one shift of the buffer a wait, not one a token: a
+        100 KB source behind a dozen tokens was moved a dozen times)."""
         self.max_buffer = max_buffer
         """Most bytes fed and not yet parsed: the largest whole message the limits
         allow. A caller may feed more than :attr:`wanted`, never more than this."""
@@ -226,7 +230,7 @@ class MessageReader:
         """Bytes still missing before the parser can take its next step (0 when done)."""
         if self._result is not NEED_DATA:
             return 0
-        return max(0, self._wanted - len(self._buffer))
+        return max(0, self._wanted - (len(self._buffer) - self._pos))
 
     @property
     def consumed(self) -> int:
@@ -236,19 +240,19 @@ class MessageReader:
     @property
     def buffered(self) -> int:
         """Bytes fed but not yet parsed."""
-        return len(self._buffer)
+        return len(self._buffer) - self._pos
 
     @property
     def trailing(self) -> bytes:
         """Bytes fed after the end of a complete message."""
-        return bytes(self._buffer) if self._result is not NEED_DATA else b""
+        return bytes(self._buffer[self._pos :]) if self._result is not NEED_DATA else b""
 
     def feed(self, data: bytes) -> None:
         """Take received bytes; raises :class:`LimitExceeded` when they would hold more
         than any message the limits allow (the buffer stays bounded whoever feeds it)."""
         if self._error is not None:
             raise self._error
-        held = len(self._buffer) + len(data)
+        held = len(self._buffer) - self._pos + len(data)
         if held > self.max_buffer:
             self._error = LimitExceeded("bytes buffered", held, self.max_buffer)
             raise self._error
@@ -261,11 +265,18 @@ class MessageReader:
     def _advance(self) -> object:
         if self._error is not None:
             raise self._error  # a parser that failed stays failed
+        buffer = self._buffer
         while self._result is NEED_DATA:
-            if len(self._buffer) < self._wanted:
+            start = self._pos
+            end = start + self._wanted
+            if len(buffer) < end:
+                if start:
+                    del buffer[:start]
+                    self._pos = 0
                 return NEED_DATA
-            chunk = bytes(self._buffer[: self._wanted])
-            del self._buffer[: self._wanted]
+            with memoryview(buffer) as view:
+                chunk = bytes(view[start:end])  # (one copy)
+            self._pos = end
             self._consumed += len(chunk)
             if self.on_bytes is not None:
                 self.on_bytes(chunk)
