@@ -115,6 +115,7 @@ class BalancerStats:
             registry=self.registry,
         )
         ProcessCollector(registry=self.registry)
+        self._job_seconds_of: dict[str, Histogram] = {}
 
     def job_finished(
         self,
@@ -128,7 +129,10 @@ class BalancerStats:
         reason: str = "",
     ) -> None:
         setattr(self.counters, outcome, getattr(self.counters, outcome) + 1)
-        self.job_seconds.labels(outcome).observe(seconds)
+        by_outcome = self._job_seconds_of.get(outcome)
+        if by_outcome is None:  # (a labels() lookup per job cost more than the observe)
+            by_outcome = self._job_seconds_of[outcome] = self.job_seconds.labels(outcome)
+        by_outcome.observe(seconds)
         if outcome in ("ok", "compile_error") and not cached:
             self.queue_seconds.observe(queued_s)
         context = structlog.contextvars.get_contextvars()

@@ -44,6 +44,7 @@ LISTED = 256
 """Shares with waiting jobs a worker lists in its header (more: readers scan the table)."""
 _RECORD = struct.Struct("=ddddiiI4x")  # use, use_at, started_sum, touched, running, waiting, kinds
 _WAITING = struct.Struct(f"=qq{LISTED}i")  # waiting jobs, listed shares, the entries
+_WAITING_TOTAL = struct.Struct("=q")  # (its first field alone: asked on every pick)
 
 
 def kind_bit(kind: str) -> int:
@@ -213,8 +214,10 @@ class ShareTable:
 
     def waiting_elsewhere(self) -> int:
         """Jobs of the other workers that wait for a slot."""
+        if self.workers == 1:
+            return 0
         return sum(
-            int(_WAITING.unpack_from(self._map, worker * _WAITING.size)[0])
+            _WAITING_TOTAL.unpack_from(self._map, worker * _WAITING.size)[0]
             for worker in range(self.workers)
             if worker != self.me
         )
