@@ -22,6 +22,10 @@ from wire import Reply, Request
 
 log = structlog.get_logger("distlb.balancer.dispatch")
 
+TIMER_SLACK_S = 0.002
+"""Added to a wait for a time: uvloop rounds a timer to whole milliseconds and counts
+from its cached clock, so a wait of exactly the time left ended before it, dozens of
+times in a row (review 26: 43-77 turns a wake)."""
 MAX_TURNED_AWAY = 64
 """Turn-aways one job may meet (each is a wait, bounded by the queue timeout too)."""
 
@@ -250,7 +254,10 @@ class JobAttempts:
             changed = asyncio.ensure_future(change)
             waits.add(changed)  # type: ignore[arg-type]
         wake = wake_at(self.running, self.hedges < max_hedges, looked)
-        timeout = None if wake is None else max(0.0, wake - time.monotonic())
+        timeout = None
+        if wake is not None:
+            left = wake - time.monotonic()
+            timeout = left + TIMER_SLACK_S if left > 0 else 0.0
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -258,6 +265,24 @@ class JobAttempts:
             if changed is not None:
                 changed.cancel()
             self.wake.clear()
+
+    def answer(self, reply: Reply, queued_s: float) -> Dispatched:
+        """How the job was answered: by :attr:`winner`'s ``reply``; the copies still
+        running are closed once it is sent."""
+        winner = self.winner
+        assert winner is not None
+        for attempt in self.running:
+            self.end(attempt, "closed")
+        return Dispatched(
+            reply,
+            winner.backend.name,
+            len(self.history),
+            any(a.kind in ("late", "tail", "rescue") for a in self.history),
+            [a.backend.name for a in self.history],
+            queued_s=queued_s,
+            history=self.describe(),
+            backend_conn=winner.conn.local,
+        )
 
     def describe(self) -> list[dict[str, object]]:
         """Every attempt, for the job_done line: backend, why it was sent, how it ended,

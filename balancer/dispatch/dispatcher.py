@@ -225,10 +225,15 @@ class Dispatcher:
                     except NoCapacity:
                         if not job.running:
                             raise
-                    else:
-                        self._launch(
-                            job, backend, "retry" if job.history else "first", reserved=True
+                        # Nowhere to send a copy now (a rescue found no backend): wait for
+                        # a change or what runs, not round at once (review 26: a spin).
+                        acquiring = None
+                        pool_changed = self.queue.wait(1.0)
+                        await job.wait_for_next(
+                            None, pool_changed, self.settings.max_hedges, looked
                         )
+                        continue
+                    self._launch(job, backend, "retry" if job.history else "first", reserved=True)
                     acquiring = None
                     continue
                 step = job.next_step(self.settings, max_sends)
@@ -380,21 +385,8 @@ class Dispatcher:
 
     def _won(self, job: JobAttempts, reply: Reply, waiting: Waiting) -> Dispatched:
         assert job.winner is not None
-        winner = job.winner
-        for attempt in job.running:
-            job.end(attempt, "closed")  # the losers: closed once the winner is sent
-        if winner.kind in ("late", "tail", "rescue"):
+        if job.winner.kind in ("late", "tail", "rescue"):
             self.hedge_wins += 1
         if reply.status == 0 and reply.obj:
-            winner.backend.ok += 1
-        queued = self.settings.queue_timeout_s - waiting.left_s + waiting.held_s
-        return Dispatched(
-            reply,
-            winner.backend.name,
-            len(job.history),
-            any(a.kind in ("late", "tail", "rescue") for a in job.history),
-            [a.backend.name for a in job.history],
-            queued_s=queued,
-            history=job.describe(),
-            backend_conn=winner.conn.local,
-        )
+            job.winner.backend.ok += 1
+        return job.answer(reply, self.settings.queue_timeout_s - waiting.left_s + waiting.held_s)

@@ -62,7 +62,7 @@ def next_hedge(
         first.backup.clear()
         if chosen is not None and chosen.name not in exclude and chosen.available(now):
             return "tail", chosen
-        return "", None
+        # (a backup it cannot take: it may still be late, and a late copy is due)
     if all(now >= c.late_at for c in copies):
         return "late", pick_fastest()
     return "", None

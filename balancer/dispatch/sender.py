@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from balancer.dispatch.attempts import TIMER_SLACK_S
 from balancer.pool.pool import Pool
 from balancer.routing.backend import Backend
 from balancer.routing.compilers import CompilerMissing
@@ -98,7 +99,7 @@ class Sender:
             backend.on_turned_away(time.monotonic(), hold_s)
             self.pool.report_stale(backend)
             # When the hold ends it may take jobs again: wake those waiting for a slot.
-            asyncio.get_running_loop().call_later(hold_s, self.pool.notify)
+            asyncio.get_running_loop().call_later(hold_s + TIMER_SLACK_S, self.pool.notify)
             raise
         except ClientError as exc:
             self.pool.mark_failure(backend, f"job: {exc}")

@@ -108,6 +108,9 @@ class _Attempts:
         self.hedges = 0
         self.winner: Attempt | None = None
 
+    def describe(self) -> list[dict[str, object]]:
+        return [{"backend": a.backend.name} for a in self.running]
+
 
 def test_a_job_in_flight_is_shown_with_its_attempts_and_gone_when_it_ends() -> None:
     activity = Activity()
