@@ -249,10 +249,13 @@ class BalancerConfig(AcceptorConfig, JudgeConfig, BoundsConfig, CacheSecretConfi
             "queue_timeout",
             "attempt_deadline_min",
             "max_hedges",
+            "hedge_min",
             "dashboard_viewers",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
+        if self.hedge_after is not None and self.hedge_after < 0:
+            raise ConfigError("--hedge-after must not be negative")
         if min(self.backend_idle_timeout, self.attempt_timeout, self.attempt_deadline_factor) <= 0:
             raise ConfigError(
                 "--backend-idle-timeout, --attempt-timeout and --attempt-deadline-factor "
