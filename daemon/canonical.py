@@ -107,6 +107,9 @@ def canonical_job(compiler: str, argv: Sequence[str], scanned: Scan, output_suff
                 raise NotCanonical("-o names no file")
         elif kind == "language" and option.index < input_at:
             value = option.value or "none"
+            if value != "none" and value not in PREPROCESSED_LANGUAGE:
+                # (an operator's --allow-option=-x* lets any value through the judge)
+                raise NotCanonical(f"-x {quoted(value)}: not a C, C++ or Objective-C language")
             language = None if value == "none" else PREPROCESSED_LANGUAGE[value]
     if outputs > 1:
         raise NotCanonical("more than one -o")

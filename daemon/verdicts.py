@@ -11,7 +11,7 @@ when the full judge found exactly those two: the input at the first and the outp
 option's separate value at the second (a command line with a third such argument, a
 separate value like ``-MF deps.d``, is judged anew every time). Nothing that reads the
 disk (``-specs=``) is remembered, only accepted verdicts are, and the memory is bounded
-in entries and characters.
+in entries, arguments and characters.
 """
 
 from __future__ import annotations
@@ -25,7 +25,12 @@ from wire.args import Option, is_source_name
 MAX_VERDICTS = 1024
 """Shapes remembered (the memory is dropped whole when full)."""
 MAX_SHAPE_CHARS = 4096
-"""Longer command lines are judged anew every time (the memory's bound in bytes)."""
+MAX_SHAPE_ARGS = 256
+"""Longer command lines are judged anew every time: the memory's bound (review 27: with
+no bound on arguments, 1,024 lines of 2,045 ``-c`` held 140 MB)."""
+ARG_BYTES = 64
+"""What one remembered argument costs beyond its characters (its string object and its
+slot in two tuples): counted in :meth:`Verdicts.chars`."""
 _NAME = "\0name"
 """Stands for a name in a shape (no argument holds a NUL: the judge refuses those)."""
 
@@ -60,7 +65,7 @@ def shape_of(argv: Sequence[str]) -> Shape | None:
     """``argv``'s shape, when it has exactly two names (the argument after a lone ``-o``,
     and one other that does not start with ``-``), is short, and reads nothing from the
     disk; else None (judged anew)."""
-    if len(argv) < 4 or sum(map(len, argv)) > MAX_SHAPE_CHARS:
+    if not 4 <= len(argv) <= MAX_SHAPE_ARGS or sum(map(len, argv)) > MAX_SHAPE_CHARS:
         return None
     input_at = output_at = -1
     for i in range(1, len(argv)):
@@ -118,9 +123,9 @@ class Verdicts:
             self._by_shape.clear()
             self._chars = 0
         if shape.key not in self._by_shape:
-            self._chars += sum(map(len, argv))
+            self._chars += sum(map(len, argv)) + ARG_BYTES * len(argv)
         self._by_shape[shape.key] = verdict
 
     def chars(self) -> int:
-        """About the characters remembered (the shapes' arguments)."""
+        """About the bytes remembered (the shapes' arguments and what holds them)."""
         return self._chars

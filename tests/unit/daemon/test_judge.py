@@ -700,3 +700,16 @@ def test_a_long_command_line_is_judged_off_the_event_loop(extra: list[str], on_l
     job = asyncio.run(judge_off_loop(recording, ["gcc", "-c", "a.c", *extra]))
     assert job.input_name == "a.c"
     assert (recording.threads == [threading.main_thread()]) == on_loop
+
+
+@pytest.mark.parametrize("language", [["-x", "assembler"], ["-xfoo"]])
+def test_a_language_an_operators_allowance_let_through_is_refused_not_a_crash(
+    language: list[str],
+) -> None:
+    """``--allow-option=-x*`` lets any ``-x`` value past the option check; one that is not
+    a C-family language is refused with a reason (it raised KeyError: review 27), and
+    ``-x none`` is still taken."""
+    judge = Judge(compilers={"gcc": "/usr/bin/gcc"}, allow_options=["-x*"])
+    with pytest.raises(Refused, match=r"not a C, C\+\+ or Objective-C language"):
+        judge.judge(["gcc", "-c", *language, "a.c", "-o", "a.o"])
+    assert judge.judge(["gcc", "-c", "-x", "none", "a.c", "-o", "a.o"]).input_name == "a.c"
