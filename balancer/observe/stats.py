@@ -135,8 +135,10 @@ class BalancerStats:
         by_outcome.observe(seconds)
         if outcome in ("ok", "compile_error") and not cached:
             self.queue_seconds.observe(queued_s)
-        context = structlog.contextvars.get_contextvars()
-        client = str(context.get("principal") or context.get("client") or "")
+        client = ""  # (a job shown live is its client's; the log context is copied only
+        if live is None:  # for one that ended before it was shown: a bad request)
+            context = structlog.contextvars.get_contextvars()
+            client = str(context.get("principal") or context.get("client") or "")
         self.activity.finish(
             live, outcome, seconds, backend=backend, queued_s=queued_s, cached=cached,
             reason=reason, client=client,
