@@ -127,6 +127,9 @@ def main() -> int:
                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    changed = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "-uno"],
+                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    head += " with uncommitted changes" if changed else ""
     with tempfile.TemporaryDirectory(prefix="distlb-ab-") as tmp:
         work = Path(tmp)
         base_tree = work / "base"
