@@ -196,6 +196,9 @@ def _reply_steps(
     return Reply(protocol, status, stderr, stdout, obj, deps)
 
 
+SMALL_STEP = 4096
+"""Up to this size a step's bytes are sliced out of the buffer (two small copies are
+cheaper than a view's set-up); beyond, copied once through a view."""
 TOKEN_HEADER = 12
 """A token's name and length: 4 + 8 bytes."""
 
@@ -274,8 +277,11 @@ class MessageReader:
                     del buffer[:start]
                     self._pos = 0
                 return NEED_DATA
-            with memoryview(buffer) as view:
-                chunk = bytes(view[start:end])  # (one copy)
+            if end - start <= SMALL_STEP:
+                chunk = bytes(buffer[start:end])
+            else:
+                with memoryview(buffer) as view:
+                    chunk = bytes(view[start:end])  # (one copy of a body)
             self._pos = end
             self._consumed += len(chunk)
             if self.on_bytes is not None:
