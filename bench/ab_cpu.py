@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from bench import harness
-from bench.harness import HOST, Proc, free_ports, get_json, start, stop_all, wait_ready
+from bench.harness import HOST, Proc, free_ports, start, stop_all, wait_ready
 from bench.scale import BIN, HAPROXY, HAPROXY_CFG, PYTHON, ROOT, SIZE_KB, SLOTS
 
 LOAD_CAP_S = 60.0
@@ -71,15 +71,7 @@ def _round(
                                 "--queue-timeout", "30"], work, procs, env)  # fmt: skip
         wait_ready(balancer, port)
         wait_ready(balancer, admin)
-        deadline = time.monotonic() + 60
-        while True:
-            totals = get_json(admin, "/status")["totals"]
-            assert isinstance(totals, dict)
-            if totals["healthy_backends"] >= backends:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name}: only {totals['healthy_backends']} backends healthy")
-            time.sleep(0.1)
+        harness.wait_healthy(admin, backends, 60)
         before = harness.cpu_s(balancer.popen.pid)
         summary = _load(port, args)
         used = harness.cpu_s(balancer.popen.pid) - before

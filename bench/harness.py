@@ -127,6 +127,19 @@ def quantile_ms(seconds: Iterable[float], q: float, digits: int = 1) -> float:
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+def wait_healthy(admin_port: int, count: int, timeout_s: float = 120.0) -> None:
+    """Return once a balancer (its admin port) has ``count`` backends in rotation."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        totals = get_json(admin_port, "/status")["totals"]
+        assert isinstance(totals, dict)
+        if totals["healthy_backends"] >= count:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {totals['healthy_backends']} of {count} backends healthy")
+        time.sleep(0.1)
+
+
 def get_json(port: int, path: str) -> dict[str, object]:
     with _OPENER.open(f"http://{HOST}:{port}{path}", timeout=2.0) as response:
         data = json.loads(response.read(1024 * 1024))

@@ -144,15 +144,7 @@ def start_farm(
     balancer = start(f"balancer-{count}-{hold_s:g}", command, work, procs)
     wait_ready(balancer, port)
     wait_ready(balancer, admin)  # (it opens after the jobs' port)
-    deadline = time.monotonic() + 120
-    while True:
-        totals = get_json(admin, "/status")["totals"]
-        assert isinstance(totals, dict)
-        if totals["healthy_backends"] >= count:
-            break
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"only {totals['healthy_backends']} of {count} backends healthy")
-        time.sleep(0.2)
+    harness.wait_healthy(admin, count)
     lines = [f"    server s{i} {HOST}:{p} maxconn {SLOTS}" for i, (p, _) in enumerate(backends)]
     cfg = work / f"haproxy-{count}.cfg"
     cfg.write_text(HAPROXY_CFG.format(host=HOST, port=hport, servers="\n".join(lines)))
