@@ -15,46 +15,28 @@ and every round are printed, and HAProxy's over the same load when asked.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from bench import harness
 from bench.harness import HOST, Proc, free_ports, start, stop_all, wait_ready
-from bench.scale import BIN, HAPROXY, HAPROXY_CFG, PYTHON, ROOT, SIZE_KB, SLOTS
+from bench.scale import (
+    BIN,
+    HAPROXY,
+    ROOT,
+    SIZE_KB,
+    load,
+    start_instant_backends,
+    write_balancer_config,
+    write_haproxy_config,
+)
 
 LOAD_CAP_S = 60.0
 """No load phase runs longer (its jobs are then fewer than asked: the rate is printed)."""
-
-
-def _backends(work: Path, count: int, procs: list[Proc]) -> list[tuple[int, int]]:
-    fakes = start("fakes", [str(PYTHON), "-m", "bench.instant_backends", "--count", str(count),
-                            "--slots", str(SLOTS), "--hold-s", "0"], work, procs)  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and fakes.popen.poll() is None:
-        for line in fakes.log_path.read_text().splitlines():
-            if line.startswith("{"):
-                return [(int(p), int(s)) for p, s in json.loads(line)["backends"]]
-        time.sleep(0.1)
-    raise RuntimeError(f"fake backends did not start: {fakes.log_path.read_text()[-500:]}")
-
-
-def _load(port: int, args: argparse.Namespace) -> dict[str, float]:
-    done = subprocess.run(
-        [str(BIN / "distlb-loadgen"), f"{HOST}:{port}", "--jobs", str(args.jobs),
-         "--concurrency", str(args.clients), "--duration", str(LOAD_CAP_S),
-         "--size-kb", str(SIZE_KB[args.size]), "--json", "--timeout", "60"],
-        capture_output=True, text=True, timeout=LOAD_CAP_S + 120, check=False,
-    )  # fmt: skip
-    if not done.stdout.strip():
-        raise RuntimeError(f"loadgen printed nothing: {done.stderr[-500:]}")
-    summary: dict[str, float] = json.loads(done.stdout)
-    return summary
 
 
 def _round(
@@ -73,29 +55,26 @@ def _round(
         wait_ready(balancer, admin)
         harness.wait_healthy(admin, backends, 60)
         before = harness.cpu_s(balancer.popen.pid)
-        summary = _load(port, args)
+        summary = load(port, args.jobs, args.clients, args.size, LOAD_CAP_S)
         used = harness.cpu_s(balancer.popen.pid) - before
     finally:
         stop_all(procs)
-    ok = max(1.0, float(summary["ok"]))
-    return used * 1000 / ok, float(summary["jobs_per_s"])
+    return used * 1000 / max(1, summary["ok"]), float(summary["jobs_per_s"])
 
 
 def _haproxy(ports: list[int], work: Path, args: argparse.Namespace) -> float:
     procs: list[Proc] = []
     (port,) = free_ports(1)
-    cfg = work / "haproxy.cfg"
-    servers = "\n".join(f"    server s{i} {HOST}:{p} maxconn {SLOTS}" for i, p in enumerate(ports))
-    cfg.write_text(HAPROXY_CFG.format(host=HOST, port=port, servers=servers))
+    cfg = write_haproxy_config(work / "haproxy.cfg", ports, port)
     try:
         proxy = start("haproxy", [HAPROXY, "-db", "-f", str(cfg)], work, procs)
         wait_ready(proxy, port)
         before = harness.cpu_s(proxy.popen.pid)
-        summary = _load(port, args)
+        summary = load(port, args.jobs, args.clients, args.size, LOAD_CAP_S)
         used = harness.cpu_s(proxy.popen.pid) - before
     finally:
         stop_all(procs)
-    return used * 1000 / max(1.0, float(summary["ok"]))
+    return used * 1000 / max(1, summary["ok"])
 
 
 def _spread(values: list[float]) -> str:
@@ -132,10 +111,8 @@ def main() -> int:
         rate: dict[str, list[float]] = {"base": [], "this": []}
         haproxy: list[float] = []
         try:
-            ports = _backends(work, args.backends, procs)
-            config = work / "balancer.toml"
-            config.write_text("backend = [\n" + "".join(
-                f'  "{HOST}:{p},status={s}",\n' for p, s in ports) + "]\n")  # fmt: skip
+            _, ports = start_instant_backends(work, "fakes", args.backends, procs)
+            config = write_balancer_config(work / "balancer.toml", ports)
             for i in range(args.rounds):
                 order = ("base", "this") if i % 2 == 0 else ("this", "base")
                 for which in order:

@@ -74,6 +74,7 @@ class LoadSummary(TypedDict):
     failed: int
     turned_away: int
     seconds: float
+    jobs_per_s: float
     p50_ms: float | None
     p99_ms: float | None
 
@@ -109,6 +110,37 @@ class Farm:
     workers: list[int]
 
 
+def start_instant_backends(
+    work: Path, name: str, count: int, procs: list[Proc], hold_s: float = 0.0
+) -> tuple[Proc, list[tuple[int, int]]]:
+    """``count`` instant backends in one process: it, and each backend's (port, status
+    port) once it says them."""
+    fakes = start(name, [str(PYTHON), "-m", "bench.instant_backends", "--count", str(count),
+                         "--slots", str(SLOTS), "--hold-s", str(hold_s)], work, procs)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while True:
+        if time.monotonic() > deadline or fakes.popen.poll() is not None:
+            raise RuntimeError(f"fake backends did not start: {fakes.log_path.read_text()[-500:]}")
+        for line in fakes.log_path.read_text().splitlines():
+            if line.startswith("{"):
+                return fakes, [(int(p), int(s)) for p, s in json.loads(line)["backends"]]
+        time.sleep(0.1)
+
+
+def write_balancer_config(path: Path, backends: list[tuple[int, int]]) -> Path:
+    """A balancer config naming ``backends`` ((port, status port) on HOST)."""
+    path.write_text("backend = [\n" + "".join(
+        f'  "{HOST}:{p},status={s}",\n' for p, s in backends) + "]\n")  # fmt: skip
+    return path
+
+
+def write_haproxy_config(path: Path, ports: list[int], port: int) -> Path:
+    """HAProxy leastconn on ``port`` over backends at ``ports``, SLOTS connections each."""
+    servers = "\n".join(f"    server s{i} {HOST}:{p} maxconn {SLOTS}" for i, p in enumerate(ports))
+    path.write_text(HAPROXY_CFG.format(host=HOST, port=port, servers=servers))
+    return path
+
+
 def start_farm(
     work: Path,
     count: int,
@@ -118,24 +150,10 @@ def start_farm(
     extra: tuple[str, ...] = (),
     haproxy: bool = True,
 ) -> Farm:
-    fakes = start(f"fakes-{count}-{hold_s:g}",
-                  [str(PYTHON), "-m", "bench.instant_backends", "--count", str(count),
-                   "--slots", str(SLOTS), "--hold-s", str(hold_s)],
-                  work, procs)  # fmt: skip
-    deadline = time.monotonic() + 60
-    backends: list[tuple[int, int]] = []
-    while not backends:
-        if time.monotonic() > deadline or fakes.popen.poll() is not None:
-            raise RuntimeError(f"fake backends did not start: {fakes.log_path.read_text()[-500:]}")
-        text = fakes.log_path.read_text()
-        for line in text.splitlines():
-            if line.startswith("{"):
-                backends = [tuple(p) for p in json.loads(line)["backends"]]
-        time.sleep(0.1)
+    fakes, backends = start_instant_backends(work, f"fakes-{count}-{hold_s:g}", count, procs,
+                                             hold_s)  # fmt: skip
     port, admin, hport = free_ports(3)
-    config = work / f"balancer-{count}.toml"
-    config.write_text("backend = [\n" + "".join(
-        f'  "{HOST}:{p},status={s}",\n' for p, s in backends) + "]\n")  # fmt: skip
+    config = write_balancer_config(work / f"balancer-{count}.toml", backends)
     command = [str(BIN / "distlb-balancer"), "--config", str(config), "--listen", HOST,
                "--port", str(port), "--admin-port", str(admin), "--log-format", "json",
                "--log-level", "warning", "--queue-timeout", "30", *extra]  # fmt: skip
@@ -145,9 +163,7 @@ def start_farm(
     wait_ready(balancer, port)
     wait_ready(balancer, admin)  # (it opens after the jobs' port)
     harness.wait_healthy(admin, count)
-    lines = [f"    server s{i} {HOST}:{p} maxconn {SLOTS}" for i, (p, _) in enumerate(backends)]
-    cfg = work / f"haproxy-{count}.cfg"
-    cfg.write_text(HAPROXY_CFG.format(host=HOST, port=hport, servers="\n".join(lines)))
+    cfg = write_haproxy_config(work / f"haproxy-{count}.cfg", [p for p, _ in backends], hport)
     haproxy_proc = None
     if haproxy:
         haproxy_proc = start(f"haproxy-{count}", [HAPROXY, "-db", "-f", str(cfg)], work, procs)
@@ -170,12 +186,14 @@ def _worker_pids(pid: int) -> list[int]:
     return [pid, *children]
 
 
-def load(port: int, jobs: int, concurrency: int, size: str) -> LoadSummary:
+def load(
+    port: int, jobs: int, concurrency: int, size: str, cap_s: float = PHASE_CAP_S
+) -> LoadSummary:
     done = subprocess.run(
         [str(BIN / "distlb-loadgen"), f"{HOST}:{port}", "--jobs", str(jobs), "--concurrency",
-         str(concurrency), "--duration", str(PHASE_CAP_S), "--size-kb", str(SIZE_KB[size]),
+         str(concurrency), "--duration", str(cap_s), "--size-kb", str(SIZE_KB[size]),
          "--json", "--timeout", "60"],
-        capture_output=True, text=True, timeout=PHASE_CAP_S + 120, check=False,
+        capture_output=True, text=True, timeout=cap_s + 120, check=False,
     )  # fmt: skip
     if not done.stdout.strip():
         raise RuntimeError(f"loadgen printed nothing: {done.stderr[-500:]}")
