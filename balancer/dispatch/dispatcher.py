@@ -29,7 +29,7 @@ from balancer.dispatch.attempts import (
     attempt_deadline,
 )
 from balancer.dispatch.caching import CacheFront
-from balancer.dispatch.hedge import TailWatcher, hedge_delay, hedge_due, next_hedge
+from balancer.dispatch.hedge import TailWatcher, hedge_delay, next_hedge
 from balancer.dispatch.pump import PumpRoute
 from balancer.dispatch.sender import Sender
 from balancer.errors import AllFailed, NoCapacity, NotDispatched
@@ -287,10 +287,8 @@ class Dispatcher:
                 job.failed, waiting, job.affinity, job.big, job.factor, job.compiler,
                 job.refused, job.allow, job.share,
             )), False  # fmt: skip
-        if step not in (Step.RESCUE, Step.HEDGE) or (
-            step is Step.HEDGE and not hedge_due(job.running, now)
-        ):
-            return None, False  # (no copy due: nothing to pick, no sets to build)
+        if step not in (Step.RESCUE, Step.HEDGE):
+            return None, False
         running = {a.backend.name for a in job.running}
         exclude = job.failed | self.slots.barred(job.compiler, job.refused, job.allow) | running
         if step is Step.RESCUE:

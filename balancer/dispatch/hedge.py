@@ -45,14 +45,6 @@ class Copy(Protocol):
     def late_at(self) -> float: ...
 
 
-def hedge_due(copies: Sequence[Copy], now: float) -> bool:
-    """Whether :func:`next_hedge` may add a copy now: a tail backup was asked for, or
-    every copy is late (else it says ``("", None)``, and nothing need be looked up)."""
-    if len(copies) == 1 and copies[0].running.backed_up:
-        return True
-    return all(now >= c.late_at for c in copies)
-
-
 def next_hedge(
     copies: Sequence[Copy],
     backends: dict[str, Backend],
