@@ -33,7 +33,7 @@ from server.runner import RunLimits, run_compile
 from server.sandbox.launcher import Sandbox
 from server.sandbox.sealed import sealed_kind
 from server.sandbox.warm import WarmPool
-from server.slots import SlotHold
+from server.slots import ReplyBudget, SlotHold
 from server.stats import ServerStats
 from wire import Limits, RemoteProtocolError, Reply, Request
 from wire.events import PumpRequest
@@ -45,31 +45,6 @@ _BAD_REQUESTS = RefusalLog(log, "bad_request")
 
 def _client() -> str:
     return str(structlog.contextvars.get_contextvars().get("client", "?"))
-
-
-class ReplyBudget:
-    """Bytes of replies held for readers after their compile gave back its slot. A reply
-    that does not fit keeps its job's slot until sent, so slow readers can hold at most
-    this plus one reply per slot."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.in_use = 0
-        self.refused = 0
-
-    def try_take(self, size: int) -> bool:
-        if self.in_use + size > self.max_bytes:
-            self.refused += 1
-            return False
-        self.in_use += size
-        return True
-
-    def snapshot(self) -> dict[str, int]:
-        """What /status shows: bytes held now, the bound, replies that did not fit."""
-        return {"bytes": self.in_use, "max": self.max_bytes, "refused": self.refused}
-
-    def give_back(self, size: int) -> None:
-        self.in_use -= size
 
 
 def _nothing() -> None:

@@ -53,6 +53,7 @@ from server.runner import CompileResult, RunLimits, give_back, run_started
 from server.sandbox.launcher import Layout, Sandbox
 from server.sandbox.sealed import sealed_kind
 from server.sandbox.spawn import Started, kill, pin_waiting, send_command, spawn
+from server.slots import ReplyBudget, SlotHold
 from server.stats import ServerStats
 from wire.events import PumpRequest, Reply, exit_status
 from wire.pump import RESERVED_TOPS, Tree
@@ -78,6 +79,8 @@ class PumpContext(Protocol):
     def run_limits(self) -> RunLimits: ...
     @property
     def io_timeout_s(self) -> float: ...
+    @property
+    def replies(self) -> ReplyBudget: ...
     @property
     def pump_dirs(self) -> Mapping[str, tuple[str, ...]]: ...
     @property
@@ -277,6 +280,7 @@ async def serve_pump(
         stats.activity.turned_away()
         turn_away_busy(stats.slots)
         return
+    slot = SlotHold(stats.slots, holder)
     context = structlog.contextvars.get_contextvars()
     job_id = str(context.get("job_id", ""))
     client = str(context.get("principal") or context.get("client") or "")
@@ -307,15 +311,26 @@ async def serve_pump(
             outcome = "other"
             ctx.on_upgrade()
         elif outcome != "client_disconnect":
+            # The slot is given back before the reply is sent, as a plain job's is (within
+            # the reply budget): a client that has its reply may send its next job at once
+            # (``make -jN`` against ``--jobs N``), and found it still held (bench/pump.py
+            # --project git was turned away so).
+            held = len(result.obj) + len(result.stderr) + len(result.stdout) + len(deps)
+            budgeted = ctx.replies.try_take(held)
+            if budgeted:
+                slot.release()
             reply = Reply(request.protocol, result.status, result.stderr, result.stdout,
                           result.obj, deps)  # fmt: skip
             try:
                 sent = await write_reply(writer, reply, ctx.io_timeout_s)
             except (ConnectionError, TimeoutError):
                 outcome = "client_disconnect"
+            finally:
+                if budgeted:
+                    ctx.replies.give_back(held)
     finally:
         gone.cancel()
-        stats.slots.release(holder)
+        slot.release()
         stats.activity.ended(job_id)
     seconds = time.monotonic() - started
     stats.job_finished(outcome, job.input_path, job.compiler, seconds)

@@ -26,7 +26,7 @@ from server.compilers import (
     resolve_compilers,
 )
 from server.config import ConfigError, ServerConfig
-from server.connection import ConnectionContext, ReplyBudget, handle_connection
+from server.connection import ConnectionContext, handle_connection
 from server.http_status import make_app
 from server.machine import read_sample
 from server.pump import mark_pump, pump_dirs
@@ -39,7 +39,7 @@ from server.sandbox.jobs_root import make_jobs_root, sweep_stale
 from server.sandbox.sealed import check_pinned, release_when_unused
 from server.sandbox.setup import make_sandbox, searchable_by
 from server.sandbox.warm import WarmPool, first_kind
-from server.slots import Slots
+from server.slots import ReplyBudget, Slots
 from server.stats import ServerStats
 
 log = structlog.get_logger("distlb.server")

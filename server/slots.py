@@ -105,3 +105,28 @@ class SlotHold:
         if self._slots is not None:
             self._slots.release(self._holder)
             self._slots = None
+
+
+class ReplyBudget:
+    """Bytes of replies held for readers after their compile gave back its slot. A reply
+    that does not fit keeps its job's slot until sent, so slow readers can hold at most
+    this plus one reply per slot."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.in_use = 0
+        self.refused = 0
+
+    def try_take(self, size: int) -> bool:
+        if self.in_use + size > self.max_bytes:
+            self.refused += 1
+            return False
+        self.in_use += size
+        return True
+
+    def snapshot(self) -> dict[str, int]:
+        """What /status shows: bytes held now, the bound, replies that did not fit."""
+        return {"bytes": self.in_use, "max": self.max_bytes, "refused": self.refused}
+
+    def give_back(self, size: int) -> None:
+        self.in_use -= size

@@ -137,6 +137,43 @@ def test_without_an_explicit_output_the_default_object_is_sent(
     assert reply.obj == (build / "main.o").read_bytes()
 
 
+RANDOM_DATA = (
+    '__asm__(".data\\n.set s, 1\\n.rept 2097152\\n.set s, (s * 1103515245 + 12345) & '
+    '0x7fffffff\\n.long s\\n.endr\\n.text");\n'
+)
+"""8 MiB of data LZO cannot shrink, made by the assembler (about 2 s)."""
+
+
+def test_a_pump_job_gives_back_its_slot_before_its_reply_is_sent(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """As a plain job does: a client that has its reply may send its next job at once
+    (``make -jN`` against ``--jobs N``); it found the slot still held while the server
+    finished sending (git's libgit.a through the real pump client was turned away so).
+    Here the first client never reads its 8 MiB reply, more than the sockets hold: the
+    server is still sending it when the next job comes, to a server of one slot."""
+    server = start_server("--compiler", "gcc", "--jobs", "1")
+    build = project(tmp_path / "proj")
+    (build.parent / "src" / "main.c").write_text(RANDOM_DATA + MAIN)
+    argv = ("gcc", "-I../include", "-c", "../src/main.c", "-o", "main.o")
+    first = socket.socket()
+    first.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # (before connecting)
+    first.settimeout(60)
+    with first:
+        first.connect(("127.0.0.1", server.port))
+        first.sendall(encode_pump_request(request_for(build, argv)))
+        wait_until(lambda: server.status()["busy"] == 1, 60, "the big job running")
+        wait_until(lambda: server.status()["busy"] == 0, 60,
+                   "its slot given back while its reply is sent")  # fmt: skip
+        (build.parent / "src" / "main.c").write_text(MAIN)
+        reply = send(server.port, encode_pump_request(request_for(build, argv)))
+        assert reply is not None and reply.status == 0, reply and reply.stderr
+        # (the first reply was still being sent: its job is not done)
+        assert server.logged("job_done")["bytes_out"] < 1 << 20
+        assert server.status()["reply_memory"]["bytes"] > 8 << 20
+        assert len(server.events("job_done")) == 1
+
+
 def test_a_compile_error_is_the_compilers_own(server: ServerProcess, tmp_path: Path) -> None:
     build = project(tmp_path / "proj")
     (build.parent / "src" / "main.c").write_text('#include "util.h"\nint main(void) { nope(); }\n')
