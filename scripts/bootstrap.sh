@@ -33,6 +33,7 @@ TEST_PACKAGES=(
     gdb                                # plays a subverted compiler that takes over its sandbox's init (ptrace)
     strace                             # watches every file and program each option the judge accepts makes the tools touch
     autoconf automake                  # distcc's source has no configure: scripts/build-pump-client.sh runs its autogen.sh
+    zlib1g-dev                         # git's libgit.a, built through the farm by bench/pump.py --project git
 )
 
 list_only=
