@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import secrets
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import IO, Literal
 
 import structlog
 
@@ -47,6 +46,7 @@ log = structlog.get_logger("distlb.server.runner")
 JobResult = Literal["ok", "compile_error", "timeout", "client_disconnect"]
 _PIPE_DRAIN_S = 2.0
 _SIGKILL_WAIT_S = 5.0
+_READ_BYTES = 1 << 16
 _NOTE_ROOM = 200
 """Bytes kept free in a capped stderr for the note that says so."""
 
@@ -75,24 +75,50 @@ class CompileResult:
     cpu, output), if any."""
 
 
-class _Capture(asyncio.Protocol):
-    """Collects a pipe's bytes up to a limit; the rest is counted and dropped."""
+class Capture:
+    """Collects a pipe's bytes up to a limit; the rest is counted and dropped.
 
-    def __init__(self, limit: int) -> None:
+    Read through the loop's ``add_reader`` on the pipe's own descriptor, which only its
+    file object closes (:meth:`close`). Not a pipe transport: uvloop's
+    ``connect_read_pipe`` closes the descriptor itself and then again through the file
+    object (uvloop issue 763), and the second close took whatever another thread had
+    opened under that number meanwhile (a job directory left with "Bad file
+    descriptor", a client's socket reset: bench/pump.py --project git)."""
+
+    def __init__(self, limit: int, pipe: IO[bytes]) -> None:
         self._limit = max(0, limit - _NOTE_ROOM)  # the note fits within the limit
         self._chunks: list[bytes] = []
         self._kept = 0
         self.dropped = 0
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._pipe = pipe
+        self._fd = pipe.fileno()
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+        """Done at the pipe's end (or once closed)."""
+        os.set_blocking(self._fd, False)
+        self._loop.add_reader(self._fd, self._readable)
 
-    def data_received(self, data: bytes) -> None:
+    def _readable(self) -> None:
+        try:
+            data = os.read(self._fd, _READ_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            return
         room = self._limit - self._kept
         if room > 0:
             self._chunks.append(data[:room])
             self._kept += min(room, len(data))
         self.dropped += max(0, len(data) - max(room, 0))
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def close(self) -> None:
+        """Stop reading and close the pipe (once: idempotent)."""
+        if not self._pipe.closed:
+            self._loop.remove_reader(self._fd)
+            self._pipe.close()
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -101,10 +127,6 @@ class _Capture(asyncio.Protocol):
         if self.dropped:
             data += b"\ndistlb-server: %d more bytes of output dropped\n" % self.dropped
         return data
-
-
-def _same(capture: _Capture) -> _Capture:
-    return capture
 
 
 def _set_once(future: asyncio.Future[None]) -> None:
@@ -251,12 +273,11 @@ async def run_started(
     exited: asyncio.Future[None] = loop.create_future()
     pidfd = os.pidfd_open(proc.pid)
     loop.add_reader(pidfd, _set_once, exited)
-    captures: list[tuple[asyncio.BaseTransport, _Capture]] = []
+    captures: list[Capture] = []
     try:
         for pipe in (proc.stdout, proc.stderr):
-            capture = _Capture(limits.max_output_bytes)
-            transport, _ = await loop.connect_read_pipe(functools.partial(_same, capture), pipe)
-            captures.append((transport, capture))
+            assert pipe is not None
+            captures.append(Capture(limits.max_output_bytes, pipe))
         await asyncio.wait(
             {exited, client_gone}, timeout=limits.lifetime_s, return_when=asyncio.FIRST_COMPLETED
         )
@@ -275,18 +296,18 @@ async def run_started(
         kill_init(started)
         _signal_group(pgid, signal.SIGKILL)
         returncode = proc.wait(timeout=_SIGKILL_WAIT_S)
-        await asyncio.wait([c.closed for _, c in captures], timeout=_PIPE_DRAIN_S)
+        await asyncio.wait([c.closed for c in captures], timeout=_PIPE_DRAIN_S)
     finally:
         loop.remove_reader(pidfd)
         os.close(pidfd)
-        for pipe_transport, _ in captures:
-            pipe_transport.close()
+        for capture in captures:
+            capture.close()
         if proc.returncode is None:
             kill_init(started)
             _signal_group(pgid, signal.SIGKILL)
             proc.wait()
         close_fds(started)
-    stdout, stderr = captures[0][1].value(), captures[1][1].value()
+    stdout, stderr = captures[0].value(), captures[1].value()
     seconds = time.monotonic() - started_at
     if outcome == "timeout":
         stderr += (
