@@ -76,7 +76,10 @@ def start_balancer(
     port, admin = free_ports(2)
     command = [str(DISTLB_BALANCER), "--listen", "127.0.0.1", "--port", str(port),
                "--admin-port", str(admin), "--log-format", "json", "--log-level", "warning",
-               "--backend", f"127.0.0.1:{backend_port},status={stats_port}", *extra]  # fmt: skip
+               "--backend", f"127.0.0.1:{backend_port},status={stats_port}",
+               # (a health probe is a compile that takes a slot: every 30 s by default, it
+               # took one the direct builds' client wanted, which was turned away)
+               "--idle-probe-interval", "3600", *extra]  # fmt: skip
     proc = start(f"balancer{'-cached' if extra else ''}", command, work, procs)
     wait_ready(proc, port)
     wait_ready(proc, admin)
