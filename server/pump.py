@@ -311,10 +311,8 @@ async def serve_pump(
             outcome = "other"
             ctx.on_upgrade()
         elif outcome != "client_disconnect":
-            # The slot is given back before the reply is sent, as a plain job's is (within
-            # the reply budget): a client that has its reply may send its next job at once
-            # (``make -jN`` against ``--jobs N``), and found it still held (bench/pump.py
-            # --project git was turned away so).
+            # Its slot back before the reply is sent, as a plain job's (in the budget): a
+            # client with its reply may send its next job at once (make -jN vs --jobs N).
             held = len(result.obj) + len(result.stderr) + len(result.stdout) + len(deps)
             budgeted = ctx.replies.try_take(held)
             if budgeted:
