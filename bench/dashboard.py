@@ -25,18 +25,12 @@ from pathlib import Path
 import aiohttp
 
 from bench import harness
-from bench.harness import HOST, Proc, free_ports, get_json, start, stop_all, wait_ready
+from bench.harness import HOST, Proc, free_ports, start, stop_all, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
 RESULTS = ROOT / "bench" / "results" / "dashboard.md"
 SERVERS = 3
-
-
-def healthy_backends(admin_port: int) -> int:
-    totals = get_json(admin_port, "/status")["totals"]
-    assert isinstance(totals, dict)
-    return int(totals["healthy_backends"])
 
 
 async def _live(url: str, until: float, counts: list[int]) -> None:
@@ -122,11 +116,7 @@ def main() -> None:
                    "--dashboard-viewers", str(args.viewers + 8)]  # fmt: skip
         balancer = start("balancer", command, work, procs)
         wait_ready(balancer, admin)
-        deadline = time.monotonic() + 30
-        while healthy_backends(admin) < SERVERS:
-            if time.monotonic() > deadline:
-                raise RuntimeError("backends never healthy")
-            time.sleep(0.1)
+        harness.wait_healthy(admin, SERVERS, 30)
         for r in range(args.rounds):
             order = ["none", "live", "polling"]
             if r % 2:

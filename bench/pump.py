@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.harness import Proc, free_ports, get_json, start, stop_all, wait_ready
+from bench.harness import Proc, free_ports, get_json, start, stop_all, wait_healthy, wait_ready
 from bench.server_vs_distccd import (
     CLIENT_TIMEOUT_S,
     DISTLB_SERVER,
@@ -83,14 +83,8 @@ def start_balancer(
     proc = start(f"balancer{'-cached' if extra else ''}", command, work, procs)
     wait_ready(proc, port)
     wait_ready(proc, admin)
-    deadline = time.monotonic() + 60
-    while True:
-        totals = get_json(admin, "/status")["totals"]
-        if isinstance(totals, dict) and totals["healthy_backends"] >= 1:
-            return port, admin
-        if time.monotonic() > deadline:
-            raise RuntimeError("the balancer's backend never became healthy")
-        time.sleep(0.2)
+    wait_healthy(admin, 1, 60)
+    return port, admin
 
 
 def start_include_server(bin_dir: Path, env: dict[str, str], work: Path) -> dict[str, str]:
