@@ -115,11 +115,10 @@ class Capture:
         self.dropped += max(0, len(data) - max(room, 0))
 
     def close(self) -> None:
-        """Stop reading and close the pipe (once: idempotent)."""
-        if not self._pipe.closed:
-            self._loop.remove_reader(self._fd)
-            self._pipe.close()
+        """Stop reading and close the pipe (idempotent)."""
         if not self.closed.done():
+            self._loop.remove_reader(self._fd)  # (before the number is freed)
+            self._pipe.close()
             self.closed.set_result(None)
 
     def value(self) -> bytes:
