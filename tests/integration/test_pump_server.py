@@ -174,6 +174,29 @@ def test_a_pump_job_gives_back_its_slot_before_its_reply_is_sent(
         assert len(server.events("job_done")) == 1
 
 
+def test_a_pump_reply_past_the_reply_budget_keeps_its_slot_until_sent(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """The bound on what slow readers hold: an 8 MiB reply past ``--reply-memory-mb 4``
+    keeps its job's slot while it is sent, so a reader that never reads holds one slot's
+    reply, not the server's memory; the next job is turned away meanwhile."""
+    server = start_server("--compiler", "gcc", "--jobs", "1", "--reply-memory-mb", "4")
+    build = project(tmp_path / "proj")
+    (build.parent / "src" / "main.c").write_text(RANDOM_DATA + MAIN)
+    argv = ("gcc", "-I../include", "-c", "../src/main.c", "-o", "main.o")
+    first = socket.socket()
+    first.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # (before connecting)
+    first.settimeout(60)
+    with first:
+        first.connect(("127.0.0.1", server.port))
+        first.sendall(encode_pump_request(request_for(build, argv)))
+        wait_until(lambda: server.status()["reply_memory"]["refused"] == 1, 60,
+                   "the big reply found past the budget")  # fmt: skip
+        assert server.status()["busy"] == 1 and server.status()["reply_memory"]["bytes"] == 0
+        (build.parent / "src" / "main.c").write_text(MAIN)
+        assert send(server.port, encode_pump_request(request_for(build, argv))) is None
+
+
 def test_a_compile_error_is_the_compilers_own(server: ServerProcess, tmp_path: Path) -> None:
     build = project(tmp_path / "proj")
     (build.parent / "src" / "main.c").write_text('#include "util.h"\nint main(void) { nope(); }\n')
